@@ -1,0 +1,31 @@
+// Build: generate static protobuf code from proto/, compile TypeScript, copy generated JS next to it.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, statSync, copyFileSync, rmSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+
+function protoFiles(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...protoFiles(p));
+    else if (name.endsWith('.proto')) out.push(p);
+  }
+  return out;
+}
+
+const gen = join(root, 'src', 'gen');
+mkdirSync(gen, { recursive: true });
+const protos = protoFiles(join(root, 'proto'));
+// Static code so the shim never parses .proto text at start-up.
+run(bin('pbjs'), ['-t', 'static-module', '-w', 'commonjs', '--keep-case', '--no-verify', '--no-delimited', '-p', join(root, 'proto'), '-o', join(gen, 'proto.js'), ...protos]);
+run(bin('pbts'), ['--no-comments', '-o', join(gen, 'proto.d.ts'), join(gen, 'proto.js')]);
+
+rmSync(join(root, 'dist'), { recursive: true, force: true });
+run(bin('tsc'), ['-p', join(root, 'tsconfig.json')]);
+mkdirSync(join(root, 'dist', 'src', 'gen'), { recursive: true });
+copyFileSync(join(gen, 'proto.js'), join(root, 'dist', 'src', 'gen', 'proto.js'));
