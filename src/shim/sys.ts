@@ -1,0 +1,312 @@
+// Thin, typed wrappers over the libc calls Node does not expose. Every other module reaches the
+// kernel only through here. koffi and libc are loaded on first use, so a process that never needs
+// a syscall (e.g. the `start` launcher) pays nothing for them.
+import { constants as osConstants } from 'node:os';
+import type * as Koffi from 'koffi';
+
+/** Linux (x86_64 / aarch64 generic ABI) constants we rely on. */
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = O_NONBLOCK;
+export const EFD_CLOEXEC = O_CLOEXEC;
+export const EFD_SEMAPHORE = 1;
+const PR_SET_CHILD_SUBREAPER = 36;
+const PR_GET_CHILD_SUBREAPER = 37;
+const WNOHANG = 1;
+const WALL = 0x40000000; // __WALL: also children whose exit signal is not SIGCHLD
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const MSG_CTRUNC = 0x8;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const SO_PEERCRED = 17;
+const TIOCSWINSZ = 0x5414;
+const TIOCGWINSZ = 0x5413;
+const F_GETFD = 1;
+const F_SETFD = 2;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const FD_CLOEXEC = 1;
+const CMSG_HEADER = 16; // cmsg_len (size_t) + cmsg_level (int) + cmsg_type (int)
+
+const errnoNames: Record<number, string> = (() => {
+  const out: Record<number, string> = {};
+  for (const [name, num] of Object.entries(osConstants.errno)) out[num] = name;
+  return out;
+})();
+
+/** A failed syscall: `code` is the errno name (e.g. 'EAGAIN'), like Node's own system errors. */
+export class SysError extends Error {
+  readonly code: string;
+  readonly errno: number;
+  readonly syscall: string;
+  constructor(syscall: string, errno: number, detail?: string) {
+    const code = errnoNames[errno] ?? `E${errno}`;
+    super(`${syscall}${detail ? ` ${detail}` : ''}: ${code} (errno ${errno})`);
+    this.name = 'SysError';
+    this.code = code;
+    this.errno = errno;
+    this.syscall = syscall;
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Fn = (...args: any[]) => any;
+interface Libc {
+  koffi: typeof Koffi;
+  prctl: Fn; prctlPtr: Fn; waitpid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
+  setsid: Fn; dup2: Fn; dup3: Fn; close: Fn; fcntl: Fn; getpgid: Fn; kill: Fn; fchown: Fn;
+}
+
+let libc: Libc | undefined;
+
+function lib(): Libc {
+  if (libc) return libc;
+  // Loaded here, not at import time: koffi costs tens of milliseconds to load.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const koffi = require('koffi') as typeof Koffi;
+  const c = koffi.load('libc.so.6');
+  const iovec = koffi.struct('tsshim_iovec', { base: 'void *', len: 'size_t' });
+  const msghdr = koffi.struct('tsshim_msghdr', {
+    name: 'void *', namelen: 'uint32_t', iov: koffi.pointer(iovec), iovlen: 'size_t',
+    control: 'void *', controllen: 'size_t', flags: 'int',
+  });
+  // Variadic libc functions (prctl, ioctl, fcntl) are declared with fixed integer/pointer
+  // arguments: on the Linux x86_64 and aarch64 ABIs that call is identical.
+  libc = {
+    koffi,
+    prctl: c.func('prctl', 'int', ['int', 'unsigned long', 'unsigned long', 'unsigned long', 'unsigned long']),
+    prctlPtr: c.func('prctl', 'int', ['int', 'void *', 'unsigned long', 'unsigned long', 'unsigned long']),
+    waitpid: c.func('waitpid', 'int', ['int', 'void *', 'int']),
+    pipe2: c.func('pipe2', 'int', ['void *', 'int']),
+    recvmsg: c.func('recvmsg', 'long', ['int', koffi.inout(koffi.pointer(msghdr)), 'int']),
+    ioctl: c.func('ioctl', 'int', ['int', 'unsigned long', 'void *']),
+    eventfd: c.func('eventfd', 'int', ['unsigned int', 'int']),
+    getsockopt: c.func('getsockopt', 'int', ['int', 'int', 'int', 'void *', 'void *']),
+    setsid: c.func('setsid', 'int', []),
+    dup2: c.func('dup2', 'int', ['int', 'int']),
+    dup3: c.func('dup3', 'int', ['int', 'int', 'int']),
+    close: c.func('close', 'int', ['int']),
+    fcntl: c.func('fcntl', 'int', ['int', 'int', 'long']),
+    getpgid: c.func('getpgid', 'int', ['int']),
+    kill: c.func('kill', 'int', ['int', 'int']),
+    fchown: c.func('fchown', 'int', ['int', 'uint32_t', 'uint32_t']),
+  };
+  return libc;
+}
+
+function lastErrno(): number {
+  return lib().koffi.errno();
+}
+
+/** Calls a libc function returning -1 on failure; throws SysError with errno, retrying EINTR. */
+function check(name: string, call: () => number, detail?: string): number {
+  for (;;) {
+    const r = call();
+    if (r !== -1) return r;
+    const e = lastErrno();
+    if (e === osConstants.errno.EINTR) continue;
+    throw new SysError(name, e, detail);
+  }
+}
+
+/** Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER). */
+export function setChildSubreaper(on = true): void {
+  const l = lib();
+  check('prctl(PR_SET_CHILD_SUBREAPER)', () => l.prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0));
+}
+
+export function isChildSubreaper(): boolean {
+  const l = lib();
+  const out = Buffer.alloc(4);
+  check('prctl(PR_GET_CHILD_SUBREAPER)', () => l.prctlPtr(PR_GET_CHILD_SUBREAPER, out, 0, 0, 0));
+  return out.readInt32LE(0) !== 0;
+}
+
+export interface WaitResult { pid: number; status: number /* raw wait status */ }
+
+/**
+ * waitpid(pid, WNOHANG): the raw status if `pid` has exited and is now reaped; null if it is still
+ * running or is not our child (ECHILD, e.g. someone else reaped it). Never pass -1 here.
+ */
+export function waitpidNoHang(pid: number): WaitResult | null {
+  if (!(pid > 0)) throw new RangeError(`waitpidNoHang: refusing pid ${pid}`);
+  const l = lib();
+  const st = Buffer.alloc(4);
+  for (;;) {
+    const r = l.waitpid(pid, st, WNOHANG | WALL) as number;
+    if (r > 0) return { pid: r, status: st.readInt32LE(0) };
+    if (r === 0) return null;
+    const e = lastErrno();
+    if (e === osConstants.errno.EINTR) continue;
+    if (e === osConstants.errno.ECHILD) return null;
+    throw new SysError('waitpid', e, `pid ${pid}`);
+  }
+}
+
+/** Raw wait status -> exit code, or 128 + signal number when killed by a signal. */
+export function decodeWaitStatus(raw: number): number {
+  const termsig = raw & 0x7f;
+  if (termsig === 0) return (raw >> 8) & 0xff; // WIFEXITED
+  if (termsig !== 0x7f) return 128 + termsig; // WIFSIGNALED
+  return (raw >> 8) & 0xff; // stopped (only with WUNTRACED): report the stop signal
+}
+
+/** pipe2: returns [readFd, writeFd], close-on-exec by default. */
+export function pipe2(opts: { cloexec?: boolean; nonblock?: boolean } = {}): [number, number] {
+  const l = lib();
+  const fds = Buffer.alloc(8);
+  const flags = (opts.cloexec === false ? 0 : O_CLOEXEC) | (opts.nonblock ? O_NONBLOCK : 0);
+  check('pipe2', () => l.pipe2(fds, flags));
+  return [fds.readInt32LE(0), fds.readInt32LE(4)];
+}
+
+/**
+ * Receives one fd passed with SCM_RIGHTS on a (non-blocking) unix socket, close-on-exec.
+ * Throws SysError code 'EAGAIN' when nothing has arrived yet (caller retries on a timer),
+ * and code 'EOF' when the peer closed without sending an fd. Extra fds in the same
+ * message are closed so they do not leak.
+ */
+export function recvFd(sockFd: number): number {
+  const l = lib();
+  const data = Buffer.alloc(64);
+  const control = Buffer.alloc(256);
+  const msg = {
+    name: null, namelen: 0, iov: [{ base: data, len: data.length }], iovlen: 1,
+    control, controllen: control.length, flags: 0,
+  };
+  let n: number;
+  for (;;) {
+    n = Number(l.recvmsg(sockFd, msg, MSG_CMSG_CLOEXEC));
+    if (n >= 0) break;
+    const e = lastErrno();
+    if (e === osConstants.errno.EINTR) continue;
+    throw new SysError('recvmsg', e, `fd ${sockFd}`);
+  }
+  const fds: number[] = [];
+  const ctlLen = Number(msg.controllen);
+  let off = 0;
+  while (off + CMSG_HEADER <= ctlLen) {
+    const len = Number(control.readBigUInt64LE(off));
+    if (len < CMSG_HEADER) break;
+    const level = control.readInt32LE(off + 8);
+    const type = control.readInt32LE(off + 12);
+    if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+      for (let p = off + CMSG_HEADER; p + 4 <= off + len; p += 4) fds.push(control.readInt32LE(p));
+    }
+    off += (len + 7) & ~7;
+  }
+  if (fds.length === 0) {
+    if (n === 0) throw Object.assign(new SysError('recvmsg', 0, 'peer closed without sending an fd'), { code: 'EOF' });
+    const err = new SysError('recvmsg', 0, `got ${n} bytes but no fd${msg.flags & MSG_CTRUNC ? ' (control truncated)' : ''}`);
+    throw Object.assign(err, { code: 'ENOFD' });
+  }
+  for (const extra of fds.slice(1)) l.close(extra);
+  return fds[0];
+}
+
+/** ioctl(TIOCSWINSZ) on a terminal fd (pty master). */
+export function setWinsize(fd: number, rows: number, cols: number): void {
+  const l = lib();
+  const ws = Buffer.alloc(8);
+  ws.writeUInt16LE(rows & 0xffff, 0);
+  ws.writeUInt16LE(cols & 0xffff, 2);
+  check('ioctl(TIOCSWINSZ)', () => l.ioctl(fd, TIOCSWINSZ, ws), `fd ${fd}`);
+}
+
+/** ioctl(TIOCGWINSZ): the terminal size, mostly for tests. */
+export function getWinsize(fd: number): { rows: number; cols: number } {
+  const l = lib();
+  const ws = Buffer.alloc(8);
+  check('ioctl(TIOCGWINSZ)', () => l.ioctl(fd, TIOCGWINSZ, ws), `fd ${fd}`);
+  return { rows: ws.readUInt16LE(0), cols: ws.readUInt16LE(2) };
+}
+
+/** eventfd(initval, flags); default flags EFD_CLOEXEC. */
+export function eventfd(initval = 0, flags = EFD_CLOEXEC): number {
+  const l = lib();
+  return check('eventfd', () => l.eventfd(initval >>> 0, flags));
+}
+
+/** SO_PEERCRED of a connected unix socket. */
+export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
+  const l = lib();
+  const cred = Buffer.alloc(12);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(12, 0);
+  check('getsockopt(SO_PEERCRED)', () => l.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len), `fd ${fd}`);
+  return { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) };
+}
+
+export function setsid(): number {
+  const l = lib();
+  return check('setsid', () => l.setsid());
+}
+
+export function dup2(oldFd: number, newFd: number): number {
+  const l = lib();
+  return check('dup2', () => l.dup2(oldFd, newFd), `${oldFd} -> ${newFd}`);
+}
+
+/** dup3(oldFd, newFd, O_CLOEXEC): like dup2 but the copy is close-on-exec. */
+export function dup3Cloexec(oldFd: number, newFd: number): number {
+  const l = lib();
+  return check('dup3', () => l.dup3(oldFd, newFd, O_CLOEXEC), `${oldFd} -> ${newFd}`);
+}
+
+/** close(2). EINTR is not retried (the fd is gone on Linux either way). */
+export function close(fd: number): void {
+  const l = lib();
+  if (l.close(fd) === -1) {
+    const e = lastErrno();
+    if (e !== osConstants.errno.EINTR) throw new SysError('close', e, `fd ${fd}`);
+  }
+}
+
+export function setNonBlocking(fd: number, on: boolean): void {
+  const l = lib();
+  const flags = check('fcntl(F_GETFL)', () => l.fcntl(fd, F_GETFL, 0), `fd ${fd}`);
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (next !== flags) check('fcntl(F_SETFL)', () => l.fcntl(fd, F_SETFL, next), `fd ${fd}`);
+}
+
+export function isNonBlocking(fd: number): boolean {
+  const l = lib();
+  return (check('fcntl(F_GETFL)', () => l.fcntl(fd, F_GETFL, 0), `fd ${fd}`) & O_NONBLOCK) !== 0;
+}
+
+export function setCloexec(fd: number, on: boolean): void {
+  const l = lib();
+  const flags = check('fcntl(F_GETFD)', () => l.fcntl(fd, F_GETFD, 0), `fd ${fd}`);
+  const next = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
+  if (next !== flags) check('fcntl(F_SETFD)', () => l.fcntl(fd, F_SETFD, next), `fd ${fd}`);
+}
+
+export function isCloexec(fd: number): boolean {
+  const l = lib();
+  return (check('fcntl(F_GETFD)', () => l.fcntl(fd, F_GETFD, 0), `fd ${fd}`) & FD_CLOEXEC) !== 0;
+}
+
+export function getpgid(pid: number): number {
+  const l = lib();
+  return check('getpgid', () => l.getpgid(pid), `pid ${pid}`);
+}
+
+/** fchown(2), e.g. the runc-side end of a stdio pipe to io_uid:io_gid. */
+export function fchown(fd: number, uid: number, gid: number): void {
+  const l = lib();
+  check('fchown', () => l.fchown(fd, uid >>> 0, gid >>> 0), `fd ${fd}`);
+}
+
+/** kill(2) with errno reporting (process.kill hides ESRCH vs EPERM behind exceptions too, but this is uniform). */
+export function kill(pid: number, signal: number): void {
+  const l = lib();
+  check('kill', () => l.kill(pid, signal), `pid ${pid} sig ${signal}`);
+}
+
+/** kill(pid, 0) probe: true if the process exists (EPERM counts as existing). Zombies exist too. */
+export function processExists(pid: number): boolean {
+  if (!(pid > 0)) return false;
+  const l = lib();
+  if (l.kill(pid, 0) === 0) return true;
+  return lastErrno() === osConstants.errno.EPERM;
+}
