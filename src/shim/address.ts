@@ -1,0 +1,55 @@
+// Where a shim listens. Mirrors containerd's shims (unix:///run/containerd/s/<sha256>) but hashes
+// the runtime name too, so a tsshim group can never be mistaken for a runc shim group.
+import { createHash } from 'node:crypto';
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+
+export const RUNTIME_NAME = 'io.containerd.tsshim.v2';
+export const GROUP_ANNOTATION = 'io.containerd.tsshim.v2.group';
+export const SANDBOX_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
+export const SOCKET_DIR = process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s';
+const MAX_SOCKET_PATH = 106;
+
+// containerd's identifier rule for namespaces and ids.
+const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$/;
+
+export function isValidIdentifier(s: string): boolean {
+  return s.length > 0 && s.length <= 76 && IDENTIFIER.test(s);
+}
+
+/** Grouping key of a container: our annotation, then CRI's pod id, else the container id. */
+export function groupKey(id: string, annotations: Record<string, string> | undefined): string {
+  return annotations?.[GROUP_ANNOTATION] || annotations?.[SANDBOX_ANNOTATION] || id;
+}
+
+export function readAnnotations(bundle: string): Record<string, string> {
+  try {
+    const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
+    return spec && typeof spec.annotations === 'object' && spec.annotations ? spec.annotations : {};
+  } catch {
+    return {};
+  }
+}
+
+export function socketPath(grpcAddress: string, namespace: string, group: string): string {
+  // posix join + normalize behaves like Go's path.Join (cleans // and trailing /).
+  const key = path.posix.join(grpcAddress, namespace, RUNTIME_NAME, group);
+  const p = path.join(SOCKET_DIR, createHash('sha256').update(key).digest('hex'));
+  if (p.length > MAX_SOCKET_PATH) throw new Error(`socket path ${p} is too long for a unix socket`);
+  return p;
+}
+
+export function toAddress(socket: string): string {
+  return `unix://${socket}`;
+}
+
+export function fromAddress(address: string): string {
+  return address.trim().replace(/^unix:\/\//, '');
+}
+
+/** Atomic write (tmp + rename), as containerd reads these files on restart. */
+export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}`);
+  fs.writeFileSync(tmp, data, { mode });
+  fs.renameSync(tmp, file);
+}

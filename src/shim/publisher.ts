@@ -1,0 +1,191 @@
+// Event publisher with a durable outbox. Every event is appended to a journal before it is sent and
+// acknowledged in the journal once containerd accepted it. Events are delivered one at a time, in
+// order, and retried without limit while containerd is away (the Go shim drops them after ~21 s).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Writer } from 'protobufjs/minimal';
+import type { Logger } from './logger';
+import { nullLogger } from './logger';
+
+export interface OutboxEvent {
+  seq: number;
+  namespace: string;
+  topic: string;
+  typeUrl: string;
+  value: Uint8Array;
+  at: number; // ms since epoch, the envelope timestamp (time of publishing)
+  atNanos: number;
+}
+
+export interface EventSender {
+  /** Resolves when containerd accepted the event; rejects on any failure. */
+  forward(envelope: Uint8Array, namespace: string): Promise<void>;
+  reset(): void;
+}
+
+const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
+
+export function encodeForwardRequest(e: OutboxEvent): Uint8Array {
+  const w = Writer.create();
+  w.uint32(10).fork(); // ForwardRequest.envelope
+  w.uint32(10).fork().uint32(8).int64(Math.floor(e.at / 1000)).uint32(16).int32(e.atNanos).ldelim();
+  w.uint32(18).string(e.namespace);
+  w.uint32(26).string(e.topic);
+  w.uint32(34).fork().uint32(10).string(e.typeUrl).uint32(18).bytes(e.value).ldelim();
+  w.ldelim();
+  return w.finish();
+}
+
+/** ttrpc client to containerd's TTRPC_ADDRESS, connected lazily and re-dialled after failures. */
+export class TtrpcEventSender implements EventSender {
+  private client: Promise<import('../ttrpc').Client> | null = null;
+  constructor(private address: string, private timeoutMs = 5000) {}
+  async forward(payload: Uint8Array, namespace: string): Promise<void> {
+    const { Client } = await import('../ttrpc');
+    if (!this.client) {
+      const p = Client.connect(this.address.replace(/^unix:\/\//, ''));
+      this.client = p;
+      p.then((c) => c.on('close', () => { if (this.client === p) this.client = null; }), () => { if (this.client === p) this.client = null; });
+    }
+    const client = await this.client;
+    await client.call(EVENTS_SERVICE, 'Forward', payload, {
+      timeoutMs: this.timeoutMs,
+      metadata: { 'containerd-namespace-ttrpc': [namespace] },
+    });
+  }
+  reset(): void {
+    const c = this.client;
+    this.client = null;
+    c?.then((x) => x.close(), () => {});
+  }
+}
+
+/** Append-only journal: `E <json>` lines for events, `A <seq>` lines for acknowledgements. */
+export class OutboxJournal {
+  private fd = -1;
+  private lines = 0;
+  constructor(private file: string | null) {
+    if (!file) return;
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    this.fd = fs.openSync(file, 'a', 0o600);
+  }
+  /** Events written by an earlier run of this journal and never acknowledged. */
+  static load(file: string): OutboxEvent[] {
+    let text = '';
+    try { text = fs.readFileSync(file, 'utf8'); } catch { return []; }
+    const events = new Map<number, OutboxEvent>();
+    for (const line of text.split('\n')) {
+      try {
+        if (line.startsWith('E ')) {
+          const j = JSON.parse(line.slice(2));
+          events.set(j.seq, { ...j, value: Buffer.from(j.value, 'base64') });
+        } else if (line.startsWith('A ')) events.delete(Number(line.slice(2)));
+      } catch { /* a torn last line after a crash */ }
+    }
+    return [...events.values()].sort((a, b) => a.seq - b.seq);
+  }
+  append(e: OutboxEvent): void {
+    this.write(`E ${JSON.stringify({ ...e, value: Buffer.from(e.value).toString('base64') })}\n`);
+  }
+  ack(seq: number, nothingPending: boolean): void {
+    // Compact when the outbox is empty so the journal stays small.
+    if (nothingPending && this.lines > 1000 && this.fd >= 0 && this.file) {
+      fs.ftruncateSync(this.fd, 0);
+      this.lines = 0;
+      return;
+    }
+    this.write(`A ${seq}\n`);
+  }
+  private write(line: string): void {
+    if (this.fd < 0) return;
+    fs.writeSync(this.fd, line);
+    this.lines++;
+  }
+  close(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+export interface PublisherStats { sent: number; pending: number; retries: number; replayed: number }
+
+export class Publisher {
+  private queue: OutboxEvent[] = [];
+  private seq = 0;
+  private running = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+  private wake: (() => void) | null = null;
+  readonly stats: PublisherStats = { sent: 0, pending: 0, retries: 0, replayed: 0 };
+
+  constructor(
+    private sender: EventSender | null,
+    private journal: OutboxJournal = new OutboxJournal(null),
+    private log: Logger = nullLogger,
+    replay: OutboxEvent[] = [],
+  ) {
+    for (const e of replay) { this.queue.push(e); this.seq = Math.max(this.seq, e.seq); }
+    this.stats.replayed = replay.length;
+    if (replay.length) this.kick();
+  }
+
+  publish(namespace: string, topic: string, typeUrl: string, value: Uint8Array): void {
+    if (this.closed) { this.log.warn('event after publisher close dropped', { topic }); return; }
+    const now = Date.now();
+    const e: OutboxEvent = { seq: ++this.seq, namespace, topic, typeUrl, value, at: now, atNanos: (now % 1000) * 1e6 };
+    this.journal.append(e);
+    this.queue.push(e);
+    this.kick();
+  }
+
+  pending(): OutboxEvent[] { return [...this.queue]; }
+
+  /** Resolves when everything queued so far was delivered, or after timeoutMs. */
+  drain(timeoutMs: number): Promise<boolean> {
+    if (this.queue.length === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), timeoutMs);
+      this.idleWaiters.push(() => { clearTimeout(t); resolve(true); });
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.wake?.();
+    this.journal.close();
+    this.sender?.reset();
+  }
+
+  private kick(): void {
+    this.stats.pending = this.queue.length;
+    if (this.wake) { const w = this.wake; this.wake = null; w(); }
+    if (this.running) return;
+    this.running = true;
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    let delay = 50;
+    while (this.queue.length && !this.closed) {
+      const e = this.queue[0];
+      if (!this.sender) { this.queue.shift(); this.journal.ack(e.seq, this.queue.length === 0); continue; }
+      try {
+        await this.sender.forward(encodeForwardRequest(e), e.namespace);
+        this.queue.shift();
+        this.stats.sent++;
+        this.journal.ack(e.seq, this.queue.length === 0);
+        delay = 50;
+      } catch (err) {
+        this.stats.retries++;
+        if (delay === 50) this.log.warn('event not delivered yet, will retry', { topic: e.topic, error: err });
+        this.sender.reset();
+        await new Promise<void>((r) => { const t = setTimeout(r, delay); this.wake = () => { clearTimeout(t); r(); }; });
+        this.wake = null;
+        delay = Math.min(delay * 2, 1000);
+      }
+      this.stats.pending = this.queue.length;
+    }
+    this.running = false;
+    if (this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+}
