@@ -1,0 +1,219 @@
+// Framing only: 10-byte header (length u32 BE, stream id u32 BE, type u8, flags u8) + data.
+// Knows nothing of protobuf or calls; the server and client build on it.
+import type { Socket } from 'node:net';
+
+export const HEADER_LENGTH = 10;
+/** 4 MiB, the limit of containerd/ttrpc (header not counted). */
+export const MAX_MESSAGE_SIZE = 4 << 20;
+
+export enum MessageType {
+  REQUEST = 0x01,
+  RESPONSE = 0x02,
+  DATA = 0x03,
+}
+
+/** Flag bits; their meaning depends on the frame type (spec §4). */
+export const Flags = {
+  REMOTE_CLOSED: 0x01,
+  REMOTE_OPEN: 0x02,
+  NO_DATA: 0x04,
+} as const;
+
+export interface FrameHeader {
+  length: number;
+  streamId: number;
+  type: number;
+  flags: number;
+}
+
+export function encodeHeader(h: FrameHeader): Buffer {
+  const b = Buffer.allocUnsafe(HEADER_LENGTH);
+  b.writeUInt32BE(h.length >>> 0, 0);
+  b.writeUInt32BE(h.streamId >>> 0, 4);
+  b[8] = h.type & 0xff;
+  b[9] = h.flags & 0xff;
+  return b;
+}
+
+export function decodeHeader(b: Buffer): FrameHeader {
+  return { length: b.readUInt32BE(0), streamId: b.readUInt32BE(4), type: b[8], flags: b[9] };
+}
+
+/** One complete frame as a single buffer (header + data). */
+export function encodeFrame(streamId: number, type: number, flags: number, data: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(HEADER_LENGTH + data.length);
+  b.writeUInt32BE(data.length, 0);
+  b.writeUInt32BE(streamId >>> 0, 4);
+  b[8] = type & 0xff;
+  b[9] = flags & 0xff;
+  b.set(data, HEADER_LENGTH);
+  return b;
+}
+
+export interface FrameSink {
+  frame(header: FrameHeader, data: Buffer): void;
+  /** A frame longer than the limit was read and thrown away; answer on its stream. */
+  oversize(header: FrameHeader): void;
+}
+
+/**
+ * Incremental frame parser: feed it whatever chunks the socket delivers. Oversized frames are skipped
+ * without buffering their data, then reported, so one bad frame costs neither memory nor the connection.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private discardRemaining = 0;
+  private discarding: FrameHeader | null = null;
+
+  constructor(private readonly sink: FrameSink, private readonly maxMessageSize = MAX_MESSAGE_SIZE) {}
+
+  /** True when the stream stopped inside a frame (bytes of an incomplete frame are pending). */
+  get midFrame(): boolean {
+    return this.buffered > 0 || this.discarding !== null;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.discarding) {
+      const n = Math.min(this.discardRemaining, chunk.length);
+      this.discardRemaining -= n;
+      chunk = chunk.subarray(n);
+      if (this.discardRemaining > 0) return;
+      const h = this.discarding;
+      this.discarding = null;
+      this.sink.oversize(h);
+    }
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    this.drain();
+  }
+
+  private drain(): void {
+    while (this.buffered >= HEADER_LENGTH && !this.discarding) {
+      const header = decodeHeader(this.peek(HEADER_LENGTH));
+      if (header.length > this.maxMessageSize) {
+        this.take(HEADER_LENGTH);
+        const now = Math.min(header.length, this.buffered);
+        this.take(now);
+        if (now < header.length) {
+          this.discardRemaining = header.length - now;
+          this.discarding = header;
+          return;
+        }
+        this.sink.oversize(header);
+        continue;
+      }
+      if (this.buffered < HEADER_LENGTH + header.length) return;
+      this.take(HEADER_LENGTH);
+      this.sink.frame(header, this.take(header.length));
+    }
+  }
+
+  private peek(n: number): Buffer {
+    const first = this.chunks[0];
+    if (first.length >= n) return first.subarray(0, n);
+    return Buffer.concat(this.chunks, this.buffered).subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    this.buffered -= n;
+    const first = this.chunks[0];
+    if (n === 0) return Buffer.alloc(0);
+    if (first.length === n) {
+      this.chunks.shift();
+      return first;
+    }
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0];
+      const want = n - off;
+      if (c.length <= want) {
+        c.copy(out, off);
+        off += c.length;
+        this.chunks.shift();
+      } else {
+        c.copy(out, off, 0, want);
+        this.chunks[0] = c.subarray(want);
+        off += want;
+      }
+    }
+    return out;
+  }
+}
+
+export interface ChannelEvents extends FrameSink {
+  /** The connection ended (EOF, reset, EPIPE, local close). Called exactly once. */
+  closed(err: Error | null, midFrame: boolean): void;
+}
+
+// Below this size header and data are copied into one buffer; above it they are written as two chunks
+// of one corked write, so large payloads are not copied. Writes are queued synchronously, so frames
+// never interleave either way.
+const COPY_THRESHOLD = 64 * 1024;
+
+/** A framed, full-duplex connection over a stream socket. */
+export class Channel {
+  private readonly decoder: FrameDecoder;
+  private isClosed = false;
+
+  constructor(readonly socket: Socket, private readonly events: ChannelEvents, maxMessageSize = MAX_MESSAGE_SIZE) {
+    this.decoder = new FrameDecoder(events, maxMessageSize);
+    socket.on('data', (chunk: Buffer) => {
+      if (this.isClosed) return;
+      this.decoder.push(chunk);
+    });
+    socket.on('error', (err) => this.finish(err));
+    socket.on('end', () => this.finish(null));
+    socket.on('close', () => this.finish(null));
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /**
+   * Queue one frame. Returns false when the socket buffer is full (wait for `drained()`), and also when
+   * the channel is closed (the frame is dropped).
+   */
+  send(streamId: number, type: number, flags: number, data: Uint8Array): boolean {
+    if (this.isClosed || this.socket.destroyed) return false;
+    if (data.length <= COPY_THRESHOLD) return this.socket.write(encodeFrame(streamId, type, flags, data));
+    this.socket.cork();
+    this.socket.write(encodeHeader({ length: data.length, streamId, type, flags }));
+    const ok = this.socket.write(data);
+    this.socket.uncork();
+    return ok;
+  }
+
+  /** Resolves when the socket can take more data, or the channel closed. */
+  drained(): Promise<void> {
+    if (this.isClosed || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
+  close(): void {
+    this.finish(null);
+  }
+
+  private finish(err: Error | null): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.socket.destroy();
+    this.events.closed(err, this.decoder.midFrame);
+  }
+}

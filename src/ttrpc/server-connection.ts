@@ -1,0 +1,283 @@
+// One accepted connection: demultiplexes frames into calls, runs handlers concurrently, writes replies
+// in completion order. Enforces the ttrpc 1.2 stream-id rules and the size limit per stream.
+import type { Socket } from 'node:net';
+import { Channel, Flags, FrameHeader, MessageType } from './channel';
+import { decodeRequest, encodeResponse, Request } from './codec';
+import { MessageQueue } from './message-queue';
+import { metadataFromPairs } from './metadata';
+import type { CallContext, MethodEntry, ServiceRegistry } from './services';
+import { Code, oversizeMessage, toStatus, TtrpcError } from './status';
+
+export type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+
+/** Go's server buffers 64 messages per client-streaming stream. */
+const STREAM_RECV_BUFFER = 64;
+// setTimeout cannot take more than 2^31-1 ms; longer deadlines simply never fire.
+const MAX_TIMER_MS = 0x7fffffff;
+
+interface ActiveStream {
+  id: number;
+  abort: AbortController;
+  timer?: NodeJS.Timeout;
+  inbound?: MessageQueue<Buffer>;
+  done: boolean;
+}
+
+export interface ServerConnectionOptions {
+  registry: ServiceRegistry;
+  maxMessageSize: number;
+  log: LogFn;
+  /** Called once after the connection is fully closed. */
+  onClosed: (conn: ServerConnection) => void;
+}
+
+export class ServerConnection {
+  private readonly channel: Channel;
+  private readonly streams = new Map<number, ActiveStream>();
+  private lastRequestId = 0;
+  private draining = false;
+
+  constructor(socket: Socket, private readonly opts: ServerConnectionOptions) {
+    this.channel = new Channel(socket, this, opts.maxMessageSize);
+  }
+
+  get activeCalls(): number {
+    return this.streams.size;
+  }
+
+  /** Graceful: refuse new calls, close once in-flight calls have answered. */
+  drain(): void {
+    this.draining = true;
+    if (this.streams.size === 0) this.endGracefully();
+  }
+
+  /** Hard close: cancels every in-flight handler; their replies are dropped. */
+  destroy(): void {
+    this.channel.close();
+  }
+
+  // ---- FrameSink / ChannelEvents ----
+
+  frame(h: FrameHeader, data: Buffer): void {
+    try {
+      this.dispatch(h, data);
+    } catch (err) {
+      // A bug in dispatch must cost at most this frame, never the process.
+      this.opts.log('error', 'ttrpc: failed handling frame', { streamId: h.streamId, type: h.type, err: String(err) });
+    }
+  }
+
+  oversize(h: FrameHeader): void {
+    this.opts.log('warn', 'ttrpc: discarded oversized frame', { streamId: h.streamId, length: h.length });
+    this.sendStatus(h.streamId, Code.RESOURCE_EXHAUSTED, oversizeMessage(h.length, this.opts.maxMessageSize));
+  }
+
+  closed(err: Error | null, midFrame: boolean): void {
+    if (err && (err as NodeJS.ErrnoException).code !== 'ECONNRESET' && (err as NodeJS.ErrnoException).code !== 'EPIPE') {
+      this.opts.log('warn', 'ttrpc: connection error', { err: err.message });
+    } else if (midFrame) {
+      this.opts.log('debug', 'ttrpc: peer went away mid-frame');
+    }
+    const reason = new TtrpcError(Code.CANCELLED, 'ttrpc: connection closed');
+    for (const s of this.streams.values()) this.finish(s, reason);
+    this.opts.onClosed(this);
+  }
+
+  // ---- request handling ----
+
+  private dispatch(h: FrameHeader, data: Buffer): void {
+    if (h.streamId % 2 !== 1) {
+      this.sendStatus(h.streamId, Code.INVALID_ARGUMENT, 'StreamID must be odd for client initiated streams');
+      return;
+    }
+    if (h.type === MessageType.REQUEST) this.onRequest(h, data);
+    else if (h.type === MessageType.DATA) this.onData(h, data);
+    else this.opts.log('debug', 'ttrpc: ignoring frame of unknown type', { type: h.type, streamId: h.streamId });
+  }
+
+  private onRequest(h: FrameHeader, data: Buffer): void {
+    const id = h.streamId;
+    if (id <= this.lastRequestId) {
+      this.sendStatus(id, Code.INVALID_ARGUMENT, 'StreamID cannot be re-used and must increment');
+      return;
+    }
+    this.lastRequestId = id;
+    let req: Request;
+    try {
+      req = decodeRequest(data);
+    } catch (err) {
+      this.sendStatus(id, Code.INVALID_ARGUMENT, `unmarshal request error: ${(err as Error).message}`);
+      return;
+    }
+    let entry: MethodEntry;
+    try {
+      entry = this.opts.registry.resolve(req.service, req.method);
+    } catch (err) {
+      const st = toStatus(err);
+      this.sendStatus(id, st.code, st.message);
+      return;
+    }
+    if (this.draining) {
+      this.sendStatus(id, Code.UNAVAILABLE, 'ttrpc: server closed');
+      return;
+    }
+    this.startCall(id, h.flags, req, entry);
+  }
+
+  private startCall(id: number, flags: number, req: Request, entry: MethodEntry): void {
+    const stream: ActiveStream = { id, abort: new AbortController(), done: false };
+    const ctx: CallContext = {
+      service: req.service,
+      method: req.method,
+      metadata: metadataFromPairs(req.metadata),
+      signal: stream.abort.signal,
+    };
+    if (req.timeoutNano !== 0) {
+      const ms = req.timeoutNano / 1e6;
+      ctx.deadline = Date.now() + ms;
+      const expire = () => stream.abort.abort(new TtrpcError(Code.DEADLINE_EXCEEDED, 'context deadline exceeded'));
+      if (ms <= 0) expire();
+      else if (ms <= MAX_TIMER_MS) stream.timer = setTimeout(expire, Math.ceil(ms));
+    }
+    this.streams.set(id, stream);
+
+    const send = (msg: Uint8Array) => this.sendData(stream, msg);
+    let run: () => Promise<Uint8Array | void>;
+    switch (entry.kind) {
+      case 'unary':
+        run = async () => entry.handler(req.payload, ctx);
+        break;
+      case 'server-stream':
+        run = () => entry.handler(req.payload, ctx, send);
+        break;
+      case 'client-stream':
+      case 'bidi-stream': {
+        const inbound = new MessageQueue<Buffer>();
+        stream.inbound = inbound;
+        // Like Go: a non-empty request payload is the first client message (ttrpc issue #126).
+        if (req.payload.length > 0) inbound.push(req.payload);
+        if ((flags & Flags.REMOTE_OPEN) === 0) inbound.end();
+        run = entry.kind === 'client-stream' ? () => entry.handler(inbound, ctx) : () => entry.handler(inbound, ctx, send);
+        break;
+      }
+    }
+    const streamsReplies = entry.kind === 'server-stream' || entry.kind === 'bidi-stream';
+    Promise.resolve()
+      .then(run)
+      .then(
+        (reply) => {
+          if (stream.done) return;
+          if (streamsReplies) this.closeStream(stream);
+          else this.replyOk(stream, reply);
+        },
+        (err) => {
+          if (stream.done) return;
+          const st = toStatus(err);
+          this.reply(stream, st.code, st.message);
+        },
+      )
+      .catch((err) => this.opts.log('error', 'ttrpc: failed to reply', { streamId: id, err: String(err) }));
+  }
+
+  private onData(h: FrameHeader, data: Buffer): void {
+    const stream = this.streams.get(h.streamId);
+    if (!stream) {
+      this.sendStatus(h.streamId, Code.INVALID_ARGUMENT, 'StreamID is no longer active');
+      return;
+    }
+    const inbound = stream.inbound;
+    const closing = (h.flags & Flags.REMOTE_CLOSED) !== 0;
+    if ((h.flags & Flags.NO_DATA) === 0) {
+      if (!inbound || inbound.isEnded) {
+        this.failStream(stream, 'data handling error: ttrpc: stream is closed');
+        return;
+      }
+      if (inbound.length >= STREAM_RECV_BUFFER) {
+        this.failStream(stream, 'data handling error: ttrpc: stream buffer full');
+        return;
+      }
+      inbound.push(data);
+    }
+    if (closing) {
+      inbound?.end();
+      if (data.length > 0) this.failStream(stream, 'data close message cannot include data');
+    }
+  }
+
+  // ---- replies ----
+
+  private async sendData(stream: ActiveStream, msg: Uint8Array): Promise<void> {
+    if (stream.done || this.channel.closed) throw stream.abort.signal.reason ?? new TtrpcError(Code.CANCELLED, 'ttrpc: stream closed');
+    if (!(msg instanceof Uint8Array)) throw new TtrpcError(Code.INTERNAL, 'ttrpc: stream message must be bytes');
+    if (msg.length > this.opts.maxMessageSize) {
+      throw new TtrpcError(Code.RESOURCE_EXHAUSTED, oversizeMessage(msg.length, this.opts.maxMessageSize));
+    }
+    if (!this.channel.send(stream.id, MessageType.DATA, 0, msg)) await this.channel.drained();
+  }
+
+  private closeStream(stream: ActiveStream): void {
+    this.finish(stream);
+    this.channel.send(stream.id, MessageType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, Buffer.alloc(0));
+    this.afterFinish();
+  }
+
+  private replyOk(stream: ActiveStream, reply: unknown): void {
+    if (reply === undefined || reply === null) {
+      this.reply(stream, Code.INTERNAL, 'ttrpc: marshal called with nil');
+    } else if (!(reply instanceof Uint8Array)) {
+      this.reply(stream, Code.INTERNAL, 'ttrpc: error unsupported response type');
+    } else {
+      this.finish(stream);
+      this.writeResponse(stream.id, Code.OK, '', reply);
+      this.afterFinish();
+    }
+  }
+
+  private reply(stream: ActiveStream, code: Code, message: string): void {
+    this.finish(stream);
+    this.writeResponse(stream.id, code, message);
+    this.afterFinish();
+  }
+
+  /** The client broke the stream protocol: stop the handler and answer INVALID_ARGUMENT. */
+  private failStream(stream: ActiveStream, message: string): void {
+    this.finish(stream, new TtrpcError(Code.CANCELLED, message));
+    this.writeResponse(stream.id, Code.INVALID_ARGUMENT, message);
+    this.afterFinish();
+  }
+
+  /** A status on a stream that never became a call (bad id, unknown method, oversize...). */
+  private sendStatus(id: number, code: Code, message: string): void {
+    this.writeResponse(id, code, message);
+  }
+
+  private writeResponse(id: number, code: Code, message: string, payload?: Uint8Array): void {
+    if (this.channel.closed) return;
+    let body = encodeResponse({ status: { code, message }, payload });
+    if (body.length > this.opts.maxMessageSize) {
+      // Never emit a frame the peer must reject, and never drop the connection for it (Go 1.2 would).
+      this.opts.log('error', 'ttrpc: response too large, answering with an error instead', { streamId: id, length: body.length });
+      body = encodeResponse({ status: { code: Code.RESOURCE_EXHAUSTED, message: oversizeMessage(body.length, this.opts.maxMessageSize) } });
+    }
+    this.channel.send(id, MessageType.RESPONSE, 0, body);
+  }
+
+  private finish(stream: ActiveStream, reason?: TtrpcError): void {
+    if (stream.done) return;
+    stream.done = true;
+    if (stream.timer) clearTimeout(stream.timer);
+    this.streams.delete(stream.id);
+    stream.inbound?.end(reason);
+    if (reason) stream.abort.abort(reason);
+  }
+
+  private afterFinish(): void {
+    if (this.draining && this.streams.size === 0) this.endGracefully();
+  }
+
+  private endGracefully(): void {
+    if (this.channel.closed) return;
+    // end() flushes queued replies before the FIN; 'close' then tears the channel down.
+    this.channel.socket.end();
+  }
+}
