@@ -1,0 +1,477 @@
+// A private containerd for end-to-end tests: its own temp dir, sockets, root and state, with
+// <repo>/bin first on PATH so it finds containerd-shim-tsshim-v2. Everything it starts is found and
+// stopped by pid; other containerd instances on the machine are never touched.
+import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const RUNC_RUNTIME = 'io.containerd.runc.v2';
+export const TSSHIM_RUNTIME = 'io.containerd.tsshim.v2';
+export const DEFAULT_NAMESPACE = 'tsshim-test';
+const TASK_DIR = 'io.containerd.runtime.v2.task';
+
+export interface ContainerdOptions {
+  namespace?: string;
+  /** containerd log level; 'debug' makes containerd pass -debug to shims. Default 'debug'. */
+  logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** TOML text for the cri plugin; when absent the cri plugin is disabled. */
+  cri?: string;
+  /** Extra TOML appended at the end of config.toml (must start with its own [table] header). */
+  extraToml?: string;
+  /** Extra plugins to disable, e.g. 'io.containerd.snapshotter.v1.btrfs'. */
+  disabledPlugins?: string[];
+  /** Extra environment for containerd (and so for the shims it starts). */
+  env?: Record<string, string>;
+  /** How long to wait for `ctr version` to answer. Default 20 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface CtrOptions {
+  input?: string | Buffer;
+  /** Keep stdin open this long after writing input (ctr drops an EOF that arrives before the task runs). */
+  closeStdinAfterMs?: number;
+  timeoutMs?: number;
+  namespace?: string;
+  env?: Record<string, string>;
+}
+
+export interface CtrResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+export interface Containerd {
+  dir: string;
+  address: string;
+  ttrpcAddress: string;
+  root: string;
+  state: string;
+  namespace: string;
+  configFile: string;
+  logFile: string;
+  /** pid of the current containerd process (changes on restart). */
+  pid: number;
+  /** Bundle dir containerd makes for a task: <state>/io.containerd.runtime.v2.task/<ns>/<id>. */
+  bundleDir(id: string, namespace?: string): string;
+  ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
+  /** Start ctr and hand back the process, for long-running commands (caller must end it). */
+  spawnCtr(args: string[], opts?: { namespace?: string; env?: Record<string, string> }): ChildProcess;
+  /** pids of live shim processes started by this containerd (found by their -address argument). */
+  shimPids(): number[];
+  /** The last `bytes` of containerd's log. */
+  logTail(bytes?: number): string;
+  /** SIGTERM containerd (then SIGKILL), kill its shims and containers, unmount, remove the dir. */
+  stop(): Promise<void>;
+  /** SIGKILL containerd only: shims and containers keep running. */
+  kill9(): Promise<void>;
+  /** Stop containerd only (SIGTERM, SIGKILL after a grace period) if running, then start it again on the same dirs. */
+  restart(): Promise<void>;
+}
+
+/** The repository root: the nearest ancestor of this file that holds tsshim's package.json. */
+export function repoRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg)) {
+      try {
+        if (JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'tsshim') return dir;
+      } catch { /* keep looking */ }
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`tsshim repository root not found above ${__dirname}`);
+    dir = up;
+  }
+}
+
+let idCounter = 0;
+/** An id that is valid for containerd (letters, digits, '-') and unique across concurrent test runs. */
+export function uniqueId(prefix = 't'): string {
+  idCounter += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${idCounter}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// process helpers
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Alive and not a zombie. */
+export function pidAlive(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
+}
+
+function signalPid(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch { /* already gone */ }
+}
+
+function readArgv(pid: number): string[] | null {
+  try {
+    const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw.split('\0').filter((s, i, a) => i < a.length - 1 || s !== '');
+  } catch {
+    return null;
+  }
+}
+
+function allPids(): number[] {
+  return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
+}
+
+/** Shim processes (start, daemon or delete) whose `-address` names this containerd's socket. */
+function findShimPids(address: string, exclude: number): number[] {
+  const out: number[] = [];
+  for (const pid of allPids()) {
+    if (pid === exclude || pid === process.pid) continue;
+    const argv = readArgv(pid);
+    if (!argv) continue;
+    for (let i = 1; i < argv.length; i++) {
+      const a = argv[i];
+      if (((a === '-address' || a === '--address') && argv[i + 1] === address) ||
+          a === `-address=${address}` || a === `--address=${address}`) {
+        out.push(pid);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// teardown, usable from an async stop() and from a synchronous process 'exit' handler
+
+interface Bundle { namespace: string; id: string; dir: string }
+
+function listBundles(state: string): Bundle[] {
+  const base = path.join(state, TASK_DIR);
+  const out: Bundle[] = [];
+  let namespaces: string[] = [];
+  try { namespaces = fs.readdirSync(base); } catch { return out; }
+  for (const ns of namespaces) {
+    let ids: string[] = [];
+    try { ids = fs.readdirSync(path.join(base, ns)); } catch { continue; }
+    for (const id of ids) out.push({ namespace: ns, id, dir: path.join(base, ns, id) });
+  }
+  return out;
+}
+
+/** Container processes recorded by the shim: init.pid and <exec-id>.pid in each bundle. */
+function containerPids(bundle: Bundle): number[] {
+  const pids: number[] = [];
+  let names: string[] = [];
+  try { names = fs.readdirSync(bundle.dir); } catch { return pids; }
+  for (const n of names) {
+    if (!n.endsWith('.pid') || n === 'shim.pid') continue;
+    const pid = Number(fs.readFileSync(path.join(bundle.dir, n), 'utf8').trim());
+    if (Number.isInteger(pid) && pid > 1) pids.push(pid);
+  }
+  return pids;
+}
+
+/** Runc's state dir for a bundle: options.json's root if the shim wrote one, else runc's default. */
+function runcRootFor(bundle: Bundle): string {
+  try {
+    const opts = JSON.parse(fs.readFileSync(path.join(bundle.dir, 'options.json'), 'utf8'));
+    const root = opts.root ?? opts.Root;
+    if (typeof root === 'string' && root) return path.join(root, bundle.namespace);
+  } catch { /* no options */ }
+  return path.join('/run/containerd/runc', bundle.namespace);
+}
+
+function mountPointsUnder(dir: string): string[] {
+  let info = '';
+  try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return []; }
+  const prefix = dir.endsWith('/') ? dir : dir + '/';
+  const points = new Set<string>();
+  for (const line of info.split('\n')) {
+    const fields = line.split(' ');
+    if (fields.length < 5) continue;
+    const mp = fields[4].replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+    if (mp === dir || mp.startsWith(prefix)) points.add(mp);
+  }
+  // Deepest first so nested mounts go before their parents.
+  return [...points].sort((a, b) => b.split('/').length - a.split('/').length || b.length - a.length);
+}
+
+function unmountAllUnder(dir: string): void {
+  for (let round = 0; round < 3; round++) {
+    const points = mountPointsUnder(dir);
+    if (points.length === 0) return;
+    for (const mp of points) {
+      const r = spawnSync('umount', [mp], { stdio: 'ignore' });
+      if (r.status !== 0) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
+    }
+  }
+}
+
+function killAndWait(pids: number[], graceMs: number): void {
+  for (const pid of pids) signalPid(pid, 'SIGKILL');
+  const deadline = Date.now() + graceMs;
+  while (pids.some(pidAlive) && Date.now() < deadline) sleepSync(20);
+}
+
+interface Instance {
+  dir: string;
+  address: string;
+  state: string;
+  currentPid: () => number;
+  torn: boolean;
+}
+
+/** Kill this instance's shims and containers, clean runc state, unmount and remove the dir. */
+function teardownSync(inst: Instance): void {
+  if (inst.torn) return;
+  inst.torn = true;
+  const bundles = listBundles(inst.state);
+  // Containers first: killing a pid namespace's init takes the rest of it down.
+  killAndWait(bundles.flatMap(containerPids), 3000);
+  killAndWait(findShimPids(inst.address, inst.currentPid()), 3000);
+  for (const b of bundles) {
+    spawnSync('runc', ['--root', runcRootFor(b), 'delete', '--force', b.id], { stdio: 'ignore', timeout: 10_000 });
+  }
+  unmountAllUnder(inst.dir);
+  try {
+    fs.rmSync(inst.dir, { recursive: true, force: true, maxRetries: 3 });
+  } catch (err) {
+    process.stderr.write(`harness: could not remove ${inst.dir}: ${(err as Error).message}\n`);
+  }
+}
+
+const live = new Set<Instance>();
+let exitHookInstalled = false;
+
+function cleanupLiveSync(): void {
+  for (const inst of live) {
+    signalPid(inst.currentPid(), 'SIGKILL');
+    killAndWait([inst.currentPid()], 2000);
+    teardownSync(inst);
+  }
+  live.clear();
+}
+
+/** A crashed or interrupted test must not leave containerd, shims or containers behind. */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', cleanupLiveSync);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = (): void => {
+      cleanupLiveSync();
+      process.removeListener(sig, onSignal);
+      process.kill(process.pid, sig);
+    };
+    process.on(sig, onSignal);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// config and start-up
+
+function tomlString(s: string): string {
+  return JSON.stringify(s); // a JSON string is a valid TOML basic string for the paths we write
+}
+
+export function renderConfig(dir: string, opts: ContainerdOptions): string {
+  const disabled = [...(opts.cri ? [] : ['io.containerd.grpc.v1.cri']), ...(opts.disabledPlugins ?? [])];
+  const lines = [
+    'version = 2',
+    `root = ${tomlString(path.join(dir, 'root'))}`,
+    `state = ${tomlString(path.join(dir, 'state'))}`,
+    `disabled_plugins = [${disabled.map(tomlString).join(', ')}]`,
+    '',
+    '[grpc]',
+    `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
+    '',
+    '[ttrpc]',
+    `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
+    '',
+    '[debug]',
+    `  level = ${tomlString(opts.logLevel ?? 'debug')}`,
+    '',
+    // Keep the opt plugin from creating /opt/containerd on the host.
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = ${tomlString(path.join(dir, 'opt'))}`,
+    '',
+  ];
+  if (opts.cri) lines.push(opts.cri, '');
+  if (opts.extraToml) lines.push(opts.extraToml, '');
+  return lines.join('\n');
+}
+
+function runCapture(cmd: string, args: string[], opts: {
+  env?: NodeJS.ProcessEnv; input?: string | Buffer; closeStdinAfterMs?: number; timeoutMs?: number;
+}): Promise<CtrResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timedOut = false;
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => err.push(d));
+    child.stdin!.on('error', () => { /* ctr may exit before reading stdin */ });
+    if (opts.input !== undefined) child.stdin!.write(opts.input);
+    const closeStdin = (): void => { child.stdin!.end(); };
+    let stdinTimer: NodeJS.Timeout | undefined;
+    if (opts.closeStdinAfterMs) stdinTimer = setTimeout(closeStdin, opts.closeStdinAfterMs);
+    else closeStdin();
+    const timer = setTimeout(() => {
+      timedOut = true;
+      if (child.pid) signalPid(child.pid, 'SIGKILL');
+    }, opts.timeoutMs ?? 60_000);
+    child.on('error', (e) => { clearTimeout(timer); clearTimeout(stdinTimer); reject(e); });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(stdinTimer);
+      resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), timedOut });
+    });
+  });
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { child.removeListener('exit', onExit); resolve(false); }, timeoutMs);
+    const onExit = (): void => { clearTimeout(timer); resolve(true); };
+    child.once('exit', onExit);
+  });
+}
+
+export async function startContainerd(opts: ContainerdOptions = {}): Promise<Containerd> {
+  installExitHook();
+  const repo = repoRoot();
+  // Short parent: the gRPC socket path must stay under 108 bytes.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir().length < 40 ? os.tmpdir() : '/tmp', 'tss-'));
+  const address = path.join(dir, 'c.sock');
+  const ttrpcAddress = address + '.ttrpc';
+  if (Buffer.byteLength(ttrpcAddress) >= 100) throw new Error(`socket path too long: ${ttrpcAddress}`);
+  const root = path.join(dir, 'root');
+  const state = path.join(dir, 'state');
+  const configFile = path.join(dir, 'config.toml');
+  const logFile = path.join(dir, 'containerd.log');
+  const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
+  fs.writeFileSync(configFile, renderConfig(dir, opts));
+  // Marks the dir as ours for anyone sweeping leftovers: the owning test process and the config.
+  fs.writeFileSync(path.join(dir, 'owner'), `${process.pid}\n`);
+
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: `${path.join(repo, 'bin')}:${process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    ...opts.env,
+  };
+  let child!: ChildProcess;
+  const inst: Instance = { dir, address, state, currentPid: () => child?.pid ?? -1, torn: false };
+  live.add(inst);
+
+  const launch = async (): Promise<void> => {
+    const logFd = fs.openSync(logFile, 'a');
+    try {
+      child = spawn('containerd', ['--config', configFile], { cwd: dir, env, stdio: ['ignore', logFd, logFd] });
+    } finally {
+      fs.closeSync(logFd);
+    }
+    child.on('error', () => { /* reported through the readiness wait below */ });
+    child.unref(); // a test that forgets stop() must still end; the exit hook cleans up
+    const deadline = Date.now() + (opts.readyTimeoutMs ?? 20_000);
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) {
+        throw new Error(`containerd exited during start-up (code ${child.exitCode}, signal ${child.signalCode}); log tail:\n${tail(logFile, 4000)}`);
+      }
+      if (fs.existsSync(address)) {
+        const r = await runCapture('ctr', ['--address', address, 'version'], { env, timeoutMs: 5000 });
+        if (r.code === 0) return;
+      }
+      if (Date.now() > deadline) {
+        signalPid(child.pid, 'SIGKILL');
+        throw new Error(`containerd did not become ready within ${opts.readyTimeoutMs ?? 20_000} ms; log tail:\n${tail(logFile, 4000)}`);
+      }
+      await sleep(50);
+    }
+  };
+
+  const stopDaemon = async (sig: NodeJS.Signals, graceMs: number): Promise<void> => {
+    if (!child.pid) return;
+    signalPid(child.pid, sig);
+    if (!(await waitForExit(child, graceMs))) {
+      signalPid(child.pid, 'SIGKILL');
+      await waitForExit(child, 5000);
+    }
+  };
+
+  try {
+    await launch();
+  } catch (err) {
+    if (child?.pid) signalPid(child.pid, 'SIGKILL');
+    if (child) await waitForExit(child, 5000);
+    teardownSync(inst);
+    live.delete(inst);
+    throw err;
+  }
+
+  const ctrEnv = (extra?: Record<string, string>): NodeJS.ProcessEnv => ({ ...env, ...extra });
+  const baseArgs = (ns?: string): string[] => ['--address', address, '--namespace', ns ?? namespace];
+
+  const api: Containerd = {
+    dir, address, ttrpcAddress, root, state, namespace, configFile, logFile,
+    get pid() { return child.pid ?? -1; },
+    bundleDir: (id, ns) => path.join(state, TASK_DIR, ns ?? namespace, id),
+    ctr: (args, o = {}) => runCapture('ctr', [...baseArgs(o.namespace), ...args], {
+      env: ctrEnv(o.env), input: o.input, closeStdinAfterMs: o.closeStdinAfterMs, timeoutMs: o.timeoutMs,
+    }),
+    spawnCtr: (args, o = {}) => spawn('ctr', [...baseArgs(o.namespace), ...args], { env: ctrEnv(o.env), stdio: 'pipe' }),
+    shimPids: () => findShimPids(address, child.pid ?? -1),
+    logTail: (bytes = 8000) => tail(logFile, bytes),
+    async stop() {
+      if (inst.torn) return;
+      await stopDaemon('SIGTERM', 10_000);
+      teardownSync(inst);
+      live.delete(inst);
+    },
+    async kill9() {
+      if (!child.pid) return;
+      signalPid(child.pid, 'SIGKILL');
+      await waitForExit(child, 5000);
+    },
+    async restart() {
+      if (inst.torn) throw new Error('restart after stop');
+      if (child.exitCode === null && child.signalCode === null) await stopDaemon('SIGTERM', 10_000);
+      await launch();
+    },
+  };
+  return api;
+}
+
+function tail(file: string, bytes: number): string {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const len = Math.min(size, bytes);
+      const buf = Buffer.alloc(len);
+      fs.readSync(fd, buf, 0, len, size - len);
+      return buf.toString();
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}
