@@ -1,0 +1,211 @@
+// Non-terminal IO (runc-and-io.md §3): the container gets real pipes (pipe2, never socketpairs, so
+// opening /dev/stdout inside the container works); the shim copies between them and containerd's
+// FIFOs, a file, or hands them to a logging binary.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Writable } from 'node:stream';
+import * as sys from '../../shim/sys';
+import { BinaryLogger } from './binary-logger';
+import { isFifo, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
+import { pump, type PumpResult } from './pump';
+import { Resources } from './resources';
+import { stdioPath, type OutputTarget } from './stdio-uri';
+import type { ProcessIO, ProcessIOOptions, RuncStdio, StdioConfig } from './types';
+
+type OutputName = 'stdout' | 'stderr';
+
+export class PipeProcessIO implements ProcessIO {
+  readonly consoleSocketPath = undefined;
+  private readonly res = new Resources();
+  private readonly stdio: RuncStdio[] = ['ignore', 'ignore', 'ignore'];
+  /** Shim copies of container-side ends (and logger-side ends), closed once runc has started. */
+  private readonly closeAfterStart: number[] = [];
+  private readonly outputCopies: Promise<PumpResult>[] = [];
+  private stdinKeepAliveFd?: number;
+  private logger?: BinaryLogger;
+  private closed?: Promise<void>;
+
+  private constructor(private readonly opts: ProcessIOOptions) {}
+
+  static async create(cfg: StdioConfig, target: OutputTarget, opts: ProcessIOOptions): Promise<PipeProcessIO> {
+    const io = new PipeProcessIO(opts);
+    try {
+      switch (target.kind) {
+        case 'null':
+          break; // runc and the container get /dev/null on 0, 1, 2
+        case 'fifo':
+          await io.setUpCopying(cfg, { stdout: stdioPath(cfg.stdout), stderr: stdioPath(cfg.stderr) });
+          break;
+        case 'file': {
+          await prepareLogFile(target.file);
+          // Both streams go to the one file; the stderr URI is ignored (Go behaviour).
+          const file = target.file;
+          await io.setUpCopying(cfg, { stdout: cfg.stdout && file, stderr: cfg.stderr && file });
+          break;
+        }
+        case 'binary':
+          await io.setUpLogger(target.binary, target.args);
+          break;
+      }
+    } catch (err) {
+      await io.close();
+      throw err;
+    }
+    return io;
+  }
+
+  runcStdio(): RuncStdio[] {
+    return [...this.stdio];
+  }
+
+  async afterRuncStarted(): Promise<void> {
+    // Without this the shim would hold the write ends and never see EOF from the container.
+    for (const fd of this.closeAfterStart.splice(0)) this.res.closeFd(fd);
+    this.stdio.fill('ignore');
+  }
+
+  async receiveConsole(): Promise<void> {
+    // no console outside terminal mode
+  }
+
+  resize(): void {
+    throw new Error('resize: process has no terminal');
+  }
+
+  closeStdin(): void {
+    this.res.closeFd(this.stdinKeepAliveFd);
+    this.stdinKeepAliveFd = undefined;
+  }
+
+  async waitDrained(timeoutMs?: number): Promise<boolean> {
+    const drained = Promise.all(this.outputCopies).then(() => true);
+    if (timeoutMs === undefined) return drained;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); });
+    const done = await Promise.race([drained, timeout]);
+    clearTimeout(timer);
+    if (!done) this.opts.log?.('warn', 'output not drained in time', { timeoutMs });
+    return done;
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.stdinKeepAliveFd = undefined;
+      await this.res.releaseAll();
+      await this.logger?.stop();
+    })();
+    return this.closed;
+  }
+
+  /** A pipe whose `containerEnd` goes to runc and is chowned to io_uid:io_gid like go-runc does. */
+  private makePipe(containerEnd: 'read' | 'write'): { container: number; shim: number } {
+    const [r, w] = sys.pipe2();
+    this.res.fd(r);
+    this.res.fd(w);
+    const pair = containerEnd === 'read' ? { container: r, shim: w } : { container: w, shim: r };
+    const { ioUid, ioGid } = this.opts;
+    if (ioUid !== undefined || ioGid !== undefined) sys.fchown(pair.container, ioUid ?? 0, ioGid ?? 0);
+    this.closeAfterStart.push(pair.container);
+    return pair;
+  }
+
+  private async setUpCopying(cfg: StdioConfig, out: Record<OutputName, string>): Promise<void> {
+    const log = this.opts.log;
+    let sharedFile: { path: string; stream: fs.WriteStream; users: number } | undefined;
+
+    type Destination = { dst: Writable; shared: boolean; afterCopy?: () => void };
+    const destinationFor = async (name: OutputName, p: string): Promise<Destination> => {
+      if (await isFifo(p)) {
+        const fifo = await openOutputFifo(p).catch((err: Error) => {
+          throw new Error(`containerd-shim: opening ${name} fifo ${JSON.stringify(p)} failed: ${err.message}`);
+        });
+        this.res.fd(fifo.keepReaderFd);
+        this.res.stream(fifo.writer);
+        // The extra reader goes only after the writer finished (see openOutputFifo).
+        return { dst: fifo.writer, shared: false, afterCopy: () => this.res.closeFd(fifo.keepReaderFd) };
+      }
+      if (sharedFile && sharedFile.path === p) {
+        sharedFile.users++;
+        return { dst: sharedFile.stream, shared: true };
+      }
+      const stream = await openOutputFile(p).catch((err: Error) => {
+        throw new Error(`containerd-shim: opening ${name} file ${JSON.stringify(p)} failed: ${err.message}`);
+      });
+      this.res.stream(stream);
+      const shared = out.stdout === out.stderr;
+      if (shared) sharedFile = { path: p, stream, users: 1 };
+      return { dst: stream, shared };
+    };
+
+    const copies: ({ name: OutputName; src: number } & Destination)[] = [];
+    for (const name of ['stdout', 'stderr'] as const) {
+      if (!out[name]) continue;
+      const pipe = this.makePipe('write');
+      this.stdio[name === 'stdout' ? 1 : 2] = pipe.container;
+      copies.push({ name, src: pipe.shim, ...(await destinationFor(name, out[name])) });
+    }
+
+    let stdinCopy: { src: import('node:net').Socket; dst: number } | undefined;
+    if (cfg.stdin) {
+      const pipe = this.makePipe('read');
+      this.stdio[0] = pipe.container;
+      const p = stdioPath(cfg.stdin);
+      const fifo = await openInputFifo(p).catch((err: Error) => {
+        throw new Error(`containerd-shim: opening stdin fifo ${JSON.stringify(p)} failed: ${err.message}`);
+      });
+      this.res.stream(fifo.reader);
+      this.stdinKeepAliveFd = this.res.fd(fifo.keepAliveFd);
+      stdinCopy = { src: fifo.reader, dst: pipe.shim };
+    }
+
+    // Everything opened: start copying. Sockets take over the shim-side pipe ends from here on.
+    for (const c of copies) {
+      this.res.forget(c.src);
+      const src = this.res.stream(socketOnFd(c.src, 'read'));
+      const copy = pump(src, c.dst, { name: c.name, log, endDestination: !c.shared }).then(async (r) => {
+        c.afterCopy?.();
+        if (c.shared && sharedFile && --sharedFile.users === 0) await new Promise<void>((done) => sharedFile!.stream.end(done));
+        return r;
+      });
+      this.outputCopies.push(copy);
+    }
+    if (stdinCopy) {
+      this.res.forget(stdinCopy.dst);
+      const dst = this.res.stream(socketOnFd(stdinCopy.dst, 'write'));
+      // At stdin EOF pump ends dst, which closes the container's stdin pipe: the container sees EOF.
+      // A write error means the container no longer reads stdin; that is normal, log quietly.
+      void pump(stdinCopy.src, dst, { name: 'stdin', log: quietStdinLog(log) });
+    }
+  }
+
+  private async setUpLogger(binary: string, args: string[]): Promise<void> {
+    // Both pipes are always made, even for an empty stream, as the Go shim does.
+    const out = this.makePipe('write');
+    const err = this.makePipe('write');
+    this.stdio[1] = out.container;
+    this.stdio[2] = err.container;
+    this.logger = await BinaryLogger.start({
+      binary, args,
+      containerId: this.opts.execId ?? this.opts.id,
+      namespace: this.opts.namespace,
+      stdoutFd: out.shim, stderrFd: err.shim,
+      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal,
+    });
+    // The logger holds its own copies now. Unlike the Go shim (which keeps the write ends until
+    // Delete) we also drop ours after runc started, so the logger sees EOF when the container's
+    // output ends.
+    this.closeAfterStart.push(out.shim, err.shim);
+  }
+}
+
+/** file:// target: mkdir -p the parent (0755) and create the file for appending (0644). */
+async function prepareLogFile(file: string): Promise<void> {
+  await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+  const fh = await fs.promises.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o644);
+  await fh.close();
+}
+
+function quietStdinLog(log: ProcessIOOptions['log']): ProcessIOOptions['log'] {
+  if (!log) return undefined;
+  return (level, msg, fields) => log(level === 'warn' ? 'debug' : level, msg, fields);
+}

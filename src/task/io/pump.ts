@@ -1,0 +1,87 @@
+// Copies one container stream to its destination without loss and without letting a broken
+// destination hurt the container or the shim.
+import type { Readable, Writable } from 'node:stream';
+import type { IoLog } from './types';
+
+export interface PumpOptions {
+  /** Stream name for logs, e.g. "stdout". */
+  name: string;
+  log?: IoLog;
+  /** End the destination when the source ends (false for a file shared by stdout and stderr). */
+  endDestination?: boolean;
+  /** Source errors with these codes mean end-of-data (EIO on a pty master once the slave is gone). */
+  endOnErrorCodes?: string[];
+}
+
+export interface PumpResult {
+  bytesRead: number;
+  bytesDropped: number;
+}
+
+/**
+ * Pumps src into dst with back-pressure: a slow reader slows the container, as with the Go shim.
+ * If dst fails (reader gone for good, disk full...), logs once and keeps draining src into the void,
+ * so the container never blocks on a dead stream and nothing throws. Resolves when src reached its
+ * end and dst flushed what it accepted.
+ */
+export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<PumpResult> {
+  const endDestination = opts.endDestination ?? true;
+  const result: PumpResult = { bytesRead: 0, bytesDropped: 0 };
+  let dropping = false;
+  let waitingForDrain = false;
+
+  return new Promise((resolve) => {
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      dst.off('drain', onDrain);
+      if (dropping || !endDestination) return resolve(result);
+      // Resolve once everything accepted by dst reached the kernel.
+      dst.end(() => resolve(result));
+      dst.once('error', () => resolve(result));
+    };
+
+    const startDropping = (err: Error): void => {
+      if (dropping) return;
+      dropping = true;
+      const code = (err as NodeJS.ErrnoException).code;
+      opts.log?.('warn', `${opts.name}: destination failed, dropping further output`, { error: err.message, code });
+      if (waitingForDrain) {
+        waitingForDrain = false;
+        src.resume();
+      }
+      dst.destroy();
+      if (src.readableEnded || src.destroyed) finish();
+    };
+
+    function onDrain(): void {
+      if (!waitingForDrain) return;
+      waitingForDrain = false;
+      src.resume();
+    }
+
+    dst.on('error', startDropping);
+    dst.on('drain', onDrain);
+
+    src.on('data', (chunk: Buffer) => {
+      result.bytesRead += chunk.length;
+      if (dropping) {
+        result.bytesDropped += chunk.length;
+        return;
+      }
+      if (!dst.write(chunk)) {
+        waitingForDrain = true;
+        src.pause();
+      }
+    });
+    src.on('end', finish);
+    src.on('error', (err: NodeJS.ErrnoException) => {
+      if (!opts.endOnErrorCodes?.includes(err.code ?? '')) {
+        opts.log?.('warn', `${opts.name}: read failed, treating as end of stream`, { error: err.message, code: err.code });
+      }
+      finish();
+    });
+    src.on('close', finish);
+  });
+}

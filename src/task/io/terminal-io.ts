@@ -1,0 +1,160 @@
+// Terminal mode (runc-and-io.md §4): runc creates the pty in the container and sends us the master
+// over a console socket; we copy master -> stdout and stdin -> master.
+import type * as net from 'node:net';
+import { Writable } from 'node:stream';
+import * as sys from '../../shim/sys';
+import { BinaryLogger } from './binary-logger';
+import { ConsoleSocket } from './console-socket';
+import { dupCloexec } from './dup';
+import { closeFdQuietly, openInputFifo, openOutputFifo, socketOnFd, socketOnPtyMaster } from './fds';
+import { pump } from './pump';
+import { Resources } from './resources';
+import { stdioPath, type OutputTarget } from './stdio-uri';
+import type { ProcessIO, ProcessIOOptions, RuncStdio, StdioConfig } from './types';
+
+export class TerminalProcessIO implements ProcessIO {
+  private readonly res = new Resources();
+  private console?: ConsoleSocket;
+  private stdinReader?: net.Socket;
+  private stdinKeepAliveFd?: number;
+  private stdoutDst?: Writable;
+  /** The master as received: kept for resize, and open until exit processing / close(). */
+  private masterFd?: number;
+  private masterSocket?: net.Socket;
+  private drained: Promise<void> = Promise.resolve();
+  private logger?: BinaryLogger;
+  private closed?: Promise<void>;
+
+  private constructor(private readonly opts: ProcessIOOptions) {}
+
+  get consoleSocketPath(): string | undefined {
+    return this.console?.path;
+  }
+
+  static async create(cfg: StdioConfig, target: OutputTarget, opts: ProcessIOOptions): Promise<TerminalProcessIO> {
+    if (target.kind === 'file') throw new Error('file:// stdio is not supported with a terminal');
+    const io = new TerminalProcessIO(opts);
+    try {
+      io.console = await ConsoleSocket.create();
+      io.res.onRelease(() => io.console?.close());
+      // stderr is unused with a terminal (ctr and CRI pass none).
+      if (target.kind === 'fifo' && cfg.stdout) {
+        const p = stdioPath(cfg.stdout);
+        const fifo = await openOutputFifo(p).catch((err: Error) => {
+          throw new Error(`failed to open stdout fifo ${JSON.stringify(p)}: ${err.message}`);
+        });
+        io.res.fd(fifo.keepReaderFd);
+        io.stdoutDst = io.res.stream(fifo.writer);
+      } else if (target.kind === 'binary') {
+        io.stdoutDst = await io.startLogger(target.binary, target.args);
+      }
+      if (cfg.stdin) {
+        const p = stdioPath(cfg.stdin);
+        const fifo = await openInputFifo(p).catch((err: Error) => {
+          throw new Error(`failed to open stdin fifo ${JSON.stringify(p)}: ${err.message}`);
+        });
+        io.stdinReader = io.res.stream(fifo.reader);
+        io.stdinKeepAliveFd = io.res.fd(fifo.keepAliveFd);
+      }
+    } catch (err) {
+      await io.close();
+      throw err;
+    }
+    return io;
+  }
+
+  runcStdio(): RuncStdio[] {
+    return ['ignore', 'ignore', 'ignore'];
+  }
+
+  async afterRuncStarted(): Promise<void> {
+    // nothing of the container's is held here: its stdio is the pty slave
+  }
+
+  async receiveConsole(): Promise<void> {
+    if (this.masterFd !== undefined) return;
+    if (!this.console || this.closed) throw new Error('console socket already closed');
+    const master = await this.console.receiveMaster({ signal: this.opts.signal });
+    this.masterFd = master;
+    await this.console.close();
+    // The socket owns a duplicate: Node destroys a stream on a read error (EIO once the slave is
+    // gone), and the master itself must stay open until the exit has been processed.
+    let dupFd: number;
+    try {
+      dupFd = dupCloexec(master);
+    } catch (err) {
+      this.closeMaster();
+      throw err;
+    }
+    const sock = this.res.stream(socketOnPtyMaster(dupFd));
+    this.masterSocket = sock;
+    const out = this.stdoutDst ?? discard();
+    this.drained = pump(sock, out, { name: 'console', log: this.opts.log, endOnErrorCodes: ['EIO'] }).then(() => undefined);
+    if (this.stdinReader) {
+      // Go: when stdin ends (CloseIO + client closed its end) the console is shut down and the
+      // master closed, so the container's session gets a hangup.
+      void pump(this.stdinReader, sock, { name: 'stdin', endDestination: false }).then(() => this.closeMaster());
+    }
+  }
+
+  resize(width: number, height: number): void {
+    if (this.masterFd === undefined) throw new Error('resize: console not available');
+    sys.setWinsize(this.masterFd, height, width);
+  }
+
+  closeStdin(): void {
+    this.res.closeFd(this.stdinKeepAliveFd);
+    this.stdinKeepAliveFd = undefined;
+  }
+
+  async waitDrained(timeoutMs?: number): Promise<boolean> {
+    const drained = this.drained.then(() => true);
+    if (timeoutMs === undefined) return drained;
+    let timer: NodeJS.Timeout | undefined;
+    const done = await Promise.race([drained, new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); })]);
+    clearTimeout(timer);
+    if (!done) this.opts.log?.('warn', 'console output not drained in time', { timeoutMs });
+    return done;
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.stdinKeepAliveFd = undefined;
+      this.closeMaster();
+      await this.res.releaseAll();
+      await this.logger?.stop();
+    })();
+    return this.closed;
+  }
+
+  private closeMaster(): void {
+    this.masterSocket?.destroy();
+    closeFdQuietly(this.masterFd);
+    this.masterFd = undefined;
+  }
+
+  /** Logger fed from the master on fd 3; its fd 4 pipe exists but stays silent (Go behaviour). */
+  private async startLogger(binary: string, args: string[]): Promise<Writable> {
+    const [outR, outW] = sys.pipe2();
+    this.res.fd(outR);
+    this.res.fd(outW);
+    const [errR, errW] = sys.pipe2();
+    this.res.fd(errR);
+    this.res.fd(errW);
+    this.logger = await BinaryLogger.start({
+      binary, args,
+      containerId: this.opts.execId ?? this.opts.id,
+      namespace: this.opts.namespace,
+      stdoutFd: outR, stderrFd: errR,
+      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal,
+    });
+    this.res.closeFd(outR);
+    this.res.closeFd(errR);
+    this.res.forget(outW);
+    return this.res.stream(socketOnFd(outW, 'write'));
+  }
+}
+
+function discard(): Writable {
+  return new Writable({ write: (_chunk, _enc, cb) => cb() });
+}
