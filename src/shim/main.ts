@@ -1,0 +1,60 @@
+// Entry of containerd-shim-tsshim-v2: `start`, `delete`, `-v`, `-info`, or daemon mode.
+import * as path from 'node:path';
+import { parseFlags, FlagError } from './flags';
+import { isValidIdentifier } from './address';
+import { VERSION, REVISION } from './version';
+
+const NAME = 'containerd-shim-tsshim-v2';
+
+function fail(msg: string, code = 1): never {
+  process.stderr.write(`${NAME}: ${msg}\n`);
+  process.exit(code);
+}
+
+function readStdin(): Buffer {
+  try { return require('node:fs').readFileSync(0); } catch { return Buffer.alloc(0); }
+}
+
+async function main(argv: string[]): Promise<void> {
+  let flags;
+  try { flags = parseFlags(argv); } catch (e) {
+    if (e instanceof FlagError) fail(`${e.message}\nUsage: ${NAME} -namespace <ns> -id <id> -address <addr> [-debug] [start|delete]`, 2);
+    throw e;
+  }
+  if (flags.version) {
+    process.stdout.write(`${NAME}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node version: ${process.version}\n\n`);
+    return;
+  }
+  if (flags.info) {
+    const { runtimeInfo } = await import('./info');
+    process.stdout.write(await runtimeInfo(readStdin()));
+    return;
+  }
+  if (!flags.namespace) fail('shim namespace cannot be empty');
+  if (!isValidIdentifier(flags.namespace)) fail(`invalid namespace ${JSON.stringify(flags.namespace)}`);
+  if (flags.action !== '' && flags.id && !isValidIdentifier(flags.id)) fail(`invalid id ${JSON.stringify(flags.id)}`);
+  switch (flags.action) {
+    case 'start': {
+      const { runStart } = await import('./start');
+      const { startOptions } = await import('./start-options');
+      const address = await runStart(flags, startOptions(readStdin(), flags), [path.join(__dirname, 'main.js')]);
+      process.stdout.write(address);
+      return;
+    }
+    case 'delete': {
+      const { runDelete } = await import('./delete');
+      const out = runDelete(flags, (m) => process.stderr.write(m + '\n'));
+      process.stdout.write(out);
+      return;
+    }
+    case '': {
+      const { runDaemon } = await import('./serve');
+      await runDaemon(flags);
+      return;
+    }
+    default:
+      fail(`unknown action ${JSON.stringify(flags.action)}`, 2);
+  }
+}
+
+main(process.argv.slice(2)).catch((e) => fail(e?.stack ?? String(e)));

@@ -1,0 +1,96 @@
+// Daemon mode: the long-lived shim. Subreaper, logs to the bundle's log fifo, serves the Task API
+// on the socket `start` handed over as fd 3, publishes events, exits after the last Shutdown.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import type { ShimFlags } from './flags';
+import { createLogger, openLogFifo, type Logger } from './logger';
+import { setChildSubreaper } from './sys';
+import { Reaper } from './reaper';
+import { OutboxJournal, Publisher, TtrpcEventSender } from './publisher';
+import { Server } from '../ttrpc';
+import { TaskService } from '../task/service';
+import { TaskEvents } from '../task/events';
+import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
+
+export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
+
+export interface Daemon {
+  service: TaskService;
+  publisher: Publisher;
+  log: Logger;
+  rpcStats: RpcStats;
+  startedAt: Date;
+  socket: string;
+  namespace: string;
+  group: string;
+}
+
+function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: string }> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    if (flags.socket) {
+      fs.rmSync(flags.socket, { force: true });
+      server.listen(flags.socket, () => resolve({ server, socket: flags.socket }));
+    } else {
+      server.listen({ fd: 3 }, () => resolve({ server, socket: process.env.TSSHIM_SOCKET || '' }));
+    }
+  });
+}
+
+export async function runDaemon(flags: ShimFlags): Promise<void> {
+  const startedAt = new Date();
+  setChildSubreaper();
+  const bundle = process.cwd();
+  const log = createLogger(openLogFifo(path.join(bundle, 'log')), flags.debug ? 'debug' : 'info', {
+    runtime: 'io.containerd.tsshim.v2', namespace: flags.namespace,
+  });
+  // Never use cwd after this point: a group shim's first bundle is deleted under it.
+  process.chdir('/');
+  process.on('uncaughtException', (e) => log.error('uncaught exception', { error: e.stack ?? e.message }));
+  process.on('unhandledRejection', (e: any) => log.error('unhandled rejection', { error: e?.stack ?? String(e) }));
+
+  const { server: netServer, socket } = await listenFrom(flags);
+  const group = process.env.TSSHIM_GROUP || flags.id;
+  const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
+  const replay = OutboxJournal.load(journalFile);
+  const ttrpcAddress = process.env.TTRPC_ADDRESS || '';
+  if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
+  const publisher = new Publisher(ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null, new OutboxJournal(journalFile), log, replay);
+
+  const rpcStats: RpcStats = { calls: new Map() };
+  const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });
+  let exiting = false;
+  const service = new TaskService({
+    events: new TaskEvents(publisher),
+    reaper: Reaper.instance(),
+    log,
+    shimPid: process.pid,
+    onEmpty: () => void shutdown('no containers left'),
+  });
+  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group };
+  const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
+  for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
+  ttrpc.serve(netServer);
+
+  async function shutdown(reason: string): Promise<void> {
+    if (exiting) return;
+    exiting = true;
+    log.info('shim shutting down', { reason });
+    // Let the Shutdown reply reach containerd first.
+    await new Promise((r) => setTimeout(r, 20));
+    await ttrpc.shutdown(1000).catch(() => {});
+    const drained = await publisher.drain(5000);
+    publisher.close();
+    if (drained) fs.rmSync(journalFile, { force: true });
+    if (socket) fs.rmSync(socket, { force: true });
+    service.close();
+    process.exit(0);
+  }
+
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGPIPE', () => {});
+  log.info('shim started', { pid: process.pid, socket, group, replayed: replay.length });
+}

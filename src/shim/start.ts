@@ -1,0 +1,104 @@
+// `start`: find or launch the long-lived shim for this container's group and print its address.
+// containerd reads stdout+stderr combined until both close, so nothing but the address is printed
+// and the daemon never inherits those pipes. The socket listens before the address is printed.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import type { ShimFlags } from './flags';
+import { groupKey, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
+
+export const PER_NODE_GROUP = '.tsshim-per-node';
+
+export interface StartOptions { perNode: boolean; shimCgroup: string }
+
+function listen(socket: string): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(socket, () => { srv.removeListener('error', reject); resolve(srv); });
+  });
+}
+
+function canConnect(socket: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socket);
+    const done = (ok: boolean) => { clearTimeout(t); s.destroy(); resolve(ok); };
+    const t = setTimeout(() => done(false), timeoutMs);
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+/** Binds the group's socket; `null` when a live shim already serves it. */
+async function bindOrReuse(socket: string): Promise<net.Server | null> {
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+  try {
+    return await listen(socket);
+  } catch (e: any) {
+    if (e.code !== 'EADDRINUSE') throw e;
+  }
+  if (await canConnect(socket, 100)) return null;
+  fs.rmSync(socket, { force: true }); // stale socket of a dead shim
+  return listen(socket);
+}
+
+function adjustOomScore(daemonPid: number): void {
+  try {
+    const parent = Number(fs.readFileSync(`/proc/${process.ppid}/oom_score_adj`, 'utf8').trim());
+    const score = Math.max(-1000, Math.min(1000, parent + 1));
+    fs.writeFileSync(`/proc/${daemonPid}/oom_score_adj`, String(score));
+  } catch (e: any) {
+    if (e.code !== 'EPERM' && e.code !== 'EACCES') throw e;
+  }
+}
+
+function moveToCgroup(pid: number, cgroup: string): void {
+  const unified = '/sys/fs/cgroup/cgroup.controllers';
+  if (fs.existsSync(unified)) {
+    fs.writeFileSync(path.join('/sys/fs/cgroup', cgroup, 'cgroup.procs'), String(pid));
+    return;
+  }
+  for (const hierarchy of fs.readdirSync('/sys/fs/cgroup')) {
+    const procs = path.join('/sys/fs/cgroup', hierarchy, cgroup, 'cgroup.procs');
+    const dir = path.dirname(procs);
+    if (!fs.existsSync(path.join('/sys/fs/cgroup', hierarchy, 'cgroup.procs'))) continue;
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(procs, String(pid));
+  }
+}
+
+export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[]): Promise<string> {
+  const bundle = process.cwd();
+  const group = opts.perNode ? PER_NODE_GROUP : groupKey(flags.id, readAnnotations(bundle));
+  const socket = socketPath(flags.address, flags.namespace, group);
+  const address = toAddress(socket);
+  const server = await bindOrReuse(socket);
+  if (!server) {
+    writeFileAtomic(path.join(bundle, 'address'), address);
+    return address;
+  }
+  fs.chmodSync(socket, 0o600);
+  const fd = (server as any)._handle.fd as number;
+  const args = [...daemonEntry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+  if (flags.debug) args.push('-debug');
+  const child = spawn(process.execPath, args, {
+    cwd: bundle,
+    detached: true, // new session: containerd's process group signals do not reach the shim
+    stdio: ['ignore', 'ignore', 'ignore', fd],
+    env: { ...process.env, TSSHIM_SOCKET: socket, TSSHIM_GROUP: group },
+  });
+  child.unref();
+  try {
+    if (opts.shimCgroup) moveToCgroup(child.pid!, opts.shimCgroup);
+    adjustOomScore(child.pid!);
+    writeFileAtomic(path.join(bundle, 'address'), address);
+    writeFileAtomic(path.join(bundle, 'shim.pid'), String(child.pid));
+  } catch (e) {
+    try { process.kill(child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+    fs.rmSync(socket, { force: true });
+    throw e;
+  }
+  server.close(); // the daemon holds its own copy of the listening fd
+  return address;
+}

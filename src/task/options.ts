@@ -1,0 +1,109 @@
+// Runtime options as containerd sends them: typed containerd.runc.v1.Options (ctr, CRI with
+// runtime_type io.containerd.runc.v2-style options) or the generic runtimeoptions.v1.Options
+// {type_url, config_path} whose TOML file carries the same fields (CRI with any other runtime).
+import * as fs from 'node:fs';
+import { parse as parseToml } from 'smol-toml';
+import { containerd, runtimeoptions, google } from '../gen/proto';
+import { invalidArgument } from './errors';
+
+export interface RuntimeOptions {
+  binaryName: string;
+  root: string;
+  systemdCgroup: boolean;
+  noPivotRoot: boolean;
+  noNewKeyring: boolean;
+  shimCgroup: string;
+  ioUid: number;
+  ioGid: number;
+  criuPath: string;
+  criuImagePath: string;
+  criuWorkPath: string;
+  /** tsshim: share one shim per containerd namespace (per-node mode). */
+  perNode: boolean;
+}
+
+export const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+
+export function defaultOptions(): RuntimeOptions {
+  return {
+    binaryName: '', root: '', systemdCgroup: false, noPivotRoot: false, noNewKeyring: false,
+    shimCgroup: '', ioUid: 0, ioGid: 0, criuPath: '', criuImagePath: '', criuWorkPath: '', perNode: false,
+  };
+}
+
+const TOML_KEYS: Record<string, keyof RuntimeOptions> = {
+  binaryname: 'binaryName', binary_name: 'binaryName',
+  root: 'root',
+  systemdcgroup: 'systemdCgroup', systemd_cgroup: 'systemdCgroup',
+  nopivotroot: 'noPivotRoot', no_pivot_root: 'noPivotRoot',
+  nonewkeyring: 'noNewKeyring', no_new_keyring: 'noNewKeyring',
+  shimcgroup: 'shimCgroup', shim_cgroup: 'shimCgroup',
+  iouid: 'ioUid', io_uid: 'ioUid',
+  iogid: 'ioGid', io_gid: 'ioGid',
+  criupath: 'criuPath', criu_path: 'criuPath',
+  criuimagepath: 'criuImagePath', criu_image_path: 'criuImagePath',
+  criuworkpath: 'criuWorkPath', criu_work_path: 'criuWorkPath',
+  pernode: 'perNode', per_node: 'perNode',
+};
+
+/** Options from a TOML document; keys as in containerd's config (BinaryName) or snake_case. */
+export function optionsFromToml(text: string, source: string): RuntimeOptions {
+  let doc: Record<string, unknown>;
+  try { doc = parseToml(text) as Record<string, unknown>; } catch (e) {
+    throw invalidArgument(`invalid runtime options file ${source}: ${(e as Error).message}`);
+  }
+  const opts = defaultOptions();
+  for (const [key, value] of Object.entries(doc)) {
+    const field = TOML_KEYS[key.toLowerCase()];
+    if (!field) continue;
+    const want = typeof opts[field];
+    const got = typeof value === 'bigint' ? 'number' : typeof value;
+    if (got !== want) throw invalidArgument(`runtime options file ${source}: ${key} must be a ${want}`);
+    (opts as any)[field] = typeof value === 'bigint' ? Number(value) : value;
+  }
+  return opts;
+}
+
+function fromRuncOptions(o: containerd.runc.v1.Options): RuntimeOptions {
+  return {
+    ...defaultOptions(),
+    binaryName: o.binary_name, root: o.root, systemdCgroup: o.systemd_cgroup, noPivotRoot: o.no_pivot_root,
+    noNewKeyring: o.no_new_keyring, shimCgroup: o.shim_cgroup, ioUid: o.io_uid, ioGid: o.io_gid,
+    criuPath: o.criu_path, criuImagePath: o.criu_image_path, criuWorkPath: o.criu_work_path,
+  };
+}
+
+export const KNOWN_OPTION_TYPES = ['containerd.runc.v1.Options', 'runtimeoptions.v1.Options'];
+
+export function decodeOptions(any: google.protobuf.IAny | null | undefined): RuntimeOptions {
+  if (!any || !any.type_url) return defaultOptions();
+  const value = any.value ?? new Uint8Array();
+  const type = any.type_url.replace(/^.*\//, '');
+  switch (type) {
+    case 'containerd.runc.v1.Options':
+      return fromRuncOptions(containerd.runc.v1.Options.decode(value));
+    case 'runtimeoptions.v1.Options': {
+      const o = runtimeoptions.v1.Options.decode(value);
+      if (o.config_body && o.config_body.length) return optionsFromToml(Buffer.from(o.config_body).toString('utf8'), 'config_body');
+      if (!o.config_path) return defaultOptions();
+      let text: string;
+      try { text = fs.readFileSync(o.config_path, 'utf8'); } catch (e) {
+        throw invalidArgument(`cannot read runtime options file ${o.config_path}: ${(e as Error).message}`);
+      }
+      return optionsFromToml(text, o.config_path);
+    }
+    default:
+      // The Go shim fails on foreign option types; we run with defaults (the caller logs it).
+      return defaultOptions();
+  }
+}
+
+/** What the `delete` subcommand needs later, written to the bundle as the Go shim does. */
+export function optionsJson(o: RuntimeOptions): string {
+  const out: Record<string, unknown> = {};
+  const put = (k: string, v: unknown) => { if (v) out[k] = v; };
+  put('no_pivot_root', o.noPivotRoot); put('no_new_keyring', o.noNewKeyring); put('shim_cgroup', o.shimCgroup);
+  put('io_uid', o.ioUid); put('io_gid', o.ioGid); put('binary_name', o.binaryName); put('root', o.root);
+  put('criu_path', o.criuPath); put('systemd_cgroup', o.systemdCgroup);
+  return JSON.stringify(out);
+}

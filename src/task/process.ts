@@ -1,0 +1,62 @@
+// Init and exec processes: identity, IO, exit status and the waiters on it. The allowed operations
+// per state live in state.ts; the runc work lives in container.ts.
+import type { ProcessIO, StdioConfig } from './io';
+import type { InitState, ExecState } from './state';
+
+export interface ExitInfo { status: number; at: Date; nanos: number }
+
+export abstract class Process {
+  pid = 0;
+  exit: ExitInfo | null = null;
+  io: ProcessIO | null = null;
+  private waiters: (() => void)[] = [];
+
+  constructor(readonly containerId: string, readonly execId: string, readonly stdio: StdioConfig) {}
+
+  /** The id containerd uses in events: the exec id, or the container id for the init. */
+  get id(): string { return this.execId || this.containerId; }
+
+  abstract get isInit(): boolean;
+
+  setExited(status: number, at: Date, nanos: number): void {
+    if (this.exit) return;
+    this.exit = { status, at, nanos };
+    this.releaseWaiters();
+  }
+
+  /** Releases Wait callers without an exit (a never-started process was deleted, or start failed). */
+  releaseWaiters(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Resolves when the process exited (or was released); rejects when the signal aborts. */
+  wait(signal?: AbortSignal): Promise<void> {
+    if (this.exit) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = () => { signal?.removeEventListener('abort', onAbort); resolve(); };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(done);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(signal!.reason ?? new Error('aborted'));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(done);
+    });
+  }
+}
+
+export class InitProcess extends Process {
+  state: InitState = 'created';
+  pausing = false;
+  /** Restore options when created from a checkpoint; runc restore runs on Start. */
+  checkpoint: { path: string; parent: string } | null = null;
+  get isInit(): boolean { return true; }
+}
+
+export class ExecProcess extends Process {
+  state: ExecState = 'created';
+  constructor(containerId: string, execId: string, stdio: StdioConfig, readonly spec: Record<string, unknown>) {
+    super(containerId, execId, stdio);
+  }
+  get isInit(): boolean { return false; }
+}

@@ -1,0 +1,150 @@
+// Thin RPC layer: decode the request, call the service, encode the reply. Registered under both
+// containerd.task.v2.Task and containerd.task.v3.Task (byte-identical messages).
+import { containerd } from '../gen/proto';
+import { Code, TtrpcError } from '../ttrpc/status';
+import type { CallContext, UnaryHandler } from '../ttrpc';
+import type { Logger } from '../shim/logger';
+import { isValidIdentifier } from '../shim/address';
+import type { TaskService } from './service';
+import { timestamp } from './timestamps';
+
+const T = containerd.task.v2;
+const EMPTY = new Uint8Array(0);
+export const TASK_SERVICES = ['containerd.task.v2.Task', 'containerd.task.v3.Task'];
+
+type Decoder<T> = { decode(b: Uint8Array): T };
+
+function decode<T>(type: Decoder<T>, payload: Uint8Array): T {
+  try {
+    return type.decode(payload);
+  } catch (e) {
+    throw new TtrpcError(Code.INTERNAL, `ttrpc: error unmarshalling payload: ${(e as Error).message}`);
+  }
+}
+
+export interface RpcStats { calls: Map<string, { count: number; errors: number; totalMs: number; buckets: number[] }> }
+export const LATENCY_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
+
+export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Logger, stats?: RpcStats): Record<string, UnaryHandler> {
+  // containerd names the namespace of every call in its metadata; a per-node shim relies on it.
+  const ns = (ctx: CallContext) => {
+    const v = ctx.metadata['containerd-namespace-ttrpc']?.[0];
+    return v && isValidIdentifier(v) ? v : defaultNamespace;
+  };
+  const stdio = (r: { terminal: boolean; stdin: string; stdout: string; stderr: string }) =>
+    ({ terminal: r.terminal, stdin: r.stdin, stdout: r.stdout, stderr: r.stderr });
+
+  const methods: Record<string, (p: Uint8Array, ctx: CallContext) => Promise<Uint8Array> | Uint8Array> = {
+    async Create(p, ctx) {
+      const r = decode(T.CreateTaskRequest, p);
+      const pid = await svc.create({
+        namespace: ns(ctx), id: r.id, bundle: r.bundle, stdio: stdio(r),
+        rootfs: r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] })),
+        checkpoint: r.checkpoint, parentCheckpoint: r.parent_checkpoint, options: r.options ?? null,
+      });
+      return T.CreateTaskResponse.encode({ pid }).finish();
+    },
+    async Start(p, ctx) {
+      const r = decode(T.StartRequest, p);
+      return T.StartResponse.encode({ pid: await svc.start(ns(ctx), r.id, r.exec_id) }).finish();
+    },
+    async Delete(p, ctx) {
+      const r = decode(T.DeleteRequest, p);
+      const d = await svc.delete(ns(ctx), r.id, r.exec_id);
+      return T.DeleteResponse.encode({ pid: d.pid, exit_status: d.exit?.status ?? 0, exited_at: timestamp(d.exit) }).finish();
+    },
+    State(p, ctx) {
+      const r = decode(T.StateRequest, p);
+      return T.StateResponse.encode(svc.state(ns(ctx), r.id, r.exec_id)).finish();
+    },
+    async Pids(p, ctx) {
+      const r = decode(T.PidsRequest, p);
+      const list = await svc.pids(ns(ctx), r.id);
+      return T.PidsResponse.encode({
+        processes: list.map(({ pid, execId }) => ({
+          pid,
+          info: execId === undefined ? null : {
+            type_url: 'containerd.runc.v1.ProcessDetails',
+            value: containerd.runc.v1.ProcessDetails.encode({ exec_id: execId }).finish(),
+          },
+        })),
+      }).finish();
+    },
+    async Pause(p, ctx) { await svc.pause(ns(ctx), decode(T.PauseRequest, p).id); return EMPTY; },
+    async Resume(p, ctx) { await svc.resume(ns(ctx), decode(T.ResumeRequest, p).id); return EMPTY; },
+    async Checkpoint(p, ctx) {
+      const r = decode(T.CheckpointTaskRequest, p);
+      const opts = r.options?.value?.length ? containerd.runc.v1.CheckpointOptions.decode(r.options.value) : {};
+      await svc.checkpoint(ns(ctx), r.id, r.path, opts);
+      return EMPTY;
+    },
+    async Kill(p, ctx) {
+      const r = decode(T.KillRequest, p);
+      await svc.kill(ns(ctx), r.id, r.exec_id, r.signal, r.all);
+      return EMPTY;
+    },
+    async Exec(p, ctx) {
+      const r = decode(T.ExecProcessRequest, p);
+      await svc.exec(ns(ctx), r.id, r.exec_id, stdio(r), r.spec ?? null);
+      return EMPTY;
+    },
+    ResizePty(p, ctx) {
+      const r = decode(T.ResizePtyRequest, p);
+      svc.resizePty(ns(ctx), r.id, r.exec_id, r.width, r.height);
+      return EMPTY;
+    },
+    CloseIO(p, ctx) {
+      const r = decode(T.CloseIORequest, p);
+      svc.closeIO(ns(ctx), r.id, r.exec_id);
+      return EMPTY;
+    },
+    async Update(p, ctx) {
+      const r = decode(T.UpdateTaskRequest, p);
+      await svc.update(ns(ctx), r.id, r.resources?.value ?? new Uint8Array());
+      return EMPTY;
+    },
+    async Wait(p, ctx) {
+      const r = decode(T.WaitRequest, p);
+      return T.WaitResponse.encode(await svc.wait(ns(ctx), r.id, r.exec_id, ctx.signal)).finish();
+    },
+    async Stats(p, ctx) {
+      const r = decode(T.StatsRequest, p);
+      const s = await svc.stats(ns(ctx), r.id);
+      return T.StatsResponse.encode({ stats: { type_url: s.typeUrl, value: s.value } }).finish();
+    },
+    Connect(p, ctx) {
+      const r = decode(T.ConnectRequest, p);
+      return T.ConnectResponse.encode(svc.connect(ns(ctx), r.id)).finish();
+    },
+    Shutdown(p) {
+      decode(T.ShutdownRequest, p);
+      svc.shutdown();
+      return EMPTY;
+    },
+  };
+
+  const wrapped: Record<string, UnaryHandler> = {};
+  for (const [name, fn] of Object.entries(methods)) {
+    wrapped[name] = async (payload, ctx) => {
+      const started = process.hrtime.bigint();
+      let failed = false;
+      try {
+        return await fn(payload, ctx);
+      } catch (e) {
+        failed = true;
+        if (!(e instanceof TtrpcError)) throw new TtrpcError(Code.UNKNOWN, (e as Error)?.message ?? String(e));
+        throw e;
+      } finally {
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        if (stats) {
+          let s = stats.calls.get(name);
+          if (!s) stats.calls.set(name, (s = { count: 0, errors: 0, totalMs: 0, buckets: LATENCY_BUCKETS_MS.map(() => 0) }));
+          s.count++; s.totalMs += ms; if (failed) s.errors++;
+          LATENCY_BUCKETS_MS.forEach((b, i) => { if (ms <= b) s!.buckets[i]++; });
+        }
+        if (log.enabled('debug')) log.debug('rpc', { method: name, namespace: ns(ctx), duration_ms: ms.toFixed(2), failed });
+      }
+    };
+  }
+  return wrapped;
+}

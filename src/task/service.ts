@@ -1,0 +1,372 @@
+// The Task service: containers by (namespace, id), ordering of events against exits, and the
+// answers containerd expects. RPC decoding lives in rpc.ts; runc work in container.ts.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Exit, Reaper } from '../shim/reaper';
+import type { Logger } from '../shim/logger';
+import { isValidIdentifier } from '../shim/address';
+import { Container } from './container';
+import { ExecProcess, type Process, type InitProcess } from './process';
+import { TaskEvents } from './events';
+import { now, timestamp } from './timestamps';
+import { checkInit } from './state';
+import { containerNotCreated, invalidArgument, notFound, unknown, errorMessage, alreadyExists } from './errors';
+import { decodeOptions, KNOWN_OPTION_TYPES, type RuntimeOptions } from './options';
+import { runcFailure } from './container';
+import type { StdioConfig } from './io';
+import type { MountSpec } from './rootfs';
+import { cgroupForPid, collectMetrics, OomWatcher, type CgroupHandle } from './cgroups';
+
+export const STATUS = { UNKNOWN: 0, CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4, PAUSING: 5 } as const;
+
+export interface CreateInput {
+  namespace: string; id: string; bundle: string; rootfs: MountSpec[]; stdio: StdioConfig;
+  checkpoint: string; parentCheckpoint: string; options: { type_url?: string | null; value?: Uint8Array | null } | null;
+}
+
+export interface ServiceDeps {
+  events: TaskEvents;
+  reaper: Reaper;
+  log: Logger;
+  shimPid: number;
+  /** Called after Shutdown when no container is left. */
+  onEmpty: () => void;
+}
+
+interface Running { container: Container; process: Process }
+
+/** Exit status persisted at reap time, so `delete` reports it even if the shim dies afterwards. */
+export const EXIT_FILE = 'init.exit';
+
+export class TaskService {
+  private containers = new Map<string, Container>();
+  private cgroups = new Map<Container, CgroupHandle>();
+  private running = new Map<number, Running>();
+  private exitBuffers = new Set<Exit[]>();
+  private oom: OomWatcher;
+  readonly counters = { reaped: 0, exitsPublished: 0 };
+
+  constructor(private deps: ServiceDeps) {
+    deps.reaper.subscribe((e) => this.onExit(e));
+    this.oom = new OomWatcher((key) => {
+      const c = this.containers.get(key);
+      if (c) deps.events.oom(c.namespace, c.id);
+    });
+  }
+
+  private key(ns: string, id: string): string { return `${ns}/${id}`; }
+
+  get size(): number { return this.containers.size; }
+  list(): Container[] { return [...this.containers.values()]; }
+
+  container(ns: string, id: string): Container {
+    const c = this.containers.get(this.key(ns, id));
+    if (!c) throw containerNotCreated();
+    return c;
+  }
+
+  // ---- exits -------------------------------------------------------------------------------
+
+  private onExit(e: Exit): void {
+    this.counters.reaped++;
+    for (const b of this.exitBuffers) b.push(e);
+    const r = this.running.get(e.pid);
+    if (!r) return; // runc helpers, re-parented grandchildren: reaped and ignored
+    this.running.delete(e.pid);
+    void this.handleExit(r.container, r.process, e.status);
+  }
+
+  /** Runs fn while recording every exit, so a process that dies before its pid is known is not lost. */
+  private async recordingExits<T>(fn: () => Promise<T>): Promise<{ result: T; exits: Exit[] }> {
+    const exits: Exit[] = [];
+    this.exitBuffers.add(exits);
+    try {
+      return { result: await fn(), exits };
+    } finally {
+      this.exitBuffers.delete(exits);
+    }
+  }
+
+  /** After a start event was queued: either the process already died, or watch its pid from now on. */
+  private track(c: Container, p: Process, exits: Exit[]): void {
+    const early = exits.find((e) => e.pid === p.pid);
+    if (early) void this.handleExit(c, p, early.status);
+    else this.running.set(p.pid, { container: c, process: p });
+  }
+
+  private async handleExit(c: Container, p: Process, status: number): Promise<void> {
+    const { events, log } = this.deps;
+    if (p.isInit) {
+      this.persistExit(c, status);
+      if (c.hostPidNs) await c.runc.kill(c.id, 9, { all: true }).catch(() => {});
+      await c.execsDone();
+      await this.checkOom(c);
+    }
+    await p.io?.waitDrained(2000).catch(() => {});
+    const t = now();
+    p.setExited(status, t.at, t.nanos);
+    if (p instanceof ExecProcess) {
+      p.state = 'stopped';
+      c.execExited();
+    } else {
+      const init = p as InitProcess;
+      const wasPaused = init.state === 'paused';
+      init.state = 'stopped';
+      if (wasPaused) void c.runc.resume(c.id).catch(() => {});
+      this.oom.remove(this.key(c.namespace, c.id));
+    }
+    events.exit(c.namespace, c.id, p.id, p.pid, p.exit!);
+    this.counters.exitsPublished++;
+    log.debug('process exited', { id: c.id, exec: p.execId || undefined, pid: p.pid, status });
+  }
+
+  /** cgroup v1 reports OOM through an eventfd that may be read after the exit: look now. */
+  private async checkOom(c: Container): Promise<void> {
+    await this.oom.flush?.(this.key(c.namespace, c.id));
+  }
+
+  private persistExit(c: Container, status: number): void {
+    try {
+      fs.writeFileSync(path.join(c.bundle, EXIT_FILE), JSON.stringify({ pid: c.init.pid, status, at: Date.now() }));
+    } catch (e) {
+      this.deps.log.warn('cannot persist exit status', { id: c.id, error: e });
+    }
+  }
+
+  // ---- Task API ----------------------------------------------------------------------------
+
+  async create(req: CreateInput): Promise<number> {
+    if (!isValidIdentifier(req.id)) throw invalidArgument(`invalid container id ${JSON.stringify(req.id)}`);
+    if (!path.isAbsolute(req.bundle) || path.normalize(req.bundle) !== req.bundle.replace(/\/+$/, '')) {
+      throw invalidArgument(`bundle path must be absolute and clean: ${JSON.stringify(req.bundle)}`);
+    }
+    const key = this.key(req.namespace, req.id);
+    if (this.containers.has(key)) throw alreadyExists(`container ${req.id}`);
+    let options: RuntimeOptions;
+    options = decodeOptions(req.options);
+    const typeUrl = req.options?.type_url ?? '';
+    if (typeUrl && !KNOWN_OPTION_TYPES.includes(typeUrl.replace(/^.*\//, ''))) {
+      this.deps.log.warn('unknown runtime options type ignored', { id: req.id, type: typeUrl });
+    }
+    const log = this.deps.log.with({ id: req.id, namespace: req.namespace });
+    const c = new Container({
+      id: req.id, namespace: req.namespace, bundle: req.bundle, rootfs: req.rootfs, stdio: req.stdio,
+      checkpoint: req.checkpoint, parentCheckpoint: req.parentCheckpoint, options, log,
+    });
+    // Reserve the id while runc works, so a duplicate Create cannot race in.
+    this.containers.set(key, c);
+    let exits: Exit[];
+    try {
+      ({ exits } = await this.recordingExits(() => c.create()));
+    } catch (e) {
+      this.containers.delete(key);
+      throw e;
+    }
+    if (c.init.pid) {
+      const cg = cgroupForPid(c.init.pid);
+      if (cg) {
+        this.cgroups.set(c, cg);
+        this.oom.add(key, cg).catch((e: unknown) => log.warn('cannot watch for OOM', { error: e }));
+      }
+    }
+    this.deps.events.create(req.namespace, {
+      container_id: req.id, bundle: req.bundle, rootfs: req.rootfs,
+      io: { stdin: req.stdio.stdin, stdout: req.stdio.stdout, stderr: req.stdio.stderr, terminal: req.stdio.terminal },
+      checkpoint: req.checkpoint, pid: c.init.pid,
+    });
+    if (c.init.pid) this.track(c, c.init, exits);
+    return c.init.pid;
+  }
+
+  async start(ns: string, id: string, execId: string): Promise<number> {
+    const c = this.container(ns, id);
+    const p = c.process(execId);
+    if (p instanceof ExecProcess) {
+      if (p.state === 'created' && c.init.exit === null) c.execStarted();
+      let exits: Exit[];
+      try {
+        ({ exits } = await this.recordingExits(() => c.startExec(p)));
+      } catch (e) {
+        if (p.state === 'created' && !c.init.exit) c.execExited();
+        p.releaseWaiters();
+        throw e;
+      }
+      this.deps.events.execStarted(ns, id, execId, p.pid);
+      this.track(c, p, exits);
+      return p.pid;
+    }
+    // Exits of the init during runc start must come after /tasks/start: stop watching the pid here.
+    checkInit(c.init.state, 'start');
+    this.running.delete(c.init.pid);
+    let exits: Exit[];
+    try {
+      ({ exits } = await this.recordingExits(() => c.startInit()));
+    } catch (e) {
+      if (c.init.pid && !c.init.exit) this.running.set(c.init.pid, { container: c, process: c.init });
+      throw e;
+    }
+    if (!this.cgroups.has(c)) {
+      const cg = cgroupForPid(c.init.pid);
+      if (cg) { this.cgroups.set(c, cg); void this.oom.add(this.key(ns, id), cg).catch(() => {}); }
+    }
+    this.deps.events.start(ns, id, c.init.pid);
+    this.track(c, c.init, exits);
+    return c.init.pid;
+  }
+
+  async delete(ns: string, id: string, execId: string): Promise<{ pid: number; exit: Process['exit'] }> {
+    const c = this.container(ns, id);
+    const p = c.process(execId);
+    if (p instanceof ExecProcess) {
+      await c.deleteExec(p);
+      return { pid: p.pid, exit: p.exit };
+    }
+    await c.deleteInit();
+    this.running.delete(c.init.pid);
+    this.oom.remove(this.key(ns, id));
+    this.cgroups.delete(c);
+    this.containers.delete(this.key(ns, id));
+    this.deps.events.delete(ns, id, c.init.pid, c.init.exit);
+    return { pid: c.init.pid, exit: c.init.exit };
+  }
+
+  state(ns: string, id: string, execId: string) {
+    const c = this.container(ns, id);
+    const p = c.process(execId);
+    const init = c.init;
+    let status: number;
+    if (init.pausing) status = STATUS.PAUSING;
+    else if (p instanceof ExecProcess) {
+      status = init.state === 'paused' ? STATUS.PAUSED
+        : p.state === 'created' ? STATUS.CREATED : p.state === 'running' ? STATUS.RUNNING : STATUS.STOPPED;
+    } else {
+      status = ({ created: STATUS.CREATED, 'created-checkpoint': STATUS.CREATED, running: STATUS.RUNNING,
+        paused: STATUS.PAUSED, stopped: STATUS.STOPPED, deleted: STATUS.STOPPED } as const)[init.state];
+    }
+    return {
+      id: p.id, bundle: c.bundle, pid: p.pid, status,
+      stdin: p.stdio.stdin, stdout: p.stdio.stdout, stderr: p.stdio.stderr, terminal: p.stdio.terminal,
+      exit_status: p.exit?.status ?? 0, exited_at: timestamp(p.exit),
+    };
+  }
+
+  async kill(ns: string, id: string, execId: string, signal: number, all: boolean): Promise<void> {
+    await this.container(ns, id).kill(execId, signal, all);
+  }
+
+  async exec(ns: string, id: string, execId: string, stdio: StdioConfig, spec: { value?: Uint8Array | null } | null): Promise<void> {
+    const c = this.container(ns, id);
+    if (!isValidIdentifier(execId)) throw invalidArgument(`invalid exec id ${JSON.stringify(execId)}`);
+    if (!spec || !spec.value || spec.value.length === 0) throw invalidArgument('exec process spec is missing');
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(Buffer.from(spec.value).toString('utf8'));
+    } catch (e) {
+      throw invalidArgument(`exec process spec is not valid JSON: ${errorMessage(e)}`);
+    }
+    c.addExec(execId, stdio, parsed);
+    this.deps.events.execAdded(ns, id, execId);
+  }
+
+  async wait(ns: string, id: string, execId: string, signal?: AbortSignal) {
+    const p = this.container(ns, id).process(execId);
+    await p.wait(signal);
+    return { exit_status: p.exit?.status ?? 0, exited_at: timestamp(p.exit) };
+  }
+
+  async pids(ns: string, id: string) {
+    const c = this.container(ns, id);
+    let pids: number[];
+    try { pids = await c.runc.ps(id); } catch (e) { throw runcFailure('failed to list pids', e); }
+    const byPid = new Map<number, string>();
+    for (const e of c.execs.values()) if (e.pid) byPid.set(e.pid, e.execId);
+    return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
+  }
+
+  async pause(ns: string, id: string): Promise<void> {
+    const c = this.container(ns, id);
+    checkInit(c.init.state, 'pause');
+    c.init.pausing = true;
+    try {
+      await c.runc.pause(id).catch((e: unknown) => { throw runcFailure('OCI runtime pause failed', e); });
+      c.init.state = 'paused';
+    } finally {
+      c.init.pausing = false;
+    }
+    this.deps.events.paused(ns, id);
+  }
+
+  async resume(ns: string, id: string): Promise<void> {
+    const c = this.container(ns, id);
+    checkInit(c.init.state, 'resume');
+    await c.runc.resume(id).catch((e: unknown) => { throw runcFailure('OCI runtime resume failed', e); });
+    c.init.state = 'running';
+    this.deps.events.resumed(ns, id);
+  }
+
+  async update(ns: string, id: string, resources: Uint8Array): Promise<void> {
+    const c = this.container(ns, id);
+    checkInit(c.init.state, 'update');
+    let parsed: unknown;
+    try { parsed = JSON.parse(Buffer.from(resources).toString('utf8') || '{}'); } catch (e) {
+      throw invalidArgument(`resources are not valid JSON: ${errorMessage(e)}`);
+    }
+    await c.runc.update(id, parsed).catch((e: unknown) => { throw runcFailure('OCI runtime update failed', e); });
+  }
+
+  async stats(ns: string, id: string): Promise<{ typeUrl: string; value: Uint8Array }> {
+    const c = this.container(ns, id);
+    const cg = this.cgroups.get(c);
+    if (!cg) throw notFound('cgroup does not exist');
+    try {
+      return await collectMetrics(cg);
+    } catch (e: any) {
+      if (e?.code === 'ENOENT' || /does not exist/.test(errorMessage(e))) throw notFound('cgroup does not exist');
+      throw unknown(`failed to collect metrics: ${errorMessage(e)}`);
+    }
+  }
+
+  resizePty(ns: string, id: string, execId: string, width: number, height: number): void {
+    const c = this.container(ns, id);
+    const p = c.process(execId);
+    if (p instanceof ExecProcess && p.state === 'stopped') throw unknown('cannot resize a stopped container');
+    p.io?.resize(width, height);
+  }
+
+  closeIO(ns: string, id: string, execId: string): void {
+    this.container(ns, id).process(execId).io?.closeStdin();
+  }
+
+  async checkpoint(ns: string, id: string, imagePath: string, opts: Record<string, any>): Promise<void> {
+    const c = this.container(ns, id);
+    checkInit(c.init.state, 'checkpoint');
+    const work = opts.work_path || path.join(c.bundle, 'work', 'criu-work');
+    try {
+      await c.runc.checkpoint(id, {
+        imagePath, workPath: work, leaveRunning: !opts.exit, tcpEstablished: !!opts.open_tcp,
+        extUnixSockets: !!opts.external_unix_sockets, shellJob: !!opts.terminal, fileLocks: !!opts.file_locks,
+        emptyNamespaces: opts.empty_namespaces ?? [],
+      });
+    } catch (e) {
+      const dump = path.join(c.bundle, 'criu-dump.log');
+      try { fs.copyFileSync(path.join(work, 'dump.log'), dump); } catch { /* criu left no log */ }
+      const first = errorMessage(e).split('\n')[0];
+      throw unknown(`${first} path= ${dump}`);
+    } finally {
+      if (!opts.work_path) fs.rmSync(work, { recursive: true, force: true });
+    }
+  }
+
+  connect(ns: string, id: string) {
+    const c = this.containers.get(this.key(ns, id));
+    return { shim_pid: this.deps.shimPid, task_pid: c?.init.pid ?? 0, version: '' };
+  }
+
+  shutdown(): void {
+    if (this.containers.size === 0) this.deps.onEmpty();
+  }
+
+  close(): void {
+    this.oom.close();
+  }
+}
