@@ -1,0 +1,59 @@
+// Stats entry point: one call for either cgroup version, answering with the type URL containerd
+// type-switches on, and (once src/gen/proto.js is built) the encoded Any for the Stats reply.
+import type { CgroupHandle } from './discovery';
+import { CgroupNotFoundError } from './errors';
+import { exists } from './files';
+import { collectV1, type MetricsV1, type V1Options } from './stats-v1';
+import { collectV2, type MetricsV2 } from './stats-v2';
+
+export const METRICS_V1_TYPE_URL = 'io.containerd.cgroups.v1.Metrics';
+export const METRICS_V2_TYPE_URL = 'io.containerd.cgroups.v2.Metrics';
+
+export type CollectedMetrics =
+  | { typeUrl: typeof METRICS_V1_TYPE_URL; metrics: MetricsV1 }
+  | { typeUrl: typeof METRICS_V2_TYPE_URL; metrics: MetricsV2 };
+
+/**
+ * Reads the cgroup's statistics. Throws CgroupNotFoundError (-> NotFound) when the handle is null
+ * or the cgroup is gone; other read or parse failures propagate (-> Unknown).
+ */
+export async function collectMetrics(h: CgroupHandle | null | undefined, opts: V1Options = {}): Promise<CollectedMetrics> {
+  if (!h) throw new CgroupNotFoundError();
+  if (h.version === 2) return { typeUrl: METRICS_V2_TYPE_URL, metrics: await collectV2(h.dir) };
+  const present = await Promise.all(Object.values(h.paths).map(exists));
+  if (!present.some(Boolean)) throw new CgroupNotFoundError(Object.values(h.paths).join(', '));
+  return { typeUrl: METRICS_V1_TYPE_URL, metrics: await collectV1(h.paths, opts) };
+}
+
+interface MessageType { create(o: object): object; encode(m: object): { finish(): Uint8Array } }
+
+let protoRoot: Record<string, unknown> | undefined;
+function metricsType(typeUrl: string): MessageType {
+  // Loaded on first use and by a computed path: the generated module appears only after
+  // `npm run build`, and a process that never serves Stats should not pay for it.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  protoRoot ??= require(['..', '..', 'gen', 'proto'].join('/')) as Record<string, unknown>;
+  let node: unknown = protoRoot;
+  for (const part of typeUrl.split('.')) node = (node as Record<string, unknown> | undefined)?.[part];
+  if (!node || typeof (node as MessageType).encode !== 'function') {
+    throw new Error(`${typeUrl} is missing from src/gen/proto.js (proto/ not built?)`);
+  }
+  return node as MessageType;
+}
+
+/** Protobuf bytes of the metrics message. */
+export function encodeMetrics(c: CollectedMetrics): Uint8Array {
+  const type = metricsType(c.typeUrl);
+  return type.encode(type.create(c.metrics)).finish();
+}
+
+/** google.protobuf.Any for StatsResponse.stats (keep-case field names). */
+export function metricsAny(c: CollectedMetrics): { type_url: string; value: Uint8Array } {
+  return { type_url: c.typeUrl, value: encodeMetrics(c) };
+}
+
+/** collectMetrics + encodeMetrics: what the Task service's Stats returns as its Any. */
+export async function collectEncodedMetrics(h: CgroupHandle | null | undefined, opts: V1Options = {}): Promise<{ typeUrl: string; value: Uint8Array }> {
+  const c = await collectMetrics(h, opts);
+  return { typeUrl: c.typeUrl, value: encodeMetrics(c) };
+}

@@ -1,0 +1,90 @@
+// cgroup v2 OOM notification: inotify (fs.watch) on memory.events and cgroup.events; an increase
+// of the oom_kill counter is an OOM kill. Stops when the cgroup is empty or removed.
+import { watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
+import { isNotExist } from './errors';
+import { readOptional } from './files';
+import { parseFlatKeyed } from './stats-v2';
+import { u64ToBigInt } from './u64';
+
+export class V2OomWatch {
+  private readonly watchers: FSWatcher[] = [];
+  private lastOomKill = 0n; // as in containerd: the first increase over 0 counts
+  private running: Promise<void> | null = null;
+  private again = false;
+  private closed = false;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly onOom: () => void,
+    private readonly onStop: (err?: Error) => void,
+  ) {}
+
+  static start(dir: string, onOom: () => void, onStop: (err?: Error) => void): V2OomWatch {
+    const w = new V2OomWatch(dir, onOom, onStop);
+    try {
+      for (const name of ['memory.events', 'cgroup.events']) {
+        const fw = watch(join(dir, name), { persistent: false }, () => w.schedule());
+        fw.on('error', () => w.schedule());
+        w.watchers.push(fw);
+      }
+    } catch (err) {
+      w.close();
+      throw err;
+    }
+    return w;
+  }
+
+  /** Coalesces bursts of inotify events into one read, never two reads at once. */
+  private schedule(): void {
+    if (this.closed) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.check().finally(() => {
+      this.running = null;
+      if (this.again) {
+        this.again = false;
+        this.schedule();
+      }
+    });
+  }
+
+  private async check(): Promise<void> {
+    try {
+      const events = await readOptional(join(this.dir, 'memory.events'));
+      if (this.closed) return;
+      if (events === null) return this.stop();
+      const oomKill = u64ToBigInt(parseFlatKeyed(events, 'memory.events').get('oom_kill'));
+      if (oomKill > this.lastOomKill) {
+        this.lastOomKill = oomKill;
+        this.onOom();
+      }
+      const cg = await readOptional(join(this.dir, 'cgroup.events'));
+      if (cg === null || /^populated 0$/m.test(cg)) this.stop();
+    } catch (err) {
+      if (isNotExist(err)) this.stop();
+      else this.stop(err as Error);
+    }
+  }
+
+  private stop(err?: Error): void {
+    if (this.closed) return;
+    this.close();
+    this.onStop(err);
+  }
+
+  /** Reads memory.events now (an inotify event may still be queued) and waits for it. */
+  async flush(): Promise<void> {
+    while (this.running) await this.running;
+    if (this.closed) return;
+    this.schedule();
+    while (this.running) await this.running;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.watchers.splice(0)) w.close();
+  }
+}

@@ -1,0 +1,76 @@
+// OOM monitoring for every container of the shim, cgroup v1 or v2, behind one small interface.
+import type { CgroupHandle } from './discovery';
+import type { EventfdMode } from './eventfd-reader';
+import { V1OomRegistration } from './oom-v1';
+import { V2OomWatch } from './oom-v2';
+
+export type OomLog = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+
+export interface OomWatcherOptions {
+  log?: OomLog;
+  /** Tests: force the eventfd polling fallback. */
+  eventfdMode?: EventfdMode;
+}
+
+interface Watch { close(): void; flush(): Promise<void> }
+
+export class OomWatcher {
+  private readonly watches = new Map<string, Watch>();
+  private closed = false;
+
+  constructor(private readonly onOom: (containerId: string) => void, private readonly opts: OomWatcherOptions = {}) {}
+
+  /**
+   * Starts watching a container's cgroup. Rejects when registration fails (e.g. no memory
+   * controller); the caller logs it, as the Go shim does. Re-adding an id replaces its watch.
+   */
+  async add(containerId: string, h: CgroupHandle): Promise<void> {
+    if (this.closed) throw new Error('OOM watcher is closed');
+    const fire = (): void => {
+      if (this.watches.get(containerId) === watch) this.onOom(containerId);
+    };
+    const forget = (err?: Error): void => {
+      if (this.watches.get(containerId) !== watch) return;
+      this.watches.delete(containerId);
+      if (err) this.opts.log?.('warn', 'oom: stopped watching cgroup', { id: containerId, error: err.message });
+      else this.opts.log?.('debug', 'oom: cgroup gone, stopped watching', { id: containerId });
+    };
+    let watch: Watch;
+    if (h.version === 2) {
+      watch = V2OomWatch.start(h.dir, fire, forget);
+    } else {
+      watch = await V1OomRegistration.register(h.paths, fire, () => forget(), this.opts.eventfdMode);
+    }
+    if (this.closed) {
+      watch.close();
+      return;
+    }
+    this.watches.get(containerId)?.close();
+    this.watches.set(containerId, watch);
+  }
+
+  has(containerId: string): boolean {
+    return this.watches.has(containerId);
+  }
+
+  /**
+   * Reports any OOM that happened but was not yet delivered (call before publishing the
+   * container's exit, so /tasks/oom precedes /tasks/exit as with the Go shim's timing).
+   */
+  async flush(containerId: string): Promise<void> {
+    await this.watches.get(containerId)?.flush();
+  }
+
+  remove(containerId: string): void {
+    const w = this.watches.get(containerId);
+    if (!w) return;
+    this.watches.delete(containerId);
+    w.close();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.watches.values()) w.close();
+    this.watches.clear();
+  }
+}
