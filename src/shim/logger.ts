@@ -7,6 +7,7 @@ export type Level = 'debug' | 'info' | 'warn' | 'error';
 const RANK: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 // PIPE_BUF: a write of at most this many bytes to a fifo is atomic, so lines never interleave.
 const MAX_LINE = 4096;
+const O_CLOEXEC = 0o2000000; // not exported by fs.constants
 
 export type Fields = Record<string, unknown>;
 
@@ -43,7 +44,7 @@ export class FdSink {
 /** Opens the bundle's log fifo without blocking; null when it does not exist (shim run by hand). */
 export function openLogFifo(file: string): FdSink | null {
   try {
-    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_CLOEXEC);
+    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | O_CLOEXEC);
     return new FdSink(fd);
   } catch {
     return null;

@@ -15,7 +15,7 @@ import { decodeOptions, KNOWN_OPTION_TYPES, type RuntimeOptions } from './option
 import { runcFailure } from './container';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
-import { cgroupForPid, collectMetrics, OomWatcher, type CgroupHandle } from './cgroups';
+import { cgroupForPid, collectEncodedMetrics, CgroupNotFoundError, OomWatcher, type CgroupHandle } from './cgroups';
 
 export const STATUS = { UNKNOWN: 0, CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4, PAUSING: 5 } as const;
 
@@ -122,7 +122,7 @@ export class TaskService {
 
   /** cgroup v1 reports OOM through an eventfd that may be read after the exit: look now. */
   private async checkOom(c: Container): Promise<void> {
-    await this.oom.flush?.(this.key(c.namespace, c.id));
+    await this.oom.flush(this.key(c.namespace, c.id));
   }
 
   private persistExit(c: Container, status: number): void {
@@ -142,8 +142,7 @@ export class TaskService {
     }
     const key = this.key(req.namespace, req.id);
     if (this.containers.has(key)) throw alreadyExists(`container ${req.id}`);
-    let options: RuntimeOptions;
-    options = decodeOptions(req.options);
+    const options: RuntimeOptions = decodeOptions(req.options);
     const typeUrl = req.options?.type_url ?? '';
     if (typeUrl && !KNOWN_OPTION_TYPES.includes(typeUrl.replace(/^.*\//, ''))) {
       this.deps.log.warn('unknown runtime options type ignored', { id: req.id, type: typeUrl });
@@ -319,9 +318,9 @@ export class TaskService {
     const cg = this.cgroups.get(c);
     if (!cg) throw notFound('cgroup does not exist');
     try {
-      return await collectMetrics(cg);
-    } catch (e: any) {
-      if (e?.code === 'ENOENT' || /does not exist/.test(errorMessage(e))) throw notFound('cgroup does not exist');
+      return await collectEncodedMetrics(cg);
+    } catch (e) {
+      if (e instanceof CgroupNotFoundError) throw notFound('cgroup does not exist');
       throw unknown(`failed to collect metrics: ${errorMessage(e)}`);
     }
   }
