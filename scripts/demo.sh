@@ -40,7 +40,7 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     exit 1
   fi
   log "npm ci && npm run build && npm link"
-  npm ci --no-audit --no-fund --legacy-peer-deps # see .ci/run: protobufjs-cli peer range
+  npm ci --no-audit --no-fund
   npm run build
   npm link
 fi
