@@ -59,9 +59,21 @@ function readFields(r: Reader, end: number, field: (no: number, wire: number) =>
     const no = t >>> 3;
     const wire = t & 7;
     if (no === 0) throw new Error(`illegal tag 0 (wire type ${wire})`);
-    if (!field(no, wire)) r.skipType(wire);
+    if (!field(no, wire)) skipField(r, wire);
   }
   if (r.pos !== end) throw new Error('unexpected EOF');
+}
+
+// Unknown fields are skipped. Groups (wire types 3/4) are refused rather than skipped: nobody sends
+// them in ttrpc, and skipping nested groups recursively would let a peer exhaust the stack.
+function skipField(r: Reader, wire: number): void {
+  switch (wire) {
+    case 0: r.uint64(); return;
+    case 1: r.skip(8); return;
+    case 2: r.skip(r.uint32()); return;
+    case 5: r.skip(4); return;
+    default: throw new Error(`unsupported wire type ${wire}`);
+  }
 }
 
 function expectWire(no: number, wire: number, want: number): void {

@@ -73,6 +73,8 @@ test('malformed envelopes throw instead of returning junk', () => {
   assert.throws(() => decodeRequest(hex('00')));                  // tag 0
   assert.throws(() => decodeRequest(hex('0f')));                  // wire type 7
   assert.throws(() => decodeResponse(hex('0a03 0805')));          // status overruns
+  assert.throws(() => decodeRequest(Buffer.alloc(1 << 20, 0x1b))); // a million nested groups: refused, no stack blow-up
+  assert.throws(() => decodeRequest(hex('30ffffffffffffffffffff01'))); // over-long varint
 });
 
 function collect(maxSize?: number) {
