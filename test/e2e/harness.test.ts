@@ -5,7 +5,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, pidAlive, renderConfig, RUNC_RUNTIME, type Containerd } from './harness';
+import { spawn } from 'node:child_process';
+import { startContainerd, uniqueId, pidAlive, renderConfig, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from './harness';
 import { makeRootfs, ensureBusyboxImage, PATH_ENV_ARGS, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
 import { collectEvents, closeClients, getTask, listTasks, waitTask } from './containerd-api';
 
@@ -122,4 +123,54 @@ test('kill9 and restart keep the shim and container; the task is still reachable
   assert.equal((await c.ctr(['container', 'delete', id])).code, 0);
   const rootfsFile = path.join(rootfs, 'bin', 'busybox');
   assert.ok(fs.existsSync(rootfsFile), 'a --rootfs dir is not removed by containerd');
+});
+
+// A child test process starts containerd with a running container, prints what it started, then
+// dies the given way. Returns what it printed once it is gone.
+async function childThatDies(how: 'throw' | 'sigkill'): Promise<{ dir: string; containerd: number; shims: number[]; init: number }> {
+  const script = `
+    const h = require(${JSON.stringify(path.join(__dirname, 'harness.js'))});
+    const r = require(${JSON.stringify(path.join(__dirname, 'rootfs.js'))});
+    (async () => {
+      const c = await h.startContainerd();
+      const id = h.uniqueId('crash');
+      const run = await c.ctr(['run', '-d', '--runtime', h.RUNC_RUNTIME, '--rootfs', r.makeRootfs(c.dir), id, '/bin/sleep', '1000']);
+      if (run.code !== 0) throw new Error(run.stderr);
+      const init = Number(require('fs').readFileSync(c.bundleDir(id) + '/init.pid', 'utf8'));
+      process.stdout.write(JSON.stringify({ dir: c.dir, containerd: c.pid, shims: c.shimPids(), init }) + '\\n');
+      if (${JSON.stringify(how)} === 'throw') throw new Error('test process crashed');
+      setInterval(() => {}, 1000);
+    })();`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  const info = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (d) => { out += d; if (out.includes('\n')) resolve(out); });
+    child.on('exit', () => (out.includes('\n') ? resolve(out) : reject(new Error(`child failed: ${err}`))));
+  });
+  if (how === 'sigkill') child.kill('SIGKILL');
+  if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
+  return JSON.parse(info);
+}
+
+test('a test process that crashes leaves no containerd, shim, container or dir behind', async () => {
+  const info = await childThatDies('throw');
+  assert.ok(info.shims.length >= 1 && info.init > 0);
+  assert.equal(pidAlive(info.containerd), false, 'containerd gone');
+  for (const pid of info.shims) assert.equal(pidAlive(pid), false, `shim ${pid} gone`);
+  assert.equal(pidAlive(info.init), false, 'container gone');
+  assert.deepEqual(mountsUnder(info.dir), []);
+  assert.equal(fs.existsSync(info.dir), false);
+});
+
+test('instances of a SIGKILLed test process are swept by the next start', async () => {
+  const info = await childThatDies('sigkill');
+  assert.ok(pidAlive(info.containerd), 'SIGKILL ran no hook: containerd is still there');
+  const swept = sweepStaleInstances(path.dirname(info.dir));
+  assert.ok(swept.includes(info.dir));
+  assert.equal(pidAlive(info.containerd), false, 'containerd gone');
+  for (const pid of info.shims) assert.equal(pidAlive(pid), false, `shim ${pid} gone`);
+  assert.equal(pidAlive(info.init), false, 'container gone');
+  assert.equal(fs.existsSync(info.dir), false);
 });

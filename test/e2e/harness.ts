@@ -10,6 +10,7 @@ export const RUNC_RUNTIME = 'io.containerd.runc.v2';
 export const TSSHIM_RUNTIME = 'io.containerd.tsshim.v2';
 export const DEFAULT_NAMESPACE = 'tsshim-test';
 const TASK_DIR = 'io.containerd.runtime.v2.task';
+const DIR_PREFIX = 'tss-';
 
 export interface ContainerdOptions {
   namespace?: string;
@@ -283,6 +284,32 @@ function installExitHook(): void {
   }
 }
 
+/**
+ * Tear down instances left by test processes that died without running their exit hook (SIGKILL):
+ * a tss-* dir whose owner pid is gone. Its containerd is recognised by its --config argument.
+ */
+export function sweepStaleInstances(parent = '/tmp'): string[] {
+  const swept: string[] = [];
+  let names: string[] = [];
+  try { names = fs.readdirSync(parent); } catch { return swept; }
+  for (const name of names) {
+    if (!name.startsWith(DIR_PREFIX)) continue;
+    const dir = path.join(parent, name);
+    let owner: number;
+    try { owner = Number(fs.readFileSync(path.join(dir, 'owner'), 'utf8').trim()); } catch { continue; }
+    if (!Number.isInteger(owner) || owner <= 0 || pidAlive(owner)) continue;
+    const config = path.join(dir, 'config.toml');
+    const daemons = allPids().filter((pid) => {
+      const argv = readArgv(pid);
+      return !!argv && argv.includes(config) && path.basename(argv[0]) === 'containerd';
+    });
+    killAndWait(daemons, 3000);
+    teardownSync({ dir, address: path.join(dir, 'c.sock'), state: path.join(dir, 'state'), currentPid: () => -1, torn: false });
+    swept.push(dir);
+  }
+  return swept;
+}
+
 // ---------------------------------------------------------------------------------------------
 // config and start-up
 
@@ -359,7 +386,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   installExitHook();
   const repo = repoRoot();
   // Short parent: the gRPC socket path must stay under 108 bytes.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir().length < 40 ? os.tmpdir() : '/tmp', 'tss-'));
+  const parent = os.tmpdir().length < 40 ? os.tmpdir() : '/tmp';
+  sweepStaleInstances(parent);
+  const dir = fs.mkdtempSync(path.join(parent, DIR_PREFIX));
   const address = path.join(dir, 'c.sock');
   const ttrpcAddress = address + '.ttrpc';
   if (Buffer.byteLength(ttrpcAddress) >= 100) throw new Error(`socket path too long: ${ttrpcAddress}`);
