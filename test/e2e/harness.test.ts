@@ -78,6 +78,8 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   assert.ok((await listTasks(c)).some((t) => t.id === id3), 'List reports the task id in `id`');
   const shims = c.shimPids();
   assert.ok(shims.length >= 1, 'a live shim is found by its -address argument');
+  const shimSocket = fs.readFileSync(path.join(c.bundleDir(id3), 'address'), 'utf8').trim().slice('unix://'.length);
+  assert.ok(fs.existsSync(shimSocket));
   events.stop();
 
   // Stop with the container still running: everything must go.
@@ -88,6 +90,7 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   assert.equal(pidAlive(containerdPid), false, 'containerd gone');
   assert.equal(pidAlive(initPid), false, 'container process gone');
   for (const pid of shims) assert.equal(pidAlive(pid), false, `shim ${pid} gone`);
+  assert.equal(fs.existsSync(shimSocket), false, 'killed shim socket removed');
   assert.deepEqual(mountsUnder(c.dir), []);
   assert.equal(fs.existsSync(c.dir), false, 'temp dir removed');
 });

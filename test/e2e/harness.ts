@@ -198,6 +198,16 @@ function runcRootFor(bundle: Bundle): string {
   return path.join('/run/containerd/runc', bundle.namespace);
 }
 
+/** A killed shim leaves its socket (outside our dir, e.g. /run/containerd/s/<hash>); its bundle says where. */
+function removeShimSocket(bundle: Bundle): void {
+  try {
+    const address = fs.readFileSync(path.join(bundle.dir, 'address'), 'utf8').trim();
+    if (!address.startsWith('unix:///')) return;
+    const socket = address.slice('unix://'.length);
+    if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket);
+  } catch { /* no address file or socket already gone */ }
+}
+
 function mountPointsUnder(dir: string): string[] {
   let info = '';
   try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return []; }
@@ -248,6 +258,7 @@ function teardownSync(inst: Instance): void {
   killAndWait(findShimPids(inst.address, inst.currentPid()), 3000);
   for (const b of bundles) {
     spawnSync('runc', ['--root', runcRootFor(b), 'delete', '--force', b.id], { stdio: 'ignore', timeout: 10_000 });
+    removeShimSocket(b);
   }
   unmountAllUnder(inst.dir);
   try {
