@@ -1,0 +1,48 @@
+// Typed client for one shim's tsshim.v1.Shim service.
+import { tsshim, google } from '../gen/proto';
+import { Client, Code, TtrpcError } from '../ttrpc';
+import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../task/shim-service';
+
+export const CALL_TIMEOUT_MS = 3000;
+
+export interface ContainerRow {
+  namespace: string; id: string; pid: number; status: string; bundle: string; startedAt: Date | null; execCount: number;
+}
+
+export class ShimClient {
+  private constructor(readonly socket: string, private client: Client) {}
+
+  static async connect(socket: string): Promise<ShimClient> {
+    return new ShimClient(socket, await Client.connect(socket));
+  }
+
+  async list(): Promise<ContainerRow[]> {
+    const res = tsshim.v1.ListResponse.decode(await this.client.call(SHIM_SERVICE, 'List',
+      google.protobuf.Empty.encode({}).finish(), { timeoutMs: CALL_TIMEOUT_MS }));
+    return res.containers.map((c) => ({
+      namespace: c.namespace ?? '', id: c.id ?? '', pid: c.pid ?? 0, status: c.status ?? '', bundle: c.bundle ?? '',
+      execCount: c.exec_count ?? 0,
+      startedAt: c.started_at && Number(c.started_at.seconds) > 0
+        ? new Date(Number(c.started_at.seconds) * 1000 + Math.floor((c.started_at.nanos ?? 0) / 1e6)) : null,
+    }));
+  }
+
+  async inspect(): Promise<Record<string, any>> {
+    const res = tsshim.v1.InspectResponse.decode(await this.client.call(SHIM_SERVICE, 'Inspect',
+      tsshim.v1.InspectRequest.encode({}).finish(), { timeoutMs: CALL_TIMEOUT_MS }));
+    return JSON.parse(res.json);
+  }
+
+  /** Samples every intervalMs until close() (or the container is deleted). */
+  async *stats(id: string, intervalMs: number): AsyncGenerator<StatsSampleMessage> {
+    const req = tsshim.v1.StatsStreamRequest.encode({ id, interval_ms: intervalMs }).finish();
+    for await (const m of this.client.serverStream(SHIM_SERVICE, 'Stats', req)) yield decodeStatsSample(m);
+  }
+
+  close(): void { this.client.close(); }
+}
+
+/** True for the error a shim without our service answers (e.g. containerd-shim-runc-v2). */
+export function isUnimplemented(e: unknown): boolean {
+  return e instanceof TtrpcError && e.code === Code.UNIMPLEMENTED;
+}
