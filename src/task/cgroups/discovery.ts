@@ -77,7 +77,8 @@ function hierarchyDirName(controller: string): string {
 
 /** Joins `rel` under `base`, never escaping above it. */
 function under(base: string, rel: string): string {
-  return posix.join(base, posix.join('/', rel));
+  const r = posix.join('/', rel);
+  return r === '/' ? posix.normalize(base) : posix.join(base, r);
 }
 
 /**

@@ -20,8 +20,10 @@ export type CollectedMetrics =
 export async function collectMetrics(h: CgroupHandle | null | undefined, opts: V1Options = {}): Promise<CollectedMetrics> {
   if (!h) throw new CgroupNotFoundError();
   if (h.version === 2) return { typeUrl: METRICS_V2_TYPE_URL, metrics: await collectV2(h.dir) };
-  const present = await Promise.all(Object.values(h.paths).map(exists));
-  if (!present.some(Boolean)) throw new CgroupNotFoundError(Object.values(h.paths).join(', '));
+  // Deleted as soon as one of its directories is gone (the Go library's rule, ErrCgroupDeleted).
+  const dirs = Object.values(h.paths);
+  const present = await Promise.all(dirs.map(exists));
+  if (dirs.length === 0 || !present.every(Boolean)) throw new CgroupNotFoundError(dirs.join(', '));
   return { typeUrl: METRICS_V1_TYPE_URL, metrics: await collectV1(h.paths, opts) };
 }
 
