@@ -18,27 +18,11 @@ function protoFiles(dir) {
   return out;
 }
 
-// protobufjs-cli 2.x rewrites protobufjs 8 codegen; with protobufjs 7 installed it leaves
-// `new this.ctor()` / `instanceof this.ctor` in decode and fromObject, and static classes have
-// no `ctor`. Point each one at the class that owns the function (a local in the same scope).
-function fixCtorAlias(file) {
-  let owner = null;
-  const lines = readFileSync(file, 'utf8').split('\n').map((line) => {
-    const m = /^\s*(\w+)\.\w+ = function \1\$\w+\(/.exec(line);
-    if (m) owner = m[1];
-    return owner ? line.replace(/\bthis\.ctor\b/g, owner) : line;
-  });
-  const text = lines.join('\n');
-  if (/\bthis\.ctor\b/.test(text)) throw new Error('pbjs output still uses this.ctor');
-  writeFileSync(file, text);
-}
-
 const gen = join(root, 'src', 'gen');
 mkdirSync(gen, { recursive: true });
 const protos = protoFiles(join(root, 'proto'));
 // Static code so the shim never parses .proto text at start-up.
 run(bin('pbjs'), ['-t', 'static-module', '-w', 'commonjs', '--keep-case', '--no-verify', '--no-delimited', '-p', join(root, 'proto'), '-o', join(gen, 'proto.js'), ...protos]);
-fixCtorAlias(join(gen, 'proto.js'));
 run(bin('pbts'), ['--no-comments', '-o', join(gen, 'proto.d.ts'), join(gen, 'proto.js')]);
 
 rmSync(join(root, 'dist'), { recursive: true, force: true });

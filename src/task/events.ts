@@ -3,15 +3,17 @@ import { containerd } from '../gen/proto';
 import type { Publisher } from '../shim/publisher';
 import type { ExitInfo } from './process';
 import { timestamp } from './timestamps';
+import { encodeMessage } from '../types';
 
-type Msg = { encode(m: any): { finish(): Uint8Array } };
+type Msg = Parameters<typeof encodeMessage>[0];
 const E = containerd.events;
 
 export class TaskEvents {
   constructor(private publisher: Publisher) {}
 
   private send(ns: string, topic: string, name: string, type: Msg, body: object): void {
-    this.publisher.publish(ns, topic, `containerd.events.${name}`, type.encode(body).finish());
+    // Proto3 defaults left out, as Go writes them (exit_status 0 is absent on the wire).
+    this.publisher.publish(ns, topic, `containerd.events.${name}`, encodeMessage(type, body));
   }
 
   create(ns: string, body: { container_id: string; bundle: string; rootfs: object[]; io: object; checkpoint: string; pid: number }) {
