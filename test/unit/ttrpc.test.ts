@@ -205,9 +205,19 @@ test('truncated header, garbage and a vanishing peer do not hurt the server', as
   const c = await RawPeer.connect(main.path);
   c.write(Buffer.concat([Buffer.from([0, 0, 1, 0, 0, 0, 0, 1, 1, 0]), Buffer.alloc(100)])); // mid-frame
   c.destroy();
-  await sleep(20);
+  // Replies to peers that are gone (EPIPE / ECONNRESET on write) are dropped quietly.
+  const d = await RawPeer.connect(main.path);
+  for (let i = 0; i < 8; i++) d.sendFrame(2 * i + 1, MessageType.REQUEST, 0, req('Echo', Buffer.alloc(3 << 20, i)));
+  const e = await RawPeer.connect(main.path);
+  e.sendFrame(1, MessageType.REQUEST, 0, req('Delay', Buffer.concat([u32(20), u32(0)])));
+  await sleep(5);
+  d.destroy();
+  e.destroy();
+  await sleep(40);
   b.destroy();
   assert.deepEqual(await client.call(SVC, 'Echo', Buffer.from('alive')), Buffer.from('alive'));
+  await sleep(20);
+  assert.equal(main.server.connectionCount, 1, 'only our client is left');
 });
 
 test('connection loss cancels in-flight handlers; client fails pending calls with UNAVAILABLE', async () => {
