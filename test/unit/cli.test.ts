@@ -1,0 +1,210 @@
+// The operator CLI against in-process shims: discovery (socket dir and containerd state dir, skipping
+// runc-like and dead sockets), ps, top, inspect, metrics, units and argument errors.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { Server } from '../../src/ttrpc';
+import { run } from '../../src/cli/main';
+import { parseArgs, UsageError } from '../../src/cli/args';
+import { humanBytes, humanDuration, humanPercent } from '../../src/cli/units';
+import { candidateSockets } from '../../src/cli/discover';
+import { formatTable } from '../../src/cli/table';
+import type { CliContext } from '../../src/cli/io';
+import { startMetricsEndpoint } from '../../src/shim/metrics';
+import { fakeContainer, fakeDaemon, serveShim, tempDir } from './shim-service-fixture.test';
+
+const tmp = tempDir('tsshim-cli-');
+const sockets = tmp.path('s');
+const shimA = path.join(sockets, 'aaaa');   // tsshim with web, db, old (fixture defaults)
+const shimB = path.join(sockets, 'bbbb');   // tsshim with api
+const runcLike = path.join(sockets, 'cccc'); // answers Unimplemented for tsshim.v1.Shim
+const dead = path.join(sockets, 'dddd');     // socket file, nobody listening
+const servers: Server[] = [];
+let metricsEndpoint: { close(): void };
+
+before(async () => {
+  fs.mkdirSync(sockets);
+  servers.push(await serveShim(shimA, fakeDaemon()));
+  servers.push(await serveShim(shimB, fakeDaemon([
+    fakeContainer({ namespace: 'default', id: 'api', pid: process.pid, state: 'created', createdAt: new Date(Date.now() - 3_700_000) }),
+  ])));
+  const other = new Server();
+  other.register('containerd.task.v2.Task', { Connect: () => new Uint8Array() });
+  await other.listen(runcLike);
+  servers.push(other);
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(path.join(tmp.dir, 'gone.sock'), r));
+  fs.linkSync(path.join(tmp.dir, 'gone.sock'), dead);
+  await new Promise<void>((r) => srv.close(() => r()));
+  fs.writeFileSync(path.join(sockets, 'not-a-socket'), 'x');
+  // Inspect of any in-process shim reports this endpoint (one per process).
+  metricsEndpoint = await startMetricsEndpoint(tmp.path('m/aaaa.metrics.sock'), fakeDaemon());
+});
+
+after(async () => {
+  metricsEndpoint.close();
+  for (const s of servers) await s.shutdown(100);
+  tmp.remove();
+});
+
+function capture(opts: { tty?: boolean; signal?: AbortSignal } = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const ctx: CliContext = {
+    out: { write: (s) => { out.push(s); }, isTTY: !!opts.tty },
+    err: { write: (s) => { err.push(s); } },
+    env: { TSSHIM_SOCKET_DIR: '/nonexistent' },
+    signal: opts.signal ?? new AbortController().signal,
+  };
+  return { ctx, out: () => out.join(''), err: () => err.join('') };
+}
+
+async function cli(args: string[], opts: { tty?: boolean; signal?: AbortSignal } = {}) {
+  const c = capture(opts);
+  const code = await run(args, c.ctx);
+  return { code, out: c.out(), err: c.err() };
+}
+
+const cells = (line: string) => line.trim().split(/\s{3,}/);
+
+test('units: sizes, durations, percent', () => {
+  assert.equal(humanBytes(0), '0B');
+  assert.equal(humanBytes(1023), '1023B');
+  assert.equal(humanBytes(1536), '1.5KiB');
+  assert.equal(humanBytes(12.3 * 1024 * 1024), '12.3MiB');
+  assert.equal(humanBytes(512 * 1024 * 1024), '512MiB');
+  assert.equal(humanBytes(3 * 1024 ** 3), '3.0GiB');
+  assert.equal(humanBytes(-1), '-');
+  assert.equal(humanDuration(950), '950ms');
+  assert.equal(humanDuration(5_000), '5s');
+  assert.equal(humanDuration(192_000), '3m12s');
+  assert.equal(humanDuration(7_380_000), '2h3m');
+  assert.equal(humanDuration(93_600_000), '1d2h');
+  assert.equal(humanPercent(12.345), '12.3%');
+  assert.equal(humanPercent(null), '-');
+});
+
+test('args and table helpers', () => {
+  assert.deepEqual(parseArgs(['top', '--interval', '50', '--once', 'web', '--state=/s'], ['once']),
+    { flags: { interval: '50', once: true, state: '/s' }, positional: ['top', 'web'] });
+  assert.throws(() => parseArgs(['ps', '--state']), UsageError);
+  assert.equal(formatTable(['A', 'LONGER'], [['xyz', '1'], ['x', '22']]), 'A     LONGER\nxyz   1\nx     22\n');
+});
+
+test('discovery: socket dir lists only sockets; state dir reads address files, deduplicated', () => {
+  assert.deepEqual(candidateSockets({ socketDir: sockets }), [shimA, shimB, runcLike, dead]);
+  const state = tmp.path('state');
+  const task = path.join(state, 'io.containerd.runtime.v2.task');
+  for (const [ns, id, sock] of [['default', 'web', shimA], ['default', 'db', shimA], ['k8s.io', 'api', shimB]]) {
+    fs.mkdirSync(path.join(task, ns, id), { recursive: true });
+    fs.writeFileSync(path.join(task, ns, id, 'address'), `unix://${sock}\n`);
+  }
+  fs.mkdirSync(path.join(task, 'default', 'no-address-yet'));
+  assert.deepEqual(candidateSockets({ state }).sort(), [shimA, shimB]);
+});
+
+test('ps: a table of the tsshim shims only, with shim pid and uptime', async () => {
+  const r = await cli(['ps', '--socket-dir', sockets]);
+  assert.equal(r.code, 0, r.err);
+  const lines = r.out.trimEnd().split('\n');
+  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID']);
+  const rows = lines.slice(1).map(cells);
+  assert.deepEqual(rows.map((x) => x[1]), ['api', 'old', 'web', 'db'], 'sorted by namespace, then id');
+  const web = rows.find((x) => x[1] === 'web')!;
+  assert.deepEqual(web, ['default', 'web', String(process.pid), 'running', '1m5s', '1', String(process.pid)]);
+  assert.deepEqual(rows.find((x) => x[1] === 'api')!.slice(3, 5), ['created', '1h1m']);
+  assert.deepEqual(rows.find((x) => x[1] === 'old')!.slice(2, 5), ['4000000', 'stopped', '-']);
+  assert.equal(rows.find((x) => x[1] === 'db')![3], 'pausing');
+});
+
+test('ps --state and --namespace', async () => {
+  const r = await cli(['ps', '--state', tmp.path('state'), '-n', 'k8s.io']);
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(r.out.trimEnd().split('\n').slice(1).map((l) => cells(l)[1]), ['db']);
+  const none = await cli(['ps']);
+  assert.equal(none.code, 0);
+  assert.equal(none.out.trimEnd().split('\n').length, 1, 'header only when no shim is found');
+});
+
+test('top --once <id>: CPU %, working-set memory in IEC units, limit, pids, init RSS', async () => {
+  const r = await cli(['top', '--socket-dir', sockets, '--interval', '30', '--once', 'web']);
+  assert.equal(r.code, 0, r.err);
+  const lines = r.out.trimEnd().split('\n');
+  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'CPU%', 'MEM', 'LIMIT', 'PIDS', 'INIT-CPU%', 'INIT-RSS']);
+  assert.equal(lines.length, 2, r.out);
+  const row = cells(lines[1]);
+  assert.deepEqual(row.slice(0, 4), ['default', 'web', String(process.pid), 'running']);
+  // 5 ms of CPU per ~30 ms sample: clearly above 0, well below 100.
+  const cpu = Number(row[4].replace('%', ''));
+  assert.ok(cpu > 1 && cpu < 60, `cpu ${row[4]}`);
+  assert.equal(row[5], '12.0MiB', '13 MiB usage minus 1 MiB inactive file');
+  assert.equal(row[6], '512MiB');
+  assert.equal(row[7], '3');
+  assert.match(row[8], /^\d+\.\d%$/);
+  assert.match(row[9], /^\d+(\.\d)?MiB$/);
+  assert.ok(!r.out.includes('\x1b['), 'no escape codes when not a TTY');
+});
+
+test('top without id streams all shims; lines without a TTY, ANSI redraw with one; ends on abort', async () => {
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 200);
+  const r = await cli(['top', '--socket-dir', sockets, '--interval', '40'], { signal: ac.signal });
+  assert.equal(r.code, 0, r.err);
+  const lines = r.out.trimEnd().split('\n');
+  assert.equal(lines.filter((l) => l.startsWith('NAMESPACE')).length, 1, 'header printed once');
+  const ids = new Set(lines.slice(1).map((l) => cells(l)[1]));
+  assert.deepEqual([...ids].sort(), ['api', 'db', 'old', 'web']);
+  assert.ok(lines.length - 1 >= 8, `several frames of 4 rows: ${lines.length - 1} rows`);
+
+  const ac2 = new AbortController();
+  setTimeout(() => ac2.abort(), 150);
+  const t = await cli(['top', '--socket-dir', sockets, '--interval', '40', 'api'], { tty: true, signal: ac2.signal });
+  const frames = t.out.split('\x1b[H\x1b[2J').filter(Boolean);
+  assert.ok(frames.length >= 2, `redrawn frames: ${frames.length}`);
+  assert.match(frames[frames.length - 1], /tsshim top - .*1 container\(s\), every 40 ms/);
+  assert.match(frames[frames.length - 1], /\bapi\b.*created/);
+});
+
+test('inspect by socket and by id; unknown id is a usage error', async () => {
+  const bySocket = await cli(['inspect', shimB]);
+  assert.equal(bySocket.code, 0, bySocket.err);
+  const j = JSON.parse(bySocket.out);
+  assert.equal(j.pid, process.pid);
+  assert.deepEqual(j.containers.map((c: any) => c.id), ['api']);
+  const byId = await cli(['inspect', '--socket-dir', sockets, 'db']);
+  assert.equal(byId.code, 0, byId.err);
+  assert.ok(JSON.parse(byId.out).containers.some((c: any) => c.id === 'db' && c.namespace === 'k8s.io'));
+  const byNsId = await cli(['inspect', '--socket-dir', sockets, 'k8s.io/db']);
+  assert.equal(byNsId.code, 0, byNsId.err);
+  const missing = await cli(['inspect', '--socket-dir', sockets, 'nope']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.err, /no tsshim shim holds container "nope"/);
+  const runc = await cli(['inspect', runcLike]);
+  assert.equal(runc.code, 1);
+  assert.match(runc.err, /UNIMPLEMENTED/);
+});
+
+test('metrics: by metrics socket, by shim socket (via Inspect), by id', async () => {
+  for (const target of [tmp.path('m/aaaa.metrics.sock'), shimA, 'web']) {
+    const r = await cli(['metrics', '--socket-dir', sockets, target]);
+    assert.equal(r.code, 0, `${target}: ${r.err}`);
+    assert.match(r.out, /^# HELP /);
+    assert.match(r.out, /\ntsshim_rpc_duration_seconds_count\{method="Create"\} 2\n/);
+  }
+  metricsEndpoint.close();
+  const off = await cli(['metrics', shimA]);
+  assert.equal(off.code, 2);
+  assert.match(off.err, /TSSHIM_METRICS_DIR/);
+  metricsEndpoint = await startMetricsEndpoint(tmp.path('m/aaaa.metrics.sock'), fakeDaemon());
+});
+
+test('usage errors exit 2 with the usage text', async () => {
+  for (const args of [['bogus'], ['inspect'], ['top', 'a', 'b'], ['top', '--interval', 'x'], []]) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.match(r.out + r.err, /usage: tsshim <command>/);
+  }
+  assert.equal((await cli(['help'])).code, 0);
+});
