@@ -1,0 +1,200 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { cpSync, existsSync, fstatSync, promises as fsp, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../src/shim/sys';
+import { cgroupForPid } from '../../src/task/cgroups/discovery';
+import { EventfdReader, type EventfdMode } from '../../src/task/cgroups/eventfd-reader';
+import { OomWatcher } from '../../src/task/cgroups/oom';
+
+const V2_FIXTURE = resolve(__dirname, '../../../test/fixtures/cgroup-v2/default/ctr1');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  for (const end = Date.now() + ms; !cond(); await sleep(10)) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+  }
+}
+
+function signal(fd: number, n: bigint): void {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(n);
+  writeSync(fd, b);
+}
+
+for (const mode of ['stream', 'poll'] as EventfdMode[]) {
+  test(`EventfdReader (${mode}): each write is one signal with its counter; close() closes the fd`, async () => {
+    const fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    const got: bigint[] = [];
+    const r = new EventfdReader(fd, (n) => got.push(n), mode);
+    assert.equal(r.mode, mode);
+    signal(fd, 1n);
+    await until(() => got.length === 1, 2000, 'first signal');
+    signal(fd, 2n);
+    signal(fd, 3n); // not read in between: the kernel sums them
+    await until(() => got.length === 2, 2000, 'second signal');
+    assert.deepEqual(got, [1n, 5n]);
+    r.close();
+    await sleep(20);
+    assert.throws(() => fstatSync(fd), /EBADF/);
+  });
+}
+
+test('EventfdReader (stream) waits without occupying the libuv thread pool', async () => {
+  // Twice as many idle readers as pool threads: a blocking design would starve fs calls.
+  const readers = Array.from({ length: 8 }, () => new EventfdReader(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), () => {}, 'stream'));
+  try {
+    const started = Date.now();
+    await Promise.all(Array.from({ length: 16 }, () => fsp.readFile('/proc/self/stat')));
+    assert.ok(Date.now() - started < 1000, 'fs calls completed while readers wait');
+  } finally {
+    readers.forEach((r) => r.close());
+  }
+});
+
+test('EventfdReader drain() delivers a pending signal synchronously', () => {
+  const fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const got: bigint[] = [];
+  const r = new EventfdReader(fd, (n) => got.push(n), 'stream');
+  signal(fd, 7n);
+  r.drain();
+  assert.deepEqual(got, [7n]);
+  r.close();
+});
+
+test('v2: oom_kill increases in memory.events fire once each; populated 0 stops the watch', async () => {
+  const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
+  cpSync(V2_FIXTURE, dir, { recursive: true });
+  const events = (oomKill: number, high = 0) => `low 0\nhigh ${high}\nmax 12\noom 3\noom_kill ${oomKill}\noom_group_kill 0\n`;
+  const fired: string[] = [];
+  const w = new OomWatcher((id) => fired.push(id));
+  try {
+    await w.add('c2', { version: 2, dir });
+    await fsp.appendFile(join(dir, 'memory.events'), ''); // touch without change: oom_kill 2 > 0 counts (containerd starts at 0)
+    await fsp.writeFile(join(dir, 'memory.events'), events(3));
+    await until(() => fired.length >= 1, 3000, 'first OOM');
+    await sleep(100);
+    const afterFirst = fired.length;
+    assert.ok(afterFirst >= 1 && afterFirst <= 2);
+    await fsp.writeFile(join(dir, 'memory.events'), events(3, 5)); // high changed, oom_kill did not
+    await sleep(200);
+    assert.equal(fired.length, afterFirst, 'no event without an oom_kill increase');
+    await fsp.writeFile(join(dir, 'memory.events'), events(4, 5));
+    await until(() => fired.length === afterFirst + 1, 3000, 'second OOM');
+    assert.ok(fired.every((id) => id === 'c2'));
+    await fsp.writeFile(join(dir, 'cgroup.events'), 'populated 0\nfrozen 0\n');
+    await until(() => !w.has('c2'), 3000, 'watch to stop');
+    await fsp.writeFile(join(dir, 'memory.events'), events(9));
+    await sleep(200);
+    assert.equal(fired.length, afterFirst + 1, 'nothing after the watch stopped');
+  } finally {
+    w.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('v2: exactly one event per increase, and flush() reads a change inotify has not delivered yet', async () => {
+  const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
+  cpSync(V2_FIXTURE, dir, { recursive: true });
+  await fsp.writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n');
+  const fired: string[] = [];
+  const w = new OomWatcher((id) => fired.push(id));
+  try {
+    await w.add('c3', { version: 2, dir });
+    await fsp.writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n');
+    await w.flush('c3');
+    assert.deepEqual(fired, ['c3']);
+    await sleep(200); // the queued inotify event re-reads: same counter, no second event
+    assert.deepEqual(fired, ['c3']);
+    await fsp.rm(join(dir, 'memory.events'));
+    await until(() => !w.has('c3'), 3000, 'watch to stop when memory.events vanishes');
+    assert.deepEqual(fired, ['c3']);
+  } finally {
+    w.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('OomWatcher.add rejects a v1 cgroup without memory controller', async () => {
+  const w = new OomWatcher(() => {});
+  await assert.rejects(w.add('x', { version: 1, paths: { pids: '/sys/fs/cgroup/pids' } }), /no memory controller/);
+  assert.equal(w.has('x'), false);
+  w.close();
+});
+
+const canLive = process.getuid?.() === 0 && existsSync('/sys/fs/cgroup/memory/cgroup.event_control');
+
+for (const mode of ['stream', 'poll'] as EventfdMode[]) {
+  test(`live v1 (${mode}): a process exceeding memory.limit_in_bytes fires onOom; rmdir unregisters silently`,
+    { skip: !canLive && 'needs root and the v1 memory controller' }, async () => {
+      const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
+      await fsp.mkdir(dir);
+      await fsp.writeFile(join(dir, 'memory.limit_in_bytes'), String(16 * 1024 * 1024));
+      if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) {
+        await fsp.writeFile(join(dir, 'memory.memsw.limit_in_bytes'), String(16 * 1024 * 1024));
+      }
+      // Allocates only after it has been moved into the cgroup; dd touches its whole 64M buffer.
+      const child = spawn('sh', ['-c', 'read go; exec dd if=/dev/zero of=/dev/null bs=64M count=4'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
+      const fired: string[] = [];
+      const w = new OomWatcher((id) => fired.push(id), { eventfdMode: mode });
+      try {
+        await fsp.writeFile(join(dir, 'cgroup.procs'), String(child.pid));
+        const h = cgroupForPid(child.pid!);
+        assert.ok(h && h.version === 1 && h.paths.memory === dir);
+        await w.add('ctr-oom', { version: 1, paths: { memory: dir } });
+        child.stdin!.write('go\n');
+        assert.equal(await exited, 'SIGKILL', 'the OOM killer ended the child');
+        await until(() => fired.length >= 1, 5000, 'OOM event');
+        assert.deepEqual([...new Set(fired)], ['ctr-oom']);
+        const oomControl = await fsp.readFile(join(dir, 'memory.oom_control'), 'utf8');
+        assert.match(oomControl, /oom_kill [1-9]/);
+        const count = fired.length;
+
+        await rmdirRetry(dir); // the kernel signals the eventfd on removal: not an OOM
+        await until(() => !w.has('ctr-oom'), 5000, 'unregistration after rmdir');
+        assert.equal(fired.length, count, 'removal produced no OOM event');
+      } finally {
+        w.close();
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await exited;
+        await rmdirRetry(dir).catch(() => {});
+      }
+    });
+}
+
+test('live v1: remove() stops notifications before the cgroup goes away', { skip: !canLive && 'needs root and the v1 memory controller' }, async () => {
+  const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
+  await fsp.mkdir(dir);
+  const fired: string[] = [];
+  const w = new OomWatcher((id) => fired.push(id));
+  try {
+    await w.add('r', { version: 1, paths: { memory: dir } });
+    assert.ok(w.has('r'));
+    w.remove('r');
+    assert.equal(w.has('r'), false);
+    await rmdirRetry(dir);
+    await sleep(200);
+    assert.deepEqual(fired, []);
+  } finally {
+    w.close();
+    await rmdirRetry(dir).catch(() => {});
+  }
+});
+
+async function rmdirRetry(dir: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await fsp.rmdir(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || i >= 100) throw err;
+      await sleep(20);
+    }
+  }
+}
