@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join, resolve } from 'node:path';
 import * as protobuf from 'protobufjs';
-import { collectMetrics } from '../../src/task/cgroups/metrics';
+import { collectEncodedMetrics, collectMetrics, metricsAny } from '../../src/task/cgroups/metrics';
 
 const REPO = resolve(__dirname, '../../..');
 const V1 = join(REPO, 'test/fixtures/cgroup-v1');
@@ -55,4 +55,25 @@ test('v2 metrics use io.containerd.cgroups.v2 field names and survive encode/dec
   assert.equal(back.memory.swap_limit, '18446744073709551615');
   assert.equal(back.memory_events.oom_kill, '2');
   assert.equal(back.cpu.psi.some.avg10, 1.25);
+});
+
+test('metricsAny / collectEncodedMetrics use the generated module (src/gen/proto.js) and the right type URLs', async () => {
+  const Metrics = load('io/containerd/cgroups/v2/metrics.proto', 'io.containerd.cgroups.v2.Metrics');
+  const h = { version: 2 as const, dir: join(REPO, 'test/fixtures/cgroup-v2/default/ctr1') };
+  const any = metricsAny(await collectMetrics(h));
+  assert.equal(any.type_url, 'io.containerd.cgroups.v2.Metrics');
+  const back = Metrics.toObject(Metrics.decode(any.value), { longs: String });
+  assert.equal(back.memory.usage, '17301504');
+  assert.equal(back.pids.limit, '18446744073709551615');
+  const enc = await collectEncodedMetrics(h);
+  assert.equal(enc.typeUrl, 'io.containerd.cgroups.v2.Metrics');
+  assert.deepEqual(Buffer.from(enc.value), Buffer.from(any.value));
+
+  const V1M = load('io/containerd/cgroups/v1/metrics.proto', 'io.containerd.cgroups.v1.Metrics');
+  const paths = { memory: join(V1, 'sys/fs/cgroup/memory/default/ctr1') };
+  const v1 = await collectEncodedMetrics({ version: 1, paths });
+  assert.equal(v1.typeUrl, 'io.containerd.cgroups.v1.Metrics');
+  const m1 = V1M.toObject(V1M.decode(v1.value), { longs: String });
+  assert.equal(m1.memory.kernel_tcp.failcnt, '1');
+  assert.equal(m1.memory_oom_control.oom_kill, '3');
 });
