@@ -2,7 +2,11 @@
 
 export interface ParsedArgs { flags: Record<string, string | true>; positional: string[] }
 
+/** Wrong command line: printed with the usage text, exit code 2. */
 export class UsageError extends Error {}
+
+/** A failure worth a one-line explanation (nothing found, feature off): exit code 1. */
+export class CliError extends Error {}
 
 export function parseArgs(argv: string[], booleans: string[] = []): ParsedArgs {
   const flags: Record<string, string | true> = {};

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ShimClient, type ContainerRow } from './shim-client';
-import { UsageError } from './args';
+import { CliError } from './args';
 
 export const DEFAULT_SOCKET_DIR = '/run/containerd/s';
 const TASK_DIR = 'io.containerd.runtime.v2.task';
@@ -27,7 +27,7 @@ export function candidateSockets(opts: DiscoverOptions, env: NodeJS.ProcessEnv =
   if (opts.state) {
     const root = path.join(opts.state, TASK_DIR);
     let namespaces: string[] = [];
-    try { namespaces = fs.readdirSync(root); } catch { throw new UsageError(`no task state under ${root}`); }
+    try { namespaces = fs.readdirSync(root); } catch { throw new CliError(`no task state under ${root}`); }
     for (const ns of namespaces) {
       let ids: string[] = [];
       try { ids = fs.readdirSync(path.join(root, ns)); } catch { continue; }
@@ -87,10 +87,10 @@ export async function resolveShim(target: string, opts: DiscoverOptions & { name
   const shims = await discoverShims(opts);
   const hits = shims.filter((s) => s.containers.some((c) => c.id === id && (!ns || c.namespace === ns)));
   for (const s of shims) if (s !== hits[0]) s.client.close();
-  if (hits.length === 0) throw new UsageError(`no tsshim shim holds container ${JSON.stringify(id)}${opts.state ? '' : ' (try --state <containerd state dir>)'}`);
+  if (hits.length === 0) throw new CliError(`no tsshim shim holds container ${JSON.stringify(id)}${opts.state ? '' : ' (try --state <containerd state dir>)'}`);
   if (hits.length > 1) {
     hits[0].client.close();
-    throw new UsageError(`container ${JSON.stringify(id)} exists in several namespaces: use --namespace`);
+    throw new CliError(`container ${JSON.stringify(id)} exists in several namespaces: use --namespace or <namespace>/<id>`);
   }
   return { client: hits[0].client, id };
 }

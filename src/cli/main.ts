@@ -1,5 +1,5 @@
 // `tsshim`: the operator CLI. Finds running tsshim shims and talks to their tsshim.v1.Shim service.
-import { parseArgs, flagNumber, flagString, UsageError, type ParsedArgs } from './args';
+import { parseArgs, flagNumber, flagString, UsageError, CliError, type ParsedArgs } from './args';
 import { ps } from './ps';
 import { top } from './top';
 import { inspect } from './inspect';
@@ -58,7 +58,11 @@ export async function run(argv: string[], ctx: CliContext): Promise<number> {
     }
   } catch (e) {
     if (e instanceof UsageError) { ctx.err.write(`tsshim: ${e.message}\n\n${USAGE}`); return 2; }
-    const msg = e instanceof TtrpcError ? `${Code[e.code] ?? e.code}: ${e.message}` : (e as Error)?.message ?? String(e);
+    let msg: string;
+    if (e instanceof CliError) msg = e.message;
+    else if (e instanceof TtrpcError && e.code === Code.UNIMPLEMENTED) msg = `not a tsshim shim (it does not serve tsshim.v1.Shim): ${e.message}`;
+    else if (e instanceof TtrpcError) msg = `${Code[e.code] ?? e.code}: ${e.message}`;
+    else msg = (e as Error)?.message ?? String(e);
     ctx.err.write(`tsshim: ${msg}\n`);
     return 1;
   }

@@ -1,7 +1,7 @@
 // `tsshim metrics <metrics socket|shim socket|id>`: one scrape of a shim's Prometheus endpoint.
 import { resolveShim, type DiscoverOptions } from './discover';
 import { httpGetUnix } from './http';
-import { UsageError } from './args';
+import { CliError } from './args';
 import type { CliContext } from './io';
 
 async function metricsSocketOf(target: string, opts: DiscoverOptions & { namespace?: string }): Promise<string> {
@@ -16,7 +16,7 @@ async function metricsSocketOf(target: string, opts: DiscoverOptions & { namespa
     throw e;
   }
   if (!inspected.metrics_socket) {
-    throw new UsageError(`shim ${inspected.pid} serves no metrics: start containerd with TSSHIM_METRICS_DIR=<dir> in its environment`);
+    throw new CliError(`shim ${inspected.pid} serves no metrics: start containerd with TSSHIM_METRICS_DIR=<dir> in its environment`);
   }
   return inspected.metrics_socket;
 }
