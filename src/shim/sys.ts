@@ -30,7 +30,8 @@ const CMSG_HEADER = 16; // cmsg_len (size_t) + cmsg_level (int) + cmsg_type (int
 
 const errnoNames: Record<number, string> = (() => {
   const out: Record<number, string> = {};
-  for (const [name, num] of Object.entries(osConstants.errno)) out[num] = name;
+  // First name wins: EAGAIN over its alias EWOULDBLOCK, as Node reports it.
+  for (const [name, num] of Object.entries(osConstants.errno)) if (!(num in out)) out[num] = name;
   return out;
 })();
 
