@@ -368,6 +368,12 @@ for (const handler of HANDLERS) {
       await assert.rejects(cri.execSync(id, ['sleep', '30'], 1), (e: unknown) => e instanceof CriError);
       assert.ok(Date.now() - t0 < 10_000, `timed-out exec returned after ${Date.now() - t0} ms`);
       assert.equal((await status(id)).state, 'CONTAINER_RUNNING');
+      // The runtime kills the timed-out exec process: nothing is left running `sleep 30`.
+      await waitFor('the timed-out exec process to be gone', async () => {
+        const ps = (await cri.execSync(id, ['ps', '-o', 'pid,args'], 10)).stdout.toString();
+        assert.match(ps, /while :/, 'ps lists the container processes'); // proves ps sees the container
+        return !/sleep 30/.test(ps);
+      }, 10_000);
     });
 
     it('ContainerStats and ListContainerStats report cpu and memory', async () => {
@@ -439,6 +445,8 @@ for (const handler of HANDLERS) {
       assert.ok(s.finished_at >= s.started_at && s.finished_at > 0);
       const file = path.join(needPod().logDir, 'main', '0.log');
       assert.ok(logLines(file).some((x) => x.text === 'bye'), 'the trap output reached the log');
+      await cri.stopContainer(id, 10); // the kubelet may stop twice: idempotent
+      assert.equal((await status(id)).exit_code, 0);
     });
 
     it('StopContainer: sleep as pid 1 ignores SIGTERM and is SIGKILLed after the timeout (exit 137)', async () => {
@@ -461,6 +469,17 @@ for (const handler of HANDLERS) {
       }
       assert.deepEqual(await cri.listContainers({ pod_sandbox_id: p.id }), []);
       assert.equal(shimsFor(p.id).length, 1, 'the shim stays while the sandbox runs');
+    });
+
+    it('a container that exits by itself reports its exit code and reason Error', async () => {
+      const p = needPod();
+      const id = await createAndStart(p, containerConfig(p, 'quitter', ['sh', '-c', 'echo done; exit 7']));
+      const s = await waitExited(id);
+      assert.equal(s.exit_code, 7, JSON.stringify(s));
+      assert.equal(s.reason, 'Error');
+      assert.ok(s.finished_at >= s.started_at && s.started_at > 0);
+      assert.ok(logLines(path.join(p.logDir, 'quitter', '0.log')).some((x) => x.text === 'done'));
+      await cri.removeContainer(id);
     });
 
     it('a container allocating past its memory limit is OOMKilled', async () => {
