@@ -198,3 +198,37 @@ async function rmdirRetry(dir: string): Promise<void> {
     }
   }
 }
+
+test('v2: remove() right after add() leaves nothing watching', async () => {
+  const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
+  cpSync(V2_FIXTURE, dir, { recursive: true });
+  const fired: string[] = [];
+  const w = new OomWatcher((id) => fired.push(id));
+  try {
+    const adding = w.add('late', { version: 2, dir });
+    w.remove('late');
+    await adding;
+    assert.equal(w.has('late'), false);
+    await fsp.writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 0\noom 9\noom_kill 9\n');
+    await sleep(200);
+    assert.deepEqual(fired, []);
+  } finally {
+    w.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('live v1: remove() while add() is still registering drops the registration', { skip: !canLive && 'needs root and the v1 memory controller' }, async () => {
+  const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
+  await fsp.mkdir(dir);
+  const w = new OomWatcher(() => {});
+  try {
+    const adding = w.add('pending', { version: 1, paths: { memory: dir } });
+    w.remove('pending'); // add() is awaiting the cgroup.event_control write
+    await adding;
+    assert.equal(w.has('pending'), false);
+  } finally {
+    w.close();
+    await rmdirRetry(dir).catch(() => {});
+  }
+});

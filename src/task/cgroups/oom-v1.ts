@@ -21,6 +21,7 @@ async function writeRetryingEINTR(path: string, data: string): Promise<void> {
 export class V1OomRegistration {
   private reader!: EventfdReader;
   private checking: Promise<void> = Promise.resolve();
+  private closed = false;
 
   private constructor() {}
 
@@ -64,6 +65,8 @@ export class V1OomRegistration {
           reg.close();
           onGone();
         }
+      }).catch(() => {
+        // a throwing callback must not break the chain for later notifications
       });
     };
     reg.reader = new EventfdReader(efd, onSignal, force);
@@ -75,8 +78,6 @@ export class V1OomRegistration {
     this.reader.drain();
     await this.checking;
   }
-
-  private closed = false;
 
   close(): void {
     if (this.closed) return;

@@ -16,6 +16,8 @@ interface Watch { close(): void; flush(): Promise<void> }
 
 export class OomWatcher {
   private readonly watches = new Map<string, Watch>();
+  /** The latest add() per id; remove() clears it so an add still registering is dropped. */
+  private readonly latestAdd = new Map<string, symbol>();
   private closed = false;
 
   constructor(private readonly onOom: (containerId: string) => void, private readonly opts: OomWatcherOptions = {}) {}
@@ -26,8 +28,15 @@ export class OomWatcher {
    */
   async add(containerId: string, h: CgroupHandle): Promise<void> {
     if (this.closed) throw new Error('OOM watcher is closed');
+    const token = Symbol(containerId);
+    this.latestAdd.set(containerId, token);
     const fire = (): void => {
-      if (this.watches.get(containerId) === watch) this.onOom(containerId);
+      if (this.watches.get(containerId) !== watch) return;
+      try {
+        this.onOom(containerId);
+      } catch (err) {
+        this.opts.log?.('error', 'oom: event handler failed', { id: containerId, error: (err as Error).message });
+      }
     };
     const forget = (err?: Error): void => {
       if (this.watches.get(containerId) !== watch) return;
@@ -36,15 +45,21 @@ export class OomWatcher {
       else this.opts.log?.('debug', 'oom: cgroup gone, stopped watching', { id: containerId });
     };
     let watch: Watch;
-    if (h.version === 2) {
-      watch = V2OomWatch.start(h.dir, fire, forget);
-    } else {
-      watch = await V1OomRegistration.register(h.paths, fire, () => forget(), this.opts.eventfdMode);
+    try {
+      if (h.version === 2) {
+        watch = V2OomWatch.start(h.dir, fire, forget);
+      } else {
+        watch = await V1OomRegistration.register(h.paths, fire, () => forget(), this.opts.eventfdMode);
+      }
+    } catch (err) {
+      if (this.latestAdd.get(containerId) === token) this.latestAdd.delete(containerId);
+      throw err;
     }
-    if (this.closed) {
-      watch.close();
+    if (this.closed || this.latestAdd.get(containerId) !== token) {
+      watch.close(); // removed (or re-added) while registering
       return;
     }
+    this.latestAdd.delete(containerId);
     this.watches.get(containerId)?.close();
     this.watches.set(containerId, watch);
   }
@@ -62,6 +77,7 @@ export class OomWatcher {
   }
 
   remove(containerId: string): void {
+    this.latestAdd.delete(containerId);
     const w = this.watches.get(containerId);
     if (!w) return;
     this.watches.delete(containerId);

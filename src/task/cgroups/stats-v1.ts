@@ -58,7 +58,8 @@ const MEMORY_STAT_KEYS = [
   ['total_active_file', 'total_active_file'], ['total_unevictable', 'total_unevictable'],
 ] as const;
 
-const MEMORY_ENTRY_FILES = ['usage_in_bytes', 'max_usage_in_bytes', 'failcnt', 'limit_in_bytes'] as const;
+/** [file suffix, MemoryEntry field], in the order the Go library reads them. */
+const MEMORY_ENTRY_FILES = [['usage_in_bytes', 'usage'], ['max_usage_in_bytes', 'max'], ['failcnt', 'failcnt'], ['limit_in_bytes', 'limit']] as const;
 const MEMORY_MODULES = [['usage', 'memory.'], ['swap', 'memory.memsw.'], ['kernel', 'memory.kmem.'], ['kernel_tcp', 'memory.kmem.tcp.']] as const;
 
 const emptyEntry = (): MemoryEntryV1 => ({ limit: 0, usage: 0, max: 0, failcnt: 0 });
@@ -89,7 +90,7 @@ async function cpu(dir: string, m: MetricsV1): Promise<void> {
 }
 
 async function memory(dir: string, m: MetricsV1): Promise<void> {
-  const entryNames = MEMORY_MODULES.flatMap(([, prefix]) => MEMORY_ENTRY_FILES.map((f) => prefix + f));
+  const entryNames = MEMORY_MODULES.flatMap(([, prefix]) => MEMORY_ENTRY_FILES.map(([f]) => prefix + f));
   const [stat, oom, ...entryTexts] = await readAll(dir, ['memory.stat', 'memory.oom_control', ...entryNames]);
   if (stat === null) return;
   const kv = parseKV(stat, join(dir, 'memory.stat'));
@@ -104,11 +105,10 @@ async function memory(dir: string, m: MetricsV1): Promise<void> {
   // In Go's order: the first missing file (e.g. memsw without swap accounting) ends the walk.
   let i = 0;
   for (const [module] of MEMORY_MODULES) {
-    for (const file of MEMORY_ENTRY_FILES) {
+    for (const [, field] of MEMORY_ENTRY_FILES) {
       const text = entryTexts[i++];
       if (text === null) return;
-      const key = file === 'usage_in_bytes' ? 'usage' : file === 'max_usage_in_bytes' ? 'max' : file === 'failcnt' ? 'failcnt' : 'limit';
-      mem[module][key] = u64Of(text);
+      mem[module][field] = u64Of(text);
     }
   }
 }
