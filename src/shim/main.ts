@@ -37,8 +37,10 @@ async function main(argv: string[]): Promise<void> {
     case 'start': {
       const { runStart } = await import('./start');
       const { startOptions } = await import('./start-options');
-      const address = await runStart(flags, startOptions(readStdin(), flags), [path.join(__dirname, 'main.js')]);
-      process.stdout.write(address);
+      const { readStartRequest, formatStartReply } = await import('./bootstrap');
+      const request = readStartRequest(readStdin(), process.env, flags);
+      const address = await runStart(flags, startOptions(request.options, flags), [path.join(__dirname, 'main.js')]);
+      process.stdout.write(formatStartReply(address, request.generation));
       return;
     }
     case 'delete': {
