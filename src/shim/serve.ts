@@ -12,6 +12,8 @@ import { Server } from '../ttrpc';
 import { TaskService } from '../task/service';
 import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
+import { registerShimService } from '../task/shim-service';
+import { startMetricsFromEnv } from './metrics';
 
 export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 
@@ -72,6 +74,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
+  registerShimService(ttrpc, daemon);
+  const metrics = await startMetricsFromEnv(daemon);
   ttrpc.serve(netServer);
 
   async function shutdown(reason: string): Promise<void> {
@@ -85,6 +89,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     publisher.close();
     if (drained) fs.rmSync(journalFile, { force: true });
     if (socket) fs.rmSync(socket, { force: true });
+    metrics?.close();
     service.close();
     process.exit(0);
   }
