@@ -1,0 +1,228 @@
+// The reaper is process-wide (subreaper + SIGCHLD), so each scenario runs in a child node process
+// (this same file with REAPER_SCENARIO set): the test runner itself never becomes a subreaper.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { spawn as rawSpawn, spawnSync } from 'node:child_process';
+import { Reaper, ExitBuffer, RunTimeoutError, type Exit } from '../../src/shim/reaper';
+import { processExists } from '../../src/shim/sys';
+
+const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
+
+/** Zombie children of `ppid` (state Z in /proc/<pid>/stat). */
+function zombiesOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try { stat = fs.readFileSync(`/proc/${name}/stat`, 'latin1'); } catch { continue; }
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (rest[0] === 'Z' && Number(rest[1]) === ppid) out.push(Number(name));
+  }
+  return out;
+}
+
+function resources(): string[] {
+  return process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').sort();
+}
+
+async function pool<T>(n: number, width: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = new Array(n);
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    while (next < n) {
+      const i = next++;
+      results[i] = await fn(i);
+    }
+  }));
+  return results;
+}
+
+async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await sleep(10);
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------------------------------
+// Scenarios (child side)
+
+const scenarios: Record<string, () => Promise<unknown>> = {
+  async stress() {
+    const baseline = resources();
+    const reaper = Reaper.instance();
+    const seen = new Map<number, Exit>();
+    reaper.subscribe((e) => seen.set(e.pid, e));
+    const RUNS = Number(process.env.REAPER_RUNS ?? 2000);
+    const ORPHAN_MAKERS = 200;
+    const orphans = new Map<number, number>(); // pid -> expected status
+    // orphan makers: each leaves three grandchildren behind that get re-parented to us. They
+    // sleep first: a shell that is still alive would reap its own background jobs.
+    const makers = pool(ORPHAN_MAKERS, 4, async (i) => {
+      const r = await reaper.run('/bin/sh', ['-c',
+        `(sleep 0.0${i % 10}; exit 7) & echo $!; (sleep 0.01; exit 3) & echo $!; sh -c 'sleep 0.02; kill -9 $$' & echo $!`]);
+      const [seven, three, killed] = r.stdout.toString().trim().split('\n').map(Number);
+      orphans.set(seven, 7);
+      orphans.set(three, 3);
+      orphans.set(killed, 137); // kills itself with SIGKILL
+      return r.code;
+    });
+    // runc-like children: short lived, status must come back through libuv intact
+    const runs = pool(RUNS, 32, async (i) => {
+      if (i % 4 === 0) return { want: 0, got: (await reaper.run('/bin/true', [])).code };
+      const want = i % 250;
+      const r = await reaper.run('/bin/sh', ['-c', `exit ${want}`]);
+      return { want, got: r.code };
+    });
+    // a child spawned with plain child_process (not via the reaper) must keep its status too
+    const plain = new Promise<number | null>((res) => rawSpawn('/bin/sh', ['-c', 'exit 42']).once('exit', res));
+    const [makerCodes, runResults, plainCode] = await Promise.all([makers, runs, plain]);
+    const allDelivered = await waitUntil(() => [...orphans.keys()].every((p) => seen.has(p)), 10_000);
+    const wrongOrphans = [...orphans].filter(([pid, want]) => seen.get(pid)?.status !== want);
+    const wrongRuns = runResults.filter((r) => r.want !== r.got);
+    // libuv-owned children must never show up in the subscriber stream
+    await waitUntil(() => zombiesOf(process.pid).length === 0, 2000);
+    const zombies = zombiesOf(process.pid);
+    await waitUntil(() => resources().join() === baseline.join(), 2000);
+    return {
+      runs: runResults.length, wrongRuns: wrongRuns.slice(0, 5), makerCodes: [...new Set(makerCodes)],
+      orphans: orphans.size, allDelivered, wrongOrphans: wrongOrphans.slice(0, 5).map(([pid, want]) => ({ pid, want, got: seen.get(pid)?.status })),
+      plainCode, zombies, resourcesBefore: baseline, resourcesAfter: resources(), stats: reaper.stats,
+    };
+  },
+
+  async signalled() {
+    const reaper = Reaper.instance();
+    const buf = new ExitBuffer(reaper);
+    const r = await reaper.run('/bin/sh', ['-c', 'sleep 30 & echo $!']);
+    const pid = Number(r.stdout.toString().trim());
+    process.kill(pid, 'SIGKILL');
+    const e = await buf.wait(pid, 5000);
+    buf.close();
+    return { status: e.status, pid: e.pid === pid, nanosInRange: e.atNanos >= 0 && e.atNanos < 1e9,
+      atMatches: Math.floor(e.at.getTime() % 1000) === Math.floor(e.atNanos / 1e6) };
+  },
+
+  async earlyExit() {
+    // The exit happens before the caller knows the pid (like a container dying before runc's
+    // pid file is read): the buffer keeps it and hands it out later.
+    const reaper = Reaper.instance();
+    const buf = new ExitBuffer(reaper);
+    const r = await reaper.run('/bin/sh', ['-c', '(sleep 0.02; exit 9) & echo $!']);
+    const pid = Number(r.stdout.toString().trim());
+    await sleep(300); // it is long gone before anyone asks for it
+    const zombie = zombiesOf(process.pid).includes(pid);
+    const claimed = buf.claim(pid);
+    const again = buf.claim(pid);
+    const timedOut = await buf.wait(999999, 50).then(() => false, (e) => e.code === 'ETIMEDOUT');
+    buf.close();
+    return { claimed: claimed?.status, again: again === undefined, timedOut, zombie };
+  },
+
+  async runBasics() {
+    const reaper = Reaper.instance();
+    const baseline = resources();
+    const cat = await reaper.run('/bin/cat', [], { input: 'through stdin' });
+    const env = await reaper.run('/bin/sh', ['-c', 'echo $FOO; pwd; echo err >&2; exit 4'], { env: { FOO: 'bar' }, cwd: '/tmp' });
+    const t0 = Date.now();
+    let timeoutErr: unknown;
+    let sleeperPid = 0;
+    const sleeper = reaper.run('/bin/sh', ['-c', 'echo $$; exec sleep 30'], { timeoutMs: 300 });
+    await sleeper.catch((e) => { timeoutErr = e; });
+    const elapsed = Date.now() - t0;
+    if (timeoutErr instanceof RunTimeoutError) sleeperPid = Number(timeoutErr.stdout.toString().trim());
+    let enoent: unknown;
+    await reaper.run('/nonexistent/binary', []).catch((e) => { enoent = e; });
+    const ac = new AbortController();
+    const aborted = reaper.run('/bin/sleep', ['30'], { signal: ac.signal, timeoutMs: 0 }).catch((e) => e.name);
+    setTimeout(() => ac.abort(), 50);
+    const abortName = await aborted;
+    const killed = await reaper.run('/bin/sh', ['-c', 'kill -TERM $$']);
+    // a grandchild holding stdout must not hold run() hostage
+    const t1 = Date.now();
+    const holder = await reaper.run('/bin/sh', ['-c', 'sleep 3 & echo started'], { drainMs: 100 });
+    const holderMs = Date.now() - t1;
+    const fd = fs.openSync('/tmp/tsshim-reaper-fd-test', 'w');
+    await reaper.run('/bin/sh', ['-c', 'echo into-fd'], { stdio: ['ignore', fd, 'pipe'] });
+    fs.closeSync(fd);
+    const fdContent = fs.readFileSync('/tmp/tsshim-reaper-fd-test', 'utf8');
+    fs.unlinkSync('/tmp/tsshim-reaper-fd-test');
+    await waitUntil(() => resources().join() === baseline.join(), 4000);
+    return {
+      cat: cat.stdout.toString(), catCode: cat.code,
+      env: env.stdout.toString(), envErr: env.stderr.toString(), envCode: env.code,
+      timeout: timeoutErr instanceof RunTimeoutError ? timeoutErr.message : String(timeoutErr), elapsed,
+      sleeperAlive: sleeperPid > 0 && processExists(sleeperPid) && zombiesOf(process.pid).indexOf(sleeperPid) < 0,
+      sleeperPid,
+      enoent: (enoent as { code?: string })?.code, abortName,
+      killed: { code: killed.code, signal: killed.signal },
+      holder: holder.stdout.toString(), holderMs, fdContent,
+      resourcesBefore: baseline, resourcesAfter: resources(),
+    };
+  },
+};
+
+if (process.env.REAPER_SCENARIO) {
+  const name = process.env.REAPER_SCENARIO;
+  scenarios[name]().then(
+    (r) => { process.stdout.write(`RESULT ${JSON.stringify(r)}\n`); process.exit(0); },
+    (e) => { process.stderr.write(`scenario ${name} failed: ${e?.stack ?? e}\n`); process.exit(1); },
+  );
+} else {
+  const runScenario = (name: string, env: Record<string, string> = {}, timeout = 120_000) => {
+    const r = spawnSync(process.execPath, [__filename], {
+      env: { ...process.env, REAPER_SCENARIO: name, ...env }, encoding: 'utf8', timeout, maxBuffer: 64 << 20,
+    });
+    assert.equal(r.status, 0, `scenario ${name}: status ${r.status} signal ${r.signal}\n${r.stderr}`);
+    const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+    assert.ok(line, `no result from ${name}: ${r.stdout}\n${r.stderr}`);
+    return JSON.parse(line.slice(7));
+  };
+
+  test('stress: 2000 runs at 32 in flight + 600 orphans exiting meanwhile, nothing stolen or lost', () => {
+    const r = runScenario('stress');
+    assert.equal(r.runs, 2000);
+    assert.deepEqual(r.wrongRuns, [], 'every run must get its own exit code');
+    assert.deepEqual(r.makerCodes, [0]);
+    assert.equal(r.orphans, 600);
+    assert.equal(r.allDelivered, true, 'every orphan exit reaches subscribers');
+    assert.deepEqual(r.wrongOrphans, []);
+    assert.equal(r.plainCode, 42, 'a plain child_process child keeps its status');
+    assert.deepEqual(r.zombies, []);
+    assert.deepEqual(r.resourcesAfter, r.resourcesBefore, 'no handle leak');
+    assert.ok(r.stats.reaped >= 600 && r.stats.reaped < 700, `reaped ${r.stats.reaped}: only orphans, never runc-like children`);
+  });
+
+  test('an orphan killed by a signal is reported as 128+signal with a sane timestamp', () => {
+    const r = runScenario('signalled');
+    assert.deepEqual(r, { status: 137, pid: true, nanosInRange: true, atMatches: true });
+  });
+
+  test('ExitBuffer keeps an exit that happened before the pid was known', () => {
+    const r = runScenario('earlyExit');
+    assert.deepEqual(r, { claimed: 9, again: true, timedOut: true, zombie: false });
+  });
+
+  test('run(): input, env, cwd, stderr, deadline, ENOENT, abort, signals, held pipes, fd stdio', () => {
+    const r = runScenario('runBasics');
+    assert.equal(r.cat, 'through stdin');
+    assert.equal(r.catCode, 0);
+    assert.equal(r.env, 'bar\n/tmp\n');
+    assert.equal(r.envErr, 'err\n');
+    assert.equal(r.envCode, 4);
+    assert.match(r.timeout, /timed out after 300 ms \(killed with SIGKILL\)/);
+    assert.ok(r.elapsed >= 290 && r.elapsed < 3000, `deadline took ${r.elapsed} ms`);
+    assert.ok(r.sleeperPid > 0);
+    assert.equal(r.sleeperAlive, false, 'the timed-out child must be dead and reaped');
+    assert.equal(r.enoent, 'ENOENT');
+    assert.equal(r.abortName, 'AbortError');
+    assert.deepEqual(r.killed, { code: 143, signal: 'SIGTERM' });
+    assert.equal(r.holder, 'started\n');
+    assert.ok(r.holderMs < 2000, `a grandchild holding stdout held run() for ${r.holderMs} ms`);
+    assert.equal(r.fdContent, 'into-fd\n');
+    assert.deepEqual(r.resourcesAfter, r.resourcesBefore);
+  });
+}
