@@ -43,6 +43,8 @@ function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: str
 
 export async function runDaemon(flags: ShimFlags): Promise<void> {
   const startedAt = new Date();
+  // Look like the Go shim in ps and /proc/<pid>/cmdline: operators and tools search for this name.
+  process.title = ['containerd-shim-tsshim-v2', '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address].join(' ');
   setChildSubreaper();
   const bundle = process.cwd();
   const log = createLogger(openLogFifo(path.join(bundle, 'log')), flags.debug ? 'debug' : 'info', {
