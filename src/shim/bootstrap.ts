@@ -49,8 +49,14 @@ export interface StartRequest {
 const WIRE_VARINT = 0;
 const WIRE_BYTES = 2;
 
+/** protobufjs reads Buffers with a BufferReader that silently clamps truncated strings; a plain
+ *  Uint8Array view gets the bounds-checking Reader, so malformed input throws. */
+export function strictReader(bytes: Uint8Array): Reader {
+  return Reader.create(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+}
+
 function decodeAny(bytes: Uint8Array): AnyMessage {
-  const r = Reader.create(bytes);
+  const r = strictReader(bytes);
   const any: AnyMessage = { type_url: '', value: new Uint8Array() };
   while (r.pos < r.len) {
     const tag = r.uint32();
@@ -62,7 +68,7 @@ function decodeAny(bytes: Uint8Array): AnyMessage {
 }
 
 function decodeExtension(bytes: Uint8Array): AnyMessage | null {
-  const r = Reader.create(bytes);
+  const r = strictReader(bytes);
   let value: AnyMessage | null = null;
   while (r.pos < r.len) {
     const tag = r.uint32();
@@ -78,7 +84,7 @@ function decodeExtension(bytes: Uint8Array): AnyMessage | null {
  * varint (enum) or bytes (string), the two forms upstream has shipped.
  */
 export function decodeBootstrapParams(bytes: Uint8Array): BootstrapParams {
-  const r = Reader.create(bytes);
+  const r = strictReader(bytes);
   const p: BootstrapParams = {
     instance_id: '', namespace: '', log_level: 0, containerd_version: '', containerd_ttrpc_address: '',
     containerd_grpc_address: '', containerd_binary: '', extensions: [],

@@ -91,6 +91,7 @@ test('identity must match the flags exactly; empty and garbage stdin are not Boo
   assert.equal(parseBootstrapParams(Buffer.alloc(0), '', ''), null, 'empty stdin has empty identity but is no bootstrap');
   assert.equal(parseBootstrapParams(Buffer.from('unix:///run/x'), 'c1', 'default'), null);
   assert.equal(parseBootstrapParams(Buffer.from([0x0a, 0x05, 0x61]), 'c1', 'default'), null, 'truncated');
+  assert.throws(() => decodeBootstrapParams(Buffer.from([0x0a, 0x05, 0x63, 0x31])), 'a truncated string is an error, not "c1"');
   assert.throws(() => decodeBootstrapParams(Buffer.from([0x0b, 0x01])), 'field 1 with the wrong wire type');
 });
 
