@@ -14,6 +14,7 @@ import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../task/shim-service';
 import { startMetricsFromEnv } from './metrics';
+import { PER_NODE_GROUP } from './start';
 
 export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 
@@ -57,6 +58,10 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
 
   const { server: netServer, socket } = await listenFrom(flags);
   const group = process.env.TSSHIM_GROUP || flags.id;
+  const perNode = group === PER_NODE_GROUP;
+  // The sh fast path of `start` (bin/) checks this pid file before it hands out our address.
+  const pidFile = perNode && socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
+  if (pidFile) { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); }
   const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
   const replay = OutboxJournal.load(journalFile);
   const ttrpcAddress = process.env.TTRPC_ADDRESS || '';
@@ -71,7 +76,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     reaper: Reaper.instance(),
     log,
     shimPid: process.pid,
-    onEmpty: () => void shutdown('no containers left'),
+    // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
+    onEmpty: () => { if (!perNode) void shutdown('no containers left'); },
   });
   const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
@@ -90,6 +96,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     const drained = await publisher.drain(5000);
     publisher.close();
     if (drained) fs.rmSync(journalFile, { force: true });
+    if (pidFile) fs.rmSync(pidFile, { force: true });
     if (socket) fs.rmSync(socket, { force: true });
     metrics?.close();
     service.close();

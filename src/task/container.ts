@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RuncClient, RuncError, readPidFile } from '../runc';
 import type { Logger } from '../shim/logger';
+import { Reaper } from '../shim/reaper';
 import { createProcessIO, type StdioConfig } from './io';
 import { InitProcess, ExecProcess, type Process } from './process';
 import { checkExec, checkInit } from './state';
@@ -247,6 +248,8 @@ export class Container {
     return {
       id: this.id, execId: execId || undefined, namespace: this.namespace,
       ioUid: this.cfg.options.ioUid || undefined, ioGid: this.cfg.options.ioGid || undefined,
+      // Logging binaries are libuv children: the reaper must leave their exit status to libuv.
+      spawn: (cmd: string, args: readonly string[], o: import('node:child_process').SpawnOptions) => Reaper.instance().spawn(cmd, args, o),
       log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) =>
         this.cfg.log[level](msg, { id: this.id, exec: execId || undefined, ...fields }),
     };

@@ -7,6 +7,15 @@ import type { Logger } from '../shim/logger';
 import { isValidIdentifier } from '../shim/address';
 import type { TaskService } from './service';
 import { timestamp } from './timestamps';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** Read by bin/containerd-shim-tsshim-v2's sh fast path for `delete`. */
+export const DELETE_RESPONSE_FILE = '.tsshim-delete-response';
+
+function writeDeleteResponse(bundle: string, reply: Uint8Array): void {
+  try { fs.writeFileSync(path.join(bundle, DELETE_RESPONSE_FILE), reply); } catch { /* bundle gone: Node path */ }
+}
 
 const T = containerd.task.v2;
 const EMPTY = new Uint8Array(0);
@@ -51,7 +60,10 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
     async Delete(p, ctx) {
       const r = decode(T.DeleteRequest, p);
       const d = await svc.delete(ns(ctx), r.id, r.exec_id);
-      return T.DeleteResponse.encode({ pid: d.pid, exit_status: d.exit?.status ?? 0, exited_at: timestamp(d.exit) }).finish();
+      const reply = T.DeleteResponse.encode({ pid: d.pid, exit_status: d.exit?.status ?? 0, exited_at: timestamp(d.exit) }).finish();
+      // Everything is cleaned up: the `delete` command containerd runs next only has to print this.
+      if (d.bundle) writeDeleteResponse(d.bundle, reply);
+      return reply;
     },
     State(p, ctx) {
       const r = decode(T.StateRequest, p);

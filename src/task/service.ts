@@ -213,7 +213,7 @@ export class TaskService {
     return c.init.pid;
   }
 
-  async delete(ns: string, id: string, execId: string): Promise<{ pid: number; exit: Process['exit'] }> {
+  async delete(ns: string, id: string, execId: string): Promise<{ pid: number; exit: Process['exit']; bundle?: string }> {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess) {
@@ -226,7 +226,7 @@ export class TaskService {
     this.cgroups.delete(c);
     this.containers.delete(this.key(ns, id));
     this.deps.events.delete(ns, id, c.init.pid, c.init.exit);
-    return { pid: c.init.pid, exit: c.init.exit };
+    return { pid: c.init.pid, exit: c.init.exit, bundle: c.bundle };
   }
 
   state(ns: string, id: string, execId: string) {
