@@ -99,6 +99,11 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
     fs.rmSync(socket, { force: true });
     throw e;
   }
-  server.close(); // the daemon holds its own copy of the listening fd
+  // The daemon holds its own copy of the listening fd. net.Server.close() also unlinks the path
+  // (libuv), which would leave the printed address dangling: keep it through a hard link.
+  const keep = `${socket}.keep-${process.pid}`;
+  fs.linkSync(socket, keep);
+  server.close();
+  fs.renameSync(keep, socket);
   return address;
 }
