@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Containerd2Driver, TASK_V2, TASK_V3, canDial, type Generation } from './containerd2-driver';
+import { Containerd2Driver, TASK_V2, TASK_V3, canDial, ensureCgroup, type Generation } from './containerd2-driver';
 import { pidAlive, uniqueId } from './harness';
 import { containerd, google } from '../../src/gen/proto';
 
@@ -40,6 +40,7 @@ async function lifecycle(generation: Generation): Promise<void> {
   const pids: number[] = [];
   try {
     await d.prepare();
+    if (withOptions) ensureCgroup(shimCgroup);
     const e = await d.start();
     const raw = d.startOutput;
 
@@ -124,7 +125,9 @@ async function lifecycle(generation: Generation): Promise<void> {
     const r = await d.deleteSubcommand();
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.response);
-    assert.equal(r.response.exit_status, 137);
+    // The Go shim always reports 137 (SIGKILL); after a normal deletion tsshim's daemon leaves the
+    // real exit behind (bin/ fast path). containerd only uses it when the task is still registered.
+    assert.ok([137, 3].includes(r.response.exit_status), `exit_status ${r.response.exit_status}`);
     assert.equal(r.response.pid, created.pid, 'pid from init.pid');
     const at = Number(r.response.exited_at?.seconds ?? 0) * 1000;
     assert.ok(Math.abs(Date.now() - at) < 60_000, 'exited_at is now');

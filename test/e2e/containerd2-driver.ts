@@ -249,11 +249,37 @@ export class Containerd2Driver {
     this.logStream?.destroy(); // closes logFd
     if (this.endpoint?.address.startsWith('unix://')) fs.rmSync(dialPath(this.endpoint.address), { force: true });
     for (const h of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) {
-      for (const rel of [`tsshim-c2d/${this.opts.namespace}-${this.opts.id}`, `tsshim-c2d-shims/${this.opts.id}`]) {
+      for (const rel of [`tsshim-c2d/${this.opts.namespace}-${this.opts.id}`, `tsshim-c2d-shims/${this.opts.id}`, 'tsshim-c2d-shims']) {
         try { fs.rmdirSync(path.join('/sys/fs/cgroup', h, rel)); } catch { /* none, or still busy */ }
       }
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Creates a cgroup in every hierarchy, as an operator does for `shim_cgroup` (the Go shim only
+ * loads it). On v1 a new cpuset group needs cpus/mems before it accepts tasks.
+ */
+export function ensureCgroup(rel: string): void {
+  const root = '/sys/fs/cgroup';
+  if (fs.existsSync(path.join(root, 'cgroup.controllers'))) {
+    fs.mkdirSync(path.join(root, rel), { recursive: true });
+    return;
+  }
+  for (const h of fs.readdirSync(root)) {
+    if (!fs.existsSync(path.join(root, h, 'cgroup.procs'))) continue;
+    let dir = path.join(root, h);
+    for (const part of rel.split('/').filter(Boolean)) {
+      dir = path.join(dir, part);
+      fs.mkdirSync(dir, { recursive: true });
+      for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+        const mine = path.join(dir, f);
+        if (fs.existsSync(mine) && !fs.readFileSync(mine, 'utf8').trim()) {
+          fs.writeFileSync(mine, fs.readFileSync(path.join(path.dirname(dir), f), 'utf8').trim());
+        }
+      }
+    }
   }
 }
 
