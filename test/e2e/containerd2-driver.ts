@@ -249,7 +249,7 @@ export class Containerd2Driver {
     this.logStream?.destroy(); // closes logFd
     if (this.endpoint?.address.startsWith('unix://')) fs.rmSync(dialPath(this.endpoint.address), { force: true });
     for (const h of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) {
-      for (const rel of [`tsshim-c2d/${this.opts.namespace}-${this.opts.id}`, `tsshim-c2d-shims/${this.opts.id}`, 'tsshim-c2d-shims']) {
+      for (const rel of [`tsshim-c2d/${this.opts.namespace}-${this.opts.id}`, `tsshim-c2d-shims/${this.opts.id}`, 'tsshim-c2d-shims', 'tsshim-c2d']) {
         try { fs.rmdirSync(path.join('/sys/fs/cgroup', h, rel)); } catch { /* none, or still busy */ }
       }
     }
