@@ -40,7 +40,8 @@ async function main(argv: string[]): Promise<void> {
       const { readStartRequest, formatStartReply } = await import('./bootstrap');
       const request = readStartRequest(readStdin(), process.env, flags);
       const address = await runStart(flags, startOptions(request.options, flags), [path.join(__dirname, 'main.js')]);
-      process.stdout.write(formatStartReply(address, request.generation));
+      // Exit without closing the listener: its close would unlink the socket the daemon serves.
+      process.stdout.write(formatStartReply(address, request.generation), () => process.exit(0));
       return;
     }
     case 'delete': {

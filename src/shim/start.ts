@@ -99,11 +99,8 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
     fs.rmSync(socket, { force: true });
     throw e;
   }
-  // The daemon holds its own copy of the listening fd. net.Server.close() also unlinks the path
-  // (libuv), which would leave the printed address dangling: keep it through a hard link.
-  const keep = `${socket}.keep-${process.pid}`;
-  fs.linkSync(socket, keep);
-  server.close();
-  fs.renameSync(keep, socket);
+  // The daemon holds its own copy of the listening fd. Closing ours would unlink the socket path
+  // (libuv does that on close), so the caller exits without closing it.
+  server.unref();
   return address;
 }
