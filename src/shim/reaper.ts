@@ -72,21 +72,21 @@ export class RunAbortedError extends Error {
   }
 }
 
-// Wall clock (ns) of a monotonic origin, so exits get sub-millisecond timestamps that never go backwards.
-const wallOriginNs = BigInt(Date.now()) * 1_000_000n;
-const monoOriginNs = process.hrtime.bigint();
-
+/** Wall-clock time like Go's time.Now(); the sub-millisecond digits come from the monotonic clock. */
 function exitNow(pid: number, status: number): Exit {
-  const ns = wallOriginNs + (process.hrtime.bigint() - monoOriginNs);
-  const nanos = Number(ns % 1_000_000_000n);
-  return { pid, status, at: new Date(Number(ns / 1_000_000n)), atNanos: nanos, nanos };
+  const at = new Date();
+  const nanos = (at.getTime() % 1000) * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n);
+  return { pid, status, at, atNanos: nanos, nanos };
 }
 
 const SIGNAL_NUMBERS: Record<string, number> = require('node:os').constants.signals;
 
 /** Pids started by libuv (child_process) in this process: never ours to wait for. */
 const libuvOwned = new Set<number>();
-let spawnPatched = false;
+let spawnPatched = false; // declared before the call below (let is not hoisted)
+
+// Installed as soon as this module is loaded, so children spawned before Reaper.instance() count too.
+patchChildProcessSpawn();
 
 function own(child: ChildProcess): void {
   const pid = child.pid;
@@ -174,6 +174,18 @@ export class Reaper {
   subscribe(fn: ExitSubscriber): () => void {
     this.subscribers.add(fn);
     return () => { this.subscribers.delete(fn); };
+  }
+
+  /**
+   * For children started outside child_process that have their own waiter (e.g. node-pty's
+   * waitpid thread): the reaper leaves the pid alone until release(pid).
+   */
+  claimPid(pid: number): void {
+    libuvOwned.add(pid);
+  }
+
+  releasePid(pid: number): void {
+    libuvOwned.delete(pid);
   }
 
   /** True while a pid belongs to libuv (started with child_process and not yet reported as exited). */
