@@ -128,7 +128,9 @@ function signalPid(pid: number, sig: NodeJS.Signals): void {
 function readArgv(pid: number): string[] | null {
   try {
     const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return raw.split('\0').filter((s, i, a) => i < a.length - 1 || s !== '');
+    const argv = raw.split('\0').filter((s) => s !== '');
+    // A Node shim sets process.title, which rewrites its argv area as one space-separated string.
+    return argv.length === 1 ? argv[0].split(' ') : argv;
   } catch {
     return null;
   }
