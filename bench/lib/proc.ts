@@ -1,0 +1,111 @@
+// Process figures from /proc: memory (RSS, PSS), threads, CPU time, and shim discovery by argv.
+import * as fs from 'node:fs';
+
+const PAGE_TICKS = 100; // USER_HZ on Linux
+
+export interface ProcMem {
+  pid: number;
+  rssKiB: number;
+  pssKiB: number;
+  threads: number;
+}
+
+function readOr(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+function kib(text: string, key: string): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+)\\s*kB`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/** RSS and threads from status, PSS from smaps_rollup; null when the process is gone. */
+export function procMem(pid: number): ProcMem | null {
+  const status = readOr(`/proc/${pid}/status`);
+  const rollup = readOr(`/proc/${pid}/smaps_rollup`);
+  if (!status) return null;
+  const threads = /^Threads:\s+(\d+)/m.exec(status);
+  return {
+    pid,
+    rssKiB: kib(status, 'VmRSS'),
+    pssKiB: rollup ? kib(rollup, 'Pss') : 0,
+    threads: threads ? Number(threads[1]) : 0,
+  };
+}
+
+/** utime + stime of a process in milliseconds (children not included); NaN when gone. */
+export function cpuMs(pid: number): number {
+  const stat = readOr(`/proc/${pid}/stat`);
+  if (!stat) return NaN;
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state): utime is field 14, stime field 15.
+  return ((Number(rest[11]) + Number(rest[12])) * 1000) / PAGE_TICKS;
+}
+
+export function procState(pid: number): string | null {
+  const stat = readOr(`/proc/${pid}/stat`);
+  if (!stat) return null;
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+}
+
+/** Zombie children of a process. */
+export function zombieChildren(ppid: number): number {
+  let count = 0;
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = readOr(`/proc/${name}/stat`);
+    if (!stat) continue;
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (rest[0] === 'Z' && Number(rest[1]) === ppid) count++;
+  }
+  return count;
+}
+
+/**
+ * Long-running shim daemons serving a containerd: processes whose command line carries
+ * `-address <containerd socket>` and that are not a transient `start`/`delete`. The command line is
+ * split on NULs and spaces, because tsshim's daemon rewrites its process title into one string.
+ */
+export function shimDaemons(containerdAddress: string): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    const raw = readOr(`/proc/${pid}/cmdline`);
+    if (!raw) continue;
+    const argv = raw.split(/[\0 ]+/).filter(Boolean);
+    const i = argv.findIndex((a, j) => (a === '-address' || a === '--address') && argv[j + 1] === containerdAddress);
+    if (i < 0) continue;
+    const last = argv[argv.length - 1];
+    if (last === 'start' || last === 'delete') continue;
+    const state = procState(pid);
+    if (state === 'Z' || state === null) continue;
+    out.push(pid);
+  }
+  return out;
+}
+
+export interface MemTotals {
+  shims: number;
+  rssKiB: number;
+  pssKiB: number;
+  threads: number;
+}
+
+export function sumMem(pids: number[]): MemTotals {
+  const t: MemTotals = { shims: 0, rssKiB: 0, pssKiB: 0, threads: 0 };
+  for (const pid of pids) {
+    const m = procMem(pid);
+    if (!m) continue;
+    t.shims++;
+    t.rssKiB += m.rssKiB;
+    t.pssKiB += m.pssKiB;
+    t.threads += m.threads;
+  }
+  return t;
+}

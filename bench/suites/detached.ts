@@ -1,0 +1,85 @@
+// 2. A detached container: exec latency, 20 concurrent execs, metrics, ps, pause, resume,
+// kill -> STOPPED and delete, runc and tsshim alternating on every operation.
+import { waitTask } from '../../test/e2e/containerd-api';
+import { type BenchEnv, type Side, SIDES, mustCtr, newId, runSleeper } from '../lib/env';
+import type { Results } from '../lib/results';
+import { nowMs, rotate } from '../lib/stats';
+
+type Op = 'run -d' | 'exec /bin/true' | '20 concurrent execs (total)' | 'task metrics' | 'task ps' | 'pause' | 'resume' | 'kill -> STOPPED' | 'task delete';
+const OPS: Op[] = ['run -d', 'exec /bin/true', '20 concurrent execs (total)', 'task metrics', 'task ps', 'pause', 'resume', 'kill -> STOPPED', 'task delete'];
+
+const TARGETS: Partial<Record<Op, { text: string; value: number }>> = {
+  'exec /bin/true': { text: 'ratio <= 1.0', value: 1.0 },
+  '20 concurrent execs (total)': { text: 'ratio <= 0.8', value: 0.8 },
+  'task metrics': { text: 'ratio <= 1.0', value: 1.0 },
+};
+
+export async function detachedSuite(env: BenchEnv, results: Results): Promise<void> {
+  const c = env.main;
+  const iterations = env.quick ? 3 : 10;
+  const execsPerIteration = 3;
+  const times = new Map<string, number[]>();
+  const push = (op: Op, side: Side, ms: number) => {
+    const k = `${op}|${side}`;
+    if (!times.has(k)) times.set(k, []);
+    times.get(k)!.push(ms);
+  };
+  let execSeq = 0;
+  for (let i = 0; i < iterations; i++) {
+    const ids: Record<Side, string> = { runc: newId('det-runc'), tsshim: newId('det-tsshim') };
+    for (const [k, op] of OPS.entries()) {
+      for (const side of rotate(SIDES, i + k)) {
+        const id = ids[side];
+        switch (op) {
+          case 'run -d':
+            push(op, side, (await runSleeper(env, c, { side }, id)).ms);
+            break;
+          case 'exec /bin/true':
+            for (let n = 0; n < execsPerIteration; n++) {
+              push(op, side, (await mustCtr(c, ['task', 'exec', '--exec-id', `e${++execSeq}`, id, '/bin/true'])).ms);
+            }
+            break;
+          case '20 concurrent execs (total)': {
+            const t0 = nowMs();
+            await Promise.all(Array.from({ length: 20 }, () => mustCtr(c, ['task', 'exec', '--exec-id', `c${++execSeq}`, id, '/bin/true'])));
+            push(op, side, nowMs() - t0);
+            break;
+          }
+          case 'task metrics':
+            push(op, side, (await mustCtr(c, ['task', 'metrics', id])).ms);
+            break;
+          case 'task ps':
+            push(op, side, (await mustCtr(c, ['task', 'ps', id])).ms);
+            break;
+          case 'pause':
+            push(op, side, (await mustCtr(c, ['task', 'pause', id])).ms);
+            break;
+          case 'resume':
+            push(op, side, (await mustCtr(c, ['task', 'resume', id])).ms);
+            break;
+          case 'kill -> STOPPED': {
+            const exited = waitTask(c, id);
+            await new Promise((r) => setTimeout(r, 20)); // Wait must be registered before the kill
+            const t0 = nowMs();
+            await mustCtr(c, ['task', 'kill', '-s', 'KILL', id]);
+            await exited;
+            push(op, side, nowMs() - t0);
+            break;
+          }
+          case 'task delete':
+            push(op, side, (await mustCtr(c, ['task', 'delete', id])).ms);
+            await mustCtr(c, ['container', 'delete', id]);
+            break;
+        }
+      }
+    }
+    env.log(`  detached: ${i + 1}/${iterations}`);
+  }
+  for (const op of OPS) {
+    const t = TARGETS[op];
+    results.add({
+      suite: 'detached', name: op, unit: 'ms', runc: times.get(`${op}|runc`), tsshim: times.get(`${op}|tsshim`),
+      target: t ? { text: t.text, on: 'ratio', op: '<=', value: t.value } : undefined,
+    });
+  }
+}

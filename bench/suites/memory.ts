@@ -1,0 +1,106 @@
+// 4. Memory: N sleeping containers, RSS / PSS / threads summed over the shim daemons serving them,
+// for one shim per container, pod-grouped shims and tsshim's per-node shim.
+import type { Containerd } from '../../test/e2e/harness';
+import { type BenchEnv, type RunSpec, type Side, SANDBOX_ANNOTATION, SIDES, newId, removeContainer, runSleeper } from '../lib/env';
+import { shimDaemons, sumMem, type MemTotals } from '../lib/proc';
+import type { Results } from '../lib/results';
+import { rotate, sleep } from '../lib/stats';
+
+type Mode = 'single' | 'group' | 'per-node';
+const MODES: Mode[] = ['single', 'group', 'per-node'];
+const MiB = 1024;
+
+interface Point { count: number; mem: MemTotals }
+
+async function settledMem(address: string, settleMs: number): Promise<MemTotals> {
+  await sleep(settleMs); // transient start/delete processes gone, the daemon's start-up garbage collected
+  return sumMem(shimDaemons(address));
+}
+
+async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[]): Promise<Point[]> {
+  const c: Containerd = mode === 'per-node' ? env.perNode : env.main;
+  const ids: string[] = [];
+  const points: Point[] = [];
+  let spec: RunSpec = { side };
+  // The per-node shim is there before the first container and stays after the last: its memory
+  // at N containers includes that base, the increment between sizes does not.
+  const before = sumMem(shimDaemons(c.address));
+  try {
+    for (const size of sizes) {
+      while (ids.length < size) {
+        const id = newId(`mem-${side}`);
+        if (mode === 'group' && ids.length === 0) {
+          const annotations: Record<string, string> = { [SANDBOX_ANNOTATION]: id };
+          if (side === 'tsshim') annotations['io.containerd.tsshim.v2.group'] = id;
+          spec = { side, annotations };
+        }
+        await runSleeper(env, c, spec, id);
+        ids.push(id);
+      }
+      points.push({ count: size, mem: await settledMem(c.address, env.quick ? 1000 : 2000) });
+    }
+  } finally {
+    for (let i = 0; i < ids.length; i += 10) await Promise.all(ids.slice(i, i + 10).map((id) => removeContainer(c, id)));
+  }
+  env.log(`  memory ${mode}/${side}: ${points.map((p) => `${p.count}: ${(p.mem.rssKiB / MiB).toFixed(1)} MiB RSS in ${p.mem.shims} shims`).join(', ')}` +
+    (before.shims ? ` (before: ${(before.rssKiB / MiB).toFixed(1)} MiB in ${before.shims})` : ''));
+  return points;
+}
+
+export async function memorySuite(env: BenchEnv, results: Results): Promise<void> {
+  const sizes = env.quick ? [10] : [10, 50];
+  const reps = env.quick ? 1 : 2;
+  const data = new Map<string, Point[][]>();
+  for (let rep = 0; rep < reps; rep++) {
+    for (const [m, mode] of MODES.entries()) {
+      for (const side of rotate(SIDES, rep + m)) {
+        const k = `${mode}|${side}`;
+        if (!data.has(k)) data.set(k, []);
+        data.get(k)!.push(await measureSide(env, mode, side, sizes));
+      }
+    }
+  }
+  for (const mode of MODES) {
+    const get = (side: Side) => data.get(`${mode}|${side}`)!;
+    const at = (side: Side, size: number, f: (m: MemTotals) => number) =>
+      get(side).map((pts) => pts.find((p) => p.count === size)).filter((p): p is Point => !!p).map((p) => f(p.mem) / size);
+    const note = mode === 'per-node' ? 'runc.v2 has one shim per container here (no per-node mode)' : undefined;
+    for (const size of sizes) {
+      results.add({
+        suite: 'memory', name: `shim RSS per container @${size}`, mode, unit: 'MiB',
+        runc: at('runc', size, (m) => m.rssKiB / MiB), tsshim: at('tsshim', size, (m) => m.rssKiB / MiB),
+        target: mode === 'single' && size === 10 ? { text: 'ratio <= 3.0', on: 'ratio', op: '<=', value: 3.0 } : undefined, note,
+      });
+      results.add({
+        suite: 'memory', name: `shim PSS per container @${size}`, mode, unit: 'MiB',
+        runc: at('runc', size, (m) => m.pssKiB / MiB), tsshim: at('tsshim', size, (m) => m.pssKiB / MiB),
+      });
+      results.add({
+        suite: 'memory', name: `shim threads per container @${size}`, mode, unit: 'threads',
+        runc: at('runc', size, (m) => m.threads), tsshim: at('tsshim', size, (m) => m.threads),
+      });
+      results.add({
+        suite: 'memory', name: `shim processes @${size}`, mode, unit: 'count',
+        runc: at('runc', size, (m) => m.shims * size), tsshim: at('tsshim', size, (m) => m.shims * size),
+      });
+    }
+    if (sizes.length > 1) {
+      const lo = sizes[0];
+      const hi = sizes[sizes.length - 1];
+      const inc = (side: Side, f: (m: MemTotals) => number) => get(side).map((pts) => {
+        const a = pts.find((p) => p.count === lo)!;
+        const b = pts.find((p) => p.count === hi)!;
+        return (f(b.mem) - f(a.mem)) / (hi - lo);
+      });
+      results.add({
+        suite: 'memory', name: `RSS increment per container ${lo}->${hi}`, mode, unit: 'MiB',
+        runc: inc('runc', (m) => m.rssKiB / MiB), tsshim: inc('tsshim', (m) => m.rssKiB / MiB),
+        target: mode === 'per-node' ? { text: 'tsshim <= 1.0 MiB per container', on: 'tsshim', op: '<=', value: 1.0 } : undefined, note,
+      });
+      results.add({
+        suite: 'memory', name: `PSS increment per container ${lo}->${hi}`, mode, unit: 'MiB',
+        runc: inc('runc', (m) => m.pssKiB / MiB), tsshim: inc('tsshim', (m) => m.pssKiB / MiB),
+      });
+    }
+  }
+}
