@@ -41,6 +41,8 @@ async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[
     }
   } finally {
     for (let i = 0; i < ids.length; i += 10) await Promise.all(ids.slice(i, i + 10).map((id) => removeContainer(c, id)));
+    // The next measurement must not count shims that are still shutting down.
+    for (let waited = 0; waited < 15_000 && shimDaemons(c.address).length > before.shims; waited += 100) await sleep(100);
   }
   env.log(`  memory ${mode}/${side}: ${points.map((p) => `${p.count}: ${(p.mem.rssKiB / MiB).toFixed(1)} MiB RSS in ${p.mem.shims} shims`).join(', ')}` +
     (before.shims ? ` (before: ${(before.rssKiB / MiB).toFixed(1)} MiB in ${before.shims})` : ''));

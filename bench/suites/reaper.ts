@@ -15,7 +15,8 @@ async function orphanRun(env: BenchEnv, side: Side, ns: PidNs, count: number): P
   const c = env.main;
   const id = newId(`reap-${side}`);
   const script = `i=0; while [ $i -lt ${count} ]; do (/bin/true &); i=$((i+1)); done`;
-  const extra = ns === 'host pid ns' ? ['--with-ns', 'pid:/proc/1/ns/pid'] : [];
+  // Our own pid namespace is the host's (/proc/1/ns may be unreadable inside a sandboxed host).
+  const extra = ns === 'host pid ns' ? ['--with-ns', `pid:/proc/${process.pid}/ns/pid`] : [];
   const t0 = nowMs();
   await mustCtr(c, runArgs(env, { side, extra }, ['-d'], id, ['sh', '-c', script]));
   const shimPid = Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8').trim());
