@@ -109,3 +109,13 @@ export function sumMem(pids: number[]): MemTotals {
   }
   return t;
 }
+
+/** The shim daemon serving container `id` (started for it: `-id <id>` on its command line). */
+export function shimPidFor(containerdAddress: string, id: string): number | null {
+  for (const pid of shimDaemons(containerdAddress)) {
+    const argv = (readOr(`/proc/${pid}/cmdline`) ?? '').split(/[\0 ]+/);
+    const i = argv.indexOf('-id');
+    if (i >= 0 && argv[i + 1] === id) return pid;
+  }
+  return null;
+}

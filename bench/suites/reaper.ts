@@ -1,11 +1,9 @@
 // 5. Reaping: a container whose shell leaves 10,000 orphans (double fork) behind, in the host pid
 // namespace (the shim, a subreaper, reaps them) and in its own (the container's init does), plus
 // an exec storm: 200 execs, 20 at a time.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { waitTask } from '../../test/e2e/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, removeContainer, runArgs, runSleeper } from '../lib/env';
-import { cpuMs, zombieChildren } from '../lib/proc';
+import { cpuMs, shimPidFor, zombieChildren } from '../lib/proc';
 import type { Results } from '../lib/results';
 import { nowMs, rotate } from '../lib/stats';
 
@@ -19,7 +17,8 @@ async function orphanRun(env: BenchEnv, side: Side, ns: PidNs, count: number): P
   const extra = ns === 'host pid ns' ? ['--with-ns', `pid:/proc/${process.pid}/ns/pid`] : [];
   const t0 = nowMs();
   await mustCtr(c, runArgs(env, { side, extra }, ['-d'], id, ['sh', '-c', script]));
-  const shimPid = Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8').trim());
+  const shimPid = shimPidFor(c.address, id);
+  if (shimPid === null) throw new Error(`no shim daemon found for ${id}`);
   try {
     const exit = await waitTask(c, id, { timeoutMs: 600_000 });
     const ms = nowMs() - t0;
