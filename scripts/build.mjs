@@ -26,9 +26,12 @@ run(bin('pbjs'), ['-t', 'static-module', '-w', 'commonjs', '--keep-case', '--no-
 run(bin('pbts'), ['--no-comments', '-o', join(gen, 'proto.d.ts'), join(gen, 'proto.js')]);
 
 rmSync(join(root, 'dist'), { recursive: true, force: true });
-run(bin('tsc'), ['-p', join(root, 'tsconfig.json')]);
+// tsc emits even when it reports type errors: finish the tree either way, then fail the build.
+let typeErrors = null;
+try { run(bin('tsc'), ['-p', join(root, 'tsconfig.json')]); } catch (e) { typeErrors = e; }
 mkdirSync(join(root, 'dist', 'src', 'gen'), { recursive: true });
 copyFileSync(join(gen, 'proto.js'), join(root, 'dist', 'src', 'gen', 'proto.js'));
 let revision = 'unknown';
 try { revision = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root }).toString().trim(); } catch { /* not a git checkout */ }
 writeFileSync(join(root, 'dist', 'revision.txt'), revision + '\n');
+if (typeErrors) { console.error('build: TypeScript reported errors'); process.exit(1); }

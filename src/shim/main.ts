@@ -50,6 +50,11 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(out);
       return;
     }
+    case 'spare': {
+      const { runSpare } = await import('./spare');
+      await runSpare(flags, path.join(__dirname, 'main.js'));
+      return;
+    }
     case '': {
       const { runDaemon } = await import('./serve');
       await runDaemon(flags);

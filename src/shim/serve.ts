@@ -15,6 +15,7 @@ import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../task/shim-service';
 import { startMetricsFromEnv } from './metrics';
 import { PER_NODE_GROUP } from './start';
+import { ensureSpare } from './spare';
 
 export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 
@@ -29,6 +30,9 @@ export interface Daemon {
   group: string;
 }
 
+/** A socket the daemon was handed already bound (by a spare, src/shim/spare.ts). */
+export interface BoundSocket { server: net.Server; socket: string; group: string }
+
 function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: string }> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -42,7 +46,7 @@ function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: str
   });
 }
 
-export async function runDaemon(flags: ShimFlags): Promise<void> {
+export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<void> {
   const startedAt = new Date();
   // Look like the Go shim in ps and /proc/<pid>/cmdline: operators and tools search for this name.
   process.title = ['containerd-shim-tsshim-v2', '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address].join(' ');
@@ -56,8 +60,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   process.on('uncaughtException', (e) => log.error('uncaught exception', { error: e.stack ?? e.message }));
   process.on('unhandledRejection', (e: any) => log.error('unhandled rejection', { error: e?.stack ?? String(e) }));
 
-  const { server: netServer, socket } = await listenFrom(flags);
-  const group = process.env.TSSHIM_GROUP || flags.id;
+  const { server: netServer, socket } = bound ?? await listenFrom(flags);
+  const group = bound?.group ?? (process.env.TSSHIM_GROUP || flags.id);
   const perNode = group === PER_NODE_GROUP;
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address.
   const pidFile = perNode && socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
@@ -107,4 +111,6 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => {});
   log.info('shim started', { pid: process.pid, socket, group, replayed: replay.length });
+  // A warm spare for the next container's `start`: it boots while this one runs its container.
+  if (!perNode) ensureSpare(path.join(__dirname, 'main.js'), flags);
 }

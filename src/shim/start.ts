@@ -43,16 +43,15 @@ async function bindOrReuse(socket: string): Promise<net.Server | null> {
   return listen(socket);
 }
 
-function adjustOomScore(daemonPid: number): void {
+function adjustOomScore(daemonPid: number, containerdPid: number): void {
   try {
-    const parent = Number(fs.readFileSync(`/proc/${process.ppid}/oom_score_adj`, 'utf8').trim());
+    const parent = Number(fs.readFileSync(`/proc/${containerdPid}/oom_score_adj`, 'utf8').trim());
     const score = Math.max(-1000, Math.min(1000, parent + 1));
     fs.writeFileSync(`/proc/${daemonPid}/oom_score_adj`, String(score));
   } catch (e: any) {
     if (e.code !== 'EPERM' && e.code !== 'EACCES') throw e;
   }
 }
-
 function moveToCgroup(pid: number, cgroup: string): void {
   const unified = '/sys/fs/cgroup/cgroup.controllers';
   if (fs.existsSync(unified)) {
@@ -68,17 +67,37 @@ function moveToCgroup(pid: number, cgroup: string): void {
   }
 }
 
-export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[]): Promise<string> {
-  const bundle = process.cwd();
+export interface GroupSocket {
+  address: string;
+  socket: string;
+  group: string;
+  /** Listening on the group's socket; null when a live shim already serves the group. */
+  server: net.Server | null;
+}
+
+/** Binds this container's group socket, or finds the shim that already serves the group. */
+export async function claimGroupSocket(flags: ShimFlags, opts: StartOptions, bundle: string): Promise<GroupSocket> {
   const group = opts.perNode ? PER_NODE_GROUP : groupKey(flags.id, readAnnotations(bundle));
   const socket = socketPath(flags.address, flags.namespace, group);
   const address = toAddress(socket);
   const server = await bindOrReuse(socket);
-  if (!server) {
-    writeFileAtomic(path.join(bundle, 'address'), address);
-    return address;
-  }
-  fs.chmodSync(socket, 0o600);
+  if (server) fs.chmodSync(socket, 0o600);
+  else writeFileAtomic(path.join(bundle, 'address'), address);
+  return { address, socket, group, server };
+}
+
+/** What the Go shim does to its daemon: shim cgroup, OOM score just above containerd's; then the bundle files. */
+export function settleDaemon(pid: number, opts: StartOptions, containerdPid: number, bundle: string, address: string): void {
+  if (opts.shimCgroup) moveToCgroup(pid, opts.shimCgroup);
+  adjustOomScore(pid, containerdPid);
+  writeFileAtomic(path.join(bundle, 'address'), address);
+  writeFileAtomic(path.join(bundle, 'shim.pid'), String(pid));
+}
+
+export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[]): Promise<string> {
+  const bundle = process.cwd();
+  const { address, socket, group, server } = await claimGroupSocket(flags, opts, bundle);
+  if (!server) return address;
   const fd = (server as any)._handle.fd as number;
   const args = [...daemonEntry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
   if (flags.debug) args.push('-debug');
@@ -90,10 +109,7 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
   });
   child.unref();
   try {
-    if (opts.shimCgroup) moveToCgroup(child.pid!, opts.shimCgroup);
-    adjustOomScore(child.pid!);
-    writeFileAtomic(path.join(bundle, 'address'), address);
-    writeFileAtomic(path.join(bundle, 'shim.pid'), String(child.pid));
+    settleDaemon(child.pid!, opts, process.ppid, bundle, address);
   } catch (e) {
     try { process.kill(child.pid!, 'SIGKILL'); } catch { /* already gone */ }
     fs.rmSync(socket, { force: true });

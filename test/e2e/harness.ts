@@ -141,12 +141,14 @@ function allPids(): number[] {
 }
 
 /** Shim processes (start, daemon or delete) whose `-address` names this containerd's socket. */
-function findShimPids(address: string, exclude: number): number[] {
+/** Shims of the containerd at `address`; with spares, also tsshim's idle warm spares for it. */
+function findShimPids(address: string, exclude: number, withSpares = false): number[] {
   const out: number[] = [];
   for (const pid of allPids()) {
     if (pid === exclude || pid === process.pid) continue;
     const argv = readArgv(pid);
     if (!argv) continue;
+    if (!withSpares && argv.includes('spare')) continue;
     for (let i = 1; i < argv.length; i++) {
       const a = argv[i];
       if (((a === '-address' || a === '--address') && argv[i + 1] === address) ||
@@ -257,7 +259,7 @@ function teardownSync(inst: Instance): void {
   const bundles = listBundles(inst.state);
   // Containers first: killing a pid namespace's init takes the rest of it down.
   killAndWait(bundles.flatMap(containerPids), 3000);
-  killAndWait(findShimPids(inst.address, inst.currentPid()), 3000);
+  killAndWait(findShimPids(inst.address, inst.currentPid(), true), 3000);
   for (const b of bundles) {
     spawnSync('runc', ['--root', runcRootFor(b), 'delete', '--force', b.id], { stdio: 'ignore', timeout: 10_000 });
     removeShimSocket(b);
