@@ -1,6 +1,8 @@
 // Where tsshim's time goes in `ctr run --rm /bin/true`: Node start-up against the Go shim's, the
 // cost of requiring the shim's module graph (per module), and CPU profiles of the `start` process
-// and the daemon (--cpu-prof through NODE_OPTIONS, which containerd passes on to shims).
+// and the daemon. --cpu-prof is refused in NODE_OPTIONS and the daemon is spawned without execArgv,
+// so a `--require` hook in NODE_OPTIONS (which containerd passes on to shims and start passes to
+// the daemon) runs the V8 profiler through node:inspector and writes the profile at exit.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -49,6 +51,23 @@ process.on('exit', () => {
 });
 `;
 
+const PROFILE_HOOK = `
+const inspector = require('inspector');
+const bootMs = performance.now();
+const session = new inspector.Session();
+session.connect();
+session.post('Profiler.enable');
+session.post('Profiler.setSamplingInterval', { interval: 200 });
+session.post('Profiler.start');
+process.on('exit', () => {
+  session.post('Profiler.stop', (err, res) => {
+    if (err) return;
+    const out = { argv: process.argv.slice(2), bootMs, exitMs: performance.now(), profile: res.profile };
+    require('fs').writeFileSync(require('path').join(process.env.TSSHIM_PROF_DIR, process.pid + '.json'), JSON.stringify(out));
+  });
+});
+`;
+
 interface ProfileNode { id: number; callFrame: { functionName: string; url: string }; children?: number[] }
 interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
 
@@ -65,15 +84,15 @@ function bucketOf(url: string, fn: string, repo: string): string {
   return rel || fn || '(native)';
 }
 
-function summarizeProfile(p: CpuProfile, repo: string): { totalMs: number; buckets: Record<string, number>; fns: Record<string, number>; kind: string } {
+interface HookOutput { argv: string[]; bootMs: number; exitMs: number; profile: CpuProfile }
+
+function summarizeProfile(h: HookOutput, repo: string) {
+  const p = h.profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const buckets: Record<string, number> = {};
   const fns: Record<string, number> = {};
-  let kind = 'other';
-  for (const n of p.nodes) {
-    if (n.callFrame.functionName === 'runDaemon') kind = 'daemon';
-    else if (n.callFrame.functionName === 'runStart' && kind !== 'daemon') kind = 'start';
-  }
+  const last = h.argv[h.argv.length - 1];
+  const kind = last === 'start' || last === 'delete' ? last : 'daemon';
   for (let i = 0; i < p.samples.length; i++) {
     const n = byId.get(p.samples[i]);
     if (!n) continue;
@@ -83,11 +102,11 @@ function summarizeProfile(p: CpuProfile, repo: string): { totalMs: number; bucke
     const f = `${n.callFrame.functionName || '(anonymous)'} ${bucketOf(n.callFrame.url, '', repo)}`;
     fns[f] = (fns[f] ?? 0) + ms;
   }
-  return { totalMs: (p.endTime - p.startTime) / 1000, buckets, fns, kind };
+  return { totalMs: (p.endTime - p.startTime) / 1000, bootMs: h.bootMs, exitMs: h.exitMs, buckets, fns, kind };
 }
 
 function top(rec: Record<string, number>, n: number): [string, number][] {
-  return Object.entries(rec).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k, Math.round(v * 10) / 10]);
+  return Object.entries(rec).filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k, Math.round(v * 10) / 10]);
 }
 
 export async function profileSuite(env: BenchEnv, results: Results): Promise<void> {
@@ -126,7 +145,9 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
     // CPU profiles of start and daemon for a few `ctr run --rm /bin/true`.
     const profDir = path.join(tmp, 'cpuprof');
     fs.mkdirSync(profDir);
-    const c = await startContainerd({ namespace: 'bench', logLevel: 'info', env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profDir}` } });
+    const hook = path.join(tmp, 'profile-hook.js');
+    fs.writeFileSync(hook, PROFILE_HOOK);
+    const c = await startContainerd({ namespace: 'bench', logLevel: 'info', env: { NODE_OPTIONS: `--require ${hook}`, TSSHIM_PROF_DIR: profDir } });
     try {
       const runs = env.quick ? 3 : 6;
       for (let i = 0; i < runs; i++) await mustCtr(c, runArgs(env, { side: 'tsshim' }, ['--rm'], newId('prof'), ['/bin/true']));
@@ -134,10 +155,10 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
     } finally {
       await c.stop();
     }
-    const summaries = fs.readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'))
+    const summaries = fs.readdirSync(profDir).filter((f) => f.endsWith('.json'))
       .map((f) => summarizeProfile(JSON.parse(fs.readFileSync(path.join(profDir, f), 'utf8')), repo));
     const prof: Record<string, unknown> = {};
-    for (const kind of ['start', 'daemon']) {
+    for (const kind of ['start', 'daemon', 'delete']) {
       const ss = summaries.filter((s) => s.kind === kind);
       if (!ss.length) continue;
       const avg = (recs: Record<string, number>[]) => {
@@ -148,6 +169,8 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
       prof[kind] = {
         profiles: ss.length,
         medianProfiledMs: Math.round(percentile(ss.map((s) => s.totalMs), 50) * 10) / 10,
+        medianNodeBootMs: Math.round(percentile(ss.map((s) => s.bootMs), 50) * 10) / 10,
+        medianLifetimeMs: Math.round(percentile(ss.map((s) => s.exitMs), 50) * 10) / 10,
         topBuckets: top(avg(ss.map((s) => s.buckets)), 12),
         topFunctions: top(avg(ss.map((s) => s.fns)), 12),
       };
