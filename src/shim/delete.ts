@@ -8,6 +8,7 @@ import { Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
 
 const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 
 function readText(file: string): string | null {
   try { return fs.readFileSync(file, 'utf8').trim(); } catch { return null; }
@@ -24,6 +25,30 @@ export function encodeDeleteResponse(pid: number, status: number, atMs: number):
 function isMounted(dir: string): boolean {
   const info = readText('/proc/self/mountinfo') ?? '';
   return info.split('\n').some((l) => { const mp = l.split(' ')[4]; return mp === dir || mp?.startsWith(dir + '/'); });
+}
+
+/** True when a process has a socket bound to `socket` (a live shim listening on it). */
+function socketServed(socket: string): boolean {
+  const table = readText('/proc/net/unix');
+  if (table === null) return true; // cannot tell: leave the files alone
+  return table.split('\n').some((l) => l.endsWith(' ' + socket));
+}
+
+/**
+ * A shim killed by SIGKILL leaves its socket, event outbox and per-node pid file behind. When no
+ * process serves the socket any more, remove them: containerd publishes the exit and delete of a
+ * dead shim's tasks itself, so replaying that outbox from a later shim of the same group would only
+ * repeat stale events. A live group shim (or a newer one on the same path) is never touched.
+ */
+function removeDeadShimFiles(bundle: string): void {
+  const address = readText(path.join(bundle, 'address'));
+  if (!address) return;
+  const socket = address.replace(/^unix:\/\//, '');
+  if (!path.isAbsolute(socket) || socketServed(socket)) return;
+  try { if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket); } catch { /* already gone */ }
+  const base = path.basename(socket);
+  fs.rmSync(path.join(STATE_DIR, `${base}.outbox`), { force: true });
+  fs.rmSync(path.join(STATE_DIR, `${base}.pid`), { force: true });
 }
 
 export function runDelete(flags: ShimFlags, warn: (msg: string) => void): Uint8Array {
@@ -44,6 +69,7 @@ export function runDelete(flags: ShimFlags, warn: (msg: string) => void): Uint8A
     const r = spawnSync('umount', ['-R', rootfs], { timeout: 2000, stdio: ['ignore', 'ignore', 'pipe'] });
     if (r.status !== 0) { warn(`umount ${rootfs}: ${r.stderr.toString().trim()}`); break; }
   }
+  removeDeadShimFiles(bundle);
   const pid = Number(readText(path.join(bundle, 'init.pid'))) || 0;
   // The shim persisted the real exit status at reap time; 137 only when the container never exited
   // before the shim died (it was killed by runc delete --force above).

@@ -1,0 +1,152 @@
+// Process and host probes for the survival and leak tests: zombies under a shim, open fds, RSS,
+// children, mounts under a directory, and small waiting helpers. Linux /proc only.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls fn until it returns a truthy value; throws after timeoutMs naming `what`. */
+export async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000, everyMs = 100): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+export interface ProcStat { pid: number; state: string; ppid: number; rssPages: number }
+
+export function procStat(pid: number): ProcStat | null {
+  let stat: string;
+  try { stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
+  // comm may hold spaces and parentheses: the fields start after the last ')'.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { pid, state: rest[0], ppid: Number(rest[1]), rssPages: Number(rest[21]) };
+}
+
+export function allPids(): number[] {
+  return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
+}
+
+/** Zombies (state Z) whose parent is one of `parents`. */
+export function zombiesOf(parents: Iterable<number>): number[] {
+  const set = new Set(parents);
+  if (set.size === 0) return [];
+  const out: number[] = [];
+  for (const pid of allPids()) {
+    const s = procStat(pid);
+    if (s && s.state === 'Z' && set.has(s.ppid)) out.push(pid);
+  }
+  return out;
+}
+
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[] = [];
+  try { tasks = fs.readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const t of tasks) {
+    try {
+      const text = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
+      if (text) out.push(...text.split(/\s+/).map(Number));
+    } catch { /* thread gone */ }
+  }
+  return out;
+}
+
+export function fdCount(pid: number): number {
+  try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return -1; }
+}
+
+/** Open fds of a process by kind: pipe, socket, anon_inode:..., or the path for files (fifos included). */
+export function fdTargets(pid: number): string[] {
+  const out: string[] = [];
+  let fds: string[] = [];
+  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return out; }
+  for (const fd of fds) {
+    try { out.push(fs.readlinkSync(`/proc/${pid}/fd/${fd}`)); } catch { /* closed meanwhile */ }
+  }
+  return out;
+}
+
+/** Resident set size in bytes (VmRSS). */
+export function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : -1;
+  } catch { return -1; }
+}
+
+export function processAlive(pid: number): boolean {
+  const s = procStat(pid);
+  return !!s && s.state !== 'Z' && s.state !== 'X';
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mount points at or under `dir` in our mount namespace. */
+export function mountsUnder(dir: string): string[] {
+  const prefix = dir.endsWith('/') ? dir : dir + '/';
+  const out: string[] = [];
+  let info = '';
+  try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return out; }
+  for (const line of info.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 5) continue;
+    const mp = unescapeMount(f[4]);
+    if (mp === dir || mp.startsWith(prefix)) out.push(mp);
+  }
+  return out;
+}
+
+/** Files directly in `dir` (empty when it does not exist). */
+export function listDir(dir: string): string[] {
+  try { return fs.readdirSync(dir); } catch { return []; }
+}
+
+export interface ShimSample { pid: number; fds: number; rss: number; children: number; zombies: number; fdKinds: Record<string, number> }
+
+/** One sample of a shim process's resources. */
+export function sampleShim(pid: number): ShimSample {
+  const fdKinds: Record<string, number> = {};
+  for (const t of fdTargets(pid)) {
+    const kind = t.startsWith('socket:') ? 'socket' : t.startsWith('pipe:') ? 'pipe'
+      : t.startsWith('anon_inode:') ? t.slice('anon_inode:'.length).replace(/[[\]]/g, '') : 'file';
+    fdKinds[kind] = (fdKinds[kind] ?? 0) + 1;
+  }
+  return { pid, fds: fdCount(pid), rss: rssBytes(pid), children: childrenOf(pid).length, zombies: zombiesOf([pid]).length, fdKinds };
+}
+
+export function mib(bytes: number): string {
+  return (bytes / 1048576).toFixed(1) + ' MiB';
+}
+
+/** Reads `<bundle>/<name>`, trimmed; null when missing. */
+export function readBundleFile(bundle: string, name: string): string | null {
+  try { return fs.readFileSync(path.join(bundle, name), 'utf8').trim(); } catch { return null; }
+}
+
+/** Seeded PRNG (mulberry32) so a failing stress run can be replayed with --seed. */
+export class Random {
+  private s: number;
+  constructor(readonly seed: number) { this.s = seed >>> 0; }
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(n: number): number { return Math.floor(this.next() * n); }
+  pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]; }
+  /** k distinct elements of xs. */
+  sample<T>(xs: readonly T[], k: number): T[] {
+    const copy = [...xs];
+    for (let i = copy.length - 1; i > 0; i--) { const j = this.int(i + 1); [copy[i], copy[j]] = [copy[j], copy[i]]; }
+    return copy.slice(0, Math.min(k, copy.length));
+  }
+}
