@@ -63,6 +63,7 @@ async function stopAll(c: Containerd): Promise<void> {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const started = Date.now();
+  const loadAtStart = os.loadavg()[0];
   const log = (m: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   const repo = repoRoot();
   if (!fs.existsSync(path.join(repo, 'dist', 'src', 'shim', 'main.js'))) throw new Error(`tsshim is not built (${repo}/dist): npm run build`);
@@ -113,10 +114,11 @@ async function main(): Promise<void> {
     revision: revision(repo),
     cpus: os.cpus().length,
     durationS: (Date.now() - started) / 1000,
+    load: [loadAtStart, os.loadavg()[0]],
   };
   const base = `${info.date}-${info.host}${args.quick ? '-quick' : ''}`;
   fs.mkdirSync(args.out, { recursive: true });
-  const title = `tsshim / runc.v2, ${info.date} ${info.host}${args.quick ? ' (quick)' : ''}, rev ${info.revision}`;
+  const title = `tsshim / runc.v2, ${info.date} ${info.host}${args.quick ? ' (quick)' : ''}, rev ${info.revision}, load ${info.load[0].toFixed(1)}-${info.load[1].toFixed(1)}`;
   fs.writeFileSync(path.join(args.out, `${base}.json`), JSON.stringify({ info, rows: results.rows, notes: results.notes, extra: results.extra }, null, 1) + '\n');
   fs.writeFileSync(path.join(args.out, `${base}.svg`), svgChart(results, title));
   fs.writeFileSync(path.join(args.out, `${base}.md`), markdown(results, info, `${base}.svg`));

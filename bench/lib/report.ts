@@ -12,6 +12,8 @@ export interface RunInfo {
   revision: string;
   cpus: number;
   durationS: number;
+  /** 1-minute load average at start and end: other work on the machine inflates absolute numbers. */
+  load: [number, number];
 }
 
 function fmt(v: number | undefined | null, unit: string): string {
@@ -50,7 +52,7 @@ export function textTable(results: Results): string {
 export function markdown(results: Results, info: RunInfo, svgName: string): string {
   const out: string[] = [];
   out.push(`# tsshim vs runc.v2 benchmark, ${info.date} on ${info.host}${info.quick ? ' (--quick)' : ''}`, '');
-  out.push(`node ${info.node}, ${info.containerd}, ${info.runc}, ${info.cpus} CPUs, tsshim revision ${info.revision}, ${info.durationS.toFixed(0)} s.`);
+  out.push(`node ${info.node}, ${info.containerd}, ${info.runc}, ${info.cpus} CPUs, tsshim revision ${info.revision}, ${info.durationS.toFixed(0)} s, load average ${info.load[0].toFixed(1)} at start, ${info.load[1].toFixed(1)} at end.`);
   out.push('runc and tsshim run in the same containerd(s), interleaved with the order rotated every iteration; ratio = tsshim median / runc median');
   out.push('(lower is better for ms and MiB, higher for MiB/s and calls/s). Noise on this machine is about ±10%.', '');
   out.push(`![ratios](${svgName})`, '');
