@@ -52,19 +52,20 @@ function adjustOomScore(daemonPid: number, containerdPid: number): void {
     if (e.code !== 'EPERM' && e.code !== 'EACCES') throw e;
   }
 }
+/** ShimCgroup: like the Go shim, join an existing cgroup (v2, or every v1 hierarchy that has it). */
 function moveToCgroup(pid: number, cgroup: string): void {
-  const unified = '/sys/fs/cgroup/cgroup.controllers';
-  if (fs.existsSync(unified)) {
+  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) {
     fs.writeFileSync(path.join('/sys/fs/cgroup', cgroup, 'cgroup.procs'), String(pid));
     return;
   }
+  let joined = 0;
   for (const hierarchy of fs.readdirSync('/sys/fs/cgroup')) {
     const procs = path.join('/sys/fs/cgroup', hierarchy, cgroup, 'cgroup.procs');
-    const dir = path.dirname(procs);
-    if (!fs.existsSync(path.join('/sys/fs/cgroup', hierarchy, 'cgroup.procs'))) continue;
-    fs.mkdirSync(dir, { recursive: true });
+    if (!fs.existsSync(procs)) continue;
     fs.writeFileSync(procs, String(pid));
+    joined++;
   }
+  if (joined === 0) throw new Error(`shim cgroup ${cgroup} does not exist`);
 }
 
 export interface GroupSocket {
