@@ -70,7 +70,7 @@ export function zombieChildren(ppid: number): number {
  * `-address <containerd socket>` and that are not a transient `start`/`delete`. The command line is
  * split on NULs and spaces, because tsshim's daemon rewrites its process title into one string.
  */
-export function shimDaemons(containerdAddress: string): number[] {
+export function shimDaemons(containerdAddress: string, runtime?: 'runc' | 'tsshim'): number[] {
   const out: number[] = [];
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
@@ -81,6 +81,9 @@ export function shimDaemons(containerdAddress: string): number[] {
     const argv = raw.split(/[\0 ]+/).filter(Boolean);
     const i = argv.findIndex((a, j) => (a === '-address' || a === '--address') && argv[j + 1] === containerdAddress);
     if (i < 0) continue;
+    // runc.v2's daemon is containerd-shim-runc-v2; tsshim's (and its warm spares) carry tsshim in the title.
+    if (runtime === 'runc' && !argv[0].endsWith('containerd-shim-runc-v2')) continue;
+    if (runtime === 'tsshim' && !raw.includes('tsshim')) continue;
     const last = argv[argv.length - 1];
     if (last === 'start' || last === 'delete') continue;
     const state = procState(pid);

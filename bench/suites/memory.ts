@@ -12,9 +12,9 @@ const MiB = 1024;
 
 interface Point { count: number; mem: MemTotals }
 
-async function settledMem(address: string, settleMs: number): Promise<MemTotals> {
+async function settledMem(address: string, side: Side, settleMs: number): Promise<MemTotals> {
   await sleep(settleMs); // transient start/delete processes gone, the daemon's start-up garbage collected
-  return sumMem(shimDaemons(address));
+  return sumMem(shimDaemons(address, side));
 }
 
 async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[]): Promise<Point[]> {
@@ -24,7 +24,7 @@ async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[
   let spec: RunSpec = { side };
   // The per-node shim is there before the first container and stays after the last: its memory
   // at N containers includes that base, the increment between sizes does not.
-  const before = sumMem(shimDaemons(c.address));
+  const before = sumMem(shimDaemons(c.address, side));
   try {
     for (const size of sizes) {
       while (ids.length < size) {
@@ -37,12 +37,12 @@ async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[
         await runSleeper(env, c, spec, id);
         ids.push(id);
       }
-      points.push({ count: size, mem: await settledMem(c.address, env.quick ? 1000 : 2000) });
+      points.push({ count: size, mem: await settledMem(c.address, side, env.quick ? 1000 : 2000) });
     }
   } finally {
     for (let i = 0; i < ids.length; i += 10) await Promise.all(ids.slice(i, i + 10).map((id) => removeContainer(c, id)));
     // The next measurement must not count shims that are still shutting down.
-    for (let waited = 0; waited < 15_000 && shimDaemons(c.address).length > before.shims; waited += 100) await sleep(100);
+    for (let waited = 0; waited < 15_000 && shimDaemons(c.address, side).length > before.shims; waited += 100) await sleep(100);
   }
   env.log(`  memory ${mode}/${side}: ${points.map((p) => `${p.count}: ${(p.mem.rssKiB / MiB).toFixed(1)} MiB RSS in ${p.mem.shims} shims`).join(', ')}` +
     (before.shims ? ` (before: ${(before.rssKiB / MiB).toFixed(1)} MiB in ${before.shims})` : ''));
