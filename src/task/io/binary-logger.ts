@@ -19,6 +19,8 @@ export interface LoggerStartOptions {
   spawn?: SpawnFn;
   log?: IoLog;
   signal?: AbortSignal;
+  /** Working directory (the Go shim's logger inherits the shim's cwd: the bundle). */
+  cwd?: string;
 }
 
 export class BinaryLogger {
@@ -45,6 +47,7 @@ export class BinaryLogger {
         // Only these two variables, no PATH (verified against the Go shim).
         env: { CONTAINER_ID: o.containerId, CONTAINER_NAMESPACE: o.namespace },
         stdio: ['ignore', 'ignore', 'ignore', o.stdoutFd, o.stderrFd, readyW],
+        cwd: o.cwd,
         detached: false,
       });
     } catch (err) {

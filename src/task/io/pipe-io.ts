@@ -21,6 +21,8 @@ export class PipeProcessIO implements ProcessIO {
   /** Shim copies of container-side ends (and logger-side ends), closed once runc has started. */
   private readonly closeAfterStart: number[] = [];
   private readonly outputCopies: Promise<PumpResult>[] = [];
+  /** Output copiers wait for runc to succeed: like the Go shim, a failed runc's own stderr is not copied to the client. */
+  private readonly startAfterRunc: (() => void)[] = [];
   private stdinKeepAliveFd?: number;
   private logger?: BinaryLogger;
   private closed?: Promise<void>;
@@ -62,6 +64,7 @@ export class PipeProcessIO implements ProcessIO {
     // Without this the shim would hold the write ends and never see EOF from the container.
     for (const fd of this.closeAfterStart.splice(0)) this.res.closeFd(fd);
     this.stdio.fill('ignore');
+    for (const start of this.startAfterRunc.splice(0)) start();
   }
 
   async receiveConsole(): Promise<void> {
@@ -158,16 +161,20 @@ export class PipeProcessIO implements ProcessIO {
       stdinCopy = { src: fifo.reader, dst: pipe.shim };
     }
 
-    // Everything opened: start copying. Sockets take over the shim-side pipe ends from here on.
+    // Everything opened. Output copying starts once runc succeeded (afterRuncStarted): until then
+    // the pipes hold only runc's own error text, which the Go shim never shows the client (it
+    // reports it through log.json instead); Sockets take over the shim-side pipe ends from then on.
     for (const c of copies) {
-      this.res.forget(c.src);
-      const src = this.res.stream(socketOnFd(c.src, 'read'));
-      const copy = pump(src, c.dst, { name: c.name, log, endDestination: !c.shared }).then(async (r) => {
-        c.afterCopy?.();
-        if (c.shared && sharedFile && --sharedFile.users === 0) await new Promise<void>((done) => sharedFile!.stream.end(done));
-        return r;
+      this.startAfterRunc.push(() => {
+        this.res.forget(c.src);
+        const src = this.res.stream(socketOnFd(c.src, 'read'));
+        const copy = pump(src, c.dst, { name: c.name, log, endDestination: !c.shared }).then(async (r) => {
+          c.afterCopy?.();
+          if (c.shared && sharedFile && --sharedFile.users === 0) await new Promise<void>((done) => sharedFile!.stream.end(done));
+          return r;
+        });
+        this.outputCopies.push(copy);
       });
-      this.outputCopies.push(copy);
     }
     if (stdinCopy) {
       this.res.forget(stdinCopy.dst);
@@ -189,7 +196,7 @@ export class PipeProcessIO implements ProcessIO {
       containerId: this.opts.execId ?? this.opts.id,
       namespace: this.opts.namespace,
       stdoutFd: out.shim, stderrFd: err.shim,
-      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal,
+      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal, cwd: this.opts.cwd,
     });
     // The logger holds its own copies now. Unlike the Go shim (which keeps the write ends until
     // Delete) we also drop ours after runc started, so the logger sees EOF when the container's

@@ -11,7 +11,16 @@ export interface PumpOptions {
   endDestination?: boolean;
   /** Source errors with these codes mean end-of-data (EIO on a pty master once the slave is gone). */
   endOnErrorCodes?: string[];
+  /**
+   * Called once the source reported its end; returns data still pending in the kernel (null = none
+   * left). For a pty master: libuv reports end-of-stream on POLLHUP after a short read, but a
+   * master read returns at most ~4 KiB, so output written just before the exit may still be there.
+   */
+  readRemaining?: () => Buffer | null;
 }
+
+/** Upper bound for readRemaining() calls, in case a writer keeps the source busy. */
+const MAX_REMAINING_READS = 4096;
 
 export interface PumpResult {
   bytesRead: number;
@@ -36,6 +45,13 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
       if (finished) return;
       finished = true;
       dst.off('drain', onDrain);
+      for (let i = 0; opts.readRemaining && i < MAX_REMAINING_READS; i++) {
+        const chunk = opts.readRemaining();
+        if (!chunk) break;
+        result.bytesRead += chunk.length;
+        if (dropping) result.bytesDropped += chunk.length;
+        else dst.write(chunk); // bounded by the kernel's buffer; back-pressure no longer matters
+      }
       if (dropping || !endDestination) return resolve(result);
       // Resolve once everything accepted by dst reached the kernel.
       dst.end(() => resolve(result));

@@ -1,5 +1,6 @@
 // Terminal mode (runc-and-io.md §4): runc creates the pty in the container and sends us the master
 // over a console socket; we copy master -> stdout and stdin -> master.
+import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { Writable } from 'node:stream';
 import * as sys from '../../shim/sys';
@@ -23,6 +24,7 @@ export class TerminalProcessIO implements ProcessIO {
   private masterSocket?: net.Socket;
   private drained: Promise<void> = Promise.resolve();
   private logger?: BinaryLogger;
+  private readonly readBuf = Buffer.allocUnsafe(64 * 1024);
   private closed?: Promise<void>;
 
   private constructor(private readonly opts: ProcessIOOptions) {}
@@ -86,10 +88,14 @@ export class TerminalProcessIO implements ProcessIO {
       this.closeMaster();
       throw err;
     }
+    // The drain after end-of-stream reads the master directly and must never block.
+    sys.setNonBlocking(master, true);
     const sock = this.res.stream(socketOnPtyMaster(dupFd));
     this.masterSocket = sock;
     const out = this.stdoutDst ?? discard();
-    this.drained = pump(sock, out, { name: 'console', log: this.opts.log, endOnErrorCodes: ['EIO'] }).then(() => undefined);
+    this.drained = pump(sock, out, {
+      name: 'console', log: this.opts.log, endOnErrorCodes: ['EIO'], readRemaining: () => this.readMasterNow(),
+    }).then(() => undefined);
     if (this.stdinReader) {
       // Go: when stdin ends (CloseIO + client closed its end) the console is shut down and the
       // master closed, so the container's session gets a hangup.
@@ -127,6 +133,17 @@ export class TerminalProcessIO implements ProcessIO {
     return this.closed;
   }
 
+  /** One non-blocking read of the master: data, or null on EAGAIN / EIO (slave gone) / closed. */
+  private readMasterNow(): Buffer | null {
+    if (this.masterFd === undefined) return null;
+    try {
+      const n = fs.readSync(this.masterFd, this.readBuf, 0, this.readBuf.length, null);
+      return n > 0 ? Buffer.from(this.readBuf.subarray(0, n)) : null;
+    } catch {
+      return null;
+    }
+  }
+
   private closeMaster(): void {
     this.masterSocket?.destroy();
     closeFdQuietly(this.masterFd);
@@ -146,7 +163,7 @@ export class TerminalProcessIO implements ProcessIO {
       containerId: this.opts.execId ?? this.opts.id,
       namespace: this.opts.namespace,
       stdoutFd: outR, stderrFd: errR,
-      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal,
+      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal, cwd: this.opts.cwd,
     });
     this.res.closeFd(outR);
     this.res.closeFd(errR);

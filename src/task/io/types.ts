@@ -30,6 +30,8 @@ export interface ProcessIOOptions {
   spawn?: SpawnFn;
   /** Aborts waiting for a logger's ready signal or for runc's console connection. */
   signal?: AbortSignal;
+  /** Working directory of a `binary://` logger; the Go shim's loggers inherit its cwd, the bundle. */
+  cwd?: string;
 }
 
 /** Container-side stdio for a runc child: an fd to dup onto 0/1/2, or 'ignore' (= /dev/null). */
