@@ -14,6 +14,8 @@ export interface ShimFlags {
   version: boolean;
   info: boolean;
   debugSocket: string;
+  /** Ignored: room in argv for the process title a spare sets when it becomes a daemon. */
+  titleSpace: string;
   action: string; // '' = daemon mode
   rest: string[];
 }
@@ -26,6 +28,7 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   bundle: 'bundle',
   socket: 'socket',
   'debug-socket': 'debugSocket',
+  'title-space': 'titleSpace',
 };
 const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version', version: 'version', info: 'info' };
 
@@ -34,7 +37,7 @@ export class FlagError extends Error {}
 export function parseFlags(argv: string[]): ShimFlags {
   const flags: ShimFlags = {
     namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '',
-    debug: false, version: false, info: false, debugSocket: '', action: '', rest: [],
+    debug: false, version: false, info: false, debugSocket: '', titleSpace: '', action: '', rest: [],
   };
   let i = 0;
   for (; i < argv.length; i++) {

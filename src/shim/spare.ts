@@ -43,7 +43,9 @@ export function waitingSpares(pool: string): number[] {
 /** Starts a spare for this containerd unless one is already waiting. */
 export function ensureSpare(mainScript: string, flags: ShimFlags): void {
   if (!sparesEnabled() || waitingSpares(sparePool(flags.address)).length > 0) return;
-  const child = spawn(process.execPath, ['--no-warnings', mainScript, '-namespace', flags.namespace, '-address', flags.address, 'spare'], {
+  // Linux shows process.title only within the original argv's bytes: reserve room for the daemon's.
+  const room = '.'.repeat(256);
+  const child = spawn(process.execPath, ['--no-warnings', mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'], {
     cwd: '/', detached: true, stdio: 'ignore', env: process.env,
   });
   child.unref();

@@ -142,7 +142,9 @@ function cgroupFile(controller: string, pod: Pod, containerId: string, file: str
 
 function readArgv(pid: number): string[] | null {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    // tsshim sets process.title like the Go shim's argv, which Linux shows as one string.
+    return argv.length === 1 ? argv[0].split(' ') : argv;
   } catch {
     return null;
   }
