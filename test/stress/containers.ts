@@ -10,14 +10,24 @@ import { containerd as api } from '../../src/gen/proto';
 export const TASK_SERVICE = 'containerd.task.v2.Task';
 const T = api.task.v2;
 
-/** Daemon shims of this containerd: transient `start` and `delete` runs are left out. */
+function argvOf(pid: number): string[] | null {
+  try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]+/); } catch { return null; }
+}
+
+/**
+ * Daemon shims of this containerd serving containers: transient `start` and `delete` runs and
+ * idle warm spares (src/shim/spare.ts; a spare that took a container retitles itself) are left out.
+ */
 export function daemonShims(c: Containerd): number[] {
   return c.shimPids().filter((pid) => {
-    try {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      return !argv.includes('start') && !argv.includes('delete');
-    } catch { return false; }
+    const argv = argvOf(pid);
+    return !!argv && !argv.includes('start') && !argv.includes('delete') && !argv.includes('spare');
   });
+}
+
+/** Idle warm spares of this containerd (at most one is kept waiting by design). */
+export function spareShims(c: Containerd): number[] {
+  return c.shimPids().filter((pid) => argvOf(pid)?.includes('spare'));
 }
 
 /** The pid of the shim serving a container, asked through its socket (joiners of a group get no shim.pid). */
