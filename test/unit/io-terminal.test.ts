@@ -89,7 +89,7 @@ function gone(pid: number): boolean {
   }
 }
 
-test('terminal: console socket, pty master received, stdin -> master, master -> stdout, resize', () =>
+test('terminal: console socket, pty master received, stdin -> master, master -> stdout, resize', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const { dir, helper, fifo } = setup();
     const stdin = fifo('in');
@@ -126,7 +126,7 @@ test('terminal: console socket, pty master received, stdin -> master, master -> 
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('terminal: output written just before exit is drained (EIO ends the copy), no stdin', () =>
+test('terminal: output written just before exit is drained (EIO ends the copy), no stdin', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const { dir, helper, fifo } = setup();
     const stdout = fifo('out');
@@ -144,7 +144,7 @@ test('terminal: output written just before exit is drained (EIO ends the copy), 
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('terminal: close() before runc ever connected releases the socket dir and fds', () =>
+test('terminal: close() before runc ever connected releases the socket dir and fds', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const { dir, fifo } = setup();
     const stdout = fifo('out');
@@ -157,7 +157,7 @@ test('terminal: close() before runc ever connected releases the socket dir and f
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('terminal: file:// is refused with a clear error', () =>
+test('terminal: file:// is refused with a clear error', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     await assert.rejects(
       createProcessIO({ stdin: '', stdout: 'file:///tmp/x.log', stderr: '', terminal: true }, { id: 'c1', namespace: NS }),
@@ -165,7 +165,7 @@ test('terminal: file:// is refused with a clear error', () =>
     );
   }));
 
-test('terminal + binary:// feeds the logger fd 3 from the master', () =>
+test('terminal + binary:// feeds the logger fd 3 from the master', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const { dir, helper } = setup();
     const logger = path.join(dir, 'logger.sh');

@@ -84,7 +84,7 @@ function recordingLog(): { log: IoLog; entries: { level: string; msg: string }[]
   return { log: (level, msg) => entries.push({ level, msg }), entries };
 }
 
-test('8 MiB burst then exit: every byte reaches the stdout FIFO, stderr kept separate', () =>
+test('8 MiB burst then exit: every byte reaches the stdout FIFO, stderr kept separate', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdout, stderr] = mkfifos(dir, 'out', 'err');
@@ -112,7 +112,7 @@ test('8 MiB burst then exit: every byte reaches the stdout FIFO, stderr kept sep
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('stdin is piped in and its EOF reaches the container; fifo:// prefix accepted', () =>
+test('stdin is piped in and its EOF reaches the container; fifo:// prefix accepted', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdin, stdout] = mkfifos(dir, 'in', 'out');
@@ -135,7 +135,7 @@ test('stdin is piped in and its EOF reaches the container; fifo:// prefix accept
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('CloseIO before the client ever opened stdin ends the container stdin', () =>
+test('CloseIO before the client ever opened stdin ends the container stdin', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdin, stdout] = mkfifos(dir, 'in', 'out');
@@ -152,7 +152,7 @@ test('CloseIO before the client ever opened stdin ends the container stdin', () 
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('stdout reader vanishes mid-stream: no crash, stderr unaffected, a new reader gets the rest', () =>
+test('stdout reader vanishes mid-stream: no crash, stderr unaffected, a new reader gets the rest', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdout, stderr] = mkfifos(dir, 'out', 'err');
@@ -184,7 +184,7 @@ test('stdout reader vanishes mid-stream: no crash, stderr unaffected, a new read
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('a failing destination drops that stream, logs once, and never blocks the container', () =>
+test('a failing destination drops that stream, logs once, and never blocks the container', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     // /dev/full: every write fails with ENOSPC, like a destination that is gone for good.
     const dir = tmpDir();
@@ -203,7 +203,7 @@ test('a failing destination drops that stream, logs once, and never blocks the c
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('pump: EPIPE on the destination is logged once and the source is still drained', async () => {
+test('pump: EPIPE on the destination is logged once and the source is still drained', { timeout: 30_000 }, async () => {
   const [srcR, srcW] = sys.pipe2();
   const [dstR, dstW] = sys.pipe2();
   fs.closeSync(dstR); // reader gone: every write gets EPIPE
@@ -221,7 +221,7 @@ test('pump: EPIPE on the destination is logged once and the source is still drai
   assert.match(entries[0].msg, /dropping/);
 });
 
-test('a child that opens /dev/stdout and /dev/stderr itself can write (real pipes, not sockets)', () =>
+test('a child that opens /dev/stdout and /dev/stderr itself can write (real pipes, not sockets)', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdout, stderr] = mkfifos(dir, 'out', 'err');
@@ -237,7 +237,7 @@ test('a child that opens /dev/stdout and /dev/stderr itself can write (real pipe
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('file:// creates the directories and appends stdout and stderr to the one file', () =>
+test('file:// creates the directories and appends stdout and stderr to the one file', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const file = path.join(dir, 'a', 'b', 'ctr.log');
@@ -254,7 +254,7 @@ test('file:// creates the directories and appends stdout and stderr to the one f
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('null IO: all streams empty means /dev/null everywhere and nothing to drain', () =>
+test('null IO: all streams empty means /dev/null everywhere and nothing to drain', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const io = await createProcessIO({ stdin: '', stdout: '', stderr: '', terminal: false }, { id: 'c1', namespace: NS });
     assert.deepEqual(io.runcStdio(), ['ignore', 'ignore', 'ignore']);
@@ -264,7 +264,7 @@ test('null IO: all streams empty means /dev/null everywhere and nothing to drain
     await io.close();
   }));
 
-test('ioUid/ioGid: the container-side pipe ends are chowned', () =>
+test('ioUid/ioGid: the container-side pipe ends are chowned', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdin, stdout] = mkfifos(dir, 'in', 'out');
@@ -296,7 +296,7 @@ if [ "$4" = linger ]; then while :; do /bin/sleep 0.05; done; fi
 wait
 `;
 
-test('binary:// starts the logger with fds 3/4/5 and its env, waits for ready, output reaches it', () =>
+test('binary:// starts the logger with fds 3/4/5 and its env, waits for ready, output reaches it', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const logger = path.join(dir, 'logger.sh');
@@ -323,7 +323,7 @@ test('binary:// starts the logger with fds 3/4/5 and its env, waits for ready, o
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('binary:// close() sends SIGTERM to a logger that is still running', () =>
+test('binary:// close() sends SIGTERM to a logger that is still running', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const logger = path.join(dir, 'logger.sh');
@@ -343,7 +343,7 @@ test('binary:// close() sends SIGTERM to a logger that is still running', () =>
     fs.rmSync(dir, { recursive: true });
   }));
 
-test('binary:// with a missing executable fails clearly and releases everything', () =>
+test('binary:// with a missing executable fails clearly and releases everything', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     await assert.rejects(
       createProcessIO({ stdin: '', stdout: 'binary:///nonexistent/logger', stderr: '', terminal: false }, { id: 'c1', namespace: NS }),
@@ -351,7 +351,7 @@ test('binary:// with a missing executable fails clearly and releases everything'
     );
   }));
 
-test('URI parsing: modes and malformed URIs', async () => {
+test('URI parsing: modes and malformed URIs', { timeout: 30_000 }, async () => {
   const cfg = (stdout: string) => ({ stdin: '', stdout, stderr: '', terminal: false });
   assert.deepEqual(parseOutputTarget(cfg('/run/fifo/x-stdout')), { kind: 'fifo' });
   assert.deepEqual(parseOutputTarget(cfg('fifo:///run/fifo/x-stdout')), { kind: 'fifo' });
@@ -377,7 +377,7 @@ test('URI parsing: modes and malformed URIs', async () => {
   );
 });
 
-test('a missing stdout path fails with the path in the error and leaks nothing', () =>
+test('a missing stdout path fails with the path in the error and leaks nothing', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdin] = mkfifos(dir, 'in');
