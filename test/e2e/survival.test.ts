@@ -11,7 +11,7 @@ import { closeClients, collectEvents, getTask } from './containerd-api';
 import { ensureBusyboxImage } from './rootfs';
 import { formatReport, runRestartScenario } from '../stress/restart-scenario';
 import { daemonShims, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../stress/containers';
-import { listDir, mountsUnder, processAlive, until, zombiesOf } from '../stress/probes';
+import { listDir, mountsUnder, processAlive, sleep, until, zombiesOf } from '../stress/probes';
 
 const GROUP = 'io.containerd.tsshim.v2.group';
 const started: Containerd[] = [];
@@ -117,6 +117,52 @@ test('kill -9 of the shim of image containers: exit 137 / persisted status, no p
     events.stop();
     await stop(c);
   }
+});
+
+test('shims killed -9 while containerd is down: the restarted containerd cleans up, nothing is left', async () => {
+  const c = await containerd();
+  const image = await ensureBusyboxImage(c);
+  const exited = uniqueId('down-exited');
+  const running = uniqueId('down-running');
+  const pids = new Map<string, number>();
+  pids.set(exited, await runDetached(c, exited, ['sh', '-c', 'trap "exit 9" TERM; while :; do sleep 0.1; done'], { runtime: TSSHIM_RUNTIME, image }));
+  pids.set(running, await runDetached(c, running, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image }));
+  const ids = [exited, running];
+  const shims = await Promise.all(ids.map((id) => shimPidOf(c, id)));
+  const sockets = ids.map((id) => shimSocketOf(c, id));
+  const bundles = ids.map((id) => c.bundleDir(id));
+  await c.kill9();
+  closeClients(c);
+  process.kill(pids.get(exited)!, 'SIGTERM');
+  await until(() => fs.existsSync(path.join(c.bundleDir(exited), 'init.exit')), 'the exit to be persisted');
+  assert.equal(JSON.parse(fs.readFileSync(path.join(c.bundleDir(exited), 'init.exit'), 'utf8')).status, 9);
+  // The exit event is now pending in the shim's outbox; the shim dies before it can deliver it.
+  for (const pid of shims) process.kill(pid, 'SIGKILL');
+  await until(() => shims.every((p) => !processAlive(p)), 'shims dead');
+  await c.restart();
+  for (const [i, id] of ids.entries()) {
+    await until(() => !processAlive(pids.get(id)!), `${id} gone`);
+    await until(() => !fs.existsSync(bundles[i]), `${id} bundle removed`);
+    assert.ok(!fs.existsSync(sockets[i]), `${id}: socket of the dead shim left`);
+    assert.deepEqual(listDir('/run/tsshim').filter((f) => f.startsWith(path.basename(sockets[i]))), [], `${id}: outbox left`);
+  }
+  const ls = await c.ctr(['task', 'ls']);
+  for (const id of ids) assert.ok(!ls.stdout.includes(id), ls.stdout);
+  for (const id of ids) assert.equal((await c.ctr(['container', 'delete', id])).code, 0);
+  assert.deepEqual(mountsUnder(c.state), []);
+  assert.deepEqual(daemonShims(c), []);
+  // A new container with the same id starts clean: no stale event of its predecessor is replayed.
+  const events = await collectEvents(c);
+  try {
+    await runDetached(c, exited, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image });
+    await sleep(1500);
+    const stale = events.events.filter((e) => e.topic === '/tasks/exit' && e.event?.container_id === exited);
+    assert.deepEqual(stale, [], 'no exit event for the fresh container');
+    await removeContainer(c, exited);
+  } finally {
+    events.stop();
+  }
+  await stop(c);
 });
 
 test('group annotation: one shim serves the group and exits after the last container is deleted', async () => {
