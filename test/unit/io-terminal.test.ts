@@ -181,3 +181,41 @@ test('terminal + binary:// feeds the logger fd 3 from the master', { timeout: 30
     await io.close();
     fs.rmSync(dir, { recursive: true });
   }));
+
+test('terminal: receiveConsole() may start before runc runs (as the Task service does)', { timeout: 30_000 }, () =>
+  noFdLeak(async () => {
+    const { dir, helper, fifo } = setup();
+    const stdout = fifo('out');
+    const io = await createProcessIO({ stdin: '', stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
+    const out = reader(stdout);
+    const receiving = io.receiveConsole();
+    await sleep(200); // runc is slow to connect: no timeout fires on our side
+    const runc = spawn('python3', [helper, io.consoleSocketPath!, 'echo early-bird'], { stdio: 'ignore' });
+    assert.equal((await once(runc, 'exit'))[0], 0);
+    await receiving;
+    assert.equal(await io.waitDrained(5000), true);
+    assert.equal(await out.done, 'early-bird\r\n');
+    await io.close();
+    fs.rmSync(dir, { recursive: true });
+  }));
+
+test('terminal: close() ends a pending receiveConsole() without an unhandled rejection', { timeout: 30_000 }, () =>
+  noFdLeak(async () => {
+    const { dir, fifo } = setup();
+    const stdout = fifo('out');
+    const io = await createProcessIO({ stdin: '', stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      void io.receiveConsole(); // runc "failed": nobody awaits this promise
+      await sleep(20);
+      await io.close();
+      await sleep(100);
+      assert.deepEqual(unhandled, []);
+      await assert.rejects(io.receiveConsole(), /console socket closed/);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    fs.rmSync(dir, { recursive: true });
+  }));

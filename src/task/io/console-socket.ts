@@ -8,12 +8,12 @@ import * as sys from '../../shim/sys';
 /** sun_path is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
 const RECV_RETRY_MS = 5;
-export const DEFAULT_CONSOLE_TIMEOUT_MS = 10_000;
 
 export class ConsoleSocket {
   private connection?: Promise<net.Socket>;
   private accepted?: net.Socket;
   private closed = false;
+  private readonly closedSignal = new AbortController();
 
   private constructor(readonly path: string, private readonly dir: string, private readonly server: net.Server) {}
 
@@ -50,10 +50,14 @@ export class ConsoleSocket {
     return sock;
   }
 
-  /** Waits for runc's connection and receives the pty master (close-on-exec) it sends. */
+  /**
+   * Waits for runc's connection and receives the pty master (close-on-exec) it sends. No time limit
+   * by default (runc's own deadline bounds it); close() or opts.signal end the wait.
+   */
   async receiveMaster(opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<number> {
-    const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_CONSOLE_TIMEOUT_MS);
-    const conn = await this.withDeadline(this.connection!, deadline, opts.signal, 'waiting for runc to connect to the console socket');
+    const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
+    const signal = opts.signal ? AbortSignal.any([opts.signal, this.closedSignal.signal]) : this.closedSignal.signal;
+    const conn = await this.withDeadline(this.connection!, deadline, signal, 'waiting for runc to connect to the console socket');
     const fd = (conn as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (fd === undefined || fd < 0) throw new Error('console socket connection has no fd');
     for (;;) {
@@ -64,7 +68,7 @@ export class ConsoleSocket {
         if (code === 'EOF') throw new Error('runc closed the console socket without sending the pty master');
         if (code !== 'EAGAIN') throw err;
       }
-      await this.withDeadline(new Promise((r) => setTimeout(r, RECV_RETRY_MS)), deadline, opts.signal, 'receiving the pty master');
+      await this.withDeadline(new Promise((r) => setTimeout(r, RECV_RETRY_MS)), deadline, signal, 'receiving the pty master');
     }
   }
 
@@ -72,6 +76,7 @@ export class ConsoleSocket {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.closedSignal.abort();
     this.accepted?.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await fs.promises.rm(this.dir, { recursive: true, force: true });
@@ -84,8 +89,10 @@ export class ConsoleSocket {
       return await Promise.race([
         p,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`${what}: timed out`)), Math.max(0, deadline - Date.now()));
-          onAbort = () => reject(new Error(`${what}: aborted`));
+          if (deadline !== Infinity) {
+            timer = setTimeout(() => reject(new Error(`${what}: timed out`)), Math.max(0, deadline - Date.now()));
+          }
+          onAbort = () => reject(new Error(`${what}: ${this.closed ? 'console socket closed' : 'aborted'}`));
           if (signal?.aborted) onAbort();
           signal?.addEventListener('abort', onAbort);
         }),

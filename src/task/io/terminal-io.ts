@@ -24,6 +24,7 @@ export class TerminalProcessIO implements ProcessIO {
   private masterSocket?: net.Socket;
   private drained: Promise<void> = Promise.resolve();
   private logger?: BinaryLogger;
+  private receiving?: Promise<void>;
   private readonly readBuf = Buffer.allocUnsafe(64 * 1024);
   private closed?: Promise<void>;
 
@@ -73,10 +74,21 @@ export class TerminalProcessIO implements ProcessIO {
     // nothing of the container's is held here: its stdio is the pty slave
   }
 
-  async receiveConsole(): Promise<void> {
-    if (this.masterFd !== undefined) return;
+  receiveConsole(): Promise<void> {
+    this.receiving ??= this.takeConsole();
+    // Rejections stay visible to whoever awaits, but never crash the shim when nobody does
+    // (e.g. runc create failed first and close() ended the wait).
+    this.receiving.catch(() => undefined);
+    return this.receiving;
+  }
+
+  private async takeConsole(): Promise<void> {
     if (!this.console || this.closed) throw new Error('console socket already closed');
     const master = await this.console.receiveMaster({ signal: this.opts.signal });
+    if (this.closed) {
+      closeFdQuietly(master);
+      throw new Error('process IO closed while receiving the console');
+    }
     this.masterFd = master;
     await this.console.close();
     // The socket owns a duplicate: Node destroys a stream on a read error (EIO once the slave is

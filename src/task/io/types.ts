@@ -47,7 +47,12 @@ export interface ProcessIO {
   readonly consoleSocketPath?: string;
   /** Closes the shim's copies of the container-side fds; call once runc create/exec/restore returned. */
   afterRuncStarted(): Promise<void>;
-  /** Terminal mode: takes the pty master runc sent and starts copying both ways. No-op otherwise. */
+  /**
+   * Terminal mode: takes the pty master runc sent and starts copying both ways. No-op otherwise.
+   * May be called while runc is still running; waits without a time limit (like the Go shim's
+   * accept) until runc connects, opts.signal aborts, or close() is called (then it rejects).
+   * Its rejection never counts as unhandled, so it is safe to drop the promise after a runc failure.
+   */
   receiveConsole(): Promise<void>;
   /** ResizePty: TIOCSWINSZ on the pty master (ws_row = height, ws_col = width). */
   resize(width: number, height: number): void;
