@@ -98,10 +98,19 @@ export interface MemTotals {
   rssKiB: number;
   pssKiB: number;
   threads: number;
+  /** tsshim's warm spares (idle pre-booted shims, `containerd-shim-tsshim-v2 spare ...`), included above. */
+  spares: number;
+  spareRssKiB: number;
+  sparePssKiB: number;
+}
+
+function isSpare(pid: number): boolean {
+  const argv = (readOr(`/proc/${pid}/cmdline`) ?? '').split(/[\0 ]+/);
+  return argv[1] === 'spare';
 }
 
 export function sumMem(pids: number[]): MemTotals {
-  const t: MemTotals = { shims: 0, rssKiB: 0, pssKiB: 0, threads: 0 };
+  const t: MemTotals = { shims: 0, rssKiB: 0, pssKiB: 0, threads: 0, spares: 0, spareRssKiB: 0, sparePssKiB: 0 };
   for (const pid of pids) {
     const m = procMem(pid);
     if (!m) continue;
@@ -109,6 +118,11 @@ export function sumMem(pids: number[]): MemTotals {
     t.rssKiB += m.rssKiB;
     t.pssKiB += m.pssKiB;
     t.threads += m.threads;
+    if (isSpare(pid)) {
+      t.spares++;
+      t.spareRssKiB += m.rssKiB;
+      t.sparePssKiB += m.pssKiB;
+    }
   }
   return t;
 }

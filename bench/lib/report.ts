@@ -108,8 +108,8 @@ export function svgChart(results: Results, title: string): string {
   parts.push(`<text x="10" y="36" fill="#555">ratio tsshim/runc (log scale); bars to the right: tsshim worse (for MiB/s and calls/s the ratio is inverted for placement)</text>`);
   for (const t of [0.125, 0.25, 0.5, 1, 2, 4, 8]) {
     const gx = labelW + plotW / 2 + (Math.log2(t) / maxLog) * (plotW / 2);
-    parts.push(`<line x1="${gx}" y1="${top - 6}" x2="${gx}" y2="${h - 34}" stroke="${t === 1 ? '#000' : '#ddd'}"/>`);
-    parts.push(`<text x="${gx}" y="${h - 20}" text-anchor="middle" fill="#555">${t < 1 ? `1/${1 / t}` : t}x</text>`);
+    parts.push(`<line x1="${gx.toFixed(1)}" y1="${top - 6}" x2="${gx.toFixed(1)}" y2="${h - 34}" stroke="${t === 1 ? '#000' : '#ddd'}"/>`);
+    parts.push(`<text x="${gx.toFixed(1)}" y="${h - 20}" text-anchor="middle" fill="#555">${t < 1 ? `1/${1 / t}` : t}x</text>`);
   }
   rows.forEach((r, i) => {
     const y = top + i * rowH;
@@ -117,7 +117,7 @@ export function svgChart(results: Results, title: string): string {
     const worse = bx > mid;
     const color = r.target ? (r.target.met ? '#2a9d4b' : '#d62728') : worse ? '#f4a582' : '#92c5de';
     parts.push(`<text x="${labelW - 6}" y="${y + 12}" text-anchor="end">${esc(`${r.suite} · ${r.mode} · ${r.name}`.slice(0, 78))}</text>`);
-    parts.push(`<rect x="${Math.min(bx, mid)}" y="${y + 3}" width="${Math.max(1, Math.abs(bx - mid))}" height="${rowH - 6}" fill="${color}"/>`);
+    parts.push(`<rect x="${Math.min(bx, mid).toFixed(1)}" y="${y + 3}" width="${Math.max(1, Math.abs(bx - mid)).toFixed(1)}" height="${rowH - 6}" fill="${color}"/>`);
     parts.push(`<text x="${labelW + plotW + 6}" y="${y + 12}">${r.ratio.toFixed(2)}${r.target ? (r.target.met ? ' ✓' : ' ✗') : ''}</text>`);
   });
   parts.push('</svg>');
