@@ -316,6 +316,16 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     if (initExit >= 0 && del >= 0 && del < initExit) problem(`${b.id}: /tasks/delete before /tasks/exit`);
   }
   // ---- leftovers ----------------------------------------------------------------------------
+  // The per-node shim outlives its containers by design: stop it the polite way, as an operator
+  // would, and it must take its socket, outbox and pid file with it.
+  if (o.mode === 'per-node' && o.runtime === TSSHIM_RUNTIME) {
+    const served = new Set(boxes.map((b) => b.socket));
+    for (const pid of daemonShims(c)) {
+      process.kill(pid, 'SIGTERM');
+      try { await until(() => !processAlive(pid), `per-node shim ${pid} to stop on SIGTERM`, 10_000); } catch (e) { problem((e as Error).message); }
+    }
+    if (served.size !== 1) problem(`per-node containers were served by ${served.size} sockets`);
+  }
   // A warm spare may stay (one, by design); any other shim process is a leak.
   const leftovers = (): number[] => c.shimPids().filter((p) => !spareShims(c).includes(p));
   try { await until(() => leftovers().length === 0, 'shims to exit', 15_000); } catch { /* counted below */ }
