@@ -247,6 +247,8 @@ export class Container {
   private ioOptions(execId: string) {
     return {
       id: this.id, execId: execId || undefined, namespace: this.namespace,
+      // The Go shim's loggers inherit its cwd, the bundle; ours chdir'd to / (serve.ts).
+      cwd: this.bundle,
       ioUid: this.cfg.options.ioUid || undefined, ioGid: this.cfg.options.ioGid || undefined,
       // Logging binaries are libuv children: the reaper must leave their exit status to libuv.
       spawn: (cmd: string, args: readonly string[], o: import('node:child_process').SpawnOptions) => Reaper.instance().spawn(cmd, args, o),
