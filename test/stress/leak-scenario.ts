@@ -104,9 +104,10 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     spec.linux.cgroupsPath = `/${c.namespace}/${id}`;
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(spec));
     const out = new FifoReader(path.join(work, `${id}.out`));
+    const err = new FifoReader(path.join(work, `${id}.err`));
     try {
       await call('Create', T.CreateTaskRequest.encode({
-        id, bundle, stdout: out.file,
+        id, bundle, stdout: out.file, stderr: err.file,
         rootfs: [{ type: 'bind', source: rootfsSource, target: '', options: ['rbind', 'ro'] }],
       }).finish());
       await call('Start', T.StartRequest.encode({ id }).finish());
@@ -116,6 +117,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
       await call('Delete', T.DeleteRequest.encode({ id }).finish());
     } finally {
       out.close();
+      err.close();
     }
     const mounted = mountsUnder(bundle);
     if (mounted.length) throw new Error(`${id}: rootfs still mounted after Delete: ${mounted.join(' ')}`);
@@ -125,10 +127,11 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
   async function directExec(i: number): Promise<void> {
     const execId = `x${i}`;
     const out = new FifoReader(path.join(work, `${host}-${execId}.out`));
+    const err = new FifoReader(path.join(work, `${host}-${execId}.err`));
     try {
       const proc = { ...template.process, args: ['sh', '-c', `echo exec-${i}; exit ${i % 3}`], terminal: false };
       await call('Exec', T.ExecProcessRequest.encode({
-        id: host, exec_id: execId, stdout: out.file, spec: { type_url: PROCESS_SPEC_URL, value: Buffer.from(JSON.stringify(proc)) },
+        id: host, exec_id: execId, stdout: out.file, stderr: err.file, spec: { type_url: PROCESS_SPEC_URL, value: Buffer.from(JSON.stringify(proc)) },
       }).finish());
       await call('Start', T.StartRequest.encode({ id: host, exec_id: execId }).finish());
       const w = T.WaitResponse.decode(await call('Wait', T.WaitRequest.encode({ id: host, exec_id: execId }).finish()));
@@ -137,6 +140,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
       await call('Delete', T.DeleteRequest.encode({ id: host, exec_id: execId }).finish());
     } finally {
       out.close();
+      err.close();
     }
   }
 
@@ -148,7 +152,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     if (e.code !== 0 || e.stdout !== `ctr-exec-${i}\n`) throw new Error(`ctr exec cx${i}: ${e.code} ${JSON.stringify(e.stdout)} ${e.stderr}`);
   }
 
-  const fifoFds = (): number => fdTargets(shim).filter((t) => t.includes('/fifo/') || t.startsWith(work) || t.endsWith('.out')).length;
+  const fifoFds = (): number => fdTargets(shim).filter((t) => t.includes('/fifo/') || t.startsWith(work) || t.endsWith('.out') || t.endsWith('.err')).length;
   const start = sampleShim(shim);
   const fifoFdsAtStart = fifoFds(); // the long-lived container's own stdio
   let baseline = start;

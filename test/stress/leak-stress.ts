@@ -23,11 +23,13 @@ async function main(): Promise<void> {
     const perNode = mode === 'per-node' && runtime === TSSHIM_RUNTIME;
     const c = await startContainerd({ logLevel: 'info', env: perNode ? { TSSHIM_PER_NODE: '1' } : {} });
     try {
-      reports.push(await runLeakScenario(c, {
+      const r = await runLeakScenario(c, {
         runtime, cycles, mode: perNode ? 'per-node' : 'group', ctrEvery: Number(opt('ctr-every', '20')),
         warmup: Number(opt('warmup', String(Math.min(100, Math.floor(cycles / 5))))),
         log: (m) => console.log(`[${runtime.split('.')[2]}] ${m}`),
-      }));
+      });
+      reports.push(r);
+      console.log(formatLeakReport(r));
     } finally {
       closeClients(c);
       await c.stop();
