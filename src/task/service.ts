@@ -348,7 +348,8 @@ export class TaskService {
       });
     } catch (e) {
       const dump = path.join(c.bundle, 'criu-dump.log');
-      try { fs.copyFileSync(path.join(work, 'dump.log'), dump); } catch { /* criu left no log */ }
+      // A new 0644 file like Go's os.Create (copyFileSync would keep CRIU's 0600).
+      try { fs.writeFileSync(dump, fs.readFileSync(path.join(work, 'dump.log')), { mode: 0o644 }); } catch { /* criu left no log */ }
       const first = errorMessage(e).split('\n')[0];
       throw unknown(`${first} path= ${dump}`);
     } finally {
