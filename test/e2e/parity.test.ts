@@ -317,6 +317,7 @@ test('checkpoint: fails like runc.v2 where CRIU is broken, leaves the task runni
       const dump = path.join(c.bundleDir(id), 'criu-dump.log');
       assert.ok(r.stderr.includes(` path= ${dump}`), r.stderr);
       assert.ok(fs.statSync(dump).size > 0, `${runtime}: empty ${dump}`);
+      assert.equal(fs.statSync(dump).mode & 0o777, 0o644, `${runtime}: mode of ${dump}`);
       assert.equal(taskLsLine((await c.ctr(['task', 'ls'])).stdout, id)[2], 'RUNNING');
       const e = await c.ctr(['task', 'exec', '--exec-id', 'after', id, 'echo', 'still-here']);
       assert.equal(e.stdout, 'still-here\n', e.stderr);
