@@ -124,10 +124,15 @@ test('pause/resume: PAUSED/RUNNING in task ls, /tasks/paused and /tasks/resumed,
     await runDetached(runtime, id, ['sh', '-c', 'while :; do sleep 0.1; done']);
     try {
       const pid = Number(taskLsLine((await c.ctr(['task', 'ls'])).stdout, id)[1]);
-      let r = await c.ctr(['task', 'pause', id]);
+      let r = await c.ctr(['task', 'exec', '-d', '--exec-id', 'bg', id, 'sleep', '1000']);
+      assert.equal(r.code, 0, r.stderr);
+      r = await c.ctr(['task', 'pause', id]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(taskLsLine((await c.ctr(['task', 'ls'])).stdout, id)[2], 'PAUSED');
       assert.equal((await getTask(c, id)).status, 'PAUSED');
+      // An exec reports the container's pause, and ps still lists it with its exec id.
+      assert.equal((await getTask(c, id, 'bg')).status, 'PAUSED');
+      assert.match((await c.ctr(['task', 'ps', id])).stdout, /ExecID:bg,/);
       // The container's processes are really frozen.
       const freezer = cgroupDir(pid, 'freezer');
       assert.equal(fs.readFileSync(path.join(freezer, 'freezer.state'), 'utf8').trim(), 'FROZEN');
@@ -144,6 +149,7 @@ test('pause/resume: PAUSED/RUNNING in task ls, /tasks/paused and /tasks/resumed,
       r = await c.ctr(['task', 'resume', id]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(taskLsLine((await c.ctr(['task', 'ls'])).stdout, id)[2], 'RUNNING');
+      assert.equal((await getTask(c, id, 'bg')).status, 'RUNNING');
       assert.equal(fs.readFileSync(path.join(freezer, 'freezer.state'), 'utf8').trim(), 'THAWED');
       await events.waitFor((e) => e.topic === '/tasks/resumed' && e.event?.container_id === id);
 
