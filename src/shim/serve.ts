@@ -111,6 +111,9 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => {});
   log.info('shim started', { pid: process.pid, socket, group, replayed: replay.length });
+  // containerd calls Create right after `start`; a shim that never got a container (the daemon gave
+  // up between start and Create) would otherwise wait forever for a Shutdown that never comes.
+  if (!perNode) setTimeout(() => { if (service.size === 0 && !service.everCreated) void shutdown('no container created'); }, 60_000).unref();
   // A warm spare for the next container's `start`: it boots while this one runs its container.
   if (!perNode) ensureSpare(path.join(__dirname, 'main.js'), flags);
 }

@@ -57,6 +57,8 @@ export class TaskService {
   private key(ns: string, id: string): string { return `${ns}/${id}`; }
 
   get size(): number { return this.containers.size; }
+  /** Whether any Create ever reached this shim. */
+  everCreated = false;
   list(): Container[] { return [...this.containers.values()]; }
 
   container(ns: string, id: string): Container {
@@ -142,6 +144,7 @@ export class TaskService {
     }
     const key = this.key(req.namespace, req.id);
     if (this.containers.has(key)) throw alreadyExists(`container ${req.id}`);
+    this.everCreated = true;
     const options: RuntimeOptions = decodeOptions(req.options);
     const typeUrl = req.options?.type_url ?? '';
     if (typeUrl && !KNOWN_OPTION_TYPES.includes(typeUrl.replace(/^.*\//, ''))) {
