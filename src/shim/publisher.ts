@@ -36,10 +36,19 @@ export function encodeForwardRequest(e: OutboxEvent): Uint8Array {
   return w.finish();
 }
 
+/**
+ * How long one Forward may wait for containerd's answer on a live connection. A busy or stopped
+ * (SIGSTOP, paused VM) containerd still holds the request and handles it once it runs again;
+ * giving up after a few seconds and re-sending on a new connection publishes the event twice (the
+ * Go shim's 5 s does exactly that). A dead containerd closes the connection, which fails the call
+ * at once, so a long limit costs nothing there.
+ */
+export const FORWARD_TIMEOUT_MS = 120_000;
+
 /** ttrpc client to containerd's TTRPC_ADDRESS, connected lazily and re-dialled after failures. */
 export class TtrpcEventSender implements EventSender {
   private client: Promise<import('../ttrpc').Client> | null = null;
-  constructor(private address: string, private timeoutMs = 5000) {}
+  constructor(private address: string, private timeoutMs = FORWARD_TIMEOUT_MS) {}
   async forward(payload: Uint8Array, namespace: string): Promise<void> {
     const { Client } = await import('../ttrpc');
     if (!this.client) {

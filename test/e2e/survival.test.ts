@@ -64,6 +64,35 @@ test('the same with all containers in one group shim', async () => {
   await stop(c);
 });
 
+test('containerd frozen (SIGSTOP) for 7 s while containers exit: each exit is published exactly once', async () => {
+  // The Go shim gives up on a Forward after 5 s and sends it again: containerd then publishes both.
+  const c = await containerd();
+  const image = await ensureBusyboxImage(c);
+  const events = await collectEvents(c);
+  try {
+    const ids = [uniqueId('frz'), uniqueId('frz'), uniqueId('frz')];
+    const pids = await Promise.all(ids.map((id) => runDetached(c, id, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image })));
+    process.kill(c.pid, 'SIGSTOP');
+    try {
+      for (const p of pids) process.kill(p, 'SIGKILL');
+      await sleep(7000);
+    } finally {
+      process.kill(c.pid, 'SIGCONT');
+    }
+    for (const id of ids) await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id, 20_000);
+    await sleep(2000); // a duplicate would follow within the retry back-off
+    for (const id of ids) {
+      const exits = events.events.filter((e) => e.topic === '/tasks/exit' && e.event?.container_id === id);
+      assert.equal(exits.length, 1, `${id}: ${exits.length} exit events`);
+      assert.equal(exits[0].event?.exit_status, 137);
+    }
+    for (const id of ids) await removeContainer(c, id);
+  } finally {
+    events.stop();
+    await stop(c);
+  }
+});
+
 test('kill -9 of the shim of image containers: exit 137 / persisted status, no process, mount or state left', async () => {
   const c = await containerd();
   const image = await ensureBusyboxImage(c);
