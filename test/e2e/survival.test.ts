@@ -194,6 +194,22 @@ test('shims killed -9 while containerd is down: the restarted containerd cleans 
   await stop(c);
 });
 
+test('an orphan storm (600 re-parented processes in a host-pid container) leaves no zombie under the shim', async () => {
+  const c = await containerd();
+  const image = await ensureBusyboxImage(c);
+  const id = uniqueId('storm');
+  const script = 'for i in $(seq 300); do (sleep 0.05 &); (true &); done; echo done > /tmp/storm; sleep 1000';
+  await runDetached(c, id, ['sh', '-c', script], { runtime: TSSHIM_RUNTIME, image, extra: ['--with-ns', `pid:/proc/${process.pid}/ns/pid`] });
+  const shim = await shimPidOf(c, id);
+  const marker = path.join(c.bundleDir(id), 'rootfs', 'tmp', 'storm');
+  await until(() => fs.existsSync(marker), 'the storm to finish', 60_000);
+  await until(() => zombiesOf([shim]).length === 0, `no zombies under the shim (have ${zombiesOf([shim]).length})`, 5000);
+  const r = await c.ctr(['task', 'exec', '--exec-id', 'after', id, 'sh', '-c', 'echo alive']);
+  assert.equal(r.stdout, 'alive\n', r.stderr);
+  await removeContainer(c, id);
+  await stop(c);
+});
+
 test('group annotation: one shim serves the group and exits after the last container is deleted', async () => {
   const c = await containerd();
   const image = await ensureBusyboxImage(c);
