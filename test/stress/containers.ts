@@ -25,9 +25,20 @@ export function daemonShims(c: Containerd): number[] {
   });
 }
 
-/** Idle warm spares of this containerd (at most one is kept waiting by design). */
+/**
+ * Idle warm spares of this containerd (the harness's shimPids() leaves them out). A spare's
+ * process title is one string, "containerd-shim-tsshim-v2 spare -address <addr>": split on spaces.
+ */
 export function spareShims(c: Containerd): number[] {
-  return c.shimPids().filter((pid) => argvOf(pid)?.includes('spare'));
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const argv = argvOf(Number(name));
+    if (!argv || !argv.includes('spare')) continue;
+    const i = argv.indexOf('-address');
+    if (i >= 0 && argv[i + 1] === c.address) out.push(Number(name));
+  }
+  return out;
 }
 
 /** The pid of the shim serving a container, asked through its socket (joiners of a group get no shim.pid). */
