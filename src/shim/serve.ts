@@ -67,10 +67,17 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const pidFile = perNode && socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
   if (pidFile) { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); }
   const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
-  const replay = OutboxJournal.load(journalFile);
+  // Events a previous shim on this socket never delivered belong to its containers, which containerd
+  // already reported itself when that shim went away (its on-close hook publishes exit/delete).
+  // Replaying them here would announce a stale exit for a new container with the same id.
+  const stale = OutboxJournal.load(journalFile);
+  if (stale.length) {
+    log.warn('discarding undelivered events of a previous shim', { count: stale.length, topics: stale.map((e) => e.topic).join(',') });
+    fs.rmSync(journalFile, { force: true });
+  }
   const ttrpcAddress = process.env.TTRPC_ADDRESS || '';
   if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
-  const publisher = new Publisher(ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null, new OutboxJournal(journalFile), log, replay);
+  const publisher = new Publisher(ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null, new OutboxJournal(journalFile), log);
 
   const rpcStats: RpcStats = { calls: new Map() };
   const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });
@@ -110,7 +117,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => {});
-  log.info('shim started', { pid: process.pid, socket, group, replayed: replay.length });
+  log.info('shim started', { pid: process.pid, socket, group });
   // containerd calls Create right after `start`; a shim that never got a container (the daemon gave
   // up between start and Create) would otherwise wait forever for a Shutdown that never comes.
   if (!perNode) setTimeout(() => { if (service.size === 0 && !service.everCreated) void shutdown('no container created'); }, 60_000).unref();

@@ -31,24 +31,40 @@ export function sparesEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.TSSHIM_SPARES !== '0';
 }
 
+const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
 /** Live spares waiting in the pool (directories named by pid whose process exists). */
 export function waitingSpares(pool: string): number[] {
   let names: string[] = [];
   try { names = fs.readdirSync(pool); } catch { return []; }
-  return names.filter((n) => /^\d+$/.test(n)).map(Number).filter((pid) => {
-    try { process.kill(pid, 0); return true; } catch { return false; }
+  return names.filter((n) => /^\d+$/.test(n)).map(Number).filter(alive);
+}
+
+/** Spares still booting: `.booting-<pid>` markers (hidden from the sh's claim loop). */
+function bootingSpares(pool: string): number[] {
+  let names: string[] = [];
+  try { names = fs.readdirSync(pool); } catch { return []; }
+  return names.filter((n) => /^\.booting-\d+$/.test(n)).map((n) => Number(n.slice(9))).filter((pid) => {
+    if (alive(pid)) return true;
+    fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
+    return false;
   });
 }
 
-/** Starts a spare for this containerd unless one is already waiting. */
+/** Starts a spare for this containerd unless one is already waiting or booting. */
 export function ensureSpare(mainScript: string, flags: ShimFlags): void {
-  if (!sparesEnabled() || waitingSpares(sparePool(flags.address)).length > 0) return;
+  const pool = sparePool(flags.address);
+  if (!sparesEnabled() || waitingSpares(pool).length > 0 || bootingSpares(pool).length > 0) return;
   // Linux shows process.title only within the original argv's bytes: reserve room for the daemon's.
   const room = '.'.repeat(256);
   const child = spawn(process.execPath, ['--no-warnings', mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'], {
     cwd: '/', detached: true, stdio: 'ignore', env: process.env,
   });
   child.unref();
+  if (child.pid) {
+    fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
+    fs.writeFileSync(path.join(pool, `.booting-${child.pid}`), '');
+  }
 }
 
 interface StartRequest { dir: string; argv: string[]; env: NodeJS.ProcessEnv; cwd: string; stdin: Buffer; containerdPid: number }
@@ -76,11 +92,13 @@ function readRequest(dir: string): StartRequest {
  */
 function waitForClaim(pool: string, grpcAddress: string): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
-  fs.mkdirSync(home, { recursive: true, mode: 0o700 });
-  for (const f of ['req', 'resp']) {
-    fs.rmSync(path.join(home, f), { force: true });
-    execFileSync('mkfifo', ['-m', '0600', path.join(home, f)]);
-  }
+  // Built under a hidden name and renamed into place: the sh only ever sees complete spares.
+  const building = path.join(pool, `.new-${process.pid}`);
+  fs.rmSync(building, { recursive: true, force: true });
+  fs.mkdirSync(building, { recursive: true, mode: 0o700 });
+  for (const f of ['req', 'resp']) execFileSync('mkfifo', ['-m', '0600', path.join(building, f)]);
+  fs.renameSync(building, home);
+  fs.rmSync(path.join(pool, `.booting-${process.pid}`), { force: true });
   // O_RDWR: opening never blocks and our own write end keeps the fifo from reporting EOF.
   const fd = fs.openSync(path.join(home, 'req'), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
   const sock = new net.Socket({ fd, readable: true, writable: false });
