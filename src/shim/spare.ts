@@ -13,6 +13,7 @@
 // cwd (the bundle), stdin (start's stdin: options or BootstrapParams), ppid (containerd's pid).
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -21,6 +22,7 @@ import { parseFlags } from './flags';
 
 export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 const IDLE_MS = Number(process.env.TSSHIM_SPARE_IDLE_MS) || 10 * 60_000;
+const SPARE_NICE = 10;
 
 export function sparePool(grpcAddress: string): string {
   const hash = createHash('sha256').update(grpcAddress).digest('hex').slice(0, 16);
@@ -61,6 +63,8 @@ export function ensureSpare(mainScript: string, flags: ShimFlags): void {
     cwd: '/', detached: true, stdio: 'ignore', env: process.env,
   });
   child.unref();
+  // A spare boots while a container is being created: let the kernel favour that critical path.
+  if (child.pid) { try { os.setPriority(child.pid, SPARE_NICE); } catch { /* not permitted: boot at normal priority */ } }
   if (child.pid) {
     fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
     fs.writeFileSync(path.join(pool, `.booting-${child.pid}`), '');
@@ -185,6 +189,7 @@ export async function runSpare(flags: ShimFlags, mainScript: string): Promise<vo
     await ringResponse(dir);
     if (!become) continue; // the group already has a shim: stay a spare
     // From here on this process is the container's shim, exactly as if `start` had spawned it.
+    try { os.setPriority(0, 0); } catch { /* keep the spare's priority */ }
     for (const k of Object.keys(process.env)) delete process.env[k];
     Object.assign(process.env, become.req.env);
     process.chdir(become.req.cwd);
