@@ -13,7 +13,6 @@ import { removeContainer } from './lib/env';
 import { shimDaemons } from './lib/proc';
 import { Results } from './lib/results';
 import { markdown, svgChart, textTable, type RunInfo } from './lib/report';
-import { closeTasksClient } from './lib/tasks-grpc';
 import { runRmSuite } from './suites/run-rm';
 import { detachedSuite } from './suites/detached';
 import { throughputSuite } from './suites/throughput';
@@ -55,7 +54,6 @@ function revision(repo: string): string {
 async function stopAll(c: Containerd): Promise<void> {
   const shims = shimDaemons(c.address);
   closeClients(c);
-  closeTasksClient(c);
   await c.stop();
   for (const pid of shims) if (pidAlive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
 }

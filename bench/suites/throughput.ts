@@ -8,7 +8,9 @@ import { PATH_ENV_ARGS } from '../../test/e2e/rootfs';
 import { type BenchEnv, type Side, SIDES, ctrToDevNull, mustCtr, newId, runArgs, runtimeOf } from '../lib/env';
 import type { Results } from '../lib/results';
 import { nowMs, rotate } from '../lib/stats';
-import { call } from '../lib/tasks-grpc';
+import { callTasks } from '../../test/e2e/containerd-api';
+
+const call = <T = any>(c: Parameters<typeof callTasks>[0], method: string, req: object) => callTasks<T>(c, method, req, { timeoutMs: 120_000 });
 
 const BLOCK = 64 * 1024;
 

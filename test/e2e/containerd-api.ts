@@ -52,6 +52,11 @@ function clientsFor(address: string): Clients {
   return c;
 }
 
+/** Any method of containerd's Tasks service (test/proto/containerd/services/tasks/v1/tasks.proto). */
+export function callTasks<T = any>(c: Containerd, method: string, req: object, opts: { namespace?: string; timeoutMs?: number } = {}): Promise<T> {
+  return unary<T>(clientsFor(c.address).tasks, method, req, opts.namespace ?? c.namespace, opts.timeoutMs);
+}
+
 /** Close the gRPC channels to a containerd (call before stopping it, or let process exit do it). */
 export function closeClients(containerd: Containerd): void {
   const c = clients.get(containerd.address);

@@ -8,10 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { startContainerd, uniqueId, pidAlive, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd, type CtrResult } from './harness';
 import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
-import { collectEvents, closeClients, getTask, updateTask, type EventCollector } from './containerd-api';
+import { callTasks, collectEvents, closeClients, getTask, updateTask, type EventCollector } from './containerd-api';
 import { containerd as gen, io as genIo } from '../../src/gen/proto';
 
 let c: Containerd;
@@ -27,7 +26,6 @@ before(async () => {
 });
 after(async () => {
   events?.stop();
-  extraTasks?.close();
   if (c) { closeClients(c); await c.stop(); }
 });
 
@@ -95,23 +93,8 @@ function cgroupDir(pid: number, controller: string): string {
   throw new Error(`no ${controller} cgroup for ${pid}: ${lines.join(' | ')}`);
 }
 
-// containerd's Tasks service calls test/proto does not declare (Create with options, Start, Metrics).
-let extraTasks: (grpc.Client & Record<string, any>) | undefined;
-function tasksExtra(): grpc.Client & Record<string, any> {
-  if (!extraTasks) {
-    const def = protoLoader.loadSync(fixture('tasks-extra.proto'), { keepCase: true, longs: Number, enums: String, defaults: true });
-    const pkg: any = grpc.loadPackageDefinition(def);
-    extraTasks = new pkg.containerd.services.tasks.v1.Tasks(`unix://${c.address}`, grpc.credentials.createInsecure());
-  }
-  return extraTasks!;
-}
-
 function callExtra<T>(method: string, req: object): Promise<T> {
-  const md = new grpc.Metadata();
-  md.set('containerd-namespace', c.namespace);
-  return new Promise((resolve, reject) => {
-    tasksExtra()[method](req, md, { deadline: Date.now() + 30_000 }, (err: Error | null, res: T) => (err ? reject(err) : resolve(res)));
-  });
+  return callTasks<T>(c, method, req);
 }
 
 // ---------------------------------------------------------------------------------------------
