@@ -109,8 +109,14 @@ function testRoot(): protobuf.Root {
   if (!eventRoot) {
     const dir = protoDir();
     const root = new protobuf.Root();
-    // google/protobuf/* resolve to protobufjs's bundled copies; ours resolve under test/proto.
-    root.resolvePath = (_origin, target) => (target.startsWith('google/protobuf/') || path.isAbsolute(target) ? target : path.join(dir, target));
+    // google/protobuf/* resolve to protobufjs's bundled copies; the rest to test/proto, then to the
+    // project's own proto/ (the task events are declared there once).
+    const projectProtos = path.join(repoRoot(), 'proto');
+    root.resolvePath = (_origin, target) => {
+      if (target.startsWith('google/protobuf/') || path.isAbsolute(target)) return target;
+      const local = path.join(dir, target);
+      return fs.existsSync(local) ? local : path.join(projectProtos, target);
+    };
     root.loadSync(EVENT_PROTO_FILES, { keepCase: true });
     root.resolveAll();
     eventRoot = root;
