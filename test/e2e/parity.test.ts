@@ -343,7 +343,12 @@ test('--log-uri file://: stdout and stderr appended to the file, like runc.v2', 
       assert.equal(r.code, 0, `${runtime}: ${r.stderr}`);
       assert.equal(r.stdout, '', 'output goes to the file, not to ctr');
     }
-    const text = fs.readFileSync(file, 'utf8');
+    // The Go shim publishes the exit before its file copy finished: the last line may land later.
+    let text = '';
+    for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) {
+      text = fs.readFileSync(file, 'utf8');
+      if (text.split('\n').filter(Boolean).length >= 4) break;
+    }
     assert.deepEqual(text.split('\n').filter(Boolean).sort(), ['err1', 'err2', 'out1', 'out2'], `${runtime}: ${text}`);
     assert.ok(text.indexOf('out1') < text.indexOf('out2'), 'second run appended');
     assert.equal(fs.statSync(file).mode & 0o777, 0o644);
