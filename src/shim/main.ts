@@ -52,7 +52,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'spare': {
       const { runSpare } = await import('./spare');
-      await runSpare(flags, path.join(__dirname, 'main.js'));
+      await runSpare(flags);
       return;
     }
     case '': {

@@ -154,7 +154,7 @@ async function warmUp(): Promise<void> {
   await Reaper.instance().run('true', [], { timeoutMs: 5000 }).catch(() => {});
 }
 
-export async function runSpare(flags: ShimFlags, mainScript: string): Promise<void> {
+export async function runSpare(flags: ShimFlags): Promise<void> {
   // Load everything the daemon needs now, while nobody waits.
   const serve = await import('./serve');
   const { readStartRequest, formatStartReply } = await import('./bootstrap');

@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { CgroupNotFoundError, isNotExist } from './errors';
-import { fields, lines, readAll, readOptional } from './files';
+import { fields, lines, readAll } from './files';
 import { parseRdmaEntries, type RdmaEntry } from './stats-v1';
 import { ParseError, parseU64, parseU64Big, parseU64OrMax, u64, type U64 } from './u64';
 
