@@ -54,7 +54,7 @@ export class SysError extends Error {
 type Fn = (...args: any[]) => any;
 interface Libc {
   koffi: typeof Koffi;
-  prctl: Fn; prctlPtr: Fn; waitpid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
+  prctl: Fn; prctlPtr: Fn; waitpid: Fn; waitid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
   setsid: Fn; dup2: Fn; dup3: Fn; close: Fn; fcntl: Fn; getpgid: Fn; kill: Fn; fchown: Fn;
 }
 
@@ -78,6 +78,7 @@ function lib(): Libc {
     prctl: c.func('prctl', 'int', ['int', 'unsigned long', 'unsigned long', 'unsigned long', 'unsigned long']),
     prctlPtr: c.func('prctl', 'int', ['int', 'void *', 'unsigned long', 'unsigned long', 'unsigned long']),
     waitpid: c.func('waitpid', 'int', ['int', 'void *', 'int']),
+    waitid: c.func('waitid', 'int', ['int', 'int', 'void *', 'int']),
     pipe2: c.func('pipe2', 'int', ['void *', 'int']),
     recvmsg: c.func('recvmsg', 'long', ['int', koffi.inout(koffi.pointer(msghdr)), 'int']),
     ioctl: c.func('ioctl', 'int', ['int', 'unsigned long', 'void *']),
@@ -141,6 +142,29 @@ export function waitpidNoHang(pid: number): WaitResult | null {
     if (e === osConstants.errno.EINTR) continue;
     if (e === osConstants.errno.ECHILD) return null;
     throw new SysError('waitpid', e, `pid ${pid}`);
+  }
+}
+
+const P_ALL = 0;
+const WEXITED = 4;
+const WNOWAIT = 0x01000000;
+const SIGINFO_SIZE = 128;
+const SIGINFO_PID_OFFSET = 16; // siginfo_t on 64-bit Linux: signo, errno, code, padding, then si_pid
+
+/**
+ * The pid of some exited child, left unreaped (waitid WNOWAIT): 0 when none has exited, -1 when we
+ * have no children. Lets the reaper find exits without listing all its children on every SIGCHLD.
+ */
+export function peekExitedChild(): number {
+  const l = lib();
+  const info = Buffer.alloc(SIGINFO_SIZE);
+  for (;;) {
+    const r = l.waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT | WALL) as number;
+    if (r === 0) return info.readInt32LE(SIGINFO_PID_OFFSET);
+    const e = lastErrno();
+    if (e === osConstants.errno.EINTR) continue;
+    if (e === osConstants.errno.ECHILD) return -1;
+    throw new SysError('waitid', e);
   }
 }
 
