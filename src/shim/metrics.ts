@@ -91,7 +91,7 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
   w.family('tsshim_events_pending', 'gauge', 'Events in the outbox, not yet accepted by containerd.').sample('tsshim_events_pending', pending.length);
   w.family('tsshim_events_oldest_pending_age_seconds', 'gauge', 'Age of the oldest event in the outbox (0 when empty).')
     .sample('tsshim_events_oldest_pending_age_seconds', pending.length ? Math.max(0, now - Math.min(...pending.map((e) => e.at))) / 1000 : 0);
-  w.family('tsshim_events_replayed_total', 'counter', 'Events loaded from the outbox journal of an earlier run.').sample('tsshim_events_replayed_total', ev.replayed);
+  w.family('tsshim_events_discarded_total', 'counter', 'Undelivered events of a previous shim on this socket, dropped at start-up.').sample('tsshim_events_discarded_total', ev.discarded);
   w.family('tsshim_event_retries_total', 'counter', 'Failed event deliveries that were retried.').sample('tsshim_event_retries_total', ev.retries);
 
   const counters = daemon.service.counters;

@@ -116,7 +116,8 @@ export class OutboxJournal {
   }
 }
 
-export interface PublisherStats { sent: number; pending: number; retries: number; replayed: number }
+/** discarded: undelivered events of a previous shim on the same socket, dropped at start-up. */
+export interface PublisherStats { sent: number; pending: number; retries: number; discarded: number }
 
 export class Publisher {
   private queue: OutboxEvent[] = [];
@@ -125,18 +126,13 @@ export class Publisher {
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private wake: (() => void) | null = null;
-  readonly stats: PublisherStats = { sent: 0, pending: 0, retries: 0, replayed: 0 };
+  readonly stats: PublisherStats = { sent: 0, pending: 0, retries: 0, discarded: 0 };
 
   constructor(
     private sender: EventSender | null,
     private journal: OutboxJournal = new OutboxJournal(null),
     private log: Logger = nullLogger,
-    replay: OutboxEvent[] = [],
-  ) {
-    for (const e of replay) { this.queue.push(e); this.seq = Math.max(this.seq, e.seq); }
-    this.stats.replayed = replay.length;
-    if (replay.length) this.kick();
-  }
+  ) {}
 
   publish(namespace: string, topic: string, typeUrl: string, value: Uint8Array): void {
     if (this.closed) { this.log.warn('event after publisher close dropped', { topic }); return; }

@@ -78,6 +78,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const ttrpcAddress = process.env.TTRPC_ADDRESS || '';
   if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
   const publisher = new Publisher(ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null, new OutboxJournal(journalFile), log);
+  publisher.stats.discarded = stale.length;
 
   const rpcStats: RpcStats = { calls: new Map() };
   const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });

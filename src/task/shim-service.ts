@@ -27,7 +27,7 @@ export interface DaemonView {
   };
   publisher: {
     pending(): { seq: number; namespace: string; topic: string; at: number }[];
-    readonly stats: { sent: number; pending: number; retries: number; replayed: number };
+    readonly stats: { sent: number; pending: number; retries: number; discarded: number };
   };
   rpcStats: Daemon['rpcStats'];
   startedAt: Date;

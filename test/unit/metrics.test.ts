@@ -84,7 +84,7 @@ test('GET /metrics over the socket: valid text format with every family', async 
 
   assert.equal(one(samples, 'tsshim_events_sent_total'), 40);
   assert.equal(one(samples, 'tsshim_events_pending'), 2);
-  assert.equal(one(samples, 'tsshim_events_replayed_total'), 1);
+  assert.equal(one(samples, 'tsshim_events_discarded_total'), 1);
   assert.equal(one(samples, 'tsshim_event_retries_total'), 5);
   const age = one(samples, 'tsshim_events_oldest_pending_age_seconds');
   assert.ok(age >= 3 && age < 10, `oldest pending ${age}`);

@@ -73,7 +73,7 @@ export function fakeDaemon(containers: Container[] = defaultContainers()): FakeD
         { seq: 41, namespace: 'default', topic: '/tasks/exit', at: now - 3000 },
         { seq: 42, namespace: 'default', topic: '/tasks/delete', at: now - 1000 },
       ],
-      stats: { sent: 40, pending: 2, retries: 5, replayed: 1 },
+      stats: { sent: 40, pending: 2, retries: 5, discarded: 1 },
     },
     rpcStats: {
       calls: new Map([
