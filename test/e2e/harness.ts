@@ -3,6 +3,7 @@
 // stopped by pid; other containerd instances on the machine are never touched.
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -202,14 +203,26 @@ function runcRootFor(bundle: Bundle): string {
   return path.join('/run/containerd/runc', bundle.namespace);
 }
 
-/** A killed shim leaves its socket (outside our dir, e.g. /run/containerd/s/<hash>); its bundle says where. */
+const TSSHIM_STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
+
+/**
+ * A killed shim leaves its socket (outside our dir, e.g. /run/containerd/s/<hash>; its bundle says
+ * where) and, for tsshim, its event outbox and per-node pid file named after that socket.
+ */
 function removeShimSocket(bundle: Bundle): void {
   try {
     const address = fs.readFileSync(path.join(bundle.dir, 'address'), 'utf8').trim();
     if (!address.startsWith('unix:///')) return;
     const socket = address.slice('unix://'.length);
+    for (const ext of ['.outbox', '.pid']) fs.rmSync(path.join(TSSHIM_STATE_DIR, path.basename(socket) + ext), { force: true });
     if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket);
   } catch { /* no address file or socket already gone */ }
+}
+
+/** tsshim's warm spares for this containerd were killed with it: their pool goes too. */
+function removeSparePool(address: string): void {
+  const hash = createHash('sha256').update(address).digest('hex').slice(0, 16);
+  fs.rmSync(path.join(TSSHIM_STATE_DIR, 'spares', hash), { recursive: true, force: true });
 }
 
 function mountPointsUnder(dir: string): string[] {
@@ -264,6 +277,7 @@ function teardownSync(inst: Instance): void {
     spawnSync('runc', ['--root', runcRootFor(b), 'delete', '--force', b.id], { stdio: 'ignore', timeout: 10_000 });
     removeShimSocket(b);
   }
+  removeSparePool(inst.address);
   unmountAllUnder(inst.dir);
   try {
     fs.rmSync(inst.dir, { recursive: true, force: true, maxRetries: 3 });
