@@ -349,7 +349,14 @@ test('--log-uri file://: stdout and stderr appended to the file, like runc.v2', 
       text = fs.readFileSync(file, 'utf8');
       if (text.split('\n').filter(Boolean).length >= 4) break;
     }
-    assert.deepEqual(text.split('\n').filter(Boolean).sort(), ['err1', 'err2', 'out1', 'out2'], `${runtime}: ${text}`);
+    const got = text.split('\n').filter(Boolean).sort();
+    if (runtime === RUNC_RUNTIME) {
+      // Seen in CI: the Go shim sometimes drops a run's stderr line in file:// mode for good (not
+      // only late). tsshim drains both pipes before it reports the exit and must lose nothing.
+      assert.ok(got.includes('out1') && got.includes('out2') && got.every((l) => ['err1', 'err2', 'out1', 'out2'].includes(l)), `${runtime}: ${text}`);
+    } else {
+      assert.deepEqual(got, ['err1', 'err2', 'out1', 'out2'], `${runtime}: ${text}`);
+    }
     assert.ok(text.indexOf('out1') < text.indexOf('out2'), 'second run appended');
     assert.equal(fs.statSync(file).mode & 0o777, 0o644);
   }
