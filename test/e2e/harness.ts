@@ -219,6 +219,23 @@ function removeShimSocket(bundle: Bundle): void {
   } catch { /* no address file or socket already gone */ }
 }
 
+/**
+ * A per-node tsshim outlives its last container, so no bundle names its socket: its pid file does.
+ * Files of per-node shims that are no longer alive are removed (never those of a live shim).
+ */
+function removeDeadPerNodeShimFiles(): void {
+  let names: string[] = [];
+  try { names = fs.readdirSync(TSSHIM_STATE_DIR); } catch { return; }
+  for (const name of names.filter((n) => n.endsWith('.pid'))) {
+    const base = name.slice(0, -4);
+    let pid = 0;
+    try { pid = Number(fs.readFileSync(path.join(TSSHIM_STATE_DIR, name), 'utf8')); } catch { continue; }
+    if (pid > 0 && pidAlive(pid)) continue;
+    for (const f of [name, `${base}.outbox`]) fs.rmSync(path.join(TSSHIM_STATE_DIR, f), { force: true });
+    fs.rmSync(path.join(process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s', base), { force: true });
+  }
+}
+
 /** tsshim's warm spares for this containerd were killed with it: their pool goes too. */
 function removeSparePool(address: string): void {
   const hash = createHash('sha256').update(address).digest('hex').slice(0, 16);
@@ -278,6 +295,7 @@ function teardownSync(inst: Instance): void {
     removeShimSocket(b);
   }
   removeSparePool(inst.address);
+  removeDeadPerNodeShimFiles();
   unmountAllUnder(inst.dir);
   try {
     fs.rmSync(inst.dir, { recursive: true, force: true, maxRetries: 3 });
