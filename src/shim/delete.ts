@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
+import { mountsBelow } from '../task/mounts';
 
 const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
 const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
@@ -23,8 +24,7 @@ export function encodeDeleteResponse(pid: number, status: number, atMs: number):
 }
 
 function isMounted(dir: string): boolean {
-  const info = readText('/proc/self/mountinfo') ?? '';
-  return info.split('\n').some((l) => { const mp = l.split(' ')[4]; return mp === dir || mp?.startsWith(dir + '/'); });
+  return mountsBelow(dir).length > 0;
 }
 
 /** True when a process has a socket bound to `socket` (a live shim listening on it). */

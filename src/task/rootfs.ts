@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Reaper } from '../shim/reaper';
+import { mountsBelow } from './mounts';
 
 export interface MountSpec { type: string; source: string; target?: string; options: string[] }
 
@@ -25,20 +26,6 @@ export async function mountRootfs(bundle: string, mounts: MountSpec[]): Promise<
     await unmountAll(rootfs);
     throw e;
   }
-}
-
-/** Mount points at or below dir, deepest first (from /proc/self/mountinfo). */
-function mountsBelow(dir: string): string[] {
-  let info = '';
-  try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return []; }
-  const out: string[] = [];
-  for (const line of info.split('\n')) {
-    const mp = line.split(' ')[4];
-    if (!mp) continue;
-    const decoded = mp.replace(/\\(\d{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
-    if (decoded === dir || decoded.startsWith(dir + '/')) out.push(decoded);
-  }
-  return out.sort((a, b) => b.length - a.length);
 }
 
 /** Unmounts everything at or below dir; errors are collected, not thrown midway. */

@@ -1,6 +1,6 @@
 // containerd's timestamp conventions (task-api.md §1.3): "not exited" is Go's zero time, which
 // containerd 1.6 and 1.7+ decode the same way, unlike an absent field.
-export const GO_ZERO_SECONDS = -62135596800;
+import { GO_ZERO_SECONDS } from '../types/timestamp';
 
 export interface TimestampLike { at: Date; nanos: number }
 
