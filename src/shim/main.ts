@@ -38,8 +38,9 @@ async function main(argv: string[]): Promise<void> {
       const { runStart } = await import('./start');
       const { startOptions } = await import('./start-options');
       const { readStartRequest, formatStartReply } = await import('./bootstrap');
+      const { DAEMON_NODE_FLAGS } = await import('./node-flags');
       const request = readStartRequest(readStdin(), process.env, flags);
-      const address = await runStart(flags, startOptions(request.options, flags), [path.join(__dirname, 'main.js')]);
+      const address = await runStart(flags, startOptions(request.options, flags), [...DAEMON_NODE_FLAGS, path.join(__dirname, 'main.js')]);
       // Exit without closing the listener: its close would unlink the socket the daemon serves.
       process.stdout.write(formatStartReply(address, request.generation), () => process.exit(0));
       return;

@@ -103,6 +103,7 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
   w.family('tsshim_execs', 'gauge', 'Exec processes this shim holds.').sample('tsshim_execs', containers.reduce((n, c) => n + c.execs.size, 0));
 
   w.family('tsshim_resident_memory_bytes', 'gauge', 'Resident set size of the shim process.').sample('tsshim_resident_memory_bytes', process.memoryUsage().rss);
+  w.family('tsshim_idle_gc_total', 'counter', 'Full garbage collections run after the shim went idle.').sample('tsshim_idle_gc_total', daemon.idleGc?.collections ?? 0);
   w.family('tsshim_open_fds', 'gauge', 'Open file descriptors of the shim process.').sample('tsshim_open_fds', countFds());
   w.family('tsshim_uptime_seconds', 'gauge', 'Seconds since the shim daemon started.').sample('tsshim_uptime_seconds', (now - daemon.startedAt.getTime()) / 1000);
   w.family('tsshim_start_time_seconds', 'gauge', 'Start time of the shim daemon, seconds since the epoch.').sample('tsshim_start_time_seconds', daemon.startedAt.getTime() / 1000);

@@ -14,6 +14,7 @@ import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../task/shim-service';
 import { startMetricsFromEnv } from './metrics';
+import { IdleCollector } from './idle-gc';
 import { PER_NODE_GROUP } from './start';
 import { ensureSpare } from './spare';
 
@@ -28,6 +29,7 @@ export interface Daemon {
   socket: string;
   namespace: string;
   group: string;
+  idleGc: IdleCollector;
 }
 
 /** A socket the daemon was handed already bound (by a spare, src/shim/spare.ts). */
@@ -80,7 +82,8 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const publisher = new Publisher(ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null, new OutboxJournal(journalFile), log);
   publisher.stats.discarded = stale.length;
 
-  const rpcStats: RpcStats = { calls: new Map() };
+  const idleGc = new IdleCollector();
+  const rpcStats: RpcStats = { calls: new Map(), onCall: () => idleGc.activity() };
   const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });
   let exiting = false;
   const service = new TaskService({
@@ -91,7 +94,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
     onEmpty: () => { if (!perNode) void shutdown('no containers left'); },
   });
-  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group };
+  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
@@ -111,6 +114,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (pidFile) fs.rmSync(pidFile, { force: true });
     if (socket) fs.rmSync(socket, { force: true });
     metrics?.close();
+    idleGc.close();
     service.close();
     process.exit(0);
   }

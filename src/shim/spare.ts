@@ -19,6 +19,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
+import { DAEMON_NODE_FLAGS } from './node-flags';
 
 export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 const IDLE_MS = Number(process.env.TSSHIM_SPARE_IDLE_MS) || 10 * 60_000;
@@ -59,7 +60,7 @@ export function ensureSpare(mainScript: string, flags: ShimFlags): void {
   if (!sparesEnabled() || waitingSpares(pool).length > 0 || bootingSpares(pool).length > 0) return;
   // Linux shows process.title only within the original argv's bytes: reserve room for the daemon's.
   const room = '.'.repeat(256);
-  const child = spawn(process.execPath, ['--no-warnings', mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'], {
     cwd: '/', detached: true, stdio: 'ignore', env: process.env,
   });
   child.unref();

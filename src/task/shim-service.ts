@@ -34,6 +34,7 @@ export interface DaemonView {
   socket: string;
   namespace: string;
   group: string;
+  idleGc?: { readonly collections: number };
 }
 // Compile-time proof that the real daemon fits the view.
 const _daemonFits: (d: Daemon) => DaemonView = (d) => d;

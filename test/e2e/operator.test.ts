@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, RUNC_RUNTIME, type Containerd } from './harness';
 import { makeRootfs } from './rootfs';
 import { httpGetUnix } from '../../src/cli/http';
+import { IDLE_GC_MS } from '../../src/shim/idle-gc';
 
 let c: Containerd;
 let metricsDir: string;
@@ -111,4 +112,12 @@ test('the metrics endpoint counts the Create call; tsshim metrics <id> scrapes i
   const viaCli = tsshim(['metrics', id]);
   assert.equal(viaCli.code, 0, viaCli.stderr);
   assert.match(viaCli.stdout, /^tsshim_rpc_duration_seconds_count\{method="Create"\} [1-9]\d*$/m);
+});
+
+test('the daemon collects garbage once it goes idle (runs with --expose-gc)', async () => {
+  const socks = fs.readdirSync(metricsDir).filter((n) => n.endsWith('.metrics.sock'));
+  await new Promise((r) => setTimeout(r, IDLE_GC_MS + 500));
+  const res = await httpGetUnix(path.join(metricsDir, socks[0]), '/metrics');
+  const m = /^tsshim_idle_gc_total (\d+)$/m.exec(res.body);
+  assert.ok(m && Number(m[1]) >= 1, `an idle collection ran: ${m?.[0]}`);
 });

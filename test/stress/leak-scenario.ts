@@ -16,6 +16,7 @@ import { Client } from '../../src/ttrpc';
 import { containerd as api } from '../../src/gen/proto';
 import { TASK_SERVICE, daemonShims, runDetached, shimPidOf, shimSocketOf } from './containers';
 import { fdTargets, listDir, mountsUnder, processAlive, sampleShim, sleep, until, zombiesOf, type ShimSample } from './probes';
+import { IDLE_GC_MS } from '../../src/shim/idle-gc';
 
 const T = api.task.v2;
 const PROCESS_SPEC_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
@@ -74,6 +75,15 @@ class FifoReader {
     this.sock.destroy();
     fs.rmSync(this.file, { force: true });
   }
+}
+
+/**
+ * A sample taken once the shim has been idle long enough for its idle collector (src/shim/idle-gc.ts)
+ * to run: RSS then shows what the heap retains, not how far it grew before the next collection.
+ */
+async function settledSample(shim: number): Promise<ShimSample> {
+  await sleep(IDLE_GC_MS + 700);
+  return sampleShim(shim);
 }
 
 export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<LeakReport> {
@@ -164,7 +174,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
       await directRun(i);
       await directExec(i);
     }
-    if (i === o.warmup) baseline = sampleShim(shim);
+    if (i === o.warmup) baseline = await settledSample(shim);
     if (i % every === 0) {
       const s = sampleShim(shim);
       samples.push({ cycle: i, fds: s.fds, rss: s.rss });
@@ -172,8 +182,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     }
   }
   client.close();
-  await sleep(300); // our own connection's fd closes on the shim side
-  const end = sampleShim(shim);
+  const end = await settledSample(shim);
   const stateFiles = listDir(OUTBOX_DIR).filter((f) => f.startsWith(path.basename(socket)));
   let outboxBytes = 0;
   for (const f of stateFiles) if (f.endsWith('.outbox')) outboxBytes += fs.statSync(path.join(OUTBOX_DIR, f)).size;

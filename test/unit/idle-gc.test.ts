@@ -1,0 +1,42 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { IdleCollector } from '../../src/shim/idle-gc';
+import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('idle collector: one collection once calls stop, none while they go on', async () => {
+  let runs = 0;
+  const c = new IdleCollector(60, () => { runs++; });
+  for (let i = 0; i < 6; i++) { c.activity(); await sleep(20); }
+  assert.equal(runs, 0, 'no collection while calls keep coming');
+  await sleep(120);
+  assert.equal(runs, 1);
+  assert.equal(c.collections, 1);
+  await sleep(120);
+  assert.equal(runs, 1, 'quiet with nothing new: no second collection');
+  c.activity();
+  await sleep(120);
+  assert.equal(runs, 2, 'new activity, new collection');
+  c.close();
+});
+
+test('idle collector: close cancels a pending collection; no gc function means disabled', async () => {
+  let runs = 0;
+  const c = new IdleCollector(30, () => { runs++; });
+  c.activity();
+  c.close();
+  await sleep(80);
+  assert.equal(runs, 0);
+  const off = new IdleCollector(30, undefined);
+  assert.equal(off.enabled, false);
+  off.activity();
+  await sleep(60);
+  assert.equal(off.collections, 0);
+});
+
+test('daemon node flags expose gc and cap the young generation', () => {
+  assert.ok(DAEMON_NODE_FLAGS.includes('--expose-gc'));
+  assert.ok(DAEMON_NODE_FLAGS.some((f) => f.startsWith('--max-semi-space-size=')));
+  assert.ok(DAEMON_NODE_FLAGS.includes('--no-warnings'));
+});
