@@ -56,6 +56,7 @@ interface Libc {
   koffi: typeof Koffi;
   prctl: Fn; prctlPtr: Fn; waitpid: Fn; waitid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
   setsid: Fn; dup2: Fn; dup3: Fn; close: Fn; fcntl: Fn; getpgid: Fn; kill: Fn; fchown: Fn;
+  mount: Fn; umount2: Fn;
 }
 
 let libc: Libc | undefined;
@@ -92,6 +93,8 @@ function lib(): Libc {
     getpgid: c.func('getpgid', 'int', ['int']),
     kill: c.func('kill', 'int', ['int', 'int']),
     fchown: c.func('fchown', 'int', ['int', 'uint32_t', 'uint32_t']),
+    mount: c.func('mount', 'int', ['str', 'str', 'str', 'unsigned long', 'str']),
+    umount2: c.func('umount2', 'int', ['str', 'int']),
   };
   return libc;
 }
@@ -334,4 +337,16 @@ export function processExists(pid: number): boolean {
   const l = lib();
   if (l.kill(pid, 0) === 0) return true;
   return lastErrno() === osConstants.errno.EPERM;
+}
+
+/** mount(2). `data` is the filesystem's option string (null for none). */
+export function mount(source: string, target: string, fstype: string, flags: number, data: string | null): void {
+  const l = lib();
+  check('mount', () => l.mount(source, target, fstype, flags, data), `${JSON.stringify(source)} on ${JSON.stringify(target)} (${fstype})`);
+}
+
+/** umount2(2). */
+export function umount2(target: string, flags = 0): void {
+  const l = lib();
+  check('umount2', () => l.umount2(target, flags), JSON.stringify(target));
 }

@@ -27,10 +27,10 @@ export interface OutputFifo {
  * reader attaches, which it then reads.
  */
 export async function openOutputFifo(path: string): Promise<OutputFifo> {
-  const keepReaderFd = await openAsync(path, O_RDONLY | O_NONBLOCK);
+  const keepReaderFd = openNonBlocking(path, O_RDONLY);
   let writerFd: number;
   try {
-    writerFd = await openAsync(path, O_WRONLY | O_NONBLOCK);
+    writerFd = openNonBlocking(path, O_WRONLY);
   } catch (err) {
     fs.closeSync(keepReaderFd);
     throw err;
@@ -51,15 +51,23 @@ export interface InputFifo {
  * read on a FIFO without any writer returns 0, which would look like end-of-stream.
  */
 export async function openInputFifo(path: string): Promise<InputFifo> {
-  const readerFd = await openAsync(path, O_RDONLY | O_NONBLOCK);
+  const readerFd = openNonBlocking(path, O_RDONLY);
   let keepAliveFd: number;
   try {
-    keepAliveFd = await openAsync(path, O_WRONLY | O_NONBLOCK);
+    keepAliveFd = openNonBlocking(path, O_WRONLY);
   } catch (err) {
     fs.closeSync(readerFd);
     throw err;
   }
   return { reader: socketOnFd(readerFd, 'read'), keepAliveFd };
+}
+
+/**
+ * open(2) with O_NONBLOCK, called synchronously: on a FIFO it returns at once (or fails with ENXIO),
+ * so a threadpool round trip would only add latency to every Create and Exec.
+ */
+function openNonBlocking(path: string, flags: number): number {
+  return fs.openSync(path, flags | O_NONBLOCK);
 }
 
 /** Opens a non-FIFO output path (regular file, char device) for appending; must exist. */
