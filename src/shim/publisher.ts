@@ -49,18 +49,29 @@ export const FORWARD_TIMEOUT_MS = 120_000;
 export class TtrpcEventSender implements EventSender {
   private client: Promise<import('../ttrpc').Client> | null = null;
   constructor(private address: string, private timeoutMs = FORWARD_TIMEOUT_MS) {}
+  /**
+   * Dials containerd now rather than at the first event: the daemon calls this when it starts, so
+   * TaskCreate does not wait for a connect on containerd's Create path. A failure is retried by forward.
+   */
+  preconnect(): void {
+    this.connection().catch(() => {});
+  }
   async forward(payload: Uint8Array, namespace: string): Promise<void> {
-    const { Client } = await import('../ttrpc');
-    if (!this.client) {
-      const p = Client.connect(this.address.replace(/^unix:\/\//, ''));
-      this.client = p;
-      p.then((c) => c.on('close', () => { if (this.client === p) this.client = null; }), () => { if (this.client === p) this.client = null; });
-    }
-    const client = await this.client;
+    const client = await this.connection();
     await client.call(EVENTS_SERVICE, 'Forward', payload, {
       timeoutMs: this.timeoutMs,
       metadata: { 'containerd-namespace-ttrpc': [namespace] },
     });
+  }
+  private async connection(): Promise<import('../ttrpc').Client> {
+    if (!this.client) {
+      const { Client } = await import('../ttrpc');
+      if (this.client) return this.client;
+      const p = Client.connect(this.address.replace(/^unix:\/\//, ''));
+      this.client = p;
+      p.then((c) => c.on('close', () => { if (this.client === p) this.client = null; }), () => { if (this.client === p) this.client = null; });
+    }
+    return this.client;
   }
   reset(): void {
     const c = this.client;

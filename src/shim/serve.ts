@@ -79,7 +79,9 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   }
   const ttrpcAddress = process.env.TTRPC_ADDRESS || '';
   if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
-  const publisher = new Publisher(ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null, new OutboxJournal(journalFile), log);
+  const sender = ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null;
+  sender?.preconnect();
+  const publisher = new Publisher(sender, new OutboxJournal(journalFile), log);
   publisher.stats.discarded = stale.length;
 
   const idleGc = new IdleCollector();

@@ -141,20 +141,6 @@ async function ringResponse(dir: string): Promise<void> {
   }
 }
 
-/**
- * Runs the code a first Create goes through once, so V8 has compiled it before a container waits:
- * protobuf encoding and decoding of the Task messages, and spawning a child through the reaper.
- */
-async function warmUp(): Promise<void> {
-  const { containerd } = await import('../gen/proto');
-  const T = containerd.task.v2;
-  const req = T.CreateTaskRequest.encode({ id: 'warm', bundle: '/warm', rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }], stdout: '/x' }).finish();
-  T.CreateTaskRequest.decode(req);
-  T.StateResponse.decode(T.StateResponse.encode({ id: 'warm', pid: 1, exited_at: { seconds: 1, nanos: 1 } }).finish());
-  const { Reaper } = await import('./reaper');
-  await Reaper.instance().run('true', [], { timeoutMs: 5000 }).catch(() => {});
-}
-
 export async function runSpare(flags: ShimFlags): Promise<void> {
   // Load everything the daemon needs now, while nobody waits.
   const serve = await import('./serve');
@@ -162,6 +148,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   const { startOptions } = await import('./start-options');
   const { claimGroupSocket, settleDaemon } = await import('./start');
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
+  const { warmUp } = await import('./warm-up');
   await warmUp();
   const pool = sparePool(flags.address);
   for (;;) {
