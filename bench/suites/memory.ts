@@ -37,7 +37,7 @@ async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[
         await runSleeper(env, c, spec, id);
         ids.push(id);
       }
-      points.push({ count: size, mem: await settledMem(c.address, side, env.quick ? 1000 : 2000) });
+      points.push({ count: size, mem: await settledMem(c.address, side, 2500) });
     }
   } finally {
     for (let i = 0; i < ids.length; i += 10) await Promise.all(ids.slice(i, i + 10).map((id) => removeContainer(c, id)));

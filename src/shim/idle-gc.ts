@@ -1,11 +1,23 @@
 // Full garbage collection once the shim goes quiet. After a burst of calls V8 keeps its heap at the
 // high-water mark until the next major collection, and an idle shim never allocates enough to get
 // one: RSS stays tens of MiB above what is live. One collection after IDLE_MS without a call hands
-// that memory back. It needs the daemon's --expose-gc flag; without it this does nothing.
+// that memory back, followed by a trim of the resident set (trim.ts). It needs the daemon's
+// --expose-gc flag; without it this does nothing.
+import { trimEnabled, trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
 
 type GcFn = () => void;
+
+const exposedGc = (): GcFn | undefined => (globalThis as { gc?: GcFn }).gc;
+
+/** One full collection, then the resident-set trim; a no-op without --expose-gc. */
+export function collectAndTrim(): void {
+  const gc = exposedGc();
+  if (!gc) return;
+  gc();
+  if (trimEnabled()) trimResidentSet();
+}
 
 export class IdleCollector {
   private timer: NodeJS.Timeout | null = null;
@@ -14,7 +26,7 @@ export class IdleCollector {
   /** Full collections run so far (exported as a metric). */
   collections = 0;
 
-  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = (globalThis as { gc?: GcFn }).gc) {}
+  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = exposedGc() && collectAndTrim) {}
 
   get enabled(): boolean {
     return typeof this.gc === 'function';

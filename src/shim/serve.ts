@@ -65,8 +65,9 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const { server: netServer, socket } = bound ?? await listenFrom(flags);
   const group = bound?.group ?? (process.env.TSSHIM_GROUP || flags.id);
   const perNode = group === PER_NODE_GROUP;
-  // The sh fast path of `start` (bin/) checks this pid file before it hands out our address.
-  const pidFile = perNode && socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
+  // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
+  // container of our group (per-node: of our namespace).
+  const pidFile = socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
   if (pidFile) { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); }
   const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
@@ -107,13 +108,14 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (exiting) return;
     exiting = true;
     log.info('shim shutting down', { reason });
+    // First of all: no new container may be sent here by the sh fast path.
+    if (pidFile) fs.rmSync(pidFile, { force: true });
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
     await ttrpc.shutdown(1000).catch(() => {});
     const drained = await publisher.drain(5000);
     publisher.close();
     if (drained) fs.rmSync(journalFile, { force: true });
-    if (pidFile) fs.rmSync(pidFile, { force: true });
     if (socket) fs.rmSync(socket, { force: true });
     metrics?.close();
     idleGc.close();

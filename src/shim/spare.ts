@@ -150,6 +150,8 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
   const { warmUp } = await import('./warm-up');
   await warmUp();
+  // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
+  (await import('./idle-gc')).collectAndTrim();
   const pool = sparePool(flags.address);
   for (;;) {
     const dir = await waitForClaim(pool, flags.address);

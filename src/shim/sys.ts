@@ -56,7 +56,7 @@ interface Libc {
   koffi: typeof Koffi;
   prctl: Fn; prctlPtr: Fn; waitpid: Fn; waitid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
   setsid: Fn; dup2: Fn; dup3: Fn; close: Fn; fcntl: Fn; getpgid: Fn; kill: Fn; fchown: Fn;
-  mount: Fn; umount2: Fn;
+  mount: Fn; umount2: Fn; madvise: Fn; mallocTrim: Fn;
 }
 
 let libc: Libc | undefined;
@@ -95,6 +95,8 @@ function lib(): Libc {
     fchown: c.func('fchown', 'int', ['int', 'uint32_t', 'uint32_t']),
     mount: c.func('mount', 'int', ['str', 'str', 'str', 'unsigned long', 'str']),
     umount2: c.func('umount2', 'int', ['str', 'int']),
+    madvise: c.func('madvise', 'int', ['uintptr_t', 'size_t', 'int']),
+    mallocTrim: c.func('malloc_trim', 'int', ['size_t']),
   };
   return libc;
 }
@@ -349,4 +351,19 @@ export function mount(source: string, target: string, fstype: string, flags: num
 export function umount2(target: string, flags = 0): void {
   const l = lib();
   check('umount2', () => l.umount2(target, flags), JSON.stringify(target));
+}
+
+const MADV_DONTNEED = 4;
+
+/**
+ * madvise(MADV_DONTNEED): drops this process's page-table entries for the range. Only safe on
+ * mappings whose pages all still equal the file (see trim.ts); anonymous memory would be zeroed.
+ */
+export function dropMappedPages(start: bigint, length: number): boolean {
+  return lib().madvise(start, length, MADV_DONTNEED) === 0;
+}
+
+/** glibc malloc_trim(0): hands free native heap pages back to the kernel. */
+export function mallocTrim(): void {
+  lib().mallocTrim(0);
 }

@@ -14,6 +14,7 @@ export async function warmUp(): Promise<void> {
   T.CreateTaskRequest.decode(req);
   T.StateResponse.decode(T.StateResponse.encode({ id: 'warm', pid: 1, exited_at: { seconds: 1, nanos: 1 } }).finish());
   await warmProcessIO().catch(() => {});
+  await warmRuncClient().catch(() => {});
   await warmEvents().catch(() => {});
   const { cgroupForPid } = await import('../task/cgroups/discovery');
   try { cgroupForPid(process.pid); } catch { /* no cgroups here */ }
@@ -35,6 +36,20 @@ async function warmProcessIO(): Promise<void> {
     await io.afterRuncStarted();
     io.closeStdin();
     await io.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The runc client's calls of a container's life, with `true` standing in for runc. */
+async function warmRuncClient(): Promise<void> {
+  const { RuncClient } = await import('../runc/client');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-warm-'));
+  try {
+    const runc = new RuncClient({ binary: 'true', root: dir, log: path.join(dir, 'log.json') });
+    await runc.start('warm');
+    await runc.kill('warm', 9, { all: true });
+    await runc.delete('warm', { force: true });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

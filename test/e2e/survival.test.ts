@@ -210,8 +210,13 @@ test('an orphan storm (600 re-parented processes in a host-pid container) leaves
   await stop(c);
 });
 
-test('group annotation: one shim serves the group and exits after the last container is deleted', async () => {
-  const c = await containerd();
+test('group annotation: one shim serves the group (later starts take the sh fast path) and exits after the last container is deleted', async () => {
+  // No spares, so that every start the sh cannot answer itself shows up as a Node start.
+  const counting = countingShimDir();
+  const c = await containerd({
+    TSSHIM_SPARES: '0',
+    PATH: `${counting.dir}:${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+  });
   const image = await ensureBusyboxImage(c);
   const group = uniqueId('grp');
   const ids = Array.from({ length: 5 }, () => uniqueId('gm'));
@@ -220,6 +225,8 @@ test('group annotation: one shim serves the group and exits after the last conta
     const shim = await shimPidOf(c, ids[0]);
     for (const id of ids) assert.equal(await shimPidOf(c, id), shim, `${id} in the group shim`);
     assert.deepEqual(daemonShims(c), [shim]);
+    const starts = counting.nodeStarts().filter((argv) => argv[argv.length - 1] === 'start');
+    assert.equal(starts.length, 1, `only the group's first start boots Node: ${JSON.stringify(starts)}`);
     for (const id of ids) {
       const r = await c.ctr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', `echo ${id}`]);
       assert.equal(r.stdout, `${id}\n`, r.stderr);

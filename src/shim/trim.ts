@@ -1,0 +1,54 @@
+// Trimming the daemon's resident set once it is idle. Most of a Node process's RSS is the node
+// binary's own code and read-only data (~40 MiB here), touched while Node boots and never again.
+// Those pages stay in the page cache, shared by every node process; dropping this process's
+// mappings of them (MADV_DONTNEED) costs nothing but a minor fault when a page is needed again.
+// Only mappings that cannot hold private changes qualify: file-backed, private, not writable and
+// with no anonymous (copy-on-write) pages, e.g. never a RELRO section, whose relocated contents
+// would be lost.
+import * as fs from 'node:fs';
+import { dropMappedPages, mallocTrim } from './sys';
+
+export interface Mapping { start: bigint; end: bigint; perms: string; path: string; anonymousKb: number }
+
+/** /proc/<pid>/smaps as a list of mappings with their anonymous (COW'd) size. */
+export function parseSmaps(text: string): Mapping[] {
+  const out: Mapping[] = [];
+  let cur: Mapping | null = null;
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) {
+      cur = { start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3], path: m[4], anonymousKb: -1 };
+      out.push(cur);
+      continue;
+    }
+    const a = /^Anonymous:\s+(\d+) kB/.exec(line);
+    if (a && cur) cur.anonymousKb = Number(a[1]);
+  }
+  return out;
+}
+
+/** Mappings whose resident pages are exact copies of their file. */
+export function trimmable(m: Mapping): boolean {
+  return m.path.startsWith('/') && m.perms[1] !== 'w' && m.perms[3] === 'p' && m.anonymousKb === 0;
+}
+
+export interface TrimResult { mappings: number; bytes: number }
+
+/** Drops clean file-backed pages and returns free malloc pages; never throws. */
+export function trimResidentSet(): TrimResult {
+  const r: TrimResult = { mappings: 0, bytes: 0 };
+  try {
+    for (const m of parseSmaps(fs.readFileSync('/proc/self/smaps', 'utf8'))) {
+      if (!trimmable(m)) continue;
+      const len = Number(m.end - m.start);
+      if (dropMappedPages(m.start, len)) { r.mappings++; r.bytes += len; }
+    }
+    mallocTrim();
+  } catch { /* no /proc or no koffi: nothing trimmed */ }
+  return r;
+}
+
+/** Trimming is on unless TSSHIM_TRIM=0. */
+export function trimEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.TSSHIM_TRIM !== '0';
+}
