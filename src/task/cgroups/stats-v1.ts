@@ -1,7 +1,7 @@
 // cgroup v1 -> io.containerd.cgroups.v1.Metrics (plain object, proto field names). Each controller
 // is collected on its own, all at once; a missing file ends that controller's collection quietly
 // (the kernel or the configuration may lack it), other failures fail the whole call.
-import { promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { fields, lines, parseKV, readAll, readOptional } from './files';
 import { ParseError, parseRdmaValue, parseU64, parseU64Big, u64, type U64 } from './u64';
@@ -215,16 +215,24 @@ export function hugePageSizeName(dirName: string): string {
   return `${Number(size.toPrecision(6))}${units[i]}`;
 }
 
-async function hugePageSizes(hugepagesDir: string): Promise<string[]> {
-  try {
-    return (await fsp.readdir(hugepagesDir)).filter((n) => n.startsWith('hugepages-')).sort().map(hugePageSizeName);
-  } catch {
-    return [];
+// Huge page sizes are fixed at boot: read the directory once per process, as the Go library does.
+const hugePageSizeCache = new Map<string, string[]>();
+
+function hugePageSizes(hugepagesDir: string): string[] {
+  let sizes = hugePageSizeCache.get(hugepagesDir);
+  if (!sizes) {
+    try {
+      sizes = fs.readdirSync(hugepagesDir).filter((n) => n.startsWith('hugepages-')).sort().map(hugePageSizeName);
+    } catch {
+      sizes = [];
+    }
+    hugePageSizeCache.set(hugepagesDir, sizes);
   }
+  return sizes;
 }
 
 async function hugetlb(dir: string, m: MetricsV1, hugepagesDir: string): Promise<void> {
-  const sizes = await hugePageSizes(hugepagesDir);
+  const sizes = hugePageSizes(hugepagesDir);
   const perSize = await Promise.all(sizes.map((size) =>
     readAll(dir, ['usage_in_bytes', 'max_usage_in_bytes', 'failcnt'].map((f) => `hugetlb.${size}.${f}`))));
   for (let i = 0; i < sizes.length; i++) {

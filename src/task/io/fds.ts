@@ -76,6 +76,16 @@ export async function openOutputFile(path: string): Promise<fs.WriteStream> {
   return fs.createWriteStream('', { fd, autoClose: true });
 }
 
+/** isFifo without a threadpool trip, for paths known to be local (containerd's FIFO directory). */
+export function isFifoSync(path: string): boolean {
+  try {
+    return fs.statSync(path).isFIFO();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
 export async function isFifo(path: string): Promise<boolean> {
   try {
     return (await fs.promises.stat(path)).isFIFO();

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import * as sys from '../../shim/sys';
 import { BinaryLogger } from './binary-logger';
-import { isFifo, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
+import { isFifo, isFifoSync, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
 import { pump, type PumpResult } from './pump';
 import { Resources } from './resources';
 import { stdioPath, type OutputTarget } from './stdio-uri';
@@ -36,7 +36,7 @@ export class PipeProcessIO implements ProcessIO {
         case 'null':
           break; // runc and the container get /dev/null on 0, 1, 2
         case 'fifo':
-          await io.setUpCopying(cfg, { stdout: stdioPath(cfg.stdout), stderr: stdioPath(cfg.stderr) });
+          await io.setUpCopying(cfg, { stdout: stdioPath(cfg.stdout), stderr: stdioPath(cfg.stderr) }, true);
           break;
         case 'file': {
           await prepareLogFile(target.file);
@@ -112,13 +112,14 @@ export class PipeProcessIO implements ProcessIO {
     return pair;
   }
 
-  private async setUpCopying(cfg: StdioConfig, out: Record<OutputName, string>): Promise<void> {
+  /** fifoPaths: containerd's FIFOs (local, so a synchronous stat is safe); else user file paths. */
+  private async setUpCopying(cfg: StdioConfig, out: Record<OutputName, string>, fifoPaths = false): Promise<void> {
     const log = this.opts.log;
     let sharedFile: { path: string; stream: fs.WriteStream; users: number } | undefined;
 
     type Destination = { dst: Writable; shared: boolean; afterCopy?: () => void };
     const destinationFor = async (name: OutputName, p: string): Promise<Destination> => {
-      if (await isFifo(p)) {
+      if (fifoPaths ? isFifoSync(p) : await isFifo(p)) {
         const fifo = await openOutputFifo(p).catch((err: Error) => {
           throw new Error(`containerd-shim: opening ${name} fifo ${JSON.stringify(p)} failed: ${err.message}`);
         });
