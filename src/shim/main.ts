@@ -1,5 +1,4 @@
 // Entry of containerd-shim-tsshim-v2: `start`, `delete`, `-v`, `-info`, or daemon mode.
-import * as path from 'node:path';
 import { parseFlags, FlagError } from './flags';
 import { isValidIdentifier } from './address';
 import { VERSION, REVISION } from './version';
@@ -39,8 +38,9 @@ async function main(argv: string[]): Promise<void> {
       const { startOptions } = await import('./start-options');
       const { readStartRequest, formatStartReply } = await import('./bootstrap');
       const { DAEMON_NODE_FLAGS } = await import('./node-flags');
+      const { SHIM_ENTRY } = await import('./entry');
       const request = readStartRequest(readStdin(), process.env, flags);
-      const address = await runStart(flags, startOptions(request.options, flags), [...DAEMON_NODE_FLAGS, path.join(__dirname, 'main.js')]);
+      const address = await runStart(flags, startOptions(request.options, flags), [...DAEMON_NODE_FLAGS, SHIM_ENTRY]);
       // Exit without closing the listener: its close would unlink the socket the daemon serves.
       process.stdout.write(formatStartReply(address, request.generation), () => process.exit(0));
       return;

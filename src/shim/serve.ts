@@ -15,6 +15,7 @@ import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../task/shim-service';
 import { startMetricsFromEnv } from './metrics';
 import { IdleCollector } from './idle-gc';
+import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from './start';
 import { ensureSpare } from './spare';
 
@@ -131,5 +132,5 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   // up between start and Create) would otherwise wait forever for a Shutdown that never comes.
   if (!perNode) setTimeout(() => { if (service.size === 0 && !service.everCreated) void shutdown('no container created'); }, 60_000).unref();
   // A warm spare for the next container's `start`: it boots while this one runs its container.
-  if (!perNode) ensureSpare(path.join(__dirname, 'main.js'), flags);
+  if (!perNode) ensureSpare(SHIM_ENTRY, flags);
 }

@@ -152,6 +152,8 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   await warmUp();
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
   (await import('./idle-gc')).collectAndTrim();
+  // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
+  (await import('./code-cache')).saveCodeCache();
   const pool = sparePool(flags.address);
   for (;;) {
     const dir = await waitForClaim(pool, flags.address);

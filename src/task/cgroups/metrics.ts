@@ -31,10 +31,9 @@ interface MessageType { create(o: object): object; encode(m: object): { finish()
 
 let protoRoot: Record<string, unknown> | undefined;
 function metricsType(typeUrl: string): MessageType {
-  // Loaded on first use and by a computed path: the generated module appears only after
-  // `npm run build`, and a process that never serves Stats should not pay for it.
+  // Loaded on first use: a process that never serves Stats should not pay for it.
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  protoRoot ??= require(['..', '..', 'gen', 'proto'].join('/')) as Record<string, unknown>;
+  protoRoot ??= require('../../gen/proto') as Record<string, unknown>;
   let node: unknown = protoRoot;
   for (const part of typeUrl.split('.')) node = (node as Record<string, unknown> | undefined)?.[part];
   if (!node || typeof (node as MessageType).encode !== 'function') {

@@ -1,0 +1,45 @@
+// boot.js: runs the bundled shim and keeps one V8 code cache per node version and flag set.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { codeCacheFile } from '../../src/shim/boot';
+
+const shimDir = path.resolve(__dirname, '../../src/shim');
+
+test('boot: the cache file name depends on node version and flags', () => {
+  const a = codeCacheFile('/d', 'v20.0.0', ['--no-warnings']);
+  assert.equal(path.dirname(a), '/d');
+  assert.notEqual(a, codeCacheFile('/d', 'v20.0.0', ['--no-warnings', '--expose-gc']));
+  assert.notEqual(a, codeCacheFile('/d', 'v22.0.0', ['--no-warnings']));
+  assert.equal(a, codeCacheFile('/d', 'v20.0.0', ['--no-warnings']));
+});
+
+test('boot: runs the bundle, writes its code cache once, and V8 accepts it next time', { skip: fs.existsSync(path.join(shimDir, 'bundle.js')) ? false : 'no bundle built' }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-boot-'));
+  try {
+    for (const f of ['boot.js', 'code-cache.js', 'entry.js', 'bundle.js']) fs.copyFileSync(path.join(shimDir, f), path.join(dir, f));
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--no-warnings', path.join(dir, 'boot.js'), ...args], { encoding: 'utf8', cwd: dir });
+    const v = run('-v');
+    assert.equal(v.status, 0, v.stderr);
+    assert.match(v.stdout, /containerd-shim-tsshim-v2:\n {2}Version: /);
+    const caches = () => fs.readdirSync(dir).filter((f) => f.endsWith('.v8cache'));
+    assert.deepEqual(caches(), [], '-v runs too little to be worth a cache');
+    // A run that reaches the shim's own checks (and fails them) leaves the cache at exit.
+    const bad = run('-id', 'x', 'delete');
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /shim namespace cannot be empty/);
+    assert.equal(caches().length, 1);
+    const file = path.join(dir, caches()[0]);
+    const before = fs.statSync(file).mtimeMs;
+    assert.equal(run('-id', 'x', 'delete').status, 1);
+    assert.equal(fs.statSync(file).mtimeMs, before, 'an accepted cache is not rewritten');
+    fs.writeFileSync(file, 'garbage');
+    assert.equal(run('-id', 'x', 'delete').status, 1, 'a corrupt cache is only a slower start');
+    assert.notEqual(fs.readFileSync(file, 'utf8'), 'garbage', 'and it is replaced');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
