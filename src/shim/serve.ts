@@ -87,7 +87,21 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   publisher.stats.discarded = stale.length;
 
   const idleGc = new IdleCollector();
-  const rpcStats: RpcStats = { calls: new Map(), onCall: () => idleGc.activity() };
+  // The next container's warm spare boots once this container runs: booting it during Create and
+  // Start took CPU from runc there (+8 ms and +4 ms on these 2 cores).
+  let spareRequested = perNode;
+  const requestSpare = () => {
+    if (spareRequested) return;
+    spareRequested = true;
+    ensureSpare(SHIM_ENTRY, flags);
+  };
+  const rpcStats: RpcStats = {
+    calls: new Map(),
+    onCall: (method, failed) => {
+      idleGc.activity();
+      if (method === 'Start' && !failed) requestSpare();
+    },
+  };
   const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });
   let exiting = false;
   const service = new TaskService({
@@ -109,6 +123,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (exiting) return;
     exiting = true;
     log.info('shim shutting down', { reason });
+    if (service.everCreated) requestSpare(); // a container that never started still had a start
     // First of all: no new container may be sent here by the sh fast path.
     if (pidFile) fs.rmSync(pidFile, { force: true });
     // Let the Shutdown reply reach containerd first.
@@ -131,6 +146,4 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   // containerd calls Create right after `start`; a shim that never got a container (the daemon gave
   // up between start and Create) would otherwise wait forever for a Shutdown that never comes.
   if (!perNode) setTimeout(() => { if (service.size === 0 && !service.everCreated) void shutdown('no container created'); }, 60_000).unref();
-  // A warm spare for the next container's `start`: it boots while this one runs its container.
-  if (!perNode) ensureSpare(SHIM_ENTRY, flags);
 }

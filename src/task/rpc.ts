@@ -33,8 +33,8 @@ function decode<T>(type: Decoder<T>, payload: Uint8Array): T {
 
 export interface RpcStats {
   calls: Map<string, { count: number; errors: number; totalMs: number; buckets: number[] }>;
-  /** Called after every call (the daemon's idle collector listens). */
-  onCall?: () => void;
+  /** Called after every call with its method and outcome (the daemon's idle collector listens). */
+  onCall?: (method: string, failed: boolean) => void;
 }
 export const LATENCY_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
 
@@ -157,7 +157,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
           if (!s) stats.calls.set(name, (s = { count: 0, errors: 0, totalMs: 0, buckets: LATENCY_BUCKETS_MS.map(() => 0) }));
           s.count++; s.totalMs += ms; if (failed) s.errors++;
           LATENCY_BUCKETS_MS.forEach((b, i) => { if (ms <= b) s!.buckets[i]++; });
-          stats.onCall?.();
+          stats.onCall?.(name, failed);
         }
         if (log.enabled('debug')) log.debug('rpc', { method: name, namespace: ns(ctx), duration_ms: ms.toFixed(2), failed });
       }
