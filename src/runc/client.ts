@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { RunOptions, RunResult, RunStdio } from '../shim/reaper';
 import { RuncError, fileSize, readLogError } from './errors';
+import { lookPath } from './look-path';
 
 /** One of the runc child's fds 0-2: an fd it inherits, 'ignore' (/dev/null), 'pipe' (captured). */
 export type RuncStdio = RunStdio;
@@ -310,8 +311,9 @@ export class RuncClient {
     const stdio: [RunStdio, RunStdio, RunStdio] = how.stdio ?? [how.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'];
     let r: RunResult;
     try {
-      r = await this.runner().run(this.binary, argv, {
-        stdio, input: how.input, extraFds: how.extraFds, env: runcEnv(this.options.env),
+      const env = runcEnv(this.options.env);
+      r = await this.runner().run(lookPath(this.binary, env.PATH), argv, {
+        stdio, input: how.input, extraFds: how.extraFds, env,
         timeoutMs: opts.timeoutMs ?? this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS, signal: opts.signal,
       });
     } catch (e) {
