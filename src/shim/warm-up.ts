@@ -1,8 +1,8 @@
 // What a warm spare (spare.ts) runs once, before it waits to become a container's shim: the code a
 // first Create goes through, so that V8 has parsed and compiled it, the libuv threadpool exists and
 // the lazily loaded modules are in, before containerd waits on them. Measured on a spare-turned
-// daemon: the first Create's I/O set-up fell from ~9 ms to ~1 ms and spawning runc from ~10 ms of
-// first-call cost to ~2 ms. Failures are ignored: a warm-up must never stop a spare.
+// daemon: the first Create's I/O set-up fell from ~9 ms to ~3 ms, and a first spawn costs ~10 ms
+// against ~2 ms for later ones. Failures are ignored: a warm-up must never stop a spare.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
