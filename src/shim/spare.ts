@@ -54,10 +54,27 @@ function bootingSpares(pool: string): number[] {
   });
 }
 
-/** Starts a spare for this containerd unless one is already waiting or booting. */
+/** How long after a start had to wait for a booting spare the pool holds two spares. */
+const STARVED_WINDOW_MS = 30_000;
+
+/** One spare normally; two while starts have recently had to wait for one (a burst of new shims). */
+export function spareTarget(pool: string, now = Date.now()): number {
+  try {
+    return now - fs.statSync(path.join(pool, '.starved')).mtimeMs < STARVED_WINDOW_MS ? 2 : 1;
+  } catch {
+    return 1;
+  }
+}
+
+/** Starts spares for this containerd until spareTarget are waiting or booting. */
 export function ensureSpare(mainScript: string, flags: ShimFlags): void {
   const pool = sparePool(flags.address);
-  if (!sparesEnabled() || waitingSpares(pool).length > 0 || bootingSpares(pool).length > 0) return;
+  if (!sparesEnabled()) return;
+  const missing = spareTarget(pool) - waitingSpares(pool).length - bootingSpares(pool).length;
+  for (let i = 0; i < missing; i++) startSpare(mainScript, flags, pool);
+}
+
+function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
   // Linux shows process.title only within the original argv's bytes: reserve room for the daemon's.
   const room = '.'.repeat(256);
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'], {
@@ -116,7 +133,12 @@ function waitForClaim(pool: string, grpcAddress: string): Promise<string | null>
     };
     const done = (dir: string | null) => { clearTimeout(idle); clearInterval(watch); sock.destroy(); resolve(dir); };
     const idle = setTimeout(retire, IDLE_MS);
-    const watch = setInterval(() => { if (!fs.existsSync(grpcAddress)) retire(); }, 2000);
+    const watch = setInterval(() => {
+      if (!fs.existsSync(grpcAddress)) return retire();
+      // A burst is over: the extra spare (the newest, so only one of them) goes.
+      const waiting = waitingSpares(pool);
+      if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) retire();
+    }, 2000);
     sock.on('data', (d) => {
       buf += d.toString();
       const nl = buf.indexOf('\n');

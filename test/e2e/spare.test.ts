@@ -50,6 +50,17 @@ test('a waiting spare becomes the next container\'s shim; a dead spare is skippe
   assert.equal((await c.ctr(['task', 'ls'])).stdout.split('\n').filter((l) => / RUNNING/.test(l)).length, 3);
 });
 
+test('starts that outrun the spares make the pool keep two', async () => {
+  const pool = sparePool(c.address);
+  await until(() => waitingSpares(pool).length > 0, 'a spare');
+  // Back to back: the second start finds only the spare the first container's shim is booting.
+  const shims = [];
+  for (let i = 0; i < 4; i++) shims.push(await runDetached(uniqueId('burst')));
+  assert.equal(new Set(shims).size, 4, 'one shim per container');
+  assert.ok(fs.existsSync(path.join(pool, '.starved')), 'a start had to wait for a booting spare');
+  await until(() => waitingSpares(pool).length >= 2, 'two spares waiting after the burst', 30_000);
+});
+
 test('spares leave with their containerd', async () => {
   const pool = sparePool(c.address);
   await until(() => waitingSpares(pool).length > 0, 'a spare');

@@ -13,6 +13,7 @@ import { checkInit, checkExec } from '../../src/task/state';
 import { encodeDeleteResponse } from '../../src/shim/delete';
 import { containerd, google, runtimeoptions } from '../../src/gen/proto';
 import { formatLine } from '../../src/shim/logger';
+import { spareTarget } from '../../src/shim/spare';
 
 test('flags: the argv containerd 1.6 passes to start and delete', () => {
   const f = parseFlags(['-namespace', 'default', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'c1', '-debug', 'start']);
@@ -107,4 +108,19 @@ test('logger: logrus text format, quoted values, bounded line length', () => {
   const line = formatLine('warn', 'event not delivered', { id: 'c1', error: new Error('dial: no such file') }, new Date('2026-01-02T03:04:05.678Z'));
   assert.equal(line, 'time="2026-01-02T03:04:05.678Z" level=warning msg="event not delivered" id=c1 error="dial: no such file"\n');
   assert.ok(Buffer.byteLength(formatLine('info', 'x'.repeat(10000), {})) <= 4096);
+});
+
+test('spares: two in the pool while starts recently had to wait for one, else one', () => {
+  const pool = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-pool-'));
+  try {
+    assert.equal(spareTarget(pool), 1);
+    fs.writeFileSync(path.join(pool, '.starved'), '');
+    assert.equal(spareTarget(pool), 2);
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(path.join(pool, '.starved'), old, old);
+    assert.equal(spareTarget(pool), 1, 'the burst is over');
+    assert.equal(spareTarget(path.join(pool, 'missing')), 1);
+  } finally {
+    fs.rmSync(pool, { recursive: true, force: true });
+  }
 });
