@@ -215,7 +215,7 @@ test('group annotation: one shim serves the group (later starts take the sh fast
   const counting = countingShimDir();
   const c = await containerd({
     TSSHIM_SPARES: '0',
-    PATH: `${counting.dir}:${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    PATH: counting.path,
   });
   const image = await ensureBusyboxImage(c);
   const group = uniqueId('grp');
@@ -251,7 +251,7 @@ test('group annotation: one shim serves the group (later starts take the sh fast
 });
 
 /** A shim wrapper that records every Node start of the shim (the sh fast path starts no Node). */
-function countingShimDir(): { dir: string; log: string; nodeStarts: () => string[][] } {
+function countingShimDir(): { dir: string; log: string; path: string; nodeStarts: () => string[][] } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-count-'));
   const log = path.join(dir, 'node-runs.log');
   const marker = path.join(dir, 'marker.js');
@@ -264,14 +264,16 @@ function countingShimDir(): { dir: string; log: string; nodeStarts: () => string
     try { text = fs.readFileSync(log, 'utf8'); } catch { return []; }
     return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]);
   };
-  return { dir, log, nodeStarts };
+  // containerd's PATH: the counting wrapper first, so it is the containerd-shim-tsshim-v2 found.
+  const searchPath = `${dir}:${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
+  return { dir, log, path: searchPath, nodeStarts };
 }
 
 test('per-node mode: 20 runs share one shim, later starts take the sh fast path, exec/kill/delete work', async () => {
   const counting = countingShimDir();
   const c = await containerd({
     TSSHIM_PER_NODE: '1',
-    PATH: `${counting.dir}:${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    PATH: counting.path,
   });
   const image = await ensureBusyboxImage(c);
   const ids: string[] = [];

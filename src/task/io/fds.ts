@@ -81,8 +81,7 @@ export function isFifoSync(path: string): boolean {
   try {
     return fs.statSync(path).isFIFO();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
+    return missingIsNotFifo(err);
   }
 }
 
@@ -90,9 +89,14 @@ export async function isFifo(path: string): Promise<boolean> {
   try {
     return (await fs.promises.stat(path)).isFIFO();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
+    return missingIsNotFifo(err);
   }
+}
+
+/** A path that does not exist is simply not a FIFO; any other stat failure is the caller's. */
+function missingIsNotFifo(err: unknown): false {
+  if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+  throw err;
 }
 
 /**
