@@ -19,8 +19,10 @@ export type DaemonGeneration = 'plain' | 'json' | 'protobuf';
 
 export const TASK_API_VERSION = 2;
 /** Same list as task/options KNOWN_OPTION_TYPES (a unit test keeps them equal); repeated here so
- *  `start` does not load the generated protobuf code just to name two types. */
-export const RUNTIME_OPTION_TYPES: readonly string[] = ['containerd.runc.v1.Options', 'runtimeoptions.v1.Options'];
+ *  `start` does not load the generated protobuf code just to name four types. */
+export const RUNTIME_OPTION_TYPES: readonly string[] = [
+  'containerd.runc.v1.Options', 'runtimeoptions.v1.Options', 'containerd.linux.runc.CreateOptions', 'containerd.linux.runc.RuncOptions',
+];
 export const PROTOCOL = 'ttrpc';
 
 /** A serialized google.protobuf.Any, kept as fields so no generated code is needed here. */

@@ -1,6 +1,8 @@
 // Runtime options as containerd sends them: typed containerd.runc.v1.Options (ctr, CRI with
-// runtime_type io.containerd.runc.v2-style options) or the generic runtimeoptions.v1.Options
-// {type_url, config_path} whose TOML file carries the same fields (CRI with any other runtime).
+// runtime_type io.containerd.runc.v2-style options), the generic runtimeoptions.v1.Options
+// {type_url, config_path} whose TOML file carries the same fields (CRI with any other runtime), or
+// the legacy containerd.linux.runc.CreateOptions that containerd 1.6's Go client sends as task
+// options to every runtime not named io.containerd.runc* (WithShimCgroup, IoUid/IoGid).
 import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { containerd, runtimeoptions, google } from '../gen/proto';
@@ -73,7 +75,27 @@ function fromRuncOptions(o: containerd.runc.v1.Options): RuntimeOptions {
   };
 }
 
-export const KNOWN_OPTION_TYPES = ['containerd.runc.v1.Options', 'runtimeoptions.v1.Options'];
+/**
+ * The legacy message's fields that mean something to a v2 shim. open_tcp, external_unix_sockets,
+ * terminal, file_locks, empty_namespaces and cgroups_mode were restore flags of the old v1 runtime:
+ * the Go v2 shim's restore passes none of them to runc either, and neither do we.
+ */
+function fromLegacyCreateOptions(o: containerd.linux.runc.CreateOptions): RuntimeOptions {
+  return {
+    ...defaultOptions(),
+    noPivotRoot: o.no_pivot_root, noNewKeyring: o.no_new_keyring, shimCgroup: o.shim_cgroup,
+    ioUid: o.io_uid, ioGid: o.io_gid, criuWorkPath: o.criu_work_path, criuImagePath: o.criu_image_path,
+  };
+}
+
+/** The old runtime's own options: which runc, its root, CRIU, systemd cgroups. */
+function fromLegacyRuncOptions(o: containerd.linux.runc.RuncOptions): RuntimeOptions {
+  return { ...defaultOptions(), binaryName: o.runtime, root: o.runtime_root, criuPath: o.criu_path, systemdCgroup: o.systemd_cgroup };
+}
+
+export const LEGACY_CREATE_OPTIONS = 'containerd.linux.runc.CreateOptions';
+export const LEGACY_RUNC_OPTIONS = 'containerd.linux.runc.RuncOptions';
+export const KNOWN_OPTION_TYPES = ['containerd.runc.v1.Options', 'runtimeoptions.v1.Options', LEGACY_CREATE_OPTIONS, LEGACY_RUNC_OPTIONS];
 
 export function decodeOptions(any: google.protobuf.IAny | null | undefined): RuntimeOptions {
   if (!any || !any.type_url) return defaultOptions();
@@ -82,6 +104,10 @@ export function decodeOptions(any: google.protobuf.IAny | null | undefined): Run
   switch (type) {
     case 'containerd.runc.v1.Options':
       return fromRuncOptions(containerd.runc.v1.Options.decode(value));
+    case LEGACY_CREATE_OPTIONS:
+      return fromLegacyCreateOptions(containerd.linux.runc.CreateOptions.decode(value));
+    case LEGACY_RUNC_OPTIONS:
+      return fromLegacyRuncOptions(containerd.linux.runc.RuncOptions.decode(value));
     case 'runtimeoptions.v1.Options': {
       const o = runtimeoptions.v1.Options.decode(value);
       if (o.config_body && o.config_body.length) return optionsFromToml(Buffer.from(o.config_body).toString('utf8'), 'config_body');
