@@ -8,8 +8,23 @@ export interface ExitInfo { status: number; at: Date; nanos: number }
 export abstract class Process {
   pid = 0;
   exit: ExitInfo | null = null;
-  io: ProcessIO | null = null;
   private waiters: (() => void)[] = [];
+  private processIO: ProcessIO | null = null;
+  /** A ResizePty that came before the IO existed (Exec, ResizePty, Start): applied when it does. */
+  private earlySize?: { width: number; height: number };
+
+  get io(): ProcessIO | null { return this.processIO; }
+  set io(io: ProcessIO | null) {
+    this.processIO = io;
+    if (io && this.earlySize) io.resize(this.earlySize.width, this.earlySize.height);
+    if (io) this.earlySize = undefined;
+  }
+
+  /** ResizePty: now, or as soon as the IO (and with it the console) exists. */
+  resize(width: number, height: number): void {
+    if (this.processIO) this.processIO.resize(width, height);
+    else this.earlySize = { width, height };
+  }
 
   constructor(readonly containerId: string, readonly execId: string, readonly stdio: StdioConfig) {}
 

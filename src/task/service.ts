@@ -332,7 +332,9 @@ export class TaskService {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess && p.state === 'stopped') throw unknown('cannot resize a stopped container');
-    p.io?.resize(width, height);
+    // Without a terminal there is nothing to size: the Go shim answers OK, containerd's clients rely on it.
+    if (!p.stdio.terminal) return;
+    p.resize(width, height);
   }
 
   closeIO(ns: string, id: string, execId: string): void {

@@ -72,7 +72,8 @@ export class PipeProcessIO implements ProcessIO {
   }
 
   resize(): void {
-    throw new Error('resize: process has no terminal');
+    // No terminal, nothing to size: the Go shim's Resize returns nil without a console, and
+    // containerd's clients call it on every task.
   }
 
   closeStdin(): void {

@@ -22,6 +22,10 @@ export class TerminalProcessIO implements ProcessIO {
   /** The master as received: kept for resize, and open until exit processing / close(). */
   private masterFd?: number;
   private masterSocket?: net.Socket;
+  /** A size asked for before the master arrived: applied as soon as it does. */
+  private pendingSize?: { width: number; height: number };
+  /** Set once the master arrived: a resize after it was closed again is an error, not an early one. */
+  private masterReceived = false;
   private drained: Promise<void> = Promise.resolve();
   private logger?: BinaryLogger;
   private receiving?: Promise<void>;
@@ -90,6 +94,14 @@ export class TerminalProcessIO implements ProcessIO {
       throw new Error('process IO closed while receiving the console');
     }
     this.masterFd = master;
+    this.masterReceived = true;
+    // First thing: the container may already run and ask for its size.
+    if (this.pendingSize) {
+      try { sys.setWinsize(master, this.pendingSize.height, this.pendingSize.width); } catch (err) {
+        this.opts.log?.('warn', 'cannot apply the early terminal size', { error: (err as Error).message });
+      }
+      this.pendingSize = undefined;
+    }
     await this.console.close();
     // The socket owns a duplicate: Node destroys a stream on a read error (EIO once the slave is
     // gone), and the master itself must stay open until the exit has been processed.
@@ -116,8 +128,10 @@ export class TerminalProcessIO implements ProcessIO {
   }
 
   resize(width: number, height: number): void {
-    if (this.masterFd === undefined) throw new Error('resize: console not available');
-    sys.setWinsize(this.masterFd, height, width);
+    if (this.masterFd !== undefined) return sys.setWinsize(this.masterFd, height, width);
+    // Not received yet (ResizePty between Exec and Start, or while runc runs): keep the latest.
+    if (!this.masterReceived && !this.closed) { this.pendingSize = { width, height }; return; }
+    throw new Error('resize: console not available');
   }
 
   closeStdin(): void {

@@ -54,7 +54,10 @@ export interface ProcessIO {
    * Its rejection never counts as unhandled, so it is safe to drop the promise after a runc failure.
    */
   receiveConsole(): Promise<void>;
-  /** ResizePty: TIOCSWINSZ on the pty master (ws_row = height, ws_col = width). */
+  /**
+   * ResizePty: TIOCSWINSZ on the pty master (ws_row = height, ws_col = width). Before the master
+   * arrived the size is kept and applied the moment it does; without a terminal it does nothing.
+   */
   resize(width: number, height: number): void;
   /** CloseIO: closes the stdin keep-alive writer; stdin ends once the client's writer is gone too. */
   closeStdin(): void;
