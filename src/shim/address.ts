@@ -6,7 +6,11 @@ import * as fs from 'node:fs';
 
 export const RUNTIME_NAME = 'io.containerd.tsshim.v2';
 export const GROUP_ANNOTATION = 'io.containerd.tsshim.v2.group';
+/** The Go runc shim's own grouping annotation: a drop-in groups what containerd-shim-runc-v2 groups. */
+export const RUNC_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 export const SANDBOX_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
+/** Annotations that name a container's group, first non-empty one wins (bin/ sh reads the same list). */
+export const GROUP_ANNOTATIONS: readonly string[] = [GROUP_ANNOTATION, RUNC_GROUP_ANNOTATION, SANDBOX_ANNOTATION];
 export const SOCKET_DIR = process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s';
 const MAX_SOCKET_PATH = 106;
 
@@ -17,9 +21,13 @@ export function isValidIdentifier(s: string): boolean {
   return s.length > 0 && s.length <= 76 && IDENTIFIER.test(s);
 }
 
-/** Grouping key of a container: our annotation, then CRI's pod id, else the container id. */
+/** Grouping key of a container: our annotation, the runc shim's, then CRI's pod id, else the container id. */
 export function groupKey(id: string, annotations: Record<string, string> | undefined): string {
-  return annotations?.[GROUP_ANNOTATION] || annotations?.[SANDBOX_ANNOTATION] || id;
+  for (const key of GROUP_ANNOTATIONS) {
+    const value = annotations?.[key];
+    if (typeof value === 'string' && value) return value;
+  }
+  return id;
 }
 
 export function readAnnotations(bundle: string): Record<string, string> {
