@@ -1,7 +1,8 @@
-// Structured logs in logrus text format, written to the bundle's `log` fifo so they show up in
-// containerd's own log. Writes are non-blocking and best effort: while containerd is away the fifo
+// Structured logs in logrus text format, written to a served bundle's `log` fifo so they show up
+// in containerd's own log. Writes are non-blocking and best effort: while containerd is away the fifo
 // has no reader (EPIPE) or is full (EAGAIN) and the line is dropped rather than stalling the shim.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const RANK: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
@@ -41,13 +42,69 @@ export class FdSink {
   }
 }
 
+function openFifoFd(file: string): number {
+  return fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | O_CLOEXEC);
+}
+
 /** Opens the bundle's log fifo without blocking; null when it does not exist (shim run by hand). */
 export function openLogFifo(file: string): FdSink | null {
   try {
-    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | O_CLOEXEC);
-    return new FdSink(fd);
+    return new FdSink(openFifoFd(file));
   } catch {
     return null;
+  }
+}
+
+/** After no live bundle's fifo could be opened, wait this long before trying again (not per line). */
+const RETARGET_BACKOFF_MS = 1000;
+
+/**
+ * The `log` fifo of a bundle this shim serves. containerd reads each task's fifo only while that
+ * task exists, so a grouped or per-node shim that started in a container's bundle loses its reader
+ * when that container is deleted: the next write fails with EPIPE, and the sink moves to the log
+ * fifo of a bundle that is still served (the line that failed is written there).
+ */
+export class BundleLogSink {
+  private fd = -1;
+  private bundle = '';
+  private lastFailedRetarget = -Infinity;
+
+  /** liveBundles: the bundles of the containers served now, in any order. */
+  constructor(firstBundle: string, private readonly liveBundles: () => string[], private readonly now = Date.now) {
+    this.tryOpen(firstBundle);
+  }
+
+  /** The bundle whose fifo receives the lines now ('' when none). */
+  get current(): string { return this.bundle; }
+
+  write(line: string): void {
+    if (this.fd >= 0) {
+      try { fs.writeSync(this.fd, line); return; } catch (e: any) {
+        if (e?.code !== 'EPIPE' && e?.code !== 'EBADF') return; // full (EAGAIN): drop the line
+      }
+    }
+    if (this.retarget()) {
+      try { fs.writeSync(this.fd, line); } catch { /* the new reader went away too: drop */ }
+    }
+  }
+
+  private retarget(): boolean {
+    if (this.now() - this.lastFailedRetarget < RETARGET_BACKOFF_MS) return false;
+    let bundles: string[] = [];
+    try { bundles = this.liveBundles(); } catch { /* the service is not there yet */ }
+    // A deleted container is no longer listed (and its fifo is gone with its bundle).
+    for (const b of bundles) if (this.tryOpen(b)) return true;
+    this.lastFailedRetarget = this.now();
+    return false;
+  }
+
+  private tryOpen(bundle: string): boolean {
+    let fd: number;
+    try { fd = openFifoFd(path.join(bundle, 'log')); } catch { return false; } // ENXIO: nobody reads it
+    if (this.fd >= 0) { try { fs.closeSync(this.fd); } catch { /* already closed */ } }
+    this.fd = fd;
+    this.bundle = bundle;
+    return true;
   }
 }
 

@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { ShimFlags } from './flags';
-import { createLogger, openLogFifo, type Logger } from './logger';
+import { BundleLogSink, createLogger, type Logger } from './logger';
+import { setShimArgv } from './proc-title';
 import { setChildSubreaper } from './sys';
 import { Reaper } from './reaper';
 import { OutboxJournal, Publisher, TtrpcEventSender } from './publisher';
@@ -51,11 +52,14 @@ function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: str
 
 export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<void> {
   const startedAt = new Date();
-  // Look like the Go shim in ps and /proc/<pid>/cmdline: operators and tools search for this name.
-  process.title = ['containerd-shim-tsshim-v2', '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address].join(' ');
+  // Look like the Go shim in ps and /proc/<pid>/cmdline (NUL-separated arguments): operators and
+  // tools search for this name and split it; bin/ sh checks that it starts with it (is_shim).
+  setShimArgv(flags);
   setChildSubreaper();
   const bundle = process.cwd();
-  const log = createLogger(openLogFifo(path.join(bundle, 'log')), flags.debug ? 'debug' : 'info', {
+  // Follows the containers: the first bundle's fifo loses its reader when that container goes.
+  let liveBundles: () => string[] = () => [];
+  const log = createLogger(new BundleLogSink(bundle, () => liveBundles()), flags.debug ? 'debug' : 'info', {
     runtime: 'io.containerd.tsshim.v2', namespace: flags.namespace,
   });
   // Never use cwd after this point: a group shim's first bundle is deleted under it.
@@ -112,6 +116,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
     onEmpty: () => { if (!perNode) void shutdown('no containers left'); },
   });
+  liveBundles = () => service.list().map((c) => c.bundle);
   const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
