@@ -45,7 +45,9 @@ export async function run(argv: string[], ctx: CliContext): Promise<number> {
   try {
     const p = parseArgs(argv, BOOLEAN_FLAGS);
     const cmd = p.positional[0];
-    if (!cmd || p.flags.help || p.flags.h || cmd === 'help') { ctx.out.write(USAGE); return cmd ? 0 : 2; }
+    // Asked for: usage on stdout, success. No command at all is a usage error (stderr, 2).
+    if (p.flags.help || p.flags.h || cmd === 'help') { ctx.out.write(USAGE); return 0; }
+    if (!cmd) throw new UsageError('a command is required');
     const opts = discoverOptions(p);
     switch (cmd) {
       case 'ps': return await ps(ctx, opts);

@@ -13,6 +13,8 @@ export interface ShimFlags {
   debug: boolean;
   version: boolean;
   info: boolean;
+  /** -h / -help: print the usage and exit 0 (Go's flag package does the same). */
+  help: boolean;
   debugSocket: string;
   /** Ignored: room in argv for the process title a spare sets when it becomes a daemon. */
   titleSpace: string;
@@ -30,14 +32,14 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   'debug-socket': 'debugSocket',
   'title-space': 'titleSpace',
 };
-const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version', version: 'version', info: 'info' };
+const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version', version: 'version', info: 'info', h: 'help', help: 'help' };
 
 export class FlagError extends Error {}
 
 export function parseFlags(argv: string[]): ShimFlags {
   const flags: ShimFlags = {
     namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '',
-    debug: false, version: false, info: false, debugSocket: '', titleSpace: '', action: '', rest: [],
+    debug: false, version: false, info: false, help: false, debugSocket: '', titleSpace: '', action: '', rest: [],
   };
   let i = 0;
   for (; i < argv.length; i++) {

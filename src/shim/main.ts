@@ -10,6 +10,14 @@ function fail(msg: string, code = 1): never {
   process.exit(code);
 }
 
+const SHIM_USAGE = `Usage: ${NAME} -namespace <ns> -id <id> -address <addr> [-debug] [start|delete]
+       ${NAME} -v | -info | -h
+
+  start      find or start the shim serving this container's group; print its address
+  delete     clean up the container of <bundle> after its shim is gone
+  (none)     serve the Task API (containerd runs this through start)
+`;
+
 function readStdin(): Buffer {
   try { return require('node:fs').readFileSync(0); } catch { return Buffer.alloc(0); }
 }
@@ -17,8 +25,12 @@ function readStdin(): Buffer {
 async function main(argv: string[]): Promise<void> {
   let flags;
   try { flags = parseFlags(argv); } catch (e) {
-    if (e instanceof FlagError) fail(`${e.message}\nUsage: ${NAME} -namespace <ns> -id <id> -address <addr> [-debug] [start|delete]`, 2);
+    if (e instanceof FlagError) fail(`${e.message}\n${SHIM_USAGE}`, 2);
     throw e;
+  }
+  if (flags.help) {
+    process.stdout.write(SHIM_USAGE);
+    return;
   }
   if (flags.version) {
     process.stdout.write(`${NAME}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node version: ${process.version}\n\n`);
@@ -62,7 +74,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     default:
-      fail(`unknown action ${JSON.stringify(flags.action)}`, 2);
+      fail(`unknown action ${JSON.stringify(flags.action)}\n${SHIM_USAGE}`, 2);
   }
 }
 
