@@ -209,3 +209,18 @@ test('usage errors exit 2 with the usage text', async () => {
   }
   assert.equal((await cli(['help'])).code, 0);
 });
+
+test('--help, -h and help print the usage on stdout and exit 0; an unknown command: stderr, exit 2', async () => {
+  for (const args of [['--help'], ['-h'], ['help'], ['ps', '--help'], ['top', '-h']]) {
+    const r = await cli(args);
+    assert.equal(r.code, 0, args.join(' '));
+    assert.match(r.out, /^usage: tsshim <command>/, args.join(' '));
+    assert.equal(r.err, '', args.join(' '));
+  }
+  for (const args of [['bogus'], []]) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.equal(r.out, '', args.join(' '));
+    assert.match(r.err, /usage: tsshim <command>/, args.join(' '));
+  }
+});

@@ -219,3 +219,29 @@ test('terminal: close() ends a pending receiveConsole() without an unhandled rej
     }
     fs.rmSync(dir, { recursive: true });
   }));
+
+test('terminal: a resize before runc sent the master is kept and applied once the master arrives', { timeout: 30_000 }, () =>
+  noFdLeak(async () => {
+    const { dir, helper, fifo } = setup();
+    const stdin = fifo('in');
+    const stdout = fifo('out');
+    const io = await createProcessIO({ stdin, stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
+    const out = reader(stdout);
+    const input = new net.Socket({ fd: fs.openSync(stdin, O_WRONLY | O_NONBLOCK), readable: false, writable: true });
+    // ResizePty between Exec and Start (or while runc runs): no master yet. The last size wins.
+    io.resize(90, 30);
+    io.resize(111, 33);
+    // The "container" asks for its size only after the test has seen the master arrive.
+    await fakeRunc(io, helper, 'read a; stty size');
+    input.write('go\n');
+    await out.until(/33 111\r\n/);
+    input.end();
+    await io.close();
+    fs.rmSync(dir, { recursive: true });
+  }));
+
+test('no terminal: resize succeeds and does nothing (the Go shim answers OK without a console)', { timeout: 30_000 }, async () => {
+  const io = await createProcessIO({ stdin: '', stdout: '', stderr: '', terminal: false }, { id: 'c1', namespace: NS });
+  io.resize(80, 24);
+  await io.close();
+});
