@@ -1,4 +1,7 @@
-// The few runtime options `start` itself needs (stdin: a serialized Any, or nothing).
+// The few runtime options `start` itself needs (stdin: a serialized Any, or nothing). The one
+// decoder for every way a shim starts: Node `start` (main.ts) and a claimed warm spare (spare.ts)
+// both call startOptions, so every options type task/options.ts knows (containerd.runc.v1.Options,
+// runtimeoptions.v1.Options, the legacy containerd.linux.runc.CreateOptions/RuncOptions) counts.
 import type { ShimFlags } from './flags';
 import type { StartOptions } from './start';
 
