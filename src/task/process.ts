@@ -74,4 +74,13 @@ export class ExecProcess extends Process {
     super(containerId, execId, stdio);
   }
   get isInit(): boolean { return false; }
+
+  /**
+   * Before Start the size also goes into the process spec: runc sets process.consoleSize on the pty
+   * before the process runs, so even its first instruction sees it (the master comes a bit later).
+   */
+  override resize(width: number, height: number): void {
+    if (!this.io && this.stdio.terminal) this.spec.consoleSize = { height, width };
+    super.resize(width, height);
+  }
 }

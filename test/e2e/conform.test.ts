@@ -87,7 +87,8 @@ test('a ResizePty between Exec and Start is not lost: the exec sees that size (t
   const stdinFd = fs.openSync(stdinPath, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
   const out = outputFifo('out');
   try {
-    const spec = { args: ['sh', '-c', 'read go; stty size'], env: [DEFAULT_PATH], cwd: '/', terminal: true, user: { uid: 0, gid: 0 } };
+    // The size must be there for the exec's very first instruction.
+    const spec = { args: ['stty', 'size'], env: [DEFAULT_PATH], cwd: '/', terminal: true, user: { uid: 0, gid: 0 } };
     await callTasks(c, 'Exec', {
       container_id: id, exec_id: 'tty1', stdin: stdinPath, stdout: out.path, terminal: true,
       spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(spec)) },
@@ -95,7 +96,6 @@ test('a ResizePty between Exec and Start is not lost: the exec sees that size (t
     // Acknowledged before the process exists: the shim must keep it.
     await callTasks(c, 'ResizePty', { container_id: id, exec_id: 'tty1', width: 111, height: 33 });
     await callTasks(c, 'Start', { container_id: id, exec_id: 'tty1' });
-    fs.writeSync(stdinFd, 'go\n');
     await until(() => /\d+ \d+|stty:/.test(out.text()), 'stty output');
     assert.match(out.text(), /33 111\r?\n/);
     await until(async () => (await getTask(c, id, 'tty1')).status === 'STOPPED', 'exec stopped');

@@ -77,6 +77,7 @@ test('early ResizePty: a size asked for before the process IO exists reaches the
   p.resize(100, 30); // Exec, ResizePty, then Start
   p.resize(120, 40);
   assert.deepEqual(sizes, []);
+  assert.deepEqual(p.spec.consoleSize, { height: 40, width: 120 }, 'runc sizes the pty before the process runs');
   p.io = io;
   assert.deepEqual(sizes, [[120, 40]], 'the latest early size, once');
   p.resize(80, 24);
