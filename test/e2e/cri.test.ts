@@ -143,7 +143,7 @@ function cgroupFile(controller: string, pod: Pod, containerId: string, file: str
 function readArgv(pid: number): string[] | null {
   try {
     const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-    // tsshim sets process.title like the Go shim's argv, which Linux shows as one string.
+    // A tsshim daemon has NUL-separated argv like the Go shim; a spare one space-separated title.
     return argv.length === 1 ? argv[0].split(' ') : argv;
   } catch {
     return null;

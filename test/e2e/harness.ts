@@ -130,7 +130,8 @@ function readArgv(pid: number): string[] | null {
   try {
     const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
     const argv = raw.split('\0').filter((s) => s !== '');
-    // A Node shim sets process.title, which rewrites its argv area as one space-separated string.
+    // A daemon rewrites its argv NUL-separated (proc-title.ts); a spare titles itself as one
+    // space-separated string (process.title).
     return argv.length === 1 ? argv[0].split(' ') : argv;
   } catch {
     return null;
