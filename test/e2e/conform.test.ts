@@ -108,7 +108,7 @@ test('a ResizePty between Exec and Start is not lost: the exec sees that size (t
 });
 
 /** Makes a v1 cgroup in every hierarchy that has controllers; returns the cgroup path and a cleanup. */
-function makeV1Cgroup(name: string): { cgroup: string; remove: () => void } {
+function makeV1Cgroup(name: string): { cgroup: string; remove: () => Promise<void> } {
   const made: string[] = [];
   for (const h of fs.readdirSync('/sys/fs/cgroup')) {
     if (!/^(memory|pids|cpu,cpuacct|blkio)$/.test(h)) continue;
@@ -119,7 +119,16 @@ function makeV1Cgroup(name: string): { cgroup: string; remove: () => void } {
   assert.ok(made.length > 0, 'cgroup v1 hierarchies (memory, pids, ...) expected on this host');
   return {
     cgroup: `/${name}`,
-    remove: () => { for (const d of made) { try { fs.rmdirSync(d); } catch { /* still in use */ } } },
+    // The shim leaves its cgroup when it exits, shortly after the task is deleted; a warm spare it
+    // booted on its way out may still be in there: moved to the parent, so the cgroup can go.
+    remove: async () => {
+      const procs = (d: string) => fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+      await until(() => made.every((d) => procs(d).length === 0), `${name} empty`, 10_000).catch(() => {});
+      for (const d of made) {
+        for (const pid of procs(d)) { try { fs.writeFileSync(path.join(path.dirname(d), 'cgroup.procs'), pid); } catch { /* gone */ } }
+        try { fs.rmdirSync(d); } catch { /* still in use */ }
+      }
+    },
   };
 }
 
@@ -155,7 +164,7 @@ test('legacy containerd.linux.runc.CreateOptions task options: shim_cgroup moves
   } finally {
     out.close();
     await remove(id);
-    cg.remove();
+    await cg.remove();
   }
 });
 
