@@ -102,7 +102,9 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
       if (method === 'Start' && !failed) requestSpare();
     },
   };
-  const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });
+  // Connections opening and closing count as activity: a client that held memory without ever
+  // completing a call (partial frames) must still be followed by the idle collection.
+  const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any), onActivity: () => idleGc.activity() });
   let exiting = false;
   const service = new TaskService({
     events: new TaskEvents(publisher),
