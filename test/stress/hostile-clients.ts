@@ -1,4 +1,4 @@
-// Standalone: node dist/test/stress/hostile-clients.js [--scale 1] [--only partial,unread,waits,deep]
+// Standalone: node dist/test/stress/hostile-clients.js [--scale 1] [--only partial,unread,waits,deep] [--repeat 1]
 // Starts a private containerd, runs one tsshim container, then attacks its shim socket as a hostile
 // same-uid client would (issue 14) and prints, per attack, the shim's RSS before / at peak / after
 // and the longest stall of another connection's State calls. --scale 1 is the issue's sizes
@@ -8,7 +8,7 @@ import { closeClients } from '../e2e/containerd-api';
 import { ensureBusyboxImage } from '../e2e/rootfs';
 import { removeContainer, runDetached, shimPidOf, shimSocketOf } from './containers';
 import {
-  deepExecSpec, formatReport, partialFrames, pendingWaits, runAttack, unreadReplies, type AttackReport, type Target,
+  deepExecSpec, formatReport, partialFrames, pendingWaits, runAttack, unreadReplies, type AttackReport, type AttackRun, type Target,
 } from './hostile-scenarios';
 
 async function main(): Promise<void> {
@@ -26,13 +26,15 @@ async function main(): Promise<void> {
     const id = uniqueId('hostile');
     await runDetached(c, id, ['sleep', '100000'], { runtime: TSSHIM_RUNTIME, image });
     const target: Target = { socket: shimSocketOf(c, id), namespace: c.namespace, containerId: id, shimPid: await shimPidOf(c, id) };
-    const attacks: [string, string, () => Promise<{ detail: string; end: () => Promise<void> | void }>][] = [
+    console.log(`shim pid ${target.shimPid}, socket ${target.socket}`);
+    const attacks: [string, string, () => Promise<AttackRun>][] = [
       ['partial', 'partial frames', partialFrames(target, Math.round(50 * scale))],
       ['unread', 'unread replies', unreadReplies(target, Math.round(500_000 * scale))],
       ['waits', 'pending Waits', pendingWaits(target, Math.round(50_000 * scale))],
       ['deep', 'deep exec spec', deepExecSpec(target, Math.round((4 << 20) * Math.min(scale, 1)) - 4096)],
     ];
-    for (const [key, name, attack] of attacks) {
+    const repeat = Number(opt('repeat', '1'));
+    for (const [key, name, attack] of attacks.flatMap((a) => Array.from({ length: repeat }, () => a))) {
       if (!only.has(key)) continue;
       const r = await runAttack(target, name, attack);
       reports.push(r);

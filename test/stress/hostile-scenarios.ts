@@ -25,6 +25,8 @@ export interface AttackReport {
   rssBefore: number;
   rssPeak: number;
   rssAfter: number;
+  /** Seconds after the attack ended until RSS was within 20% of before (-1: not within the wait). */
+  secondsToRecover: number;
   /** Longest time one State call of the other connection took during the attack. */
   longestStallMs: number;
   probeCalls: number;
@@ -32,11 +34,21 @@ export interface AttackReport {
   shimAlive: boolean;
   /** What the attacker saw (errors, how far it got). */
   detail: string;
+  /** The same as figures, for assertions (attack specific). */
+  stats: Record<string, number | string>;
+}
+
+export interface AttackRun {
+  detail: string;
+  stats: Record<string, number | string>;
+  end: () => Promise<void> | void;
 }
 
 const NS_KEY = 'containerd-namespace-ttrpc';
 /** The idle collector waits 1.5 s of quiet; give it time to run and trim. */
 const SETTLE_MS = 5000;
+/** Longest extra wait after SETTLE_MS for RSS to come back. */
+const RECOVERY_MAX_MS = 30_000;
 
 function requestFrame(target: Target, streamId: number, method: string, payload: Uint8Array): Buffer {
   const body = encodeRequest({ service: TASK_SERVICE, method, payload: Buffer.from(payload), metadata: [{ key: NS_KEY, value: target.namespace }] });
@@ -109,7 +121,7 @@ class Observer {
 
 /** Runs `attack` (which returns a detail line and a function that ends it) with the observer around it. */
 export async function runAttack(
-  target: Target, name: string, attack: () => Promise<{ detail: string; end: () => Promise<void> | void }>,
+  target: Target, name: string, attack: () => Promise<AttackRun>,
 ): Promise<AttackReport> {
   const probeClient = await Client.connect(target.socket);
   try {
@@ -117,9 +129,11 @@ export async function runAttack(
     const rssBefore = rssBytes(target.shimPid);
     const obs = new Observer(target, probeClient);
     let detail = '';
+    let stats: AttackRun['stats'] = {};
     try {
       const r = await attack();
       detail = r.detail;
+      stats = r.stats;
       await sleep(500);
       // The other client goes quiet first, as a shim's clients do between calls: whatever the shim
       // does after the attack ends must come from the attack's end itself.
@@ -130,9 +144,18 @@ export async function runAttack(
     } finally {
       await obs.stop();
     }
+    // V8 finishes freeing (concurrent sweeping, its memory reducer) some seconds after the idle
+    // collection: wait for RSS to come back within 20%, bounded.
+    const recoveryStart = Date.now();
+    let rssAfter = rssBytes(target.shimPid);
+    while (rssAfter > rssBefore * 1.2 && Date.now() - recoveryStart < RECOVERY_MAX_MS) {
+      await sleep(500);
+      rssAfter = rssBytes(target.shimPid);
+    }
     return {
-      name, rssBefore, rssPeak: obs.peak, rssAfter: rssBytes(target.shimPid), longestStallMs: obs.longestStallMs,
-      probeCalls: obs.calls, probeErrors: obs.errors, shimAlive: processAlive(target.shimPid), detail,
+      name, rssBefore, rssPeak: obs.peak, rssAfter, longestStallMs: obs.longestStallMs,
+      secondsToRecover: rssAfter <= rssBefore * 1.2 ? (SETTLE_MS + Date.now() - recoveryStart) / 1000 : -1,
+      probeCalls: obs.calls, probeErrors: obs.errors, shimAlive: processAlive(target.shimPid), detail, stats,
     };
   } finally {
     probeClient.close();
@@ -141,7 +164,7 @@ export async function runAttack(
 
 /** `connections` sockets each send a frame header announcing `frameBytes` and all but its last byte. */
 export function partialFrames(target: Target, connections: number, frameBytes = 4 << 20) {
-  return async () => {
+  return async (): Promise<AttackRun> => {
     const socks: net.Socket[] = [];
     let closedByShim = 0;
     const header = Buffer.alloc(10);
@@ -159,6 +182,7 @@ export function partialFrames(target: Target, connections: number, frameBytes = 
     await sleep(500);
     return {
       detail: `${connections} connections x ${frameBytes} B partial frame; ${closedByShim} closed by the shim while holding`,
+      stats: { closedByShim },
       end: () => { for (const s of socks) s.destroy(); },
     };
   };
@@ -166,7 +190,7 @@ export function partialFrames(target: Target, connections: number, frameBytes = 
 
 /** One connection pipelines `requests` State calls and never reads a reply. */
 export function unreadReplies(target: Target, requests: number, connections = 1) {
-  return async () => {
+  return async (): Promise<AttackRun> => {
     const socks: net.Socket[] = [];
     let sent = 0;
     let stalled = 0;
@@ -189,6 +213,7 @@ export function unreadReplies(target: Target, requests: number, connections = 1)
     }));
     return {
       detail: `${sent}/${requests} requests written on ${connections} connection(s); ${stalled} connection(s) stopped being read by the shim`,
+      stats: { sent, stalled },
       end: () => { for (const s of socks) s.destroy(); },
     };
   };
@@ -196,7 +221,7 @@ export function unreadReplies(target: Target, requests: number, connections = 1)
 
 /** `calls` Wait requests on the running container, spread over `connections` connections. */
 export function pendingWaits(target: Target, calls: number, connections = 1) {
-  return async () => {
+  return async (): Promise<AttackRun> => {
     const socks: net.Socket[] = [];
     let exhausted = 0;
     const payload = T.WaitRequest.encode({ id: target.containerId }).finish();
@@ -219,6 +244,7 @@ export function pendingWaits(target: Target, calls: number, connections = 1) {
     await sleep(1000);
     return {
       detail: `${calls} Waits on ${connections} connection(s); ~${exhausted} refused as too many`,
+      stats: { refused: exhausted },
       end: () => { for (const s of socks) s.destroy(); },
     };
   };
@@ -232,7 +258,7 @@ function countOf(buf: Buffer, needle: string): number {
 
 /** An Exec whose process spec is `bytes` of nested arrays, then its Start. */
 export function deepExecSpec(target: Target, bytes: number) {
-  return async () => {
+  return async (): Promise<AttackRun> => {
     const client = await Client.connect(target.socket);
     const md = { [NS_KEY]: [target.namespace] };
     const execId = `deep-${process.pid}-${Date.now()}`;
@@ -252,13 +278,13 @@ export function deepExecSpec(target: Target, bytes: number) {
       outcome.push(`failed: ${(e as Error).message.slice(0, 160)}`);
     }
     outcome.push(`after ${Date.now() - t0} ms`);
-    return { detail: `${bytes} B nested exec spec: ${outcome.join('; ')}`, end: () => client.close() };
+    return { detail: `${bytes} B nested exec spec: ${outcome.join('; ')}`, stats: { outcome: outcome.join('; ') }, end: () => client.close() };
   };
 }
 
 export function formatReport(r: AttackReport): string {
   const mib = (b: number) => (b / 1048576).toFixed(1);
-  return `${r.name}: RSS ${mib(r.rssBefore)} -> peak ${mib(r.rssPeak)} -> after ${mib(r.rssAfter)} MiB; ` +
+  return `${r.name}: RSS ${mib(r.rssBefore)} -> peak ${mib(r.rssPeak)} -> after ${mib(r.rssAfter)} MiB (${r.secondsToRecover >= 0 ? `within 20% ${r.secondsToRecover.toFixed(1)} s after the end` : 'NOT back within 20%'}); ` +
     `longest stall of another connection ${r.longestStallMs} ms (${r.probeCalls} calls, ${r.probeErrors.length} errors` +
     `${r.probeErrors.length ? `: ${r.probeErrors[0]}` : ''}); shim ${r.shimAlive ? 'alive' : 'DEAD'}\n  ${r.detail}`;
 }
