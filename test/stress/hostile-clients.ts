@@ -31,7 +31,8 @@ async function main(): Promise<void> {
       ['partial', 'partial frames', partialFrames(target, Math.round(50 * scale))],
       ['unread', 'unread replies', unreadReplies(target, Math.round(500_000 * scale))],
       ['waits', 'pending Waits', pendingWaits(target, Math.round(50_000 * scale))],
-      ['deep', 'deep exec spec', deepExecSpec(target, Math.round((4 << 20) * Math.min(scale, 1)) - 4096)],
+      ['deep', 'deep exec spec (4 MiB)', deepExecSpec(target, Math.round((4 << 20) * Math.min(scale, 1)) - 4096)],
+      ['deep', 'deep exec spec (1 MiB)', deepExecSpec(target, (1 << 20) - 4096)],
     ];
     const repeat = Number(opt('repeat', '1'));
     for (const [key, name, attack] of attacks.flatMap((a) => Array.from({ length: repeat }, () => a))) {
