@@ -6,6 +6,13 @@
 import { trimEnabled, trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
+/**
+ * One more collection and trim this long after the first: V8 sweeps and unmaps the pages the first
+ * one freed on background threads, after gc() returned, so the first trim came too early. Measured
+ * with test/stress/hostile-clients.ts: after 5000 unread replies RSS stayed ~30% up until a second
+ * collection ran.
+ */
+export const FOLLOW_UP_GC_MS = 3000;
 
 type GcFn = () => void;
 
@@ -23,6 +30,8 @@ export class IdleCollector {
   private timer: NodeJS.Timeout | null = null;
   private lastActivity = 0;
   private dirty = false;
+  private followUp = false;
+  private waitingForFollowUp = false;
   /** Full collections run so far (exported as a metric). */
   collections = 0;
 
@@ -37,6 +46,7 @@ export class IdleCollector {
     if (!this.gc) return;
     this.lastActivity = Date.now();
     this.dirty = true;
+    if (this.timer && this.waitingForFollowUp) this.close(); // new activity: the normal idle wait instead
     if (!this.timer) this.arm(this.idleMs);
   }
 
@@ -45,7 +55,8 @@ export class IdleCollector {
     this.timer = null;
   }
 
-  private arm(ms: number): void {
+  private arm(ms: number, followUp = false): void {
+    this.waitingForFollowUp = followUp;
     this.timer = setTimeout(() => this.fire(), ms);
     this.timer.unref();
   }
@@ -54,9 +65,11 @@ export class IdleCollector {
     this.timer = null;
     const quiet = Date.now() - this.lastActivity;
     if (quiet < this.idleMs) return this.arm(this.idleMs - quiet);
-    if (!this.dirty) return;
+    if (!this.dirty && !this.followUp) return;
+    this.followUp = this.dirty; // after a first collection, one follow-up; after the follow-up, none
     this.dirty = false;
     this.gc!();
     this.collections++;
+    if (this.followUp) this.arm(FOLLOW_UP_GC_MS, true);
   }
 }

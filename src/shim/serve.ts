@@ -64,8 +64,9 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   });
   // Never use cwd after this point: a group shim's first bundle is deleted under it.
   process.chdir('/');
-  process.on('uncaughtException', (e) => log.error('uncaught exception', { error: e.stack ?? e.message }));
-  process.on('unhandledRejection', (e: any) => log.error('unhandled rejection', { error: e?.stack ?? String(e) }));
+  // Loud on purpose (tests grep the log for these words): either one is a bug in tsshim.
+  process.on('uncaughtException', (e) => log.error('uncaught exception (a tsshim bug)', { error: e.stack ?? e.message }));
+  process.on('unhandledRejection', (e: any) => log.error('unhandled rejection (a tsshim bug)', { error: e?.stack ?? String(e) }));
 
   const { server: netServer, socket } = bound ?? await listenFrom(flags);
   const group = bound?.group ?? (process.env.TSSHIM_GROUP || flags.id);
@@ -106,7 +107,9 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
       if (method === 'Start' && !failed) requestSpare();
     },
   };
-  const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });
+  // Connections opening and closing count as activity: a client that held memory without ever
+  // completing a call (partial frames) must still be followed by the idle collection.
+  const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any), onActivity: () => idleGc.activity() });
   let exiting = false;
   const service = new TaskService({
     events: new TaskEvents(publisher),

@@ -10,6 +10,7 @@ import { InitProcess, ExecProcess, type Process } from './process';
 import { checkExec, checkInit } from './state';
 import { mountRootfs, unmountAll, type MountSpec } from './rootfs';
 import { DEFAULT_RUNC_ROOT, optionsJson, type RuntimeOptions } from './options';
+import { BUNDLE_SPEC_LIMITS, readSpecFile } from './spec-json';
 import { errorMessage, failedPrecondition, notFound, unknown, processDoesNotExist, alreadyExists } from './errors';
 
 export interface ContainerConfig {
@@ -32,7 +33,7 @@ export function runcFailure(prefix: string, err: unknown): Error {
 /** True when the container has no pid namespace of its own (its init's death does not end the rest). */
 export function sharesHostPidNamespace(bundle: string): boolean {
   try {
-    const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
+    const spec = readSpecFile<any>(path.join(bundle, 'config.json'), 'bundle config', BUNDLE_SPEC_LIMITS);
     const nss: { type: string; path?: string }[] = spec?.linux?.namespaces ?? [];
     return !nss.some((n) => n.type === 'pid' && !n.path);
   } catch {

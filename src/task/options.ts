@@ -7,6 +7,14 @@ import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { containerd, runtimeoptions, google } from '../gen/proto';
 import { invalidArgument } from './errors';
+import { TtrpcError } from '../ttrpc/status';
+import { readBounded } from './spec-json';
+
+/**
+ * Largest runtime options document (ConfigPath file or config_body). Real ones are a few lines; a
+ * 102 MB file once kept a shim busy for minutes at 1.3 GB RSS after ctr had given up.
+ */
+export const MAX_OPTIONS_FILE_BYTES = 1 << 20;
 
 export interface RuntimeOptions {
   binaryName: string;
@@ -110,17 +118,33 @@ export function decodeOptions(any: google.protobuf.IAny | null | undefined): Run
       return fromLegacyRuncOptions(containerd.linux.runc.RuncOptions.decode(value));
     case 'runtimeoptions.v1.Options': {
       const o = runtimeoptions.v1.Options.decode(value);
-      if (o.config_body && o.config_body.length) return optionsFromToml(Buffer.from(o.config_body).toString('utf8'), 'config_body');
-      if (!o.config_path) return defaultOptions();
-      let text: string;
-      try { text = fs.readFileSync(o.config_path, 'utf8'); } catch (e) {
-        throw invalidArgument(`cannot read runtime options file ${o.config_path}: ${(e as Error).message}`);
+      if (o.config_body && o.config_body.length) {
+        if (o.config_body.length > MAX_OPTIONS_FILE_BYTES) {
+          throw invalidArgument(`runtime options config_body is too large: ${o.config_body.length} bytes (limit ${MAX_OPTIONS_FILE_BYTES})`);
+        }
+        return optionsFromToml(Buffer.from(o.config_body).toString('utf8'), 'config_body');
       }
-      return optionsFromToml(text, o.config_path);
+      if (!o.config_path) return defaultOptions();
+      return optionsFromToml(readOptionsFile(o.config_path), o.config_path);
     }
     default:
       // The Go shim fails on foreign option types; we run with defaults (the caller logs it).
       return defaultOptions();
+  }
+}
+
+/** The ConfigPath file's text: stat first so a huge file is refused before any of it is read. */
+export function readOptionsFile(file: string): string {
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile()) throw invalidArgument(`runtime options file ${file} is not a regular file`);
+    if (st.size > MAX_OPTIONS_FILE_BYTES) {
+      throw invalidArgument(`runtime options file ${file} is too large: ${st.size} bytes (limit ${MAX_OPTIONS_FILE_BYTES})`);
+    }
+    return readBounded(file, MAX_OPTIONS_FILE_BYTES, 'runtime options file', st.size).toString('utf8');
+  } catch (e) {
+    if (e instanceof TtrpcError) throw e;
+    throw invalidArgument(`cannot read runtime options file ${file}: ${(e as Error).message}`);
   }
 }
 

@@ -12,6 +12,7 @@ import { now, timestamp } from './timestamps';
 import { checkInit } from './state';
 import { containerNotCreated, invalidArgument, notFound, unknown, errorMessage, alreadyExists } from './errors';
 import { decodeOptions, KNOWN_OPTION_TYPES, type RuntimeOptions } from './options';
+import { parseSpecJson, PROCESS_SPEC_LIMITS } from './spec-json';
 import { runcFailure } from './container';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
@@ -260,12 +261,7 @@ export class TaskService {
     const c = this.container(ns, id);
     if (!isValidIdentifier(execId)) throw invalidArgument(`invalid exec id ${JSON.stringify(execId)}`);
     if (!spec || !spec.value || spec.value.length === 0) throw invalidArgument('exec process spec is missing');
-    let parsed: Record<string, unknown>;
-    try {
-      parsed = JSON.parse(Buffer.from(spec.value).toString('utf8'));
-    } catch (e) {
-      throw invalidArgument(`exec process spec is not valid JSON: ${errorMessage(e)}`);
-    }
+    const parsed = parseSpecJson<Record<string, unknown>>(spec.value, 'exec process spec', PROCESS_SPEC_LIMITS);
     c.addExec(execId, stdio, parsed);
     this.deps.events.execAdded(ns, id, execId);
   }
@@ -310,9 +306,7 @@ export class TaskService {
     const c = this.container(ns, id);
     checkInit(c.init.state, 'update');
     let parsed: unknown;
-    try { parsed = JSON.parse(Buffer.from(resources).toString('utf8') || '{}'); } catch (e) {
-      throw invalidArgument(`resources are not valid JSON: ${errorMessage(e)}`);
-    }
+    parsed = resources.length ? parseSpecJson(resources, 'resources', PROCESS_SPEC_LIMITS) : {};
     await c.runc.update(id, parsed).catch((e: unknown) => { throw runcFailure('OCI runtime update failed', e); });
   }
 

@@ -68,6 +68,11 @@ export class FrameDecoder {
 
   constructor(private readonly sink: FrameSink, private readonly maxMessageSize = MAX_MESSAGE_SIZE) {}
 
+  /** Bytes held of a frame not yet complete (a frame being discarded holds none). */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
   /** True when the stream stopped inside a frame (bytes of an incomplete frame are pending). */
   get midFrame(): boolean {
     return this.buffered > 0 || this.discarding !== null;
@@ -151,6 +156,8 @@ export class FrameDecoder {
 export interface ChannelEvents extends FrameSink {
   /** The connection ended (EOF, reset, EPIPE, local close). Called exactly once. */
   closed(err: Error | null, midFrame: boolean): void;
+  /** Bytes of an incomplete frame now held, reported after each chunk read when it changed. */
+  buffered?(bytes: number): void;
 }
 
 // Below this size header and data are copied into one buffer; above it they are written as two chunks
@@ -162,12 +169,18 @@ const COPY_THRESHOLD = 64 * 1024;
 export class Channel {
   private readonly decoder: FrameDecoder;
   private isClosed = false;
+  private reportedBuffered = 0;
 
   constructor(readonly socket: Socket, private readonly events: ChannelEvents, maxMessageSize = MAX_MESSAGE_SIZE) {
     this.decoder = new FrameDecoder(events, maxMessageSize);
     socket.on('data', (chunk: Buffer) => {
       if (this.isClosed) return;
       this.decoder.push(chunk);
+      const held = this.decoder.bufferedBytes;
+      if (held !== this.reportedBuffered && !this.isClosed) {
+        this.reportedBuffered = held;
+        this.events.buffered?.(held);
+      }
     });
     socket.on('error', (err) => this.finish(err));
     socket.on('end', () => this.finish(null));
@@ -190,6 +203,20 @@ export class Channel {
     const ok = this.socket.write(data);
     this.socket.uncork();
     return ok;
+  }
+
+  /** Bytes queued for the peer that the kernel has not taken yet (the peer is not reading). */
+  get unsentBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  /** Stop reading from the peer (backpressure); frames already read are still delivered. */
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.isClosed) this.socket.resume();
   }
 
   /** Resolves when the socket can take more data, or the channel closed. */

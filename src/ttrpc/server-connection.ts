@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import { Channel, Flags, FrameHeader, MessageType } from './channel';
 import { decodeRequest, encodeResponse, Request } from './codec';
+import type { Closable, ServerLimits } from './limits';
 import { MessageQueue } from './message-queue';
 import { metadataFromPairs } from './metadata';
 import type { CallContext, MethodEntry, ServiceRegistry } from './services';
@@ -27,15 +28,19 @@ export interface ServerConnectionOptions {
   registry: ServiceRegistry;
   maxMessageSize: number;
   log: LogFn;
+  /** The server's shared accounting of partial frames, unread replies and pending calls. */
+  limits: ServerLimits<ServerConnection>;
   /** Called once after the connection is fully closed. */
   onClosed: (conn: ServerConnection) => void;
 }
 
-export class ServerConnection {
+export class ServerConnection implements Closable {
   private readonly channel: Channel;
   private readonly streams = new Map<number, ActiveStream>();
   private lastRequestId = 0;
   private draining = false;
+  /** Not read while the peer leaves our replies unread (see checkUnsent). */
+  private readPaused = false;
 
   constructor(socket: Socket, private readonly opts: ServerConnectionOptions) {
     this.channel = new Channel(socket, this, opts.maxMessageSize);
@@ -56,9 +61,18 @@ export class ServerConnection {
     this.channel.close();
   }
 
+  /** The server's limits chose this connection as the one holding too much. */
+  closeForLimit(what: string): void {
+    if (this.channel.closed) return;
+    this.opts.log('warn', 'ttrpc: closing connection: resource limit', { reason: what, pendingCalls: this.streams.size });
+    this.channel.close();
+  }
+
   // ---- FrameSink / ChannelEvents ----
 
   frame(h: FrameHeader, data: Buffer): void {
+    // The rest of a chunk read before the connection was closed (e.g. for a limit) is not served.
+    if (this.channel.closed) return;
     try {
       this.dispatch(h, data);
     } catch (err) {
@@ -72,6 +86,10 @@ export class ServerConnection {
     this.sendStatus(h.streamId, Code.RESOURCE_EXHAUSTED, oversizeMessage(h.length, this.opts.maxMessageSize));
   }
 
+  buffered(bytes: number): void {
+    this.opts.limits.setPartial(this, bytes);
+  }
+
   closed(err: Error | null, midFrame: boolean): void {
     if (err && (err as NodeJS.ErrnoException).code !== 'ECONNRESET' && (err as NodeJS.ErrnoException).code !== 'EPIPE') {
       this.opts.log('warn', 'ttrpc: connection error', { err: err.message });
@@ -80,6 +98,7 @@ export class ServerConnection {
     }
     const reason = new TtrpcError(Code.CANCELLED, 'ttrpc: connection closed');
     for (const s of this.streams.values()) this.finish(s, reason);
+    this.opts.limits.forget(this);
     this.opts.onClosed(this);
   }
 
@@ -121,6 +140,11 @@ export class ServerConnection {
       this.sendStatus(id, Code.UNAVAILABLE, 'ttrpc: server closed');
       return;
     }
+    const refused = this.opts.limits.refuseCall(this);
+    if (refused) {
+      this.sendStatus(id, Code.RESOURCE_EXHAUSTED, refused);
+      return;
+    }
     this.startCall(id, h.flags, req, entry);
   }
 
@@ -140,6 +164,7 @@ export class ServerConnection {
       else if (ms <= MAX_TIMER_MS) stream.timer = setTimeout(expire, Math.ceil(ms));
     }
     this.streams.set(id, stream);
+    this.opts.limits.setCalls(this, this.streams.size);
 
     const send = (msg: Uint8Array) => this.sendData(stream, msg);
     let run: () => Promise<Uint8Array | void>;
@@ -212,12 +237,15 @@ export class ServerConnection {
     if (msg.length > this.opts.maxMessageSize) {
       throw new TtrpcError(Code.RESOURCE_EXHAUSTED, oversizeMessage(msg.length, this.opts.maxMessageSize));
     }
-    if (!this.channel.send(stream.id, MessageType.DATA, 0, msg)) await this.channel.drained();
+    const ok = this.channel.send(stream.id, MessageType.DATA, 0, msg);
+    this.checkUnsent();
+    if (!ok) await this.channel.drained();
   }
 
   private closeStream(stream: ActiveStream): void {
     this.finish(stream);
     this.channel.send(stream.id, MessageType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, Buffer.alloc(0));
+    this.checkUnsent();
     this.afterFinish();
   }
 
@@ -260,6 +288,27 @@ export class ServerConnection {
       body = encodeResponse({ status: { code: Code.RESOURCE_EXHAUSTED, message: oversizeMessage(body.length, this.opts.maxMessageSize) } });
     }
     this.channel.send(id, MessageType.RESPONSE, 0, body);
+    this.checkUnsent();
+  }
+
+  /**
+   * Backpressure: a peer that does not read its replies is not read either, until it catches up, so
+   * it cannot make us queue replies (and start calls) without bound. Only connections over the
+   * threshold count towards the server's total of unsent bytes.
+   */
+  private checkUnsent(): void {
+    const unsent = this.channel.unsentBytes;
+    if (unsent <= this.opts.limits.limits.maxUnsentBytesPerConnection) return;
+    this.opts.limits.setUnsent(this, unsent);
+    if (this.readPaused || this.channel.closed) return;
+    this.readPaused = true;
+    this.channel.pauseReading();
+    this.opts.log('debug', 'ttrpc: peer is not reading its replies, pausing reads', { unsent });
+    void this.channel.drained().then(() => {
+      this.readPaused = false;
+      this.opts.limits.setUnsent(this, 0);
+      this.channel.resumeReading();
+    });
   }
 
   private finish(stream: ActiveStream, reason?: TtrpcError): void {
@@ -267,6 +316,7 @@ export class ServerConnection {
     stream.done = true;
     if (stream.timer) clearTimeout(stream.timer);
     this.streams.delete(stream.id);
+    this.opts.limits.setCalls(this, this.streams.size);
     stream.inbound?.end(reason);
     if (reason) stream.abort.abort(reason);
   }

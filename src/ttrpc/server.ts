@@ -1,6 +1,7 @@
 // ttrpc server: owns listeners and connections, checks peers, shuts down gracefully.
 import * as net from 'node:net';
 import { MAX_MESSAGE_SIZE } from './channel';
+import { DEFAULT_RESOURCE_LIMITS, ResourceLimits, ServerLimits } from './limits';
 import { isSameUser, PeerCred, peerCredOf } from './peercred';
 import { LogFn, ServerConnection } from './server-connection';
 import {
@@ -17,6 +18,13 @@ export interface ServerOptions {
   log?: LogFn;
   /** How to read the peer's credentials; tests replace it to fake another user. */
   peerCredLookup?: (socket: net.Socket) => PeerCred;
+  /** Bounds on partial frames, unread replies and pending calls; each defaults (DEFAULT_RESOURCE_LIMITS). */
+  limits?: Partial<ResourceLimits>;
+  /**
+   * Called when a connection opens or closes: memory may have been taken or freed (a process that
+   * collects garbage when idle should count it as activity, calls alone miss a client that never called).
+   */
+  onActivity?: () => void;
 }
 
 export const DEFAULT_SHUTDOWN_GRACE_MS = 5000;
@@ -29,6 +37,8 @@ export class Server {
   private readonly peerCheck: PeerCheck;
   private readonly log: LogFn;
   private readonly peerCredLookup: (socket: net.Socket) => PeerCred;
+  private readonly limits: ServerLimits<ServerConnection>;
+  private readonly onActivity: () => void;
   private shuttingDown = false;
   private allClosed: (() => void) | null = null;
 
@@ -37,6 +47,13 @@ export class Server {
     this.peerCheck = opts.peerCheck ?? 'same-uid';
     this.log = opts.log ?? (() => {});
     this.peerCredLookup = opts.peerCredLookup ?? peerCredOf;
+    this.limits = new ServerLimits({ ...DEFAULT_RESOURCE_LIMITS, ...definedOnly(opts.limits) }, () => this.connections.size);
+    this.onActivity = opts.onActivity ?? (() => {});
+  }
+
+  /** Current usage against the limits (for metrics and tests). */
+  get usage(): { partialFrameBytes: number; unsentBytes: number; pendingCalls: number } {
+    return { partialFrameBytes: this.limits.partial.total, unsentBytes: this.limits.unsent.total, pendingCalls: this.limits.calls.total };
   }
 
   get connectionCount(): number {
@@ -119,12 +136,15 @@ export class Server {
       registry: this.registry,
       maxMessageSize: this.maxMessageSize,
       log: this.log,
+      limits: this.limits,
       onClosed: (c) => {
         this.connections.delete(c);
+        this.onActivity();
         if (this.connections.size === 0 && this.allClosed) this.allClosed();
       },
     });
     this.connections.add(conn);
+    this.onActivity();
   }
 
   private peerAllowed(socket: net.Socket): boolean {
@@ -145,4 +165,10 @@ export class Server {
     if (!ok) this.log('warn', 'ttrpc: refusing connection after handshake', { pid: cred.pid, uid: cred.uid, gid: cred.gid });
     return ok;
   }
+}
+
+function definedOnly<T extends object>(o: T | undefined): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o ?? {})) if (v !== undefined) (out as any)[k] = v;
+  return out;
 }

@@ -21,6 +21,20 @@ test('idle collector: one collection once calls stop, none while they go on', as
   c.close();
 });
 
+test('idle collector: one follow-up collection after the first (V8 frees pages after gc() returns), then none', async () => {
+  const { FOLLOW_UP_GC_MS } = await import('../../src/shim/idle-gc');
+  let runs = 0;
+  const c = new IdleCollector(30, () => { runs++; });
+  c.activity();
+  await sleep(100);
+  assert.equal(runs, 1);
+  await sleep(FOLLOW_UP_GC_MS + 200);
+  assert.equal(runs, 2, 'the follow-up ran');
+  await sleep(FOLLOW_UP_GC_MS + 200);
+  assert.equal(runs, 2, 'and only one');
+  c.close();
+});
+
 test('idle collector: close cancels a pending collection; no gc function means disabled', async () => {
   let runs = 0;
   const c = new IdleCollector(30, () => { runs++; });
