@@ -69,7 +69,12 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
   // container of our group (per-node: of our namespace).
   const pidFile = socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
-  if (pidFile) { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); }
+  if (pidFile) {
+    // A full or read-only state dir costs only the fast path (start then goes the slow way): never the shim.
+    try { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
+      log.warn('cannot write the shim pid file', { file: pidFile, error: e });
+    }
+  }
   const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
   // already reported itself when that shim went away (its on-close hook publishes exit/delete).
@@ -83,7 +88,12 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
   const sender = ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null;
   sender?.preconnect();
-  const publisher = new Publisher(sender, new OutboxJournal(journalFile), log);
+  let journal: OutboxJournal;
+  try { journal = new OutboxJournal(journalFile); } catch (e) {
+    log.warn('cannot open the event journal: events are sent but not kept across a shim crash', { file: journalFile, error: e });
+    journal = new OutboxJournal(null);
+  }
+  const publisher = new Publisher(sender, journal, log);
   publisher.stats.discarded = stale.length;
 
   const idleGc = new IdleCollector();
