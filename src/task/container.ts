@@ -10,6 +10,8 @@ import { InitProcess, ExecProcess, type Process } from './process';
 import { checkExec, checkInit } from './state';
 import { mountRootfs, unmountAll, type MountSpec } from './rootfs';
 import { DEFAULT_RUNC_ROOT, optionsJson, type RuntimeOptions } from './options';
+import { CLEANUP_RUNC_TIMEOUT_MS } from '../runc/timeouts';
+import { runcCallOptions, type RequestContext } from './deadline';
 import { errorMessage, failedPrecondition, notFound, unknown, processDoesNotExist, alreadyExists } from './errors';
 
 export interface ContainerConfig {
@@ -76,7 +78,7 @@ export class Container {
   }
 
   /** Side files, rootfs, IO and `runc create` (or only the preparation for a restore). */
-  async create(): Promise<void> {
+  async create(ctx?: RequestContext): Promise<void> {
     const { bundle, options } = this.cfg;
     fs.writeFileSync(path.join(bundle, 'options.json'), optionsJson(options));
     fs.writeFileSync(path.join(bundle, 'runtime'), options.binaryName);
@@ -101,6 +103,7 @@ export class Container {
         noPivot: options.noPivotRoot,
         noNewKeyring: options.noNewKeyring,
         stdio: io.runcStdio(),
+        ...runcCallOptions(ctx),
       });
       // runc connects to the console socket before it returns: receive concurrently.
       const console = io.consoleSocketPath ? io.receiveConsole() : Promise.resolve();
@@ -112,14 +115,15 @@ export class Container {
       });
     } catch (e) {
       await io.close().catch(() => {});
-      await this.runc.delete(this.id, { force: true }).catch(() => {});
+      // Bounded on its own, short: the runtime that just failed may hang here too.
+      await this.runc.delete(this.id, { force: true, timeoutMs: CLEANUP_RUNC_TIMEOUT_MS }).catch(() => {});
       await unmountAll(path.join(bundle, 'rootfs'));
       throw e;
     }
   }
 
   /** `runc start`, or `runc restore` for a container created from a checkpoint. */
-  async startInit(): Promise<void> {
+  async startInit(ctx?: RequestContext): Promise<void> {
     checkInit(this.init.state, 'start');
     if (this.init.state === 'created-checkpoint') {
       const cp = this.init.checkpoint!;
@@ -136,7 +140,7 @@ export class Container {
       await io.afterRuncStarted();
       this.init.pid = await readPidFile(pidFile);
     } else {
-      await this.runc.start(this.id).catch((e: unknown) => { throw runcFailure('OCI runtime start failed', e); });
+      await this.runc.start(this.id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime start failed', e); });
     }
     this.init.state = 'running';
   }
@@ -150,7 +154,7 @@ export class Container {
     return p;
   }
 
-  async startExec(p: ExecProcess): Promise<void> {
+  async startExec(p: ExecProcess, ctx?: RequestContext): Promise<void> {
     checkExec(p.state, 'start');
     if (this.init.exit) throw failedPrecondition(`container ${this.id} init process is not running`);
     checkInit(this.init.state, 'exec');
@@ -163,7 +167,7 @@ export class Container {
     const io = p.io;
     try {
       const ran = this.runc.exec(this.id, p.spec, {
-        pidFile, consoleSocket: io.consoleSocketPath, detach: true, stdio: io.runcStdio(),
+        pidFile, consoleSocket: io.consoleSocketPath, detach: true, stdio: io.runcStdio(), ...runcCallOptions(ctx),
       });
       const console = io.consoleSocketPath ? io.receiveConsole() : Promise.resolve();
       await ran.catch((e: unknown) => { throw runcFailure('OCI runtime exec failed', e); });
@@ -180,7 +184,7 @@ export class Container {
     p.state = 'running';
   }
 
-  async kill(execId: string, signal: number, all: boolean): Promise<void> {
+  async kill(execId: string, signal: number, all: boolean, ctx?: RequestContext): Promise<void> {
     const p = this.process(execId);
     if (p instanceof ExecProcess) {
       checkExec(p.state, 'kill');
@@ -194,7 +198,7 @@ export class Container {
     }
     checkInit(this.init.state, 'kill');
     try {
-      await this.runc.kill(this.id, signal, { all });
+      await this.runc.kill(this.id, signal, { all, ...runcCallOptions(ctx) });
     } catch (e) {
       const msg = e instanceof RuncError ? `${e.runcMessage} ${e.output ?? ''}` : errorMessage(e);
       if (/process already finished|container not running|no such process/i.test(msg)) throw notFound('process already finished');
@@ -204,11 +208,11 @@ export class Container {
   }
 
   /** runc delete, close IO, unmount; the caller publishes /tasks/delete. */
-  async deleteInit(): Promise<void> {
+  async deleteInit(ctx?: RequestContext): Promise<void> {
     checkInit(this.init.state, 'delete');
     await this.init.io?.waitDrained(2000).catch(() => {});
     let runcErr: unknown = null;
-    await this.runc.delete(this.id, {}).catch((e: unknown) => {
+    await this.runc.delete(this.id, runcCallOptions(ctx)).catch((e: unknown) => {
       const msg = e instanceof RuncError ? e.runcMessage : errorMessage(e);
       if (!/does not exist/i.test(msg)) runcErr = e;
     });

@@ -13,6 +13,7 @@ import { checkInit } from './state';
 import { containerNotCreated, invalidArgument, notFound, unknown, errorMessage, alreadyExists } from './errors';
 import { decodeOptions, KNOWN_OPTION_TYPES, type RuntimeOptions } from './options';
 import { runcFailure } from './container';
+import { runcCallOptions, type RequestContext } from './deadline';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
 import { cgroupForPid, collectEncodedMetrics, CgroupNotFoundError, OomWatcher, type CgroupHandle } from './cgroups';
@@ -137,7 +138,7 @@ export class TaskService {
 
   // ---- Task API ----------------------------------------------------------------------------
 
-  async create(req: CreateInput): Promise<number> {
+  async create(req: CreateInput, ctx?: RequestContext): Promise<number> {
     if (!isValidIdentifier(req.id)) throw invalidArgument(`invalid container id ${JSON.stringify(req.id)}`);
     if (!path.isAbsolute(req.bundle) || path.normalize(req.bundle) !== req.bundle.replace(/\/+$/, '')) {
       throw invalidArgument(`bundle path must be absolute and clean: ${JSON.stringify(req.bundle)}`);
@@ -159,7 +160,7 @@ export class TaskService {
     this.containers.set(key, c);
     let exits: Exit[];
     try {
-      ({ exits } = await this.recordingExits(() => c.create()));
+      ({ exits } = await this.recordingExits(() => c.create(ctx)));
     } catch (e) {
       this.containers.delete(key);
       throw e;
@@ -180,14 +181,14 @@ export class TaskService {
     return c.init.pid;
   }
 
-  async start(ns: string, id: string, execId: string): Promise<number> {
+  async start(ns: string, id: string, execId: string, ctx?: RequestContext): Promise<number> {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess) {
       if (p.state === 'created' && c.init.exit === null) c.execStarted();
       let exits: Exit[];
       try {
-        ({ exits } = await this.recordingExits(() => c.startExec(p)));
+        ({ exits } = await this.recordingExits(() => c.startExec(p, ctx)));
       } catch (e) {
         if (p.state === 'created' && !c.init.exit) c.execExited();
         p.releaseWaiters();
@@ -202,7 +203,7 @@ export class TaskService {
     this.running.delete(c.init.pid);
     let exits: Exit[];
     try {
-      ({ exits } = await this.recordingExits(() => c.startInit()));
+      ({ exits } = await this.recordingExits(() => c.startInit(ctx)));
     } catch (e) {
       if (c.init.pid && !c.init.exit) this.running.set(c.init.pid, { container: c, process: c.init });
       throw e;
@@ -216,14 +217,14 @@ export class TaskService {
     return c.init.pid;
   }
 
-  async delete(ns: string, id: string, execId: string): Promise<{ pid: number; exit: Process['exit']; bundle?: string }> {
+  async delete(ns: string, id: string, execId: string, ctx?: RequestContext): Promise<{ pid: number; exit: Process['exit']; bundle?: string }> {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess) {
       await c.deleteExec(p);
       return { pid: p.pid, exit: p.exit };
     }
-    await c.deleteInit();
+    await c.deleteInit(ctx);
     this.running.delete(c.init.pid);
     this.oom.remove(this.key(ns, id));
     this.cgroups.delete(c);
@@ -252,8 +253,8 @@ export class TaskService {
     };
   }
 
-  async kill(ns: string, id: string, execId: string, signal: number, all: boolean): Promise<void> {
-    await this.container(ns, id).kill(execId, signal, all);
+  async kill(ns: string, id: string, execId: string, signal: number, all: boolean, ctx?: RequestContext): Promise<void> {
+    await this.container(ns, id).kill(execId, signal, all, ctx);
   }
 
   async exec(ns: string, id: string, execId: string, stdio: StdioConfig, spec: { value?: Uint8Array | null } | null): Promise<void> {
@@ -276,10 +277,10 @@ export class TaskService {
     return { exit_status: p.exit?.status ?? 0, exited_at: timestamp(p.exit) };
   }
 
-  async pids(ns: string, id: string) {
+  async pids(ns: string, id: string, ctx?: RequestContext) {
     const c = this.container(ns, id);
     let pids: number[];
-    try { pids = await c.runc.ps(id); } catch (e) { throw runcFailure('failed to list pids', e); }
+    try { pids = await c.runc.ps(id, runcCallOptions(ctx)); } catch (e) { throw runcFailure('failed to list pids', e); }
     const byPid = new Map<number, string>();
     for (const e of c.execs.values()) if (e.pid) byPid.set(e.pid, e.execId);
     return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
