@@ -20,6 +20,8 @@ import { PER_NODE_GROUP } from './start';
 import { ensureSpare } from './spare';
 
 export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
+/** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
+const IDLE_EXIT_GRACE_MS = 1000;
 
 export interface Daemon {
   service: TaskService;
@@ -114,6 +116,20 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   };
   const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any) });
   let exiting = false;
+  // Connections to our socket (containerd keeps one open for as long as it cares about the shim).
+  let connections = 0;
+  /**
+   * A shim that holds no container must not outlive containerd's interest: after a Create failed or
+   * was abandoned, go once containerd asked for Shutdown (maybe while that Create still ran) or closed
+   * every connection. The grace lets a new Create through the sh fast path win over the exit.
+   */
+  const exitIfUnwanted = (reason: string) => {
+    if (perNode || exiting) return;
+    setTimeout(() => {
+      const unwanted = service.size === 0 && service.everCreated && (service.shutdownRequested || connections === 0);
+      if (unwanted) void shutdown(reason);
+    }, IDLE_EXIT_GRACE_MS).unref();
+  };
   const service = new TaskService({
     events: new TaskEvents(publisher),
     reaper: Reaper.instance(),
@@ -121,12 +137,17 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     shimPid: process.pid,
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
     onEmpty: () => { if (!perNode) void shutdown('no containers left'); },
+    onIdle: (reason) => exitIfUnwanted(reason),
   });
   const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
   const metrics = await startMetricsFromEnv(daemon);
+  netServer.on('connection', (sock: net.Socket) => {
+    connections++;
+    sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+  });
   ttrpc.serve(netServer);
 
   async function shutdown(reason: string): Promise<void> {

@@ -176,6 +176,8 @@ export class Container {
       p.pid = await readPidFile(pidFile).catch((e: unknown) => {
         throw unknown(`failed to retrieve OCI runtime exec pid: ${errorMessage(e)}`);
       });
+      // Held from now on, so Kill never signals another process that got this pid after the exit.
+      p.holdPid();
     } catch (e) {
       await io.close().catch(() => {});
       p.io = null;
@@ -189,8 +191,8 @@ export class Container {
     if (p instanceof ExecProcess) {
       checkExec(p.state, 'kill');
       if (p.state === 'created' || p.pid === 0) throw failedPrecondition('process not created');
-      if (p.exit) throw notFound('process already finished');
-      try { process.kill(p.pid, signal); } catch (e: any) {
+      if (p.exit || p.reaped !== null) throw notFound('process already finished');
+      try { p.signal(signal); } catch (e: any) {
         if (e.code === 'ESRCH') throw notFound('exec kill error: process already finished');
         throw unknown(`exec kill error: ${e.message}`);
       }
@@ -218,7 +220,7 @@ export class Container {
     });
     if (runcErr) throw runcFailure('failed to delete task', runcErr);
     await this.init.io?.close().catch(() => {});
-    for (const e of this.execs.values()) await e.io?.close().catch(() => {});
+    for (const e of this.execs.values()) { await e.io?.close().catch(() => {}); e.releasePid(); }
     const errs = await unmountAll(path.join(this.bundle, 'rootfs'));
     this.init.state = 'deleted';
     this.init.releaseWaiters();
@@ -233,6 +235,7 @@ export class Container {
     // execs queue behind every synchronous call.
     await fs.promises.rm(path.join(this.bundle, `${p.execId}.pid`), { force: true });
     p.state = 'deleted';
+    p.releasePid();
     p.releaseWaiters();
     this.execs.delete(p.execId);
   }

@@ -32,6 +32,8 @@ export interface ServiceDeps {
   shimPid: number;
   /** Called after Shutdown when no container is left. */
   onEmpty: () => void;
+  /** Called when a Create failed or was abandoned and left the shim without containers. */
+  onIdle?: (reason: string) => void;
 }
 
 interface Running { container: Container; process: Process }
@@ -44,6 +46,8 @@ export class TaskService {
   private cgroups = new Map<Container, CgroupHandle>();
   private running = new Map<number, Running>();
   private exitBuffers = new Set<Exit[]>();
+  /** Containers whose Create is still running: reserved, but not visible to other calls yet (as in Go). */
+  private creating = new Set<string>();
   private oom: OomWatcher;
   readonly counters = { reaped: 0, exitsPublished: 0 };
 
@@ -60,11 +64,14 @@ export class TaskService {
   get size(): number { return this.containers.size; }
   /** Whether any Create ever reached this shim. */
   everCreated = false;
+  /** containerd called Shutdown and no Create came since: the shim goes once it holds nothing. */
+  shutdownRequested = false;
   list(): Container[] { return [...this.containers.values()]; }
 
   container(ns: string, id: string): Container {
-    const c = this.containers.get(this.key(ns, id));
-    if (!c) throw containerNotCreated();
+    const key = this.key(ns, id);
+    const c = this.containers.get(key);
+    if (!c || this.creating.has(key)) throw containerNotCreated();
     return c;
   }
 
@@ -99,6 +106,8 @@ export class TaskService {
 
   private async handleExit(c: Container, p: Process, status: number): Promise<void> {
     const { events, log } = this.deps;
+    // Stopped from this moment (State, Kill), though the exit event waits for IO and ordering below.
+    p.markReaped(status);
     if (p.isInit) {
       this.persistExit(c, status);
       if (c.hostPidNs) await c.runc.kill(c.id, 9, { all: true }).catch(() => {});
@@ -146,6 +155,7 @@ export class TaskService {
     const key = this.key(req.namespace, req.id);
     if (this.containers.has(key)) throw alreadyExists(`container ${req.id}`);
     this.everCreated = true;
+    this.shutdownRequested = false;
     const options: RuntimeOptions = decodeOptions(req.options);
     const typeUrl = req.options?.type_url ?? '';
     if (typeUrl && !KNOWN_OPTION_TYPES.includes(typeUrl.replace(/^.*\//, ''))) {
@@ -158,12 +168,16 @@ export class TaskService {
     });
     // Reserve the id while runc works, so a duplicate Create cannot race in.
     this.containers.set(key, c);
+    this.creating.add(key);
     let exits: Exit[];
     try {
       ({ exits } = await this.recordingExits(() => c.create(ctx)));
     } catch (e) {
       this.containers.delete(key);
+      if (this.containers.size === 0) this.deps.onIdle?.('create failed');
       throw e;
+    } finally {
+      this.creating.delete(key);
     }
     if (c.init.pid) {
       const cg = cgroupForPid(c.init.pid);
@@ -241,15 +255,17 @@ export class TaskService {
     if (init.pausing) status = STATUS.PAUSING;
     else if (p instanceof ExecProcess) {
       status = init.state === 'paused' ? STATUS.PAUSED
-        : p.state === 'created' ? STATUS.CREATED : p.state === 'running' ? STATUS.RUNNING : STATUS.STOPPED;
+        : p.state === 'created' ? STATUS.CREATED : p.state === 'running' && p.reaped === null ? STATUS.RUNNING : STATUS.STOPPED;
     } else {
       status = ({ created: STATUS.CREATED, 'created-checkpoint': STATUS.CREATED, running: STATUS.RUNNING,
         paused: STATUS.PAUSED, stopped: STATUS.STOPPED, deleted: STATUS.STOPPED } as const)[init.state];
     }
+    // An exec is stopped once reaped; its exit is published later (IO drain, ordering).
+    const exit = p.exit ?? (p instanceof ExecProcess ? p.reaped : null);
     return {
       id: p.id, bundle: c.bundle, pid: p.pid, status,
       stdin: p.stdio.stdin, stdout: p.stdio.stdout, stderr: p.stdio.stderr, terminal: p.stdio.terminal,
-      exit_status: p.exit?.status ?? 0, exited_at: timestamp(p.exit),
+      exit_status: exit?.status ?? 0, exited_at: timestamp(exit),
     };
   }
 
@@ -367,6 +383,7 @@ export class TaskService {
   }
 
   shutdown(): void {
+    this.shutdownRequested = true;
     if (this.containers.size === 0) this.deps.onEmpty();
   }
 
