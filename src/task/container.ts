@@ -199,6 +199,9 @@ export class Container {
       return;
     }
     checkInit(this.init.state, 'kill');
+    // The init is signalled by `runc kill`, as the Go shim does, not through a pidfd of ours: runc
+    // checks the init's identity itself (its start time in /proc against runc's state, so a reused
+    // pid reads as "container not running"), and `--all` needs runc's cgroup walk.
     try {
       await this.runc.kill(this.id, signal, { all, ...runcCallOptions(ctx) });
     } catch (e) {
