@@ -45,6 +45,8 @@ export function encodeForwardRequest(e: OutboxEvent): Uint8Array {
  */
 export const FORWARD_TIMEOUT_MS = 120_000;
 
+const JOURNAL_WARNING_INTERVAL_MS = 60_000;
+
 /** ttrpc client to containerd's TTRPC_ADDRESS, connected lazily and re-dialled after failures. */
 export class TtrpcEventSender implements EventSender {
   private client: Promise<import('../ttrpc').Client> | null = null;
@@ -162,6 +164,7 @@ export class Publisher {
   readonly stats: PublisherStats = { sent: 0, pending: 0, retries: 0, discarded: 0, journalFailures: 0 };
   /** The journal missed writes: it is rewritten from the queue at the next chance. */
   private journalBehind = false;
+  private lastJournalWarning = -Infinity;
 
   constructor(
     private sender: EventSender | null,
@@ -207,11 +210,15 @@ export class Publisher {
       if (this.journalBehind) {
         this.journal.rewrite(this.queue);
         this.journalBehind = false;
-        this.log.info('event journal writable again, caught up', { pending: this.queue.length });
+        this.log.debug('event journal writable again, caught up', { pending: this.queue.length });
       } else write();
     } catch (err) {
       this.stats.journalFailures++;
-      if (!this.journalBehind) {
+      // A nearly full disk flaps (a rewrite frees a page, the next line needs one): warn at most
+      // once a minute; the metric counts every failure.
+      const now = Date.now();
+      if (!this.journalBehind && now - this.lastJournalWarning >= JOURNAL_WARNING_INTERVAL_MS) {
+        this.lastJournalWarning = now;
         this.log.warn('event journal cannot be written: events are still sent, but not kept across a shim crash', { error: err });
       }
       this.journalBehind = true;

@@ -111,6 +111,12 @@ test('a journal that cannot be written (ENOSPC) degrades durability, never deliv
   p.publish('ns', '/tasks/after', 't', new Uint8Array());
   assert.deepEqual(OutboxJournal.load(file).map((e) => e.topic), ['/tasks/after']);
   assert.ok(lines.some((l) => /writable again/.test(l.msg)));
+  // A disk that flaps between full and not: still one warning.
+  journal.full = true;
+  p.publish('ns', '/tasks/again', 't', new Uint8Array());
+  journal.full = false;
+  p.publish('ns', '/tasks/again2', 't', new Uint8Array());
+  assert.equal(lines.filter((l) => l.level === 'warning' && /journal/.test(l.msg)).length, 1);
   p.close();
 });
 
