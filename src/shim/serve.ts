@@ -105,7 +105,8 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const requestSpare = () => {
     if (spareRequested) return;
     spareRequested = true;
-    ensureSpare(SHIM_ENTRY, flags);
+    // Called from the RPC path: a full state dir (the spare pool lives there) must not fail the RPC.
+    try { ensureSpare(SHIM_ENTRY, flags); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
   };
   const rpcStats: RpcStats = {
     calls: new Map(),
