@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { startContainerd, uniqueId, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
 import { closeClients, collectEvents, getTask, killTask } from './containerd-api';
 import { ensureBusyboxImage } from './rootfs';
-import { daemonShims, removeContainer, runDetached, shimSocketOf } from '../stress/containers';
+import { daemonShims, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../stress/containers';
 import { processAlive, sleep, until } from '../stress/probes';
 
 const FIXTURES = path.join(repoRoot(), 'test', 'fixtures');
@@ -103,11 +103,10 @@ test('a runtime that never answers: Create fails at TSSHIM_RUNC_TIMEOUT naming t
   const opts = path.join(c.dir, 'hang.toml');
   fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(hang)}\n`);
   const id = uniqueId('hang');
-  const before = new Set(daemonShims(c));
   const t0 = Date.now();
   const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], { timeoutMs: 120_000 });
   const socket: string = (await until(() => { try { return shimSocketOf(c, id); } catch { return null; } }, 'the shim socket', 30_000))!;
-  const shims: number[] = (await until(() => { const s = daemonShims(c).filter((p) => !before.has(p)); return s.length ? s : null; }, 'the shim', 30_000))!;
+  const shims = [await shimPidOf(c, id)]; // asked over its socket: the daemon, not a transient `start`
   const r = await ctr;
   const took = Date.now() - t0;
   console.log(`hung runtime: ctr answered after ${took} ms: ${r.stderr.trim()}`);
@@ -165,10 +164,9 @@ test("a hung runtime with containerd's deadline (ctr --timeout) and no TSSHIM_RU
     const opts = path.join(d.dir, 'hang.toml');
     fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(hang)}\n`);
     const id = uniqueId('deadline');
-    const before = new Set(daemonShims(d));
     const ctr = d.ctr(['--timeout', '8s', 'run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, img, id, 'true'], { timeoutMs: 120_000 });
     const socket: string = (await until(() => { try { return shimSocketOf(d, id); } catch { return null; } }, 'the shim socket', 30_000))!;
-    const shims: number[] = (await until(() => { const s = daemonShims(d).filter((p) => !before.has(p)); return s.length ? s : null; }, 'the shim', 30_000))!;
+    const shims = [await shimPidOf(d, id)];
     const r = await ctr;
     assert.notEqual(r.code, 0, 'ctr gave up');
     const t0 = Date.now();
@@ -181,4 +179,21 @@ test("a hung runtime with containerd's deadline (ctr --timeout) and no TSSHIM_RU
     closeClients(d);
     await d.stop();
   }
+});
+
+test('containerd dies during a hung Create: the shim, left with no container and no connection, exits and removes its socket', async () => {
+  const hang = path.join(FIXTURES, 'hang-runc', 'runc');
+  const opts = path.join(c.dir, 'hang2.toml');
+  fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(hang)}\n`);
+  const id = uniqueId('orphaned');
+  const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], { timeoutMs: 120_000 });
+  const socket: string = (await until(() => { try { return shimSocketOf(c, id); } catch { return null; } }, 'the shim socket', 30_000))!;
+  const shims = [await shimPidOf(c, id)]; // asked over its socket: the daemon, not a transient `start`
+  await c.kill9();
+  await ctr;
+  // Nobody will ever send Shutdown: the closed connection is the only sign containerd lost interest.
+  await until(() => shims.every((p) => !processAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 30_000);
+  await c.restart();
+  await c.ctr(['container', 'delete', id]);
+  noUncaughtErrors(c);
 });
