@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import type { RunOptions, RunResult, RunStdio } from '../shim/reaper';
 import { RuncError, fileSize, readLogError } from './errors';
 import { lookPath } from './look-path';
+import { DEFAULT_RUNC_TIMEOUT_MS, formatDuration } from './timeouts';
 
 /** One of the runc child's fds 0-2: an fd it inherits, 'ignore' (/dev/null), 'pipe' (captured). */
 export type RuncStdio = RunStdio;
@@ -32,7 +33,7 @@ export interface RuncClientOptions {
   /** --criu (containerd 1.6 passes it only when set). */
   criuPath?: string;
   debug?: boolean;
-  /** Deadline of every run unless a call says otherwise (default 120 s). */
+  /** Deadline of every run unless a call says otherwise (default TSSHIM_RUNC_TIMEOUT, else 120 s). */
   timeoutMs?: number;
   /** Base environment (default process.env); NOTIFY_SOCKET is always removed. */
   env?: NodeJS.ProcessEnv;
@@ -41,8 +42,9 @@ export interface RuncClientOptions {
 }
 
 export interface CallOptions {
+  /** Deadline of this run (the shim passes what is left of containerd's deadline). */
   timeoutMs?: number;
-  /** Aborting SIGKILLs runc (the RPC was cancelled). */
+  /** Aborting SIGKILLs runc (the RPC was cancelled, or its deadline passed). */
   signal?: AbortSignal;
 }
 
@@ -109,8 +111,6 @@ export interface RuncVersion {
   spec: string;
   raw: string;
 }
-
-const DEFAULT_TIMEOUT_MS = 120_000;
 
 export class RuncClient {
   readonly binary: string;
@@ -312,15 +312,17 @@ export class RuncClient {
     const logFrom = how.readLog && this.log && this.options.logFormat !== 'text' ? fileSize(this.log) : -1;
     const stdio: [RunStdio, RunStdio, RunStdio] = how.stdio ?? [how.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'];
     let r: RunResult;
+    const timeoutMs = opts.timeoutMs ?? this.options.timeoutMs ?? DEFAULT_RUNC_TIMEOUT_MS;
+    const started = Date.now();
+    // Copied once per client: copying the whole environment on every call showed in profiles.
+    const env = (this.envCache ??= runcEnv(this.options.env));
+    const binary = lookPath(this.binary, env.PATH);
     try {
-      // Copied once per client: copying the whole environment on every call showed in profiles.
-      const env = (this.envCache ??= runcEnv(this.options.env));
-      r = await this.runner().run(lookPath(this.binary, env.PATH), argv, {
-        stdio, input: how.input, extraFds: how.extraFds, env,
-        timeoutMs: opts.timeoutMs ?? this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS, signal: opts.signal,
-      });
+      r = await this.runner().run(binary, argv, { stdio, input: how.input, extraFds: how.extraFds, env, timeoutMs, signal: opts.signal });
     } catch (e) {
-      throw this.launchError(sub, argv, e);
+      // The caller's signal fires at its deadline too (containerd's timeout): report that as one.
+      const deadlinePassed = Date.now() - started >= timeoutMs - 50;
+      throw this.launchError(sub, argv, e, { binary, timeoutMs, deadlinePassed });
     }
     if (r.code === 0) return r;
     const captured = stdio[1] === 'pipe' || stdio[2] === 'pipe';
@@ -334,7 +336,7 @@ export class RuncClient {
     });
   }
 
-  private launchError(sub: string, argv: string[], e: unknown): RuncError {
+  private launchError(sub: string, argv: string[], e: unknown, run: { binary: string; timeoutMs: number; deadlinePassed: boolean }): RuncError {
     const err = e as NodeJS.ErrnoException & { timeoutMs?: number; stdout?: Buffer; stderr?: Buffer };
     if (err?.code === 'ENOENT') {
       return new RuncError({ command: sub, args: argv, exitCode: -1, notFound: true, message: `runc binary ${JSON.stringify(this.binary)} not found` });
@@ -343,10 +345,10 @@ export class RuncClient {
       return new RuncError({ command: sub, args: argv, exitCode: -1, notFound: true, message: `runc binary ${JSON.stringify(this.binary)} is not executable` });
     }
     const output = err?.stdout || err?.stderr ? Buffer.concat([err.stdout ?? Buffer.alloc(0), err.stderr ?? Buffer.alloc(0)]).toString('utf8') : undefined;
-    if (err?.code === 'ETIMEDOUT') {
+    if (err?.code === 'ETIMEDOUT' || (err?.code === 'ABORT_ERR' && run.deadlinePassed)) {
       return new RuncError({
         command: sub, args: argv, exitCode: -1, timedOut: true, output,
-        message: `${this.binary} ${sub} timed out after ${err.timeoutMs} ms (killed with SIGKILL)`,
+        message: `runc ${sub}: ${run.binary} did not answer within ${formatDuration(run.timeoutMs)} (killed with SIGKILL)`,
       });
     }
     if (err?.code === 'ABORT_ERR') {

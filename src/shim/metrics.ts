@@ -92,6 +92,8 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
   w.family('tsshim_events_oldest_pending_age_seconds', 'gauge', 'Age of the oldest event in the outbox (0 when empty).')
     .sample('tsshim_events_oldest_pending_age_seconds', pending.length ? Math.max(0, now - Math.min(...pending.map((e) => e.at))) / 1000 : 0);
   w.family('tsshim_events_discarded_total', 'counter', 'Undelivered events of a previous shim on this socket, dropped at start-up.').sample('tsshim_events_discarded_total', ev.discarded);
+  w.family('tsshim_event_journal_failures_total', 'counter', 'Event journal writes that failed (state dir full or read-only); the events were still sent.')
+    .sample('tsshim_event_journal_failures_total', ev.journalFailures ?? 0);
   w.family('tsshim_event_retries_total', 'counter', 'Failed event deliveries that were retried.').sample('tsshim_event_retries_total', ev.retries);
 
   const counters = daemon.service.counters;

@@ -45,6 +45,8 @@ export function encodeForwardRequest(e: OutboxEvent): Uint8Array {
  */
 export const FORWARD_TIMEOUT_MS = 120_000;
 
+const JOURNAL_WARNING_INTERVAL_MS = 60_000;
+
 /** ttrpc client to containerd's TTRPC_ADDRESS, connected lazily and re-dialled after failures. */
 export class TtrpcEventSender implements EventSender {
   private client: Promise<import('../ttrpc').Client> | null = null;
@@ -80,7 +82,11 @@ export class TtrpcEventSender implements EventSender {
   }
 }
 
-/** Append-only journal: `E <json>` lines for events, `A <seq>` lines for acknowledgements. */
+/**
+ * Append-only journal: `E <json>` lines for events, `A <seq>` lines for acknowledgements. Every
+ * write either lands whole or throws (a short write on a full disk counts as a failure), so the
+ * caller knows the file may be torn and rewrites it once writes work again.
+ */
 export class OutboxJournal {
   private fd = -1;
   private lines = 0;
@@ -105,7 +111,7 @@ export class OutboxJournal {
     return [...events.values()].sort((a, b) => a.seq - b.seq);
   }
   append(e: OutboxEvent): void {
-    this.write(`E ${JSON.stringify({ ...e, value: Buffer.from(e.value).toString('base64') })}\n`);
+    this.write(eventLine(e));
   }
   ack(seq: number, nothingPending: boolean): void {
     // Compact when the outbox is empty so the journal stays small.
@@ -116,9 +122,20 @@ export class OutboxJournal {
     }
     this.write(`A ${seq}\n`);
   }
+  /** Replaces the whole journal with exactly these pending events (catching up after failed writes). */
+  rewrite(pending: readonly OutboxEvent[]): void {
+    if (this.fd < 0) return;
+    fs.ftruncateSync(this.fd, 0);
+    this.lines = 0;
+    for (const e of pending) this.write(eventLine(e));
+  }
   private write(line: string): void {
     if (this.fd < 0) return;
-    fs.writeSync(this.fd, line);
+    const buf = Buffer.from(line);
+    const n = fs.writeSync(this.fd, buf);
+    if (n !== buf.length) {
+      throw Object.assign(new Error(`outbox journal: short write (${n} of ${buf.length} bytes)`), { code: 'ENOSPC' });
+    }
     this.lines++;
   }
   close(): void {
@@ -127,8 +144,15 @@ export class OutboxJournal {
   }
 }
 
-/** discarded: undelivered events of a previous shim on the same socket, dropped at start-up. */
-export interface PublisherStats { sent: number; pending: number; retries: number; discarded: number }
+function eventLine(e: OutboxEvent): string {
+  return `E ${JSON.stringify({ ...e, value: Buffer.from(e.value).toString('base64') })}\n`;
+}
+
+/**
+ * discarded: undelivered events of a previous shim on the same socket, dropped at start-up.
+ * journalFailures: journal writes that failed (full or read-only state dir); the events were still sent.
+ */
+export interface PublisherStats { sent: number; pending: number; retries: number; discarded: number; journalFailures: number }
 
 export class Publisher {
   private queue: OutboxEvent[] = [];
@@ -137,7 +161,10 @@ export class Publisher {
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private wake: (() => void) | null = null;
-  readonly stats: PublisherStats = { sent: 0, pending: 0, retries: 0, discarded: 0 };
+  readonly stats: PublisherStats = { sent: 0, pending: 0, retries: 0, discarded: 0, journalFailures: 0 };
+  /** The journal missed writes: it is rewritten from the queue at the next chance. */
+  private journalBehind = false;
+  private lastJournalWarning = -Infinity;
 
   constructor(
     private sender: EventSender | null,
@@ -149,8 +176,9 @@ export class Publisher {
     if (this.closed) { this.log.warn('event after publisher close dropped', { topic }); return; }
     const now = Date.now();
     const e: OutboxEvent = { seq: ++this.seq, namespace, topic, typeUrl, value, at: now, atNanos: (now % 1000) * 1e6 };
-    this.journal.append(e);
+    // Queued before it is journalled: a journal that cannot be written costs durability, never delivery.
     this.queue.push(e);
+    this.journalled(() => this.journal.append(e));
     this.kick();
   }
 
@@ -172,6 +200,31 @@ export class Publisher {
     this.sender?.reset();
   }
 
+  /**
+   * Runs one journal write; after a failure, the next call rewrites the journal from the queue
+   * instead (the queue is the truth). The failure is logged when it starts and when it ends, not
+   * per event: a full disk would otherwise fill the log with one line per event.
+   */
+  private journalled(write: () => void): void {
+    try {
+      if (this.journalBehind) {
+        this.journal.rewrite(this.queue);
+        this.journalBehind = false;
+        this.log.debug('event journal writable again, caught up', { pending: this.queue.length });
+      } else write();
+    } catch (err) {
+      this.stats.journalFailures++;
+      // A nearly full disk flaps (a rewrite frees a page, the next line needs one): warn at most
+      // once a minute; the metric counts every failure.
+      const now = Date.now();
+      if (!this.journalBehind && now - this.lastJournalWarning >= JOURNAL_WARNING_INTERVAL_MS) {
+        this.lastJournalWarning = now;
+        this.log.warn('event journal cannot be written: events are still sent, but not kept across a shim crash', { error: err });
+      }
+      this.journalBehind = true;
+    }
+  }
+
   private kick(): void {
     this.stats.pending = this.queue.length;
     if (this.wake) { const w = this.wake; this.wake = null; w(); }
@@ -184,17 +237,18 @@ export class Publisher {
     let delay = 50;
     while (this.queue.length && !this.closed) {
       const e = this.queue[0];
-      if (!this.sender) { this.queue.shift(); this.journal.ack(e.seq, this.queue.length === 0); continue; }
+      if (!this.sender) { this.queue.shift(); this.journalled(() => this.journal.ack(e.seq, this.queue.length === 0)); continue; }
       try {
         await this.sender.forward(encodeForwardRequest(e), e.namespace);
         this.queue.shift();
         this.stats.sent++;
-        this.journal.ack(e.seq, this.queue.length === 0);
+        this.journalled(() => this.journal.ack(e.seq, this.queue.length === 0));
         delay = 50;
       } catch (err) {
         this.stats.retries++;
         if (delay === 50) this.log.warn('event not delivered yet, will retry', { topic: e.topic, error: err });
         this.sender.reset();
+        if (this.journalBehind) this.journalled(() => {});
         await new Promise<void>((r) => { const t = setTimeout(r, delay); this.wake = () => { clearTimeout(t); r(); }; });
         this.wake = null;
         delay = Math.min(delay * 2, 1000);

@@ -21,6 +21,8 @@ import { PER_NODE_GROUP } from './start';
 import { ensureSpare } from './spare';
 
 export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
+/** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
+const IDLE_EXIT_GRACE_MS = 1000;
 
 export interface Daemon {
   service: TaskService;
@@ -74,7 +76,12 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
   // container of our group (per-node: of our namespace).
   const pidFile = socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
-  if (pidFile) { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); }
+  if (pidFile) {
+    // A full or read-only state dir costs only the fast path (start then goes the slow way): never the shim.
+    try { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
+      log.warn('cannot write the shim pid file', { file: pidFile, error: e });
+    }
+  }
   const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
   // already reported itself when that shim went away (its on-close hook publishes exit/delete).
@@ -88,7 +95,12 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
   const sender = ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null;
   sender?.preconnect();
-  const publisher = new Publisher(sender, new OutboxJournal(journalFile), log);
+  let journal: OutboxJournal;
+  try { journal = new OutboxJournal(journalFile); } catch (e) {
+    log.warn('cannot open the event journal: events are sent but not kept across a shim crash', { file: journalFile, error: e });
+    journal = new OutboxJournal(null);
+  }
+  const publisher = new Publisher(sender, journal, log);
   publisher.stats.discarded = stale.length;
 
   const idleGc = new IdleCollector();
@@ -98,7 +110,8 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const requestSpare = () => {
     if (spareRequested) return;
     spareRequested = true;
-    ensureSpare(SHIM_ENTRY, flags);
+    // Called from the RPC path: a full state dir (the spare pool lives there) must not fail the RPC.
+    try { ensureSpare(SHIM_ENTRY, flags); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
   };
   const rpcStats: RpcStats = {
     calls: new Map(),
@@ -111,6 +124,20 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   // completing a call (partial frames) must still be followed by the idle collection.
   const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any), onActivity: () => idleGc.activity() });
   let exiting = false;
+  // Connections to our socket (containerd keeps one open for as long as it cares about the shim).
+  let connections = 0;
+  /**
+   * A shim that holds no container must not outlive containerd's interest: after a Create failed or
+   * was abandoned, go once containerd asked for Shutdown (maybe while that Create still ran) or closed
+   * every connection. The grace lets a new Create through the sh fast path win over the exit.
+   */
+  const exitIfUnwanted = (reason: string) => {
+    if (perNode || exiting) return;
+    setTimeout(() => {
+      const unwanted = service.size === 0 && service.everCreated && (service.shutdownRequested || connections === 0);
+      if (unwanted) void shutdown(reason);
+    }, IDLE_EXIT_GRACE_MS).unref();
+  };
   const service = new TaskService({
     events: new TaskEvents(publisher),
     reaper: Reaper.instance(),
@@ -118,6 +145,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     shimPid: process.pid,
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
     onEmpty: () => { if (!perNode) void shutdown('no containers left'); },
+    onIdle: (reason) => exitIfUnwanted(reason),
   });
   liveBundles = () => service.list().map((c) => c.bundle);
   const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc };
@@ -125,6 +153,10 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
   const metrics = await startMetricsFromEnv(daemon);
+  netServer.on('connection', (sock: net.Socket) => {
+    connections++;
+    sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+  });
   ttrpc.serve(netServer);
 
   async function shutdown(reason: string): Promise<void> {

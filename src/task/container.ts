@@ -11,6 +11,8 @@ import { checkExec, checkInit } from './state';
 import { mountRootfs, unmountAll, type MountSpec } from './rootfs';
 import { DEFAULT_RUNC_ROOT, optionsJson, type RuntimeOptions } from './options';
 import { BUNDLE_SPEC_LIMITS, readSpecFile } from './spec-json';
+import { CLEANUP_RUNC_TIMEOUT_MS } from '../runc/timeouts';
+import { runcCallOptions, type RequestContext } from './deadline';
 import { errorMessage, failedPrecondition, notFound, unknown, processDoesNotExist, alreadyExists } from './errors';
 
 export interface ContainerConfig {
@@ -77,7 +79,7 @@ export class Container {
   }
 
   /** Side files, rootfs, IO and `runc create` (or only the preparation for a restore). */
-  async create(): Promise<void> {
+  async create(ctx?: RequestContext): Promise<void> {
     const { bundle, options } = this.cfg;
     fs.writeFileSync(path.join(bundle, 'options.json'), optionsJson(options));
     fs.writeFileSync(path.join(bundle, 'runtime'), options.binaryName);
@@ -102,6 +104,7 @@ export class Container {
         noPivot: options.noPivotRoot,
         noNewKeyring: options.noNewKeyring,
         stdio: io.runcStdio(),
+        ...runcCallOptions(ctx),
       });
       // runc connects to the console socket before it returns: receive concurrently.
       const console = io.consoleSocketPath ? io.receiveConsole() : Promise.resolve();
@@ -113,14 +116,15 @@ export class Container {
       });
     } catch (e) {
       await io.close().catch(() => {});
-      await this.runc.delete(this.id, { force: true }).catch(() => {});
+      // Bounded on its own, short: the runtime that just failed may hang here too.
+      await this.runc.delete(this.id, { force: true, timeoutMs: CLEANUP_RUNC_TIMEOUT_MS }).catch(() => {});
       await unmountAll(path.join(bundle, 'rootfs'));
       throw e;
     }
   }
 
   /** `runc start`, or `runc restore` for a container created from a checkpoint. */
-  async startInit(): Promise<void> {
+  async startInit(ctx?: RequestContext): Promise<void> {
     checkInit(this.init.state, 'start');
     if (this.init.state === 'created-checkpoint') {
       const cp = this.init.checkpoint!;
@@ -137,7 +141,7 @@ export class Container {
       await io.afterRuncStarted();
       this.init.pid = await readPidFile(pidFile);
     } else {
-      await this.runc.start(this.id).catch((e: unknown) => { throw runcFailure('OCI runtime start failed', e); });
+      await this.runc.start(this.id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime start failed', e); });
     }
     this.init.state = 'running';
   }
@@ -151,7 +155,7 @@ export class Container {
     return p;
   }
 
-  async startExec(p: ExecProcess): Promise<void> {
+  async startExec(p: ExecProcess, ctx?: RequestContext): Promise<void> {
     checkExec(p.state, 'start');
     if (this.init.exit) throw failedPrecondition(`container ${this.id} init process is not running`);
     checkInit(this.init.state, 'exec');
@@ -164,7 +168,7 @@ export class Container {
     const io = p.io;
     try {
       const ran = this.runc.exec(this.id, p.spec, {
-        pidFile, consoleSocket: io.consoleSocketPath, detach: true, stdio: io.runcStdio(),
+        pidFile, consoleSocket: io.consoleSocketPath, detach: true, stdio: io.runcStdio(), ...runcCallOptions(ctx),
       });
       const console = io.consoleSocketPath ? io.receiveConsole() : Promise.resolve();
       await ran.catch((e: unknown) => { throw runcFailure('OCI runtime exec failed', e); });
@@ -173,6 +177,8 @@ export class Container {
       p.pid = await readPidFile(pidFile).catch((e: unknown) => {
         throw unknown(`failed to retrieve OCI runtime exec pid: ${errorMessage(e)}`);
       });
+      // Held from now on, so Kill never signals another process that got this pid after the exit.
+      p.holdPid();
     } catch (e) {
       await io.close().catch(() => {});
       p.io = null;
@@ -181,21 +187,24 @@ export class Container {
     p.state = 'running';
   }
 
-  async kill(execId: string, signal: number, all: boolean): Promise<void> {
+  async kill(execId: string, signal: number, all: boolean, ctx?: RequestContext): Promise<void> {
     const p = this.process(execId);
     if (p instanceof ExecProcess) {
       checkExec(p.state, 'kill');
       if (p.state === 'created' || p.pid === 0) throw failedPrecondition('process not created');
-      if (p.exit) throw notFound('process already finished');
-      try { process.kill(p.pid, signal); } catch (e: any) {
+      if (p.exit || p.reaped !== null) throw notFound('process already finished');
+      try { p.signal(signal); } catch (e: any) {
         if (e.code === 'ESRCH') throw notFound('exec kill error: process already finished');
         throw unknown(`exec kill error: ${e.message}`);
       }
       return;
     }
     checkInit(this.init.state, 'kill');
+    // The init is signalled by `runc kill`, as the Go shim does, not through a pidfd of ours: runc
+    // checks the init's identity itself (its start time in /proc against runc's state, so a reused
+    // pid reads as "container not running"), and `--all` needs runc's cgroup walk.
     try {
-      await this.runc.kill(this.id, signal, { all });
+      await this.runc.kill(this.id, signal, { all, ...runcCallOptions(ctx) });
     } catch (e) {
       const msg = e instanceof RuncError ? `${e.runcMessage} ${e.output ?? ''}` : errorMessage(e);
       if (/process already finished|container not running|no such process/i.test(msg)) throw notFound('process already finished');
@@ -205,17 +214,17 @@ export class Container {
   }
 
   /** runc delete, close IO, unmount; the caller publishes /tasks/delete. */
-  async deleteInit(): Promise<void> {
+  async deleteInit(ctx?: RequestContext): Promise<void> {
     checkInit(this.init.state, 'delete');
     await this.init.io?.waitDrained(2000).catch(() => {});
     let runcErr: unknown = null;
-    await this.runc.delete(this.id, {}).catch((e: unknown) => {
+    await this.runc.delete(this.id, runcCallOptions(ctx)).catch((e: unknown) => {
       const msg = e instanceof RuncError ? e.runcMessage : errorMessage(e);
       if (!/does not exist/i.test(msg)) runcErr = e;
     });
     if (runcErr) throw runcFailure('failed to delete task', runcErr);
     await this.init.io?.close().catch(() => {});
-    for (const e of this.execs.values()) await e.io?.close().catch(() => {});
+    for (const e of this.execs.values()) { await e.io?.close().catch(() => {}); e.releasePid(); }
     const errs = await unmountAll(path.join(this.bundle, 'rootfs'));
     this.init.state = 'deleted';
     this.init.releaseWaiters();
@@ -230,6 +239,7 @@ export class Container {
     // execs queue behind every synchronous call.
     await fs.promises.rm(path.join(this.bundle, `${p.execId}.pid`), { force: true });
     p.state = 'deleted';
+    p.releasePid();
     p.releaseWaiters();
     this.execs.delete(p.execId);
   }

@@ -54,16 +54,16 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
         namespace: ns(ctx), id: r.id, bundle: r.bundle, stdio: stdio(r),
         rootfs: r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] })),
         checkpoint: r.checkpoint, parentCheckpoint: r.parent_checkpoint, options: r.options ?? null,
-      });
+      }, ctx);
       return T.CreateTaskResponse.encode({ pid }).finish();
     },
     async Start(p, ctx) {
       const r = decode(T.StartRequest, p);
-      return T.StartResponse.encode({ pid: await svc.start(ns(ctx), r.id, r.exec_id) }).finish();
+      return T.StartResponse.encode({ pid: await svc.start(ns(ctx), r.id, r.exec_id, ctx) }).finish();
     },
     async Delete(p, ctx) {
       const r = decode(T.DeleteRequest, p);
-      const d = await svc.delete(ns(ctx), r.id, r.exec_id);
+      const d = await svc.delete(ns(ctx), r.id, r.exec_id, ctx);
       const reply = T.DeleteResponse.encode({ pid: d.pid, exit_status: d.exit?.status ?? 0, exited_at: timestamp(d.exit) }).finish();
       // Everything is cleaned up: the `delete` command containerd runs next only has to print this.
       if (d.bundle) writeDeleteResponse(d.bundle, reply);
@@ -75,7 +75,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
     },
     async Pids(p, ctx) {
       const r = decode(T.PidsRequest, p);
-      const list = await svc.pids(ns(ctx), r.id);
+      const list = await svc.pids(ns(ctx), r.id, ctx);
       return T.PidsResponse.encode({
         processes: list.map(({ pid, execId }) => ({
           pid,
@@ -96,7 +96,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
     },
     async Kill(p, ctx) {
       const r = decode(T.KillRequest, p);
-      await svc.kill(ns(ctx), r.id, r.exec_id, r.signal, r.all);
+      await svc.kill(ns(ctx), r.id, r.exec_id, r.signal, r.all, ctx);
       return EMPTY;
     },
     async Exec(p, ctx) {

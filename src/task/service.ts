@@ -14,6 +14,7 @@ import { containerNotCreated, invalidArgument, notFound, unknown, errorMessage, 
 import { decodeOptions, KNOWN_OPTION_TYPES, type RuntimeOptions } from './options';
 import { parseSpecJson, PROCESS_SPEC_LIMITS } from './spec-json';
 import { runcFailure } from './container';
+import { runcCallOptions, type RequestContext } from './deadline';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
 import { cgroupForPid, collectEncodedMetrics, CgroupNotFoundError, OomWatcher, type CgroupHandle } from './cgroups';
@@ -32,6 +33,8 @@ export interface ServiceDeps {
   shimPid: number;
   /** Called after Shutdown when no container is left. */
   onEmpty: () => void;
+  /** Called when a Create failed or was abandoned and left the shim without containers. */
+  onIdle?: (reason: string) => void;
 }
 
 interface Running { container: Container; process: Process }
@@ -44,6 +47,8 @@ export class TaskService {
   private cgroups = new Map<Container, CgroupHandle>();
   private running = new Map<number, Running>();
   private exitBuffers = new Set<Exit[]>();
+  /** Containers whose Create is still running: reserved, but not visible to other calls yet (as in Go). */
+  private creating = new Set<string>();
   private oom: OomWatcher;
   readonly counters = { reaped: 0, exitsPublished: 0 };
 
@@ -60,11 +65,14 @@ export class TaskService {
   get size(): number { return this.containers.size; }
   /** Whether any Create ever reached this shim. */
   everCreated = false;
+  /** containerd called Shutdown and no Create came since: the shim goes once it holds nothing. */
+  shutdownRequested = false;
   list(): Container[] { return [...this.containers.values()]; }
 
   container(ns: string, id: string): Container {
-    const c = this.containers.get(this.key(ns, id));
-    if (!c) throw containerNotCreated();
+    const key = this.key(ns, id);
+    const c = this.containers.get(key);
+    if (!c || this.creating.has(key)) throw containerNotCreated();
     return c;
   }
 
@@ -99,6 +107,8 @@ export class TaskService {
 
   private async handleExit(c: Container, p: Process, status: number): Promise<void> {
     const { events, log } = this.deps;
+    // Stopped from this moment (State, Kill), though the exit event waits for IO and ordering below.
+    p.markReaped(status);
     if (p.isInit) {
       this.persistExit(c, status);
       if (c.hostPidNs) await c.runc.kill(c.id, 9, { all: true }).catch(() => {});
@@ -138,7 +148,7 @@ export class TaskService {
 
   // ---- Task API ----------------------------------------------------------------------------
 
-  async create(req: CreateInput): Promise<number> {
+  async create(req: CreateInput, ctx?: RequestContext): Promise<number> {
     if (!isValidIdentifier(req.id)) throw invalidArgument(`invalid container id ${JSON.stringify(req.id)}`);
     if (!path.isAbsolute(req.bundle) || path.normalize(req.bundle) !== req.bundle.replace(/\/+$/, '')) {
       throw invalidArgument(`bundle path must be absolute and clean: ${JSON.stringify(req.bundle)}`);
@@ -146,6 +156,7 @@ export class TaskService {
     const key = this.key(req.namespace, req.id);
     if (this.containers.has(key)) throw alreadyExists(`container ${req.id}`);
     this.everCreated = true;
+    this.shutdownRequested = false;
     const options: RuntimeOptions = decodeOptions(req.options);
     const typeUrl = req.options?.type_url ?? '';
     if (typeUrl && !KNOWN_OPTION_TYPES.includes(typeUrl.replace(/^.*\//, ''))) {
@@ -158,12 +169,16 @@ export class TaskService {
     });
     // Reserve the id while runc works, so a duplicate Create cannot race in.
     this.containers.set(key, c);
+    this.creating.add(key);
     let exits: Exit[];
     try {
-      ({ exits } = await this.recordingExits(() => c.create()));
+      ({ exits } = await this.recordingExits(() => c.create(ctx)));
     } catch (e) {
       this.containers.delete(key);
+      if (this.containers.size === 0) this.deps.onIdle?.('create failed');
       throw e;
+    } finally {
+      this.creating.delete(key);
     }
     if (c.init.pid) {
       const cg = cgroupForPid(c.init.pid);
@@ -181,14 +196,14 @@ export class TaskService {
     return c.init.pid;
   }
 
-  async start(ns: string, id: string, execId: string): Promise<number> {
+  async start(ns: string, id: string, execId: string, ctx?: RequestContext): Promise<number> {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess) {
       if (p.state === 'created' && c.init.exit === null) c.execStarted();
       let exits: Exit[];
       try {
-        ({ exits } = await this.recordingExits(() => c.startExec(p)));
+        ({ exits } = await this.recordingExits(() => c.startExec(p, ctx)));
       } catch (e) {
         if (p.state === 'created' && !c.init.exit) c.execExited();
         p.releaseWaiters();
@@ -203,7 +218,7 @@ export class TaskService {
     this.running.delete(c.init.pid);
     let exits: Exit[];
     try {
-      ({ exits } = await this.recordingExits(() => c.startInit()));
+      ({ exits } = await this.recordingExits(() => c.startInit(ctx)));
     } catch (e) {
       if (c.init.pid && !c.init.exit) this.running.set(c.init.pid, { container: c, process: c.init });
       throw e;
@@ -217,14 +232,14 @@ export class TaskService {
     return c.init.pid;
   }
 
-  async delete(ns: string, id: string, execId: string): Promise<{ pid: number; exit: Process['exit']; bundle?: string }> {
+  async delete(ns: string, id: string, execId: string, ctx?: RequestContext): Promise<{ pid: number; exit: Process['exit']; bundle?: string }> {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess) {
       await c.deleteExec(p);
       return { pid: p.pid, exit: p.exit };
     }
-    await c.deleteInit();
+    await c.deleteInit(ctx);
     this.running.delete(c.init.pid);
     this.oom.remove(this.key(ns, id));
     this.cgroups.delete(c);
@@ -241,20 +256,22 @@ export class TaskService {
     if (init.pausing) status = STATUS.PAUSING;
     else if (p instanceof ExecProcess) {
       status = init.state === 'paused' ? STATUS.PAUSED
-        : p.state === 'created' ? STATUS.CREATED : p.state === 'running' ? STATUS.RUNNING : STATUS.STOPPED;
+        : p.state === 'created' ? STATUS.CREATED : p.state === 'running' && p.reaped === null ? STATUS.RUNNING : STATUS.STOPPED;
     } else {
       status = ({ created: STATUS.CREATED, 'created-checkpoint': STATUS.CREATED, running: STATUS.RUNNING,
         paused: STATUS.PAUSED, stopped: STATUS.STOPPED, deleted: STATUS.STOPPED } as const)[init.state];
     }
+    // An exec is stopped once reaped; its exit is published later (IO drain, ordering).
+    const exit = p.exit ?? (p instanceof ExecProcess ? p.reaped : null);
     return {
       id: p.id, bundle: c.bundle, pid: p.pid, status,
       stdin: p.stdio.stdin, stdout: p.stdio.stdout, stderr: p.stdio.stderr, terminal: p.stdio.terminal,
-      exit_status: p.exit?.status ?? 0, exited_at: timestamp(p.exit),
+      exit_status: exit?.status ?? 0, exited_at: timestamp(exit),
     };
   }
 
-  async kill(ns: string, id: string, execId: string, signal: number, all: boolean): Promise<void> {
-    await this.container(ns, id).kill(execId, signal, all);
+  async kill(ns: string, id: string, execId: string, signal: number, all: boolean, ctx?: RequestContext): Promise<void> {
+    await this.container(ns, id).kill(execId, signal, all, ctx);
   }
 
   async exec(ns: string, id: string, execId: string, stdio: StdioConfig, spec: { value?: Uint8Array | null } | null): Promise<void> {
@@ -272,10 +289,10 @@ export class TaskService {
     return { exit_status: p.exit?.status ?? 0, exited_at: timestamp(p.exit) };
   }
 
-  async pids(ns: string, id: string) {
+  async pids(ns: string, id: string, ctx?: RequestContext) {
     const c = this.container(ns, id);
     let pids: number[];
-    try { pids = await c.runc.ps(id); } catch (e) { throw runcFailure('failed to list pids', e); }
+    try { pids = await c.runc.ps(id, runcCallOptions(ctx)); } catch (e) { throw runcFailure('failed to list pids', e); }
     const byPid = new Map<number, string>();
     for (const e of c.execs.values()) if (e.pid) byPid.set(e.pid, e.execId);
     return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
@@ -362,6 +379,7 @@ export class TaskService {
   }
 
   shutdown(): void {
+    this.shutdownRequested = true;
     if (this.containers.size === 0) this.deps.onEmpty();
   }
 

@@ -27,7 +27,7 @@ export interface DaemonView {
   };
   publisher: {
     pending(): { seq: number; namespace: string; topic: string; at: number }[];
-    readonly stats: { sent: number; pending: number; retries: number; discarded: number };
+    readonly stats: { sent: number; pending: number; retries: number; discarded: number; journalFailures?: number };
   };
   rpcStats: Daemon['rpcStats'];
   startedAt: Date;

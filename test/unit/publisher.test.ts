@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Publisher, OutboxJournal, type EventSender } from '../../src/shim/publisher';
 import { containerd } from '../../src/gen/proto';
+import { createLogger } from '../../src/shim/logger';
 
 class FakeContainerd implements EventSender {
   up = true;
@@ -66,4 +67,82 @@ test('the journal holds exactly the unacknowledged events, in order', async () =
   p2.close();
   assert.deepEqual(OutboxJournal.load(file), [], 'everything acknowledged');
   fs.rmSync(dir, { recursive: true });
+});
+
+/** A journal on a disk that fills up: every write throws ENOSPC while `full` is set. */
+class FillingJournal extends OutboxJournal {
+  full = false;
+  constructor(file: string) { super(file); }
+  private check(): void {
+    if (this.full) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  }
+  override append(e: Parameters<OutboxJournal['append']>[0]): void { this.check(); super.append(e); }
+  override ack(seq: number, nothingPending: boolean): void { this.check(); super.ack(seq, nothingPending); }
+  override rewrite(pending: Parameters<OutboxJournal['rewrite']>[0]): void { this.check(); super.rewrite(pending); }
+}
+
+function capturingLogger() {
+  const lines: { level: string; msg: string }[] = [];
+  const sink = { write(line: string) { lines.push({ level: /level=(\w+)/.exec(line)![1], msg: JSON.parse(/msg=("(?:[^"\\]|\\.)*")/.exec(line)![1]) }); } };
+  return { lines, log: createLogger(sink, 'debug') };
+}
+
+test('a journal that cannot be written (ENOSPC) degrades durability, never delivery: events sent in order, logged once, counted', async () => {
+  const dir = tmp();
+  const file = path.join(dir, 'outbox');
+  const journal = new FillingJournal(file);
+  const fake = new FakeContainerd();
+  fake.up = false;
+  const { lines, log } = capturingLogger();
+  const p = new Publisher(fake, journal, log);
+  p.publish('ns', '/tasks/before', 't', new Uint8Array());
+  journal.full = true;
+  for (let i = 0; i < 10; i++) assert.doesNotThrow(() => p.publish('ns', `/tasks/full${i}`, 't', new Uint8Array()));
+  assert.equal(p.pending().length, 11, 'every event queued in memory');
+  assert.ok(p.stats.journalFailures >= 10, `failures counted: ${p.stats.journalFailures}`);
+  fake.up = true;
+  assert.equal(await p.drain(5000), true);
+  assert.deepEqual(fake.received.map((r) => r.topic), ['/tasks/before', ...Array.from({ length: 10 }, (_, i) => `/tasks/full${i}`)]);
+  const warnings = lines.filter((l) => l.level === 'warning' && /journal/.test(l.msg));
+  assert.equal(warnings.length, 1, `one warning for the whole episode: ${JSON.stringify(lines)}`);
+  // Space returns: the journal catches up with what is pending then, and only that.
+  fake.up = false;
+  journal.full = false;
+  p.publish('ns', '/tasks/after', 't', new Uint8Array());
+  assert.deepEqual(OutboxJournal.load(file).map((e) => e.topic), ['/tasks/after']);
+  assert.ok(lines.some((l) => /writable again/.test(l.msg)));
+  // A disk that flaps between full and not: still one warning.
+  journal.full = true;
+  p.publish('ns', '/tasks/again', 't', new Uint8Array());
+  journal.full = false;
+  p.publish('ns', '/tasks/again2', 't', new Uint8Array());
+  assert.equal(lines.filter((l) => l.level === 'warning' && /journal/.test(l.msg)).length, 1);
+  p.close();
+});
+
+test('the journal catches up while containerd is away, without waiting for a new event', async () => {
+  const dir = tmp();
+  const file = path.join(dir, 'outbox');
+  const journal = new FillingJournal(file);
+  const fake = new FakeContainerd();
+  fake.up = false;
+  const p = new Publisher(fake, journal);
+  journal.full = true;
+  p.publish('ns', '/tasks/a', 't', new Uint8Array());
+  p.publish('ns', '/tasks/b', 't', new Uint8Array());
+  journal.full = false;
+  for (let i = 0; i < 100 && OutboxJournal.load(file).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(OutboxJournal.load(file).map((e) => e.topic), ['/tasks/a', '/tasks/b']);
+  p.close();
+});
+
+test('a short write leaves no torn line behind once the journal catches up', () => {
+  const dir = tmp();
+  const file = path.join(dir, 'outbox');
+  const j = new OutboxJournal(file);
+  const e = { seq: 1, namespace: 'ns', topic: '/tasks/x', typeUrl: 't', value: new Uint8Array([1]), at: Date.now(), atNanos: 0 };
+  fs.appendFileSync(file, 'E {"seq":9,"topi'); // what a full disk leaves
+  j.rewrite([e]);
+  assert.deepEqual(OutboxJournal.load(file).map((x) => x.seq), [1]);
+  j.close();
 });

@@ -179,16 +179,44 @@ unitTest('every run has a deadline: a hung runc is killed and reported', async (
   const elapsed = Date.now() - t0;
   assert.ok(err instanceof RuncError);
   assert.equal(err.timedOut, true);
-  assert.match(err.message, /pause timed out after 300 ms \(killed with SIGKILL\)/);
+  assert.equal(err.message, `runc pause: ${FAKE} did not answer within 300ms (killed with SIGKILL)`);
   assert.ok(elapsed < 3000, `took ${elapsed} ms`);
   // per-call deadline and abort signal
   const err2 = await s.client().pause('c1', { timeoutMs: 100 }).then(() => null, (e) => e);
-  assert.match(err2.message, /timed out after 100 ms/);
+  assert.match(err2.message, /did not answer within 100ms/);
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 50);
   const err3 = await s.client().pause('c1', { signal: ac.signal }).then(() => null, (e) => e);
   assert.ok(err3 instanceof RuncError);
   assert.match(err3.message, /aborted/);
+});
+
+unitTest('a hung runtime fails at the deadline containerd sent (signal + remaining time), naming the binary and the command', async () => {
+  const s = setup({ FAKE_RUNC_HANG: 'create' });
+  // What the Task service passes for a request with timeout_nano: what is left of it, and the
+  // request's signal, which the ttrpc server aborts at the same deadline.
+  const signal = AbortSignal.timeout(400);
+  const t0 = Date.now();
+  const err = await s.client().create('c1', s.bundle, { timeoutMs: 400, signal }).then(() => null, (e) => e);
+  const elapsed = Date.now() - t0;
+  assert.ok(err instanceof RuncError);
+  assert.equal(err.timedOut, true);
+  assert.match(err.message, new RegExp(`^runc create: ${FAKE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} did not answer within (400|3\\d\\d)ms`));
+  assert.ok(elapsed < 5000, `the client gave up at the deadline, not after the default 120 s (took ${elapsed} ms)`);
+});
+
+unitTest('TSSHIM_RUNC_TIMEOUT-style durations parse and print', async () => {
+  const { parseDuration, formatDuration } = await import('../../src/runc/timeouts');
+  assert.equal(parseDuration('90'), 90_000);
+  assert.equal(parseDuration('30s'), 30_000);
+  assert.equal(parseDuration('1500ms'), 1500);
+  assert.equal(parseDuration('2m'), 120_000);
+  assert.equal(parseDuration(''), undefined);
+  assert.equal(parseDuration('soon'), undefined);
+  assert.equal(parseDuration('0'), undefined);
+  assert.equal(formatDuration(10_000), '10s');
+  assert.equal(formatDuration(2500), '2.5s');
+  assert.equal(formatDuration(300), '300ms');
 });
 
 unitTest('state, ps, features, version are parsed', async () => {
