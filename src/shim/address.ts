@@ -7,7 +7,10 @@ import * as fs from 'node:fs';
 export const RUNTIME_NAME = 'io.containerd.tsshim.v2';
 export const GROUP_ANNOTATION = 'io.containerd.tsshim.v2.group';
 export const SANDBOX_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
+/** The Go runc shim's own grouping annotation: a drop-in groups what it groups. */
+export const RUNC_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 export const SOCKET_DIR = process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s';
+export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 const MAX_SOCKET_PATH = 106;
 
 // containerd's identifier rule for namespaces and ids.
@@ -17,9 +20,9 @@ export function isValidIdentifier(s: string): boolean {
   return s.length > 0 && s.length <= 76 && IDENTIFIER.test(s);
 }
 
-/** Grouping key of a container: our annotation, then CRI's pod id, else the container id. */
+/** Grouping key of a container: our annotation, the runc shim's, then CRI's pod id, else the container id. */
 export function groupKey(id: string, annotations: Record<string, string> | undefined): string {
-  return annotations?.[GROUP_ANNOTATION] || annotations?.[SANDBOX_ANNOTATION] || id;
+  return annotations?.[GROUP_ANNOTATION] || annotations?.[RUNC_GROUP_ANNOTATION] || annotations?.[SANDBOX_ANNOTATION] || id;
 }
 
 export function readAnnotations(bundle: string): Record<string, string> {
@@ -37,6 +40,11 @@ export function socketPath(grpcAddress: string, namespace: string, group: string
   const p = path.join(SOCKET_DIR, createHash('sha256').update(key).digest('hex'));
   if (p.length > MAX_SOCKET_PATH) throw new Error(`socket path ${p} is too long for a unix socket`);
   return p;
+}
+
+/** The daemon's pid file, which the sh fast path of `start` reads (bin/containerd-shim-tsshim-v2). */
+export function shimPidFile(socket: string): string {
+  return path.join(STATE_DIR, `${path.basename(socket)}.pid`);
 }
 
 export function toAddress(socket: string): string {

@@ -18,6 +18,7 @@ import { IdleCollector } from './idle-gc';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from './start';
 import { ensureSpare } from './spare';
+import { shimPidFile } from './address';
 
 export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 
@@ -68,7 +69,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const perNode = group === PER_NODE_GROUP;
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
   // container of our group (per-node: of our namespace).
-  const pidFile = socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
+  const pidFile = socket ? shimPidFile(socket) : '';
   if (pidFile) { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); }
   const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd

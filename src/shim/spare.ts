@@ -20,8 +20,9 @@ import { createHash } from 'node:crypto';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { DAEMON_NODE_FLAGS } from './node-flags';
+import { STATE_DIR } from './address';
 
-export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
+export { STATE_DIR };
 const IDLE_MS = Number(process.env.TSSHIM_SPARE_IDLE_MS) || 10 * 60_000;
 const SPARE_NICE = 10;
 
