@@ -228,9 +228,11 @@ function fakeInstall(): Install {
 const ADDRESS = '/run/tsshim-test-nonexistent/containerd.sock';
 const START_ARGS = ['-namespace', 'default', '-id', 'c1', '-address', ADDRESS, 'start'];
 
+/** A process titled like a waiting spare (the sh checks a spare's /proc cmdline). */
 function sleeper(): number {
-  const p = spawn('sleep', ['60'], { stdio: 'ignore', detached: true });
+  const p = spawn('bash', ['-c', 'exec -a "containerd-shim-tsshim-v2 spare" sleep 60'], { stdio: 'ignore', detached: true });
   p.unref();
+  for (let i = 0; i < 200 && !readCmdline(String(p.pid)).startsWith('containerd-shim-tsshim-v2'); i++) spawnSync('sleep', ['0.02']);
   return p.pid!;
 }
 
