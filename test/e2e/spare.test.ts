@@ -1,5 +1,5 @@
 // Warm spares: the next container's `start` hands the container to an idle pre-booted shim.
-import { test, before, after } from 'node:test';
+import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -7,7 +7,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
 import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
+import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
+import { CriClient, type PodSandboxConfig } from './cri-client';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
 
@@ -154,7 +155,7 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
 // No tsshim process outlives the last container of its containerd.
 
 /** tsshim processes of containerd `address`: daemons, spares, booting spares (found in /proc). */
-function tsshimProcesses(address: string): number[] {
+function tsshimProcesses(address = c.address): number[] {
   const out: number[] = [];
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
@@ -267,4 +268,68 @@ after(async () => {
   for (let i = 0; i < 50 && fs.existsSync(cg); i++) {
     try { fs.rmdirSync(cg); } catch { await new Promise((r) => setTimeout(r, 200)); } // shims still leaving
   }
+});
+
+describe('through CRI', () => {
+  let cd: Containerd | undefined;
+  let cri: CriClient;
+  let work = '';
+  const cgroupRoot = `/tsshim-spare-cri-${process.pid}`;
+  before(async () => {
+    work = fs.mkdtempSync(path.join('/tmp', 'tss-spare-cri-'));
+    for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images']) fs.mkdirSync(path.join(work, d), { recursive: true });
+    const render = (name: string) => fs.readFileSync(path.join(repoRoot(), 'test/fixtures/cri', name), 'utf8')
+      .replaceAll('{{WORK}}', work).replaceAll('{{SANDBOX_IMAGE}}', PAUSE_IMAGE);
+    fs.writeFileSync(path.join(work, 'tsshim.toml'), render('tsshim.toml'));
+    cd = await startContainerd({ cri: render('cri-plugin.toml'), namespace: 'k8s.io' });
+    for (const [build, image] of [[buildBusyboxImage, BUSYBOX_IMAGE], [buildPauseImage, PAUSE_IMAGE]] as const) {
+      const tar = path.join(work, 'images', `${path.basename(image).replace(/[^a-z]/g, '')}.tar`);
+      build(tar);
+      await importImage(cd, tar, image, { namespace: 'k8s.io' });
+    }
+    cri = new CriClient(cd.address);
+    await cri.waitForImage(BUSYBOX_IMAGE);
+    await cri.waitForImage(PAUSE_IMAGE);
+  });
+  after(async () => {
+    cri?.close();
+    if (cd) await cd.stop();
+    for (const controller of fs.readdirSync('/sys/fs/cgroup')) {
+      const top = path.join('/sys/fs/cgroup', controller, cgroupRoot);
+      const dirs: string[] = [];
+      const walk = (d: string): void => { for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name)); dirs.push(d); };
+      try { walk(top); } catch { continue; }
+      for (const d of dirs) { try { fs.rmdirSync(d); } catch { /* in use */ } }
+    }
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  test('after RemovePodSandbox of the last pod no tsshim process of the containerd remains', async () => {
+    const pods: string[] = [];
+    for (const name of ['p1', 'p2']) {
+      const uid = `${name}-${process.pid}`;
+      const logDir = path.join(work, 'pods', uid);
+      fs.mkdirSync(path.join(logDir, 'c'), { recursive: true });
+      const config: PodSandboxConfig = {
+        metadata: { name, uid, namespace: 'tsshim-spare', attempt: 0 }, hostname: '', log_directory: logDir,
+        labels: {}, annotations: {},
+        linux: { cgroup_parent: `${cgroupRoot}/pod${uid}`, security_context: { namespace_options: { network: 'NODE', pid: 'POD', ipc: 'POD' } } },
+      };
+      const pod = await cri.runPodSandbox(config, 'tsshim');
+      pods.push(pod);
+      const ctr = await cri.createContainer(pod, {
+        metadata: { name: 'c', attempt: 0 }, image: { image: BUSYBOX_IMAGE }, command: ['sleep', '1000'], log_path: 'c/0.log',
+        linux: { security_context: { namespace_options: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+      }, config);
+      await cri.startContainer(ctr);
+    }
+    await until(() => waitingSpares(sparePool(cd!.address)).length > 0, 'a spare');
+    assert.ok(tsshimProcesses(cd!.address).length >= 3, 'two pod shims and a spare');
+    for (const pod of pods) {
+      await cri.stopPodSandbox(pod);
+      await cri.removePodSandbox(pod);
+    }
+    await until(() => tsshimProcesses(cd!.address).length === 0,
+      `no tsshim process left (${tsshimProcesses(cd!.address).map(cmdline).join(' | ')})`, 10_000);
+  });
 });
