@@ -28,19 +28,22 @@ export function ownChildRunning(): boolean {
 }
 
 /**
- * Starts argv (niced, in a new session) as the child of no shim, and returns its pid (0 on failure).
- * The daemon is the subreaper of all its descendants, so an ordinary double fork would still land
- * under it: for the instant the intermediate sh exits, the daemon is not a subreaper, and the orphan
- * goes where a cold shim goes. Callers make sure no runc runs meanwhile (ownChildRunning).
+ * Starts argv (niced, in a new session) as the child of no shim; it marks itself booting in
+ * `pool` (`.booting-<pid>`) before it execs. The daemon is the subreaper of all its descendants, so
+ * an ordinary double fork would still land under it: for the instant `setsid -f` forks and exits,
+ * the daemon is not a subreaper, and the orphan goes where a cold shim goes. Callers make sure no
+ * runc runs meanwhile (ownChildRunning). No shell background job: sh would ignore SIGINT and
+ * SIGQUIT in it, and a cold shim does not. Returns false when the launch failed.
  */
-export function spawnOutsideShims(argv: string[], env: NodeJS.ProcessEnv, nice: number): number {
+export function spawnOutsideShims(argv: string[], env: NodeJS.ProcessEnv, nice: number, pool: string): boolean {
+  const launch = ': > "$1/.booting-$$" && shift && exec nice -n "$@"';
   const subreaper = isChildSubreaper();
   if (subreaper) setChildSubreaper(false);
   try {
-    const r = spawnSync('/bin/sh', ['-c', 'nice -n "$0" setsid "$@" </dev/null >/dev/null 2>&1 & echo $!', String(nice), ...argv], {
-      cwd: '/', env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000,
+    const r = spawnSync('setsid', ['-f', '/bin/sh', '-c', launch, 'sh', pool, String(nice), ...argv], {
+      cwd: '/', env, stdio: 'ignore', timeout: 10_000,
     });
-    return Number(r.stdout?.trim()) || 0;
+    return r.status === 0;
   } finally {
     if (subreaper) setChildSubreaper(true);
   }

@@ -167,10 +167,8 @@ function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
   // The environment block is reserved the same way: the claiming start's environment replaces it.
   const env = { ...process.env, [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES) };
   // A spare boots while a container is being created: niced, the kernel favours that critical path.
-  const pid = spawnOutsideShims(argv, env, SPARE_NICE);
-  if (!pid) return;
   fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
-  fs.writeFileSync(path.join(pool, `.booting-${pid}`), '');
+  spawnOutsideShims(argv, env, SPARE_NICE, pool);
 }
 
 interface StartRequest { dir: string; argv: string[]; env: NodeJS.ProcessEnv; cwd: string; stdin: Buffer; containerdPid: number; startPid: number }

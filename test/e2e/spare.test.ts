@@ -143,6 +143,8 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
   assert.equal(fs.readFileSync(`/proc/${warm}/limits`, 'utf8'), fs.readFileSync(`/proc/${cold}/limits`, 'utf8'));
   assert.equal(fs.readFileSync(`/proc/${warm}/oom_score_adj`, 'utf8'), fs.readFileSync(`/proc/${cold}/oom_score_adj`, 'utf8'));
   assert.equal(niceOf(warm), niceOf(cold));
+  const sig = (pid: number) => fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter((l) => /^Sig(Ign|Blk):/.test(l)).join('\n');
+  assert.equal(sig(warm), sig(cold), 'same ignored and blocked signals');
   assert.deepEqual(threadNices(warm), [3], 'every thread of the spare-born shim');
   assert.deepEqual(threadNices(cold), [3]);
   for (const id of (await c.ctr(['task', 'ls', '-q'], { namespace: ns })).stdout.split('\n').filter(Boolean)) {

@@ -67,8 +67,11 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     // sleep first: a shell that is still alive (slow under load) would reap its own background jobs.
     const makers = pool(ORPHAN_MAKERS, 4, async (i) => {
       const r = await reaper.run('/bin/sh', ['-c',
-        `(sleep 0.1${i % 10}; exit 7) & echo $!; (sleep 0.1; exit 3) & echo $!; sh -c 'sleep 0.12; kill -9 $$' & echo $!`]);
+        // The orphans do not hold the output pipe: run() stops reading 250 ms after the maker's
+        // exit (drainMs), which a loaded machine may not have reached the pids by.
+        `(sleep 0.1${i % 10}; exit 7) >/dev/null & echo $!; (sleep 0.1; exit 3) >/dev/null & echo $!; sh -c 'sleep 0.12; kill -9 $$' >/dev/null & echo $!`]);
       const [seven, three, killed] = r.stdout.toString().trim().split('\n').map(Number);
+      if (![seven, three, killed].every((p) => p > 0)) throw new Error(`maker ${i}: no pids in ${JSON.stringify(r.stdout.toString())}`);
       expect(seven, 7);
       expect(three, 3);
       expect(killed, 137); // kills itself with SIGKILL
