@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import * as net from 'node:net';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -326,6 +327,34 @@ test('sh wrapper: a full disk during the hand-off never puts shell error text in
   } finally {
     for (const pid of pids) kill(pid);
     spawnSync('umount', [state]);
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: where the sh declines (an annotation it cannot read exactly), Node decides, even beside a live shim', async () => {
+  const inst = fakeInstall();
+  const shim = spawn('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 60'], { stdio: 'ignore', detached: true });
+  const server = net.createServer();
+  try {
+    const state = path.join(inst.root, 'state');
+    const sockets = path.join(inst.root, 's');
+    fs.mkdirSync(state, { mode: 0o700 });
+    fs.mkdirSync(sockets, { mode: 0o700 });
+    // A live shim serves the container id's own group: the answer if the annotation were ignored.
+    const hash = path.basename(socketPath(ADDRESS, 'default', 'c1'));
+    await new Promise<void>((r) => server.listen(path.join(sockets, hash), r));
+    fs.writeFileSync(path.join(state, `${hash}.pid`), String(shim.pid));
+    for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++) spawnSync('sleep', ['0.02']);
+    const bundle = bundleDir(inst.root);
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: sockets, TSSHIM_SPARES: '0' };
+    assert.equal(inst.run(START_ARGS, { cwd: bundle, env }).out, `unix://${path.join(sockets, hash)}`, 'the sh answers a plain config itself');
+    for (const group of ['caf\u00e9', 'a"b', '..']) {
+      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.1.0', annotations: { 'io.containerd.tsshim.v2.group': group } }));
+      assert.equal(inst.run(START_ARGS, { cwd: bundle, env }).out, 'NODE-DECIDES stdin=', `group ${JSON.stringify(group)}`);
+    }
+  } finally {
+    kill(shim.pid!);
+    server.close();
     fs.rmSync(inst.root, { recursive: true, force: true });
   }
 });
