@@ -8,6 +8,7 @@
 //   node scripts/test.mjs --suite stress   dist/test/stress   (repeatable; any dir under dist/test)
 //   node scripts/test.mjs ttrpc harness    only files whose path contains one of the words
 //   TEST_TIMEOUT_MS=300000                 per-test timeout (default 600000)
+//   node scripts/test.mjs --under-load     beside two busy loops pinned to CPUs 0 and 1 (not in CI)
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, statSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join, dirname, relative } from 'node:path';
@@ -20,10 +21,12 @@ const distTest = join(root, 'dist', 'test');
 function parseArgs(argv) {
   const suites = [];
   const filters = [];
+  let underLoad = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--unit') suites.push('unit');
     else if (a === '--e2e') suites.push('e2e');
+    else if (a === '--under-load') underLoad = true;
     else if (a === '--suite') suites.push(argv[++i]);
     else if (a.startsWith('--suite=')) suites.push(a.slice('--suite='.length));
     else if (a === '-h' || a === '--help') {
@@ -34,7 +37,14 @@ function parseArgs(argv) {
       process.exit(2);
     } else filters.push(a);
   }
-  return { suites: suites.length ? suites : ['unit', 'e2e'], filters };
+  return { suites: suites.length ? suites : ['unit', 'e2e'], filters, underLoad };
+}
+
+/** --under-load: one busy loop pinned to each of the first two CPUs; the returned stop kills them by pid. */
+function startCpuHogs() {
+  const hogs = [0, 1].map((cpu) => spawn('taskset', ['-c', String(cpu), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  process.stdout.write(`test.mjs: CPU hogs running: pids ${hogs.map((h) => h.pid).join(' ')}\n`);
+  return () => { for (const h of hogs) { try { process.kill(h.pid, 'SIGKILL'); } catch { /* gone */ } } };
 }
 
 function testFiles(dir) {
@@ -78,7 +88,9 @@ function runSuite(files) {
 }
 
 async function main() {
-  const { suites, filters } = parseArgs(process.argv.slice(2));
+  const { suites, filters, underLoad } = parseArgs(process.argv.slice(2));
+  const stopHogs = underLoad ? startCpuHogs() : () => {};
+  process.once('exit', stopHogs);
   if (!existsSync(distTest)) {
     process.stderr.write('test.mjs: dist/test not found; run `npm run build` first\n');
     process.exit(2);

@@ -12,6 +12,7 @@ export const SANDBOX_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 /** Annotations that name a container's group, first non-empty one wins (bin/ sh reads the same list). */
 export const GROUP_ANNOTATIONS: readonly string[] = [GROUP_ANNOTATION, RUNC_GROUP_ANNOTATION, SANDBOX_ANNOTATION];
 export const SOCKET_DIR = process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s';
+export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 const MAX_SOCKET_PATH = 106;
 
 // containerd's identifier rule for namespaces and ids.
@@ -45,6 +46,11 @@ export function socketPath(grpcAddress: string, namespace: string, group: string
   const p = path.join(SOCKET_DIR, createHash('sha256').update(key).digest('hex'));
   if (p.length > MAX_SOCKET_PATH) throw new Error(`socket path ${p} is too long for a unix socket`);
   return p;
+}
+
+/** The daemon's pid file, which the sh fast path of `start` reads (bin/containerd-shim-tsshim-v2). */
+export function shimPidFile(socket: string): string {
+  return path.join(STATE_DIR, `${path.basename(socket)}.pid`);
 }
 
 export function toAddress(socket: string): string {

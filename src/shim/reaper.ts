@@ -114,6 +114,19 @@ function patchChildProcessSpawn(): void {
   };
 }
 
+/** Reads what a pipe holds right now (libuv's fds are non-blocking: EAGAIN when empty). */
+function readWithoutWaiting(stream: NodeJS.ReadableStream | null | undefined, into: Buffer[]): void {
+  const fd = (stream as unknown as { _handle?: { fd?: number } } | null)?._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return;
+  const buf = Buffer.alloc(64 * 1024);
+  for (;;) {
+    let n = 0;
+    try { n = fs.readSync(fd, buf, 0, buf.length, null); } catch { return; } // EAGAIN: nothing more
+    if (n <= 0) return;
+    into.push(Buffer.from(buf.subarray(0, n)));
+  }
+}
+
 export interface ReaperOptions {
   /** Make this process PR_SET_CHILD_SUBREAPER (default true). */
   subreaper?: boolean;
@@ -347,6 +360,10 @@ export class Reaper {
         // A grandchild (e.g. a container started by runc) may keep our pipes open: give the
         // output a moment to reach EOF, then stop reading so the caller is not held hostage.
         drainTimer = setTimeout(() => {
+          // A starved event loop runs this timer before it polls the pipes: what the child wrote
+          // before it exited may still sit in them. Take it, then stop reading.
+          readWithoutWaiting(child.stdout, out);
+          readWithoutWaiting(child.stderr, err);
           child.stdout?.destroy();
           child.stderr?.destroy();
           finish();

@@ -18,7 +18,8 @@ import { startMetricsFromEnv } from './metrics';
 import { IdleCollector } from './idle-gc';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from './start';
-import { ensureSpare } from './spare';
+import { ensureSpare, enterServing, leaveServing, sparePool, untrustedState } from './spare';
+import { shimPidFile } from './address';
 
 export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
@@ -37,7 +38,7 @@ export interface Daemon {
 }
 
 /** A socket the daemon was handed already bound (by a spare, src/shim/spare.ts). */
-export interface BoundSocket { server: net.Server; socket: string; group: string }
+export interface BoundSocket { server: net.Server; socket: string; group: string; /** what the spare could not take on from its start */ notes?: string[] }
 
 function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: string }> {
   return new Promise((resolve, reject) => {
@@ -75,7 +76,9 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const perNode = group === PER_NODE_GROUP;
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
   // container of our group (per-node: of our namespace).
-  const pidFile = socket ? path.join(OUTBOX_DIR, `${path.basename(socket)}.pid`) : '';
+  // Files in a state dir others can write to are not ours to trust: no pid file, no spares.
+  const untrusted = untrustedState(sparePool(flags.address));
+  const pidFile = socket && !untrusted ? shimPidFile(socket) : '';
   if (pidFile) {
     // A full or read-only state dir costs only the fast path (start then goes the slow way): never the shim.
     try { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
@@ -106,13 +109,15 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const idleGc = new IdleCollector();
   // The next container's warm spare boots once this container runs: booting it during Create and
   // Start took CPU from runc there (+8 ms and +4 ms on these 2 cores).
-  let spareRequested = perNode;
+  let spareRequested = perNode || !!untrusted;
   const requestSpare = () => {
     if (spareRequested) return;
     spareRequested = true;
     // Called from the RPC path: a full state dir (the spare pool lives there) must not fail the RPC.
     try { ensureSpare(SHIM_ENTRY, flags); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
   };
+  // Spares of this containerd may live while a shim serves it (a per-node daemon keeps none).
+  if (!perNode && !untrusted) enterServing(flags.address);
   const rpcStats: RpcStats = {
     calls: new Map(),
     onCall: (method, failed) => {
@@ -163,9 +168,11 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (exiting) return;
     exiting = true;
     log.info('shim shutting down', { reason });
-    if (service.everCreated) requestSpare(); // a container that never started still had a start
     // First of all: no new container may be sent here by the sh fast path.
     if (pidFile) fs.rmSync(pidFile, { force: true });
+    // The last serving shim takes the spares with it; otherwise a container that never started
+    // still had a start, and the next one gets a spare.
+    if (!perNode && !untrusted) leaveServing(SHIM_ENTRY, flags, service.everCreated && !spareRequested);
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
     await ttrpc.shutdown(1000).catch(() => {});
@@ -183,6 +190,8 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => {});
   log.info('shim started', { pid: process.pid, socket, group });
+  if (untrusted) log.warn('state dir not trusted: no spares and no start fast path for this shim', { reason: untrusted });
+  for (const note of bound?.notes ?? []) log.warn('spare could not take on its start\'s settings', { what: note });
   // containerd calls Create right after `start`; a shim that never got a container (the daemon gave
   // up between start and Create) would otherwise wait forever for a Shutdown that never comes.
   if (!perNode) setTimeout(() => { if (service.size === 0 && !service.everCreated) void shutdown('no container created'); }, 60_000).unref();

@@ -10,18 +10,25 @@
 //   req     fifo: the sh writes the claimed directory's path and a newline
 //   resp    fifo: opened and closed by the spare when `out` and `status` are ready
 // Files the sh leaves in the claimed directory: argv (NUL separated), env (NUL separated, `env -0`),
-// cwd (the bundle), stdin (start's stdin: options or BootstrapParams), ppid (containerd's pid).
+// cwd (the bundle), stdin (start's stdin: options or BootstrapParams), ppid (containerd's pid),
+// startpid (the claiming start's own pid: a cold daemon would inherit its cgroups, limits, nice).
+//
+// Lifetime: spares exist only while a shim of the same containerd serves containers. Each serving
+// daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
+// spare that sees no live serving shim, or whose containerd no longer answers on its socket (the
+// socket file outlives containerd), retires by itself within seconds.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { DAEMON_NODE_FLAGS } from './node-flags';
+import { STATE_DIR } from './address';
+import { adoptStartIdentity, ENV_ROOM_BYTES, ENV_ROOM_VAR, ownChildRunning, replaceEnv, rewriteProcEnviron, spawnOutsideShims } from './spare-identity';
 
-export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
+export { STATE_DIR };
 const IDLE_MS = Number(process.env.TSSHIM_SPARE_IDLE_MS) || 10 * 60_000;
 const SPARE_NICE = 10;
 
@@ -34,7 +41,15 @@ export function sparesEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.TSSHIM_SPARES !== '0';
 }
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+/** Runs: exists and is not a zombie (a spare's parent may be an init that reaps late). */
+const alive = (pid: number) => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return !/^[ZXx]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+};
 
 /** Live spares waiting in the pool (directories named by pid whose process exists). */
 export function waitingSpares(pool: string): number[] {
@@ -66,10 +81,81 @@ export function spareTarget(pool: string, now = Date.now()): number {
   }
 }
 
-/** Starts spares for this containerd until spareTarget are waiting or booting. */
-export function ensureSpare(mainScript: string, flags: ShimFlags): void {
+/**
+ * Why files in the pool cannot be trusted ('' when they can): each of the state dir, its spares/ and
+ * the pool that exists must be a real directory, ours, writable by nobody else.
+ */
+export function untrustedState(pool: string): string {
+  const euid = process.geteuid?.() ?? 0;
+  for (const dir of [STATE_DIR, path.join(STATE_DIR, 'spares'), pool]) {
+    let st: fs.Stats;
+    try { st = fs.lstatSync(dir); } catch { continue; }
+    if (!st.isDirectory()) return `${dir} is not a directory`;
+    if (st.uid !== euid) return `${dir} is owned by uid ${st.uid}, not ${euid}`;
+    if (st.mode & 0o022) return `${dir} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`;
+  }
+  return '';
+}
+
+const SERVING = '.serving-';
+
+function isShimProcess(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('containerd-shim-tsshim-v2');
+  } catch {
+    return false;
+  }
+}
+
+/** Live daemons of this pool's containerd that serve containers (stale markers are removed). */
+export function servingShims(pool: string): number[] {
+  let names: string[] = [];
+  try { names = fs.readdirSync(pool); } catch { return []; }
+  return names.filter((n) => n.startsWith(SERVING) && /^\d+$/.test(n.slice(SERVING.length))).map((n) => Number(n.slice(SERVING.length))).filter((pid) => {
+    if (alive(pid) && isShimProcess(pid)) return true;
+    fs.rmSync(path.join(pool, `${SERVING}${pid}`), { force: true });
+    return false;
+  });
+}
+
+/** A daemon that serves containers registers, so that spares of its containerd may live. */
+export function enterServing(grpcAddress: string, pid = process.pid): void {
+  const pool = sparePool(grpcAddress);
+  if (untrustedState(pool)) return;
+  fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(path.join(pool, `${SERVING}${pid}`), '');
+}
+
+/**
+ * A daemon is going: when it was the last serving shim of its containerd, the spares go with it;
+ * otherwise the next container still gets a spare when `wantSpare`.
+ */
+export function leaveServing(mainScript: string, flags: ShimFlags, wantSpare: boolean): void {
   const pool = sparePool(flags.address);
-  if (!sparesEnabled()) return;
+  fs.rmSync(path.join(pool, `${SERVING}${process.pid}`), { force: true });
+  if (servingShims(pool).length === 0) stopSpares(pool);
+  else if (wantSpare) ensureSpare(mainScript, flags);
+}
+
+/** Ends every waiting and booting spare of the pool (a spare claimed meanwhile keeps its claim). */
+export function stopSpares(pool: string): void {
+  for (const pid of [...waitingSpares(pool), ...bootingSpares(pool)]) {
+    try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+    fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
+  }
+  fs.rmSync(path.join(pool, '.starved'), { force: true });
+  try { fs.rmdirSync(pool); } catch { /* a spare still leaving, or a shim arriving */ }
+}
+
+/** Starts spares for this containerd until spareTarget are waiting or booting. */
+export function ensureSpare(mainScript: string, flags: ShimFlags, attempt = 0): void {
+  const pool = sparePool(flags.address);
+  if (!sparesEnabled() || untrustedState(pool) || servingShims(pool).length === 0) return;
+  // spawnOutsideShims needs a moment without runc runs: try again shortly (bounded).
+  if (ownChildRunning()) {
+    if (attempt < 100) setTimeout(() => ensureSpare(mainScript, flags, attempt + 1), 100).unref();
+    return;
+  }
   const missing = spareTarget(pool) - waitingSpares(pool).length - bootingSpares(pool).length;
   for (let i = 0; i < missing; i++) startSpare(mainScript, flags, pool);
 }
@@ -77,19 +163,15 @@ export function ensureSpare(mainScript: string, flags: ShimFlags): void {
 function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
   // Linux shows process.title only within the original argv's bytes: reserve room for the daemon's.
   const room = '.'.repeat(256);
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'], {
-    cwd: '/', detached: true, stdio: 'ignore', env: process.env,
-  });
-  child.unref();
-  // A spare boots while a container is being created: let the kernel favour that critical path.
-  if (child.pid) { try { os.setPriority(child.pid, SPARE_NICE); } catch { /* not permitted: boot at normal priority */ } }
-  if (child.pid) {
-    fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(path.join(pool, `.booting-${child.pid}`), '');
-  }
+  const argv = [process.execPath, ...DAEMON_NODE_FLAGS, mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'];
+  // The environment block is reserved the same way: the claiming start's environment replaces it.
+  const env = { ...process.env, [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES) };
+  // A spare boots while a container is being created: niced, the kernel favours that critical path.
+  fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
+  spawnOutsideShims(argv, env, SPARE_NICE, pool);
 }
 
-interface StartRequest { dir: string; argv: string[]; env: NodeJS.ProcessEnv; cwd: string; stdin: Buffer; containerdPid: number }
+interface StartRequest { dir: string; argv: string[]; env: NodeJS.ProcessEnv; cwd: string; stdin: Buffer; containerdPid: number; startPid: number }
 
 function readRequest(dir: string): StartRequest {
   const nul = (file: string) => fs.readFileSync(path.join(dir, file), 'utf8').split('\0').filter((s) => s !== '');
@@ -105,12 +187,34 @@ function readRequest(dir: string): StartRequest {
     cwd: fs.readFileSync(path.join(dir, 'cwd'), 'utf8').trim(),
     stdin: fs.readFileSync(path.join(dir, 'stdin')),
     containerdPid: Number(fs.readFileSync(path.join(dir, 'ppid'), 'utf8').trim()) || 0,
+    startPid: Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0,
   };
 }
 
+/** True when something accepts connections on containerd's socket, false when nothing does. */
+function containerdAnswers(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const conn = net.connect(socket);
+    const done = (answers: boolean) => { clearTimeout(timer); conn.destroy(); resolve(answers); };
+    // A slow answer is not a missing containerd: only a refusal (or no socket at all) counts.
+    const timer = setTimeout(() => done(true), 5000);
+    conn.once('connect', () => done(true));
+    conn.once('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNREFUSED' && e.code !== 'ENOENT'));
+  });
+}
+
+const WATCH_MS = 1000;
+/** A claim (the sh renamed our dir) whose request never came: the sh died; we go too. */
+const CLAIM_WITHOUT_REQUEST_MS = 15_000;
+
+/** Set by SIGTERM (stopSpares): retire at the next chance unless a claim is already ours. */
+let retireRequested = false;
+let onRetireRequest: (() => void) | null = null;
+
 /**
- * Registers in the pool and resolves with the claimed directory, or null after the idle timeout or
- * once its containerd is gone (its socket file vanished): a spare never outlives its daemon.
+ * Registers in the pool and resolves with the claimed directory, or null when the spare retires:
+ * after the idle timeout, when asked to (SIGTERM), when no shim of its containerd serves anymore,
+ * or when its containerd is gone. A spare never outlives its daemon nor the last serving shim.
  */
 function waitForClaim(pool: string, grpcAddress: string): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
@@ -126,19 +230,37 @@ function waitForClaim(pool: string, grpcAddress: string): Promise<string | null>
   const sock = new net.Socket({ fd, readable: true, writable: false });
   return new Promise((resolve) => {
     let buf = '';
+    let claimedSince = 0;
+    let asking = false;
+    // The sh claims by renaming our dir; retiring renames it too, so exactly one of them wins.
     const retire = () => {
-      fs.rmSync(home, { recursive: true, force: true });
-      try { fs.rmdirSync(pool); } catch { /* other spares still there */ }
+      const leaving = path.join(pool, `.leaving-${process.pid}`);
+      try { fs.renameSync(home, leaving); } catch { return; } // claimed: the request is on its way
+      fs.rmSync(leaving, { recursive: true, force: true });
+      try { fs.rmdirSync(pool); } catch { /* other spares or shims still there */ }
       done(null);
     };
-    const done = (dir: string | null) => { clearTimeout(idle); clearInterval(watch); sock.destroy(); resolve(dir); };
+    const done = (dir: string | null) => {
+      clearTimeout(idle); clearInterval(watch); sock.destroy(); onRetireRequest = null; resolve(dir);
+    };
     const idle = setTimeout(retire, IDLE_MS);
-    const watch = setInterval(() => {
-      if (!fs.existsSync(grpcAddress)) return retire();
+    const check = () => {
+      if (!fs.existsSync(home)) {
+        claimedSince ||= Date.now();
+        if (Date.now() - claimedSince > CLAIM_WITHOUT_REQUEST_MS) done(null);
+        return;
+      }
+      if (retireRequested || servingShims(pool).length === 0) return retire();
       // A burst is over: the extra spare (the newest, so only one of them) goes.
       const waiting = waitingSpares(pool);
-      if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) retire();
-    }, 2000);
+      if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) return retire();
+      if (asking) return;
+      asking = true;
+      void containerdAnswers(grpcAddress).then((answers) => { asking = false; if (!answers) retire(); });
+    };
+    const watch = setInterval(check, WATCH_MS);
+    onRetireRequest = check;
+    check();
     sock.on('data', (d) => {
       buf += d.toString();
       const nl = buf.indexOf('\n');
@@ -164,6 +286,16 @@ async function ringResponse(dir: string): Promise<void> {
 }
 
 export async function runSpare(flags: ShimFlags): Promise<void> {
+  // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim).
+  const onSigterm = () => {
+    retireRequested = true;
+    if (onRetireRequest) onRetireRequest();
+    else if (!claiming) process.exit(0);
+  };
+  let claiming = false;
+  process.on('SIGTERM', onSigterm);
+  // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
+  delete process.env[ENV_ROOM_VAR];
   // Load everything the daemon needs now, while nobody waits.
   const serve = await import('./serve');
   const { readStartRequest, formatStartReply } = await import('./bootstrap');
@@ -177,22 +309,31 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
   (await import('./code-cache')).saveCodeCache();
   const pool = sparePool(flags.address);
+  const ownEnv = { ...process.env };
   for (;;) {
+    if (retireRequested) process.exit(0);
     const dir = await waitForClaim(pool, flags.address);
     if (!dir || !dir.startsWith(pool + '/')) process.exit(0);
+    claiming = true;
     let out: Uint8Array | string = '';
     let status = 0;
-    let become: { flags: ShimFlags; bound: import('./serve').BoundSocket; req: StartRequest } | null = null;
+    let become: { flags: ShimFlags; bound: import('./serve').BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
     try {
       const req = readRequest(dir);
+      // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
+      replaceEnv(req.env);
       const startFlags = parseFlags(req.argv);
       const request = readStartRequest(req.stdin, req.env, startFlags);
       const opts = startOptions(request.options, startFlags);
       const claimed = await claimGroupSocket(startFlags, opts, req.cwd);
       out = formatStartReply(claimed.address, request.generation);
       if (claimed.server) {
+        // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
+        const problems = adoptStartIdentity(req.startPid || req.containerdPid);
         settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
-        become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group }, req };
+        enterServing(startFlags.address);
+        const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
+        become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
       }
     } catch (e) {
       out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
@@ -201,11 +342,15 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     fs.writeFileSync(path.join(dir, 'out'), out);
     fs.writeFileSync(path.join(dir, 'status'), String(status));
     await ringResponse(dir);
-    if (!become) continue; // the group already has a shim: stay a spare
+    if (!become) { // the group already has a shim: stay a spare
+      replaceEnv(ownEnv);
+      claiming = false;
+      continue;
+    }
     // From here on this process is the container's shim, exactly as if `start` had spawned it.
-    try { os.setPriority(0, 0); } catch { /* keep the spare's priority */ }
-    for (const k of Object.keys(process.env)) delete process.env[k];
-    Object.assign(process.env, become.req.env);
+    process.removeListener('SIGTERM', onSigterm);
+    replaceEnv(become.req.env);
+    if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
     process.chdir(become.req.cwd);
     await serve.runDaemon(become.flags, become.bound);
     return;

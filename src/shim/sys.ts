@@ -56,7 +56,7 @@ interface Libc {
   koffi: typeof Koffi;
   prctl: Fn; prctlPtr: Fn; waitpid: Fn; waitid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
   setsid: Fn; dup2: Fn; dup3: Fn; close: Fn; fcntl: Fn; getpgid: Fn; kill: Fn; fchown: Fn;
-  mount: Fn; umount2: Fn; madvise: Fn; mallocTrim: Fn; pidfdOpen: Fn; pidfdSendSignal: Fn;
+  mount: Fn; umount2: Fn; madvise: Fn; mallocTrim: Fn; pidfdOpen: Fn; pidfdSendSignal: Fn; prlimit: Fn;
 }
 
 let libc: Libc | undefined;
@@ -100,6 +100,7 @@ function lib(): Libc {
     // syscall(2) is variadic; with integer and pointer arguments only, a fixed declaration is the same call.
     pidfdOpen: c.func('syscall', 'long', ['long', 'int', 'unsigned int']),
     pidfdSendSignal: c.func('syscall', 'long', ['long', 'int', 'int', 'void *', 'unsigned int']),
+    prlimit: c.func('prlimit', 'int', ['int', 'int', 'void *', 'void *']),
   };
   return libc;
 }
@@ -392,4 +393,21 @@ export function dropMappedPages(start: bigint, length: number): boolean {
 /** glibc malloc_trim(0): hands free native heap pages back to the kernel. */
 export function mallocTrim(): void {
   lib().mallocTrim(0);
+}
+
+/** RLIMIT_* resources Linux knows (0..15): CPU, FSIZE, DATA, STACK, CORE, RSS, NPROC, NOFILE, ... RTTIME. */
+export const RLIMIT_COUNT = 16;
+
+/** prlimit(pid, resource): [soft, hard] as raw 64-bit values (RLIM_INFINITY is all ones). */
+export function getRlimit(pid: number, resource: number): Buffer {
+  const l = lib();
+  const out = Buffer.alloc(16);
+  check('prlimit', () => l.prlimit(pid, resource, null, out), `pid ${pid} resource ${resource}`);
+  return out;
+}
+
+/** Sets this process's limit of `resource` to a value getRlimit returned. */
+export function setRlimit(resource: number, limit: Buffer): void {
+  const l = lib();
+  check('prlimit', () => l.prlimit(0, resource, limit, null), `resource ${resource}`);
 }

@@ -1,11 +1,16 @@
 // Warm spares: the next container's `start` hands the container to an idle pre-booted shim.
-import { test, before, after } from 'node:test';
+import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, pidAlive, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
+import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
+import { CriClient, type PodSandboxConfig } from './cri-client';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
+import { socketPath } from '../../src/shim/address';
 
 let c: Containerd;
 let rootfs: string;
@@ -61,10 +66,272 @@ test('starts that outrun the spares make the pool keep two', async () => {
   await until(() => waitingSpares(pool).length >= 2, 'two spares waiting after the burst', 30_000);
 });
 
-test('spares leave with their containerd', async () => {
+// ---------------------------------------------------------------------------------------------
+// A spare-born shim is indistinguishable from a cold one.
+
+const statFields = (pid: number) => { const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); return s.slice(s.lastIndexOf(')') + 2).split(' '); };
+const ppidOf = (pid: number) => Number(statFields(pid)[1]);
+const sidOf = (pid: number) => Number(statFields(pid)[3]);
+const niceOf = (pid: number) => Number(statFields(pid)[16]);
+const cmdline = (pid: number) => { try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '); } catch { return ''; } };
+function environOf(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean)) {
+    const eq = kv.indexOf('=');
+    out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
+function threadNices(pid: number): number[] {
+  return [...new Set(fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]);
+  }))];
+}
+
+/** Every pid in the pool: waiting spares and booting ones. */
+function poolPids(pool: string): number[] {
+  let names: string[] = [];
+  try { names = fs.readdirSync(pool); } catch { return []; }
+  return names.map((n) => /^(?:\.booting-)?(\d+)$/.exec(n)?.[1]).filter(Boolean).map(Number).filter(pidAlive);
+}
+
+test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice', async () => {
   const pool = sparePool(c.address);
-  await until(() => waitingSpares(pool).length > 0, 'a spare');
-  const spares = waitingSpares(pool);
-  await c.stop();
-  await until(() => spares.every((p) => !pidAlive(p)), 'spares gone', 5000);
+  await runDetached(uniqueId('first'));
+  const [spare] = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a waiting spare');
+  // What a start inherits from containerd changes after the spare booted: another cgroup (pids
+  // hierarchy), lower limits, a nice value, another oom score; the claim comes from another namespace.
+  const cg = `/sys/fs/cgroup/pids/tsshim-spare-${process.pid}`;
+  fs.mkdirSync(cg, { recursive: true });
+  fs.writeFileSync(path.join(cg, 'cgroup.procs'), String(c.pid));
+  const lim = spawnSync('prlimit', ['--pid', String(c.pid), '--nofile=4000:4096', '--core=0:0']);
+  assert.equal(lim.status, 0, String(lim.stderr));
+  for (const tid of fs.readdirSync(`/proc/${c.pid}/task`)) os.setPriority(Number(tid), 3);
+  const oom = Number(fs.readFileSync(`/proc/${c.pid}/oom_score_adj`, 'utf8'));
+  fs.writeFileSync(`/proc/${c.pid}/oom_score_adj`, String(oom + 7));
+  const ns = 'tsshim-ns2';
+  const run = async (id: string) => {
+    const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000'], { namespace: ns });
+    assert.equal(r.code, 0, r.stderr + c.logTail(2000));
+    return Number(fs.readFileSync(path.join(c.bundleDir(id, ns), 'shim.pid'), 'utf8'));
+  };
+  const warmId = uniqueId('warm');
+  const warm = await run(warmId);
+  assert.equal(warm, spare, 'the second namespace\'s container got the waiting spare');
+  // No spare for the next one: it starts cold.
+  const [next] = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'the next spare');
+  for (const pid of poolPids(pool)) process.kill(pid, 'SIGKILL');
+  await until(() => !pidAlive(next) && poolPids(pool).length === 0, 'spares gone');
+  const cold = await run(uniqueId('cold'));
+  assert.notEqual(cold, next);
+
+  for (const pid of [warm, cold]) {
+    assert.doesNotMatch(cmdline(ppidOf(pid)), /containerd-shim-tsshim-v2|boot\.js/, `parent of ${pid} is not a shim`);
+    assert.equal(sidOf(pid), pid, `${pid} leads its own session`);
+  }
+  assert.equal(ppidOf(warm), ppidOf(cold), 'same parent as a cold shim');
+  assert.equal(fs.readFileSync(`/proc/${warm}/cgroup`, 'utf8'), fs.readFileSync(`/proc/${cold}/cgroup`, 'utf8'));
+  assert.match(fs.readFileSync(`/proc/${warm}/cgroup`, 'utf8'), new RegExp(`pids:/tsshim-spare-${process.pid}`));
+  const [we, ce] = [environOf(warm), environOf(cold)];
+  // The spare booted with its booter's TSSHIM_SOCKET; the shim it became names its own group's.
+  assert.equal(`unix://${we.TSSHIM_SOCKET}`, fs.readFileSync(path.join(c.bundleDir(warmId, ns), 'address'), 'utf8'));
+  assert.equal(we.TSSHIM_ENV_ROOM, undefined);
+  assert.deepEqual(Object.keys(we).sort(), Object.keys(ce).sort(), 'same environment variables');
+  for (const k of ['TSSHIM_SOCKET', 'TSSHIM_GROUP', 'PWD']) { delete we[k]; delete ce[k]; } // their own group's, bundle's
+  assert.deepEqual(we, ce, 'same environment');
+  assert.equal(fs.readFileSync(`/proc/${warm}/limits`, 'utf8'), fs.readFileSync(`/proc/${cold}/limits`, 'utf8'));
+  assert.equal(fs.readFileSync(`/proc/${warm}/oom_score_adj`, 'utf8'), fs.readFileSync(`/proc/${cold}/oom_score_adj`, 'utf8'));
+  assert.equal(niceOf(warm), niceOf(cold));
+  const sig = (pid: number) => fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter((l) => /^Sig(Ign|Blk):/.test(l)).join('\n');
+  assert.equal(sig(warm), sig(cold), 'same ignored and blocked signals');
+  assert.deepEqual(threadNices(warm), [3], 'every thread of the spare-born shim');
+  assert.deepEqual(threadNices(cold), [3]);
+  for (const id of (await c.ctr(['task', 'ls', '-q'], { namespace: ns })).stdout.split('\n').filter(Boolean)) {
+    await c.ctr(['task', 'delete', '-f', id], { namespace: ns });
+    await c.ctr(['container', 'delete', id], { namespace: ns });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// No tsshim process outlives the last container of its containerd.
+
+/** tsshim processes of containerd `address`: daemons, spares, booting spares (found in /proc). */
+function tsshimProcesses(address = c.address): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    const cmd = cmdline(Number(name));
+    const words = cmd.split(' ');
+    if (!words.includes(address) || !/containerd-shim-tsshim-v2|dist\/src\/shim\/boot\.js/.test(cmd)) continue;
+    if (words.includes('start') || words.includes('delete')) continue; // transient commands
+    out.push(Number(name));
+  }
+  return out;
+}
+
+async function deleteEverything(namespaces: string[]): Promise<void> {
+  for (const ns of namespaces) {
+    for (const id of (await c.ctr(['task', 'ls', '-q'], { namespace: ns })).stdout.split('\n').filter(Boolean)) {
+      const r = await c.ctr(['task', 'delete', '-f', id], { namespace: ns });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    for (const id of (await c.ctr(['container', 'ls', '-q'], { namespace: ns })).stdout.split('\n').filter(Boolean)) {
+      await c.ctr(['container', 'delete', id], { namespace: ns });
+    }
+  }
+}
+
+test('after the last container is deleted no tsshim process of the containerd remains (default mode)', async () => {
+  await deleteEverything([c.namespace, 'tsshim-ns2']);
+  await until(() => tsshimProcesses(c.address).length === 0, 'nothing left from earlier tests', 15_000);
+  const ids = [uniqueId('last'), uniqueId('last')];
+  for (const id of ids) await runDetached(id);
+  await until(() => waitingSpares(sparePool(c.address)).length > 0, 'a spare');
+  assert.ok(tsshimProcesses(c.address).length >= 3, 'two shims and a spare are running');
+  await deleteEverything([c.namespace]);
+  await until(() => tsshimProcesses(c.address).length === 0, `no tsshim process left (${tsshimProcesses(c.address).map(cmdline).join(' | ')})`, 10_000);
+  assert.ok(!fs.existsSync(sparePool(c.address)), 'the pool directory is gone too');
+});
+
+test('grouped containers (tsshim and runc group annotations): no tsshim process remains after the last', async () => {
+  const annotated = async (id: string, annotation: string) => {
+    const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--annotation', annotation, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);
+    assert.equal(r.code, 0, r.stderr + c.logTail(2000));
+    return fs.readFileSync(path.join(c.bundleDir(id), 'address'), 'utf8');
+  };
+  const g = uniqueId('g');
+  const a = await annotated(uniqueId('ga'), `io.containerd.tsshim.v2.group=${g}`);
+  const b = await annotated(uniqueId('gb'), `io.containerd.tsshim.v2.group=${g}`);
+  assert.equal(a, b, 'one shim for the tsshim group');
+  const r1 = await annotated(uniqueId('ra'), `io.containerd.runc.v2.group=${g}-runc`);
+  const r2 = await annotated(uniqueId('rb'), `io.containerd.runc.v2.group=${g}-runc`);
+  assert.equal(r1, r2, 'one shim for the runc group annotation');
+  await until(() => waitingSpares(sparePool(c.address)).length > 0, 'a spare');
+  await deleteEverything([c.namespace]);
+  await until(() => tsshimProcesses(c.address).length === 0, `no tsshim process left (${tsshimProcesses(c.address).map(cmdline).join(' | ')})`, 10_000);
+});
+
+test('a spare leaves when its containerd is gone, although the socket file and a serving shim remain', async () => {
+  const pool = sparePool(c.address);
+  await runDetached(uniqueId('orphan'));
+  const spares = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a spare');
+  await c.kill9(); // containerd only: its shims stay, and so does its socket file
+  assert.ok(fs.existsSync(c.address), 'containerd left its socket file behind');
+  await until(() => spares.every((p) => !pidAlive(p)), 'spares gone', 10_000);
+});
+
+test('a spare decides with the claiming start\'s TSSHIM_PER_NODE, not its own boot environment', async () => {
+  const work = fs.mkdtempSync(path.join('/tmp', 'tss-pernode-'));
+  const stateDir = path.join(work, 'state');
+  const env: NodeJS.ProcessEnv = { ...process.env, TSSHIM_STATE_DIR: stateDir, TSSHIM_SOCKET_DIR: path.join(work, 's') };
+  delete env.TSSHIM_PER_NODE;
+  fs.mkdirSync(stateDir, { mode: 0o700 });
+  const address = path.join(work, 'containerd.sock');
+  const fakeContainerd = net.createServer((s) => s.destroy());
+  await new Promise<void>((r) => fakeContainerd.listen(address, r));
+  const pids: number[] = [];
+  try {
+    // A serving shim of this "containerd" (spares live only beside one) and a spare booted without TSSHIM_PER_NODE.
+    const serving = spawn('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 120'], { stdio: 'ignore' });
+    pids.push(serving.pid!);
+    const hash = path.basename(sparePoolFor(stateDir, address));
+    const pool = path.join(stateDir, 'spares', hash);
+    fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
+    await until(() => cmdline(serving.pid!).startsWith('containerd-shim-tsshim-v2'), 'the fake serving shim');
+    fs.writeFileSync(path.join(pool, `.serving-${serving.pid}`), '');
+    const boot = path.join(repoRoot(), 'dist/src/shim/boot.js');
+    const spare = spawn(process.execPath, [boot, '-namespace', 'default', '-address', address, 'spare'], { env, stdio: 'ignore', detached: true });
+    pids.push(spare.pid!);
+    await until(() => fs.existsSync(path.join(pool, String(spare.pid))), 'the spare waiting', 30_000);
+    const bundle = path.join(work, 'bundle');
+    fs.mkdirSync(bundle);
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.1.0', annotations: {} }));
+    const wrapper = path.join(repoRoot(), 'bin/containerd-shim-tsshim-v2');
+    const r = spawnSync(wrapper, ['-namespace', 'default', '-id', 'c1', '-address', address, 'start'],
+      { cwd: bundle, env: { ...env, TSSHIM_PER_NODE: '1' }, input: '', encoding: 'utf8', timeout: 30_000 });
+    const perNodeSocket = path.join(work, 's', path.basename(socketPath(address, 'default', '.tsshim-per-node')));
+    assert.equal(r.stdout + r.stderr, `unix://${perNodeSocket}`, 'the per-node shim\'s socket');
+    assert.equal(Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8')), spare.pid, 'the spare answered');
+  } finally {
+    for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    fakeContainerd.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+function sparePoolFor(stateDir: string, address: string): string {
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
+  return path.join(stateDir, 'spares', createHash('sha256').update(address).digest('hex').slice(0, 16));
+}
+
+after(async () => {
+  const cg = `/sys/fs/cgroup/pids/tsshim-spare-${process.pid}`;
+  for (let i = 0; i < 50 && fs.existsSync(cg); i++) {
+    try { fs.rmdirSync(cg); } catch { await new Promise((r) => setTimeout(r, 200)); } // shims still leaving
+  }
+});
+
+describe('through CRI', () => {
+  let cd: Containerd | undefined;
+  let cri: CriClient;
+  let work = '';
+  const cgroupRoot = `/tsshim-spare-cri-${process.pid}`;
+  before(async () => {
+    work = fs.mkdtempSync(path.join('/tmp', 'tss-spare-cri-'));
+    for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images']) fs.mkdirSync(path.join(work, d), { recursive: true });
+    const render = (name: string) => fs.readFileSync(path.join(repoRoot(), 'test/fixtures/cri', name), 'utf8')
+      .replaceAll('{{WORK}}', work).replaceAll('{{SANDBOX_IMAGE}}', PAUSE_IMAGE);
+    fs.writeFileSync(path.join(work, 'tsshim.toml'), render('tsshim.toml'));
+    cd = await startContainerd({ cri: render('cri-plugin.toml'), namespace: 'k8s.io' });
+    for (const [build, image] of [[buildBusyboxImage, BUSYBOX_IMAGE], [buildPauseImage, PAUSE_IMAGE]] as const) {
+      const tar = path.join(work, 'images', `${path.basename(image).replace(/[^a-z]/g, '')}.tar`);
+      build(tar);
+      await importImage(cd, tar, image, { namespace: 'k8s.io' });
+    }
+    cri = new CriClient(cd.address);
+    await cri.waitForImage(BUSYBOX_IMAGE);
+    await cri.waitForImage(PAUSE_IMAGE);
+  });
+  after(async () => {
+    cri?.close();
+    if (cd) await cd.stop();
+    for (const controller of fs.readdirSync('/sys/fs/cgroup')) {
+      const top = path.join('/sys/fs/cgroup', controller, cgroupRoot);
+      const dirs: string[] = [];
+      const walk = (d: string): void => { for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name)); dirs.push(d); };
+      try { walk(top); } catch { continue; }
+      for (const d of dirs) { try { fs.rmdirSync(d); } catch { /* in use */ } }
+    }
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  test('after RemovePodSandbox of the last pod no tsshim process of the containerd remains', async () => {
+    const pods: string[] = [];
+    for (const name of ['p1', 'p2']) {
+      const uid = `${name}-${process.pid}`;
+      const logDir = path.join(work, 'pods', uid);
+      fs.mkdirSync(path.join(logDir, 'c'), { recursive: true });
+      const config: PodSandboxConfig = {
+        metadata: { name, uid, namespace: 'tsshim-spare', attempt: 0 }, hostname: '', log_directory: logDir,
+        labels: {}, annotations: {},
+        linux: { cgroup_parent: `${cgroupRoot}/pod${uid}`, security_context: { namespace_options: { network: 'NODE', pid: 'POD', ipc: 'POD' } } },
+      };
+      const pod = await cri.runPodSandbox(config, 'tsshim');
+      pods.push(pod);
+      const ctr = await cri.createContainer(pod, {
+        metadata: { name: 'c', attempt: 0 }, image: { image: BUSYBOX_IMAGE }, command: ['sleep', '1000'], log_path: 'c/0.log',
+        linux: { security_context: { namespace_options: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+      }, config);
+      await cri.startContainer(ctr);
+    }
+    await until(() => waitingSpares(sparePool(cd!.address)).length > 0, 'a spare');
+    assert.ok(tsshimProcesses(cd!.address).length >= 3, 'two pod shims and a spare');
+    for (const pod of pods) {
+      await cri.stopPodSandbox(pod);
+      await cri.removePodSandbox(pod);
+    }
+    await until(() => tsshimProcesses(cd!.address).length === 0,
+      `no tsshim process left (${tsshimProcesses(cd!.address).map(cmdline).join(' | ')})`, 10_000);
+  });
 });

@@ -2,11 +2,14 @@
 // src/shim/address.ts groupKey, or the fast path would hand a container to the wrong shim.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as net from 'node:net';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { groupKey } from '../../src/shim/address';
+import { groupKey, isValidIdentifier, readAnnotations, shimPidFile, socketPath } from '../../src/shim/address';
+import { sparePool } from '../../src/shim/spare';
 
 const wrapper = path.resolve(__dirname, '../../../bin/containerd-shim-tsshim-v2');
 
@@ -35,6 +38,8 @@ test('sh wrapper: group_of agrees with groupKey on the JSON containerd writes', 
     { 'io.containerd.tsshim.v2.group': 'podA', 'io.kubernetes.cri.sandbox-id': 'sb1' },
     { 'io.kubernetes.cri.sandbox-id': 'sb1' },
     { 'io.containerd.tsshim.v2.group': '', 'io.kubernetes.cri.sandbox-id': 'sb1' },
+    { 'io.containerd.runc.v2.group': 'rg', 'io.kubernetes.cri.sandbox-id': 'sb1' },
+    { 'io.containerd.tsshim.v2.group': 'tg', 'io.containerd.runc.v2.group': 'rg' },
     { other: 'x' },
     {},
   ];
@@ -49,6 +54,129 @@ test('sh wrapper: group_of leaves escaped values, paths, other layouts and a mis
   assert.equal(shGroupOf(JSON.stringify({ annotations: { 'io.containerd.tsshim.v2.group': 'a/../b' } }), 'c'), '');
   assert.equal(shGroupOf(JSON.stringify({ annotations: { 'io.kubernetes.cri.sandbox-id': 'x' } }, null, 2), 'c'), '');
   assert.equal(shGroupOf(null, 'c'), '');
+});
+
+test('sh wrapper: only config.json annotations decide the group, never sysctl, env or other strings', () => {
+  const hostile = [
+    { linux: { sysctl: { 'io.containerd.tsshim.v2.group': 'evil' } } },
+    { process: { env: ['"io.containerd.tsshim.v2.group":"evil"', 'io.kubernetes.cri.sandbox-id=evil'] } },
+    { process: { user: { username: 'io.containerd.runc.v2.group' } }, hostname: 'evil' },
+    { linux: { sysctl: { 'io.kubernetes.cri.sandbox-id': 'evil' } }, annotations: { a: 'b' } },
+    { linux: { sysctl: { '"annotations":{"io.containerd.tsshim.v2.group': 'evil' } } },
+  ];
+  for (const spec of hostile) {
+    const json = JSON.stringify({ ociVersion: '1.0.2', ...spec });
+    const got = shGroupOf(json, 'ctr1');
+    assert.ok(got === '' || got === 'ctr1', `${json}: ${got}`);
+    if (got) assert.equal(got, groupKey('ctr1', readAnnotationsOf(json)));
+  }
+});
+
+function readAnnotationsOf(json: string): Record<string, string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-ann-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'config.json'), json);
+    return readAnnotations(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One truth: the sh and src/ compute the same group, socket, pid file and spare pool, or the sh
+// declines (empty group) and Node decides.
+
+interface ShAnswer { group: string; socket: string; pidfile: string; pool: string }
+
+function shAnswers(cases: { json: string | null; id: string; ns: string; address: string }[]): ShAnswer[] {
+  const text = fs.readFileSync(wrapper, 'utf8');
+  const settings = text.split('\n').filter((l) => /^(state|socket_dir)=/.test(l)).join('\n');
+  const fns = ['clean_path', 'valid_identifier', 'group_of', 'shim_paths', 'pool_of'].map(shFunction).join('\n');
+  // The same decisions fast_start makes before it uses a group: Node decides otherwise.
+  const script = `${settings}\n${fns}\n` + String.raw`
+    group='' socket='' pidfile='' pool=''
+    ns=$1 id=$2 address=$3
+    pool_of "$address"
+    if clean_path "$address" && valid_identifier "$ns" && valid_identifier "$id"; then
+      group_of "$id"
+      [ -n "$group" ] && shim_paths "$address" "$ns" "$group"
+      [ ${"$"}{#socket} -le 106 ] || group=''
+    fi
+    printf '%s\n' "$group" "$socket" "$pidfile" "$pool"`;
+  return cases.map((c) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-sh-'));
+    try {
+      if (c.json !== null) fs.writeFileSync(path.join(dir, 'config.json'), c.json);
+      const r = spawnSync('sh', ['-c', script, 'sh', c.ns, c.id, c.address], { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.stderr, '', 'nothing on stderr');
+      const [group, socket, pidfile, pool] = r.stdout.split('\n');
+      return { group, socket, pidfile, pool };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('sh wrapper: group, socket hash, pid file and spare pool agree with src/ over a corpus, or the sh declines', () => {
+  const spec = (annotations: unknown, extra: object = {}) => JSON.stringify({ ociVersion: '1.1.0', process: { args: ['sh'], env: ['A=b\\c"d'] }, ...extra, annotations });
+  const configs: (string | null)[] = [
+    null, '{}', spec({}), spec(null), spec(undefined),
+    spec({ 'io.containerd.tsshim.v2.group': 'g1' }),
+    spec({ 'io.containerd.runc.v2.group': 'r1' }),
+    spec({ 'io.kubernetes.cri.sandbox-id': 'f'.repeat(64) }),
+    spec({ 'io.kubernetes.cri.sandbox-id': 'sb', 'io.containerd.runc.v2.group': 'rg', 'io.containerd.tsshim.v2.group': 'tg' }),
+    spec({ 'io.kubernetes.cri.sandbox-id': 'sb', 'io.containerd.runc.v2.group': '', 'io.containerd.tsshim.v2.group': '' }),
+    spec({ 'io.containerd.tsshim.v2.group': 'pod:1@x+y=z,w~%.-_' }),
+    spec({ other: 'x}y{"z', 'io.containerd.tsshim.v2.group': 'after-brace' }),
+    spec({ other: 'a\\', 'io.containerd.tsshim.v2.group': 'g' }),
+    spec({ 'io.containerd.tsshim.v2.group': 'caf\u00e9' }),
+    spec({ 'io.containerd.tsshim.v2.group': '<x>' }),
+    spec({ 'io.containerd.tsshim.v2.group': '..' }),
+    spec({ 'io.containerd.tsshim.v2.group': '.' }),
+    spec({ 'io.containerd.tsshim.v2.group': 'a/b' }),
+    spec({ 'io.containerd.tsshim.v2.group': 'a b' }),
+    spec({ 'io.containerd.tsshim.v2.group': 'x'.repeat(300) }),
+    '{"annotations":{"io.containerd.tsshim.v2.group":"first","io.containerd.tsshim.v2.group":"last"}}',
+    '{"annotations":{"io.containerd.tsshim.v2.group":"\\u0067"}}',
+    '{"annotations": {"io.containerd.tsshim.v2.group":"spaced"}}',
+    '{"annotations":{"io.containerd.tsshim.v2.group":5}}',
+    '{"hostname":"annotations","annotations":{"io.containerd.tsshim.v2.group":"g"}}',
+    '{"linux":{"sysctl":{"io.containerd.tsshim.v2.group":"evil"}}}',
+    spec({ a: 'b' }, { linux: { sysctl: { 'io.kubernetes.cri.sandbox-id': 'evil' } } }),
+    spec({ 'io.containerd.tsshim.v2.group': 'g' }, null as unknown as object),
+  ];
+  const ids = ['c1', 'a'.repeat(76), 'x.y-z_w', 'a'.repeat(77), 'bad..id', '-x'];
+  const namespaces = ['default', 'k8s.io', 'a-b_c.d', 'bad/ns', ''];
+  const addresses = ['/run/containerd/containerd.sock', '/tmp/a b/c.sock', '/x//y.sock', 'relative.sock',
+    '/run/./c.sock', '/run/c.sock/', `/${'d'.repeat(200)}/c.sock`, '/run/k\u00e9/c.sock', ''];
+  const cases: { json: string | null; id: string; ns: string; address: string }[] = [];
+  for (const json of configs) cases.push({ json, id: 'c1', ns: 'default', address: addresses[0] });
+  for (const id of ids) for (const ns of namespaces) cases.push({ json: configs[7], id, ns, address: addresses[0] });
+  for (const address of addresses) for (const json of [configs[5], configs[2]]) cases.push({ json, id: 'c1', ns: 'k8s.io', address });
+  const answers = shAnswers(cases);
+  let decided = 0;
+  cases.forEach((c, i) => {
+    const sh = answers[i];
+    const what = JSON.stringify(c).slice(0, 300);
+    assert.equal(sh.pool, sparePool(c.address), `pool of ${what}`);
+    if (sh.group === '') return; // declined: Node decides
+    decided++;
+    assert.ok(isValidIdentifier(c.ns) && isValidIdentifier(c.id), `sh decided for an id or namespace Node refuses: ${what}`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-ts-'));
+    let annotations: Record<string, string>;
+    try {
+      if (c.json !== null) fs.writeFileSync(path.join(dir, 'config.json'), c.json);
+      annotations = readAnnotations(dir);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    const group = groupKey(c.id, annotations);
+    assert.equal(sh.group, group, `group of ${what}`);
+    const socket = socketPath(c.address, c.ns, group);
+    assert.equal(sh.socket, socket, `socket of ${what}`);
+    assert.equal(sh.pidfile, shimPidFile(socket), `pid file of ${what}`);
+  });
+  assert.ok(decided >= 20, `the sh answers ordinary cases itself (${decided} of ${cases.length})`);
 });
 
 function readCmdline(pid: string): string {
@@ -70,5 +198,163 @@ test('sh wrapper: is_shim accepts a process titled as a tsshim daemon, not a rec
     assert.equal(check(''), 1);
   } finally {
     try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// The whole wrapper, installed in a scratch tree whose "Node" only says that it was asked.
+
+interface Install { root: string; bin: string; run(args: string[], opts: { cwd: string; env: Record<string, string>; input?: string }): { status: number | null; out: string } }
+
+function fakeInstall(): Install {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-install-'));
+  fs.mkdirSync(path.join(root, 'bin'));
+  fs.mkdirSync(path.join(root, 'dist/src/shim'), { recursive: true });
+  const bin = path.join(root, 'bin/containerd-shim-tsshim-v2');
+  fs.copyFileSync(wrapper, bin);
+  fs.chmodSync(bin, 0o755);
+  fs.writeFileSync(path.join(root, 'dist/src/shim/boot.js'),
+    "process.stdout.write('NODE-DECIDES stdin=' + require('fs').readFileSync(0, 'utf8'));\n");
+  return {
+    root, bin,
+    run(args, opts) {
+      const env = { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin`, ...opts.env };
+      // containerd reads stdout and stderr combined: so do we.
+      const r = spawnSync(bin, args, { cwd: opts.cwd, env, input: opts.input ?? '', encoding: 'utf8', timeout: 30_000 });
+      return { status: r.status, out: r.stdout + r.stderr };
+    },
+  };
+}
+
+const ADDRESS = '/run/tsshim-test-nonexistent/containerd.sock';
+const START_ARGS = ['-namespace', 'default', '-id', 'c1', '-address', ADDRESS, 'start'];
+
+/** A process titled like a waiting spare (the sh checks a spare's /proc cmdline). */
+function sleeper(): number {
+  const p = spawn('bash', ['-c', 'exec -a "containerd-shim-tsshim-v2 spare" sleep 60'], { stdio: 'ignore', detached: true });
+  p.unref();
+  for (let i = 0; i < 200 && !readCmdline(String(p.pid)).startsWith('containerd-shim-tsshim-v2'); i++) spawnSync('sleep', ['0.02']);
+  return p.pid!;
+}
+
+/** A directory that looks like a waiting spare to the sh, answering `address` without any process. */
+function plantSpare(pool: string, pid: number, address: string): string {
+  const dir = path.join(pool, String(pid));
+  fs.mkdirSync(dir, { recursive: true });
+  for (const f of ['req', 'resp']) fs.writeFileSync(path.join(dir, f), '');
+  fs.writeFileSync(path.join(dir, 'status'), '0');
+  fs.writeFileSync(path.join(dir, 'out'), address);
+  return dir;
+}
+
+function bundleDir(root: string): string {
+  const bundle = path.join(root, 'bundle');
+  fs.mkdirSync(bundle, { recursive: true });
+  fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.1.0', annotations: {} }));
+  return bundle;
+}
+
+const kill = (pid: number) => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } };
+
+test('sh wrapper: a state dir others can write (1777) is not trusted: no planted spare answers, no symlink is written through', () => {
+  const inst = fakeInstall();
+  const pid = sleeper();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state);
+    fs.chmodSync(state, 0o1777);
+    const pool = path.join(state, 'spares', createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16));
+    const spare = plantSpare(pool, pid, 'unix:///attacker.sock');
+    const victim = path.join(inst.root, 'victim');
+    fs.writeFileSync(victim, 'precious');
+    fs.symlinkSync(victim, path.join(spare, 'argv'));
+    fs.chownSync(path.join(state, 'spares'), 65534, 65534); // as another user would leave it
+    const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env: { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') }, input: 'OPTS' });
+    assert.equal(r.out, 'NODE-DECIDES stdin=OPTS', 'Node decides, with the request intact');
+    assert.equal(fs.readFileSync(victim, 'utf8'), 'precious', 'nothing written through the planted symlink');
+    assert.ok(fs.existsSync(spare), 'the planted spare was not touched');
+  } finally {
+    kill(pid);
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: hand-off files are created with O_EXCL: a symlink in a spare dir makes Node decide', () => {
+  const inst = fakeInstall();
+  const pid = sleeper();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    const pool = path.join(state, 'spares', createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16));
+    const spare = plantSpare(pool, pid, 'unix:///wrong.sock');
+    const victim = path.join(inst.root, 'victim');
+    fs.writeFileSync(victim, 'precious');
+    fs.symlinkSync(victim, path.join(spare, 'env'));
+    const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env: { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') }, input: 'OPTS' });
+    assert.equal(r.out, 'NODE-DECIDES stdin=OPTS');
+    assert.equal(fs.readFileSync(victim, 'utf8'), 'precious');
+    assert.deepEqual(fs.readdirSync(pool), [], 'the claimed spare dir is gone');
+  } finally {
+    kill(pid);
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: a full disk during the hand-off never puts shell error text in the answer', (t) => {
+  if (process.getuid?.() !== 0) return t.skip('needs root to mount a tmpfs');
+  const inst = fakeInstall();
+  const state = path.join(inst.root, 'state');
+  fs.mkdirSync(state, { mode: 0o700 });
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tsshim-full', state]);
+  if (mounted.status !== 0) { fs.rmSync(inst.root, { recursive: true, force: true }); return t.skip(`mount: ${mounted.stderr}`); }
+  const pids: number[] = [];
+  try {
+    const pool = path.join(state, 'spares', createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16));
+    const bundle = bundleDir(inst.root);
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') };
+    for (const input of ['', 'OPTIONS-THAT-DO-NOT-FIT']) {
+      const pid = sleeper();
+      pids.push(pid);
+      plantSpare(pool, pid, 'unix:///wrong.sock');
+      spawnSync('sh', ['-c', 'cat /dev/zero > "$1/fill" 2>/dev/null', 'sh', state]);
+      const r = inst.run(START_ARGS, { cwd: bundle, env, input });
+      fs.rmSync(path.join(state, 'fill'), { force: true });
+      assert.doesNotMatch(r.out, /sh: |cannot create|printf: |cat: |I\/O error|No space|wrong\.sock/, r.out);
+      if (r.status === 0) assert.equal(r.out, `NODE-DECIDES stdin=${input}`, 'falls back to Node with the request');
+      else assert.match(r.out, /^containerd-shim-tsshim-v2: start: could not hand the request to a spare/);
+      if (input === '') assert.equal(r.status, 0, 'an empty request still reaches Node');
+    }
+  } finally {
+    for (const pid of pids) kill(pid);
+    spawnSync('umount', [state]);
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: where the sh declines (an annotation it cannot read exactly), Node decides, even beside a live shim', async () => {
+  const inst = fakeInstall();
+  const shim = spawn('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 60'], { stdio: 'ignore', detached: true });
+  const server = net.createServer();
+  try {
+    const state = path.join(inst.root, 'state');
+    const sockets = path.join(inst.root, 's');
+    fs.mkdirSync(state, { mode: 0o700 });
+    fs.mkdirSync(sockets, { mode: 0o700 });
+    // A live shim serves the container id's own group: the answer if the annotation were ignored.
+    const hash = path.basename(socketPath(ADDRESS, 'default', 'c1'));
+    await new Promise<void>((r) => server.listen(path.join(sockets, hash), r));
+    fs.writeFileSync(path.join(state, `${hash}.pid`), String(shim.pid));
+    for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++) spawnSync('sleep', ['0.02']);
+    const bundle = bundleDir(inst.root);
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: sockets, TSSHIM_SPARES: '0' };
+    assert.equal(inst.run(START_ARGS, { cwd: bundle, env }).out, `unix://${path.join(sockets, hash)}`, 'the sh answers a plain config itself');
+    for (const group of ['caf\u00e9', 'a"b', '..']) {
+      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.1.0', annotations: { 'io.containerd.tsshim.v2.group': group } }));
+      assert.equal(inst.run(START_ARGS, { cwd: bundle, env }).out, 'NODE-DECIDES stdin=', `group ${JSON.stringify(group)}`);
+    }
+  } finally {
+    kill(shim.pid!);
+    server.close();
+    fs.rmSync(inst.root, { recursive: true, force: true });
   }
 });

@@ -1,0 +1,161 @@
+// What makes a spare-born shim indistinguishable from a cold-started one.
+//
+// A cold daemon is spawned by its `start` (a child of containerd) in a new session; `start` exits, so
+// the daemon's parent becomes init (or containerd's subreaper), and it inherits start's cgroups,
+// rlimits, nice value and environment. A spare was booted earlier, by another shim: here it leaves
+// that shim behind (spawnOutsideShims) and, when claimed, takes on the claiming start's identity
+// (adoptStartIdentity). oom_score_adj and ShimCgroup are applied afterwards by settleDaemon, as for
+// a cold daemon.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { getRlimit, isChildSubreaper, RLIMIT_COUNT, setChildSubreaper, setRlimit } from './sys';
+import { listOwnChildren, Reaper } from './reaper';
+
+/** Environment variable that reserves room in a spare's initial environment (see rewriteProcEnviron). */
+export const ENV_ROOM_VAR = 'TSSHIM_ENV_ROOM';
+export const ENV_ROOM_BYTES = 16 * 1024;
+
+/**
+ * True while a child the daemon started itself (runc, a logger) is running: an orphan made while
+ * the daemon is briefly not a subreaper (a container's init when its `runc create` exits) would
+ * escape the reaper.
+ */
+export function ownChildRunning(): boolean {
+  const reaper = Reaper.instance();
+  return listOwnChildren().some((pid) => reaper.ownsByLibuv(pid));
+}
+
+/**
+ * Starts argv (niced, in a new session) as the child of no shim; it marks itself booting in
+ * `pool` (`.booting-<pid>`) before it execs. The daemon is the subreaper of all its descendants, so
+ * an ordinary double fork would still land under it: for the instant `setsid -f` forks and exits,
+ * the daemon is not a subreaper, and the orphan goes where a cold shim goes. Callers make sure no
+ * runc runs meanwhile (ownChildRunning). No shell background job: sh would ignore SIGINT and
+ * SIGQUIT in it, and a cold shim does not. Returns false when the launch failed.
+ */
+export function spawnOutsideShims(argv: string[], env: NodeJS.ProcessEnv, nice: number, pool: string): boolean {
+  const launch = ': > "$1/.booting-$$" && shift && exec nice -n "$@"';
+  const subreaper = isChildSubreaper();
+  if (subreaper) setChildSubreaper(false);
+  try {
+    const r = spawnSync('setsid', ['-f', '/bin/sh', '-c', launch, 'sh', pool, String(nice), ...argv], {
+      cwd: '/', env, stdio: 'ignore', timeout: 10_000,
+    });
+    return r.status === 0;
+  } finally {
+    if (subreaper) setChildSubreaper(true);
+  }
+}
+
+interface CgroupMount { dir: string; fstype: string; options: Set<string> }
+
+function cgroupMounts(): CgroupMount[] {
+  const out: CgroupMount[] = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (!right) continue;
+    const [fstype, , superOptions = ''] = right.split(' ');
+    if (fstype !== 'cgroup' && fstype !== 'cgroup2') continue;
+    const fields = left.split(' ');
+    if (fields[3] !== '/') continue; // a bind of a sub-tree: paths in /proc/<pid>/cgroup are not relative to it
+    out.push({ dir: fields[4].replace(/\\040/g, ' '), fstype, options: new Set(superOptions.split(',')) });
+  }
+  return out;
+}
+
+/** Joins every cgroup `pid` is in (v2 and each v1 hierarchy); returns the ones it could not join. */
+export function joinCgroupsOf(pid: number): string[] {
+  const mine = fs.readFileSync('/proc/self/cgroup', 'utf8');
+  const mounts = cgroupMounts();
+  const failed: string[] = [];
+  for (const line of fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n')) {
+    if (!line || mine.split('\n').includes(line)) continue;
+    const m = /^(\d+):([^:]*):(.*)$/.exec(line);
+    if (!m) continue;
+    const [, , controllers, cgPath] = m;
+    const mount = controllers === ''
+      ? mounts.find((x) => x.fstype === 'cgroup2')
+      : mounts.find((x) => x.fstype === 'cgroup' && controllers.split(',').every((c) => x.options.has(c)));
+    try {
+      if (!mount) throw new Error('not mounted');
+      fs.writeFileSync(path.join(mount.dir, cgPath, 'cgroup.procs'), String(process.pid));
+    } catch {
+      failed.push(line);
+    }
+  }
+  return failed;
+}
+
+const RLIMIT_NOFILE = 7;
+
+/**
+ * Takes on every rlimit of `pid`; returns the resources it could not set (a hard limit above ours).
+ * Node raises its soft RLIMIT_NOFILE to the hard limit when it boots, so a cold daemon (a Node
+ * process spawned by Node) has soft = hard there: so does a spare-born one.
+ */
+export function copyRlimitsOf(pid: number): number[] {
+  const failed: number[] = [];
+  for (let r = 0; r < RLIMIT_COUNT; r++) {
+    try {
+      const want = getRlimit(pid, r);
+      if (r === RLIMIT_NOFILE) want.copy(want, 0, 8, 16);
+      if (!want.equals(getRlimit(0, r))) setRlimit(r, want);
+    } catch {
+      failed.push(r);
+    }
+  }
+  return failed;
+}
+
+/** Linux nice values are per thread: every thread of ours takes `pid`'s. */
+export function copyNiceOf(pid: number): void {
+  const nice = os.getPriority(pid);
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try { os.setPriority(Number(tid), nice); } catch { /* the thread ended meanwhile */ }
+  }
+}
+
+/**
+ * Makes /proc/self/environ (the initial environment block the kernel shows) read `env`. Node's
+ * process.env changes only libc's copies; once every variable has been replaced there, the block is
+ * unreferenced, and a spare boots with ENV_ROOM_VAR so that the block is large enough. The unused
+ * tail is zeroed. Returns false when `env` does not fit.
+ */
+export function rewriteProcEnviron(env: NodeJS.ProcessEnv): boolean {
+  const stat = fs.readFileSync('/proc/self/stat', 'latin1');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is stat field 3
+  const start = Number(fields[50 - 3]);
+  const end = Number(fields[51 - 3]);
+  const text = Buffer.from(Object.entries(env).map(([k, v]) => `${k}=${v ?? ''}\0`).join(''));
+  if (!start || !(end > start) || text.length > end - start) return false;
+  const block = Buffer.alloc(end - start);
+  text.copy(block);
+  const fd = fs.openSync('/proc/self/mem', 'r+');
+  try {
+    fs.writeSync(fd, block, 0, block.length, start);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return true;
+}
+
+/** Replaces process.env with `env` (libc's environ follows: Node calls setenv/unsetenv). */
+export function replaceEnv(env: NodeJS.ProcessEnv): void {
+  for (const k of Object.keys(process.env)) delete process.env[k];
+  Object.assign(process.env, env);
+}
+
+/** The claiming start's cgroups, rlimits and nice value; returns what could not be taken on. */
+export function adoptStartIdentity(startPid: number): string[] {
+  const problems: string[] = [];
+  try {
+    for (const line of joinCgroupsOf(startPid)) problems.push(`cgroup ${line}`);
+  } catch (e) { problems.push(`cgroups: ${(e as Error).message}`); }
+  try {
+    for (const r of copyRlimitsOf(startPid)) problems.push(`rlimit ${r}`);
+  } catch (e) { problems.push(`rlimits: ${(e as Error).message}`); }
+  try { copyNiceOf(startPid); } catch (e) { problems.push(`nice: ${(e as Error).message}`); }
+  return problems;
+}
