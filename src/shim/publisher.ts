@@ -93,12 +93,17 @@ export class OutboxJournal {
   constructor(private file: string | null) {
     if (!file) return;
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    this.fd = fs.openSync(file, 'a', 0o600);
+    // O_NOFOLLOW: a symlink planted in the state dir must not make root append to another file.
+    const { O_WRONLY, O_APPEND, O_CREAT, O_NOFOLLOW } = fs.constants;
+    this.fd = fs.openSync(file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | 0o2000000 /* O_CLOEXEC */, 0o600);
   }
   /** Events written by an earlier run of this journal and never acknowledged. */
   static load(file: string): OutboxEvent[] {
     let text = '';
-    try { text = fs.readFileSync(file, 'utf8'); } catch { return []; }
+    try {
+      if (fs.lstatSync(file).isSymbolicLink()) return []; // not ours: never read through a planted link
+      text = fs.readFileSync(file, 'utf8');
+    } catch { return []; }
     const events = new Map<number, OutboxEvent>();
     for (const line of text.split('\n')) {
       try {

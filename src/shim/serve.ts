@@ -85,11 +85,12 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
       log.warn('cannot write the shim pid file', { file: pidFile, error: e });
     }
   }
-  const journalFile = path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
+  // An untrusted state dir gets no journal either: root must not append to a file another user planted.
+  const journalFile = untrusted ? '' : path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
   // already reported itself when that shim went away (its on-close hook publishes exit/delete).
   // Replaying them here would announce a stale exit for a new container with the same id.
-  const stale = OutboxJournal.load(journalFile);
+  const stale = journalFile ? OutboxJournal.load(journalFile) : [];
   if (stale.length) {
     log.warn('discarding undelivered events of a previous shim', { count: stale.length, topics: stale.map((e) => e.topic).join(',') });
     fs.rmSync(journalFile, { force: true });
@@ -99,7 +100,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const sender = ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null;
   sender?.preconnect();
   let journal: OutboxJournal;
-  try { journal = new OutboxJournal(journalFile); } catch (e) {
+  try { journal = new OutboxJournal(journalFile || null); } catch (e) {
     log.warn('cannot open the event journal: events are sent but not kept across a shim crash', { file: journalFile, error: e });
     journal = new OutboxJournal(null);
   }
@@ -178,7 +179,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     await ttrpc.shutdown(1000).catch(() => {});
     const drained = await publisher.drain(5000);
     publisher.close();
-    if (drained) fs.rmSync(journalFile, { force: true });
+    if (drained && journalFile) fs.rmSync(journalFile, { force: true });
     if (socket) fs.rmSync(socket, { force: true });
     metrics?.close();
     idleGc.close();

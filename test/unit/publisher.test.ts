@@ -146,3 +146,18 @@ test('a short write leaves no torn line behind once the journal catches up', () 
   assert.deepEqual(OutboxJournal.load(file).map((x) => x.seq), [1]);
   j.close();
 });
+
+test('a symlink planted where the journal goes is neither followed for writing nor read', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-journal-link-'));
+  try {
+    const victim = path.join(dir, 'victim');
+    fs.writeFileSync(victim, 'E {"seq":1,"topic":"/tasks/exit","ns":"x","value":"","ts":0}\n');
+    const journal = path.join(dir, 'sock.outbox');
+    fs.symlinkSync(victim, journal);
+    assert.deepEqual(OutboxJournal.load(journal), [], 'nothing replayed through the link');
+    assert.throws(() => new OutboxJournal(journal), /ELOOP/);
+    assert.equal(fs.readFileSync(victim, 'utf8').split('\n').length, 2, 'victim untouched');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
