@@ -6,6 +6,8 @@
 import { trimEnabled, trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
+/** Collections caused only by background work (metrics scrapes) run at most this often. */
+export const BACKGROUND_GC_MIN_MS = 10_000;
 
 type GcFn = () => void;
 
@@ -23,10 +25,13 @@ export class IdleCollector {
   private timer: NodeJS.Timeout | null = null;
   private lastActivity = 0;
   private dirty = false;
+  private taskDirty = false;
+  private lastGc = 0;
   /** Full collections run so far (exported as a metric). */
   collections = 0;
 
-  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = exposedGc() && collectAndTrim) {}
+  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = exposedGc() && collectAndTrim,
+    private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS) {}
 
   get enabled(): boolean {
     return typeof this.gc === 'function';
@@ -36,6 +41,18 @@ export class IdleCollector {
   activity(): void {
     if (!this.gc) return;
     this.lastActivity = Date.now();
+    this.dirty = true;
+    this.taskDirty = true;
+    if (!this.timer) this.arm(this.idleMs);
+  }
+
+  /**
+   * Work that allocates but is not a Task call (a metrics scrape): it gets a collection after it,
+   * but never postpones one (a scrape every second would otherwise keep an idle shim from ever
+   * trimming), and scrapes alone cause at most one collection per backgroundMinMs.
+   */
+  background(): void {
+    if (!this.gc) return;
     this.dirty = true;
     if (!this.timer) this.arm(this.idleMs);
   }
@@ -55,8 +72,12 @@ export class IdleCollector {
     const quiet = Date.now() - this.lastActivity;
     if (quiet < this.idleMs) return this.arm(this.idleMs - quiet);
     if (!this.dirty) return;
+    const wait = this.lastGc + this.backgroundMinMs - Date.now();
+    if (!this.taskDirty && wait > 0) return this.arm(wait);
     this.dirty = false;
+    this.taskDirty = false;
     this.gc!();
+    this.lastGc = Date.now();
     this.collections++;
   }
 }
