@@ -209,3 +209,18 @@ test('mapLimit keeps at most `limit` in flight and the input order', async () =>
   assert.deepEqual(out, [50, 10, 40, 20, 30]);
   assert.equal(most, 2);
 });
+
+test('a scrape tells the shim\'s idle collector about its garbage (background), never as Task activity', async () => {
+  let background = 0;
+  const d = { ...fakeDaemon(), idleGc: { collections: 0, background: () => { background++; } } };
+  const socket = path.join(tmp.dir, 'bg.sock');
+  const server = await serveShim(socket, d);
+  try {
+    const exp = new Exporter({ states: [], socketDir: tmp.dir, shimTimeoutMs: 2000, concurrency: 1 });
+    const s = samples(await exp.scrape());
+    assert.equal(find(s, 'tsshim_scrape_error', `socket="${socket}"`)[0]?.[1], 0);
+    assert.ok(background >= 1, 'Inspect (and the Stats round) signal background work');
+  } finally {
+    await server.shutdown(100);
+  }
+});
