@@ -256,3 +256,14 @@ test('a deleted container\'s series go stale; its pod neighbour keeps its own', 
   await until('the exporter target to be up without error', targetHealthy);
   assert.deepEqual(await droppedSamples(), []);
 });
+
+test('the PromQL queries in README run on this Prometheus', { skip }, async () => {
+  const readme = fs.readFileSync(path.join(repoRoot(), 'README.md'), 'utf8');
+  const block = /```promql\n([\s\S]*?)```/.exec(readme);
+  assert.ok(block, 'README has a promql block');
+  const queries = block[1].split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+  assert.ok(queries.length >= 5, queries.join('\n'));
+  for (const q of queries) await query(q); // throws on a parse or evaluation error
+  // The memory-limit question finds the container with a limit (its working set is far below 90%).
+  assert.equal((await query(`container_memory_working_set_bytes{container="${single}"} / (container_spec_memory_limit_bytes > 0)`)).length, 1);
+});
