@@ -224,3 +224,22 @@ test('a scrape tells the shim\'s idle collector about its garbage (background), 
     await server.shutdown(100);
   }
 });
+
+test('tsshim exporter warns when told to listen beyond loopback, and not otherwise', async () => {
+  const { run } = await import('../../src/cli/main');
+  const start = async (listen: string) => {
+    let err = '';
+    const ac = new AbortController();
+    const ctx = { out: { write() {} }, err: { write: (s: string) => { err += s; if (s.includes('listening on')) ac.abort(); } }, env: {}, signal: ac.signal };
+    const code = await run(['exporter', '--listen', listen, '--socket-dir', sockets], ctx);
+    return { code, err };
+  };
+  const wide = await start('0.0.0.0:0');
+  assert.equal(wide.code, 0, wide.err);
+  assert.match(wide.err, /WARNING: listening on 0\.0\.0\.0:0, not loopback/);
+  const local = await start('127.0.0.1:0');
+  assert.equal(local.code, 0, local.err);
+  assert.doesNotMatch(local.err, /WARNING/);
+  assert.match(local.err, /listening on http:\/\/127\.0\.0\.1:\d+\/metrics/);
+  assert.equal((await start('nonsense')).code, 2);
+});
