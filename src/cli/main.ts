@@ -4,6 +4,7 @@ import { ps } from './ps';
 import { top } from './top';
 import { inspect } from './inspect';
 import { metrics } from './metrics';
+import { exporter } from './exporter';
 import type { CliContext } from './io';
 import { TtrpcError, Code } from '../ttrpc';
 
@@ -16,6 +17,11 @@ commands:
       --once                 print one table (after two samples) and exit
   inspect <id|socket>        the shim's internal state as JSON
   metrics <id|socket>        scrape the shim's Prometheus endpoint (shim socket, metrics socket or id)
+  exporter                   serve every shim's metrics over HTTP for Prometheus (GET /metrics, /healthz)
+      --listen <host:port>   default 127.0.0.1:9743; other addresses print a warning (no auth, no TLS)
+      --state <dir>          repeatable: one per containerd
+      --timeout <ms>         per-shim scrape deadline (default 2000)
+      --concurrency <n>      shims scraped at once (default 4)
 
 options for every command:
   --state <dir>              containerd state dir: find shims through <dir>/io.containerd.runtime.v2.task/*/*/address
@@ -56,6 +62,7 @@ export async function run(argv: string[], ctx: CliContext): Promise<number> {
         return await top(ctx, p.positional[1], { ...opts, intervalMs: Math.max(20, flagNumber(p, 'interval', 1000)), once: !!p.flags.once });
       case 'inspect': return await inspect(ctx, one(p, 'container id or socket'), opts);
       case 'metrics': return await metrics(ctx, one(p, 'container id or socket'), opts);
+      case 'exporter': return await exporter(ctx, argv);
       default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
     }
   } catch (e) {

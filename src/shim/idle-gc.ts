@@ -13,6 +13,8 @@ export const IDLE_GC_MS = 1500;
  * collection ran.
  */
 export const FOLLOW_UP_GC_MS = 3000;
+/** Collections caused only by background work (metrics scrapes) run at most this often. */
+export const BACKGROUND_GC_MIN_MS = 10_000;
 
 type GcFn = () => void;
 
@@ -32,10 +34,13 @@ export class IdleCollector {
   private dirty = false;
   private followUp = false;
   private waitingForFollowUp = false;
+  private taskDirty = false;
+  private lastGc = 0;
   /** Full collections run so far (exported as a metric). */
   collections = 0;
 
-  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = exposedGc() && collectAndTrim) {}
+  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = exposedGc() && collectAndTrim,
+    private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS) {}
 
   get enabled(): boolean {
     return typeof this.gc === 'function';
@@ -47,6 +52,18 @@ export class IdleCollector {
     this.lastActivity = Date.now();
     this.dirty = true;
     if (this.timer && this.waitingForFollowUp) this.close(); // new activity: the normal idle wait instead
+    this.taskDirty = true;
+    if (!this.timer) this.arm(this.idleMs);
+  }
+
+  /**
+   * Work that allocates but is not a Task call (a metrics scrape): it gets a collection after it,
+   * but never postpones one (a scrape every second would otherwise keep an idle shim from ever
+   * trimming), and scrapes alone cause at most one collection per backgroundMinMs.
+   */
+  background(): void {
+    if (!this.gc) return;
+    this.dirty = true;
     if (!this.timer) this.arm(this.idleMs);
   }
 
@@ -66,9 +83,14 @@ export class IdleCollector {
     const quiet = Date.now() - this.lastActivity;
     if (quiet < this.idleMs) return this.arm(this.idleMs - quiet);
     if (!this.dirty && !this.followUp) return;
+    // Background work alone (scrapes) gets at most one collection per backgroundMinMs.
+    const wait = this.lastGc + this.backgroundMinMs - Date.now();
+    if (this.dirty && !this.taskDirty && !this.followUp && wait > 0) return this.arm(wait);
     this.followUp = this.dirty; // after a first collection, one follow-up; after the follow-up, none
     this.dirty = false;
+    this.taskDirty = false;
     this.gc!();
+    this.lastGc = Date.now();
     this.collections++;
     if (this.followUp) this.arm(FOLLOW_UP_GC_MS, true);
   }

@@ -145,6 +145,7 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
     }
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
     res.end(req.method === 'HEAD' ? undefined : body);
+    daemon.idleGc?.background?.(); // a scrape allocates but must not postpone the idle collection
   });
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {

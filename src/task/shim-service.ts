@@ -34,7 +34,7 @@ export interface DaemonView {
   socket: string;
   namespace: string;
   group: string;
-  idleGc?: { readonly collections: number };
+  idleGc?: { readonly collections: number; background?(): void };
 }
 // Compile-time proof that the real daemon fits the view.
 const _daemonFits: (d: Daemon) => DaemonView = (d) => d;
@@ -244,15 +244,17 @@ async function streamStats(daemon: DaemonView, payload: Buffer, ctx: CallContext
       if (ctx.signal.aborted) return;
       await send(encodeStatsSample(sample));
     }
+    daemon.idleGc?.background?.(); // allocates, but is not Task activity: see idle-gc.ts
     await sleep(interval, ctx.signal);
   }
 }
 
 export function registerShimService(server: Server, daemon: DaemonView): void {
   server.register(SHIM_SERVICE, {
-    List: () => listContainers(daemon),
+    List: () => { daemon.idleGc?.background?.(); return listContainers(daemon); },
     Inspect: (payload) => {
       tsshim.v1.InspectRequest.decode(payload);
+      daemon.idleGc?.background?.();
       return tsshim.v1.InspectResponse.encode({ json: JSON.stringify(inspectState(daemon)) }).finish();
     },
   });

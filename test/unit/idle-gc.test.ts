@@ -49,6 +49,27 @@ test('idle collector: close cancels a pending collection; no gc function means d
   assert.equal(off.collections, 0);
 });
 
+test('idle collector: background work (scrapes) gets a collection, never postpones one, and is rate-limited', async () => {
+  let runs = 0;
+  const c = new IdleCollector(60, () => { runs++; }, 400);
+  c.background();
+  await sleep(120);
+  assert.equal(runs, 1, 'a scrape on an idle shim is followed by a collection');
+  // Scrapes every 20 ms: within the minimum interval they cause no second collection...
+  for (let i = 0; i < 5; i++) { c.background(); await sleep(20); }
+  await sleep(100);
+  assert.equal(runs, 1, 'background collections are rate-limited');
+  await sleep(400);
+  assert.equal(runs, 2, '...but their garbage is collected once the interval has passed');
+  // ...and they never hold back the collection a Task call asked for.
+  c.activity();
+  const t = setInterval(() => c.background(), 10);
+  await sleep(150);
+  clearInterval(t);
+  assert.equal(runs, 3, 'Task activity collected on time despite scrapes every 10 ms');
+  c.close();
+});
+
 test('daemon node flags expose gc and cap the young generation', () => {
   assert.ok(DAEMON_NODE_FLAGS.includes('--expose-gc'));
   assert.ok(DAEMON_NODE_FLAGS.some((f) => f.startsWith('--max-semi-space-size=')));
