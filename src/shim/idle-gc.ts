@@ -86,7 +86,9 @@ export class IdleCollector {
     // Background work alone (scrapes) gets at most one collection per backgroundMinMs.
     const wait = this.lastGc + this.backgroundMinMs - Date.now();
     if (this.dirty && !this.taskDirty && !this.followUp && wait > 0) return this.arm(wait);
-    this.followUp = this.dirty; // after a first collection, one follow-up; after the follow-up, none
+    // After a collection for Task work, one follow-up; after the follow-up, none. Scrapes alone
+    // allocate little: their (rate-limited) collection needs no follow-up.
+    this.followUp = this.dirty && this.taskDirty;
     this.dirty = false;
     this.taskDirty = false;
     this.gc!();
