@@ -1,8 +1,11 @@
 // 2. A detached container: exec latency, 20 concurrent execs, metrics, ps, pause, resume,
-// kill -> STOPPED and delete, runc and tsshim alternating on every operation.
+// kill -> STOPPED and delete, runc and tsshim alternating on every operation. Beside each latency, the
+// shim's CPU for it: utime+stime of the daemon and of its reaped children (runc calls, exec'd
+// processes) from /proc/<pid>/stat, read before and after.
 import { waitTask } from '../../test/e2e/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, runSleeper } from '../lib/env';
 import type { Results } from '../lib/results';
+import { cpuWithChildrenMs, shimPidFor } from '../lib/proc';
 import { nowMs, rotate } from '../lib/stats';
 
 type Op = 'run -d' | 'exec /bin/true' | '20 concurrent execs (total)' | 'task metrics' | 'task ps' | 'pause' | 'resume' | 'kill -> STOPPED' | 'task delete';
@@ -14,6 +17,10 @@ const TARGETS: Partial<Record<Op, { text: string; value: number }>> = {
   'task metrics': { text: 'ratio <= 1.0', value: 1.0 },
 };
 
+/** Operations whose shim CPU is read (the shim lives before and after them). */
+const CPU_OPS = new Set<Op>(['exec /bin/true', '20 concurrent execs (total)', 'task metrics', 'task ps', 'pause', 'resume', 'kill -> STOPPED']);
+const CPU_TARGET = new Set<Op>(['exec /bin/true', 'task metrics']);
+
 export async function detachedSuite(env: BenchEnv, results: Results): Promise<void> {
   const c = env.main;
   const iterations = env.quick ? 3 : 10;
@@ -24,15 +31,20 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
     if (!times.has(k)) times.set(k, []);
     times.get(k)!.push(ms);
   };
+  const cpu = new Map<string, number[]>();
   let execSeq = 0;
   for (let i = 0; i < iterations; i++) {
     const ids: Record<Side, string> = { runc: newId('det-runc'), tsshim: newId('det-tsshim') };
+    const shims: Partial<Record<Side, number | null>> = {};
     for (const [k, op] of OPS.entries()) {
       for (const side of rotate(SIDES, i + k)) {
         const id = ids[side];
+        const shim = shims[side] ?? null;
+        const cpu0 = shim === null || !CPU_OPS.has(op) ? NaN : cpuWithChildrenMs(shim);
         switch (op) {
           case 'run -d':
             push(op, side, (await runSleeper(env, c, { side }, id)).ms);
+            shims[side] = shimPidFor(c.address, id);
             break;
           case 'exec /bin/true':
             for (let n = 0; n < execsPerIteration; n++) {
@@ -71,6 +83,13 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
             await mustCtr(c, ['container', 'delete', id]);
             break;
         }
+        const used = shim === null ? NaN : cpuWithChildrenMs(shim) - cpu0;
+        if (Number.isFinite(used)) {
+          // exec: three per iteration, CPU per exec is the third of the sum.
+          const k2 = `${op}|${side}`;
+          if (!cpu.has(k2)) cpu.set(k2, []);
+          cpu.get(k2)!.push(op === 'exec /bin/true' ? used / execsPerIteration : used);
+        }
       }
     }
     env.log(`  detached: ${i + 1}/${iterations}`);
@@ -81,5 +100,11 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
       suite: 'detached', name: op, unit: 'ms', runc: times.get(`${op}|runc`), tsshim: times.get(`${op}|tsshim`),
       target: t ? { text: t.text, on: 'ratio', op: '<=', value: t.value } : undefined,
     });
+    if (CPU_OPS.has(op)) {
+      results.add({
+        suite: 'detached', name: `shim CPU: ${op}`, unit: 'ms', runc: cpu.get(`${op}|runc`) ?? null, tsshim: cpu.get(`${op}|tsshim`) ?? null,
+        target: CPU_TARGET.has(op) ? { text: 'ratio <= 1.0 (CPU per operation)', on: 'ratio', op: '<=', value: 1.0 } : undefined,
+      });
+    }
   }
 }

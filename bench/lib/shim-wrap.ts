@@ -1,0 +1,123 @@
+// Shim wrappers for a containerd of the benchmark's own: a directory put first on containerd's PATH
+// with a bash script per shim binary. Each script
+//   - moves itself into a cpuacct cgroup of its runtime (cgroup v1 here; v2 when that is all there
+//     is), so the start command, the daemon it spawns, that daemon's runc calls and (for tsshim) the
+//     spares it boots are all accounted there, even after they exit: CPU per container from
+//     cpuacct.usage, which a per-process /proc reading cannot give once the shim has gone;
+//   - for `start`, runs the real binary as its child and logs the wall time ($EPOCHREALTIME, no fork)
+//     and the CPU of that command (bash `times`, its reaped child) to a log file;
+//   - for anything else, execs the real binary.
+// bash's own start-up (~1-2 ms) lands before the clock starts, on both runtimes alike.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { repoRoot } from '../../test/e2e/harness';
+import type { Side } from './env';
+
+const BINARY: Record<Side, string> = { runc: 'containerd-shim-runc-v2', tsshim: 'containerd-shim-tsshim-v2' };
+
+export interface StartRecord {
+  side: Side;
+  id: string;
+  /** Wall clock (ms since epoch) when `start` was run and when it exited. */
+  t0: number;
+  t1: number;
+  /** CPU of the start command (user + sys, ms), its reaped children included. */
+  cpuMs: number;
+}
+
+export interface ShimWrap {
+  /** Put this first on containerd's PATH. */
+  dir: string;
+  /** Cumulative CPU (ms) of everything that ran in this runtime's cgroup; NaN without cgroups. */
+  cgroupCpuMs(side: Side): number;
+  /** `start` records logged so far. */
+  starts(): StartRecord[];
+  /** Remove the cgroups (once their processes are gone) and the directory. */
+  remove(): void;
+}
+
+function realBinary(side: Side): string {
+  if (side === 'tsshim') return path.join(repoRoot(), 'bin', BINARY.tsshim);
+  return execFileSync('sh', ['-c', `command -v ${BINARY.runc}`], { encoding: 'utf8' }).trim();
+}
+
+/** A cpuacct (v1) or unified (v2) cgroup directory we can create, or null. */
+function cgroupBase(): { dir: string; usage: (d: string) => number } | null {
+  const v1 = '/sys/fs/cgroup/cpuacct';
+  if (fs.existsSync(path.join(v1, 'cpuacct.usage'))) {
+    return { dir: v1, usage: (d) => Number(fs.readFileSync(path.join(d, 'cpuacct.usage'), 'utf8')) / 1e6 };
+  }
+  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+    return {
+      dir: '/sys/fs/cgroup',
+      usage: (d) => Number(/usage_usec (\d+)/.exec(fs.readFileSync(path.join(d, 'cpu.stat'), 'utf8'))?.[1]) / 1e3,
+    };
+  }
+  return null;
+}
+
+/** bash `times` line `0m0.012s 0m0.004s` -> ms. */
+function timesMs(line: string): number {
+  let total = 0;
+  for (const m of line.matchAll(/(\d+)m([\d.]+)s/g)) total += Number(m[1]) * 60_000 + Number(m[2]) * 1000;
+  return total;
+}
+
+export function makeShimWrap(parent: string, tag: string): ShimWrap {
+  const dir = fs.mkdtempSync(path.join(parent, `shim-wrap-${tag}-`));
+  const log = path.join(dir, 'starts.log');
+  const base = cgroupBase();
+  const cgroups: Partial<Record<Side, string>> = {};
+  for (const side of ['runc', 'tsshim'] as Side[]) {
+    let cg = '';
+    if (base) {
+      const d = path.join(base.dir, `tsshim-bench-${process.pid}-${tag}`, side);
+      try { fs.mkdirSync(d, { recursive: true }); cg = d; cgroups[side] = d; } catch { /* no cgroup: CPU rows stay empty */ }
+    }
+    const script = [
+      '#!/bin/bash',
+      `# bench wrapper (bench/lib/shim-wrap.ts) for ${BINARY[side]}`,
+      cg ? `echo $$ > ${cg}/cgroup.procs 2>/dev/null` : ':',
+      `real=${realBinary(side)}`,
+      'case "${@: -1}" in',
+      '  start)',
+      '    id=; prev=; for a; do [ "$prev" = -id ] && id=$a; prev=$a; done',
+      '    t0=$EPOCHREALTIME',
+      '    "$real" "$@"; rc=$?',
+      '    t1=$EPOCHREALTIME',
+      `    { echo "start ${side} $id $t0 $t1"; times; } >> ${log}`,
+      '    exit $rc ;;',
+      '  *) exec "$real" "$@" ;;',
+      'esac',
+      '',
+    ].join('\n');
+    fs.writeFileSync(path.join(dir, BINARY[side]), script, { mode: 0o755 });
+  }
+  return {
+    dir,
+    cgroupCpuMs(side) {
+      const d = cgroups[side];
+      if (!d || !base) return NaN;
+      try { return base.usage(d); } catch { return NaN; }
+    },
+    starts() {
+      let text = '';
+      try { text = fs.readFileSync(log, 'utf8'); } catch { return []; }
+      const lines = text.split('\n');
+      const out: StartRecord[] = [];
+      for (let i = 0; i < lines.length; i++) {
+        const m = /^start (\S+) (\S*) ([\d.]+) ([\d.]+)$/.exec(lines[i]);
+        if (!m) continue;
+        // `times`: the shell's own line, then its children's (the start command).
+        out.push({ side: m[1] as Side, id: m[2], t0: Number(m[3]) * 1000, t1: Number(m[4]) * 1000, cpuMs: timesMs(lines[i + 2] ?? '') });
+      }
+      return out;
+    },
+    remove() {
+      for (const d of Object.values(cgroups)) { try { fs.rmdirSync(d!); } catch { /* a process is still in it */ } }
+      if (base) { try { fs.rmdirSync(path.join(base.dir, `tsshim-bench-${process.pid}-${tag}`)); } catch { /* not empty */ } }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
