@@ -10,7 +10,7 @@ import { cpuWithChildrenMs, shimPidFor } from '../lib/proc';
 import type { Results } from '../lib/results';
 import { nowMs, rotate } from '../lib/stats';
 
-interface TtyRun { mibPerS: number; wallMs: number; cpuMs: number }
+interface TtyRun { mibPerS: number; wallMs: number; cpuMs: number; lostBytes: number }
 
 /** ctr `args` on a pty; resolves once ctr exits after `bytes` bytes of output reached us. */
 function ptyRun(c: Containerd, args: string[], bytes: number, shimOf: () => number | null): Promise<TtyRun> {
@@ -35,20 +35,21 @@ function ptyRun(c: Containerd, args: string[], bytes: number, shimOf: () => numb
         if (shim !== null) cpuFirst = cpuWithChildrenMs(shim);
       }
       got += n;
-      if (got >= bytes && !last) {
-        last = nowMs();
-        if (shim !== null) cpuLast = cpuWithChildrenMs(shim);
-      }
+      last = nowMs();
+      if (shim !== null) cpuLast = cpuWithChildrenMs(shim);
       if (got < 2048 || got >= bytes) tail = (tail + (typeof d === 'string' ? d : (d as Buffer).toString('latin1'))).slice(-300);
     });
-    term.onExit((e) => {
+    term.onExit(async (e) => {
       clearTimeout(timer);
       const end = nowMs();
-      if (e.exitCode !== 0 || got < bytes) {
+      // node-pty may report the exit before the last reads; give them a moment.
+      await new Promise((r) => setTimeout(r, 300));
+      // A tty can lose its last few KiB when the writer exits (seen with both shims): tolerate 1%.
+      if (e.exitCode !== 0 || got < bytes * 0.99) {
         reject(new Error(`ctr ${args.join(' ')}: exit ${e.exitCode}, ${got} of ${bytes} bytes; tail ${JSON.stringify(tail.replace(/\0/g, ''))}`));
         return;
       }
-      resolve({ mibPerS: bytes / (1 << 20) / ((last - first) / 1000), wallMs: end - t0, cpuMs: cpuLast - cpuFirst });
+      resolve({ mibPerS: got / (1 << 20) / ((last - first) / 1000), wallMs: end - t0, cpuMs: cpuLast - cpuFirst, lostBytes: Math.max(0, bytes - got) });
     });
   });
 }
@@ -81,6 +82,8 @@ export async function ttySuite(env: BenchEnv, results: Results): Promise<void> {
   } finally {
     for (const side of SIDES) await removeContainer(c, sleepers[side]);
   }
+  const lost = SIDES.map((s) => `${s} ${[...rows.run[s], ...rows.exec[s]].filter((x) => x.lostBytes > 0).length} (max ${Math.max(0, ...[...rows.run[s], ...rows.exec[s]].map((x) => x.lostBytes))} B)`);
+  results.note(`tty: runs whose output ended short of the ${mib} MiB written (the tail lost at exit): ${lost.join(', ')}`);
   const target = { text: 'ratio >= 1.0', on: 'ratio' as const, op: '>=' as const, value: 1.0 };
   for (const [kind, label] of [['run', 'ctr run -t --rm'], ['exec', 'ctr task exec -t']] as const) {
     const r = rows[kind];
