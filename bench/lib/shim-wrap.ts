@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repoRoot } from '../../test/e2e/harness';
 import type { Side } from './env';
+import { makeCpuCgroups } from './cpu-cgroup';
 
 const BINARY: Record<Side, string> = { runc: 'containerd-shim-runc-v2', tsshim: 'containerd-shim-tsshim-v2' };
 
@@ -42,21 +43,6 @@ function realBinary(side: Side): string {
   return execFileSync('sh', ['-c', `command -v ${BINARY.runc}`], { encoding: 'utf8' }).trim();
 }
 
-/** A cpuacct (v1) or unified (v2) cgroup directory we can create, or null. */
-function cgroupBase(): { dir: string; usage: (d: string) => number } | null {
-  const v1 = '/sys/fs/cgroup/cpuacct';
-  if (fs.existsSync(path.join(v1, 'cpuacct.usage'))) {
-    return { dir: v1, usage: (d) => Number(fs.readFileSync(path.join(d, 'cpuacct.usage'), 'utf8')) / 1e6 };
-  }
-  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) {
-    return {
-      dir: '/sys/fs/cgroup',
-      usage: (d) => Number(/usage_usec (\d+)/.exec(fs.readFileSync(path.join(d, 'cpu.stat'), 'utf8'))?.[1]) / 1e3,
-    };
-  }
-  return null;
-}
-
 /** bash `times` line `0m0.012s 0m0.004s` -> ms. */
 function timesMs(line: string): number {
   let total = 0;
@@ -67,14 +53,9 @@ function timesMs(line: string): number {
 export function makeShimWrap(parent: string, tag: string): ShimWrap {
   const dir = fs.mkdtempSync(path.join(parent, `shim-wrap-${tag}-`));
   const log = path.join(dir, 'starts.log');
-  const base = cgroupBase();
-  const cgroups: Partial<Record<Side, string>> = {};
+  const cgroups = makeCpuCgroups(`wrap-${tag}`);
   for (const side of ['runc', 'tsshim'] as Side[]) {
-    let cg = '';
-    if (base) {
-      const d = path.join(base.dir, `tsshim-bench-${process.pid}-${tag}`, side);
-      try { fs.mkdirSync(d, { recursive: true }); cg = d; cgroups[side] = d; } catch { /* no cgroup: CPU rows stay empty */ }
-    }
+    const cg = cgroups.dir(side);
     const script = [
       '#!/bin/bash',
       `# bench wrapper (bench/lib/shim-wrap.ts) for ${BINARY[side]}`,
@@ -96,11 +77,7 @@ export function makeShimWrap(parent: string, tag: string): ShimWrap {
   }
   return {
     dir,
-    cgroupCpuMs(side) {
-      const d = cgroups[side];
-      if (!d || !base) return NaN;
-      try { return base.usage(d); } catch { return NaN; }
-    },
+    cgroupCpuMs: (side) => cgroups.usageMs(side),
     starts() {
       let text = '';
       try { text = fs.readFileSync(log, 'utf8'); } catch { return []; }
@@ -115,8 +92,7 @@ export function makeShimWrap(parent: string, tag: string): ShimWrap {
       return out;
     },
     remove() {
-      for (const d of Object.values(cgroups)) { try { fs.rmdirSync(d!); } catch { /* a process is still in it */ } }
-      if (base) { try { fs.rmdirSync(path.join(base.dir, `tsshim-bench-${process.pid}-${tag}`)); } catch { /* not empty */ } }
+      cgroups.remove();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,11 +1,12 @@
 // 2. A detached container: exec latency, 20 concurrent execs, metrics, ps, pause, resume,
 // kill -> STOPPED and delete, runc and tsshim alternating on every operation. Beside each latency, the
-// shim's CPU for it: utime+stime of the daemon and of its reaped children (runc calls, exec'd
-// processes) from /proc/<pid>/stat, read before and after.
+// shim's CPU for it: the daemon is moved into a cpuacct cgroup of its side right after `run -d`
+// (bench/lib/cpu-cgroup.ts), so its CPU and that of the runc calls it makes are read in ns.
 import { waitTask } from '../../test/e2e/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, runSleeper } from '../lib/env';
 import type { Results } from '../lib/results';
-import { cpuWithChildrenMs, shimPidFor } from '../lib/proc';
+import { shimPidFor } from '../lib/proc';
+import { makeCpuCgroups } from '../lib/cpu-cgroup';
 import { nowMs, rotate } from '../lib/stats';
 
 type Op = 'run -d' | 'exec /bin/true' | '20 concurrent execs (total)' | 'task metrics' | 'task ps' | 'pause' | 'resume' | 'kill -> STOPPED' | 'task delete';
@@ -32,19 +33,21 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
     times.get(k)!.push(ms);
   };
   const cpu = new Map<string, number[]>();
+  const cg = makeCpuCgroups('detached');
+  try {
   let execSeq = 0;
   for (let i = 0; i < iterations; i++) {
     const ids: Record<Side, string> = { runc: newId('det-runc'), tsshim: newId('det-tsshim') };
-    const shims: Partial<Record<Side, number | null>> = {};
+    const shims: Partial<Record<Side, boolean>> = {};
     for (const [k, op] of OPS.entries()) {
       for (const side of rotate(SIDES, i + k)) {
         const id = ids[side];
-        const shim = shims[side] ?? null;
-        const cpu0 = shim === null || !CPU_OPS.has(op) ? NaN : cpuWithChildrenMs(shim);
+        const measured = !!shims[side] && CPU_OPS.has(op);
+        const cpu0 = measured ? cg.usageMs(side) : NaN;
         switch (op) {
           case 'run -d':
             push(op, side, (await runSleeper(env, c, { side }, id)).ms);
-            shims[side] = shimPidFor(c.address, id);
+            { const pid = shimPidFor(c.address, id); shims[side] = pid !== null && cg.adopt(side, pid); }
             break;
           case 'exec /bin/true':
             for (let n = 0; n < execsPerIteration; n++) {
@@ -83,7 +86,7 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
             await mustCtr(c, ['container', 'delete', id]);
             break;
         }
-        const used = shim === null ? NaN : cpuWithChildrenMs(shim) - cpu0;
+        const used = measured ? cg.usageMs(side) - cpu0 : NaN;
         if (Number.isFinite(used)) {
           // exec: three per iteration, CPU per exec is the third of the sum.
           const k2 = `${op}|${side}`;
@@ -93,6 +96,9 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
       }
     }
     env.log(`  detached: ${i + 1}/${iterations}`);
+  }
+  } finally {
+    cg.remove();
   }
   for (const op of OPS) {
     const t = TARGETS[op];

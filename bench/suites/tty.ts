@@ -6,14 +6,15 @@
 import * as pty from 'node-pty';
 import type { Containerd } from '../../test/e2e/harness';
 import { type BenchEnv, type Side, SIDES, newId, runArgs, removeContainer, runSleeper } from '../lib/env';
-import { cpuWithChildrenMs, shimPidFor } from '../lib/proc';
+import { shimPidFor } from '../lib/proc';
+import { makeCpuCgroups, type CpuCgroups } from '../lib/cpu-cgroup';
 import type { Results } from '../lib/results';
 import { nowMs, rotate } from '../lib/stats';
 
 interface TtyRun { mibPerS: number; wallMs: number; cpuMs: number; lostBytes: number }
 
 /** ctr `args` on a pty; resolves once ctr exits after `bytes` bytes of output reached us. */
-function ptyRun(c: Containerd, args: string[], bytes: number, shimOf: () => number | null): Promise<TtyRun> {
+function ptyRun(c: Containerd, args: string[], bytes: number, side: Side, cg: CpuCgroups, shimOf: () => number | null): Promise<TtyRun> {
   return new Promise((resolve, reject) => {
     const t0 = nowMs();
     const term = pty.spawn('ctr', ['--address', c.address, '--namespace', c.namespace, ...args], {
@@ -22,7 +23,7 @@ function ptyRun(c: Containerd, args: string[], bytes: number, shimOf: () => numb
     let got = 0;
     let first = 0;
     let last = 0;
-    let shim: number | null = null;
+    let adopted = false;
     let cpuFirst = NaN;
     let cpuLast = NaN;
     let tail = '';
@@ -31,12 +32,13 @@ function ptyRun(c: Containerd, args: string[], bytes: number, shimOf: () => numb
       const n = typeof d === 'string' ? Buffer.byteLength(d) : (d as Buffer).length;
       if (!first) {
         first = nowMs();
-        shim = shimOf();
-        if (shim !== null) cpuFirst = cpuWithChildrenMs(shim);
+        const shim = shimOf();
+        adopted = shim !== null && cg.adopt(side, shim);
+        if (adopted) cpuFirst = cg.usageMs(side);
       }
       got += n;
       last = nowMs();
-      if (shim !== null) cpuLast = cpuWithChildrenMs(shim);
+      if (adopted) cpuLast = cg.usageMs(side);
       if (got < 2048 || got >= bytes) tail = (tail + (typeof d === 'string' ? d : (d as Buffer).toString('latin1'))).slice(-300);
     });
     term.onExit(async (e) => {
@@ -65,22 +67,24 @@ export async function ttySuite(env: BenchEnv, results: Results): Promise<void> {
     exec: { runc: [] as TtyRun[], tsshim: [] as TtyRun[] },
   };
   const sleepers: Record<Side, string> = { runc: newId('ttys-runc'), tsshim: newId('ttys-tsshim') };
+  const cg = makeCpuCgroups('tty');
   try {
     for (const side of SIDES) await runSleeper(env, c, { side }, sleepers[side]);
     let execSeq = 0;
     for (let i = 0; i < iterations; i++) {
       for (const side of rotate(SIDES, i)) {
         const id = newId(`tty-${side}`);
-        rows.run[side].push(await ptyRun(c, runArgs(env, { side }, ['-t', '--rm'], id, dd), bytes, () => shimPidFor(c.address, id)));
+        rows.run[side].push(await ptyRun(c, runArgs(env, { side }, ['-t', '--rm'], id, dd), bytes, side, cg, () => shimPidFor(c.address, id)));
       }
       for (const side of rotate(SIDES, i + 1)) {
         const args = ['task', 'exec', '-t', '--exec-id', `tty${++execSeq}`, sleepers[side], ...dd];
-        rows.exec[side].push(await ptyRun(c, args, bytes, () => shimPidFor(c.address, sleepers[side])));
+        rows.exec[side].push(await ptyRun(c, args, bytes, side, cg, () => shimPidFor(c.address, sleepers[side])));
       }
       env.log(`  tty: ${i + 1}/${iterations}`);
     }
   } finally {
     for (const side of SIDES) await removeContainer(c, sleepers[side]);
+    cg.remove();
   }
   const lost = SIDES.map((s) => `${s} ${[...rows.run[s], ...rows.exec[s]].filter((x) => x.lostBytes > 0).length} (max ${Math.max(0, ...[...rows.run[s], ...rows.exec[s]].map((x) => x.lostBytes))} B)`);
   results.note(`tty: runs whose output ended short of the ${mib} MiB written (the tail lost at exit): ${lost.join(', ')}`);
@@ -91,7 +95,7 @@ export async function ttySuite(env: BenchEnv, results: Results): Promise<void> {
     results.add({ suite: 'tty', name: `${label}: ${mib} MiB through a pty, first to last byte`, unit: 'MiB/s', better: 'higher',
       runc: pick('runc', (x) => x.mibPerS), tsshim: pick('tsshim', (x) => x.mibPerS), target });
     results.add({ suite: 'tty', name: `${label}: ${mib} MiB, wall time`, unit: 'ms', runc: pick('runc', (x) => x.wallMs), tsshim: pick('tsshim', (x) => x.wallMs) });
-    results.add({ suite: 'tty', name: `${label}: shim CPU for ${mib} MiB (daemon + reaped children)`, unit: 'ms',
+    results.add({ suite: 'tty', name: `${label}: shim CPU for ${mib} MiB (daemon + runc, cgroup)`, unit: 'ms',
       runc: pick('runc', (x) => x.cpuMs), tsshim: pick('tsshim', (x) => x.cpuMs) });
   }
 }
