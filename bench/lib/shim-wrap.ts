@@ -7,7 +7,9 @@
 //   - for `start`, runs the real binary as its child and logs the wall time ($EPOCHREALTIME, no fork)
 //     and the CPU of that command (bash `times`, its reaped child) to a log file;
 //   - for anything else, execs the real binary.
-// bash's own start-up (~1-2 ms) lands before the clock starts, on both runtimes alike.
+// A `runc` wrapper there too logs every runc call's wall time and argv, so a shim's Create can be
+// split into runc's own time and the shim's. bash's own start-up (~1-2 ms) lands before the clock
+// starts, on both runtimes alike (for runc it adds to the shim's side of the split).
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -27,6 +29,17 @@ export interface StartRecord {
   cpuMs: number;
 }
 
+export interface RuncCall {
+  /** The runc subcommand (create, start, delete, kill, exec, ...). */
+  command: string;
+  /** The last argument: the container id for most subcommands. */
+  id: string;
+  t0: number;
+  t1: number;
+}
+
+const RUNC_COMMANDS = new Set(['create', 'start', 'delete', 'kill', 'exec', 'state', 'ps', 'pause', 'resume', 'events', 'update', 'features']);
+
 export interface ShimWrap {
   /** Put this first on containerd's PATH. */
   dir: string;
@@ -34,6 +47,8 @@ export interface ShimWrap {
   cgroupCpuMs(side: Side): number;
   /** `start` records logged so far. */
   starts(): StartRecord[];
+  /** runc calls logged so far. */
+  runcCalls(): RuncCall[];
   /** Remove the cgroups (once their processes are gone) and the directory. */
   remove(): void;
 }
@@ -75,8 +90,30 @@ export function makeShimWrap(parent: string, tag: string): ShimWrap {
     ].join('\n');
     fs.writeFileSync(path.join(dir, BINARY[side]), script, { mode: 0o755 });
   }
+  const runcLog = path.join(dir, 'runc.log');
+  const runcReal = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
+  fs.writeFileSync(path.join(dir, 'runc'), [
+    '#!/bin/bash',
+    '# bench wrapper (bench/lib/shim-wrap.ts) for runc: wall time of every call',
+    't0=$EPOCHREALTIME',
+    `${runcReal} "$@"; rc=$?`,
+    `echo "$t0 $EPOCHREALTIME $*" >> ${runcLog}`,
+    'exit $rc',
+    '',
+  ].join('\n'), { mode: 0o755 });
   return {
     dir,
+    runcCalls() {
+      let text = '';
+      try { text = fs.readFileSync(runcLog, 'utf8'); } catch { return []; }
+      const out: RuncCall[] = [];
+      for (const line of text.split('\n')) {
+        const [t0, t1, ...args] = line.split(' ');
+        if (!args.length) continue;
+        out.push({ command: args.find((a) => RUNC_COMMANDS.has(a)) ?? '?', id: args[args.length - 1], t0: Number(t0) * 1000, t1: Number(t1) * 1000 });
+      }
+      return out;
+    },
     cgroupCpuMs: (side) => cgroups.usageMs(side),
     starts() {
       let text = '';
