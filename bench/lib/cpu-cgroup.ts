@@ -27,8 +27,8 @@ export interface CpuCgroups {
   adopt(side: Side, pid: number): boolean;
   /** Cumulative CPU (ms) used in the side's cgroup; NaN without cgroups. */
   usageMs(side: Side): number;
-  /** Move what is left back to the root cgroup and remove the directories. */
-  remove(): void;
+  /** Move what is left back to the root cgroup and remove the directories (retrying while a process exits). */
+  remove(): Promise<void>;
 }
 
 export function makeCpuCgroups(tag: string): CpuCgroups {
@@ -53,13 +53,15 @@ export function makeCpuCgroups(tag: string): CpuCgroups {
       if (!d || !b) return NaN;
       try { return b.usageMs(d); } catch { return NaN; }
     },
-    remove() {
+    async remove() {
       if (!b) return;
       for (const d of Object.values(dirs)) {
-        let pids: string[] = [];
-        try { pids = fs.readFileSync(path.join(d!, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean); } catch { /* gone */ }
-        for (const pid of pids) { try { fs.writeFileSync(path.join(b.root, 'cgroup.procs'), `${pid}\n`); } catch { /* exited */ } }
-        try { fs.rmdirSync(d!); } catch { /* still busy */ }
+        for (let attempt = 0; attempt < 40; attempt++) {
+          let pids: string[] = [];
+          try { pids = fs.readFileSync(path.join(d!, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean); } catch { /* gone */ }
+          for (const pid of pids) { try { fs.writeFileSync(path.join(b.root, 'cgroup.procs'), `${pid}\n`); } catch { /* exited */ } }
+          try { fs.rmdirSync(d!); break; } catch { await new Promise((r) => setTimeout(r, 50)); } // a process still exiting
+        }
       }
       try { fs.rmdirSync(top); } catch { /* not empty */ }
     },

@@ -50,7 +50,7 @@ export interface ShimWrap {
   /** runc calls logged so far. */
   runcCalls(): RuncCall[];
   /** Remove the cgroups (once their processes are gone) and the directory. */
-  remove(): void;
+  remove(): Promise<void>;
 }
 
 function realBinary(side: Side): string {
@@ -128,8 +128,8 @@ export function makeShimWrap(parent: string, tag: string): ShimWrap {
       }
       return out;
     },
-    remove() {
-      cgroups.remove();
+    async remove() {
+      await cgroups.remove();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -171,7 +171,7 @@ export async function coldSuite(env: BenchEnv, results: Results): Promise<void> 
     results.note('cold: runc calls timed by a bash wrapper around runc (adds ~1-2 ms to each call, counted on the shim side of the split);');
     results.note('cold: start timed by a bash wrapper around each shim binary; CPU from a cpuacct cgroup per runtime that the wrapper joins (start, daemon, runc children, spares; ~1-2 ms of bash per shim command on both sides)');
   } finally {
-    for (const m of modes) { await stop(m.c); m.wrap.remove(); }
+    for (const m of modes) { await stop(m.c); await m.wrap.remove(); }
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }

@@ -152,7 +152,7 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
       for (const pid of shims) if (pidAlive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     }
     removeCgroupDirs();
-    cg.remove();
+    await cg.remove();
     fs.rmSync(work, { recursive: true, force: true });
   }
   const target = { text: 'ratio <= 1.0', on: 'ratio' as const, op: '<=' as const, value: 1.0 };

@@ -98,7 +98,7 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
     env.log(`  detached: ${i + 1}/${iterations}`);
   }
   } finally {
-    cg.remove();
+    await cg.remove();
   }
   for (const op of OPS) {
     const t = TARGETS[op];

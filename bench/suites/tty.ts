@@ -84,7 +84,7 @@ export async function ttySuite(env: BenchEnv, results: Results): Promise<void> {
     }
   } finally {
     for (const side of SIDES) await removeContainer(c, sleepers[side]);
-    cg.remove();
+    await cg.remove();
   }
   const lost = SIDES.map((s) => `${s} ${[...rows.run[s], ...rows.exec[s]].filter((x) => x.lostBytes > 0).length} (max ${Math.max(0, ...[...rows.run[s], ...rows.exec[s]].map((x) => x.lostBytes))} B)`);
   results.note(`tty: runs whose output ended short of the ${mib} MiB written (the tail lost at exit): ${lost.join(', ')}`);
