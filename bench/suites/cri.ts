@@ -6,6 +6,8 @@
 // is moved into a cpuacct cgroup after RunPodSandbox (bench/lib/cpu-cgroup.ts). CreateContainer
 // does not reach the shim (the cri plugin creates the task in StartContainer). tsshim's own rpc
 // durations (Create, Start) come from the debug log, split into the sandbox's and the containers'.
+// containerd's PATH starts with the wrappers of bench/lib/shim-wrap.ts, so StartContainer is also
+// split into runc's own wall time (create + start of that container) and the rest.
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,6 +18,7 @@ import { readLines } from '../lib/containerd-log';
 import { type BenchEnv, type Side, SIDES, logMark } from '../lib/env';
 import { shimDaemons, shimPidFor } from '../lib/proc';
 import { makeCpuCgroups } from '../lib/cpu-cgroup';
+import { makeShimWrap, type ShimWrap } from '../lib/shim-wrap';
 import type { Results } from '../lib/results';
 import { nowMs, rotate, sleep } from '../lib/stats';
 
@@ -79,11 +82,15 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
   fs.writeFileSync(path.join(work, 'tsshim.toml'), fixture('tsshim.toml', work));
   let c: Containerd | undefined;
   let cri: CriClient | undefined;
+  let wrap: ShimWrap | undefined;
   const ms = new Map<string, number[]>();
   const cg = makeCpuCgroups('cri');
   const push = (k: string, v: number) => { if (!Number.isFinite(v)) return; if (!ms.has(k)) ms.set(k, []); ms.get(k)!.push(v); };
   try {
-    c = await startContainerd({ cri: fixture('cri-plugin.toml', work), logLevel: 'debug', namespace: NAMESPACE });
+    wrap = makeShimWrap(work, 'cri');
+    const PATH = `${wrap.dir}:${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
+    c = await startContainerd({ cri: fixture('cri-plugin.toml', work), logLevel: 'debug', namespace: NAMESPACE, env: { PATH } });
+    const w = wrap;
     buildBusyboxImage(path.join(work, 'images', 'busybox.tar'));
     buildPauseImage(path.join(work, 'images', 'pause.tar'));
     await importImage(c, path.join(work, 'images', 'busybox.tar'), BUSYBOX_IMAGE, { namespace: NAMESPACE });
@@ -112,7 +119,19 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
         const c0 = cpu();
         t0 = nowMs();
         await client.startContainer(cid);
-        rec('StartContainer', nowMs() - t0);
+        const t1 = nowMs();
+        const startMs = t1 - t0;
+        rec('StartContainer', startMs);
+        const runc = w.runcCalls().filter((r) => r.id === cid && (r.command === 'create' || r.command === 'start'));
+        if (runc.length === 2) {
+          const runcMs = runc.reduce((sum, r) => sum + r.t1 - r.t0, 0);
+          rec('runc in StartContainer', runcMs);
+          rec('StartContainer minus runc', startMs - runcMs);
+          const [create, start] = runc[0].command === 'create' ? runc : [runc[1], runc[0]];
+          rec('call -> runc create', create.t0 - t0);
+          rec('runc create -> runc start', start.t0 - create.t1);
+          rec('runc start -> return', t1 - start.t1);
+        }
         rec('cpu StartContainer', cpu() - c0);
       }
       const c0 = cpu();
@@ -153,6 +172,7 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
     }
     removeCgroupDirs();
     await cg.remove();
+    await wrap?.remove();
     fs.rmSync(work, { recursive: true, force: true });
   }
   const target = { text: 'ratio <= 1.0', on: 'ratio' as const, op: '<=' as const, value: 1.0 };
@@ -160,6 +180,13 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
     const get = (k: string, s: Side) => ms.get(`${mode}|${k}|${s}`) ?? null;
     for (const call of CALLS) {
       results.add({ suite: 'cri', name: call, mode, unit: 'ms', runc: get(call, 'runc'), tsshim: get(call, 'tsshim'), target });
+      if (call === 'StartContainer') {
+        results.add({ suite: 'cri', name: 'StartContainer: runc create + start (wall)', mode, unit: 'ms', runc: get('runc in StartContainer', 'runc'), tsshim: get('runc in StartContainer', 'tsshim') });
+        results.add({ suite: 'cri', name: 'StartContainer minus runc', mode, unit: 'ms', runc: get('StartContainer minus runc', 'runc'), tsshim: get('StartContainer minus runc', 'tsshim') });
+        for (const gap of ['call -> runc create', 'runc create -> runc start', 'runc start -> return']) {
+          results.add({ suite: 'cri', name: `StartContainer gap: ${gap}`, mode, unit: 'ms', runc: get(gap, 'runc'), tsshim: get(gap, 'tsshim') });
+        }
+      }
       if (call !== 'RunPodSandbox' && call !== 'CreateContainer') {
         results.add({ suite: 'cri', name: `shim CPU: ${call}`, mode, unit: 'ms', runc: get(`cpu ${call}`, 'runc'), tsshim: get(`cpu ${call}`, 'tsshim') });
       }
