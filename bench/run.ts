@@ -20,8 +20,11 @@ import { memorySuite } from './suites/memory';
 import { reaperSuite } from './suites/reaper';
 import { ttrpcSuite } from './suites/ttrpc';
 import { profileSuite } from './suites/profile';
+import { coldSuite } from './suites/cold';
+import { ttySuite } from './suites/tty';
+import { criSuite } from './suites/cri';
 
-const SUITES = ['run-rm', 'detached', 'throughput', 'memory', 'reaper', 'ttrpc', 'profile'] as const;
+const SUITES = ['run-rm', 'detached', 'throughput', 'memory', 'reaper', 'ttrpc', 'profile', 'cold', 'tty', 'cri'] as const;
 type SuiteName = typeof SUITES[number];
 
 interface Args { quick: boolean; only: Set<SuiteName>; out: string }
@@ -94,6 +97,9 @@ async function main(): Promise<void> {
     if (args.only.has('reaper')) { log('suite: reaper and exec storm'); await reaperSuite(env, results); }
     if (args.only.has('ttrpc')) { log('suite: ttrpc'); await ttrpcSuite(env, results); }
     if (args.only.has('profile')) { log('suite: start-up profile'); await profileSuite(env, results); }
+    if (args.only.has('cold')) { log('suite: cold path (spares off) and warm spare'); await coldSuite(env, results); }
+    if (args.only.has('tty')) { log('suite: tty output'); await ttySuite(env, results); }
+    if (args.only.has('cri')) { log('suite: CRI through the cri plugin'); await criSuite(env, results); }
   } finally {
     for (const sb of sandboxes) await removeContainer(sb.c, sb.id).catch(() => undefined);
     await stopAll(main);

@@ -136,3 +136,15 @@ export function shimPidFor(containerdAddress: string, id: string): number | null
   }
   return null;
 }
+
+/**
+ * utime + stime of a process and of its reaped children (cutime + cstime) in milliseconds: a shim
+ * daemon's own CPU plus that of the runc calls and container processes it has waited for. NaN when gone.
+ */
+export function cpuWithChildrenMs(pid: number): number {
+  const stat = readOr(`/proc/${pid}/stat`);
+  if (!stat) return NaN;
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3: utime 14, stime 15, cutime 16, cstime 17.
+  return ((Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) * 1000) / PAGE_TICKS;
+}

@@ -1,8 +1,12 @@
 // 2. A detached container: exec latency, 20 concurrent execs, metrics, ps, pause, resume,
-// kill -> STOPPED and delete, runc and tsshim alternating on every operation.
+// kill -> STOPPED and delete, runc and tsshim alternating on every operation. Beside each latency, the
+// shim's CPU for it: the daemon is moved into a cpuacct cgroup of its side right after `run -d`
+// (bench/lib/cpu-cgroup.ts), so its CPU and that of the runc calls it makes are read in ns.
 import { waitTask } from '../../test/e2e/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, runSleeper } from '../lib/env';
 import type { Results } from '../lib/results';
+import { shimPidFor } from '../lib/proc';
+import { makeCpuCgroups } from '../lib/cpu-cgroup';
 import { nowMs, rotate } from '../lib/stats';
 
 type Op = 'run -d' | 'exec /bin/true' | '20 concurrent execs (total)' | 'task metrics' | 'task ps' | 'pause' | 'resume' | 'kill -> STOPPED' | 'task delete';
@@ -14,6 +18,10 @@ const TARGETS: Partial<Record<Op, { text: string; value: number }>> = {
   'task metrics': { text: 'ratio <= 1.0', value: 1.0 },
 };
 
+/** Operations whose shim CPU is read (the shim lives before and after them). */
+const CPU_OPS = new Set<Op>(['exec /bin/true', '20 concurrent execs (total)', 'task metrics', 'task ps', 'pause', 'resume', 'kill -> STOPPED']);
+const CPU_TARGET = new Set<Op>(['exec /bin/true', 'task metrics']);
+
 export async function detachedSuite(env: BenchEnv, results: Results): Promise<void> {
   const c = env.main;
   const iterations = env.quick ? 3 : 10;
@@ -24,15 +32,22 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
     if (!times.has(k)) times.set(k, []);
     times.get(k)!.push(ms);
   };
+  const cpu = new Map<string, number[]>();
+  const cg = makeCpuCgroups('detached');
+  try {
   let execSeq = 0;
   for (let i = 0; i < iterations; i++) {
     const ids: Record<Side, string> = { runc: newId('det-runc'), tsshim: newId('det-tsshim') };
+    const shims: Partial<Record<Side, boolean>> = {};
     for (const [k, op] of OPS.entries()) {
       for (const side of rotate(SIDES, i + k)) {
         const id = ids[side];
+        const measured = !!shims[side] && CPU_OPS.has(op);
+        const cpu0 = measured ? cg.usageMs(side) : NaN;
         switch (op) {
           case 'run -d':
             push(op, side, (await runSleeper(env, c, { side }, id)).ms);
+            { const pid = shimPidFor(c.address, id); shims[side] = pid !== null && cg.adopt(side, pid); }
             break;
           case 'exec /bin/true':
             for (let n = 0; n < execsPerIteration; n++) {
@@ -71,9 +86,19 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
             await mustCtr(c, ['container', 'delete', id]);
             break;
         }
+        const used = measured ? cg.usageMs(side) - cpu0 : NaN;
+        if (Number.isFinite(used)) {
+          // exec: three per iteration, CPU per exec is the third of the sum.
+          const k2 = `${op}|${side}`;
+          if (!cpu.has(k2)) cpu.set(k2, []);
+          cpu.get(k2)!.push(op === 'exec /bin/true' ? used / execsPerIteration : used);
+        }
       }
     }
     env.log(`  detached: ${i + 1}/${iterations}`);
+  }
+  } finally {
+    await cg.remove();
   }
   for (const op of OPS) {
     const t = TARGETS[op];
@@ -81,5 +106,11 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
       suite: 'detached', name: op, unit: 'ms', runc: times.get(`${op}|runc`), tsshim: times.get(`${op}|tsshim`),
       target: t ? { text: t.text, on: 'ratio', op: '<=', value: t.value } : undefined,
     });
+    if (CPU_OPS.has(op)) {
+      results.add({
+        suite: 'detached', name: `shim CPU: ${op}`, unit: 'ms', runc: cpu.get(`${op}|runc`) ?? null, tsshim: cpu.get(`${op}|tsshim`) ?? null,
+        target: CPU_TARGET.has(op) ? { text: 'ratio <= 1.0 (CPU per operation)', on: 'ratio', op: '<=', value: 1.0 } : undefined,
+      });
+    }
   }
 }
