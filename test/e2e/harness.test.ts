@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, renderConfig, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from './harness';
+import { startContainerd, uniqueId, pidAlive, renderConfig, shimAddressOf, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from './harness';
 import { makeRootfs, ensureBusyboxImage, PATH_ENV_ARGS, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
 import { collectEvents, closeClients, getTask, listTasks, waitTask } from './containerd-api';
 
@@ -78,7 +78,7 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   assert.ok((await listTasks(c)).some((t) => t.id === id3), 'List reports the task id in `id`');
   const shims = c.shimPids();
   assert.ok(shims.length >= 1, 'a live shim is found by its -address argument');
-  const shimSocket = fs.readFileSync(path.join(c.bundleDir(id3), 'address'), 'utf8').trim().slice('unix://'.length);
+  const shimSocket = shimAddressOf(c.bundleDir(id3)).slice('unix://'.length);
   assert.ok(fs.existsSync(shimSocket));
   events.stop();
 

@@ -29,7 +29,7 @@ class PtySession {
   private readonly term: pty.IPty;
 
   constructor(args: string[], size = { cols: 80, rows: 24 }) {
-    this.term = pty.spawn('ctr', ['--address', c.address, '--namespace', c.namespace, ...args], {
+    this.term = pty.spawn(c.ctrBinary, ['--address', c.address, '--namespace', c.namespace, ...args], {
       name: 'xterm', cols: size.cols, rows: size.rows,
       env: process.env as Record<string, string>,
     });
