@@ -78,7 +78,7 @@ function cacheRoot(): string {
   if (!ownCache) {
     ownCache = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-containerd-'));
     const dir = ownCache;
-    process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    process.on('exit', () => { try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ } });
   }
   return ownCache;
 }
@@ -99,25 +99,39 @@ function unpack(archive: string, version: string): string {
   return path.join(dest, 'bin');
 }
 
-let cached: ContainerdRelease | null = null;
+const known = new Map<string, ContainerdRelease>();
 
 /** The release chosen for this run (throws with the skip reason when its archive is missing). */
 export function selectedRelease(repo: string): ContainerdRelease {
-  if (cached) return cached;
-  const v = requestedVersion();
+  return releaseFor(repo, requestedVersion());
+}
+
+/** A given release ('2.3.4'; null or 'apt' for the containerd on PATH), unpacked on first use. */
+export function releaseFor(repo: string, version: string | null): ContainerdRelease {
+  const v = version === 'apt' || version === 'default' ? null : version;
+  const hit = known.get(v ?? 'apt');
+  if (hit) return hit;
+  let release: ContainerdRelease;
   if (!v) {
     const out = spawnSync('containerd', ['--version'], { encoding: 'utf8' }).stdout ?? '';
-    const version = /\sv?(\d+\.\d+\.\d+)/.exec(out)?.[1] ?? '1.6';
-    cached = { version, ...parseVersion(version), binDir: null, containerd: 'containerd', ctr: 'ctr', configVersion: 2 };
-    return cached;
+    const apt = /\sv?(\d+\.\d+\.\d+)/.exec(out)?.[1] ?? '1.6';
+    release = { version: apt, ...parseVersion(apt), binDir: null, containerd: 'containerd', ctr: 'ctr', configVersion: 2 };
+  } else {
+    const archive = archivePath(repo, v);
+    if (!archive) throw new Error(`containerd ${v}: no containerd-${v}-linux-amd64.tar.xz in ${archiveDir(repo) ?? '../shared/containerd (missing)'}`);
+    const binDir = unpack(archive, v);
+    const containerd = path.join(binDir, 'containerd');
+    release = {
+      version: v, ...parseVersion(v), binDir, containerd, ctr: path.join(binDir, 'ctr'),
+      configVersion: configVersionOf(containerd),
+    };
   }
-  const archive = archivePath(repo, v);
-  if (!archive) throw new Error(releaseSkipReason(repo)!);
-  const binDir = unpack(archive, v);
-  const containerd = path.join(binDir, 'containerd');
-  cached = {
-    version: v, ...parseVersion(v), binDir, containerd, ctr: path.join(binDir, 'ctr'),
-    configVersion: configVersionOf(containerd),
-  };
-  return cached;
+  known.set(v ?? 'apt', release);
+  return release;
+}
+
+/** Why a release cannot run here (its archive is missing), or null. */
+export function releaseMissing(repo: string, version: string): string | null {
+  return version === 'apt' || archivePath(repo, version) ? null
+    : `containerd ${version}: no containerd-${version}-linux-amd64.tar.xz in ${archiveDir(repo) ?? '../shared/containerd (missing)'}`;
 }

@@ -6,9 +6,9 @@ import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { selectedRelease, type ContainerdRelease } from './containerd-release';
+import { selectedRelease, releaseFor, type ContainerdRelease } from './containerd-release';
 
-export { releaseSkipReason, requestedVersion, selectedRelease, type ContainerdRelease } from './containerd-release';
+export { releaseSkipReason, releaseMissing, requestedVersion, selectedRelease, releaseFor, type ContainerdRelease } from './containerd-release';
 
 export const RUNC_RUNTIME = 'io.containerd.runc.v2';
 export const TSSHIM_RUNTIME = 'io.containerd.tsshim.v2';
@@ -30,6 +30,8 @@ export interface ContainerdOptions {
   env?: Record<string, string>;
   /** How long to wait for `ctr version` to answer. Default 20 s. */
   readyTimeoutMs?: number;
+  /** The containerd release to start ('2.3.4', 'apt'); default: TSSHIM_CONTAINERD's choice. */
+  release?: string;
 }
 
 export interface CtrOptions {
@@ -77,8 +79,12 @@ export interface Containerd {
   stop(): Promise<void>;
   /** SIGKILL containerd only: shims and containers keep running. */
   kill9(): Promise<void>;
-  /** Stop containerd only (SIGTERM, SIGKILL after a grace period) if running, then start it again on the same dirs. */
-  restart(): Promise<void>;
+  /**
+   * Stop containerd only (SIGTERM, SIGKILL after a grace period) if running, then start it again on
+   * the same dirs; with `release`, start that release instead (a daemon upgrade: config.toml is
+   * rewritten in its format, ctr and PATH switch to its binaries).
+   */
+  restart(opts?: { release?: string }): Promise<void>;
 }
 
 /** The repository root: the nearest ancestor of this file that holds tsshim's package.json. */
@@ -102,7 +108,10 @@ export function repoRoot(): string {
  * dir (its ctr and Go shim), then this process's PATH.
  */
 export function containerdSearchPath(...front: string[]): string {
-  const release = selectedRelease(repoRoot());
+  return searchPathFor(selectedRelease(repoRoot()), front);
+}
+
+function searchPathFor(release: ContainerdRelease, front: string[]): string {
   return [...front, path.join(repoRoot(), 'bin'), ...(release.binDir ? [release.binDir] : []),
     process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'].join(':');
 }
@@ -495,7 +504,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const configFile = path.join(dir, 'config.toml');
   const logFile = path.join(dir, 'containerd.log');
   const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
-  const release = selectedRelease(repo);
+  let release = opts.release ? releaseFor(repo, opts.release) : selectedRelease(repo);
   fs.writeFileSync(configFile, renderConfig(dir, opts, release.configVersion));
   // Marks the dir as ours for anyone sweeping leftovers: the owning test process and the config.
   fs.writeFileSync(path.join(dir, 'owner'), `${process.pid}\n`);
@@ -503,12 +512,13 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   // A 2.x release's bin dir comes right after ours: io.containerd.runc.v2 then resolves to that
   // release's Go shim, io.containerd.tsshim.v2 to ours. ctr 2.2+ warns about cgroup v1 on stderr at
   // every call unless told not to.
-  const env: NodeJS.ProcessEnv = {
+  const envFor = (r: ContainerdRelease): NodeJS.ProcessEnv => ({
     ...process.env,
-    PATH: containerdSearchPath(),
+    PATH: searchPathFor(r, []),
     CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS: '1',
     ...opts.env,
-  };
+  });
+  let env = envFor(release);
   let child!: ChildProcess;
   const inst: Instance = { dir, address, state, currentPid: () => child?.pid ?? -1, torn: false };
   live.add(inst);
@@ -562,7 +572,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const baseArgs = (ns?: string): string[] => ['--address', address, '--namespace', ns ?? namespace];
 
   const api: Containerd = {
-    release, ctrBinary: release.ctr,
+    get release() { return release; },
+    get ctrBinary() { return release.ctr; },
     dir, address, ttrpcAddress, root, state, namespace, configFile, logFile,
     get pid() { return child.pid ?? -1; },
     bundleDir: (id, ns) => path.join(state, TASK_DIR, ns ?? namespace, id),
@@ -583,9 +594,14 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       signalPid(child.pid, 'SIGKILL');
       await waitForExit(child, 5000);
     },
-    async restart() {
+    async restart(o = {}) {
       if (inst.torn) throw new Error('restart after stop');
       if (child.exitCode === null && child.signalCode === null) await stopDaemon('SIGTERM', 10_000);
+      if (o.release) {
+        release = releaseFor(repo, o.release);
+        env = envFor(release);
+        fs.writeFileSync(configFile, renderConfig(dir, opts, release.configVersion));
+      }
       await launch();
     },
   };
