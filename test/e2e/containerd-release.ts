@@ -36,6 +36,10 @@ export function archiveDir(repo: string): string | null {
   }
 }
 
+function whereArchives(repo: string): string {
+  return archiveDir(repo) ?? `${process.env.TSSHIM_CONTAINERD_ARCHIVES || '../shared/containerd'} (no such folder)`;
+}
+
 export function archivePath(repo: string, version: string): string | null {
   const dir = archiveDir(repo);
   const file = dir && path.join(dir, `containerd-${version}-linux-amd64.tar.xz`);
@@ -53,7 +57,7 @@ export function releaseSkipReason(repo: string): string | null {
   const v = requestedVersion();
   if (!v) return null;
   if (archivePath(repo, v)) return null;
-  return `containerd ${v}: no containerd-${v}-linux-amd64.tar.xz in ${archiveDir(repo) ?? '../shared/containerd (missing)'}; skipped`;
+  return `skipped: no containerd-${v}-linux-amd64.tar.xz in ${whereArchives(repo)}`;
 }
 
 function parseVersion(v: string): { major: number; minor: number } {
@@ -118,7 +122,7 @@ export function releaseFor(repo: string, version: string | null): ContainerdRele
     release = { version: apt, ...parseVersion(apt), binDir: null, containerd: 'containerd', ctr: 'ctr', configVersion: 2 };
   } else {
     const archive = archivePath(repo, v);
-    if (!archive) throw new Error(`containerd ${v}: no containerd-${v}-linux-amd64.tar.xz in ${archiveDir(repo) ?? '../shared/containerd (missing)'}`);
+    if (!archive) throw new Error(`containerd ${v}: no containerd-${v}-linux-amd64.tar.xz in ${whereArchives(repo)}`);
     const binDir = unpack(archive, v);
     const containerd = path.join(binDir, 'containerd');
     release = {
@@ -133,5 +137,5 @@ export function releaseFor(repo: string, version: string | null): ContainerdRele
 /** Why a release cannot run here (its archive is missing), or null. */
 export function releaseMissing(repo: string, version: string): string | null {
   return version === 'apt' || archivePath(repo, version) ? null
-    : `containerd ${version}: no containerd-${version}-linux-amd64.tar.xz in ${archiveDir(repo) ?? '../shared/containerd (missing)'}`;
+    : `containerd ${version}: no containerd-${version}-linux-amd64.tar.xz in ${whereArchives(repo)}`;
 }
