@@ -262,7 +262,9 @@ test('OOM: exit 137 and /tasks/oom before the /tasks/exit of that container (bot
     const id = uniqueId(`oom-${short(runtime)}`);
     const r = await runRm(runtime, id, ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=128M', 'count=1'], ['--memory-limit', '33554432']);
     assert.equal(r.code, 137, `${runtime}: ${r.stderr}`);
-    await events.waitFor((e) => e.topic === '/tasks/delete' && e.event?.container_id === id);
+    // The exit is what matters here (2.2.7 once left out /tasks/delete of `ctr run --rm` for the Go
+    // shim, so that is not waited for); /tasks/oom must already be there by then.
+    await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id);
     const mine = events.events.filter((e) => e.event?.container_id === id).map((e) => e.topic);
     const oom = mine.indexOf('/tasks/oom');
     const exit = mine.indexOf('/tasks/exit');
