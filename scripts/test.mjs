@@ -46,7 +46,7 @@ function parseArgs(argv) {
     else if (a === '--containerd') releases.push(argv[++i]);
     else if (a.startsWith('--containerd=')) releases.push(a.slice('--containerd='.length));
     else if (a === '-h' || a === '--help') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).join('\n') + '\n');
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 11).join('\n') + '\n');
       process.exit(0);
     } else if (a.startsWith('-')) {
       process.stderr.write(`test.mjs: unknown option ${a}\n`);
