@@ -112,7 +112,9 @@ export function containerdSearchPath(...front: string[]): string {
 }
 
 function searchPathFor(release: ContainerdRelease, front: string[]): string {
-  return [...front, path.join(repoRoot(), 'bin'), ...(release.binDir ? [release.binDir] : []),
+  // TSSHIM_TEST_SHIM_DIR: a dir put before ours, for experiments with a wrapped shim binary.
+  const extra = process.env.TSSHIM_TEST_SHIM_DIR ? [process.env.TSSHIM_TEST_SHIM_DIR] : [];
+  return [...extra, ...front, path.join(repoRoot(), 'bin'), ...(release.binDir ? [release.binDir] : []),
     process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'].join(':');
 }
 
