@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, renderConfig, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from './harness';
+import { startContainerd, uniqueId, pidAlive, renderConfig, shimAddressOf, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from './harness';
 import { makeRootfs, ensureBusyboxImage, PATH_ENV_ARGS, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
 import { collectEvents, closeClients, getTask, listTasks, waitTask } from './containerd-api';
 
@@ -34,6 +34,17 @@ test('config: cri disabled by default, extra TOML appended, sockets under the di
   assert.match(cri, /disabled_plugins = \[\]/);
   assert.match(cri, /restrict_oom_score_adj = true/);
   assert.match(cri, /\[timeouts\]/);
+  // containerd 2.x: version 3 keeps [grpc]/[ttrpc] and splits cri in three; version 4 (2.3) moves
+  // the listeners into server plugins.
+  const v3 = renderConfig('/tmp/tss-x', {}, 3);
+  assert.match(v3, /^version = 3$/m);
+  assert.match(v3, /"io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"/);
+  assert.match(v3, /^\[grpc\]\n {2}address = "\/tmp\/tss-x\/c.sock"$/m);
+  const v4 = renderConfig('/tmp/tss-x', {}, 4);
+  assert.match(v4, /^version = 4$/m);
+  assert.doesNotMatch(v4, /^\[grpc\]/m);
+  assert.match(v4, /\[plugins."io.containerd.server.v1.grpc"\]\n {2}address = "\/tmp\/tss-x\/c.sock"/);
+  assert.match(v4, /\[plugins."io.containerd.server.v1.ttrpc"\]\n {2}address = "\/tmp\/tss-x\/c.sock.ttrpc"/);
 });
 
 test('ctr run --rootfs and from an imported image print hello; events include /tasks/exit; stop cleans up', async () => {
@@ -78,7 +89,7 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   assert.ok((await listTasks(c)).some((t) => t.id === id3), 'List reports the task id in `id`');
   const shims = c.shimPids();
   assert.ok(shims.length >= 1, 'a live shim is found by its -address argument');
-  const shimSocket = fs.readFileSync(path.join(c.bundleDir(id3), 'address'), 'utf8').trim().slice('unix://'.length);
+  const shimSocket = shimAddressOf(c.bundleDir(id3)).slice('unix://'.length);
   assert.ok(fs.existsSync(shimSocket));
   events.stop();
 

@@ -6,6 +6,9 @@ import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { selectedRelease, releaseFor, type ContainerdRelease } from './containerd-release';
+
+export { releaseSkipReason, releaseMissing, requestedVersion, selectedRelease, releaseFor, type ContainerdRelease } from './containerd-release';
 
 export const RUNC_RUNTIME = 'io.containerd.runc.v2';
 export const TSSHIM_RUNTIME = 'io.containerd.tsshim.v2';
@@ -27,6 +30,8 @@ export interface ContainerdOptions {
   env?: Record<string, string>;
   /** How long to wait for `ctr version` to answer. Default 20 s. */
   readyTimeoutMs?: number;
+  /** The containerd release to start ('2.3.4', 'apt'); default: TSSHIM_CONTAINERD's choice. */
+  release?: string;
 }
 
 export interface CtrOptions {
@@ -47,6 +52,10 @@ export interface CtrResult {
 }
 
 export interface Containerd {
+  /** The containerd release this instance runs (TSSHIM_CONTAINERD picks it; the apt one by default). */
+  release: ContainerdRelease;
+  /** The ctr binary of that release (for tests that spawn ctr themselves, e.g. under a pty). */
+  ctrBinary: string;
   dir: string;
   address: string;
   ttrpcAddress: string;
@@ -70,8 +79,12 @@ export interface Containerd {
   stop(): Promise<void>;
   /** SIGKILL containerd only: shims and containers keep running. */
   kill9(): Promise<void>;
-  /** Stop containerd only (SIGTERM, SIGKILL after a grace period) if running, then start it again on the same dirs. */
-  restart(): Promise<void>;
+  /**
+   * Stop containerd only (SIGTERM, SIGKILL after a grace period) if running, then start it again on
+   * the same dirs; with `release`, start that release instead (a daemon upgrade: config.toml is
+   * rewritten in its format, ctr and PATH switch to its binaries).
+   */
+  restart(opts?: { release?: string }): Promise<void>;
 }
 
 /** The repository root: the nearest ancestor of this file that holds tsshim's package.json. */
@@ -88,6 +101,21 @@ export function repoRoot(): string {
     if (up === dir) throw new Error(`tsshim repository root not found above ${__dirname}`);
     dir = up;
   }
+}
+
+/**
+ * The PATH containerd gets: `front` dirs (e.g. a wrapper shim), our bin/, the selected release's bin
+ * dir (its ctr and Go shim), then this process's PATH.
+ */
+export function containerdSearchPath(...front: string[]): string {
+  return searchPathFor(selectedRelease(repoRoot()), front);
+}
+
+function searchPathFor(release: ContainerdRelease, front: string[]): string {
+  // TSSHIM_TEST_SHIM_DIR: a dir put before ours, for experiments with a wrapped shim binary.
+  const extra = process.env.TSSHIM_TEST_SHIM_DIR ? [process.env.TSSHIM_TEST_SHIM_DIR] : [];
+  return [...extra, ...front, path.join(repoRoot(), 'bin'), ...(release.binDir ? [release.binDir] : []),
+    process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'].join(':');
 }
 
 let idCounter = 0;
@@ -210,9 +238,21 @@ const TSSHIM_STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
  * A killed shim leaves its socket (outside our dir, e.g. /run/containerd/s/<hash>; its bundle says
  * where) and, for tsshim, its event outbox and per-node pid file named after that socket.
  */
+/**
+ * The shim's address as containerd keeps it: `address` (1.6, and tsshim everywhere) or, for a shim
+ * containerd 2.x started, `bootstrap.json` (2.x's Go shim writes no `address` file).
+ */
+export function shimAddressOf(bundleDir: string): string {
+  try {
+    return fs.readFileSync(path.join(bundleDir, 'address'), 'utf8').trim();
+  } catch {
+    return String(JSON.parse(fs.readFileSync(path.join(bundleDir, 'bootstrap.json'), 'utf8')).address ?? '');
+  }
+}
+
 function removeShimSocket(bundle: Bundle): void {
   try {
-    const address = fs.readFileSync(path.join(bundle.dir, 'address'), 'utf8').trim();
+    const address = shimAddressOf(bundle.dir);
     if (!address.startsWith('unix:///')) return;
     const socket = address.slice('unix://'.length);
     for (const ext of ['.outbox', '.pid']) fs.rmSync(path.join(TSSHIM_STATE_DIR, path.basename(socket) + ext), { force: true });
@@ -365,19 +405,41 @@ function tomlString(s: string): string {
   return JSON.stringify(s); // a JSON string is a valid TOML basic string for the paths we write
 }
 
-export function renderConfig(dir: string, opts: ContainerdOptions): string {
-  const disabled = [...(opts.cri ? [] : ['io.containerd.grpc.v1.cri']), ...(opts.disabledPlugins ?? [])];
+/** The cri plugin's parts: 2.x split it into a gRPC service, a runtime and an images plugin. */
+const CRI_PLUGINS: Record<number, string[]> = {
+  2: ['io.containerd.grpc.v1.cri'],
+  3: ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.runtime', 'io.containerd.cri.v1.images'],
+};
+
+/**
+ * config.toml in the release's own format: version 2 (1.6), 3 (2.0-2.2) or 4 (2.3, where the
+ * gRPC and ttrpc listeners became server plugins).
+ */
+export function renderConfig(dir: string, opts: ContainerdOptions, configVersion = 2): string {
+  const criPlugins = CRI_PLUGINS[Math.min(configVersion, 3)];
+  const disabled = [...(opts.cri ? [] : criPlugins), ...(opts.disabledPlugins ?? [])];
+  const listeners = configVersion >= 4
+    ? [
+        `[plugins."io.containerd.server.v1.grpc"]`,
+        `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
+        '',
+        `[plugins."io.containerd.server.v1.ttrpc"]`,
+        `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
+      ]
+    : [
+        '[grpc]',
+        `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
+        '',
+        '[ttrpc]',
+        `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
+      ];
   const lines = [
-    'version = 2',
+    `version = ${configVersion}`,
     `root = ${tomlString(path.join(dir, 'root'))}`,
     `state = ${tomlString(path.join(dir, 'state'))}`,
     `disabled_plugins = [${disabled.map(tomlString).join(', ')}]`,
     '',
-    '[grpc]',
-    `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
-    '',
-    '[ttrpc]',
-    `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
+    ...listeners,
     '',
     '[debug]',
     `  level = ${tomlString(opts.logLevel ?? 'debug')}`,
@@ -445,15 +507,21 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const configFile = path.join(dir, 'config.toml');
   const logFile = path.join(dir, 'containerd.log');
   const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
-  fs.writeFileSync(configFile, renderConfig(dir, opts));
+  let release = opts.release ? releaseFor(repo, opts.release) : selectedRelease(repo);
+  fs.writeFileSync(configFile, renderConfig(dir, opts, release.configVersion));
   // Marks the dir as ours for anyone sweeping leftovers: the owning test process and the config.
   fs.writeFileSync(path.join(dir, 'owner'), `${process.pid}\n`);
 
-  const env: NodeJS.ProcessEnv = {
+  // A 2.x release's bin dir comes right after ours: io.containerd.runc.v2 then resolves to that
+  // release's Go shim, io.containerd.tsshim.v2 to ours. ctr 2.2+ warns about cgroup v1 on stderr at
+  // every call unless told not to.
+  const envFor = (r: ContainerdRelease): NodeJS.ProcessEnv => ({
     ...process.env,
-    PATH: `${path.join(repo, 'bin')}:${process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    PATH: searchPathFor(r, []),
+    CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS: '1',
     ...opts.env,
-  };
+  });
+  let env = envFor(release);
   let child!: ChildProcess;
   const inst: Instance = { dir, address, state, currentPid: () => child?.pid ?? -1, torn: false };
   live.add(inst);
@@ -461,7 +529,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const launch = async (): Promise<void> => {
     const logFd = fs.openSync(logFile, 'a');
     try {
-      child = spawn('containerd', ['--config', configFile], { cwd: dir, env, stdio: ['ignore', logFd, logFd] });
+      child = spawn(release.containerd, ['--config', configFile], { cwd: dir, env, stdio: ['ignore', logFd, logFd] });
     } finally {
       fs.closeSync(logFd);
     }
@@ -473,7 +541,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
         throw new Error(`containerd exited during start-up (code ${child.exitCode}, signal ${child.signalCode}); log tail:\n${tail(logFile, 4000)}`);
       }
       if (fs.existsSync(address)) {
-        const r = await runCapture('ctr', ['--address', address, 'version'], { env, timeoutMs: 5000 });
+        const r = await runCapture(release.ctr, ['--address', address, 'version'], { env, timeoutMs: 5000 });
         if (r.code === 0) return;
       }
       if (Date.now() > deadline) {
@@ -507,13 +575,15 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const baseArgs = (ns?: string): string[] => ['--address', address, '--namespace', ns ?? namespace];
 
   const api: Containerd = {
+    get release() { return release; },
+    get ctrBinary() { return release.ctr; },
     dir, address, ttrpcAddress, root, state, namespace, configFile, logFile,
     get pid() { return child.pid ?? -1; },
     bundleDir: (id, ns) => path.join(state, TASK_DIR, ns ?? namespace, id),
-    ctr: (args, o = {}) => runCapture('ctr', [...baseArgs(o.namespace), ...args], {
+    ctr: (args, o = {}) => runCapture(release.ctr, [...baseArgs(o.namespace), ...args], {
       env: ctrEnv(o.env), input: o.input, closeStdinAfterMs: o.closeStdinAfterMs, timeoutMs: o.timeoutMs,
     }),
-    spawnCtr: (args, o = {}) => spawn('ctr', [...baseArgs(o.namespace), ...args], { env: ctrEnv(o.env), stdio: 'pipe' }),
+    spawnCtr: (args, o = {}) => spawn(release.ctr, [...baseArgs(o.namespace), ...args], { env: ctrEnv(o.env), stdio: 'pipe' }),
     shimPids: () => findShimPids(address, child.pid ?? -1),
     logTail: (bytes = 8000) => tail(logFile, bytes),
     async stop() {
@@ -527,9 +597,14 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       signalPid(child.pid, 'SIGKILL');
       await waitForExit(child, 5000);
     },
-    async restart() {
+    async restart(o = {}) {
       if (inst.torn) throw new Error('restart after stop');
       if (child.exitCode === null && child.signalCode === null) await stopDaemon('SIGTERM', 10_000);
+      if (o.release) {
+        release = releaseFor(repo, o.release);
+        env = envFor(release);
+        fs.writeFileSync(configFile, renderConfig(dir, opts, release.configVersion));
+      }
       await launch();
     },
   };

@@ -115,7 +115,8 @@ test('pause/resume: PAUSED/RUNNING in task ls, /tasks/paused and /tasks/resumed,
       assert.equal((await getTask(c, id)).status, 'PAUSED');
       // An exec reports the container's pause, and ps still lists it with its exec id.
       assert.equal((await getTask(c, id, 'bg')).status, 'PAUSED');
-      assert.match((await c.ctr(['task', 'ps', id])).stdout, /ExecID:bg,/);
+      // ctr 1.6 prints `&ProcessDetails{ExecID:bg,...}`, ctr 2.x `exec_id:"bg"`.
+      assert.match((await c.ctr(['task', 'ps', id])).stdout, /ExecID:bg,|exec_id:"bg"/);
       // The container's processes are really frozen.
       const freezer = cgroupDir(pid, 'freezer');
       assert.equal(fs.readFileSync(path.join(freezer, 'freezer.state'), 'utf8').trim(), 'FROZEN');
@@ -147,10 +148,11 @@ test('pause/resume: PAUSED/RUNNING in task ls, /tasks/paused and /tasks/resumed,
       await remove(id);
     }
   }
-  assert.deepEqual(errors[TSSHIM_RUNTIME], [
-    'ctr: cannot pause a paused container: unknown',
-    'ctr: cannot exec in a paused state: unknown',
-    'ctr: cannot resume a running process: unknown',
+  // containerd 2.x no longer appends the gRPC code (`: unknown`) to these messages.
+  assert.deepEqual(errors[TSSHIM_RUNTIME].map((e) => e.replace(/: unknown$/, '')), [
+    'ctr: cannot pause a paused container',
+    'ctr: cannot exec in a paused state',
+    'ctr: cannot resume a running process',
   ]);
   assert.deepEqual(errors[TSSHIM_RUNTIME], errors[RUNC_RUNTIME]);
 });
@@ -260,7 +262,9 @@ test('OOM: exit 137 and /tasks/oom before the /tasks/exit of that container (bot
     const id = uniqueId(`oom-${short(runtime)}`);
     const r = await runRm(runtime, id, ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=128M', 'count=1'], ['--memory-limit', '33554432']);
     assert.equal(r.code, 137, `${runtime}: ${r.stderr}`);
-    await events.waitFor((e) => e.topic === '/tasks/delete' && e.event?.container_id === id);
+    // The exit is what matters here (2.2.7 once left out /tasks/delete of `ctr run --rm` for the Go
+    // shim, so that is not waited for); /tasks/oom must already be there by then.
+    await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id);
     const mine = events.events.filter((e) => e.event?.container_id === id).map((e) => e.topic);
     const oom = mine.indexOf('/tasks/oom');
     const exit = mine.indexOf('/tasks/exit');
@@ -422,7 +426,7 @@ test('a failed runc create or exec reports its error once, through ctr only, lik
       await remove(ex);
     }
   }
-  assert.match(seen[TSSHIM_RUNTIME][0], /^ctr: failed to create shim task: OCI runtime create failed: runc create failed: .*\/nonexistent.*: unknown$/);
+  assert.match(seen[TSSHIM_RUNTIME][0], /^ctr: failed to create shim task: OCI runtime create failed: runc create failed: .*\/nonexistent.*?(: unknown)?$/);
   assert.deepEqual(seen[TSSHIM_RUNTIME], seen[RUNC_RUNTIME]);
 });
 
@@ -444,7 +448,7 @@ test('task ps shows exec ids in INFO like runc.v2; kill --exec-id; kill errors m
       const execRow = rows.find((row) => row[1] !== '-' && row[0] !== 'PID');
       assert.ok(rows.some((row) => Number(row[0]) === init && row[1] === '-'), ps.stdout);
       assert.ok(execRow, ps.stdout);
-      assert.equal(execRow![1], '&ProcessDetails{ExecID:bg1,XXX_unrecognized:[],}');
+      assert.ok(['&ProcessDetails{ExecID:bg1,XXX_unrecognized:[],}', 'exec_id:"bg1"'].includes(execRow![1]), `exec details as ctr 1.6 or 2.x prints them: ${execRow![1]}`);
       const execPid = Number(execRow![0]);
       assert.equal((await getTask(c, id, 'bg1')).pid, execPid);
 

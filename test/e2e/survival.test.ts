@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
+import { startContainerd, uniqueId, repoRoot, containerdSearchPath, TSSHIM_RUNTIME, type Containerd } from './harness';
 import { closeClients, collectEvents, getTask } from './containerd-api';
 import { ensureBusyboxImage } from './rootfs';
 import { formatReport, runRestartScenario } from '../stress/restart-scenario';
@@ -265,7 +265,7 @@ function countingShimDir(): { dir: string; log: string; path: string; nodeStarts
     return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]);
   };
   // containerd's PATH: the counting wrapper first, so it is the containerd-shim-tsshim-v2 found.
-  const searchPath = `${dir}:${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
+  const searchPath = containerdSearchPath(dir);
   return { dir, log, path: searchPath, nodeStarts };
 }
 

@@ -29,9 +29,10 @@ class PtySession {
   private readonly term: pty.IPty;
 
   constructor(args: string[], size = { cols: 80, rows: 24 }) {
-    this.term = pty.spawn('ctr', ['--address', c.address, '--namespace', c.namespace, ...args], {
+    this.term = pty.spawn(c.ctrBinary, ['--address', c.address, '--namespace', c.namespace, ...args], {
       name: 'xterm', cols: size.cols, rows: size.rows,
-      env: process.env as Record<string, string>,
+      // ctr 2.2+ would print its cgroup v1 deprecation warning into the terminal.
+      env: { ...process.env, CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS: '1' } as Record<string, string>,
     });
     this.term.onData((d) => { this.out += d; for (const w of this.waiters.splice(0)) w(); });
     this.exited = new Promise((resolve) => this.term.onExit((e) => { for (const w of this.waiters.splice(0)) w(); resolve(e); }));
