@@ -129,8 +129,13 @@ export function declareFamilies(x: Exposition): void {
     .family('tsshim_scrape_duration_seconds', 'gauge', 'Time the exporter took to scrape this shim.');
 }
 
+/**
+ * Labels of per-shim series. `container` is the shim's group key, which for a per-container shim
+ * (the default) is its container's id, so per-shim series join container series on it.
+ */
 function shimLabels(i: Record<string, any>): Labels {
-  return { namespace: String(i.namespace ?? ''), group: String(i.group ?? ''), shim_pid: String(i.pid ?? ''), version: String(i.version ?? '') };
+  const group = String(i.group ?? '');
+  return { namespace: String(i.namespace ?? ''), container: group, group, shim_pid: String(i.pid ?? ''), version: String(i.version ?? '') };
 }
 
 export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void {

@@ -131,10 +131,10 @@ test('exporter: container and shim series for every tsshim shim; foreign and dea
   assert.match(c1[0][0], /pod_namespace="shop"/);
   assert.match(c1[0][0], new RegExp(`shim_pid="${process.pid}"`));
 
-  // Per-shim series carry namespace, group, shim_pid, version.
+  // Per-shim series carry namespace, container, group, shim_pid, version.
   const info = find(s, 'tsshim_info');
   assert.equal(info.length, 2, 'two tsshim shims');
-  for (const [k] of info) for (const l of ['namespace=', 'group=', 'shim_pid=', 'version=']) assert.ok(k.includes(l), k);
+  for (const [k] of info) for (const l of ['namespace=', 'container=', 'group=', 'shim_pid=', 'version=']) assert.ok(k.includes(l), k);
   assert.equal(find(s, 'tsshim_events_pending')[0]?.[1], 2);
   assert.ok(find(s, 'tsshim_events_oldest_pending_age_seconds')[0]?.[1] >= 2.9);
   assert.equal(find(s, 'tsshim_rpc_duration_seconds_count', 'method="Create"')[0]?.[1], 2);
