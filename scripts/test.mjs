@@ -27,9 +27,11 @@ const CORE = ['shim-core', 'harness', 'badinput', 'operator', 'containerd2-real'
 const PARITY = ['parity', 'parity-per-node', 'tty'];
 const SURVIVAL = ['survival', 'spare'];
 const CRI = ['cri'];
+// Conformance, faults, hostile clients and the Prometheus exporter: on the LTS line as well.
+const HARDENING = ['conform', 'faults', 'hostile-clients', 'exporter'];
 const MATRIX = [
   { release: 'apt', files: 'all' },
-  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI] },
+  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI, ...HARDENING] },
   { release: '2.2.7', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI] },
   { release: '2.0.11', files: [...CORE, ...CRI] },
 ];

@@ -13,6 +13,7 @@ import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from './rootfs';
 import { callTasks, closeClients, getTask } from './containerd-api';
 import { containerd as gen } from '../../src/gen/proto';
 import { splitCmdline } from '../../src/shim/proc-title';
+import { requestedVersion } from './containerd-release';
 
 let c: Containerd;
 let rootfs: string;
@@ -140,7 +141,11 @@ function cgroupOf(pid: number, controller: string): string {
   return '';
 }
 
-test('legacy containerd.linux.runc.CreateOptions task options: shim_cgroup moves the shim, io_uid/io_gid own the stdio pipes', async () => {
+// containerd 2.x dropped the runctypes package: its Tasks.Create answers "type with url
+// containerd.linux.runc.CreateOptions: not found" before any shim is involved.
+const LEGACY_OPTIONS_SKIP = requestedVersion() ? 'containerd 2.x no longer knows the legacy runctypes options type' : false;
+
+test('legacy containerd.linux.runc.CreateOptions task options: shim_cgroup moves the shim, io_uid/io_gid own the stdio pipes', { skip: LEGACY_OPTIONS_SKIP }, async () => {
   const id = uniqueId('legacy');
   const cg = makeV1Cgroup(`tsshim-e2e-${id}`);
   const out = outputFifo('out');
