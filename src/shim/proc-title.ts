@@ -8,12 +8,35 @@
 // ends in a run of NULs: readers see empty trailing arguments, as after any shorter setproctitle.
 import * as fs from 'node:fs';
 
-/** arg_start and arg_end (fields 48 and 49 of /proc/<pid>/stat). */
-export function argvArea(pid: number | 'self' = 'self'): { start: number; end: number } {
+/** A pair of address fields of /proc/<pid>/stat (48/49: argv, 50/51: environment). */
+function statArea(startField: number, pid: number | 'self' = 'self'): { start: number; end: number } {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Field 2 (comm) may hold spaces and parentheses: count from the last ')', which ends field 2.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
-  return { start: Number(fields[48 - 3]), end: Number(fields[49 - 3]) };
+  return { start: Number(fields[startField - 3]), end: Number(fields[startField + 1 - 3]) };
+}
+
+/** arg_start and arg_end (fields 48 and 49 of /proc/<pid>/stat). */
+export function argvArea(pid: number | 'self' = 'self'): { start: number; end: number } {
+  return statArea(48, pid);
+}
+
+/**
+ * Overwrites one of our own argv/environment areas (its first stat field given) with `bytes`,
+ * zero-filling the rest, through /proc/self/mem. False, changing nothing, when it does not fit.
+ */
+export function overwriteOwnArea(startField: 48 | 50, bytes: Buffer): boolean {
+  const { start, end } = statArea(startField);
+  if (!start || !(end > start) || bytes.length > end - start) return false;
+  const area = Buffer.alloc(end - start); // zero-filled: for argv the last byte stays NUL (no setproctitle mode)
+  bytes.copy(area);
+  const fd = fs.openSync('/proc/self/mem', 'r+');
+  try {
+    fs.writeSync(fd, area, 0, area.length, start);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return true;
 }
 
 /** The arguments of a /proc/<pid>/cmdline, split on NUL, trailing empty ones dropped. */
@@ -29,18 +52,7 @@ export function splitCmdline(raw: Buffer | string): string[] {
  */
 export function setProcessArgv(args: readonly string[]): boolean {
   try {
-    const { start, end } = argvArea();
-    const bytes = Buffer.from(args.join('\0') + '\0');
-    if (!(end > start) || bytes.length > end - start) return false;
-    const area = Buffer.alloc(end - start); // zero-filled: the last byte stays NUL (no setproctitle mode)
-    bytes.copy(area);
-    const fd = fs.openSync('/proc/self/mem', 'r+');
-    try {
-      fs.writeSync(fd, area, 0, area.length, start);
-    } finally {
-      fs.closeSync(fd);
-    }
-    return true;
+    return overwriteOwnArea(48, Buffer.from(args.join('\0') + '\0'));
   } catch {
     return false;
   }

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { getRlimit, isChildSubreaper, RLIMIT_COUNT, setChildSubreaper, setRlimit } from './sys';
 import { listOwnChildren, Reaper } from './reaper';
+import { overwriteOwnArea } from './proc-title';
 
 /** Environment variable that reserves room in a spare's initial environment (see rewriteProcEnviron). */
 export const ENV_ROOM_VAR = 'TSSHIM_ENV_ROOM';
@@ -124,21 +125,7 @@ export function copyNiceOf(pid: number): void {
  * tail is zeroed. Returns false when `env` does not fit.
  */
 export function rewriteProcEnviron(env: NodeJS.ProcessEnv): boolean {
-  const stat = fs.readFileSync('/proc/self/stat', 'latin1');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is stat field 3
-  const start = Number(fields[50 - 3]);
-  const end = Number(fields[51 - 3]);
-  const text = Buffer.from(Object.entries(env).map(([k, v]) => `${k}=${v ?? ''}\0`).join(''));
-  if (!start || !(end > start) || text.length > end - start) return false;
-  const block = Buffer.alloc(end - start);
-  text.copy(block);
-  const fd = fs.openSync('/proc/self/mem', 'r+');
-  try {
-    fs.writeSync(fd, block, 0, block.length, start);
-  } finally {
-    fs.closeSync(fd);
-  }
-  return true;
+  return overwriteOwnArea(50, Buffer.from(Object.entries(env).map(([k, v]) => `${k}=${v ?? ''}\0`).join('')));
 }
 
 /** Replaces process.env with `env` (libc's environ follows: Node calls setenv/unsetenv). */
