@@ -21,11 +21,15 @@ export class FrameBatcher implements FrameSink {
    * @param perTurn frames handed to `sink` per turn of the event loop (Infinity: all at once)
    * @param onBacklog called with true when frames are left for a later turn, false once all are handed on
    */
+  private readonly perTurn: number;
+
   constructor(
     private readonly sink: FrameSink,
-    private readonly perTurn: number,
+    perTurn: number,
     private readonly onBacklog: (backlog: boolean) => void,
-  ) {}
+  ) {
+    this.perTurn = perTurn >= 1 ? perTurn : 1; // 0 or NaN would never hand anything on
+  }
 
   /** Frames decoded but not handed on yet. */
   get backlog(): number {

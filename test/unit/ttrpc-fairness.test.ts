@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import { encodeFrame, FrameDecoder, MessageType } from '../../src/ttrpc/channel';
 import { decodeResponse, encodeRequest } from '../../src/ttrpc/codec';
 import { Client, Server, type ResourceLimits } from '../../src/ttrpc';
+import { FrameBatcher } from '../../src/ttrpc/frame-batcher';
 import { tempSocketDir } from '../fuzz/raw-peer';
 
 const SVC = 'test.v1.Fair';
@@ -100,4 +101,32 @@ test('frames per turn: a batch of one still serves everything, in order', async 
     a.socket.destroy();
     await h.server.shutdown(100);
   }
+});
+
+test('FrameBatcher hands on at most perTurn frames per turn, in order, and reports its backlog', async () => {
+  const got: number[] = [];
+  const backlog: boolean[] = [];
+  const batcher = new FrameBatcher({
+    frame: (h) => got.push(h.streamId),
+    oversize: (h) => got.push(-h.streamId),
+  }, 3, (b) => backlog.push(b));
+  const header = (streamId: number) => ({ length: 0, streamId, type: MessageType.REQUEST, flags: 0 });
+  for (let id = 1; id <= 7; id++) {
+    if (id === 4) batcher.oversize(header(id));
+    else batcher.frame(header(id), Buffer.alloc(0));
+  }
+  batcher.flush();
+  assert.deepEqual(got, [1, 2, 3], 'one batch now');
+  assert.deepEqual(backlog, [true]);
+  batcher.flush(); // a read during the backlog must not jump the queue
+  assert.deepEqual(got, [1, 2, 3]);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(got, [1, 2, 3, -4, 5, 6], 'the next batch a turn later');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(got, [1, 2, 3, -4, 5, 6, 7]);
+  assert.deepEqual(backlog, [true, false]);
+  batcher.frame(header(9), Buffer.alloc(0));
+  batcher.stop();
+  batcher.flush();
+  assert.deepEqual(got, [1, 2, 3, -4, 5, 6, 7], 'nothing after stop');
 });
