@@ -235,11 +235,6 @@ export class Channel {
     return this.socket.writableLength;
   }
 
-  /** Frames read but not yet handed on (waiting for a later turn of the event loop). */
-  get backlog(): number {
-    return this.batcher.backlog;
-  }
-
   /** Stop reading from the peer (backpressure); frames already read are still delivered. */
   pauseReading(): void {
     this.pausedByOwner = true;
