@@ -1,6 +1,7 @@
 // Framing only: 10-byte header (length u32 BE, stream id u32 BE, type u8, flags u8) + data.
 // Knows nothing of protobuf or calls; the server and client build on it.
 import type { Socket } from 'node:net';
+import { FrameBatcher } from './frame-batcher';
 
 export const HEADER_LENGTH = 10;
 /** 4 MiB, the limit of containerd/ttrpc (header not counted). */
@@ -168,11 +169,27 @@ const COPY_THRESHOLD = 64 * 1024;
 /** A framed, full-duplex connection over a stream socket. */
 export class Channel {
   private readonly decoder: FrameDecoder;
+  private readonly batcher: FrameBatcher;
   private isClosed = false;
   private reportedBuffered = 0;
+  /** Reading stops for either reason and resumes when neither holds. */
+  private pausedByOwner = false;
+  private pausedForBacklog = false;
+  /** The peer's EOF came while frames it sent were still waiting for their turn. */
+  private endAfterBacklog = false;
 
-  constructor(readonly socket: Socket, private readonly events: ChannelEvents, maxMessageSize = MAX_MESSAGE_SIZE) {
-    this.decoder = new FrameDecoder(events, maxMessageSize);
+  /**
+   * @param framesPerTurn frames handed to `events` per event-loop turn; the server bounds it so that
+   *   one connection's pipelined flood does not delay the others (Infinity: a whole read at once)
+   */
+  constructor(
+    readonly socket: Socket,
+    private readonly events: ChannelEvents,
+    maxMessageSize = MAX_MESSAGE_SIZE,
+    framesPerTurn = Infinity,
+  ) {
+    this.batcher = new FrameBatcher(events, framesPerTurn, (backlog) => this.onBacklog(backlog));
+    this.decoder = new FrameDecoder(this.batcher, maxMessageSize);
     socket.on('data', (chunk: Buffer) => {
       if (this.isClosed) return;
       this.decoder.push(chunk);
@@ -181,9 +198,17 @@ export class Channel {
         this.reportedBuffered = held;
         this.events.buffered?.(held);
       }
+      this.batcher.flush();
     });
     socket.on('error', (err) => this.finish(err));
-    socket.on('end', () => this.finish(null));
+    // We decide what an EOF does (below), not Node: its default would end our side at once and
+    // fail the replies of frames still waiting for their turn.
+    socket.allowHalfOpen = true;
+    socket.on('end', () => {
+      // Serve what the peer sent before its EOF, as when every frame was handled on its read.
+      if (this.batcher.backlog > 0) this.endAfterBacklog = true;
+      else this.finish(null);
+    });
     socket.on('close', () => this.finish(null));
   }
 
@@ -212,11 +237,26 @@ export class Channel {
 
   /** Stop reading from the peer (backpressure); frames already read are still delivered. */
   pauseReading(): void {
-    this.socket.pause();
+    this.pausedByOwner = true;
+    this.updateReading();
   }
 
   resumeReading(): void {
-    if (!this.isClosed) this.socket.resume();
+    this.pausedByOwner = false;
+    this.updateReading();
+  }
+
+  private onBacklog(backlog: boolean): void {
+    this.pausedForBacklog = backlog;
+    this.updateReading();
+    // A turn later, so the replies of the last batch (written from microtasks) go out first.
+    if (!backlog && this.endAfterBacklog) setImmediate(() => this.finish(null));
+  }
+
+  private updateReading(): void {
+    if (this.isClosed) return;
+    if (this.pausedByOwner || this.pausedForBacklog) this.socket.pause();
+    else this.socket.resume();
   }
 
   /** Resolves when the socket can take more data, or the channel closed. */
@@ -240,6 +280,7 @@ export class Channel {
   private finish(err: Error | null): void {
     if (this.isClosed) return;
     this.isClosed = true;
+    this.batcher.stop();
     this.socket.destroy();
     this.events.closed(err, this.decoder.midFrame);
   }

@@ -20,6 +20,11 @@ export interface ResourceLimits {
    * (this / connections) is refused; one below it is still served, so the total stays under twice this.
    */
   maxPendingCalls: number;
+  /**
+   * Frames of one connection handled per event-loop turn; the rest of a read waits for later turns
+   * (and the connection is not read meanwhile), so other connections' requests are interleaved.
+   */
+  maxFramesPerTurn: number;
 }
 
 export const DEFAULT_RESOURCE_LIMITS: Readonly<ResourceLimits> = {
@@ -28,6 +33,7 @@ export const DEFAULT_RESOURCE_LIMITS: Readonly<ResourceLimits> = {
   maxUnsentBytes: 64 << 20,
   maxPendingCallsPerConnection: 1024,
   maxPendingCalls: 4096,
+  maxFramesPerTurn: 32,
 };
 
 /** Usage of one resource per holder, and its total. */

@@ -43,7 +43,7 @@ export class ServerConnection implements Closable {
   private readPaused = false;
 
   constructor(socket: Socket, private readonly opts: ServerConnectionOptions) {
-    this.channel = new Channel(socket, this, opts.maxMessageSize);
+    this.channel = new Channel(socket, this, opts.maxMessageSize, opts.limits.limits.maxFramesPerTurn);
   }
 
   get activeCalls(): number {

@@ -18,7 +18,7 @@ export interface ServerOptions {
   log?: LogFn;
   /** How to read the peer's credentials; tests replace it to fake another user. */
   peerCredLookup?: (socket: net.Socket) => PeerCred;
-  /** Bounds on partial frames, unread replies and pending calls; each defaults (DEFAULT_RESOURCE_LIMITS). */
+  /** Bounds on partial frames, unread replies, pending calls and frames per turn; each defaults (DEFAULT_RESOURCE_LIMITS). */
   limits?: Partial<ResourceLimits>;
   /**
    * Called when a connection opens or closes: memory may have been taken or freed (a process that
