@@ -86,8 +86,8 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
         })),
       }).finish();
     },
-    async Pause(p, ctx) { await svc.pause(ns(ctx), decode(T.PauseRequest, p).id); return EMPTY; },
-    async Resume(p, ctx) { await svc.resume(ns(ctx), decode(T.ResumeRequest, p).id); return EMPTY; },
+    async Pause(p, ctx) { await svc.pause(ns(ctx), decode(T.PauseRequest, p).id, ctx); return EMPTY; },
+    async Resume(p, ctx) { await svc.resume(ns(ctx), decode(T.ResumeRequest, p).id, ctx); return EMPTY; },
     async Checkpoint(p, ctx) {
       const r = decode(T.CheckpointTaskRequest, p);
       const opts = r.options?.value?.length ? containerd.runc.v1.CheckpointOptions.decode(r.options.value) : {};
@@ -116,7 +116,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
     },
     async Update(p, ctx) {
       const r = decode(T.UpdateTaskRequest, p);
-      await svc.update(ns(ctx), r.id, r.resources?.value ?? new Uint8Array());
+      await svc.update(ns(ctx), r.id, r.resources?.value ?? new Uint8Array(), ctx);
       return EMPTY;
     },
     async Wait(p, ctx) {

@@ -298,12 +298,12 @@ export class TaskService {
     return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
   }
 
-  async pause(ns: string, id: string): Promise<void> {
+  async pause(ns: string, id: string, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
     checkInit(c.init.state, 'pause');
     c.init.pausing = true;
     try {
-      await c.runc.pause(id).catch((e: unknown) => { throw runcFailure('OCI runtime pause failed', e); });
+      await c.runc.pause(id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime pause failed', e); });
       c.init.state = 'paused';
     } finally {
       c.init.pausing = false;
@@ -311,20 +311,20 @@ export class TaskService {
     this.deps.events.paused(ns, id);
   }
 
-  async resume(ns: string, id: string): Promise<void> {
+  async resume(ns: string, id: string, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
     checkInit(c.init.state, 'resume');
-    await c.runc.resume(id).catch((e: unknown) => { throw runcFailure('OCI runtime resume failed', e); });
+    await c.runc.resume(id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime resume failed', e); });
     c.init.state = 'running';
     this.deps.events.resumed(ns, id);
   }
 
-  async update(ns: string, id: string, resources: Uint8Array): Promise<void> {
+  async update(ns: string, id: string, resources: Uint8Array, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
     checkInit(c.init.state, 'update');
     let parsed: unknown;
     parsed = resources.length ? parseSpecJson(resources, 'resources', PROCESS_SPEC_LIMITS) : {};
-    await c.runc.update(id, parsed).catch((e: unknown) => { throw runcFailure('OCI runtime update failed', e); });
+    await c.runc.update(id, parsed, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime update failed', e); });
   }
 
   async stats(ns: string, id: string): Promise<{ typeUrl: string; value: Uint8Array }> {
