@@ -24,7 +24,7 @@ function shGroupOf(configJson: string | null, id: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-sh-'));
   try {
     if (configJson !== null) fs.writeFileSync(path.join(dir, 'config.json'), configJson);
-    const r = spawnSync('sh', ['-c', `${shFunction('group_of')}\ngroup_of "$1"; printf '%s' "$group"`, 'sh', id], { cwd: dir, encoding: 'utf8' });
+    const r = spawnSync('sh', ['-c', `${shFunction('top_annotations')}\n${shFunction('group_of')}\ngroup_of "$1"; printf '%s' "$group"`, 'sh', id], { cwd: dir, encoding: 'utf8' });
     assert.equal(r.stderr, '', 'nothing on stderr: containerd reads it as the start output');
     assert.equal(r.status, 0);
     return r.stdout;
@@ -63,6 +63,9 @@ test('sh wrapper: only config.json annotations decide the group, never sysctl, e
     { process: { user: { username: 'io.containerd.runc.v2.group' } }, hostname: 'evil' },
     { linux: { sysctl: { 'io.kubernetes.cri.sandbox-id': 'evil' } }, annotations: { a: 'b' } },
     { linux: { sysctl: { '"annotations":{"io.containerd.tsshim.v2.group': 'evil' } } },
+    // An object named annotations below the top level (a client's spec is written as it came).
+    { linux: { extra: { annotations: { 'io.containerd.tsshim.v2.group': 'evil' } } } },
+    { process: { args: ['sh'] }, x: [{ annotations: { 'io.kubernetes.cri.sandbox-id': 'evil' } }] },
   ];
   for (const spec of hostile) {
     const json = JSON.stringify({ ociVersion: '1.0.2', ...spec });
@@ -91,7 +94,7 @@ interface ShAnswer { group: string; socket: string; pidfile: string; pool: strin
 function shAnswers(cases: { json: string | null; id: string; ns: string; address: string }[]): ShAnswer[] {
   const text = fs.readFileSync(wrapper, 'utf8');
   const settings = text.split('\n').filter((l) => /^(state|socket_dir)=/.test(l)).join('\n');
-  const fns = ['clean_path', 'valid_identifier', 'group_of', 'shim_paths', 'pool_of'].map(shFunction).join('\n');
+  const fns = ['clean_path', 'valid_identifier', 'top_annotations', 'group_of', 'shim_paths', 'pool_of'].map(shFunction).join('\n');
   // The same decisions fast_start makes before it uses a group: Node decides otherwise.
   const script = `${settings}\n${fns}\n` + String.raw`
     group='' socket='' pidfile='' pool=''
