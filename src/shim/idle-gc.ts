@@ -7,12 +7,15 @@ import { trimEnabled, trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
 /**
- * One more collection and trim this long after the first: V8 sweeps and unmaps the pages the first
- * one freed on background threads, after gc() returned, so the first trim came too early. Measured
- * with test/stress/hostile-clients.ts: after 5000 unread replies RSS stayed ~30% up until a second
- * collection ran.
+ * Follow-up collections and trims this long apart after the first: V8 sweeps and unmaps the pages a
+ * collection freed on background threads, after gc() returned, so the first trim comes too early.
+ * Measured with test/stress/hostile-clients.ts: after 5000 unread replies RSS stayed ~30% up until
+ * a second collection ran, and once (CI, 100k unread replies) 25% up after one follow-up.
  */
 export const FOLLOW_UP_GC_MS = 3000;
+/** At most this many follow-ups; after the first, one more only while the last gave back this much. */
+export const MAX_FOLLOW_UPS = 3;
+export const FOLLOW_UP_MIN_GAIN_BYTES = 1 << 20;
 /** Collections caused only by background work (metrics scrapes) run at most this often. */
 export const BACKGROUND_GC_MIN_MS = 10_000;
 
@@ -32,7 +35,8 @@ export class IdleCollector {
   private timer: NodeJS.Timeout | null = null;
   private lastActivity = 0;
   private dirty = false;
-  private followUp = false;
+  private followUpsLeft = 0;
+  private rssAtLastGc = 0;
   private waitingForFollowUp = false;
   private taskDirty = false;
   private lastGc = 0;
@@ -40,7 +44,7 @@ export class IdleCollector {
   collections = 0;
 
   constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = exposedGc() && collectAndTrim,
-    private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS) {}
+    private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS, private readonly rss: () => number = () => process.memoryUsage.rss()) {}
 
   get enabled(): boolean {
     return typeof this.gc === 'function';
@@ -79,21 +83,28 @@ export class IdleCollector {
   }
 
   private fire(): void {
+    const followingUp = this.waitingForFollowUp;
     this.timer = null;
     const quiet = Date.now() - this.lastActivity;
     if (quiet < this.idleMs) return this.arm(this.idleMs - quiet);
-    if (!this.dirty && !this.followUp) return;
+    if (!this.dirty && !followingUp) return;
     // Background work alone (scrapes) gets at most one collection per backgroundMinMs.
     const wait = this.lastGc + this.backgroundMinMs - Date.now();
-    if (this.dirty && !this.taskDirty && !this.followUp && wait > 0) return this.arm(wait);
-    // After a collection for Task work, one follow-up; after the follow-up, none. Scrapes alone
-    // allocate little: their (rate-limited) collection needs no follow-up.
-    this.followUp = this.dirty && this.taskDirty;
+    if (this.dirty && !this.taskDirty && !followingUp && wait > 0) return this.arm(wait);
+    const forTask = this.dirty && this.taskDirty;
+    const rssBefore = this.rssAtLastGc;
     this.dirty = false;
     this.taskDirty = false;
     this.gc!();
     this.lastGc = Date.now();
     this.collections++;
-    if (this.followUp) this.arm(FOLLOW_UP_GC_MS, true);
+    this.rssAtLastGc = this.rss();
+    // After a collection for Task work, follow-ups while they still hand memory back. Scrapes alone
+    // allocate little: their (rate-limited) collection needs none.
+    if (forTask) this.followUpsLeft = MAX_FOLLOW_UPS;
+    else if (followingUp && rssBefore - this.rssAtLastGc >= FOLLOW_UP_MIN_GAIN_BYTES) this.followUpsLeft--;
+    else this.followUpsLeft = 0;
+    if (this.followUpsLeft > 0) this.arm(FOLLOW_UP_GC_MS, true);
   }
+
 }

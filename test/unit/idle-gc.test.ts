@@ -21,17 +21,28 @@ test('idle collector: one collection once calls stop, none while they go on', as
   c.close();
 });
 
-test('idle collector: one follow-up collection after the first (V8 frees pages after gc() returns), then none', async () => {
+test('idle collector: one follow-up collection after the first (V8 frees pages after gc() returns), then none while it gives nothing back', async () => {
   const { FOLLOW_UP_GC_MS } = await import('../../src/shim/idle-gc');
   let runs = 0;
-  const c = new IdleCollector(30, () => { runs++; });
+  const c = new IdleCollector(30, () => { runs++; }, undefined, () => 50 << 20);
   c.activity();
   await sleep(100);
   assert.equal(runs, 1);
   await sleep(FOLLOW_UP_GC_MS + 200);
   assert.equal(runs, 2, 'the follow-up ran');
   await sleep(FOLLOW_UP_GC_MS + 200);
-  assert.equal(runs, 2, 'and only one');
+  assert.equal(runs, 2, 'and only one: it gave nothing back');
+  c.close();
+});
+
+test('idle collector: more follow-ups while each still gives memory back, at most MAX_FOLLOW_UPS', async () => {
+  const { FOLLOW_UP_GC_MS, MAX_FOLLOW_UPS } = await import('../../src/shim/idle-gc');
+  let runs = 0;
+  let rss = 100 << 20;
+  const c = new IdleCollector(30, () => { runs++; rss -= 4 << 20; }, undefined, () => rss);
+  c.activity();
+  await sleep(100 + (MAX_FOLLOW_UPS + 1) * (FOLLOW_UP_GC_MS + 150));
+  assert.equal(runs, 1 + MAX_FOLLOW_UPS, 'every follow-up freed 4 MiB: as many as allowed ran');
   c.close();
 });
 
