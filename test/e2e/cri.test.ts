@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startContainerd, repoRoot, pidAlive, selectedRelease, type Containerd } from './harness';
 import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
+import { criPluginConfig, renderCriFixture } from './cri-config';
 import { CriClient, CriError, type ContainerConfig, type ContainerStatus, type LinuxContainerResources, type PodSandboxConfig } from './cri-client';
 import * as grpc from '@grpc/grpc-js';
 
@@ -55,20 +56,6 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null |
   }
 }
 
-function render(template: string): string {
-  // CNI's bin dir became a list in 2.1 (bin_dirs); 2.0 knows only bin_dir.
-  const release = selectedRelease(repoRoot());
-  const cniBin = release.major === 2 && release.minor === 0
-    ? `bin_dir = "${work}/cni/bin"` : `bin_dirs = ["${work}/cni/bin"]`;
-  return template
-    .replaceAll('{{CNI_BIN}}', cniBin)
-    .replaceAll('{{WORK}}', work)
-    .replaceAll('{{SANDBOX_IMAGE}}', PAUSE_IMAGE);
-}
-
-function fixture(name: string): string {
-  return fs.readFileSync(path.join(repoRoot(), 'test', 'fixtures', 'cri', name), 'utf8');
-}
 
 function logTail(): string {
   return containerd ? `\n--- containerd log tail ---\n${containerd.logTail(6000)}` : '';
@@ -235,10 +222,8 @@ function removeCgroupDirs(): void {
 before(async () => {
   work = fs.mkdtempSync(path.join('/tmp', 'tss-cri-'));
   for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images']) fs.mkdirSync(path.join(work, d), { recursive: true });
-  fs.writeFileSync(path.join(work, 'tsshim.toml'), render(fixture('tsshim.toml')));
-  // containerd 2.x: its own layout (cri split into runtime, images and gRPC plugins; podsandbox).
-  const criFixture = selectedRelease(repoRoot()).major >= 2 ? 'cri-plugin-v3.toml' : 'cri-plugin.toml';
-  containerd = await startContainerd({ cri: render(fixture(criFixture)), logLevel: 'debug', namespace: K8S_NAMESPACE });
+  fs.writeFileSync(path.join(work, 'tsshim.toml'), renderCriFixture('tsshim.toml', work));
+  containerd = await startContainerd({ cri: criPluginConfig(work), logLevel: 'debug', namespace: K8S_NAMESPACE });
   const busyboxTar = path.join(work, 'images', 'busybox.tar');
   const pauseTar = path.join(work, 'images', 'pause.tar');
   buildBusyboxImage(busyboxTar);

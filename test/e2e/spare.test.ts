@@ -9,6 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
 import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
 import { CriClient, type PodSandboxConfig } from './cri-client';
+import { criPluginConfig, renderCriFixture } from './cri-config';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
 
@@ -280,10 +281,8 @@ describe('through CRI', () => {
   before(async () => {
     work = fs.mkdtempSync(path.join('/tmp', 'tss-spare-cri-'));
     for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images']) fs.mkdirSync(path.join(work, d), { recursive: true });
-    const render = (name: string) => fs.readFileSync(path.join(repoRoot(), 'test/fixtures/cri', name), 'utf8')
-      .replaceAll('{{WORK}}', work).replaceAll('{{SANDBOX_IMAGE}}', PAUSE_IMAGE);
-    fs.writeFileSync(path.join(work, 'tsshim.toml'), render('tsshim.toml'));
-    cd = await startContainerd({ cri: render('cri-plugin.toml'), namespace: 'k8s.io' });
+    fs.writeFileSync(path.join(work, 'tsshim.toml'), renderCriFixture('tsshim.toml', work));
+    cd = await startContainerd({ cri: criPluginConfig(work), namespace: 'k8s.io' });
     for (const [build, image] of [[buildBusyboxImage, BUSYBOX_IMAGE], [buildPauseImage, PAUSE_IMAGE]] as const) {
       const tar = path.join(work, 'images', `${path.basename(image).replace(/[^a-z]/g, '')}.tar`);
       build(tar);
