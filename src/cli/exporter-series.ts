@@ -3,10 +3,12 @@
 // series keep the names the shim's own metrics endpoint uses (tsshim_*).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { io } from '../gen/proto';
 import type { StatsSampleMessage } from '../task/shim-service';
 import type { Exposition, Labels } from './exporter-text';
 import type { ShimSnapshot } from './exporter-scrape';
+import { cgroupUsage } from './usage';
+
+const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(String(v)));
 
 // ---- CRI annotations in the bundle ----------------------------------------------------------------
 
@@ -61,38 +63,17 @@ export interface ContainerUsage {
   oomKills: number | null;
 }
 
-const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(String(v)));
-// v1 says "no limit" with a huge page-aligned number, v2 with 2^64-1.
-const limit = (v: number): number => (v > 0 && v < 2 ** 60 ? v : 0);
-
+/** The cgroup usage `tsshim top` shows too, in cAdvisor's units; 0 where cAdvisor reports 0 (no limit). */
 export function containerUsage(s: StatsSampleMessage): ContainerUsage | null {
-  if (!s.metrics || !s.metrics.value.length) return null;
-  const type = s.metrics.type_url.replace(/^.*\//, '');
-  try {
-    if (type === 'io.containerd.cgroups.v1.Metrics') {
-      const m = io.containerd.cgroups.v1.Metrics.decode(s.metrics.value);
-      const usage = n(m.memory?.usage?.usage);
-      return {
-        cpuSeconds: n(m.cpu?.usage?.total) / 1e9, cpuUserSeconds: n(m.cpu?.usage?.user) / 1e9, cpuSystemSeconds: n(m.cpu?.usage?.kernel) / 1e9,
-        memoryUsageBytes: usage, workingSetBytes: Math.max(0, usage - n(m.memory?.total_inactive_file)),
-        memoryLimitBytes: limit(n(m.memory?.usage?.limit)),
-        threads: m.pids ? n(m.pids.current) : null, threadsMax: m.pids ? limit(n(m.pids.limit)) : null,
-        oomKills: m.memory_oom_control ? n(m.memory_oom_control.oom_kill) : null,
-      };
-    }
-    if (type === 'io.containerd.cgroups.v2.Metrics') {
-      const m = io.containerd.cgroups.v2.Metrics.decode(s.metrics.value);
-      const usage = n(m.memory?.usage);
-      return {
-        cpuSeconds: n(m.cpu?.usage_usec) / 1e6, cpuUserSeconds: n(m.cpu?.user_usec) / 1e6, cpuSystemSeconds: n(m.cpu?.system_usec) / 1e6,
-        memoryUsageBytes: usage, workingSetBytes: Math.max(0, usage - n(m.memory?.inactive_file)),
-        memoryLimitBytes: limit(n(m.memory?.usage_limit)),
-        threads: m.pids ? n(m.pids.current) : null, threadsMax: m.pids ? limit(n(m.pids.limit)) : null,
-        oomKills: m.memory_events ? n(m.memory_events.oom_kill) : null,
-      };
-    }
-  } catch { /* undecodable: no resource series for this container */ }
-  return null;
+  const u = cgroupUsage(s);
+  if (!u) return null;
+  return {
+    cpuSeconds: (u.cpuNs ?? 0) / 1e9, cpuUserSeconds: (u.cpuUserNs ?? 0) / 1e9, cpuSystemSeconds: (u.cpuSystemNs ?? 0) / 1e9,
+    memoryUsageBytes: u.memoryUsageBytes ?? 0, workingSetBytes: u.workingSetBytes ?? 0,
+    memoryLimitBytes: u.memoryLimit ?? 0,
+    threads: u.pids, threadsMax: u.pidsLimit,
+    oomKills: u.oomKills,
+  };
 }
 
 // ---- families -------------------------------------------------------------------------------------

@@ -14,9 +14,20 @@ const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(St
 // cgroup v1 reports "no limit" as a huge page-aligned number; v2 as 2^64-1.
 const limitOrNull = (v: number): number | null => (v > 0 && v < 2 ** 60 ? v : null);
 
-export function usageOf(s: StatsSampleMessage): Usage {
-  const none: Usage = { cpuNs: null, memoryBytes: null, memoryLimit: null, pids: null };
-  if (!s.metrics || !s.metrics.value.length) return none;
+/** Everything tsshim's clients read from a StatsSample's cgroup metrics; null where the cgroup has no such section. */
+export interface CgroupUsage {
+  cpuNs: number | null; cpuUserNs: number | null; cpuSystemNs: number | null;
+  memoryUsageBytes: number | null;
+  workingSetBytes: number | null; // usage minus inactive file cache
+  memoryLimit: number | null;     // null also when unlimited
+  pids: number | null;
+  pidsLimit: number | null;       // 0 when unlimited
+  oomKills: number | null;
+}
+
+/** Decodes either cgroup version's Metrics; null when there are none or they do not decode. */
+export function cgroupUsage(s: StatsSampleMessage): CgroupUsage | null {
+  if (!s.metrics || !s.metrics.value.length) return null;
   const type = s.metrics.type_url.replace(/^.*\//, '');
   try {
     if (type === 'io.containerd.cgroups.v1.Metrics') {
@@ -24,22 +35,39 @@ export function usageOf(s: StatsSampleMessage): Usage {
       const usage = n(m.memory?.usage?.usage);
       return {
         cpuNs: m.cpu?.usage ? n(m.cpu.usage.total) : null,
-        memoryBytes: m.memory ? Math.max(0, usage - n(m.memory.total_inactive_file)) : null,
+        cpuUserNs: m.cpu?.usage ? n(m.cpu.usage.user) : null,
+        cpuSystemNs: m.cpu?.usage ? n(m.cpu.usage.kernel) : null,
+        memoryUsageBytes: m.memory ? usage : null,
+        workingSetBytes: m.memory ? Math.max(0, usage - n(m.memory.total_inactive_file)) : null,
         memoryLimit: m.memory?.usage ? limitOrNull(n(m.memory.usage.limit)) : null,
         pids: m.pids ? n(m.pids.current) : null,
+        pidsLimit: m.pids ? limitOrNull(n(m.pids.limit)) ?? 0 : null,
+        oomKills: m.memory_oom_control ? n(m.memory_oom_control.oom_kill) : null,
       };
     }
     if (type === 'io.containerd.cgroups.v2.Metrics') {
       const m = io.containerd.cgroups.v2.Metrics.decode(s.metrics.value);
+      const usage = n(m.memory?.usage);
       return {
         cpuNs: m.cpu ? n(m.cpu.usage_usec) * 1000 : null,
-        memoryBytes: m.memory ? Math.max(0, n(m.memory.usage) - n(m.memory.inactive_file)) : null,
+        cpuUserNs: m.cpu ? n(m.cpu.user_usec) * 1000 : null,
+        cpuSystemNs: m.cpu ? n(m.cpu.system_usec) * 1000 : null,
+        memoryUsageBytes: m.memory ? usage : null,
+        workingSetBytes: m.memory ? Math.max(0, usage - n(m.memory.inactive_file)) : null,
         memoryLimit: m.memory ? limitOrNull(n(m.memory.usage_limit)) : null,
         pids: m.pids ? n(m.pids.current) : null,
+        pidsLimit: m.pids ? limitOrNull(n(m.pids.limit)) ?? 0 : null,
+        oomKills: m.memory_events ? n(m.memory_events.oom_kill) : null,
       };
     }
-  } catch { /* undecodable metrics: show dashes */ }
-  return none;
+  } catch { /* undecodable metrics */ }
+  return null;
+}
+
+export function usageOf(s: StatsSampleMessage): Usage {
+  const u = cgroupUsage(s);
+  if (!u) return { cpuNs: null, memoryBytes: null, memoryLimit: null, pids: null }; // shown as dashes
+  return { cpuNs: u.cpuNs, memoryBytes: u.workingSetBytes, memoryLimit: u.memoryLimit, pids: u.pids };
 }
 
 function atNs(s: StatsSampleMessage): number {
