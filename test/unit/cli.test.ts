@@ -3,7 +3,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { Server } from '../../src/ttrpc';
 import { run } from '../../src/cli/main';
@@ -13,7 +12,7 @@ import { candidateSockets } from '../../src/cli/discover';
 import { formatTable } from '../../src/cli/table';
 import type { CliContext } from '../../src/cli/io';
 import { startMetricsEndpoint } from '../../src/shim/metrics';
-import { fakeContainer, fakeDaemon, serveShim, tempDir } from './shim-service-fixture.test';
+import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir } from './shim-service-fixture.test';
 
 const tmp = tempDir('tsshim-cli-');
 const sockets = tmp.path('s');
@@ -30,14 +29,7 @@ before(async () => {
   servers.push(await serveShim(shimB, fakeDaemon([
     fakeContainer({ namespace: 'default', id: 'api', pid: process.pid, state: 'created', createdAt: new Date(Date.now() - 3_700_000) }),
   ])));
-  const other = new Server();
-  other.register('containerd.task.v2.Task', { Connect: () => new Uint8Array() });
-  await other.listen(runcLike);
-  servers.push(other);
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(path.join(tmp.dir, 'gone.sock'), r));
-  fs.linkSync(path.join(tmp.dir, 'gone.sock'), dead);
-  await new Promise<void>((r) => srv.close(() => r()));
+  servers.push(await serveForeignAndDeadSockets(runcLike, dead, tmp.dir));
   fs.writeFileSync(path.join(sockets, 'not-a-socket'), 'x');
   // Inspect of any in-process shim reports this endpoint (one per process).
   metricsEndpoint = await startMetricsEndpoint(tmp.path('m/aaaa.metrics.sock'), fakeDaemon());

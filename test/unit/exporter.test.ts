@@ -14,7 +14,7 @@ import { Exposition, formatLabels } from '../../src/cli/exporter-text';
 import { Exporter, handler, isLoopback, parseListen, repeatedFlag } from '../../src/cli/exporter';
 import { mapLimit } from '../../src/cli/exporter-scrape';
 import { UsageError } from '../../src/cli/args';
-import { fakeContainer, fakeDaemon, serveShim, tempDir, MiB } from './shim-service-fixture.test';
+import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir, MiB } from './shim-service-fixture.test';
 
 const tmp = tempDir('tsshim-exp-');
 const sockets = tmp.path('s');
@@ -42,14 +42,7 @@ before(async () => {
   });
   // Both fake shims live in this process (same pid): another group keeps their series apart.
   servers.push(await serveShim(shimB, { ...fakeDaemon([pod]), group: 'pod1' }));
-  const other = new Server();
-  other.register('containerd.task.v2.Task', { Connect: () => new Uint8Array() });
-  await other.listen(runcLike);
-  servers.push(other);
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(path.join(tmp.dir, 'gone.sock'), r));
-  fs.linkSync(path.join(tmp.dir, 'gone.sock'), dead);
-  await new Promise<void>((r) => srv.close(() => r()));
+  servers.push(await serveForeignAndDeadSockets(runcLike, dead, tmp.dir));
   await new Promise<void>((r) => hungServer.listen(hung, r));
 });
 

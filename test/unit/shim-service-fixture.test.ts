@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { io } from '../../src/gen/proto';
@@ -115,6 +116,22 @@ export async function serveShim(socket: string, daemon: DaemonView): Promise<Ser
   registerShimService(server, daemon);
   await server.listen(socket);
   return server;
+}
+
+/**
+ * Sockets discovery must skip: `foreign` serves a Task service but not tsshim's (a Go shim answers
+ * Unimplemented), `dead` is a socket file nobody listens on. Returns the foreign server to close.
+ */
+export async function serveForeignAndDeadSockets(foreign: string, dead: string, scratch: string): Promise<Server> {
+  const other = new Server();
+  other.register('containerd.task.v2.Task', { Connect: () => new Uint8Array() });
+  await other.listen(foreign);
+  const gone = path.join(scratch, 'gone.sock');
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(gone, r));
+  fs.linkSync(gone, dead);
+  await new Promise<void>((r) => srv.close(() => r()));
+  return other;
 }
 
 test('fixture: fake daemon fits the view and its stats grow', async () => {
