@@ -53,6 +53,11 @@ export function shimPidFile(socket: string): string {
   return path.join(STATE_DIR, `${path.basename(socket)}.pid`);
 }
 
+/** The event outbox journal of the shim on `socket` (publisher.ts OutboxJournal). */
+export function shimJournalFile(socket: string): string {
+  return path.join(STATE_DIR, `${path.basename(socket)}.outbox`);
+}
+
 export function toAddress(socket: string): string {
   return `unix://${socket}`;
 }

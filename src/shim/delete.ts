@@ -7,9 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
 import { mountsBelow } from '../task/mounts';
+import { shimJournalFile, shimPidFile } from './address';
 
 const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
-const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 
 function readText(file: string): string | null {
   try { return fs.readFileSync(file, 'utf8').trim(); } catch { return null; }
@@ -46,9 +46,8 @@ function removeDeadShimFiles(bundle: string): void {
   const socket = address.replace(/^unix:\/\//, '');
   if (!path.isAbsolute(socket) || socketServed(socket)) return;
   try { if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket); } catch { /* already gone */ }
-  const base = path.basename(socket);
-  fs.rmSync(path.join(STATE_DIR, `${base}.outbox`), { force: true });
-  fs.rmSync(path.join(STATE_DIR, `${base}.pid`), { force: true });
+  fs.rmSync(shimJournalFile(socket), { force: true });
+  fs.rmSync(shimPidFile(socket), { force: true });
 }
 
 export function runDelete(flags: ShimFlags, warn: (msg: string) => void): Uint8Array {

@@ -19,9 +19,8 @@ import { IdleCollector } from './idle-gc';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from './start';
 import { ensureSpare, enterServing, leaveServing, sparePool, untrustedState } from './spare';
-import { shimPidFile } from './address';
+import { shimJournalFile, shimPidFile, STATE_DIR } from './address';
 
-export const OUTBOX_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
 const IDLE_EXIT_GRACE_MS = 1000;
 
@@ -81,12 +80,12 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const pidFile = socket && !untrusted ? shimPidFile(socket) : '';
   if (pidFile) {
     // A full or read-only state dir costs only the fast path (start then goes the slow way): never the shim.
-    try { fs.mkdirSync(OUTBOX_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
+    try { fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
       log.warn('cannot write the shim pid file', { file: pidFile, error: e });
     }
   }
   // An untrusted state dir gets no journal either: root must not append to a file another user planted.
-  const journalFile = untrusted ? '' : path.join(OUTBOX_DIR, `${path.basename(socket || `pid-${process.pid}`)}.outbox`);
+  const journalFile = untrusted ? '' : shimJournalFile(socket || `pid-${process.pid}`);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
   // already reported itself when that shim went away (its on-close hook publishes exit/delete).
   // Replaying them here would announce a stale exit for a new container with the same id.
