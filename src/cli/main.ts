@@ -5,6 +5,7 @@ import { top } from './top';
 import { inspect } from './inspect';
 import { metrics } from './metrics';
 import { exporter } from './exporter';
+import { upgrade } from './upgrade';
 import type { CliContext } from './io';
 import { TtrpcError, Code } from '../ttrpc';
 
@@ -17,6 +18,9 @@ commands:
       --once                 print one table (after two samples) and exit
   inspect <id|socket>        the shim's internal state as JSON
   metrics <id|socket>        scrape the shim's Prometheus endpoint (shim socket, metrics socket or id)
+  upgrade [id...]            re-execute running shims in place into this build (all, -n <ns>, or those holding the ids)
+      --check                say what would be upgraded, from which version to which
+      --entry <path>         the shim entry of another build (default: this build's dist/src/shim/boot.js)
   exporter                   serve every shim's metrics over HTTP for Prometheus (GET /metrics, /healthz)
       --listen <host:port>   default 127.0.0.1:9743; other addresses print a warning (no auth, no TLS)
       --state <dir>          repeatable: one per containerd
@@ -32,7 +36,7 @@ metrics endpoint: start containerd with TSSHIM_METRICS_DIR=<dir> in its environm
 serves GET /metrics on <dir>/<shim socket name>.metrics.sock.
 `;
 
-const BOOLEAN_FLAGS = ['once', 'help', 'h'];
+const BOOLEAN_FLAGS = ['once', 'help', 'h', 'check'];
 
 function discoverOptions(p: ParsedArgs) {
   return {
@@ -63,6 +67,8 @@ export async function run(argv: string[], ctx: CliContext): Promise<number> {
       case 'inspect': return await inspect(ctx, one(p, 'container id or socket'), opts);
       case 'metrics': return await metrics(ctx, one(p, 'container id or socket'), opts);
       case 'exporter': return await exporter(ctx, argv);
+      case 'upgrade':
+        return await upgrade(ctx, { ...opts, ids: p.positional.slice(1), check: !!p.flags.check, entry: flagString(p, 'entry') });
       default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
     }
   } catch (e) {

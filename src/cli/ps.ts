@@ -4,7 +4,7 @@ import { formatTable } from './table';
 import { humanDuration } from './units';
 import type { CliContext } from './io';
 
-export const PS_HEADER = ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID'];
+export const PS_HEADER = ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID', 'SHIM-VERSION'];
 
 export async function ps(ctx: CliContext, opts: DiscoverOptions & { namespace?: string }): Promise<number> {
   const now = (ctx.now ?? Date.now)();
@@ -12,12 +12,14 @@ export async function ps(ctx: CliContext, opts: DiscoverOptions & { namespace?: 
   try {
     const rows: string[][] = [];
     for (const shim of shims) {
-      // ListResponse has no shim pid; Inspect does.
-      const shimPid = await shim.client.inspect().then((j) => String(j.pid ?? '-'), () => '-');
+      // ListResponse has no shim pid or version; Inspect does.
+      const info = await shim.client.inspect().catch(() => ({} as Record<string, any>));
+      const shimPid = String(info.pid ?? '-');
+      const shimVersion = info.version ? `${info.version}${info.revision ? ` (${info.revision})` : ''}` : '-';
       for (const c of shim.containers) {
         if (opts.namespace && c.namespace !== opts.namespace) continue;
         const uptime = c.startedAt && c.status !== 'stopped' ? humanDuration(now - c.startedAt.getTime()) : '-';
-        rows.push([c.namespace, c.id, String(c.pid || '-'), c.status, uptime, String(c.execCount), shimPid]);
+        rows.push([c.namespace, c.id, String(c.pid || '-'), c.status, uptime, String(c.execCount), shimPid, shimVersion]);
       }
     }
     rows.sort((a, b) => a[0].localeCompare(b[0]) || a[1].localeCompare(b[1]));

@@ -4,6 +4,13 @@ import { Client, Code, TtrpcError } from '../ttrpc';
 import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../task/shim-service';
 
 export const CALL_TIMEOUT_MS = 3000;
+/** An upgrade probes the new build, quiesces (bounded: 10 s calls + 5 s IO) and re-executes. */
+export const UPGRADE_TIMEOUT_MS = 60_000;
+
+export interface UpgradeResult {
+  upgraded: boolean; wouldUpgrade: boolean; reason: string; pid: number;
+  fromVersion: string; fromRevision: string; toVersion: string; toRevision: string;
+}
 
 export interface ContainerRow {
   namespace: string; id: string; pid: number; status: string; bundle: string; startedAt: Date | null; execCount: number;
@@ -37,6 +44,16 @@ export class ShimClient {
   async *stats(id: string, intervalMs: number): AsyncGenerator<StatsSampleMessage> {
     const req = tsshim.v1.StatsStreamRequest.encode({ id, interval_ms: intervalMs }).finish();
     for await (const m of this.client.serverStream(SHIM_SERVICE, 'Stats', req)) yield decodeStatsSample(m);
+  }
+
+  /** Asks the daemon to re-execute itself into the build of `entry` (or only to check, `check`). */
+  async upgrade(entry: string, check: boolean, timeoutMs = UPGRADE_TIMEOUT_MS): Promise<UpgradeResult> {
+    const res = tsshim.v1.UpgradeResponse.decode(await this.client.call(SHIM_SERVICE, 'Upgrade',
+      tsshim.v1.UpgradeRequest.encode({ entry, check }).finish(), { timeoutMs }));
+    return {
+      upgraded: !!res.upgraded, wouldUpgrade: !!res.would_upgrade, reason: res.reason ?? '', pid: res.pid ?? 0,
+      fromVersion: res.from_version ?? '', fromRevision: res.from_revision ?? '', toVersion: res.to_version ?? '', toRevision: res.to_revision ?? '',
+    };
   }
 
   close(): void { this.client.close(); }

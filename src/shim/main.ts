@@ -23,6 +23,12 @@ function readStdin(): Buffer {
 }
 
 async function main(argv: string[]): Promise<void> {
+  // An in-place upgrade asks this build what it is before it execs it (src/upgrade/probe.ts).
+  if (process.env.TSSHIM_UPGRADE_PROBE) {
+    const { probeAnswer, PROBE_MARK } = await import('../upgrade/probe');
+    process.stdout.write(`${PROBE_MARK}${JSON.stringify(probeAnswer())}\n`);
+    return;
+  }
   let flags;
   try { flags = parseFlags(argv); } catch (e) {
     if (e instanceof FlagError) fail(`${e.message}\n${SHIM_USAGE}`, 2);

@@ -170,6 +170,10 @@ export class Publisher {
   /** The journal missed writes: it is rewritten from the queue at the next chance. */
   private journalBehind = false;
   private lastJournalWarning = -Infinity;
+  /** In-place upgrade: no new Forward starts while held; `forwarding` is one in flight. */
+  private held = false;
+  private forwarding = false;
+  private unheld: (() => void)[] = [];
 
   constructor(
     private sender: EventSender | null,
@@ -188,6 +192,29 @@ export class Publisher {
   }
 
   pending(): OutboxEvent[] { return [...this.queue]; }
+
+  /**
+   * In-place upgrade: starts no further Forward and resolves once none is in flight, so every
+   * event is either delivered or still pending (handed over), never both.
+   */
+  async hold(): Promise<void> {
+    this.held = true;
+    while (this.forwarding) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  release(): void {
+    this.held = false;
+    for (const r of this.unheld.splice(0)) r();
+  }
+
+  /** In-place upgrade: the events the previous process had not delivered (already in the journal). */
+  adopt(events: OutboxEvent[]): void {
+    for (const e of events) {
+      this.queue.push(e);
+      this.seq = Math.max(this.seq, e.seq);
+    }
+    if (events.length) this.kick();
+  }
 
   /** Resolves when everything queued so far was delivered, or after timeoutMs. */
   drain(timeoutMs: number): Promise<boolean> {
@@ -243,8 +270,10 @@ export class Publisher {
     while (this.queue.length && !this.closed) {
       const e = this.queue[0];
       if (!this.sender) { this.queue.shift(); this.journalled(() => this.journal.ack(e.seq, this.queue.length === 0)); continue; }
+      if (this.held) { await new Promise<void>((r) => this.unheld.push(r)); continue; }
       try {
-        await this.sender.forward(encodeForwardRequest(e), e.namespace);
+        this.forwarding = true;
+        try { await this.sender.forward(encodeForwardRequest(e), e.namespace); } finally { this.forwarding = false; }
         this.queue.shift();
         this.stats.sent++;
         this.journalled(() => this.journal.ack(e.seq, this.queue.length === 0));

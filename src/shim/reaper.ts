@@ -132,6 +132,11 @@ export interface ReaperOptions {
   subreaper?: boolean;
   /** Source of our children's pids; tests may replace it. */
   listChildren?: () => number[];
+  /**
+   * Reap children that already exited right away (default true). An upgraded process (src/upgrade/)
+   * says false: its exit subscribers and process table come first, then it calls reapNow().
+   */
+  initialReap?: boolean;
 }
 
 /** Direct children of every thread of this process (orphans may be adopted by any thread). */
@@ -183,7 +188,7 @@ export class Reaper {
     if (opts.subreaper !== false) setChildSubreaper();
     process.on('SIGCHLD', this.onSigchld);
     // Children that died before we listened would otherwise wait for the next SIGCHLD.
-    this.reapNow();
+    if (opts.initialReap !== false) this.reapNow();
   }
 
   /** Receives every exit reaped here (i.e. of processes NOT started via child_process). */
@@ -383,7 +388,15 @@ export class Reaper {
     });
   }
 
-  /** Stops listening (tests). The singleton cannot be re-created afterwards in this process. */
+  /** Listens again after stop() (an in-place upgrade given up before its exec) and reaps what waited. */
+  resume(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    process.on('SIGCHLD', this.onSigchld);
+    this.reapNow();
+  }
+
+  /** Stops listening (tests; an in-place upgrade before its exec): exited children wait as zombies. */
   stop(): void {
     this.stopped = true;
     process.removeListener('SIGCHLD', this.onSigchld);

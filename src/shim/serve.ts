@@ -18,7 +18,11 @@ import { startMetricsFromEnv } from './metrics';
 import { IdleCollector } from './idle-gc';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from './start';
-import { ensureSpare, enterServing, leaveServing, sparePool, untrustedState } from './spare';
+import { ensureSpare, enterServing, leaveServing, sparePool, stopSpares, untrustedState } from './spare';
+import { SHIM_SERVICE } from '../task/shim-service';
+import { replayableCall, upgradeHandler } from '../upgrade/capture';
+import { fallBack, listenerFrom, pendingUpgrade, readState, restoreConnections, restoreTasks } from '../upgrade/restore';
+import type { UpgradeState } from '../upgrade/state';
 import { shimJournalFile, shimPidFile, STATE_DIR } from './address';
 
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
@@ -52,13 +56,21 @@ function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: str
   });
 }
 
+function upgradeBundle(text: string | undefined): string | null {
+  if (!text) return null;
+  try { return JSON.parse(text).containers?.[0]?.bundle || null; } catch { return null; }
+}
+
 export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<void> {
-  const startedAt = new Date();
+  // An in-place upgrade exec'd us with the previous program's state (src/upgrade/).
+  const upgrade = pendingUpgrade();
+  let startedAt = new Date();
   // Look like the Go shim in ps and /proc/<pid>/cmdline (NUL-separated arguments): operators and
   // tools search for this name and split it; bin/ sh checks that it starts with it (is_shim).
   setShimArgv(flags);
   setChildSubreaper();
-  const bundle = process.cwd();
+  // After an in-place upgrade cwd is / already: log to the first container's bundle as before.
+  const bundle = upgradeBundle(upgrade?.text) ?? process.cwd();
   // Follows the containers: the first bundle's fifo loses its reader when that container goes.
   let liveBundles: () => string[] = () => [];
   const log = createLogger(new BundleLogSink(bundle, () => liveBundles()), flags.debug ? 'debug' : 'info', {
@@ -70,8 +82,18 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   process.on('uncaughtException', (e) => log.error('uncaught exception (a tsshim bug)', { error: e.stack ?? e.message }));
   process.on('unhandledRejection', (e: any) => log.error('unhandled rejection (a tsshim bug)', { error: e?.stack ?? String(e) }));
 
-  const { server: netServer, socket } = bound ?? await listenFrom(flags);
-  const group = bound?.group ?? (process.env.TSSHIM_GROUP || flags.id);
+  let state: UpgradeState | null = null;
+  if (upgrade) {
+    try { state = readState(upgrade.text); } catch (e) {
+      let loose: UpgradeState | null = null;
+      try { loose = JSON.parse(upgrade.text); } catch { /* nothing to fall back with */ }
+      fallBack(upgrade.file, loose, (e as Error).message, flags, log);
+    }
+    startedAt = new Date(state.daemon.startedAt);
+  }
+  // Restored: the listener is taken over from its fd with the rest of the state, below.
+  let { server: netServer, socket } = state ? { server: null as unknown as net.Server, socket: state.daemon.socket } : bound ?? await listenFrom(flags);
+  const group = state?.daemon.group ?? bound?.group ?? (process.env.TSSHIM_GROUP || flags.id);
   const perNode = group === PER_NODE_GROUP;
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
   // container of our group (per-node: of our namespace).
@@ -89,7 +111,8 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
   // already reported itself when that shim went away (its on-close hook publishes exit/delete).
   // Replaying them here would announce a stale exit for a new container with the same id.
-  const stale = journalFile ? OutboxJournal.load(journalFile) : [];
+  // (After an in-place upgrade the journal is this shim's own: its pending events come with the state.)
+  const stale = journalFile && !state ? OutboxJournal.load(journalFile) : [];
   if (stale.length) {
     log.warn('discarding undelivered events of a previous shim', { count: stale.length, topics: stale.map((e) => e.topic).join(',') });
     fs.rmSync(journalFile, { force: true });
@@ -109,7 +132,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const idleGc = new IdleCollector();
   // The next container's warm spare boots once this container runs: booting it during Create and
   // Start took CPU from runc there (+8 ms and +4 ms on these 2 cores).
-  let spareRequested = perNode || !!untrusted;
+  let spareRequested = perNode || !!untrusted || !!state?.daemon.spareRequested;
   const requestSpare = () => {
     if (spareRequested) return;
     spareRequested = true;
@@ -127,10 +150,11 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   };
   // Connections opening and closing count as activity: a client that held memory without ever
   // completing a call (partial frames) must still be followed by the idle collection.
-  const ttrpc = new Server({ log: (level, msg, fields) => log[level](msg, fields as any), onActivity: () => idleGc.activity() });
+  const ttrpc = new Server({
+    log: (level, msg, fields) => log[level](msg, fields as any), onActivity: () => idleGc.activity(), replayable: replayableCall,
+  });
   let exiting = false;
-  // Connections to our socket (containerd keeps one open for as long as it cares about the shim).
-  let connections = 0;
+  // Connections to our socket (containerd keeps one open for as long as it cares about the shim): counted below.
   /**
    * A shim that holds no container must not outlive containerd's interest: after a Create failed or
    * was abandoned, go once containerd asked for Shutdown (maybe while that Create still ran) or closed
@@ -145,7 +169,8 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   };
   const service = new TaskService({
     events: new TaskEvents(publisher),
-    reaper: Reaper.instance(),
+    // Restored: exits that came during the swap are reaped once the process table is back.
+    reaper: Reaper.instance(state ? { initialReap: false } : {}),
     log,
     shimPid: process.pid,
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
@@ -154,15 +179,51 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   });
   liveBundles = () => service.list().map((c) => c.bundle);
   const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc };
+  let connections = 0;
+  const serveListener = () => {
+    netServer.on('connection', (sock: net.Socket) => {
+      connections++;
+      sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+    });
+    ttrpc.serve(netServer);
+  };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
-  const metrics = await startMetricsFromEnv(daemon);
-  netServer.on('connection', (sock: net.Socket) => {
-    connections++;
-    sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+  let metrics: { close(): void } | null = null;
+  ttrpc.register(SHIM_SERVICE, {
+    Upgrade: upgradeHandler({
+      flags, entry: SHIM_ENTRY, ttrpc, get netServer() { return netServer; }, service, publisher, reaper: Reaper.instance(), log, rpcStats,
+      startedAt, socket, namespace: flags.namespace, group, spareRequested: () => spareRequested,
+      beforeExec: () => { metrics?.close(); idleGc.close(); },
+    }),
   });
-  ttrpc.serve(netServer);
+  if (state && upgrade) {
+    // One synchronous stretch: if any of it throws, no fd was read yet and the previous build
+    // takes the same state back (fallBack never returns).
+    try {
+      restoreTasks(state, { service, publisher, rpcStats, log });
+      netServer = listenerFrom(state);
+      serveListener();
+      for (const sock of restoreConnections(state, ttrpc, log)) {
+        connections++;
+        sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+      }
+    } catch (e) {
+      fallBack(upgrade.file, state, `the new build failed to restore: ${(e as Error).message}`, flags, log);
+    }
+    Reaper.instance().reapNow();
+    fs.rmSync(upgrade.file, { force: true });
+    if (state.fallbackReason !== undefined) log.warn('upgrade: fell back to this build', { reason: state.fallbackReason });
+    else log.info('upgrade: restored', { from: state.from.version, containers: state.containers.length, connections: state.connections.length });
+    journal.rewrite(publisher.pending());
+    // Spares run the build they booted with: retire them, the next one boots on this build.
+    if (!perNode && !untrusted && state.fallbackReason === undefined) {
+      try { stopSpares(sparePool(flags.address)); } catch (e) { log.warn('cannot retire spares', { error: e }); }
+    }
+  }
+  metrics = await startMetricsFromEnv(daemon);
+  if (!state) serveListener();
 
   async function shutdown(reason: string): Promise<void> {
     if (exiting) return;

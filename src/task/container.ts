@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { RuncClient, RuncError, readPidFile } from '../runc';
 import type { Logger } from '../shim/logger';
 import { Reaper } from '../shim/reaper';
-import { createProcessIO, type StdioConfig } from './io';
+import { adoptProcessIO, createProcessIO, type IoState, type StdioConfig } from './io';
 import { InitProcess, ExecProcess, type Process } from './process';
 import { checkExec, checkInit } from './state';
 import { mountRootfs, unmountAll, type MountSpec } from './rootfs';
@@ -49,7 +49,8 @@ export class Container {
   private reserved = new Set<string>();
   readonly runc: RuncClient;
   readonly hostPidNs: boolean;
-  readonly createdAt = new Date();
+  /** When Create came (kept across an in-place upgrade). */
+  createdAt = new Date();
   /** Running execs; the init's exit is published only after they all exited (containerd 1.7+ order). */
   runningExecs = 0;
   private execsIdle: (() => void)[] = [];
@@ -255,6 +256,11 @@ export class Container {
   execsDone(): Promise<void> {
     if (this.runningExecs === 0) return Promise.resolve();
     return new Promise((r) => this.execsIdle.push(r));
+  }
+
+  /** In-place upgrade: the IO of one of this container's processes, on the fds the previous process handed over. */
+  adoptIO(p: Process, state: IoState): void {
+    p.io = adoptProcessIO(state, this.ioOptions(p.execId));
   }
 
   private ioOptions(execId: string) {

@@ -378,6 +378,34 @@ export class TaskService {
     return { shim_pid: this.deps.shimPid, task_pid: c?.init.pid ?? 0, version: '' };
   }
 
+  // ---- in-place upgrade (src/upgrade/task-state.ts) ----------------------------------------------
+
+  /** The process table as the upgrade captures it: containers and the pids whose exit is awaited. */
+  handoverView(): { containers: Container[]; watched: Set<Process> } {
+    return { containers: [...this.containers.values()], watched: new Set([...this.running.values()].map((r) => r.process)) };
+  }
+
+  /**
+   * A container of the previous process: its live processes are watched again, its cgroup and OOM
+   * watch taken up, and exits that were reaped but not yet published are published now, in order.
+   */
+  adopt(c: Container, watched: Process[]): void {
+    const key = this.key(c.namespace, c.id);
+    this.containers.set(key, c);
+    this.everCreated = true;
+    for (const p of watched) this.running.set(p.pid, { container: c, process: p });
+    if (c.init.pid && !c.init.reaped && !c.init.exit) {
+      const cg = cgroupForPid(c.init.pid);
+      if (cg) {
+        this.cgroups.set(c, cg);
+        this.oom.add(key, cg).catch((e: unknown) => this.deps.log.warn('cannot watch for OOM', { id: c.id, error: e }));
+      }
+    }
+    for (const p of [c.init, ...c.execs.values()]) {
+      if (p.reaped && !p.exit) void this.handleExit(c, p, p.reaped.status);
+    }
+  }
+
   shutdown(): void {
     this.shutdownRequested = true;
     if (this.containers.size === 0) this.deps.onEmpty();

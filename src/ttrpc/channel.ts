@@ -74,6 +74,18 @@ export class FrameDecoder {
     return this.buffered;
   }
 
+  /**
+   * Takes the bytes of the incomplete frame held (upgrade hand-over). Throws while an oversized
+   * frame is being skipped: its rest cannot be described by bytes alone.
+   */
+  takeBuffered(): Buffer {
+    if (this.discarding) throw new Error('a connection is in the middle of an oversized frame');
+    const out = Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [];
+    this.buffered = 0;
+    return out;
+  }
+
   /** True when the stream stopped inside a frame (bytes of an incomplete frame are pending). */
   get midFrame(): boolean {
     return this.buffered > 0 || this.discarding !== null;
@@ -177,6 +189,8 @@ export class Channel {
   private pausedForBacklog = false;
   /** The peer's EOF came while frames it sent were still waiting for their turn. */
   private endAfterBacklog = false;
+  /** Upgrade quiesce: not read, no frame handed on (hold/release/detach). */
+  private held = false;
 
   /**
    * @param framesPerTurn frames handed to `events` per event-loop turn; the server bounds it so that
@@ -235,6 +249,57 @@ export class Channel {
     return this.socket.writableLength;
   }
 
+  /**
+   * Upgrade quiesce: stop reading at once (not even into Node's read buffer) and hand no frame on,
+   * until release(). Replies can still be sent.
+   */
+  hold(): void {
+    if (this.isClosed) return;
+    this.held = true;
+    this.batcher.hold(true);
+    this.updateReading();
+    stopReadingNow(this.socket);
+  }
+
+  release(): void {
+    if (this.isClosed || !this.held) return;
+    this.held = false;
+    this.batcher.hold(false);
+    this.updateReading();
+  }
+
+  /**
+   * Upgrade hand-over, after hold(): every byte the peer sent that was read but not handled, in the
+   * order it came (frames decoded but not handed on, an incomplete frame, Node's read buffer), and
+   * the socket's fd. The channel is dead afterwards; the socket and its fd stay open for the next
+   * process, which feeds `pending` to its own decoder first.
+   */
+  detach(): { fd: number; pending: Buffer } {
+    const parts: Buffer[] = [];
+    for (const p of this.batcher.takeBacklog()) {
+      if (p.data === null) this.events.oversize(p.header); // answered now: nothing of it is left to read
+      else parts.push(encodeFrame(p.header.streamId, p.header.type, p.header.flags, p.data));
+    }
+    parts.push(this.decoder.takeBuffered());
+    this.socket.removeAllListeners('data');
+    // Paused: read() returns what Node buffered without emitting it anywhere now.
+    for (let chunk = this.socket.read(); chunk; chunk = this.socket.read()) parts.push(chunk as Buffer);
+    stopReadingNow(this.socket); // read() may have restarted libuv's reading
+    this.isClosed = true;
+    this.batcher.stop();
+    this.socket.removeAllListeners('end');
+    this.socket.removeAllListeners('close');
+    const fd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    return { fd, pending: Buffer.concat(parts) };
+  }
+
+  /** Bytes the previous process read from this connection and did not handle: handled first. */
+  inject(bytes: Buffer): void {
+    if (this.isClosed || bytes.length === 0) return;
+    this.decoder.push(bytes);
+    this.batcher.flush();
+  }
+
   /** Stop reading from the peer (backpressure); frames already read are still delivered. */
   pauseReading(): void {
     this.pausedByOwner = true;
@@ -255,7 +320,7 @@ export class Channel {
 
   private updateReading(): void {
     if (this.isClosed) return;
-    if (this.pausedByOwner || this.pausedForBacklog) this.socket.pause();
+    if (this.pausedByOwner || this.pausedForBacklog || this.held) this.socket.pause();
     else this.socket.resume();
   }
 
@@ -283,5 +348,14 @@ export class Channel {
     this.batcher.stop();
     this.socket.destroy();
     this.events.closed(err, this.decoder.midFrame);
+  }
+}
+
+/** net.Socket.pause() lets libuv read on until Node's buffer is full: stop the handle itself. */
+function stopReadingNow(socket: Socket): void {
+  const h = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  if (h?.readStop && h.reading) {
+    h.reading = false;
+    h.readStop();
   }
 }

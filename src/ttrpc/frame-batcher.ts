@@ -5,7 +5,7 @@
 import type { FrameHeader, FrameSink } from './channel';
 
 /** A decoded frame waiting for its turn; data null = an oversized frame to report. */
-interface Pending {
+export interface Pending {
   header: FrameHeader;
   data: Buffer | null;
 }
@@ -16,6 +16,8 @@ export class FrameBatcher implements FrameSink {
   private next: NodeJS.Immediate | null = null;
   private inBacklog = false;
   private stopped = false;
+  /** Upgrade quiesce: nothing is handed on while held (see Channel.hold). */
+  private held = false;
 
   /**
    * @param perTurn frames handed to `sink` per turn of the event loop (Infinity: all at once)
@@ -44,9 +46,25 @@ export class FrameBatcher implements FrameSink {
     this.queue.push({ header, data: null });
   }
 
+  /** Stops (true) or resumes (false) handing frames on; a resume hands on what waited. */
+  hold(on: boolean): void {
+    this.held = on;
+    if (!on && this.backlog > 0) this.flush();
+  }
+
+  /** Takes the frames not handed on yet, in order (the batcher is empty afterwards). */
+  takeBacklog(): Pending[] {
+    const out = this.queue.slice(this.head) as Pending[];
+    if (this.next) clearImmediate(this.next);
+    this.next = null;
+    this.queue = [];
+    this.head = 0;
+    return out;
+  }
+
   /** Hand on one batch now (after a read); what is left goes on later turns. */
   flush(): void {
-    if (this.next || this.stopped) return; // a later turn is already scheduled and keeps the order
+    if (this.next || this.stopped || this.held) return; // a later turn is already scheduled and keeps the order
     this.deliver();
   }
 
@@ -61,6 +79,7 @@ export class FrameBatcher implements FrameSink {
 
   private readonly deliver = (): void => {
     this.next = null;
+    if (this.held) return;
     for (let n = 0; n < this.perTurn && this.head < this.queue.length && !this.stopped; n++) {
       const p = this.queue[this.head]!;
       this.queue[this.head++] = undefined; // let its buffer go as soon as it is handled

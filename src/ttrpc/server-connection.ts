@@ -1,7 +1,7 @@
 // One accepted connection: demultiplexes frames into calls, runs handlers concurrently, writes replies
 // in completion order. Enforces the ttrpc 1.2 stream-id rules and the size limit per stream.
 import type { Socket } from 'node:net';
-import { Channel, Flags, FrameHeader, MessageType } from './channel';
+import { Channel, encodeFrame, Flags, FrameHeader, MessageType } from './channel';
 import { decodeRequest, encodeResponse, Request } from './codec';
 import type { Closable, ServerLimits } from './limits';
 import { MessageQueue } from './message-queue';
@@ -22,6 +22,21 @@ interface ActiveStream {
   timer?: NodeJS.Timeout;
   inbound?: MessageQueue<Buffer>;
   done: boolean;
+  service: string;
+  method: string;
+  /** The request frame, kept for calls a new process may run again after an upgrade (Wait). */
+  replay?: Buffer;
+}
+
+/** One call in flight, as the upgrade quiesce sees it. */
+export interface InFlightCall { streamId: number; service: string; method: string; replayable: boolean }
+
+/** What a connection hands to the next process of an in-place upgrade (see Channel.detach). */
+export interface ConnectionHandover {
+  fd: number;
+  lastRequestId: number;
+  /** Requests to run again (replayable calls still in flight), then the bytes read but not handled. */
+  input: Buffer;
 }
 
 export interface ServerConnectionOptions {
@@ -32,6 +47,10 @@ export interface ServerConnectionOptions {
   limits: ServerLimits<ServerConnection>;
   /** Called once after the connection is fully closed. */
   onClosed: (conn: ServerConnection) => void;
+  /** Calls that an upgraded process may run again from their request (idempotent waits). */
+  replayable?: (service: string, method: string) => boolean;
+  /** Adopted from the previous process of an upgrade. */
+  adopted?: { lastRequestId: number; input: Buffer };
 }
 
 export class ServerConnection implements Closable {
@@ -44,6 +63,47 @@ export class ServerConnection implements Closable {
 
   constructor(socket: Socket, private readonly opts: ServerConnectionOptions) {
     this.channel = new Channel(socket, this, opts.maxMessageSize, opts.limits.limits.maxFramesPerTurn);
+    if (opts.adopted) {
+      this.lastRequestId = opts.adopted.lastRequestId;
+      const input = opts.adopted.input;
+      // A turn later: the new process finishes restoring before the first request runs.
+      setImmediate(() => this.channel.inject(input));
+    }
+  }
+
+  // ---- upgrade hand-over ----
+
+  /** Stops reading requests (at a frame boundary: partial frames stay buffered); replies still go out. */
+  hold(): void { this.channel.hold(); }
+
+  release(): void { this.channel.release(); }
+
+  inFlight(): InFlightCall[] {
+    return [...this.streams.values()].map((s) => ({ streamId: s.id, service: s.service, method: s.method, replayable: !!s.replay }));
+  }
+
+  /** Reply bytes the kernel has not taken yet. */
+  get unsentBytes(): number { return this.channel.unsentBytes; }
+
+  /**
+   * Detaches the connection for the next process. Replayable calls in flight are sent to it again
+   * as requests; `skip` are calls the caller answers itself (the Upgrade call). Must be called with
+   * no other call in flight and every reply flushed.
+   */
+  handover(skip: ReadonlySet<number>): ConnectionHandover {
+    const replays = [...this.streams.values()].filter((s) => s.replay && !skip.has(s.id)).sort((a, b) => a.id - b.id);
+    const rest = [...this.streams.values()].filter((s) => !s.replay && !skip.has(s.id));
+    if (rest.length) throw new Error(`calls still in flight: ${rest.map((s) => s.method).join(', ')}`);
+    const { fd, pending } = this.channel.detach();
+    for (const s of this.streams.values()) { if (s.timer) clearTimeout(s.timer); s.done = true; }
+    this.streams.clear();
+    const lastRequestId = replays.length ? replays[0].id - 1 : this.lastRequestId;
+    return { fd, lastRequestId, input: Buffer.concat([...replays.map((s) => s.replay!), pending]) };
+  }
+
+  /** The new process answers a call the previous one took (the Upgrade call itself). */
+  respond(streamId: number, code: Code, message: string, payload?: Uint8Array): void {
+    this.writeResponse(streamId, code, message, payload);
   }
 
   get activeCalls(): number {
@@ -145,11 +205,12 @@ export class ServerConnection implements Closable {
       this.sendStatus(id, Code.RESOURCE_EXHAUSTED, refused);
       return;
     }
-    this.startCall(id, h.flags, req, entry);
+    const replay = this.opts.replayable?.(req.service, req.method) ? encodeFrame(id, h.type, h.flags, data) : undefined;
+    this.startCall(id, h.flags, req, entry, replay);
   }
 
-  private startCall(id: number, flags: number, req: Request, entry: MethodEntry): void {
-    const stream: ActiveStream = { id, abort: new AbortController(), done: false };
+  private startCall(id: number, flags: number, req: Request, entry: MethodEntry, replay?: Buffer): void {
+    const stream: ActiveStream = { id, abort: new AbortController(), done: false, service: req.service, method: req.method, replay };
     const ctx: CallContext = {
       service: req.service,
       method: req.method,

@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import { MAX_MESSAGE_SIZE } from './channel';
 import { DEFAULT_RESOURCE_LIMITS, ResourceLimits, ServerLimits } from './limits';
 import { isSameUser, PeerCred, peerCredOf } from './peercred';
-import { LogFn, ServerConnection } from './server-connection';
+import { ConnectionHandover, InFlightCall, LogFn, ServerConnection } from './server-connection';
 import {
   BidiStreamHandler, ClientStreamHandler, ServerStreamHandler, ServiceRegistry, UnaryHandler,
 } from './services';
@@ -25,6 +25,8 @@ export interface ServerOptions {
    * collects garbage when idle should count it as activity, calls alone miss a client that never called).
    */
   onActivity?: () => void;
+  /** Calls a new process may run again after an in-place upgrade (see ServerConnection.handover). */
+  replayable?: (service: string, method: string) => boolean;
 }
 
 export const DEFAULT_SHUTDOWN_GRACE_MS = 5000;
@@ -39,7 +41,10 @@ export class Server {
   private readonly peerCredLookup: (socket: net.Socket) => PeerCred;
   private readonly limits: ServerLimits<ServerConnection>;
   private readonly onActivity: () => void;
+  private readonly replayable?: (service: string, method: string) => boolean;
   private shuttingDown = false;
+  /** Upgrade quiesce: connections (new ones too) are not read. */
+  private holding = false;
   private allClosed: (() => void) | null = null;
 
   constructor(opts: ServerOptions = {}) {
@@ -49,6 +54,35 @@ export class Server {
     this.peerCredLookup = opts.peerCredLookup ?? peerCredOf;
     this.limits = new ServerLimits({ ...DEFAULT_RESOURCE_LIMITS, ...definedOnly(opts.limits) }, () => this.connections.size);
     this.onActivity = opts.onActivity ?? (() => {});
+    this.replayable = opts.replayable;
+  }
+
+  // ---- in-place upgrade ----
+
+  /** Stops reading requests on every connection, and on those accepted from now on, until release(). */
+  hold(): void {
+    this.holding = true;
+    for (const c of this.connections) c.hold();
+  }
+
+  release(): void {
+    this.holding = false;
+    for (const c of this.connections) c.release();
+  }
+
+  /** Calls in flight per connection, and reply bytes not flushed, while held. */
+  inFlight(): { conn: ServerConnection; calls: InFlightCall[]; unsent: number }[] {
+    return [...this.connections].map((conn) => ({ conn, calls: conn.inFlight(), unsent: conn.unsentBytes }));
+  }
+
+  /** Detaches every connection for the next process; `skip(conn, id)` names calls answered elsewhere. */
+  handover(skip: (conn: ServerConnection) => ReadonlySet<number>): { conn: ServerConnection; handover: ConnectionHandover }[] {
+    return [...this.connections].map((conn) => ({ conn, handover: conn.handover(skip(conn)) }));
+  }
+
+  /** A connection of the previous process: served again from its request counter and unread input. */
+  adopt(socket: net.Socket, state: { lastRequestId: number; input: Buffer }): ServerConnection | null {
+    return this.accept(socket, state);
   }
 
   /** Current usage against the limits (for metrics and tests). */
@@ -123,20 +157,22 @@ export class Server {
     await Promise.all(listenersClosed);
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, adopted?: { lastRequestId: number; input: Buffer }): ServerConnection | null {
     if (this.shuttingDown) {
       socket.destroy();
-      return;
+      return null;
     }
     if (!this.peerAllowed(socket)) {
       socket.destroy();
-      return;
+      return null;
     }
     const conn = new ServerConnection(socket, {
       registry: this.registry,
       maxMessageSize: this.maxMessageSize,
       log: this.log,
       limits: this.limits,
+      replayable: this.replayable,
+      adopted,
       onClosed: (c) => {
         this.connections.delete(c);
         this.onActivity();
@@ -144,7 +180,9 @@ export class Server {
       },
     });
     this.connections.add(conn);
+    if (this.holding) conn.hold();
     this.onActivity();
+    return conn;
   }
 
   private peerAllowed(socket: net.Socket): boolean {

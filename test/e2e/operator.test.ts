@@ -57,7 +57,7 @@ test('tsshim ps lists the tsshim container (running, with pid and shim pid) and 
   const r = tsshim(['ps']);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID']);
+  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID', 'SHIM-VERSION']);
   const rows = lines.slice(1).map(cells);
   assert.equal(rows.filter((x) => x[1] === runcId).length, 0, 'runc shim answers Unimplemented and is skipped');
   const row = rows.find((x) => x[1] === id);

@@ -101,7 +101,7 @@ test('ps: a table of the tsshim shims only, with shim pid and uptime', async () 
   const r = await cli(['ps', '--socket-dir', sockets]);
   assert.equal(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
-  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID']);
+  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID', 'SHIM-VERSION']);
   const rows = lines.slice(1).map(cells);
   assert.deepEqual(rows.map((x) => x[1]), ['api', 'old', 'web', 'db'], 'sorted by namespace, then id');
   const web = rows.find((x) => x[1] === 'web')!;

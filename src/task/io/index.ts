@@ -20,3 +20,11 @@ export async function createProcessIO(cfg: StdioConfig, opts: ProcessIOOptions):
   if (cfg.terminal) return TerminalProcessIO.create(cfg, target, opts);
   return PipeProcessIO.create(cfg, target, opts);
 }
+
+export type { IoState, IoHandover } from './handover';
+export { ioFds } from './handover';
+
+/** The IO of a process the previous shim process of an in-place upgrade ran. */
+export function adoptProcessIO(state: import('./handover').IoState, opts: ProcessIOOptions): ProcessIO {
+  return state.kind === 'terminal' ? TerminalProcessIO.adopt(state, opts) : PipeProcessIO.adopt(state, opts);
+}

@@ -7,12 +7,21 @@ import type { Writable } from 'node:stream';
 import * as sys from '../../shim/sys';
 import { BinaryLogger } from './binary-logger';
 import { isFifo, isFifoSync, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
-import { pump, type PumpResult } from './pump';
+import { pump, type PumpControl, type PumpResult } from './pump';
+import {
+  AdoptedLogger, destinationStream, detachCopy, fdOfStream, pumpsHandover,
+  type CopyState, type DestinationState, type IoHandover, type PipeIoState,
+} from './handover';
 import { Resources } from './resources';
 import { stdioPath, type OutputTarget } from './stdio-uri';
 import type { ProcessIO, ProcessIOOptions, RuncStdio, StdioConfig } from './types';
 
 type OutputName = 'stdout' | 'stderr';
+
+type Destination = { dst: Writable; shared: boolean; afterCopy?: () => void; state: DestinationState; keepReaderFd?: number };
+
+/** A running copy as an upgrade hands it over. */
+interface LiveCopy { name: string; control: Partial<PumpControl>; srcFd: number; dst: DestinationState; keepReaderFd?: number }
 
 export class PipeProcessIO implements ProcessIO {
   readonly consoleSocketPath = undefined;
@@ -24,8 +33,11 @@ export class PipeProcessIO implements ProcessIO {
   /** Output copiers wait for runc to succeed: like the Go shim, a failed runc's own stderr is not copied to the client. */
   private readonly startAfterRunc: (() => void)[] = [];
   private stdinKeepAliveFd?: number;
-  private logger?: BinaryLogger;
+  private logger?: BinaryLogger | AdoptedLogger;
   private closed?: Promise<void>;
+  private sharedFile?: { path: string; stream: fs.WriteStream; users: number };
+  private readonly live: LiveCopy[] = [];
+  private stdinLive?: LiveCopy;
 
   private constructor(private readonly opts: ProcessIOOptions) {}
 
@@ -115,10 +127,6 @@ export class PipeProcessIO implements ProcessIO {
 
   /** fifoPaths: containerd's FIFOs (local, so a synchronous stat is safe); else user file paths. */
   private async setUpCopying(cfg: StdioConfig, out: Record<OutputName, string>, fifoPaths = false): Promise<void> {
-    const log = this.opts.log;
-    let sharedFile: { path: string; stream: fs.WriteStream; users: number } | undefined;
-
-    type Destination = { dst: Writable; shared: boolean; afterCopy?: () => void };
     const destinationFor = async (name: OutputName, p: string): Promise<Destination> => {
       if (fifoPaths ? isFifoSync(p) : await isFifo(p)) {
         const fifo = await openOutputFifo(p).catch((err: Error) => {
@@ -127,19 +135,22 @@ export class PipeProcessIO implements ProcessIO {
         this.res.fd(fifo.keepReaderFd);
         this.res.stream(fifo.writer);
         // The extra reader goes only after the writer finished (see openOutputFifo).
-        return { dst: fifo.writer, shared: false, afterCopy: () => this.res.closeFd(fifo.keepReaderFd) };
+        return {
+          dst: fifo.writer, shared: false, afterCopy: () => this.res.closeFd(fifo.keepReaderFd),
+          state: { kind: 'socket', fd: fdOfStream(fifo.writer) }, keepReaderFd: fifo.keepReaderFd,
+        };
       }
-      if (sharedFile && sharedFile.path === p) {
-        sharedFile.users++;
-        return { dst: sharedFile.stream, shared: true };
+      if (this.sharedFile && this.sharedFile.path === p) {
+        this.sharedFile.users++;
+        return { dst: this.sharedFile.stream, shared: true, state: { kind: 'file', fd: fdOfStream(this.sharedFile.stream) } };
       }
       const stream = await openOutputFile(p).catch((err: Error) => {
         throw new Error(`containerd-shim: opening ${name} file ${JSON.stringify(p)} failed: ${err.message}`);
       });
       this.res.stream(stream);
       const shared = out.stdout === out.stderr;
-      if (shared) sharedFile = { path: p, stream, users: 1 };
-      return { dst: stream, shared };
+      if (shared) this.sharedFile = { path: p, stream, users: 1 };
+      return { dst: stream, shared, state: { kind: 'file', fd: fdOfStream(stream) } };
     };
 
     const copies: ({ name: OutputName; src: number } & Destination)[] = [];
@@ -169,22 +180,90 @@ export class PipeProcessIO implements ProcessIO {
     for (const c of copies) {
       this.startAfterRunc.push(() => {
         this.res.forget(c.src);
-        const src = this.res.stream(socketOnFd(c.src, 'read'));
-        const copy = pump(src, c.dst, { name: c.name, log, endDestination: !c.shared }).then(async (r) => {
-          c.afterCopy?.();
-          if (c.shared && sharedFile && --sharedFile.users === 0) await new Promise<void>((done) => sharedFile!.stream.end(done));
-          return r;
-        });
-        this.outputCopies.push(copy);
+        this.startCopy(c.name, c.src, c);
       });
     }
     if (stdinCopy) {
       this.res.forget(stdinCopy.dst);
-      const dst = this.res.stream(socketOnFd(stdinCopy.dst, 'write'));
-      // At stdin EOF pump ends dst, which closes the container's stdin pipe: the container sees EOF.
-      // A write error means the container no longer reads stdin; that is normal, log quietly.
-      void pump(stdinCopy.src, dst, { name: 'stdin', log: quietStdinLog(log) });
+      this.startStdin(stdinCopy.src, stdinCopy.dst);
     }
+  }
+
+  private startCopy(name: string, srcFd: number, d: Destination, pending?: Buffer): void {
+    const src = this.res.stream(socketOnFd(srcFd, 'read'));
+    const control: Partial<PumpControl> = {};
+    this.live.push({ name, control, srcFd, dst: d.state, keepReaderFd: d.keepReaderFd });
+    if (pending?.length) d.dst.write(pending);
+    const copy = pump(src, d.dst, { name, log: this.opts.log, endDestination: !d.shared, control }).then(async (r) => {
+      d.afterCopy?.();
+      const sharedFile = this.sharedFile;
+      if (d.shared && sharedFile && --sharedFile.users === 0) await new Promise<void>((done) => sharedFile.stream.end(done));
+      return r;
+    });
+    this.outputCopies.push(copy);
+  }
+
+  private startStdin(src: import('node:net').Socket, dstFd: number, pending?: Buffer): void {
+    const dst = this.res.stream(socketOnFd(dstFd, 'write'));
+    const control: Partial<PumpControl> = {};
+    this.stdinLive = { name: 'stdin', control, srcFd: fdOfStream(src), dst: { kind: 'socket', fd: dstFd } };
+    if (pending?.length) dst.write(pending);
+    // At stdin EOF pump ends dst, which closes the container's stdin pipe: the container sees EOF.
+    // A write error means the container no longer reads stdin; that is normal, log quietly.
+    void pump(src, dst, { name: 'stdin', log: quietStdinLog(this.opts.log), control });
+  }
+
+  // ---- in-place upgrade ----
+
+  /** The hand-over controls, or why this IO cannot be handed over now. */
+  handover(): IoHandover | string {
+    if (this.startAfterRunc.length) return 'runc has not started the process yet';
+    if (this.closed) return 'IO is closing';
+    const controls = [...this.live.map((l) => l.control), ...(this.stdinLive ? [this.stdinLive.control] : [])];
+    return pumpsHandover(controls, () => {
+      const copy = (l: LiveCopy): CopyState => detachCopy(l.name, l.control, l.srcFd, l.dst, l.keepReaderFd === undefined ? {} : { keepReaderFd: l.keepReaderFd });
+      const stdin = this.stdinLive ? { ...copy(this.stdinLive), keepAliveFd: this.stdinKeepAliveFd } : null;
+      return { kind: 'pipe', copies: this.live.map(copy), stdin, loggerPid: this.logger?.pid } satisfies PipeIoState;
+    });
+  }
+
+  /** The IO of a process the previous shim process ran, on its handed-over fds. */
+  static adopt(state: PipeIoState, opts: ProcessIOOptions): PipeProcessIO {
+    const io = new PipeProcessIO(opts);
+    const shared = new Map<number, number>(); // file fd -> copies writing to it
+    for (const c of state.copies) if (!c.done && c.dst.kind === 'file') shared.set(c.dst.fd, (shared.get(c.dst.fd) ?? 0) + 1);
+    const fileStreams = new Map<number, fs.WriteStream>();
+    for (const c of state.copies) {
+      if (c.done) continue;
+      let d: Destination;
+      if (c.dst.kind === 'file') {
+        let stream = fileStreams.get(c.dst.fd);
+        const isShared = (shared.get(c.dst.fd) ?? 0) > 1;
+        if (!stream) {
+          stream = io.res.stream(destinationStream(c.dst) as fs.WriteStream);
+          fileStreams.set(c.dst.fd, stream);
+          if (isShared) io.sharedFile = { path: `fd:${c.dst.fd}`, stream, users: shared.get(c.dst.fd)! };
+        }
+        d = { dst: stream, shared: isShared, state: c.dst };
+      } else if (c.dst.kind === 'socket' && !c.dropping) {
+        const dst = io.res.stream(destinationStream(c.dst) as import('node:net').Socket);
+        const keep = c.keepReaderFd;
+        if (keep !== undefined) io.res.fd(keep);
+        d = { dst, shared: false, state: c.dst, keepReaderFd: keep, afterCopy: keep === undefined ? undefined : () => io.res.closeFd(keep) };
+      } else {
+        d = { dst: new (require('node:stream').Writable)({ write: (_c: unknown, _e: unknown, cb: () => void) => cb() }), shared: false, state: { kind: 'discard' } };
+      }
+      io.startCopy(c.name, c.srcFd, d, Buffer.from(c.pending, 'base64'));
+    }
+    if (state.stdin && !state.stdin.done) {
+      if (state.stdin.keepAliveFd !== undefined) io.stdinKeepAliveFd = io.res.fd(state.stdin.keepAliveFd);
+      const src = io.res.stream(socketOnFd(state.stdin.srcFd, 'read'));
+      io.startStdin(src, (state.stdin.dst as { fd: number }).fd, Buffer.from(state.stdin.pending, 'base64'));
+    } else if (state.stdin?.keepAliveFd !== undefined) {
+      io.stdinKeepAliveFd = io.res.fd(state.stdin.keepAliveFd);
+    }
+    if (state.loggerPid) io.logger = new AdoptedLogger(state.loggerPid);
+    return io;
   }
 
   private async setUpLogger(binary: string, args: string[]): Promise<void> {

@@ -17,6 +17,24 @@ export interface PumpOptions {
    * master read returns at most ~4 KiB, so output written just before the exit may still be there.
    */
   readRemaining?: () => Buffer | null;
+  /** Filled with this pump's hand-over controls (in-place upgrade). */
+  control?: Partial<PumpControl>;
+}
+
+/**
+ * An in-place upgrade stops a pump between two chunks: pause() stops reading the source at once,
+ * flushed() says when the destination took everything, detach() leaves both streams open (their
+ * fds go to the next process) and returns bytes read but never written.
+ */
+export interface PumpControl {
+  pause(): void;
+  resume(): void;
+  flushed(): boolean;
+  /** The source ended (nothing to hand over). */
+  finished(): boolean;
+  /** Destination failed earlier: the next process drops what it reads too. */
+  dropping(): boolean;
+  detach(): Buffer;
 }
 
 /** Upper bound for readRemaining() calls, in case a writer keeps the source busy. */
@@ -38,11 +56,13 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
   const result: PumpResult = { bytesRead: 0, bytesDropped: 0 };
   let dropping = false;
   let waitingForDrain = false;
+  let held = false;
+  let detached = false;
 
   return new Promise((resolve) => {
     let finished = false;
     const finish = (): void => {
-      if (finished) return;
+      if (finished || detached) return;
       finished = true;
       dst.off('drain', onDrain);
       for (let i = 0; opts.readRemaining && i < MAX_REMAINING_READS; i++) {
@@ -65,7 +85,7 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
       opts.log?.('warn', `${opts.name}: destination failed, dropping further output`, { error: err.message, code });
       if (waitingForDrain) {
         waitingForDrain = false;
-        src.resume();
+        if (!held) src.resume();
       }
       dst.destroy();
       if (src.readableEnded || src.destroyed) finish();
@@ -74,13 +94,33 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
     function onDrain(): void {
       if (!waitingForDrain) return;
       waitingForDrain = false;
-      src.resume();
+      if (!held) src.resume();
     }
 
     dst.on('error', startDropping);
     dst.on('drain', onDrain);
 
-    src.on('data', (chunk: Buffer) => {
+    if (opts.control) {
+      const c = opts.control;
+      c.pause = () => { held = true; src.pause(); stopReadingNow(src); };
+      c.resume = () => { held = false; if (!waitingForDrain && !finished) src.resume(); };
+      c.flushed = () => dropping || dst.writableLength === 0;
+      c.finished = () => finished;
+      c.dropping = () => dropping;
+      c.detach = () => {
+        detached = true;
+        src.removeListener('data', onData);
+        src.removeListener('end', finish);
+        src.removeListener('close', finish);
+        dst.removeListener('drain', onDrain);
+        const parts: Buffer[] = [];
+        for (let chunk = src.read(); chunk; chunk = src.read()) parts.push(chunk as Buffer);
+        stopReadingNow(src);
+        return Buffer.concat(parts);
+      };
+    }
+
+    function onData(chunk: Buffer): void {
       result.bytesRead += chunk.length;
       if (dropping) {
         result.bytesDropped += chunk.length;
@@ -90,7 +130,8 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
         waitingForDrain = true;
         src.pause();
       }
-    });
+    }
+    src.on('data', onData);
     src.on('end', finish);
     src.on('error', (err: NodeJS.ErrnoException) => {
       if (!opts.endOnErrorCodes?.includes(err.code ?? '')) {
@@ -100,4 +141,13 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
     });
     src.on('close', finish);
   });
+}
+
+/** pause() alone lets libuv read on into Node's buffer: stop the handle itself. */
+function stopReadingNow(stream: Readable): void {
+  const h = (stream as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  if (h?.readStop && h.reading) {
+    h.reading = false;
+    h.readStop();
+  }
 }

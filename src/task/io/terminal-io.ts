@@ -8,7 +8,11 @@ import { BinaryLogger } from './binary-logger';
 import { ConsoleSocket } from './console-socket';
 import { dupCloexec } from './dup';
 import { closeFdQuietly, openInputFifo, openOutputFifo, socketOnFd, socketOnPtyMaster } from './fds';
-import { pump } from './pump';
+import { pump, type PumpControl } from './pump';
+import {
+  AdoptedLogger, destinationStream, detachCopy, fdOfStream, pumpsHandover,
+  type DestinationState, type IoHandover, type TerminalIoState,
+} from './handover';
 import { Resources } from './resources';
 import { stdioPath, type OutputTarget } from './stdio-uri';
 import type { ProcessIO, ProcessIOOptions, RuncStdio, StdioConfig } from './types';
@@ -27,7 +31,11 @@ export class TerminalProcessIO implements ProcessIO {
   /** Set once the master arrived: a resize after it was closed again is an error, not an early one. */
   private masterReceived = false;
   private drained: Promise<void> = Promise.resolve();
-  private logger?: BinaryLogger;
+  private logger?: BinaryLogger | AdoptedLogger;
+  private stdoutState: DestinationState = { kind: 'discard' };
+  private stdoutKeepReaderFd?: number;
+  private consoleControl: Partial<PumpControl> = {};
+  private stdinControl: Partial<PumpControl> = {};
   private receiving?: Promise<void>;
   private readonly readBuf = Buffer.allocUnsafe(64 * 1024);
   private closed?: Promise<void>;
@@ -52,8 +60,11 @@ export class TerminalProcessIO implements ProcessIO {
         });
         io.res.fd(fifo.keepReaderFd);
         io.stdoutDst = io.res.stream(fifo.writer);
+        io.stdoutState = { kind: 'socket', fd: fdOfStream(fifo.writer) };
+        io.stdoutKeepReaderFd = fifo.keepReaderFd;
       } else if (target.kind === 'binary') {
         io.stdoutDst = await io.startLogger(target.binary, target.args);
+        io.stdoutState = { kind: 'socket', fd: fdOfStream(io.stdoutDst) };
       }
       if (cfg.stdin) {
         const p = stdioPath(cfg.stdin);
@@ -114,17 +125,66 @@ export class TerminalProcessIO implements ProcessIO {
     }
     // The drain after end-of-stream reads the master directly and must never block.
     sys.setNonBlocking(master, true);
+    this.startCopies(dupFd);
+  }
+
+  private startCopies(dupFd: number, pending?: { console?: Buffer; stdin?: Buffer }): void {
     const sock = this.res.stream(socketOnPtyMaster(dupFd));
     this.masterSocket = sock;
     const out = this.stdoutDst ?? discard();
+    if (pending?.console?.length) out.write(pending.console);
     this.drained = pump(sock, out, {
-      name: 'console', log: this.opts.log, endOnErrorCodes: ['EIO'], readRemaining: () => this.readMasterNow(),
+      name: 'console', log: this.opts.log, endOnErrorCodes: ['EIO'], readRemaining: () => this.readMasterNow(), control: this.consoleControl,
     }).then(() => undefined);
     if (this.stdinReader) {
+      if (pending?.stdin?.length) sock.write(pending.stdin);
       // Go: when stdin ends (CloseIO + client closed its end) the console is shut down and the
       // master closed, so the container's session gets a hangup.
-      void pump(this.stdinReader, sock, { name: 'stdin', endDestination: false }).then(() => this.closeMaster());
+      void pump(this.stdinReader, sock, { name: 'stdin', endDestination: false, control: this.stdinControl }).then(() => this.closeMaster());
     }
+  }
+
+  // ---- in-place upgrade ----
+
+  /** The hand-over controls, or why this IO cannot be handed over now. */
+  handover(): IoHandover | string {
+    if (this.closed) return 'IO is closing';
+    if (this.receiving && this.masterFd === undefined && !this.masterReceived) return 'the console master has not arrived yet';
+    if (this.masterFd === undefined || !this.masterSocket) {
+      // The master is closed (stdin ended: the session got its hangup): nothing flows any more.
+      const none = detachCopy('console', {}, -1, { kind: 'discard' });
+      return pumpsHandover([], () => ({ kind: 'terminal', masterFd: -1, console: none, stdin: null, loggerPid: this.logger?.pid }));
+    }
+    const masterSocket = this.masterSocket;
+    return pumpsHandover([this.consoleControl, this.stdinControl], () => {
+      const dupFd = fdOfStream(masterSocket);
+      const console = detachCopy('console', this.consoleControl, dupFd, this.stdoutState,
+        this.stdoutKeepReaderFd === undefined ? {} : { keepReaderFd: this.stdoutKeepReaderFd });
+      const stdin = this.stdinReader
+        ? { ...detachCopy('stdin', this.stdinControl, fdOfStream(this.stdinReader), { kind: 'socket', fd: dupFd }), keepAliveFd: this.stdinKeepAliveFd }
+        : null;
+      return { kind: 'terminal', masterFd: this.masterFd!, console, stdin, loggerPid: this.logger?.pid } satisfies TerminalIoState;
+    });
+  }
+
+  /** The terminal IO of a process the previous shim process ran, on its handed-over fds. */
+  static adopt(state: TerminalIoState, opts: ProcessIOOptions): TerminalProcessIO {
+    const io = new TerminalProcessIO(opts);
+    if (state.masterFd >= 0) io.masterFd = state.masterFd;
+    io.masterReceived = true;
+    io.receiving = Promise.resolve();
+    const c = state.console;
+    if (c.dst.kind !== 'discard' && !c.done) {
+      io.stdoutDst = io.res.stream(destinationStream(c.dst) as import('node:net').Socket);
+      io.stdoutState = c.dst;
+      if (c.keepReaderFd !== undefined) { io.res.fd(c.keepReaderFd); io.stdoutKeepReaderFd = c.keepReaderFd; }
+    }
+    if (state.stdin && !state.stdin.done) io.stdinReader = io.res.stream(socketOnFd(state.stdin.srcFd, 'read'));
+    if (state.stdin?.keepAliveFd !== undefined) io.stdinKeepAliveFd = io.res.fd(state.stdin.keepAliveFd);
+    if (state.loggerPid) io.logger = new AdoptedLogger(state.loggerPid);
+    if (c.done) { io.drained = Promise.resolve(); return io; }
+    io.startCopies(c.srcFd, { console: Buffer.from(c.pending, 'base64'), stdin: state.stdin ? Buffer.from(state.stdin.pending, 'base64') : undefined });
+    return io;
   }
 
   resize(width: number, height: number): void {

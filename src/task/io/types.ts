@@ -68,4 +68,6 @@ export interface ProcessIO {
   waitDrained(timeoutMs?: number): Promise<boolean>;
   /** Releases everything: fifos, pipes, console, logging binary (SIGTERM, 12 s, SIGKILL). Idempotent. */
   close(): Promise<void>;
+  /** In-place upgrade: the controls to hand this IO to the next process, or why it cannot be now. */
+  handover?(): import('./handover').IoHandover | string;
 }

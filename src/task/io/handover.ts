@@ -1,0 +1,118 @@
+// What a process's IO hands to the next shim process of an in-place upgrade (src/upgrade/): the
+// fds of every copy (the new process wraps them again) and the bytes a copy read but did not write.
+// Plain JSON, part of the versioned upgrade state: change it only together with STATE_VERSION.
+import * as fs from 'node:fs';
+import type { Writable } from 'node:stream';
+import type * as net from 'node:net';
+import { processExists, kill } from '../../shim/sys';
+import { socketOnFd } from './fds';
+import type { PumpControl } from './pump';
+
+/** Where a copy writes: a pipe or FIFO (net.Socket), a file (append), or nowhere. */
+export type DestinationState = { kind: 'socket'; fd: number } | { kind: 'file'; fd: number } | { kind: 'discard' };
+
+export interface CopyState {
+  name: string;
+  /** The source ended before the upgrade: nothing of this copy is left. */
+  done: boolean;
+  srcFd: number;
+  dst: DestinationState;
+  /** Read from the source, never written (base64). */
+  pending: string;
+  /** The destination had failed: what is read is dropped. */
+  dropping: boolean;
+  /** An extra FIFO reader held open by the shim, closed after the copy (output FIFOs). */
+  keepReaderFd?: number;
+}
+
+export interface PipeIoState {
+  kind: 'pipe';
+  copies: CopyState[];
+  stdin: (CopyState & { keepAliveFd?: number }) | null;
+  loggerPid?: number;
+}
+
+export interface TerminalIoState {
+  kind: 'terminal';
+  masterFd: number;
+  /** The console copy (master -> stdout); its srcFd is the duplicate of the master the socket owns. */
+  console: CopyState;
+  stdin: (CopyState & { keepAliveFd?: number }) | null;
+  loggerPid?: number;
+}
+
+export type IoState = PipeIoState | TerminalIoState;
+
+/** The hand-over controls of one ProcessIO (all its copies at once). */
+export interface IoHandover {
+  /** Stop reading every source now. */
+  pause(): void;
+  /** Undo pause() (the upgrade was given up before anything was detached). */
+  resume(): void;
+  /** Every destination took all it was given. */
+  flushed(): boolean;
+  /** Leave every fd open for the next process; the IO object is dead afterwards. */
+  detach(): IoState;
+}
+
+export function fdOfStream(s: net.Socket | fs.WriteStream | Writable): number {
+  const ws = s as unknown as { fd?: unknown; _handle?: { fd?: number } };
+  if (typeof ws.fd === 'number') return ws.fd;
+  const fd = ws._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('stream has no fd to hand over');
+  return fd;
+}
+
+/** The fds of an IoState, for clearing close-on-exec before the exec. */
+export function ioFds(s: IoState): number[] {
+  const out: number[] = [];
+  const copy = (c: CopyState & { keepAliveFd?: number } | null) => {
+    if (!c || c.done) return;
+    out.push(c.srcFd);
+    if (c.dst.kind !== 'discard') out.push(c.dst.fd);
+    if (c.keepReaderFd !== undefined) out.push(c.keepReaderFd);
+    if (c.keepAliveFd !== undefined) out.push(c.keepAliveFd);
+  };
+  if (s.kind === 'pipe') s.copies.forEach(copy);
+  else { if (s.masterFd >= 0) out.push(s.masterFd); copy(s.console); }
+  copy(s.stdin);
+  return [...new Set(out)];
+}
+
+/** Builds a CopyState from a running pump (after its pause and flush). */
+export function detachCopy(name: string, control: Partial<PumpControl>, srcFd: number, dst: DestinationState, extra: { keepReaderFd?: number } = {}): CopyState {
+  if (!control.detach || control.finished?.()) return { name, done: true, srcFd: -1, dst: { kind: 'discard' }, pending: '', dropping: false };
+  const pending = control.detach();
+  return { name, done: false, srcFd, dst, pending: pending.toString('base64'), dropping: !!control.dropping?.(), ...extra };
+}
+
+/** A destination stream again, on its handed-over fd. */
+export function destinationStream(d: DestinationState): Writable | null {
+  if (d.kind === 'socket') return socketOnFd(d.fd, 'write');
+  if (d.kind === 'file') return fs.createWriteStream('', { fd: d.fd, autoClose: true });
+  return null;
+}
+
+/** pause/resume/flushed of a set of pump controls. */
+export function pumpsHandover(controls: Partial<PumpControl>[], detach: () => IoState): IoHandover {
+  return {
+    pause: () => { for (const c of controls) c.pause?.(); },
+    resume: () => { for (const c of controls) c.resume?.(); },
+    flushed: () => controls.every((c) => !c.flushed || c.finished?.() || c.flushed()),
+    detach,
+  };
+}
+
+/**
+ * A logging binary started by the previous process: not our libuv child any more, so it is stopped
+ * by pid (SIGTERM, then SIGKILL after the timeout); the reaper collects its exit.
+ */
+export class AdoptedLogger {
+  constructor(readonly pid: number) {}
+  async stop(timeoutMs = 12_000): Promise<void> {
+    try { kill(this.pid, 15); } catch { return; }
+    const end = Date.now() + timeoutMs;
+    while (processExists(this.pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    if (processExists(this.pid)) { try { kill(this.pid, 9); } catch { /* gone */ } }
+  }
+}

@@ -1,0 +1,47 @@
+// execve(2) for the in-place upgrade: Node 20 has no process.execve. Same pid afterwards, so the
+// daemon stays the parent and subreaper of its containers and keeps every fd not marked
+// close-on-exec (libuv opens almost all with O_CLOEXEC: the hand-over clears it on exactly the fds
+// it passes on).
+import type * as Koffi from 'koffi';
+import { setCloexec, SysError } from '../shim/sys';
+import { DAEMON_NODE_FLAGS } from '../shim/node-flags';
+import type { ShimFlags } from '../shim/flags';
+
+/** Environment variable naming the state file the new process restores from. */
+export const STATE_ENV = 'TSSHIM_UPGRADE_STATE';
+/** Set for a probe run (see probe.ts): print what this build is and exit. */
+export const PROBE_ENV = 'TSSHIM_UPGRADE_PROBE';
+
+let execveFn: ((path: string, argv: (string | null)[], envp: (string | null)[]) => number) | undefined;
+let errnoFn: (() => number) | undefined;
+
+/** Replaces this process's program; returns only on failure (throws SysError). */
+export function execve(file: string, argv: string[], env: NodeJS.ProcessEnv): never {
+  if (!execveFn) {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const koffi = require('koffi') as typeof Koffi;
+    const c = koffi.load('libc.so.6');
+    execveFn = c.func('execve', 'int', ['const char *', 'const char **', 'const char **']) as unknown as typeof execveFn;
+    errnoFn = () => koffi.errno();
+  }
+  const envp = Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+  execveFn!(file, [...argv, null], [...envp, null]);
+  throw new SysError('execve', errnoFn!(), file);
+}
+
+/** Lets exactly these fds survive the exec. */
+export function keepAcrossExec(fds: number[]): void {
+  for (const fd of fds) setCloexec(fd, false);
+}
+
+/** Marks them close-on-exec again (the exec did not happen). */
+export function dropAtExec(fds: number[]): void {
+  for (const fd of fds) { try { setCloexec(fd, true); } catch { /* closed meanwhile */ } }
+}
+
+/** The daemon's command line as `start` launches it (src/shim/start.ts), for another entry script. */
+export function daemonArgv(entry: string, flags: ShimFlags): string[] {
+  const args = [process.execPath, ...DAEMON_NODE_FLAGS, entry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+  if (flags.debug) args.push('-debug');
+  return args;
+}

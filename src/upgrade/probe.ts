@@ -1,0 +1,40 @@
+// Before a daemon quiesces, it asks the build it would exec what it is: a child process runs the
+// target entry with TSSHIM_UPGRADE_PROBE=1 (same node and flags as the daemon). A missing entry, a
+// bundle that does not parse or load, a build without upgrade support, or one that does not read
+// our state version is found here, with nothing touched yet.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { ACCEPTED_STATE_VERSIONS, STATE_VERSION } from './state';
+import { PROBE_ENV } from './exec';
+import { DAEMON_NODE_FLAGS } from '../shim/node-flags';
+import { REVISION, VERSION } from '../shim/version';
+
+export interface BuildInfo { version: string; revision: string; stateVersion: number; stateVersions: number[]; node: string }
+
+/** What this build prints for a probe. */
+export function probeAnswer(): BuildInfo {
+  return { version: VERSION, revision: REVISION, stateVersion: STATE_VERSION, stateVersions: [...ACCEPTED_STATE_VERSIONS], node: process.version };
+}
+
+export const PROBE_MARK = 'tsshim-upgrade-probe:';
+
+/** Runs the probe of `entry`; throws with the reason it cannot take our state. */
+export function probeBuild(entry: string, timeoutMs = 20_000): BuildInfo {
+  if (!fs.existsSync(entry)) throw new Error(`the new build is missing: ${entry} does not exist`);
+  const r = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, entry], {
+    env: { ...process.env, [PROBE_ENV]: '1' }, timeout: timeoutMs, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], cwd: '/',
+  });
+  const out = String(r.stdout ?? '');
+  const line = out.split('\n').find((l) => l.startsWith(PROBE_MARK));
+  if (r.error || !line) {
+    const why = r.error?.message ?? (String(r.stderr ?? '').trim().split('\n').slice(0, 6).join(' | ') || `exit status ${r.status}`);
+    throw new Error(`the new build at ${entry} cannot be loaded: ${why}`);
+  }
+  let info: BuildInfo;
+  try { info = JSON.parse(line.slice(PROBE_MARK.length)); } catch { throw new Error(`the new build at ${entry} answered the probe with garbage`); }
+  if (!Array.isArray(info.stateVersions) || !info.stateVersions.includes(STATE_VERSION)) {
+    throw new Error(`the new build ${info.version} (${info.revision}) reads upgrade state versions ${JSON.stringify(info.stateVersions)}, `
+      + `this one writes version ${STATE_VERSION}: it refuses the state (a downgrade across state versions)`);
+  }
+  return info;
+}

@@ -1,0 +1,140 @@
+// The new process's side of an in-place upgrade: read the state the previous program left, take
+// over its fds, rebuild the process table, serve its connections again and answer the Upgrade
+// call. Restoring is synchronous up to the point where the connections are served: if it throws,
+// nothing was read from any fd yet, and the previous build is exec'd with the same state
+// (fallback), which then reports why.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { tsshim } from '../gen/proto';
+import { Code, type Server } from '../ttrpc';
+import type { Logger } from '../shim/logger';
+import type { Publisher, OutboxEvent } from '../shim/publisher';
+import type { ShimFlags } from '../shim/flags';
+import { Container } from '../task/container';
+import { ExecProcess, type Process } from '../task/process';
+import type { TaskService } from '../task/service';
+import type { RpcStats } from '../task/rpc';
+import type { InitState, ExecState } from '../task/state';
+import { ioFds } from '../task/io';
+import { REVISION, VERSION } from '../shim/version';
+import { encodeState, parseState, STATE_VERSION, stateFds, type ProcessState, type UpgradeState } from './state';
+import { daemonArgv, execve, keepAcrossExec, STATE_ENV } from './exec';
+
+/** The state file this process was exec'd with, read and checked; null for a normal start. */
+export function pendingUpgrade(env: NodeJS.ProcessEnv = process.env): { file: string; text: string } | null {
+  const file = env[STATE_ENV];
+  if (!file) return null;
+  delete env[STATE_ENV]; // not for runc, spares or the next exec
+  let text = '';
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) { text = ''; }
+  return { file, text };
+}
+
+/**
+ * Anything the new build cannot restore sends the daemon back to the build that wrote the state.
+ * Never returns. A state that already is a fallback has nowhere else to go: the shim is lost.
+ */
+export function fallBack(file: string, state: UpgradeState | null, reason: string, flags: ShimFlags, log: Logger): never {
+  if (!state || state.fallbackReason !== undefined || state.from.entry === '') {
+    log.error('upgrade: the state cannot be restored by any build; the shim exits (its containers keep running)', { reason });
+    process.exit(1);
+  }
+  log.error('upgrade: this build cannot restore the state, going back to the previous build', { reason, entry: state.from.entry });
+  state.fallbackReason = reason;
+  try {
+    fs.writeFileSync(file, encodeState(state), { mode: 0o600 });
+    keepAcrossExec(stateFds(state, ioFds));
+    execve(process.execPath, daemonArgv(state.from.entry, flags), { ...process.env, [STATE_ENV]: file });
+  } catch (e) {
+    log.error('upgrade: cannot exec the previous build; the shim exits (its containers keep running)', { error: (e as Error).message });
+    process.exit(1);
+  }
+}
+
+/** Parses the state; a version this build does not read is a fallback like any other failure. */
+export function readState(text: string): UpgradeState {
+  return parseState(text);
+}
+
+/** The listening socket, as it was. */
+export function listenerFrom(state: UpgradeState): net.Server {
+  const server = net.createServer();
+  server.listen({ fd: state.daemon.listenFd });
+  return server;
+}
+
+const date = (t: { status: number; at: number; nanos: number } | null) => (t ? { status: t.status, at: new Date(t.at), nanos: t.nanos } : null);
+
+function restoreProcess(p: Process, s: ProcessState): void {
+  p.pid = s.pid;
+  p.exit = date(s.exit);
+  p.reaped = date(s.reaped);
+  (p as unknown as { state: string }).state = s.state;
+}
+
+export interface RestoreTarget {
+  service: TaskService;
+  publisher: Publisher;
+  rpcStats: RpcStats;
+  log: Logger;
+}
+
+/** Rebuilds the process table and the IO of every process (synchronous: see the file comment). */
+export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
+  restoreHook();
+  for (const cs of state.containers) {
+    const c = new Container({
+      id: cs.id, namespace: cs.namespace, bundle: cs.bundle, rootfs: cs.rootfs, stdio: cs.stdio,
+      checkpoint: cs.checkpoint, parentCheckpoint: cs.parentCheckpoint, options: cs.options,
+      log: t.log.with({ id: cs.id, namespace: cs.namespace }),
+    });
+    c.createdAt = new Date(cs.createdAt);
+    c.runningExecs = cs.runningExecs;
+    restoreProcess(c.init, cs.init);
+    c.init.pausing = !!cs.init.pausing;
+    c.init.checkpoint = cs.init.checkpoint ?? null;
+    if (cs.init.io) c.adoptIO(c.init, cs.init.io);
+    const watched: Process[] = cs.init.watched ? [c.init] : [];
+    for (const es of cs.execs) {
+      const e = new ExecProcess(cs.id, es.execId, es.stdio, es.spec ?? {});
+      restoreProcess(e, es);
+      c.execs.set(es.execId, e);
+      if (es.io) c.adoptIO(e, es.io);
+      // Signals go through a pidfd again; the pid is still ours until this process reaps it.
+      if (!e.reaped && !e.exit && e.pid && (es.state as ExecState) === 'running') e.holdPid();
+      if (es.watched) watched.push(e);
+    }
+    void (cs.init.state as InitState);
+    t.service.adopt(c, watched);
+  }
+  t.service.everCreated = state.daemon.everCreated;
+  t.service.shutdownRequested = state.daemon.shutdownRequested;
+  Object.assign(t.service.counters, state.counters);
+  const pending: OutboxEvent[] = state.events.pending.map((e) => ({ ...e, value: Buffer.from(e.value, 'base64') }));
+  t.publisher.adopt(pending);
+  Object.assign(t.publisher.stats, { sent: state.events.sent, retries: state.events.retries, discarded: state.events.discarded, journalFailures: state.events.journalFailures });
+  for (const [method, s] of state.rpc) t.rpcStats.calls.set(method, { ...s, buckets: [...s.buckets] });
+}
+
+/** Serves the previous process's connections again; the Upgrade call gets its answer. */
+export function restoreConnections(state: UpgradeState, ttrpc: Server, log: Logger): net.Socket[] {
+  const sockets = state.connections.map((c) => new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: false }));
+  const adopted = state.connections.map((c, i) => ttrpc.adopt(sockets[i], { lastRequestId: c.lastRequestId, input: Buffer.from(c.input, 'base64') }));
+  const call = state.upgradeCall;
+  if (!call) return sockets;
+  const conn = adopted[call.connection];
+  if (!conn) { log.warn('upgrade: the connection of the Upgrade call is gone'); return sockets; }
+  const upgraded = state.fallbackReason === undefined;
+  const answer = tsshim.v1.UpgradeResponse.encode({
+    upgraded, reason: state.fallbackReason ?? '', pid: process.pid, state_version: STATE_VERSION,
+    from_version: upgraded ? state.from.version : state.from.version, from_revision: state.from.revision,
+    to_version: upgraded ? VERSION : state.to.version, to_revision: upgraded ? REVISION : '', entry: state.to.entry,
+  }).finish();
+  conn.respond(call.streamId, Code.OK, '', answer);
+  return sockets;
+}
+
+/** A function a test replaces in the bundle to make restoring throw (proves the fallback). */
+export function restoreHook(): string {
+  return 'tsshim-restore-hook';
+}
