@@ -65,9 +65,9 @@ export class ServerConnection implements Closable {
     this.channel = new Channel(socket, this, opts.maxMessageSize, opts.limits.limits.maxFramesPerTurn);
     if (opts.adopted) {
       this.lastRequestId = opts.adopted.lastRequestId;
-      const input = opts.adopted.input;
-      // A turn later: the new process finishes restoring before the first request runs.
-      setImmediate(() => this.channel.inject(input));
+      // Now, before the socket is read: the replayed requests carry lower stream ids than anything
+      // the peer sends next. Their handlers run from microtasks, after the restore finished.
+      this.channel.inject(opts.adopted.input);
     }
   }
 

@@ -6,7 +6,7 @@
 // version prove the fallback.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -16,7 +16,9 @@ import { callTasks, closeClients, collectEvents, getTask, type EventCollector } 
 
 let c: Containerd;
 let rootfs: string;
-let events: EventCollector;
+/** Exit events of every subscription (a containerd restart ends one; the next starts right after). */
+let collectors: EventCollector[] = [];
+const exitEvents = () => collectors.flatMap((k) => k.events);
 let builds: string;
 const GROUP = 'io.containerd.runc.v2.group';
 
@@ -52,14 +54,20 @@ function makeBuild(name: string, version: string, patch?: (bundle: string) => st
   return path.join(dir, 'dist', 'src', 'shim', 'boot.js');
 }
 
-function tsshim(args: string[]): { code: number; out: string } {
-  const r = spawnSync(process.execPath, [path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args, '--state', c.state],
-    { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+/** The tsshim CLI of this checkout, run without blocking this process (its fifo readers must keep reading). */
+function tsshim(args: string[], on: Containerd = c): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args, '--state', on.state], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, out }); });
+  });
 }
 
-function upgrade(entry: string, extra: string[] = []): { code: number; out: string } {
-  return tsshim(['upgrade', '--entry', entry, ...extra]);
+function upgrade(entry: string, extra: string[] = [], on: Containerd = c): Promise<{ code: number; out: string }> {
+  return tsshim(['upgrade', '--entry', entry, ...extra], on);
 }
 
 /** A fifo in the test dir with a reader that collects what arrives (survives containerd restarts). */
@@ -105,10 +113,40 @@ function fdCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
 }
 
-function versionOf(pid: number): string {
-  const r = tsshim(['ps']);
-  const line = r.out.split('\n').find((l) => l.includes(` ${pid} `) || l.trim().split(/\s+/).includes(String(pid)));
-  return line ?? '';
+/** The SHIM-VERSION column of `tsshim ps` for each shim pid. */
+async function versions(on: Containerd = c): Promise<Map<number, string>> {
+  const r = await tsshim(['ps'], on);
+  const out = new Map<number, string>();
+  for (const line of r.out.split('\n').slice(1)) {
+    const cells = line.trim().split(/\s{2,}/);
+    if (cells.length >= 8) out.set(Number(cells[6]), cells[7]);
+  }
+  return out;
+}
+
+/** Children of a process (its containers' processes are re-parented to the shim: it is their subreaper). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try { out.push(...fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number)); } catch { /* gone */ }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/** Calls containerd's Tasks.Get in a loop until stopped; every call must succeed (requests wait in the socket during a swap). */
+function pollTasks(ids: string[]): { stop: () => Promise<{ calls: number; errors: string[] }> } {
+  let running = true;
+  const errors: string[] = [];
+  let calls = 0;
+  const loop = (async () => {
+    while (running) {
+      for (const id of ids) {
+        try { await getTask(c, id); calls++; } catch (e) { errors.push(`${id}: ${(e as Error).message}`); }
+      }
+      await sleep(20);
+    }
+  })();
+  return { stop: async () => { running = false; await loop; return { calls, errors }; } };
 }
 
 before(async () => {
@@ -117,14 +155,14 @@ before(async () => {
   fs.writeFileSync(path.join(rootfs, 'counter.sh'), 'i=0; while :; do echo $i; i=$((i+1)); usleep 2000; done\n');
   fs.writeFileSync(path.join(rootfs, 'slow-exit.sh'), 'sleep 4; exit 7\n');
   builds = path.join(c.dir, 'builds');
-  events = await collectEvents(c, ['topic=="/tasks/exit"']);
+  collectors.push(await collectEvents(c, ['topic=="/tasks/exit"']));
 });
 after(async () => {
-  events?.stop();
+  for (const k of collectors) k.stop();
   if (c) { closeClients(c); await c.stop(); }
 });
 
-test('upgrades in a row between two builds: output without gap or duplicate, tty, exec in flight, exits once', async (t) => {
+test('upgrades in a row between two builds, containerd restarted between two: output without gap or duplicate, tty, exec in flight, grouped shim, exits once', async (t) => {
   const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
   const entryB = makeBuild('b', '0.1.0-upgrade.b');
   // A file:// log (ctr run -d) and a FIFO read by this test, both counters.
@@ -146,7 +184,17 @@ test('upgrades in a row between two builds: output without gap or duplicate, tty
   await callTasks(c, 'Start', { container_id: ttyId });
   ttyIn.write('echo tty-$((40+2))\n');
   await until(() => ttyOut.text().includes('tty-42'), 'tty answer before the upgrade');
-  // An exec that ends after the first upgrade with status 7.
+  // Two containers of one pod-grouped shim; one of them is killed while the first upgrade runs.
+  const group = uniqueId('grp');
+  const g1 = uniqueId('upg');
+  const g2 = uniqueId('upg');
+  for (const g of [g1, g2]) {
+    const rr = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--annotation', `${GROUP}=${group}`, '--rootfs', rootfs, g, 'sleep', '1000']);
+    assert.equal(rr.code, 0, rr.stderr);
+  }
+  const addressOf = (id: string) => fs.readFileSync(path.join(c.bundleDir(id), 'address'), 'utf8');
+  assert.equal(addressOf(g1), addressOf(g2), 'grouped containers share a shim');
+  // An exec that ends a few seconds later with status 7; its Wait stays in flight across upgrades.
   const spec = { args: SLOW_EXIT, env: [DEFAULT_PATH], cwd: '/', user: { uid: 0, gid: 0 } };
   await callTasks(c, 'Exec', {
     container_id: fifoId, exec_id: 'slow', stdout: '', terminal: false,
@@ -155,37 +203,63 @@ test('upgrades in a row between two builds: output without gap or duplicate, tty
   await callTasks(c, 'Start', { container_id: fifoId, exec_id: 'slow' });
   const waitSlow = callTasks<{ exit_status: number }>(c, 'Wait', { container_id: fifoId, exec_id: 'slow' }, { timeoutMs: 120_000 });
 
-  const shims = [fileId, fifoId, ttyId].map(shimPidOf);
-  await sleep(500);
-  const fdsBefore = shims.map(fdCount);
+  const ids = [fileId, fifoId, ttyId, g1];
+  const shims = [...new Set(ids.map(shimPidOf))];
+  await sleep(300);
+  const fdsBefore = new Map(shims.map((pid) => [pid, fdCount(pid)]));
+  const childrenBefore = new Map(shims.map((pid) => [pid, childrenOf(pid).length]));
 
-  const targets = [entryB, entryA];
-  for (const [i, entry] of targets.entries()) {
-    const u = upgrade(entry);
+  const poll = pollTasks([fileId, fifoId, ttyId]);
+  const ROUNDS = 6;
+  for (let i = 0; i < ROUNDS; i++) {
+    const entry = i % 2 === 0 ? entryB : entryA;
+    // An exit during the first swap: the grouped container g2 is killed as the upgrade starts.
+    const killing = i === 0 ? callTasks(c, 'Kill', { container_id: g2, signal: 9 }) : Promise.resolve();
+    const u = await upgrade(entry);
+    await killing;
     assert.equal(u.code, 0, `upgrade ${i}: ${u.out}\n${c.logTail(3000)}`);
-    assert.match(u.out, /upgraded .* -> /);
-    t.diagnostic(`upgrade ${i}: ${u.out.trim()}`);
-    for (const pid of shims) assert.ok(pidAlive(pid), `shim ${pid} alive after upgrade ${i}`);
-    const want = entry === entryB ? '0.1.0-upgrade.b' : '0.1.0 ';
-    for (const pid of shims) assert.ok(versionOf(pid).includes(want), `ps after upgrade ${i}: ${versionOf(pid)}`);
+    t.diagnostic(`upgrade ${i}: ${u.out.trim().split('\n').join(' | ')}`);
+    const want = entry === entryB ? '0.1.0-upgrade.b' : '0.1.0 (';
+    const v = await versions();
+    for (const pid of shims) {
+      assert.ok(pidAlive(pid), `shim ${pid} alive after upgrade ${i}`);
+      assert.ok(v.get(pid)?.startsWith(want), `ps after upgrade ${i}: shim ${pid} shows ${v.get(pid)}`);
+    }
     ttyIn.write(`echo tty-${i}-$((1+1))\n`);
     await until(() => ttyOut.text().includes(`tty-${i}-2`), `tty answer after upgrade ${i}`);
-    await sleep(300);
+    if (i === 2) {
+      await c.restart();
+      closeClients(c); // the gRPC channels of the old containerd
+      collectors.push(await collectEvents(c, ['topic=="/tasks/exit"']));
+      t.diagnostic('containerd restarted');
+    }
   }
-  assert.deepEqual(shims.map((pid) => shimPidOf([fileId, fifoId, ttyId][shims.indexOf(pid)])), shims, 'same shim pids');
+  const polled = await poll.stop();
+  assert.deepEqual(polled.errors.filter((e) => !/connection|UNAVAILABLE|14 /.test(e)), [], 'Tasks.Get during the upgrades');
+  assert.ok(polled.calls > 20, `polled ${polled.calls} times`);
+  assert.deepEqual([...new Set(ids.map(shimPidOf))], shims, 'same shim pids');
 
-  const slow = await waitSlow;
+  const slow = await waitSlow.catch(() => callTasks<{ exit_status: number }>(c, 'Wait', { container_id: fifoId, exec_id: 'slow' }));
   assert.equal(slow.exit_status, 7);
   await callTasks(c, 'DeleteProcess', { container_id: fifoId, exec_id: 'slow' });
+  // exec, resize and kill/delete on the upgraded shims.
+  const ex = await c.ctr(['task', 'exec', '--exec-id', 'after', fileId, 'echo', 'exec-after-upgrades']);
+  assert.equal(ex.code, 0, ex.stderr);
+  assert.match(ex.stdout, /exec-after-upgrades/);
+  await callTasks(c, 'ResizePty', { container_id: ttyId, width: 101, height: 31 });
+  ttyIn.write('stty size\n');
+  await until(() => /31 101/.test(ttyOut.text()), 'the tty size after resize');
 
   // Stop the counters and check every byte of both.
-  for (const id of [fileId, fifoId, ttyId]) await callTasks(c, 'Kill', { container_id: id, signal: 9 });
-  for (const id of [fileId, fifoId, ttyId]) await until(async () => (await getTask(c, id)).status === 'STOPPED', `${id} stopped`);
+  for (const id of [fileId, fifoId, ttyId, g1]) await callTasks(c, 'Kill', { container_id: id, signal: 9 });
+  for (const id of [fileId, fifoId, ttyId, g1, g2]) await until(async () => (await getTask(c, id)).status === 'STOPPED', `${id} stopped`);
   await sleep(300);
-  assertCounter(fs.readFileSync(logFile, 'utf8'), 'file:// log');
-  assertCounter(fifoOut.text(), 'fifo');
-  const exits = events.events.filter((e) => [fileId, fifoId, ttyId].includes(e.event?.container_id));
-  for (const id of [fileId, fifoId, ttyId]) {
+  const n1 = assertCounter(fs.readFileSync(logFile, 'utf8'), 'file:// log');
+  const n2 = assertCounter(fifoOut.text(), 'fifo');
+  t.diagnostic(`counter lines: file ${n1}, fifo ${n2}`);
+  await until(() => exitEvents().filter((e) => [fileId, fifoId, ttyId, g1, g2].includes(e.event?.container_id)).length >= 6, 'exit events', 10_000).catch(() => {});
+  const exits = exitEvents().filter((e) => [fileId, fifoId, ttyId, g1, g2].includes(e.event?.container_id));
+  for (const id of [fileId, fifoId, ttyId, g1, g2]) {
     const mine = exits.filter((e) => e.event?.container_id === id && e.event?.id === id);
     assert.equal(mine.length, 1, `one exit event for ${id}: ${JSON.stringify(mine)}`);
     assert.equal(mine[0].event?.exit_status, 137);
@@ -193,13 +267,15 @@ test('upgrades in a row between two builds: output without gap or duplicate, tty
   const slowExits = exits.filter((e) => e.event?.id === 'slow');
   assert.equal(slowExits.length, 1, 'one exit event for the exec');
   assert.equal(slowExits[0].event?.exit_status, 7);
-  for (const [i, pid] of shims.entries()) {
-    if (!pidAlive(pid)) continue;
-    assert.ok(fdCount(pid) <= fdsBefore[i] + 2, `shim ${pid} fds: ${fdsBefore[i]} before, ${fdCount(pid)} after`);
+  // Nothing leaked: fds (the containers' stdio is still open until delete) and children.
+  for (const pid of shims) {
+    assert.ok(fdCount(pid) <= fdsBefore.get(pid)! + 2, `shim ${pid} fds: ${fdsBefore.get(pid)} before, ${fdCount(pid)} after`);
+    assert.ok(childrenOf(pid).length <= childrenBefore.get(pid)!, `shim ${pid} children: ${childrenBefore.get(pid)} before, ${childrenOf(pid).join(',')} after`);
   }
-  for (const id of [fileId, fifoId, ttyId]) {
+  for (const id of [fileId, fifoId, ttyId, g1, g2]) {
     await callTasks(c, 'Delete', { container_id: id });
     await c.ctr(['container', 'delete', id]);
   }
+  await until(() => shims.every((pid) => !pidAlive(pid)), 'shims gone after their last container');
   fifoOut.close(); ttyOut.close(); ttyIn.close();
 });
