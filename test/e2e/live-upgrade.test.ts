@@ -105,8 +105,11 @@ function assertCounter(text: string, what: string): number {
 const COUNTER = ['sh', '/counter.sh'];
 const SLOW_EXIT = ['sh', '/slow-exit.sh'];
 
-function shimPidOf(id: string): number {
-  return Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8'));
+/** The shim serving a container: its shim.pid, or (a container that joined a running shim) the shim's pid file. */
+function shimPidOf(id: string, on: Containerd = c): number {
+  try { return Number(fs.readFileSync(path.join(on.bundleDir(id), 'shim.pid'), 'utf8')); } catch { /* joined */ }
+  const socket = fs.readFileSync(path.join(on.bundleDir(id), 'address'), 'utf8').replace(/^unix:\/\//, '');
+  return Number(fs.readFileSync(path.join(process.env.TSSHIM_STATE_DIR || '/run/tsshim', `${path.basename(socket)}.pid`), 'utf8'));
 }
 
 function fdCount(pid: number): number {
@@ -204,7 +207,7 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   const waitSlow = callTasks<{ exit_status: number }>(c, 'Wait', { container_id: fifoId, exec_id: 'slow' }, { timeoutMs: 120_000 });
 
   const ids = [fileId, fifoId, ttyId, g1];
-  const shims = [...new Set(ids.map(shimPidOf))];
+  const shims = [...new Set(ids.map((id) => shimPidOf(id)))];
   await sleep(300);
   const fdsBefore = new Map(shims.map((pid) => [pid, fdCount(pid)]));
   const childrenBefore = new Map(shims.map((pid) => [pid, childrenOf(pid).length]));
@@ -237,7 +240,7 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   const polled = await poll.stop();
   assert.deepEqual(polled.errors.filter((e) => !/connection|UNAVAILABLE|14 /.test(e)), [], 'Tasks.Get during the upgrades');
   assert.ok(polled.calls > 20, `polled ${polled.calls} times`);
-  assert.deepEqual([...new Set(ids.map(shimPidOf))], shims, 'same shim pids');
+  assert.deepEqual([...new Set(ids.map((id) => shimPidOf(id)))], shims, 'same shim pids');
 
   const slow = await waitSlow.catch(() => callTasks<{ exit_status: number }>(c, 'Wait', { container_id: fifoId, exec_id: 'slow' }));
   assert.equal(slow.exit_status, 7);
@@ -278,4 +281,109 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   }
   await until(() => shims.every((pid) => !pidAlive(pid)), 'shims gone after their last container');
   fifoOut.close(); ttyOut.close(); ttyIn.close();
+});
+
+/** A running file:// counter: its id, log file and shim pid. */
+async function fileCounter(on: Containerd = c, prefix = 'upc'): Promise<{ id: string; log: string; shim: number }> {
+  const id = uniqueId(prefix);
+  const log = path.join(on.dir, `${id}.log`);
+  const r = await on.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--log-uri', `file://${log}`, '--rootfs', rootfs, id, ...COUNTER]);
+  assert.equal(r.code, 0, r.stderr);
+  return { id, log, shim: shimPidOf(id, on) };
+}
+
+/** Kills and deletes a counter container; its output must be complete and its exit reported once. */
+async function finishCounter(k: { id: string; log: string }, on: Containerd = c, what = k.id): Promise<void> {
+  await callTasks(on, 'Kill', { container_id: k.id, signal: 9 });
+  await until(async () => (await getTask(on, k.id)).status === 'STOPPED', `${k.id} stopped`);
+  await sleep(200);
+  assertCounter(fs.readFileSync(k.log, 'utf8'), what);
+  await callTasks(on, 'Delete', { container_id: k.id });
+  await on.ctr(['container', 'delete', k.id]);
+}
+
+test('a broken new build falls back to the running one: missing, a bundle that does not parse, a restore that throws', async (t) => {
+  const k = await fileCounter();
+  const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
+  const missing = path.join(builds, 'nowhere', 'dist', 'src', 'shim', 'boot.js');
+  const syntax = makeBuild('syntax', '0.1.0-syntax', (b) => `${b}\n}}} this is not javascript (((\n`);
+  const throwing = makeBuild('throwing', '0.1.0-throwing',
+    (b) => b.replace(/return ["']tsshim-restore-hook["'];/, 'throw new Error("injected restore failure");'));
+  const fdsBefore = fdCount(k.shim);
+  const cases: [string, string, RegExp][] = [
+    ['missing', missing, /the new build is missing/],
+    ['syntax', syntax, /cannot be loaded: .*SyntaxError/],
+    ['throwing', throwing, /not upgraded, still 0\.1\.0 .*the new build failed to restore: injected restore failure/],
+  ];
+  for (const [name, entry, why] of cases) {
+    const check = await upgrade(entry, ['--check', k.id]);
+    const u = await upgrade(entry, [k.id]);
+    t.diagnostic(`${name}: check: ${check.out.trim()} | upgrade: ${u.out.trim()}`);
+    assert.equal(u.code, 1, `${name}: ${u.out}`);
+    assert.match(u.out, why, name);
+    if (name !== 'throwing') assert.match(check.out, why, `${name} --check`);
+    assert.ok(pidAlive(k.shim), `${name}: shim alive`);
+    assert.ok((await versions()).get(k.shim)?.startsWith('0.1.0 ('), `${name}: still the running build`);
+    assert.equal((await getTask(c, k.id)).status, 'RUNNING', `${name}: container unaffected`);
+  }
+  // containerd's log says why (the shim logs to it).
+  await until(() => /injected restore failure/.test(c.logTail(200_000)), 'the fallback reason in containerd\'s log', 5000);
+  // Still fully working, and upgradable afterwards.
+  const u = await upgrade(makeBuild('b2', '0.1.0-upgrade.b2'), [k.id]);
+  assert.equal(u.code, 0, u.out);
+  assert.match(u.out, /upgraded 0\.1\.0 .* -> 0\.1\.0-upgrade\.b2/);
+  const back = await upgrade(entryA, [k.id]);
+  assert.equal(back.code, 0, back.out);
+  const ex = await c.ctr(['task', 'exec', '--exec-id', 'fb', k.id, 'echo', 'still-here']);
+  assert.match(ex.stdout, /still-here/, ex.stderr);
+  assert.ok(fdCount(k.shim) <= fdsBefore + 2, `fds ${fdsBefore} -> ${fdCount(k.shim)}`);
+  await finishCounter(k);
+  const mine = exitEvents().filter((e) => e.event?.container_id === k.id && e.event?.id === k.id);
+  assert.equal(mine.length, 1, 'one exit event');
+});
+
+test('state versions: a newer build reads the older state; an older build refuses a newer state (the shim stays)', async () => {
+  const k = await fileCounter();
+  const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
+  const v2 = makeBuild('state2', '0.2.0-state2', (b) => b
+    .replace(/exports\d*\.STATE_VERSION = 1;/, (m) => m.replace('= 1', '= 2'))
+    .replace(/exports\d*\.ACCEPTED_STATE_VERSIONS = \[1\];/, (m) => m.replace('[1]', '[1, 2]')));
+  const up = await upgrade(v2, [k.id]);
+  assert.equal(up.code, 0, up.out);
+  assert.match(up.out, /upgraded 0\.1\.0 .* -> 0\.2\.0-state2/);
+  const check = await upgrade(entryA, ['--check', k.id]);
+  assert.equal(check.code, 1, check.out);
+  assert.match(check.out, /cannot upgrade from 0\.2\.0-state2 .*reads upgrade state versions \[1\], this one writes version 2: it refuses the state/);
+  const down = await upgrade(entryA, [k.id]);
+  assert.equal(down.code, 1, down.out);
+  assert.match(down.out, /not upgraded, still 0\.2\.0-state2/);
+  assert.ok((await versions()).get(k.shim)?.startsWith('0.2.0-state2'), 'the newer build still runs');
+  assert.equal((await getTask(c, k.id)).status, 'RUNNING');
+  await finishCounter(k);
+});
+
+test('a per-node shim (TSSHIM_PER_NODE) is upgraded with all its containers', async () => {
+  const pn = await startContainerd({ env: { TSSHIM_PER_NODE: '1' } });
+  try {
+    const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
+    const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'shim', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
+    const k1 = await fileCounter(pn);
+    const k2 = await fileCounter(pn);
+    const addressOf = (id: string) => fs.readFileSync(path.join(pn.bundleDir(id), 'address'), 'utf8');
+    assert.equal(addressOf(k1.id), addressOf(k2.id), 'one shim for the namespace');
+    for (const entry of [entryB, entryA, entryB]) {
+      const u = await upgrade(entry, ['-n', pn.namespace], pn);
+      assert.equal(u.code, 0, `${u.out}\n${pn.logTail(3000)}`);
+      assert.match(u.out, /upgraded/);
+    }
+    assert.ok((await versions(pn)).get(k1.shim)?.startsWith('0.1.0-upgrade.b'));
+    const ex = await pn.ctr(['task', 'exec', '--exec-id', 'pn', k2.id, 'echo', 'per-node-ok']);
+    assert.match(ex.stdout, /per-node-ok/, ex.stderr);
+    await finishCounter(k1, pn);
+    await finishCounter(k2, pn);
+    assert.ok(pidAlive(k1.shim), 'the per-node shim stays without containers');
+  } finally {
+    closeClients(pn);
+    await pn.stop();
+  }
 });
