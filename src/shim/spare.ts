@@ -285,7 +285,18 @@ async function ringResponse(dir: string): Promise<void> {
   }
 }
 
-export async function runSpare(flags: ShimFlags): Promise<void> {
+/** What only the composition root can give a spare: the daemon it becomes, and the last steps of its boot. */
+export interface SpareRole {
+  /** Serve as the daemon of a claimed group, on the socket the spare bound for it. */
+  becomeDaemon(flags: ShimFlags, bound: BoundSocket): Promise<void>;
+  /** Called once the spare is warm: e.g. write the V8 code cache while the most functions are compiled. */
+  warmedUp(): void;
+}
+
+/** A socket handed to the daemon already bound (by a spare). */
+export interface BoundSocket { server: net.Server; socket: string; group: string; /** what the spare could not take on from its start */ notes?: string[] }
+
+export async function runSpare(flags: ShimFlags, role: SpareRole): Promise<void> {
   // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim).
   const onSigterm = () => {
     retireRequested = true;
@@ -297,7 +308,6 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
   delete process.env[ENV_ROOM_VAR];
   // Load everything the daemon needs now, while nobody waits.
-  const serve = await import('./serve');
   const { readStartRequest, formatStartReply } = await import('./bootstrap');
   const { startOptions } = await import('./start-options');
   const { claimGroupSocket, settleDaemon } = await import('./start');
@@ -307,7 +317,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
   (await import('./idle-gc')).collectAndTrim();
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
-  (await import('./code-cache')).saveCodeCache();
+  role.warmedUp();
   const pool = sparePool(flags.address);
   const ownEnv = { ...process.env };
   for (;;) {
@@ -317,7 +327,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     claiming = true;
     let out: Uint8Array | string = '';
     let status = 0;
-    let become: { flags: ShimFlags; bound: import('./serve').BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
+    let become: { flags: ShimFlags; bound: BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
     try {
       const req = readRequest(dir);
       // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
@@ -352,7 +362,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     replaceEnv(become.req.env);
     if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
     process.chdir(become.req.cwd);
-    await serve.runDaemon(become.flags, become.bound);
+    await role.becomeDaemon(become.flags, become.bound);
     return;
   }
 }
