@@ -8,6 +8,7 @@ import { Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
 import { mountsBelow } from '../task/mounts';
 import { shimJournalFile, shimPidFile } from './address';
+import type { ShimConfig } from './config';
 
 const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
 
@@ -40,17 +41,17 @@ function socketServed(socket: string): boolean {
  * dead shim's tasks itself, so replaying that outbox from a later shim of the same group would only
  * repeat stale events. A live group shim (or a newer one on the same path) is never touched.
  */
-function removeDeadShimFiles(bundle: string): void {
+function removeDeadShimFiles(bundle: string, stateDir: string): void {
   const address = readText(path.join(bundle, 'address'));
   if (!address) return;
   const socket = address.replace(/^unix:\/\//, '');
   if (!path.isAbsolute(socket) || socketServed(socket)) return;
   try { if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket); } catch { /* already gone */ }
-  fs.rmSync(shimJournalFile(socket), { force: true });
-  fs.rmSync(shimPidFile(socket), { force: true });
+  fs.rmSync(shimJournalFile(socket, stateDir), { force: true });
+  fs.rmSync(shimPidFile(socket, stateDir), { force: true });
 }
 
-export function runDelete(flags: ShimFlags, warn: (msg: string) => void): Uint8Array {
+export function runDelete(flags: ShimFlags, config: ShimConfig, warn: (msg: string) => void): Uint8Array {
   const bundle = flags.bundle || process.cwd();
   const opts = JSON.parse(readText(path.join(bundle, 'options.json')) || '{}');
   const binary = readText(path.join(bundle, 'runtime')) || opts.binary_name || 'runc';
@@ -68,7 +69,7 @@ export function runDelete(flags: ShimFlags, warn: (msg: string) => void): Uint8A
     const r = spawnSync('umount', ['-R', rootfs], { timeout: 2000, stdio: ['ignore', 'ignore', 'pipe'] });
     if (r.status !== 0) { warn(`umount ${rootfs}: ${r.stderr.toString().trim()}`); break; }
   }
-  removeDeadShimFiles(bundle);
+  removeDeadShimFiles(bundle, config.stateDir);
   const pid = Number(readText(path.join(bundle, 'init.pid'))) || 0;
   // The shim persisted the real exit status at reap time; 137 only when the container never exited
   // before the shim died (it was killed by runc delete --force above).

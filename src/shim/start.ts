@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ShimFlags } from './flags';
 import { groupKey, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
+import type { ShimConfig } from './config';
 
 export const PER_NODE_GROUP = '.tsshim-per-node';
 
@@ -77,9 +78,9 @@ export interface GroupSocket {
 }
 
 /** Binds this container's group socket, or finds the shim that already serves the group. */
-export async function claimGroupSocket(flags: ShimFlags, opts: StartOptions, bundle: string): Promise<GroupSocket> {
+export async function claimGroupSocket(flags: ShimFlags, opts: StartOptions, bundle: string, socketDir: string): Promise<GroupSocket> {
   const group = opts.perNode ? PER_NODE_GROUP : groupKey(flags.id, readAnnotations(bundle));
-  const socket = socketPath(flags.address, flags.namespace, group);
+  const socket = socketPath(flags.address, flags.namespace, group, socketDir);
   const address = toAddress(socket);
   const server = await bindOrReuse(socket);
   if (server) fs.chmodSync(socket, 0o600);
@@ -95,9 +96,9 @@ export function settleDaemon(pid: number, opts: StartOptions, containerdPid: num
   writeFileAtomic(path.join(bundle, 'shim.pid'), String(pid));
 }
 
-export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[]): Promise<string> {
+export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[], config: ShimConfig): Promise<string> {
   const bundle = process.cwd();
-  const { address, socket, group, server } = await claimGroupSocket(flags, opts, bundle);
+  const { address, socket, group, server } = await claimGroupSocket(flags, opts, bundle, config.socketDir);
   if (!server) return address;
   const fd = (server as any)._handle.fd as number;
   const args = [...daemonEntry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
