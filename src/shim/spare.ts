@@ -17,6 +17,11 @@
 // daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
 // spare that sees no live serving shim, or whose containerd no longer answers on its socket (the
 // socket file outlives containerd), retires by itself within seconds.
+//
+// Installs: a spare runs the code it booted with. When tsshim is rebuilt or installed anew under it
+// (code-cache.ts installChanged: the bundle file is another one), it retires within a second, and a
+// start that claims it before that gets a daemon started from the new install, as a cold start
+// would; the next spare then boots from the new install too.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -26,6 +31,8 @@ import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { DAEMON_NODE_FLAGS } from './node-flags';
 import { STATE_DIR } from './address';
+import { installChanged } from './code-cache';
+import { SHIM_ENTRY } from './entry';
 import { adoptStartIdentity, ENV_ROOM_BYTES, ENV_ROOM_VAR, ownChildRunning, replaceEnv, rewriteProcEnviron, spawnOutsideShims } from './spare-identity';
 
 export { STATE_DIR };
@@ -250,7 +257,7 @@ function waitForClaim(pool: string, grpcAddress: string): Promise<string | null>
         if (Date.now() - claimedSince > CLAIM_WITHOUT_REQUEST_MS) done(null);
         return;
       }
-      if (retireRequested || servingShims(pool).length === 0) return retire();
+      if (retireRequested || installChanged() || servingShims(pool).length === 0) return retire();
       // A burst is over: the extra spare (the newest, so only one of them) goes.
       const waiting = waitingSpares(pool);
       if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) return retire();
@@ -300,7 +307,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   const serve = await import('./serve');
   const { readStartRequest, formatStartReply } = await import('./bootstrap');
   const { startOptions } = await import('./start-options');
-  const { claimGroupSocket, settleDaemon } = await import('./start');
+  const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
   const { warmUp } = await import('./warm-up');
   await warmUp();
@@ -318,6 +325,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     let out: Uint8Array | string = '';
     let status = 0;
     let become: { flags: ShimFlags; bound: import('./serve').BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
+    let handedOn = false;
     try {
       const req = readRequest(dir);
       // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
@@ -330,10 +338,17 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
       if (claimed.server) {
         // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
         const problems = adoptStartIdentity(req.startPid || req.containerdPid);
-        settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
-        enterServing(startFlags.address);
-        const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
-        become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+        if (installChanged()) {
+          // Our code is the old install's: the daemon comes from the new one (it inherits the
+          // identity just taken on), and this spare leaves once start has its answer.
+          spawnDaemon(startFlags, opts, [...DAEMON_NODE_FLAGS, SHIM_ENTRY], claimed, req.containerdPid, req.cwd);
+          handedOn = true;
+        } else {
+          settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
+          enterServing(startFlags.address);
+          const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
+          become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+        }
       }
     } catch (e) {
       out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
@@ -342,6 +357,8 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     fs.writeFileSync(path.join(dir, 'out'), out);
     fs.writeFileSync(path.join(dir, 'status'), String(status));
     await ringResponse(dir);
+    // Without closing the listener the new daemon serves (its close would unlink the socket).
+    if (handedOn || (!become && installChanged())) process.exit(0);
     if (!become) { // the group already has a shim: stay a spare
       replaceEnv(ownEnv);
       claiming = false;
