@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { builtinModules, createRequire } from 'node:module';
 import { startContainerd, uniqueId, pidAlive, repoRoot, selectedRelease, TSSHIM_RUNTIME, type Containerd } from './harness';
 import { makeRootfs } from './rootfs';
 import { installTarball, packCurrentTree, variantTarball, type InstalledPackage, type Tarball } from '../support/package';
@@ -107,6 +108,23 @@ test('the packed package holds the built code and runs a container through a con
     assert.ok(listing.includes(`package/${f}`), `${f} in the tarball`);
   }
   assert.deepEqual(listing.filter((f) => /^package\/(src|test|proto|dist\/test|node_modules)\//.test(f) || f.endsWith('.v8cache')), [], 'no sources, tests or code caches');
+  // Every module the built code requires resolves in the installed package: the runtime needs no
+  // devDependency (npm install -g installs none).
+  const unresolved: string[] = [];
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, e.name);
+      if (e.isDirectory()) walk(file);
+      if (!e.isFile() || !file.endsWith('.js')) continue;
+      const req = createRequire(file);
+      for (const [, , id] of fs.readFileSync(file, 'utf8').matchAll(/require\((['"])([^'"]+)\1\)/g)) {
+        if (id.startsWith('node:') || builtinModules.includes(id)) continue;
+        try { req.resolve(id); } catch { unresolved.push(`${path.relative(inst.packageDir, file)}: ${id}`); }
+      }
+    }
+  };
+  walk(path.join(inst.packageDir, 'dist'));
+  assert.deepEqual(unresolved, []);
   // npm's links lead into the package; the sh resolves its real place through them.
   assert.equal(fs.readlinkSync(path.join(inst.binDir, 'containerd-shim-tsshim-v2')), '../lib/node_modules/tsshim/bin/containerd-shim-tsshim-v2');
   const v = installed('containerd-shim-tsshim-v2', ['-v']);
