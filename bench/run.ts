@@ -67,7 +67,7 @@ async function main(): Promise<void> {
   const loadAtStart = os.loadavg()[0];
   const log = (m: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   const repo = repoRoot();
-  if (!fs.existsSync(path.join(repo, 'dist', 'src', 'shim', 'main.js'))) throw new Error(`tsshim is not built (${repo}/dist): npm run build`);
+  if (!fs.existsSync(path.join(repo, 'dist', 'src', 'daemon', 'main.js'))) throw new Error(`tsshim is not built (${repo}/dist): npm run build`);
 
   const rootfsParent = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-bench-'));
   const rootfs = makeRootfs(rootfsParent);

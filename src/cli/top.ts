@@ -6,7 +6,7 @@ import { cpuPercent, usageOf } from './usage';
 import { formatTable } from './table';
 import { humanBytes, humanPercent } from './units';
 import type { CliContext } from './io';
-import type { StatsSampleMessage } from '../task/shim-service';
+import type { StatsSampleMessage } from '../diag/introspection';
 
 export const TOP_HEADER = ['NAMESPACE', 'ID', 'PID', 'STATUS', 'CPU%', 'MEM', 'LIMIT', 'PIDS', 'INIT-CPU%', 'INIT-RSS'];
 const CLEAR = '\x1b[H\x1b[2J';

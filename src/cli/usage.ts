@@ -1,7 +1,7 @@
 // Container usage from a StatsSample: cgroup CPU time, working-set memory and pids from either
 // cgroup version's Metrics, plus the init process's own numbers. CPU % needs two samples.
 import { io } from '../gen/proto';
-import type { StatsSampleMessage } from '../task/shim-service';
+import type { StatsSampleMessage } from '../diag/introspection';
 
 export interface Usage {
   cpuNs: number | null;      // cumulative cgroup CPU time

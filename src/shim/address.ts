@@ -15,13 +15,6 @@ export const SOCKET_DIR = process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s';
 export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 const MAX_SOCKET_PATH = 106;
 
-// containerd's identifier rule for namespaces and ids.
-const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$/;
-
-export function isValidIdentifier(s: string): boolean {
-  return s.length > 0 && s.length <= 76 && IDENTIFIER.test(s);
-}
-
 /** Grouping key of a container: our annotation, the runc shim's, then CRI's pod id, else the container id. */
 export function groupKey(id: string, annotations: Record<string, string> | undefined): string {
   for (const key of GROUP_ANNOTATIONS) {

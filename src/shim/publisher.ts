@@ -4,8 +4,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Writer } from 'protobufjs/minimal';
-import type { Logger } from './logger';
-import { nullLogger } from './logger';
+import type { Logger } from '../sys/logger';
+import { nullLogger } from '../sys/logger';
 
 export interface OutboxEvent {
   seq: number;

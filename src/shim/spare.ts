@@ -19,7 +19,7 @@
 // socket file outlives containerd), retires by itself within seconds.
 //
 // Installs: a spare runs the code it booted with. When tsshim is rebuilt or installed anew under it
-// (code-cache.ts installChanged: the bundle file is another one), it retires within a second, and a
+// (SpareRole.installChanged: the bundle file is another one), it retires within a second, and a
 // start that claims it before that gets a daemon started from the new install, as a cold start
 // would; the next spare then boots from the new install too.
 import * as fs from 'node:fs';
@@ -31,8 +31,6 @@ import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { DAEMON_NODE_FLAGS } from './node-flags';
 import { STATE_DIR } from './address';
-import { installChanged } from './code-cache';
-import { SHIM_ENTRY } from './entry';
 import { adoptStartIdentity, ENV_ROOM_BYTES, ENV_ROOM_VAR, ownChildRunning, replaceEnv, rewriteProcEnviron, spawnOutsideShims } from './spare-identity';
 
 export { STATE_DIR };
@@ -223,7 +221,7 @@ let onRetireRequest: (() => void) | null = null;
  * after the idle timeout, when asked to (SIGTERM), when no shim of its containerd serves anymore,
  * or when its containerd is gone. A spare never outlives its daemon nor the last serving shim.
  */
-function waitForClaim(pool: string, grpcAddress: string): Promise<string | null> {
+function waitForClaim(pool: string, grpcAddress: string, installChanged: () => boolean): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
   // Built under a hidden name and renamed into place: the sh only ever sees complete spares.
   const building = path.join(pool, `.new-${process.pid}`);
@@ -292,7 +290,22 @@ async function ringResponse(dir: string): Promise<void> {
   }
 }
 
-export async function runSpare(flags: ShimFlags): Promise<void> {
+/** What only the composition root can give a spare: the daemon it becomes, and the last steps of its boot. */
+export interface SpareRole {
+  /** Serve as the daemon of a claimed group, on the socket the spare bound for it. */
+  becomeDaemon(flags: ShimFlags, bound: BoundSocket): Promise<void>;
+  /** Called once the spare is warm: e.g. write the V8 code cache while the most functions are compiled. */
+  warmedUp(): void;
+  /** True when tsshim was rebuilt or installed anew under this process (its bundle file is another one). */
+  installChanged(): boolean;
+  /** Node flags and script of a daemon started from the install now in place (as a cold start does). */
+  daemonEntry: string[];
+}
+
+/** A socket handed to the daemon already bound (by a spare). */
+export interface BoundSocket { server: net.Server; socket: string; group: string; /** what the spare could not take on from its start */ notes?: string[] }
+
+export async function runSpare(flags: ShimFlags, role: SpareRole): Promise<void> {
   // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim).
   const onSigterm = () => {
     retireRequested = true;
@@ -304,7 +317,6 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
   delete process.env[ENV_ROOM_VAR];
   // Load everything the daemon needs now, while nobody waits.
-  const serve = await import('./serve');
   const { readStartRequest, formatStartReply } = await import('./bootstrap');
   const { startOptions } = await import('./start-options');
   const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
@@ -314,17 +326,17 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
   (await import('./idle-gc')).collectAndTrim();
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
-  (await import('./code-cache')).saveCodeCache();
+  role.warmedUp();
   const pool = sparePool(flags.address);
   const ownEnv = { ...process.env };
   for (;;) {
     if (retireRequested) process.exit(0);
-    const dir = await waitForClaim(pool, flags.address);
+    const dir = await waitForClaim(pool, flags.address, () => role.installChanged());
     if (!dir || !dir.startsWith(pool + '/')) process.exit(0);
     claiming = true;
     let out: Uint8Array | string = '';
     let status = 0;
-    let become: { flags: ShimFlags; bound: import('./serve').BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
+    let become: { flags: ShimFlags; bound: BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
     let handedOn = false;
     try {
       const req = readRequest(dir);
@@ -338,10 +350,10 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
       if (claimed.server) {
         // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
         const problems = adoptStartIdentity(req.startPid || req.containerdPid);
-        if (installChanged()) {
+        if (role.installChanged()) {
           // Our code is the old install's: the daemon comes from the new one (it inherits the
           // identity just taken on), and this spare leaves once start has its answer.
-          spawnDaemon(startFlags, opts, [...DAEMON_NODE_FLAGS, SHIM_ENTRY], claimed, req.containerdPid, req.cwd);
+          spawnDaemon(startFlags, opts, role.daemonEntry, claimed, req.containerdPid, req.cwd);
           handedOn = true;
         } else {
           settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
@@ -358,7 +370,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     fs.writeFileSync(path.join(dir, 'status'), String(status));
     await ringResponse(dir);
     // Without closing the listener the new daemon serves (its close would unlink the socket).
-    if (handedOn || (!become && installChanged())) process.exit(0);
+    if (handedOn || (!become && role.installChanged())) process.exit(0);
     if (!become) { // the group already has a shim: stay a spare
       replaceEnv(ownEnv);
       claiming = false;
@@ -369,7 +381,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     replaceEnv(become.req.env);
     if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
     process.chdir(become.req.cwd);
-    await serve.runDaemon(become.flags, become.bound);
+    await role.becomeDaemon(become.flags, become.bound);
     return;
   }
 }

@@ -24,7 +24,7 @@ export async function warmUp(): Promise<void> {
 
 /** mkfifo through the reaper (the spawn path runc takes), then a container's stdio over FIFOs. */
 async function warmProcessIO(): Promise<void> {
-  const { Reaper } = await import('./reaper');
+  const { Reaper } = await import('../sys/reaper');
   const { createProcessIO } = await import('../task/io');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-warm-'));
   try {
@@ -44,9 +44,10 @@ async function warmProcessIO(): Promise<void> {
 /** The runc client's calls of a container's life, with `true` standing in for runc. */
 async function warmRuncClient(): Promise<void> {
   const { RuncClient } = await import('../runc/client');
+  const { Reaper } = await import('../sys/reaper');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-warm-'));
   try {
-    const runc = new RuncClient({ binary: 'true', root: dir, log: path.join(dir, 'log.json') });
+    const runc = new RuncClient({ binary: 'true', root: dir, log: path.join(dir, 'log.json'), runner: Reaper.instance() });
     await runc.start('warm');
     await runc.kill('warm', 9, { all: true });
     await runc.delete('warm', { force: true });

@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RuncClient, RuncError, readPidFile } from '../runc';
-import type { Logger } from '../shim/logger';
-import { Reaper } from '../shim/reaper';
+import type { Logger } from '../sys/logger';
+import type { ProcessRunner } from './ports';
 import { createProcessIO, type StdioConfig } from './io';
 import { InitProcess, ExecProcess, type Process } from './process';
 import { checkExec, checkInit } from './state';
@@ -25,6 +25,8 @@ export interface ContainerConfig {
   parentCheckpoint: string;
   options: RuntimeOptions;
   log: Logger;
+  /** Runs runc and the logging binaries (the shim's reaper, which leaves them their exit status). */
+  runner: ProcessRunner;
 }
 
 /** runc's own error text behind a prefix, as containerd users know it (runc-and-io.md §2.2). */
@@ -63,6 +65,7 @@ export class Container {
       log: path.join(cfg.bundle, 'log.json'),
       systemdCgroup: o.systemdCgroup,
       criuPath: o.criuPath || undefined,
+      runner: cfg.runner,
     });
     this.hostPidNs = sharesHostPidNamespace(cfg.bundle);
   }
@@ -264,7 +267,7 @@ export class Container {
       cwd: this.bundle,
       ioUid: this.cfg.options.ioUid || undefined, ioGid: this.cfg.options.ioGid || undefined,
       // Logging binaries are libuv children: the reaper must leave their exit status to libuv.
-      spawn: (cmd: string, args: readonly string[], o: import('node:child_process').SpawnOptions) => Reaper.instance().spawn(cmd, args, o),
+      spawn: (cmd: string, args: readonly string[], o: import('node:child_process').SpawnOptions) => this.cfg.runner.spawn(cmd, args, o),
       log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) =>
         this.cfg.log[level](msg, { id: this.id, exec: execId || undefined, ...fields }),
     };

@@ -1,15 +1,19 @@
 // Building the containerd.events.* messages the shim publishes (events.md §2).
 import { containerd } from '../gen/proto';
-import type { Publisher } from '../shim/publisher';
 import type { ExitInfo } from './process';
 import { timestamp } from './timestamps';
 import { encodeMessage } from '../types';
 
 type Msg = Parameters<typeof encodeMessage>[0];
+
+/** Where task events go (the shim's publisher outbox); the Task core only hands them over, in order. */
+export interface EventSink {
+  publish(namespace: string, topic: string, typeUrl: string, value: Uint8Array): void;
+}
 const E = containerd.events;
 
 export class TaskEvents {
-  constructor(private publisher: Publisher) {}
+  constructor(private publisher: EventSink) {}
 
   private send(ns: string, topic: string, name: string, type: Msg, body: object): void {
     // Proto3 defaults left out, as Go writes them (exit_status 0 is absent on the wire).

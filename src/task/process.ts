@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os';
 import type { ProcessIO, StdioConfig } from './io';
 import type { InitState, ExecState } from './state';
 import { now } from './timestamps';
-import { close as closeFd, kill as killPid, pidfdOpen, pidfdSendSignal, SysError } from '../shim/sys';
+import { close as closeFd, kill as killPid, pidfdOpen, pidfdSendSignal, SysError } from '../sys/libc';
 
 const osEsrch = osConstants.errno.ESRCH;
 

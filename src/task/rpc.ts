@@ -3,8 +3,8 @@
 import { containerd } from '../gen/proto';
 import { Code, TtrpcError } from '../ttrpc/status';
 import type { CallContext, UnaryHandler } from '../ttrpc';
-import type { Logger } from '../shim/logger';
-import { isValidIdentifier } from '../shim/address';
+import type { Logger } from '../sys/logger';
+import { isValidIdentifier } from '../sys/identifiers';
 import type { TaskService } from './service';
 import { timestamp } from './timestamps';
 import * as fs from 'node:fs';

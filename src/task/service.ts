@@ -2,9 +2,10 @@
 // answers containerd expects. RPC decoding lives in rpc.ts; runc work in container.ts.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Exit, Reaper } from '../shim/reaper';
-import type { Logger } from '../shim/logger';
-import { isValidIdentifier } from '../shim/address';
+import type { Exit } from '../sys/reaper';
+import type { ExitSource, ProcessRunner } from './ports';
+import type { Logger } from '../sys/logger';
+import { isValidIdentifier } from '../sys/identifiers';
 import { Container } from './container';
 import { ExecProcess, type Process, type InitProcess } from './process';
 import { TaskEvents } from './events';
@@ -28,7 +29,10 @@ export interface CreateInput {
 
 export interface ServiceDeps {
   events: TaskEvents;
-  reaper: Reaper;
+  /** Exit statuses of the shim's children (the reaper). */
+  exits: ExitSource;
+  /** Runs runc and the logging binaries so that their exit status is not taken from them (the reaper). */
+  runner: ProcessRunner;
   log: Logger;
   shimPid: number;
   /** Called after Shutdown when no container is left. */
@@ -53,7 +57,7 @@ export class TaskService {
   readonly counters = { reaped: 0, exitsPublished: 0 };
 
   constructor(private deps: ServiceDeps) {
-    deps.reaper.subscribe((e) => this.onExit(e));
+    deps.exits.subscribe((e) => this.onExit(e));
     this.oom = new OomWatcher((key) => {
       const c = this.containers.get(key);
       if (c) deps.events.oom(c.namespace, c.id);
@@ -165,7 +169,7 @@ export class TaskService {
     const log = this.deps.log.with({ id: req.id, namespace: req.namespace });
     const c = new Container({
       id: req.id, namespace: req.namespace, bundle: req.bundle, rootfs: req.rootfs, stdio: req.stdio,
-      checkpoint: req.checkpoint, parentCheckpoint: req.parentCheckpoint, options, log,
+      checkpoint: req.checkpoint, parentCheckpoint: req.parentCheckpoint, options, log, runner: this.deps.runner,
     });
     // Reserve the id while runc works, so a duplicate Create cannot race in.
     this.containers.set(key, c);

@@ -25,7 +25,7 @@ async function until(fn: () => boolean, what: string, timeoutMs = 10_000): Promi
   }
 }
 
-const skip = !fs.existsSync(path.join(__dirname, '..', '..', 'src', 'shim', 'main.js')) || process.getuid?.() !== 0
+const skip = !fs.existsSync(path.join(__dirname, '..', '..', 'src', 'daemon', 'main.js')) || process.getuid?.() !== 0
   ? 'needs npm run build and root' : false;
 
 async function lifecycle(generation: Generation): Promise<void> {

@@ -152,12 +152,12 @@ interface ShimProcess { pid: number; id: string; runtime: Handler | 'other' }
 /**
  * Long-running shim daemons of our containerd, found by walking /proc: argv with `-address <ours>`
  * and `-id <id>`, and no `start`/`delete` action. The Go shim's argv[0] is its binary; tsshim's
- * daemon is `node <repo>/dist/src/shim/main.js ...` (its binary name is not in the daemon's argv).
+ * daemon is `node <repo>/dist/src/daemon/main.js ...` (its binary name is not in the daemon's argv).
  */
 function shimProcesses(): ShimProcess[] {
   if (!containerd) return [];
   const out: ShimProcess[] = [];
-  const tsshimMain = path.join(repoRoot(), 'dist', 'src', 'shim', 'main.js');
+  const tsshimMain = path.join(repoRoot(), 'dist', 'src', 'daemon', 'main.js');
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);

@@ -104,7 +104,7 @@ after(async () => {
 
 test('the packed package holds the built code and runs a container through a containerd that finds it on PATH', async () => {
   const listing = spawnSync('tar', ['-tzf', base.file], { encoding: 'utf8' }).stdout.split('\n');
-  for (const f of ['bin/containerd-shim-tsshim-v2', 'bin/tsshim', 'dist/src/shim/boot.js', 'dist/src/shim/bundle.js', 'dist/src/cli/main.js', 'dist/revision.txt', 'package.json']) {
+  for (const f of ['bin/containerd-shim-tsshim-v2', 'bin/tsshim', 'dist/src/daemon/boot.js', 'dist/src/daemon/bundle.js', 'dist/src/cli/main.js', 'dist/revision.txt', 'package.json']) {
     assert.ok(listing.includes(`package/${f}`), `${f} in the tarball`);
   }
   assert.deepEqual(listing.filter((f) => /^package\/(src|test|proto|dist\/test|node_modules)\//.test(f) || f.endsWith('.v8cache')), [], 'no sources, tests or code caches');

@@ -241,7 +241,7 @@ test('a spare decides with the claiming start\'s TSSHIM_PER_NODE, not its own bo
     fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
     await until(() => cmdline(serving.pid!).startsWith('containerd-shim-tsshim-v2'), 'the fake serving shim');
     fs.writeFileSync(path.join(pool, `.serving-${serving.pid}`), '');
-    const boot = path.join(repoRoot(), 'dist/src/shim/boot.js');
+    const boot = path.join(repoRoot(), 'dist/src/daemon/boot.js');
     const spare = spawn(process.execPath, [boot, '-namespace', 'default', '-address', address, 'spare'], { env, stdio: 'ignore', detached: true });
     pids.push(spare.pid!);
     await until(() => fs.existsSync(path.join(pool, String(spare.pid))), 'the spare waiting', 30_000);

@@ -97,7 +97,7 @@ let packed: Tarball | null = null;
 export function packCurrentTree(): Tarball {
   if (packed && fs.existsSync(packed.file)) return packed;
   const root = repoRoot();
-  if (!fs.existsSync(path.join(root, 'dist', 'src', 'shim', 'bundle.js'))) {
+  if (!fs.existsSync(path.join(root, 'dist', 'src', 'daemon', 'bundle.js'))) {
     throw new Error(`no build in ${root}/dist: run \`npm run build\` first`);
   }
   const version = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version as string;

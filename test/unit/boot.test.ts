@@ -5,9 +5,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { codeCacheFile } from '../../src/shim/boot';
+import { codeCacheFile } from '../../src/daemon/boot';
 
-const shimDir = path.resolve(__dirname, '../../src/shim');
+const shimDir = path.resolve(__dirname, '../../src/daemon');
 
 test('boot: the cache file name depends on node version, flags and the bundle file', () => {
   const a = codeCacheFile('/d', '1:2:3:4', 'v20.0.0', ['--no-warnings']);

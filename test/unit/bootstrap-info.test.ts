@@ -10,7 +10,7 @@ import { RUNTIME_NAME } from '../../src/shim/address';
 import { VERSION } from '../../src/shim/version';
 import { containerd, google } from '../../src/gen/proto';
 
-const MAIN = path.join(__dirname, '..', '..', 'src', 'shim', 'main.js');
+const MAIN = path.join(__dirname, '..', '..', 'src', 'daemon', 'main.js');
 const runcOptions = (o: containerd.runc.v1.IOptions) =>
   Buffer.from(google.protobuf.Any.encode({ type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode(o).finish() }).finish());
 

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, fstatSync, promises as fsp, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../src/shim/sys';
+import { eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../src/sys/libc';
 import { cgroupForPid } from '../../src/task/cgroups/discovery';
 import { EventfdReader, type EventfdMode } from '../../src/task/cgroups/eventfd-reader';
 import { OomWatcher } from '../../src/task/cgroups/oom';

@@ -12,7 +12,7 @@ import { decodeOptions, KNOWN_OPTION_TYPES } from '../../src/task/options';
 import { startOptions } from '../../src/shim/start-options';
 import { groupKey, GROUP_ANNOTATIONS } from '../../src/shim/address';
 import { parseFlags } from '../../src/shim/flags';
-import { BundleLogSink } from '../../src/shim/logger';
+import { BundleLogSink } from '../../src/sys/logger';
 import { splitCmdline } from '../../src/shim/proc-title';
 import { ExecProcess } from '../../src/task/process';
 import type { ProcessIO } from '../../src/task/io';
@@ -152,7 +152,7 @@ test('process argv: a node process rewrites its /proc cmdline as NUL-separated G
 });
 
 test('containerd-shim-tsshim-v2 -h / -help: usage on stdout, exit 0; an unknown flag: exit 2', () => {
-  const main = path.join(repo, 'dist/src/shim/main.js');
+  const main = path.join(repo, 'dist/src/daemon/main.js');
   for (const flag of ['-h', '--help', '-help']) {
     const r = spawnSync(process.execPath, [main, flag], { encoding: 'utf8' });
     assert.equal(r.status, 0, `${flag}: ${r.stderr}`);

@@ -6,12 +6,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Reaper, type Exit } from '../../src/shim/reaper';
-import { pidfdOpen, pidfdSendSignal, close as closeFd, SysError } from '../../src/shim/sys';
+import { Reaper, type Exit } from '../../src/sys/reaper';
+import { pidfdOpen, pidfdSendSignal, close as closeFd, SysError } from '../../src/sys/libc';
 import { TaskService, STATUS } from '../../src/task/service';
 import { TaskEvents } from '../../src/task/events';
 import { Publisher } from '../../src/shim/publisher';
-import { nullLogger } from '../../src/shim/logger';
+import { nullLogger } from '../../src/sys/logger';
 import { Code, TtrpcError } from '../../src/ttrpc';
 
 // Runs of the fake runtime below go through the real reaper (libuv owns them); no subreaper here.
@@ -63,7 +63,7 @@ function alive(pid: number): boolean {
 async function serviceWithExec(execPid: number) {
   const reaper = new FakeReaper();
   const service = new TaskService({
-    events: new TaskEvents(new Publisher(null)), reaper: reaper as unknown as Reaper, log: nullLogger, shimPid: process.pid, onEmpty: () => {},
+    events: new TaskEvents(new Publisher(null)), exits: reaper, runner: Reaper.instance(), log: nullLogger, shimPid: process.pid, onEmpty: () => {},
   });
   const bundle = fs.mkdtempSync(path.join(dir, 'bundle-'));
   fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ linux: { namespaces: [{ type: 'pid' }] } }));

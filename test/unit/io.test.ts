@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createProcessIO, parseOutputTarget, StdioUriError, type IoLog, type ProcessIO } from '../../src/task/io';
 import { pump } from '../../src/task/io/pump';
-import * as sys from '../../src/shim/sys';
+import * as sys from '../../src/sys/libc';
 
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
 const NS = 'unit-ns';

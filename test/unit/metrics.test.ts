@@ -7,15 +7,15 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import {
-  startMetricsEndpoint, startMetricsFromEnv, metricsSocketPath, activeMetricsSocket, renderMetrics,
-} from '../../src/shim/metrics';
+  startMetricsEndpoint, startMetricsFromEnv, metricsSocketPath, renderMetrics,
+} from '../../src/diag/metrics';
 import { httpGetUnix } from '../../src/cli/http';
 import { fakeDaemon, tempDir, type FakeDaemon } from './shim-service-fixture.test';
 
 const tmp = tempDir('tsshim-metrics-');
 const socket = tmp.path('m/shim.metrics.sock');
 let daemon: FakeDaemon;
-let endpoint: { close(): void };
+let endpoint: { socket: string; close(): void };
 
 before(async () => {
   daemon = fakeDaemon();
@@ -133,7 +133,7 @@ test('other paths are 404, other methods 405, HEAD has no body; the socket is 06
   assert.equal((await status('POST'))[0], 405);
   assert.deepEqual(await status('HEAD'), [200, '']);
   assert.equal(fs.statSync(socket).mode & 0o777, 0o600);
-  assert.equal(activeMetricsSocket(), socket);
+  assert.equal(endpoint.socket, socket);
 });
 
 test('socket placement: exact path, per-shim name in a dir, shortened when too long, off by default', () => {

@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { spawn as rawSpawn, spawnSync } from 'node:child_process';
-import { Reaper, ExitBuffer, RunTimeoutError } from '../../src/shim/reaper';
-import { processExists } from '../../src/shim/sys';
+import { Reaper, ExitBuffer, RunTimeoutError } from '../../src/sys/reaper';
+import { processExists } from '../../src/sys/libc';
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 

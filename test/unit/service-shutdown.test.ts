@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Reaper } from '../../src/shim/reaper';
+import { Reaper } from '../../src/sys/reaper';
 import { TaskService } from '../../src/task/service';
 import { TaskEvents } from '../../src/task/events';
 import { Publisher } from '../../src/shim/publisher';
-import { nullLogger } from '../../src/shim/logger';
+import { nullLogger } from '../../src/sys/logger';
 import { Code, TtrpcError } from '../../src/ttrpc';
 import { containerd } from '../../src/gen/proto';
 
@@ -27,7 +27,7 @@ function slowFailingRuntime(): string {
 test('Shutdown during a Create is remembered: when that Create fails, the empty shim is reported idle', async () => {
   const calls: string[] = [];
   const service = new TaskService({
-    events: new TaskEvents(new Publisher(null)), reaper: { subscribe: () => () => {} } as unknown as Reaper, log: nullLogger,
+    events: new TaskEvents(new Publisher(null)), exits: { subscribe: () => () => {} }, runner: Reaper.instance(), log: nullLogger,
     shimPid: process.pid, onEmpty: () => calls.push('empty'), onIdle: (reason) => calls.push(`idle: ${reason}`),
   });
   const bundle = fs.mkdtempSync(path.join(dir, 'bundle-'));

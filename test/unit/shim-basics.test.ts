@@ -7,12 +7,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseFlags, FlagError } from '../../src/shim/flags';
-import { socketPath, groupKey, isValidIdentifier, RUNTIME_NAME } from '../../src/shim/address';
+import { socketPath, groupKey, RUNTIME_NAME } from '../../src/shim/address';
+import { isValidIdentifier } from '../../src/sys/identifiers';
 import { optionsFromToml, decodeOptions, optionsJson } from '../../src/task/options';
 import { checkInit, checkExec } from '../../src/task/state';
 import { encodeDeleteResponse } from '../../src/shim/delete';
 import { containerd, google, runtimeoptions } from '../../src/gen/proto';
-import { formatLine } from '../../src/shim/logger';
+import { formatLine } from '../../src/sys/logger';
 import { spareTarget } from '../../src/shim/spare';
 
 test('flags: the argv containerd 1.6 passes to start and delete', () => {

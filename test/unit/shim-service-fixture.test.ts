@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { io } from '../../src/gen/proto';
 import { Server } from '../../src/ttrpc';
-import { registerShimService, type DaemonView } from '../../src/task/shim-service';
+import { registerShimService, type DaemonView } from '../../src/diag/introspection';
 import { LATENCY_BUCKETS_MS } from '../../src/task/rpc';
 import type { Container } from '../../src/task/container';
 

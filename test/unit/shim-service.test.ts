@@ -8,7 +8,7 @@ import { google, io, tsshim } from '../../src/gen/proto';
 import { Client, Code, TtrpcError, type Server } from '../../src/ttrpc';
 import {
   SHIM_SERVICE, decodeStatsSample, encodeStatsSample, processUsage, openFds, type StatsSampleMessage,
-} from '../../src/task/shim-service';
+} from '../../src/diag/introspection';
 import { CPU_PER_SAMPLE_NS, MiB, fakeDaemon, serveShim, tempDir, type FakeDaemon } from './shim-service-fixture.test';
 
 const tmp = tempDir();

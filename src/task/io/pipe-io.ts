@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Writable } from 'node:stream';
-import * as sys from '../../shim/sys';
+import * as sys from '../../sys/libc';
 import { BinaryLogger } from './binary-logger';
 import { isFifo, isFifoSync, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
 import { pump, type PumpResult } from './pump';

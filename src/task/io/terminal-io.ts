@@ -3,10 +3,9 @@
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { Writable } from 'node:stream';
-import * as sys from '../../shim/sys';
+import * as sys from '../../sys/libc';
 import { BinaryLogger } from './binary-logger';
 import { ConsoleSocket } from './console-socket';
-import { dupCloexec } from './dup';
 import { closeFdQuietly, openInputFifo, openOutputFifo, socketOnFd, socketOnPtyMaster } from './fds';
 import { pump } from './pump';
 import { Resources } from './resources';
@@ -107,7 +106,7 @@ export class TerminalProcessIO implements ProcessIO {
     // gone), and the master itself must stay open until the exit has been processed.
     let dupFd: number;
     try {
-      dupFd = dupCloexec(master);
+      dupFd = sys.dupCloexec(master);
     } catch (err) {
       this.closeMaster();
       throw err;

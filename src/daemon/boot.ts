@@ -1,4 +1,4 @@
-// Loader of the bundled shim (dist/src/shim/bundle.js, made by scripts/build.mjs) with a V8 code
+// Loader of the bundled shim (dist/src/daemon/bundle.js, made by scripts/build.mjs) with a V8 code
 // cache. Compiling the 1.5 MB bundle costs ~70 ms in every shim process; with cached code it loads
 // in ~35 ms, and the tsc output's hundred module files cost more still. The cache depends on the
 // node version and V8 flags (the daemon runs with other flags than `start`), so there is one file

@@ -10,7 +10,7 @@
 import * as childProcess from 'node:child_process';
 import type { ChildProcess, SpawnOptions, StdioNull, StdioPipe } from 'node:child_process';
 import * as fs from 'node:fs';
-import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './sys';
+import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './libc';
 
 export interface Exit {
   pid: number;

@@ -4,41 +4,18 @@ import * as fs from 'node:fs';
 import { Writer, Reader } from 'protobufjs/minimal';
 import { tsshim } from '../gen/proto';
 import { Code, TtrpcError, type CallContext, type Server } from '../ttrpc';
-import type { Daemon } from '../shim/serve';
-import type { Container } from './container';
-import type { Process } from './process';
-import { LATENCY_BUCKETS_MS } from './rpc';
+import type { DaemonView } from './daemon-view';
+import type { Container } from '../task/container';
+import type { Process } from '../task/process';
+import { LATENCY_BUCKETS_MS } from '../task/rpc';
 import { VERSION, REVISION } from '../shim/version';
-import { activeMetricsSocket } from '../shim/metrics';
+
+export type { DaemonView } from './daemon-view';
 
 export const SHIM_SERVICE = 'tsshim.v1.Shim';
 export const DEFAULT_STATS_INTERVAL_MS = 1000;
 export const MIN_STATS_INTERVAL_MS = 20;
 
-/**
- * What this service (and the metrics endpoint) reads from the daemon. `Daemon` from serve.ts
- * satisfies it; tests pass a fake.
- */
-export interface DaemonView {
-  service: {
-    list(): Container[];
-    stats(ns: string, id: string): Promise<{ typeUrl: string; value: Uint8Array }>;
-    readonly counters: { reaped: number; exitsPublished: number };
-  };
-  publisher: {
-    pending(): { seq: number; namespace: string; topic: string; at: number }[];
-    readonly stats: { sent: number; pending: number; retries: number; discarded: number; journalFailures?: number };
-  };
-  rpcStats: Daemon['rpcStats'];
-  startedAt: Date;
-  socket: string;
-  namespace: string;
-  group: string;
-  idleGc?: { readonly collections: number; background?(): void };
-}
-// Compile-time proof that the real daemon fits the view.
-const _daemonFits: (d: Daemon) => DaemonView = (d) => d;
-void _daemonFits;
 
 // ---- container status ----------------------------------------------------------------------
 
@@ -188,7 +165,7 @@ export function inspectState(daemon: DaemonView): Record<string, unknown> {
     started_at: daemon.startedAt.toISOString(),
     uptime_s: Number(((now - daemon.startedAt.getTime()) / 1000).toFixed(3)),
     socket: daemon.socket,
-    metrics_socket: activeMetricsSocket(),
+    metrics_socket: daemon.metricsSocket ?? null,
     namespace: daemon.namespace,
     group: daemon.group,
     containers: daemon.service.list().map((c) => ({

@@ -3,23 +3,23 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { ShimFlags } from './flags';
-import { BundleLogSink, createLogger, type Logger } from './logger';
-import { setShimArgv } from './proc-title';
-import { setChildSubreaper } from './sys';
-import { Reaper } from './reaper';
-import { OutboxJournal, Publisher, TtrpcEventSender } from './publisher';
+import type { ShimFlags } from '../shim/flags';
+import { BundleLogSink, createLogger, type Logger } from '../sys/logger';
+import { setShimArgv } from '../shim/proc-title';
+import { setChildSubreaper } from '../sys/libc';
+import { Reaper } from '../sys/reaper';
+import { OutboxJournal, Publisher, TtrpcEventSender } from '../shim/publisher';
 import { Server } from '../ttrpc';
 import { TaskService } from '../task/service';
 import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
-import { registerShimService } from '../task/shim-service';
-import { startMetricsFromEnv } from './metrics';
-import { IdleCollector } from './idle-gc';
+import { registerShimService } from '../diag/introspection';
+import { startMetricsFromEnv } from '../diag/metrics';
+import { IdleCollector } from '../shim/idle-gc';
 import { SHIM_ENTRY } from './entry';
-import { PER_NODE_GROUP } from './start';
-import { ensureSpare, enterServing, leaveServing, sparePool, untrustedState } from './spare';
-import { shimJournalFile, shimPidFile, STATE_DIR } from './address';
+import { PER_NODE_GROUP } from '../shim/start';
+import { ensureSpare, enterServing, leaveServing, sparePool, untrustedState, type BoundSocket } from '../shim/spare';
+import { shimJournalFile, shimPidFile, STATE_DIR } from '../shim/address';
 
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
 const IDLE_EXIT_GRACE_MS = 1000;
@@ -34,10 +34,9 @@ export interface Daemon {
   namespace: string;
   group: string;
   idleGc: IdleCollector;
+  metricsSocket: string | null;
 }
 
-/** A socket the daemon was handed already bound (by a spare, src/shim/spare.ts). */
-export interface BoundSocket { server: net.Server; socket: string; group: string; /** what the spare could not take on from its start */ notes?: string[] }
 
 function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: string }> {
   return new Promise((resolve, reject) => {
@@ -145,7 +144,8 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   };
   const service = new TaskService({
     events: new TaskEvents(publisher),
-    reaper: Reaper.instance(),
+    exits: Reaper.instance(),
+    runner: Reaper.instance(),
     log,
     shimPid: process.pid,
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
@@ -153,11 +153,12 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     onIdle: (reason) => exitIfUnwanted(reason),
   });
   liveBundles = () => service.list().map((c) => c.bundle);
-  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc };
+  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc, metricsSocket: null };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
   const metrics = await startMetricsFromEnv(daemon);
+  daemon.metricsSocket = metrics?.socket ?? null;
   netServer.on('connection', (sock: net.Socket) => {
     connections++;
     sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });

@@ -11,16 +11,12 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { DaemonView } from '../task/shim-service';
+import type { DaemonView } from './daemon-view';
 import { LATENCY_BUCKETS_MS } from '../task/rpc';
-import { VERSION, REVISION } from './version';
+import { VERSION, REVISION } from '../shim/version';
 
 const MAX_SOCKET_PATH = 107;
 const METRICS_SUFFIX = '.metrics.sock';
-
-let active: string | null = null;
-/** The metrics socket this process serves, if any (reported by Inspect). */
-export function activeMetricsSocket(): string | null { return active; }
 
 /** The metrics socket path for a shim listening on `shimSocket`, or null when metrics are off. */
 export function metricsSocketPath(env: NodeJS.ProcessEnv, shimSocket: string, pid = process.pid): string | null {
@@ -124,7 +120,7 @@ function isAlive(socketPath: string): Promise<boolean> {
   });
 }
 
-export async function startMetricsEndpoint(socketPath: string, daemon: DaemonView): Promise<{ close(): void }> {
+export async function startMetricsEndpoint(socketPath: string, daemon: DaemonView): Promise<{ socket: string; close(): void }> {
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
   if (fs.existsSync(socketPath)) {
     if (await isAlive(socketPath)) {
@@ -155,13 +151,12 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
   fs.chmodSync(socketPath, 0o600);
   // The endpoint must never keep a finished shim alive.
   server.unref();
-  active = socketPath;
   let closed = false;
   return {
+    socket: socketPath,
     close() {
       if (closed) return;
       closed = true;
-      if (active === socketPath) active = null;
       server.close();
       server.closeAllConnections();
       fs.rmSync(socketPath, { force: true });
@@ -174,7 +169,7 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
  * metrics is better than no shim. Returns null when metrics are off or could not start.
  */
 export async function startMetricsFromEnv(daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
-  env: NodeJS.ProcessEnv = process.env): Promise<{ close(): void } | null> {
+  env: NodeJS.ProcessEnv = process.env): Promise<{ socket: string; close(): void } | null> {
   const socketPath = metricsSocketPath(env, daemon.socket);
   if (!socketPath) return null;
   try {

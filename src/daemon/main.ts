@@ -1,7 +1,7 @@
 // Entry of containerd-shim-tsshim-v2: `start`, `delete`, `-v`, `-info`, or daemon mode.
-import { parseFlags, FlagError } from './flags';
-import { isValidIdentifier } from './address';
-import { VERSION, REVISION } from './version';
+import { parseFlags, FlagError } from '../shim/flags';
+import { isValidIdentifier } from '../sys/identifiers';
+import { VERSION, REVISION } from '../shim/version';
 
 const NAME = 'containerd-shim-tsshim-v2';
 
@@ -37,7 +37,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (flags.info) {
-    const { runtimeInfo } = await import('./info');
+    const { runtimeInfo } = await import('../shim/info');
     process.stdout.write(await runtimeInfo(readStdin()));
     return;
   }
@@ -46,10 +46,10 @@ async function main(argv: string[]): Promise<void> {
   if (flags.action !== '' && flags.id && !isValidIdentifier(flags.id)) fail(`invalid id ${JSON.stringify(flags.id)}`);
   switch (flags.action) {
     case 'start': {
-      const { runStart } = await import('./start');
-      const { startOptions } = await import('./start-options');
-      const { readStartRequest, formatStartReply } = await import('./bootstrap');
-      const { DAEMON_NODE_FLAGS } = await import('./node-flags');
+      const { runStart } = await import('../shim/start');
+      const { startOptions } = await import('../shim/start-options');
+      const { readStartRequest, formatStartReply } = await import('../shim/bootstrap');
+      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
       const request = readStartRequest(readStdin(), process.env, flags);
       const address = await runStart(flags, startOptions(request.options, flags), [...DAEMON_NODE_FLAGS, SHIM_ENTRY]);
@@ -58,14 +58,18 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'delete': {
-      const { runDelete } = await import('./delete');
+      const { runDelete } = await import('../shim/delete');
       const out = runDelete(flags, (m) => process.stderr.write(m + '\n'));
       process.stdout.write(out);
       return;
     }
     case 'spare': {
-      const { runSpare } = await import('./spare');
-      await runSpare(flags);
+      const { runSpare } = await import('../shim/spare');
+      const { runDaemon } = await import('./serve');
+      const { saveCodeCache, installChanged } = await import('./code-cache');
+      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
+      const { SHIM_ENTRY } = await import('./entry');
+      await runSpare(flags, { becomeDaemon: runDaemon, warmedUp: saveCodeCache, installChanged, daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY] });
       return;
     }
     case '': {
