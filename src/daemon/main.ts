@@ -69,8 +69,10 @@ async function main(argv: string[]): Promise<void> {
     case 'spare': {
       const { runSpare } = await import('../shim/spare');
       const { runDaemon } = await import('./serve');
-      const { saveCodeCache } = await import('./code-cache');
-      await runSpare(flags, { becomeDaemon: runDaemon, warmedUp: saveCodeCache }, config);
+      const { saveCodeCache, installChanged } = await import('./code-cache');
+      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
+      const { SHIM_ENTRY } = await import('./entry');
+      await runSpare(flags, { becomeDaemon: runDaemon, warmedUp: saveCodeCache, installChanged, daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY] }, config);
       return;
     }
     case '': {

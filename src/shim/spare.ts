@@ -17,6 +17,11 @@
 // daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
 // spare that sees no live serving shim, or whose containerd no longer answers on its socket (the
 // socket file outlives containerd), retires by itself within seconds.
+//
+// Installs: a spare runs the code it booted with. When tsshim is rebuilt or installed anew under it
+// (SpareRole.installChanged: the bundle file is another one), it retires within a second, and a
+// start that claims it before that gets a daemon started from the new install, as a cold start
+// would; the next spare then boots from the new install too.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -210,7 +215,7 @@ let onRetireRequest: (() => void) | null = null;
  * after the idle timeout, when asked to (SIGTERM), when no shim of its containerd serves anymore,
  * or when its containerd is gone. A spare never outlives its daemon nor the last serving shim.
  */
-function waitForClaim(pool: string, grpcAddress: string, idleMs: number): Promise<string | null> {
+function waitForClaim(pool: string, grpcAddress: string, idleMs: number, installChanged: () => boolean): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
   // Built under a hidden name and renamed into place: the sh only ever sees complete spares.
   const building = path.join(pool, `.new-${process.pid}`);
@@ -244,7 +249,7 @@ function waitForClaim(pool: string, grpcAddress: string, idleMs: number): Promis
         if (Date.now() - claimedSince > CLAIM_WITHOUT_REQUEST_MS) done(null);
         return;
       }
-      if (retireRequested || servingShims(pool).length === 0) return retire();
+      if (retireRequested || installChanged() || servingShims(pool).length === 0) return retire();
       // A burst is over: the extra spare (the newest, so only one of them) goes.
       const waiting = waitingSpares(pool);
       if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) return retire();
@@ -285,6 +290,10 @@ export interface SpareRole {
   becomeDaemon(flags: ShimFlags, config: ShimConfig, bound: BoundSocket): Promise<void>;
   /** Called once the spare is warm: e.g. write the V8 code cache while the most functions are compiled. */
   warmedUp(): void;
+  /** True when tsshim was rebuilt or installed anew under this process (its bundle file is another one). */
+  installChanged(): boolean;
+  /** Node flags and script of a daemon started from the install now in place (as a cold start does). */
+  daemonEntry: string[];
 }
 
 /** A socket handed to the daemon already bound (by a spare). */
@@ -304,7 +313,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // Load everything the daemon needs now, while nobody waits.
   const { readStartRequest, formatStartReply } = await import('./bootstrap');
   const { startOptions } = await import('./start-options');
-  const { claimGroupSocket, settleDaemon } = await import('./start');
+  const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
   const { warmUp } = await import('./warm-up');
   await warmUp();
@@ -316,12 +325,13 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   const ownEnv = { ...process.env };
   for (;;) {
     if (retireRequested) process.exit(0);
-    const dir = await waitForClaim(pool, flags.address, config.spareIdleMs);
+    const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
     if (!dir || !dir.startsWith(pool + '/')) process.exit(0);
     claiming = true;
     let out: Uint8Array | string = '';
     let status = 0;
     let become: { flags: ShimFlags; bound: BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
+    let handedOn = false;
     try {
       const req = readRequest(dir);
       // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
@@ -335,10 +345,17 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
       if (claimed.server) {
         // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
         const problems = adoptStartIdentity(req.startPid || req.containerdPid);
-        settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
-        enterServing(sparePool(startFlags.address, startConfig.stateDir));
-        const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
-        become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+        if (role.installChanged()) {
+          // Our code is the old install's: the daemon comes from the new one (it inherits the
+          // identity just taken on), and this spare leaves once start has its answer.
+          spawnDaemon(startFlags, opts, role.daemonEntry, claimed, req.containerdPid, req.cwd);
+          handedOn = true;
+        } else {
+          settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
+          enterServing(sparePool(startFlags.address, startConfig.stateDir));
+          const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
+          become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+        }
       }
     } catch (e) {
       out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
@@ -347,6 +364,8 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     fs.writeFileSync(path.join(dir, 'out'), out);
     fs.writeFileSync(path.join(dir, 'status'), String(status));
     await ringResponse(dir);
+    // Without closing the listener the new daemon serves (its close would unlink the socket).
+    if (handedOn || (!become && role.installChanged())) process.exit(0);
     if (!become) { // the group already has a shim: stay a spare
       replaceEnv(ownEnv);
       claiming = false;

@@ -98,8 +98,18 @@ export function settleDaemon(pid: number, opts: StartOptions, containerdPid: num
 
 export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[], config: ShimConfig): Promise<string> {
   const bundle = process.cwd();
-  const { address, socket, group, server } = await claimGroupSocket(flags, opts, bundle, config.socketDir);
-  if (!server) return address;
+  const claimed = await claimGroupSocket(flags, opts, bundle, config.socketDir);
+  if (claimed.server) spawnDaemon(flags, opts, daemonEntry, claimed, process.ppid, bundle);
+  return claimed.address;
+}
+
+/**
+ * Starts the daemon (`daemonEntry`: node flags and script) that serves the group socket just bound.
+ * The caller exits without closing its listener afterwards.
+ */
+export function spawnDaemon(flags: ShimFlags, opts: StartOptions, daemonEntry: string[], claimed: GroupSocket, containerdPid: number, bundle: string): void {
+  const { address, socket, group, server } = claimed;
+  if (!server) throw new Error('spawnDaemon: no group socket bound');
   const fd = (server as any)._handle.fd as number;
   const args = [...daemonEntry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
   if (flags.debug) args.push('-debug');
@@ -111,7 +121,7 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
   });
   child.unref();
   try {
-    settleDaemon(child.pid!, opts, process.ppid, bundle, address);
+    settleDaemon(child.pid!, opts, containerdPid, bundle, address);
   } catch (e) {
     try { process.kill(child.pid!, 'SIGKILL'); } catch { /* already gone */ }
     fs.rmSync(socket, { force: true });
@@ -120,5 +130,4 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
   // The daemon holds its own copy of the listening fd. Closing ours would unlink the socket path
   // (libuv does that on close), so the caller exits without closing it.
   server.unref();
-  return address;
 }
