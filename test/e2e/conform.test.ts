@@ -8,12 +8,12 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from './rootfs';
-import { callTasks, closeClients, getTask } from './containerd-api';
+import { startContainerd, uniqueId, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from '../support/rootfs';
+import { callTasks, closeClients, getTask } from '../support/containerd-api';
 import { containerd as gen } from '../../src/gen/proto';
 import { splitCmdline } from '../../src/shim/proc-title';
-import { requestedVersion } from './containerd-release';
+import { requestedVersion } from '../support/containerd-release';
 
 let c: Containerd;
 let rootfs: string;

@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Containerd2Driver, TASK_V2, TASK_V3, canDial, ensureCgroup, type Generation } from './containerd2-driver';
-import { pidAlive, uniqueId } from './harness';
+import { Containerd2Driver, TASK_V2, TASK_V3, canDial, ensureCgroup, type Generation } from '../support/containerd2-driver';
+import { pidAlive, uniqueId } from '../support/harness';
 import { containerd, google } from '../../src/gen/proto';
 
 const task = containerd.task.v2;

@@ -10,9 +10,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   startContainerd, uniqueId, pidAlive, repoRoot, containerdSearchPath, selectedRelease, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd,
-} from './harness';
-import { ensureBusyboxImage } from './rootfs';
-import { shimPidOf } from '../stress/containers';
+} from '../support/harness';
+import { ensureBusyboxImage } from '../support/rootfs';
+import { shimPidOf } from '../support/containers';
 import { readStartRequest, type DaemonGeneration } from '../../src/shim/bootstrap';
 
 const release = selectedRelease(repoRoot());

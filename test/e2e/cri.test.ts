@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, repoRoot, pidAlive, selectedRelease, type Containerd } from './harness';
-import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
-import { criPluginConfig, renderCriFixture } from './cri-config';
-import { CriClient, CriError, type ContainerConfig, type ContainerStatus, type LinuxContainerResources, type PodSandboxConfig } from './cri-client';
+import { startContainerd, repoRoot, pidAlive, selectedRelease, type Containerd } from '../support/harness';
+import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
+import { criPluginConfig, renderCriFixture } from '../support/cri-config';
+import { CriClient, CriError, type ContainerConfig, type ContainerStatus, type LinuxContainerResources, type PodSandboxConfig } from '../support/cri-client';
 import * as grpc from '@grpc/grpc-js';
 
 const K8S_NAMESPACE = 'k8s.io';

@@ -11,8 +11,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
+import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
 
 const PROMETHEUS = '/usr/bin/prometheus';
 const skip = fs.existsSync(PROMETHEUS) ? false : `${PROMETHEUS} is missing: apt-get install prometheus (Debian 12: 2.42)`;

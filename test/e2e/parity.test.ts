@@ -8,9 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
-import { startContainerd, uniqueId, pidAlive, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd, type CtrResult } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
-import { callTasks, collectEvents, closeClients, getTask, updateTask, type EventCollector } from './containerd-api';
+import { startContainerd, uniqueId, pidAlive, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd, type CtrResult } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
+import { callTasks, collectEvents, closeClients, getTask, updateTask, type EventCollector } from '../support/containerd-api';
 import { containerd as gen, io as genIo } from '../../src/gen/proto';
 
 let c: Containerd;

@@ -6,9 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
-import { collectEvents, closeClients, getTask, type EventCollector } from './containerd-api';
+import { startContainerd, uniqueId, pidAlive, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
+import { collectEvents, closeClients, getTask, type EventCollector } from '../support/containerd-api';
 
 let c: Containerd;
 let rootfs: string;

@@ -6,10 +6,10 @@ import * as path from 'node:path';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
-import { CriClient, type PodSandboxConfig } from './cri-client';
-import { criPluginConfig, renderCriFixture } from './cri-config';
+import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
+import { CriClient, type PodSandboxConfig } from '../support/cri-client';
+import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
 

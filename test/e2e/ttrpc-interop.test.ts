@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { Writer } from 'protobufjs/minimal';
 import { Client, Code, TtrpcError } from '../../src/ttrpc';
-import { Containerd, startContainerd } from './harness';
+import { Containerd, startContainerd } from '../support/harness';
 
 const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 const NS_KEY = 'containerd-namespace-ttrpc';

@@ -10,7 +10,7 @@ import {
   startMetricsEndpoint, startMetricsFromEnv, metricsSocketPath, activeMetricsSocket, renderMetrics,
 } from '../../src/shim/metrics';
 import { httpGetUnix } from '../../src/cli/http';
-import { fakeDaemon, tempDir, type FakeDaemon } from './shim-service-fixture.test';
+import { fakeDaemon, tempDir, type FakeDaemon } from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-metrics-');
 const socket = tmp.path('m/shim.metrics.sock');
