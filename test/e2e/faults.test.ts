@@ -31,7 +31,7 @@ before(async () => {
 });
 
 after(async () => {
-  if (c) { closeClients(c); await c.stop(); }
+  await c?.stop();
   if (stateDir) {
     spawnSync('umount', ['-l', stateDir]);
     fs.rmSync(stateDir, { recursive: true, force: true });

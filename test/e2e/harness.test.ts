@@ -12,7 +12,7 @@ import { collectEvents, closeClients, getTask, listTasks, waitTask } from '../su
 
 const started: Containerd[] = [];
 after(async () => {
-  for (const c of started) { closeClients(c); await c.stop(); }
+  for (const c of started) await c.stop();
 });
 
 async function start(): Promise<Containerd> {

@@ -12,21 +12,15 @@ import { CriClient, type PodSandboxConfig } from '../support/cri-client';
 import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
+import { until as untilShared } from '../support/wait';
 
 let c: Containerd;
 let rootfs: string;
 before(async () => { c = await startContainerd(); rootfs = makeRootfs(c.dir); });
 after(async () => { if (c) await c.stop(); });
 
-async function until<T>(fn: () => T | null | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+// Spares boot in the background: give them longer than the shared default.
+const until = <T>(fn: () => T, what: string, timeoutMs = 20_000) => untilShared(fn, what, timeoutMs);
 
 const runDetached = async (id: string) => {
   const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);

@@ -81,6 +81,8 @@ export interface Containerd {
   logTail(bytes?: number): string;
   /** SIGTERM containerd (then SIGKILL), kill its shims and containers, unmount, remove the dir. */
   stop(): Promise<void>;
+  /** fn runs once at the start of stop(): clients of this containerd close their channels there. */
+  onStop(fn: () => void): void;
   /** SIGKILL containerd only: shims and containers keep running. */
   kill9(): Promise<void>;
   /**
@@ -496,6 +498,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   let env = envFor(release);
   let child!: ChildProcess;
   const inst: Instance = { dir, address, state, currentPid: () => child?.pid ?? -1, torn: false };
+  const stopHooks: (() => void)[] = [];
   live.add(inst);
 
   const launch = async (): Promise<void> => {
@@ -557,9 +560,11 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     }),
     spawnCtr: (args, o = {}) => spawn(release.ctr, [...baseArgs(o.namespace), ...args], { env: ctrEnv(o.env), stdio: 'pipe' }),
     shimPids: () => findShimPids(address, child.pid ?? -1),
+    onStop: (fn) => { stopHooks.push(fn); },
     logTail: (bytes = 8000) => tail(logFile, bytes),
     async stop() {
       if (inst.torn) return;
+      for (const fn of stopHooks.splice(0)) fn();
       await stopDaemon('SIGTERM', 10_000);
       teardownSync(inst);
       live.delete(inst);

@@ -1,7 +1,9 @@
 // Process and host probes for every suite: zombies under a process, open fds, RSS, children,
 // argv, mounts under a directory. Linux /proc only.
+import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { sleep } from './wait';
 
 export interface ProcStat { pid: number; state: string; ppid: number; rssPages: number }
 
@@ -49,6 +51,14 @@ export function fdCount(pid: number): number {
 /** This process's open fd numbers, sorted as strings (to compare before and after). */
 export function openFds(): string[] {
   return fs.readdirSync('/proc/self/fd').sort();
+}
+
+/** Runs fn and asserts this process holds the same fds afterwards (sockets may take a few turns to close). */
+export async function noFdLeak(fn: () => Promise<void>): Promise<void> {
+  const before = openFds();
+  await fn();
+  for (let i = 0; i < 50 && openFds().length !== before.length; i++) await sleep(20);
+  assert.deepEqual(openFds(), before, 'file descriptors leaked');
 }
 
 /**
