@@ -360,7 +360,7 @@ export class RuncClient {
   private runner(): CommandRunner {
     if (!this.runnerCache) {
       // Loaded lazily: constructing a client must not install the process-wide reaper.
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, see above
       this.runnerCache = this.options.runner ?? (require('../shim/reaper') as typeof import('../shim/reaper')).Reaper.instance();
     }
     return this.runnerCache;

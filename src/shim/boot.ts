@@ -53,6 +53,7 @@ function runBundle(source: string): void {
 if (require.main === module) {
   let source: string | null = null;
   try { source = fs.readFileSync(BUNDLE, 'utf8'); } catch { /* not bundled */ }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- main runs only when there is no bundle
   if (source === null) require('./main');
   else runBundle(source);
 }

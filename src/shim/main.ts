@@ -1,4 +1,5 @@
 // Entry of containerd-shim-tsshim-v2: `start`, `delete`, `-v`, `-info`, or daemon mode.
+import * as fs from 'node:fs';
 import { parseFlags, FlagError } from './flags';
 import { isValidIdentifier } from './address';
 import { VERSION, REVISION } from './version';
@@ -19,7 +20,7 @@ const SHIM_USAGE = `Usage: ${NAME} -namespace <ns> -id <id> -address <addr> [-de
 `;
 
 function readStdin(): Buffer {
-  try { return require('node:fs').readFileSync(0); } catch { return Buffer.alloc(0); }
+  try { return fs.readFileSync(0); } catch { return Buffer.alloc(0); }
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -2,7 +2,6 @@
 // on the socket `start` handed over as fd 3, publishes events, exits after the last Shutdown.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
 import type { ShimFlags } from './flags';
 import { BundleLogSink, createLogger, type Logger } from './logger';
 import { setShimArgv } from './proc-title';

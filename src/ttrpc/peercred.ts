@@ -17,7 +17,7 @@ let getsockopt: GetSockOpt | null = null;
 
 function loadGetsockopt(): GetSockOpt {
   if (!getsockopt) {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- koffi loads on first use (tens of ms)
     const koffi = require('koffi');
     const libc = koffi.load('libc.so.6');
     getsockopt = libc.func('int getsockopt(int, int, int, void *, void *)') as GetSockOpt;

@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, repoRoot, pidAlive, selectedRelease, type Containerd } from '../support/harness';
+import { startContainerd, repoRoot, pidAlive, type Containerd } from '../support/harness';
 import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
 import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import { CriClient, CriError, type ContainerConfig, type ContainerStatus, type LinuxContainerResources, type PodSandboxConfig } from '../support/cri-client';
-import { sleep, until } from '../support/wait';
+import { until } from '../support/wait';
 import * as grpc from '@grpc/grpc-js';
 
 const K8S_NAMESPACE = 'k8s.io';

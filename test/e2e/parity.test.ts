@@ -489,7 +489,7 @@ test('host pid namespace: when the init exits, the remaining processes are kille
     try {
       const bg = await until(() => (fs.existsSync(marker) ? Number(fs.readFileSync(marker, 'utf8').trim()) : 0), 'background pid');
       assert.ok(pidAlive(bg), 'background sleep runs while the init lives');
-      await until(() => /^sleep\x001000\x00$/.test(fs.readFileSync(`/proc/${bg}/cmdline`, 'utf8')), 'the background process to be sleep 1000');
+      await until(() => fs.readFileSync(`/proc/${bg}/cmdline`, 'utf8') === 'sleep\u00001000\u0000', 'the background process to be sleep 1000');
       const exit = await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id);
       assert.equal(exit.event?.exit_status, 4);
       await until(() => !pidAlive(bg), `${runtime}: background sleep ${bg} killed after the init's exit`, 5000);
@@ -551,7 +551,7 @@ test('--runtime-config-path BinaryName = crun: tsshim runs crun exactly as runc.
 
 test('ctr passes --runc-binary/--runc-root only for io.containerd.runc.v2 (refused, resp. dropped, for tsshim)', async () => {
   let id = uniqueId('runcbin');
-  let r = await c.ctr(['run', '-d', ...runArgs(TSSHIM_RUNTIME, id, ['true'], ['--runc-binary', '/bin/false'])]);
+  const r = await c.ctr(['run', '-d', ...runArgs(TSSHIM_RUNTIME, id, ['true'], ['--runc-binary', '/bin/false'])]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /specifying runc-binary and runc-systemd-cgroup is only supported for "io.containerd.runc.v2" runtime/);
 

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as net from 'node:net';
 import * as os from 'node:os';
+import { createHash } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
 import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
@@ -256,7 +257,6 @@ test('a spare decides with the claiming start\'s TSSHIM_PER_NODE, not its own bo
 });
 
 function sparePoolFor(stateDir: string, address: string): string {
-  const { createHash } = require('node:crypto') as typeof import('node:crypto');
   return path.join(stateDir, 'spares', createHash('sha256').update(address).digest('hex').slice(0, 16));
 }
 

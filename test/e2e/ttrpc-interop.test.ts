@@ -35,7 +35,7 @@ function taskOOM(containerId: string): Uint8Array {
 
 let cd: Containerd;
 let events: ChildProcess;
-let eventLines: string[] = [];
+const eventLines: string[] = [];
 const lineWaiters: Array<() => void> = [];
 
 function waitForLine(pred: (l: string) => boolean, timeoutMs = 10_000): Promise<string> {

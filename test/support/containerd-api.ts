@@ -101,6 +101,7 @@ function generatedRoot(): any | null {
     genRoot = null;
     const file = path.join(repoRoot(), 'dist', 'src', 'gen', 'proto.js');
     if (fs.existsSync(file)) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a path known only at run time
       try { genRoot = require(file); } catch { genRoot = null; }
     }
   }

@@ -23,7 +23,7 @@ export interface UntilOptions {
 export async function until<T>(
   fn: () => T | Promise<T>,
   what: string,
-  opts: number | UntilOptions = {},
+  opts: number | UntilOptions = {}
 ): Promise<NonNullable<T>> {
   const o = typeof opts === 'number' ? { timeoutMs: opts } : opts;
   const timeoutMs = o.timeoutMs ?? 15_000;

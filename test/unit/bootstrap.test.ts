@@ -11,6 +11,7 @@ import { KNOWN_OPTION_TYPES, decodeOptions } from '../../src/task/options';
 import { startOptions } from '../../src/shim/start-options';
 import { parseFlags } from '../../src/shim/flags';
 import { containerd, google } from '../../src/gen/proto';
+import { Writer } from 'protobufjs/minimal';
 
 const boot = containerd.runtime.bootstrap.v1;
 const ADDR = 'unix:///run/containerd/s/0123456789abcdef';
@@ -96,7 +97,6 @@ test('identity must match the flags exactly; empty and garbage stdin are not Boo
 });
 
 test('older upstream revisions: string log_level and unknown fields are tolerated', () => {
-  const { Writer } = require('protobufjs/minimal');
   const w = Writer.create();
   w.uint32(10).string('c1').uint32(18).string('default').uint32(26).string('debug');
   w.uint32(99 << 3 | 0).uint64(7); // a field from a newer containerd

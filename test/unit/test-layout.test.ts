@@ -24,7 +24,8 @@ function tsFiles(dir: string): string[] {
 function relativeImports(file: string): string[] {
   const text = fs.readFileSync(file, 'utf8');
   const out: string[] = [];
-  for (const m of text.matchAll(/(?:\bfrom\s+|\bimport\s*\(\s*|\brequire\(\s*|^import\s+)'(\.{1,2}\/[^']+)'/gm)) out.push(m[1]);
+  for (const m of text.matchAll(/(?:\bfrom\s+|\bimport\s*\(\s*|\brequire\(\s*|^import\s+)'(\.{1,2}\/[^']+)'/gm))
+    out.push(m[1]);
   return out;
 }
 
@@ -37,8 +38,10 @@ function suiteOf(p: string): string | null {
 const SUITES_WITH_TESTS = new Set(['unit', 'e2e']);
 /** Test files that load another test file on purpose: to run its tests again in another setting. */
 const RERUNS = new Set(['test/e2e/parity-per-node.test.ts -> ./parity.test']);
-const suiteDirs = fs.readdirSync(testDir, { withFileTypes: true })
-  .filter((e) => e.isDirectory() && e.name !== 'fixtures' && e.name !== 'proto').map((e) => e.name);
+const suiteDirs = fs
+  .readdirSync(testDir, { withFileTypes: true })
+  .filter((e) => e.isDirectory() && e.name !== 'fixtures' && e.name !== 'proto')
+  .map((e) => e.name);
 
 test('test/unit and test/e2e hold only *.test.ts files; no *.test.ts anywhere else under test/', () => {
   const wrong: string[] = [];

@@ -10,7 +10,7 @@ let koffiErrno: (() => number) | undefined;
 /** A close-on-exec duplicate of fd (same open file description). */
 export function dupCloexec(fd: number): number {
   if (!fcntlInt) {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- koffi loads on first use (tens of ms)
     const koffi = require('koffi') as typeof Koffi;
     fcntlInt = koffi.load('libc.so.6').func('fcntl', 'int', ['int', 'int', 'int']) as unknown as typeof fcntlInt;
     koffiErrno = () => koffi.errno();
