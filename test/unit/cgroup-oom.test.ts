@@ -9,6 +9,7 @@ import { eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../src/shim/sys';
 import { cgroupForPid } from '../../src/task/cgroups/discovery';
 import { EventfdReader, type EventfdMode } from '../../src/task/cgroups/eventfd-reader';
 import { OomWatcher } from '../../src/task/cgroups/oom';
+import { rmdirRetry } from '../support/cgroup';
 import { sleep, until } from '../support/wait';
 
 const V2_FIXTURE = resolve(__dirname, '../../../test/fixtures/cgroup-v2/default/ctr1');
@@ -179,19 +180,6 @@ test('live v1: remove() stops notifications before the cgroup goes away', { skip
   }
 });
 
-async function rmdirRetry(dir: string): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await fsp.rmdir(dir);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || i >= 100) throw err;
-      await sleep(20);
-    }
-  }
-}
 
 test('v2: remove() right after add() leaves nothing watching', async () => {
   const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
