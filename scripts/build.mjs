@@ -1,6 +1,6 @@
 // Build: generate static protobuf code from proto/, compile TypeScript, copy generated JS next to it.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, statSync, copyFileSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync, copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 

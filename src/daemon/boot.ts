@@ -58,6 +58,7 @@ if (require.main === module) {
   // Identity and text from one open file: an install replacing it meanwhile cannot mix the two.
   let fd = -1;
   try { fd = fs.openSync(BUNDLE, 'r'); } catch { /* not bundled */ }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- main runs only when there is no bundle
   if (fd < 0) require('./main');
   else {
     const identity = fileIdentity(fs.fstatSync(fd, { bigint: true }));

@@ -1,4 +1,5 @@
 // Entry of containerd-shim-tsshim-v2: `start`, `delete`, `-v`, `-info`, or daemon mode.
+import * as fs from 'node:fs';
 import { parseFlags, FlagError } from '../shim/flags';
 import { isValidIdentifier } from '../sys/identifiers';
 import { readConfig } from '../shim/config';
@@ -20,7 +21,7 @@ const SHIM_USAGE = `Usage: ${NAME} -namespace <ns> -id <id> -address <addr> [-de
 `;
 
 function readStdin(): Buffer {
-  try { return require('node:fs').readFileSync(0); } catch { return Buffer.alloc(0); }
+  try { return fs.readFileSync(0); } catch { return Buffer.alloc(0); }
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -2,7 +2,6 @@
 // on the socket `start` handed over as fd 3, publishes events, exits after the last Shutdown.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
 import type { ShimFlags } from '../shim/flags';
 import { BundleLogSink, createLogger, type Logger } from '../sys/logger';
 import { setShimArgv } from '../shim/proc-title';

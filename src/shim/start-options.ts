@@ -10,7 +10,9 @@ export function startOptions(stdin: Buffer, _flags: ShimFlags, config: ShimConfi
   if (config.perNode && stdin.length === 0) return { perNode: true, shimCgroup: '' };
   if (stdin.length === 0) return { perNode: false, shimCgroup: '' };
   // Loaded only when there are options: the generated protobuf code costs start-up time.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
   const { google } = require('../gen/proto');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
   const { decodeOptions } = require('../task/options');
   const any = google.protobuf.Any.decode(stdin);
   const o = decodeOptions(any);

@@ -50,7 +50,7 @@ export class SysError extends Error {
   }
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- koffi's functions take and return any C value
 type Fn = (...args: any[]) => any;
 interface Libc {
   koffi: typeof Koffi;
@@ -64,7 +64,7 @@ let libc: Libc | undefined;
 function lib(): Libc {
   if (libc) return libc;
   // Loaded here, not at import time: koffi costs tens of milliseconds to load.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, see above
   const koffi = require('koffi') as typeof Koffi;
   const c = koffi.load('libc.so.6');
   const iovec = koffi.struct('tsshim_iovec', { base: 'void *', len: 'size_t' });

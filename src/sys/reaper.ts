@@ -10,6 +10,7 @@
 import * as childProcess from 'node:child_process';
 import type { ChildProcess, SpawnOptions, StdioNull, StdioPipe } from 'node:child_process';
 import * as fs from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './libc';
 
 export interface Exit {
@@ -79,7 +80,7 @@ function exitNow(pid: number, status: number): Exit {
   return { pid, status, at, atNanos: nanos, nanos };
 }
 
-const SIGNAL_NUMBERS: Record<string, number> = require('node:os').constants.signals;
+const SIGNAL_NUMBERS: Record<string, number> = osConstants.signals;
 
 /** Pids started by libuv (child_process) in this process: never ours to wait for. */
 const libuvOwned = new Set<number>();

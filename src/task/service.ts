@@ -329,8 +329,7 @@ export class TaskService {
   async update(ns: string, id: string, resources: Uint8Array, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
     checkInit(c.init.state, 'update');
-    let parsed: unknown;
-    parsed = resources.length ? parseSpecJson(resources, 'resources', PROCESS_SPEC_LIMITS) : {};
+    const parsed: unknown = resources.length ? parseSpecJson(resources, 'resources', PROCESS_SPEC_LIMITS) : {};
     await c.runc.update(id, parsed, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime update failed', e); });
   }
 

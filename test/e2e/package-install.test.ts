@@ -9,8 +9,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { builtinModules, createRequire } from 'node:module';
-import { startContainerd, uniqueId, pidAlive, repoRoot, selectedRelease, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs } from './rootfs';
+import { startContainerd, uniqueId, pidAlive, repoRoot, selectedRelease, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs } from '../support/rootfs';
 import { installTarball, packCurrentTree, variantTarball, type InstalledPackage, type Tarball } from '../support/package';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 

@@ -12,6 +12,7 @@ import { startOptions } from '../../src/shim/start-options';
 import { readConfig } from '../../src/shim/config';
 import { parseFlags } from '../../src/shim/flags';
 import { containerd, google } from '../../src/gen/proto';
+import { Writer } from 'protobufjs/minimal';
 
 const boot = containerd.runtime.bootstrap.v1;
 const ADDR = 'unix:///run/containerd/s/0123456789abcdef';
@@ -97,7 +98,6 @@ test('identity must match the flags exactly; empty and garbage stdin are not Boo
 });
 
 test('older upstream revisions: string log_level and unknown fields are tolerated', () => {
-  const { Writer } = require('protobufjs/minimal');
   const w = Writer.create();
   w.uint32(10).string('c1').uint32(18).string('default').uint32(26).string('debug');
   w.uint32(99 << 3 | 0).uint64(7); // a field from a newer containerd

@@ -12,7 +12,7 @@ import { candidateSockets } from '../../src/cli/discover';
 import { formatTable } from '../../src/cli/table';
 import type { CliContext } from '../../src/cli/io';
 import { startMetricsEndpoint } from '../../src/diag/metrics';
-import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir } from './shim-service-fixture.test';
+import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir } from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-cli-');
 const sockets = tmp.path('s');

@@ -11,7 +11,7 @@ import {
 } from '../../src/diag/metrics';
 import { httpGetUnix } from '../../src/cli/http';
 import { readConfig } from '../../src/shim/config';
-import { fakeDaemon, tempDir, type FakeDaemon } from './shim-service-fixture.test';
+import { fakeDaemon, tempDir, type FakeDaemon } from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-metrics-');
 const socket = tmp.path('m/shim.metrics.sock');

@@ -9,7 +9,7 @@ import { Client, Code, TtrpcError, type Server } from '../../src/ttrpc';
 import {
   SHIM_SERVICE, decodeStatsSample, encodeStatsSample, processUsage, openFds, type StatsSampleMessage,
 } from '../../src/diag/introspection';
-import { CPU_PER_SAMPLE_NS, MiB, fakeDaemon, serveShim, tempDir, type FakeDaemon } from './shim-service-fixture.test';
+import { CPU_PER_SAMPLE_NS, MiB, fakeDaemon, serveShim, tempDir, type FakeDaemon } from '../support/shim-service-fixture';
 
 const tmp = tempDir();
 const socket = tmp.path('shim.sock');
@@ -179,4 +179,12 @@ test('processUsage and openFds read /proc', () => {
   assert.equal(processUsage(2 ** 22 + 1), null);
   const fds = openFds();
   assert.ok(Math.abs(fds.count - (fs.readdirSync('/proc/self/fd').length - 1)) <= 1, JSON.stringify(fds));
+});
+
+test('fixture: fake daemon fits the view and its stats grow', async () => {
+  const d = fakeDaemon();
+  const a = io.containerd.cgroups.v1.Metrics.decode((await d.service.stats('default', 'web')).value);
+  const b = io.containerd.cgroups.v1.Metrics.decode((await d.service.stats('default', 'web')).value);
+  assert.equal(Number(b.cpu!.usage!.total) - Number(a.cpu!.usage!.total), CPU_PER_SAMPLE_NS);
+  await assert.rejects(d.service.stats('default', 'old'), /cgroup does not exist/);
 });

@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 
 if (process.env.PEEK_SCENARIO) {
   // Runs in a child process: making the test runner a subreaper would adopt its orphans.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- only the child loads sys
   const sys = require('../../src/sys/libc') as typeof import('../../src/sys/libc');
   sys.setChildSubreaper();
   const before = sys.peekExitedChild();

@@ -227,7 +227,7 @@ test('recvFd receives an fd sent with SCM_RIGHTS (EAGAIN before it arrives)', as
 });
 
 test('setWinsize resizes a pty; the program inside sees the new size', async () => {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the native addon loads only for this test
   const pty = require('node-pty') as typeof import('node-pty');
   const term = pty.spawn('/bin/sh', ['-c', 'read x; stty size'], { cols: 80, rows: 24 });
   const fd = (term as unknown as { _fd: number })._fd;

@@ -32,7 +32,7 @@ interface MessageType { create(o: object): object; encode(m: object): { finish()
 let protoRoot: Record<string, unknown> | undefined;
 function metricsType(typeUrl: string): MessageType {
   // Loaded on first use: a process that never serves Stats should not pay for it.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, see above
   protoRoot ??= require('../../gen/proto') as Record<string, unknown>;
   let node: unknown = protoRoot;
   for (const part of typeUrl.split('.')) node = (node as Record<string, unknown> | undefined)?.[part];
