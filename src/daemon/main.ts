@@ -59,7 +59,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'delete': {
       const { runDelete } = await import('../shim/delete');
-      const out = runDelete(flags, (m) => process.stderr.write(m + '\n'));
+      const out = await runDelete(flags, (m) => process.stderr.write(m + '\n'));
       process.stdout.write(out);
       return;
     }

@@ -32,7 +32,8 @@ export interface RuntimeOptions {
   perNode: boolean;
 }
 
-export const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+// options.json, the bundle's record of these options, is bundle-files.ts's.
+export { DEFAULT_RUNC_ROOT } from './bundle-files';
 
 export function defaultOptions(): RuntimeOptions {
   return {
@@ -146,14 +147,4 @@ export function readOptionsFile(file: string): string {
     if (e instanceof TtrpcError) throw e;
     throw invalidArgument(`cannot read runtime options file ${file}: ${(e as Error).message}`);
   }
-}
-
-/** What the `delete` subcommand needs later, written to the bundle as the Go shim does. */
-export function optionsJson(o: RuntimeOptions): string {
-  const out: Record<string, unknown> = {};
-  const put = (k: string, v: unknown) => { if (v) out[k] = v; };
-  put('no_pivot_root', o.noPivotRoot); put('no_new_keyring', o.noNewKeyring); put('shim_cgroup', o.shimCgroup);
-  put('io_uid', o.ioUid); put('io_gid', o.ioGid); put('binary_name', o.binaryName); put('root', o.root);
-  put('criu_path', o.criuPath); put('systemd_cgroup', o.systemdCgroup);
-  return JSON.stringify(out);
 }

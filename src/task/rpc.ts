@@ -7,15 +7,7 @@ import type { Logger } from '../sys/logger';
 import { isValidIdentifier } from '../sys/identifiers';
 import type { TaskService } from './service';
 import { timestamp } from './timestamps';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-
-/** Read by bin/containerd-shim-tsshim-v2's sh fast path for `delete`. */
-export const DELETE_RESPONSE_FILE = '.tsshim-delete-response';
-
-function writeDeleteResponse(bundle: string, reply: Uint8Array): void {
-  try { fs.writeFileSync(path.join(bundle, DELETE_RESPONSE_FILE), reply); } catch { /* bundle gone: Node path */ }
-}
+import { writeDeleteResponse } from './bundle-files';
 
 const T = containerd.task.v2;
 const EMPTY = new Uint8Array(0);
