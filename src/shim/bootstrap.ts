@@ -14,15 +14,13 @@
 // task-api.md section 7, which tsshim does not implement.
 import { Reader, Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
+import { RUNTIME_OPTION_TYPE_URLS } from '../types/typeurls';
 
 export type DaemonGeneration = 'plain' | 'json' | 'protobuf';
 
 export const TASK_API_VERSION = 2;
-/** Same list as task/options KNOWN_OPTION_TYPES (a unit test keeps them equal); repeated here so
- *  `start` does not load the generated protobuf code just to name four types. */
-export const RUNTIME_OPTION_TYPES: readonly string[] = [
-  'containerd.runc.v1.Options', 'runtimeoptions.v1.Options', 'containerd.linux.runc.CreateOptions', 'containerd.linux.runc.RuncOptions',
-];
+/** The option types task/options decodes (from types/typeurls, which loads no generated code). */
+export const RUNTIME_OPTION_TYPES: readonly string[] = RUNTIME_OPTION_TYPE_URLS;
 export const PROTOCOL = 'ttrpc';
 
 /** A serialized google.protobuf.Any, kept as fields so no generated code is needed here. */

@@ -11,6 +11,7 @@ import { bundleFile, readInitExit, readInitPid, readRuntimeFiles } from '../task
 import { RuncClient, RuncError, type CommandRunner } from '../runc';
 import { shimJournalFile, shimPidFile } from './address';
 import { oneShotRunner } from './one-shot-runner';
+import { unixTime, wallClockAt } from '../sys/clock';
 
 /** runc delete's own deadline, inside containerd's 5 s for the whole subcommand (umount follows). */
 const RUNC_DELETE_TIMEOUT_MS = 4000;
@@ -19,11 +20,13 @@ function readText(file: string): string | null {
   try { return fs.readFileSync(file, 'utf8').trim(); } catch { return null; } // missing: nothing to read
 }
 
+/** DeleteResponse{pid, exit_status, exited_at}, encoded by hand (no generated code loaded). */
 export function encodeDeleteResponse(pid: number, status: number, atMs: number): Uint8Array {
   const w = Writer.create();
   if (pid) w.uint32(8).uint32(pid);
   if (status) w.uint32(16).uint32(status);
-  w.uint32(26).fork().uint32(8).int64(Math.floor(atMs / 1000)).uint32(16).int32((atMs % 1000) * 1e6).ldelim();
+  const at = unixTime(wallClockAt(atMs));
+  w.uint32(26).fork().uint32(8).int64(at.seconds).uint32(16).int32(at.nanos).ldelim();
   return w.finish();
 }
 

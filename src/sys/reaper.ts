@@ -11,6 +11,7 @@ import * as childProcess from 'node:child_process';
 import type { ChildProcess, SpawnOptions, StdioNull, StdioPipe } from 'node:child_process';
 import * as fs from 'node:fs';
 import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './libc';
+import { wallClockNow } from './clock';
 
 export interface Exit {
   pid: number;
@@ -72,10 +73,8 @@ export class RunAbortedError extends Error {
   }
 }
 
-/** Wall-clock time like Go's time.Now(); the sub-millisecond digits come from the monotonic clock. */
 function exitNow(pid: number, status: number): Exit {
-  const at = new Date();
-  const nanos = (at.getTime() % 1000) * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n);
+  const { at, nanos } = wallClockNow();
   return { pid, status, at, atNanos: nanos, nanos };
 }
 

@@ -8,10 +8,11 @@ import { isValidIdentifier } from '../sys/identifiers';
 import type { TaskService } from './service';
 import { timestamp } from './timestamps';
 import { writeDeleteResponse } from './bundle-files';
+import { ServiceName, TypeUrl } from '../types/typeurls';
 
 const T = containerd.task.v2;
 const EMPTY = new Uint8Array(0);
-export const TASK_SERVICES = ['containerd.task.v2.Task', 'containerd.task.v3.Task'];
+export const TASK_SERVICES = [ServiceName.TaskV2, ServiceName.TaskV3];
 
 type Decoder<T> = { decode(b: Uint8Array): T };
 
@@ -72,7 +73,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
         processes: list.map(({ pid, execId }) => ({
           pid,
           info: execId === undefined ? null : {
-            type_url: 'containerd.runc.v1.ProcessDetails',
+            type_url: TypeUrl.ProcessDetails,
             value: containerd.runc.v1.ProcessDetails.encode({ exec_id: execId }).finish(),
           },
         })),
