@@ -19,7 +19,7 @@ const SHIM_USAGE = `Usage: ${NAME} -namespace <ns> -id <id> -address <addr> [-de
 `;
 
 function readStdin(): Buffer {
-  try { return require('node:fs').readFileSync(0); } catch { return Buffer.alloc(0); }
+  try { return require('node:fs').readFileSync(0); } catch { return Buffer.alloc(0); } // stdin closed or a tty: no input
 }
 
 async function main(argv: string[]): Promise<void> {

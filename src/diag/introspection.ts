@@ -56,7 +56,7 @@ export function processUsage(pid: number): ProcessUsage | null {
     const rssPages = Number(f[21]);              // rss (field 24)
     return { cpuNs: (ticks * 1e9) / CLK_TCK, rssBytes: rssPages * PAGE_SIZE, threads };
   } catch {
-    return null;
+    return null; // the process is gone: no usage, as documented
   }
 }
 
@@ -64,7 +64,7 @@ export function processUsage(pid: number): ProcessUsage | null {
 export function openFds(): { count: number; kinds: Record<string, number> } {
   const kinds: Record<string, number> = {};
   let names: string[] = [];
-  try { names = fs.readdirSync('/proc/self/fd'); } catch { return { count: 0, kinds }; }
+  try { names = fs.readdirSync('/proc/self/fd'); } catch { return { count: 0, kinds }; } // no /proc: nothing to report
   for (const n of names) {
     let target = '';
     try { target = fs.readlinkSync(`/proc/self/fd/${n}`); } catch { continue; } // the readdir fd itself

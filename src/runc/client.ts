@@ -172,7 +172,7 @@ export class RuncClient {
       await this.runProcessCommand('exec', args, opts);
     } finally {
       // A random name nobody reuses: removed off the event loop, without holding up the caller.
-      fs.promises.rm(specFile, { force: true }).catch(() => {});
+      fs.promises.rm(specFile, { force: true }).catch(() => {}); // a private 0600 temp file: a leftover harms nobody
     }
   }
 

@@ -83,7 +83,7 @@ export function fileSize(path: string): number {
   try {
     return fs.statSync(path).size;
   } catch {
-    return 0;
+    return 0; // no log yet: runc's whole log is this invocation's
   }
 }
 

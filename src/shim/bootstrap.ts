@@ -124,7 +124,7 @@ export function decodeBootstrapParams(bytes: Uint8Array): BootstrapParams {
 export function parseBootstrapParams(stdin: Uint8Array, id: string, namespace: string): BootstrapParams | null {
   if (stdin.length === 0) return null;
   let p: BootstrapParams;
-  try { p = decodeBootstrapParams(stdin); } catch { return null; }
+  try { p = decodeBootstrapParams(stdin); } catch { return null; } // not BootstrapParams: the older stdin forms (doc above)
   return p.instance_id === id && p.namespace === namespace ? p : null;
 }
 

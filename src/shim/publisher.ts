@@ -59,7 +59,7 @@ export class TtrpcEventSender implements EventSender {
    * TaskCreate does not wait for a connect on containerd's Create path. A failure is retried by forward.
    */
   preconnect(): void {
-    this.connection().catch(() => {});
+    this.connection().catch(() => {}); // forward dials again and reports its own failure
   }
   async forward(payload: Uint8Array, namespace: string): Promise<void> {
     const client = await this.connection();
@@ -106,7 +106,7 @@ export class OutboxJournal {
     try {
       if (fs.lstatSync(file).isSymbolicLink()) return []; // not ours: never read through a planted link
       text = fs.readFileSync(file, 'utf8');
-    } catch { return []; }
+    } catch { return []; } // no journal: a first run, or the previous one could not write it
     const events = new Map<number, OutboxEvent>();
     for (const line of text.split('\n')) {
       try {

@@ -140,7 +140,7 @@ export function listOwnChildren(): number[] {
   try {
     tids = fs.readdirSync('/proc/self/task');
   } catch {
-    return out;
+    return out; // no procfs: only the children waitid names (reapPeeked) can be reaped
   }
   for (const tid of tids) {
     let text: string;
@@ -229,7 +229,7 @@ export class Reaper {
         try {
           r = waitpidNoHang(pid);
         } catch {
-          continue;
+          continue; // ECHILD: libuv took it between the listing and now; its status is libuv's
         }
         if (!r) continue; // still running, or already gone
         reapedThisPass++;
@@ -257,7 +257,7 @@ export class Reaper {
     let reaped = 0;
     for (;;) {
       let pid: number;
-      try { pid = this.peek(); } catch { return { reaped, scan: true }; }
+      try { pid = this.peek(); } catch { return { reaped, scan: true }; } // cannot peek: the scan finds them
       if (pid <= 0) return { reaped, scan: false };
       if (libuvOwned.has(pid)) return { reaped, scan: true };
       const r = waitpidNoHang(pid);
