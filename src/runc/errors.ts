@@ -1,4 +1,4 @@
-// Errors from runc invocations, with runc's own message pulled from its JSON log (runc-and-io.md §2.2).
+// Errors from runc invocations, with runc's own message pulled from its JSON log (as go-runc does).
 import * as fs from 'node:fs';
 
 export interface RuncErrorInit {

@@ -10,8 +10,8 @@
 // A wrong guess towards "plain" is harmless (every daemon accepts it); a wrong guess towards
 // JSON breaks 1.6 (it would dial the JSON text as an abstract socket name), hence the strict
 // 1.7+ test: all three variables set by the daemon itself, matching the flags.
-// We always answer version 2 (Task v2): version 3 would promise the sandbox semantics of
-// task-api.md section 7, which tsshim does not implement.
+// We always answer version 2 (Task v2): version 3 would promise containerd 2.x's sandbox
+// semantics (the Sandbox API next to Task v3), which tsshim does not implement.
 import { Reader, Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
 import { RUNTIME_OPTION_TYPE_URLS } from '../types/typeurls';

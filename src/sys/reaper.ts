@@ -1,6 +1,6 @@
 // The one place that collects exit statuses in the shim.
 //
-// Model (runc-and-io.md §6.3 option b): libuv keeps reaping the children it spawned (runc, mount,
+// Model (libuv and a subreaper sharing the children): libuv keeps reaping the children it spawned (runc, mount,
 // logging binaries) with its own per-pid waitpid, so their ChildProcess objects emit 'exit' and
 // close. Everything else that dies as our child - container inits and exec'd processes adopted
 // through PR_SET_CHILD_SUBREAPER, orphaned grandchildren - is reaped here. On every SIGCHLD we

@@ -30,7 +30,7 @@ export interface ContainerConfig {
   runner: ProcessRunner;
 }
 
-/** runc's own error text behind a prefix, as containerd users know it (runc-and-io.md §2.2). */
+/** runc's own error text behind a prefix, as containerd users know it (the last error runc wrote to log.json, as containerd-shim-runc-v2 reports it). */
 export function runcFailure(prefix: string, err: unknown): Error {
   return unknown(`${prefix}: ${err instanceof RuncError ? err.runcMessage : errorMessage(err)}`);
 }

@@ -1,4 +1,5 @@
-// Building the containerd.events.* messages the shim publishes (events.md §2).
+// Building the containerd.events.* messages the shim publishes (containerd's api/events/task.proto,
+// with the fields containerd-shim-runc-v2 fills).
 import { containerd } from '../gen/proto';
 import type { ExitInfo } from './process';
 import { timestamp } from './timestamps';
