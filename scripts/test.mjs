@@ -29,9 +29,11 @@ const SURVIVAL = ['survival', 'spare'];
 const CRI = ['cri'];
 // Conformance, faults, hostile clients and the Prometheus exporter: on the LTS line as well.
 const HARDENING = ['conform', 'faults', 'hostile-clients', 'exporter'];
+// The package as operators install it (npm pack, npm install -g, an install over a running one).
+const INSTALL = ['package-install'];
 const MATRIX = [
   { release: 'apt', files: 'all' },
-  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI, ...HARDENING] },
+  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI, ...HARDENING, ...INSTALL] },
   { release: '2.2.7', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI] },
   { release: '2.0.11', files: [...CORE, ...CRI] },
 ];

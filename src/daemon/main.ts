@@ -1,6 +1,7 @@
 // Entry of containerd-shim-tsshim-v2: `start`, `delete`, `-v`, `-info`, or daemon mode.
 import { parseFlags, FlagError } from '../shim/flags';
 import { isValidIdentifier } from '../sys/identifiers';
+import { readConfig } from '../shim/config';
 import { VERSION, REVISION } from '../shim/version';
 
 const NAME = 'containerd-shim-tsshim-v2';
@@ -44,6 +45,8 @@ async function main(argv: string[]): Promise<void> {
   if (!flags.namespace) fail('shim namespace cannot be empty');
   if (!isValidIdentifier(flags.namespace)) fail(`invalid namespace ${JSON.stringify(flags.namespace)}`);
   if (flags.action !== '' && flags.id && !isValidIdentifier(flags.id)) fail(`invalid id ${JSON.stringify(flags.id)}`);
+  // The one read of tsshim's environment variables; everything below is handed this object.
+  const config = readConfig(process.env);
   switch (flags.action) {
     case 'start': {
       const { runStart } = await import('../shim/start');
@@ -52,27 +55,29 @@ async function main(argv: string[]): Promise<void> {
       const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
       const request = readStartRequest(readStdin(), process.env, flags);
-      const address = await runStart(flags, startOptions(request.options, flags), [...DAEMON_NODE_FLAGS, SHIM_ENTRY]);
+      const address = await runStart(flags, startOptions(request.options, flags, config), [...DAEMON_NODE_FLAGS, SHIM_ENTRY], config);
       // Exit without closing the listener: its close would unlink the socket the daemon serves.
       process.stdout.write(formatStartReply(address, request.generation), () => process.exit(0));
       return;
     }
     case 'delete': {
       const { runDelete } = await import('../shim/delete');
-      const out = await runDelete(flags, (m) => process.stderr.write(m + '\n'));
+      const out = await runDelete(flags, config, (m) => process.stderr.write(m + '\n'));
       process.stdout.write(out);
       return;
     }
     case 'spare': {
       const { runSpare } = await import('../shim/spare');
       const { runDaemon } = await import('./serve');
-      const { saveCodeCache } = await import('./code-cache');
-      await runSpare(flags, { becomeDaemon: runDaemon, warmedUp: saveCodeCache });
+      const { saveCodeCache, installChanged } = await import('./code-cache');
+      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
+      const { SHIM_ENTRY } = await import('./entry');
+      await runSpare(flags, { becomeDaemon: runDaemon, warmedUp: saveCodeCache, installChanged, daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY] }, config);
       return;
     }
     case '': {
       const { runDaemon } = await import('./serve');
-      await runDaemon(flags);
+      await runDaemon(flags, config);
       return;
     }
     default:

@@ -14,12 +14,13 @@ import { TaskService } from '../task/service';
 import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../diag/introspection';
-import { startMetricsFromEnv } from '../diag/metrics';
-import { IdleCollector } from '../shim/idle-gc';
+import { startConfiguredMetrics } from '../diag/metrics';
+import { daemonCollection, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from '../shim/start';
 import { ensureSpare, enterServing, leaveServing, sparePool, untrustedState, type BoundSocket } from '../shim/spare';
-import { shimJournalFile, shimPidFile, STATE_DIR } from '../shim/address';
+import { shimJournalFile, shimPidFile } from '../shim/address';
+import type { ShimConfig } from '../shim/config';
 
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
 const IDLE_EXIT_GRACE_MS = 1000;
@@ -38,7 +39,7 @@ export interface Daemon {
 }
 
 
-function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: string }> {
+function listenFrom(flags: ShimFlags, handedSocket: string): Promise<{ server: net.Server; socket: string }> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
@@ -46,12 +47,12 @@ function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: str
       fs.rmSync(flags.socket, { force: true });
       server.listen(flags.socket, () => resolve({ server, socket: flags.socket }));
     } else {
-      server.listen({ fd: 3 }, () => resolve({ server, socket: process.env.TSSHIM_SOCKET || '' }));
+      server.listen({ fd: 3 }, () => resolve({ server, socket: handedSocket }));
     }
   });
 }
 
-export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<void> {
+export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: BoundSocket): Promise<void> {
   const startedAt = new Date();
   // Look like the Go shim in ps and /proc/<pid>/cmdline (NUL-separated arguments): operators and
   // tools search for this name and split it; bin/ sh checks that it starts with it (is_shim).
@@ -69,22 +70,23 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   process.on('uncaughtException', (e) => log.error('uncaught exception (a tsshim bug)', { error: e.stack ?? e.message }));
   process.on('unhandledRejection', (e: any) => log.error('unhandled rejection (a tsshim bug)', { error: e?.stack ?? String(e) }));
 
-  const { server: netServer, socket } = bound ?? await listenFrom(flags);
-  const group = bound?.group ?? (process.env.TSSHIM_GROUP || flags.id);
+  const { server: netServer, socket } = bound ?? await listenFrom(flags, config.handoff.socket);
+  const group = bound?.group ?? (config.handoff.group || flags.id);
   const perNode = group === PER_NODE_GROUP;
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
   // container of our group (per-node: of our namespace).
   // Files in a state dir others can write to are not ours to trust: no pid file, no spares.
-  const untrusted = untrustedState(sparePool(flags.address));
-  const pidFile = socket && !untrusted ? shimPidFile(socket) : '';
+  const pool = sparePool(flags.address, config.stateDir);
+  const untrusted = untrustedState(pool);
+  const pidFile = socket && !untrusted ? shimPidFile(socket, config.stateDir) : '';
   if (pidFile) {
     // A full or read-only state dir costs only the fast path (start then goes the slow way): never the shim.
-    try { fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
+    try { fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
       log.warn('cannot write the shim pid file', { file: pidFile, error: e });
     }
   }
   // An untrusted state dir gets no journal either: root must not append to a file another user planted.
-  const journalFile = untrusted ? '' : shimJournalFile(socket || `pid-${process.pid}`);
+  const journalFile = untrusted ? '' : shimJournalFile(socket || `pid-${process.pid}`, config.stateDir);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
   // already reported itself when that shim went away (its on-close hook publishes exit/delete).
   // Replaying them here would announce a stale exit for a new container with the same id.
@@ -93,7 +95,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     log.warn('discarding undelivered events of a previous shim', { count: stale.length, topics: stale.map((e) => e.topic).join(',') });
     fs.rmSync(journalFile, { force: true });
   }
-  const ttrpcAddress = process.env.TTRPC_ADDRESS || '';
+  const ttrpcAddress = config.ttrpcAddress;
   if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
   const sender = ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null;
   sender?.preconnect();
@@ -105,7 +107,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const publisher = new Publisher(sender, journal, log);
   publisher.stats.discarded = stale.length;
 
-  const idleGc = new IdleCollector();
+  const idleGc = new IdleCollector(IDLE_GC_MS, daemonCollection(config.trim));
   // The next container's warm spare boots once this container runs: booting it during Create and
   // Start took CPU from runc there (+8 ms and +4 ms on these 2 cores).
   let spareRequested = perNode || !!untrusted;
@@ -113,10 +115,10 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (spareRequested) return;
     spareRequested = true;
     // Called from the RPC path: a full state dir (the spare pool lives there) must not fail the RPC.
-    try { ensureSpare(SHIM_ENTRY, flags); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
+    try { ensureSpare(SHIM_ENTRY, flags, config); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
   };
   // Spares of this containerd may live while a shim serves it (a per-node daemon keeps none).
-  if (!perNode && !untrusted) enterServing(flags.address);
+  if (!perNode && !untrusted) enterServing(pool);
   const rpcStats: RpcStats = {
     calls: new Map(),
     onCall: (method, failed) => {
@@ -146,6 +148,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     events: new TaskEvents(publisher),
     exits: Reaper.instance(),
     runner: Reaper.instance(),
+    runcTimeoutMs: config.runcTimeoutMs,
     log,
     shimPid: process.pid,
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
@@ -157,7 +160,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
-  const metrics = await startMetricsFromEnv(daemon);
+  const metrics = await startConfiguredMetrics(daemon, config);
   daemon.metricsSocket = metrics?.socket ?? null;
   netServer.on('connection', (sock: net.Socket) => {
     connections++;
@@ -173,7 +176,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (pidFile) fs.rmSync(pidFile, { force: true });
     // The last serving shim takes the spares with it; otherwise a container that never started
     // still had a start, and the next one gets a spare.
-    if (!perNode && !untrusted) leaveServing(SHIM_ENTRY, flags, service.everCreated && !spareRequested);
+    if (!perNode && !untrusted) leaveServing(SHIM_ENTRY, flags, config, service.everCreated && !spareRequested);
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
     await ttrpc.shutdown(1000).catch(() => {}); // the process exits next: a connection that did not close goes with it

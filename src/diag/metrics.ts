@@ -18,10 +18,13 @@ import { VERSION, REVISION } from '../shim/version';
 const MAX_SOCKET_PATH = 107;
 const METRICS_SUFFIX = '.metrics.sock';
 
+/** Where the metrics endpoint goes (configuration): an exact socket, else a directory, else off. */
+export interface MetricsPlacement { metricsSocket: string; metricsDir: string }
+
 /** The metrics socket path for a shim listening on `shimSocket`, or null when metrics are off. */
-export function metricsSocketPath(env: NodeJS.ProcessEnv, shimSocket: string, pid = process.pid): string | null {
-  if (env.TSSHIM_METRICS_SOCKET) return env.TSSHIM_METRICS_SOCKET;
-  const dir = env.TSSHIM_METRICS_DIR;
+export function metricsSocketPath(where: MetricsPlacement, shimSocket: string, pid = process.pid): string | null {
+  if (where.metricsSocket) return where.metricsSocket;
+  const dir = where.metricsDir;
   if (!dir) return null;
   let base = shimSocket ? path.basename(shimSocket) : `pid-${pid}`;
   // Shim sockets are 64 hex chars: shorten rather than fail when the dir is deep.
@@ -165,12 +168,12 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
 }
 
 /**
- * What the daemon calls: start the endpoint the environment asks for. Never throws: a shim without
+ * What the daemon calls: start the endpoint the configuration asks for. Never throws: a shim without
  * metrics is better than no shim. Returns null when metrics are off or could not start.
  */
-export async function startMetricsFromEnv(daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
-  env: NodeJS.ProcessEnv = process.env): Promise<{ socket: string; close(): void } | null> {
-  const socketPath = metricsSocketPath(env, daemon.socket);
+export async function startConfiguredMetrics(daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
+  where: MetricsPlacement): Promise<{ socket: string; close(): void } | null> {
+  const socketPath = metricsSocketPath(where, daemon.socket);
   if (!socketPath) return null;
   try {
     const endpoint = await startMetricsEndpoint(socketPath, daemon);

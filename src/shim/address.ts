@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import { DEFAULT_SOCKET_DIR, DEFAULT_STATE_DIR } from './config';
 
 export const RUNTIME_NAME = 'io.containerd.tsshim.v2';
 export const GROUP_ANNOTATION = 'io.containerd.tsshim.v2.group';
@@ -11,8 +12,6 @@ export const RUNC_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 export const SANDBOX_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 /** Annotations that name a container's group, first non-empty one wins (bin/ sh reads the same list). */
 export const GROUP_ANNOTATIONS: readonly string[] = [GROUP_ANNOTATION, RUNC_GROUP_ANNOTATION, SANDBOX_ANNOTATION];
-export const SOCKET_DIR = process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s';
-export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 const MAX_SOCKET_PATH = 106;
 
 /** Grouping key of a container: our annotation, the runc shim's, then CRI's pod id, else the container id. */
@@ -33,22 +32,22 @@ export function readAnnotations(bundle: string): Record<string, string> {
   }
 }
 
-export function socketPath(grpcAddress: string, namespace: string, group: string): string {
+export function socketPath(grpcAddress: string, namespace: string, group: string, socketDir = DEFAULT_SOCKET_DIR): string {
   // posix join + normalize behaves like Go's path.Join (cleans // and trailing /).
   const key = path.posix.join(grpcAddress, namespace, RUNTIME_NAME, group);
-  const p = path.join(SOCKET_DIR, createHash('sha256').update(key).digest('hex'));
+  const p = path.join(socketDir, createHash('sha256').update(key).digest('hex'));
   if (p.length > MAX_SOCKET_PATH) throw new Error(`socket path ${p} is too long for a unix socket`);
   return p;
 }
 
 /** The daemon's pid file, which the sh fast path of `start` reads (bin/containerd-shim-tsshim-v2). */
-export function shimPidFile(socket: string): string {
-  return path.join(STATE_DIR, `${path.basename(socket)}.pid`);
+export function shimPidFile(socket: string, stateDir = DEFAULT_STATE_DIR): string {
+  return path.join(stateDir, `${path.basename(socket)}.pid`);
 }
 
 /** The event outbox journal of the shim on `socket` (publisher.ts OutboxJournal). */
-export function shimJournalFile(socket: string): string {
-  return path.join(STATE_DIR, `${path.basename(socket)}.outbox`);
+export function shimJournalFile(socket: string, stateDir = DEFAULT_STATE_DIR): string {
+  return path.join(stateDir, `${path.basename(socket)}.outbox`);
 }
 
 export function toAddress(socket: string): string {

@@ -12,6 +12,7 @@ import { RuncClient, RuncError, type CommandRunner } from '../runc';
 import { shimJournalFile, shimPidFile } from './address';
 import { oneShotRunner } from './one-shot-runner';
 import { unixTime, wallClockAt } from '../sys/clock';
+import type { ShimConfig } from './config';
 
 /** runc delete's own deadline, inside containerd's 5 s for the whole subcommand (umount follows). */
 const RUNC_DELETE_TIMEOUT_MS = 4000;
@@ -47,17 +48,19 @@ function socketServed(socket: string): boolean {
  * dead shim's tasks itself, so replaying that outbox from a later shim of the same group would only
  * repeat stale events. A live group shim (or a newer one on the same path) is never touched.
  */
-function removeDeadShimFiles(bundle: string): void {
+function removeDeadShimFiles(bundle: string, stateDir: string): void {
   const address = readText(path.join(bundle, 'address'));
   if (!address) return;
   const socket = address.replace(/^unix:\/\//, '');
   if (!path.isAbsolute(socket) || socketServed(socket)) return;
   try { if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket); } catch { /* already gone */ }
-  fs.rmSync(shimJournalFile(socket), { force: true });
-  fs.rmSync(shimPidFile(socket), { force: true });
+  fs.rmSync(shimJournalFile(socket, stateDir), { force: true });
+  fs.rmSync(shimPidFile(socket, stateDir), { force: true });
 }
 
-export async function runDelete(flags: ShimFlags, warn: (msg: string) => void, runner: CommandRunner = oneShotRunner): Promise<Uint8Array> {
+export async function runDelete(
+  flags: ShimFlags, config: ShimConfig, warn: (msg: string) => void, runner: CommandRunner = oneShotRunner,
+): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
   const runtime = readRuntimeFiles(bundle, warn);
   const root = path.join(runtime.root, flags.namespace);
@@ -78,7 +81,7 @@ export async function runDelete(flags: ShimFlags, warn: (msg: string) => void, r
     const r = spawnSync('umount', ['-R', rootfs], { timeout: 2000, stdio: ['ignore', 'ignore', 'pipe'] });
     if (r.status !== 0) { warn(`umount ${rootfs}: ${r.stderr.toString().trim()}`); break; }
   }
-  removeDeadShimFiles(bundle);
+  removeDeadShimFiles(bundle, config.stateDir);
   // The shim persisted the real exit status at reap time; 137 only when the container never exited
   // before the shim died (it was killed by runc delete --force above).
   const exit = readInitExit(bundle);

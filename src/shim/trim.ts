@@ -48,7 +48,3 @@ export function trimResidentSet(): TrimResult {
   return r;
 }
 
-/** Trimming is on unless TSSHIM_TRIM=0. */
-export function trimEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env.TSSHIM_TRIM !== '0';
-}

@@ -12,7 +12,7 @@ import { mountRootfs, unmountAll, type MountSpec } from './rootfs';
 import { DEFAULT_RUNC_ROOT, type RuntimeOptions } from './options';
 import { bundleFile, writeRuntimeFiles } from './bundle-files';
 import { BUNDLE_SPEC_LIMITS, readSpecFile } from './spec-json';
-import { CLEANUP_RUNC_TIMEOUT_MS } from '../runc/timeouts';
+import { cleanupTimeoutMs } from '../runc/timeouts';
 import { runcCallOptions, type RequestContext } from './deadline';
 import { errorMessage, failedPrecondition, notFound, unknown, processDoesNotExist, alreadyExists } from './errors';
 
@@ -28,6 +28,8 @@ export interface ContainerConfig {
   log: Logger;
   /** Runs runc and the logging binaries (the shim's reaper, which leaves them their exit status). */
   runner: ProcessRunner;
+  /** Deadline of a runc run when containerd sends none (configuration). */
+  runcTimeoutMs: number;
 }
 
 /** runc's own error text behind a prefix, as containerd users know it (the last error runc wrote to log.json, as containerd-shim-runc-v2 reports it). */
@@ -67,6 +69,7 @@ export class Container {
       systemdCgroup: o.systemdCgroup,
       criuPath: o.criuPath || undefined,
       runner: cfg.runner,
+      timeoutMs: cfg.runcTimeoutMs,
     });
     this.hostPidNs = sharesHostPidNamespace(cfg.bundle);
   }
@@ -120,7 +123,7 @@ export class Container {
     } catch (e) {
       await io.close().catch(() => {});
       // Bounded on its own, short: the runtime that just failed may hang here too.
-      await this.runc.delete(this.id, { force: true, timeoutMs: CLEANUP_RUNC_TIMEOUT_MS }).catch(() => {});
+      await this.runc.delete(this.id, { force: true, timeoutMs: cleanupTimeoutMs(this.runc.options.timeoutMs!) }).catch(() => {});
       await unmountAll(path.join(bundle, 'rootfs'));
       throw e;
     }

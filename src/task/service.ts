@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Exit } from '../sys/reaper';
 import type { ExitSource, ProcessRunner } from './ports';
+import { DEFAULT_RUNC_TIMEOUT_MS } from '../runc/timeouts';
 import type { Logger } from '../sys/logger';
 import { isValidIdentifier } from '../sys/identifiers';
 import { Container } from './container';
@@ -34,6 +35,8 @@ export interface ServiceDeps {
   exits: ExitSource;
   /** Runs runc and the logging binaries so that their exit status is not taken from them (the reaper). */
   runner: ProcessRunner;
+  /** Deadline of a runc run when containerd sends none (default DEFAULT_RUNC_TIMEOUT_MS). */
+  runcTimeoutMs?: number;
   log: Logger;
   shimPid: number;
   /** Called after Shutdown when no container is left. */
@@ -167,7 +170,7 @@ export class TaskService {
     const log = this.deps.log.with({ id: req.id, namespace: req.namespace });
     const c = new Container({
       id: req.id, namespace: req.namespace, bundle: req.bundle, rootfs: req.rootfs, stdio: req.stdio,
-      checkpoint: req.checkpoint, parentCheckpoint: req.parentCheckpoint, options, log, runner: this.deps.runner,
+      checkpoint: req.checkpoint, parentCheckpoint: req.parentCheckpoint, options, log, runner: this.deps.runner, runcTimeoutMs: this.deps.runcTimeoutMs ?? DEFAULT_RUNC_TIMEOUT_MS,
     });
     // Reserve the id while runc works, so a duplicate Create cannot race in.
     this.containers.set(key, c);

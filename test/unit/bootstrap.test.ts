@@ -9,6 +9,7 @@ import {
 } from '../../src/shim/bootstrap';
 import { KNOWN_OPTION_TYPES, decodeOptions } from '../../src/task/options';
 import { startOptions } from '../../src/shim/start-options';
+import { readConfig } from '../../src/shim/config';
 import { parseFlags } from '../../src/shim/flags';
 import { containerd, google } from '../../src/gen/proto';
 
@@ -124,7 +125,7 @@ test('readStartRequest picks the generation and hands the options Any to startOp
   assert.equal(r23.generation, 'protobuf', '2.3+ also sets the 1.7 variables; stdin decides');
   assert.deepEqual(r23.options, anyBytes, 'the extension is passed through byte for byte');
   const fl = { ...parseFlags(['-namespace', 'default', '-id', 'c1', 'start']) };
-  assert.equal(startOptions(r23.options, fl).shimCgroup, '/tsshim-test');
+  assert.equal(startOptions(r23.options, fl, readConfig({})).shimCgroup, '/tsshim-test');
   assert.equal(decodeOptions(google.protobuf.Any.decode(r23.options)).binaryName, 'crun');
 
   const r23none = readStartRequest(v23Params(), env17, flags);

@@ -7,9 +7,10 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import {
-  startMetricsEndpoint, startMetricsFromEnv, metricsSocketPath, renderMetrics,
+  startMetricsEndpoint, startConfiguredMetrics, metricsSocketPath, renderMetrics,
 } from '../../src/diag/metrics';
 import { httpGetUnix } from '../../src/cli/http';
+import { readConfig } from '../../src/shim/config';
 import { fakeDaemon, tempDir, type FakeDaemon } from './shim-service-fixture.test';
 
 const tmp = tempDir('tsshim-metrics-');
@@ -138,12 +139,12 @@ test('other paths are 404, other methods 405, HEAD has no body; the socket is 06
 
 test('socket placement: exact path, per-shim name in a dir, shortened when too long, off by default', () => {
   const shim = '/run/containerd/s/' + 'a'.repeat(64);
-  assert.equal(metricsSocketPath({}, shim), null);
-  assert.equal(metricsSocketPath({ TSSHIM_METRICS_SOCKET: '/x/m.sock', TSSHIM_METRICS_DIR: '/d' }, shim), '/x/m.sock');
-  assert.equal(metricsSocketPath({ TSSHIM_METRICS_DIR: '/run/tsshim/metrics' }, shim), `/run/tsshim/metrics/${'a'.repeat(64)}.metrics.sock`);
-  assert.equal(metricsSocketPath({ TSSHIM_METRICS_DIR: '/d' }, '', 42), '/d/pid-42.metrics.sock');
+  assert.equal(metricsSocketPath(readConfig({}), shim), null);
+  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_SOCKET: '/x/m.sock', TSSHIM_METRICS_DIR: '/d' }), shim), '/x/m.sock');
+  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: '/run/tsshim/metrics' }), shim), `/run/tsshim/metrics/${'a'.repeat(64)}.metrics.sock`);
+  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: '/d' }), '', 42), '/d/pid-42.metrics.sock');
   const deep = '/tmp/' + 'x'.repeat(40);
-  const p = metricsSocketPath({ TSSHIM_METRICS_DIR: deep }, shim)!;
+  const p = metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: deep }), shim)!;
   assert.ok(Buffer.byteLength(p) <= 107, `${p.length}: ${p}`);
   assert.match(path.basename(p), /^a{16,}\.metrics\.sock$/);
 });
@@ -167,14 +168,14 @@ test('a live socket is not taken over; a stale one is replaced; close removes it
   assert.equal(fs.existsSync(kept), false, 'close removes the socket file');
 });
 
-test('startMetricsFromEnv: null when off, null (and a warning) when the path cannot be used', async () => {
+test('startConfiguredMetrics: null when off, null (and a warning) when the path cannot be used', async () => {
   const warnings: string[] = [];
   const d = { ...fakeDaemon(), log: { info() {}, warn: (m: string) => { warnings.push(m); } } };
-  assert.equal(await startMetricsFromEnv(d, {}), null);
-  assert.equal(await startMetricsFromEnv(d, { TSSHIM_METRICS_SOCKET: socket }), null);
+  assert.equal(await startConfiguredMetrics(d, readConfig({})), null);
+  assert.equal(await startConfiguredMetrics(d, readConfig({ TSSHIM_METRICS_SOCKET: socket })), null);
   assert.deepEqual(warnings, ['metrics endpoint not started']);
   const dir = tmp.path('perdir');
-  const ep = await startMetricsFromEnv({ ...d, socket: '/run/containerd/s/feed' }, { TSSHIM_METRICS_DIR: dir });
+  const ep = await startConfiguredMetrics({ ...d, socket: '/run/containerd/s/feed' }, readConfig({ TSSHIM_METRICS_DIR: dir }));
   assert.ok(ep);
   assert.ok(fs.statSync(path.join(dir, 'feed.metrics.sock')).isSocket());
   ep.close();

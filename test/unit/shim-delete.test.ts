@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { containerd } from '../../src/gen/proto';
 import { runDelete } from '../../src/shim/delete';
 import { parseFlags } from '../../src/shim/flags';
+import { readConfig } from '../../src/shim/config';
 import { defaultOptions } from '../../src/task/options';
 import { writeInitExit, writeRuntimeFiles } from '../../src/task/bundle-files';
 
@@ -29,7 +30,8 @@ function setup(opts: { systemdCgroup?: boolean; runcState?: boolean } = {}) {
     ? fs.readFileSync(record, 'utf8').trim().split('\n').filter(Boolean).map((l) => l.split(US)) : [];
   const warnings: string[] = [];
   const run = async () => containerd.task.v2.DeleteResponse.decode(
-    await runDelete(parseFlags(['-namespace', 'ns1', '-id', 'c1', '-bundle', bundle, 'delete']), (m) => warnings.push(m)));
+    await runDelete(parseFlags(['-namespace', 'ns1', '-id', 'c1', '-bundle', bundle, 'delete']),
+      readConfig({ TSSHIM_STATE_DIR: path.join(dir, 'state') }), (m) => warnings.push(m)));
   return { dir, bundle, root, calls, warnings, run };
 }
 
