@@ -2,6 +2,7 @@
 // process has no container children to reap and exits right after, so it needs neither the
 // subreaper bit nor the reaper's libc bindings, whose loading it would pay for on every call.
 import { spawn, type StdioOptions } from 'node:child_process';
+import { constants } from 'node:os';
 import type { RunOptions, RunResult } from '../sys/reaper';
 import type { CommandRunner } from '../runc';
 
@@ -28,19 +29,15 @@ export const oneShotRunner: CommandRunner = {
         });
         child.kill('SIGKILL');
       }, timeoutMs) : null;
-      // 'error' is a failed spawn (ENOENT, EACCES) or the abort signal; 'close' may follow it.
+      // 'error' is a failed spawn (ENOENT, EACCES) or the abort signal; 'close' still follows it.
       child.once('error', (e) => { failure ??= e; });
       child.once('close', (code, signal) => {
         if (timer) clearTimeout(timer);
         const out = { stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
         if (failure) return reject(Object.assign(failure, out));
-        const status = code ?? 128 + (signal ? signalNumber(signal) : 0);
+        const status = code ?? 128 + (signal ? constants.signals[signal] ?? 0 : 0);
         resolve({ code: status, signal, ...out, pid: child.pid ?? 0 });
       });
     });
   },
 };
-
-function signalNumber(signal: NodeJS.Signals): number {
-  return (require('node:os') as typeof import('node:os')).constants.signals[signal] ?? 0;
-}

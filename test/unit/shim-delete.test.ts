@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { containerd } from '../../src/gen/proto';
 import { runDelete } from '../../src/shim/delete';
+import { oneShotRunner } from '../../src/shim/one-shot-runner';
 import { parseFlags } from '../../src/shim/flags';
 import { readConfig } from '../../src/shim/config';
 import { defaultOptions } from '../../src/task/options';
@@ -95,4 +96,17 @@ test('delete: a damaged options.json falls back to the defaults instead of faili
   assert.equal(d.exit_status, 0);
   assert.equal(s.warnings.length, 1);
   assert.match(s.warnings[0], /options\.json/);
+});
+
+test('delete\'s runner: output and status like the reaper\'s run; a deadline SIGKILLs and rejects as ETIMEDOUT', async () => {
+  const ok = await oneShotRunner.run('sh', ['-c', 'cat; echo err >&2; exit 3'], { input: 'in' });
+  assert.equal(ok.code, 3);
+  assert.equal(ok.stdout.toString(), 'in');
+  assert.equal(ok.stderr.toString(), 'err\n');
+  const killed = await oneShotRunner.run('sh', ['-c', 'kill -TERM $$']);
+  assert.equal(killed.code, 128 + 15);
+  const late = await oneShotRunner.run('sleep', ['30'], { timeoutMs: 100 }).then(() => null, (e: NodeJS.ErrnoException) => e);
+  assert.equal(late?.code, 'ETIMEDOUT');
+  const missing = await oneShotRunner.run('/nonexistent/runc', []).then(() => null, (e: NodeJS.ErrnoException) => e);
+  assert.equal(missing?.code, 'ENOENT');
 });
