@@ -9,7 +9,8 @@ import { createProcessIO, type StdioConfig } from './io';
 import { InitProcess, ExecProcess, type Process } from './process';
 import { checkExec, checkInit } from './state';
 import { mountRootfs, unmountAll, type MountSpec } from './rootfs';
-import { DEFAULT_RUNC_ROOT, optionsJson, type RuntimeOptions } from './options';
+import { DEFAULT_RUNC_ROOT, type RuntimeOptions } from './options';
+import { bundleFile, writeRuntimeFiles } from './bundle-files';
 import { BUNDLE_SPEC_LIMITS, readSpecFile } from './spec-json';
 import { cleanupTimeoutMs } from '../runc/timeouts';
 import { runcCallOptions, type RequestContext } from './deadline';
@@ -31,7 +32,7 @@ export interface ContainerConfig {
   runcTimeoutMs: number;
 }
 
-/** runc's own error text behind a prefix, as containerd users know it (runc-and-io.md §2.2). */
+/** runc's own error text behind a prefix, as containerd users know it (the last error runc wrote to log.json, as containerd-shim-runc-v2 reports it). */
 export function runcFailure(prefix: string, err: unknown): Error {
   return unknown(`${prefix}: ${err instanceof RuncError ? err.runcMessage : errorMessage(err)}`);
 }
@@ -64,7 +65,7 @@ export class Container {
     this.runc = new RuncClient({
       binary: o.binaryName || 'runc',
       root: path.join(o.root || DEFAULT_RUNC_ROOT, cfg.namespace),
-      log: path.join(cfg.bundle, 'log.json'),
+      log: bundleFile(cfg.bundle, 'runcLog'),
       systemdCgroup: o.systemdCgroup,
       criuPath: o.criuPath || undefined,
       runner: cfg.runner,
@@ -87,8 +88,7 @@ export class Container {
   /** Side files, rootfs, IO and `runc create` (or only the preparation for a restore). */
   async create(ctx?: RequestContext): Promise<void> {
     const { bundle, options } = this.cfg;
-    fs.writeFileSync(path.join(bundle, 'options.json'), optionsJson(options));
-    fs.writeFileSync(path.join(bundle, 'runtime'), options.binaryName);
+    writeRuntimeFiles(bundle, options);
     await mountRootfs(bundle, this.cfg.rootfs);
     try {
       this.init.io = await createProcessIO(this.cfg.stdio, this.ioOptions(''));
@@ -103,7 +103,7 @@ export class Container {
     }
     const io = this.init.io;
     try {
-      const pidFile = path.join(bundle, 'init.pid');
+      const pidFile = bundleFile(bundle, 'initPid');
       const created = this.runc.create(this.id, bundle, {
         pidFile,
         consoleSocket: io.consoleSocketPath,
@@ -134,7 +134,7 @@ export class Container {
     checkInit(this.init.state, 'start');
     if (this.init.state === 'created-checkpoint') {
       const cp = this.init.checkpoint!;
-      const pidFile = path.join(this.bundle, 'init.pid');
+      const pidFile = bundleFile(this.bundle, 'initPid');
       const io = this.init.io!;
       const restored = this.runc.restore(this.id, this.bundle, {
         imagePath: cp.path, parentPath: cp.parent || undefined,

@@ -1,4 +1,5 @@
-// Errors with the status codes and texts containerd expects from a runc shim (task-api.md §1.4).
+// Errors with the status codes and texts containerd expects from a runc shim (containerd's errdefs
+// mapped to gRPC codes, as containerd-shim-runc-v2 returns them).
 import { Code, TtrpcError } from '../ttrpc/status';
 
 export const notFound = (msg: string) => new TtrpcError(Code.NOT_FOUND, `${msg}: not found`);

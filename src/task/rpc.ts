@@ -7,19 +7,12 @@ import type { Logger } from '../sys/logger';
 import { isValidIdentifier } from '../sys/identifiers';
 import type { TaskService } from './service';
 import { timestamp } from './timestamps';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-
-/** Read by bin/containerd-shim-tsshim-v2's sh fast path for `delete`. */
-export const DELETE_RESPONSE_FILE = '.tsshim-delete-response';
-
-function writeDeleteResponse(bundle: string, reply: Uint8Array): void {
-  try { fs.writeFileSync(path.join(bundle, DELETE_RESPONSE_FILE), reply); } catch { /* bundle gone: Node path */ }
-}
+import { writeDeleteResponse } from './bundle-files';
+import { ServiceName, TypeUrl } from '../types/typeurls';
 
 const T = containerd.task.v2;
 const EMPTY = new Uint8Array(0);
-export const TASK_SERVICES = ['containerd.task.v2.Task', 'containerd.task.v3.Task'];
+export const TASK_SERVICES = [ServiceName.TaskV2, ServiceName.TaskV3];
 
 type Decoder<T> = { decode(b: Uint8Array): T };
 
@@ -80,7 +73,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
         processes: list.map(({ pid, execId }) => ({
           pid,
           info: execId === undefined ? null : {
-            type_url: 'containerd.runc.v1.ProcessDetails',
+            type_url: TypeUrl.ProcessDetails,
             value: containerd.runc.v1.ProcessDetails.encode({ exec_id: execId }).finish(),
           },
         })),

@@ -16,6 +16,7 @@ import { containerNotCreated, invalidArgument, notFound, unknown, errorMessage, 
 import { decodeOptions, KNOWN_OPTION_TYPES, type RuntimeOptions } from './options';
 import { parseSpecJson, PROCESS_SPEC_LIMITS } from './spec-json';
 import { runcFailure } from './container';
+import { writeInitExit } from './bundle-files';
 import { runcCallOptions, type RequestContext } from './deadline';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
@@ -45,9 +46,6 @@ export interface ServiceDeps {
 }
 
 interface Running { container: Container; process: Process }
-
-/** Exit status persisted at reap time, so `delete` reports it even if the shim dies afterwards. */
-export const EXIT_FILE = 'init.exit';
 
 export class TaskService {
   private containers = new Map<string, Container>();
@@ -147,7 +145,7 @@ export class TaskService {
 
   private persistExit(c: Container, status: number): void {
     try {
-      fs.writeFileSync(path.join(c.bundle, EXIT_FILE), JSON.stringify({ pid: c.init.pid, status, at: Date.now() }));
+      writeInitExit(c.bundle, { pid: c.init.pid, status, at: Date.now() });
     } catch (e) {
       this.deps.log.warn('cannot persist exit status', { id: c.id, error: e });
     }

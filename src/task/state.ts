@@ -1,4 +1,4 @@
-// The process state machines of task-api.md §4 as tables: each state lists what every operation
+// The process state machines of containerd-shim-runc-v2 (pkg/process init_state.go, exec_state.go) as tables: each state lists what every operation
 // does there, either a transition that is allowed or the exact error the Go shim returns.
 import { unknown } from './errors';
 

@@ -1,4 +1,4 @@
-// Terminal mode (runc-and-io.md §4): runc creates the pty in the container and sends us the master
+// Terminal mode (as containerd-shim-runc-v2 runs it, with runc's --console-socket): runc creates the pty in the container and sends us the master
 // over a console socket; we copy master -> stdout and stdin -> master.
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
