@@ -39,7 +39,12 @@ export interface ServiceDeps {
   onEmpty: () => void;
   /** Called when a Create failed or was abandoned and left the shim without containers. */
   onIdle?: (reason: string) => void;
+  /** Makes the OOM monitor, handed the callback for a container key; default: the cgroups OomWatcher. */
+  oomMonitor?: (onOom: (key: string) => void) => OomMonitor;
 }
+
+/** Watches containers' cgroups for OOM kills (the cgroups OomWatcher; tests hand in a fake). */
+export type OomMonitor = Pick<OomWatcher, 'add' | 'remove' | 'flush' | 'close'>;
 
 interface Running { container: Container; process: Process }
 
@@ -53,15 +58,16 @@ export class TaskService {
   private exitBuffers = new Set<Exit[]>();
   /** Containers whose Create is still running: reserved, but not visible to other calls yet (as in Go). */
   private creating = new Set<string>();
-  private oom: OomWatcher;
+  private oom: OomMonitor;
   readonly counters = { reaped: 0, exitsPublished: 0 };
 
   constructor(private deps: ServiceDeps) {
     deps.exits.subscribe((e) => this.onExit(e));
-    this.oom = new OomWatcher((key) => {
+    const onOom = (key: string) => {
       const c = this.containers.get(key);
       if (c) deps.events.oom(c.namespace, c.id);
-    });
+    };
+    this.oom = deps.oomMonitor ? deps.oomMonitor(onOom) : new OomWatcher(onOom);
   }
 
   private key(ns: string, id: string): string { return `${ns}/${id}`; }
