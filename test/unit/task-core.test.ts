@@ -12,7 +12,8 @@ import { Reaper, type Exit } from '../../src/sys/reaper';
 import { TaskService, STATUS, type OomMonitor } from '../../src/task/service';
 import { TaskEvents, type EventSink } from '../../src/task/events';
 import { nullLogger } from '../../src/sys/logger';
-import { Code, TtrpcError } from '../../src/ttrpc';
+import { Code } from '../../src/ttrpc';
+import { rpcError } from '../../src/task/rpc';
 import { containerd } from '../../src/gen/proto';
 
 // runc runs go through the real reaper (libuv owns them); the container's processes do not.
@@ -116,7 +117,8 @@ async function started(env: Record<string, string> = {}) {
   return s;
 }
 
-const isCode = (code: Code) => (e: unknown) => e instanceof TtrpcError && e.code === code;
+/** The status containerd receives for the error (rpc.ts maps the Task core's errors once). */
+const isCode = (code: Code) => (e: unknown) => rpcError(e).code === code;
 
 test('an init that exits while runc create runs: /tasks/create goes out first, then its exit', async () => {
   const s = await setup();
