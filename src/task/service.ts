@@ -219,7 +219,9 @@ export class TaskService {
       ({ exits } = await this.recordingExits(() => c.startExec(p, ctx)));
     } catch (e) {
       if (counted) c.execExited();
-      p.releaseWaiters();
+      // A start that never ran releases Wait (Go closes waitBlock when runc exec fails); a refused
+      // second Start of a running exec must not.
+      if (p.state === 'created') p.releaseWaiters();
       throw e;
     }
     this.deps.events.execStarted(c.namespace, c.id, p.execId, p.pid);

@@ -249,3 +249,47 @@ test('ResizePty consults the exec state table: a stopped exec cannot be resized,
   assert.throws(() => s.service.resizePty('ns', 'c1', 'e1', 80, 24), /cannot resize a stopped container/);
   s.service.resizePty('ns', 'c1', '', 80, 24);
 });
+
+test('an init that exits while a failing runc start runs: the Start fails and the exit is still published', async () => {
+  const s = await setup({ FAKE_RUNC_FAIL: 'start', FAKE_RUNC_ERROR: 'container not running' });
+  try { await s.create(); } finally { s.restoreEnv(); }
+  const start = s.hold('start');
+  const starting = s.service.start('ns', 'c1', '');
+  await start.held();
+  s.exits.emit(s.initPid, 137);
+  start.release();
+  await assert.rejects(starting, /OCI runtime start failed/);
+  await s.published('/tasks/exit c1');
+  assert.deepEqual(s.sink.topics, ['/tasks/create', '/tasks/exit c1']);
+  assert.equal(s.service.state('ns', 'c1', '').status, STATUS.STOPPED);
+});
+
+test('a Kill queued behind a Start leaves the queue when its request is cancelled', async () => {
+  const s = await setup();
+  try { await s.create(); } finally { s.restoreEnv(); }
+  const start = s.hold('start');
+  const starting = s.service.start('ns', 'c1', '');
+  await start.held();
+  const abort = new AbortController();
+  const killing = s.service.kill('ns', 'c1', '', 9, false, { signal: abort.signal });
+  abort.abort(new Error('context canceled'));
+  await assert.rejects(killing, /context canceled/);
+  start.release();
+  await starting;
+  assert.ok(!s.runcCalls().includes('kill'), 'the cancelled Kill never ran runc');
+});
+
+test('a second Start of a running exec is refused and does not release its Wait callers', async () => {
+  const s = await started();
+  const e1 = s.execPid();
+  await s.addExec('e1');
+  await s.service.start('ns', 'c1', 'e1');
+  let waited = false;
+  const waiting = s.service.wait('ns', 'c1', 'e1').then(() => { waited = true; });
+  await assert.rejects(s.service.start('ns', 'c1', 'e1'), /cannot start a running process/);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(waited, false, 'Wait still waits for the exit');
+  s.exits.emit(e1, 7);
+  await waiting;
+  assert.equal((await s.service.wait('ns', 'c1', 'e1')).exit_status, 7);
+});
