@@ -6,8 +6,7 @@
 import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { containerd, runtimeoptions, google } from '../gen/proto';
-import { invalidArgument } from './errors';
-import { TtrpcError } from '../ttrpc/status';
+import { invalidArgument, TaskError } from './errors';
 import { readBounded } from './spec-json';
 import { RUNTIME_OPTION_TYPE_URLS, TypeUrl } from '../types/typeurls';
 
@@ -145,7 +144,7 @@ export function readOptionsFile(file: string): string {
     }
     return readBounded(file, MAX_OPTIONS_FILE_BYTES, 'runtime options file', st.size).toString('utf8');
   } catch (e) {
-    if (e instanceof TtrpcError) throw e;
+    if (e instanceof TaskError) throw e;
     throw invalidArgument(`cannot read runtime options file ${file}: ${(e as Error).message}`);
   }
 }

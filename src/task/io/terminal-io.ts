@@ -165,6 +165,8 @@ export class TerminalProcessIO implements ProcessIO {
       const n = fs.readSync(this.masterFd, this.readBuf, 0, this.readBuf.length, null);
       return n > 0 ? Buffer.from(this.readBuf.subarray(0, n)) : null;
     } catch {
+      // EAGAIN (nothing yet) or EIO (the slave side closed): both mean no output now, the
+      // copier's end-of-output handling takes it from there.
       return null;
     }
   }
