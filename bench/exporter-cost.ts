@@ -10,8 +10,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { startContainerd, repoRoot, uniqueId, TSSHIM_RUNTIME } from '../test/e2e/harness';
-import { makeRootfs, PATH_ENV_ARGS } from '../test/e2e/rootfs';
+import { startContainerd, repoRoot, uniqueId, TSSHIM_RUNTIME } from '../test/support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../test/support/rootfs';
 import { cpuMs, procMem } from './lib/proc';
 
 function arg(name: string, fallback: string): string {

@@ -5,9 +5,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { repoRoot, startContainerd, pidAlive, type Containerd } from '../test/e2e/harness';
-import { makeRootfs } from '../test/e2e/rootfs';
-import { closeClients } from '../test/e2e/containerd-api';
+import { repoRoot, startContainerd, pidAlive, type Containerd } from '../test/support/harness';
+import { makeRootfs } from '../test/support/rootfs';
+import { closeClients } from '../test/support/containerd-api';
 import type { BenchEnv } from './lib/env';
 import { removeContainer } from './lib/env';
 import { shimDaemons } from './lib/proc';
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
   const loadAtStart = os.loadavg()[0];
   const log = (m: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   const repo = repoRoot();
-  if (!fs.existsSync(path.join(repo, 'dist', 'src', 'shim', 'main.js'))) throw new Error(`tsshim is not built (${repo}/dist): npm run build`);
+  if (!fs.existsSync(path.join(repo, 'dist', 'src', 'daemon', 'main.js'))) throw new Error(`tsshim is not built (${repo}/dist): npm run build`);
 
   const rootfsParent = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-bench-'));
   const rootfs = makeRootfs(rootfsParent);

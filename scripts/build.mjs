@@ -1,6 +1,6 @@
 // Build: generate static protobuf code from proto/, compile TypeScript, copy generated JS next to it.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, statSync, copyFileSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync, copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,9 +34,9 @@ copyFileSync(join(gen, 'proto.js'), join(root, 'dist', 'src', 'gen', 'proto.js')
 let revision = 'unknown';
 try { revision = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root }).toString().trim(); } catch { /* not a git checkout */ }
 writeFileSync(join(root, 'dist', 'revision.txt'), revision + '\n');
-// One file for the shim (dist/src/shim/boot.js loads it with a V8 code cache): a process then
+// One file for the shim (dist/src/daemon/boot.js loads it with a V8 code cache): a process then
 // compiles one script instead of resolving and compiling a hundred modules. koffi stays outside
 // (native addon).
-run(bin('esbuild'), [join(root, 'dist', 'src', 'shim', 'main.js'), '--bundle', '--platform=node', '--format=cjs',
-  '--target=node20', '--external:koffi', '--log-level=warning', `--outfile=${join(root, 'dist', 'src', 'shim', 'bundle.js')}`]);
+run(bin('esbuild'), [join(root, 'dist', 'src', 'daemon', 'main.js'), '--bundle', '--platform=node', '--format=cjs',
+  '--target=node20', '--external:koffi', '--log-level=warning', `--outfile=${join(root, 'dist', 'src', 'daemon', 'bundle.js')}`]);
 if (typeErrors) { console.error('build: TypeScript reported errors'); process.exit(1); }

@@ -45,8 +45,8 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   npm link
 fi
 
-if [ "$RUNTIME" = io.containerd.tsshim.v2 ] && [ ! -f "$REPO/dist/src/shim/main.js" ]; then
-  echo "demo.sh: dist/src/shim/main.js is missing: run npm run build (or drop SKIP_INSTALL)" >&2
+if [ "$RUNTIME" = io.containerd.tsshim.v2 ] && [ ! -f "$REPO/dist/src/daemon/main.js" ]; then
+  echo "demo.sh: dist/src/daemon/main.js is missing: run npm run build (or drop SKIP_INSTALL)" >&2
   exit 1
 fi
 

@@ -5,7 +5,7 @@
 //
 //   node scripts/test.mjs                  unit, then e2e on every containerd of the matrix
 //   node scripts/test.mjs --unit           unit only          (--e2e: e2e only)
-//   node scripts/test.mjs --suite stress   dist/test/stress   (repeatable; any dir under dist/test)
+//   node scripts/test.mjs --suite stress   dist/test/stress   (repeatable; any dir under dist/test but support)
 //   node scripts/test.mjs ttrpc harness    only files whose path contains one of the words
 //   --containerd 2.3.4                     e2e on this release only (repeatable; 'apt' = 1.6.20)
 //   TEST_TIMEOUT_MS=300000                 per-test timeout (default 600000)
@@ -29,9 +29,11 @@ const SURVIVAL = ['survival', 'spare'];
 const CRI = ['cri'];
 // Conformance, faults, hostile clients and the Prometheus exporter: on the LTS line as well.
 const HARDENING = ['conform', 'faults', 'hostile-clients', 'exporter'];
+// The package as operators install it (npm pack, npm install -g, an install over a running one).
+const INSTALL = ['package-install'];
 const MATRIX = [
   { release: 'apt', files: 'all' },
-  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI, ...HARDENING] },
+  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI, ...HARDENING, ...INSTALL] },
   { release: '2.2.7', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI] },
   { release: '2.0.11', files: [...CORE, ...CRI] },
 ];
@@ -59,6 +61,11 @@ function parseArgs(argv) {
     } else filters.push(a);
   }
   if (!releases.length && process.env.TSSHIM_CONTAINERD) releases.push(process.env.TSSHIM_CONTAINERD);
+  // test/support holds the helpers the suites share, never tests.
+  if (suites.includes('support')) {
+    process.stderr.write('test.mjs: test/support is shared helper code, not a suite\n');
+    process.exit(2);
+  }
   return { suites: suites.length ? suites : ['unit', 'e2e'], filters, releases, underLoad };
 }
 
@@ -164,7 +171,7 @@ async function runOne(run, filters) {
 
 /** The e2e files split into one run per containerd release of MATRIX (or of --containerd). */
 function e2eRuns(files, releases, releaseCache) {
-  const { releaseSkipReason } = createRequire(import.meta.url)(join(distTest, 'e2e', 'containerd-release.js'));
+  const { releaseSkipReason } = createRequire(import.meta.url)(join(distTest, 'support', 'containerd-release.js'));
   const wanted = releases.length
     ? releases.map((v) => MATRIX.find((m) => m.release === v) ?? { release: v, files: 'all' })
     : MATRIX;

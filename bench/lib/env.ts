@@ -2,8 +2,8 @@
 // rootfs, and timed ctr commands.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import type { Containerd, CtrResult } from '../../test/e2e/harness';
-import { PATH_ENV_ARGS } from '../../test/e2e/rootfs';
+import type { Containerd, CtrResult } from '../../test/support/harness';
+import { PATH_ENV_ARGS } from '../../test/support/rootfs';
 import { nowMs } from './stats';
 import { logSize } from './containerd-log';
 

@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { repoRoot } from '../../test/e2e/harness';
+import { repoRoot } from '../../test/support/harness';
 import type { Side } from './env';
 import { makeCpuCgroups } from './cpu-cgroup';
 

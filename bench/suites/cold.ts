@@ -6,15 +6,15 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { repoRoot, startContainerd, type Containerd } from '../../test/e2e/harness';
-import { closeClients } from '../../test/e2e/containerd-api';
+import { repoRoot, startContainerd, type Containerd } from '../../test/support/harness';
+import { closeClients } from '../../test/support/containerd-api';
 import { readLines, type LogLine } from '../lib/containerd-log';
 import { type BenchEnv, type Side, SIDES, logMark, newId, runArgs } from '../lib/env';
 import { shimDaemons } from '../lib/proc';
 import type { Results } from '../lib/results';
 import { makeShimWrap, type ShimWrap } from '../lib/shim-wrap';
 import { nowMs, rotate, sleep } from '../lib/stats';
-import { pidAlive } from '../../test/e2e/harness';
+import { pidAlive } from '../../test/support/harness';
 
 interface Mode { name: string; c: Containerd; wrap: ShimWrap }
 

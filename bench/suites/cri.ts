@@ -11,9 +11,9 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { repoRoot, startContainerd, pidAlive, type Containerd } from '../../test/e2e/harness';
-import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../../test/e2e/rootfs';
-import { CriClient, type ContainerConfig, type PodSandboxConfig } from '../../test/e2e/cri-client';
+import { repoRoot, startContainerd, pidAlive, type Containerd } from '../../test/support/harness';
+import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../../test/support/rootfs';
+import { CriClient, type ContainerConfig, type PodSandboxConfig } from '../../test/support/cri-client';
 import { readLines } from '../lib/containerd-log';
 import { type BenchEnv, type Side, SIDES, logMark } from '../lib/env';
 import { shimDaemons, shimPidFor } from '../lib/proc';

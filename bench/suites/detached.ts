@@ -2,7 +2,7 @@
 // kill -> STOPPED and delete, runc and tsshim alternating on every operation. Beside each latency, the
 // shim's CPU for it: the daemon is moved into a cpuacct cgroup of its side right after `run -d`
 // (bench/lib/cpu-cgroup.ts), so its CPU and that of the runc calls it makes are read in ns.
-import { waitTask } from '../../test/e2e/containerd-api';
+import { waitTask } from '../../test/support/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, runSleeper } from '../lib/env';
 import type { Results } from '../lib/results';
 import { shimPidFor } from '../lib/proc';

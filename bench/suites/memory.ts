@@ -1,6 +1,6 @@
 // 4. Memory: N sleeping containers, RSS / PSS / threads summed over the shim daemons serving them,
 // for one shim per container, pod-grouped shims and tsshim's per-node shim.
-import type { Containerd } from '../../test/e2e/harness';
+import type { Containerd } from '../../test/support/harness';
 import { type BenchEnv, type RunSpec, type Side, SANDBOX_ANNOTATION, SIDES, newId, removeContainer, runSleeper } from '../lib/env';
 import { shimDaemons, sumMem, type MemTotals } from '../lib/proc';
 import type { Results } from '../lib/results';

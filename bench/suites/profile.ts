@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { repoRoot, startContainerd } from '../../test/e2e/harness';
+import { repoRoot, startContainerd } from '../../test/support/harness';
 import { type BenchEnv, mustCtr, newId, runArgs } from '../lib/env';
 import type { Results } from '../lib/results';
 import { nowMs, percentile } from '../lib/stats';

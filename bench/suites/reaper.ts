@@ -1,7 +1,7 @@
 // 5. Reaping: a container whose shell leaves 10,000 orphans (double fork) behind, in the host pid
 // namespace (the shim, a subreaper, reaps them) and in its own (the container's init does), plus
 // an exec storm: 200 execs, 20 at a time.
-import { waitTask } from '../../test/e2e/containerd-api';
+import { waitTask } from '../../test/support/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, removeContainer, runArgs, runSleeper } from '../lib/env';
 import { cpuMs, shimPidFor, zombieChildren } from '../lib/proc';
 import type { Results } from '../lib/results';

@@ -1,6 +1,6 @@
 // 1. `ctr run --rm /bin/true`: wall time and its phases from containerd's debug log, for one shim
 // per container, pod-grouped shims and tsshim's per-node shim, runc and tsshim interleaved.
-import type { Containerd } from '../../test/e2e/harness';
+import type { Containerd } from '../../test/support/harness';
 import { readLines, runPhases, type RunPhases } from '../lib/containerd-log';
 import {
   type BenchEnv, type RunSpec, type Side, SANDBOX_ANNOTATION, SIDES, logMark, mustCtr, newId, runArgs, runSleeper,

@@ -4,11 +4,11 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PATH_ENV_ARGS } from '../../test/e2e/rootfs';
+import { PATH_ENV_ARGS } from '../../test/support/rootfs';
 import { type BenchEnv, type Side, SIDES, ctrToDevNull, mustCtr, newId, runArgs, runtimeOf } from '../lib/env';
 import type { Results } from '../lib/results';
 import { nowMs, rotate } from '../lib/stats';
-import { callTasks } from '../../test/e2e/containerd-api';
+import { callTasks } from '../../test/support/containerd-api';
 
 const call = <T = any>(c: Parameters<typeof callTasks>[0], method: string, req: object) => callTasks<T>(c, method, req, { timeoutMs: 120_000 });
 

@@ -2,7 +2,7 @@
 // client against the shims' own sockets (containerd.task.v2.Task/Connect), runc's Go shim vs ours.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd } from '../../test/e2e/harness';
+import { startContainerd } from '../../test/support/harness';
 import { Client } from '../../src/ttrpc';
 import { echoRoundTrips, measureCalls } from '../ttrpc-bench';
 import { type BenchEnv, type Side, SIDES, newId, removeContainer, runSleeper } from '../lib/env';

@@ -4,7 +4,7 @@
 // one (the N MiB-th), and the wall time of the whole command; shim CPU for the copy from
 // /proc/<daemon>/stat (with its reaped children), read at the first and at the last byte.
 import * as pty from 'node-pty';
-import type { Containerd } from '../../test/e2e/harness';
+import type { Containerd } from '../../test/support/harness';
 import { type BenchEnv, type Side, SIDES, newId, runArgs, removeContainer, runSleeper } from '../lib/env';
 import { shimPidFor } from '../lib/proc';
 import { makeCpuCgroups, type CpuCgroups } from '../lib/cpu-cgroup';

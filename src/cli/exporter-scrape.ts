@@ -3,7 +3,7 @@
 // Neither call is a Task API call, so neither counts as activity for the shim's idle collector.
 import { tsshim } from '../gen/proto';
 import { Client, Code, TtrpcError } from '../ttrpc';
-import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../task/shim-service';
+import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../diag/introspection';
 
 export interface ShimSnapshot {
   socket: string;

@@ -3,7 +3,7 @@
 // series keep the names the shim's own metrics endpoint uses (tsshim_*).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { StatsSampleMessage } from '../task/shim-service';
+import type { StatsSampleMessage } from '../diag/introspection';
 import type { Exposition, Labels } from './exporter-text';
 import type { ShimSnapshot } from './exporter-scrape';
 import { cgroupUsage } from './usage';

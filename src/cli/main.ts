@@ -95,7 +95,8 @@ export function main(): void {
     env: process.env,
     signal: ac.signal,
   };
-  run(process.argv.slice(2), ctx).then((code) => { process.exitCode = code; });
+  // run() turns every error into a message and an exit code: it never rejects.
+  void run(process.argv.slice(2), ctx).then((code) => { process.exitCode = code; });
 }
 
 if (require.main === module) main();

@@ -1,7 +1,7 @@
 // Typed client for one shim's tsshim.v1.Shim service.
 import { tsshim, google } from '../gen/proto';
 import { Client, Code, TtrpcError } from '../ttrpc';
-import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../task/shim-service';
+import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../diag/introspection';
 
 export const CALL_TIMEOUT_MS = 3000;
 /** An upgrade probes the new build, quiesces (bounded: 10 s calls + 5 s IO) and re-executes. */

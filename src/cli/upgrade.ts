@@ -5,9 +5,9 @@ import { discoverShims, closeAll, type DiscoverOptions, type FoundShim } from '.
 import { CliError } from './args';
 import type { CliContext } from './io';
 
-/** The shim entry of the build this CLI runs from (dist/src/cli -> dist/src/shim/boot.js). */
+/** The shim entry of the build this CLI runs from (dist/src/cli -> dist/src/daemon/boot.js). */
 export function installedShimEntry(): string {
-  return path.join(__dirname, '..', 'shim', 'boot.js');
+  return path.join(__dirname, '..', 'daemon', 'boot.js');
 }
 
 export interface UpgradeOptions extends DiscoverOptions {

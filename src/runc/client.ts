@@ -1,11 +1,11 @@
-// Typed client for the runc CLI. Command lines follow the Go shim's exactly (runc-and-io.md §1-2).
+// Typed client for the runc CLI. Command lines follow the Go shim's exactly (go-runc's, flag for flag).
 // Every invocation goes through the reaper's run(), which leaves runc's exit status to libuv, so
 // the global reaper never steals it, and bounds it with a deadline.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { RunOptions, RunResult, RunStdio } from '../shim/reaper';
+import type { RunOptions, RunResult, RunStdio } from '../sys/reaper';
 import { RuncError, fileSize, readLogError } from './errors';
 import { lookPath } from './look-path';
 import { DEFAULT_RUNC_TIMEOUT_MS, formatDuration } from './timeouts';
@@ -37,8 +37,8 @@ export interface RuncClientOptions {
   timeoutMs?: number;
   /** Base environment (default process.env); NOTIFY_SOCKET is always removed. */
   env?: NodeJS.ProcessEnv;
-  /** Defaults to the process-wide Reaper, loaded on first use. */
-  runner?: CommandRunner;
+  /** Runs runc: the shim's reaper, so that runc's exit status is never taken by its waitpid(-1). */
+  runner: CommandRunner;
 }
 
 export interface CallOptions {
@@ -117,10 +117,9 @@ export class RuncClient {
   readonly root?: string;
   readonly log?: string;
   readonly options: Readonly<RuncClientOptions>;
-  private runnerCache?: CommandRunner;
   private envCache?: NodeJS.ProcessEnv;
 
-  constructor(opts: RuncClientOptions = {}) {
+  constructor(opts: RuncClientOptions) {
     this.options = { ...opts };
     this.binary = opts.binary || 'runc';
     this.root = opts.root || undefined;
@@ -173,7 +172,7 @@ export class RuncClient {
       await this.runProcessCommand('exec', args, opts);
     } finally {
       // A random name nobody reuses: removed off the event loop, without holding up the caller.
-      fs.promises.rm(specFile, { force: true }).catch(() => {});
+      fs.promises.rm(specFile, { force: true }).catch(() => {}); // a private 0600 temp file: a leftover harms nobody
     }
   }
 
@@ -318,7 +317,7 @@ export class RuncClient {
     const env = (this.envCache ??= runcEnv(this.options.env));
     const binary = lookPath(this.binary, env.PATH);
     try {
-      r = await this.runner().run(binary, argv, { stdio, input: how.input, extraFds: how.extraFds, env, timeoutMs, signal: opts.signal });
+      r = await this.options.runner.run(binary, argv, { stdio, input: how.input, extraFds: how.extraFds, env, timeoutMs, signal: opts.signal });
     } catch (e) {
       // The caller's signal fires at its deadline too (containerd's timeout): report that as one.
       const deadlinePassed = Date.now() - started >= timeoutMs - 50;
@@ -357,14 +356,6 @@ export class RuncClient {
     return new RuncError({ command: sub, args: argv, exitCode: -1, message: `${this.binary} ${sub}: ${err?.message ?? String(e)}` });
   }
 
-  private runner(): CommandRunner {
-    if (!this.runnerCache) {
-      // Loaded lazily: constructing a client must not install the process-wide reaper.
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      this.runnerCache = this.options.runner ?? (require('../shim/reaper') as typeof import('../shim/reaper')).Reaper.instance();
-    }
-    return this.runnerCache;
-  }
 }
 
 /** The shim's environment minus NOTIFY_SOCKET (runc would talk to systemd on our behalf otherwise). */

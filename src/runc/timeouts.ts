@@ -18,14 +18,16 @@ export function formatDuration(ms: number): string {
 }
 
 /**
- * Deadline of a runc run when containerd sent none: TSSHIM_RUNC_TIMEOUT (read once at start-up),
- * default 120 s like the Go shim's. A runtime that hangs answers the RPC with an error after this.
+ * Deadline of a runc run when containerd sent none, unless configured (TSSHIM_RUNC_TIMEOUT): 120 s
+ * like the Go shim's. A runtime that hangs answers the RPC with an error after this.
  */
-export const DEFAULT_RUNC_TIMEOUT_MS = parseDuration(process.env.TSSHIM_RUNC_TIMEOUT) ?? 120_000;
+export const DEFAULT_RUNC_TIMEOUT_MS = 120_000;
 
 /**
  * Clean-up after a failed or abandoned operation (`delete --force` of a create that did not finish)
  * gets its own short bound: the runtime that just hung will likely hang again, and containerd is
  * waiting for the answer.
  */
-export const CLEANUP_RUNC_TIMEOUT_MS = Math.min(10_000, DEFAULT_RUNC_TIMEOUT_MS);
+export function cleanupTimeoutMs(runTimeoutMs: number): number {
+  return Math.min(10_000, runTimeoutMs);
+}

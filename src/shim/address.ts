@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import { DEFAULT_SOCKET_DIR, DEFAULT_STATE_DIR } from './config';
 
 export const RUNTIME_NAME = 'io.containerd.tsshim.v2';
 export const GROUP_ANNOTATION = 'io.containerd.tsshim.v2.group';
@@ -11,16 +12,7 @@ export const RUNC_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 export const SANDBOX_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 /** Annotations that name a container's group, first non-empty one wins (bin/ sh reads the same list). */
 export const GROUP_ANNOTATIONS: readonly string[] = [GROUP_ANNOTATION, RUNC_GROUP_ANNOTATION, SANDBOX_ANNOTATION];
-export const SOCKET_DIR = process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s';
-export const STATE_DIR = process.env.TSSHIM_STATE_DIR || '/run/tsshim';
 const MAX_SOCKET_PATH = 106;
-
-// containerd's identifier rule for namespaces and ids.
-const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$/;
-
-export function isValidIdentifier(s: string): boolean {
-  return s.length > 0 && s.length <= 76 && IDENTIFIER.test(s);
-}
 
 /** Grouping key of a container: our annotation, the runc shim's, then CRI's pod id, else the container id. */
 export function groupKey(id: string, annotations: Record<string, string> | undefined): string {
@@ -36,26 +28,26 @@ export function readAnnotations(bundle: string): Record<string, string> {
     const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
     return spec && typeof spec.annotations === 'object' && spec.annotations ? spec.annotations : {};
   } catch {
-    return {};
+    return {}; // no readable config.json: no group annotations, and Create reports the bundle itself
   }
 }
 
-export function socketPath(grpcAddress: string, namespace: string, group: string): string {
+export function socketPath(grpcAddress: string, namespace: string, group: string, socketDir = DEFAULT_SOCKET_DIR): string {
   // posix join + normalize behaves like Go's path.Join (cleans // and trailing /).
   const key = path.posix.join(grpcAddress, namespace, RUNTIME_NAME, group);
-  const p = path.join(SOCKET_DIR, createHash('sha256').update(key).digest('hex'));
+  const p = path.join(socketDir, createHash('sha256').update(key).digest('hex'));
   if (p.length > MAX_SOCKET_PATH) throw new Error(`socket path ${p} is too long for a unix socket`);
   return p;
 }
 
 /** The daemon's pid file, which the sh fast path of `start` reads (bin/containerd-shim-tsshim-v2). */
-export function shimPidFile(socket: string): string {
-  return path.join(STATE_DIR, `${path.basename(socket)}.pid`);
+export function shimPidFile(socket: string, stateDir = DEFAULT_STATE_DIR): string {
+  return path.join(stateDir, `${path.basename(socket)}.pid`);
 }
 
 /** The event outbox journal of the shim on `socket` (publisher.ts OutboxJournal). */
-export function shimJournalFile(socket: string): string {
-  return path.join(STATE_DIR, `${path.basename(socket)}.outbox`);
+export function shimJournalFile(socket: string, stateDir = DEFAULT_STATE_DIR): string {
+  return path.join(stateDir, `${path.basename(socket)}.outbox`);
 }
 
 export function toAddress(socket: string): string {

@@ -3,7 +3,7 @@
 // one: RSS stays tens of MiB above what is live. One collection after IDLE_MS without a call hands
 // that memory back, followed by a trim of the resident set (trim.ts). It needs the daemon's
 // --expose-gc flag; without it this does nothing.
-import { trimEnabled, trimResidentSet } from './trim';
+import { trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
 /**
@@ -23,12 +23,17 @@ type GcFn = () => void;
 
 const exposedGc = (): GcFn | undefined => (globalThis as { gc?: GcFn }).gc;
 
-/** One full collection, then the resident-set trim; a no-op without --expose-gc. */
-export function collectAndTrim(): void {
+/** One full collection, then (unless configured off) the resident-set trim; a no-op without --expose-gc. */
+export function collectAndTrim(trim: boolean): void {
   const gc = exposedGc();
   if (!gc) return;
   gc();
-  if (trimEnabled()) trimResidentSet();
+  if (trim) trimResidentSet();
+}
+
+/** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */
+export function daemonCollection(trim: boolean): GcFn | undefined {
+  return exposedGc() ? () => collectAndTrim(trim) : undefined;
 }
 
 export class IdleCollector {
@@ -43,7 +48,7 @@ export class IdleCollector {
   /** Full collections run so far (exported as a metric). */
   collections = 0;
 
-  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = exposedGc() && collectAndTrim,
+  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = daemonCollection(true),
     private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS, private readonly rss: () => number = () => process.memoryUsage.rss()) {}
 
   get enabled(): boolean {

@@ -10,8 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { getRlimit, isChildSubreaper, RLIMIT_COUNT, setChildSubreaper, setRlimit } from './sys';
-import { listOwnChildren, Reaper } from './reaper';
+import { getRlimit, isChildSubreaper, RLIMIT_COUNT, setChildSubreaper, setRlimit } from '../sys/libc';
+import { listOwnChildren, Reaper } from '../sys/reaper';
 import { overwriteOwnArea } from './proc-title';
 
 /** Environment variable that reserves room in a spare's initial environment (see rewriteProcEnviron). */

@@ -17,6 +17,11 @@
 // daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
 // spare that sees no live serving shim, or whose containerd no longer answers on its socket (the
 // socket file outlives containerd), retires by itself within seconds.
+//
+// Installs: a spare runs the code it booted with. When tsshim is rebuilt or installed anew under it
+// (SpareRole.installChanged: the bundle file is another one), it retires within a second, and a
+// start that claims it before that gets a daemon started from the new install, as a cold start
+// would; the next spare then boots from the new install too.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -25,20 +30,14 @@ import { createHash } from 'node:crypto';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { DAEMON_NODE_FLAGS } from './node-flags';
-import { STATE_DIR } from './address';
+import { DEFAULT_STATE_DIR, readConfig, type ShimConfig } from './config';
 import { adoptStartIdentity, ENV_ROOM_BYTES, ENV_ROOM_VAR, ownChildRunning, replaceEnv, rewriteProcEnviron, spawnOutsideShims } from './spare-identity';
 
-export { STATE_DIR };
-const IDLE_MS = Number(process.env.TSSHIM_SPARE_IDLE_MS) || 10 * 60_000;
 const SPARE_NICE = 10;
 
-export function sparePool(grpcAddress: string): string {
+export function sparePool(grpcAddress: string, stateDir = DEFAULT_STATE_DIR): string {
   const hash = createHash('sha256').update(grpcAddress).digest('hex').slice(0, 16);
-  return path.join(STATE_DIR, 'spares', hash);
-}
-
-export function sparesEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env.TSSHIM_SPARES !== '0';
+  return path.join(stateDir, 'spares', hash);
 }
 
 /** Runs: exists and is not a zombie (a spare's parent may be an init that reaps late). */
@@ -47,21 +46,21 @@ const alive = (pid: number) => {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
     return !/^[ZXx]/.test(stat.slice(stat.lastIndexOf(')') + 2));
   } catch {
-    return false;
+    return false; // no such process
   }
 };
 
 /** Live spares waiting in the pool (directories named by pid whose process exists). */
 export function waitingSpares(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; }
+  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: no spares
   return names.filter((n) => /^\d+$/.test(n)).map(Number).filter(alive);
 }
 
 /** Spares still booting: `.booting-<pid>` markers (hidden from the sh's claim loop). */
 function bootingSpares(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; }
+  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: none booting
   return names.filter((n) => /^\.booting-\d+$/.test(n)).map((n) => Number(n.slice(9))).filter((pid) => {
     if (alive(pid)) return true;
     fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
@@ -77,7 +76,7 @@ export function spareTarget(pool: string, now = Date.now()): number {
   try {
     return now - fs.statSync(path.join(pool, '.starved')).mtimeMs < STARVED_WINDOW_MS ? 2 : 1;
   } catch {
-    return 1;
+    return 1; // no .starved marker: no start has waited
   }
 }
 
@@ -87,9 +86,10 @@ export function spareTarget(pool: string, now = Date.now()): number {
  */
 export function untrustedState(pool: string): string {
   const euid = process.geteuid?.() ?? 0;
-  for (const dir of [STATE_DIR, path.join(STATE_DIR, 'spares'), pool]) {
+  const spares = path.dirname(pool);
+  for (const dir of [path.dirname(spares), spares, pool]) {
     let st: fs.Stats;
-    try { st = fs.lstatSync(dir); } catch { continue; }
+    try { st = fs.lstatSync(dir); } catch { continue; } // not created yet: nothing in it to distrust
     if (!st.isDirectory()) return `${dir} is not a directory`;
     if (st.uid !== euid) return `${dir} is owned by uid ${st.uid}, not ${euid}`;
     if (st.mode & 0o022) return `${dir} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`;
@@ -103,14 +103,14 @@ function isShimProcess(pid: number): boolean {
   try {
     return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('containerd-shim-tsshim-v2');
   } catch {
-    return false;
+    return false; // no such process
   }
 }
 
 /** Live daemons of this pool's containerd that serve containers (stale markers are removed). */
 export function servingShims(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; }
+  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: no serving markers
   return names.filter((n) => n.startsWith(SERVING) && /^\d+$/.test(n.slice(SERVING.length))).map((n) => Number(n.slice(SERVING.length))).filter((pid) => {
     if (alive(pid) && isShimProcess(pid)) return true;
     fs.rmSync(path.join(pool, `${SERVING}${pid}`), { force: true });
@@ -119,8 +119,7 @@ export function servingShims(pool: string): number[] {
 }
 
 /** A daemon that serves containers registers, so that spares of its containerd may live. */
-export function enterServing(grpcAddress: string, pid = process.pid): void {
-  const pool = sparePool(grpcAddress);
+export function enterServing(pool: string, pid = process.pid): void {
   if (untrustedState(pool)) return;
   fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
   fs.writeFileSync(path.join(pool, `${SERVING}${pid}`), '');
@@ -130,11 +129,11 @@ export function enterServing(grpcAddress: string, pid = process.pid): void {
  * A daemon is going: when it was the last serving shim of its containerd, the spares go with it;
  * otherwise the next container still gets a spare when `wantSpare`.
  */
-export function leaveServing(mainScript: string, flags: ShimFlags, wantSpare: boolean): void {
-  const pool = sparePool(flags.address);
+export function leaveServing(mainScript: string, flags: ShimFlags, config: ShimConfig, wantSpare: boolean): void {
+  const pool = sparePool(flags.address, config.stateDir);
   fs.rmSync(path.join(pool, `${SERVING}${process.pid}`), { force: true });
   if (servingShims(pool).length === 0) stopSpares(pool);
-  else if (wantSpare) ensureSpare(mainScript, flags);
+  else if (wantSpare) ensureSpare(mainScript, flags, config);
 }
 
 /** Ends every waiting and booting spare of the pool (a spare claimed meanwhile keeps its claim). */
@@ -148,12 +147,12 @@ export function stopSpares(pool: string): void {
 }
 
 /** Starts spares for this containerd until spareTarget are waiting or booting. */
-export function ensureSpare(mainScript: string, flags: ShimFlags, attempt = 0): void {
-  const pool = sparePool(flags.address);
-  if (!sparesEnabled() || untrustedState(pool) || servingShims(pool).length === 0) return;
+export function ensureSpare(mainScript: string, flags: ShimFlags, config: ShimConfig, attempt = 0): void {
+  const pool = sparePool(flags.address, config.stateDir);
+  if (!config.spares || untrustedState(pool) || servingShims(pool).length === 0) return;
   // spawnOutsideShims needs a moment without runc runs: try again shortly (bounded).
   if (ownChildRunning()) {
-    if (attempt < 100) setTimeout(() => ensureSpare(mainScript, flags, attempt + 1), 100).unref();
+    if (attempt < 100) setTimeout(() => ensureSpare(mainScript, flags, config, attempt + 1), 100).unref();
     return;
   }
   const missing = spareTarget(pool) - waitingSpares(pool).length - bootingSpares(pool).length;
@@ -216,7 +215,7 @@ let onRetireRequest: (() => void) | null = null;
  * after the idle timeout, when asked to (SIGTERM), when no shim of its containerd serves anymore,
  * or when its containerd is gone. A spare never outlives its daemon nor the last serving shim.
  */
-function waitForClaim(pool: string, grpcAddress: string): Promise<string | null> {
+function waitForClaim(pool: string, grpcAddress: string, idleMs: number, installChanged: () => boolean): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
   // Built under a hidden name and renamed into place: the sh only ever sees complete spares.
   const building = path.join(pool, `.new-${process.pid}`);
@@ -243,14 +242,14 @@ function waitForClaim(pool: string, grpcAddress: string): Promise<string | null>
     const done = (dir: string | null) => {
       clearTimeout(idle); clearInterval(watch); sock.destroy(); onRetireRequest = null; resolve(dir);
     };
-    const idle = setTimeout(retire, IDLE_MS);
+    const idle = setTimeout(retire, idleMs);
     const check = () => {
       if (!fs.existsSync(home)) {
         claimedSince ||= Date.now();
         if (Date.now() - claimedSince > CLAIM_WITHOUT_REQUEST_MS) done(null);
         return;
       }
-      if (retireRequested || servingShims(pool).length === 0) return retire();
+      if (retireRequested || installChanged() || servingShims(pool).length === 0) return retire();
       // A burst is over: the extra spare (the newest, so only one of them) goes.
       const waiting = waitingSpares(pool);
       if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) return retire();
@@ -285,7 +284,22 @@ async function ringResponse(dir: string): Promise<void> {
   }
 }
 
-export async function runSpare(flags: ShimFlags): Promise<void> {
+/** What only the composition root can give a spare: the daemon it becomes, and the last steps of its boot. */
+export interface SpareRole {
+  /** Serve as the daemon of a claimed group, on the socket the spare bound for it. */
+  becomeDaemon(flags: ShimFlags, config: ShimConfig, bound: BoundSocket): Promise<void>;
+  /** Called once the spare is warm: e.g. write the V8 code cache while the most functions are compiled. */
+  warmedUp(): void;
+  /** True when tsshim was rebuilt or installed anew under this process (its bundle file is another one). */
+  installChanged(): boolean;
+  /** Node flags and script of a daemon started from the install now in place (as a cold start does). */
+  daemonEntry: string[];
+}
+
+/** A socket handed to the daemon already bound (by a spare). */
+export interface BoundSocket { server: net.Server; socket: string; group: string; /** what the spare could not take on from its start */ notes?: string[] }
+
+export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimConfig): Promise<void> {
   // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim).
   const onSigterm = () => {
     retireRequested = true;
@@ -297,43 +311,51 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
   delete process.env[ENV_ROOM_VAR];
   // Load everything the daemon needs now, while nobody waits.
-  const serve = await import('./serve');
   const { readStartRequest, formatStartReply } = await import('./bootstrap');
   const { startOptions } = await import('./start-options');
-  const { claimGroupSocket, settleDaemon } = await import('./start');
+  const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
   const { warmUp } = await import('./warm-up');
   await warmUp();
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
-  (await import('./idle-gc')).collectAndTrim();
+  (await import('./idle-gc')).collectAndTrim(config.trim);
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
-  (await import('./code-cache')).saveCodeCache();
-  const pool = sparePool(flags.address);
+  role.warmedUp();
+  const pool = sparePool(flags.address, config.stateDir);
   const ownEnv = { ...process.env };
   for (;;) {
     if (retireRequested) process.exit(0);
-    const dir = await waitForClaim(pool, flags.address);
+    const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
     if (!dir || !dir.startsWith(pool + '/')) process.exit(0);
     claiming = true;
     let out: Uint8Array | string = '';
     let status = 0;
-    let become: { flags: ShimFlags; bound: import('./serve').BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
+    let become: { flags: ShimFlags; bound: BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
+    let handedOn = false;
     try {
       const req = readRequest(dir);
       // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
       replaceEnv(req.env);
       const startFlags = parseFlags(req.argv);
       const request = readStartRequest(req.stdin, req.env, startFlags);
-      const opts = startOptions(request.options, startFlags);
-      const claimed = await claimGroupSocket(startFlags, opts, req.cwd);
+      const startConfig = readConfig(req.env);
+      const opts = startOptions(request.options, startFlags, startConfig);
+      const claimed = await claimGroupSocket(startFlags, opts, req.cwd, startConfig.socketDir);
       out = formatStartReply(claimed.address, request.generation);
       if (claimed.server) {
         // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
         const problems = adoptStartIdentity(req.startPid || req.containerdPid);
-        settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
-        enterServing(startFlags.address);
-        const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
-        become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+        if (role.installChanged()) {
+          // Our code is the old install's: the daemon comes from the new one (it inherits the
+          // identity just taken on), and this spare leaves once start has its answer.
+          spawnDaemon(startFlags, opts, role.daemonEntry, claimed, req.containerdPid, req.cwd);
+          handedOn = true;
+        } else {
+          settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
+          enterServing(sparePool(startFlags.address, startConfig.stateDir));
+          const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
+          become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+        }
       }
     } catch (e) {
       out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
@@ -342,6 +364,8 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     fs.writeFileSync(path.join(dir, 'out'), out);
     fs.writeFileSync(path.join(dir, 'status'), String(status));
     await ringResponse(dir);
+    // Without closing the listener the new daemon serves (its close would unlink the socket).
+    if (handedOn || (!become && role.installChanged())) process.exit(0);
     if (!become) { // the group already has a shim: stay a spare
       replaceEnv(ownEnv);
       claiming = false;
@@ -352,7 +376,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
     replaceEnv(become.req.env);
     if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
     process.chdir(become.req.cwd);
-    await serve.runDaemon(become.flags, become.bound);
+    await role.becomeDaemon(become.flags, readConfig(become.req.env), become.bound);
     return;
   }
 }

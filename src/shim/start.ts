@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ShimFlags } from './flags';
 import { groupKey, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
+import type { ShimConfig } from './config';
 
 export const PER_NODE_GROUP = '.tsshim-per-node';
 
@@ -77,9 +78,9 @@ export interface GroupSocket {
 }
 
 /** Binds this container's group socket, or finds the shim that already serves the group. */
-export async function claimGroupSocket(flags: ShimFlags, opts: StartOptions, bundle: string): Promise<GroupSocket> {
+export async function claimGroupSocket(flags: ShimFlags, opts: StartOptions, bundle: string, socketDir: string): Promise<GroupSocket> {
   const group = opts.perNode ? PER_NODE_GROUP : groupKey(flags.id, readAnnotations(bundle));
-  const socket = socketPath(flags.address, flags.namespace, group);
+  const socket = socketPath(flags.address, flags.namespace, group, socketDir);
   const address = toAddress(socket);
   const server = await bindOrReuse(socket);
   if (server) fs.chmodSync(socket, 0o600);
@@ -95,10 +96,20 @@ export function settleDaemon(pid: number, opts: StartOptions, containerdPid: num
   writeFileAtomic(path.join(bundle, 'shim.pid'), String(pid));
 }
 
-export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[]): Promise<string> {
+export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[], config: ShimConfig): Promise<string> {
   const bundle = process.cwd();
-  const { address, socket, group, server } = await claimGroupSocket(flags, opts, bundle);
-  if (!server) return address;
+  const claimed = await claimGroupSocket(flags, opts, bundle, config.socketDir);
+  if (claimed.server) spawnDaemon(flags, opts, daemonEntry, claimed, process.ppid, bundle);
+  return claimed.address;
+}
+
+/**
+ * Starts the daemon (`daemonEntry`: node flags and script) that serves the group socket just bound.
+ * The caller exits without closing its listener afterwards.
+ */
+export function spawnDaemon(flags: ShimFlags, opts: StartOptions, daemonEntry: string[], claimed: GroupSocket, containerdPid: number, bundle: string): void {
+  const { address, socket, group, server } = claimed;
+  if (!server) throw new Error('spawnDaemon: no group socket bound');
   const fd = (server as any)._handle.fd as number;
   const args = [...daemonEntry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
   if (flags.debug) args.push('-debug');
@@ -110,7 +121,7 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
   });
   child.unref();
   try {
-    settleDaemon(child.pid!, opts, process.ppid, bundle, address);
+    settleDaemon(child.pid!, opts, containerdPid, bundle, address);
   } catch (e) {
     try { process.kill(child.pid!, 'SIGKILL'); } catch { /* already gone */ }
     fs.rmSync(socket, { force: true });
@@ -119,5 +130,4 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
   // The daemon holds its own copy of the listening fd. Closing ours would unlink the socket path
   // (libuv does that on close), so the caller exits without closing it.
   server.unref();
-  return address;
 }

@@ -6,7 +6,7 @@
 // with no anonymous (copy-on-write) pages, e.g. never a RELRO section, whose relocated contents
 // would be lost.
 import * as fs from 'node:fs';
-import { dropMappedPages, mallocTrim } from './sys';
+import { dropMappedPages, mallocTrim } from '../sys/libc';
 
 export interface Mapping { start: bigint; end: bigint; perms: string; path: string; anonymousKb: number }
 
@@ -48,7 +48,3 @@ export function trimResidentSet(): TrimResult {
   return r;
 }
 
-/** Trimming is on unless TSSHIM_TRIM=0. */
-export function trimEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env.TSSHIM_TRIM !== '0';
-}

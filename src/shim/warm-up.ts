@@ -13,6 +13,8 @@ export async function warmUp(): Promise<void> {
   const req = T.CreateTaskRequest.encode({ id: 'warm', bundle: '/warm', rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }], stdout: '/x' }).finish();
   T.CreateTaskRequest.decode(req);
   T.StateResponse.decode(T.StateResponse.encode({ id: 'warm', pid: 1, exited_at: { seconds: 1, nanos: 1 } }).finish());
+  // Warming only compiles code paths ahead of use: a failure here shows again, and is reported, when
+  // the real call runs.
   await warmProcessIO().catch(() => {});
   await warmRuncClient().catch(() => {});
   await warmEvents().catch(() => {});
@@ -24,7 +26,7 @@ export async function warmUp(): Promise<void> {
 
 /** mkfifo through the reaper (the spawn path runc takes), then a container's stdio over FIFOs. */
 async function warmProcessIO(): Promise<void> {
-  const { Reaper } = await import('./reaper');
+  const { Reaper } = await import('../sys/reaper');
   const { createProcessIO } = await import('../task/io');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-warm-'));
   try {
@@ -44,9 +46,10 @@ async function warmProcessIO(): Promise<void> {
 /** The runc client's calls of a container's life, with `true` standing in for runc. */
 async function warmRuncClient(): Promise<void> {
   const { RuncClient } = await import('../runc/client');
+  const { Reaper } = await import('../sys/reaper');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-warm-'));
   try {
-    const runc = new RuncClient({ binary: 'true', root: dir, log: path.join(dir, 'log.json') });
+    const runc = new RuncClient({ binary: 'true', root: dir, log: path.join(dir, 'log.json'), runner: Reaper.instance() });
     await runc.start('warm');
     await runc.kill('warm', 9, { all: true });
     await runc.delete('warm', { force: true });

@@ -4,8 +4,8 @@
 // A mount(8) process costs ~8 ms on every Create; the syscall costs microseconds.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Reaper } from '../shim/reaper';
-import { mount, SysError, umount2 } from '../shim/sys';
+import { Reaper } from '../sys/reaper';
+import { mount, SysError, umount2 } from '../sys/libc';
 import { mountsBelow } from './mounts';
 import { MS_BIND, MS_REMOUNT, mountCall } from './mount-options';
 

@@ -2,6 +2,9 @@
 // Knows nothing of protobuf or calls; the server and client build on it.
 import type { Socket } from 'node:net';
 import { FrameBatcher } from './frame-batcher';
+import type { FrameHeader, FrameSink } from './frame';
+
+export type { FrameHeader, FrameSink } from './frame';
 
 export const HEADER_LENGTH = 10;
 /** 4 MiB, the limit of containerd/ttrpc (header not counted). */
@@ -13,19 +16,12 @@ export enum MessageType {
   DATA = 0x03,
 }
 
-/** Flag bits; their meaning depends on the frame type (spec §4). */
+/** Flag bits; their meaning depends on the frame type (containerd/ttrpc's PROTOCOL.md). */
 export const Flags = {
   REMOTE_CLOSED: 0x01,
   REMOTE_OPEN: 0x02,
   NO_DATA: 0x04,
 } as const;
-
-export interface FrameHeader {
-  length: number;
-  streamId: number;
-  type: number;
-  flags: number;
-}
 
 export function encodeHeader(h: FrameHeader): Buffer {
   const b = Buffer.allocUnsafe(HEADER_LENGTH);
@@ -49,12 +45,6 @@ export function encodeFrame(streamId: number, type: number, flags: number, data:
   b[9] = flags & 0xff;
   b.set(data, HEADER_LENGTH);
   return b;
-}
-
-export interface FrameSink {
-  frame(header: FrameHeader, data: Buffer): void;
-  /** A frame longer than the limit was read and thrown away; answer on its stream. */
-  oversize(header: FrameHeader): void;
 }
 
 /**

@@ -2,7 +2,7 @@
 // turn, the rest on later turns (setImmediate), so a peer that pipelines a thousand requests in one
 // 64 KiB read cannot hold the loop while other connections' requests wait. Order is kept. The owner
 // stops reading while a backlog exists (onBacklog), so the backlog never holds more than one read.
-import type { FrameHeader, FrameSink } from './channel';
+import type { FrameHeader, FrameSink } from './frame';
 
 /** A decoded frame waiting for its turn; data null = an oversized frame to report. */
 export interface Pending {

@@ -7,8 +7,8 @@ import * as path from 'node:path';
 import type * as net from 'node:net';
 import { tsshim } from '../gen/proto';
 import { Code, TtrpcError, type Server } from '../ttrpc';
-import type { Logger } from '../shim/logger';
-import type { Reaper } from '../shim/reaper';
+import type { Logger } from '../sys/logger';
+import type { Reaper } from '../sys/reaper';
 import type { Publisher } from '../shim/publisher';
 import type { ShimFlags } from '../shim/flags';
 import type { TaskService } from '../task/service';
@@ -16,9 +16,8 @@ import type { RpcStats } from '../task/rpc';
 import type { Process } from '../task/process';
 import { ExecProcess, type InitProcess } from '../task/process';
 import { ioFds, type IoHandover } from '../task/io';
-import { STATE_DIR } from '../shim/address';
 import { REVISION, VERSION } from '../shim/version';
-import { SHIM_SERVICE } from '../task/shim-service';
+import { SHIM_SERVICE } from '../diag/introspection';
 import { encodeState, STATE_VERSION, stateFds, type ContainerState, type ProcessState, type UpgradeState } from './state';
 import { daemonArgv, dropAtExec, execve, keepAcrossExec, STATE_ENV } from './exec';
 import { probeBuild, type BuildInfo } from './probe';
@@ -40,6 +39,8 @@ export interface UpgradeHost {
   flags: ShimFlags;
   /** This build's shim entry (SHIM_ENTRY): the default target, and the fallback. */
   entry: string;
+  /** Where the state file goes (config.stateDir). */
+  stateDir: string;
   ttrpc: Server;
   netServer: net.Server;
   service: TaskService;
@@ -56,8 +57,8 @@ export interface UpgradeHost {
   beforeExec(): void;
 }
 
-export function stateFile(pid = process.pid): string {
-  return path.join(STATE_DIR, `upgrade-${pid}.json`);
+export function stateFile(stateDir: string, pid = process.pid): string {
+  return path.join(stateDir, `upgrade-${pid}.json`);
 }
 
 type UpgradeReply = ReturnType<typeof tsshim.v1.UpgradeResponse.create>;
@@ -170,10 +171,10 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
     ttrpc.release();
     return `state capture failed: ${(e as Error).message}`;
   }
-  const file = stateFile();
+  const file = stateFile(host.stateDir);
   const fds = stateFds(state, ioFds);
   try {
-    fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(host.stateDir, { recursive: true, mode: 0o700 });
     fs.writeFileSync(file, encodeState(state), { mode: 0o600 });
     keepAcrossExec(fds);
     host.beforeExec();
@@ -213,7 +214,6 @@ function capture(host: UpgradeHost, entry: string, info: BuildInfo, ios: Map<Pro
       watched: watched.has(p), io: ios.get(p)?.detach() ?? null,
     };
     if (p instanceof ExecProcess) base.spec = p.spec;
-    else { base.pausing = (p as InitProcess).pausing; base.checkpoint = (p as InitProcess).checkpoint; }
     return base;
   };
   const containers: ContainerState[] = host.service.list().map((c) => ({

@@ -2,32 +2,16 @@
 // daemon stays the parent and subreaper of its containers and keeps every fd not marked
 // close-on-exec (libuv opens almost all with O_CLOEXEC: the hand-over clears it on exactly the fds
 // it passes on).
-import type * as Koffi from 'koffi';
-import { setCloexec, SysError } from '../shim/sys';
+import { execve, setCloexec } from '../sys/libc';
 import { DAEMON_NODE_FLAGS } from '../shim/node-flags';
 import type { ShimFlags } from '../shim/flags';
 
-/** Environment variable naming the state file the new process restores from. */
+/** Environment variable naming the state file the new process restores from (read as config.upgradeStateFile). */
 export const STATE_ENV = 'TSSHIM_UPGRADE_STATE';
-/** Set for a probe run (see probe.ts): print what this build is and exit. */
-export const PROBE_ENV = 'TSSHIM_UPGRADE_PROBE';
+/** The only argument of a probe run (see probe.ts): print what this build is and exit. */
+export const PROBE_ARG = '-tsshim-upgrade-probe';
 
-let execveFn: ((path: string, argv: (string | null)[], envp: (string | null)[]) => number) | undefined;
-let errnoFn: (() => number) | undefined;
-
-/** Replaces this process's program; returns only on failure (throws SysError). */
-export function execve(file: string, argv: string[], env: NodeJS.ProcessEnv): never {
-  if (!execveFn) {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    const koffi = require('koffi') as typeof Koffi;
-    const c = koffi.load('libc.so.6');
-    execveFn = c.func('execve', 'int', ['const char *', 'const char **', 'const char **']) as unknown as typeof execveFn;
-    errnoFn = () => koffi.errno();
-  }
-  const envp = Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
-  execveFn!(file, [...argv, null], [...envp, null]);
-  throw new SysError('execve', errnoFn!(), file);
-}
+export { execve };
 
 /** Lets exactly these fds survive the exec. */
 export function keepAcrossExec(fds: number[]): void {

@@ -1,11 +1,11 @@
 // Before a daemon quiesces, it asks the build it would exec what it is: a child process runs the
-// target entry with TSSHIM_UPGRADE_PROBE=1 (same node and flags as the daemon). A missing entry, a
+// target entry with PROBE_ARG as its only argument (same node and flags as the daemon). A missing entry, a
 // bundle that does not parse or load, a build without upgrade support, or one that does not read
 // our state version is found here, with nothing touched yet.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { ACCEPTED_STATE_VERSIONS, STATE_VERSION } from './state';
-import { PROBE_ENV } from './exec';
+import { PROBE_ARG } from './exec';
 import { DAEMON_NODE_FLAGS } from '../shim/node-flags';
 import { REVISION, VERSION } from '../shim/version';
 
@@ -21,8 +21,8 @@ export const PROBE_MARK = 'tsshim-upgrade-probe:';
 /** Runs the probe of `entry`; throws with the reason it cannot take our state. */
 export function probeBuild(entry: string, timeoutMs = 20_000): BuildInfo {
   if (!fs.existsSync(entry)) throw new Error(`the new build is missing: ${entry} does not exist`);
-  const r = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, entry], {
-    env: { ...process.env, [PROBE_ENV]: '1' }, timeout: timeoutMs, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], cwd: '/',
+  const r = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, entry, PROBE_ARG], {
+    timeout: timeoutMs, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], cwd: '/',
   });
   const out = String(r.stdout ?? '');
   const line = out.split('\n').find((l) => l.startsWith(PROBE_MARK));

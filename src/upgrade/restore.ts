@@ -7,24 +7,22 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { tsshim } from '../gen/proto';
 import { Code, type Server } from '../ttrpc';
-import type { Logger } from '../shim/logger';
+import type { Logger } from '../sys/logger';
 import type { Publisher, OutboxEvent } from '../shim/publisher';
 import type { ShimFlags } from '../shim/flags';
 import { Container } from '../task/container';
-import { ExecProcess, type Process } from '../task/process';
+import { ExecProcess, type InitProcess, type Process } from '../task/process';
 import type { TaskService } from '../task/service';
 import type { RpcStats } from '../task/rpc';
-import type { InitState, ExecState } from '../task/state';
 import { ioFds } from '../task/io';
 import { REVISION, VERSION } from '../shim/version';
 import { encodeState, parseState, STATE_VERSION, stateFds, type ProcessState, type UpgradeState } from './state';
 import { daemonArgv, execve, keepAcrossExec, STATE_ENV } from './exec';
 
 /** The state file this process was exec'd with, read and checked; null for a normal start. */
-export function pendingUpgrade(env: NodeJS.ProcessEnv = process.env): { file: string; text: string } | null {
-  const file = env[STATE_ENV];
+export function pendingUpgrade(file: string): { file: string; text: string } | null {
   if (!file) return null;
-  delete env[STATE_ENV]; // not for runc, spares or the next exec
+  delete process.env[STATE_ENV]; // not for runc, spares or the next exec
   let text = '';
   try { text = fs.readFileSync(file, 'utf8'); } catch (e) { text = ''; }
   return { file, text };
@@ -65,11 +63,11 @@ export function listenerFrom(state: UpgradeState): net.Server {
 
 const date = (t: { status: number; at: number; nanos: number } | null) => (t ? { status: t.status, at: new Date(t.at), nanos: t.nanos } : null);
 
-function restoreProcess(p: Process, s: ProcessState): void {
+function restoreProcess(p: InitProcess | ExecProcess, s: ProcessState): void {
   p.pid = s.pid;
   p.exit = date(s.exit);
   p.reaped = date(s.reaped);
-  (p as unknown as { state: string }).state = s.state;
+  (p.machine as { restore(state: string): void }).restore(s.state);
 }
 
 export interface RestoreTarget {
@@ -86,13 +84,11 @@ export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
     const c = new Container({
       id: cs.id, namespace: cs.namespace, bundle: cs.bundle, rootfs: cs.rootfs, stdio: cs.stdio,
       checkpoint: cs.checkpoint, parentCheckpoint: cs.parentCheckpoint, options: cs.options,
-      log: t.log.with({ id: cs.id, namespace: cs.namespace }),
+      log: t.log.with({ id: cs.id, namespace: cs.namespace }), ...t.service.containerDeps(),
     });
     c.createdAt = new Date(cs.createdAt);
     c.runningExecs = cs.runningExecs;
     restoreProcess(c.init, cs.init);
-    c.init.pausing = !!cs.init.pausing;
-    c.init.checkpoint = cs.init.checkpoint ?? null;
     if (cs.init.io) c.adoptIO(c.init, cs.init.io);
     const watched: Process[] = cs.init.watched ? [c.init] : [];
     for (const es of cs.execs) {
@@ -101,10 +97,9 @@ export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
       c.execs.set(es.execId, e);
       if (es.io) c.adoptIO(e, es.io);
       // Signals go through a pidfd again; the pid is still ours until this process reaps it.
-      if (!e.reaped && !e.exit && e.pid && (es.state as ExecState) === 'running') e.holdPid();
+      if (!e.reaped && !e.exit && e.pid && es.state === 'running') e.holdPid();
       if (es.watched) watched.push(e);
     }
-    void (cs.init.state as InitState);
     t.service.adopt(c, watched);
   }
   t.service.everCreated = state.daemon.everCreated;

@@ -27,9 +27,6 @@ export interface ProcessState {
   io: IoState | null;
   /** Exec processes: the process spec for runc exec. */
   spec?: Record<string, unknown>;
-  /** Init: paused by the user, checkpoint restore options. */
-  pausing?: boolean;
-  checkpoint?: { path: string; parent: string } | null;
 }
 
 export interface ContainerState {

@@ -5,14 +5,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { closeClients, getTask } from './containerd-api';
-import { busyboxRootfs, ensureBusyboxImage } from './rootfs';
+import { startContainerd, uniqueId, repoRoot, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { getTask } from '../support/containerd-api';
+import { busyboxRootfs, ensureBusyboxImage } from '../support/rootfs';
 import { Client, Code, TtrpcError } from '../../src/ttrpc';
 import { containerd as api } from '../../src/gen/proto';
-import { TASK_SERVICE, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../stress/containers';
-import { fdCount, mib, mountsUnder, processAlive, rssBytes, sleep, until } from '../stress/probes';
-import { fuzzTaskService, TASK_METHODS } from '../stress/task-fuzz';
+import { TASK_SERVICE, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../support/containers';
+import { fdCount, mib, mountsUnder, pidAlive, rssBytes } from '../support/proc';
+import { sleep, until } from '../support/wait';
+import { fuzzTaskService, TASK_METHODS } from '../support/task-fuzz';
 
 const T = api.task.v2;
 const GROUP_ANNOTATION = 'io.containerd.tsshim.v2.group';
@@ -41,7 +42,7 @@ before(async () => {
 after(async () => {
   client?.close();
   fs.rmSync(runcMarks, { force: true });
-  if (c) { closeClients(c); await c.stop(); }
+  await c?.stop();
 });
 
 function groupArgs(): string[] {
@@ -63,7 +64,7 @@ async function callError(method: string, payload: Uint8Array): Promise<TtrpcErro
 }
 
 async function hostStillServed(): Promise<void> {
-  assert.ok(processAlive(shim), 'the shim is alive');
+  assert.ok(pidAlive(shim), 'the shim is alive');
   const st = T.StateResponse.decode(await call('State', T.StateRequest.encode({ id: host }).finish()));
   assert.equal(st.status, api.v1.types.Status.RUNNING);
   const r = await c.ctr(['task', 'exec', '--exec-id', uniqueId('chk'), host, 'sh', '-c', 'echo still-here']);
@@ -176,7 +177,7 @@ test('a stuck runc (fake slow runc): State, Stats and Connect answer from memory
     fs.rmSync(runcMarks, { force: true });
     const started = Date.now();
     const pids = slow.call(TASK_SERVICE, 'Pids', T.PidsRequest.encode({ id }).finish(), { timeoutMs: 60_000, metadata: md });
-    await until(() => fs.existsSync(runcMarks) && fs.readFileSync(runcMarks, 'utf8').includes('ps '), 'the shim to call the stuck runc ps', 10_000, 20);
+    await until(() => fs.existsSync(runcMarks) && fs.readFileSync(runcMarks, 'utf8').includes('ps '), 'the shim to call the stuck runc ps', { timeoutMs: 10_000, everyMs: 20 });
     const timed = async (method: string, payload: Uint8Array): Promise<number> => {
       const t0 = Date.now();
       await slow.call(TASK_SERVICE, method, payload, { timeoutMs: 5000, metadata: md });

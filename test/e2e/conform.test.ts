@@ -8,12 +8,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from './rootfs';
-import { callTasks, closeClients, getTask } from './containerd-api';
+import { startContainerd, uniqueId, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from '../support/rootfs';
+import { callTasks, getTask } from '../support/containerd-api';
+import { removeQuietly, runDetached as runContainer } from '../support/containers';
+import { until } from '../support/wait';
 import { containerd as gen } from '../../src/gen/proto';
 import { splitCmdline } from '../../src/shim/proc-title';
-import { requestedVersion } from './containerd-release';
+import { requestedVersion } from '../support/containerd-release';
 
 let c: Containerd;
 let rootfs: string;
@@ -22,36 +24,14 @@ before(async () => {
   c = await startContainerd();
   rootfs = makeRootfs(c.dir);
 });
-after(async () => {
-  if (c) { closeClients(c); await c.stop(); }
-});
+after(() => c?.stop());
 
 const runArgs = (runtime: string, id: string, cmd: string[], extra: string[] = []) =>
   ['--runtime', runtime, ...PATH_ENV_ARGS, ...extra, '--rootfs', rootfs, id, ...cmd];
 
-async function runDetached(runtime: string, id: string, cmd: string[], extra: string[] = []): Promise<void> {
-  const r = await c.ctr(['run', '-d', ...runArgs(runtime, id, cmd, extra)]);
-  assert.equal(r.code, 0, `run -d ${id}: ${r.stderr}\n${c.logTail(2000)}`);
-}
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function remove(id: string): Promise<void> {
-  await c.ctr(['task', 'kill', '-s', 'KILL', id]);
-  await until(async () => {
-    try { return (await getTask(c, id)).status === 'STOPPED'; } catch { return true; }
-  }, `${id} stopped`).catch(() => {});
-  await c.ctr(['task', 'delete', id]);
-  await c.ctr(['container', 'delete', id]);
-}
+const runDetached = (runtime: string, id: string, cmd: string[], extra: string[] = []) =>
+  runContainer(c, id, cmd, { runtime, rootfs, extra: [...PATH_ENV_ARGS, ...extra] });
+const remove = (id: string) => removeQuietly(c, id);
 
 /** A fifo in the test dir with a reader that collects what arrives. */
 function outputFifo(name: string): { path: string; text: () => string; close: () => void } {
@@ -97,9 +77,9 @@ test('a ResizePty between Exec and Start is not lost: the exec sees that size (t
     // Acknowledged before the process exists: the shim must keep it.
     await callTasks(c, 'ResizePty', { container_id: id, exec_id: 'tty1', width: 111, height: 33 });
     await callTasks(c, 'Start', { container_id: id, exec_id: 'tty1' });
-    await until(() => /\d+ \d+|stty:/.test(out.text()), 'stty output');
+    await until(() => /\d+ \d+|stty:/.test(out.text()), 'stty output', 30_000);
     assert.match(out.text(), /33 111\r?\n/);
-    await until(async () => (await getTask(c, id, 'tty1')).status === 'STOPPED', 'exec stopped');
+    await until(async () => (await getTask(c, id, 'tty1')).status === 'STOPPED', 'exec stopped', 30_000);
     await callTasks(c, 'DeleteProcess', { container_id: id, exec_id: 'tty1' });
   } finally {
     fs.closeSync(stdinFd);
@@ -201,7 +181,7 @@ test('a grouped shim keeps logging into containerd once its first container is d
     // The shim started in first's bundle; its exit line for `second` must still reach containerd.
     await c.ctr(['task', 'kill', '-s', 'KILL', second]);
     const line = new RegExp(`msg="process exited".*id=${second}`);
-    await until(() => line.test(c.logTail(200_000)), `the shim's "process exited" line for ${second} in containerd's log`);
+    await until(() => line.test(c.logTail(200_000)), `the shim's "process exited" line for ${second} in containerd's log`, 30_000);
   } finally {
     await remove(second);
   }

@@ -6,9 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Containerd2Driver, TASK_V2, TASK_V3, canDial, ensureCgroup, type Generation } from './containerd2-driver';
-import { pidAlive, uniqueId } from './harness';
+import { Containerd2Driver, TASK_V2, TASK_V3, canDial, ensureCgroup, type Generation } from '../support/containerd2-driver';
+import { pidAlive, uniqueId } from '../support/harness';
 import { containerd, google } from '../../src/gen/proto';
+import { until } from '../support/wait';
 
 const task = containerd.task.v2;
 const Status = containerd.v1.types.Status;
@@ -17,15 +18,7 @@ function runcOptions(o: containerd.runc.v1.IOptions): google.protobuf.IAny {
   return { type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode(o).finish() };
 }
 
-async function until(fn: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const skip = !fs.existsSync(path.join(__dirname, '..', '..', 'src', 'shim', 'main.js')) || process.getuid?.() !== 0
+const skip = !fs.existsSync(path.join(__dirname, '..', '..', 'src', 'daemon', 'main.js')) || process.getuid?.() !== 0
   ? 'needs npm run build and root' : false;
 
 async function lifecycle(generation: Generation): Promise<void> {
@@ -119,7 +112,7 @@ async function lifecycle(generation: Generation): Promise<void> {
     assert.equal(del.pid, created.pid);
     await d.waitEvent('/tasks/delete');
     await d.call(svc, 'Shutdown', task.ShutdownRequest.encode({ id }).finish(), () => null).catch(() => null);
-    await until(() => !pidAlive(shimPid), 'shim exit after Shutdown');
+    await until(() => !pidAlive(shimPid), 'shim exit after Shutdown', 10_000);
 
     // 5. `delete` as containerd runs it after the connection closes.
     const r = await d.deleteSubcommand();

@@ -10,9 +10,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   startContainerd, uniqueId, pidAlive, repoRoot, containerdSearchPath, selectedRelease, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd,
-} from './harness';
-import { ensureBusyboxImage } from './rootfs';
-import { shimPidOf } from '../stress/containers';
+} from '../support/harness';
+import { ensureBusyboxImage } from '../support/rootfs';
+import { shimPidOf } from '../support/containers';
+import { until } from '../support/wait';
 import { readStartRequest, type DaemonGeneration } from '../../src/shim/bootstrap';
 
 const release = selectedRelease(repoRoot());
@@ -96,14 +97,6 @@ async function runDetached(c: Containerd, image: string, id: string, cmd: string
   assert.equal(r.code, 0, `ctr run ${id}: ${r.stderr}\n${c.logTail(3000)}`);
 }
 
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 async function taskStatus(c: Containerd, id: string): Promise<string> {
   const r = await c.ctr(['task', 'ls']);
   const row = r.stdout.split('\n').find((l) => l.split(/\s+/)[0] === id);
@@ -139,7 +132,7 @@ test(`containerd ${release.version}: the bootstrap it sends to start, the answer
     assert.equal(saved.version, 2);
   }
   await c.ctr(['task', 'kill', '-s', 'KILL', id]);
-  await waitFor(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`);
+  await until(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`, 30_000);
   assert.equal((await c.ctr(['task', 'rm', id])).code, 0);
   assert.equal((await c.ctr(['container', 'rm', id])).code, 0);
 });
@@ -153,10 +146,10 @@ test(`containerd ${release.version}: after a task is deleted, Shutdown ends the 
   const shim = await shimPidOf(c, id);
   assert.ok(pidAlive(shim));
   await c.ctr(['task', 'kill', '-s', 'KILL', id]);
-  await waitFor(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`);
+  await until(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`, 30_000);
   assert.equal((await c.ctr(['task', 'rm', id])).code, 0);
   // A lone container's shim exits only when Shutdown arrives after its last task is gone.
-  await waitFor(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown');
+  await until(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown', 30_000);
   assert.equal(fs.existsSync(c.bundleDir(id)), false, 'bundle removed');
   const deletes = rec.calls().filter((k) => action(k) === 'delete' && flag(k.argv, '-id') === id);
   // The same with the Go shim: containerd logs "cleaning up dead shim" when it runs `shim delete`.
@@ -173,9 +166,9 @@ test(`containerd ${release.version}: after a task is deleted, Shutdown ends the 
   await runDetached(c, image, id2, ['sleep', '1000']);
   const shim2 = await shimPidOf(c, id2);
   process.kill(shim2, 'SIGKILL');
-  await waitFor(() => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2), '`shim delete` after the shim died');
-  await waitFor(async () => (await taskStatus(c, id2)) !== 'RUNNING', `${id2} no longer running`);
-  await waitFor(() => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2 && k.stdout.length > 0), 'delete printed a DeleteResponse');
+  await until(() => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2), '`shim delete` after the shim died', 30_000);
+  await until(async () => (await taskStatus(c, id2)) !== 'RUNNING', `${id2} no longer running`, 30_000);
+  await until(() => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2 && k.stdout.length > 0), 'delete printed a DeleteResponse', 30_000);
   await c.ctr(['task', 'rm', '-f', id2]);
   await c.ctr(['container', 'rm', id2]);
 });
@@ -209,7 +202,7 @@ test(`containerd ${release.version}: kill -9 and restart: running tasks reloaded
   // While containerd is down the "dies" containers exit with 9.
   const initPids = Object.values(ids.dies).map((id) => Number(fs.readFileSync(path.join(c.bundleDir(id), 'init.pid'), 'utf8')));
   for (const pid of initPids) fs.writeFileSync(`/proc/${pid}/root/tmp/go`, '');
-  await waitFor(() => initPids.every((pid) => !pidAlive(pid)), 'the containers to exit while containerd is down');
+  await until(() => initPids.every((pid) => !pidAlive(pid)), 'the containers to exit while containerd is down', 30_000);
   await c.restart();
   const after = async (id: string): Promise<string> => taskStatus(c, id);
   const seen: Record<string, string> = {};
@@ -219,7 +212,7 @@ test(`containerd ${release.version}: kill -9 and restart: running tasks reloaded
     const ex = await c.ctr(['task', 'exec', '--exec-id', 'after', keep, 'sh', '-c', 'echo alive']);
     assert.equal(ex.stdout, 'alive\n', ex.stderr);
     await c.ctr(['task', 'kill', '-s', 'KILL', keep]);
-    await waitFor(async () => (await after(keep)) === 'STOPPED', `${runtime}: ${keep} stopped`);
+    await until(async () => (await after(keep)) === 'STOPPED', `${runtime}: ${keep} stopped`, 30_000);
     const rm = await c.ctr(['task', 'rm', keep]);
     assert.match(rm.stderr, /exit code 137/, `${runtime}: the exit status arrived: ${rm.stderr}`);
     seen[runtime] = await after(ids.dies[runtime]);
@@ -247,12 +240,12 @@ test(`containerd ${release.version}: a shim announcing Task API version 3 (no sa
   assert.equal(ex.stdout, 'v3\n', ex.stderr);
   const shim = await shimPidOf(c, id);
   await c.ctr(['task', 'kill', '-s', 'KILL', id]);
-  await waitFor(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`);
+  await until(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`, 30_000);
   const rm = await c.ctr(['task', 'rm', id]);
   assert.equal(rm.code, 0, rm.stderr);
   assert.match(rm.stderr, /exit code 137/);
   // Shutdown still comes for a task outside a sandbox: the shim exits.
-  await waitFor(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown');
+  await until(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown', 30_000);
   assert.equal((await c.ctr(['container', 'rm', id])).code, 0);
   t.diagnostic('version 3 outside a sandbox: run, exec, kill, delete and Shutdown as with version 2');
 });

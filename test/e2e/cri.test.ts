@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, repoRoot, pidAlive, selectedRelease, type Containerd } from './harness';
-import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
-import { criPluginConfig, renderCriFixture } from './cri-config';
-import { CriClient, CriError, type ContainerConfig, type ContainerStatus, type LinuxContainerResources, type PodSandboxConfig } from './cri-client';
+import { startContainerd, repoRoot, pidAlive, type Containerd } from '../support/harness';
+import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
+import { criPluginConfig, renderCriFixture } from '../support/cri-config';
+import { CriClient, CriError, type ContainerConfig, type ContainerStatus, type LinuxContainerResources, type PodSandboxConfig } from '../support/cri-client';
+import { until } from '../support/wait';
 import * as grpc from '@grpc/grpc-js';
 
 const K8S_NAMESPACE = 'k8s.io';
@@ -34,27 +35,9 @@ let work = '';
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  timeoutMs = 15_000, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      lastErr = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `; last error: ${(lastErr as Error).message}` : ''}`);
-    }
-    await sleep(everyMs);
-  }
-}
+/** CRI calls fail while a pod or container settles: an error counts as "not yet". */
+const waitFor = <T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000) =>
+  until(fn, what, { timeoutMs, everyMs: 100, retryErrors: true });
 
 
 function logTail(): string {
@@ -152,12 +135,12 @@ interface ShimProcess { pid: number; id: string; runtime: Handler | 'other' }
 /**
  * Long-running shim daemons of our containerd, found by walking /proc: argv with `-address <ours>`
  * and `-id <id>`, and no `start`/`delete` action. The Go shim's argv[0] is its binary; tsshim's
- * daemon is `node <repo>/dist/src/shim/main.js ...` (its binary name is not in the daemon's argv).
+ * daemon is `node <repo>/dist/src/daemon/main.js ...` (its binary name is not in the daemon's argv).
  */
 function shimProcesses(): ShimProcess[] {
   if (!containerd) return [];
   const out: ShimProcess[] = [];
-  const tsshimMain = path.join(repoRoot(), 'dist', 'src', 'shim', 'main.js');
+  const tsshimMain = path.join(repoRoot(), 'dist', 'src', 'daemon', 'main.js');
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);

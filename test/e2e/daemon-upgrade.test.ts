@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as pty from 'node-pty';
-import { startContainerd, uniqueId, pidAlive, repoRoot, releaseMissing, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { ensureBusyboxImage } from './rootfs';
-import { shimPidOf } from '../stress/containers';
+import { startContainerd, uniqueId, pidAlive, repoRoot, releaseMissing, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { ensureBusyboxImage } from '../support/rootfs';
+import { shimPidOf } from '../support/containers';
 
 const GROUP = 'io.containerd.tsshim.v2.group';
 const UPGRADES: [from: string, to: string][] = [['apt', '2.3.4'], ['2.2.7', '2.3.4']];

@@ -11,8 +11,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
+import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
+import { until as untilShared } from '../support/wait';
 
 const PROMETHEUS = '/usr/bin/prometheus';
 const skip = fs.existsSync(PROMETHEUS) ? false : `${PROMETHEUS} is missing: apt-get install prometheus (Debian 12: 2.42)`;
@@ -57,22 +58,12 @@ function get(port: number, urlPath: string): Promise<{ status: number; body: str
   });
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = undefined;
-    } catch (e) { last = e; }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}\n`
-        + `exporter log:\n${exporterLog.slice(-3000)}\nprometheus log:\n${promLog.slice(-3000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+/** Prometheus scrapes every few seconds and answers errors while starting: both logs on a timeout. */
+const until = <T>(what: string, fn: () => Promise<T>, timeoutMs = 90_000) =>
+  untilShared(fn, what, {
+    timeoutMs, everyMs: 500, retryErrors: true,
+    detail: () => `exporter log:\n${exporterLog.slice(-3000)}\nprometheus log:\n${promLog.slice(-3000)}`,
+  });
 
 interface PromSample { metric: Record<string, string>; value: [number, string] }
 

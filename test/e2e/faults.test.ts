@@ -7,11 +7,12 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { closeClients, collectEvents, getTask, killTask } from './containerd-api';
-import { ensureBusyboxImage } from './rootfs';
-import { daemonShims, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../stress/containers';
-import { processAlive, sleep, until } from '../stress/probes';
+import { startContainerd, uniqueId, repoRoot, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { closeClients, collectEvents, getTask, killTask } from '../support/containerd-api';
+import { ensureBusyboxImage } from '../support/rootfs';
+import { daemonShims, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../support/containers';
+import { pidAlive } from '../support/proc';
+import { sleep, until } from '../support/wait';
 
 const FIXTURES = path.join(repoRoot(), 'test', 'fixtures');
 const UNCAUGHT = /unhandled rejection|uncaught exception/;
@@ -30,7 +31,7 @@ before(async () => {
 });
 
 after(async () => {
-  if (c) { closeClients(c); await c.stop(); }
+  await c?.stop();
   if (stateDir) {
     spawnSync('umount', ['-l', stateDir]);
     fs.rmSync(stateDir, { recursive: true, force: true });
@@ -113,7 +114,7 @@ test('a runtime that never answers: Create fails at TSSHIM_RUNC_TIMEOUT naming t
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, new RegExp(`runc create: ${hang.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} did not answer within 4s`));
   assert.ok(took < 60_000, `answered at the configured deadline, not after 241 s (${took} ms)`);
-  await until(() => shims.every((p) => !processAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 20_000);
+  await until(() => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 20_000);
   await c.ctr(['container', 'delete', id]);
   noUncaughtErrors(c);
 });
@@ -144,7 +145,7 @@ test('an exec is STOPPED as soon as it is reaped, while its exit waits for IO; K
   const ctr = c.spawnCtr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', 'sleep 30 & exit 3']);
   try {
     const pid = await until(async () => { const t = await getTask(c, id, 'e1').catch(() => null); return t?.pid || null; }, 'the exec pid', 20_000);
-    await until(() => !fs.existsSync(`/proc/${pid}`), 'the exec reaped', 20_000, 5);
+    await until(() => !fs.existsSync(`/proc/${pid}`), 'the exec reaped', { timeoutMs: 20_000, everyMs: 5 });
     const t = await getTask(c, id, 'e1');
     assert.equal(t.status, 'STOPPED', 'STOPPED right after the reap, not after the IO drain');
     assert.equal(t.exit_status, 3);
@@ -171,7 +172,7 @@ test("a hung runtime with containerd's deadline (ctr --timeout) and no TSSHIM_RU
     assert.notEqual(r.code, 0, 'ctr gave up');
     const t0 = Date.now();
     // Before: create hung 120 s, then delete --force another 120 s, and the shim never exited.
-    await until(() => shims.every((p) => !processAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 45_000);
+    await until(() => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 45_000);
     console.log(`deadline: shim gone ${Date.now() - t0} ms after ctr gave up`);
     await d.ctr(['container', 'delete', id]);
     noUncaughtErrors(d);
@@ -192,7 +193,7 @@ test('containerd dies during a hung Create: the shim, left with no container and
   await c.kill9();
   await ctr;
   // Nobody will ever send Shutdown: the closed connection is the only sign containerd lost interest.
-  await until(() => shims.every((p) => !processAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 30_000);
+  await until(() => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 30_000);
   await c.restart();
   await c.ctr(['container', 'delete', id]);
   noUncaughtErrors(c);

@@ -6,13 +6,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, renderConfig, shimAddressOf, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, ensureBusyboxImage, PATH_ENV_ARGS, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
-import { collectEvents, closeClients, getTask, listTasks, waitTask } from './containerd-api';
+import { startContainerd, uniqueId, pidAlive, renderConfig, shimAddressOf, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, ensureBusyboxImage, PATH_ENV_ARGS, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
+import { collectEvents, closeClients, getTask, listTasks, waitTask } from '../support/containerd-api';
 
 const started: Containerd[] = [];
 after(async () => {
-  for (const c of started) { closeClients(c); await c.stop(); }
+  for (const c of started) await c.stop();
 });
 
 async function start(): Promise<Containerd> {
@@ -143,8 +143,8 @@ test('kill9 and restart keep the shim and container; the task is still reachable
 // dies the given way. Returns what it printed once it is gone.
 async function childThatDies(how: 'throw' | 'sigkill'): Promise<{ dir: string; containerd: number; shims: number[]; init: number }> {
   const script = `
-    const h = require(${JSON.stringify(path.join(__dirname, 'harness.js'))});
-    const r = require(${JSON.stringify(path.join(__dirname, 'rootfs.js'))});
+    const h = require(${JSON.stringify(path.join(__dirname, '..', 'support', 'harness.js'))});
+    const r = require(${JSON.stringify(path.join(__dirname, '..', 'support', 'rootfs.js'))});
     (async () => {
       const c = await h.startContainerd();
       const id = h.uniqueId('crash');

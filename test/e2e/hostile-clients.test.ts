@@ -6,14 +6,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { callTasks, closeClients } from './containerd-api';
-import { ensureBusyboxImage } from './rootfs';
-import { daemonShims, runDetached, shimPidOf, shimSocketOf } from '../stress/containers';
-import { processAlive, sleep } from '../stress/probes';
+import { startContainerd, uniqueId, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { callTasks } from '../support/containerd-api';
+import { ensureBusyboxImage } from '../support/rootfs';
+import { daemonShims, runDetached, shimPidOf, shimSocketOf } from '../support/containers';
+import { pidAlive } from '../support/proc';
+import { sleep } from '../support/wait';
 import {
   formatReport, partialFrames, pendingWaits, runAttack, unreadReplies, type AttackReport, type Target,
-} from '../stress/hostile-scenarios';
+} from '../support/hostile-scenarios';
 
 let c: Containerd;
 let image: string;
@@ -28,15 +29,13 @@ before(async () => {
   target = { socket: shimSocketOf(c, id), namespace: c.namespace, containerId: id, shimPid: await shimPidOf(c, id) };
 });
 
-after(async () => {
-  if (c) { closeClients(c); await c.stop(); }
-});
+after(() => c?.stop());
 
 /** What every attack must leave behind: a live shim that served the other connection and gave memory back. */
 function assertSurvivedAndRecovered(r: AttackReport): void {
   console.log(formatReport(r));
   assert.ok(r.shimAlive, 'the shim is alive');
-  assert.ok(processAlive(target.shimPid));
+  assert.ok(pidAlive(target.shimPid));
   assert.ok(r.probeCalls > 0, 'the other connection completed calls during the attack');
   assert.deepEqual(r.probeErrors, [], 'the other connection got no errors');
   assert.ok(r.rssAfter <= r.rssBefore * 1.2, `RSS after (${r.rssAfter}) within 20% of before (${r.rssBefore})`);
@@ -100,6 +99,6 @@ test('ctr run --runtime-config-path with a 102 MB file fails promptly with a cle
   // Whatever shim was started for it is gone (bounded wait: the failed start leaves nothing to serve).
   for (let i = 0; i < 100 && daemonShims(c).some((p) => !shimsBefore.has(p)); i++) await sleep(100);
   assert.deepEqual(daemonShims(c).filter((p) => !shimsBefore.has(p)), [], 'no new shim lingers');
-  assert.ok(processAlive(target.shimPid), 'the other container\'s shim is untouched');
+  assert.ok(pidAlive(target.shimPid), 'the other container\'s shim is untouched');
   await c.ctr(['container', 'delete', id]);
 });

@@ -3,10 +3,10 @@
 // test/stress/leak-stress.ts --cycles 2000.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startContainerd, TSSHIM_RUNTIME } from './harness';
-import { closeClients } from './containerd-api';
-import { formatLeakReport, runLeakScenario } from '../stress/leak-scenario';
-import { leakProblems } from '../stress/leak-checks';
+import { startContainerd, TSSHIM_RUNTIME } from '../support/harness';
+import { closeClients } from '../support/containerd-api';
+import { formatLeakReport, runLeakScenario } from '../support/leak-scenario';
+import { leakProblems } from '../support/leak-checks';
 
 const CYCLES = Number(process.env.TSSHIM_LEAK_CYCLES ?? 300);
 

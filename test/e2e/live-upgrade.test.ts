@@ -10,14 +10,14 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from './rootfs';
-import { callTasks, closeClients, collectEvents, getTask, type EventCollector } from './containerd-api';
+import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from '../support/rootfs';
+import { callTasks, closeClients, collectEvents, getTask, type EventCollector } from '../support/containerd-api';
 
 let c: Containerd;
 let rootfs: string;
 /** Exit events of every subscription (a containerd restart ends one; the next starts right after). */
-let collectors: EventCollector[] = [];
+const collectors: EventCollector[] = [];
 const exitEvents = () => collectors.flatMap((k) => k.events);
 let builds: string;
 const GROUP = 'io.containerd.runc.v2.group';
@@ -45,13 +45,13 @@ function makeBuild(name: string, version: string, patch?: (bundle: string) => st
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ ...pkg, version }));
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
   if (patch) {
-    const bundle = path.join(dir, 'dist', 'src', 'shim', 'bundle.js');
+    const bundle = path.join(dir, 'dist', 'src', 'daemon', 'bundle.js');
     const before = fs.readFileSync(bundle, 'utf8');
     const after = patch(before);
     assert.notEqual(after, before, `the patch of build ${name} changed nothing`);
     fs.writeFileSync(bundle, after);
   }
-  return path.join(dir, 'dist', 'src', 'shim', 'boot.js');
+  return path.join(dir, 'dist', 'src', 'daemon', 'boot.js');
 }
 
 /** The tsshim CLI of this checkout, run without blocking this process (its fifo readers must keep reading). */
@@ -166,7 +166,7 @@ after(async () => {
 });
 
 test('upgrades in a row between two builds, containerd restarted between two: output without gap or duplicate, tty, exec in flight, grouped shim, exits once', async (t) => {
-  const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
+  const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
   const entryB = makeBuild('b', '0.1.0-upgrade.b');
   // A file:// log (ctr run -d) and a FIFO read by this test, both counters.
   const fileId = uniqueId('upf');
@@ -304,8 +304,8 @@ async function finishCounter(k: { id: string; log: string }, on: Containerd = c,
 
 test('a broken new build falls back to the running one: missing, a bundle that does not parse, a restore that throws', async (t) => {
   const k = await fileCounter();
-  const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
-  const missing = path.join(builds, 'nowhere', 'dist', 'src', 'shim', 'boot.js');
+  const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
+  const missing = path.join(builds, 'nowhere', 'dist', 'src', 'daemon', 'boot.js');
   const syntax = makeBuild('syntax', '0.1.0-syntax', (b) => `${b}\n}}} this is not javascript (((\n`);
   const throwing = makeBuild('throwing', '0.1.0-throwing',
     (b) => b.replace(/return ["']tsshim-restore-hook["'];/, 'throw new Error("injected restore failure");'));
@@ -344,7 +344,7 @@ test('a broken new build falls back to the running one: missing, a bundle that d
 
 test('state versions: a newer build reads the older state; an older build refuses a newer state (the shim stays)', async () => {
   const k = await fileCounter();
-  const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
+  const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
   const v2 = makeBuild('state2', '0.2.0-state2', (b) => b
     .replace(/exports\d*\.STATE_VERSION = 1;/, (m) => m.replace('= 1', '= 2'))
     .replace(/exports\d*\.ACCEPTED_STATE_VERSIONS = \[1\];/, (m) => m.replace('[1]', '[1, 2]')));
@@ -365,8 +365,8 @@ test('state versions: a newer build reads the older state; an older build refuse
 test('a per-node shim (TSSHIM_PER_NODE) is upgraded with all its containers', async () => {
   const pn = await startContainerd({ env: { TSSHIM_PER_NODE: '1' } });
   try {
-    const entryA = path.join(repoRoot(), 'dist', 'src', 'shim', 'boot.js');
-    const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'shim', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
+    const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
+    const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
     const k1 = await fileCounter(pn);
     const k2 = await fileCounter(pn);
     const addressOf = (id: string) => fs.readFileSync(path.join(pn.bundleDir(id), 'address'), 'utf8');

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, RUNC_RUNTIME, type Containerd } from './harness';
-import { makeRootfs } from './rootfs';
+import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, RUNC_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs } from '../support/rootfs';
 import { httpGetUnix } from '../../src/cli/http';
 import { IDLE_GC_MS } from '../../src/shim/idle-gc';
 

@@ -8,9 +8,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
-import { startContainerd, uniqueId, pidAlive, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd, type CtrResult } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
-import { callTasks, collectEvents, closeClients, getTask, updateTask, type EventCollector } from './containerd-api';
+import { startContainerd, uniqueId, pidAlive, repoRoot, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd, type CtrResult } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
+import { callTasks, collectEvents, getTask, updateTask, type EventCollector } from '../support/containerd-api';
+import { removeQuietly, runDetached as runContainer } from '../support/containers';
+import { until } from '../support/wait';
 import { containerd as gen, io as genIo } from '../../src/gen/proto';
 
 let c: Containerd;
@@ -26,7 +28,7 @@ before(async () => {
 });
 after(async () => {
   events?.stop();
-  if (c) { closeClients(c); await c.stop(); }
+  await c?.stop();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -41,30 +43,9 @@ function runArgs(runtime: string, id: string, cmd: string[], extra: string[] = [
 const runRm = (runtime: string, id: string, cmd: string[], extra: string[] = []): Promise<CtrResult> =>
   c.ctr(['run', '--rm', ...runArgs(runtime, id, cmd, extra)], { timeoutMs: 60_000 });
 
-async function runDetached(runtime: string, id: string, cmd: string[], extra: string[] = []): Promise<void> {
-  const r = await c.ctr(['run', '-d', ...runArgs(runtime, id, cmd, extra)]);
-  assert.equal(r.code, 0, `${runtime} run -d ${id}: ${r.stderr}\n${c.logTail(2000)}`);
-}
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Kill, wait for STOPPED, delete task and container; quiet when any of it is already done. */
-async function remove(id: string): Promise<void> {
-  await c.ctr(['task', 'kill', '-s', 'KILL', id]);
-  await until(async () => {
-    try { return (await getTask(c, id)).status === 'STOPPED'; } catch { return true; }
-  }, `${id} stopped`).catch(() => {});
-  await c.ctr(['task', 'delete', id]);
-  await c.ctr(['container', 'delete', id]);
-}
+const runDetached = (runtime: string, id: string, cmd: string[], extra: string[] = []) =>
+  runContainer(c, id, cmd, { runtime, rootfs, extra: [...PATH_ENV_ARGS, ...extra] });
+const remove = (id: string) => removeQuietly(c, id);
 
 /** ctr's error line with the runtime-specific parts (ids, paths, pids) made comparable. */
 function normalize(text: string, id: string): string {
@@ -508,7 +489,7 @@ test('host pid namespace: when the init exits, the remaining processes are kille
     try {
       const bg = await until(() => (fs.existsSync(marker) ? Number(fs.readFileSync(marker, 'utf8').trim()) : 0), 'background pid');
       assert.ok(pidAlive(bg), 'background sleep runs while the init lives');
-      await until(() => /^sleep\x001000\x00$/.test(fs.readFileSync(`/proc/${bg}/cmdline`, 'utf8')), 'the background process to be sleep 1000');
+      await until(() => fs.readFileSync(`/proc/${bg}/cmdline`, 'utf8') === 'sleep\u00001000\u0000', 'the background process to be sleep 1000');
       const exit = await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id);
       assert.equal(exit.event?.exit_status, 4);
       await until(() => !pidAlive(bg), `${runtime}: background sleep ${bg} killed after the init's exit`, 5000);
@@ -570,7 +551,7 @@ test('--runtime-config-path BinaryName = crun: tsshim runs crun exactly as runc.
 
 test('ctr passes --runc-binary/--runc-root only for io.containerd.runc.v2 (refused, resp. dropped, for tsshim)', async () => {
   let id = uniqueId('runcbin');
-  let r = await c.ctr(['run', '-d', ...runArgs(TSSHIM_RUNTIME, id, ['true'], ['--runc-binary', '/bin/false'])]);
+  const r = await c.ctr(['run', '-d', ...runArgs(TSSHIM_RUNTIME, id, ['true'], ['--runc-binary', '/bin/false'])]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /specifying runc-binary and runc-systemd-cgroup is only supported for "io.containerd.runc.v2" runtime/);
 

@@ -6,9 +6,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
-import { collectEvents, closeClients, getTask, type EventCollector } from './containerd-api';
+import { startContainerd, uniqueId, pidAlive, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
+import { collectEvents, getTask, type EventCollector } from '../support/containerd-api';
+import { zombiesOf } from '../support/proc';
+import { until } from '../support/wait';
 
 let c: Containerd;
 let rootfs: string;
@@ -21,34 +23,11 @@ before(async () => {
 });
 after(async () => {
   events?.stop();
-  if (c) { closeClients(c); await c.stop(); }
+  await c?.stop();
 });
 
 const run = (runtime: string, id: string, cmd: string[], extra: string[] = [], opts = {}) =>
   c.ctr(['run', '--rm', '--runtime', runtime, ...PATH_ENV_ARGS, ...extra, '--rootfs', rootfs, id, ...cmd], { timeoutMs: 60_000, ...opts });
-
-function zombiesOf(ppid: number): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (rest[0] === 'Z' && Number(rest[1]) === ppid) out.push(Number(name));
-    } catch { /* gone */ }
-  }
-  return out;
-}
-
-async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('run --rm echo prints the output and exits 0', async () => {
   const r = await run(TSSHIM_RUNTIME, uniqueId('echo'), ['echo', 'hello from tsshim']);

@@ -5,28 +5,23 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as net from 'node:net';
 import * as os from 'node:os';
+import { createHash } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from './rootfs';
-import { CriClient, type PodSandboxConfig } from './cri-client';
-import { criPluginConfig, renderCriFixture } from './cri-config';
+import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
+import { CriClient, type PodSandboxConfig } from '../support/cri-client';
+import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
+import { until as untilShared } from '../support/wait';
 
 let c: Containerd;
 let rootfs: string;
 before(async () => { c = await startContainerd(); rootfs = makeRootfs(c.dir); });
 after(async () => { if (c) await c.stop(); });
 
-async function until<T>(fn: () => T | null | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+// Spares boot in the background: give them longer than the shared default.
+const until = <T>(fn: () => T, what: string, timeoutMs = 20_000) => untilShared(fn, what, timeoutMs);
 
 const runDetached = async (id: string) => {
   const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);
@@ -241,7 +236,7 @@ test('a spare decides with the claiming start\'s TSSHIM_PER_NODE, not its own bo
     fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
     await until(() => cmdline(serving.pid!).startsWith('containerd-shim-tsshim-v2'), 'the fake serving shim');
     fs.writeFileSync(path.join(pool, `.serving-${serving.pid}`), '');
-    const boot = path.join(repoRoot(), 'dist/src/shim/boot.js');
+    const boot = path.join(repoRoot(), 'dist/src/daemon/boot.js');
     const spare = spawn(process.execPath, [boot, '-namespace', 'default', '-address', address, 'spare'], { env, stdio: 'ignore', detached: true });
     pids.push(spare.pid!);
     await until(() => fs.existsSync(path.join(pool, String(spare.pid))), 'the spare waiting', 30_000);
@@ -262,7 +257,6 @@ test('a spare decides with the claiming start\'s TSSHIM_PER_NODE, not its own bo
 });
 
 function sparePoolFor(stateDir: string, address: string): string {
-  const { createHash } = require('node:crypto') as typeof import('node:crypto');
   return path.join(stateDir, 'spares', createHash('sha256').update(address).digest('hex').slice(0, 16));
 }
 

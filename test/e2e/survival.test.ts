@@ -6,12 +6,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, containerdSearchPath, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { closeClients, collectEvents, getTask } from './containerd-api';
-import { ensureBusyboxImage } from './rootfs';
-import { formatReport, runRestartScenario } from '../stress/restart-scenario';
-import { daemonShims, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../stress/containers';
-import { listDir, mountsUnder, processAlive, sleep, until, zombiesOf } from '../stress/probes';
+import { startContainerd, uniqueId, repoRoot, containerdSearchPath, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { closeClients, collectEvents, getTask } from '../support/containerd-api';
+import { ensureBusyboxImage } from '../support/rootfs';
+import { formatReport, runRestartScenario } from '../support/restart-scenario';
+import { daemonShims, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../support/containers';
+import { listDir, mountsUnder, pidAlive, zombiesOf } from '../support/proc';
+import { sleep, until } from '../support/wait';
 
 const GROUP = 'io.containerd.tsshim.v2.group';
 const started: Containerd[] = [];
@@ -126,7 +127,7 @@ test('kill -9 of the shim of image containers: exit 137 / persisted status, no p
         assert.equal(exit.length, 1, `${id}: one exit event`);
         assert.equal(exit[0].event?.exit_status, 137);
       }
-      await until(() => !processAlive(pids.get(id)!), `${id} init gone`);
+      await until(() => !pidAlive(pids.get(id)!), `${id} init gone`);
       await until(() => !fs.existsSync(bundles.get(id)!), `${id} bundle removed`);
       assert.ok(!fs.existsSync(path.join('/run/containerd/runc', c.namespace, id)), `${id}: runc state left`);
     }
@@ -167,10 +168,10 @@ test('shims killed -9 while containerd is down: the restarted containerd cleans 
   assert.equal(JSON.parse(fs.readFileSync(path.join(c.bundleDir(exited), 'init.exit'), 'utf8')).status, 9);
   // The exit event is now pending in the shim's outbox; the shim dies before it can deliver it.
   for (const pid of shims) process.kill(pid, 'SIGKILL');
-  await until(() => shims.every((p) => !processAlive(p)), 'shims dead');
+  await until(() => shims.every((p) => !pidAlive(p)), 'shims dead');
   await c.restart();
   for (const [i, id] of ids.entries()) {
-    await until(() => !processAlive(pids.get(id)!), `${id} gone`);
+    await until(() => !pidAlive(pids.get(id)!), `${id} gone`);
     await until(() => !fs.existsSync(bundles[i]), `${id} bundle removed`);
     assert.ok(!fs.existsSync(sockets[i]), `${id}: socket of the dead shim left`);
     assert.deepEqual(listDir('/run/tsshim').filter((f) => f.startsWith(path.basename(sockets[i]))), [], `${id}: outbox left`);
@@ -235,12 +236,12 @@ test('group annotation: one shim serves the group (later starts take the sh fast
     for (const [i, id] of ids.entries()) {
       await removeContainer(c, id);
       if (i < ids.length - 1) {
-        assert.ok(processAlive(shim), `group shim alive with ${ids.length - i - 1} container(s) left`);
+        assert.ok(pidAlive(shim), `group shim alive with ${ids.length - i - 1} container(s) left`);
         const next = ids[i + 1];
         assert.equal((await getTask(c, next)).status, 'RUNNING');
       }
     }
-    await until(() => !processAlive(shim), 'group shim to exit after its last container', 10_000);
+    await until(() => !pidAlive(shim), 'group shim to exit after its last container', 10_000);
     assert.deepEqual(zombiesOf([shim]), []);
     assert.ok(!fs.existsSync(socket), 'group socket removed');
     assert.ok(!listDir('/run/tsshim').some((f) => f.startsWith(path.basename(socket))), 'outbox removed');
@@ -302,7 +303,7 @@ test('per-node mode: 20 runs share one shim, later starts take the sh fast path,
     assert.equal(r.code, 3);
   }
   for (const id of detached) await removeContainer(c, id);
-  assert.ok(processAlive(shim), 'the per-node shim outlives its containers');
+  assert.ok(pidAlive(shim), 'the per-node shim outlives its containers');
   assert.deepEqual(zombiesOf([shim]), []);
   assert.deepEqual(mountsUnder(c.state), []);
   // Stopping it the polite way removes its socket, pid file and outbox.
@@ -310,7 +311,7 @@ test('per-node mode: 20 runs share one shim, later starts take the sh fast path,
   assert.equal(pidFiles.length, 1, 'per-node pid file for the fast path');
   const hash = pidFiles[0].replace(/\.pid$/, '');
   process.kill(shim, 'SIGTERM');
-  await until(() => !processAlive(shim), 'per-node shim to stop on SIGTERM');
+  await until(() => !pidAlive(shim), 'per-node shim to stop on SIGTERM');
   assert.deepEqual(listDir('/run/tsshim').filter((f) => f.startsWith(hash)), []);
   await stop(c);
 });
@@ -326,8 +327,8 @@ test('per_node = true in a runtime options file groups containers of a namespace
   assert.equal(shims.size, 1);
   for (const id of ids) await removeContainer(c, id);
   const [shim] = shims;
-  assert.ok(processAlive(shim));
+  assert.ok(pidAlive(shim));
   process.kill(shim, 'SIGTERM');
-  await until(() => !processAlive(shim), 'per-node shim to stop');
+  await until(() => !pidAlive(shim), 'per-node shim to stop');
   await stop(c);
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { Writer } from 'protobufjs/minimal';
 import { Client, Code, TtrpcError } from '../../src/ttrpc';
-import { Containerd, startContainerd } from './harness';
+import { Containerd, startContainerd } from '../support/harness';
 
 const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 const NS_KEY = 'containerd-namespace-ttrpc';
@@ -35,7 +35,7 @@ function taskOOM(containerId: string): Uint8Array {
 
 let cd: Containerd;
 let events: ChildProcess;
-let eventLines: string[] = [];
+const eventLines: string[] = [];
 const lineWaiters: Array<() => void> = [];
 
 function waitForLine(pred: (l: string) => boolean, timeoutMs = 10_000): Promise<string> {

@@ -5,9 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as pty from 'node-pty';
-import { startContainerd, uniqueId, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from './harness';
-import { makeRootfs, PATH_ENV_ARGS } from './rootfs';
-import { closeClients, getTask } from './containerd-api';
+import { startContainerd, uniqueId, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
+import { getTask } from '../support/containerd-api';
 
 let c: Containerd;
 let rootfs: string;
@@ -16,9 +16,7 @@ before(async () => {
   c = await startContainerd();
   rootfs = makeRootfs(c.dir);
 });
-after(async () => {
-  if (c) { closeClients(c); await c.stop(); }
-});
+after(() => c?.stop());
 
 /** A ctr process on a pseudo-terminal, with expect-style waiting on its output. */
 class PtySession {

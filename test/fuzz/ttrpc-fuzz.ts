@@ -1,7 +1,7 @@
 // Standalone fuzzer: node dist/test/fuzz/ttrpc-fuzz.js <count> [seed]
 // Pushes <count> frames through the decoder and <count>/5 frames at a live server, then checks health.
-import { assertServerHealthy, fuzzDecoder, fuzzLive, fuzzServer } from './fuzz-target';
-import { tempSocketDir } from './raw-peer';
+import { assertServerHealthy, fuzzDecoder, fuzzLive, fuzzServer } from '../support/fuzz-target';
+import { tempSocketDir } from '../support/raw-peer';
 
 async function main(): Promise<void> {
   const count = Number(process.argv[2] ?? 1_000_000);

@@ -3,13 +3,13 @@
 // same-uid client would (issue 14) and prints, per attack, the shim's RSS before / at peak / after
 // and the longest stall of another connection's State calls. --scale 1 is the issue's sizes
 // (50 x 4 MiB partial frames, 500k unread replies, 50k pending Waits, a 4 MiB nested exec spec).
-import { startContainerd, uniqueId, TSSHIM_RUNTIME } from '../e2e/harness';
-import { closeClients } from '../e2e/containerd-api';
-import { ensureBusyboxImage } from '../e2e/rootfs';
-import { removeContainer, runDetached, shimPidOf, shimSocketOf } from './containers';
+import { startContainerd, uniqueId, TSSHIM_RUNTIME } from '../support/harness';
+import { closeClients } from '../support/containerd-api';
+import { ensureBusyboxImage } from '../support/rootfs';
+import { removeContainer, runDetached, shimPidOf, shimSocketOf } from '../support/containers';
 import {
   deepExecSpec, formatReport, partialFrames, pendingWaits, runAttack, unreadReplies, type AttackReport, type AttackRun, type Target,
-} from './hostile-scenarios';
+} from '../support/hostile-scenarios';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);

@@ -3,10 +3,10 @@
 // One long-lived container keeps one shim alive while --cycles run/exec/delete cycles go through it;
 // prints the shim's fds, RSS, children and leftovers at start, after warm-up and at the end.
 // Exit code 1 when tsshim's figures are not flat (runc.v2's are printed for comparison).
-import { startContainerd, RUNC_RUNTIME, TSSHIM_RUNTIME } from '../e2e/harness';
-import { closeClients } from '../e2e/containerd-api';
-import { formatLeakReport, runLeakScenario, type LeakReport } from './leak-scenario';
-import { leakProblems } from './leak-checks';
+import { startContainerd, RUNC_RUNTIME, TSSHIM_RUNTIME } from '../support/harness';
+import { closeClients } from '../support/containerd-api';
+import { formatLeakReport, runLeakScenario, type LeakReport } from '../support/leak-scenario';
+import { leakProblems } from '../support/leak-checks';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);

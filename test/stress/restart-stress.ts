@@ -5,9 +5,9 @@
 // figures. One cycle (--long-cycle) keeps containerd down for --long-downtime ms: longer than the Go
 // shim's ~21 s of retries, so io.containerd.runc.v2 is expected to lose those exit events.
 // Exit code 1 when tsshim shows any problem (runc.v2's figures are printed for comparison only).
-import { startContainerd, RUNC_RUNTIME, TSSHIM_RUNTIME } from '../e2e/harness';
-import { closeClients } from '../e2e/containerd-api';
-import { formatReport, runRestartScenario, type ScenarioReport, type ShimMode } from './restart-scenario';
+import { startContainerd, RUNC_RUNTIME, TSSHIM_RUNTIME } from '../support/harness';
+import { closeClients } from '../support/containerd-api';
+import { formatReport, runRestartScenario, type ScenarioReport, type ShimMode } from '../support/restart-scenario';
 
 interface Args {
   containers: number; cycles: number; runtimes: string[]; mode: ShimMode; downtime: number; longDowntime: number;

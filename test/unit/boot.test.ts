@@ -5,16 +5,17 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { codeCacheFile } from '../../src/shim/boot';
+import { codeCacheFile } from '../../src/daemon/boot';
 
-const shimDir = path.resolve(__dirname, '../../src/shim');
+const shimDir = path.resolve(__dirname, '../../src/daemon');
 
-test('boot: the cache file name depends on node version and flags', () => {
-  const a = codeCacheFile('/d', 'v20.0.0', ['--no-warnings']);
+test('boot: the cache file name depends on node version, flags and the bundle file', () => {
+  const a = codeCacheFile('/d', '1:2:3:4', 'v20.0.0', ['--no-warnings']);
   assert.equal(path.dirname(a), '/d');
-  assert.notEqual(a, codeCacheFile('/d', 'v20.0.0', ['--no-warnings', '--expose-gc']));
-  assert.notEqual(a, codeCacheFile('/d', 'v22.0.0', ['--no-warnings']));
-  assert.equal(a, codeCacheFile('/d', 'v20.0.0', ['--no-warnings']));
+  assert.notEqual(a, codeCacheFile('/d', '1:2:3:4', 'v20.0.0', ['--no-warnings', '--expose-gc']));
+  assert.notEqual(a, codeCacheFile('/d', '1:2:3:4', 'v22.0.0', ['--no-warnings']));
+  assert.notEqual(a, codeCacheFile('/d', '1:9:3:4', 'v20.0.0', ['--no-warnings']), 'another bundle file in its place');
+  assert.equal(a, codeCacheFile('/d', '1:2:3:4', 'v20.0.0', ['--no-warnings']));
 });
 
 test('boot: runs the bundle, writes its code cache once, and V8 accepts it next time', { skip: fs.existsSync(path.join(shimDir, 'bundle.js')) ? false : 'no bundle built' }, () => {
@@ -39,6 +40,31 @@ test('boot: runs the bundle, writes its code cache once, and V8 accepts it next 
     fs.writeFileSync(file, 'garbage');
     assert.equal(run('-id', 'x', 'delete').status, 1, 'a corrupt cache is only a slower start');
     assert.notEqual(fs.readFileSync(file, 'utf8'), 'garbage', 'and it is replaced');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('boot: a bundle replaced by another of the same length never runs with the old one\'s cache', { skip: fs.existsSync(path.join(shimDir, 'bundle.js')) ? false : 'no bundle built' }, () => {
+  // V8 checks a code cache against the source length only: the cache of the replaced build would
+  // be accepted, and its compiled functions would run instead of the new ones (seen as the old
+  // behaviour after an upgrade that changed one character).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-boot-'));
+  try {
+    for (const f of ['boot.js', 'code-cache.js', 'entry.js']) fs.copyFileSync(path.join(shimDir, f), path.join(dir, f));
+    const bundle = path.join(dir, 'bundle.js');
+    const write = (text: string) => {
+      fs.writeFileSync(`${bundle}.new`, text);
+      fs.renameSync(`${bundle}.new`, bundle); // as a rebuild or npm install: a new file
+    };
+    const program = (word: string) => `(function ${word}() { process.stdout.write('${word}'); })();\n`;
+    const run = () => spawnSync(process.execPath, ['--no-warnings', path.join(dir, 'boot.js')], { encoding: 'utf8', cwd: dir });
+    write(program('alpha'));
+    assert.equal(run().stdout, 'alpha');
+    assert.equal(fs.readdirSync(dir).filter((f) => f.endsWith('.v8cache')).length, 1, 'the first run wrote a cache');
+    assert.equal(run().stdout, 'alpha', 'and the next one runs with it');
+    write(program('omega'));
+    assert.equal(run().stdout, 'omega');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -10,7 +10,7 @@ import { RUNTIME_NAME } from '../../src/shim/address';
 import { VERSION } from '../../src/shim/version';
 import { containerd, google } from '../../src/gen/proto';
 
-const MAIN = path.join(__dirname, '..', '..', 'src', 'shim', 'main.js');
+const MAIN = path.join(__dirname, '..', '..', 'src', 'daemon', 'main.js');
 const runcOptions = (o: containerd.runc.v1.IOptions) =>
   Buffer.from(google.protobuf.Any.encode({ type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode(o).finish() }).finish());
 
@@ -66,7 +66,7 @@ test('-v prints name, version and revision and exits 0 without a namespace', () 
   const out = r.stdout.toString();
   assert.match(out, /^containerd-shim-tsshim-v2:\n/);
   assert.match(out, new RegExp(`\\n  Version: +${VERSION.replace(/\./g, '\\.')}\\n`));
-  assert.match(out, /\n  Revision: +\S+\n/);
+  assert.match(out, /\n {2}Revision: +\S+\n/);
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8'));
   assert.equal(VERSION, pkg.version);
   assert.equal(spawnSync(process.execPath, [MAIN, '--version']).stdout.toString(), out);

@@ -9,8 +9,10 @@ import {
 } from '../../src/shim/bootstrap';
 import { KNOWN_OPTION_TYPES, decodeOptions } from '../../src/task/options';
 import { startOptions } from '../../src/shim/start-options';
+import { readConfig } from '../../src/shim/config';
 import { parseFlags } from '../../src/shim/flags';
 import { containerd, google } from '../../src/gen/proto';
+import { Writer } from 'protobufjs/minimal';
 
 const boot = containerd.runtime.bootstrap.v1;
 const ADDR = 'unix:///run/containerd/s/0123456789abcdef';
@@ -96,7 +98,6 @@ test('identity must match the flags exactly; empty and garbage stdin are not Boo
 });
 
 test('older upstream revisions: string log_level and unknown fields are tolerated', () => {
-  const { Writer } = require('protobufjs/minimal');
   const w = Writer.create();
   w.uint32(10).string('c1').uint32(18).string('default').uint32(26).string('debug');
   w.uint32(99 << 3 | 0).uint64(7); // a field from a newer containerd
@@ -124,7 +125,7 @@ test('readStartRequest picks the generation and hands the options Any to startOp
   assert.equal(r23.generation, 'protobuf', '2.3+ also sets the 1.7 variables; stdin decides');
   assert.deepEqual(r23.options, anyBytes, 'the extension is passed through byte for byte');
   const fl = { ...parseFlags(['-namespace', 'default', '-id', 'c1', 'start']) };
-  assert.equal(startOptions(r23.options, fl).shimCgroup, '/tsshim-test');
+  assert.equal(startOptions(r23.options, fl, readConfig({})).shimCgroup, '/tsshim-test');
   assert.equal(decodeOptions(google.protobuf.Any.decode(r23.options)).binaryName, 'crun');
 
   const r23none = readStartRequest(v23Params(), env17, flags);

@@ -5,19 +5,14 @@ import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, fstatSync, promises as fsp, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../src/shim/sys';
+import { eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../src/sys/libc';
 import { cgroupForPid } from '../../src/task/cgroups/discovery';
 import { EventfdReader, type EventfdMode } from '../../src/task/cgroups/eventfd-reader';
 import { OomWatcher } from '../../src/task/cgroups/oom';
+import { rmdirRetry } from '../support/cgroup';
+import { sleep, until } from '../support/wait';
 
 const V2_FIXTURE = resolve(__dirname, '../../../test/fixtures/cgroup-v2/default/ctr1');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  for (const end = Date.now() + ms; !cond(); await sleep(10)) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-  }
-}
 
 function signal(fd: number, n: bigint): void {
   const b = Buffer.alloc(8);
@@ -32,10 +27,10 @@ for (const mode of ['stream', 'poll'] as EventfdMode[]) {
     const r = new EventfdReader(fd, (n) => got.push(n), mode);
     assert.equal(r.mode, mode);
     signal(fd, 1n);
-    await until(() => got.length === 1, 2000, 'first signal');
+    await until(() => got.length === 1, 'first signal', { timeoutMs: 2000, everyMs: 10 });
     signal(fd, 2n);
     signal(fd, 3n); // not read in between: the kernel sums them
-    await until(() => got.length === 2, 2000, 'second signal');
+    await until(() => got.length === 2, 'second signal', { timeoutMs: 2000, everyMs: 10 });
     assert.deepEqual(got, [1n, 5n]);
     r.close();
     await sleep(20);
@@ -75,7 +70,7 @@ test('v2: oom_kill increases in memory.events fire once each; populated 0 stops 
     await w.add('c2', { version: 2, dir });
     await fsp.appendFile(join(dir, 'memory.events'), ''); // touch without change: oom_kill 2 > 0 counts (containerd starts at 0)
     await fsp.writeFile(join(dir, 'memory.events'), events(3));
-    await until(() => fired.length >= 1, 3000, 'first OOM');
+    await until(() => fired.length >= 1, 'first OOM', { timeoutMs: 3000, everyMs: 10 });
     await sleep(100);
     const afterFirst = fired.length;
     assert.ok(afterFirst >= 1 && afterFirst <= 2);
@@ -83,10 +78,10 @@ test('v2: oom_kill increases in memory.events fire once each; populated 0 stops 
     await sleep(200);
     assert.equal(fired.length, afterFirst, 'no event without an oom_kill increase');
     await fsp.writeFile(join(dir, 'memory.events'), events(4, 5));
-    await until(() => fired.length === afterFirst + 1, 3000, 'second OOM');
+    await until(() => fired.length === afterFirst + 1, 'second OOM', { timeoutMs: 3000, everyMs: 10 });
     assert.ok(fired.every((id) => id === 'c2'));
     await fsp.writeFile(join(dir, 'cgroup.events'), 'populated 0\nfrozen 0\n');
-    await until(() => !w.has('c2'), 3000, 'watch to stop');
+    await until(() => !w.has('c2'), 'watch to stop', { timeoutMs: 3000, everyMs: 10 });
     await fsp.writeFile(join(dir, 'memory.events'), events(9));
     await sleep(200);
     assert.equal(fired.length, afterFirst + 1, 'nothing after the watch stopped');
@@ -110,7 +105,7 @@ test('v2: exactly one event per increase, and flush() reads a change inotify has
     await sleep(200); // the queued inotify event re-reads: same counter, no second event
     assert.deepEqual(fired, ['c3']);
     await fsp.rm(join(dir, 'memory.events'));
-    await until(() => !w.has('c3'), 3000, 'watch to stop when memory.events vanishes');
+    await until(() => !w.has('c3'), 'watch to stop when memory.events vanishes', { timeoutMs: 3000, everyMs: 10 });
     assert.deepEqual(fired, ['c3']);
   } finally {
     w.close();
@@ -148,14 +143,14 @@ for (const mode of ['stream', 'poll'] as EventfdMode[]) {
         await w.add('ctr-oom', { version: 1, paths: { memory: dir } });
         child.stdin!.write('go\n');
         assert.equal(await exited, 'SIGKILL', 'the OOM killer ended the child');
-        await until(() => fired.length >= 1, 5000, 'OOM event');
+        await until(() => fired.length >= 1, 'OOM event', { timeoutMs: 5000, everyMs: 10 });
         assert.deepEqual([...new Set(fired)], ['ctr-oom']);
         const oomControl = await fsp.readFile(join(dir, 'memory.oom_control'), 'utf8');
         assert.match(oomControl, /oom_kill [1-9]/);
         const count = fired.length;
 
         await rmdirRetry(dir); // the kernel signals the eventfd on removal: not an OOM
-        await until(() => !w.has('ctr-oom'), 5000, 'unregistration after rmdir');
+        await until(() => !w.has('ctr-oom'), 'unregistration after rmdir', { timeoutMs: 5000, everyMs: 10 });
         assert.equal(fired.length, count, 'removal produced no OOM event');
       } finally {
         w.close();
@@ -185,19 +180,6 @@ test('live v1: remove() stops notifications before the cgroup goes away', { skip
   }
 });
 
-async function rmdirRetry(dir: string): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await fsp.rmdir(dir);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || i >= 100) throw err;
-      await sleep(20);
-    }
-  }
-}
 
 test('v2: remove() right after add() leaves nothing watching', async () => {
   const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));

@@ -9,6 +9,7 @@ import { CgroupNotFoundError } from '../../src/task/cgroups/errors';
 import { collectMetrics, METRICS_V1_TYPE_URL } from '../../src/task/cgroups/metrics';
 import { hugePageSizeName, type MetricsV1 } from '../../src/task/cgroups/stats-v1';
 import { u64ToBigInt, type U64 } from '../../src/task/cgroups/u64';
+import { rmdirRetry } from '../support/cgroup';
 
 const FIX = resolve(__dirname, '../../../test/fixtures/cgroup-v1');
 const ROOT = join(FIX, 'sys/fs/cgroup');
@@ -191,16 +192,3 @@ test('live v1: a busy child moved into fresh cgroups reports sensible numbers', 
   }
 });
 
-async function rmdirRetry(dir: string): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await fsp.rmdir(dir);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || i >= 50) throw err;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}

@@ -11,8 +11,8 @@ import { humanBytes, humanDuration, humanPercent } from '../../src/cli/units';
 import { candidateSockets } from '../../src/cli/discover';
 import { formatTable } from '../../src/cli/table';
 import type { CliContext } from '../../src/cli/io';
-import { startMetricsEndpoint } from '../../src/shim/metrics';
-import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir } from './shim-service-fixture.test';
+import { startMetricsEndpoint } from '../../src/diag/metrics';
+import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir } from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-cli-');
 const sockets = tmp.path('s');
@@ -21,18 +21,20 @@ const shimB = path.join(sockets, 'bbbb');   // tsshim with api
 const runcLike = path.join(sockets, 'cccc'); // answers Unimplemented for tsshim.v1.Shim
 const dead = path.join(sockets, 'dddd');     // socket file, nobody listening
 const servers: Server[] = [];
-let metricsEndpoint: { close(): void };
+let metricsEndpoint: { socket: string; close(): void };
+const daemonA = fakeDaemon();
 
 before(async () => {
   fs.mkdirSync(sockets);
-  servers.push(await serveShim(shimA, fakeDaemon()));
+  servers.push(await serveShim(shimA, daemonA));
   servers.push(await serveShim(shimB, fakeDaemon([
     fakeContainer({ namespace: 'default', id: 'api', pid: process.pid, state: 'created', createdAt: new Date(Date.now() - 3_700_000) }),
   ])));
   servers.push(await serveForeignAndDeadSockets(runcLike, dead, tmp.dir));
   fs.writeFileSync(path.join(sockets, 'not-a-socket'), 'x');
-  // Inspect of any in-process shim reports this endpoint (one per process).
+  // Inspect of shim A reports this endpoint.
   metricsEndpoint = await startMetricsEndpoint(tmp.path('m/aaaa.metrics.sock'), fakeDaemon());
+  daemonA.metricsSocket = metricsEndpoint.socket;
 });
 
 after(async () => {
@@ -105,7 +107,8 @@ test('ps: a table of the tsshim shims only, with shim pid and uptime', async () 
   const rows = lines.slice(1).map(cells);
   assert.deepEqual(rows.map((x) => x[1]), ['api', 'old', 'web', 'db'], 'sorted by namespace, then id');
   const web = rows.find((x) => x[1] === 'web')!;
-  assert.deepEqual(web, ['default', 'web', String(process.pid), 'running', '1m5s', '1', String(process.pid)]);
+  assert.deepEqual(web.slice(0, 7), ['default', 'web', String(process.pid), 'running', '1m5s', '1', String(process.pid)]);
+  assert.match(web[7], /^\d+\.\d+\.\d+\S* \(\S+\)$/, 'the shim version (and revision)');
   assert.deepEqual(rows.find((x) => x[1] === 'api')!.slice(3, 5), ['created', '1h1m']);
   assert.deepEqual(rows.find((x) => x[1] === 'old')!.slice(2, 5), ['4000000', 'stopped', '-']);
   assert.equal(rows.find((x) => x[1] === 'db')![3], 'pausing');
@@ -187,10 +190,12 @@ test('metrics: by metrics socket, by shim socket (via Inspect), by id', async ()
     assert.match(r.out, /\ntsshim_rpc_duration_seconds_count\{method="Create"\} 2\n/);
   }
   metricsEndpoint.close();
+  daemonA.metricsSocket = null;
   const off = await cli(['metrics', shimA]);
   assert.equal(off.code, 1);
   assert.match(off.err, /TSSHIM_METRICS_DIR/);
   metricsEndpoint = await startMetricsEndpoint(tmp.path('m/aaaa.metrics.sock'), fakeDaemon());
+  daemonA.metricsSocket = metricsEndpoint.socket;
 });
 
 test('usage errors exit 2 with the usage text', async () => {

@@ -10,9 +10,10 @@ import * as path from 'node:path';
 import { containerd, google } from '../../src/gen/proto';
 import { decodeOptions, KNOWN_OPTION_TYPES } from '../../src/task/options';
 import { startOptions } from '../../src/shim/start-options';
+import { readConfig } from '../../src/shim/config';
 import { groupKey, GROUP_ANNOTATIONS } from '../../src/shim/address';
 import { parseFlags } from '../../src/shim/flags';
-import { BundleLogSink } from '../../src/shim/logger';
+import { BundleLogSink } from '../../src/sys/logger';
 import { splitCmdline } from '../../src/shim/proc-title';
 import { ExecProcess } from '../../src/task/process';
 import type { ProcessIO } from '../../src/task/io';
@@ -50,7 +51,8 @@ test('legacy containerd.linux.runc.RuncOptions: runtime binary, root, criu, syst
 test('start options (Node start and spares call the same function): shim_cgroup of the legacy message', () => {
   const any = google.protobuf.Any.encode(legacyCreateOptions({ shim_cgroup: '/pod-a', io_uid: 1 })).finish();
   const flags = parseFlags(['-namespace', 'n', '-id', 'c', '-address', '/a', 'start']);
-  assert.deepEqual(startOptions(Buffer.from(any), flags), { perNode: false, shimCgroup: '/pod-a' });
+  assert.deepEqual(startOptions(Buffer.from(any), flags, readConfig({})), { perNode: false, shimCgroup: '/pod-a' });
+  assert.deepEqual(startOptions(Buffer.from(any), flags, readConfig({ TSSHIM_PER_NODE: '1' })), { perNode: true, shimCgroup: '/pod-a' });
 });
 
 test('group key: the runc shim annotation groups like ours, after ours and before the CRI sandbox id', () => {
@@ -152,7 +154,7 @@ test('process argv: a node process rewrites its /proc cmdline as NUL-separated G
 });
 
 test('containerd-shim-tsshim-v2 -h / -help: usage on stdout, exit 0; an unknown flag: exit 2', () => {
-  const main = path.join(repo, 'dist/src/shim/main.js');
+  const main = path.join(repo, 'dist/src/daemon/main.js');
   for (const flag of ['-h', '--help', '-help']) {
     const r = spawnSync(process.execPath, [main, flag], { encoding: 'utf8' });
     assert.equal(r.status, 0, `${flag}: ${r.stderr}`);

@@ -6,13 +6,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Reaper, type Exit } from '../../src/shim/reaper';
-import { pidfdOpen, pidfdSendSignal, close as closeFd, SysError } from '../../src/shim/sys';
+import { Reaper, type Exit } from '../../src/sys/reaper';
+import { pidfdOpen, pidfdSendSignal, close as closeFd, SysError } from '../../src/sys/libc';
 import { TaskService, STATUS } from '../../src/task/service';
 import { TaskEvents } from '../../src/task/events';
 import { Publisher } from '../../src/shim/publisher';
-import { nullLogger } from '../../src/shim/logger';
-import { Code, TtrpcError } from '../../src/ttrpc';
+import { nullLogger } from '../../src/sys/logger';
+import { Code } from '../../src/ttrpc';
+import { rpcError } from '../../src/task/rpc';
 
 // Runs of the fake runtime below go through the real reaper (libuv owns them); no subreaper here.
 Reaper.instance({ subreaper: false });
@@ -63,7 +64,7 @@ function alive(pid: number): boolean {
 async function serviceWithExec(execPid: number) {
   const reaper = new FakeReaper();
   const service = new TaskService({
-    events: new TaskEvents(new Publisher(null)), reaper: reaper as unknown as Reaper, log: nullLogger, shimPid: process.pid, onEmpty: () => {},
+    events: new TaskEvents(new Publisher(null)), exits: reaper, runner: Reaper.instance(), log: nullLogger, shimPid: process.pid, onEmpty: () => {},
   });
   const bundle = fs.mkdtempSync(path.join(dir, 'bundle-'));
   fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ linux: { namespaces: [{ type: 'pid' }] } }));
@@ -97,7 +98,7 @@ test('Kill after the exit is known never signals the pid (which the kernel may h
   const stranger = sleeper();
   const { service, reaper } = await serviceWithExec(stranger.pid!);
   reaper.emit(stranger.pid!, 0);
-  await assert.rejects(service.kill('ns', 'c1', 'e1', 9, false), (e: unknown) => e instanceof TtrpcError && e.code === Code.NOT_FOUND);
+  await assert.rejects(service.kill('ns', 'c1', 'e1', 9, false), (e: unknown) => rpcError(e).code === Code.NOT_FOUND);
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(alive(stranger.pid!), 'the process that got the pid was not signalled');
 });

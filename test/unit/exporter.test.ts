@@ -14,7 +14,7 @@ import { Exposition, formatLabels } from '../../src/cli/exporter-text';
 import { Exporter, handler, isLoopback, parseListen, repeatedFlag } from '../../src/cli/exporter';
 import { mapLimit } from '../../src/cli/exporter-scrape';
 import { UsageError } from '../../src/cli/args';
-import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir, MiB } from './shim-service-fixture.test';
+import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir, MiB } from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-exp-');
 const sockets = tmp.path('s');

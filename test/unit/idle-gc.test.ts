@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { IdleCollector } from '../../src/shim/idle-gc';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../support/wait';
 
 test('idle collector: one collection once calls stop, none while they go on', async () => {
   let runs = 0;

@@ -8,11 +8,12 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { noFdLeak } from '../support/proc';
+import { sleep } from '../support/wait';
 import { createProcessIO, type ProcessIO } from '../../src/task/io';
 
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
 const NS = 'unit-ns';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const FAKE_RUNC = `
 import fcntl, os, socket, subprocess, sys, termios
@@ -33,16 +34,7 @@ os.close(master)
 print(p.pid, flush=True)
 `;
 
-function openFds(): string[] {
-  return fs.readdirSync('/proc/self/fd').sort();
-}
 
-async function noFdLeak(fn: () => Promise<void>): Promise<void> {
-  const before = openFds();
-  await fn();
-  for (let i = 0; i < 50 && openFds().length !== before.length; i++) await sleep(20);
-  assert.deepEqual(openFds(), before, 'file descriptors leaked');
-}
 
 function setup(): { dir: string; helper: string; fifo: (n: string) => string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-tty-'));

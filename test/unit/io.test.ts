@@ -9,9 +9,11 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { noFdLeak } from '../support/proc';
+import { sleep } from '../support/wait';
 import { createProcessIO, parseOutputTarget, StdioUriError, type IoLog, type ProcessIO } from '../../src/task/io';
 import { pump } from '../../src/task/io/pump';
-import * as sys from '../../src/shim/sys';
+import * as sys from '../../src/sys/libc';
 
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
 const NS = 'unit-ns';
@@ -28,20 +30,8 @@ function mkfifos(dir: string, ...names: string[]): string[] {
   });
 }
 
-function openFds(): string[] {
-  return fs.readdirSync('/proc/self/fd').sort();
-}
 
-/** Runs fn and asserts the process holds the same fds afterwards. */
-async function noFdLeak(fn: () => Promise<void>): Promise<void> {
-  const before = openFds();
-  await fn();
-  // sockets close on the next turns of the loop
-  for (let i = 0; i < 50 && openFds().length !== before.length; i++) await sleep(20);
-  assert.deepEqual(openFds(), before, 'file descriptors leaked');
-}
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** What containerd does with a stdout/stderr FIFO: open it for reading and collect to EOF. */
 function readFifo(p: string): { sock: net.Socket; chunks: Buffer[]; done: Promise<Buffer> } {

@@ -7,15 +7,16 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import {
-  startMetricsEndpoint, startMetricsFromEnv, metricsSocketPath, activeMetricsSocket, renderMetrics,
-} from '../../src/shim/metrics';
+  startMetricsEndpoint, startConfiguredMetrics, metricsSocketPath, renderMetrics,
+} from '../../src/diag/metrics';
 import { httpGetUnix } from '../../src/cli/http';
-import { fakeDaemon, tempDir, type FakeDaemon } from './shim-service-fixture.test';
+import { readConfig } from '../../src/shim/config';
+import { fakeDaemon, tempDir, type FakeDaemon } from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-metrics-');
 const socket = tmp.path('m/shim.metrics.sock');
 let daemon: FakeDaemon;
-let endpoint: { close(): void };
+let endpoint: { socket: string; close(): void };
 
 before(async () => {
   daemon = fakeDaemon();
@@ -133,17 +134,17 @@ test('other paths are 404, other methods 405, HEAD has no body; the socket is 06
   assert.equal((await status('POST'))[0], 405);
   assert.deepEqual(await status('HEAD'), [200, '']);
   assert.equal(fs.statSync(socket).mode & 0o777, 0o600);
-  assert.equal(activeMetricsSocket(), socket);
+  assert.equal(endpoint.socket, socket);
 });
 
 test('socket placement: exact path, per-shim name in a dir, shortened when too long, off by default', () => {
   const shim = '/run/containerd/s/' + 'a'.repeat(64);
-  assert.equal(metricsSocketPath({}, shim), null);
-  assert.equal(metricsSocketPath({ TSSHIM_METRICS_SOCKET: '/x/m.sock', TSSHIM_METRICS_DIR: '/d' }, shim), '/x/m.sock');
-  assert.equal(metricsSocketPath({ TSSHIM_METRICS_DIR: '/run/tsshim/metrics' }, shim), `/run/tsshim/metrics/${'a'.repeat(64)}.metrics.sock`);
-  assert.equal(metricsSocketPath({ TSSHIM_METRICS_DIR: '/d' }, '', 42), '/d/pid-42.metrics.sock');
+  assert.equal(metricsSocketPath(readConfig({}), shim), null);
+  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_SOCKET: '/x/m.sock', TSSHIM_METRICS_DIR: '/d' }), shim), '/x/m.sock');
+  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: '/run/tsshim/metrics' }), shim), `/run/tsshim/metrics/${'a'.repeat(64)}.metrics.sock`);
+  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: '/d' }), '', 42), '/d/pid-42.metrics.sock');
   const deep = '/tmp/' + 'x'.repeat(40);
-  const p = metricsSocketPath({ TSSHIM_METRICS_DIR: deep }, shim)!;
+  const p = metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: deep }), shim)!;
   assert.ok(Buffer.byteLength(p) <= 107, `${p.length}: ${p}`);
   assert.match(path.basename(p), /^a{16,}\.metrics\.sock$/);
 });
@@ -167,14 +168,14 @@ test('a live socket is not taken over; a stale one is replaced; close removes it
   assert.equal(fs.existsSync(kept), false, 'close removes the socket file');
 });
 
-test('startMetricsFromEnv: null when off, null (and a warning) when the path cannot be used', async () => {
+test('startConfiguredMetrics: null when off, null (and a warning) when the path cannot be used', async () => {
   const warnings: string[] = [];
   const d = { ...fakeDaemon(), log: { info() {}, warn: (m: string) => { warnings.push(m); } } };
-  assert.equal(await startMetricsFromEnv(d, {}), null);
-  assert.equal(await startMetricsFromEnv(d, { TSSHIM_METRICS_SOCKET: socket }), null);
+  assert.equal(await startConfiguredMetrics(d, readConfig({})), null);
+  assert.equal(await startConfiguredMetrics(d, readConfig({ TSSHIM_METRICS_SOCKET: socket })), null);
   assert.deepEqual(warnings, ['metrics endpoint not started']);
   const dir = tmp.path('perdir');
-  const ep = await startMetricsFromEnv({ ...d, socket: '/run/containerd/s/feed' }, { TSSHIM_METRICS_DIR: dir });
+  const ep = await startConfiguredMetrics({ ...d, socket: '/run/containerd/s/feed' }, readConfig({ TSSHIM_METRICS_DIR: dir }));
   assert.ok(ep);
   assert.ok(fs.statSync(path.join(dir, 'feed.metrics.sock')).isSocket());
   ep.close();

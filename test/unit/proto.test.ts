@@ -304,8 +304,6 @@ function readFixture(name: string): Fixture {
   return { type, bytes: Buffer.concat(parts) };
 }
 
-const TEXT_ENCODE = (s: string): Uint8Array => Buffer.from(s, 'utf8');
-
 const FIXTURES: Record<string, { value: Record<string, unknown>; check?: (decoded: any) => void }> = {
   'state-response-not-exited.hex': {
     value: { exited_at: { seconds: -62135596800 } },

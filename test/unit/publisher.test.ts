@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Publisher, OutboxJournal, type EventSender } from '../../src/shim/publisher';
 import { containerd } from '../../src/gen/proto';
-import { createLogger } from '../../src/shim/logger';
+import { createLogger } from '../../src/sys/logger';
 
 class FakeContainerd implements EventSender {
   up = true;

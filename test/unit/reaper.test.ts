@@ -4,23 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { spawn as rawSpawn, spawnSync } from 'node:child_process';
-import { Reaper, ExitBuffer, RunTimeoutError } from '../../src/shim/reaper';
-import { processExists } from '../../src/shim/sys';
+import { Reaper, ExitBuffer, RunTimeoutError } from '../../src/sys/reaper';
+import { processExists } from '../../src/sys/libc';
+import { zombiesOf } from '../support/proc';
+import { sleep } from '../support/wait';
 
-const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
-
-/** Zombie children of `ppid` (state Z in /proc/<pid>/stat). */
-function zombiesOf(ppid: number): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try { stat = fs.readFileSync(`/proc/${name}/stat`, 'latin1'); } catch { continue; }
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (rest[0] === 'Z' && Number(rest[1]) === ppid) out.push(Number(name));
-  }
-  return out;
-}
 
 function resources(): string[] {
   return process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').sort();

@@ -7,8 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { RuncClient, RuncError, readPidFile, lastLogError } from '../../src/runc';
-import { Reaper, ExitBuffer } from '../../src/shim/reaper';
-import { pipe2, close } from '../../src/shim/sys';
+import { Reaper, ExitBuffer } from '../../src/sys/reaper';
+import { pipe2, close } from '../../src/sys/libc';
 
 function findFakeRunc(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
@@ -104,7 +104,7 @@ unitTest('optional global flags: --debug, --criu, --systemd-cgroup; no --root/--
   assert.deepEqual(a, ['--root', path.join(s.dir, 'root', 'default'), '--debug', '--log', s.log, '--log-format', 'json',
     '--criu', '/usr/sbin/criu', '--systemd-cgroup', 'start', 'x']);
   assert.deepEqual(b, ['start', 'y']);
-  const c = new RuncClient({ logDir: '/some/bundle' });
+  const c = new RuncClient({ logDir: '/some/bundle', runner: Reaper.instance({ subreaper: false }) });
   assert.deepEqual(c.globalArgs(), ['--log', '/some/bundle/log.json', '--log-format', 'json']);
 });
 
@@ -278,7 +278,7 @@ async function realRuncScenario(): Promise<unknown> {
   cfg.process.args = ['/bin/sleep', '60'];
   fs.writeFileSync(cfgPath, JSON.stringify(cfg));
   const id = `tsshim-unit-${process.pid}`;
-  const runc = new RuncClient({ root: path.join(dir, 'state'), log: path.join(bundle, 'log.json'), timeoutMs: 30_000 });
+  const runc = new RuncClient({ root: path.join(dir, 'state'), log: path.join(bundle, 'log.json'), timeoutMs: 30_000, runner: Reaper.instance() });
   const result: Record<string, unknown> = {};
   const pidFile = path.join(bundle, 'init.pid');
   try {

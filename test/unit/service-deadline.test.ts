@@ -6,11 +6,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Reaper } from '../../src/shim/reaper';
+import { Reaper } from '../../src/sys/reaper';
 import { TaskService, STATUS } from '../../src/task/service';
 import { TaskEvents } from '../../src/task/events';
 import { Publisher } from '../../src/shim/publisher';
-import { nullLogger } from '../../src/shim/logger';
+import { nullLogger } from '../../src/sys/logger';
 import { containerd } from '../../src/gen/proto';
 
 Reaper.instance({ subreaper: false });
@@ -43,7 +43,7 @@ exit 0
 
 test('pause, resume and update honour the request deadline: the hung runtime is named, the call fails, the shim goes on', async () => {
   const service = new TaskService({
-    events: new TaskEvents(new Publisher(null)), reaper: { subscribe: () => () => {} } as unknown as Reaper, log: nullLogger,
+    events: new TaskEvents(new Publisher(null)), exits: { subscribe: () => () => {} }, runner: Reaper.instance(), log: nullLogger,
     shimPid: process.pid, onEmpty: () => {},
   });
   const bundle = fs.mkdtempSync(path.join(dir, 'bundle-'));

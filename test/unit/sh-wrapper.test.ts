@@ -8,7 +8,8 @@ import * as net from 'node:net';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { groupKey, isValidIdentifier, readAnnotations, shimPidFile, socketPath } from '../../src/shim/address';
+import { groupKey, readAnnotations, shimPidFile, socketPath } from '../../src/shim/address';
+import { isValidIdentifier } from '../../src/sys/identifiers';
 import { sparePool } from '../../src/shim/spare';
 
 const wrapper = path.resolve(__dirname, '../../../bin/containerd-shim-tsshim-v2');
@@ -212,11 +213,11 @@ interface Install { root: string; bin: string; run(args: string[], opts: { cwd: 
 function fakeInstall(): Install {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-install-'));
   fs.mkdirSync(path.join(root, 'bin'));
-  fs.mkdirSync(path.join(root, 'dist/src/shim'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'dist/src/daemon'), { recursive: true });
   const bin = path.join(root, 'bin/containerd-shim-tsshim-v2');
   fs.copyFileSync(wrapper, bin);
   fs.chmodSync(bin, 0o755);
-  fs.writeFileSync(path.join(root, 'dist/src/shim/boot.js'),
+  fs.writeFileSync(path.join(root, 'dist/src/daemon/boot.js'),
     "process.stdout.write('NODE-DECIDES stdin=' + require('fs').readFileSync(0, 'utf8'));\n");
   return {
     root, bin,

@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
 
 if (process.env.PEEK_SCENARIO) {
   // Runs in a child process: making the test runner a subreaper would adopt its orphans.
-  const sys = require('../../src/shim/sys') as typeof import('../../src/shim/sys');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- only the child loads sys
+  const sys = require('../../src/sys/libc') as typeof import('../../src/sys/libc');
   sys.setChildSubreaper();
   const before = sys.peekExitedChild();
   const r = spawnSync('/bin/sh', ['-c', '(sleep 0.2; exit 5) & echo $!'], { encoding: 'utf8' });

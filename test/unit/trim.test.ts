@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { parseSmaps, trimmable, trimEnabled } from '../../src/shim/trim';
+import { parseSmaps, trimmable } from '../../src/shim/trim';
+import { readConfig } from '../../src/shim/config';
 
 const SMAPS = `55d0c0000000-55d0c2000000 r-xp 00000000 08:01 123 /usr/bin/node
 Rss:                9000 kB
@@ -31,8 +32,8 @@ test('trim: only private, read-only, file-backed mappings without copy-on-write 
     'r-xp /usr/bin/node', // text
     'r--p /usr/lib/x86_64-linux-gnu/libc.so.6',
   ]); // not: RELRO (anonymous pages), .data (writable), anon memory, shared mapping, [vdso]
-  assert.equal(trimEnabled({}), true);
-  assert.equal(trimEnabled({ TSSHIM_TRIM: '0' }), false);
+  assert.equal(readConfig({}).trim, true);
+  assert.equal(readConfig({ TSSHIM_TRIM: '0' }).trim, false);
 });
 
 test('trim: a real process sheds most of its RSS and keeps working', () => {

@@ -8,7 +8,7 @@ import { encodeFrame, FrameDecoder, MessageType } from '../../src/ttrpc/channel'
 import { decodeResponse, encodeRequest } from '../../src/ttrpc/codec';
 import { Client, Server, type ResourceLimits } from '../../src/ttrpc';
 import { FrameBatcher } from '../../src/ttrpc/frame-batcher';
-import { tempSocketDir } from '../fuzz/raw-peer';
+import { tempSocketDir } from '../support/raw-peer';
 
 const SVC = 'test.v1.Fair';
 const tmp = tempSocketDir('ttrpc-fair-');

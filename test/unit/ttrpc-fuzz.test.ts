@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { assertServerHealthy, fuzzDecoder, fuzzLive, fuzzServer } from '../fuzz/fuzz-target';
-import { tempSocketDir } from '../fuzz/raw-peer';
+import { assertServerHealthy, fuzzDecoder, fuzzLive, fuzzServer } from '../support/fuzz-target';
+import { tempSocketDir } from '../support/raw-peer';
 
 const SEED = Number(process.env.TTRPC_FUZZ_SEED ?? 20240611);
 

@@ -8,7 +8,7 @@ import { encodeFrame, MessageType } from '../../src/ttrpc/channel';
 import { decodeResponse, encodeRequest } from '../../src/ttrpc/codec';
 import { Client, Code, Server, TtrpcError, type ResourceLimits } from '../../src/ttrpc';
 import { Tally } from '../../src/ttrpc/limits';
-import { RawPeer, tempSocketDir } from '../fuzz/raw-peer';
+import { RawPeer, tempSocketDir } from '../support/raw-peer';
 
 const SVC = 'test.v1.Limits';
 const tmp = tempSocketDir('ttrpc-limits-');

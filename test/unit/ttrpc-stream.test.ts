@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Flags, MessageType } from '../../src/ttrpc/channel';
 import { decodeResponse, encodeRequest } from '../../src/ttrpc/codec';
 import { Client, Code, Server, TtrpcError } from '../../src/ttrpc';
-import { RawPeer, tempSocketDir } from '../fuzz/raw-peer';
+import { RawPeer, tempSocketDir } from '../support/raw-peer';
 
 const SVC = 'test.v1.Streams';
 const tmp = tempSocketDir();

@@ -7,7 +7,7 @@
 // non-blocking read on a timer (fs.readSync on an EFD_NONBLOCK fd returns EAGAIN immediately).
 import { readSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { close as closeFd } from '../../shim/sys';
+import { close as closeFd } from '../../sys/libc';
 
 export type EventfdMode = 'stream' | 'poll';
 

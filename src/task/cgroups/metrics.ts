@@ -5,9 +5,10 @@ import { CgroupNotFoundError } from './errors';
 import { exists } from './files';
 import { collectV1, type MetricsV1, type V1Options } from './stats-v1';
 import { collectV2, type MetricsV2 } from './stats-v2';
+import { TypeUrl } from '../../types/typeurls';
 
-export const METRICS_V1_TYPE_URL = 'io.containerd.cgroups.v1.Metrics';
-export const METRICS_V2_TYPE_URL = 'io.containerd.cgroups.v2.Metrics';
+export const METRICS_V1_TYPE_URL = TypeUrl.CgroupsV1Metrics;
+export const METRICS_V2_TYPE_URL = TypeUrl.CgroupsV2Metrics;
 
 export type CollectedMetrics =
   | { typeUrl: typeof METRICS_V1_TYPE_URL; metrics: MetricsV1 }
@@ -32,7 +33,7 @@ interface MessageType { create(o: object): object; encode(m: object): { finish()
 let protoRoot: Record<string, unknown> | undefined;
 function metricsType(typeUrl: string): MessageType {
   // Loaded on first use: a process that never serves Stats should not pay for it.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, see above
   protoRoot ??= require('../../gen/proto') as Record<string, unknown>;
   let node: unknown = protoRoot;
   for (const part of typeUrl.split('.')) node = (node as Record<string, unknown> | undefined)?.[part];

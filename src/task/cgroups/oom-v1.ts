@@ -3,7 +3,7 @@
 // signal is checked against the cgroup's existence before it is reported.
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { close as closeFd, eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../shim/sys';
+import { close as closeFd, eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../sys/libc';
 import { exists } from './files';
 import { EventfdReader, type EventfdMode } from './eventfd-reader';
 

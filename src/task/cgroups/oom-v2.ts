@@ -80,6 +80,7 @@ export class V2OomWatch {
     while (this.running) await this.running;
     if (this.closed) return;
     this.schedule();
+    // eslint-disable-next-line @typescript-eslint/await-thenable -- schedule() set this.running; TS keeps the loop's narrowing
     while (this.running) await this.running;
   }
 

@@ -4,56 +4,12 @@
 import * as fs from 'node:fs';
 import type { Writable } from 'node:stream';
 import type * as net from 'node:net';
-import { processExists, kill } from '../../shim/sys';
+import { processExists, kill } from '../../sys/libc';
 import { socketOnFd } from './fds';
 import type { PumpControl } from './pump';
+import type { CopyState, DestinationState, IoHandover, IoState } from './handover-state';
 
-/** Where a copy writes: a pipe or FIFO (net.Socket), a file (append), or nowhere. */
-export type DestinationState = { kind: 'socket'; fd: number } | { kind: 'file'; fd: number } | { kind: 'discard' };
-
-export interface CopyState {
-  name: string;
-  /** The source ended before the upgrade: nothing of this copy is left. */
-  done: boolean;
-  srcFd: number;
-  dst: DestinationState;
-  /** Read from the source, never written (base64). */
-  pending: string;
-  /** The destination had failed: what is read is dropped. */
-  dropping: boolean;
-  /** An extra FIFO reader held open by the shim, closed after the copy (output FIFOs). */
-  keepReaderFd?: number;
-}
-
-export interface PipeIoState {
-  kind: 'pipe';
-  copies: CopyState[];
-  stdin: (CopyState & { keepAliveFd?: number }) | null;
-  loggerPid?: number;
-}
-
-export interface TerminalIoState {
-  kind: 'terminal';
-  masterFd: number;
-  /** The console copy (master -> stdout); its srcFd is the duplicate of the master the socket owns. */
-  console: CopyState;
-  stdin: (CopyState & { keepAliveFd?: number }) | null;
-  loggerPid?: number;
-}
-
-export type IoState = PipeIoState | TerminalIoState;
-
-/** The hand-over controls of one ProcessIO (all its copies at once). */
-export interface IoHandover {
-  /** Stop reading every source now. */
-  pause(): void;
-  /** Undo pause() (the upgrade was given up before anything was detached). */
-  resume(): void;
-  /** Every destination took all it was given. */
-  flushed(): boolean;
-  /** Leave every fd open for the next process; the IO object is dead afterwards. */
-  detach(): IoState;
-}
+export type { DestinationState, CopyState, PipeIoState, TerminalIoState, IoState, IoHandover } from './handover-state';
 
 export function fdOfStream(s: net.Socket | fs.WriteStream | Writable): number {
   const ws = s as unknown as { fd?: unknown; _handle?: { fd?: number } };

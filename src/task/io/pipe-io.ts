@@ -1,10 +1,10 @@
-// Non-terminal IO (runc-and-io.md §3): the container gets real pipes (pipe2, never socketpairs, so
+// Non-terminal IO (as containerd-shim-runc-v2's pkg/process/io.go does it): the container gets real pipes (pipe2, never socketpairs, so
 // opening /dev/stdout inside the container works); the shim copies between them and containerd's
 // FIFOs, a file, or hands them to a logging binary.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Writable } from 'node:stream';
-import * as sys from '../../shim/sys';
+import { Writable } from 'node:stream';
+import * as sys from '../../sys/libc';
 import { BinaryLogger } from './binary-logger';
 import { isFifo, isFifoSync, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
 import { pump, type PumpControl, type PumpResult } from './pump';
@@ -251,7 +251,7 @@ export class PipeProcessIO implements ProcessIO {
         if (keep !== undefined) io.res.fd(keep);
         d = { dst, shared: false, state: c.dst, keepReaderFd: keep, afterCopy: keep === undefined ? undefined : () => io.res.closeFd(keep) };
       } else {
-        d = { dst: new (require('node:stream').Writable)({ write: (_c: unknown, _e: unknown, cb: () => void) => cb() }), shared: false, state: { kind: 'discard' } };
+        d = { dst: new Writable({ write: (_c, _e, cb) => cb() }), shared: false, state: { kind: 'discard' } };
       }
       io.startCopy(c.name, c.srcFd, d, Buffer.from(c.pending, 'base64'));
     }

@@ -1,12 +1,11 @@
-// Terminal mode (runc-and-io.md §4): runc creates the pty in the container and sends us the master
+// Terminal mode (as containerd-shim-runc-v2 runs it, with runc's --console-socket): runc creates the pty in the container and sends us the master
 // over a console socket; we copy master -> stdout and stdin -> master.
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { Writable } from 'node:stream';
-import * as sys from '../../shim/sys';
+import * as sys from '../../sys/libc';
 import { BinaryLogger } from './binary-logger';
 import { ConsoleSocket } from './console-socket';
-import { dupCloexec } from './dup';
 import { closeFdQuietly, openInputFifo, openOutputFifo, socketOnFd, socketOnPtyMaster } from './fds';
 import { pump, type PumpControl } from './pump';
 import {
@@ -118,7 +117,7 @@ export class TerminalProcessIO implements ProcessIO {
     // gone), and the master itself must stay open until the exit has been processed.
     let dupFd: number;
     try {
-      dupFd = dupCloexec(master);
+      dupFd = sys.dupCloexec(master);
     } catch (err) {
       this.closeMaster();
       throw err;
@@ -226,6 +225,8 @@ export class TerminalProcessIO implements ProcessIO {
       const n = fs.readSync(this.masterFd, this.readBuf, 0, this.readBuf.length, null);
       return n > 0 ? Buffer.from(this.readBuf.subarray(0, n)) : null;
     } catch {
+      // EAGAIN (nothing yet) or EIO (the slave side closed): both mean no output now, the
+      // copier's end-of-output handling takes it from there.
       return null;
     }
   }

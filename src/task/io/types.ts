@@ -1,6 +1,7 @@
 // Public shapes of the container IO module (src/task/io). The Task service builds one ProcessIO per
 // init or exec process and drives it around the runc invocation.
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import type { IoHandover } from './handover-state';
 
 /** The four stdio fields of CreateTaskRequest / ExecProcessRequest. Empty string = stream unused. */
 export interface StdioConfig {
@@ -69,5 +70,5 @@ export interface ProcessIO {
   /** Releases everything: fifos, pipes, console, logging binary (SIGTERM, 12 s, SIGKILL). Idempotent. */
   close(): Promise<void>;
   /** In-place upgrade: the controls to hand this IO to the next process, or why it cannot be now. */
-  handover?(): import('./handover').IoHandover | string;
+  handover?(): IoHandover | string;
 }

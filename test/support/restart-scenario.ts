@@ -8,12 +8,13 @@
 // rest are killed and deleted and nothing may be left: shims, zombies, mounts, sockets, outboxes.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { TSSHIM_RUNTIME, type Containerd } from '../e2e/harness';
-import { closeClients, collectEvents, getTask, type ContainerdEvent, type EventCollector } from '../e2e/containerd-api';
-import { ensureBusyboxImage } from '../e2e/rootfs';
+import { TSSHIM_RUNTIME, type Containerd } from './harness';
+import { closeClients, collectEvents, getTask, type ContainerdEvent, type EventCollector } from './containerd-api';
+import { ensureBusyboxImage } from './rootfs';
 import { EventGate } from './event-gate';
 import { daemonShims, spareShims } from './containers';
-import { Random, mountsUnder, processAlive, readBundleFile, sampleShim, sleep, until, zombiesOf, listDir } from './probes';
+import { Random, mountsUnder, pidAlive, readBundleFile, sampleShim, zombiesOf, listDir } from './proc';
+import { sleep, until } from './wait';
 
 export type ShimMode = 'single' | 'group' | 'per-node';
 
@@ -204,7 +205,7 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     // The exits happen (and are reaped by the shim) during the downtime, not after the restart.
     for (const b of victims) {
       try {
-        await until(() => !processAlive(b.pid), `${b.id} (pid ${b.pid}) to exit`, 10_000);
+        await until(() => !pidAlive(b.pid), `${b.id} (pid ${b.pid}) to exit`, 10_000);
         if (o.runtime === TSSHIM_RUNTIME) await until(() => fs.existsSync(path.join(b.bundle, 'init.exit')), `${b.id} init.exit`, 5000);
       } catch (e) { problem(`cycle ${cycle}: ${(e as Error).message}`); }
     }
@@ -330,7 +331,7 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     const served = new Set(boxes.map((b) => b.socket));
     for (const pid of daemonShims(c)) {
       process.kill(pid, 'SIGTERM');
-      try { await until(() => !processAlive(pid), `per-node shim ${pid} to stop on SIGTERM`, 10_000); } catch (e) { problem((e as Error).message); }
+      try { await until(() => !pidAlive(pid), `per-node shim ${pid} to stop on SIGTERM`, 10_000); } catch (e) { problem((e as Error).message); }
     }
     if (served.size !== 1) problem(`per-node containers were served by ${served.size} sockets`);
   }

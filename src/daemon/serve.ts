@@ -2,28 +2,28 @@
 // on the socket `start` handed over as fd 3, publishes events, exits after the last Shutdown.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
-import type { ShimFlags } from './flags';
-import { BundleLogSink, createLogger, type Logger } from './logger';
-import { setShimArgv } from './proc-title';
-import { setChildSubreaper } from './sys';
-import { Reaper } from './reaper';
-import { OutboxJournal, Publisher, TtrpcEventSender } from './publisher';
+import type { ShimFlags } from '../shim/flags';
+import { BundleLogSink, createLogger, type Logger } from '../sys/logger';
+import { setShimArgv } from '../shim/proc-title';
+import { setChildSubreaper } from '../sys/libc';
+import { Reaper } from '../sys/reaper';
+import { OutboxJournal, Publisher, TtrpcEventSender } from '../shim/publisher';
 import { Server } from '../ttrpc';
 import { TaskService } from '../task/service';
 import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
-import { registerShimService } from '../task/shim-service';
-import { startMetricsFromEnv } from './metrics';
-import { IdleCollector } from './idle-gc';
+import { registerShimService } from '../diag/introspection';
+import { startConfiguredMetrics } from '../diag/metrics';
+import { daemonCollection, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
 import { SHIM_ENTRY } from './entry';
-import { PER_NODE_GROUP } from './start';
-import { ensureSpare, enterServing, leaveServing, sparePool, stopSpares, untrustedState } from './spare';
-import { SHIM_SERVICE } from '../task/shim-service';
+import { PER_NODE_GROUP } from '../shim/start';
+import { ensureSpare, enterServing, leaveServing, sparePool, stopSpares, untrustedState, type BoundSocket } from '../shim/spare';
+import { shimJournalFile, shimPidFile } from '../shim/address';
+import type { ShimConfig } from '../shim/config';
+import { SHIM_SERVICE } from '../diag/introspection';
 import { replayableCall, upgradeHandler } from '../upgrade/capture';
 import { fallBack, listenerFrom, pendingUpgrade, readState, restoreConnections, restoreTasks } from '../upgrade/restore';
 import type { UpgradeState } from '../upgrade/state';
-import { shimJournalFile, shimPidFile, STATE_DIR } from './address';
 
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
 const IDLE_EXIT_GRACE_MS = 1000;
@@ -38,12 +38,11 @@ export interface Daemon {
   namespace: string;
   group: string;
   idleGc: IdleCollector;
+  metricsSocket: string | null;
 }
 
-/** A socket the daemon was handed already bound (by a spare, src/shim/spare.ts). */
-export interface BoundSocket { server: net.Server; socket: string; group: string; /** what the spare could not take on from its start */ notes?: string[] }
 
-function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: string }> {
+function listenFrom(flags: ShimFlags, handedSocket: string): Promise<{ server: net.Server; socket: string }> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
@@ -51,7 +50,7 @@ function listenFrom(flags: ShimFlags): Promise<{ server: net.Server; socket: str
       fs.rmSync(flags.socket, { force: true });
       server.listen(flags.socket, () => resolve({ server, socket: flags.socket }));
     } else {
-      server.listen({ fd: 3 }, () => resolve({ server, socket: process.env.TSSHIM_SOCKET || '' }));
+      server.listen({ fd: 3 }, () => resolve({ server, socket: handedSocket }));
     }
   });
 }
@@ -61,9 +60,9 @@ function upgradeBundle(text: string | undefined): string | null {
   try { return JSON.parse(text).containers?.[0]?.bundle || null; } catch { return null; }
 }
 
-export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<void> {
+export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: BoundSocket): Promise<void> {
   // An in-place upgrade exec'd us with the previous program's state (src/upgrade/).
-  const upgrade = pendingUpgrade();
+  const upgrade = pendingUpgrade(config.upgradeStateFile);
   let startedAt = new Date();
   // Look like the Go shim in ps and /proc/<pid>/cmdline (NUL-separated arguments): operators and
   // tools search for this name and split it; bin/ sh checks that it starts with it (is_shim).
@@ -92,22 +91,27 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     startedAt = new Date(state.daemon.startedAt);
   }
   // Restored: the listener is taken over from its fd with the rest of the state, below.
-  let { server: netServer, socket } = state ? { server: null as unknown as net.Server, socket: state.daemon.socket } : bound ?? await listenFrom(flags);
-  const group = state?.daemon.group ?? bound?.group ?? (process.env.TSSHIM_GROUP || flags.id);
+  const listening = state
+    ? { server: null as unknown as net.Server, socket: state.daemon.socket }
+    : bound ?? await listenFrom(flags, config.handoff.socket);
+  let netServer = listening.server;
+  const socket = listening.socket;
+  const group = state?.daemon.group ?? bound?.group ?? (config.handoff.group || flags.id);
   const perNode = group === PER_NODE_GROUP;
   // The sh fast path of `start` (bin/) checks this pid file before it hands out our address to a
   // container of our group (per-node: of our namespace).
   // Files in a state dir others can write to are not ours to trust: no pid file, no spares.
-  const untrusted = untrustedState(sparePool(flags.address));
-  const pidFile = socket && !untrusted ? shimPidFile(socket) : '';
+  const pool = sparePool(flags.address, config.stateDir);
+  const untrusted = untrustedState(pool);
+  const pidFile = socket && !untrusted ? shimPidFile(socket, config.stateDir) : '';
   if (pidFile) {
     // A full or read-only state dir costs only the fast path (start then goes the slow way): never the shim.
-    try { fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
+    try { fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
       log.warn('cannot write the shim pid file', { file: pidFile, error: e });
     }
   }
   // An untrusted state dir gets no journal either: root must not append to a file another user planted.
-  const journalFile = untrusted ? '' : shimJournalFile(socket || `pid-${process.pid}`);
+  const journalFile = untrusted ? '' : shimJournalFile(socket || `pid-${process.pid}`, config.stateDir);
   // Events a previous shim on this socket never delivered belong to its containers, which containerd
   // already reported itself when that shim went away (its on-close hook publishes exit/delete).
   // Replaying them here would announce a stale exit for a new container with the same id.
@@ -117,7 +121,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     log.warn('discarding undelivered events of a previous shim', { count: stale.length, topics: stale.map((e) => e.topic).join(',') });
     fs.rmSync(journalFile, { force: true });
   }
-  const ttrpcAddress = process.env.TTRPC_ADDRESS || '';
+  const ttrpcAddress = config.ttrpcAddress;
   if (!ttrpcAddress) log.warn('TTRPC_ADDRESS is not set: events are not published');
   const sender = ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null;
   sender?.preconnect();
@@ -129,7 +133,7 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
   const publisher = new Publisher(sender, journal, log);
   publisher.stats.discarded = stale.length;
 
-  const idleGc = new IdleCollector();
+  const idleGc = new IdleCollector(IDLE_GC_MS, daemonCollection(config.trim));
   // The next container's warm spare boots once this container runs: booting it during Create and
   // Start took CPU from runc there (+8 ms and +4 ms on these 2 cores).
   let spareRequested = perNode || !!untrusted || !!state?.daemon.spareRequested;
@@ -137,10 +141,10 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (spareRequested) return;
     spareRequested = true;
     // Called from the RPC path: a full state dir (the spare pool lives there) must not fail the RPC.
-    try { ensureSpare(SHIM_ENTRY, flags); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
+    try { ensureSpare(SHIM_ENTRY, flags, config); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
   };
   // Spares of this containerd may live while a shim serves it (a per-node daemon keeps none).
-  if (!perNode && !untrusted) enterServing(flags.address);
+  if (!perNode && !untrusted) enterServing(pool);
   const rpcStats: RpcStats = {
     calls: new Map(),
     onCall: (method, failed) => {
@@ -154,7 +158,15 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     log: (level, msg, fields) => log[level](msg, fields as any), onActivity: () => idleGc.activity(), replayable: replayableCall,
   });
   let exiting = false;
-  // Connections to our socket (containerd keeps one open for as long as it cares about the shim): counted below.
+  // Connections to our socket (containerd keeps one open for as long as it cares about the shim).
+  let connections = 0;
+  const serveListener = () => {
+    netServer.on('connection', (sock: net.Socket) => {
+      connections++;
+      sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+    });
+    ttrpc.serve(netServer);
+  };
   /**
    * A shim that holds no container must not outlive containerd's interest: after a Create failed or
    * was abandoned, go once containerd asked for Shutdown (maybe while that Create still ran) or closed
@@ -167,10 +179,13 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
       if (unwanted) void shutdown(reason);
     }, IDLE_EXIT_GRACE_MS).unref();
   };
+  // Restored: exits that came during the swap are reaped once the process table is back.
+  const reaper = Reaper.instance(state ? { initialReap: false } : {});
   const service = new TaskService({
     events: new TaskEvents(publisher),
-    // Restored: exits that came during the swap are reaped once the process table is back.
-    reaper: Reaper.instance(state ? { initialReap: false } : {}),
+    exits: reaper,
+    runner: Reaper.instance(),
+    runcTimeoutMs: config.runcTimeoutMs,
     log,
     shimPid: process.pid,
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
@@ -178,22 +193,14 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     onIdle: (reason) => exitIfUnwanted(reason),
   });
   liveBundles = () => service.list().map((c) => c.bundle);
-  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc };
-  let connections = 0;
-  const serveListener = () => {
-    netServer.on('connection', (sock: net.Socket) => {
-      connections++;
-      sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
-    });
-    ttrpc.serve(netServer);
-  };
+  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc, metricsSocket: null };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
-  let metrics: { close(): void } | null = null;
+  let metrics: Awaited<ReturnType<typeof startConfiguredMetrics>> = null;
   ttrpc.register(SHIM_SERVICE, {
     Upgrade: upgradeHandler({
-      flags, entry: SHIM_ENTRY, ttrpc, get netServer() { return netServer; }, service, publisher, reaper: Reaper.instance(), log, rpcStats,
+      flags, entry: SHIM_ENTRY, stateDir: config.stateDir, ttrpc, get netServer() { return netServer; }, service, publisher, reaper, log, rpcStats,
       startedAt, socket, namespace: flags.namespace, group, spareRequested: () => spareRequested,
       beforeExec: () => { metrics?.close(); idleGc.close(); },
     }),
@@ -212,18 +219,20 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     } catch (e) {
       fallBack(upgrade.file, state, `the new build failed to restore: ${(e as Error).message}`, flags, log);
     }
-    Reaper.instance().reapNow();
+    reaper.reapNow();
     fs.rmSync(upgrade.file, { force: true });
     if (state.fallbackReason !== undefined) log.warn('upgrade: fell back to this build', { reason: state.fallbackReason });
     else log.info('upgrade: restored', { from: state.from.version, containers: state.containers.length, connections: state.connections.length });
     journal.rewrite(publisher.pending());
     // Spares run the build they booted with: retire them, the next one boots on this build.
     if (!perNode && !untrusted && state.fallbackReason === undefined) {
-      try { stopSpares(sparePool(flags.address)); } catch (e) { log.warn('cannot retire spares', { error: e }); }
+      try { stopSpares(pool); } catch (e) { log.warn('cannot retire spares', { error: e }); }
     }
+  } else {
+    serveListener();
   }
-  metrics = await startMetricsFromEnv(daemon);
-  if (!state) serveListener();
+  metrics = await startConfiguredMetrics(daemon, config);
+  daemon.metricsSocket = metrics?.socket ?? null;
 
   async function shutdown(reason: string): Promise<void> {
     if (exiting) return;
@@ -233,10 +242,10 @@ export async function runDaemon(flags: ShimFlags, bound?: BoundSocket): Promise<
     if (pidFile) fs.rmSync(pidFile, { force: true });
     // The last serving shim takes the spares with it; otherwise a container that never started
     // still had a start, and the next one gets a spare.
-    if (!perNode && !untrusted) leaveServing(SHIM_ENTRY, flags, service.everCreated && !spareRequested);
+    if (!perNode && !untrusted) leaveServing(SHIM_ENTRY, flags, config, service.everCreated && !spareRequested);
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
-    await ttrpc.shutdown(1000).catch(() => {});
+    await ttrpc.shutdown(1000).catch(() => {}); // the process exits next: a connection that did not close goes with it
     const drained = await publisher.drain(5000);
     publisher.close();
     if (drained && journalFile) fs.rmSync(journalFile, { force: true });

@@ -1,14 +1,12 @@
 // A fake daemon for the tsshim.v1.Shim service, metrics endpoint and CLI tests: containers in every
 // state, an outbox, RPC stats, and cgroup v1 Metrics whose CPU time grows with every Stats call.
-import { test } from 'node:test';
-import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { io } from '../../src/gen/proto';
 import { Server } from '../../src/ttrpc';
-import { registerShimService, type DaemonView } from '../../src/task/shim-service';
+import { registerShimService, type DaemonView } from '../../src/diag/introspection';
 import { LATENCY_BUCKETS_MS } from '../../src/task/rpc';
 import type { Container } from '../../src/task/container';
 
@@ -133,11 +131,3 @@ export async function serveForeignAndDeadSockets(foreign: string, dead: string, 
   await new Promise<void>((r) => srv.close(() => r()));
   return other;
 }
-
-test('fixture: fake daemon fits the view and its stats grow', async () => {
-  const d = fakeDaemon();
-  const a = io.containerd.cgroups.v1.Metrics.decode((await d.service.stats('default', 'web')).value);
-  const b = io.containerd.cgroups.v1.Metrics.decode((await d.service.stats('default', 'web')).value);
-  assert.equal(Number(b.cpu!.usage!.total) - Number(a.cpu!.usage!.total), CPU_PER_SAMPLE_NS);
-  await assert.rejects(d.service.stats('default', 'old'), /cgroup does not exist/);
-});

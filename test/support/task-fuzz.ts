@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import { encodeFrame, FrameDecoder, MessageType } from '../../src/ttrpc/channel';
 import { encodeRequest } from '../../src/ttrpc/codec';
 import { containerd as api } from '../../src/gen/proto';
-import { nextFrame, Rng } from '../fuzz/frame-gen';
+import { nextFrame, Rng } from './frame-gen';
 
 const T = api.task.v2 as unknown as Record<string, { fromObject(o: object): object; encode(m: object): { finish(): Uint8Array } }>;
 

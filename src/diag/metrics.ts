@@ -11,21 +11,20 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { DaemonView } from '../task/shim-service';
+import type { DaemonView } from './daemon-view';
 import { LATENCY_BUCKETS_MS } from '../task/rpc';
-import { VERSION, REVISION } from './version';
+import { VERSION, REVISION } from '../shim/version';
 
 const MAX_SOCKET_PATH = 107;
 const METRICS_SUFFIX = '.metrics.sock';
 
-let active: string | null = null;
-/** The metrics socket this process serves, if any (reported by Inspect). */
-export function activeMetricsSocket(): string | null { return active; }
+/** Where the metrics endpoint goes (configuration): an exact socket, else a directory, else off. */
+export interface MetricsPlacement { metricsSocket: string; metricsDir: string }
 
 /** The metrics socket path for a shim listening on `shimSocket`, or null when metrics are off. */
-export function metricsSocketPath(env: NodeJS.ProcessEnv, shimSocket: string, pid = process.pid): string | null {
-  if (env.TSSHIM_METRICS_SOCKET) return env.TSSHIM_METRICS_SOCKET;
-  const dir = env.TSSHIM_METRICS_DIR;
+export function metricsSocketPath(where: MetricsPlacement, shimSocket: string, pid = process.pid): string | null {
+  if (where.metricsSocket) return where.metricsSocket;
+  const dir = where.metricsDir;
   if (!dir) return null;
   let base = shimSocket ? path.basename(shimSocket) : `pid-${pid}`;
   // Shim sockets are 64 hex chars: shorten rather than fail when the dir is deep.
@@ -124,7 +123,7 @@ function isAlive(socketPath: string): Promise<boolean> {
   });
 }
 
-export async function startMetricsEndpoint(socketPath: string, daemon: DaemonView): Promise<{ close(): void }> {
+export async function startMetricsEndpoint(socketPath: string, daemon: DaemonView): Promise<{ socket: string; close(): void }> {
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
   if (fs.existsSync(socketPath)) {
     if (await isAlive(socketPath)) {
@@ -155,13 +154,12 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
   fs.chmodSync(socketPath, 0o600);
   // The endpoint must never keep a finished shim alive.
   server.unref();
-  active = socketPath;
   let closed = false;
   return {
+    socket: socketPath,
     close() {
       if (closed) return;
       closed = true;
-      if (active === socketPath) active = null;
       server.close();
       server.closeAllConnections();
       fs.rmSync(socketPath, { force: true });
@@ -170,12 +168,12 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
 }
 
 /**
- * What the daemon calls: start the endpoint the environment asks for. Never throws: a shim without
+ * What the daemon calls: start the endpoint the configuration asks for. Never throws: a shim without
  * metrics is better than no shim. Returns null when metrics are off or could not start.
  */
-export async function startMetricsFromEnv(daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
-  env: NodeJS.ProcessEnv = process.env): Promise<{ close(): void } | null> {
-  const socketPath = metricsSocketPath(env, daemon.socket);
+export async function startConfiguredMetrics(daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
+  where: MetricsPlacement): Promise<{ socket: string; close(): void } | null> {
+  const socketPath = metricsSocketPath(where, daemon.socket);
   if (!socketPath) return null;
   try {
     const endpoint = await startMetricsEndpoint(socketPath, daemon);

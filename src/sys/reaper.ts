@@ -1,6 +1,6 @@
 // The one place that collects exit statuses in the shim.
 //
-// Model (runc-and-io.md §6.3 option b): libuv keeps reaping the children it spawned (runc, mount,
+// Model (libuv and a subreaper sharing the children): libuv keeps reaping the children it spawned (runc, mount,
 // logging binaries) with its own per-pid waitpid, so their ChildProcess objects emit 'exit' and
 // close. Everything else that dies as our child - container inits and exec'd processes adopted
 // through PR_SET_CHILD_SUBREAPER, orphaned grandchildren - is reaped here. On every SIGCHLD we
@@ -10,7 +10,9 @@
 import * as childProcess from 'node:child_process';
 import type { ChildProcess, SpawnOptions, StdioNull, StdioPipe } from 'node:child_process';
 import * as fs from 'node:fs';
-import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './sys';
+import { constants as osConstants } from 'node:os';
+import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './libc';
+import { wallClockNow } from './clock';
 
 export interface Exit {
   pid: number;
@@ -72,14 +74,12 @@ export class RunAbortedError extends Error {
   }
 }
 
-/** Wall-clock time like Go's time.Now(); the sub-millisecond digits come from the monotonic clock. */
 function exitNow(pid: number, status: number): Exit {
-  const at = new Date();
-  const nanos = (at.getTime() % 1000) * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n);
+  const { at, nanos } = wallClockNow();
   return { pid, status, at, atNanos: nanos, nanos };
 }
 
-const SIGNAL_NUMBERS: Record<string, number> = require('node:os').constants.signals;
+const SIGNAL_NUMBERS: Record<string, number> = osConstants.signals;
 
 /** Pids started by libuv (child_process) in this process: never ours to wait for. */
 const libuvOwned = new Set<number>();
@@ -146,7 +146,7 @@ export function listOwnChildren(): number[] {
   try {
     tids = fs.readdirSync('/proc/self/task');
   } catch {
-    return out;
+    return out; // no procfs: only the children waitid names (reapPeeked) can be reaped
   }
   for (const tid of tids) {
     let text: string;
@@ -235,7 +235,7 @@ export class Reaper {
         try {
           r = waitpidNoHang(pid);
         } catch {
-          continue;
+          continue; // ECHILD: libuv took it between the listing and now; its status is libuv's
         }
         if (!r) continue; // still running, or already gone
         reapedThisPass++;
@@ -263,7 +263,7 @@ export class Reaper {
     let reaped = 0;
     for (;;) {
       let pid: number;
-      try { pid = this.peek(); } catch { return { reaped, scan: true }; }
+      try { pid = this.peek(); } catch { return { reaped, scan: true }; } // cannot peek: the scan finds them
       if (pid <= 0) return { reaped, scan: false };
       if (libuvOwned.has(pid)) return { reaped, scan: true };
       const r = waitpidNoHang(pid);

@@ -1,18 +1,15 @@
-// Container helpers for the survival, bad-input and leak tests, on top of the e2e harness.
+// Container helpers on top of the harness: run detached, remove, find a container's shim.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Containerd } from '../e2e/harness';
-import { getTask } from '../e2e/containerd-api';
-import { until } from './probes';
+import type { Containerd } from './harness';
+import { getTask } from './containerd-api';
+import { argvOf } from './proc';
+import { until } from './wait';
 import { Client } from '../../src/ttrpc';
 import { containerd as api } from '../../src/gen/proto';
 
 export const TASK_SERVICE = 'containerd.task.v2.Task';
 const T = api.task.v2;
-
-function argvOf(pid: number): string[] | null {
-  try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]+/); } catch { return null; }
-}
 
 /**
  * Daemon shims of this containerd serving containers: transient `start` and `delete` runs and
@@ -91,4 +88,17 @@ export async function removeContainer(c: Containerd, id: string): Promise<void> 
   }
   const r = await c.ctr(['container', 'delete', id]);
   if (r.code !== 0 && !/not found/.test(r.stderr)) throw new Error(`ctr container delete ${id}: ${r.stderr}`);
+}
+
+/**
+ * Best-effort removal for cleanup paths: kill, wait (bounded) for STOPPED, delete task and container;
+ * quiet when any of it is already done or fails.
+ */
+export async function removeQuietly(c: Containerd, id: string): Promise<void> {
+  await c.ctr(['task', 'kill', '-s', 'KILL', id]);
+  await until(async () => {
+    try { return (await getTask(c, id)).status === 'STOPPED'; } catch { return true; }
+  }, `${id} stopped`).catch(() => {});
+  await c.ctr(['task', 'delete', id]);
+  await c.ctr(['container', 'delete', id]);
 }

@@ -9,7 +9,6 @@ export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = O_NONBLOCK;
 export const EFD_CLOEXEC = O_CLOEXEC;
-export const EFD_SEMAPHORE = 1;
 const PR_SET_CHILD_SUBREAPER = 36;
 const PR_GET_CHILD_SUBREAPER = 37;
 const WNOHANG = 1;
@@ -21,6 +20,7 @@ const SCM_RIGHTS = 1;
 const SO_PEERCRED = 17;
 const TIOCSWINSZ = 0x5414;
 const TIOCGWINSZ = 0x5413;
+const F_DUPFD_CLOEXEC = 1030;
 const F_GETFD = 1;
 const F_SETFD = 2;
 const F_GETFL = 3;
@@ -50,13 +50,13 @@ export class SysError extends Error {
   }
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- koffi's functions take and return any C value
 type Fn = (...args: any[]) => any;
 interface Libc {
   koffi: typeof Koffi;
   prctl: Fn; prctlPtr: Fn; waitpid: Fn; waitid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
-  setsid: Fn; dup2: Fn; dup3: Fn; close: Fn; fcntl: Fn; getpgid: Fn; kill: Fn; fchown: Fn;
-  mount: Fn; umount2: Fn; madvise: Fn; mallocTrim: Fn; pidfdOpen: Fn; pidfdSendSignal: Fn; prlimit: Fn;
+  setsid: Fn; close: Fn; fcntl: Fn; kill: Fn; fchown: Fn;
+  mount: Fn; umount2: Fn; madvise: Fn; mallocTrim: Fn; pidfdOpen: Fn; pidfdSendSignal: Fn; prlimit: Fn; execve: Fn;
 }
 
 let libc: Libc | undefined;
@@ -64,7 +64,7 @@ let libc: Libc | undefined;
 function lib(): Libc {
   if (libc) return libc;
   // Loaded here, not at import time: koffi costs tens of milliseconds to load.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, see above
   const koffi = require('koffi') as typeof Koffi;
   const c = koffi.load('libc.so.6');
   const iovec = koffi.struct('tsshim_iovec', { base: 'void *', len: 'size_t' });
@@ -86,11 +86,8 @@ function lib(): Libc {
     eventfd: c.func('eventfd', 'int', ['unsigned int', 'int']),
     getsockopt: c.func('getsockopt', 'int', ['int', 'int', 'int', 'void *', 'void *']),
     setsid: c.func('setsid', 'int', []),
-    dup2: c.func('dup2', 'int', ['int', 'int']),
-    dup3: c.func('dup3', 'int', ['int', 'int', 'int']),
     close: c.func('close', 'int', ['int']),
     fcntl: c.func('fcntl', 'int', ['int', 'int', 'long']),
-    getpgid: c.func('getpgid', 'int', ['int']),
     kill: c.func('kill', 'int', ['int', 'int']),
     fchown: c.func('fchown', 'int', ['int', 'uint32_t', 'uint32_t']),
     mount: c.func('mount', 'int', ['str', 'str', 'str', 'unsigned long', 'str']),
@@ -101,6 +98,7 @@ function lib(): Libc {
     pidfdOpen: c.func('syscall', 'long', ['long', 'int', 'unsigned int']),
     pidfdSendSignal: c.func('syscall', 'long', ['long', 'int', 'int', 'void *', 'unsigned int']),
     prlimit: c.func('prlimit', 'int', ['int', 'int', 'void *', 'void *']),
+    execve: c.func('execve', 'int', ['const char *', 'const char **', 'const char **']),
   };
   return libc;
 }
@@ -133,7 +131,7 @@ export function isChildSubreaper(): boolean {
   return out.readInt32LE(0) !== 0;
 }
 
-export interface WaitResult { pid: number; status: number /* raw wait status */ }
+interface WaitResult { pid: number; status: number /* raw wait status */ }
 
 /**
  * waitpid(pid, WNOHANG): the raw status if `pid` has exited and is now reaped; null if it is still
@@ -276,15 +274,10 @@ export function setsid(): number {
   return check('setsid', () => l.setsid());
 }
 
-export function dup2(oldFd: number, newFd: number): number {
+/** A close-on-exec duplicate of fd (fcntl F_DUPFD_CLOEXEC: same open file description, lowest free number). */
+export function dupCloexec(fd: number): number {
   const l = lib();
-  return check('dup2', () => l.dup2(oldFd, newFd), `${oldFd} -> ${newFd}`);
-}
-
-/** dup3(oldFd, newFd, O_CLOEXEC): like dup2 but the copy is close-on-exec. */
-export function dup3Cloexec(oldFd: number, newFd: number): number {
-  const l = lib();
-  return check('dup3', () => l.dup3(oldFd, newFd, O_CLOEXEC), `${oldFd} -> ${newFd}`);
+  return check('fcntl(F_DUPFD_CLOEXEC)', () => l.fcntl(fd, F_DUPFD_CLOEXEC, 0), `fd ${fd}`);
 }
 
 /** close(2). EINTR is not retried (the fd is gone on Linux either way). */
@@ -294,6 +287,17 @@ export function close(fd: number): void {
     const e = lastErrno();
     if (e !== osConstants.errno.EINTR) throw new SysError('close', e, `fd ${fd}`);
   }
+}
+
+/**
+ * Replaces this process's program (same pid, children and every fd not close-on-exec: the in-place
+ * upgrade of src/upgrade/). Node 20 has no process.execve. Returns only by throwing.
+ */
+export function execve(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  const envp = Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+  const l = lib();
+  l.execve(file, [...argv, null], [...envp, null]);
+  throw new SysError('execve', lastErrno(), file);
 }
 
 export function setNonBlocking(fd: number, on: boolean): void {
@@ -318,11 +322,6 @@ export function setCloexec(fd: number, on: boolean): void {
 export function isCloexec(fd: number): boolean {
   const l = lib();
   return (check('fcntl(F_GETFD)', () => l.fcntl(fd, F_GETFD, 0), `fd ${fd}`) & FD_CLOEXEC) !== 0;
-}
-
-export function getpgid(pid: number): number {
-  const l = lib();
-  return check('getpgid', () => l.getpgid(pid), `pid ${pid}`);
 }
 
 /** fchown(2), e.g. the runc-side end of a stdio pipe to io_uid:io_gid. */

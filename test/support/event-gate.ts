@@ -12,7 +12,7 @@
 // Only shims started before install() dial through the gate, so the scenarios create every
 // container up front.
 import * as fs from 'node:fs';
-import type { Containerd } from '../e2e/harness';
+import type { Containerd } from './harness';
 
 export class EventGate {
   private installed = false;

@@ -1,22 +1,9 @@
-// Process and host probes for the survival and leak tests: zombies under a shim, open fds, RSS,
-// children, mounts under a directory, and small waiting helpers. Linux /proc only.
+// Process and host probes for every suite: zombies under a process, open fds, RSS, children,
+// argv, mounts under a directory. Linux /proc only.
+import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Polls fn until it returns a truthy value; throws after timeoutMs naming `what`. */
-export async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 15_000, everyMs = 100): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
+import { sleep } from './wait';
 
 export interface ProcStat { pid: number; state: string; ppid: number; rssPages: number }
 
@@ -32,9 +19,9 @@ export function allPids(): number[] {
   return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
 }
 
-/** Zombies (state Z) whose parent is one of `parents`. */
-export function zombiesOf(parents: Iterable<number>): number[] {
-  const set = new Set(parents);
+/** Zombies (state Z) whose parent is `parents` or one of them. */
+export function zombiesOf(parents: number | Iterable<number>): number[] {
+  const set = new Set(typeof parents === 'number' ? [parents] : parents);
   if (set.size === 0) return [];
   const out: number[] = [];
   for (const pid of allPids()) {
@@ -61,6 +48,32 @@ export function fdCount(pid: number): number {
   try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return -1; }
 }
 
+/** This process's open fd numbers, sorted as strings (to compare before and after). */
+export function openFds(): string[] {
+  return fs.readdirSync('/proc/self/fd').sort();
+}
+
+/** Runs fn and asserts this process holds the same fds afterwards (sockets may take a few turns to close). */
+export async function noFdLeak(fn: () => Promise<void>): Promise<void> {
+  const before = openFds();
+  await fn();
+  for (let i = 0; i < 50 && openFds().length !== before.length; i++) await sleep(20);
+  assert.deepEqual(openFds(), before, 'file descriptors leaked');
+}
+
+/**
+ * A process's argv from /proc/<pid>/cmdline; null when it is gone. A daemon shim rewrites its argv
+ * NUL-separated (proc-title.ts); a spare titles itself as one space-separated string (process.title).
+ */
+export function argvOf(pid: number): string[] | null {
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((s) => s !== '');
+    return argv.length === 1 ? argv[0].split(' ') : argv;
+  } catch {
+    return null;
+  }
+}
+
 /** Open fds of a process by kind: pipe, socket, anon_inode:..., or the path for files (fifos included). */
 export function fdTargets(pid: number): string[] {
   const out: string[] = [];
@@ -80,7 +93,8 @@ export function rssBytes(pid: number): number {
   } catch { return -1; }
 }
 
-export function processAlive(pid: number): boolean {
+/** Alive and not a zombie. */
+export function pidAlive(pid: number): boolean {
   const s = procStat(pid);
   return !!s && s.state !== 'Z' && s.state !== 'X';
 }
@@ -119,7 +133,7 @@ export function sampleShim(pid: number): ShimSample {
       : t.startsWith('anon_inode:') ? t.slice('anon_inode:'.length).replace(/[[\]]/g, '') : 'file';
     fdKinds[kind] = (fdKinds[kind] ?? 0) + 1;
   }
-  return { pid, fds: fdCount(pid), rss: rssBytes(pid), children: childrenOf(pid).length, zombies: zombiesOf([pid]).length, fdKinds };
+  return { pid, fds: fdCount(pid), rss: rssBytes(pid), children: childrenOf(pid).length, zombies: zombiesOf(pid).length, fdKinds };
 }
 
 export function mib(bytes: number): string {

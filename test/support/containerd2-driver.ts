@@ -209,7 +209,7 @@ export class Containerd2Driver {
     return new Promise((resolve, reject) => {
       let text = '';
       const s = fs.createReadStream(this.stdoutFifo);
-      const done = (err?: Error) => { clearTimeout(t); s.destroy(); err ? reject(err) : resolve(text); };
+      const done = (err?: Error) => { clearTimeout(t); s.destroy(); if (err) reject(err); else resolve(text); };
       const t = setTimeout(() => done(new Error(`stdout: no ${JSON.stringify(want)} within ${timeoutMs} ms, got ${JSON.stringify(text)}`)), timeoutMs);
       s.on('data', (d) => { text += d.toString(); if (text.includes(want)) done(); });
       s.on('end', () => done(text.includes(want) ? undefined : new Error(`stdout ended: ${JSON.stringify(text)}`)));

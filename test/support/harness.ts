@@ -7,7 +7,11 @@ import { createHash } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { selectedRelease, releaseFor, type ContainerdRelease } from './containerd-release';
+import { allPids, argvOf, pidAlive } from './proc';
+import { sleep } from './wait';
 
+// pidAlive lives with the other /proc probes; many e2e files and the bench take it from here.
+export { pidAlive } from './proc';
 export { releaseSkipReason, releaseMissing, requestedVersion, selectedRelease, releaseFor, type ContainerdRelease } from './containerd-release';
 
 export const RUNC_RUNTIME = 'io.containerd.runc.v2';
@@ -77,6 +81,8 @@ export interface Containerd {
   logTail(bytes?: number): string;
   /** SIGTERM containerd (then SIGKILL), kill its shims and containers, unmount, remove the dir. */
   stop(): Promise<void>;
+  /** fn runs once at the start of stop(): clients of this containerd close their channels there. */
+  onStop(fn: () => void): void;
   /** SIGKILL containerd only: shims and containers keep running. */
   kill9(): Promise<void>;
   /**
@@ -128,24 +134,8 @@ export function uniqueId(prefix = 't'): string {
 // ---------------------------------------------------------------------------------------------
 // process helpers
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-/** Alive and not a zombie. */
-export function pidAlive(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X';
 }
 
 function signalPid(pid: number, sig: NodeJS.Signals): void {
@@ -154,29 +144,13 @@ function signalPid(pid: number, sig: NodeJS.Signals): void {
   } catch { /* already gone */ }
 }
 
-function readArgv(pid: number): string[] | null {
-  try {
-    const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    const argv = raw.split('\0').filter((s) => s !== '');
-    // A daemon rewrites its argv NUL-separated (proc-title.ts); a spare titles itself as one
-    // space-separated string (process.title).
-    return argv.length === 1 ? argv[0].split(' ') : argv;
-  } catch {
-    return null;
-  }
-}
-
-function allPids(): number[] {
-  return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
-}
-
 /** Shim processes (start, daemon or delete) whose `-address` names this containerd's socket. */
 /** Shims of the containerd at `address`; with spares, also tsshim's idle warm spares for it. */
 function findShimPids(address: string, exclude: number, withSpares = false): number[] {
   const out: number[] = [];
   for (const pid of allPids()) {
     if (pid === exclude || pid === process.pid) continue;
-    const argv = readArgv(pid);
+    const argv = argvOf(pid);
     if (!argv) continue;
     if (!withSpares && argv.includes('spare')) continue;
     for (let i = 1; i < argv.length; i++) {
@@ -388,7 +362,7 @@ export function sweepStaleInstances(parent = '/tmp'): string[] {
     if (!Number.isInteger(owner) || owner <= 0 || pidAlive(owner)) continue;
     const config = path.join(dir, 'config.toml');
     const daemons = allPids().filter((pid) => {
-      const argv = readArgv(pid);
+      const argv = argvOf(pid);
       return !!argv && argv.includes(config) && path.basename(argv[0]) === 'containerd';
     });
     killAndWait(daemons, 3000);
@@ -524,6 +498,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   let env = envFor(release);
   let child!: ChildProcess;
   const inst: Instance = { dir, address, state, currentPid: () => child?.pid ?? -1, torn: false };
+  const stopHooks: (() => void)[] = [];
   live.add(inst);
 
   const launch = async (): Promise<void> => {
@@ -585,9 +560,11 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     }),
     spawnCtr: (args, o = {}) => spawn(release.ctr, [...baseArgs(o.namespace), ...args], { env: ctrEnv(o.env), stdio: 'pipe' }),
     shimPids: () => findShimPids(address, child.pid ?? -1),
+    onStop: (fn) => { stopHooks.push(fn); },
     logTail: (bytes = 8000) => tail(logFile, bytes),
     async stop() {
       if (inst.torn) return;
+      for (const fn of stopHooks.splice(0)) fn();
       await stopDaemon('SIGTERM', 10_000);
       teardownSync(inst);
       live.delete(inst);

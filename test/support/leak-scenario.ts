@@ -10,12 +10,13 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { TSSHIM_RUNTIME, type Containerd } from '../e2e/harness';
-import { busyboxRootfs, ensureBusyboxImage } from '../e2e/rootfs';
+import { TSSHIM_RUNTIME, type Containerd } from './harness';
+import { busyboxRootfs, ensureBusyboxImage } from './rootfs';
 import { Client } from '../../src/ttrpc';
 import { containerd as api } from '../../src/gen/proto';
 import { TASK_SERVICE, daemonShims, runDetached, shimPidOf, shimSocketOf } from './containers';
-import { fdTargets, listDir, mountsUnder, processAlive, sampleShim, sleep, until, zombiesOf, type ShimSample } from './probes';
+import { fdTargets, listDir, mountsUnder, pidAlive, sampleShim, zombiesOf, type ShimSample } from './proc';
+import { sleep, until } from './wait';
 import { IDLE_GC_MS } from '../../src/shim/idle-gc';
 
 const T = api.task.v2;
@@ -69,7 +70,7 @@ class FifoReader {
     this.sock.on('error', () => {});
   }
   async expect(text: string, timeoutMs = 5000): Promise<void> {
-    await until(() => this.data === text, `fifo output ${JSON.stringify(text)} (have ${JSON.stringify(this.data)})`, timeoutMs, 5);
+    await until(() => this.data === text, `fifo output ${JSON.stringify(text)} (have ${JSON.stringify(this.data)})`, { timeoutMs, everyMs: 5 });
   }
   close(): void {
     this.sock.destroy();
@@ -198,7 +199,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     durationMs: Date.now() - t0,
     msPerCycle: (Date.now() - t0) / o.cycles,
   };
-  if (!processAlive(shim)) throw new Error('the shim died during the leak run');
+  if (!pidAlive(shim)) throw new Error('the shim died during the leak run');
   // Clean up the long-lived container.
   await c.ctr(['task', 'kill', '-s', 'KILL', host]);
   await until(async () => !(await c.ctr(['task', 'ls'])).stdout.split('\n').some((l) => l.startsWith(host + ' ') && l.includes('RUNNING')), 'host stopped');

@@ -1,21 +1,24 @@
-// Loader of the bundled shim (dist/src/shim/bundle.js, made by scripts/build.mjs) with a V8 code
+// Loader of the bundled shim (dist/src/daemon/bundle.js, made by scripts/build.mjs) with a V8 code
 // cache. Compiling the 1.5 MB bundle costs ~70 ms in every shim process; with cached code it loads
 // in ~35 ms, and the tsc output's hundred module files cost more still. The cache depends on the
 // node version and V8 flags (the daemon runs with other flags than `start`), so there is one file
 // per combination next to the bundle; a cache V8 rejects (or a missing one) is written anew, once.
-// Without a bundle (plain tsc build) this runs main.js.
+// The bundle file's identity is part of the cache's name: V8 checks a cache against the source's
+// length only, so the cache of another build of the same length would be taken (its functions run
+// instead of the new ones). A shim still running an old install writes its cache under the old
+// identity, which the new files never read. Without a bundle (plain tsc build) this runs main.js.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import Module from 'node:module';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
-import { CODE_CACHE_HOOK } from './code-cache';
+import { CODE_CACHE_HOOK, LOADED_BUNDLE, fileIdentity, installChanged } from './code-cache';
 import { BUNDLE_NAME } from './entry';
 
 const BUNDLE = path.join(__dirname, BUNDLE_NAME);
 
-export function codeCacheFile(dir: string, version = process.version, execArgv = process.execArgv): string {
-  const key = crypto.createHash('sha256').update([version, process.arch, ...execArgv].join('\0')).digest('hex').slice(0, 16);
+export function codeCacheFile(dir: string, bundleIdentity: string, version = process.version, execArgv = process.execArgv): string {
+  const key = crypto.createHash('sha256').update([version, process.arch, bundleIdentity, ...execArgv].join('\0')).digest('hex').slice(0, 16);
   return path.join(dir, `.bundle.${key}.v8cache`);
 }
 
@@ -29,15 +32,16 @@ function writeAtomic(file: string, data: Buffer): void {
   }
 }
 
-function runBundle(source: string): void {
-  const cacheFile = codeCacheFile(__dirname);
+function runBundle(source: string, identity: string): void {
+  (globalThis as Record<string, unknown>)[LOADED_BUNDLE] = { file: BUNDLE, identity };
+  const cacheFile = codeCacheFile(__dirname, identity);
   let cached: Buffer | undefined;
   try { cached = fs.readFileSync(cacheFile); } catch { /* first run with these flags */ }
   const script = new vm.Script(Module.wrap(source), { filename: BUNDLE, cachedData: cached });
   if (!cached || script.cachedDataRejected) {
     let saved = false;
     const save = (): void => {
-      if (saved) return;
+      if (saved || installChanged()) return; // another install's dir now: its shims write their own
       saved = true;
       try { writeAtomic(cacheFile, script.createCachedData()); } catch { /* no cache this time */ }
     };
@@ -51,8 +55,15 @@ function runBundle(source: string): void {
 }
 
 if (require.main === module) {
-  let source: string | null = null;
-  try { source = fs.readFileSync(BUNDLE, 'utf8'); } catch { /* not bundled */ }
-  if (source === null) require('./main');
-  else runBundle(source);
+  // Identity and text from one open file: an install replacing it meanwhile cannot mix the two.
+  let fd = -1;
+  try { fd = fs.openSync(BUNDLE, 'r'); } catch { /* not bundled */ }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- main runs only when there is no bundle
+  if (fd < 0) require('./main');
+  else {
+    const identity = fileIdentity(fs.fstatSync(fd, { bigint: true }));
+    const source = fs.readFileSync(fd, 'utf8');
+    fs.closeSync(fd);
+    runBundle(source, identity);
+  }
 }

@@ -37,9 +37,11 @@ function loadGrpc(): any {
   return grpcPackage;
 }
 
-function clientsFor(address: string): Clients {
+function clientsFor(containerd: Containerd): Clients {
+  const address = containerd.address;
   let c = clients.get(address);
   if (!c) {
+    containerd.onStop(() => closeClients(containerd));
     const pkg = loadGrpc();
     const target = `unix://${address}`;
     const creds = grpc.credentials.createInsecure();
@@ -54,10 +56,10 @@ function clientsFor(address: string): Clients {
 
 /** Any method of containerd's Tasks service (test/proto/containerd/services/tasks/v1/tasks.proto). */
 export function callTasks<T = any>(c: Containerd, method: string, req: object, opts: { namespace?: string; timeoutMs?: number } = {}): Promise<T> {
-  return unary<T>(clientsFor(c.address).tasks, method, req, opts.namespace ?? c.namespace, opts.timeoutMs);
+  return unary<T>(clientsFor(c).tasks, method, req, opts.namespace ?? c.namespace, opts.timeoutMs);
 }
 
-/** Close the gRPC channels to a containerd (call before stopping it, or let process exit do it). */
+/** Close the gRPC channels to a containerd (its stop() does it; a restart may want it earlier). */
 export function closeClients(containerd: Containerd): void {
   const c = clients.get(containerd.address);
   if (!c) return;
@@ -99,6 +101,7 @@ function generatedRoot(): any | null {
     genRoot = null;
     const file = path.join(repoRoot(), 'dist', 'src', 'gen', 'proto.js');
     if (fs.existsSync(file)) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a path known only at run time
       try { genRoot = require(file); } catch { genRoot = null; }
     }
   }
@@ -180,7 +183,7 @@ export interface CollectOptions {
 
 /** Publish an event with an arbitrary payload (used to know when a subscription is live). */
 export function publishEvent(containerd: Containerd, topic: string, event: AnyMessage, namespace?: string): Promise<void> {
-  return unary(clientsFor(containerd.address).events, 'Publish', { topic, event }, namespace ?? containerd.namespace);
+  return unary(clientsFor(containerd).events, 'Publish', { topic, event }, namespace ?? containerd.namespace);
 }
 
 /**
@@ -192,7 +195,7 @@ export async function collectEvents(containerd: Containerd, opts: CollectOptions
   const ns = o.namespace ?? containerd.namespace;
   const marker = `${READY_TOPIC}/m${process.pid}x${Date.now()}`;
   const filters = o.filters && o.filters.length ? [...o.filters, `topic=="${marker}"`] : [];
-  const call = clientsFor(containerd.address).events.Subscribe({ filters }, nsMetadata(ns));
+  const call = clientsFor(containerd).events.Subscribe({ filters }, nsMetadata(ns));
   const events: ContainerdEvent[] = [];
   const waiters = new Set<{ pred: (e: ContainerdEvent) => boolean; resolve: (e: ContainerdEvent) => void }>();
   let stopped = false;
@@ -271,20 +274,20 @@ export interface TaskProcess {
 }
 
 export async function getTask(c: Containerd, containerId: string, execId = '', namespace?: string): Promise<TaskProcess> {
-  const res = await unary<{ process: TaskProcess }>(clientsFor(c.address).tasks, 'Get',
+  const res = await unary<{ process: TaskProcess }>(clientsFor(c).tasks, 'Get',
     { container_id: containerId, exec_id: execId }, namespace ?? c.namespace);
   return res.process;
 }
 
 export async function listTasks(c: Containerd, filter = '', namespace?: string): Promise<TaskProcess[]> {
-  const res = await unary<{ tasks: TaskProcess[] }>(clientsFor(c.address).tasks, 'List', { filter }, namespace ?? c.namespace);
+  const res = await unary<{ tasks: TaskProcess[] }>(clientsFor(c).tasks, 'List', { filter }, namespace ?? c.namespace);
   return res.tasks;
 }
 
 /** Tasks.Update with OCI LinuxResources (as JSON, the way containerd's client sends them). */
 export async function updateTask(c: Containerd, containerId: string, resources: object,
   opts: { annotations?: Record<string, string>; namespace?: string } = {}): Promise<void> {
-  await unary(clientsFor(c.address).tasks, 'Update', {
+  await unary(clientsFor(c).tasks, 'Update', {
     container_id: containerId,
     resources: { type_url: LINUX_RESOURCES_TYPE_URL, value: Buffer.from(JSON.stringify(resources)) },
     annotations: opts.annotations ?? {},
@@ -293,19 +296,19 @@ export async function updateTask(c: Containerd, containerId: string, resources: 
 
 export async function killTask(c: Containerd, containerId: string, signal: number,
   opts: { execId?: string; all?: boolean; namespace?: string } = {}): Promise<void> {
-  await unary(clientsFor(c.address).tasks, 'Kill',
+  await unary(clientsFor(c).tasks, 'Kill',
     { container_id: containerId, exec_id: opts.execId ?? '', signal, all: opts.all ?? false }, opts.namespace ?? c.namespace);
 }
 
 export async function listPids(c: Containerd, containerId: string, namespace?: string): Promise<number[]> {
-  const res = await unary<{ processes: { pid: number }[] }>(clientsFor(c.address).tasks, 'ListPids',
+  const res = await unary<{ processes: { pid: number }[] }>(clientsFor(c).tasks, 'ListPids',
     { container_id: containerId }, namespace ?? c.namespace);
   return res.processes.map((p) => p.pid);
 }
 
 export async function waitTask(c: Containerd, containerId: string,
   opts: { execId?: string; namespace?: string; timeoutMs?: number } = {}): Promise<{ exit_status: number; exited_at: Date | null }> {
-  const res = await unary<{ exit_status: number; exited_at: Timestamp | null }>(clientsFor(c.address).tasks, 'Wait',
+  const res = await unary<{ exit_status: number; exited_at: Timestamp | null }>(clientsFor(c).tasks, 'Wait',
     { container_id: containerId, exec_id: opts.execId ?? '' }, opts.namespace ?? c.namespace, opts.timeoutMs ?? 60_000);
   return { exit_status: res.exit_status, exited_at: timestampToDate(res.exited_at) };
 }

@@ -1,7 +1,10 @@
 // Entry of containerd-shim-tsshim-v2: `start`, `delete`, `-v`, `-info`, or daemon mode.
-import { parseFlags, FlagError } from './flags';
-import { isValidIdentifier } from './address';
-import { VERSION, REVISION } from './version';
+import * as fs from 'node:fs';
+import { parseFlags, FlagError } from '../shim/flags';
+import { isValidIdentifier } from '../sys/identifiers';
+import { readConfig } from '../shim/config';
+import { PROBE_ARG } from '../upgrade/exec';
+import { VERSION, REVISION } from '../shim/version';
 
 const NAME = 'containerd-shim-tsshim-v2';
 
@@ -19,12 +22,12 @@ const SHIM_USAGE = `Usage: ${NAME} -namespace <ns> -id <id> -address <addr> [-de
 `;
 
 function readStdin(): Buffer {
-  try { return require('node:fs').readFileSync(0); } catch { return Buffer.alloc(0); }
+  try { return fs.readFileSync(0); } catch { return Buffer.alloc(0); } // stdin closed or a tty: no input
 }
 
 async function main(argv: string[]): Promise<void> {
   // An in-place upgrade asks this build what it is before it execs it (src/upgrade/probe.ts).
-  if (process.env.TSSHIM_UPGRADE_PROBE) {
+  if (argv.length === 1 && argv[0] === PROBE_ARG) {
     const { probeAnswer, PROBE_MARK } = await import('../upgrade/probe');
     process.stdout.write(`${PROBE_MARK}${JSON.stringify(probeAnswer())}\n`);
     return;
@@ -43,40 +46,46 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (flags.info) {
-    const { runtimeInfo } = await import('./info');
+    const { runtimeInfo } = await import('../shim/info');
     process.stdout.write(await runtimeInfo(readStdin()));
     return;
   }
   if (!flags.namespace) fail('shim namespace cannot be empty');
   if (!isValidIdentifier(flags.namespace)) fail(`invalid namespace ${JSON.stringify(flags.namespace)}`);
   if (flags.action !== '' && flags.id && !isValidIdentifier(flags.id)) fail(`invalid id ${JSON.stringify(flags.id)}`);
+  // The one read of tsshim's environment variables; everything below is handed this object.
+  const config = readConfig(process.env);
   switch (flags.action) {
     case 'start': {
-      const { runStart } = await import('./start');
-      const { startOptions } = await import('./start-options');
-      const { readStartRequest, formatStartReply } = await import('./bootstrap');
-      const { DAEMON_NODE_FLAGS } = await import('./node-flags');
+      const { runStart } = await import('../shim/start');
+      const { startOptions } = await import('../shim/start-options');
+      const { readStartRequest, formatStartReply } = await import('../shim/bootstrap');
+      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
       const request = readStartRequest(readStdin(), process.env, flags);
-      const address = await runStart(flags, startOptions(request.options, flags), [...DAEMON_NODE_FLAGS, SHIM_ENTRY]);
+      const address = await runStart(flags, startOptions(request.options, flags, config), [...DAEMON_NODE_FLAGS, SHIM_ENTRY], config);
       // Exit without closing the listener: its close would unlink the socket the daemon serves.
       process.stdout.write(formatStartReply(address, request.generation), () => process.exit(0));
       return;
     }
     case 'delete': {
-      const { runDelete } = await import('./delete');
-      const out = runDelete(flags, (m) => process.stderr.write(m + '\n'));
+      const { runDelete } = await import('../shim/delete');
+      const out = await runDelete(flags, config, (m) => process.stderr.write(m + '\n'));
       process.stdout.write(out);
       return;
     }
     case 'spare': {
-      const { runSpare } = await import('./spare');
-      await runSpare(flags);
+      const { runSpare } = await import('../shim/spare');
+      const { runDaemon } = await import('./serve');
+      const { saveCodeCache, installChanged } = await import('./code-cache');
+      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
+      const { SHIM_ENTRY } = await import('./entry');
+      await runSpare(flags, { becomeDaemon: runDaemon, warmedUp: saveCodeCache, installChanged, daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY] }, config);
       return;
     }
     case '': {
       const { runDaemon } = await import('./serve');
-      await runDaemon(flags);
+      await runDaemon(flags, config);
       return;
     }
     default:

@@ -8,7 +8,8 @@ import { encodeFrame } from '../../src/ttrpc/channel';
 import { encodeRequest } from '../../src/ttrpc/codec';
 import { containerd as api } from '../../src/gen/proto';
 import { TASK_SERVICE } from './containers';
-import { processAlive, rssBytes, sleep } from './probes';
+import { pidAlive, rssBytes } from './proc';
+import { sleep } from './wait';
 
 const T = api.task.v2;
 
@@ -155,7 +156,7 @@ export async function runAttack(
     return {
       name, rssBefore, rssPeak: obs.peak, rssAfter, longestStallMs: obs.longestStallMs,
       secondsToRecover: rssAfter <= rssBefore * 1.2 ? (SETTLE_MS + Date.now() - recoveryStart) / 1000 : -1,
-      probeCalls: obs.calls, probeErrors: obs.errors, shimAlive: processAlive(target.shimPid), detail, stats,
+      probeCalls: obs.calls, probeErrors: obs.errors, shimAlive: pidAlive(target.shimPid), detail, stats,
     };
   } finally {
     probeClient.close();
