@@ -31,9 +31,11 @@ const CRI = ['cri'];
 const HARDENING = ['conform', 'faults', 'hostile-clients', 'exporter'];
 // The package as operators install it (npm pack, npm install -g, an install over a running one).
 const INSTALL = ['package-install'];
+// In-place upgrade of running shims (tsshim upgrade, issue 16).
+const UPGRADE = ['live-upgrade'];
 const MATRIX = [
   { release: 'apt', files: 'all' },
-  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI, ...HARDENING, ...INSTALL] },
+  { release: '2.3.4', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI, ...HARDENING, ...INSTALL, ...UPGRADE] },
   { release: '2.2.7', files: [...CORE, ...PARITY, ...SURVIVAL, ...CRI] },
   { release: '2.0.11', files: [...CORE, ...CRI] },
 ];

@@ -1,0 +1,159 @@
+// In-place upgrade building blocks (src/upgrade/, README "Upgrading tsshim"): the versioned state
+// schema, a ttrpc connection handed from one server to another with its unread bytes and a
+// replayed call, and a container output copy stopped between two chunks and taken up again.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { Writable } from 'node:stream';
+import {
+  ACCEPTED_STATE_VERSIONS, encodeState, parseState, STATE_VERSION, stateFds, StateVersionError, type UpgradeState,
+} from '../../src/upgrade/state';
+import { replayableCall } from '../../src/upgrade/capture';
+import { ioFds, type IoState } from '../../src/task/io';
+import { encodeFrame, FrameDecoder, MessageType } from '../../src/ttrpc/channel';
+import { decodeResponse, encodeRequest } from '../../src/ttrpc/codec';
+import { Server } from '../../src/ttrpc';
+import { pump, type PumpControl } from '../../src/task/io/pump';
+import { socketOnFd } from '../../src/task/io/fds';
+import { dupCloexec, pipe2 } from '../../src/sys/libc';
+import { tempSocketDir } from '../support/raw-peer';
+
+const tmp = tempSocketDir('upgrade-');
+after(() => tmp.remove());
+
+function sampleState(over: Partial<UpgradeState> = {}): UpgradeState {
+  const io: IoState = {
+    kind: 'pipe',
+    copies: [
+      { name: 'stdout', done: false, srcFd: 20, dst: { kind: 'socket', fd: 21 }, pending: Buffer.from('12\n').toString('base64'), dropping: false, keepReaderFd: 22 },
+      { name: 'stderr', done: true, srcFd: -1, dst: { kind: 'discard' }, pending: '', dropping: false },
+    ],
+    stdin: { name: 'stdin', done: false, srcFd: 23, dst: { kind: 'socket', fd: 24 }, pending: '', dropping: false, keepAliveFd: 25 },
+  };
+  return {
+    version: STATE_VERSION,
+    from: { version: '0.1.0', revision: 'abc', entry: '/old/dist/src/daemon/boot.js' },
+    to: { entry: '/new/dist/src/daemon/boot.js', version: '0.2.0' },
+    writtenAt: 1,
+    daemon: { startedAt: 2, socket: '/run/s', namespace: 'ns', group: 'g', listenFd: 10, everCreated: true, shutdownRequested: false, spareRequested: true },
+    connections: [{ fd: 11, lastRequestId: 7, input: '' }, { fd: 12, lastRequestId: 0, input: 'AAE=' }],
+    upgradeCall: { connection: 1, streamId: 3 },
+    containers: [{
+      id: 'c1', namespace: 'ns', bundle: '/b/c1', rootfs: [], stdio: { stdin: '/i', stdout: '/o', stderr: '', terminal: false },
+      checkpoint: '', parentCheckpoint: '', options: {} as never, createdAt: 3, runningExecs: 0,
+      init: { execId: '', stdio: { stdin: '/i', stdout: '/o', stderr: '', terminal: false }, pid: 100, state: 'running', exit: null, reaped: null, watched: true, io },
+      execs: [],
+    }],
+    events: { pending: [], sent: 4, retries: 0, discarded: 0, journalFailures: 0 },
+    counters: { reaped: 1, exitsPublished: 1 },
+    rpc: [['Create', { count: 1, errors: 0, totalMs: 5, buckets: [1] }]],
+    ...over,
+  };
+}
+
+test('upgrade state: round trip; every handed-over fd listed once', () => {
+  const s = sampleState();
+  assert.deepEqual(parseState(encodeState(s)), s);
+  assert.deepEqual(stateFds(s, ioFds).sort((a, b) => a - b), [10, 11, 12, 20, 21, 22, 23, 24, 25]);
+  assert.ok(ACCEPTED_STATE_VERSIONS.includes(STATE_VERSION), 'a build reads what it writes');
+});
+
+test('upgrade state: a newer version is refused clearly, an unknown or malformed one too', () => {
+  const newer = JSON.stringify({ ...sampleState(), version: STATE_VERSION + 1 });
+  assert.throws(() => parseState(newer), (e: unknown) => e instanceof StateVersionError && /newer than this build reads.*downgrade/.test(e.message));
+  assert.throws(() => parseState(JSON.stringify({ ...sampleState(), version: 'one' })), StateVersionError);
+  assert.throws(() => parseState(JSON.stringify({ containers: [] })), StateVersionError);
+  assert.throws(() => parseState('{"version":1'), /not JSON/);
+  assert.throws(() => parseState(JSON.stringify({ ...sampleState(), daemon: {} })), /listenFd/);
+  assert.throws(() => parseState(JSON.stringify({ ...sampleState(), connections: [{ fd: 'x' }] })), /connections/);
+});
+
+test('upgrade: only waiting calls are replayed by the next process', () => {
+  assert.ok(replayableCall('containerd.task.v2.Task', 'Wait'));
+  assert.ok(replayableCall('containerd.task.v3.Task', 'Wait'));
+  assert.ok(replayableCall('tsshim.v1.Shim', 'Stats'));
+  for (const m of ['Start', 'Kill', 'Exec', 'Delete', 'Create', 'Shutdown']) assert.ok(!replayableCall('containerd.task.v2.Task', m), m);
+});
+
+// ---- ttrpc hand-over ----------------------------------------------------------------------
+
+const SVC = 'test.v1.Up';
+
+function request(id: number, method: string, payload: string): Buffer {
+  return encodeFrame(id, MessageType.REQUEST, 0, encodeRequest({ service: SVC, method, payload: Buffer.from(payload) }));
+}
+
+test('ttrpc hand-over: a held connection moves to another server with its unread bytes; a waiting call is replayed, each call answered once', async () => {
+  const replies = new Map<number, string[]>();
+  const old = new Server({ replayable: (_s, m) => m === 'Wait' });
+  old.register(SVC, { Echo: (p) => p, Wait: () => new Promise<Uint8Array>(() => {}) });
+  const path = tmp.path('h.sock');
+  const listener = net.createServer();
+  await new Promise<void>((r) => listener.listen(path, r));
+  old.serve(listener);
+  const client = net.connect(path);
+  await new Promise((r) => client.once('connect', r));
+  let got = 0;
+  const dec = new FrameDecoder({
+    frame: (h, data) => {
+      const r = decodeResponse(data);
+      replies.set(h.streamId, [...(replies.get(h.streamId) ?? []), Buffer.from(r.payload ?? []).toString()]);
+      got++;
+    },
+    oversize: () => assert.fail('oversize'),
+  });
+  client.on('data', (d) => dec.push(d));
+  const until = async (n: number) => { for (let i = 0; got < n && i < 400; i++) await new Promise((r) => setTimeout(r, 5)); };
+  client.write(request(1, 'Wait', 'w'));
+  client.write(request(3, 'Echo', 'before'));
+  await until(1);
+  // Half a request, read by the old server before it holds; the other half and one more after.
+  const five = request(5, 'Echo', 'split');
+  client.write(five.subarray(0, 7));
+  await new Promise((r) => setTimeout(r, 50));
+  old.hold();
+  client.write(Buffer.concat([five.subarray(7), request(7, 'Echo', 'after')]));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(old.inFlight().flatMap((c) => c.calls.map((k) => [k.method, k.replayable])), [['Wait', true]]);
+  const [{ handover }] = old.handover(() => new Set());
+  assert.equal(handover.lastRequestId, 0, 'the replayed Wait (id 1) must be accepted again');
+  assert.ok(handover.input.length > 7, 'the Wait request and the half frame');
+
+  const next = new Server();
+  next.register(SVC, { Echo: (p) => Buffer.concat([Buffer.from('new:'), p]), Wait: () => Buffer.from('replayed') });
+  next.adopt(new net.Socket({ fd: dupCloexec(handover.fd), readable: true, writable: true }), handover);
+  await until(4);
+  assert.deepEqual(Object.fromEntries(replies), { 1: ['replayed'], 3: ['before'], 5: ['new:split'], 7: ['new:after'] });
+  client.destroy();
+  // The old server's connection was detached (its fd is the new process's now): only its listener goes.
+  listener.close();
+  await next.shutdown(100);
+});
+
+// ---- container output copy ------------------------------------------------------------------
+
+test('output copy: paused between two chunks, detached, taken up on the same fd: nothing lost, nothing twice', async () => {
+  const [r, w] = pipe2();
+  const out: Buffer[] = [];
+  const sink = () => new Writable({ write: (chunk, _e, cb) => { out.push(Buffer.from(chunk)); cb(); } });
+  const control: Partial<PumpControl> = {};
+  void pump(socketOnFd(r, 'read'), sink(), { name: 'stdout', control });
+  const text = () => Buffer.concat(out).toString();
+  const waitFor = async (s: string) => { for (let i = 0; !text().endsWith(s) && i < 400; i++) await new Promise((res) => setTimeout(res, 5)); };
+  fs.writeSync(w, 'one\n');
+  await waitFor('one\n');
+  control.pause!();
+  fs.writeSync(w, 'two\n'); // stays in the pipe: the copy reads no more
+  await new Promise((res) => setTimeout(res, 50));
+  assert.ok(control.flushed!());
+  const pending = control.detach!();
+  const next: Partial<PumpControl> = {};
+  const dst = sink();
+  if (pending.length) dst.write(pending);
+  void pump(socketOnFd(dupCloexec(r), 'read'), dst, { name: 'stdout', control: next });
+  fs.writeSync(w, 'three\n');
+  await waitFor('three\n');
+  assert.equal(text(), 'one\ntwo\nthree\n');
+  fs.closeSync(w);
+});
