@@ -10,7 +10,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { startContainerd, uniqueId, repoRoot, pidAlive, selectedRelease, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import { installTarball, packCurrentTree, variantTarball } from '../support/package';
 import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from '../support/rootfs';
 import { callTasks, closeClients, collectEvents, getTask, type EventCollector } from '../support/containerd-api';
 
@@ -55,9 +56,11 @@ function makeBuild(name: string, version: string, patch?: (bundle: string) => st
 }
 
 /** The tsshim CLI of this checkout, run without blocking this process (its fifo readers must keep reading). */
-function tsshim(args: string[], on: Containerd = c): Promise<{ code: number; out: string }> {
+function tsshim(args: string[], on: Containerd = c, cli?: { bin: string; env: NodeJS.ProcessEnv }): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args, '--state', on.state], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = cli
+      ? spawn(cli.bin, [...args, '--state', on.state], { stdio: ['ignore', 'pipe', 'pipe'], env: cli.env })
+      : spawn(process.execPath, [path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args, '--state', on.state], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -389,5 +392,41 @@ test('a per-node shim (TSSHIM_PER_NODE) is upgraded with all its containers', as
   } finally {
     closeClients(pn);
     await pn.stop();
+  }
+});
+
+/** This process's PATH without any dir of the repository (its bin/ in particular). */
+function pathWithoutRepo(): string[] {
+  const repo = repoRoot();
+  return (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':')
+    .filter((d) => d && path.resolve(d) !== repo && !path.resolve(d).startsWith(repo + path.sep));
+}
+
+test('installed the way operators install: npm install -g of a newer package over the running one, then its tsshim upgrade', async () => {
+  const base = packCurrentTree();
+  const next = variantTarball(base, `${base.version}-live.1`);
+  const inst = installTarball(base.file);
+  const release = selectedRelease(repoRoot());
+  // containerd finds the shim only through the prefix; the CLI is the installed one too.
+  const PATH = [inst.binDir, ...(release.binDir ? [release.binDir] : []), path.dirname(process.execPath), ...pathWithoutRepo()].join(':');
+  const pc = await startContainerd({ env: { PATH } });
+  try {
+    const k = await fileCounter(pc);
+    const cli = { bin: path.join(inst.binDir, 'tsshim'), env: { ...process.env, PATH } };
+    assert.ok((await versions(pc)).get(k.shim)?.startsWith(`${base.version} (`), 'the first install runs');
+    installTarball(next.file, inst.prefix);
+    const check = await tsshim(['upgrade', '--check'], pc, cli);
+    assert.match(check.out, new RegExp(`would upgrade ${base.version.replace(/\./g, '\\.')} .* -> ${next.version.replace(/\./g, '\\.')}`), check.out);
+    const u = await tsshim(['upgrade'], pc, cli);
+    assert.equal(u.code, 0, `${u.out}\n${pc.logTail(3000)}`);
+    assert.match(u.out, /upgraded .* pid \d+ kept/);
+    assert.ok((await versions(pc)).get(k.shim)?.startsWith(`${next.version} (`), 'the running shim runs the new install');
+    const ex = await pc.ctr(['task', 'exec', '--exec-id', 'inst', k.id, 'echo', 'installed-ok']);
+    assert.match(ex.stdout, /installed-ok/, ex.stderr);
+    await finishCounter(k, pc);
+  } finally {
+    closeClients(pc);
+    await pc.stop();
+    inst.remove();
   }
 });
