@@ -430,3 +430,31 @@ test('installed the way operators install: npm install -g of a newer package ove
     inst.remove();
   }
 });
+
+test('a binary:// logger keeps getting the output across upgrades and is stopped by the new code on Delete', async () => {
+  const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
+  const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
+  const id = uniqueId('upl');
+  const prefix = path.join(c.dir, id);
+  const logger = path.join(repoRoot(), 'test', 'fixtures', 'parity', 'logger.sh');
+  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--log-uri', `binary://${logger}?out=${prefix}`, '--rootfs', rootfs, id, ...COUNTER]);
+  assert.equal(r.code, 0, r.stderr);
+  const shim = shimPidOf(id);
+  const loggers = () => childrenOf(shim).filter((pid) => {
+    try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('logger.sh'); } catch { return false; }
+  });
+  const loggerPid = await until(() => loggers()[0] ?? 0, 'the logger running');
+  for (const entry of [entryB, entryA]) {
+    const u = await upgrade(entry, [id]);
+    assert.equal(u.code, 0, u.out);
+    await sleep(300);
+  }
+  assert.deepEqual(loggers(), [loggerPid], 'the same logger, still the shim\'s child');
+  await callTasks(c, 'Kill', { container_id: id, signal: 9 });
+  await until(async () => (await getTask(c, id)).status === 'STOPPED', `${id} stopped`);
+  await sleep(300);
+  assertCounter(fs.readFileSync(`${prefix}.stdout`, 'utf8'), 'binary:// logger');
+  await callTasks(c, 'Delete', { container_id: id });
+  await c.ctr(['container', 'delete', id]);
+  await until(() => !pidAlive(loggerPid), 'the logger stopped after Delete');
+});
