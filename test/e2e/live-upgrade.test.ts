@@ -458,3 +458,39 @@ test('a binary:// logger keeps getting the output across upgrades and is stopped
   await c.ctr(['container', 'delete', id]);
   await until(() => !pidAlive(loggerPid), 'the logger stopped after Delete');
 });
+
+test('under load: an exec storm and Tasks.Get during upgrades; every exec answers with its own output', async () => {
+  const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
+  const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
+  const id = uniqueId('ups');
+  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);
+  assert.equal(r.code, 0, r.stderr);
+  let storming = true;
+  const failures: string[] = [];
+  let done = 0;
+  const storm = async (lane: number) => {
+    for (let n = 0; storming; n++) {
+      const word = `lane${lane}-${n}`;
+      const ex = await c.ctr(['task', 'exec', '--exec-id', word, id, 'echo', word], { timeoutMs: 60_000 });
+      if (ex.code !== 0 || ex.stdout.trim() !== word) failures.push(`${word}: code ${ex.code} out ${JSON.stringify(ex.stdout)} err ${ex.stderr.trim()}`);
+      else done++;
+    }
+  };
+  const lanes = [0, 1, 2].map(storm);
+  const poll = pollTasks([id]);
+  await until(() => done >= 3, 'the storm under way');
+  for (const entry of [entryB, entryA, entryB, entryA]) {
+    const u = await upgrade(entry, [id]);
+    assert.equal(u.code, 0, `${u.out}\n${c.logTail(3000)}`);
+  }
+  storming = false;
+  await Promise.all(lanes);
+  const polled = await poll.stop();
+  assert.deepEqual(failures, [], 'execs during upgrades');
+  assert.deepEqual(polled.errors, [], 'Tasks.Get during upgrades');
+  assert.ok(done >= 6, `execs done: ${done}`);
+  await callTasks(c, 'Kill', { container_id: id, signal: 9 });
+  await until(async () => (await getTask(c, id)).status === 'STOPPED', `${id} stopped`);
+  await callTasks(c, 'Delete', { container_id: id });
+  await c.ctr(['container', 'delete', id]);
+});
