@@ -57,6 +57,7 @@ interface Libc {
   prctl: Fn; prctlPtr: Fn; waitpid: Fn; waitid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
   setsid: Fn; close: Fn; fcntl: Fn; kill: Fn; fchown: Fn;
   mount: Fn; umount2: Fn; madvise: Fn; mallocTrim: Fn; pidfdOpen: Fn; pidfdSendSignal: Fn; prlimit: Fn;
+  schedSetscheduler: Fn; schedGetscheduler: Fn; schedGetparam: Fn;
 }
 
 let libc: Libc | undefined;
@@ -98,6 +99,9 @@ function lib(): Libc {
     pidfdOpen: c.func('syscall', 'long', ['long', 'int', 'unsigned int']),
     pidfdSendSignal: c.func('syscall', 'long', ['long', 'int', 'int', 'void *', 'unsigned int']),
     prlimit: c.func('prlimit', 'int', ['int', 'int', 'void *', 'void *']),
+    schedSetscheduler: c.func('sched_setscheduler', 'int', ['int', 'int', 'void *']),
+    schedGetscheduler: c.func('sched_getscheduler', 'int', ['int']),
+    schedGetparam: c.func('sched_getparam', 'int', ['int', 'void *']),
   };
   return libc;
 }
@@ -397,4 +401,35 @@ export function getRlimit(pid: number, resource: number): Buffer {
 export function setRlimit(resource: number, limit: Buffer): void {
   const l = lib();
   check('prlimit', () => l.prlimit(0, resource, limit, null), `resource ${resource}`);
+}
+
+/** Scheduling policies (sched(7)); SCHED_RESET_ON_FORK is masked off by schedPolicy. */
+export const SCHED_OTHER = 0;
+export const SCHED_IDLE = 5;
+const SCHED_RESET_ON_FORK = 0x40000000;
+
+/** A thread's policy and static priority (0 for the normal policies). */
+export interface SchedPolicy { policy: number; priority: number }
+
+/**
+ * sched_getscheduler + sched_getparam of a thread (`tid` 0: the calling thread). Linux applies a
+ * policy per thread: a pid names its main thread only.
+ */
+export function schedPolicy(tid: number): SchedPolicy {
+  const l = lib();
+  const policy = check('sched_getscheduler', () => l.schedGetscheduler(tid), `tid ${tid}`) & ~SCHED_RESET_ON_FORK;
+  const param = Buffer.alloc(4);
+  check('sched_getparam', () => l.schedGetparam(tid, param), `tid ${tid}`);
+  return { policy, priority: param.readInt32LE(0) };
+}
+
+/**
+ * sched_setscheduler of one thread. The nice value is kept. Leaving SCHED_IDLE needs CAP_SYS_NICE
+ * or an RLIMIT_NICE that allows the thread's nice value (EPERM otherwise).
+ */
+export function setSchedPolicy(tid: number, p: SchedPolicy): void {
+  const l = lib();
+  const param = Buffer.alloc(4);
+  param.writeInt32LE(p.priority, 0);
+  check('sched_setscheduler', () => l.schedSetscheduler(tid, p.policy, param), `tid ${tid} policy ${p.policy}`);
 }
