@@ -18,7 +18,7 @@ export interface DiscoverOptions {
 export interface FoundShim { socket: string; client: ShimClient; containers: ContainerRow[] }
 
 function isSocket(p: string): boolean {
-  try { return fs.statSync(p).isSocket(); } catch { return false; }
+  try { return fs.statSync(p).isSocket(); } catch { return false; } // gone meanwhile: not a candidate
 }
 
 /** Candidate sockets, deduplicated (a group shim serves several containers on one socket). */
@@ -30,7 +30,7 @@ export function candidateSockets(opts: DiscoverOptions, env: NodeJS.ProcessEnv =
     try { namespaces = fs.readdirSync(root); } catch { throw new CliError(`no task state under ${root}`); }
     for (const ns of namespaces) {
       let ids: string[] = [];
-      try { ids = fs.readdirSync(path.join(root, ns)); } catch { continue; }
+      try { ids = fs.readdirSync(path.join(root, ns)); } catch { continue; } // not a namespace dir (or removed meanwhile)
       for (const id of ids) {
         try {
           const address = fs.readFileSync(path.join(root, ns, id, 'address'), 'utf8').trim();
@@ -42,7 +42,7 @@ export function candidateSockets(opts: DiscoverOptions, env: NodeJS.ProcessEnv =
   } else {
     const dir = opts.socketDir || env.TSSHIM_SOCKET_DIR || DEFAULT_SOCKET_DIR;
     let names: string[] = [];
-    try { names = fs.readdirSync(dir); } catch { return []; }
+    try { names = fs.readdirSync(dir); } catch { return []; } // no socket dir: no shims to find
     for (const n of names.sort()) if (isSocket(path.join(dir, n))) out.add(path.join(dir, n));
   }
   return [...out];
@@ -55,7 +55,7 @@ export function candidateSockets(opts: DiscoverOptions, env: NodeJS.ProcessEnv =
 export async function discoverShims(opts: DiscoverOptions, env: NodeJS.ProcessEnv = process.env): Promise<FoundShim[]> {
   const found = await Promise.all(candidateSockets(opts, env).map(async (socket): Promise<FoundShim | null> => {
     let client: ShimClient;
-    try { client = await ShimClient.connect(socket); } catch { return null; }
+    try { client = await ShimClient.connect(socket); } catch { return null; } // stale socket, nobody serves it: skipped (see above)
     try {
       return { socket, client, containers: await client.list() };
     } catch {

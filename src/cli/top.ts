@@ -19,13 +19,13 @@ export function topRow(r: Row): string[] {
   const u = usageOf(r.cur);
   const p = r.prev ? usageOf(r.prev) : null;
   const cpu = r.prev && p ? cpuPercent(p.cpuNs, u.cpuNs, r.prev, r.cur) : null;
-  const initCpu = r.prev && r.cur.pid === r.prev.pid && r.cur.processCpuNs
-    ? cpuPercent(r.prev.processCpuNs, r.cur.processCpuNs, r.prev, r.cur) : null;
+  const initCpu = r.prev && r.cur.pid === r.prev.pid && r.cur.process_cpu_ns
+    ? cpuPercent(r.prev.process_cpu_ns, r.cur.process_cpu_ns, r.prev, r.cur) : null;
   return [
     r.cur.namespace || '-', r.cur.id, String(r.cur.pid || '-'), r.cur.status, humanPercent(cpu),
     u.memoryBytes === null ? '-' : humanBytes(u.memoryBytes), u.memoryLimit === null ? '-' : humanBytes(u.memoryLimit),
     u.pids === null ? '-' : String(u.pids), humanPercent(initCpu),
-    r.cur.processRssBytes ? humanBytes(r.cur.processRssBytes) : '-',
+    r.cur.process_rss_bytes ? humanBytes(r.cur.process_rss_bytes) : '-',
   ];
 }
 

@@ -2,6 +2,7 @@
 // cgroup version's Metrics, plus the init process's own numbers. CPU % needs two samples.
 import { io } from '../gen/proto';
 import type { StatsSampleMessage } from '../diag/introspection';
+import { TypeUrl } from '../types/typeurls';
 
 export interface Usage {
   cpuNs: number | null;      // cumulative cgroup CPU time
@@ -30,7 +31,7 @@ export function cgroupUsage(s: StatsSampleMessage): CgroupUsage | null {
   if (!s.metrics || !s.metrics.value.length) return null;
   const type = s.metrics.type_url.replace(/^.*\//, '');
   try {
-    if (type === 'io.containerd.cgroups.v1.Metrics') {
+    if (type === TypeUrl.CgroupsV1Metrics) {
       const m = io.containerd.cgroups.v1.Metrics.decode(s.metrics.value);
       const usage = n(m.memory?.usage?.usage);
       return {
@@ -45,7 +46,7 @@ export function cgroupUsage(s: StatsSampleMessage): CgroupUsage | null {
         oomKills: m.memory_oom_control ? n(m.memory_oom_control.oom_kill) : null,
       };
     }
-    if (type === 'io.containerd.cgroups.v2.Metrics') {
+    if (type === TypeUrl.CgroupsV2Metrics) {
       const m = io.containerd.cgroups.v2.Metrics.decode(s.metrics.value);
       const usage = n(m.memory?.usage);
       return {

@@ -37,6 +37,6 @@ export function installChanged(): boolean {
   try {
     return fileIdentity(fs.statSync(loaded.file, { bigint: true })) !== loaded.identity;
   } catch {
-    return true;
+    return true; // the bundle is gone: "missing" counts as changed (see above)
   }
 }

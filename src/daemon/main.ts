@@ -21,7 +21,7 @@ const SHIM_USAGE = `Usage: ${NAME} -namespace <ns> -id <id> -address <addr> [-de
 `;
 
 function readStdin(): Buffer {
-  try { return fs.readFileSync(0); } catch { return Buffer.alloc(0); }
+  try { return fs.readFileSync(0); } catch { return Buffer.alloc(0); } // stdin closed or a tty: no input
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -63,7 +63,7 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'delete': {
       const { runDelete } = await import('../shim/delete');
-      const out = runDelete(flags, config, (m) => process.stderr.write(m + '\n'));
+      const out = await runDelete(flags, config, (m) => process.stderr.write(m + '\n'));
       process.stdout.write(out);
       return;
     }

@@ -178,7 +178,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     if (!perNode && !untrusted) leaveServing(SHIM_ENTRY, flags, config, service.everCreated && !spareRequested);
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
-    await ttrpc.shutdown(1000).catch(() => {});
+    await ttrpc.shutdown(1000).catch(() => {}); // the process exits next: a connection that did not close goes with it
     const drained = await publisher.drain(5000);
     publisher.close();
     if (drained && journalFile) fs.rmSync(journalFile, { force: true });

@@ -1,8 +1,11 @@
 // tsshim.v1.Shim: the shim's own diagnostics service, served on the shim socket next to the Task
 // API. List and Inspect answer from in-memory state; Stats streams samples until the client goes.
 import * as fs from 'node:fs';
-import { Writer, Reader } from 'protobufjs/minimal';
 import { tsshim } from '../gen/proto';
+import { toNumber } from '../types/long';
+import { ServiceName } from '../types/typeurls';
+import { timestampFromDate } from '../types/timestamp';
+import { unixTime, wallClockNow } from '../sys/clock';
 import { Code, TtrpcError, type CallContext, type Server } from '../ttrpc';
 import type { DaemonView } from './daemon-view';
 import type { Container } from '../task/container';
@@ -12,7 +15,7 @@ import { VERSION, REVISION } from '../shim/version';
 
 export type { DaemonView } from './daemon-view';
 
-export const SHIM_SERVICE = 'tsshim.v1.Shim';
+export const SHIM_SERVICE = ServiceName.Shim;
 export const DEFAULT_STATS_INTERVAL_MS = 1000;
 export const MIN_STATS_INTERVAL_MS = 20;
 
@@ -53,7 +56,7 @@ export function processUsage(pid: number): ProcessUsage | null {
     const rssPages = Number(f[21]);              // rss (field 24)
     return { cpuNs: (ticks * 1e9) / CLK_TCK, rssBytes: rssPages * PAGE_SIZE, threads };
   } catch {
-    return null;
+    return null; // the process is gone: no usage, as documented
   }
 }
 
@@ -61,7 +64,7 @@ export function processUsage(pid: number): ProcessUsage | null {
 export function openFds(): { count: number; kinds: Record<string, number> } {
   const kinds: Record<string, number> = {};
   let names: string[] = [];
-  try { names = fs.readdirSync('/proc/self/fd'); } catch { return { count: 0, kinds }; }
+  try { names = fs.readdirSync('/proc/self/fd'); } catch { return { count: 0, kinds }; } // no /proc: nothing to report
   for (const n of names) {
     let target = '';
     try { target = fs.readlinkSync(`/proc/self/fd/${n}`); } catch { continue; } // the readdir fd itself
@@ -73,63 +76,38 @@ export function openFds(): { count: number; kinds: Record<string, number> } {
   return { count: Object.values(kinds).reduce((a, b) => a + b, 0), kinds };
 }
 
-// ---- StatsSample extension fields ---------------------------------------------------------------
-// StatsSample has no place for the container's namespace or the init process's own usage. Until
-// proto/tsshim/v1 grows them, they travel as extra fields with high numbers that older decoders
-// skip; decodeStatsSample reads them back.
+// ---- StatsSample ------------------------------------------------------------------------------
 
-export const SAMPLE_EXT = { namespace: 100, processCpuNs: 101, processRssBytes: 102 } as const;
-
+/** A StatsSample as the CLI uses it: the generated type's fields, with plain numbers for its uint64s. */
 export interface StatsSampleMessage {
   id: string; exec_id: string; pid: number; status: string;
   metrics: { type_url: string; value: Uint8Array } | null;
   at: { seconds: number; nanos: number };
-  namespace: string; processCpuNs: number; processRssBytes: number;
+  namespace: string; process_cpu_ns: number; process_rss_bytes: number;
 }
 
 export function encodeStatsSample(s: StatsSampleMessage): Uint8Array {
-  const w = Writer.create();
-  tsshim.v1.StatsSample.encode({
-    id: s.id, exec_id: s.exec_id, pid: s.pid, status: s.status, metrics: s.metrics, at: s.at,
-  }, w);
-  if (s.namespace) w.uint32((SAMPLE_EXT.namespace << 3) | 2).string(s.namespace);
-  w.uint32(SAMPLE_EXT.processCpuNs << 3).uint64(Math.round(s.processCpuNs));
-  w.uint32(SAMPLE_EXT.processRssBytes << 3).uint64(s.processRssBytes);
-  return w.finish();
+  return tsshim.v1.StatsSample.encode({ ...s, process_cpu_ns: Math.round(s.process_cpu_ns) }).finish();
 }
 
 export function decodeStatsSample(buf: Uint8Array): StatsSampleMessage {
   const m = tsshim.v1.StatsSample.decode(buf);
-  const out: StatsSampleMessage = {
+  return {
     id: m.id, exec_id: m.exec_id, pid: m.pid, status: m.status,
     metrics: m.metrics ? { type_url: m.metrics.type_url ?? '', value: m.metrics.value ?? new Uint8Array() } : null,
-    at: { seconds: Number(m.at?.seconds ?? 0), nanos: m.at?.nanos ?? 0 },
-    namespace: '', processCpuNs: 0, processRssBytes: 0,
+    at: { seconds: toNumber(m.at?.seconds), nanos: m.at?.nanos ?? 0 },
+    namespace: m.namespace, process_cpu_ns: toNumber(m.process_cpu_ns), process_rss_bytes: toNumber(m.process_rss_bytes),
   };
-  const r = Reader.create(buf);
-  while (r.pos < r.len) {
-    const tag = r.uint32();
-    const field = tag >>> 3;
-    if (field === SAMPLE_EXT.namespace) out.namespace = r.string();
-    else if (field === SAMPLE_EXT.processCpuNs) out.processCpuNs = Number(r.uint64().toString());
-    else if (field === SAMPLE_EXT.processRssBytes) out.processRssBytes = Number(r.uint64().toString());
-    else r.skipType(tag & 7);
-  }
-  return out;
 }
 
 // ---- the three methods --------------------------------------------------------------------------
 
-function toTimestamp(d: Date): { seconds: number; nanos: number } {
-  const ms = d.getTime();
-  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
-}
 
 export function listContainers(daemon: DaemonView): Uint8Array {
   return tsshim.v1.ListResponse.encode({
     containers: daemon.service.list().map((c) => ({
       id: c.id, namespace: c.namespace, pid: c.init.pid, status: containerStatus(c), bundle: c.bundle,
-      started_at: toTimestamp(c.createdAt), exec_count: c.execs.size,
+      started_at: timestampFromDate(c.createdAt), exec_count: c.execs.size,
     })),
   }).finish();
 }
@@ -193,8 +171,8 @@ async function sampleOf(daemon: DaemonView, c: Container): Promise<StatsSampleMe
   }
   const usage = c.init.exit ? null : processUsage(c.init.pid);
   return {
-    id: c.id, exec_id: '', pid: c.init.pid, status: containerStatus(c), metrics, at: toTimestamp(new Date()),
-    namespace: c.namespace, processCpuNs: usage?.cpuNs ?? 0, processRssBytes: usage?.rssBytes ?? 0,
+    id: c.id, exec_id: '', pid: c.init.pid, status: containerStatus(c), metrics, at: unixTime(wallClockNow()),
+    namespace: c.namespace, process_cpu_ns: usage?.cpuNs ?? 0, process_rss_bytes: usage?.rssBytes ?? 0,
   };
 }
 

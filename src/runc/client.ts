@@ -1,4 +1,4 @@
-// Typed client for the runc CLI. Command lines follow the Go shim's exactly (runc-and-io.md §1-2).
+// Typed client for the runc CLI. Command lines follow the Go shim's exactly (go-runc's, flag for flag).
 // Every invocation goes through the reaper's run(), which leaves runc's exit status to libuv, so
 // the global reaper never steals it, and bounds it with a deadline.
 import * as crypto from 'node:crypto';
@@ -172,7 +172,7 @@ export class RuncClient {
       await this.runProcessCommand('exec', args, opts);
     } finally {
       // A random name nobody reuses: removed off the event loop, without holding up the caller.
-      fs.promises.rm(specFile, { force: true }).catch(() => {});
+      fs.promises.rm(specFile, { force: true }).catch(() => {}); // a private 0600 temp file: a leftover harms nobody
     }
   }
 

@@ -1,4 +1,4 @@
-// Errors from runc invocations, with runc's own message pulled from its JSON log (runc-and-io.md §2.2).
+// Errors from runc invocations, with runc's own message pulled from its JSON log (as go-runc does).
 import * as fs from 'node:fs';
 
 export interface RuncErrorInit {
@@ -83,7 +83,7 @@ export function fileSize(path: string): number {
   try {
     return fs.statSync(path).size;
   } catch {
-    return 0;
+    return 0; // no log yet: runc's whole log is this invocation's
   }
 }
 

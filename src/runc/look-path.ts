@@ -31,6 +31,6 @@ function isExecutable(file: string): boolean {
     fs.accessSync(file, fs.constants.X_OK);
     return true;
   } catch {
-    return false;
+    return false; // missing or not ours to run: the next PATH entry is tried
   }
 }

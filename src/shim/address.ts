@@ -28,7 +28,7 @@ export function readAnnotations(bundle: string): Record<string, string> {
     const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
     return spec && typeof spec.annotations === 'object' && spec.annotations ? spec.annotations : {};
   } catch {
-    return {};
+    return {}; // no readable config.json: no group annotations, and Create reports the bundle itself
   }
 }
 

@@ -10,19 +10,17 @@
 // A wrong guess towards "plain" is harmless (every daemon accepts it); a wrong guess towards
 // JSON breaks 1.6 (it would dial the JSON text as an abstract socket name), hence the strict
 // 1.7+ test: all three variables set by the daemon itself, matching the flags.
-// We always answer version 2 (Task v2): version 3 would promise the sandbox semantics of
-// task-api.md section 7, which tsshim does not implement.
+// We always answer version 2 (Task v2): version 3 would promise containerd 2.x's sandbox
+// semantics (the Sandbox API next to Task v3), which tsshim does not implement.
 import { Reader, Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
+import { RUNTIME_OPTION_TYPE_URLS } from '../types/typeurls';
 
 export type DaemonGeneration = 'plain' | 'json' | 'protobuf';
 
 export const TASK_API_VERSION = 2;
-/** Same list as task/options KNOWN_OPTION_TYPES (a unit test keeps them equal); repeated here so
- *  `start` does not load the generated protobuf code just to name four types. */
-export const RUNTIME_OPTION_TYPES: readonly string[] = [
-  'containerd.runc.v1.Options', 'runtimeoptions.v1.Options', 'containerd.linux.runc.CreateOptions', 'containerd.linux.runc.RuncOptions',
-];
+/** The option types task/options decodes (from types/typeurls, which loads no generated code). */
+export const RUNTIME_OPTION_TYPES: readonly string[] = RUNTIME_OPTION_TYPE_URLS;
 export const PROTOCOL = 'ttrpc';
 
 /** A serialized google.protobuf.Any, kept as fields so no generated code is needed here. */
@@ -126,7 +124,7 @@ export function decodeBootstrapParams(bytes: Uint8Array): BootstrapParams {
 export function parseBootstrapParams(stdin: Uint8Array, id: string, namespace: string): BootstrapParams | null {
   if (stdin.length === 0) return null;
   let p: BootstrapParams;
-  try { p = decodeBootstrapParams(stdin); } catch { return null; }
+  try { p = decodeBootstrapParams(stdin); } catch { return null; } // not BootstrapParams: the older stdin forms (doc above)
   return p.instance_id === id && p.namespace === namespace ? p : null;
 }
 

@@ -7,20 +7,27 @@ import { spawnSync } from 'node:child_process';
 import { Writer } from 'protobufjs/minimal';
 import type { ShimFlags } from './flags';
 import { mountsBelow } from '../task/mounts';
+import { bundleFile, readInitExit, readInitPid, readRuntimeFiles } from '../task/bundle-files';
+import { RuncClient, RuncError, type CommandRunner } from '../runc';
 import { shimJournalFile, shimPidFile } from './address';
+import { oneShotRunner } from './one-shot-runner';
+import { unixTime, wallClockAt } from '../sys/clock';
 import type { ShimConfig } from './config';
 
-const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+/** runc delete's own deadline, inside containerd's 5 s for the whole subcommand (umount follows). */
+const RUNC_DELETE_TIMEOUT_MS = 4000;
 
 function readText(file: string): string | null {
-  try { return fs.readFileSync(file, 'utf8').trim(); } catch { return null; }
+  try { return fs.readFileSync(file, 'utf8').trim(); } catch { return null; } // missing: nothing to read
 }
 
+/** DeleteResponse{pid, exit_status, exited_at}, encoded by hand (no generated code loaded). */
 export function encodeDeleteResponse(pid: number, status: number, atMs: number): Uint8Array {
   const w = Writer.create();
   if (pid) w.uint32(8).uint32(pid);
   if (status) w.uint32(16).uint32(status);
-  w.uint32(26).fork().uint32(8).int64(Math.floor(atMs / 1000)).uint32(16).int32((atMs % 1000) * 1e6).ldelim();
+  const at = unixTime(wallClockAt(atMs));
+  w.uint32(26).fork().uint32(8).int64(at.seconds).uint32(16).int32(at.nanos).ldelim();
   return w.finish();
 }
 
@@ -51,18 +58,23 @@ function removeDeadShimFiles(bundle: string, stateDir: string): void {
   fs.rmSync(shimPidFile(socket, stateDir), { force: true });
 }
 
-export function runDelete(flags: ShimFlags, config: ShimConfig, warn: (msg: string) => void): Uint8Array {
+export async function runDelete(
+  flags: ShimFlags, config: ShimConfig, warn: (msg: string) => void, runner: CommandRunner = oneShotRunner,
+): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
-  const opts = JSON.parse(readText(path.join(bundle, 'options.json')) || '{}');
-  const binary = readText(path.join(bundle, 'runtime')) || opts.binary_name || 'runc';
-  const root = path.join(opts.root || DEFAULT_RUNC_ROOT, flags.namespace);
+  const runtime = readRuntimeFiles(bundle, warn);
+  const root = path.join(runtime.root, flags.namespace);
   // runc keeps a state dir per container: only call runc (and pay for it) when there is one.
   if (fs.existsSync(path.join(root, flags.id))) {
-    const args = ['--root', root, '--log', path.join(bundle, 'log.json'), '--log-format', 'json'];
-    if (opts.systemd_cgroup) args.push('--systemd-cgroup');
-    args.push('delete', '--force', flags.id);
-    const r = spawnSync(binary, args, { timeout: 4000, stdio: ['ignore', 'ignore', 'pipe'] });
-    if (r.error || r.status !== 0) warn(`runc delete --force ${flags.id} failed: ${r.error?.message ?? r.stderr.toString().trim()}`);
+    // The flags the Go shim's delete gives runc: no --criu, no --debug.
+    const runc = new RuncClient({
+      binary: runtime.binary, root, log: bundleFile(bundle, 'runcLog'), systemdCgroup: runtime.systemdCgroup, runner,
+    });
+    try {
+      await runc.delete(flags.id, { force: true, timeoutMs: RUNC_DELETE_TIMEOUT_MS });
+    } catch (e) {
+      warn(`runc delete --force ${flags.id} failed: ${e instanceof RuncError ? e.runcMessage : (e as Error).message}`);
+    }
   }
   const rootfs = path.join(bundle, 'rootfs');
   for (let i = 0; i < 10 && isMounted(rootfs); i++) {
@@ -70,14 +82,8 @@ export function runDelete(flags: ShimFlags, config: ShimConfig, warn: (msg: stri
     if (r.status !== 0) { warn(`umount ${rootfs}: ${r.stderr.toString().trim()}`); break; }
   }
   removeDeadShimFiles(bundle, config.stateDir);
-  const pid = Number(readText(path.join(bundle, 'init.pid'))) || 0;
   // The shim persisted the real exit status at reap time; 137 only when the container never exited
   // before the shim died (it was killed by runc delete --force above).
-  let status = 137;
-  let at = Date.now();
-  try {
-    const exit = JSON.parse(readText(path.join(bundle, 'init.exit')) || '');
-    if (typeof exit.status === 'number') { status = exit.status; at = exit.at; }
-  } catch { /* never exited */ }
-  return encodeDeleteResponse(pid, status, at);
+  const exit = readInitExit(bundle);
+  return encodeDeleteResponse(readInitPid(bundle), exit?.status ?? 137, exit?.at ?? Date.now());
 }

@@ -9,8 +9,9 @@ import { containerd, google } from '../gen/proto';
 import { VERSION, REVISION } from './version';
 import { RUNTIME_NAME } from './address';
 import { strictReader } from './bootstrap';
+import { TypeUrl } from '../types/typeurls';
 
-export const FEATURES_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/features/Features';
+export const FEATURES_TYPE_URL = TypeUrl.OciFeatures;
 /** Deprecated by containerd 2.4 (BootstrapResult MountCapabilities) but still read for non-runc shims. */
 export const ALLOW_MOUNTS_ANNOTATION = 'containerd.io/runtime-allow-mounts';
 /** Rootfs mount types the shim mounts itself (through mount(8)), for containerd 2.x's mount manager. */

@@ -54,7 +54,7 @@ export function setProcessArgv(args: readonly string[]): boolean {
   try {
     return overwriteOwnArea(48, Buffer.from(args.join('\0') + '\0'));
   } catch {
-    return false;
+    return false; // as documented: the title is cosmetic, the caller goes on with the old one
   }
 }
 

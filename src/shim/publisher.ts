@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import { Writer } from 'protobufjs/minimal';
 import type { Logger } from '../sys/logger';
 import { nullLogger } from '../sys/logger';
+import { ServiceName } from '../types/typeurls';
+import { unixTime, wallClockNow } from '../sys/clock';
 
 export interface OutboxEvent {
   seq: number;
@@ -23,12 +25,13 @@ export interface EventSender {
   reset(): void;
 }
 
-const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
+const EVENTS_SERVICE = ServiceName.Events;
 
 export function encodeForwardRequest(e: OutboxEvent): Uint8Array {
   const w = Writer.create();
   w.uint32(10).fork(); // ForwardRequest.envelope
-  w.uint32(10).fork().uint32(8).int64(Math.floor(e.at / 1000)).uint32(16).int32(e.atNanos).ldelim();
+  const t = unixTime({ at: new Date(e.at), nanos: e.atNanos });
+  w.uint32(10).fork().uint32(8).int64(t.seconds).uint32(16).int32(t.nanos).ldelim();
   w.uint32(18).string(e.namespace);
   w.uint32(26).string(e.topic);
   w.uint32(34).fork().uint32(10).string(e.typeUrl).uint32(18).bytes(e.value).ldelim();
@@ -56,7 +59,7 @@ export class TtrpcEventSender implements EventSender {
    * TaskCreate does not wait for a connect on containerd's Create path. A failure is retried by forward.
    */
   preconnect(): void {
-    this.connection().catch(() => {});
+    this.connection().catch(() => {}); // forward dials again and reports its own failure
   }
   async forward(payload: Uint8Array, namespace: string): Promise<void> {
     const client = await this.connection();
@@ -103,7 +106,7 @@ export class OutboxJournal {
     try {
       if (fs.lstatSync(file).isSymbolicLink()) return []; // not ours: never read through a planted link
       text = fs.readFileSync(file, 'utf8');
-    } catch { return []; }
+    } catch { return []; } // no journal: a first run, or the previous one could not write it
     const events = new Map<number, OutboxEvent>();
     for (const line of text.split('\n')) {
       try {
@@ -179,8 +182,8 @@ export class Publisher {
 
   publish(namespace: string, topic: string, typeUrl: string, value: Uint8Array): void {
     if (this.closed) { this.log.warn('event after publisher close dropped', { topic }); return; }
-    const now = Date.now();
-    const e: OutboxEvent = { seq: ++this.seq, namespace, topic, typeUrl, value, at: now, atNanos: (now % 1000) * 1e6 };
+    const now = wallClockNow();
+    const e: OutboxEvent = { seq: ++this.seq, namespace, topic, typeUrl, value, at: now.at.getTime(), atNanos: now.nanos };
     // Queued before it is journalled: a journal that cannot be written costs durability, never delivery.
     this.queue.push(e);
     this.journalled(() => this.journal.append(e));

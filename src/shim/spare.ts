@@ -49,21 +49,21 @@ const alive = (pid: number) => {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
     return !/^[ZXx]/.test(stat.slice(stat.lastIndexOf(')') + 2));
   } catch {
-    return false;
+    return false; // no such process
   }
 };
 
 /** Live spares waiting in the pool (directories named by pid whose process exists). */
 export function waitingSpares(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; }
+  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: no spares
   return names.filter((n) => /^\d+$/.test(n)).map(Number).filter(alive);
 }
 
 /** Spares still booting: `.booting-<pid>` markers (hidden from the sh's claim loop). */
 function bootingSpares(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; }
+  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: none booting
   return names.filter((n) => /^\.booting-\d+$/.test(n)).map((n) => Number(n.slice(9))).filter((pid) => {
     if (alive(pid)) return true;
     fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
@@ -79,7 +79,7 @@ export function spareTarget(pool: string, now = Date.now()): number {
   try {
     return now - fs.statSync(path.join(pool, '.starved')).mtimeMs < STARVED_WINDOW_MS ? 2 : 1;
   } catch {
-    return 1;
+    return 1; // no .starved marker: no start has waited
   }
 }
 
@@ -92,7 +92,7 @@ export function untrustedState(pool: string): string {
   const spares = path.dirname(pool);
   for (const dir of [path.dirname(spares), spares, pool]) {
     let st: fs.Stats;
-    try { st = fs.lstatSync(dir); } catch { continue; }
+    try { st = fs.lstatSync(dir); } catch { continue; } // not created yet: nothing in it to distrust
     if (!st.isDirectory()) return `${dir} is not a directory`;
     if (st.uid !== euid) return `${dir} is owned by uid ${st.uid}, not ${euid}`;
     if (st.mode & 0o022) return `${dir} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`;
@@ -106,14 +106,14 @@ function isShimProcess(pid: number): boolean {
   try {
     return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('containerd-shim-tsshim-v2');
   } catch {
-    return false;
+    return false; // no such process
   }
 }
 
 /** Live daemons of this pool's containerd that serve containers (stale markers are removed). */
 export function servingShims(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; }
+  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: no serving markers
   return names.filter((n) => n.startsWith(SERVING) && /^\d+$/.test(n.slice(SERVING.length))).map((n) => Number(n.slice(SERVING.length))).filter((pid) => {
     if (alive(pid) && isShimProcess(pid)) return true;
     fs.rmSync(path.join(pool, `${SERVING}${pid}`), { force: true });

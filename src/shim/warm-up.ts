@@ -13,6 +13,8 @@ export async function warmUp(): Promise<void> {
   const req = T.CreateTaskRequest.encode({ id: 'warm', bundle: '/warm', rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }], stdout: '/x' }).finish();
   T.CreateTaskRequest.decode(req);
   T.StateResponse.decode(T.StateResponse.encode({ id: 'warm', pid: 1, exited_at: { seconds: 1, nanos: 1 } }).finish());
+  // Warming only compiles code paths ahead of use: a failure here shows again, and is reported, when
+  // the real call runs.
   await warmProcessIO().catch(() => {});
   await warmRuncClient().catch(() => {});
   await warmEvents().catch(() => {});

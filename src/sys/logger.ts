@@ -51,7 +51,7 @@ export function openLogFifo(file: string): FdSink | null {
   try {
     return new FdSink(openFifoFd(file));
   } catch {
-    return null;
+    return null; // as documented: no fifo to log to (the shim was run by hand)
   }
 }
 

@@ -1,6 +1,6 @@
 // The one place that collects exit statuses in the shim.
 //
-// Model (runc-and-io.md §6.3 option b): libuv keeps reaping the children it spawned (runc, mount,
+// Model (libuv and a subreaper sharing the children): libuv keeps reaping the children it spawned (runc, mount,
 // logging binaries) with its own per-pid waitpid, so their ChildProcess objects emit 'exit' and
 // close. Everything else that dies as our child - container inits and exec'd processes adopted
 // through PR_SET_CHILD_SUBREAPER, orphaned grandchildren - is reaped here. On every SIGCHLD we
@@ -12,6 +12,7 @@ import type { ChildProcess, SpawnOptions, StdioNull, StdioPipe } from 'node:chil
 import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './libc';
+import { wallClockNow } from './clock';
 
 export interface Exit {
   pid: number;
@@ -73,10 +74,8 @@ export class RunAbortedError extends Error {
   }
 }
 
-/** Wall-clock time like Go's time.Now(); the sub-millisecond digits come from the monotonic clock. */
 function exitNow(pid: number, status: number): Exit {
-  const at = new Date();
-  const nanos = (at.getTime() % 1000) * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n);
+  const { at, nanos } = wallClockNow();
   return { pid, status, at, atNanos: nanos, nanos };
 }
 
@@ -142,7 +141,7 @@ export function listOwnChildren(): number[] {
   try {
     tids = fs.readdirSync('/proc/self/task');
   } catch {
-    return out;
+    return out; // no procfs: only the children waitid names (reapPeeked) can be reaped
   }
   for (const tid of tids) {
     let text: string;
@@ -231,7 +230,7 @@ export class Reaper {
         try {
           r = waitpidNoHang(pid);
         } catch {
-          continue;
+          continue; // ECHILD: libuv took it between the listing and now; its status is libuv's
         }
         if (!r) continue; // still running, or already gone
         reapedThisPass++;
@@ -259,7 +258,7 @@ export class Reaper {
     let reaped = 0;
     for (;;) {
       let pid: number;
-      try { pid = this.peek(); } catch { return { reaped, scan: true }; }
+      try { pid = this.peek(); } catch { return { reaped, scan: true }; } // cannot peek: the scan finds them
       if (pid <= 0) return { reaped, scan: false };
       if (libuvOwned.has(pid)) return { reaped, scan: true };
       const r = waitpidNoHang(pid);

@@ -1,10 +1,13 @@
-// Building the containerd.events.* messages the shim publishes (events.md §2).
+// Building the containerd.events.* messages the shim publishes (containerd's api/events/task.proto,
+// with the fields containerd-shim-runc-v2 fills).
 import { containerd } from '../gen/proto';
 import type { ExitInfo } from './process';
 import { timestamp } from './timestamps';
 import { encodeMessage } from '../types';
+import { TypeUrl } from '../types/typeurls';
 
 type Msg = Parameters<typeof encodeMessage>[0];
+type EventName = 'TaskCreate' | 'TaskStart' | 'TaskExit' | 'TaskDelete' | 'TaskExecAdded' | 'TaskExecStarted' | 'TaskPaused' | 'TaskResumed' | 'TaskOOM';
 
 /** Where task events go (the shim's publisher outbox); the Task core only hands them over, in order. */
 export interface EventSink {
@@ -15,9 +18,9 @@ const E = containerd.events;
 export class TaskEvents {
   constructor(private publisher: EventSink) {}
 
-  private send(ns: string, topic: string, name: string, type: Msg, body: object): void {
+  private send(ns: string, topic: string, name: EventName, type: Msg, body: object): void {
     // Proto3 defaults left out, as Go writes them (exit_status 0 is absent on the wire).
-    this.publisher.publish(ns, topic, `containerd.events.${name}`, encodeMessage(type, body));
+    this.publisher.publish(ns, topic, TypeUrl[name], encodeMessage(type, body));
   }
 
   create(ns: string, body: { container_id: string; bundle: string; rootfs: object[]; io: object; checkpoint: string; pid: number }) {

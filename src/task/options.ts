@@ -6,9 +6,9 @@
 import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { containerd, runtimeoptions, google } from '../gen/proto';
-import { invalidArgument } from './errors';
-import { TtrpcError } from '../ttrpc/status';
+import { invalidArgument, TaskError } from './errors';
 import { readBounded } from './spec-json';
+import { RUNTIME_OPTION_TYPE_URLS, TypeUrl } from '../types/typeurls';
 
 /**
  * Largest runtime options document (ConfigPath file or config_body). Real ones are a few lines; a
@@ -32,7 +32,8 @@ export interface RuntimeOptions {
   perNode: boolean;
 }
 
-export const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+// options.json, the bundle's record of these options, is bundle-files.ts's.
+export { DEFAULT_RUNC_ROOT } from './bundle-files';
 
 export function defaultOptions(): RuntimeOptions {
   return {
@@ -101,22 +102,22 @@ function fromLegacyRuncOptions(o: containerd.linux.runc.RuncOptions): RuntimeOpt
   return { ...defaultOptions(), binaryName: o.runtime, root: o.runtime_root, criuPath: o.criu_path, systemdCgroup: o.systemd_cgroup };
 }
 
-export const LEGACY_CREATE_OPTIONS = 'containerd.linux.runc.CreateOptions';
-export const LEGACY_RUNC_OPTIONS = 'containerd.linux.runc.RuncOptions';
-export const KNOWN_OPTION_TYPES = ['containerd.runc.v1.Options', 'runtimeoptions.v1.Options', LEGACY_CREATE_OPTIONS, LEGACY_RUNC_OPTIONS];
+export const LEGACY_CREATE_OPTIONS = TypeUrl.LegacyCreateOptions;
+export const LEGACY_RUNC_OPTIONS = TypeUrl.LegacyRuncOptions;
+export const KNOWN_OPTION_TYPES = RUNTIME_OPTION_TYPE_URLS;
 
 export function decodeOptions(any: google.protobuf.IAny | null | undefined): RuntimeOptions {
   if (!any || !any.type_url) return defaultOptions();
   const value = any.value ?? new Uint8Array();
   const type = any.type_url.replace(/^.*\//, '');
   switch (type) {
-    case 'containerd.runc.v1.Options':
+    case TypeUrl.RuncOptions:
       return fromRuncOptions(containerd.runc.v1.Options.decode(value));
     case LEGACY_CREATE_OPTIONS:
       return fromLegacyCreateOptions(containerd.linux.runc.CreateOptions.decode(value));
     case LEGACY_RUNC_OPTIONS:
       return fromLegacyRuncOptions(containerd.linux.runc.RuncOptions.decode(value));
-    case 'runtimeoptions.v1.Options': {
+    case TypeUrl.RuntimeOptions: {
       const o = runtimeoptions.v1.Options.decode(value);
       if (o.config_body && o.config_body.length) {
         if (o.config_body.length > MAX_OPTIONS_FILE_BYTES) {
@@ -143,17 +144,7 @@ export function readOptionsFile(file: string): string {
     }
     return readBounded(file, MAX_OPTIONS_FILE_BYTES, 'runtime options file', st.size).toString('utf8');
   } catch (e) {
-    if (e instanceof TtrpcError) throw e;
+    if (e instanceof TaskError) throw e;
     throw invalidArgument(`cannot read runtime options file ${file}: ${(e as Error).message}`);
   }
-}
-
-/** What the `delete` subcommand needs later, written to the bundle as the Go shim does. */
-export function optionsJson(o: RuntimeOptions): string {
-  const out: Record<string, unknown> = {};
-  const put = (k: string, v: unknown) => { if (v) out[k] = v; };
-  put('no_pivot_root', o.noPivotRoot); put('no_new_keyring', o.noNewKeyring); put('shim_cgroup', o.shimCgroup);
-  put('io_uid', o.ioUid); put('io_gid', o.ioGid); put('binary_name', o.binaryName); put('root', o.root);
-  put('criu_path', o.criuPath); put('systemd_cgroup', o.systemdCgroup);
-  return JSON.stringify(out);
 }

@@ -1,8 +1,8 @@
-// Init and exec processes: identity, IO, exit status and the waiters on it. The allowed operations
-// per state live in state.ts; the runc work lives in container.ts.
+// Init and exec processes: identity, IO, exit status, the waiters on it and the queue of the
+// operations on it. The allowed operations per state live in state.ts; the runc work in container.ts.
 import { constants as osConstants } from 'node:os';
 import type { ProcessIO, StdioConfig } from './io';
-import type { InitState, ExecState } from './state';
+import { execStateMachine, initStateMachine, type InitState } from './state';
 import { now } from './timestamps';
 import { close as closeFd, kill as killPid, pidfdOpen, pidfdSendSignal, SysError } from '../sys/libc';
 
@@ -10,8 +10,46 @@ const osEsrch = osConstants.errno.ESRCH;
 
 export interface ExitInfo { status: number; at: Date; nanos: number }
 
+/**
+ * Runs the operations on one process one after the other, as the Go shim's per-process mutex does
+ * (Init.mu, execProcess.mu): a Kill waits for a Start of the same process, never for another
+ * process's operation. Exits never queue here. A caller whose request is cancelled (containerd's
+ * deadline, a closed connection) while it waits leaves the queue without running.
+ */
+export class OperationQueue {
+  private tail: Promise<void> = Promise.resolve();
+
+  run<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const before = this.tail;
+    let done!: () => void;
+    const mine = new Promise<void>((r) => { done = r; });
+    // The next caller waits for everything before it, even when this one gives up waiting.
+    this.tail = before.then(() => mine);
+    return (async () => {
+      try {
+        await waitUnlessAborted(before, signal);
+        return await work();
+      } finally {
+        done();
+      }
+    })();
+  }
+}
+
+function waitUnlessAborted(p: Promise<void>, signal?: AbortSignal): Promise<void> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason ?? new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(() => { signal.removeEventListener('abort', onAbort); resolve(); });
+  });
+}
+
 export abstract class Process {
   pid = 0;
+  /** Start, Delete, Kill (and for the init Pause, Resume, Update, Checkpoint, Exec) run one at a time. */
+  readonly operations = new OperationQueue();
   exit: ExitInfo | null = null;
   /**
    * Exit status as soon as the reaper reported it. `exit` is set later, when the exit is published
@@ -113,18 +151,25 @@ export abstract class Process {
 }
 
 export class InitProcess extends Process {
-  state: InitState = 'created';
-  pausing = false;
-  /** Restore options when created from a checkpoint; runc restore runs on Start. */
-  checkpoint: { path: string; parent: string } | null = null;
+  readonly machine;
+  constructor(containerId: string, stdio: StdioConfig,
+    /** Restore options when created from a checkpoint; runc restore runs on Start. */
+    readonly checkpoint: { path: string; parent: string } | null = null) {
+    super(containerId, '', stdio);
+    this.machine = initStateMachine(checkpoint ? 'created-checkpoint' : 'created' as InitState);
+  }
+  get state() { return this.machine.state; }
+  /** A Pause is in flight (the PAUSING status). */
+  get pausing(): boolean { return this.machine.pending === 'pause'; }
   get isInit(): boolean { return true; }
 }
 
 export class ExecProcess extends Process {
-  state: ExecState = 'created';
+  readonly machine = execStateMachine();
   constructor(containerId: string, execId: string, stdio: StdioConfig, readonly spec: Record<string, unknown>) {
     super(containerId, execId, stdio);
   }
+  get state() { return this.machine.state; }
   get isInit(): boolean { return false; }
 
   /**

@@ -6,20 +6,34 @@ import type { CallContext, UnaryHandler } from '../ttrpc';
 import type { Logger } from '../sys/logger';
 import { isValidIdentifier } from '../sys/identifiers';
 import type { TaskService } from './service';
+import { TaskError, type ErrorKind } from './errors';
 import { timestamp } from './timestamps';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { writeDeleteResponse } from './bundle-files';
+import { ServiceName, TypeUrl } from '../types/typeurls';
+const CODES: Record<ErrorKind, Code> = {
+  'not-found': Code.NOT_FOUND,
+  'already-exists': Code.ALREADY_EXISTS,
+  'failed-precondition': Code.FAILED_PRECONDITION,
+  'invalid-argument': Code.INVALID_ARGUMENT,
+  unknown: Code.UNKNOWN,
+};
 
-/** Read by bin/containerd-shim-tsshim-v2's sh fast path for `delete`. */
-export const DELETE_RESPONSE_FILE = '.tsshim-delete-response';
-
-function writeDeleteResponse(bundle: string, reply: Uint8Array): void {
-  try { fs.writeFileSync(path.join(bundle, DELETE_RESPONSE_FILE), reply); } catch { /* bundle gone: Node path */ }
+/**
+ * The one mapping of the Task service's errors to the status containerd receives: a TaskError by
+ * its kind; a TtrpcError as it is (decoding, containerd's deadline or cancellation); anything
+ * else UNKNOWN with its message. Errno-carrying errors are UNKNOWN too, not ttrpc's os-error
+ * mapping: the Go shim wraps its os errors with context (fmt.Errorf), which hides them from
+ * ttrpc's os.IsNotExist, so containerd sees UNKNOWN there as well.
+ */
+export function rpcError(e: unknown): TtrpcError {
+  if (e instanceof TaskError) return new TtrpcError(CODES[e.kind], e.message);
+  if (e instanceof TtrpcError) return e;
+  return new TtrpcError(Code.UNKNOWN, e instanceof Error ? e.message : String(e));
 }
 
 const T = containerd.task.v2;
 const EMPTY = new Uint8Array(0);
-export const TASK_SERVICES = ['containerd.task.v2.Task', 'containerd.task.v3.Task'];
+export const TASK_SERVICES = [ServiceName.TaskV2, ServiceName.TaskV3];
 
 type Decoder<T> = { decode(b: Uint8Array): T };
 
@@ -80,7 +94,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
         processes: list.map(({ pid, execId }) => ({
           pid,
           info: execId === undefined ? null : {
-            type_url: 'containerd.runc.v1.ProcessDetails',
+            type_url: TypeUrl.ProcessDetails,
             value: containerd.runc.v1.ProcessDetails.encode({ exec_id: execId }).finish(),
           },
         })),
@@ -91,7 +105,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
     async Checkpoint(p, ctx) {
       const r = decode(T.CheckpointTaskRequest, p);
       const opts = r.options?.value?.length ? containerd.runc.v1.CheckpointOptions.decode(r.options.value) : {};
-      await svc.checkpoint(ns(ctx), r.id, r.path, opts);
+      await svc.checkpoint(ns(ctx), r.id, r.path, opts, ctx);
       return EMPTY;
     },
     async Kill(p, ctx) {
@@ -101,7 +115,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
     },
     async Exec(p, ctx) {
       const r = decode(T.ExecProcessRequest, p);
-      await svc.exec(ns(ctx), r.id, r.exec_id, stdio(r), r.spec ?? null);
+      await svc.exec(ns(ctx), r.id, r.exec_id, stdio(r), r.spec ?? null, ctx);
       return EMPTY;
     },
     ResizePty(p, ctx) {
@@ -148,8 +162,7 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
         return await fn(payload, ctx);
       } catch (e) {
         failed = true;
-        if (!(e instanceof TtrpcError)) throw new TtrpcError(Code.UNKNOWN, (e as Error)?.message ?? String(e));
-        throw e;
+        throw rpcError(e);
       } finally {
         const ms = Number(process.hrtime.bigint() - started) / 1e6;
         if (stats) {

@@ -1,5 +1,6 @@
-// The Task service: containers by (namespace, id), ordering of events against exits, and the
-// answers containerd expects. RPC decoding lives in rpc.ts; runc work in container.ts.
+// The Task service: containers by (namespace, id), operations on one process run one at a time
+// (Process.operations), ordering of events against exits, and the answers containerd expects.
+// RPC decoding and the status codes live in rpc.ts; runc work and state transitions in container.ts.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Exit } from '../sys/reaper';
@@ -7,16 +8,15 @@ import type { ExitSource, ProcessRunner } from './ports';
 import { DEFAULT_RUNC_TIMEOUT_MS } from '../runc/timeouts';
 import type { Logger } from '../sys/logger';
 import { isValidIdentifier } from '../sys/identifiers';
-import { Container } from './container';
-import { ExecProcess, type Process, type InitProcess } from './process';
+import { Container, type CheckpointOptions } from './container';
+import { ExecProcess, type Process } from './process';
 import { TaskEvents } from './events';
 import { now, timestamp } from './timestamps';
-import { checkInit } from './state';
 import { containerNotCreated, invalidArgument, notFound, unknown, errorMessage, alreadyExists } from './errors';
 import { decodeOptions, KNOWN_OPTION_TYPES, type RuntimeOptions } from './options';
 import { parseSpecJson, PROCESS_SPEC_LIMITS } from './spec-json';
-import { runcFailure } from './container';
-import { runcCallOptions, type RequestContext } from './deadline';
+import { writeInitExit } from './bundle-files';
+import type { RequestContext } from './deadline';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
 import { cgroupForPid, collectEncodedMetrics, CgroupNotFoundError, OomWatcher, releaseCgroupFiles, type CgroupHandle } from './cgroups';
@@ -42,12 +42,14 @@ export interface ServiceDeps {
   onEmpty: () => void;
   /** Called when a Create failed or was abandoned and left the shim without containers. */
   onIdle?: (reason: string) => void;
+  /** Makes the OOM monitor, handed the callback for a container key; default: the cgroups OomWatcher. */
+  oomMonitor?: (onOom: (key: string) => void) => OomMonitor;
 }
 
-interface Running { container: Container; process: Process }
+/** Watches containers' cgroups for OOM kills (the cgroups OomWatcher; tests hand in a fake). */
+export type OomMonitor = Pick<OomWatcher, 'add' | 'remove' | 'flush' | 'close'>;
 
-/** Exit status persisted at reap time, so `delete` reports it even if the shim dies afterwards. */
-export const EXIT_FILE = 'init.exit';
+interface Running { container: Container; process: Process }
 
 export class TaskService {
   private containers = new Map<string, Container>();
@@ -56,15 +58,16 @@ export class TaskService {
   private exitBuffers = new Set<Exit[]>();
   /** Containers whose Create is still running: reserved, but not visible to other calls yet (as in Go). */
   private creating = new Set<string>();
-  private oom: OomWatcher;
+  private oom: OomMonitor;
   readonly counters = { reaped: 0, exitsPublished: 0 };
 
   constructor(private deps: ServiceDeps) {
     deps.exits.subscribe((e) => this.onExit(e));
-    this.oom = new OomWatcher((key) => {
+    const onOom = (key: string) => {
       const c = this.containers.get(key);
       if (c) deps.events.oom(c.namespace, c.id);
-    });
+    };
+    this.oom = deps.oomMonitor ? deps.oomMonitor(onOom) : new OomWatcher(onOom);
   }
 
   private key(ns: string, id: string): string { return `${ns}/${id}`; }
@@ -105,8 +108,12 @@ export class TaskService {
     }
   }
 
-  /** After a start event was queued: either the process already died, or watch its pid from now on. */
+  /**
+   * After a start event was queued (or the start failed): either the process already died, or
+   * watch its pid from now on. A process whose exit was handled already is not watched again.
+   */
   private track(c: Container, p: Process, exits: Exit[]): void {
+    if (p.reaped !== null) return;
     const early = exits.find((e) => e.pid === p.pid);
     if (early) void this.handleExit(c, p, early.status);
     else this.running.set(p.pid, { container: c, process: p });
@@ -118,23 +125,15 @@ export class TaskService {
     p.markReaped(status);
     if (p.isInit) {
       this.persistExit(c, status);
-      if (c.hostPidNs) await c.runc.kill(c.id, 9, { all: true }).catch(() => {});
+      await c.initReaped();
       await c.execsDone();
       await this.checkOom(c);
     }
-    await p.io?.waitDrained(2000).catch(() => {});
+    await c.drained(p);
     const t = now();
     p.setExited(status, t.at, t.nanos);
-    if (p instanceof ExecProcess) {
-      p.state = 'stopped';
-      c.execExited();
-    } else {
-      const init = p as InitProcess;
-      const wasPaused = init.state === 'paused';
-      init.state = 'stopped';
-      if (wasPaused) void c.runc.resume(c.id).catch(() => {});
-      this.oom.remove(this.key(c.namespace, c.id));
-    }
+    c.processExited(p);
+    if (p.isInit) this.oom.remove(this.key(c.namespace, c.id));
     events.exit(c.namespace, c.id, p.id, p.pid, p.exit!);
     this.counters.exitsPublished++;
     log.debug('process exited', { id: c.id, exec: p.execId || undefined, pid: p.pid, status });
@@ -147,7 +146,7 @@ export class TaskService {
 
   private persistExit(c: Container, status: number): void {
     try {
-      fs.writeFileSync(path.join(c.bundle, EXIT_FILE), JSON.stringify({ pid: c.init.pid, status, at: Date.now() }));
+      writeInitExit(c.bundle, { pid: c.init.pid, status, at: Date.now() });
     } catch (e) {
       this.deps.log.warn('cannot persist exit status', { id: c.id, error: e });
     }
@@ -187,13 +186,7 @@ export class TaskService {
     } finally {
       this.creating.delete(key);
     }
-    if (c.init.pid) {
-      const cg = cgroupForPid(c.init.pid);
-      if (cg) {
-        this.cgroups.set(c, cg);
-        this.oom.add(key, cg).catch((e: unknown) => log.warn('cannot watch for OOM', { error: e }));
-      }
-    }
+    this.watchCgroup(c);
     this.deps.events.create(req.namespace, {
       container_id: req.id, bundle: req.bundle, rootfs: req.rootfs,
       io: { stdin: req.stdio.stdin, stdout: req.stdio.stdout, stderr: req.stdio.stderr, terminal: req.stdio.terminal },
@@ -203,39 +196,55 @@ export class TaskService {
     return c.init.pid;
   }
 
+  /** Watches the container's cgroup (stats, OOM) once its init pid is known. */
+  private watchCgroup(c: Container): void {
+    if (!c.init.pid || this.cgroups.has(c)) return;
+    const cg = cgroupForPid(c.init.pid);
+    if (!cg) return;
+    this.cgroups.set(c, cg);
+    this.oom.add(this.key(c.namespace, c.id), cg).catch((e: unknown) => c.cfg.log.warn('cannot watch for OOM', { error: e }));
+  }
+
   async start(ns: string, id: string, execId: string, ctx?: RequestContext): Promise<number> {
     const c = this.container(ns, id);
     const p = c.process(execId);
-    if (p instanceof ExecProcess) {
-      if (p.state === 'created' && c.init.exit === null) c.execStarted();
-      let exits: Exit[];
-      try {
-        ({ exits } = await this.recordingExits(() => c.startExec(p, ctx)));
-      } catch (e) {
-        if (p.state === 'created' && !c.init.exit) c.execExited();
-        p.releaseWaiters();
-        throw e;
-      }
-      this.deps.events.execStarted(ns, id, execId, p.pid);
-      this.track(c, p, exits);
-      return p.pid;
-    }
-    // Exits of the init during runc start must come after /tasks/start: stop watching the pid here.
-    checkInit(c.init.state, 'start');
-    this.running.delete(c.init.pid);
+    return p.operations.run(() => (p instanceof ExecProcess ? this.startExec(c, p, ctx) : this.startInit(c, ctx)), ctx?.signal);
+  }
+
+  private async startExec(c: Container, p: ExecProcess, ctx?: RequestContext): Promise<number> {
+    // Counted before runc runs: an init exit meanwhile waits for this exec's exit (containerd 1.7+ order).
+    const counted = p.state === 'created' && c.init.exit === null;
+    if (counted) c.execStarted();
     let exits: Exit[];
     try {
-      ({ exits } = await this.recordingExits(() => c.startInit(ctx)));
+      ({ exits } = await this.recordingExits(() => c.startExec(p, ctx)));
     } catch (e) {
-      if (c.init.pid && !c.init.exit) this.running.set(c.init.pid, { container: c, process: c.init });
+      if (counted) c.execExited();
+      // A start that never ran releases Wait (Go closes waitBlock when runc exec fails); a refused
+      // second Start of a running exec must not.
+      if (p.state === 'created') p.releaseWaiters();
       throw e;
     }
-    if (!this.cgroups.has(c)) {
-      const cg = cgroupForPid(c.init.pid);
-      if (cg) { this.cgroups.set(c, cg); void this.oom.add(this.key(ns, id), cg).catch(() => {}); }
+    this.deps.events.execStarted(c.namespace, c.id, p.execId, p.pid);
+    this.track(c, p, exits);
+    return p.pid;
+  }
+
+  private async startInit(c: Container, ctx?: RequestContext): Promise<number> {
+    // Exits of the init during runc start must come after /tasks/start: stop watching the pid here,
+    // the exits are recorded meanwhile and handed over by track().
+    this.running.delete(c.init.pid);
+    const exits: Exit[] = [];
+    this.exitBuffers.add(exits);
+    try {
+      await c.startInit(ctx);
+      this.watchCgroup(c);
+      this.deps.events.start(c.namespace, c.id, c.init.pid);
+    } finally {
+      this.exitBuffers.delete(exits);
+      // Also after a failed start: an exit recorded meanwhile is published, or the pid watched again.
+      if (c.init.pid) this.track(c, c.init, exits);
     }
-    this.deps.events.start(ns, id, c.init.pid);
-    this.track(c, c.init, exits);
     return c.init.pid;
   }
 
@@ -243,10 +252,10 @@ export class TaskService {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess) {
-      await c.deleteExec(p);
+      await p.operations.run(() => c.deleteExec(p), ctx?.signal);
       return { pid: p.pid, exit: p.exit };
     }
-    await c.deleteInit(ctx);
+    await c.init.operations.run(() => c.deleteInit(ctx), ctx?.signal);
     this.running.delete(c.init.pid);
     this.oom.remove(this.key(ns, id));
     releaseCgroupFiles(this.cgroups.get(c)); // Stats keeps them open
@@ -278,17 +287,22 @@ export class TaskService {
     };
   }
 
+  /** Waits for the process's running operation (a Kill during its Start signals the started process, as in Go). */
   async kill(ns: string, id: string, execId: string, signal: number, all: boolean, ctx?: RequestContext): Promise<void> {
-    await this.container(ns, id).kill(execId, signal, all, ctx);
+    const c = this.container(ns, id);
+    await c.process(execId).operations.run(() => c.kill(execId, signal, all, ctx), ctx?.signal);
   }
 
-  async exec(ns: string, id: string, execId: string, stdio: StdioConfig, spec: { value?: Uint8Array | null } | null): Promise<void> {
+  async exec(ns: string, id: string, execId: string, stdio: StdioConfig, spec: { value?: Uint8Array | null } | null, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
     if (!isValidIdentifier(execId)) throw invalidArgument(`invalid exec id ${JSON.stringify(execId)}`);
     if (!spec || !spec.value || spec.value.length === 0) throw invalidArgument('exec process spec is missing');
     const parsed = parseSpecJson<Record<string, unknown>>(spec.value, 'exec process spec', PROCESS_SPEC_LIMITS);
-    c.addExec(execId, stdio, parsed);
-    this.deps.events.execAdded(ns, id, execId);
+    // Go's Init.Exec holds the init's lock: an Exec during a Pause sees the paused state.
+    await c.init.operations.run(async () => {
+      c.addExec(execId, stdio, parsed);
+      this.deps.events.execAdded(ns, id, execId);
+    }, ctx?.signal);
   }
 
   async wait(ns: string, id: string, execId: string, signal?: AbortSignal) {
@@ -298,40 +312,23 @@ export class TaskService {
   }
 
   async pids(ns: string, id: string, ctx?: RequestContext) {
-    const c = this.container(ns, id);
-    let pids: number[];
-    try { pids = await c.runc.ps(id, runcCallOptions(ctx)); } catch (e) { throw runcFailure('failed to list pids', e); }
-    const byPid = new Map<number, string>();
-    for (const e of c.execs.values()) if (e.pid) byPid.set(e.pid, e.execId);
-    return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
+    return this.container(ns, id).pids(ctx);
   }
 
   async pause(ns: string, id: string, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
-    checkInit(c.init.state, 'pause');
-    c.init.pausing = true;
-    try {
-      await c.runc.pause(id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime pause failed', e); });
-      c.init.state = 'paused';
-    } finally {
-      c.init.pausing = false;
-    }
-    this.deps.events.paused(ns, id);
+    // When the init exited while runc paused it, its exit was published: no /tasks/paused after it.
+    if (await c.init.operations.run(() => c.pause(ctx), ctx?.signal)) this.deps.events.paused(ns, id);
   }
 
   async resume(ns: string, id: string, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
-    checkInit(c.init.state, 'resume');
-    await c.runc.resume(id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime resume failed', e); });
-    c.init.state = 'running';
-    this.deps.events.resumed(ns, id);
+    if (await c.init.operations.run(() => c.resume(ctx), ctx?.signal)) this.deps.events.resumed(ns, id);
   }
 
   async update(ns: string, id: string, resources: Uint8Array, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
-    checkInit(c.init.state, 'update');
-    const parsed: unknown = resources.length ? parseSpecJson(resources, 'resources', PROCESS_SPEC_LIMITS) : {};
-    await c.runc.update(id, parsed, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime update failed', e); });
+    await c.init.operations.run(() => c.update(resources, ctx), ctx?.signal);
   }
 
   async stats(ns: string, id: string): Promise<{ typeUrl: string; value: Uint8Array }> {
@@ -347,37 +344,16 @@ export class TaskService {
   }
 
   resizePty(ns: string, id: string, execId: string, width: number, height: number): void {
-    const c = this.container(ns, id);
-    const p = c.process(execId);
-    if (p instanceof ExecProcess && p.state === 'stopped') throw unknown('cannot resize a stopped container');
-    // Without a terminal there is nothing to size: the Go shim answers OK, containerd's clients rely on it.
-    if (!p.stdio.terminal) return;
-    p.resize(width, height);
+    this.container(ns, id).resize(execId, width, height);
   }
 
   closeIO(ns: string, id: string, execId: string): void {
     this.container(ns, id).process(execId).io?.closeStdin();
   }
 
-  async checkpoint(ns: string, id: string, imagePath: string, opts: Record<string, any>): Promise<void> {
+  async checkpoint(ns: string, id: string, imagePath: string, opts: CheckpointOptions, ctx?: RequestContext): Promise<void> {
     const c = this.container(ns, id);
-    checkInit(c.init.state, 'checkpoint');
-    const work = opts.work_path || path.join(c.bundle, 'work', 'criu-work');
-    try {
-      await c.runc.checkpoint(id, {
-        imagePath, workPath: work, leaveRunning: !opts.exit, tcpEstablished: !!opts.open_tcp,
-        extUnixSockets: !!opts.external_unix_sockets, shellJob: !!opts.terminal, fileLocks: !!opts.file_locks,
-        emptyNamespaces: opts.empty_namespaces ?? [],
-      });
-    } catch (e) {
-      const dump = path.join(c.bundle, 'criu-dump.log');
-      // A new 0644 file like Go's os.Create (copyFileSync would keep CRIU's 0600).
-      try { fs.writeFileSync(dump, fs.readFileSync(path.join(work, 'dump.log')), { mode: 0o644 }); } catch { /* criu left no log */ }
-      const first = errorMessage(e).split('\n')[0];
-      throw unknown(`${first} path= ${dump}`);
-    } finally {
-      if (!opts.work_path) fs.rmSync(work, { recursive: true, force: true });
-    }
+    await c.init.operations.run(() => c.checkpoint(imagePath, opts), ctx?.signal);
   }
 
   connect(ns: string, id: string) {

@@ -16,7 +16,7 @@ export enum MessageType {
   DATA = 0x03,
 }
 
-/** Flag bits; their meaning depends on the frame type (spec §4). */
+/** Flag bits; their meaning depends on the frame type (containerd/ttrpc's PROTOCOL.md). */
 export const Flags = {
   REMOTE_CLOSED: 0x01,
   REMOTE_OPEN: 0x02,

@@ -1,4 +1,5 @@
-// Event topics the shim publishes and the containerd.events message of each (events.md 2).
+// Event topics the shim publishes and the containerd.events message of each (containerd's api/events/task.proto;
+// topics as containerd's runtime/v2 publishes them).
 import { containerd } from '../gen/proto';
 import type { MessageCodec } from './codec';
 import { TypeUrl } from './typeurls';

@@ -28,7 +28,7 @@ export {
   GO_ZERO_SECONDS, GO_ZERO_TIMESTAMP, goZeroTimestamp, isGoZeroTimestamp, timestampFromDate,
   timestampFromNanos, timestampNow, timestampToDate, timestampToNanos,
 } from './timestamp';
-export { TypeUrl, type TypeUrlValue, ServiceName, typeNameOf } from './typeurls';
+export { TypeUrl, type TypeUrlValue, ServiceName, typeNameOf, RUNTIME_OPTION_TYPE_URLS } from './typeurls';
 export { encodeMessage, decodeMessage, type MessageCodec } from './codec';
 export { packAny, packMessage, unpackAny, decodeKnownAny, ANY_CODECS } from './any';
 export { Topic, type TopicValue, type EventKind, EVENT_TYPE_BY_TOPIC, TOPIC_BY_EVENT_TYPE, eventKind } from './events';

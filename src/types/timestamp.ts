@@ -1,6 +1,8 @@
-// google.protobuf.Timestamp helpers following containerd's conventions (task-api.md 1.3).
+// google.protobuf.Timestamp helpers following containerd's conventions (Go's zero time for "not
+// exited"; see GO_ZERO_TIMESTAMP).
 import { google } from '../gen/proto';
 import { toBigInt } from './long';
+import { wallClockNow } from '../sys/clock';
 
 const NANOS_PER_SECOND = 1_000_000_000n;
 
@@ -44,8 +46,10 @@ export function timestampFromNanos(totalNanos: bigint): google.protobuf.Timestam
   return ts;
 }
 
+/** Now (src/sys/clock.ts: sub-millisecond digits from the monotonic clock). */
 export function timestampNow(): google.protobuf.Timestamp {
-  return timestampFromDate(new Date());
+  const { at, nanos } = wallClockNow();
+  return timestampFromDate(at, nanos % 1_000_000);
 }
 
 /** Nanoseconds since the Unix epoch; absent = 0 (containerd 1.7+ reads absent as 1970). */

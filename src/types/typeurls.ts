@@ -1,5 +1,7 @@
-// type_url values as containerd writes them: the bare proto full name, no
-// "type.googleapis.com/" prefix (task-api.md 1.1); OCI JSON payloads use typeurl's own names.
+// type_url values as containerd writes them: the bare proto full name, no "type.googleapis.com/"
+// prefix (containerd's typeurl registry names proto types that way); OCI JSON payloads use the
+// names typeurl registers for them. The one place these strings are spelled: imports nothing, so
+// the light commands (start, delete) may use it without loading generated code.
 export const TypeUrl = {
   // events (containerd.events)
   TaskCreate: 'containerd.events.TaskCreate',
@@ -18,6 +20,9 @@ export const TypeUrl = {
   CheckpointOptions: 'containerd.runc.v1.CheckpointOptions',
   ProcessDetails: 'containerd.runc.v1.ProcessDetails',
   RuntimeOptions: 'runtimeoptions.v1.Options',
+  // what containerd 1.6's Go client sends as task options to runtimes not named io.containerd.runc*
+  LegacyCreateOptions: 'containerd.linux.runc.CreateOptions',
+  LegacyRuncOptions: 'containerd.linux.runc.RuncOptions',
   // stats
   CgroupsV1Metrics: 'io.containerd.cgroups.v1.Metrics',
   CgroupsV2Metrics: 'io.containerd.cgroups.v2.Metrics',
@@ -32,6 +37,11 @@ export const TypeUrl = {
 } as const;
 
 export type TypeUrlValue = (typeof TypeUrl)[keyof typeof TypeUrl];
+
+/** The runtime option types the shim understands (src/task/options.ts decodeOptions). */
+export const RUNTIME_OPTION_TYPE_URLS: readonly string[] = Object.freeze([
+  TypeUrl.RuncOptions, TypeUrl.RuntimeOptions, TypeUrl.LegacyCreateOptions, TypeUrl.LegacyRuncOptions,
+]);
 
 const GOOGLE_PREFIX = 'type.googleapis.com/';
 

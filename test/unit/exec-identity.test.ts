@@ -12,7 +12,8 @@ import { TaskService, STATUS } from '../../src/task/service';
 import { TaskEvents } from '../../src/task/events';
 import { Publisher } from '../../src/shim/publisher';
 import { nullLogger } from '../../src/sys/logger';
-import { Code, TtrpcError } from '../../src/ttrpc';
+import { Code } from '../../src/ttrpc';
+import { rpcError } from '../../src/task/rpc';
 
 // Runs of the fake runtime below go through the real reaper (libuv owns them); no subreaper here.
 Reaper.instance({ subreaper: false });
@@ -97,7 +98,7 @@ test('Kill after the exit is known never signals the pid (which the kernel may h
   const stranger = sleeper();
   const { service, reaper } = await serviceWithExec(stranger.pid!);
   reaper.emit(stranger.pid!, 0);
-  await assert.rejects(service.kill('ns', 'c1', 'e1', 9, false), (e: unknown) => e instanceof TtrpcError && e.code === Code.NOT_FOUND);
+  await assert.rejects(service.kill('ns', 'c1', 'e1', 9, false), (e: unknown) => rpcError(e).code === Code.NOT_FOUND);
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(alive(stranger.pid!), 'the process that got the pid was not signalled');
 });

@@ -10,7 +10,8 @@ import { TaskService } from '../../src/task/service';
 import { TaskEvents } from '../../src/task/events';
 import { Publisher } from '../../src/shim/publisher';
 import { nullLogger } from '../../src/sys/logger';
-import { Code, TtrpcError } from '../../src/ttrpc';
+import { Code } from '../../src/ttrpc';
+import { rpcError } from '../../src/task/rpc';
 import { containerd } from '../../src/gen/proto';
 
 Reaper.instance({ subreaper: false });
@@ -37,7 +38,7 @@ test('Shutdown during a Create is remembered: when that Create fails, the empty 
   const created = service.create({ namespace: 'ns', id: 'c1', bundle, rootfs: [], stdio, checkpoint: '', parentCheckpoint: '', options });
   await new Promise((r) => setTimeout(r, 100));
   // containerd gave up: its clean-up Deletes (the container is not created yet) and asks for Shutdown.
-  assert.throws(() => service.state('ns', 'c1', ''), (e: unknown) => e instanceof TtrpcError && e.code === Code.NOT_FOUND);
+  assert.throws(() => service.state('ns', 'c1', ''), (e: unknown) => rpcError(e).code === Code.NOT_FOUND);
   service.shutdown();
   assert.deepEqual(calls, [], 'not while the Create runs');
   assert.equal(service.shutdownRequested, true);

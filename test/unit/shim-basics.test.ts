@@ -9,8 +9,12 @@ import * as path from 'node:path';
 import { parseFlags, FlagError } from '../../src/shim/flags';
 import { socketPath, groupKey, RUNTIME_NAME } from '../../src/shim/address';
 import { isValidIdentifier } from '../../src/sys/identifiers';
-import { optionsFromToml, decodeOptions, optionsJson } from '../../src/task/options';
-import { checkInit, checkExec } from '../../src/task/state';
+import { optionsFromToml, decodeOptions } from '../../src/task/options';
+import { optionsJson } from '../../src/task/bundle-files';
+import { initStateMachine, execStateMachine, type InitState, type InitOp, type ExecState, type ExecOp } from '../../src/task/state';
+
+const checkInit = (s: InitState, op: InitOp) => initStateMachine(s).check(op);
+const checkExec = (s: ExecState, op: ExecOp) => execStateMachine(s).check(op);
 import { encodeDeleteResponse } from '../../src/shim/delete';
 import { containerd, google, runtimeoptions } from '../../src/gen/proto';
 import { formatLine } from '../../src/sys/logger';
@@ -91,6 +95,14 @@ test('state tables: the Go shim errors for illegal transitions', () => {
   assert.throws(() => checkExec('running', 'delete'), /cannot delete a running process/);
   assert.throws(() => checkExec('stopped', 'resize'), /cannot resize a stopped container/);
   assert.doesNotThrow(() => checkExec('created', 'delete'));
+  // Each allowed operation names its target state.
+  assert.equal(checkInit('created-checkpoint', 'start'), 'running');
+  assert.equal(checkInit('running', 'pause'), 'paused');
+  assert.equal(checkInit('paused', 'exit'), 'stopped');
+  assert.equal(checkInit('running', 'update'), 'running');
+  assert.equal(checkExec('stopped', 'delete'), 'deleted');
+  // deletedState.Kill wraps errdefs.ErrNotFound in Go.
+  assert.throws(() => checkInit('deleted', 'kill'), (e: any) => e.kind === 'not-found' && e.message === 'cannot kill a deleted process: not found');
 });
 
 test('delete: the hand-encoded DeleteResponse decodes with the generated type', () => {

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Reader, Writer } from 'protobufjs/minimal';
 import { google, io, tsshim } from '../../src/gen/proto';
 import { Client, Code, TtrpcError, type Server } from '../../src/ttrpc';
 import {
@@ -107,8 +108,8 @@ test('Stats stream for one container: decodable metrics, init usage, one sample 
     assert.equal(s.pid, process.pid);
     assert.equal(s.status, 'running');
     assert.equal(s.metrics!.type_url, 'io.containerd.cgroups.v1.Metrics');
-    assert.ok(s.processRssBytes > 10 * MiB, 'RSS of the init pid from /proc');
-    assert.ok(s.processCpuNs > 0);
+    assert.ok(s.process_rss_bytes > 10 * MiB, 'RSS of the init pid from /proc');
+    assert.ok(s.process_cpu_ns > 0);
   }
   const cpu = samples.map((s) => Number(io.containerd.cgroups.v1.Metrics.decode(s.metrics!.value).cpu!.usage!.total));
   for (let i = 1; i < cpu.length; i++) assert.equal(cpu[i] - cpu[i - 1], CPU_PER_SAMPLE_NS);
@@ -125,7 +126,7 @@ test('Stats stream with an empty id samples every container; a stopped one has n
   assert.deepEqual([...seen.keys()].sort(), ['default/old', 'default/web', 'k8s.io/db']);
   assert.equal(seen.get('default/old')!.metrics, null);
   assert.equal(seen.get('default/old')!.status, 'stopped');
-  assert.equal(seen.get('default/old')!.processRssBytes, 0);
+  assert.equal(seen.get('default/old')!.process_rss_bytes, 0);
   assert.ok(seen.get('k8s.io/db')!.metrics);
 });
 
@@ -160,16 +161,41 @@ test('Stats stream ends when its container is deleted, and stops sampling when t
   c.close();
 });
 
-test('StatsSample extension fields round-trip and plain decoders skip them', () => {
+test('StatsSample namespace and init usage round-trip; the generated decoder reads them', () => {
   const s: StatsSampleMessage = {
     id: 'x', exec_id: '', pid: 12, status: 'running', metrics: { type_url: 't', value: new Uint8Array([1, 2]) },
-    at: { seconds: 1700000000, nanos: 5 }, namespace: 'ns1', processCpuNs: 2 ** 40, processRssBytes: 123 * MiB,
+    at: { seconds: 1700000000, nanos: 5 }, namespace: 'ns1', process_cpu_ns: 2 ** 40, process_rss_bytes: 123 * MiB,
   };
   const bytes = encodeStatsSample(s);
   assert.deepEqual(decodeStatsSample(bytes), { ...s, metrics: { type_url: 't', value: Buffer.from([1, 2]) } });
   const plain = tsshim.v1.StatsSample.decode(bytes);
   assert.equal(plain.id, 'x');
-  assert.equal(plain.pid, 12);
+  assert.equal(plain.namespace, 'ns1');
+  assert.equal(Number(plain.process_cpu_ns), 2 ** 40);
+});
+
+test('StatsSample: the wire numbers (100-102) and types of the shims that hand-encoded them', () => {
+  // What shims sent before tsshim.proto declared the fields: the base message plus fields appended
+  // by hand. A new CLI must decode it; a new shim must write the same tags, which old CLIs read.
+  const w = new Writer();
+  tsshim.v1.StatsSample.encode({ id: 'old', pid: 3, status: 'running', at: { seconds: 1, nanos: 2 } }, w);
+  w.uint32((100 << 3) | 2).string('ns-old');
+  w.uint32(101 << 3).uint64(5_000_000);
+  w.uint32(102 << 3).uint64(4096);
+  const old = decodeStatsSample(w.finish());
+  assert.equal(old.namespace, 'ns-old');
+  assert.equal(old.process_cpu_ns, 5_000_000);
+  assert.equal(old.process_rss_bytes, 4096);
+  const tags = new Map<number, number>();
+  const r = Reader.create(encodeStatsSample({ ...old, metrics: null }));
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    tags.set(tag >>> 3, tag & 7);
+    r.skipType(tag & 7);
+  }
+  assert.equal(tags.get(100), 2, 'namespace: length-delimited');
+  assert.equal(tags.get(101), 0, 'process_cpu_ns: varint');
+  assert.equal(tags.get(102), 0, 'process_rss_bytes: varint');
 });
 
 test('processUsage and openFds read /proc', () => {

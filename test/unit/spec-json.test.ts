@@ -6,14 +6,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Code, TtrpcError } from '../../src/ttrpc';
+import { rpcError } from '../../src/task/rpc';
 import { jsonShape, parseSpecJson, readBounded, readSpecFile, PROCESS_SPEC_LIMITS, type JsonLimits } from '../../src/task/spec-json';
 import { decodeOptions, MAX_OPTIONS_FILE_BYTES } from '../../src/task/options';
 import { runtimeoptions } from '../../src/gen/proto';
 
 function invalid(fn: () => unknown, message: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
+  assert.throws(fn, (err: unknown) => {
+    const e = rpcError(err);
     assert.ok(e instanceof TtrpcError, String(e));
-    assert.equal(e.code, Code.INVALID_ARGUMENT);
+    assert.equal(e.code, Code.INVALID_ARGUMENT, String(err));
     assert.match(e.message, message);
     return true;
   });

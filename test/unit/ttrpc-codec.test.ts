@@ -1,4 +1,5 @@
-// Byte-level tests: framing and envelope encoding against the examples in the wire spec (§2).
+// Byte-level tests: framing and envelope encoding against containerd/ttrpc's PROTOCOL.md
+// and frames containerd sent.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeHeader, encodeFrame, FrameDecoder, FrameHeader, MessageType } from '../../src/ttrpc/channel';
@@ -10,7 +11,7 @@ import { Code, TtrpcError, toStatus } from '../../src/ttrpc/status';
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const str = (s: string) => Buffer.from(s).toString('hex');
 
-// Spec §2: containerd calling Task/Connect{id:"c1"} with a 5 s deadline and the namespace header.
+// containerd calling Task/Connect{id:"c1"} with a 5 s deadline and the namespace header.
 const CONNECT_FRAME = hex(
   '00000055 00000001 01 00' +
   '0a17' + str('containerd.task.v2.Task') +

@@ -5,9 +5,10 @@ import { CgroupNotFoundError } from './errors';
 import { CgroupFiles, exists } from './files';
 import { collectV1, type MetricsV1, type V1Options } from './stats-v1';
 import { collectV2, type MetricsV2 } from './stats-v2';
+import { TypeUrl } from '../../types/typeurls';
 
-export const METRICS_V1_TYPE_URL = 'io.containerd.cgroups.v1.Metrics';
-export const METRICS_V2_TYPE_URL = 'io.containerd.cgroups.v2.Metrics';
+export const METRICS_V1_TYPE_URL = TypeUrl.CgroupsV1Metrics;
+export const METRICS_V2_TYPE_URL = TypeUrl.CgroupsV2Metrics;
 
 export type CollectedMetrics =
   | { typeUrl: typeof METRICS_V1_TYPE_URL; metrics: MetricsV1 }

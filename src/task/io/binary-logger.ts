@@ -1,4 +1,4 @@
-// `binary://` logging driver (runc-and-io.md §3.3): a logger process reads the container's stdout
+// `binary://` logging driver (containerd's binary log URI, pkg/process/io.go in the Go shim): a logger process reads the container's stdout
 // on its fd 3 and stderr on fd 4, and says "ready" on fd 5 (writes a byte or closes it).
 import { spawn as nodeSpawn, type ChildProcess } from 'node:child_process';
 import * as sys from '../../sys/libc';

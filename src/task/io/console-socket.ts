@@ -1,4 +1,5 @@
-// The --console-socket runc sends the pty master over (runc-and-io.md §4 steps 1 and 4).
+// The --console-socket runc sends the pty master over: we listen before runc create/exec and
+// receive one fd (SCM_RIGHTS) once runc connects, as go-runc's console socket does.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';

@@ -1,7 +1,7 @@
 // Opening FIFOs without blocking, and wrapping raw fds as non-blocking Node streams.
 //
 // Why not fs.createReadStream on a FIFO: its reads run on the libuv threadpool and a read on an
-// idle FIFO parks one of its 4 threads for as long as the container stays quiet (NODE-NOTES.md).
+// idle FIFO parks one of its 4 threads (UV_THREADPOOL_SIZE's default) for as long as the container stays quiet.
 // Pipe handles (net.Socket) are driven by epoll instead: EAGAIN just means "wait for readiness".
 import * as fs from 'node:fs';
 import * as net from 'node:net';

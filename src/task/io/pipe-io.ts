@@ -1,4 +1,4 @@
-// Non-terminal IO (runc-and-io.md §3): the container gets real pipes (pipe2, never socketpairs, so
+// Non-terminal IO (as containerd-shim-runc-v2's pkg/process/io.go does it): the container gets real pipes (pipe2, never socketpairs, so
 // opening /dev/stdout inside the container works); the shim copies between them and containerd's
 // FIFOs, a file, or hands them to a logging binary.
 import * as fs from 'node:fs';

@@ -1,4 +1,5 @@
-// Decides how a process's output is delivered, from the stdout string (runc-and-io.md §3.1).
+// Decides how a process's output is delivered, from the stdout string (containerd's stdio
+// URIs: a FIFO path, file://, binary://, as containerd-shim-runc-v2's pkg/process/io.go reads them).
 import * as path from 'node:path';
 import type { StdioConfig } from './types';
 

@@ -1,4 +1,4 @@
-// Terminal mode (runc-and-io.md §4): runc creates the pty in the container and sends us the master
+// Terminal mode (as containerd-shim-runc-v2 runs it, with runc's --console-socket): runc creates the pty in the container and sends us the master
 // over a console socket; we copy master -> stdout and stdin -> master.
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
@@ -165,6 +165,8 @@ export class TerminalProcessIO implements ProcessIO {
       const n = fs.readSync(this.masterFd, this.readBuf, 0, this.readBuf.length, null);
       return n > 0 ? Buffer.from(this.readBuf.subarray(0, n)) : null;
     } catch {
+      // EAGAIN (nothing yet) or EIO (the slave side closed): both mean no output now, the
+      // copier's end-of-output handling takes it from there.
       return null;
     }
   }
