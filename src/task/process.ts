@@ -42,7 +42,8 @@ function waitUnlessAborted(p: Promise<void>, signal?: AbortSignal): Promise<void
   return new Promise((resolve, reject) => {
     const onAbort = () => reject(signal.reason ?? new Error('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
-    p.then(() => { signal.removeEventListener('abort', onAbort); resolve(); });
+    const settle = () => signal.removeEventListener('abort', onAbort);
+    p.then(() => { settle(); resolve(); }, (e: unknown) => { settle(); reject(e); });
   });
 }
 

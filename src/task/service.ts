@@ -1,7 +1,6 @@
 // The Task service: containers by (namespace, id), operations on one process run one at a time
 // (Process.operations), ordering of events against exits, and the answers containerd expects.
 // RPC decoding and the status codes live in rpc.ts; runc work and state transitions in container.ts.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Exit } from '../sys/reaper';
 import type { ExitSource, ProcessRunner } from './ports';
