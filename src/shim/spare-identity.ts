@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { getRlimit, isChildSubreaper, RLIMIT_COUNT, setChildSubreaper, setRlimit } from '../sys/libc';
+import { getRlimit, isChildSubreaper, RLIMIT_COUNT, SCHED_IDLE, SCHED_OTHER, schedPolicy, setChildSubreaper, setRlimit, setSchedPolicy } from '../sys/libc';
 import { listOwnChildren, Reaper } from '../sys/reaper';
 import { overwriteOwnArea } from './proc-title';
 
@@ -25,7 +25,7 @@ export const ENV_ROOM_BYTES = 16 * 1024;
  */
 export function ownChildRunning(): boolean {
   const reaper = Reaper.instance();
-  return listOwnChildren().some((pid) => reaper.ownsByLibuv(pid));
+  return listOwnChildren().some((pid) => reaper.startedHere(pid));
 }
 
 /**
@@ -34,10 +34,13 @@ export function ownChildRunning(): boolean {
  * an ordinary double fork would still land under it: for the instant `setsid -f` forks and exits,
  * the daemon is not a subreaper, and the orphan goes where a cold shim goes. Callers make sure no
  * runc runs meanwhile (ownChildRunning). No shell background job: sh would ignore SIGINT and
- * SIGQUIT in it, and a cold shim does not. Returns false when the launch failed.
+ * SIGQUIT in it, and a cold shim does not. With `idle`, argv runs under SCHED_IDLE (chrt, from
+ * util-linux as setsid): it gets a core only when nothing else wants one. Returns false when the
+ * launch failed.
  */
-export function spawnOutsideShims(argv: string[], env: NodeJS.ProcessEnv, nice: number, pool: string): boolean {
-  const launch = ': > "$1/.booting-$$" && shift && exec nice -n "$@"';
+export function spawnOutsideShims(argv: string[], env: NodeJS.ProcessEnv, nice: number, pool: string, idle = false): boolean {
+  const run = idle ? 'if command -v chrt >/dev/null; then exec chrt -i 0 nice -n "$@"; fi; exec nice -n "$@"' : 'exec nice -n "$@"';
+  const launch = `: > "$1/.booting-$$" && shift && ${run}`;
   const subreaper = isChildSubreaper();
   if (subreaper) setChildSubreaper(false);
   try {
@@ -110,11 +113,44 @@ export function copyRlimitsOf(pid: number): number[] {
   return failed;
 }
 
-/** Linux nice values are per thread: every thread of ours takes `pid`'s. */
+const ownThreads = () => fs.readdirSync('/proc/self/task').map(Number);
+
+/** Linux nice values are per thread: every thread of ours takes `nice`. */
+export function setNiceOfAllThreads(nice: number): void {
+  for (const tid of ownThreads()) {
+    try { os.setPriority(tid, nice); } catch { /* the thread ended meanwhile */ }
+  }
+}
+
+/** Every thread of ours takes `pid`'s nice value. */
 export function copyNiceOf(pid: number): void {
-  const nice = os.getPriority(pid);
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    try { os.setPriority(Number(tid), nice); } catch { /* the thread ended meanwhile */ }
+  setNiceOfAllThreads(os.getPriority(pid));
+}
+
+/**
+ * Scheduling policies are per thread too: every thread of ours takes the policy of `pid`'s main
+ * thread (SCHED_OTHER for a start that containerd spawned normally), then its nice value. Throws
+ * when a thread cannot leave its policy (EPERM: leaving SCHED_IDLE without CAP_SYS_NICE).
+ */
+export function copySchedulingOf(pid: number): void {
+  const want = schedPolicy(pid);
+  for (const tid of ownThreads()) {
+    try {
+      const have = schedPolicy(tid);
+      if (have.policy !== want.policy || have.priority !== want.priority) setSchedPolicy(tid, want);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ESRCH') throw e; // ESRCH: the thread ended meanwhile
+    }
+  }
+  copyNiceOf(pid);
+}
+
+/** Threads of ours under SCHED_IDLE (a spare that booted so) go back to SCHED_OTHER; nice values stay. */
+export function leaveIdleScheduling(): void {
+  for (const tid of ownThreads()) {
+    try {
+      if (schedPolicy(tid).policy === SCHED_IDLE) setSchedPolicy(tid, { policy: SCHED_OTHER, priority: 0 });
+    } catch { /* the thread ended, or we may not leave it (no CAP_SYS_NICE): it stays idle */ }
   }
 }
 
@@ -134,7 +170,7 @@ export function replaceEnv(env: NodeJS.ProcessEnv): void {
   Object.assign(process.env, env);
 }
 
-/** The claiming start's cgroups, rlimits and nice value; returns what could not be taken on. */
+/** The claiming start's cgroups, rlimits, scheduling policy and nice value; returns what could not be taken on. */
 export function adoptStartIdentity(startPid: number): string[] {
   const problems: string[] = [];
   try {
@@ -143,6 +179,6 @@ export function adoptStartIdentity(startPid: number): string[] {
   try {
     for (const r of copyRlimitsOf(startPid)) problems.push(`rlimit ${r}`);
   } catch (e) { problems.push(`rlimits: ${(e as Error).message}`); }
-  try { copyNiceOf(startPid); } catch (e) { problems.push(`nice: ${(e as Error).message}`); }
+  try { copySchedulingOf(startPid); } catch (e) { problems.push(`scheduling: ${(e as Error).message}`); }
   return problems;
 }

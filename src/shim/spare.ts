@@ -31,7 +31,10 @@ import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { DAEMON_NODE_FLAGS } from './node-flags';
 import { DEFAULT_STATE_DIR, readConfig, type ShimConfig } from './config';
-import { adoptStartIdentity, ENV_ROOM_BYTES, ENV_ROOM_VAR, ownChildRunning, replaceEnv, rewriteProcEnviron, spawnOutsideShims } from './spare-identity';
+import {
+  adoptStartIdentity, copySchedulingOf, ENV_ROOM_BYTES, ENV_ROOM_VAR, leaveIdleScheduling, ownChildRunning, replaceEnv, rewriteProcEnviron,
+  setNiceOfAllThreads, spawnOutsideShims,
+} from './spare-identity';
 
 const SPARE_NICE = 10;
 
@@ -165,9 +168,12 @@ function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
   const argv = [process.execPath, ...DAEMON_NODE_FLAGS, mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'];
   // The environment block is reserved the same way: the claiming start's environment replaces it.
   const env = { ...process.env, [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES) };
-  // A spare boots while a container is being created: niced, the kernel favours that critical path.
+  // A spare boots while a container starts, exits and is deleted, and while the next ones are
+  // created: its ~250 ms of CPU must not compete with them. As root it boots under SCHED_IDLE (it
+  // leaves it once warm, see runSpare; a start that has to wait for it promotes it, see
+  // bin/containerd-shim-tsshim-v2); without CAP_SYS_NICE it could never leave it: niced only.
   fs.mkdirSync(pool, { recursive: true, mode: 0o700 });
-  spawnOutsideShims(argv, env, SPARE_NICE, pool);
+  spawnOutsideShims(argv, env, SPARE_NICE, pool, process.geteuid?.() === 0);
 }
 
 interface StartRequest { dir: string; argv: string[]; env: NodeJS.ProcessEnv; cwd: string; stdin: Buffer; containerdPid: number; startPid: number }
@@ -321,6 +327,9 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   (await import('./idle-gc')).collectAndTrim(config.trim);
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
   role.warmedUp();
+  // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
+  // value keeps the waiting spare's housekeeping behind the containers'.
+  leaveIdleScheduling();
   const pool = sparePool(flags.address, config.stateDir);
   const ownEnv = { ...process.env };
   for (;;) {
@@ -334,6 +343,8 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     let handedOn = false;
     try {
       const req = readRequest(dir);
+      // containerd waits from here on: the start's policy and nice value now, not after the claim.
+      try { copySchedulingOf(req.startPid || req.containerdPid); } catch { /* adoptStartIdentity reports it */ }
       // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
       replaceEnv(req.env);
       const startFlags = parseFlags(req.argv);
@@ -368,6 +379,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     if (handedOn || (!become && role.installChanged())) process.exit(0);
     if (!become) { // the group already has a shim: stay a spare
       replaceEnv(ownEnv);
+      setNiceOfAllThreads(SPARE_NICE);
       claiming = false;
       continue;
     }

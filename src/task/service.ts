@@ -18,7 +18,7 @@ import { writeInitExit } from './bundle-files';
 import type { RequestContext } from './deadline';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
-import { cgroupForPid, collectEncodedMetrics, CgroupNotFoundError, OomWatcher, type CgroupHandle } from './cgroups';
+import { cgroupForPid, collectEncodedMetrics, CgroupNotFoundError, OomWatcher, releaseCgroupFiles, type CgroupHandle } from './cgroups';
 
 export const STATUS = { UNKNOWN: 0, CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4, PAUSING: 5 } as const;
 
@@ -257,6 +257,7 @@ export class TaskService {
     await c.init.operations.run(() => c.deleteInit(ctx), ctx?.signal);
     this.running.delete(c.init.pid);
     this.oom.remove(this.key(ns, id));
+    releaseCgroupFiles(this.cgroups.get(c)); // Stats keeps them open
     this.cgroups.delete(c);
     this.containers.delete(this.key(ns, id));
     this.deps.events.delete(ns, id, c.init.pid, c.init.exit);

@@ -21,6 +21,7 @@ for (const mode of ['group', 'per-node'] as const) {
       console.log(formatLeakReport(r));
       assert.deepEqual(leakProblems(r), []);
       assert.ok(r.end.fds > 0 && r.end.rss > 0, 'the shim was sampled');
+      assert.ok(r.statsServed > cycles, `Stats served (${r.statsServed}): their open cgroup files count among the fds`);
     } finally {
       closeClients(c);
       await c.stop();

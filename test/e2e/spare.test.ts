@@ -78,12 +78,16 @@ function environOf(pid: number): Record<string, string> {
   }
   return out;
 }
-function threadNices(pid: number): number[] {
+/** Distinct values of a /proc/<pid>/task/<tid>/stat field (index after the command) over all threads. */
+function threadField(pid: number, index: number): number[] {
   return [...new Set(fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
     const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]);
+    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[index]);
   }))];
 }
+const threadNices = (pid: number) => threadField(pid, 16);
+/** Scheduling policy (stat field 41): 0 SCHED_OTHER, 5 SCHED_IDLE (a spare boots under it). */
+const threadPolicies = (pid: number) => threadField(pid, 38);
 
 /** Every pid in the pool: waiting spares and booting ones. */
 function poolPids(pool: string): number[] {
@@ -92,7 +96,7 @@ function poolPids(pool: string): number[] {
   return names.map((n) => /^(?:\.booting-)?(\d+)$/.exec(n)?.[1]).filter(Boolean).map(Number).filter(pidAlive);
 }
 
-test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice', async () => {
+test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice, scheduling policy', async () => {
   const pool = sparePool(c.address);
   await runDetached(uniqueId('first'));
   const [spare] = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a waiting spare');
@@ -143,6 +147,9 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
   assert.equal(sig(warm), sig(cold), 'same ignored and blocked signals');
   assert.deepEqual(threadNices(warm), [3], 'every thread of the spare-born shim');
   assert.deepEqual(threadNices(cold), [3]);
+  // The spare booted under SCHED_IDLE (as root): the daemon it became is an ordinary one.
+  assert.deepEqual(threadPolicies(warm), threadPolicies(cold), 'same scheduling policy on every thread');
+  assert.deepEqual(threadPolicies(warm), [0], 'SCHED_OTHER');
   for (const id of (await c.ctr(['task', 'ls', '-q'], { namespace: ns })).stdout.split('\n').filter(Boolean)) {
     await c.ctr(['task', 'delete', '-f', id], { namespace: ns });
     await c.ctr(['container', 'delete', id], { namespace: ns });

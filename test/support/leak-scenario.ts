@@ -55,6 +55,8 @@ export interface LeakReport {
   otherShims: number;
   durationMs: number;
   msPerCycle: number;
+  /** Stats calls answered (each cycle's container, twice, and the long-lived one): the cgroup files they keep open must go with Delete. */
+  statsServed: number;
 }
 
 /** A fifo the test reads: opened read-write so it never reports EOF between writers. */
@@ -105,6 +107,13 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
   const call = (method: string, payload: Uint8Array): Promise<Buffer> =>
     client.call(TASK_SERVICE, method, payload, { timeoutMs: 30_000, metadata: md });
 
+  let statsServed = 0;
+  /** 1 when the shim answered Stats, 0 when the cgroup was already gone (NotFound). */
+  const stats = (id: string): Promise<number> => call('Stats', T.StatsRequest.encode({ id }).finish()).then(() => 1, (e: { code?: number }) => {
+    if (e?.code === 5) return 0;
+    throw e;
+  });
+
   async function directRun(i: number): Promise<void> {
     const id = `${tag}-r${i}`;
     const bundle = path.join(work, id);
@@ -125,6 +134,8 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
       const w = T.WaitResponse.decode(await call('Wait', T.WaitRequest.encode({ id }).finish()));
       if (w.exit_status !== i % 5) throw new Error(`${id} exited ${w.exit_status}, expected ${i % 5}`);
       await out.expect(`run-${i}\n`);
+      // The cgroup lives until Delete (runc delete removes it): a first and a second Stats call.
+      for (let k = 0; k < 2; k++) statsServed += await stats(id);
       await call('Delete', T.DeleteRequest.encode({ id }).finish());
     } finally {
       out.close();
@@ -174,6 +185,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     else {
       await directRun(i);
       await directExec(i);
+      statsServed += await stats(host);
     }
     if (i === o.warmup) baseline = await settledSample(shim);
     if (i % every === 0) {
@@ -198,6 +210,7 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     otherShims: daemonShims(c).filter((p) => p !== shim).length,
     durationMs: Date.now() - t0,
     msPerCycle: (Date.now() - t0) / o.cycles,
+    statsServed,
   };
   if (!pidAlive(shim)) throw new Error('the shim died during the leak run');
   // Clean up the long-lived container.

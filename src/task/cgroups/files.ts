@@ -7,7 +7,11 @@ import { join } from 'node:path';
 import { isNotExist } from './errors';
 import { ParseError, parseU64, type U64 } from './u64';
 
-export async function readOptional(path: string): Promise<string | null> {
+/** Reads cgroup files by path: the whole text, or null when the file does not exist. */
+export type FileReader = (path: string) => string | null;
+
+/** Reads a file with open/read/close: for one-off reads (OOM events, fixtures). */
+export function readOnce(path: string): string | null {
   try {
     return fs.readFileSync(path, 'utf8');
   } catch (err) {
@@ -16,9 +20,108 @@ export async function readOptional(path: string): Promise<string | null> {
   }
 }
 
+export async function readOptional(path: string): Promise<string | null> {
+  return readOnce(path);
+}
+
 /** Reads several files of one directory at once; null for each that does not exist. */
-export function readAll(dir: string, names: readonly string[]): Promise<(string | null)[]> {
-  return Promise.all(names.map((n) => readOptional(join(dir, n))));
+export function readAll(dir: string, names: readonly string[], read: FileReader = readOnce): (string | null)[] {
+  return names.map((n) => read(join(dir, n)));
+}
+
+// One buffer for every pread: reads are synchronous, so no two use it at once.
+let buffer = Buffer.allocUnsafe(16 * 1024);
+
+/** The whole text of an open file from offset 0 (cgroupfs and /proc seq files regenerate there). */
+function preadAll(fd: number): string {
+  let n = 0;
+  for (;;) {
+    if (n === buffer.length) {
+      const bigger = Buffer.allocUnsafe(buffer.length * 2);
+      buffer.copy(bigger, 0, 0, n);
+      buffer = bigger;
+    }
+    const r = fs.readSync(fd, buffer, n, buffer.length - n, n);
+    if (r === 0) return buffer.toString('utf8', 0, n);
+    n += r;
+  }
+}
+
+/**
+ * Process-wide bound on the descriptors all CgroupFiles keep open. cgroup v1 reads ~26 files per
+ * Stats call (~40 with hugetlb and the blkio fallbacks), v2 ~20: 512 keep the files of a dozen or
+ * more containers open, the ones most recently asked for (a pod's shim serves a few; a per-node
+ * daemon with many containers keeps the recent ones and reopens the others, as before). The shim
+ * needs its descriptors for stdio pipes, fifos, sockets and runc calls first: Node raises the soft
+ * RLIMIT_NOFILE to the hard one, but a hard limit of 1024 or 4096 is still common.
+ */
+export const MAX_OPEN_CGROUP_FILES = 512;
+
+let openCount = 0;
+/** Sets holding descriptors, least recently used first (a Set iterates in insertion order). */
+const inUse = new Set<CgroupFiles>();
+
+/**
+ * The cgroup files of one container, kept open between Stats calls and read with pread at offset
+ * 0: one syscall per file instead of open, read (twice: the second sees EOF) and close. A cgroup
+ * removed under an open file fails its reads (ENODEV): the descriptor is dropped and the path
+ * opened anew, so a recreated cgroup is read, and a gone one reads as missing. close() on Delete;
+ * beyond MAX_OPEN_CGROUP_FILES the least recently used sets are closed (and reopen on demand).
+ */
+export class CgroupFiles {
+  private readonly fds = new Map<string, number>();
+
+  /** A FileReader over this set (bound: handed to the collectors). */
+  readonly read: FileReader = (path) => {
+    let fd = this.fds.get(path);
+    if (fd !== undefined) {
+      try {
+        return preadAll(fd);
+      } catch {
+        this.forget(path, fd); // the cgroup went away (ENODEV) or the fd is no longer good: reopen
+      }
+    }
+    try {
+      fd = fs.openSync(path, 'r'); // libuv opens close-on-exec
+    } catch (err) {
+      if (isNotExist(err)) return null;
+      throw err;
+    }
+    this.fds.set(path, fd);
+    openCount++;
+    if (!inUse.has(this)) inUse.add(this);
+    return preadAll(fd);
+  };
+
+  /** Marks the set as just used and closes the least recently used others beyond the bound. */
+  touch(): void {
+    if (inUse.delete(this)) inUse.add(this);
+    for (const other of inUse) {
+      if (openCount <= MAX_OPEN_CGROUP_FILES || other === this) break;
+      other.close();
+    }
+  }
+
+  /** Descriptors this set holds. */
+  get size(): number {
+    return this.fds.size;
+  }
+
+  close(): void {
+    for (const [path, fd] of this.fds) this.forget(path, fd);
+    inUse.delete(this);
+  }
+
+  private forget(path: string, fd: number): void {
+    this.fds.delete(path);
+    openCount--;
+    try { fs.closeSync(fd); } catch { /* already gone */ }
+  }
+}
+
+/** Descriptors held by every CgroupFiles of the process (tests, introspection). */
+export function openCgroupFileCount(): number {
+  return openCount;
 }
 
 export function lines(text: string): string[] {

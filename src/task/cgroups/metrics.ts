@@ -2,7 +2,7 @@
 // type-switches on, and (once src/gen/proto.js is built) the encoded Any for the Stats reply.
 import type { CgroupHandle } from './discovery';
 import { CgroupNotFoundError } from './errors';
-import { exists } from './files';
+import { CgroupFiles, exists } from './files';
 import { collectV1, type MetricsV1, type V1Options } from './stats-v1';
 import { collectV2, type MetricsV2 } from './stats-v2';
 import { TypeUrl } from '../../types/typeurls';
@@ -14,18 +14,44 @@ export type CollectedMetrics =
   | { typeUrl: typeof METRICS_V1_TYPE_URL; metrics: MetricsV1 }
   | { typeUrl: typeof METRICS_V2_TYPE_URL; metrics: MetricsV2 };
 
+// The open files of each handle that was asked for statistics (files.ts CgroupFiles); the Task
+// service releases them when it deletes the container.
+const openFiles = new WeakMap<CgroupHandle, CgroupFiles>();
+
+function filesOf(h: CgroupHandle): CgroupFiles {
+  let files = openFiles.get(h);
+  if (!files) openFiles.set(h, (files = new CgroupFiles()));
+  return files;
+}
+
+/** Closes the cgroup files Stats calls kept open for this handle (on Delete). */
+export function releaseCgroupFiles(h: CgroupHandle | null | undefined): void {
+  if (!h) return;
+  openFiles.get(h)?.close();
+  openFiles.delete(h);
+}
+
 /**
  * Reads the cgroup's statistics. Throws CgroupNotFoundError (-> NotFound) when the handle is null
- * or the cgroup is gone; other read or parse failures propagate (-> Unknown).
+ * or the cgroup is gone; other read or parse failures propagate (-> Unknown). The files read stay
+ * open for the next call until releaseCgroupFiles (or the process-wide bound closes them).
  */
 export async function collectMetrics(h: CgroupHandle | null | undefined, opts: V1Options = {}): Promise<CollectedMetrics> {
   if (!h) throw new CgroupNotFoundError();
-  if (h.version === 2) return { typeUrl: METRICS_V2_TYPE_URL, metrics: await collectV2(h.dir) };
-  // Deleted as soon as one of its directories is gone (the Go library's rule, ErrCgroupDeleted).
-  const dirs = Object.values(h.paths);
-  const present = await Promise.all(dirs.map(exists));
-  if (dirs.length === 0 || !present.every(Boolean)) throw new CgroupNotFoundError(dirs.join(', '));
-  return { typeUrl: METRICS_V1_TYPE_URL, metrics: await collectV1(h.paths, opts) };
+  const files = filesOf(h);
+  try {
+    if (h.version === 2) return { typeUrl: METRICS_V2_TYPE_URL, metrics: await collectV2(h.dir, files.read) };
+    // Deleted as soon as one of its directories is gone (the Go library's rule, ErrCgroupDeleted).
+    const dirs = Object.values(h.paths);
+    const present = await Promise.all(dirs.map(exists));
+    if (dirs.length === 0 || !present.every(Boolean)) {
+      files.close(); // nothing left worth keeping open
+      throw new CgroupNotFoundError(dirs.join(', '));
+    }
+    return { typeUrl: METRICS_V1_TYPE_URL, metrics: await collectV1(h.paths, opts, files.read) };
+  } finally {
+    files.touch();
+  }
 }
 
 interface MessageType { create(o: object): object; encode(m: object): { finish(): Uint8Array } }

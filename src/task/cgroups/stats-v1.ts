@@ -3,7 +3,7 @@
 // (the kernel or the configuration may lack it), other failures fail the whole call.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { fields, lines, parseKV, readAll, readOptional } from './files';
+import { fields, lines, parseKV, readAll, readOnce, type FileReader } from './files';
 import { ParseError, parseRdmaValue, parseU64, parseU64Big, u64, type U64 } from './u64';
 
 export interface MemoryEntryV1 { limit: U64; usage: U64; max: U64; failcnt: U64 }
@@ -65,8 +65,8 @@ const MEMORY_MODULES = [['usage', 'memory.'], ['swap', 'memory.memsw.'], ['kerne
 const emptyEntry = (): MemoryEntryV1 => ({ limit: 0, usage: 0, max: 0, failcnt: 0 });
 const u64Of = (text: string): U64 => parseU64(text.trim());
 
-async function cpuacct(dir: string, m: MetricsV1): Promise<void> {
-  const [stat, usage, percpu] = await readAll(dir, ['cpuacct.stat', 'cpuacct.usage', 'cpuacct.usage_percpu']);
+function cpuacct(dir: string, m: MetricsV1, read: FileReader): void {
+  const [stat, usage, percpu] = readAll(dir, ['cpuacct.stat', 'cpuacct.usage', 'cpuacct.usage_percpu'], read);
   if (stat === null || usage === null || percpu === null) return;
   const f = fields(stat);
   if (f.length !== 4 || f[0] !== 'user' || f[2] !== 'system') {
@@ -79,8 +79,8 @@ async function cpuacct(dir: string, m: MetricsV1): Promise<void> {
   m.cpu.usage.per_cpu = fields(percpu).map(parseU64);
 }
 
-async function cpu(dir: string, m: MetricsV1): Promise<void> {
-  const stat = await readOptional(join(dir, 'cpu.stat'));
+function cpu(dir: string, m: MetricsV1, read: FileReader): void {
+  const stat = read(join(dir, 'cpu.stat'));
   if (stat === null) return;
   const kv = parseKV(stat, join(dir, 'cpu.stat'));
   const t = m.cpu.throttling;
@@ -89,9 +89,9 @@ async function cpu(dir: string, m: MetricsV1): Promise<void> {
   t.throttled_time = kv.get('throttled_time') ?? t.throttled_time;
 }
 
-async function memory(dir: string, m: MetricsV1): Promise<void> {
+function memory(dir: string, m: MetricsV1, read: FileReader): void {
   const entryNames = MEMORY_MODULES.flatMap(([, prefix]) => MEMORY_ENTRY_FILES.map(([f]) => prefix + f));
-  const [stat, oom, ...entryTexts] = await readAll(dir, ['memory.stat', 'memory.oom_control', ...entryNames]);
+  const [stat, oom, ...entryTexts] = readAll(dir, ['memory.stat', 'memory.oom_control', ...entryNames], read);
   if (stat === null) return;
   const kv = parseKV(stat, join(dir, 'memory.stat'));
   const mem = { usage: emptyEntry(), swap: emptyEntry(), kernel: emptyEntry(), kernel_tcp: emptyEntry() } as MemoryStatV1;
@@ -113,8 +113,8 @@ async function memory(dir: string, m: MetricsV1): Promise<void> {
   }
 }
 
-async function pids(dir: string, m: MetricsV1): Promise<void> {
-  const [current, max] = await readAll(dir, ['pids.current', 'pids.max']);
+function pids(dir: string, m: MetricsV1, read: FileReader): void {
+  const [current, max] = readAll(dir, ['pids.current', 'pids.max'], read);
   if (current === null || max === null) return;
   const limit = max.trim() === 'max' ? 0 : u64Of(max); // v1 reports "no limit" as 0
   m.pids = { current: u64Of(current), limit };
@@ -171,18 +171,16 @@ const BLKIO_THROTTLE: [keyof BlkIOStat, string][] = [
   ['io_service_bytes_recursive', 'blkio.throttle.io_service_bytes'],
 ];
 
-async function blkio(dir: string, m: MetricsV1, procRoot: string): Promise<void> {
+function blkio(dir: string, m: MetricsV1, procRoot: string, read: FileReader): void {
   const stat: BlkIOStat = {
     io_service_bytes_recursive: [], io_serviced_recursive: [], io_queued_recursive: [],
     io_service_time_recursive: [], io_wait_time_recursive: [], io_merged_recursive: [],
     io_time_recursive: [], sectors_recursive: [],
   };
   m.blkio = stat;
-  const [partitions, recursive, throttle] = await Promise.all([
-    readOptional(join(procRoot, 'partitions')),
-    readAll(dir, BLKIO_RECURSIVE.map(([, f]) => f)),
-    readAll(dir, BLKIO_THROTTLE.map(([, f]) => f)),
-  ]);
+  const partitions = read(join(procRoot, 'partitions'));
+  const recursive = readAll(dir, BLKIO_RECURSIVE.map(([, f]) => f), read);
+  const throttle = readAll(dir, BLKIO_THROTTLE.map(([, f]) => f), read);
   if (partitions === null) return;
   const devices = parsePartitions(partitions);
   const fill = (table: [keyof BlkIOStat, string][], texts: (string | null)[]): boolean => {
@@ -231,10 +229,10 @@ function hugePageSizes(hugepagesDir: string): string[] {
   return sizes;
 }
 
-async function hugetlb(dir: string, m: MetricsV1, hugepagesDir: string): Promise<void> {
+function hugetlb(dir: string, m: MetricsV1, hugepagesDir: string, read: FileReader): void {
   const sizes = hugePageSizes(hugepagesDir);
-  const perSize = await Promise.all(sizes.map((size) =>
-    readAll(dir, ['usage_in_bytes', 'max_usage_in_bytes', 'failcnt'].map((f) => `hugetlb.${size}.${f}`))));
+  const perSize = sizes.map((size) =>
+    readAll(dir, ['usage_in_bytes', 'max_usage_in_bytes', 'failcnt'].map((f) => `hugetlb.${size}.${f}`), read));
   for (let i = 0; i < sizes.length; i++) {
     const [usage, max, failcnt] = perSize[i];
     if (usage === null || max === null || failcnt === null) return;
@@ -260,16 +258,19 @@ export function parseRdmaEntries(text: string): RdmaEntry[] {
   return out;
 }
 
-async function rdma(dir: string, m: MetricsV1): Promise<void> {
-  const [current, max] = await readAll(dir, ['rdma.current', 'rdma.max']);
+function rdma(dir: string, m: MetricsV1, read: FileReader): void {
+  const [current, max] = readAll(dir, ['rdma.current', 'rdma.max'], read);
   if (current === null || max === null) return;
   // A device removed between the two reads: skip rather than pair the wrong lines.
   if (current.split('\n').length !== max.split('\n').length) return;
   m.rdma = { current: parseRdmaEntries(current), limit: parseRdmaEntries(max) };
 }
 
-/** Collects every controller present in `paths` (controller name -> directory). */
-export async function collectV1(paths: Record<string, string>, opts: V1Options = {}): Promise<MetricsV1> {
+/**
+ * Collects every controller present in `paths` (controller name -> directory), reading files with
+ * `read` (a container's CgroupFiles keeps them open between calls).
+ */
+export async function collectV1(paths: Record<string, string>, opts: V1Options = {}, read: FileReader = readOnce): Promise<MetricsV1> {
   const m: MetricsV1 = {
     hugetlb: [],
     cpu: {
@@ -278,15 +279,15 @@ export async function collectV1(paths: Record<string, string>, opts: V1Options =
     },
   };
   const procRoot = opts.procRoot ?? '/proc';
-  const collectors: Record<string, (dir: string) => Promise<void>> = {
-    cpu: (d) => cpu(d, m),
-    cpuacct: (d) => cpuacct(d, m),
-    memory: (d) => memory(d, m),
-    pids: (d) => pids(d, m),
-    blkio: (d) => blkio(d, m, procRoot),
-    hugetlb: (d) => hugetlb(d, m, opts.hugepagesDir ?? '/sys/kernel/mm/hugepages'),
-    rdma: (d) => rdma(d, m),
+  const collectors: Record<string, (dir: string) => void> = {
+    cpu: (d) => cpu(d, m, read),
+    cpuacct: (d) => cpuacct(d, m, read),
+    memory: (d) => memory(d, m, read),
+    pids: (d) => pids(d, m, read),
+    blkio: (d) => blkio(d, m, procRoot, read),
+    hugetlb: (d) => hugetlb(d, m, opts.hugepagesDir ?? '/sys/kernel/mm/hugepages', read),
+    rdma: (d) => rdma(d, m, read),
   };
-  await Promise.all(Object.entries(paths).map(([controller, dir]) => collectors[controller]?.(dir)));
+  for (const [controller, dir] of Object.entries(paths)) collectors[controller]?.(dir);
   return m;
 }

@@ -1,10 +1,10 @@
 // cgroup v2 -> io.containerd.cgroups.v2.Metrics (plain object, proto field names), from one
 // directory. Follows containerd's cgroups library: missing single-value files read as 0, "max" as
 // 2^64-1; cpu.stat and memory.stat are read only for controllers enabled in cgroup.controllers.
-import { promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { CgroupNotFoundError, isNotExist } from './errors';
-import { fields, lines, readAll } from './files';
+import { CgroupNotFoundError } from './errors';
+import { fields, lines, readAll, readOnce, type FileReader } from './files';
 import { parseRdmaEntries, type RdmaEntry } from './stats-v1';
 import { ParseError, parseU64, parseU64Big, parseU64OrMax, u64, type U64 } from './u64';
 
@@ -108,43 +108,39 @@ export function parsePressure(text: string): PSIStats {
   return out;
 }
 
-async function hugetlb(dir: string): Promise<MetricsV2['hugetlb']> {
+function hugetlb(dir: string, read: FileReader): MetricsV2['hugetlb'] {
   let names: string[];
   try {
-    names = await fsp.readdir(dir);
+    names = fs.readdirSync(dir);
   } catch {
     return [];
   }
   // hugetlb.<size>.current / .max (not the .rsvd.* reservation counters of newer kernels).
   const sizes = [...new Set(names.map((n) => /^hugetlb\.([^.]+)\.(current|max)$/.exec(n)?.[1]).filter((s): s is string => !!s))].sort();
-  return Promise.all(sizes.map(async (size) => {
-    const [current, max, events] = await readAll(dir, [`hugetlb.${size}.current`, `hugetlb.${size}.max`, `hugetlb.${size}.events`]);
+  return sizes.map((size) => {
+    const [current, max, events] = readAll(dir, [`hugetlb.${size}.current`, `hugetlb.${size}.max`, `hugetlb.${size}.events`], read);
     const stat: MetricsV2['hugetlb'][number] = { current: singleValue(current), max: singleValue(max), pagesize: size };
     if (events !== null) stat.failcnt = parseFlatKeyed(events, `hugetlb.${size}.events`).get('max') ?? 0;
     return stat;
-  }));
+  });
 }
 
-/** Collects a v2 cgroup directory; CgroupNotFoundError when it no longer exists. */
-export async function collectV2(dir: string): Promise<MetricsV2> {
-  let controllersText: string;
-  try {
-    controllersText = await fsp.readFile(join(dir, 'cgroup.controllers'), 'utf8');
-  } catch (err) {
-    if (isNotExist(err)) throw new CgroupNotFoundError(dir);
-    throw err;
-  }
+/**
+ * Collects a v2 cgroup directory, reading files with `read` (a container's CgroupFiles keeps them
+ * open between calls); CgroupNotFoundError when it no longer exists.
+ */
+export async function collectV2(dir: string, read: FileReader = readOnce): Promise<MetricsV2> {
+  const controllersText = read(join(dir, 'cgroup.controllers'));
+  if (controllersText === null) throw new CgroupNotFoundError(dir);
   const controllers = new Set(fields(controllersText));
   const statFiles = ['cpu', 'memory'].filter((c) => controllers.has(c)).map((c) => `${c}.stat`);
-  const [statTexts, single, pressure, hugetlbStats] = await Promise.all([
-    readAll(dir, statFiles),
-    readAll(dir, [
-      'pids.current', 'pids.max', 'memory.current', 'memory.max', 'memory.swap.current', 'memory.swap.max',
-      'memory.peak', 'memory.swap.peak', 'memory.events', 'io.stat', 'rdma.current', 'rdma.max',
-    ]),
-    readAll(dir, ['cpu.pressure', 'memory.pressure', 'io.pressure']),
-    hugetlb(dir),
-  ]);
+  const statTexts = readAll(dir, statFiles, read);
+  const single = readAll(dir, [
+    'pids.current', 'pids.max', 'memory.current', 'memory.max', 'memory.swap.current', 'memory.swap.max',
+    'memory.peak', 'memory.swap.peak', 'memory.events', 'io.stat', 'rdma.current', 'rdma.max',
+  ], read);
+  const pressure = readAll(dir, ['cpu.pressure', 'memory.pressure', 'io.pressure'], read);
+  const hugetlbStats = hugetlb(dir, read);
   const [pidsCurrent, pidsMax, memCurrent, memMax, swapCurrent, swapMax, memPeak, swapPeak, events, ioStat, rdmaCurrent, rdmaMax] = single;
   const kv = new Map<string, U64>();
   statTexts.forEach((t, i) => { if (t !== null) parseFlatKeyed(t, join(dir, statFiles[i]), kv); });
