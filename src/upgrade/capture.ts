@@ -18,7 +18,7 @@ import { ExecProcess, type InitProcess } from '../task/process';
 import { ioFds, type IoHandover } from '../task/io';
 import { REVISION, VERSION } from '../shim/version';
 import { SHIM_SERVICE } from '../diag/introspection';
-import { encodeState, STATE_VERSION, stateFds, type ContainerState, type ProcessState, type UpgradeState } from './state';
+import { writeStateFile, STATE_VERSION, stateFds, type ContainerState, type ProcessState, type UpgradeState } from './state';
 import { daemonArgv, dropAtExec, execve, keepAcrossExec, STATE_ENV } from './exec';
 import { probeBuild, type BuildInfo } from './probe';
 
@@ -175,7 +175,7 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
   const fds = stateFds(state, ioFds);
   try {
     fs.mkdirSync(host.stateDir, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(file, encodeState(state), { mode: 0o600 });
+    writeStateFile(file, state);
     keepAcrossExec(fds);
     host.beforeExec();
     log.info('upgrade: exec', { entry, fds: fds.length, containers: state.containers.length, connections: state.connections.length });
@@ -186,7 +186,7 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
     log.error('upgrade: exec of the new build failed, restoring this build', { error: (e as Error).message });
     state.fallbackReason = `exec failed: ${(e as Error).message}`;
     try {
-      fs.writeFileSync(file, encodeState(state), { mode: 0o600 });
+      writeStateFile(file, state);
       execve(process.execPath, daemonArgv(host.entry, host.flags), { ...process.env, [STATE_ENV]: file });
     } catch (e2) {
       dropAtExec(fds);

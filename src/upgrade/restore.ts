@@ -16,7 +16,7 @@ import type { TaskService } from '../task/service';
 import type { RpcStats } from '../task/rpc';
 import { ioFds } from '../task/io';
 import { REVISION, VERSION } from '../shim/version';
-import { encodeState, parseState, STATE_VERSION, stateFds, type ProcessState, type UpgradeState } from './state';
+import { writeStateFile, parseState, STATE_VERSION, stateFds, type ProcessState, type UpgradeState } from './state';
 import { daemonArgv, execve, keepAcrossExec, STATE_ENV } from './exec';
 
 /** The state file this process was exec'd with, read and checked; null for a normal start. */
@@ -40,7 +40,7 @@ export function fallBack(file: string, state: UpgradeState | null, reason: strin
   log.error('upgrade: this build cannot restore the state, going back to the previous build', { reason, entry: state.from.entry });
   state.fallbackReason = reason;
   try {
-    fs.writeFileSync(file, encodeState(state), { mode: 0o600 });
+    writeStateFile(file, state);
     keepAcrossExec(stateFds(state, ioFds));
     execve(process.execPath, daemonArgv(state.from.entry, flags), { ...process.env, [STATE_ENV]: file });
   } catch (e) {

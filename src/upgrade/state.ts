@@ -3,6 +3,7 @@
 // the execve. Versioned: a build reads every version it lists in ACCEPTED_STATE_VERSIONS (older
 // ones through migrate()) and refuses newer ones, so a downgrade ends in the fallback, never in a
 // misread state.
+import * as fs from 'node:fs';
 import type { IoState } from '../task/io';
 import type { StdioConfig } from '../task/io';
 import type { MountSpec } from '../task/rootfs';
@@ -93,6 +94,17 @@ export function acceptsStateVersion(v: number): boolean {
 
 export function encodeState(s: UpgradeState): string {
   return JSON.stringify(s);
+}
+
+/**
+ * Writes the state file: a new file, 0600, never through a symlink someone planted in the state
+ * dir (root writes it).
+ */
+export function writeStateFile(file: string, s: UpgradeState): void {
+  fs.rmSync(file, { force: true });
+  const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+  const fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+  try { fs.writeFileSync(fd, encodeState(s)); } finally { fs.closeSync(fd); }
 }
 
 function need(cond: unknown, what: string): void {

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { Writable } from 'node:stream';
 import {
-  ACCEPTED_STATE_VERSIONS, encodeState, parseState, STATE_VERSION, stateFds, StateVersionError, type UpgradeState,
+  ACCEPTED_STATE_VERSIONS, encodeState, parseState, STATE_VERSION, stateFds, StateVersionError, writeStateFile, type UpgradeState,
 } from '../../src/upgrade/state';
 import { replayableCall } from '../../src/upgrade/capture';
 import { ioFds, type IoState } from '../../src/task/io';
@@ -67,6 +67,21 @@ test('upgrade state: a newer version is refused clearly, an unknown or malformed
   assert.throws(() => parseState('{"version":1'), /not JSON/);
   assert.throws(() => parseState(JSON.stringify({ ...sampleState(), daemon: {} })), /listenFd/);
   assert.throws(() => parseState(JSON.stringify({ ...sampleState(), connections: [{ fd: 'x' }] })), /connections/);
+});
+
+test('upgrade state file: 0600, written anew, never through a planted symlink', () => {
+  const file = tmp.path('upgrade-1.json');
+  fs.writeFileSync(file, 'stale');
+  writeStateFile(file, sampleState());
+  assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+  assert.deepEqual(parseState(fs.readFileSync(file, 'utf8')), sampleState());
+  const victim = tmp.path('victim');
+  fs.writeFileSync(victim, 'keep');
+  const link = tmp.path('upgrade-2.json');
+  fs.symlinkSync(victim, link);
+  writeStateFile(link, sampleState()); // the link itself is replaced
+  assert.equal(fs.readFileSync(victim, 'utf8'), 'keep');
+  assert.ok(!fs.lstatSync(link).isSymbolicLink());
 });
 
 test('upgrade: only waiting calls are replayed by the next process', () => {
