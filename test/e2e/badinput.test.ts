@@ -205,6 +205,9 @@ test('a stuck runc (fake slow runc): State, Stats and Connect answer from memory
 });
 
 test('ttrpc fuzzing: 5,000 random and mutated frames for every Task method; the shim survives and serves ctr', async () => {
+  // Stats keeps a container's cgroup files open (src/task/cgroups/files.ts): open them before the
+  // baseline, so that what is counted afterwards is only what the fuzzing left behind.
+  await c.ctr(['task', 'metrics', host]);
   const fds = fdCount(shim);
   const stats = await fuzzTaskService({
     socket: shimSocketOf(c, host), namespace: c.namespace, protectedId: host,
