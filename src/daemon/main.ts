@@ -67,13 +67,15 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(out);
       return;
     }
-    case 'spare': {
-      const { runSpare } = await import('../shim/spare');
+    case 'spare':
+    case 'claim': {
+      const { runSpare, runClaim } = await import('../shim/spare');
       const { runDaemon } = await import('./serve');
       const { saveCodeCache, installChanged } = await import('./code-cache');
       const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
-      await runSpare(flags, { becomeDaemon: runDaemon, warmedUp: saveCodeCache, installChanged, daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY] }, config);
+      const role = { becomeDaemon: runDaemon, warmedUp: saveCodeCache, installChanged, daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY] };
+      await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
       return;
     }
     case '': {

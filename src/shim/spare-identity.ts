@@ -25,7 +25,7 @@ export const ENV_ROOM_BYTES = 16 * 1024;
  */
 export function ownChildRunning(): boolean {
   const reaper = Reaper.instance();
-  return listOwnChildren().some((pid) => reaper.ownsByLibuv(pid));
+  return listOwnChildren().some((pid) => reaper.startedHere(pid));
 }
 
 /**

@@ -317,9 +317,9 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
   delete process.env[ENV_ROOM_VAR];
   // Load everything the daemon needs now, while nobody waits.
-  const { readStartRequest, formatStartReply } = await import('./bootstrap');
-  const { startOptions } = await import('./start-options');
-  const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
+  await import('./bootstrap');
+  await import('./start-options');
+  await import('./start');
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
   const { warmUp } = await import('./warm-up');
   await warmUp();
@@ -337,58 +337,97 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
     if (!dir || !dir.startsWith(pool + '/')) process.exit(0);
     claiming = true;
-    let out: Uint8Array | string = '';
-    let status = 0;
-    let become: { flags: ShimFlags; bound: BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] } | null = null;
-    let handedOn = false;
-    try {
-      const req = readRequest(dir);
-      // containerd waits from here on: the start's policy and nice value now, not after the claim.
-      try { copySchedulingOf(req.startPid || req.containerdPid); } catch { /* adoptStartIdentity reports it */ }
-      // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
-      replaceEnv(req.env);
-      const startFlags = parseFlags(req.argv);
-      const request = readStartRequest(req.stdin, req.env, startFlags);
-      const startConfig = readConfig(req.env);
-      const opts = startOptions(request.options, startFlags, startConfig);
-      const claimed = await claimGroupSocket(startFlags, opts, req.cwd, startConfig.socketDir);
-      out = formatStartReply(claimed.address, request.generation);
-      if (claimed.server) {
-        // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
-        const problems = adoptStartIdentity(req.startPid || req.containerdPid);
-        if (role.installChanged()) {
-          // Our code is the old install's: the daemon comes from the new one (it inherits the
-          // identity just taken on), and this spare leaves once start has its answer.
-          spawnDaemon(startFlags, opts, role.daemonEntry, claimed, req.containerdPid, req.cwd);
-          handedOn = true;
-        } else {
-          settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
-          enterServing(sparePool(startFlags.address, startConfig.stateDir));
-          const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
-          become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
-        }
-      }
-    } catch (e) {
-      out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
-      status = 1;
-    }
-    fs.writeFileSync(path.join(dir, 'out'), out);
-    fs.writeFileSync(path.join(dir, 'status'), String(status));
+    const answer = await answerClaim(dir, role);
     await ringResponse(dir);
     // Without closing the listener the new daemon serves (its close would unlink the socket).
-    if (handedOn || (!become && role.installChanged())) process.exit(0);
-    if (!become) { // the group already has a shim: stay a spare
+    if (answer.handedOn || (!answer.become && role.installChanged())) process.exit(0);
+    if (!answer.become) { // the group already has a shim: stay a spare
       replaceEnv(ownEnv);
       setNiceOfAllThreads(SPARE_NICE);
       claiming = false;
       continue;
     }
-    // From here on this process is the container's shim, exactly as if `start` had spawned it.
     process.removeListener('SIGTERM', onSigterm);
-    replaceEnv(become.req.env);
-    if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
-    process.chdir(become.req.cwd);
-    await role.becomeDaemon(become.flags, readConfig(become.req.env), become.bound);
+    await serveClaimed(answer.become, role);
     return;
   }
+}
+
+interface Becoming { flags: ShimFlags; bound: BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] }
+
+/**
+ * Answers the start request left in `dir` (by the sh: bin/containerd-shim-tsshim-v2): binds the
+ * group's socket or finds its shim, writes `out` and `status` there. When this process is to
+ * serve the group, says how (`become`); `handedOn` when a daemon of a newer install serves it.
+ */
+async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Becoming | null; handedOn: boolean }> {
+  const { readStartRequest, formatStartReply } = await import('./bootstrap');
+  const { startOptions } = await import('./start-options');
+  const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
+  let out: Uint8Array | string = '';
+  let status = 0;
+  let become: Becoming | null = null;
+  let handedOn = false;
+  try {
+    const req = readRequest(dir);
+    // containerd waits from here on: the start's policy and nice value now, not after the claim.
+    try { copySchedulingOf(req.startPid || req.containerdPid); } catch { /* adoptStartIdentity reports it */ }
+    // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
+    replaceEnv(req.env);
+    const startFlags = parseFlags(req.argv);
+    const request = readStartRequest(req.stdin, req.env, startFlags);
+    const startConfig = readConfig(req.env);
+    const opts = startOptions(request.options, startFlags, startConfig);
+    const claimed = await claimGroupSocket(startFlags, opts, req.cwd, startConfig.socketDir);
+    out = formatStartReply(claimed.address, request.generation);
+    if (claimed.server) {
+      // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
+      const problems = adoptStartIdentity(req.startPid || req.containerdPid);
+      if (role.installChanged()) {
+        // Our code is the old install's: the daemon comes from the new one (it inherits the
+        // identity just taken on), and this process leaves once start has its answer.
+        spawnDaemon(startFlags, opts, role.daemonEntry, claimed, req.containerdPid, req.cwd);
+        handedOn = true;
+      } else {
+        settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
+        enterServing(sparePool(startFlags.address, startConfig.stateDir));
+        const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
+        become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+      }
+    }
+  } catch (e) {
+    out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
+    status = 1;
+  }
+  fs.writeFileSync(path.join(dir, 'out'), out);
+  fs.writeFileSync(path.join(dir, 'status'), String(status));
+  return { become, handedOn };
+}
+
+/** From here on this process is the container's shim, exactly as if `start` had spawned it. */
+async function serveClaimed(become: Becoming, role: SpareRole): Promise<void> {
+  replaceEnv(become.req.env);
+  if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
+  process.chdir(become.req.cwd);
+  await role.becomeDaemon(become.flags, readConfig(become.req.env), become.bound);
+}
+
+/**
+ * A cold start without a Node `start` process: the sh found no spare, left the request in `dir`
+ * (inside the spare pool, so only a trusted state dir is used) and started this process detached;
+ * it answers the sh as a claimed spare would and, when the group is new, serves it. One Node boot
+ * per cold container instead of two (start + daemon), and containerd's Create meets a booted shim.
+ */
+export async function runClaim(flags: ShimFlags, role: SpareRole, config: ShimConfig): Promise<void> {
+  const dir = flags.rest[0] ?? '';
+  const pool = sparePool(flags.address, config.stateDir);
+  const st = (() => { try { return fs.lstatSync(dir); } catch { return null; } })(); // missing: refused below
+  if (path.dirname(dir) !== pool || !st?.isDirectory() || st.uid !== (process.geteuid?.() ?? 0) || untrustedState(pool)) {
+    throw new Error(`claim: ${JSON.stringify(dir)} is not a request directory of this containerd's spare pool`);
+  }
+  delete process.env[ENV_ROOM_VAR];
+  const answer = await answerClaim(dir, role);
+  await ringResponse(dir);
+  if (!answer.become) process.exit(0);
+  await serveClaimed(answer.become, role);
 }

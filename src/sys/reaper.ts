@@ -12,6 +12,7 @@ import type { ChildProcess, SpawnOptions, StdioNull, StdioPipe } from 'node:chil
 import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './libc';
+import { DirectChild } from './spawn';
 import { wallClockNow } from './clock';
 
 export interface Exit {
@@ -166,8 +167,10 @@ export class Reaper {
   private readonly onSigchld = () => this.reapNow();
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Children run() started with posix_spawn: their exit goes to their DirectChild only. */
+  private readonly direct = new Map<number, (rawStatus: number) => void>();
   /** Counters for metrics and tests. */
-  readonly stats = { sigchld: 0, passes: 0, reaped: 0, delivered: 0, subscriberErrors: 0 };
+  readonly stats = { sigchld: 0, passes: 0, reaped: 0, delivered: 0, subscriberErrors: 0, /** exits of run()'s own children (posix_spawn) */ ownRuns: 0 };
 
   /** The process-wide reaper: makes us a subreaper and listens for SIGCHLD, once. */
   static instance(opts: ReaperOptions = {}): Reaper {
@@ -209,6 +212,23 @@ export class Reaper {
     return libuvOwned.has(pid);
   }
 
+  /** True while a child this process started itself (run() or child_process) has not been reaped. */
+  startedHere(pid: number): boolean {
+    return libuvOwned.has(pid) || this.direct.has(pid);
+  }
+
+  /** An exit reaped here: to the run() that started the child, or to every subscriber. */
+  private collected(pid: number, raw: number): void {
+    const owner = this.direct.get(pid);
+    if (!owner) {
+      this.deliver(exitNow(pid, decodeWaitStatus(raw)));
+      return;
+    }
+    this.direct.delete(pid);
+    this.stats.ownRuns++;
+    owner(raw);
+  }
+
   /**
    * Collects every exited child libuv does not own and fans the exits out. Called on SIGCHLD;
    * callable any time (idempotent). Loops because SIGCHLD coalesces: one signal may stand for
@@ -234,7 +254,7 @@ export class Reaper {
         }
         if (!r) continue; // still running, or already gone
         reapedThisPass++;
-        this.deliver(exitNow(r.pid, decodeWaitStatus(r.status)));
+        this.collected(r.pid, r.status);
       }
       total += reapedThisPass;
       if (reapedThisPass === 0) break;
@@ -264,7 +284,7 @@ export class Reaper {
       const r = waitpidNoHang(pid);
       if (!r) return { reaped, scan: true };
       reaped++;
-      this.deliver(exitNow(r.pid, decodeWaitStatus(r.status)));
+      this.collected(r.pid, r.status);
     }
   }
 
@@ -301,9 +321,14 @@ export class Reaper {
     const stdio: (RunStdio | StdioNull | StdioPipe)[] = [stdio0, stdio1, stdio2, ...(opts.extraFds ?? [])];
 
     return new Promise<RunResult>((resolve, reject) => {
-      let child: ChildProcess;
+      let child: ChildProcess | DirectChild;
       try {
-        child = this.spawn(command, args, { env: opts.env, cwd: opts.cwd, stdio: stdio as SpawnOptions['stdio'] });
+        // An absolute path is started with posix_spawn (no fork of Node, spawn.ts); a bare name is
+        // looked up in the child's PATH by child_process.
+        child = command.startsWith('/')
+          ? new DirectChild(command, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: stdio as RunStdio[] },
+            (pid, onExit) => this.direct.set(pid, onExit))
+          : this.spawn(command, args, { env: opts.env, cwd: opts.cwd, stdio: stdio as SpawnOptions['stdio'] });
       } catch (e) {
         reject(e);
         return;

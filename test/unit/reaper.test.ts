@@ -166,6 +166,43 @@ const scenarios: Record<string, () => Promise<unknown>> = {
       resourcesBefore: baseline, resourcesAfter: resources(),
     };
   },
+  // run() starts an absolute path with posix_spawn (src/sys/spawn.ts), not by forking Node.
+  async direct() {
+    const reaper = Reaper.instance();
+    const subscribed: number[] = [];
+    reaper.subscribe((e) => subscribed.push(e.pid));
+    const status = (pid: number, key: string) => /^(\w+):\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${key}:`)) ?? '')?.[2];
+    // Node ignores SIGPIPE and blocks nothing: the child must start with every default, as libuv's do.
+    const signals = await reaper.run('/bin/sh', ['-c', 'grep -E "^Sig(Ign|Blk)" /proc/self/status']);
+    // Slots that name each other's fds (stdout <-> stderr) and an extra fd.
+    const file = '/tmp/tsshim-reaper-direct-test';
+    const fd = fs.openSync(file, 'w');
+    const swapped = await reaper.run('/bin/sh', ['-c', 'echo to-stdout; echo to-stderr >&2; echo to-fd3 >&3'], { stdio: ['ignore', 'pipe', 'pipe'], extraFds: [fd] });
+    fs.closeSync(fd);
+    const fd3 = fs.readFileSync(file, 'utf8');
+    fs.unlinkSync(file);
+    // While it runs, the pid is ours, not libuv's; its exit reaches run() and no subscriber.
+    let ownedWhileRunning = false;
+    let libuvWhileRunning = true;
+    const running = reaper.run('/bin/sh', ['-c', 'read x; exit 5'], { input: 'go\n' });
+    const pids: number[] = [];
+    for (const pid of (fs.readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8').split(' ').filter(Boolean).map(Number))) {
+      pids.push(pid);
+      if (reaper.startedHere(pid)) ownedWhileRunning = true;
+      libuvWhileRunning = reaper.ownsByLibuv(pid);
+    }
+    const five = await running;
+    const many = await Promise.all(Array.from({ length: 50 }, (_, i) => reaper.run('/bin/sh', ['-c', `exit ${i}`])));
+    await sleep(300); // the reaper's follow-up sweep
+    return {
+      signals: signals.stdout.toString(), parentSigIgnNonZero: status(process.pid, 'SigIgn') !== '0000000000000000',
+      swapped: [swapped.stdout.toString(), swapped.stderr.toString()], fd3,
+      ownedWhileRunning, libuvWhileRunning, fiveCode: five.code, fivePid: five.pid > 0,
+      manyOk: many.every((r, i) => r.code === i),
+      runPidsSeenBySubscribers: [five.pid, ...many.map((r) => r.pid), signals.pid, swapped.pid].filter((p) => subscribed.includes(p)),
+      ownRuns: reaper.stats.ownRuns, zombies: zombiesOf(process.pid),
+    };
+  },
 };
 
 if (process.env.REAPER_SCENARIO) {
@@ -208,6 +245,21 @@ if (process.env.REAPER_SCENARIO) {
   test('ExitBuffer keeps an exit that happened before the pid was known', () => {
     const r = runScenario('earlyExit');
     assert.deepEqual(r, { claimed: 9, again: true, timedOut: true, zombie: false });
+  });
+
+  test('run() of an absolute path: posix_spawn, default signals in the child, fds as asked, every exit to its run() only', () => {
+    const r = runScenario('direct');
+    assert.equal(r.signals, 'SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n');
+    assert.equal(r.parentSigIgnNonZero, true, 'the parent (Node) does ignore signals: the child did not inherit them');
+    assert.deepEqual(r.swapped, ['to-stdout\n', 'to-stderr\n']);
+    assert.equal(r.fd3, 'to-fd3\n');
+    assert.equal(r.ownedWhileRunning, true);
+    assert.equal(r.libuvWhileRunning, false, 'not a child_process child');
+    assert.equal(r.fiveCode, 5);
+    assert.equal(r.manyOk, true, 'every run gets its own exit code');
+    assert.deepEqual(r.runPidsSeenBySubscribers, [], 'run() exits are not fanned out');
+    assert.ok(r.ownRuns >= 53, `ownRuns ${r.ownRuns}`);
+    assert.deepEqual(r.zombies, []);
   });
 
   test('run(): input, env, cwd, stderr, deadline, ENOENT, abort, signals, held pipes, fd stdio', () => {

@@ -11,6 +11,8 @@ import * as path from 'node:path';
 import { groupKey, readAnnotations, shimPidFile, socketPath } from '../../src/shim/address';
 import { isValidIdentifier } from '../../src/sys/identifiers';
 import { sparePool } from '../../src/shim/spare';
+import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
+import { until } from '../support/wait';
 
 const wrapper = path.resolve(__dirname, '../../../bin/containerd-shim-tsshim-v2');
 
@@ -217,8 +219,20 @@ function fakeInstall(): Install {
   const bin = path.join(root, 'bin/containerd-shim-tsshim-v2');
   fs.copyFileSync(wrapper, bin);
   fs.chmodSync(bin, 0o755);
-  fs.writeFileSync(path.join(root, 'dist/src/daemon/boot.js'),
-    "process.stdout.write('NODE-DECIDES stdin=' + require('fs').readFileSync(0, 'utf8'));\n");
+  // Node decides: as `start` on stdin and stdout, or as the daemon of a cold start that answers the
+  // request the sh left in a directory (spare.ts runClaim). Either way it records how it was run.
+  fs.writeFileSync(path.join(root, 'dist/src/daemon/boot.js'), `
+    const fs = require('fs');
+    fs.writeFileSync(${JSON.stringify(path.join(root, 'node-argv'))}, JSON.stringify([...process.execArgv, ...process.argv.slice(2)]));
+    const i = process.argv.indexOf('claim');
+    if (i < 0) process.stdout.write('NODE-DECIDES stdin=' + fs.readFileSync(0, 'utf8'));
+    else {
+      const dir = process.argv[i + 1];
+      fs.writeFileSync(dir + '/out', 'NODE-DECIDES stdin=' + fs.readFileSync(dir + '/stdin', 'utf8'));
+      fs.writeFileSync(dir + '/status', '0');
+      fs.closeSync(fs.openSync(dir + '/resp', 'w'));
+    }
+  `);
   return {
     root, bin,
     run(args, opts) {
@@ -231,6 +245,9 @@ function fakeInstall(): Install {
 }
 
 const ADDRESS = '/run/tsshim-test-nonexistent/containerd.sock';
+const POOL_HASH = createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16);
+/** How the fake Node of an install was last run: node flags, then its arguments. */
+const nodeArgv = (inst: Install): string[] => JSON.parse(fs.readFileSync(path.join(inst.root, 'node-argv'), 'utf8'));
 const START_ARGS = ['-namespace', 'default', '-id', 'c1', '-address', ADDRESS, 'start'];
 
 /** A process titled like a waiting spare (the sh checks a spare's /proc cmdline). */
@@ -359,6 +376,29 @@ test('sh wrapper: where the sh declines (an annotation it cannot read exactly), 
   } finally {
     kill(shim.pid!);
     server.close();
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: with no spare, a cold start boots one Node process: the daemon, handed the request as a claim', async () => {
+  const inst = fakeInstall();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    const pool = path.join(state, 'spares', POOL_HASH);
+    for (const spares of ['1', '0']) {
+      const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: spares };
+      const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+      assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, `spares=${spares}: the answer, with the request intact`);
+      const argv = nodeArgv(inst);
+      const claim = argv.indexOf('claim');
+      assert.ok(claim > 0, `run as a claim, not as start: ${argv.join(' ')}`);
+      assert.deepEqual(argv.filter((a) => a.startsWith('--')), [...DAEMON_NODE_FLAGS], 'with the daemon\'s node flags');
+      assert.equal(path.dirname(argv[claim + 1]), pool, 'the request lies in the containerd\'s pool');
+      assert.ok(argv.includes('-title-space'), 'with room for the daemon title');
+      await until(() => fs.readdirSync(pool).length === 0, 'the request directory removed');
+    }
+  } finally {
     fs.rmSync(inst.root, { recursive: true, force: true });
   }
 });

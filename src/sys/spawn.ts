@@ -1,0 +1,105 @@
+// Starting runc without forking Node. child_process.spawn forks the whole Node process: the page
+// tables of its tens of MiB are copied, and afterwards every page the heap writes takes a
+// copy-on-write fault (~130 faults and ~1.2 ms of our CPU per spawn, ~0.5 ms more in the child;
+// bench/spawn-cost.ts). posix_spawn (libc.ts) starts the child with vfork semantics instead. The
+// child is not libuv's: the Reaper collects its exit and hands it to this object only (never to
+// the exit subscribers), so every status still reaches its owner.
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { close, pipe2, posixSpawn } from './libc';
+
+/** A child's stdio slot: an fd to hand over, 'ignore' (/dev/null), 'pipe' or 'inherit'. */
+export type DirectStdio = number | 'ignore' | 'pipe' | 'inherit';
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
+  Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
+);
+
+/**
+ * What run() needs of a child, as child_process's ChildProcess offers it: pid (undefined when the
+ * spawn failed, after which 'error' is emitted), pipes as streams, kill, 'exit' (code, signal)
+ * and 'close' (exited and every pipe closed).
+ */
+export class DirectChild extends EventEmitter {
+  pid: number | undefined;
+  stdin: net.Socket | null = null;
+  stdout: net.Socket | null = null;
+  stderr: net.Socket | null = null;
+  private exited = false;
+  private closed = false;
+  private openPipes = 0;
+  /**
+   * Keeps the event loop alive until the exit is reaped, as libuv's process handle does for a
+   * ChildProcess: the SIGCHLD listener does not, and the pipes may close first.
+   */
+  private keepAlive: NodeJS.Timeout | undefined;
+
+  /** Starts `path` (absolute) and registers the pid with `adopt` before anything can reap it. */
+  constructor(path: string, args: readonly string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; stdio: DirectStdio[] },
+    adopt: (pid: number, onExit: (rawStatus: number) => void) => void) {
+    super();
+    const childFds: number[] = [];
+    const ours: number[] = []; // the child's ends, closed here once it has them
+    const pipes: { slot: number; fd: number }[] = [];
+    try {
+      opts.stdio.forEach((s, slot) => {
+        if (s === 'ignore') childFds.push(-1);
+        else if (s === 'inherit') childFds.push(slot);
+        else if (typeof s === 'number') childFds.push(s);
+        else {
+          const [r, w] = pipe2();
+          const [childEnd, parentEnd] = slot === 0 ? [r, w] : [w, r];
+          childFds.push(childEnd);
+          ours.push(childEnd);
+          pipes.push({ slot, fd: parentEnd });
+        }
+      });
+      const env = Object.entries(opts.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+      this.pid = posixSpawn({ path, argv: [path, ...args], env, cwd: opts.cwd, fds: childFds });
+    } catch (e) {
+      for (const p of pipes) close(p.fd);
+      for (const fd of ours) close(fd);
+      process.nextTick(() => this.emit('error', e));
+      return;
+    }
+    adopt(this.pid, (raw) => this.exit(raw));
+    this.keepAlive = setInterval(() => {}, 2 ** 31 - 1);
+    for (const fd of ours) close(fd);
+    for (const { slot, fd } of pipes) {
+      const sock = new net.Socket({ fd, readable: slot !== 0, writable: slot === 0 });
+      this.openPipes++;
+      sock.once('close', () => { this.openPipes--; this.maybeClose(); });
+      if (slot === 0) this.stdin = sock;
+      else if (slot === 1) this.stdout = sock;
+      else if (slot === 2) this.stderr = sock;
+      else sock.destroy(); // extra pipes are not asked for by run()
+    }
+  }
+
+  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+    if (this.pid === undefined || this.exited) return false;
+    try {
+      process.kill(this.pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private exit(raw: number): void {
+    if (this.exited) return;
+    this.exited = true;
+    clearInterval(this.keepAlive);
+    const termsig = raw & 0x7f;
+    if (termsig === 0) this.emit('exit', (raw >> 8) & 0xff, null);
+    else this.emit('exit', null, SIGNAL_NAMES.get(termsig) ?? null);
+    this.maybeClose();
+  }
+
+  private maybeClose(): void {
+    if (!this.exited || this.openPipes > 0 || this.closed) return;
+    this.closed = true;
+    this.emit('close');
+  }
+}
