@@ -27,12 +27,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function get(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
+    http
+      .get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          body += d;
+        });
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
   });
 }
 
@@ -47,20 +51,46 @@ async function main(): Promise<void> {
     const group = mode === 'pod' ? ['--annotation', 'io.containerd.tsshim.v2.group=bench-pod'] : [];
     for (let i = 0; i < containers; i++) {
       // One rootfs for all: read-only use by sleeping busybox is enough here.
-      const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, ...group, '--rootfs', rootfs,
-        uniqueId('cost'), '/bin/sleep', '100000'], { timeoutMs: 60_000 });
+      const r = await c.ctr(
+        [
+          'run',
+          '-d',
+          '--runtime',
+          TSSHIM_RUNTIME,
+          ...PATH_ENV_ARGS,
+          ...group,
+          '--rootfs',
+          rootfs,
+          uniqueId('cost'),
+          '/bin/sleep',
+          '100000',
+        ],
+        { timeoutMs: 60_000 }
+      );
       if (r.code !== 0) throw new Error(`ctr run: ${r.stderr}`);
     }
     const shims = c.shimPids();
     // Baseline: the last Task API call (Start) was followed by the shims' idle collection and trim.
     await sleep(5000);
     const base = rssMiB(shims);
-    console.log(`idle, never scraped: shim RSS max ${Math.max(...base).toFixed(1)} MiB, mean ${(sum(base) / base.length).toFixed(1)} MiB`);
+    console.log(
+      `idle, never scraped: shim RSS max ${Math.max(...base).toFixed(1)} MiB, mean ${(sum(base) / base.length).toFixed(1)} MiB`
+    );
     const port = 20000 + (process.pid % 20000);
-    const exp = spawn(process.execPath, [path.join(repoRoot(), 'bin', 'tsshim'), 'exporter', '--listen', `127.0.0.1:${port}`, '--state', c.state],
-      { stdio: ['ignore', 'ignore', 'inherit'] });
+    const exp = spawn(
+      process.execPath,
+      [path.join(repoRoot(), 'bin', 'tsshim'), 'exporter', '--listen', `127.0.0.1:${port}`, '--state', c.state],
+      { stdio: ['ignore', 'ignore', 'inherit'] }
+    );
     exporterPid = exp.pid!;
-    for (let i = 0; i < 100; i++) { try { await get(port); break; } catch { await sleep(100); } }
+    for (let i = 0; i < 100; i++) {
+      try {
+        await get(port);
+        break;
+      } catch {
+        await sleep(100);
+      }
+    }
     for (let i = 0; i < 3; i++) await get(port); // warm: code compiled, caches filled
 
     const e0 = cpuMs(exporterPid);
@@ -73,8 +103,10 @@ async function main(): Promise<void> {
     const shimCpu = (sum(shims.map(cpuMs)) - s0) / scrapes;
     const series = body.split('\n').filter((l) => l && !l.startsWith('#')).length;
     console.log(`mode=${mode} containers=${containers} shims=${shims.length} series=${series} bytes=${body.length}`);
-    console.log(`per scrape: wall ${wall.toFixed(1)} ms, exporter CPU ${exporterCpu.toFixed(1)} ms, all shims CPU ${shimCpu.toFixed(1)} ms`
-      + ` (${(shimCpu / containers).toFixed(2)} ms/container)`);
+    console.log(
+      `per scrape: wall ${wall.toFixed(1)} ms, exporter CPU ${exporterCpu.toFixed(1)} ms, all shims CPU ${shimCpu.toFixed(1)} ms` +
+        ` (${(shimCpu / containers).toFixed(2)} ms/container)`
+    );
 
     // Idle: no Task API call from now on. Let the idle collection run, then scrape at the interval.
     await sleep(5000);
@@ -87,13 +119,23 @@ async function main(): Promise<void> {
       const after = rssMiB(shims);
       await sleep(idleIntervalS * 1000 - 2000);
       const before = rssMiB(shims);
-      console.log(`scrape ${i}/${rounds} every ${idleIntervalS}s: shim RSS 2 s after ${fmt(after)}; just before the next ${fmt(before)}`);
+      console.log(
+        `scrape ${i}/${rounds} every ${idleIntervalS}s: shim RSS 2 s after ${fmt(after)}; just before the next ${fmt(before)}`
+      );
     }
   } finally {
-    if (exporterPid) try { process.kill(exporterPid, 'SIGTERM'); } catch { /* gone */ }
+    if (exporterPid)
+      try {
+        process.kill(exporterPid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
     await c.stop();
     fs.rmSync(c.dir, { recursive: true, force: true });
   }
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

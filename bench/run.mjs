@@ -14,5 +14,6 @@ function run(args) {
     process.exit(err.status ?? 1);
   }
 }
-if (!existsSync(compiled) || !existsSync(join(root, 'dist', 'src', 'daemon', 'main.js'))) run([join(root, 'scripts', 'build.mjs')]);
+if (!existsSync(compiled) || !existsSync(join(root, 'dist', 'src', 'daemon', 'main.js')))
+  run([join(root, 'scripts', 'build.mjs')]);
 run([compiled, ...process.argv.slice(2)]);

@@ -24,10 +24,25 @@ import { coldSuite } from './suites/cold';
 import { ttySuite } from './suites/tty';
 import { criSuite } from './suites/cri';
 
-const SUITES = ['run-rm', 'detached', 'throughput', 'memory', 'reaper', 'ttrpc', 'profile', 'cold', 'tty', 'cri'] as const;
-type SuiteName = typeof SUITES[number];
+const SUITES = [
+  'run-rm',
+  'detached',
+  'throughput',
+  'memory',
+  'reaper',
+  'ttrpc',
+  'profile',
+  'cold',
+  'tty',
+  'cri',
+] as const;
+type SuiteName = (typeof SUITES)[number];
 
-interface Args { quick: boolean; only: Set<SuiteName>; out: string }
+interface Args {
+  quick: boolean;
+  only: Set<SuiteName>;
+  out: string;
+}
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { quick: false, only: new Set(SUITES), out: path.join(repoRoot(), 'bench', 'results') };
@@ -36,7 +51,9 @@ function parseArgs(argv: string[]): Args {
     if (a === '--quick') args.quick = true;
     else if (a === '--only') {
       const names = (argv[++i] ?? '').split(',').filter(Boolean);
-      for (const n of names) if (!(SUITES as readonly string[]).includes(n)) throw new Error(`unknown suite ${n}; have ${SUITES.join(', ')}`);
+      for (const n of names)
+        if (!(SUITES as readonly string[]).includes(n))
+          throw new Error(`unknown suite ${n}; have ${SUITES.join(', ')}`);
       args.only = new Set(names as SuiteName[]);
     } else if (a === '--out') args.out = path.resolve(argv[++i]);
     else throw new Error(`unknown argument ${a}; usage: run [--quick] [--only ${SUITES.join(',')}] [--out DIR]`);
@@ -45,12 +62,24 @@ function parseArgs(argv: string[]): Args {
 }
 
 function firstLine(cmd: string, args: string[]): string {
-  try { return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0].trim(); } catch { return `${cmd} unknown`; }
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0].trim();
+  } catch {
+    return `${cmd} unknown`;
+  }
 }
 
 function revision(repo: string): string {
-  try { return fs.readFileSync(path.join(repo, 'dist', 'revision.txt'), 'utf8').trim(); } catch { /* not built by scripts/build.mjs */ }
-  try { return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: repo, encoding: 'utf8' }).trim(); } catch { return 'unknown'; }
+  try {
+    return fs.readFileSync(path.join(repo, 'dist', 'revision.txt'), 'utf8').trim();
+  } catch {
+    /* not built by scripts/build.mjs */
+  }
+  try {
+    return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: repo, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** Stop a containerd and any shim daemon the harness would not recognise (tsshim rewrites its title). */
@@ -58,16 +87,25 @@ async function stopAll(c: Containerd): Promise<void> {
   const shims = shimDaemons(c.address);
   closeClients(c);
   await c.stop();
-  for (const pid of shims) if (pidAlive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  for (const pid of shims)
+    if (pidAlive(pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const started = Date.now();
   const loadAtStart = os.loadavg()[0];
-  const log = (m: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
+  const log = (m: string) =>
+    process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   const repo = repoRoot();
-  if (!fs.existsSync(path.join(repo, 'dist', 'src', 'daemon', 'main.js'))) throw new Error(`tsshim is not built (${repo}/dist): npm run build`);
+  if (!fs.existsSync(path.join(repo, 'dist', 'src', 'daemon', 'main.js')))
+    throw new Error(`tsshim is not built (${repo}/dist): npm run build`);
 
   const rootfsParent = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-bench-'));
   const rootfs = makeRootfs(rootfsParent);
@@ -87,19 +125,44 @@ async function main(): Promise<void> {
       for (const sb of sandboxes) await removeContainer(sb.c, sb.id);
       sandboxes = [];
     }
-    if (args.only.has('detached')) { log('suite: detached container'); await detachedSuite(env, results); }
+    if (args.only.has('detached')) {
+      log('suite: detached container');
+      await detachedSuite(env, results);
+    }
     if (args.only.has('throughput')) {
       log('suite: stdout throughput');
-      if (!args.only.has('run-rm')) results.note('throughput via ctr: run-rm suite skipped, so container life cycle time is not subtracted');
+      if (!args.only.has('run-rm'))
+        results.note('throughput via ctr: run-rm suite skipped, so container life cycle time is not subtracted');
       await throughputSuite(env, results, baseline);
     }
-    if (args.only.has('memory')) { log('suite: memory'); await memorySuite(env, results); }
-    if (args.only.has('reaper')) { log('suite: reaper and exec storm'); await reaperSuite(env, results); }
-    if (args.only.has('ttrpc')) { log('suite: ttrpc'); await ttrpcSuite(env, results); }
-    if (args.only.has('profile')) { log('suite: start-up profile'); await profileSuite(env, results); }
-    if (args.only.has('cold')) { log('suite: cold path (spares off) and warm spare'); await coldSuite(env, results); }
-    if (args.only.has('tty')) { log('suite: tty output'); await ttySuite(env, results); }
-    if (args.only.has('cri')) { log('suite: CRI through the cri plugin'); await criSuite(env, results); }
+    if (args.only.has('memory')) {
+      log('suite: memory');
+      await memorySuite(env, results);
+    }
+    if (args.only.has('reaper')) {
+      log('suite: reaper and exec storm');
+      await reaperSuite(env, results);
+    }
+    if (args.only.has('ttrpc')) {
+      log('suite: ttrpc');
+      await ttrpcSuite(env, results);
+    }
+    if (args.only.has('profile')) {
+      log('suite: start-up profile');
+      await profileSuite(env, results);
+    }
+    if (args.only.has('cold')) {
+      log('suite: cold path (spares off) and warm spare');
+      await coldSuite(env, results);
+    }
+    if (args.only.has('tty')) {
+      log('suite: tty output');
+      await ttySuite(env, results);
+    }
+    if (args.only.has('cri')) {
+      log('suite: CRI through the cri plugin');
+      await criSuite(env, results);
+    }
   } finally {
     for (const sb of sandboxes) await removeContainer(sb.c, sb.id).catch(() => undefined);
     await stopAll(main);
@@ -113,7 +176,10 @@ async function main(): Promise<void> {
     host: os.hostname(),
     quick: args.quick,
     node: process.version,
-    containerd: firstLine('containerd', ['--version']).replace(/^containerd github.com\/containerd\/containerd /, 'containerd '),
+    containerd: firstLine('containerd', ['--version']).replace(
+      /^containerd github.com\/containerd\/containerd /,
+      'containerd '
+    ),
     runc: firstLine('runc', ['--version']),
     revision: revision(repo),
     cpus: os.cpus().length,
@@ -123,7 +189,10 @@ async function main(): Promise<void> {
   const base = `${info.date}-${info.host}${args.quick ? '-quick' : ''}`;
   fs.mkdirSync(args.out, { recursive: true });
   const title = `tsshim / runc.v2, ${info.date} ${info.host}${args.quick ? ' (quick)' : ''}, rev ${info.revision}, load ${info.load[0].toFixed(1)}-${info.load[1].toFixed(1)}`;
-  fs.writeFileSync(path.join(args.out, `${base}.json`), JSON.stringify({ info, rows: results.rows, notes: results.notes, extra: results.extra }, null, 1) + '\n');
+  fs.writeFileSync(
+    path.join(args.out, `${base}.json`),
+    JSON.stringify({ info, rows: results.rows, notes: results.notes, extra: results.extra }, null, 1) + '\n'
+  );
   fs.writeFileSync(path.join(args.out, `${base}.svg`), svgChart(results, title));
   fs.writeFileSync(path.join(args.out, `${base}.md`), markdown(results, info, `${base}.svg`));
   process.stdout.write(`${title}\n\n${textTable(results)}\n`);
@@ -131,7 +200,10 @@ async function main(): Promise<void> {
   process.stdout.write(`\nwritten: ${path.join(args.out, base)}.{json,svg,md}\n`);
 }
 
-main().then(() => process.exit(0), (err) => {
-  process.stderr.write(`bench failed: ${err?.stack ?? err}\n`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`bench failed: ${err?.stack ?? err}\n`);
+    process.exit(1);
+  }
+);

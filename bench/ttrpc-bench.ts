@@ -24,8 +24,15 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /** Calls `service/method` with `inFlight` concurrent callers for `seconds` on one connection. */
-export async function measureCalls(name: string, client: Client, inFlight: number, payload: Uint8Array, method: string, seconds: number,
-  service = SVC): Promise<Result> {
+export async function measureCalls(
+  name: string,
+  client: Client,
+  inFlight: number,
+  payload: Uint8Array,
+  method: string,
+  seconds: number,
+  service = SVC
+): Promise<Result> {
   const latencies: number[] = [];
   let bytes = 0;
   const end = performance.now() + seconds * 1000;
@@ -41,7 +48,14 @@ export async function measureCalls(name: string, client: Client, inFlight: numbe
   await Promise.all(Array.from({ length: inFlight }, worker));
   const elapsed = (performance.now() - t0) / 1000;
   latencies.sort((a, b) => a - b);
-  return { name, calls: latencies.length, seconds: elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), bytes };
+  return {
+    name,
+    calls: latencies.length,
+    seconds: elapsed,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    bytes,
+  };
 }
 
 /** Our client against our server in this process: unary round trips per second. */
@@ -96,7 +110,8 @@ async function main(): Promise<void> {
     ]);
     const head = ['case', 'calls/s', 'p50 ms', 'p99 ms', 'MiB/s'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-    const fmt = (row: string[]) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+    const fmt = (row: string[]) =>
+      row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
     console.log(`ttrpc bench: node ${process.version}, ${seconds}s per case, one unix-socket connection`);
     console.log(fmt(head));
     console.log(widths.map((w) => '-'.repeat(w)).join('  '));

@@ -22,21 +22,53 @@ const gen = join(root, 'src', 'gen');
 mkdirSync(gen, { recursive: true });
 const protos = protoFiles(join(root, 'proto'));
 // Static code so the shim never parses .proto text at start-up.
-run(bin('pbjs'), ['-t', 'static-module', '-w', 'commonjs', '--keep-case', '--no-verify', '--no-delimited', '-p', join(root, 'proto'), '-o', join(gen, 'proto.js'), ...protos]);
+run(bin('pbjs'), [
+  '-t',
+  'static-module',
+  '-w',
+  'commonjs',
+  '--keep-case',
+  '--no-verify',
+  '--no-delimited',
+  '-p',
+  join(root, 'proto'),
+  '-o',
+  join(gen, 'proto.js'),
+  ...protos,
+]);
 run(bin('pbts'), ['--no-comments', '-o', join(gen, 'proto.d.ts'), join(gen, 'proto.js')]);
 
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 // tsc emits even when it reports type errors: finish the tree either way, then fail the build.
 let typeErrors = null;
-try { run(bin('tsc'), ['-p', join(root, 'tsconfig.json')]); } catch (e) { typeErrors = e; }
+try {
+  run(bin('tsc'), ['-p', join(root, 'tsconfig.json')]);
+} catch (e) {
+  typeErrors = e;
+}
 mkdirSync(join(root, 'dist', 'src', 'gen'), { recursive: true });
 copyFileSync(join(gen, 'proto.js'), join(root, 'dist', 'src', 'gen', 'proto.js'));
 let revision = 'unknown';
-try { revision = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root }).toString().trim(); } catch { /* not a git checkout */ }
+try {
+  revision = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root }).toString().trim();
+} catch {
+  /* not a git checkout */
+}
 writeFileSync(join(root, 'dist', 'revision.txt'), revision + '\n');
 // One file for the shim (dist/src/daemon/boot.js loads it with a V8 code cache): a process then
 // compiles one script instead of resolving and compiling a hundred modules. koffi stays outside
 // (native addon).
-run(bin('esbuild'), [join(root, 'dist', 'src', 'daemon', 'main.js'), '--bundle', '--platform=node', '--format=cjs',
-  '--target=node20', '--external:koffi', '--log-level=warning', `--outfile=${join(root, 'dist', 'src', 'daemon', 'bundle.js')}`]);
-if (typeErrors) { console.error('build: TypeScript reported errors'); process.exit(1); }
+run(bin('esbuild'), [
+  join(root, 'dist', 'src', 'daemon', 'main.js'),
+  '--bundle',
+  '--platform=node',
+  '--format=cjs',
+  '--target=node20',
+  '--external:koffi',
+  '--log-level=warning',
+  `--outfile=${join(root, 'dist', 'src', 'daemon', 'bundle.js')}`,
+]);
+if (typeErrors) {
+  console.error('build: TypeScript reported errors');
+  process.exit(1);
+}

@@ -55,7 +55,12 @@ function parseArgs(argv) {
     else if (a === '--containerd') releases.push(argv[++i]);
     else if (a.startsWith('--containerd=')) releases.push(a.slice('--containerd='.length));
     else if (a === '-h' || a === '--help') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split("\n").slice(1, 12).join('\n') + '\n');
+      process.stdout.write(
+        readFileSync(fileURLToPath(import.meta.url), 'utf8')
+          .split('\n')
+          .slice(1, 12)
+          .join('\n') + '\n'
+      );
       process.exit(0);
     } else if (a.startsWith('-')) {
       process.stderr.write(`test.mjs: unknown option ${a}\n`);
@@ -73,9 +78,19 @@ function parseArgs(argv) {
 
 /** --under-load: one busy loop pinned to each of the first two CPUs; the returned stop kills them by pid. */
 function startCpuHogs() {
-  const hogs = [0, 1].map((cpu) => spawn('taskset', ['-c', String(cpu), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  const hogs = [0, 1].map((cpu) =>
+    spawn('taskset', ['-c', String(cpu), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' })
+  );
   process.stdout.write(`test.mjs: CPU hogs running: pids ${hogs.map((h) => h.pid).join(' ')}\n`);
-  return () => { for (const h of hogs) { try { process.kill(h.pid, 'SIGKILL'); } catch { /* gone */ } } };
+  return () => {
+    for (const h of hogs) {
+      try {
+        process.kill(h.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  };
 }
 
 function testFiles(dir) {
@@ -94,10 +109,13 @@ function runSuite(files, env = process.env) {
   const tmp = mkdtempSync(join(tmpdir(), 'tsshim-test-'));
   const tapFile = join(tmp, 'report.tap');
   const args = [
-    '--test', '--test-concurrency=1',
+    '--test',
+    '--test-concurrency=1',
     `--test-timeout=${Number(process.env.TEST_TIMEOUT_MS) || 600_000}`,
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    '--test-reporter=tap', `--test-reporter-destination=${tapFile}`,
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tapFile}`,
     ...files,
   ];
   return new Promise((resolve) => {
@@ -109,7 +127,11 @@ function runSuite(files, env = process.env) {
       for (const [sig, h] of handlers) process.removeListener(sig, h);
       const counts = { tests: 0, pass: 0, fail: 0, skipped: 0, todo: 0, cancelled: 0 };
       let tap = '';
-      try { tap = readFileSync(tapFile, 'utf8'); } catch { /* runner died before writing */ }
+      try {
+        tap = readFileSync(tapFile, 'utf8');
+      } catch {
+        /* runner died before writing */
+      }
       rmSync(tmp, { recursive: true, force: true });
       // The runner's own totals are the last "# <name> <n>" lines of the TAP stream.
       for (const m of tap.matchAll(/^# (tests|pass|fail|skipped|todo|cancelled) (\d+)$/gm)) counts[m[1]] = Number(m[2]);
@@ -132,18 +154,21 @@ async function main() {
     for (const suite of suites) {
       let files = testFiles(join(distTest, suite));
       if (filters.length) files = files.filter((f) => filters.some((w) => relative(root, f).includes(w)));
-      const runs = suite === 'e2e' ? e2eRuns(files, releases, releaseCache) : [{ name: suite, files, env: process.env }];
+      const runs =
+        suite === 'e2e' ? e2eRuns(files, releases, releaseCache) : [{ name: suite, files, env: process.env }];
       for (const run of runs) results.push(await runOne(run, filters));
     }
   } finally {
     rmSync(releaseCache, { recursive: true, force: true });
   }
 
-  const parts = results.map((r) => r.skip
-    ? `${r.suite}: skipped`
-    : r.counts
-      ? `${r.suite}: files=${r.files} tests=${r.counts.tests} pass=${r.counts.pass} fail=${r.counts.fail} cancelled=${r.counts.cancelled} skipped=${r.counts.skipped} todo=${r.counts.todo}${r.signal ? ` signal=${r.signal}` : ''} time=${minutes(r.ms)}`
-      : `${r.suite}: files=0`);
+  const parts = results.map((r) =>
+    r.skip
+      ? `${r.suite}: skipped`
+      : r.counts
+        ? `${r.suite}: files=${r.files} tests=${r.counts.tests} pass=${r.counts.pass} fail=${r.counts.fail} cancelled=${r.counts.cancelled} skipped=${r.counts.skipped} todo=${r.counts.todo}${r.signal ? ` signal=${r.signal}` : ''} time=${minutes(r.ms)}`
+        : `${r.suite}: files=0`
+  );
   const allOk = results.every((r) => r.ok);
   const ran = results.some((r) => r.counts && r.counts.tests > 0);
   const verdict = allOk && ran ? 'PASS' : allOk ? 'NO TESTS' : 'FAIL';
@@ -190,8 +215,12 @@ function e2eRuns(files, releases, releaseCache) {
 function withEnv(vars, fn) {
   const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
   Object.assign(process.env, vars);
-  try { return fn(); } finally {
-    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+  try {
+    return fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved))
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
   }
 }
 

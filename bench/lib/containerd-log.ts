@@ -28,7 +28,11 @@ export function parseLine(line: string): LogLine | null {
   for (let m = FIELD.exec(text); m; m = FIELD.exec(text)) {
     let v = m[2];
     if (v.startsWith('"')) {
-      try { v = JSON.parse(v); } catch { v = v.slice(1, -1); }
+      try {
+        v = JSON.parse(v);
+      } catch {
+        v = v.slice(1, -1);
+      }
     }
     if (!(m[1] in fields)) fields[m[1]] = v;
   }
@@ -38,7 +42,11 @@ export function parseLine(line: string): LogLine | null {
 }
 
 export function logSize(file: string): number {
-  try { return fs.statSync(file).size; } catch { return 0; }
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
 }
 
 /** Lines written to `file` in [from, to) bytes. */
@@ -48,7 +56,11 @@ export function readLines(file: string, from: number, to: number): LogLine[] {
   try {
     const buf = Buffer.alloc(to - from);
     fs.readSync(fd, buf, 0, buf.length, from);
-    return buf.toString('utf8').split('\n').map(parseLine).filter((l): l is LogLine => l !== null);
+    return buf
+      .toString('utf8')
+      .split('\n')
+      .map(parseLine)
+      .filter((l): l is LogLine => l !== null);
   } finally {
     fs.closeSync(fd);
   }
@@ -63,9 +75,9 @@ export interface RunPhases {
   create: number | null;
   /** /containers/create -> /tasks/create, always available. */
   startAndCreate: number;
-  start_: number;   // /tasks/create -> /tasks/start
+  start_: number; // /tasks/create -> /tasks/start
   exitSeen: number; // /tasks/start -> /tasks/exit
-  delete: number;   // /tasks/exit -> /tasks/delete
+  delete: number; // /tasks/exit -> /tasks/delete
   /** /tasks/delete -> /containers/delete: Shutdown, shim exit, the `delete` binary run, bundle removal. */
   shutdown: number;
   /** /containers/delete -> ctr exited. */
@@ -79,7 +91,8 @@ function firstTime(lines: LogLine[], pred: (l: LogLine) => boolean): number | nu
   return l ? l.timeMs : null;
 }
 
-const topic = (t: string) => (l: LogLine) => l.fields.topic === t && (l.msg === 'event published' || l.msg === 'event forwarded');
+const topic = (t: string) => (l: LogLine) =>
+  l.fields.topic === t && (l.msg === 'event published' || l.msg === 'event forwarded');
 
 /** Phases of one `ctr run --rm` from the log lines it caused; null if a marker is missing. */
 export function runPhases(lines: LogLine[], spawnedAt: number, exitedAt: number): RunPhases | null {
@@ -90,8 +103,12 @@ export function runPhases(lines: LogLine[], spawnedAt: number, exitedAt: number)
   const td = firstTime(lines, topic('/tasks/delete'));
   const cd = firstTime(lines, topic('/containers/delete'));
   if (cc === null || tc === null || ts === null || te === null || td === null || cd === null) return null;
-  const ready = firstTime(lines, (l) => (l.msg === 'starting signal loop' && l.fields.runtime === 'io.containerd.runc.v2') ||
-    (l.msg === 'shim started' && l.fields.runtime === 'io.containerd.tsshim.v2'));
+  const ready = firstTime(
+    lines,
+    (l) =>
+      (l.msg === 'starting signal loop' && l.fields.runtime === 'io.containerd.runc.v2') ||
+      (l.msg === 'shim started' && l.fields.runtime === 'io.containerd.tsshim.v2')
+  );
   const rpc: Record<string, number> = {};
   for (const l of lines) {
     if (l.msg !== 'rpc' || !l.fields.method) continue;

@@ -7,7 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Side } from './env';
 
-interface Base { root: string; usageMs: (dir: string) => number }
+interface Base {
+  root: string;
+  usageMs: (dir: string) => number;
+}
 
 function base(): Base | null {
   const v1 = '/sys/fs/cgroup/cpuacct';
@@ -15,7 +18,10 @@ function base(): Base | null {
     return { root: v1, usageMs: (d) => Number(fs.readFileSync(path.join(d, 'cpuacct.usage'), 'utf8')) / 1e6 };
   }
   if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) {
-    return { root: '/sys/fs/cgroup', usageMs: (d) => Number(/usage_usec (\d+)/.exec(fs.readFileSync(path.join(d, 'cpu.stat'), 'utf8'))?.[1]) / 1e3 };
+    return {
+      root: '/sys/fs/cgroup',
+      usageMs: (d) => Number(/usage_usec (\d+)/.exec(fs.readFileSync(path.join(d, 'cpu.stat'), 'utf8'))?.[1]) / 1e3,
+    };
   }
   return null;
 }
@@ -38,7 +44,12 @@ export function makeCpuCgroups(tag: string): CpuCgroups {
   if (b) {
     for (const side of ['runc', 'tsshim'] as Side[]) {
       const d = path.join(top, side);
-      try { fs.mkdirSync(d, { recursive: true }); dirs[side] = d; } catch { /* no cgroup: CPU rows stay empty */ }
+      try {
+        fs.mkdirSync(d, { recursive: true });
+        dirs[side] = d;
+      } catch {
+        /* no cgroup: CPU rows stay empty */
+      }
     }
   }
   return {
@@ -46,24 +57,52 @@ export function makeCpuCgroups(tag: string): CpuCgroups {
     adopt(side, pid) {
       const d = dirs[side];
       if (!d) return false;
-      try { fs.writeFileSync(path.join(d, 'cgroup.procs'), `${pid}\n`); return true; } catch { return false; }
+      try {
+        fs.writeFileSync(path.join(d, 'cgroup.procs'), `${pid}\n`);
+        return true;
+      } catch {
+        return false;
+      }
     },
     usageMs(side) {
       const d = dirs[side];
       if (!d || !b) return NaN;
-      try { return b.usageMs(d); } catch { return NaN; }
+      try {
+        return b.usageMs(d);
+      } catch {
+        return NaN;
+      }
     },
     async remove() {
       if (!b) return;
       for (const d of Object.values(dirs)) {
         for (let attempt = 0; attempt < 40; attempt++) {
           let pids: string[] = [];
-          try { pids = fs.readFileSync(path.join(d!, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean); } catch { /* gone */ }
-          for (const pid of pids) { try { fs.writeFileSync(path.join(b.root, 'cgroup.procs'), `${pid}\n`); } catch { /* exited */ } }
-          try { fs.rmdirSync(d!); break; } catch { await new Promise((r) => setTimeout(r, 50)); } // a process still exiting
+          try {
+            pids = fs.readFileSync(path.join(d!, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+          } catch {
+            /* gone */
+          }
+          for (const pid of pids) {
+            try {
+              fs.writeFileSync(path.join(b.root, 'cgroup.procs'), `${pid}\n`);
+            } catch {
+              /* exited */
+            }
+          }
+          try {
+            fs.rmdirSync(d!);
+            break;
+          } catch {
+            await new Promise((r) => setTimeout(r, 50));
+          } // a process still exiting
         }
       }
-      try { fs.rmdirSync(top); } catch { /* not empty */ }
+      try {
+        fs.rmdirSync(top);
+      } catch {
+        /* not empty */
+      }
     },
   };
 }

@@ -49,13 +49,18 @@ export async function timedCtr(c: Containerd, args: string[], timeoutMs = 120_00
 export async function mustCtr(c: Containerd, args: string[], timeoutMs = 120_000): Promise<Timed> {
   const t = await timedCtr(c, args, timeoutMs);
   if (t.res.code !== 0) {
-    throw new Error(`ctr ${args.join(' ')} failed (${t.res.code}${t.res.timedOut ? ', timed out' : ''}): ${t.res.stderr.trim()}\n${c.logTail(3000)}`);
+    throw new Error(
+      `ctr ${args.join(' ')} failed (${t.res.code}${t.res.timedOut ? ', timed out' : ''}): ${t.res.stderr.trim()}\n${c.logTail(3000)}`
+    );
   }
   return t;
 }
 
 /** ctr with its stdout on /dev/null (no pipe through this process). */
-export function ctrToDevNull(c: Containerd, args: string[]): Promise<{ ms: number; code: number | null; stderr: string }> {
+export function ctrToDevNull(
+  c: Containerd,
+  args: string[]
+): Promise<{ ms: number; code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const devnull = fs.openSync('/dev/null', 'w');
     const t0 = nowMs();
@@ -65,7 +70,9 @@ export function ctrToDevNull(c: Containerd, args: string[]): Promise<{ ms: numbe
     });
     fs.closeSync(devnull);
     let stderr = '';
-    child.stderr!.on('data', (d) => { stderr += d; });
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve({ ms: nowMs() - t0, code, stderr }));
   });
@@ -80,7 +87,19 @@ export interface RunSpec {
 /** `ctr run` arguments for the shared busybox rootfs. */
 export function runArgs(env: BenchEnv, spec: RunSpec, flags: string[], id: string, cmd: string[]): string[] {
   const ann = Object.entries(spec.annotations ?? {}).flatMap(([k, v]) => ['--annotation', `${k}=${v}`]);
-  return ['run', ...flags, '--runtime', runtimeOf(spec.side), ...PATH_ENV_ARGS, ...ann, ...(spec.extra ?? []), '--rootfs', env.rootfs, id, ...cmd];
+  return [
+    'run',
+    ...flags,
+    '--runtime',
+    runtimeOf(spec.side),
+    ...PATH_ENV_ARGS,
+    ...ann,
+    ...(spec.extra ?? []),
+    '--rootfs',
+    env.rootfs,
+    id,
+    ...cmd,
+  ];
 }
 
 /** Start a detached `sleep` container. */

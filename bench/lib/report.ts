@@ -32,36 +32,66 @@ function verdict(row: Row): string {
 
 function cells(row: Row): string[] {
   return [
-    row.suite, row.mode, row.name, row.unit,
-    fmt(row.runc?.median, row.unit), fmt(row.runc?.p90, row.unit),
-    fmt(row.tsshim?.median, row.unit), fmt(row.tsshim?.p90, row.unit),
-    Number.isFinite(row.ratio) ? row.ratio.toFixed(2) : '-', verdict(row),
+    row.suite,
+    row.mode,
+    row.name,
+    row.unit,
+    fmt(row.runc?.median, row.unit),
+    fmt(row.runc?.p90, row.unit),
+    fmt(row.tsshim?.median, row.unit),
+    fmt(row.tsshim?.p90, row.unit),
+    Number.isFinite(row.ratio) ? row.ratio.toFixed(2) : '-',
+    verdict(row),
   ];
 }
 
-const HEAD = ['suite', 'mode', 'measure', 'unit', 'runc med', 'runc p90', 'tsshim med', 'tsshim p90', 'ratio', 'target'];
+const HEAD = [
+  'suite',
+  'mode',
+  'measure',
+  'unit',
+  'runc med',
+  'runc p90',
+  'tsshim med',
+  'tsshim p90',
+  'ratio',
+  'target',
+];
 
 export function textTable(results: Results): string {
   const rows = results.rows.map(cells);
   const widths = HEAD.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const numeric = new Set([4, 5, 6, 7, 8]);
-  const line = (r: string[]) => r.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (numeric.has(i) ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   return [line(HEAD), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
 export function markdown(results: Results, info: RunInfo, svgName: string): string {
   const out: string[] = [];
   out.push(`# tsshim vs runc.v2 benchmark, ${info.date} on ${info.host}${info.quick ? ' (--quick)' : ''}`, '');
-  out.push(`node ${info.node}, ${info.containerd}, ${info.runc}, ${info.cpus} CPUs, tsshim revision ${info.revision}, ${info.durationS.toFixed(0)} s, load average ${info.load[0].toFixed(1)} at start, ${info.load[1].toFixed(1)} at end.`);
-  out.push('runc and tsshim run in the same containerd(s), interleaved with the order rotated every iteration; ratio = tsshim median / runc median');
+  out.push(
+    `node ${info.node}, ${info.containerd}, ${info.runc}, ${info.cpus} CPUs, tsshim revision ${info.revision}, ${info.durationS.toFixed(0)} s, load average ${info.load[0].toFixed(1)} at start, ${info.load[1].toFixed(1)} at end.`
+  );
+  out.push(
+    'runc and tsshim run in the same containerd(s), interleaved with the order rotated every iteration; ratio = tsshim median / runc median'
+  );
   out.push('(lower is better for ms and MiB, higher for MiB/s and calls/s). Noise on this machine is about ±10%.', '');
   out.push(`![ratios](${svgName})`, '');
   const targets = results.rows.filter((r) => r.target);
   if (targets.length) {
     out.push('## Targets', '', '| measure | mode | value | target | met |', '|---|---|---|---|---|');
     for (const r of targets) {
-      const v = r.target!.on === 'ratio' ? `ratio ${Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : '-'}` : `${fmt(r.tsshim?.median, r.unit)} ${r.unit}`;
-      out.push(`| ${r.name} | ${r.mode} | ${v} | ${r.target!.text} | ${r.target!.met === null ? 'n/a' : r.target!.met ? 'yes' : '**no**'} |`);
+      const v =
+        r.target!.on === 'ratio'
+          ? `ratio ${Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : '-'}`
+          : `${fmt(r.tsshim?.median, r.unit)} ${r.unit}`;
+      out.push(
+        `| ${r.name} | ${r.mode} | ${v} | ${r.target!.text} | ${r.target!.met === null ? 'n/a' : r.target!.met ? 'yes' : '**no**'} |`
+      );
     }
     out.push('');
   }
@@ -69,10 +99,18 @@ export function markdown(results: Results, info: RunInfo, svgName: string): stri
   for (const r of results.rows) {
     if (r.suite !== suite) {
       suite = r.suite;
-      out.push('', `## ${suite}`, '', '| mode | measure | unit | runc median | runc p90 | tsshim median | tsshim p90 | ratio | n |', '|---|---|---|---:|---:|---:|---:|---:|---:|');
+      out.push(
+        '',
+        `## ${suite}`,
+        '',
+        '| mode | measure | unit | runc median | runc p90 | tsshim median | tsshim p90 | ratio | n |',
+        '|---|---|---|---:|---:|---:|---:|---:|---:|'
+      );
     }
     const c = cells(r);
-    out.push(`| ${r.mode} | ${r.name}${r.note ? ` (${r.note})` : ''} | ${r.unit} | ${c[4]} | ${c[5]} | ${c[6]} | ${c[7]} | ${c[8]} | ${r.runc?.n ?? 0}/${r.tsshim?.n ?? 0} |`);
+    out.push(
+      `| ${r.mode} | ${r.name}${r.note ? ` (${r.note})` : ''} | ${r.unit} | ${c[4]} | ${c[5]} | ${c[6]} | ${c[7]} | ${c[8]} | ${r.runc?.n ?? 0}/${r.tsshim?.n ?? 0} |`
+    );
   }
   if (results.notes.length) out.push('', '## Notes', '', ...results.notes.map((n) => `- ${n}`));
   if (Object.keys(results.extra).length) {
@@ -102,23 +140,37 @@ export function svgChart(results: Results, title: string): string {
   };
   const mid = labelW + plotW / 2;
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="11">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="11">`
+  );
   parts.push(`<rect width="${w}" height="${h}" fill="white"/>`);
   parts.push(`<text x="10" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`);
-  parts.push(`<text x="10" y="36" fill="#555">ratio tsshim/runc (log scale); bars to the right: tsshim worse (for MiB/s and calls/s the ratio is inverted for placement)</text>`);
+  parts.push(
+    `<text x="10" y="36" fill="#555">ratio tsshim/runc (log scale); bars to the right: tsshim worse (for MiB/s and calls/s the ratio is inverted for placement)</text>`
+  );
   for (const t of [0.125, 0.25, 0.5, 1, 2, 4, 8]) {
     const gx = labelW + plotW / 2 + (Math.log2(t) / maxLog) * (plotW / 2);
-    parts.push(`<line x1="${gx.toFixed(1)}" y1="${top - 6}" x2="${gx.toFixed(1)}" y2="${h - 34}" stroke="${t === 1 ? '#000' : '#ddd'}"/>`);
-    parts.push(`<text x="${gx.toFixed(1)}" y="${h - 20}" text-anchor="middle" fill="#555">${t < 1 ? `1/${1 / t}` : t}x</text>`);
+    parts.push(
+      `<line x1="${gx.toFixed(1)}" y1="${top - 6}" x2="${gx.toFixed(1)}" y2="${h - 34}" stroke="${t === 1 ? '#000' : '#ddd'}"/>`
+    );
+    parts.push(
+      `<text x="${gx.toFixed(1)}" y="${h - 20}" text-anchor="middle" fill="#555">${t < 1 ? `1/${1 / t}` : t}x</text>`
+    );
   }
   rows.forEach((r, i) => {
     const y = top + i * rowH;
     const bx = x(r.ratio, r.better);
     const worse = bx > mid;
     const color = r.target ? (r.target.met ? '#2a9d4b' : '#d62728') : worse ? '#f4a582' : '#92c5de';
-    parts.push(`<text x="${labelW - 6}" y="${y + 12}" text-anchor="end">${esc(`${r.suite} · ${r.mode} · ${r.name}`.slice(0, 78))}</text>`);
-    parts.push(`<rect x="${Math.min(bx, mid).toFixed(1)}" y="${y + 3}" width="${Math.max(1, Math.abs(bx - mid)).toFixed(1)}" height="${rowH - 6}" fill="${color}"/>`);
-    parts.push(`<text x="${labelW + plotW + 6}" y="${y + 12}">${r.ratio.toFixed(2)}${r.target ? (r.target.met ? ' ✓' : ' ✗') : ''}</text>`);
+    parts.push(
+      `<text x="${labelW - 6}" y="${y + 12}" text-anchor="end">${esc(`${r.suite} · ${r.mode} · ${r.name}`.slice(0, 78))}</text>`
+    );
+    parts.push(
+      `<rect x="${Math.min(bx, mid).toFixed(1)}" y="${y + 3}" width="${Math.max(1, Math.abs(bx - mid)).toFixed(1)}" height="${rowH - 6}" fill="${color}"/>`
+    );
+    parts.push(
+      `<text x="${labelW + plotW + 6}" y="${y + 12}">${r.ratio.toFixed(2)}${r.target ? (r.target.met ? ' ✓' : ' ✗') : ''}</text>`
+    );
   });
   parts.push('</svg>');
   return parts.join('\n') + '\n';

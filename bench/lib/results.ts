@@ -39,7 +39,7 @@ export interface RowInput {
 }
 
 export function targetMet(t: Target, r: number, tsshim: Sample | null): boolean | null {
-  const v = t.on === 'ratio' ? r : tsshim?.median ?? NaN;
+  const v = t.on === 'ratio' ? r : (tsshim?.median ?? NaN);
   if (!Number.isFinite(v)) return null;
   return t.op === '<=' ? v <= t.value : v >= t.value;
 }

@@ -38,7 +38,20 @@ export interface RuncCall {
   t1: number;
 }
 
-const RUNC_COMMANDS = new Set(['create', 'start', 'delete', 'kill', 'exec', 'state', 'ps', 'pause', 'resume', 'events', 'update', 'features']);
+const RUNC_COMMANDS = new Set([
+  'create',
+  'start',
+  'delete',
+  'kill',
+  'exec',
+  'state',
+  'ps',
+  'pause',
+  'resume',
+  'events',
+  'update',
+  'features',
+]);
 
 export interface ShimWrap {
   /** Put this first on containerd's PATH. */
@@ -92,39 +105,62 @@ export function makeShimWrap(parent: string, tag: string): ShimWrap {
   }
   const runcLog = path.join(dir, 'runc.log');
   const runcReal = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
-  fs.writeFileSync(path.join(dir, 'runc'), [
-    '#!/bin/bash',
-    '# bench wrapper (bench/lib/shim-wrap.ts) for runc: wall time of every call',
-    't0=$EPOCHREALTIME',
-    `${runcReal} "$@"; rc=$?`,
-    `echo "$t0 $EPOCHREALTIME $*" >> ${runcLog}`,
-    'exit $rc',
-    '',
-  ].join('\n'), { mode: 0o755 });
+  fs.writeFileSync(
+    path.join(dir, 'runc'),
+    [
+      '#!/bin/bash',
+      '# bench wrapper (bench/lib/shim-wrap.ts) for runc: wall time of every call',
+      't0=$EPOCHREALTIME',
+      `${runcReal} "$@"; rc=$?`,
+      `echo "$t0 $EPOCHREALTIME $*" >> ${runcLog}`,
+      'exit $rc',
+      '',
+    ].join('\n'),
+    { mode: 0o755 }
+  );
   return {
     dir,
     runcCalls() {
       let text = '';
-      try { text = fs.readFileSync(runcLog, 'utf8'); } catch { return []; }
+      try {
+        text = fs.readFileSync(runcLog, 'utf8');
+      } catch {
+        return [];
+      }
       const out: RuncCall[] = [];
       for (const line of text.split('\n')) {
         const [t0, t1, ...args] = line.split(' ');
         if (!args.length) continue;
-        out.push({ command: args.find((a) => RUNC_COMMANDS.has(a)) ?? '?', id: args[args.length - 1], t0: Number(t0) * 1000, t1: Number(t1) * 1000 });
+        out.push({
+          command: args.find((a) => RUNC_COMMANDS.has(a)) ?? '?',
+          id: args[args.length - 1],
+          t0: Number(t0) * 1000,
+          t1: Number(t1) * 1000,
+        });
       }
       return out;
     },
     cgroupCpuMs: (side) => cgroups.usageMs(side),
     starts() {
       let text = '';
-      try { text = fs.readFileSync(log, 'utf8'); } catch { return []; }
+      try {
+        text = fs.readFileSync(log, 'utf8');
+      } catch {
+        return [];
+      }
       const lines = text.split('\n');
       const out: StartRecord[] = [];
       for (let i = 0; i < lines.length; i++) {
         const m = /^start (\S+) (\S*) ([\d.]+) ([\d.]+)$/.exec(lines[i]);
         if (!m) continue;
         // `times`: the shell's own line, then its children's (the start command).
-        out.push({ side: m[1] as Side, id: m[2], t0: Number(m[3]) * 1000, t1: Number(m[4]) * 1000, cpuMs: timesMs(lines[i + 2] ?? '') });
+        out.push({
+          side: m[1] as Side,
+          id: m[2],
+          t0: Number(m[3]) * 1000,
+          t1: Number(m[4]) * 1000,
+          cpuMs: timesMs(lines[i + 2] ?? ''),
+        });
       }
       return out;
     },

@@ -16,7 +16,11 @@ import { makeShimWrap, type ShimWrap } from '../lib/shim-wrap';
 import { nowMs, rotate, sleep } from '../lib/stats';
 import { pidAlive } from '../../test/support/harness';
 
-interface Mode { name: string; c: Containerd; wrap: ShimWrap }
+interface Mode {
+  name: string;
+  c: Containerd;
+  wrap: ShimWrap;
+}
 
 interface Run {
   spawnedAt: number;
@@ -43,7 +47,7 @@ const MEASURES = [
   'CPU: ctr spawned -> first output (shims + runc)',
   'CPU per container (shims + runc + spares, whole run)',
 ] as const;
-type Measure = typeof MEASURES[number];
+type Measure = (typeof MEASURES)[number];
 
 /** One `ctr run --rm`, timed to the container's first output. */
 function runOnce(env: BenchEnv, mode: Mode, side: Side, id: string): Promise<Run> {
@@ -62,13 +66,17 @@ function runOnce(env: BenchEnv, mode: Mode, side: Side, id: string): Promise<Run
       cpuAtFirstOutput = mode.wrap.cgroupCpuMs(side);
       child.stdin!.end();
     });
-    child.stderr!.on('data', (d) => { stderr += d; });
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+    });
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
       const exitedAt = nowMs();
       if (code !== 0 || !firstOutputAt) {
-        reject(new Error(`cold ${mode.name} ${side}: ctr run exited ${code}: ${stderr.trim()}\n${mode.c.logTail(2000)}`));
+        reject(
+          new Error(`cold ${mode.name} ${side}: ctr run exited ${code}: ${stderr.trim()}\n${mode.c.logTail(2000)}`)
+        );
         return;
       }
       resolve({ spawnedAt, firstOutputAt, exitedAt, cpuBefore, cpuAtFirstOutput, from, to: 0 });
@@ -77,13 +85,21 @@ function runOnce(env: BenchEnv, mode: Mode, side: Side, id: string): Promise<Run
 }
 
 const topicAt = (lines: LogLine[], topic: string) =>
-  lines.find((l) => l.fields.topic === topic && (l.msg === 'event published' || l.msg === 'event forwarded'))?.timeMs ?? NaN;
+  lines.find((l) => l.fields.topic === topic && (l.msg === 'event published' || l.msg === 'event forwarded'))?.timeMs ??
+  NaN;
 
 async function stop(c: Containerd): Promise<void> {
   const shims = shimDaemons(c.address);
   closeClients(c);
   await c.stop();
-  for (const pid of shims) if (pidAlive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  for (const pid of shims)
+    if (pidAlive(pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
 }
 
 export async function coldSuite(env: BenchEnv, results: Results): Promise<void> {
@@ -92,9 +108,16 @@ export async function coldSuite(env: BenchEnv, results: Results): Promise<void> 
   const basePath = `${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
   const modes: Mode[] = [];
   try {
-    for (const [name, extra] of [['cold (spares off)', { TSSHIM_SPARES: '0' }], ['warm spare', {}]] as const) {
+    for (const [name, extra] of [
+      ['cold (spares off)', { TSSHIM_SPARES: '0' }],
+      ['warm spare', {}],
+    ] as const) {
       const wrap = makeShimWrap(tmp, name.startsWith('cold') ? 'cold' : 'warm');
-      const c = await startContainerd({ namespace: 'bench', logLevel: 'debug', env: { ...extra, PATH: `${wrap.dir}:${basePath}` } });
+      const c = await startContainerd({
+        namespace: 'bench',
+        logLevel: 'debug',
+        env: { ...extra, PATH: `${wrap.dir}:${basePath}` },
+      });
       modes.push({ name, c, wrap });
     }
     const runs = new Map<string, { id: string; run: Run }[]>();
@@ -160,18 +183,32 @@ export async function coldSuite(env: BenchEnv, results: Results): Promise<void> 
         }
       }
       for (const measure of MEASURES) {
-        const target = m.name.startsWith('cold') && measure === 'start + Create'
-          ? { text: 'ratio <= 2.0 (cold start + first Create)', on: 'ratio' as const, op: '<=' as const, value: 2.0 } : undefined;
+        const target =
+          m.name.startsWith('cold') && measure === 'start + Create'
+            ? { text: 'ratio <= 2.0 (cold start + first Create)', on: 'ratio' as const, op: '<=' as const, value: 2.0 }
+            : undefined;
         results.add({
-          suite: 'cold', name: measure, mode: m.name, unit: 'ms',
-          runc: values.get(`${measure}|runc`) ?? null, tsshim: values.get(`${measure}|tsshim`) ?? null, target,
+          suite: 'cold',
+          name: measure,
+          mode: m.name,
+          unit: 'ms',
+          runc: values.get(`${measure}|runc`) ?? null,
+          tsshim: values.get(`${measure}|tsshim`) ?? null,
+          target,
         });
       }
     }
-    results.note('cold: runc calls timed by a bash wrapper around runc (adds ~1-2 ms to each call, counted on the shim side of the split);');
-    results.note('cold: start timed by a bash wrapper around each shim binary; CPU from a cpuacct cgroup per runtime that the wrapper joins (start, daemon, runc children, spares; ~1-2 ms of bash per shim command on both sides)');
+    results.note(
+      'cold: runc calls timed by a bash wrapper around runc (adds ~1-2 ms to each call, counted on the shim side of the split);'
+    );
+    results.note(
+      'cold: start timed by a bash wrapper around each shim binary; CPU from a cpuacct cgroup per runtime that the wrapper joins (start, daemon, runc children, spares; ~1-2 ms of bash per shim command on both sides)'
+    );
   } finally {
-    for (const m of modes) { await stop(m.c); await m.wrap.remove(); }
+    for (const m of modes) {
+      await stop(m.c);
+      await m.wrap.remove();
+    }
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }

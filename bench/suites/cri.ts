@@ -27,8 +27,10 @@ const CGROUP_ROOT = `/tsshim-bench-cri-${process.pid}`;
 const HANDLER: Record<Side, string> = { runc: 'runc', tsshim: 'tsshim' };
 
 function fixture(name: string, work: string): string {
-  return fs.readFileSync(path.join(repoRoot(), 'test', 'fixtures', 'cri', name), 'utf8')
-    .replaceAll('{{WORK}}', work).replaceAll('{{SANDBOX_IMAGE}}', PAUSE_IMAGE);
+  return fs
+    .readFileSync(path.join(repoRoot(), 'test', 'fixtures', 'cri', name), 'utf8')
+    .replaceAll('{{WORK}}', work)
+    .replaceAll('{{SANDBOX_IMAGE}}', PAUSE_IMAGE);
 }
 
 function podConfig(work: string, side: Side, name: string): PodSandboxConfig {
@@ -67,8 +69,18 @@ function removeCgroupDirs(): void {
       for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
       dirs.push(d);
     };
-    try { walk(top); } catch { continue; }
-    for (const d of dirs) { try { fs.rmdirSync(d); } catch { /* still in use */ } }
+    try {
+      walk(top);
+    } catch {
+      continue;
+    }
+    for (const d of dirs) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* still in use */
+      }
+    }
   }
 }
 
@@ -78,18 +90,28 @@ const CALLS: Call[] = ['RunPodSandbox', 'CreateContainer', 'StartContainer', 'St
 export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
   const iterations = env.quick ? 2 : 8;
   const work = fs.mkdtempSync(path.join('/tmp', 'tsshim-bench-cri-'));
-  for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images']) fs.mkdirSync(path.join(work, d), { recursive: true });
+  for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images'])
+    fs.mkdirSync(path.join(work, d), { recursive: true });
   fs.writeFileSync(path.join(work, 'tsshim.toml'), fixture('tsshim.toml', work));
   let c: Containerd | undefined;
   let cri: CriClient | undefined;
   let wrap: ShimWrap | undefined;
   const ms = new Map<string, number[]>();
   const cg = makeCpuCgroups('cri');
-  const push = (k: string, v: number) => { if (!Number.isFinite(v)) return; if (!ms.has(k)) ms.set(k, []); ms.get(k)!.push(v); };
+  const push = (k: string, v: number) => {
+    if (!Number.isFinite(v)) return;
+    if (!ms.has(k)) ms.set(k, []);
+    ms.get(k)!.push(v);
+  };
   try {
     wrap = makeShimWrap(work, 'cri');
     const PATH = `${wrap.dir}:${path.join(repoRoot(), 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
-    c = await startContainerd({ cri: fixture('cri-plugin.toml', work), logLevel: 'debug', namespace: NAMESPACE, env: { PATH } });
+    c = await startContainerd({
+      cri: fixture('cri-plugin.toml', work),
+      logLevel: 'debug',
+      namespace: NAMESPACE,
+      env: { PATH },
+    });
     const w = wrap;
     buildBusyboxImage(path.join(work, 'images', 'busybox.tar'));
     buildPauseImage(path.join(work, 'images', 'pause.tar'));
@@ -103,7 +125,9 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
 
     const pod = async (side: Side, size: number, record: boolean) => {
       const mode = `${size} container${size > 1 ? 's' : ''}`;
-      const rec = (call: Call | string, v: number) => { if (record) push(`${mode}|${call}|${side}`, v); };
+      const rec = (call: Call | string, v: number) => {
+        if (record) push(`${mode}|${call}|${side}`, v);
+      };
       const from = logMark(cd);
       const config = podConfig(work, side, `p${size}-${side}-${randomUUID().slice(0, 8)}`);
       let t0 = nowMs();
@@ -159,16 +183,27 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
     }
   } finally {
     if (cri && c) {
-      try { for (const p of await cri.listPodSandbox({ label_selector: { 'tsshim-bench': 'true' } })) {
-        await cri.stopPodSandbox(p.id).catch(() => undefined);
-        await cri.removePodSandbox(p.id).catch(() => undefined);
-      } } catch { /* containerd gone */ }
+      try {
+        for (const p of await cri.listPodSandbox({ label_selector: { 'tsshim-bench': 'true' } })) {
+          await cri.stopPodSandbox(p.id).catch(() => undefined);
+          await cri.removePodSandbox(p.id).catch(() => undefined);
+        }
+      } catch {
+        /* containerd gone */
+      }
       cri.close();
     }
     if (c) {
       const shims = shimDaemons(c.address);
       await c.stop();
-      for (const pid of shims) if (pidAlive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+      for (const pid of shims)
+        if (pidAlive(pid)) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
     }
     removeCgroupDirs();
     await cg.remove();
@@ -179,22 +214,59 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
   for (const mode of ['1 container', '3 containers']) {
     const get = (k: string, s: Side) => ms.get(`${mode}|${k}|${s}`) ?? null;
     for (const call of CALLS) {
-      results.add({ suite: 'cri', name: call, mode, unit: 'ms', runc: get(call, 'runc'), tsshim: get(call, 'tsshim'), target });
+      results.add({
+        suite: 'cri',
+        name: call,
+        mode,
+        unit: 'ms',
+        runc: get(call, 'runc'),
+        tsshim: get(call, 'tsshim'),
+        target,
+      });
       if (call === 'StartContainer') {
-        results.add({ suite: 'cri', name: 'StartContainer: runc create + start (wall)', mode, unit: 'ms', runc: get('runc in StartContainer', 'runc'), tsshim: get('runc in StartContainer', 'tsshim') });
-        results.add({ suite: 'cri', name: 'StartContainer minus runc', mode, unit: 'ms', runc: get('StartContainer minus runc', 'runc'), tsshim: get('StartContainer minus runc', 'tsshim') });
+        results.add({
+          suite: 'cri',
+          name: 'StartContainer: runc create + start (wall)',
+          mode,
+          unit: 'ms',
+          runc: get('runc in StartContainer', 'runc'),
+          tsshim: get('runc in StartContainer', 'tsshim'),
+        });
+        results.add({
+          suite: 'cri',
+          name: 'StartContainer minus runc',
+          mode,
+          unit: 'ms',
+          runc: get('StartContainer minus runc', 'runc'),
+          tsshim: get('StartContainer minus runc', 'tsshim'),
+        });
         for (const gap of ['call -> runc create', 'runc create -> runc start', 'runc start -> return']) {
-          results.add({ suite: 'cri', name: `StartContainer gap: ${gap}`, mode, unit: 'ms', runc: get(gap, 'runc'), tsshim: get(gap, 'tsshim') });
+          results.add({
+            suite: 'cri',
+            name: `StartContainer gap: ${gap}`,
+            mode,
+            unit: 'ms',
+            runc: get(gap, 'runc'),
+            tsshim: get(gap, 'tsshim'),
+          });
         }
       }
       if (call !== 'RunPodSandbox' && call !== 'CreateContainer') {
-        results.add({ suite: 'cri', name: `shim CPU: ${call}`, mode, unit: 'ms', runc: get(`cpu ${call}`, 'runc'), tsshim: get(`cpu ${call}`, 'tsshim') });
+        results.add({
+          suite: 'cri',
+          name: `shim CPU: ${call}`,
+          mode,
+          unit: 'ms',
+          runc: get(`cpu ${call}`, 'runc'),
+          tsshim: get(`cpu ${call}`, 'tsshim'),
+        });
       }
     }
     for (const whose of ['sandbox', 'container']) {
       for (const m of ['Create', 'Start']) {
         const v = get(`in-shim ${m} ${whose}`, 'tsshim');
-        if (v) results.add({ suite: 'cri', name: `tsshim rpc ${m} of the ${whose} (in-shim)`, mode, unit: 'ms', tsshim: v });
+        if (v)
+          results.add({ suite: 'cri', name: `tsshim rpc ${m} of the ${whose} (in-shim)`, mode, unit: 'ms', tsshim: v });
       }
     }
   }

@@ -10,8 +10,29 @@ import { shimPidFor } from '../lib/proc';
 import { makeCpuCgroups } from '../lib/cpu-cgroup';
 import { nowMs, rotate } from '../lib/stats';
 
-type Op = 'run -d' | 'exec /bin/true' | '20 concurrent execs (total)' | 'task metrics, first call' | 'task metrics, calls 2-5' | 'task ps' | 'pause' | 'resume' | 'kill -> STOPPED' | 'task delete';
-const OPS: Op[] = ['run -d', 'exec /bin/true', '20 concurrent execs (total)', 'task metrics, first call', 'task metrics, calls 2-5', 'task ps', 'pause', 'resume', 'kill -> STOPPED', 'task delete'];
+type Op =
+  | 'run -d'
+  | 'exec /bin/true'
+  | '20 concurrent execs (total)'
+  | 'task metrics, first call'
+  | 'task metrics, calls 2-5'
+  | 'task ps'
+  | 'pause'
+  | 'resume'
+  | 'kill -> STOPPED'
+  | 'task delete';
+const OPS: Op[] = [
+  'run -d',
+  'exec /bin/true',
+  '20 concurrent execs (total)',
+  'task metrics, first call',
+  'task metrics, calls 2-5',
+  'task ps',
+  'pause',
+  'resume',
+  'kill -> STOPPED',
+  'task delete',
+];
 /** Metrics calls per container after the first (each one a sample; CPU per call). */
 const STEADY_METRICS = 4;
 
@@ -23,7 +44,16 @@ const TARGETS: Partial<Record<Op, { text: string; value: number }>> = {
 };
 
 /** Operations whose shim CPU is read (the shim lives before and after them). */
-const CPU_OPS = new Set<Op>(['exec /bin/true', '20 concurrent execs (total)', 'task metrics, first call', 'task metrics, calls 2-5', 'task ps', 'pause', 'resume', 'kill -> STOPPED']);
+const CPU_OPS = new Set<Op>([
+  'exec /bin/true',
+  '20 concurrent execs (total)',
+  'task metrics, first call',
+  'task metrics, calls 2-5',
+  'task ps',
+  'pause',
+  'resume',
+  'kill -> STOPPED',
+]);
 const CPU_TARGET = new Set<Op>(['exec /bin/true', 'task metrics, first call', 'task metrics, calls 2-5']);
 
 export async function detachedSuite(env: BenchEnv, results: Results): Promise<void> {
@@ -39,85 +69,103 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
   const cpu = new Map<string, number[]>();
   const cg = makeCpuCgroups('detached');
   try {
-  let execSeq = 0;
-  for (let i = 0; i < iterations; i++) {
-    const ids: Record<Side, string> = { runc: newId('det-runc'), tsshim: newId('det-tsshim') };
-    const shims: Partial<Record<Side, boolean>> = {};
-    for (const [k, op] of OPS.entries()) {
-      for (const side of rotate(SIDES, i + k)) {
-        const id = ids[side];
-        const measured = !!shims[side] && CPU_OPS.has(op);
-        const cpu0 = measured ? cg.usageMs(side) : NaN;
-        switch (op) {
-          case 'run -d':
-            push(op, side, (await runSleeper(env, c, { side }, id)).ms);
-            { const pid = shimPidFor(c.address, id); shims[side] = pid !== null && cg.adopt(side, pid); }
-            break;
-          case 'exec /bin/true':
-            for (let n = 0; n < execsPerIteration; n++) {
-              push(op, side, (await mustCtr(c, ['task', 'exec', '--exec-id', `e${++execSeq}`, id, '/bin/true'])).ms);
+    let execSeq = 0;
+    for (let i = 0; i < iterations; i++) {
+      const ids: Record<Side, string> = { runc: newId('det-runc'), tsshim: newId('det-tsshim') };
+      const shims: Partial<Record<Side, boolean>> = {};
+      for (const [k, op] of OPS.entries()) {
+        for (const side of rotate(SIDES, i + k)) {
+          const id = ids[side];
+          const measured = !!shims[side] && CPU_OPS.has(op);
+          const cpu0 = measured ? cg.usageMs(side) : NaN;
+          switch (op) {
+            case 'run -d':
+              push(op, side, (await runSleeper(env, c, { side }, id)).ms);
+              {
+                const pid = shimPidFor(c.address, id);
+                shims[side] = pid !== null && cg.adopt(side, pid);
+              }
+              break;
+            case 'exec /bin/true':
+              for (let n = 0; n < execsPerIteration; n++) {
+                push(op, side, (await mustCtr(c, ['task', 'exec', '--exec-id', `e${++execSeq}`, id, '/bin/true'])).ms);
+              }
+              break;
+            case '20 concurrent execs (total)': {
+              const t0 = nowMs();
+              await Promise.all(
+                Array.from({ length: 20 }, () =>
+                  mustCtr(c, ['task', 'exec', '--exec-id', `c${++execSeq}`, id, '/bin/true'])
+                )
+              );
+              push(op, side, nowMs() - t0);
+              break;
             }
-            break;
-          case '20 concurrent execs (total)': {
-            const t0 = nowMs();
-            await Promise.all(Array.from({ length: 20 }, () => mustCtr(c, ['task', 'exec', '--exec-id', `c${++execSeq}`, id, '/bin/true'])));
-            push(op, side, nowMs() - t0);
-            break;
+            case 'task metrics, first call':
+              push(op, side, (await mustCtr(c, ['task', 'metrics', id])).ms);
+              break;
+            case 'task metrics, calls 2-5':
+              for (let n = 0; n < STEADY_METRICS; n++) push(op, side, (await mustCtr(c, ['task', 'metrics', id])).ms);
+              break;
+            case 'task ps':
+              push(op, side, (await mustCtr(c, ['task', 'ps', id])).ms);
+              break;
+            case 'pause':
+              push(op, side, (await mustCtr(c, ['task', 'pause', id])).ms);
+              break;
+            case 'resume':
+              push(op, side, (await mustCtr(c, ['task', 'resume', id])).ms);
+              break;
+            case 'kill -> STOPPED': {
+              const exited = waitTask(c, id);
+              await new Promise((r) => setTimeout(r, 20)); // Wait must be registered before the kill
+              const t0 = nowMs();
+              await mustCtr(c, ['task', 'kill', '-s', 'KILL', id]);
+              await exited;
+              push(op, side, nowMs() - t0);
+              break;
+            }
+            case 'task delete':
+              push(op, side, (await mustCtr(c, ['task', 'delete', id])).ms);
+              await mustCtr(c, ['container', 'delete', id]);
+              break;
           }
-          case 'task metrics, first call':
-            push(op, side, (await mustCtr(c, ['task', 'metrics', id])).ms);
-            break;
-          case 'task metrics, calls 2-5':
-            for (let n = 0; n < STEADY_METRICS; n++) push(op, side, (await mustCtr(c, ['task', 'metrics', id])).ms);
-            break;
-          case 'task ps':
-            push(op, side, (await mustCtr(c, ['task', 'ps', id])).ms);
-            break;
-          case 'pause':
-            push(op, side, (await mustCtr(c, ['task', 'pause', id])).ms);
-            break;
-          case 'resume':
-            push(op, side, (await mustCtr(c, ['task', 'resume', id])).ms);
-            break;
-          case 'kill -> STOPPED': {
-            const exited = waitTask(c, id);
-            await new Promise((r) => setTimeout(r, 20)); // Wait must be registered before the kill
-            const t0 = nowMs();
-            await mustCtr(c, ['task', 'kill', '-s', 'KILL', id]);
-            await exited;
-            push(op, side, nowMs() - t0);
-            break;
+          const used = measured ? cg.usageMs(side) - cpu0 : NaN;
+          if (Number.isFinite(used)) {
+            // exec: three per iteration, CPU per exec is the third of the sum; metrics 2-5 likewise.
+            const k2 = `${op}|${side}`;
+            if (!cpu.has(k2)) cpu.set(k2, []);
+            const per =
+              op === 'exec /bin/true' ? execsPerIteration : op === 'task metrics, calls 2-5' ? STEADY_METRICS : 1;
+            cpu.get(k2)!.push(used / per);
           }
-          case 'task delete':
-            push(op, side, (await mustCtr(c, ['task', 'delete', id])).ms);
-            await mustCtr(c, ['container', 'delete', id]);
-            break;
-        }
-        const used = measured ? cg.usageMs(side) - cpu0 : NaN;
-        if (Number.isFinite(used)) {
-          // exec: three per iteration, CPU per exec is the third of the sum; metrics 2-5 likewise.
-          const k2 = `${op}|${side}`;
-          if (!cpu.has(k2)) cpu.set(k2, []);
-          const per = op === 'exec /bin/true' ? execsPerIteration : op === 'task metrics, calls 2-5' ? STEADY_METRICS : 1;
-          cpu.get(k2)!.push(used / per);
         }
       }
+      env.log(`  detached: ${i + 1}/${iterations}`);
     }
-    env.log(`  detached: ${i + 1}/${iterations}`);
-  }
   } finally {
     await cg.remove();
   }
   for (const op of OPS) {
     const t = TARGETS[op];
     results.add({
-      suite: 'detached', name: op, unit: 'ms', runc: times.get(`${op}|runc`), tsshim: times.get(`${op}|tsshim`),
+      suite: 'detached',
+      name: op,
+      unit: 'ms',
+      runc: times.get(`${op}|runc`),
+      tsshim: times.get(`${op}|tsshim`),
       target: t ? { text: t.text, on: 'ratio', op: '<=', value: t.value } : undefined,
     });
     if (CPU_OPS.has(op)) {
       results.add({
-        suite: 'detached', name: `shim CPU: ${op}`, unit: 'ms', runc: cpu.get(`${op}|runc`) ?? null, tsshim: cpu.get(`${op}|tsshim`) ?? null,
-        target: CPU_TARGET.has(op) ? { text: 'ratio <= 1.0 (CPU per operation)', on: 'ratio', op: '<=', value: 1.0 } : undefined,
+        suite: 'detached',
+        name: `shim CPU: ${op}`,
+        unit: 'ms',
+        runc: cpu.get(`${op}|runc`) ?? null,
+        tsshim: cpu.get(`${op}|tsshim`) ?? null,
+        target: CPU_TARGET.has(op)
+          ? { text: 'ratio <= 1.0 (CPU per operation)', on: 'ratio', op: '<=', value: 1.0 }
+          : undefined,
       });
     }
   }

@@ -1,7 +1,16 @@
 // 4. Memory: N sleeping containers, RSS / PSS / threads summed over the shim daemons serving them,
 // for one shim per container, pod-grouped shims and tsshim's per-node shim.
 import type { Containerd } from '../../test/support/harness';
-import { type BenchEnv, type RunSpec, type Side, SANDBOX_ANNOTATION, SIDES, newId, removeContainer, runSleeper } from '../lib/env';
+import {
+  type BenchEnv,
+  type RunSpec,
+  type Side,
+  SANDBOX_ANNOTATION,
+  SIDES,
+  newId,
+  removeContainer,
+  runSleeper,
+} from '../lib/env';
 import { shimDaemons, sumMem, type MemTotals } from '../lib/proc';
 import type { Results } from '../lib/results';
 import { rotate, sleep } from '../lib/stats';
@@ -10,7 +19,10 @@ type Mode = 'single' | 'group' | 'per-node';
 const MODES: Mode[] = ['single', 'group', 'per-node'];
 const MiB = 1024;
 
-interface Point { count: number; mem: MemTotals }
+interface Point {
+  count: number;
+  mem: MemTotals;
+}
 
 async function settledMem(address: string, side: Side, settleMs: number): Promise<MemTotals> {
   await sleep(settleMs); // transient start/delete processes gone, the daemon's start-up garbage collected
@@ -40,12 +52,16 @@ async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[
       points.push({ count: size, mem: await settledMem(c.address, side, 2500) });
     }
   } finally {
-    for (let i = 0; i < ids.length; i += 10) await Promise.all(ids.slice(i, i + 10).map((id) => removeContainer(c, id)));
+    for (let i = 0; i < ids.length; i += 10)
+      await Promise.all(ids.slice(i, i + 10).map((id) => removeContainer(c, id)));
     // The next measurement must not count shims that are still shutting down.
-    for (let waited = 0; waited < 15_000 && shimDaemons(c.address, side).length > before.shims; waited += 100) await sleep(100);
+    for (let waited = 0; waited < 15_000 && shimDaemons(c.address, side).length > before.shims; waited += 100)
+      await sleep(100);
   }
-  env.log(`  memory ${mode}/${side}: ${points.map((p) => `${p.count}: ${(p.mem.rssKiB / MiB).toFixed(1)} MiB RSS in ${p.mem.shims} shims`).join(', ')}` +
-    (before.shims ? ` (before: ${(before.rssKiB / MiB).toFixed(1)} MiB in ${before.shims})` : ''));
+  env.log(
+    `  memory ${mode}/${side}: ${points.map((p) => `${p.count}: ${(p.mem.rssKiB / MiB).toFixed(1)} MiB RSS in ${p.mem.shims} shims`).join(', ')}` +
+      (before.shims ? ` (before: ${(before.rssKiB / MiB).toFixed(1)} MiB in ${before.shims})` : '')
+  );
   return points;
 }
 
@@ -65,50 +81,88 @@ export async function memorySuite(env: BenchEnv, results: Results): Promise<void
   for (const mode of MODES) {
     const get = (side: Side) => data.get(`${mode}|${side}`)!;
     const at = (side: Side, size: number, f: (m: MemTotals) => number) =>
-      get(side).map((pts) => pts.find((p) => p.count === size)).filter((p): p is Point => !!p).map((p) => f(p.mem) / size);
+      get(side)
+        .map((pts) => pts.find((p) => p.count === size))
+        .filter((p): p is Point => !!p)
+        .map((p) => f(p.mem) / size);
     const note = mode === 'per-node' ? 'runc.v2 has one shim per container here (no per-node mode)' : undefined;
     for (const size of sizes) {
       results.add({
-        suite: 'memory', name: `shim RSS per container @${size}`, mode, unit: 'MiB',
-        runc: at('runc', size, (m) => m.rssKiB / MiB), tsshim: at('tsshim', size, (m) => m.rssKiB / MiB),
-        target: mode === 'single' && size === 10 ? { text: 'ratio <= 3.0', on: 'ratio', op: '<=', value: 3.0 } : undefined, note,
+        suite: 'memory',
+        name: `shim RSS per container @${size}`,
+        mode,
+        unit: 'MiB',
+        runc: at('runc', size, (m) => m.rssKiB / MiB),
+        tsshim: at('tsshim', size, (m) => m.rssKiB / MiB),
+        target:
+          mode === 'single' && size === 10 ? { text: 'ratio <= 3.0', on: 'ratio', op: '<=', value: 3.0 } : undefined,
+        note,
       });
       if (get('tsshim').some((pts) => pts.some((p) => p.mem.spares > 0))) {
         results.add({
-          suite: 'memory', name: `shim RSS per container @${size}, tsshim's warm spare left out`, mode, unit: 'MiB',
-          runc: at('runc', size, (m) => m.rssKiB / MiB), tsshim: at('tsshim', size, (m) => (m.rssKiB - m.spareRssKiB) / MiB),
+          suite: 'memory',
+          name: `shim RSS per container @${size}, tsshim's warm spare left out`,
+          mode,
+          unit: 'MiB',
+          runc: at('runc', size, (m) => m.rssKiB / MiB),
+          tsshim: at('tsshim', size, (m) => (m.rssKiB - m.spareRssKiB) / MiB),
         });
       }
       results.add({
-        suite: 'memory', name: `shim PSS per container @${size}`, mode, unit: 'MiB',
-        runc: at('runc', size, (m) => m.pssKiB / MiB), tsshim: at('tsshim', size, (m) => m.pssKiB / MiB),
+        suite: 'memory',
+        name: `shim PSS per container @${size}`,
+        mode,
+        unit: 'MiB',
+        runc: at('runc', size, (m) => m.pssKiB / MiB),
+        tsshim: at('tsshim', size, (m) => m.pssKiB / MiB),
       });
       results.add({
-        suite: 'memory', name: `shim threads per container @${size}`, mode, unit: 'threads',
-        runc: at('runc', size, (m) => m.threads), tsshim: at('tsshim', size, (m) => m.threads),
+        suite: 'memory',
+        name: `shim threads per container @${size}`,
+        mode,
+        unit: 'threads',
+        runc: at('runc', size, (m) => m.threads),
+        tsshim: at('tsshim', size, (m) => m.threads),
       });
       results.add({
-        suite: 'memory', name: `shim processes @${size}`, mode, unit: 'count',
-        runc: at('runc', size, (m) => m.shims * size), tsshim: at('tsshim', size, (m) => m.shims * size),
+        suite: 'memory',
+        name: `shim processes @${size}`,
+        mode,
+        unit: 'count',
+        runc: at('runc', size, (m) => m.shims * size),
+        tsshim: at('tsshim', size, (m) => m.shims * size),
         note: 'tsshim counts its warm spare',
       });
     }
     if (sizes.length > 1) {
       const lo = sizes[0];
       const hi = sizes[sizes.length - 1];
-      const inc = (side: Side, f: (m: MemTotals) => number) => get(side).map((pts) => {
-        const a = pts.find((p) => p.count === lo)!;
-        const b = pts.find((p) => p.count === hi)!;
-        return (f(b.mem) - f(a.mem)) / (hi - lo);
+      const inc = (side: Side, f: (m: MemTotals) => number) =>
+        get(side).map((pts) => {
+          const a = pts.find((p) => p.count === lo)!;
+          const b = pts.find((p) => p.count === hi)!;
+          return (f(b.mem) - f(a.mem)) / (hi - lo);
+        });
+      results.add({
+        suite: 'memory',
+        name: `RSS increment per container ${lo}->${hi}`,
+        mode,
+        unit: 'MiB',
+        runc: inc('runc', (m) => m.rssKiB / MiB),
+        tsshim: inc('tsshim', (m) => m.rssKiB / MiB),
+        target:
+          mode === 'per-node'
+            ? { text: 'tsshim <= 1.0 MiB per container', on: 'tsshim', op: '<=', value: 1.0 }
+            : undefined,
+        note,
       });
       results.add({
-        suite: 'memory', name: `RSS increment per container ${lo}->${hi}`, mode, unit: 'MiB',
-        runc: inc('runc', (m) => m.rssKiB / MiB), tsshim: inc('tsshim', (m) => m.rssKiB / MiB),
-        target: mode === 'per-node' ? { text: 'tsshim <= 1.0 MiB per container', on: 'tsshim', op: '<=', value: 1.0 } : undefined, note,
-      });
-      results.add({
-        suite: 'memory', name: `PSS increment per container ${lo}->${hi}`, mode, unit: 'MiB',
-        runc: inc('runc', (m) => m.pssKiB / MiB), tsshim: inc('tsshim', (m) => m.pssKiB / MiB),
+        suite: 'memory',
+        name: `PSS increment per container ${lo}->${hi}`,
+        mode,
+        unit: 'MiB',
+        runc: inc('runc', (m) => m.pssKiB / MiB),
+        tsshim: inc('tsshim', (m) => m.pssKiB / MiB),
       });
     }
   }

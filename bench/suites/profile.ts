@@ -68,15 +68,26 @@ process.on('exit', () => {
 });
 `;
 
-interface ProfileNode { id: number; callFrame: { functionName: string; url: string }; children?: number[] }
-interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string };
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
 
 /** Self time (ms) by bucket: which file or which kind of work. */
 function bucketOf(url: string, fn: string, repo: string): string {
   if (fn === '(garbage collector)') return 'GC';
   if (fn === '(program)') return '(program: V8/native, incl. compile)';
   if (fn === '(idle)') return '(idle)';
-  if (url.startsWith('node:internal/modules') || url.startsWith('node:internal/bootstrap')) return 'node: module loader / bootstrap';
+  if (url.startsWith('node:internal/modules') || url.startsWith('node:internal/bootstrap'))
+    return 'node: module loader / bootstrap';
   if (url.startsWith('node:')) return `node: ${url.slice(5).split('/').slice(0, 2).join('/')}`;
   const rel = url.replace(/^file:\/\//, '');
   if (rel.includes('/node_modules/')) return 'node_modules/' + rel.split('/node_modules/')[1].split('/')[0];
@@ -84,7 +95,12 @@ function bucketOf(url: string, fn: string, repo: string): string {
   return rel || fn || '(native)';
 }
 
-interface HookOutput { argv: string[]; bootMs: number; exitMs: number; profile: CpuProfile }
+interface HookOutput {
+  argv: string[];
+  bootMs: number;
+  exitMs: number;
+  profile: CpuProfile;
+}
 
 function summarizeProfile(h: HookOutput, repo: string) {
   const p = h.profile;
@@ -106,7 +122,11 @@ function summarizeProfile(h: HookOutput, repo: string) {
 }
 
 function top(rec: Record<string, number>, n: number): [string, number][] {
-  return Object.entries(rec).filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k, Math.round(v * 10) / 10]);
+  return Object.entries(rec)
+    .filter(([k]) => k !== '(idle)')
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([k, v]) => [k, Math.round(v * 10) / 10]);
 }
 
 export async function profileSuite(env: BenchEnv, results: Results): Promise<void> {
@@ -117,18 +137,38 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
   const nodeE0 = repeat(n, () => wallMs(process.execPath, ['-e', '0']));
   const goV = repeat(n, () => wallMs('containerd-shim-runc-v2', ['-v']));
   const ourV = repeat(n, () => wallMs(shimBin, ['-v']));
-  const requireGraph = (files: string[]) => repeat(n, () => {
-    const code = `const t=process.hrtime.bigint();${files.map((f) => `require(${JSON.stringify(path.join(dist, f))});`).join('')}process.stdout.write(String(Number(process.hrtime.bigint()-t)/1e6))`;
-    const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(r.stderr);
-    return Number(r.stdout);
-  });
+  const requireGraph = (files: string[]) =>
+    repeat(n, () => {
+      const code = `const t=process.hrtime.bigint();${files.map((f) => `require(${JSON.stringify(path.join(dist, f))});`).join('')}process.stdout.write(String(Number(process.hrtime.bigint()-t)/1e6))`;
+      const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(r.stderr);
+      return Number(r.stdout);
+    });
   const startReq = requireGraph(['flags.js', 'address.js', 'start.js', 'start-options.js', 'bootstrap.js']);
   const daemonReq = requireGraph(['flags.js', 'address.js', 'serve.js']);
-  results.add({ suite: 'profile', name: 'binary start-up: -v (Go shim vs sh wrapper + node main.js)', mode: 'start-up', unit: 'ms', runc: goV, tsshim: ourV });
+  results.add({
+    suite: 'profile',
+    name: 'binary start-up: -v (Go shim vs sh wrapper + node main.js)',
+    mode: 'start-up',
+    unit: 'ms',
+    runc: goV,
+    tsshim: ourV,
+  });
   results.add({ suite: 'profile', name: 'node -e 0', mode: 'start-up', unit: 'ms', tsshim: nodeE0 });
-  results.add({ suite: 'profile', name: 'require: start command graph', mode: 'start-up', unit: 'ms', tsshim: startReq });
-  results.add({ suite: 'profile', name: 'require: daemon graph (serve.js)', mode: 'start-up', unit: 'ms', tsshim: daemonReq });
+  results.add({
+    suite: 'profile',
+    name: 'require: start command graph',
+    mode: 'start-up',
+    unit: 'ms',
+    tsshim: startReq,
+  });
+  results.add({
+    suite: 'profile',
+    name: 'require: daemon graph (serve.js)',
+    mode: 'start-up',
+    unit: 'ms',
+    tsshim: daemonReq,
+  });
 
   // Per-module require times of the daemon graph.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-bench-prof-'));
@@ -136,26 +176,39 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
     const preload = path.join(tmp, 'require-timer.js');
     fs.writeFileSync(preload, REQUIRE_TIMER);
     const out = path.join(tmp, 'require-times.json');
-    spawnSync(process.execPath, ['-r', preload, '-e', `require(${JSON.stringify(path.join(dist, 'serve.js'))})`],
-      { env: { ...process.env, REQUIRE_TIMES_OUT: out }, stdio: 'inherit' });
+    spawnSync(process.execPath, ['-r', preload, '-e', `require(${JSON.stringify(path.join(dist, 'serve.js'))})`], {
+      env: { ...process.env, REQUIRE_TIMES_OUT: out },
+      stdio: 'inherit',
+    });
     const times = JSON.parse(fs.readFileSync(out, 'utf8')) as { file: string; incl: number; self: number }[];
-    const rel = (f: string) => (f.includes('/node_modules/') ? 'node_modules/' + f.split('/node_modules/')[1] : path.relative(repo, f));
-    results.extra.requireSelfMs = times.sort((a, b) => b.self - a.self).slice(0, 12).map((t) => [rel(t.file), Math.round(t.self * 10) / 10, Math.round(t.incl * 10) / 10]);
+    const rel = (f: string) =>
+      f.includes('/node_modules/') ? 'node_modules/' + f.split('/node_modules/')[1] : path.relative(repo, f);
+    results.extra.requireSelfMs = times
+      .sort((a, b) => b.self - a.self)
+      .slice(0, 12)
+      .map((t) => [rel(t.file), Math.round(t.self * 10) / 10, Math.round(t.incl * 10) / 10]);
 
     // CPU profiles of start and daemon for a few `ctr run --rm /bin/true`.
     const profDir = path.join(tmp, 'cpuprof');
     fs.mkdirSync(profDir);
     const hook = path.join(tmp, 'profile-hook.js');
     fs.writeFileSync(hook, PROFILE_HOOK);
-    const c = await startContainerd({ namespace: 'bench', logLevel: 'info', env: { NODE_OPTIONS: `--require ${hook}`, TSSHIM_PROF_DIR: profDir } });
+    const c = await startContainerd({
+      namespace: 'bench',
+      logLevel: 'info',
+      env: { NODE_OPTIONS: `--require ${hook}`, TSSHIM_PROF_DIR: profDir },
+    });
     try {
       const runs = env.quick ? 3 : 6;
-      for (let i = 0; i < runs; i++) await mustCtr(c, runArgs(env, { side: 'tsshim' }, ['--rm'], newId('prof'), ['/bin/true']));
+      for (let i = 0; i < runs; i++)
+        await mustCtr(c, runArgs(env, { side: 'tsshim' }, ['--rm'], newId('prof'), ['/bin/true']));
       await new Promise((r) => setTimeout(r, 500));
     } finally {
       await c.stop();
     }
-    const summaries = fs.readdirSync(profDir).filter((f) => f.endsWith('.json'))
+    const summaries = fs
+      .readdirSync(profDir)
+      .filter((f) => f.endsWith('.json'))
       .map((f) => summarizeProfile(JSON.parse(fs.readFileSync(path.join(profDir, f), 'utf8')), repo));
     const prof: Record<string, unknown> = {};
     for (const kind of ['start', 'daemon', 'delete']) {
@@ -168,9 +221,27 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
       };
       prof[kind] = {
         profiles: ss.length,
-        medianProfiledMs: Math.round(percentile(ss.map((s) => s.totalMs), 50) * 10) / 10,
-        medianNodeBootMs: Math.round(percentile(ss.map((s) => s.bootMs), 50) * 10) / 10,
-        medianLifetimeMs: Math.round(percentile(ss.map((s) => s.exitMs), 50) * 10) / 10,
+        medianProfiledMs:
+          Math.round(
+            percentile(
+              ss.map((s) => s.totalMs),
+              50
+            ) * 10
+          ) / 10,
+        medianNodeBootMs:
+          Math.round(
+            percentile(
+              ss.map((s) => s.bootMs),
+              50
+            ) * 10
+          ) / 10,
+        medianLifetimeMs:
+          Math.round(
+            percentile(
+              ss.map((s) => s.exitMs),
+              50
+            ) * 10
+          ) / 10,
         topBuckets: top(avg(ss.map((s) => s.buckets)), 12),
         topFunctions: top(avg(ss.map((s) => s.fns)), 12),
       };

@@ -9,7 +9,12 @@ import { nowMs, rotate } from '../lib/stats';
 
 type PidNs = 'host pid ns' | 'own pid ns';
 
-async function orphanRun(env: BenchEnv, side: Side, ns: PidNs, count: number): Promise<{ ms: number; cpu: number; zombies: number }> {
+async function orphanRun(
+  env: BenchEnv,
+  side: Side,
+  ns: PidNs,
+  count: number
+): Promise<{ ms: number; cpu: number; zombies: number }> {
   const c = env.main;
   const id = newId(`reap-${side}`);
   const script = `i=0; while [ $i -lt ${count} ]; do (/bin/true &); i=$((i+1)); done`;
@@ -62,17 +67,37 @@ export async function reaperSuite(env: BenchEnv, results: Results): Promise<void
       const k = `${v.ns}|${v.side}`;
       if (!data.has(k)) data.set(k, { ms: [], cpu: [], zombies: [] });
       const d = data.get(k)!;
-      d.ms.push(r.ms); d.cpu.push(r.cpu); d.zombies.push(r.zombies);
-      env.log(`  reaper ${v.ns} ${v.side}: ${(r.ms / 1000).toFixed(2)} s, shim CPU ${r.cpu.toFixed(0)} ms, zombies ${r.zombies}`);
+      d.ms.push(r.ms);
+      d.cpu.push(r.cpu);
+      d.zombies.push(r.zombies);
+      env.log(
+        `  reaper ${v.ns} ${v.side}: ${(r.ms / 1000).toFixed(2)} s, shim CPU ${r.cpu.toFixed(0)} ms, zombies ${r.zombies}`
+      );
     }
   }
   for (const ns of ['host pid ns', 'own pid ns'] as PidNs[]) {
     const r = data.get(`${ns}|runc`)!;
     const t = data.get(`${ns}|tsshim`)!;
-    results.add({ suite: 'reaper', name: `${count} orphans, run -d -> exit seen`, mode: ns, unit: 'ms', runc: r.ms, tsshim: t.ms });
-    results.add({ suite: 'reaper', name: `${count} orphans, shim CPU time after run -d returned`, mode: ns, unit: 'ms', runc: r.cpu, tsshim: t.cpu });
+    results.add({
+      suite: 'reaper',
+      name: `${count} orphans, run -d -> exit seen`,
+      mode: ns,
+      unit: 'ms',
+      runc: r.ms,
+      tsshim: t.ms,
+    });
+    results.add({
+      suite: 'reaper',
+      name: `${count} orphans, shim CPU time after run -d returned`,
+      mode: ns,
+      unit: 'ms',
+      runc: r.cpu,
+      tsshim: t.cpu,
+    });
     if ([...r.zombies, ...t.zombies].some((z) => z > 0)) {
-      results.note(`reaper ${ns}: zombies left under the shim after exit: runc ${r.zombies.join('/')}, tsshim ${t.zombies.join('/')}`);
+      results.note(
+        `reaper ${ns}: zombies left under the shim after exit: runc ${r.zombies.join('/')}, tsshim ${t.zombies.join('/')}`
+      );
     }
   }
   const stormTotal = env.quick ? 100 : 200;
@@ -82,5 +107,11 @@ export async function reaperSuite(env: BenchEnv, results: Results): Promise<void
     for (const side of rotate(SIDES, rep)) storm[side].push(await execStorm(env, side, stormTotal, 20));
     env.log(`  exec storm: ${rep + 1}/${stormReps}`);
   }
-  results.add({ suite: 'reaper', name: `exec storm: ${stormTotal} execs, 20 at a time (total)`, unit: 'ms', runc: storm.runc, tsshim: storm.tsshim });
+  results.add({
+    suite: 'reaper',
+    name: `exec storm: ${stormTotal} execs, 20 at a time (total)`,
+    unit: 'ms',
+    runc: storm.runc,
+    tsshim: storm.tsshim,
+  });
 }

@@ -3,7 +3,16 @@
 import type { Containerd } from '../../test/support/harness';
 import { readLines, runPhases, type RunPhases } from '../lib/containerd-log';
 import {
-  type BenchEnv, type RunSpec, type Side, SANDBOX_ANNOTATION, SIDES, logMark, mustCtr, newId, runArgs, runSleeper,
+  type BenchEnv,
+  type RunSpec,
+  type Side,
+  SANDBOX_ANNOTATION,
+  SIDES,
+  logMark,
+  mustCtr,
+  newId,
+  runArgs,
+  runSleeper,
 } from '../lib/env';
 import type { Results } from '../lib/results';
 import { rotate, sleep } from '../lib/stats';
@@ -46,7 +55,8 @@ async function once(env: BenchEnv, v: Variant, record: boolean): Promise<void> {
   if (!record) return;
   v.ms.push(t.ms);
   const phases = runPhases(readLines(v.c.logFile, from, logMark(v.c)), t.spawnedAt, t.exitedAt);
-  if (phases) v.phases.push(phases); else v.incomplete++;
+  if (phases) v.phases.push(phases);
+  else v.incomplete++;
 }
 
 export async function runRmSuite(env: BenchEnv, results: Results): Promise<RunRmSummary> {
@@ -80,28 +90,53 @@ export async function runRmSuite(env: BenchEnv, results: Results): Promise<RunRm
   for (const mode of ['single', 'group', 'per-node'] as const) {
     const r = byMode(mode, 'runc');
     const t = byMode(mode, 'tsshim');
-    const target = mode === 'per-node'
-      ? { text: 'ratio <= 1.0 per-node', on: 'ratio' as const, op: '<=' as const, value: 1.0 }
-      : mode === 'single' ? { text: 'ratio <= 1.5 one shim per container', on: 'ratio' as const, op: '<=' as const, value: 1.5 } : undefined;
+    const target =
+      mode === 'per-node'
+        ? { text: 'ratio <= 1.0 per-node', on: 'ratio' as const, op: '<=' as const, value: 1.0 }
+        : mode === 'single'
+          ? { text: 'ratio <= 1.5 one shim per container', on: 'ratio' as const, op: '<=' as const, value: 1.5 }
+          : undefined;
     results.add({
-      suite: 'run --rm', name: 'ctr run --rm /bin/true', mode, unit: 'ms', runc: r.ms, tsshim: t.ms, target,
-      note: mode === 'per-node' ? 'runc.v2 has no per-node mode: its row is one shim per container in the per-node containerd' : undefined,
+      suite: 'run --rm',
+      name: 'ctr run --rm /bin/true',
+      mode,
+      unit: 'ms',
+      runc: r.ms,
+      tsshim: t.ms,
+      target,
+      note:
+        mode === 'per-node'
+          ? 'runc.v2 has no per-node mode: its row is one shim per container in the per-node containerd'
+          : undefined,
     });
     for (const p of PHASES) {
       const rv = r.phases.map((x) => x[p.key] as number | null).filter((x): x is number => x !== null);
       const tv = t.phases.map((x) => x[p.key] as number | null).filter((x): x is number => x !== null);
       if (rv.length === 0 && tv.length === 0) continue;
-      results.add({ suite: 'run --rm', name: p.name, mode, unit: 'ms', runc: rv.length ? rv : null, tsshim: tv.length ? tv : null });
+      results.add({
+        suite: 'run --rm',
+        name: p.name,
+        mode,
+        unit: 'ms',
+        runc: rv.length ? rv : null,
+        tsshim: tv.length ? tv : null,
+      });
     }
     // tsshim's own view: the daemon's rpc durations.
     for (const method of ['Create', 'Start', 'Wait', 'Delete', 'Shutdown']) {
       const tv = t.phases.map((x) => x.rpc[method]).filter((x): x is number => typeof x === 'number');
-      if (tv.length) results.add({ suite: 'run --rm', name: `tsshim rpc ${method} (in-shim)`, mode, unit: 'ms', tsshim: tv });
+      if (tv.length)
+        results.add({ suite: 'run --rm', name: `tsshim rpc ${method} (in-shim)`, mode, unit: 'ms', tsshim: tv });
     }
     if (r.incomplete || t.incomplete) {
-      results.note(`run --rm ${mode}: ${r.incomplete} runc and ${t.incomplete} tsshim runs lacked a log marker (phases skipped for them)`);
+      results.note(
+        `run --rm ${mode}: ${r.incomplete} runc and ${t.incomplete} tsshim runs lacked a log marker (phases skipped for them)`
+      );
     }
   }
   const median = (v: Variant) => [...v.ms].sort((a, b) => a - b)[Math.floor(v.ms.length / 2)];
-  return { singleMedianMs: { runc: median(byMode('single', 'runc')), tsshim: median(byMode('single', 'tsshim')) }, sandboxes };
+  return {
+    singleMedianMs: { runc: median(byMode('single', 'runc')), tsshim: median(byMode('single', 'tsshim')) },
+    sandboxes,
+  };
 }

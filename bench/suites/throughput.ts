@@ -10,7 +10,8 @@ import type { Results } from '../lib/results';
 import { nowMs, rotate } from '../lib/stats';
 import { callTasks } from '../../test/support/containerd-api';
 
-const call = <T = any>(c: Parameters<typeof callTasks>[0], method: string, req: object) => callTasks<T>(c, method, req, { timeoutMs: 120_000 });
+const call = <T = any>(c: Parameters<typeof callTasks>[0], method: string, req: object) =>
+  callTasks<T>(c, method, req, { timeoutMs: 120_000 });
 
 const BLOCK = 64 * 1024;
 
@@ -23,7 +24,9 @@ function fifoReader(fifo: string): Promise<{ bytes: number; endedAt: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn('sh', ['-c', 'exec wc -c < "$0"', fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
-    child.stdout!.on('data', (d) => { out += d; });
+    child.stdout!.on('data', (d) => {
+      out += d;
+    });
     child.on('error', reject);
     child.on('close', (code) => {
       const endedAt = nowMs();
@@ -42,7 +45,17 @@ async function direct(env: BenchEnv, side: Side, bytes: number, dir: string): Pr
     const r = spawn('mkfifo', [f]);
     await new Promise((res) => r.on('close', res));
   }
-  await mustCtr(c, ['container', 'create', '--runtime', runtimeOf(side), ...PATH_ENV_ARGS, '--rootfs', env.rootfs, id, ...ddCommand(bytes)]);
+  await mustCtr(c, [
+    'container',
+    'create',
+    '--runtime',
+    runtimeOf(side),
+    ...PATH_ENV_ARGS,
+    '--rootfs',
+    env.rootfs,
+    id,
+    ...ddCommand(bytes),
+  ]);
   try {
     const reader = fifoReader(fifo);
     const errReader = fifoReader(errFifo); // dd's summary goes to stderr
@@ -63,7 +76,11 @@ async function direct(env: BenchEnv, side: Side, bytes: number, dir: string): Pr
   }
 }
 
-export async function throughputSuite(env: BenchEnv, results: Results, baselineMs: Record<Side, number>): Promise<void> {
+export async function throughputSuite(
+  env: BenchEnv,
+  results: Results,
+  baselineMs: Record<Side, number>
+): Promise<void> {
   const mib = env.quick ? 64 : 512;
   const bytes = mib << 20;
   const iterations = env.quick ? 2 : 4;
@@ -88,9 +105,31 @@ export async function throughputSuite(env: BenchEnv, results: Results, baselineM
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const target = { text: 'ratio >= 1.0', on: 'ratio' as const, op: '>=' as const, value: 1.0 };
-  results.add({ suite: 'stdout', name: `${mib} MiB through ctr to /dev/null`, unit: 'MiB/s', better: 'higher', runc: viaCtr.runc, tsshim: viaCtr.tsshim, target,
-    note: 'wall time of ctr run --rm minus the median ctr run --rm /bin/true of the same runtime' });
-  results.add({ suite: 'stdout', name: `${mib} MiB through ctr, wall time`, unit: 'ms', runc: viaCtrRaw.runc, tsshim: viaCtrRaw.tsshim });
-  results.add({ suite: 'stdout', name: `${mib} MiB to a fifo read by wc -c (no ctr)`, unit: 'MiB/s', better: 'higher', runc: viaFifo.runc, tsshim: viaFifo.tsshim, target,
-    note: 'Tasks.Create over gRPC with our own fifos; timed from Tasks.Start to the reader seeing EOF' });
+  results.add({
+    suite: 'stdout',
+    name: `${mib} MiB through ctr to /dev/null`,
+    unit: 'MiB/s',
+    better: 'higher',
+    runc: viaCtr.runc,
+    tsshim: viaCtr.tsshim,
+    target,
+    note: 'wall time of ctr run --rm minus the median ctr run --rm /bin/true of the same runtime',
+  });
+  results.add({
+    suite: 'stdout',
+    name: `${mib} MiB through ctr, wall time`,
+    unit: 'ms',
+    runc: viaCtrRaw.runc,
+    tsshim: viaCtrRaw.tsshim,
+  });
+  results.add({
+    suite: 'stdout',
+    name: `${mib} MiB to a fifo read by wc -c (no ctr)`,
+    unit: 'MiB/s',
+    better: 'higher',
+    runc: viaFifo.runc,
+    tsshim: viaFifo.tsshim,
+    target,
+    note: 'Tasks.Create over gRPC with our own fifos; timed from Tasks.Start to the reader seeing EOF',
+  });
 }

@@ -32,7 +32,14 @@ export async function ttrpcSuite(env: BenchEnv, results: Results): Promise<void>
     }
   }
   for (const n of inFlight) {
-    results.add({ suite: 'ttrpc', name: `echo, our client -> our server, ${n} in flight`, mode: 'in-process', unit: 'calls/s', better: 'higher', tsshim: echo.get(n) });
+    results.add({
+      suite: 'ttrpc',
+      name: `echo, our client -> our server, ${n} in flight`,
+      mode: 'in-process',
+      unit: 'calls/s',
+      better: 'higher',
+      tsshim: echo.get(n),
+    });
   }
 
   // Info level: with -debug tsshim logs every rpc into containerd's log, which is not what a
@@ -51,7 +58,15 @@ export async function ttrpcSuite(env: BenchEnv, results: Results): Promise<void>
     for (let rep = 0; rep < reps; rep++) {
       for (const [k, n] of inFlight.entries()) {
         for (const side of rotate(SIDES, rep + k)) {
-          const r = await measureCalls(`Connect ${n}`, clients[side]!, n, connectRequest(ids[side]), 'Connect', seconds, TASK_SERVICE);
+          const r = await measureCalls(
+            `Connect ${n}`,
+            clients[side]!,
+            n,
+            connectRequest(ids[side]),
+            'Connect',
+            seconds,
+            TASK_SERVICE
+          );
           const key = `${n}|${side}`;
           if (!rates.has(key)) rates.set(key, []);
           rates.get(key)!.push(r.calls / r.seconds);
@@ -60,8 +75,13 @@ export async function ttrpcSuite(env: BenchEnv, results: Results): Promise<void>
     }
     for (const n of inFlight) {
       results.add({
-        suite: 'ttrpc', name: `Task.Connect, our client -> shim socket, ${n} in flight`, mode: 'shim socket', unit: 'calls/s', better: 'higher',
-        runc: rates.get(`${n}|runc`), tsshim: rates.get(`${n}|tsshim`),
+        suite: 'ttrpc',
+        name: `Task.Connect, our client -> shim socket, ${n} in flight`,
+        mode: 'shim socket',
+        unit: 'calls/s',
+        better: 'higher',
+        runc: rates.get(`${n}|runc`),
+        tsshim: rates.get(`${n}|tsshim`),
       });
     }
   } finally {

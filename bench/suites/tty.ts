@@ -11,14 +11,30 @@ import { makeCpuCgroups, type CpuCgroups } from '../lib/cpu-cgroup';
 import type { Results } from '../lib/results';
 import { nowMs, rotate } from '../lib/stats';
 
-interface TtyRun { mibPerS: number; wallMs: number; cpuMs: number; lostBytes: number }
+interface TtyRun {
+  mibPerS: number;
+  wallMs: number;
+  cpuMs: number;
+  lostBytes: number;
+}
 
 /** ctr `args` on a pty; resolves once ctr exits after `bytes` bytes of output reached us. */
-function ptyRun(c: Containerd, args: string[], bytes: number, side: Side, cg: CpuCgroups, shimOf: () => number | null): Promise<TtyRun> {
+function ptyRun(
+  c: Containerd,
+  args: string[],
+  bytes: number,
+  side: Side,
+  cg: CpuCgroups,
+  shimOf: () => number | null
+): Promise<TtyRun> {
   return new Promise((resolve, reject) => {
     const t0 = nowMs();
     const term = pty.spawn('ctr', ['--address', c.address, '--namespace', c.namespace, ...args], {
-      name: 'xterm', cols: 80, rows: 24, env: process.env as Record<string, string>, encoding: null,
+      name: 'xterm',
+      cols: 80,
+      rows: 24,
+      env: process.env as Record<string, string>,
+      encoding: null,
     });
     let got = 0;
     let first = 0;
@@ -27,7 +43,13 @@ function ptyRun(c: Containerd, args: string[], bytes: number, side: Side, cg: Cp
     let cpuFirst = NaN;
     let cpuLast = NaN;
     let tail = '';
-    const timer = setTimeout(() => { try { term.kill('SIGKILL'); } catch { /* gone */ } }, 300_000);
+    const timer = setTimeout(() => {
+      try {
+        term.kill('SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, 300_000);
     term.onData((d) => {
       const n = typeof d === 'string' ? Buffer.byteLength(d) : (d as Buffer).length;
       if (!first) {
@@ -39,7 +61,8 @@ function ptyRun(c: Containerd, args: string[], bytes: number, side: Side, cg: Cp
       got += n;
       last = nowMs();
       if (adopted) cpuLast = cg.usageMs(side);
-      if (got < 2048 || got >= bytes) tail = (tail + (typeof d === 'string' ? d : (d as Buffer).toString('latin1'))).slice(-300);
+      if (got < 2048 || got >= bytes)
+        tail = (tail + (typeof d === 'string' ? d : (d as Buffer).toString('latin1'))).slice(-300);
     });
     term.onExit(async (e) => {
       clearTimeout(timer);
@@ -48,10 +71,19 @@ function ptyRun(c: Containerd, args: string[], bytes: number, side: Side, cg: Cp
       await new Promise((r) => setTimeout(r, 300));
       // A tty can lose its last few KiB when the writer exits (seen with both shims): tolerate 1%.
       if (e.exitCode !== 0 || got < bytes * 0.99) {
-        reject(new Error(`ctr ${args.join(' ')}: exit ${e.exitCode}, ${got} of ${bytes} bytes; tail ${JSON.stringify(tail.replace(/\0/g, ''))}`));
+        reject(
+          new Error(
+            `ctr ${args.join(' ')}: exit ${e.exitCode}, ${got} of ${bytes} bytes; tail ${JSON.stringify(tail.replace(/\0/g, ''))}`
+          )
+        );
         return;
       }
-      resolve({ mibPerS: got / (1 << 20) / ((last - first) / 1000), wallMs: end - t0, cpuMs: cpuLast - cpuFirst, lostBytes: Math.max(0, bytes - got) });
+      resolve({
+        mibPerS: got / (1 << 20) / ((last - first) / 1000),
+        wallMs: end - t0,
+        cpuMs: cpuLast - cpuFirst,
+        lostBytes: Math.max(0, bytes - got),
+      });
     });
   });
 }
@@ -74,7 +106,11 @@ export async function ttySuite(env: BenchEnv, results: Results): Promise<void> {
     for (let i = 0; i < iterations; i++) {
       for (const side of rotate(SIDES, i)) {
         const id = newId(`tty-${side}`);
-        rows.run[side].push(await ptyRun(c, runArgs(env, { side }, ['-t', '--rm'], id, dd), bytes, side, cg, () => shimPidFor(c.address, id)));
+        rows.run[side].push(
+          await ptyRun(c, runArgs(env, { side }, ['-t', '--rm'], id, dd), bytes, side, cg, () =>
+            shimPidFor(c.address, id)
+          )
+        );
       }
       for (const side of rotate(SIDES, i + 1)) {
         const args = ['task', 'exec', '-t', '--exec-id', `tty${++execSeq}`, sleepers[side], ...dd];
@@ -86,16 +122,42 @@ export async function ttySuite(env: BenchEnv, results: Results): Promise<void> {
     for (const side of SIDES) await removeContainer(c, sleepers[side]);
     await cg.remove();
   }
-  const lost = SIDES.map((s) => `${s} ${[...rows.run[s], ...rows.exec[s]].filter((x) => x.lostBytes > 0).length} (max ${Math.max(0, ...[...rows.run[s], ...rows.exec[s]].map((x) => x.lostBytes))} B)`);
-  results.note(`tty: runs whose output ended short of the ${mib} MiB written (the tail lost at exit): ${lost.join(', ')}`);
+  const lost = SIDES.map(
+    (s) =>
+      `${s} ${[...rows.run[s], ...rows.exec[s]].filter((x) => x.lostBytes > 0).length} (max ${Math.max(0, ...[...rows.run[s], ...rows.exec[s]].map((x) => x.lostBytes))} B)`
+  );
+  results.note(
+    `tty: runs whose output ended short of the ${mib} MiB written (the tail lost at exit): ${lost.join(', ')}`
+  );
   const target = { text: 'ratio >= 1.0', on: 'ratio' as const, op: '>=' as const, value: 1.0 };
-  for (const [kind, label] of [['run', 'ctr run -t --rm'], ['exec', 'ctr task exec -t']] as const) {
+  for (const [kind, label] of [
+    ['run', 'ctr run -t --rm'],
+    ['exec', 'ctr task exec -t'],
+  ] as const) {
     const r = rows[kind];
     const pick = (s: Side, f: (x: TtyRun) => number) => r[s].map(f);
-    results.add({ suite: 'tty', name: `${label}: ${mib} MiB through a pty, first to last byte`, unit: 'MiB/s', better: 'higher',
-      runc: pick('runc', (x) => x.mibPerS), tsshim: pick('tsshim', (x) => x.mibPerS), target });
-    results.add({ suite: 'tty', name: `${label}: ${mib} MiB, wall time`, unit: 'ms', runc: pick('runc', (x) => x.wallMs), tsshim: pick('tsshim', (x) => x.wallMs) });
-    results.add({ suite: 'tty', name: `${label}: shim CPU for ${mib} MiB (daemon + runc, cgroup)`, unit: 'ms',
-      runc: pick('runc', (x) => x.cpuMs), tsshim: pick('tsshim', (x) => x.cpuMs) });
+    results.add({
+      suite: 'tty',
+      name: `${label}: ${mib} MiB through a pty, first to last byte`,
+      unit: 'MiB/s',
+      better: 'higher',
+      runc: pick('runc', (x) => x.mibPerS),
+      tsshim: pick('tsshim', (x) => x.mibPerS),
+      target,
+    });
+    results.add({
+      suite: 'tty',
+      name: `${label}: ${mib} MiB, wall time`,
+      unit: 'ms',
+      runc: pick('runc', (x) => x.wallMs),
+      tsshim: pick('tsshim', (x) => x.wallMs),
+    });
+    results.add({
+      suite: 'tty',
+      name: `${label}: shim CPU for ${mib} MiB (daemon + runc, cgroup)`,
+      unit: 'ms',
+      runc: pick('runc', (x) => x.cpuMs),
+      tsshim: pick('tsshim', (x) => x.cpuMs),
+    });
   }
 }

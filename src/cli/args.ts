@@ -1,6 +1,9 @@
 // Minimal argv parsing: `--flag value`, `--flag=value`, boolean flags, positionals.
 
-export interface ParsedArgs { flags: Record<string, string | true>; positional: string[] }
+export interface ParsedArgs {
+  flags: Record<string, string | true>;
+  positional: string[];
+}
 
 /** Wrong command line: printed with the usage text, exit code 2. */
 export class UsageError extends Error {}
@@ -13,9 +16,15 @@ export function parseArgs(argv: string[], booleans: string[] = []): ParsedArgs {
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--') { positional.push(...argv.slice(i + 1)); break; }
+    if (a === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
     const m = /^--?([A-Za-z][\w-]*)(?:=(.*))?$/.exec(a);
-    if (!m) { positional.push(a); continue; }
+    if (!m) {
+      positional.push(a);
+      continue;
+    }
     const [, name, inline] = m;
     if (inline !== undefined) flags[name] = inline;
     else if (booleans.includes(name)) flags[name] = true;
@@ -34,6 +43,7 @@ export function flagNumber(p: ParsedArgs, name: string, fallback: number): numbe
   const v = flagString(p, name);
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a non-negative number, got ${JSON.stringify(v)}`);
+  if (!Number.isFinite(n) || n < 0)
+    throw new UsageError(`--${name} must be a non-negative number, got ${JSON.stringify(v)}`);
   return n;
 }

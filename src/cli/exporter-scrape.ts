@@ -21,10 +21,25 @@ const STATS_ROUND_INTERVAL_MS = 60_000;
 
 function withDeadline<T>(p: Promise<T>, deadline: number, what: string, onTimeout: () => void): Promise<T> {
   const ms = deadline - Date.now();
-  if (ms <= 0) { onTimeout(); return Promise.reject(new Error(`${what}: no answer in time`)); }
+  if (ms <= 0) {
+    onTimeout();
+    return Promise.reject(new Error(`${what}: no answer in time`));
+  }
   return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => { onTimeout(); reject(new Error(`${what}: no answer within the scrape timeout`)); }, ms);
-    p.then((v) => { clearTimeout(t); resolve(v); }, (e) => { clearTimeout(t); reject(e); });
+    const t = setTimeout(() => {
+      onTimeout();
+      reject(new Error(`${what}: no answer within the scrape timeout`));
+    }, ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      }
+    );
   });
 }
 
@@ -61,8 +76,12 @@ export async function scrapeShim(socket: string, deadline: number): Promise<Shim
   try {
     let inspect: Record<string, any>;
     try {
-      const res = await withDeadline(client.call(SHIM_SERVICE, 'Inspect', tsshim.v1.InspectRequest.encode({}).finish()),
-        deadline, 'Inspect', close);
+      const res = await withDeadline(
+        client.call(SHIM_SERVICE, 'Inspect', tsshim.v1.InspectRequest.encode({}).finish()),
+        deadline,
+        'Inspect',
+        close
+      );
       inspect = JSON.parse(tsshim.v1.InspectResponse.decode(res).json);
     } catch (e) {
       if (e instanceof TtrpcError && e.code === Code.UNIMPLEMENTED) throw new NotTsshim(`${socket}: ${e.message}`);

@@ -12,7 +12,11 @@ const n = (v: unknown): number => (v === null || v === undefined ? 0 : Number(St
 
 // ---- CRI annotations in the bundle ----------------------------------------------------------------
 
-export interface PodLabels { pod: string; pod_namespace: string; container_name: string }
+export interface PodLabels {
+  pod: string;
+  pod_namespace: string;
+  container_name: string;
+}
 
 const NO_POD: PodLabels = { pod: '', pod_namespace: '', container_name: '' };
 
@@ -34,7 +38,9 @@ export class AnnotationCache {
     for (const k of this.byKey.keys()) if (!keys.has(k)) this.byKey.delete(k);
   }
 
-  get size(): number { return this.byKey.size; }
+  get size(): number {
+    return this.byKey.size;
+  }
 }
 
 export function readPodLabels(bundle: string): PodLabels {
@@ -55,11 +61,15 @@ export function readPodLabels(bundle: string): PodLabels {
 // ---- cgroup metrics -> container usage ------------------------------------------------------------
 
 export interface ContainerUsage {
-  cpuSeconds: number; cpuUserSeconds: number; cpuSystemSeconds: number;
-  memoryUsageBytes: number; workingSetBytes: number;
+  cpuSeconds: number;
+  cpuUserSeconds: number;
+  cpuSystemSeconds: number;
+  memoryUsageBytes: number;
+  workingSetBytes: number;
   /** 0 when unlimited (as cAdvisor reports it). */
   memoryLimitBytes: number;
-  threads: number | null; threadsMax: number | null;
+  threads: number | null;
+  threadsMax: number | null;
   oomKills: number | null;
 }
 
@@ -68,10 +78,14 @@ export function containerUsage(s: StatsSampleMessage): ContainerUsage | null {
   const u = cgroupUsage(s);
   if (!u) return null;
   return {
-    cpuSeconds: (u.cpuNs ?? 0) / 1e9, cpuUserSeconds: (u.cpuUserNs ?? 0) / 1e9, cpuSystemSeconds: (u.cpuSystemNs ?? 0) / 1e9,
-    memoryUsageBytes: u.memoryUsageBytes ?? 0, workingSetBytes: u.workingSetBytes ?? 0,
+    cpuSeconds: (u.cpuNs ?? 0) / 1e9,
+    cpuUserSeconds: (u.cpuUserNs ?? 0) / 1e9,
+    cpuSystemSeconds: (u.cpuSystemNs ?? 0) / 1e9,
+    memoryUsageBytes: u.memoryUsageBytes ?? 0,
+    workingSetBytes: u.workingSetBytes ?? 0,
     memoryLimitBytes: u.memoryLimit ?? 0,
-    threads: u.pids, threadsMax: u.pidsLimit,
+    threads: u.pids,
+    threadsMax: u.pidsLimit,
     oomKills: u.oomKills,
   };
 }
@@ -79,15 +93,39 @@ export function containerUsage(s: StatsSampleMessage): ContainerUsage | null {
 // ---- families -------------------------------------------------------------------------------------
 
 export function declareFamilies(x: Exposition): void {
-  x.family('container_cpu_usage_seconds_total', 'counter', 'Cumulative CPU time consumed by the container cgroup, in seconds.')
-    .family('container_cpu_user_seconds_total', 'counter', 'Cumulative user CPU time consumed by the container cgroup, in seconds.')
-    .family('container_cpu_system_seconds_total', 'counter', 'Cumulative system CPU time consumed by the container cgroup, in seconds.')
-    .family('container_memory_usage_bytes', 'gauge', 'Memory usage of the container cgroup, page cache included, in bytes.')
+  x.family(
+    'container_cpu_usage_seconds_total',
+    'counter',
+    'Cumulative CPU time consumed by the container cgroup, in seconds.'
+  )
+    .family(
+      'container_cpu_user_seconds_total',
+      'counter',
+      'Cumulative user CPU time consumed by the container cgroup, in seconds.'
+    )
+    .family(
+      'container_cpu_system_seconds_total',
+      'counter',
+      'Cumulative system CPU time consumed by the container cgroup, in seconds.'
+    )
+    .family(
+      'container_memory_usage_bytes',
+      'gauge',
+      'Memory usage of the container cgroup, page cache included, in bytes.'
+    )
     .family('container_memory_working_set_bytes', 'gauge', 'Memory usage minus inactive file cache, in bytes.')
-    .family('container_spec_memory_limit_bytes', 'gauge', 'Memory limit of the container cgroup in bytes (0: no limit).')
+    .family(
+      'container_spec_memory_limit_bytes',
+      'gauge',
+      'Memory limit of the container cgroup in bytes (0: no limit).'
+    )
     .family('container_threads', 'gauge', 'Tasks (threads) in the container cgroup (pids.current).')
     .family('container_threads_max', 'gauge', 'Task limit of the container cgroup (pids.max; 0: no limit).')
-    .family('container_oom_events_total', 'counter', 'Processes of the container killed by the OOM killer (the cgroup oom_kill counter).')
+    .family(
+      'container_oom_events_total',
+      'counter',
+      'Processes of the container killed by the OOM killer (the cgroup oom_kill counter).'
+    )
     .family('container_start_time_seconds', 'gauge', 'Time the shim created the container, seconds since the epoch.')
     .family('tsshim_container_info', 'gauge', 'Constant 1 per container, labelled with the shim that holds it.')
     .family('tsshim_info', 'gauge', 'Constant 1 per shim, labelled with its build.')
@@ -99,9 +137,17 @@ export function declareFamilies(x: Exposition): void {
     .family('tsshim_execs', 'gauge', 'Exec processes the shim holds.')
     .family('tsshim_events_sent_total', 'counter', 'Events containerd accepted.')
     .family('tsshim_events_pending', 'gauge', 'Events in the outbox, not yet accepted by containerd.')
-    .family('tsshim_events_oldest_pending_age_seconds', 'gauge', 'Age of the oldest event in the outbox (0 when empty).')
+    .family(
+      'tsshim_events_oldest_pending_age_seconds',
+      'gauge',
+      'Age of the oldest event in the outbox (0 when empty).'
+    )
     .family('tsshim_event_retries_total', 'counter', 'Failed event deliveries that were retried.')
-    .family('tsshim_events_discarded_total', 'counter', 'Undelivered events of a previous shim on this socket, dropped at start-up.')
+    .family(
+      'tsshim_events_discarded_total',
+      'counter',
+      'Undelivered events of a previous shim on this socket, dropped at start-up.'
+    )
     .family('tsshim_processes_reaped_total', 'counter', 'Child processes reaped by the shim.')
     .family('tsshim_exits_published_total', 'counter', 'TaskExit events published.')
     .family('tsshim_rpc_duration_seconds', 'histogram', 'Task API call latency by method.')
@@ -116,7 +162,13 @@ export function declareFamilies(x: Exposition): void {
  */
 function shimLabels(i: Record<string, any>): Labels {
   const group = String(i.group ?? '');
-  return { namespace: String(i.namespace ?? ''), container: group, group, shim_pid: String(i.pid ?? ''), version: String(i.version ?? '') };
+  return {
+    namespace: String(i.namespace ?? ''),
+    container: group,
+    group,
+    shim_pid: String(i.pid ?? ''),
+    version: String(i.version ?? ''),
+  };
 }
 
 export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void {
@@ -132,7 +184,11 @@ export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void
   if (i.fds) x.sample('tsshim_open_fds', n(i.fds.count), l);
   const containers: any[] = i.containers ?? [];
   x.sample('tsshim_containers', containers.length, l);
-  x.sample('tsshim_execs', containers.reduce((k, c) => k + (c.execs?.length ?? 0), 0), l);
+  x.sample(
+    'tsshim_execs',
+    containers.reduce((k, c) => k + (c.execs?.length ?? 0), 0),
+    l
+  );
   const ev = i.events ?? {};
   const outbox: any[] = ev.outbox ?? [];
   x.sample('tsshim_events_sent_total', n(ev.sent), l);
@@ -145,8 +201,16 @@ export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void
   for (const method of Object.keys(i.rpc ?? {}).sort()) {
     const r = i.rpc[method];
     const ml = { ...l, method };
-    const buckets = Object.entries(r.le_ms ?? {}).map(([ms, count]) => [Number(ms), n(count)] as const).sort((a, b) => a[0] - b[0]);
-    for (const [ms, count] of buckets) x.sample('tsshim_rpc_duration_seconds', count, { ...ml, le: String(ms / 1000) }, 'tsshim_rpc_duration_seconds_bucket');
+    const buckets = Object.entries(r.le_ms ?? {})
+      .map(([ms, count]) => [Number(ms), n(count)] as const)
+      .sort((a, b) => a[0] - b[0]);
+    for (const [ms, count] of buckets)
+      x.sample(
+        'tsshim_rpc_duration_seconds',
+        count,
+        { ...ml, le: String(ms / 1000) },
+        'tsshim_rpc_duration_seconds_bucket'
+      );
     x.sample('tsshim_rpc_duration_seconds', n(r.count), { ...ml, le: '+Inf' }, 'tsshim_rpc_duration_seconds_bucket');
     x.sample('tsshim_rpc_duration_seconds', n(r.total_ms) / 1000, ml, 'tsshim_rpc_duration_seconds_sum');
     x.sample('tsshim_rpc_duration_seconds', n(r.count), ml, 'tsshim_rpc_duration_seconds_count');

@@ -27,12 +27,19 @@ export function formatValue(v: number): string {
 
 /** `{a="1",b="2"}` with label names sorted (so equal label sets give equal keys); empty labels dropped. */
 export function formatLabels(labels: Labels): string {
-  const names = Object.keys(labels).filter((k) => labels[k] !== '').sort();
-  for (const n of names) if (!LABEL_NAME.test(n) || n.startsWith('__')) throw new Error(`invalid label name ${JSON.stringify(n)}`);
+  const names = Object.keys(labels)
+    .filter((k) => labels[k] !== '')
+    .sort();
+  for (const n of names)
+    if (!LABEL_NAME.test(n) || n.startsWith('__')) throw new Error(`invalid label name ${JSON.stringify(n)}`);
   return names.length ? `{${names.map((n) => `${n}="${escapeLabelValue(labels[n])}"`).join(',')}}` : '';
 }
 
-interface Family { type: MetricType; help: string; series: Map<string, string> }
+interface Family {
+  type: MetricType;
+  help: string;
+  series: Map<string, string>;
+}
 
 export class Exposition {
   private families = new Map<string, Family>();

@@ -39,7 +39,8 @@ export function repeatedFlag(argv: string[], name: string): string[] {
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new UsageError(`--listen wants host:port (e.g. ${DEFAULT_LISTEN}), got ${JSON.stringify(s)}`);
+  if (!m || port > 65535)
+    throw new UsageError(`--listen wants host:port (e.g. ${DEFAULT_LISTEN}), got ${JSON.stringify(s)}`);
   return { host: m[1] ?? m[2] ?? '', port };
 }
 
@@ -54,7 +55,11 @@ function candidates(opts: ExporterOptions): string[] {
   const all = new Set<string>();
   for (const state of opts.states) {
     // A state dir where no task ever ran has no task dir yet: nothing to scrape there, not an error.
-    try { for (const s of candidateSockets({ state } as DiscoverOptions)) all.add(s); } catch { /* none */ }
+    try {
+      for (const s of candidateSockets({ state } as DiscoverOptions)) all.add(s);
+    } catch {
+      /* none */
+    }
   }
   return [...all];
 }
@@ -64,11 +69,16 @@ export class Exporter {
   private inFlight: Promise<string> | null = null;
   private failing = new Set<string>();
 
-  constructor(private readonly opts: ExporterOptions, private readonly warn: (msg: string) => void = () => {}) {}
+  constructor(
+    private readonly opts: ExporterOptions,
+    private readonly warn: (msg: string) => void = () => {}
+  ) {}
 
   /** One exposition; concurrent callers share the scrape in flight. */
   scrape(): Promise<string> {
-    this.inFlight ??= this.scrapeNow().finally(() => { this.inFlight = null; });
+    this.inFlight ??= this.scrapeNow().finally(() => {
+      this.inFlight = null;
+    });
     return this.inFlight;
   }
 
@@ -77,8 +87,11 @@ export class Exporter {
     const outcomes = await mapLimit(candidates(this.opts), this.opts.concurrency, (socket) => this.scrapeOne(socket));
     const x = new Exposition();
     declareFamilies(x);
-    x.family('tsshim_exporter_shims', 'gauge', 'tsshim shims found in the last scrape (answering or not).')
-      .family('tsshim_exporter_scrape_duration_seconds', 'gauge', 'Time the last scrape of all shims took.');
+    x.family('tsshim_exporter_shims', 'gauge', 'tsshim shims found in the last scrape (answering or not).').family(
+      'tsshim_exporter_scrape_duration_seconds',
+      'gauge',
+      'Time the last scrape of all shims took.'
+    );
     const seen = new Set<string>();
     let shims = 0;
     for (const o of outcomes) {
@@ -116,15 +129,27 @@ export class Exporter {
 export function handler(exporter: Exporter): http.RequestListener {
   return (req, res) => {
     const url = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET, HEAD' }).end(); return; }
-    if (url === '/healthz') { res.writeHead(200, { 'content-type': 'text/plain' }).end(req.method === 'HEAD' ? undefined : 'ok\n'); return; }
-    if (url !== '/metrics') { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n'); return; }
-    exporter.scrape().then((body) => {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    }, (e: Error) => {
-      res.writeHead(500, { 'content-type': 'text/plain' }).end(`scrape failed: ${e.message}\n`);
-    });
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(req.method === 'HEAD' ? undefined : 'ok\n');
+      return;
+    }
+    if (url !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n');
+      return;
+    }
+    exporter.scrape().then(
+      (body) => {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      (e: Error) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`scrape failed: ${e.message}\n`);
+      }
+    );
   };
 }
 
@@ -140,18 +165,25 @@ export async function exporter(ctx: CliContext, argv: string[]): Promise<number>
     concurrency: Math.max(1, Math.floor(flagNumber(p, 'concurrency', DEFAULT_CONCURRENCY))),
   };
   if (!isLoopback(listen.host)) {
-    ctx.err.write(`tsshim exporter: WARNING: listening on ${listen.host || 'every address'}:${listen.port}, not loopback: `
-      + 'anyone who can reach this port reads container names, pod names and resource usage (no authentication, no TLS)\n');
+    ctx.err.write(
+      `tsshim exporter: WARNING: listening on ${listen.host || 'every address'}:${listen.port}, not loopback: ` +
+        'anyone who can reach this port reads container names, pod names and resource usage (no authentication, no TLS)\n'
+    );
   }
   const exp = new Exporter(opts, (m) => ctx.err.write(`tsshim exporter: ${m}\n`));
   const server = http.createServer(handler(exp));
   server.keepAliveTimeout = 30_000; // Prometheus keeps its connection between scrapes
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(listen.port, listen.host || undefined, () => { server.off('error', reject); resolve(); });
+    server.listen(listen.port, listen.host || undefined, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const addr = server.address() as net.AddressInfo;
-  ctx.err.write(`tsshim exporter: listening on http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}/metrics\n`);
+  ctx.err.write(
+    `tsshim exporter: listening on http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}/metrics\n`
+  );
   await new Promise<void>((resolve) => {
     if (ctx.signal.aborted) return resolve();
     ctx.signal.addEventListener('abort', () => resolve(), { once: true });

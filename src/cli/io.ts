@@ -1,6 +1,9 @@
 // Where CLI commands write, injectable so tests can capture output and stop long-running commands.
 
-export interface Out { write(s: string): void; isTTY?: boolean }
+export interface Out {
+  write(s: string): void;
+  isTTY?: boolean;
+}
 
 export interface CliContext {
   out: Out;

@@ -56,26 +56,47 @@ export async function run(argv: string[], ctx: CliContext): Promise<number> {
     const p = parseArgs(argv, BOOLEAN_FLAGS);
     const cmd = p.positional[0];
     // Asked for: usage on stdout, success. No command at all is a usage error (stderr, 2).
-    if (p.flags.help || p.flags.h || cmd === 'help') { ctx.out.write(USAGE); return 0; }
+    if (p.flags.help || p.flags.h || cmd === 'help') {
+      ctx.out.write(USAGE);
+      return 0;
+    }
     if (!cmd) throw new UsageError('a command is required');
     const opts = discoverOptions(p);
     switch (cmd) {
-      case 'ps': return await ps(ctx, opts);
+      case 'ps':
+        return await ps(ctx, opts);
       case 'top':
         if (p.positional.length > 2) throw new UsageError('top takes at most one container id');
-        return await top(ctx, p.positional[1], { ...opts, intervalMs: Math.max(20, flagNumber(p, 'interval', 1000)), once: !!p.flags.once });
-      case 'inspect': return await inspect(ctx, one(p, 'container id or socket'), opts);
-      case 'metrics': return await metrics(ctx, one(p, 'container id or socket'), opts);
-      case 'exporter': return await exporter(ctx, argv);
+        return await top(ctx, p.positional[1], {
+          ...opts,
+          intervalMs: Math.max(20, flagNumber(p, 'interval', 1000)),
+          once: !!p.flags.once,
+        });
+      case 'inspect':
+        return await inspect(ctx, one(p, 'container id or socket'), opts);
+      case 'metrics':
+        return await metrics(ctx, one(p, 'container id or socket'), opts);
+      case 'exporter':
+        return await exporter(ctx, argv);
       case 'upgrade':
-        return await upgrade(ctx, { ...opts, ids: p.positional.slice(1), check: !!p.flags.check, entry: flagString(p, 'entry') });
-      default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
+        return await upgrade(ctx, {
+          ...opts,
+          ids: p.positional.slice(1),
+          check: !!p.flags.check,
+          entry: flagString(p, 'entry'),
+        });
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
     }
   } catch (e) {
-    if (e instanceof UsageError) { ctx.err.write(`tsshim: ${e.message}\n\n${USAGE}`); return 2; }
+    if (e instanceof UsageError) {
+      ctx.err.write(`tsshim: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
     let msg: string;
     if (e instanceof CliError) msg = e.message;
-    else if (e instanceof TtrpcError && e.code === Code.UNIMPLEMENTED) msg = `not a tsshim shim (it does not serve tsshim.v1.Shim): ${e.message}`;
+    else if (e instanceof TtrpcError && e.code === Code.UNIMPLEMENTED)
+      msg = `not a tsshim shim (it does not serve tsshim.v1.Shim): ${e.message}`;
     else if (e instanceof TtrpcError) msg = `${Code[e.code] ?? e.code}: ${e.message}`;
     else msg = (e as Error)?.message ?? String(e);
     ctx.err.write(`tsshim: ${msg}\n`);
@@ -88,7 +109,9 @@ export function main(): void {
   const ac = new AbortController();
   process.once('SIGINT', () => ac.abort());
   process.once('SIGTERM', () => ac.abort());
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+  });
   const ctx: CliContext = {
     out: { write: (s) => process.stdout.write(s), isTTY: process.stdout.isTTY },
     err: { write: (s) => process.stderr.write(s) },
@@ -96,7 +119,9 @@ export function main(): void {
     signal: ac.signal,
   };
   // run() turns every error into a message and an exit code: it never rejects.
-  void run(process.argv.slice(2), ctx).then((code) => { process.exitCode = code; });
+  void run(process.argv.slice(2), ctx).then((code) => {
+    process.exitCode = code;
+  });
 }
 
 if (require.main === module) main();

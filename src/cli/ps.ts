@@ -13,13 +13,22 @@ export async function ps(ctx: CliContext, opts: DiscoverOptions & { namespace?: 
     const rows: string[][] = [];
     for (const shim of shims) {
       // ListResponse has no shim pid or version; Inspect does.
-      const info = await shim.client.inspect().catch(() => ({} as Record<string, any>));
+      const info = await shim.client.inspect().catch(() => ({}) as Record<string, any>);
       const shimPid = String(info.pid ?? '-');
       const shimVersion = info.version ? `${info.version}${info.revision ? ` (${info.revision})` : ''}` : '-';
       for (const c of shim.containers) {
         if (opts.namespace && c.namespace !== opts.namespace) continue;
         const uptime = c.startedAt && c.status !== 'stopped' ? humanDuration(now - c.startedAt.getTime()) : '-';
-        rows.push([c.namespace, c.id, String(c.pid || '-'), c.status, uptime, String(c.execCount), shimPid, shimVersion]);
+        rows.push([
+          c.namespace,
+          c.id,
+          String(c.pid || '-'),
+          c.status,
+          uptime,
+          String(c.execCount),
+          shimPid,
+          shimVersion,
+        ]);
       }
     }
     rows.sort((a, b) => a[0].localeCompare(b[0]) || a[1].localeCompare(b[1]));

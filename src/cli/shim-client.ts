@@ -8,35 +8,62 @@ export const CALL_TIMEOUT_MS = 3000;
 export const UPGRADE_TIMEOUT_MS = 60_000;
 
 export interface UpgradeResult {
-  upgraded: boolean; wouldUpgrade: boolean; reason: string; pid: number;
-  fromVersion: string; fromRevision: string; toVersion: string; toRevision: string;
+  upgraded: boolean;
+  wouldUpgrade: boolean;
+  reason: string;
+  pid: number;
+  fromVersion: string;
+  fromRevision: string;
+  toVersion: string;
+  toRevision: string;
 }
 
 export interface ContainerRow {
-  namespace: string; id: string; pid: number; status: string; bundle: string; startedAt: Date | null; execCount: number;
+  namespace: string;
+  id: string;
+  pid: number;
+  status: string;
+  bundle: string;
+  startedAt: Date | null;
+  execCount: number;
 }
 
 export class ShimClient {
-  private constructor(readonly socket: string, private client: Client) {}
+  private constructor(
+    readonly socket: string,
+    private client: Client
+  ) {}
 
   static async connect(socket: string): Promise<ShimClient> {
     return new ShimClient(socket, await Client.connect(socket));
   }
 
   async list(): Promise<ContainerRow[]> {
-    const res = tsshim.v1.ListResponse.decode(await this.client.call(SHIM_SERVICE, 'List',
-      google.protobuf.Empty.encode({}).finish(), { timeoutMs: CALL_TIMEOUT_MS }));
+    const res = tsshim.v1.ListResponse.decode(
+      await this.client.call(SHIM_SERVICE, 'List', google.protobuf.Empty.encode({}).finish(), {
+        timeoutMs: CALL_TIMEOUT_MS,
+      })
+    );
     return res.containers.map((c) => ({
-      namespace: c.namespace ?? '', id: c.id ?? '', pid: c.pid ?? 0, status: c.status ?? '', bundle: c.bundle ?? '',
+      namespace: c.namespace ?? '',
+      id: c.id ?? '',
+      pid: c.pid ?? 0,
+      status: c.status ?? '',
+      bundle: c.bundle ?? '',
       execCount: c.exec_count ?? 0,
-      startedAt: c.started_at && Number(c.started_at.seconds) > 0
-        ? new Date(Number(c.started_at.seconds) * 1000 + Math.floor((c.started_at.nanos ?? 0) / 1e6)) : null,
+      startedAt:
+        c.started_at && Number(c.started_at.seconds) > 0
+          ? new Date(Number(c.started_at.seconds) * 1000 + Math.floor((c.started_at.nanos ?? 0) / 1e6))
+          : null,
     }));
   }
 
   async inspect(): Promise<Record<string, any>> {
-    const res = tsshim.v1.InspectResponse.decode(await this.client.call(SHIM_SERVICE, 'Inspect',
-      tsshim.v1.InspectRequest.encode({}).finish(), { timeoutMs: CALL_TIMEOUT_MS }));
+    const res = tsshim.v1.InspectResponse.decode(
+      await this.client.call(SHIM_SERVICE, 'Inspect', tsshim.v1.InspectRequest.encode({}).finish(), {
+        timeoutMs: CALL_TIMEOUT_MS,
+      })
+    );
     return JSON.parse(res.json);
   }
 
@@ -48,15 +75,26 @@ export class ShimClient {
 
   /** Asks the daemon to re-execute itself into the build of `entry` (or only to check, `check`). */
   async upgrade(entry: string, check: boolean, timeoutMs = UPGRADE_TIMEOUT_MS): Promise<UpgradeResult> {
-    const res = tsshim.v1.UpgradeResponse.decode(await this.client.call(SHIM_SERVICE, 'Upgrade',
-      tsshim.v1.UpgradeRequest.encode({ entry, check }).finish(), { timeoutMs }));
+    const res = tsshim.v1.UpgradeResponse.decode(
+      await this.client.call(SHIM_SERVICE, 'Upgrade', tsshim.v1.UpgradeRequest.encode({ entry, check }).finish(), {
+        timeoutMs,
+      })
+    );
     return {
-      upgraded: !!res.upgraded, wouldUpgrade: !!res.would_upgrade, reason: res.reason ?? '', pid: res.pid ?? 0,
-      fromVersion: res.from_version ?? '', fromRevision: res.from_revision ?? '', toVersion: res.to_version ?? '', toRevision: res.to_revision ?? '',
+      upgraded: !!res.upgraded,
+      wouldUpgrade: !!res.would_upgrade,
+      reason: res.reason ?? '',
+      pid: res.pid ?? 0,
+      fromVersion: res.from_version ?? '',
+      fromRevision: res.from_revision ?? '',
+      toVersion: res.to_version ?? '',
+      toRevision: res.to_revision ?? '',
     };
   }
 
-  close(): void { this.client.close(); }
+  close(): void {
+    this.client.close();
+  }
 }
 
 /** True for the error a shim without our service answers (e.g. containerd-shim-runc-v2). */

@@ -11,20 +11,36 @@ import type { StatsSampleMessage } from '../diag/introspection';
 export const TOP_HEADER = ['NAMESPACE', 'ID', 'PID', 'STATUS', 'CPU%', 'MEM', 'LIMIT', 'PIDS', 'INIT-CPU%', 'INIT-RSS'];
 const CLEAR = '\x1b[H\x1b[2J';
 
-export interface TopOptions extends DiscoverOptions { namespace?: string; intervalMs: number; once: boolean }
+export interface TopOptions extends DiscoverOptions {
+  namespace?: string;
+  intervalMs: number;
+  once: boolean;
+}
 
-interface Row { prev: StatsSampleMessage | null; cur: StatsSampleMessage; samples: number }
+interface Row {
+  prev: StatsSampleMessage | null;
+  cur: StatsSampleMessage;
+  samples: number;
+}
 
 export function topRow(r: Row): string[] {
   const u = usageOf(r.cur);
   const p = r.prev ? usageOf(r.prev) : null;
   const cpu = r.prev && p ? cpuPercent(p.cpuNs, u.cpuNs, r.prev, r.cur) : null;
-  const initCpu = r.prev && r.cur.pid === r.prev.pid && r.cur.process_cpu_ns
-    ? cpuPercent(r.prev.process_cpu_ns, r.cur.process_cpu_ns, r.prev, r.cur) : null;
+  const initCpu =
+    r.prev && r.cur.pid === r.prev.pid && r.cur.process_cpu_ns
+      ? cpuPercent(r.prev.process_cpu_ns, r.cur.process_cpu_ns, r.prev, r.cur)
+      : null;
   return [
-    r.cur.namespace || '-', r.cur.id, String(r.cur.pid || '-'), r.cur.status, humanPercent(cpu),
-    u.memoryBytes === null ? '-' : humanBytes(u.memoryBytes), u.memoryLimit === null ? '-' : humanBytes(u.memoryLimit),
-    u.pids === null ? '-' : String(u.pids), humanPercent(initCpu),
+    r.cur.namespace || '-',
+    r.cur.id,
+    String(r.cur.pid || '-'),
+    r.cur.status,
+    humanPercent(cpu),
+    u.memoryBytes === null ? '-' : humanBytes(u.memoryBytes),
+    u.memoryLimit === null ? '-' : humanBytes(u.memoryLimit),
+    u.pids === null ? '-' : String(u.pids),
+    humanPercent(initCpu),
     r.cur.process_rss_bytes ? humanBytes(r.cur.process_rss_bytes) : '-',
   ];
 }
@@ -45,14 +61,18 @@ export async function top(ctx: CliContext, target: string | undefined, opts: Top
   const tty = !!ctx.out.isTTY;
   let headerPrinted = false;
 
-  const visible = () => [...rows.values()]
-    .filter((r) => !opts.namespace || r.cur.namespace === opts.namespace)
-    .sort((a, b) => a.cur.namespace.localeCompare(b.cur.namespace) || a.cur.id.localeCompare(b.cur.id));
+  const visible = () =>
+    [...rows.values()]
+      .filter((r) => !opts.namespace || r.cur.namespace === opts.namespace)
+      .sort((a, b) => a.cur.namespace.localeCompare(b.cur.namespace) || a.cur.id.localeCompare(b.cur.id));
   const render = () => {
     const table = visible().map(topRow);
     if (tty) {
-      ctx.out.write(CLEAR + `tsshim top - ${new Date().toLocaleTimeString()}, ${table.length} container(s), every ${opts.intervalMs} ms\n\n`
-        + formatTable(TOP_HEADER, table));
+      ctx.out.write(
+        CLEAR +
+          `tsshim top - ${new Date().toLocaleTimeString()}, ${table.length} container(s), every ${opts.intervalMs} ms\n\n` +
+          formatTable(TOP_HEADER, table)
+      );
     } else {
       const text = formatTable(TOP_HEADER, table);
       ctx.out.write(headerPrinted ? text.slice(text.indexOf('\n') + 1) : text);

@@ -6,7 +6,10 @@ const IEC = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 export function humanBytes(n: number): string {
   if (!Number.isFinite(n) || n < 0) return '-';
   let i = 0;
-  while (n >= 1024 && i < IEC.length - 1) { n /= 1024; i++; }
+  while (n >= 1024 && i < IEC.length - 1) {
+    n /= 1024;
+    i++;
+  }
   if (i === 0) return `${Math.round(n)}B`;
   return `${n < 100 ? n.toFixed(1) : Math.round(n)}${IEC[i]}`;
 }

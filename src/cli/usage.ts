@@ -5,7 +5,7 @@ import type { StatsSampleMessage } from '../diag/introspection';
 import { TypeUrl } from '../types/typeurls';
 
 export interface Usage {
-  cpuNs: number | null;      // cumulative cgroup CPU time
+  cpuNs: number | null; // cumulative cgroup CPU time
   memoryBytes: number | null; // usage minus inactive file cache (the "working set")
   memoryLimit: number | null;
   pids: number | null;
@@ -17,12 +17,14 @@ const limitOrNull = (v: number): number | null => (v > 0 && v < 2 ** 60 ? v : nu
 
 /** Everything tsshim's clients read from a StatsSample's cgroup metrics; null where the cgroup has no such section. */
 export interface CgroupUsage {
-  cpuNs: number | null; cpuUserNs: number | null; cpuSystemNs: number | null;
+  cpuNs: number | null;
+  cpuUserNs: number | null;
+  cpuSystemNs: number | null;
   memoryUsageBytes: number | null;
   workingSetBytes: number | null; // usage minus inactive file cache
-  memoryLimit: number | null;     // null also when unlimited
+  memoryLimit: number | null; // null also when unlimited
   pids: number | null;
-  pidsLimit: number | null;       // 0 when unlimited
+  pidsLimit: number | null; // 0 when unlimited
   oomKills: number | null;
 }
 
@@ -42,7 +44,7 @@ export function cgroupUsage(s: StatsSampleMessage): CgroupUsage | null {
         workingSetBytes: m.memory ? Math.max(0, usage - n(m.memory.total_inactive_file)) : null,
         memoryLimit: m.memory?.usage ? limitOrNull(n(m.memory.usage.limit)) : null,
         pids: m.pids ? n(m.pids.current) : null,
-        pidsLimit: m.pids ? limitOrNull(n(m.pids.limit)) ?? 0 : null,
+        pidsLimit: m.pids ? (limitOrNull(n(m.pids.limit)) ?? 0) : null,
         oomKills: m.memory_oom_control ? n(m.memory_oom_control.oom_kill) : null,
       };
     }
@@ -57,11 +59,13 @@ export function cgroupUsage(s: StatsSampleMessage): CgroupUsage | null {
         workingSetBytes: m.memory ? Math.max(0, usage - n(m.memory.inactive_file)) : null,
         memoryLimit: m.memory ? limitOrNull(n(m.memory.usage_limit)) : null,
         pids: m.pids ? n(m.pids.current) : null,
-        pidsLimit: m.pids ? limitOrNull(n(m.pids.limit)) ?? 0 : null,
+        pidsLimit: m.pids ? (limitOrNull(n(m.pids.limit)) ?? 0) : null,
         oomKills: m.memory_events ? n(m.memory_events.oom_kill) : null,
       };
     }
-  } catch { /* undecodable metrics */ }
+  } catch {
+    /* undecodable metrics */
+  }
   return null;
 }
 
@@ -76,7 +80,12 @@ function atNs(s: StatsSampleMessage): number {
 }
 
 /** Percent of one CPU between two cumulative CPU-time readings, or null when not measurable. */
-export function cpuPercent(prevNs: number | null, curNs: number | null, prev: StatsSampleMessage, cur: StatsSampleMessage): number | null {
+export function cpuPercent(
+  prevNs: number | null,
+  curNs: number | null,
+  prev: StatsSampleMessage,
+  cur: StatsSampleMessage
+): number | null {
   const wall = atNs(cur) - atNs(prev);
   if (prevNs === null || curNs === null || wall <= 0 || curNs < prevNs) return null;
   return ((curNs - prevNs) / wall) * 100;

@@ -17,8 +17,17 @@ import { BUNDLE_NAME } from './entry';
 
 const BUNDLE = path.join(__dirname, BUNDLE_NAME);
 
-export function codeCacheFile(dir: string, bundleIdentity: string, version = process.version, execArgv = process.execArgv): string {
-  const key = crypto.createHash('sha256').update([version, process.arch, bundleIdentity, ...execArgv].join('\0')).digest('hex').slice(0, 16);
+export function codeCacheFile(
+  dir: string,
+  bundleIdentity: string,
+  version = process.version,
+  execArgv = process.execArgv
+): string {
+  const key = crypto
+    .createHash('sha256')
+    .update([version, process.arch, bundleIdentity, ...execArgv].join('\0'))
+    .digest('hex')
+    .slice(0, 16);
   return path.join(dir, `.bundle.${key}.v8cache`);
 }
 
@@ -36,20 +45,34 @@ function runBundle(source: string, identity: string): void {
   (globalThis as Record<string, unknown>)[LOADED_BUNDLE] = { file: BUNDLE, identity };
   const cacheFile = codeCacheFile(__dirname, identity);
   let cached: Buffer | undefined;
-  try { cached = fs.readFileSync(cacheFile); } catch { /* first run with these flags */ }
+  try {
+    cached = fs.readFileSync(cacheFile);
+  } catch {
+    /* first run with these flags */
+  }
   const script = new vm.Script(Module.wrap(source), { filename: BUNDLE, cachedData: cached });
   if (!cached || script.cachedDataRejected) {
     let saved = false;
     const save = (): void => {
       if (saved || installChanged()) return; // another install's dir now: its shims write their own
       saved = true;
-      try { writeAtomic(cacheFile, script.createCachedData()); } catch { /* no cache this time */ }
+      try {
+        writeAtomic(cacheFile, script.createCachedData());
+      } catch {
+        /* no cache this time */
+      }
     };
     (globalThis as Record<string, unknown>)[CODE_CACHE_HOOK] = save;
     // -v and -info run too little of the shim to make a cache worth keeping for `start`.
     if (!process.argv.some((a) => /^--?(v|version|info)$/.test(a))) process.once('exit', save);
   }
-  const wrapper = script.runInThisContext() as (exports: object, require: NodeJS.Require, module: object, filename: string, dirname: string) => void;
+  const wrapper = script.runInThisContext() as (
+    exports: object,
+    require: NodeJS.Require,
+    module: object,
+    filename: string,
+    dirname: string
+  ) => void;
   const mod = { exports: {}, filename: BUNDLE, id: BUNDLE, loaded: false };
   wrapper.call(mod.exports, mod.exports, Module.createRequire(BUNDLE), mod, BUNDLE, __dirname);
 }
@@ -57,7 +80,11 @@ function runBundle(source: string, identity: string): void {
 if (require.main === module) {
   // Identity and text from one open file: an install replacing it meanwhile cannot mix the two.
   let fd = -1;
-  try { fd = fs.openSync(BUNDLE, 'r'); } catch { /* not bundled */ }
+  try {
+    fd = fs.openSync(BUNDLE, 'r');
+  } catch {
+    /* not bundled */
+  }
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- main runs only when there is no bundle
   if (fd < 0) require('./main');
   else {

@@ -22,7 +22,8 @@ export function fileIdentity(st: fs.BigIntStats): string {
 
 /** The bundle this process runs, or null when it did not start from one (a plain tsc build). */
 export function loadedBundle(): { file: string; identity: string } | null {
-  const loaded = (globalThis as Record<string, unknown>)[LOADED_BUNDLE] as { file: string; identity: string } | undefined;
+  const loaded = (globalThis as Record<string, unknown>)[LOADED_BUNDLE] as
+    { file: string; identity: string } | undefined;
   return loaded ?? null;
 }
 

@@ -22,7 +22,11 @@ const SHIM_USAGE = `Usage: ${NAME} -namespace <ns> -id <id> -address <addr> [-de
 `;
 
 function readStdin(): Buffer {
-  try { return fs.readFileSync(0); } catch { return Buffer.alloc(0); } // stdin closed or a tty: no input
+  try {
+    return fs.readFileSync(0);
+  } catch {
+    return Buffer.alloc(0);
+  } // stdin closed or a tty: no input
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -33,7 +37,9 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   let flags;
-  try { flags = parseFlags(argv); } catch (e) {
+  try {
+    flags = parseFlags(argv);
+  } catch (e) {
     if (e instanceof FlagError) fail(`${e.message}\n${SHIM_USAGE}`, 2);
     throw e;
   }
@@ -42,7 +48,9 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (flags.version) {
-    process.stdout.write(`${NAME}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node version: ${process.version}\n\n`);
+    process.stdout.write(
+      `${NAME}:\n  Version:  ${VERSION}\n  Revision: ${REVISION}\n  Node version: ${process.version}\n\n`
+    );
     return;
   }
   if (flags.info) {
@@ -63,7 +71,12 @@ async function main(argv: string[]): Promise<void> {
       const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
       const request = readStartRequest(readStdin(), process.env, flags);
-      const address = await runStart(flags, startOptions(request.options, flags, config), [...DAEMON_NODE_FLAGS, SHIM_ENTRY], config);
+      const address = await runStart(
+        flags,
+        startOptions(request.options, flags, config),
+        [...DAEMON_NODE_FLAGS, SHIM_ENTRY],
+        config
+      );
       // Exit without closing the listener: its close would unlink the socket the daemon serves.
       process.stdout.write(formatStartReply(address, request.generation), () => process.exit(0));
       return;
@@ -81,7 +94,12 @@ async function main(argv: string[]): Promise<void> {
       const { saveCodeCache, installChanged } = await import('./code-cache');
       const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
-      const role = { becomeDaemon: runDaemon, warmedUp: saveCodeCache, installChanged, daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY] };
+      const role = {
+        becomeDaemon: runDaemon,
+        warmedUp: saveCodeCache,
+        installChanged,
+        daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY],
+      };
       await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
       return;
     }

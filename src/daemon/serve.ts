@@ -17,12 +17,27 @@ import { startConfiguredMetrics } from '../diag/metrics';
 import { daemonCollection, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from '../shim/start';
-import { ensureSpare, enterServing, leaveServing, sparePool, stopSpares, untrustedState, type BoundSocket } from '../shim/spare';
+import {
+  ensureSpare,
+  enterServing,
+  leaveServing,
+  sparePool,
+  stopSpares,
+  untrustedState,
+  type BoundSocket,
+} from '../shim/spare';
 import { shimJournalFile, shimPidFile } from '../shim/address';
 import type { ShimConfig } from '../shim/config';
 import { SHIM_SERVICE } from '../diag/introspection';
 import { replayableCall, upgradeHandler } from '../upgrade/capture';
-import { fallBack, listenerFrom, pendingUpgrade, readState, restoreConnections, restoreTasks } from '../upgrade/restore';
+import {
+  fallBack,
+  listenerFrom,
+  pendingUpgrade,
+  readState,
+  restoreConnections,
+  restoreTasks,
+} from '../upgrade/restore';
 import type { UpgradeState } from '../upgrade/state';
 
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
@@ -41,7 +56,6 @@ export interface Daemon {
   metricsSocket: string | null;
 }
 
-
 function listenFrom(flags: ShimFlags, handedSocket: string): Promise<{ server: net.Server; socket: string }> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -57,7 +71,11 @@ function listenFrom(flags: ShimFlags, handedSocket: string): Promise<{ server: n
 
 function upgradeBundle(text: string | undefined): string | null {
   if (!text) return null;
-  try { return JSON.parse(text).containers?.[0]?.bundle || null; } catch { return null; }
+  try {
+    return JSON.parse(text).containers?.[0]?.bundle || null;
+  } catch {
+    return null;
+  }
 }
 
 export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: BoundSocket): Promise<void> {
@@ -73,19 +91,30 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   // Follows the containers: the first bundle's fifo loses its reader when that container goes.
   let liveBundles: () => string[] = () => [];
   const log = createLogger(new BundleLogSink(bundle, () => liveBundles()), flags.debug ? 'debug' : 'info', {
-    runtime: 'io.containerd.tsshim.v2', namespace: flags.namespace,
+    runtime: 'io.containerd.tsshim.v2',
+    namespace: flags.namespace,
   });
   // Never use cwd after this point: a group shim's first bundle is deleted under it.
   process.chdir('/');
   // Loud on purpose (tests grep the log for these words): either one is a bug in tsshim.
-  process.on('uncaughtException', (e) => log.error('uncaught exception (a tsshim bug)', { error: e.stack ?? e.message }));
-  process.on('unhandledRejection', (e: any) => log.error('unhandled rejection (a tsshim bug)', { error: e?.stack ?? String(e) }));
+  process.on('uncaughtException', (e) =>
+    log.error('uncaught exception (a tsshim bug)', { error: e.stack ?? e.message })
+  );
+  process.on('unhandledRejection', (e: any) =>
+    log.error('unhandled rejection (a tsshim bug)', { error: e?.stack ?? String(e) })
+  );
 
   let state: UpgradeState | null = null;
   if (upgrade) {
-    try { state = readState(upgrade.text); } catch (e) {
+    try {
+      state = readState(upgrade.text);
+    } catch (e) {
       let loose: UpgradeState | null = null;
-      try { loose = JSON.parse(upgrade.text); } catch { /* nothing to fall back with */ }
+      try {
+        loose = JSON.parse(upgrade.text);
+      } catch {
+        /* nothing to fall back with */
+      }
       fallBack(upgrade.file, loose, (e as Error).message, flags, log);
     }
     startedAt = new Date(state.daemon.startedAt);
@@ -93,7 +122,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   // Restored: the listener is taken over from its fd with the rest of the state, below.
   const listening = state
     ? { server: null as unknown as net.Server, socket: state.daemon.socket }
-    : bound ?? await listenFrom(flags, config.handoff.socket);
+    : (bound ?? (await listenFrom(flags, config.handoff.socket)));
   let netServer = listening.server;
   const socket = listening.socket;
   const group = state?.daemon.group ?? bound?.group ?? (config.handoff.group || flags.id);
@@ -106,7 +135,10 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   const pidFile = socket && !untrusted ? shimPidFile(socket, config.stateDir) : '';
   if (pidFile) {
     // A full or read-only state dir costs only the fast path (start then goes the slow way): never the shim.
-    try { fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 }); fs.writeFileSync(pidFile, String(process.pid)); } catch (e) {
+    try {
+      fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+      fs.writeFileSync(pidFile, String(process.pid));
+    } catch (e) {
       log.warn('cannot write the shim pid file', { file: pidFile, error: e });
     }
   }
@@ -118,7 +150,10 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   // (After an in-place upgrade the journal is this shim's own: its pending events come with the state.)
   const stale = journalFile && !state ? OutboxJournal.load(journalFile) : [];
   if (stale.length) {
-    log.warn('discarding undelivered events of a previous shim', { count: stale.length, topics: stale.map((e) => e.topic).join(',') });
+    log.warn('discarding undelivered events of a previous shim', {
+      count: stale.length,
+      topics: stale.map((e) => e.topic).join(','),
+    });
     fs.rmSync(journalFile, { force: true });
   }
   const ttrpcAddress = config.ttrpcAddress;
@@ -126,8 +161,13 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   const sender = ttrpcAddress ? new TtrpcEventSender(ttrpcAddress) : null;
   sender?.preconnect();
   let journal: OutboxJournal;
-  try { journal = new OutboxJournal(journalFile || null); } catch (e) {
-    log.warn('cannot open the event journal: events are sent but not kept across a shim crash', { file: journalFile, error: e });
+  try {
+    journal = new OutboxJournal(journalFile || null);
+  } catch (e) {
+    log.warn('cannot open the event journal: events are sent but not kept across a shim crash', {
+      file: journalFile,
+      error: e,
+    });
     journal = new OutboxJournal(null);
   }
   const publisher = new Publisher(sender, journal, log);
@@ -141,7 +181,11 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     if (spareRequested) return;
     spareRequested = true;
     // Called from the RPC path: a full state dir (the spare pool lives there) must not fail the RPC.
-    try { ensureSpare(SHIM_ENTRY, flags, config); } catch (e) { log.warn('cannot start a warm spare', { error: e }); }
+    try {
+      ensureSpare(SHIM_ENTRY, flags, config);
+    } catch (e) {
+      log.warn('cannot start a warm spare', { error: e });
+    }
   };
   // Spares of this containerd may live while a shim serves it (a per-node daemon keeps none).
   if (!perNode && !untrusted) enterServing(pool);
@@ -155,7 +199,9 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   // Connections opening and closing count as activity: a client that held memory without ever
   // completing a call (partial frames) must still be followed by the idle collection.
   const ttrpc = new Server({
-    log: (level, msg, fields) => log[level](msg, fields as any), onActivity: () => idleGc.activity(), replayable: replayableCall,
+    log: (level, msg, fields) => log[level](msg, fields as any),
+    onActivity: () => idleGc.activity(),
+    replayable: replayableCall,
   });
   let exiting = false;
   // Connections to our socket (containerd keeps one open for as long as it cares about the shim).
@@ -163,7 +209,9 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   const serveListener = () => {
     netServer.on('connection', (sock: net.Socket) => {
       connections++;
-      sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+      sock.once('close', () => {
+        if (--connections === 0) exitIfUnwanted('containerd closed every connection');
+      });
     });
     ttrpc.serve(netServer);
   };
@@ -189,20 +237,51 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     log,
     shimPid: process.pid,
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
-    onEmpty: () => { if (!perNode) void shutdown('no containers left'); },
+    onEmpty: () => {
+      if (!perNode) void shutdown('no containers left');
+    },
     onIdle: (reason) => exitIfUnwanted(reason),
   });
   liveBundles = () => service.list().map((c) => c.bundle);
-  const daemon: Daemon = { service, publisher, log, rpcStats, startedAt, socket, namespace: flags.namespace, group, idleGc, metricsSocket: null };
+  const daemon: Daemon = {
+    service,
+    publisher,
+    log,
+    rpcStats,
+    startedAt,
+    socket,
+    namespace: flags.namespace,
+    group,
+    idleGc,
+    metricsSocket: null,
+  };
   const handlers = taskHandlers(service, flags.namespace, log, rpcStats);
   for (const name of TASK_SERVICES) ttrpc.register(name, handlers);
   registerShimService(ttrpc, daemon);
   let metrics: Awaited<ReturnType<typeof startConfiguredMetrics>> = null;
   ttrpc.register(SHIM_SERVICE, {
     Upgrade: upgradeHandler({
-      flags, entry: SHIM_ENTRY, stateDir: config.stateDir, ttrpc, get netServer() { return netServer; }, service, publisher, reaper, log, rpcStats,
-      startedAt, socket, namespace: flags.namespace, group, spareRequested: () => spareRequested,
-      beforeExec: () => { metrics?.close(); idleGc.close(); },
+      flags,
+      entry: SHIM_ENTRY,
+      stateDir: config.stateDir,
+      ttrpc,
+      get netServer() {
+        return netServer;
+      },
+      service,
+      publisher,
+      reaper,
+      log,
+      rpcStats,
+      startedAt,
+      socket,
+      namespace: flags.namespace,
+      group,
+      spareRequested: () => spareRequested,
+      beforeExec: () => {
+        metrics?.close();
+        idleGc.close();
+      },
     }),
   });
   if (state && upgrade) {
@@ -214,19 +293,31 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
       serveListener();
       for (const sock of restoreConnections(state, ttrpc, log)) {
         connections++;
-        sock.once('close', () => { if (--connections === 0) exitIfUnwanted('containerd closed every connection'); });
+        sock.once('close', () => {
+          if (--connections === 0) exitIfUnwanted('containerd closed every connection');
+        });
       }
     } catch (e) {
       fallBack(upgrade.file, state, `the new build failed to restore: ${(e as Error).message}`, flags, log);
     }
     reaper.reapNow();
     fs.rmSync(upgrade.file, { force: true });
-    if (state.fallbackReason !== undefined) log.warn('upgrade: fell back to this build', { reason: state.fallbackReason });
-    else log.info('upgrade: restored', { from: state.from.version, containers: state.containers.length, connections: state.connections.length });
+    if (state.fallbackReason !== undefined)
+      log.warn('upgrade: fell back to this build', { reason: state.fallbackReason });
+    else
+      log.info('upgrade: restored', {
+        from: state.from.version,
+        containers: state.containers.length,
+        connections: state.connections.length,
+      });
     journal.rewrite(publisher.pending());
     // Spares run the build they booted with: retire them, the next one boots on this build.
     if (!perNode && !untrusted && state.fallbackReason === undefined) {
-      try { stopSpares(pool); } catch (e) { log.warn('cannot retire spares', { error: e }); }
+      try {
+        stopSpares(pool);
+      } catch (e) {
+        log.warn('cannot retire spares', { error: e });
+      }
     }
   } else {
     serveListener();
@@ -260,9 +351,13 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => {});
   log.info('shim started', { pid: process.pid, socket, group });
-  if (untrusted) log.warn('state dir not trusted: no spares and no start fast path for this shim', { reason: untrusted });
-  for (const note of bound?.notes ?? []) log.warn('spare could not take on its start\'s settings', { what: note });
+  if (untrusted)
+    log.warn('state dir not trusted: no spares and no start fast path for this shim', { reason: untrusted });
+  for (const note of bound?.notes ?? []) log.warn("spare could not take on its start's settings", { what: note });
   // containerd calls Create right after `start`; a shim that never got a container (the daemon gave
   // up between start and Create) would otherwise wait forever for a Shutdown that never comes.
-  if (!perNode) setTimeout(() => { if (service.size === 0 && !service.everCreated) void shutdown('no container created'); }, 60_000).unref();
+  if (!perNode)
+    setTimeout(() => {
+      if (service.size === 0 && !service.everCreated) void shutdown('no container created');
+    }, 60_000).unref();
 }

@@ -19,7 +19,10 @@ const MAX_SOCKET_PATH = 107;
 const METRICS_SUFFIX = '.metrics.sock';
 
 /** Where the metrics endpoint goes (configuration): an exact socket, else a directory, else off. */
-export interface MetricsPlacement { metricsSocket: string; metricsDir: string }
+export interface MetricsPlacement {
+  metricsSocket: string;
+  metricsDir: string;
+}
 
 /** The metrics socket path for a shim listening on `shimSocket`, or null when metrics are off. */
 export function metricsSocketPath(where: MetricsPlacement, shimSocket: string, pid = process.pid): string | null {
@@ -61,11 +64,17 @@ class TextWriter {
     this.lines.push(`${name}${labels(l)} ${num(value)}`);
     return this;
   }
-  text(): string { return this.lines.join('\n') + '\n'; }
+  text(): string {
+    return this.lines.join('\n') + '\n';
+  }
 }
 
 function countFds(): number {
-  try { return fs.readdirSync('/proc/self/fd').length - 1; } catch { return 0; } // minus the readdir's own fd
+  try {
+    return fs.readdirSync('/proc/self/fd').length - 1;
+  } catch {
+    return 0;
+  } // minus the readdir's own fd
 }
 
 /** The Prometheus text exposition (format 0.0.4) of the daemon's counters. */
@@ -76,7 +85,9 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
   w.family('tsshim_rpc_duration_seconds', 'histogram', 'Task API call latency by method.');
   for (const [method, s] of methods) {
     // RpcStats buckets are already cumulative (a call counts in every bucket it fits).
-    LATENCY_BUCKETS_MS.forEach((b, i) => w.sample('tsshim_rpc_duration_seconds_bucket', s.buckets[i], { method, le: String(b / 1000) }));
+    LATENCY_BUCKETS_MS.forEach((b, i) =>
+      w.sample('tsshim_rpc_duration_seconds_bucket', s.buckets[i], { method, le: String(b / 1000) })
+    );
     w.sample('tsshim_rpc_duration_seconds_bucket', s.count, { method, le: '+Inf' });
     w.sample('tsshim_rpc_duration_seconds_sum', s.totalMs / 1000, { method });
     w.sample('tsshim_rpc_duration_seconds_count', s.count, { method });
@@ -86,30 +97,81 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
 
   const ev = daemon.publisher.stats;
   const pending = daemon.publisher.pending();
-  w.family('tsshim_events_sent_total', 'counter', 'Events containerd accepted.').sample('tsshim_events_sent_total', ev.sent);
-  w.family('tsshim_events_pending', 'gauge', 'Events in the outbox, not yet accepted by containerd.').sample('tsshim_events_pending', pending.length);
-  w.family('tsshim_events_oldest_pending_age_seconds', 'gauge', 'Age of the oldest event in the outbox (0 when empty).')
-    .sample('tsshim_events_oldest_pending_age_seconds', pending.length ? Math.max(0, now - Math.min(...pending.map((e) => e.at))) / 1000 : 0);
-  w.family('tsshim_events_discarded_total', 'counter', 'Undelivered events of a previous shim on this socket, dropped at start-up.').sample('tsshim_events_discarded_total', ev.discarded);
-  w.family('tsshim_event_journal_failures_total', 'counter', 'Event journal writes that failed (state dir full or read-only); the events were still sent.')
-    .sample('tsshim_event_journal_failures_total', ev.journalFailures ?? 0);
-  w.family('tsshim_event_retries_total', 'counter', 'Failed event deliveries that were retried.').sample('tsshim_event_retries_total', ev.retries);
+  w.family('tsshim_events_sent_total', 'counter', 'Events containerd accepted.').sample(
+    'tsshim_events_sent_total',
+    ev.sent
+  );
+  w.family('tsshim_events_pending', 'gauge', 'Events in the outbox, not yet accepted by containerd.').sample(
+    'tsshim_events_pending',
+    pending.length
+  );
+  w.family(
+    'tsshim_events_oldest_pending_age_seconds',
+    'gauge',
+    'Age of the oldest event in the outbox (0 when empty).'
+  ).sample(
+    'tsshim_events_oldest_pending_age_seconds',
+    pending.length ? Math.max(0, now - Math.min(...pending.map((e) => e.at))) / 1000 : 0
+  );
+  w.family(
+    'tsshim_events_discarded_total',
+    'counter',
+    'Undelivered events of a previous shim on this socket, dropped at start-up.'
+  ).sample('tsshim_events_discarded_total', ev.discarded);
+  w.family(
+    'tsshim_event_journal_failures_total',
+    'counter',
+    'Event journal writes that failed (state dir full or read-only); the events were still sent.'
+  ).sample('tsshim_event_journal_failures_total', ev.journalFailures ?? 0);
+  w.family('tsshim_event_retries_total', 'counter', 'Failed event deliveries that were retried.').sample(
+    'tsshim_event_retries_total',
+    ev.retries
+  );
 
   const counters = daemon.service.counters;
-  w.family('tsshim_processes_reaped_total', 'counter', 'Child processes reaped by the shim.').sample('tsshim_processes_reaped_total', counters.reaped);
-  w.family('tsshim_exits_published_total', 'counter', 'TaskExit events published.').sample('tsshim_exits_published_total', counters.exitsPublished);
+  w.family('tsshim_processes_reaped_total', 'counter', 'Child processes reaped by the shim.').sample(
+    'tsshim_processes_reaped_total',
+    counters.reaped
+  );
+  w.family('tsshim_exits_published_total', 'counter', 'TaskExit events published.').sample(
+    'tsshim_exits_published_total',
+    counters.exitsPublished
+  );
 
   const containers = daemon.service.list();
   w.family('tsshim_containers', 'gauge', 'Containers this shim holds.').sample('tsshim_containers', containers.length);
-  w.family('tsshim_execs', 'gauge', 'Exec processes this shim holds.').sample('tsshim_execs', containers.reduce((n, c) => n + c.execs.size, 0));
+  w.family('tsshim_execs', 'gauge', 'Exec processes this shim holds.').sample(
+    'tsshim_execs',
+    containers.reduce((n, c) => n + c.execs.size, 0)
+  );
 
-  w.family('tsshim_resident_memory_bytes', 'gauge', 'Resident set size of the shim process.').sample('tsshim_resident_memory_bytes', process.memoryUsage().rss);
-  w.family('tsshim_idle_gc_total', 'counter', 'Full garbage collections run after the shim went idle.').sample('tsshim_idle_gc_total', daemon.idleGc?.collections ?? 0);
-  w.family('tsshim_open_fds', 'gauge', 'Open file descriptors of the shim process.').sample('tsshim_open_fds', countFds());
-  w.family('tsshim_uptime_seconds', 'gauge', 'Seconds since the shim daemon started.').sample('tsshim_uptime_seconds', (now - daemon.startedAt.getTime()) / 1000);
-  w.family('tsshim_start_time_seconds', 'gauge', 'Start time of the shim daemon, seconds since the epoch.').sample('tsshim_start_time_seconds', daemon.startedAt.getTime() / 1000);
-  w.family('tsshim_info', 'gauge', 'Constant 1, labelled with the shim build and identity.')
-    .sample('tsshim_info', 1, { version: VERSION, revision: REVISION, namespace: daemon.namespace, group: daemon.group, pid: String(process.pid) });
+  w.family('tsshim_resident_memory_bytes', 'gauge', 'Resident set size of the shim process.').sample(
+    'tsshim_resident_memory_bytes',
+    process.memoryUsage().rss
+  );
+  w.family('tsshim_idle_gc_total', 'counter', 'Full garbage collections run after the shim went idle.').sample(
+    'tsshim_idle_gc_total',
+    daemon.idleGc?.collections ?? 0
+  );
+  w.family('tsshim_open_fds', 'gauge', 'Open file descriptors of the shim process.').sample(
+    'tsshim_open_fds',
+    countFds()
+  );
+  w.family('tsshim_uptime_seconds', 'gauge', 'Seconds since the shim daemon started.').sample(
+    'tsshim_uptime_seconds',
+    (now - daemon.startedAt.getTime()) / 1000
+  );
+  w.family('tsshim_start_time_seconds', 'gauge', 'Start time of the shim daemon, seconds since the epoch.').sample(
+    'tsshim_start_time_seconds',
+    daemon.startedAt.getTime() / 1000
+  );
+  w.family('tsshim_info', 'gauge', 'Constant 1, labelled with the shim build and identity.').sample('tsshim_info', 1, {
+    version: VERSION,
+    revision: REVISION,
+    namespace: daemon.namespace,
+    group: daemon.group,
+    pid: String(process.pid),
+  });
   return w.text();
 }
 
@@ -118,23 +180,37 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
 function isAlive(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.createConnection(socketPath);
-    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
     s.once('error', () => resolve(false));
   });
 }
 
-export async function startMetricsEndpoint(socketPath: string, daemon: DaemonView): Promise<{ socket: string; close(): void }> {
+export async function startMetricsEndpoint(
+  socketPath: string,
+  daemon: DaemonView
+): Promise<{ socket: string; close(): void }> {
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
   if (fs.existsSync(socketPath)) {
     if (await isAlive(socketPath)) {
-      throw Object.assign(new Error(`metrics socket ${socketPath} is served by another process`), { code: 'EADDRINUSE' });
+      throw Object.assign(new Error(`metrics socket ${socketPath} is served by another process`), {
+        code: 'EADDRINUSE',
+      });
     }
     fs.rmSync(socketPath, { force: true }); // left by a shim that died
   }
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
-    if (url !== '/metrics') { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n'); return; }
-    if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET, HEAD' }).end(); return; }
+    if (url !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
     let body: string;
     try {
       body = renderMetrics(daemon);
@@ -149,7 +225,10 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => { server.off('error', reject); resolve(); });
+    server.listen(socketPath, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   fs.chmodSync(socketPath, 0o600);
   // The endpoint must never keep a finished shim alive.
@@ -171,8 +250,10 @@ export async function startMetricsEndpoint(socketPath: string, daemon: DaemonVie
  * What the daemon calls: start the endpoint the configuration asks for. Never throws: a shim without
  * metrics is better than no shim. Returns null when metrics are off or could not start.
  */
-export async function startConfiguredMetrics(daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
-  where: MetricsPlacement): Promise<{ socket: string; close(): void } | null> {
+export async function startConfiguredMetrics(
+  daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
+  where: MetricsPlacement
+): Promise<{ socket: string; close(): void } | null> {
   const socketPath = metricsSocketPath(where, daemon.socket);
   if (!socketPath) return null;
   try {

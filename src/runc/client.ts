@@ -255,8 +255,14 @@ export class RuncClient {
     try {
       r = await this.call('features', [], opts);
     } catch (e) {
-      if (e instanceof RuncError && !e.notFound && !e.timedOut &&
-          /no help topic|unknown command|not supported|flag provided but not defined/i.test(`${e.output ?? ''} ${e.logMessage ?? ''}`)) {
+      if (
+        e instanceof RuncError &&
+        !e.notFound &&
+        !e.timedOut &&
+        /no help topic|unknown command|not supported|flag provided but not defined/i.test(
+          `${e.output ?? ''} ${e.logMessage ?? ''}`
+        )
+      ) {
         return null;
       }
       throw e;
@@ -300,16 +306,35 @@ export class RuncClient {
       const s = opts.stdio ?? [];
       stdio = [s[0] ?? 'ignore', s[1] ?? 'ignore', s[2] ?? 'ignore'];
     }
-    return this.invoke(sub, args, opts, { global: true, capture: false, readLog: true, stdio, extraFds: opts.extraFds });
+    return this.invoke(sub, args, opts, {
+      global: true,
+      capture: false,
+      readLog: true,
+      stdio,
+      extraFds: opts.extraFds,
+    });
   }
 
-  private async invoke(sub: string, args: string[], opts: CallOptions, how: {
-    global: boolean; capture: boolean; readLog: boolean; input?: string;
-    stdio?: [RunStdio, RunStdio, RunStdio]; extraFds?: number[];
-  }): Promise<RunResult> {
+  private async invoke(
+    sub: string,
+    args: string[],
+    opts: CallOptions,
+    how: {
+      global: boolean;
+      capture: boolean;
+      readLog: boolean;
+      input?: string;
+      stdio?: [RunStdio, RunStdio, RunStdio];
+      extraFds?: number[];
+    }
+  ): Promise<RunResult> {
     const argv = [...(how.global ? this.globalArgs() : []), sub, ...args];
     const logFrom = how.readLog && this.log && this.options.logFormat !== 'text' ? fileSize(this.log) : -1;
-    const stdio: [RunStdio, RunStdio, RunStdio] = how.stdio ?? [how.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'];
+    const stdio: [RunStdio, RunStdio, RunStdio] = how.stdio ?? [
+      how.input !== undefined ? 'pipe' : 'ignore',
+      'pipe',
+      'pipe',
+    ];
     let r: RunResult;
     const timeoutMs = opts.timeoutMs ?? this.options.timeoutMs ?? DEFAULT_RUNC_TIMEOUT_MS;
     const started = Date.now();
@@ -317,7 +342,14 @@ export class RuncClient {
     const env = (this.envCache ??= runcEnv(this.options.env));
     const binary = lookPath(this.binary, env.PATH);
     try {
-      r = await this.options.runner.run(binary, argv, { stdio, input: how.input, extraFds: how.extraFds, env, timeoutMs, signal: opts.signal });
+      r = await this.options.runner.run(binary, argv, {
+        stdio,
+        input: how.input,
+        extraFds: how.extraFds,
+        env,
+        timeoutMs,
+        signal: opts.signal,
+      });
     } catch (e) {
       // The caller's signal fires at its deadline too (containerd's timeout): report that as one.
       const deadlinePassed = Date.now() - started >= timeoutMs - 50;
@@ -330,32 +362,72 @@ export class RuncClient {
     if (output !== undefined) message += `: ${output}`;
     const log = logFrom >= 0 ? readLogError(this.log!, logFrom) : {};
     throw new RuncError({
-      command: sub, args: argv, exitCode: r.code, output, stderr: captured ? r.stderr.toString('utf8') : undefined,
-      logMessage: log.message, logReadError: log.readError, message,
+      command: sub,
+      args: argv,
+      exitCode: r.code,
+      output,
+      stderr: captured ? r.stderr.toString('utf8') : undefined,
+      logMessage: log.message,
+      logReadError: log.readError,
+      message,
     });
   }
 
-  private launchError(sub: string, argv: string[], e: unknown, run: { binary: string; timeoutMs: number; deadlinePassed: boolean }): RuncError {
+  private launchError(
+    sub: string,
+    argv: string[],
+    e: unknown,
+    run: { binary: string; timeoutMs: number; deadlinePassed: boolean }
+  ): RuncError {
     const err = e as NodeJS.ErrnoException & { timeoutMs?: number; stdout?: Buffer; stderr?: Buffer };
     if (err?.code === 'ENOENT') {
-      return new RuncError({ command: sub, args: argv, exitCode: -1, notFound: true, message: `runc binary ${JSON.stringify(this.binary)} not found` });
+      return new RuncError({
+        command: sub,
+        args: argv,
+        exitCode: -1,
+        notFound: true,
+        message: `runc binary ${JSON.stringify(this.binary)} not found`,
+      });
     }
     if (err?.code === 'EACCES') {
-      return new RuncError({ command: sub, args: argv, exitCode: -1, notFound: true, message: `runc binary ${JSON.stringify(this.binary)} is not executable` });
+      return new RuncError({
+        command: sub,
+        args: argv,
+        exitCode: -1,
+        notFound: true,
+        message: `runc binary ${JSON.stringify(this.binary)} is not executable`,
+      });
     }
-    const output = err?.stdout || err?.stderr ? Buffer.concat([err.stdout ?? Buffer.alloc(0), err.stderr ?? Buffer.alloc(0)]).toString('utf8') : undefined;
+    const output =
+      err?.stdout || err?.stderr
+        ? Buffer.concat([err.stdout ?? Buffer.alloc(0), err.stderr ?? Buffer.alloc(0)]).toString('utf8')
+        : undefined;
     if (err?.code === 'ETIMEDOUT' || (err?.code === 'ABORT_ERR' && run.deadlinePassed)) {
       return new RuncError({
-        command: sub, args: argv, exitCode: -1, timedOut: true, output,
+        command: sub,
+        args: argv,
+        exitCode: -1,
+        timedOut: true,
+        output,
         message: `runc ${sub}: ${run.binary} did not answer within ${formatDuration(run.timeoutMs)} (killed with SIGKILL)`,
       });
     }
     if (err?.code === 'ABORT_ERR') {
-      return new RuncError({ command: sub, args: argv, exitCode: -1, timedOut: true, message: `${this.binary} ${sub}: ${err.message}` });
+      return new RuncError({
+        command: sub,
+        args: argv,
+        exitCode: -1,
+        timedOut: true,
+        message: `${this.binary} ${sub}: ${err.message}`,
+      });
     }
-    return new RuncError({ command: sub, args: argv, exitCode: -1, message: `${this.binary} ${sub}: ${err?.message ?? String(e)}` });
+    return new RuncError({
+      command: sub,
+      args: argv,
+      exitCode: -1,
+      message: `${this.binary} ${sub}: ${err?.message ?? String(e)}`,
+    });
   }
-
 }
 
 /** The shim's environment minus NOTIFY_SOCKET (runc would talk to systemd on our behalf otherwise). */

@@ -30,7 +30,8 @@ export async function readPidFile(path: string, opts: ReadPidFileOptions = {}): 
     }
     const t = text.trim();
     if (/^\d+$/.test(t) && Number(t) > 0) return Number(t);
-    reason = t === '' ? `pid file ${path} is empty` : `pid file ${path} holds ${JSON.stringify(t.slice(0, 32))}, not a pid`;
+    reason =
+      t === '' ? `pid file ${path} is empty` : `pid file ${path} holds ${JSON.stringify(t.slice(0, 32))}, not a pid`;
   }
   throw Object.assign(new Error(reason), { code: 'EPIDFILE' });
 }

@@ -32,7 +32,12 @@ export function readAnnotations(bundle: string): Record<string, string> {
   }
 }
 
-export function socketPath(grpcAddress: string, namespace: string, group: string, socketDir = DEFAULT_SOCKET_DIR): string {
+export function socketPath(
+  grpcAddress: string,
+  namespace: string,
+  group: string,
+  socketDir = DEFAULT_SOCKET_DIR
+): string {
   // posix join + normalize behaves like Go's path.Join (cleans // and trailing /).
   const key = path.posix.join(grpcAddress, namespace, RUNTIME_NAME, group);
   const p = path.join(socketDir, createHash('sha256').update(key).digest('hex'));

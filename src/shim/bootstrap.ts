@@ -24,7 +24,10 @@ export const RUNTIME_OPTION_TYPES: readonly string[] = RUNTIME_OPTION_TYPE_URLS;
 export const PROTOCOL = 'ttrpc';
 
 /** A serialized google.protobuf.Any, kept as fields so no generated code is needed here. */
-export interface AnyMessage { type_url: string; value: Uint8Array }
+export interface AnyMessage {
+  type_url: string;
+  value: Uint8Array;
+}
 
 /** The BootstrapParams fields tsshim reads; see proto/containerd/runtime/bootstrap/v1. */
 export interface BootstrapParams {
@@ -60,8 +63,8 @@ function decodeAny(bytes: Uint8Array): AnyMessage {
   const any: AnyMessage = { type_url: '', value: new Uint8Array() };
   while (r.pos < r.len) {
     const tag = r.uint32();
-    if (tag === (1 << 3 | WIRE_BYTES)) any.type_url = r.string();
-    else if (tag === (2 << 3 | WIRE_BYTES)) any.value = r.bytes();
+    if (tag === ((1 << 3) | WIRE_BYTES)) any.type_url = r.string();
+    else if (tag === ((2 << 3) | WIRE_BYTES)) any.value = r.bytes();
     else r.skipType(tag & 7);
   }
   return any;
@@ -72,7 +75,7 @@ function decodeExtension(bytes: Uint8Array): AnyMessage | null {
   let value: AnyMessage | null = null;
   while (r.pos < r.len) {
     const tag = r.uint32();
-    if (tag === (1 << 3 | WIRE_BYTES)) value = decodeAny(r.bytes());
+    if (tag === ((1 << 3) | WIRE_BYTES)) value = decodeAny(r.bytes());
     else r.skipType(tag & 7);
   }
   return value;
@@ -86,12 +89,23 @@ function decodeExtension(bytes: Uint8Array): AnyMessage | null {
 export function decodeBootstrapParams(bytes: Uint8Array): BootstrapParams {
   const r = strictReader(bytes);
   const p: BootstrapParams = {
-    instance_id: '', namespace: '', log_level: 0, containerd_version: '', containerd_ttrpc_address: '',
-    containerd_grpc_address: '', containerd_binary: '', extensions: [],
+    instance_id: '',
+    namespace: '',
+    log_level: 0,
+    containerd_version: '',
+    containerd_ttrpc_address: '',
+    containerd_grpc_address: '',
+    containerd_binary: '',
+    extensions: [],
   };
   const strings: Record<number, keyof BootstrapParams> = {
-    1: 'instance_id', 2: 'namespace', 4: 'containerd_version', 5: 'containerd_ttrpc_address',
-    6: 'containerd_grpc_address', 7: 'containerd_binary', 9: 'socket_dir',
+    1: 'instance_id',
+    2: 'namespace',
+    4: 'containerd_version',
+    5: 'containerd_ttrpc_address',
+    6: 'containerd_grpc_address',
+    7: 'containerd_binary',
+    9: 'socket_dir',
   };
   while (r.pos < r.len) {
     const tag = r.uint32();
@@ -124,16 +138,18 @@ export function decodeBootstrapParams(bytes: Uint8Array): BootstrapParams {
 export function parseBootstrapParams(stdin: Uint8Array, id: string, namespace: string): BootstrapParams | null {
   if (stdin.length === 0) return null;
   let p: BootstrapParams;
-  try { p = decodeBootstrapParams(stdin); } catch { return null; } // not BootstrapParams: the older stdin forms (doc above)
+  try {
+    p = decodeBootstrapParams(stdin);
+  } catch {
+    return null;
+  } // not BootstrapParams: the older stdin forms (doc above)
   return p.instance_id === id && p.namespace === namespace ? p : null;
 }
 
 /** 1.7+ add MAX_SHIM_VERSION, GRPC_ADDRESS and NAMESPACE to the shim's environment; 1.6 none. */
 export function looksLike17Plus(env: NodeJS.ProcessEnv, flags: Pick<ShimFlags, 'address' | 'namespace'>): boolean {
   const max = Number(env.MAX_SHIM_VERSION);
-  return Number.isInteger(max) && max >= 2
-    && env.GRPC_ADDRESS === flags.address
-    && env.NAMESPACE === flags.namespace;
+  return Number.isInteger(max) && max >= 2 && env.GRPC_ADDRESS === flags.address && env.NAMESPACE === flags.namespace;
 }
 
 /** The known runtime options among the extensions (options types of task/options), else the first. */
@@ -145,14 +161,18 @@ export function optionsExtension(params: BootstrapParams, knownTypes: readonly s
 export function encodeAny(any: AnyMessage): Buffer {
   // Hand-encoded like decodeAny: field 1 string, field 2 bytes (empty fields omitted, as Go does).
   const w = Writer.create();
-  if (any.type_url) w.uint32(1 << 3 | WIRE_BYTES).string(any.type_url);
-  if (any.value.length) w.uint32(2 << 3 | WIRE_BYTES).bytes(any.value);
+  if (any.type_url) w.uint32((1 << 3) | WIRE_BYTES).string(any.type_url);
+  if (any.value.length) w.uint32((2 << 3) | WIRE_BYTES).bytes(any.value);
   return Buffer.from(w.finish());
 }
 
 /** Reads what the daemon sent to `start`: its generation and the runtime options to honour. */
-export function readStartRequest(stdin: Buffer, env: NodeJS.ProcessEnv,
-  flags: Pick<ShimFlags, 'id' | 'namespace' | 'address'>, knownOptionTypes = RUNTIME_OPTION_TYPES): StartRequest {
+export function readStartRequest(
+  stdin: Buffer,
+  env: NodeJS.ProcessEnv,
+  flags: Pick<ShimFlags, 'id' | 'namespace' | 'address'>,
+  knownOptionTypes = RUNTIME_OPTION_TYPES
+): StartRequest {
   const params = parseBootstrapParams(stdin, flags.id, flags.namespace);
   if (params) {
     const ext = optionsExtension(params, knownOptionTypes);
@@ -163,17 +183,20 @@ export function readStartRequest(stdin: Buffer, env: NodeJS.ProcessEnv,
 
 export function encodeBootstrapResult(address: string, version = TASK_API_VERSION, protocol = PROTOCOL): Buffer {
   const w = Writer.create();
-  w.uint32(1 << 3 | WIRE_VARINT).int32(version);
-  w.uint32(2 << 3 | WIRE_BYTES).string(address);
-  w.uint32(3 << 3 | WIRE_BYTES).string(protocol);
+  w.uint32((1 << 3) | WIRE_VARINT).int32(version);
+  w.uint32((2 << 3) | WIRE_BYTES).string(address);
+  w.uint32((3 << 3) | WIRE_BYTES).string(protocol);
   return Buffer.from(w.finish());
 }
 
 /** What `start` prints for a daemon of that generation. `address` is the plain unix:// address. */
 export function formatStartReply(address: string, generation: DaemonGeneration): Buffer {
   switch (generation) {
-    case 'protobuf': return encodeBootstrapResult(address);
-    case 'json': return Buffer.from(JSON.stringify({ version: TASK_API_VERSION, address, protocol: PROTOCOL }));
-    case 'plain': return Buffer.from(address);
+    case 'protobuf':
+      return encodeBootstrapResult(address);
+    case 'json':
+      return Buffer.from(JSON.stringify({ version: TASK_API_VERSION, address, protocol: PROTOCOL }));
+    case 'plain':
+      return Buffer.from(address);
   }
 }

@@ -35,21 +35,70 @@ export const DEFAULT_STATE_DIR = '/run/tsshim';
 
 /** Every variable tsshim reads, for the README table (a unit test keeps the two in step). */
 export const ENVIRONMENT: readonly { name: string; default: string; meaning: string }[] = [
-  { name: 'TSSHIM_PER_NODE', default: 'unset', meaning: '`1`: one shim daemon per namespace serves every container (also a runtime option)' },
+  {
+    name: 'TSSHIM_PER_NODE',
+    default: 'unset',
+    meaning: '`1`: one shim daemon per namespace serves every container (also a runtime option)',
+  },
   { name: 'TSSHIM_SPARES', default: '`1`', meaning: '`0`: no warm spare daemon; every start boots a shim cold' },
-  { name: 'TSSHIM_SPARE_IDLE_MS', default: '600000', meaning: 'how long an unclaimed warm spare waits before it leaves' },
-  { name: 'TSSHIM_TRIM', default: '`1`', meaning: '`0`: an idle daemon does not hand unused memory back to the kernel' },
-  { name: 'TSSHIM_METRICS_DIR', default: 'unset (off)', meaning: 'serve Prometheus metrics on `<dir>/<shim socket>.metrics.sock`' },
+  {
+    name: 'TSSHIM_SPARE_IDLE_MS',
+    default: '600000',
+    meaning: 'how long an unclaimed warm spare waits before it leaves',
+  },
+  {
+    name: 'TSSHIM_TRIM',
+    default: '`1`',
+    meaning: '`0`: an idle daemon does not hand unused memory back to the kernel',
+  },
+  {
+    name: 'TSSHIM_METRICS_DIR',
+    default: 'unset (off)',
+    meaning: 'serve Prometheus metrics on `<dir>/<shim socket>.metrics.sock`',
+  },
   { name: 'TSSHIM_METRICS_SOCKET', default: 'unset', meaning: 'serve Prometheus metrics on exactly this socket' },
-  { name: 'TSSHIM_RUNC_TIMEOUT', default: '`120s`', meaning: 'how long a runtime (runc) command may run when containerd\'s request carries no deadline (`90`, `30s`, `1500ms`, `2m`); with a deadline, the deadline wins. Clean-up after a failed create gets min(10 s, this)' },
-  { name: 'TSSHIM_SOCKET_DIR', default: '`/run/containerd/s`', meaning: 'where the shim sockets are (also where `tsshim` looks for them)' },
-  { name: 'TSSHIM_STATE_DIR', default: '`/run/tsshim`', meaning: 'pid files, event journals, the spare pool (trusted only when root alone can write it)' },
-  { name: 'TSSHIM_NO_FAST_PATH', default: 'unset', meaning: '`1`: always run `start`/`delete` in Node (no sh fast path in bin/containerd-shim-tsshim-v2)' },
-  { name: 'TTRPC_ADDRESS', default: 'set by containerd', meaning: "containerd's ttrpc socket, where events are published" },
-  { name: 'TSSHIM_SOCKET, TSSHIM_GROUP', default: 'internal', meaning: 'set by `start` for the daemon it spawns (the socket and group it serves)' },
-  { name: 'TSSHIM_UPGRADE_STATE', default: 'internal', meaning: 'set by an in-place upgrade (`tsshim upgrade`) for the build it executes: the state file to restore' },
-  { name: 'TSSHIM_ENV_ROOM', default: 'internal', meaning: 'reserved room in a warm spare\'s environment block' },
-  { name: 'XDG_RUNTIME_DIR', default: 'the temp dir', meaning: 'where console sockets and runc\'s process files are made (as runc and the Go shim do)' },
+  {
+    name: 'TSSHIM_RUNC_TIMEOUT',
+    default: '`120s`',
+    meaning:
+      "how long a runtime (runc) command may run when containerd's request carries no deadline (`90`, `30s`, `1500ms`, `2m`); with a deadline, the deadline wins. Clean-up after a failed create gets min(10 s, this)",
+  },
+  {
+    name: 'TSSHIM_SOCKET_DIR',
+    default: '`/run/containerd/s`',
+    meaning: 'where the shim sockets are (also where `tsshim` looks for them)',
+  },
+  {
+    name: 'TSSHIM_STATE_DIR',
+    default: '`/run/tsshim`',
+    meaning: 'pid files, event journals, the spare pool (trusted only when root alone can write it)',
+  },
+  {
+    name: 'TSSHIM_NO_FAST_PATH',
+    default: 'unset',
+    meaning: '`1`: always run `start`/`delete` in Node (no sh fast path in bin/containerd-shim-tsshim-v2)',
+  },
+  {
+    name: 'TTRPC_ADDRESS',
+    default: 'set by containerd',
+    meaning: "containerd's ttrpc socket, where events are published",
+  },
+  {
+    name: 'TSSHIM_SOCKET, TSSHIM_GROUP',
+    default: 'internal',
+    meaning: 'set by `start` for the daemon it spawns (the socket and group it serves)',
+  },
+  {
+    name: 'TSSHIM_UPGRADE_STATE',
+    default: 'internal',
+    meaning: 'set by an in-place upgrade (`tsshim upgrade`) for the build it executes: the state file to restore',
+  },
+  { name: 'TSSHIM_ENV_ROOM', default: 'internal', meaning: "reserved room in a warm spare's environment block" },
+  {
+    name: 'XDG_RUNTIME_DIR',
+    default: 'the temp dir',
+    meaning: "where console sockets and runc's process files are made (as runc and the Go shim do)",
+  },
 ];
 
 export function readConfig(env: NodeJS.ProcessEnv): ShimConfig {

@@ -18,7 +18,11 @@ import type { ShimConfig } from './config';
 const RUNC_DELETE_TIMEOUT_MS = 4000;
 
 function readText(file: string): string | null {
-  try { return fs.readFileSync(file, 'utf8').trim(); } catch { return null; } // missing: nothing to read
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return null;
+  } // missing: nothing to read
 }
 
 /** DeleteResponse{pid, exit_status, exited_at}, encoded by hand (no generated code loaded). */
@@ -53,13 +57,20 @@ function removeDeadShimFiles(bundle: string, stateDir: string): void {
   if (!address) return;
   const socket = address.replace(/^unix:\/\//, '');
   if (!path.isAbsolute(socket) || socketServed(socket)) return;
-  try { if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket); } catch { /* already gone */ }
+  try {
+    if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket);
+  } catch {
+    /* already gone */
+  }
   fs.rmSync(shimJournalFile(socket, stateDir), { force: true });
   fs.rmSync(shimPidFile(socket, stateDir), { force: true });
 }
 
 export async function runDelete(
-  flags: ShimFlags, config: ShimConfig, warn: (msg: string) => void, runner: CommandRunner = oneShotRunner,
+  flags: ShimFlags,
+  config: ShimConfig,
+  warn: (msg: string) => void,
+  runner: CommandRunner = oneShotRunner
 ): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
   const runtime = readRuntimeFiles(bundle, warn);
@@ -68,7 +79,11 @@ export async function runDelete(
   if (fs.existsSync(path.join(root, flags.id))) {
     // The flags the Go shim's delete gives runc: no --criu, no --debug.
     const runc = new RuncClient({
-      binary: runtime.binary, root, log: bundleFile(bundle, 'runcLog'), systemdCgroup: runtime.systemdCgroup, runner,
+      binary: runtime.binary,
+      root,
+      log: bundleFile(bundle, 'runcLog'),
+      systemdCgroup: runtime.systemdCgroup,
+      runner,
     });
     try {
       await runc.delete(flags.id, { force: true, timeoutMs: RUNC_DELETE_TIMEOUT_MS });
@@ -79,7 +94,10 @@ export async function runDelete(
   const rootfs = path.join(bundle, 'rootfs');
   for (let i = 0; i < 10 && isMounted(rootfs); i++) {
     const r = spawnSync('umount', ['-R', rootfs], { timeout: 2000, stdio: ['ignore', 'ignore', 'pipe'] });
-    if (r.status !== 0) { warn(`umount ${rootfs}: ${r.stderr.toString().trim()}`); break; }
+    if (r.status !== 0) {
+      warn(`umount ${rootfs}: ${r.stderr.toString().trim()}`);
+      break;
+    }
   }
   removeDeadShimFiles(bundle, config.stateDir);
   // The shim persisted the real exit status at reap time; 137 only when the container never exited

@@ -32,19 +32,41 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   'debug-socket': 'debugSocket',
   'title-space': 'titleSpace',
 };
-const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version', version: 'version', info: 'info', h: 'help', help: 'help' };
+const BOOL_FLAGS: Record<string, keyof ShimFlags> = {
+  debug: 'debug',
+  v: 'version',
+  version: 'version',
+  info: 'info',
+  h: 'help',
+  help: 'help',
+};
 
 export class FlagError extends Error {}
 
 export function parseFlags(argv: string[]): ShimFlags {
   const flags: ShimFlags = {
-    namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '',
-    debug: false, version: false, info: false, help: false, debugSocket: '', titleSpace: '', action: '', rest: [],
+    namespace: '',
+    id: '',
+    address: '',
+    publishBinary: '',
+    bundle: '',
+    socket: '',
+    debug: false,
+    version: false,
+    info: false,
+    help: false,
+    debugSocket: '',
+    titleSpace: '',
+    action: '',
+    rest: [],
   };
   let i = 0;
   for (; i < argv.length; i++) {
     const arg = argv[i];
-    if (arg === '--') { i++; break; }
+    if (arg === '--') {
+      i++;
+      break;
+    }
     if (!arg.startsWith('-') || arg === '-') break;
     const body = arg.replace(/^--?/, '');
     const eq = body.indexOf('=');

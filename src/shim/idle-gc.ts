@@ -48,8 +48,12 @@ export class IdleCollector {
   /** Full collections run so far (exported as a metric). */
   collections = 0;
 
-  constructor(private readonly idleMs = IDLE_GC_MS, private readonly gc: GcFn | undefined = daemonCollection(true),
-    private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS, private readonly rss: () => number = () => process.memoryUsage.rss()) {}
+  constructor(
+    private readonly idleMs = IDLE_GC_MS,
+    private readonly gc: GcFn | undefined = daemonCollection(true),
+    private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS,
+    private readonly rss: () => number = () => process.memoryUsage.rss()
+  ) {}
 
   get enabled(): boolean {
     return typeof this.gc === 'function';
@@ -111,5 +115,4 @@ export class IdleCollector {
     else this.followUpsLeft = 0;
     if (this.followUpsLeft > 0) this.arm(FOLLOW_UP_GC_MS, true);
   }
-
 }

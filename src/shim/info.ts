@@ -29,13 +29,17 @@ export async function runtimeInfo(stdin: Buffer, probe: FeaturesProbe = runtimeF
   let options: google.protobuf.IAny | null = null;
   let binary = 'runc';
   if (stdin.length) {
-    try { options = google.protobuf.Any.decode(strictReader(stdin)); } catch (e) {
+    try {
+      options = google.protobuf.Any.decode(strictReader(stdin));
+    } catch (e) {
       throw new Error(`failed to read runtime options from stdin: ${(e as Error).message}`);
     }
     try {
       const { decodeOptions } = await import('../task/options');
       binary = decodeOptions(options).binaryName || 'runc';
-    } catch { /* unreadable options: report the default runc's features */ }
+    } catch {
+      /* unreadable options: report the default runc's features */
+    }
   }
   let features: google.protobuf.IAny | null = null;
   const out = probe(binary);
@@ -43,7 +47,9 @@ export async function runtimeInfo(stdin: Buffer, probe: FeaturesProbe = runtimeF
     try {
       JSON.parse(out.toString());
       features = { type_url: FEATURES_TYPE_URL, value: out };
-    } catch { /* not JSON: an old runtime printing usage; containerd could not decode it */ }
+    } catch {
+      /* not JSON: an old runtime printing usage; containerd could not decode it */
+    }
   }
   return containerd.types.RuntimeInfo.encode({
     name: RUNTIME_NAME,

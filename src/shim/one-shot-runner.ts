@@ -13,9 +13,18 @@ export const oneShotRunner: CommandRunner = {
     return new Promise((resolve, reject) => {
       const s = opts.stdio ?? [];
       const stdio: StdioOptions = [
-        s[0] ?? (opts.input !== undefined ? 'pipe' : 'ignore'), s[1] ?? 'pipe', s[2] ?? 'pipe', ...(opts.extraFds ?? []),
+        s[0] ?? (opts.input !== undefined ? 'pipe' : 'ignore'),
+        s[1] ?? 'pipe',
+        s[2] ?? 'pipe',
+        ...(opts.extraFds ?? []),
       ];
-      const child = spawn(command, args, { stdio, env: opts.env, cwd: opts.cwd, signal: opts.signal, killSignal: 'SIGKILL' });
+      const child = spawn(command, args, {
+        stdio,
+        env: opts.env,
+        cwd: opts.cwd,
+        signal: opts.signal,
+        killSignal: 'SIGKILL',
+      });
       const stdout: Buffer[] = [];
       const stderr: Buffer[] = [];
       child.stdout?.on('data', (b: Buffer) => stdout.push(b));
@@ -23,19 +32,25 @@ export const oneShotRunner: CommandRunner = {
       if (opts.input !== undefined) child.stdin?.end(opts.input);
       let failure: Error | null = null;
       const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-      const timer = timeoutMs > 0 ? setTimeout(() => {
-        failure = Object.assign(new Error(`${command}: timed out after ${timeoutMs} ms (killed with SIGKILL)`), {
-          code: 'ETIMEDOUT', timeoutMs,
-        });
-        child.kill('SIGKILL');
-      }, timeoutMs) : null;
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              failure = Object.assign(new Error(`${command}: timed out after ${timeoutMs} ms (killed with SIGKILL)`), {
+                code: 'ETIMEDOUT',
+                timeoutMs,
+              });
+              child.kill('SIGKILL');
+            }, timeoutMs)
+          : null;
       // 'error' is a failed spawn (ENOENT, EACCES) or the abort signal; 'close' still follows it.
-      child.once('error', (e) => { failure ??= e; });
+      child.once('error', (e) => {
+        failure ??= e;
+      });
       child.once('close', (code, signal) => {
         if (timer) clearTimeout(timer);
         const out = { stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
         if (failure) return reject(Object.assign(failure, out));
-        const status = code ?? 128 + (signal ? constants.signals[signal] ?? 0 : 0);
+        const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
         resolve({ code: status, signal, ...out, pid: child.pid ?? 0 });
       });
     });

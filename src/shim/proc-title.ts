@@ -12,7 +12,10 @@ import * as fs from 'node:fs';
 function statArea(startField: number, pid: number | 'self' = 'self'): { start: number; end: number } {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Field 2 (comm) may hold spaces and parentheses: count from the last ')', which ends field 2.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
+  const fields = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .trim()
+    .split(' ');
   return { start: Number(fields[startField - 3]), end: Number(fields[startField + 1 - 3]) };
 }
 

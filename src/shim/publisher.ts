@@ -53,7 +53,10 @@ const JOURNAL_WARNING_INTERVAL_MS = 60_000;
 /** ttrpc client to containerd's TTRPC_ADDRESS, connected lazily and re-dialled after failures. */
 export class TtrpcEventSender implements EventSender {
   private client: Promise<import('../ttrpc').Client> | null = null;
-  constructor(private address: string, private timeoutMs = FORWARD_TIMEOUT_MS) {}
+  constructor(
+    private address: string,
+    private timeoutMs = FORWARD_TIMEOUT_MS
+  ) {}
   /**
    * Dials containerd now rather than at the first event: the daemon calls this when it starts, so
    * TaskCreate does not wait for a connect on containerd's Create path. A failure is retried by forward.
@@ -74,14 +77,25 @@ export class TtrpcEventSender implements EventSender {
       if (this.client) return this.client;
       const p = Client.connect(this.address.replace(/^unix:\/\//, ''));
       this.client = p;
-      p.then((c) => c.on('close', () => { if (this.client === p) this.client = null; }), () => { if (this.client === p) this.client = null; });
+      p.then(
+        (c) =>
+          c.on('close', () => {
+            if (this.client === p) this.client = null;
+          }),
+        () => {
+          if (this.client === p) this.client = null;
+        }
+      );
     }
     return this.client;
   }
   reset(): void {
     const c = this.client;
     this.client = null;
-    c?.then((x) => x.close(), () => {});
+    c?.then(
+      (x) => x.close(),
+      () => {}
+    );
   }
 }
 
@@ -106,7 +120,9 @@ export class OutboxJournal {
     try {
       if (fs.lstatSync(file).isSymbolicLink()) return []; // not ours: never read through a planted link
       text = fs.readFileSync(file, 'utf8');
-    } catch { return []; } // no journal: a first run, or the previous one could not write it
+    } catch {
+      return [];
+    } // no journal: a first run, or the previous one could not write it
     const events = new Map<number, OutboxEvent>();
     for (const line of text.split('\n')) {
       try {
@@ -114,7 +130,9 @@ export class OutboxJournal {
           const j = JSON.parse(line.slice(2));
           events.set(j.seq, { ...j, value: Buffer.from(j.value, 'base64') });
         } else if (line.startsWith('A ')) events.delete(Number(line.slice(2)));
-      } catch { /* a torn last line after a crash */ }
+      } catch {
+        /* a torn last line after a crash */
+      }
     }
     return [...events.values()].sort((a, b) => a.seq - b.seq);
   }
@@ -160,7 +178,13 @@ function eventLine(e: OutboxEvent): string {
  * discarded: undelivered events of a previous shim on the same socket, dropped at start-up.
  * journalFailures: journal writes that failed (full or read-only state dir); the events were still sent.
  */
-export interface PublisherStats { sent: number; pending: number; retries: number; discarded: number; journalFailures: number }
+export interface PublisherStats {
+  sent: number;
+  pending: number;
+  retries: number;
+  discarded: number;
+  journalFailures: number;
+}
 
 export class Publisher {
   private queue: OutboxEvent[] = [];
@@ -181,20 +205,33 @@ export class Publisher {
   constructor(
     private sender: EventSender | null,
     private journal: OutboxJournal = new OutboxJournal(null),
-    private log: Logger = nullLogger,
+    private log: Logger = nullLogger
   ) {}
 
   publish(namespace: string, topic: string, typeUrl: string, value: Uint8Array): void {
-    if (this.closed) { this.log.warn('event after publisher close dropped', { topic }); return; }
+    if (this.closed) {
+      this.log.warn('event after publisher close dropped', { topic });
+      return;
+    }
     const now = wallClockNow();
-    const e: OutboxEvent = { seq: ++this.seq, namespace, topic, typeUrl, value, at: now.at.getTime(), atNanos: now.nanos };
+    const e: OutboxEvent = {
+      seq: ++this.seq,
+      namespace,
+      topic,
+      typeUrl,
+      value,
+      at: now.at.getTime(),
+      atNanos: now.nanos,
+    };
     // Queued before it is journalled: a journal that cannot be written costs durability, never delivery.
     this.queue.push(e);
     this.journalled(() => this.journal.append(e));
     this.kick();
   }
 
-  pending(): OutboxEvent[] { return [...this.queue]; }
+  pending(): OutboxEvent[] {
+    return [...this.queue];
+  }
 
   /**
    * In-place upgrade: starts no further Forward and resolves once none is in flight, so every
@@ -224,7 +261,10 @@ export class Publisher {
     if (this.queue.length === 0) return Promise.resolve(true);
     return new Promise((resolve) => {
       const t = setTimeout(() => resolve(false), timeoutMs);
-      this.idleWaiters.push(() => { clearTimeout(t); resolve(true); });
+      this.idleWaiters.push(() => {
+        clearTimeout(t);
+        resolve(true);
+      });
     });
   }
 
@@ -254,7 +294,9 @@ export class Publisher {
       const now = Date.now();
       if (!this.journalBehind && now - this.lastJournalWarning >= JOURNAL_WARNING_INTERVAL_MS) {
         this.lastJournalWarning = now;
-        this.log.warn('event journal cannot be written: events are still sent, but not kept across a shim crash', { error: err });
+        this.log.warn('event journal cannot be written: events are still sent, but not kept across a shim crash', {
+          error: err,
+        });
       }
       this.journalBehind = true;
     }
@@ -262,7 +304,11 @@ export class Publisher {
 
   private kick(): void {
     this.stats.pending = this.queue.length;
-    if (this.wake) { const w = this.wake; this.wake = null; w(); }
+    if (this.wake) {
+      const w = this.wake;
+      this.wake = null;
+      w();
+    }
     if (this.running) return;
     this.running = true;
     void this.loop();
@@ -272,11 +318,22 @@ export class Publisher {
     let delay = 50;
     while (this.queue.length && !this.closed) {
       const e = this.queue[0];
-      if (!this.sender) { this.queue.shift(); this.journalled(() => this.journal.ack(e.seq, this.queue.length === 0)); continue; }
-      if (this.held) { await new Promise<void>((r) => this.unheld.push(r)); continue; }
+      if (!this.sender) {
+        this.queue.shift();
+        this.journalled(() => this.journal.ack(e.seq, this.queue.length === 0));
+        continue;
+      }
+      if (this.held) {
+        await new Promise<void>((r) => this.unheld.push(r));
+        continue;
+      }
       try {
         this.forwarding = true;
-        try { await this.sender.forward(encodeForwardRequest(e), e.namespace); } finally { this.forwarding = false; }
+        try {
+          await this.sender.forward(encodeForwardRequest(e), e.namespace);
+        } finally {
+          this.forwarding = false;
+        }
         this.queue.shift();
         this.stats.sent++;
         this.journalled(() => this.journal.ack(e.seq, this.queue.length === 0));
@@ -286,7 +343,13 @@ export class Publisher {
         if (delay === 50) this.log.warn('event not delivered yet, will retry', { topic: e.topic, error: err });
         this.sender.reset();
         if (this.journalBehind) this.journalled(() => {});
-        await new Promise<void>((r) => { const t = setTimeout(r, delay); this.wake = () => { clearTimeout(t); r(); }; });
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, delay);
+          this.wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
         this.wake = null;
         delay = Math.min(delay * 2, 1000);
       }

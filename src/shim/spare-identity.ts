@@ -10,7 +10,17 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { getRlimit, isChildSubreaper, RLIMIT_COUNT, SCHED_IDLE, SCHED_OTHER, schedPolicy, setChildSubreaper, setRlimit, setSchedPolicy } from '../sys/libc';
+import {
+  getRlimit,
+  isChildSubreaper,
+  RLIMIT_COUNT,
+  SCHED_IDLE,
+  SCHED_OTHER,
+  schedPolicy,
+  setChildSubreaper,
+  setRlimit,
+  setSchedPolicy,
+} from '../sys/libc';
 import { listOwnChildren, Reaper } from '../sys/reaper';
 import { overwriteOwnArea } from './proc-title';
 
@@ -38,14 +48,25 @@ export function ownChildRunning(): boolean {
  * util-linux as setsid): it gets a core only when nothing else wants one. Returns false when the
  * launch failed.
  */
-export function spawnOutsideShims(argv: string[], env: NodeJS.ProcessEnv, nice: number, pool: string, idle = false): boolean {
-  const run = idle ? 'if command -v chrt >/dev/null; then exec chrt -i 0 nice -n "$@"; fi; exec nice -n "$@"' : 'exec nice -n "$@"';
+export function spawnOutsideShims(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  nice: number,
+  pool: string,
+  idle = false
+): boolean {
+  const run = idle
+    ? 'if command -v chrt >/dev/null; then exec chrt -i 0 nice -n "$@"; fi; exec nice -n "$@"'
+    : 'exec nice -n "$@"';
   const launch = `: > "$1/.booting-$$" && shift && ${run}`;
   const subreaper = isChildSubreaper();
   if (subreaper) setChildSubreaper(false);
   try {
     const r = spawnSync('setsid', ['-f', '/bin/sh', '-c', launch, 'sh', pool, String(nice), ...argv], {
-      cwd: '/', env, stdio: 'ignore', timeout: 10_000,
+      cwd: '/',
+      env,
+      stdio: 'ignore',
+      timeout: 10_000,
     });
     return r.status === 0;
   } finally {
@@ -53,7 +74,11 @@ export function spawnOutsideShims(argv: string[], env: NodeJS.ProcessEnv, nice: 
   }
 }
 
-interface CgroupMount { dir: string; fstype: string; options: Set<string> }
+interface CgroupMount {
+  dir: string;
+  fstype: string;
+  options: Set<string>;
+}
 
 function cgroupMounts(): CgroupMount[] {
   const out: CgroupMount[] = [];
@@ -79,9 +104,10 @@ export function joinCgroupsOf(pid: number): string[] {
     const m = /^(\d+):([^:]*):(.*)$/.exec(line);
     if (!m) continue;
     const [, , controllers, cgPath] = m;
-    const mount = controllers === ''
-      ? mounts.find((x) => x.fstype === 'cgroup2')
-      : mounts.find((x) => x.fstype === 'cgroup' && controllers.split(',').every((c) => x.options.has(c)));
+    const mount =
+      controllers === ''
+        ? mounts.find((x) => x.fstype === 'cgroup2')
+        : mounts.find((x) => x.fstype === 'cgroup' && controllers.split(',').every((c) => x.options.has(c)));
     try {
       if (!mount) throw new Error('not mounted');
       fs.writeFileSync(path.join(mount.dir, cgPath, 'cgroup.procs'), String(process.pid));
@@ -118,7 +144,11 @@ const ownThreads = () => fs.readdirSync('/proc/self/task').map(Number);
 /** Linux nice values are per thread: every thread of ours takes `nice`. */
 export function setNiceOfAllThreads(nice: number): void {
   for (const tid of ownThreads()) {
-    try { os.setPriority(tid, nice); } catch { /* the thread ended meanwhile */ }
+    try {
+      os.setPriority(tid, nice);
+    } catch {
+      /* the thread ended meanwhile */
+    }
   }
 }
 
@@ -150,7 +180,9 @@ export function leaveIdleScheduling(): void {
   for (const tid of ownThreads()) {
     try {
       if (schedPolicy(tid).policy === SCHED_IDLE) setSchedPolicy(tid, { policy: SCHED_OTHER, priority: 0 });
-    } catch { /* the thread ended, or we may not leave it (no CAP_SYS_NICE): it stays idle */ }
+    } catch {
+      /* the thread ended, or we may not leave it (no CAP_SYS_NICE): it stays idle */
+    }
   }
 }
 
@@ -161,7 +193,14 @@ export function leaveIdleScheduling(): void {
  * tail is zeroed. Returns false when `env` does not fit.
  */
 export function rewriteProcEnviron(env: NodeJS.ProcessEnv): boolean {
-  return overwriteOwnArea(50, Buffer.from(Object.entries(env).map(([k, v]) => `${k}=${v ?? ''}\0`).join('')));
+  return overwriteOwnArea(
+    50,
+    Buffer.from(
+      Object.entries(env)
+        .map(([k, v]) => `${k}=${v ?? ''}\0`)
+        .join('')
+    )
+  );
 }
 
 /** Replaces process.env with `env` (libc's environ follows: Node calls setenv/unsetenv). */
@@ -175,10 +214,18 @@ export function adoptStartIdentity(startPid: number): string[] {
   const problems: string[] = [];
   try {
     for (const line of joinCgroupsOf(startPid)) problems.push(`cgroup ${line}`);
-  } catch (e) { problems.push(`cgroups: ${(e as Error).message}`); }
+  } catch (e) {
+    problems.push(`cgroups: ${(e as Error).message}`);
+  }
   try {
     for (const r of copyRlimitsOf(startPid)) problems.push(`rlimit ${r}`);
-  } catch (e) { problems.push(`rlimits: ${(e as Error).message}`); }
-  try { copySchedulingOf(startPid); } catch (e) { problems.push(`scheduling: ${(e as Error).message}`); }
+  } catch (e) {
+    problems.push(`rlimits: ${(e as Error).message}`);
+  }
+  try {
+    copySchedulingOf(startPid);
+  } catch (e) {
+    problems.push(`scheduling: ${(e as Error).message}`);
+  }
   return problems;
 }

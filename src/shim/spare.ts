@@ -32,8 +32,16 @@ import { parseFlags } from './flags';
 import { DAEMON_NODE_FLAGS } from './node-flags';
 import { DEFAULT_STATE_DIR, readConfig, type ShimConfig } from './config';
 import {
-  adoptStartIdentity, copySchedulingOf, ENV_ROOM_BYTES, ENV_ROOM_VAR, leaveIdleScheduling, ownChildRunning, replaceEnv, rewriteProcEnviron,
-  setNiceOfAllThreads, spawnOutsideShims,
+  adoptStartIdentity,
+  copySchedulingOf,
+  ENV_ROOM_BYTES,
+  ENV_ROOM_VAR,
+  leaveIdleScheduling,
+  ownChildRunning,
+  replaceEnv,
+  rewriteProcEnviron,
+  setNiceOfAllThreads,
+  spawnOutsideShims,
 } from './spare-identity';
 
 const SPARE_NICE = 10;
@@ -56,19 +64,33 @@ const alive = (pid: number) => {
 /** Live spares waiting in the pool (directories named by pid whose process exists). */
 export function waitingSpares(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: no spares
-  return names.filter((n) => /^\d+$/.test(n)).map(Number).filter(alive);
+  try {
+    names = fs.readdirSync(pool);
+  } catch {
+    return [];
+  } // no pool yet: no spares
+  return names
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter(alive);
 }
 
 /** Spares still booting: `.booting-<pid>` markers (hidden from the sh's claim loop). */
 function bootingSpares(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: none booting
-  return names.filter((n) => /^\.booting-\d+$/.test(n)).map((n) => Number(n.slice(9))).filter((pid) => {
-    if (alive(pid)) return true;
-    fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
-    return false;
-  });
+  try {
+    names = fs.readdirSync(pool);
+  } catch {
+    return [];
+  } // no pool yet: none booting
+  return names
+    .filter((n) => /^\.booting-\d+$/.test(n))
+    .map((n) => Number(n.slice(9)))
+    .filter((pid) => {
+      if (alive(pid)) return true;
+      fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
+      return false;
+    });
 }
 
 /** How long after a start had to wait for a booting spare the pool holds two spares. */
@@ -92,7 +114,11 @@ export function untrustedState(pool: string): string {
   const spares = path.dirname(pool);
   for (const dir of [path.dirname(spares), spares, pool]) {
     let st: fs.Stats;
-    try { st = fs.lstatSync(dir); } catch { continue; } // not created yet: nothing in it to distrust
+    try {
+      st = fs.lstatSync(dir);
+    } catch {
+      continue;
+    } // not created yet: nothing in it to distrust
     if (!st.isDirectory()) return `${dir} is not a directory`;
     if (st.uid !== euid) return `${dir} is owned by uid ${st.uid}, not ${euid}`;
     if (st.mode & 0o022) return `${dir} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`;
@@ -113,12 +139,19 @@ function isShimProcess(pid: number): boolean {
 /** Live daemons of this pool's containerd that serve containers (stale markers are removed). */
 export function servingShims(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; } // no pool yet: no serving markers
-  return names.filter((n) => n.startsWith(SERVING) && /^\d+$/.test(n.slice(SERVING.length))).map((n) => Number(n.slice(SERVING.length))).filter((pid) => {
-    if (alive(pid) && isShimProcess(pid)) return true;
-    fs.rmSync(path.join(pool, `${SERVING}${pid}`), { force: true });
-    return false;
-  });
+  try {
+    names = fs.readdirSync(pool);
+  } catch {
+    return [];
+  } // no pool yet: no serving markers
+  return names
+    .filter((n) => n.startsWith(SERVING) && /^\d+$/.test(n.slice(SERVING.length)))
+    .map((n) => Number(n.slice(SERVING.length)))
+    .filter((pid) => {
+      if (alive(pid) && isShimProcess(pid)) return true;
+      fs.rmSync(path.join(pool, `${SERVING}${pid}`), { force: true });
+      return false;
+    });
 }
 
 /** A daemon that serves containers registers, so that spares of its containerd may live. */
@@ -142,11 +175,19 @@ export function leaveServing(mainScript: string, flags: ShimFlags, config: ShimC
 /** Ends every waiting and booting spare of the pool (a spare claimed meanwhile keeps its claim). */
 export function stopSpares(pool: string): void {
   for (const pid of [...waitingSpares(pool), ...bootingSpares(pool)]) {
-    try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
     fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
   }
   fs.rmSync(path.join(pool, '.starved'), { force: true });
-  try { fs.rmdirSync(pool); } catch { /* a spare still leaving, or a shim arriving */ }
+  try {
+    fs.rmdirSync(pool);
+  } catch {
+    /* a spare still leaving, or a shim arriving */
+  }
 }
 
 /** Starts spares for this containerd until spareTarget are waiting or booting. */
@@ -165,7 +206,18 @@ export function ensureSpare(mainScript: string, flags: ShimFlags, config: ShimCo
 function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
   // Linux shows process.title only within the original argv's bytes: reserve room for the daemon's.
   const room = '.'.repeat(256);
-  const argv = [process.execPath, ...DAEMON_NODE_FLAGS, mainScript, '-namespace', flags.namespace, '-address', flags.address, '-title-space', room, 'spare'];
+  const argv = [
+    process.execPath,
+    ...DAEMON_NODE_FLAGS,
+    mainScript,
+    '-namespace',
+    flags.namespace,
+    '-address',
+    flags.address,
+    '-title-space',
+    room,
+    'spare',
+  ];
   // The environment block is reserved the same way: the claiming start's environment replaces it.
   const env = { ...process.env, [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES) };
   // A spare boots while a container starts, exits and is deleted, and while the next ones are
@@ -176,10 +228,22 @@ function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
   spawnOutsideShims(argv, env, SPARE_NICE, pool, process.geteuid?.() === 0);
 }
 
-interface StartRequest { dir: string; argv: string[]; env: NodeJS.ProcessEnv; cwd: string; stdin: Buffer; containerdPid: number; startPid: number }
+interface StartRequest {
+  dir: string;
+  argv: string[];
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  stdin: Buffer;
+  containerdPid: number;
+  startPid: number;
+}
 
 function readRequest(dir: string): StartRequest {
-  const nul = (file: string) => fs.readFileSync(path.join(dir, file), 'utf8').split('\0').filter((s) => s !== '');
+  const nul = (file: string) =>
+    fs
+      .readFileSync(path.join(dir, file), 'utf8')
+      .split('\0')
+      .filter((s) => s !== '');
   const env: NodeJS.ProcessEnv = {};
   for (const kv of nul('env')) {
     const eq = kv.indexOf('=');
@@ -200,7 +264,11 @@ function readRequest(dir: string): StartRequest {
 function containerdAnswers(socket: string): Promise<boolean> {
   return new Promise((resolve) => {
     const conn = net.connect(socket);
-    const done = (answers: boolean) => { clearTimeout(timer); conn.destroy(); resolve(answers); };
+    const done = (answers: boolean) => {
+      clearTimeout(timer);
+      conn.destroy();
+      resolve(answers);
+    };
     // A slow answer is not a missing containerd: only a refusal (or no socket at all) counts.
     const timer = setTimeout(() => done(true), 5000);
     conn.once('connect', () => done(true));
@@ -221,7 +289,12 @@ let onRetireRequest: (() => void) | null = null;
  * after the idle timeout, when asked to (SIGTERM), when no shim of its containerd serves anymore,
  * or when its containerd is gone. A spare never outlives its daemon nor the last serving shim.
  */
-function waitForClaim(pool: string, grpcAddress: string, idleMs: number, installChanged: () => boolean): Promise<string | null> {
+function waitForClaim(
+  pool: string,
+  grpcAddress: string,
+  idleMs: number,
+  installChanged: () => boolean
+): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
   // Built under a hidden name and renamed into place: the sh only ever sees complete spares.
   const building = path.join(pool, `.new-${process.pid}`);
@@ -240,13 +313,25 @@ function waitForClaim(pool: string, grpcAddress: string, idleMs: number, install
     // The sh claims by renaming our dir; retiring renames it too, so exactly one of them wins.
     const retire = () => {
       const leaving = path.join(pool, `.leaving-${process.pid}`);
-      try { fs.renameSync(home, leaving); } catch { return; } // claimed: the request is on its way
+      try {
+        fs.renameSync(home, leaving);
+      } catch {
+        return;
+      } // claimed: the request is on its way
       fs.rmSync(leaving, { recursive: true, force: true });
-      try { fs.rmdirSync(pool); } catch { /* other spares or shims still there */ }
+      try {
+        fs.rmdirSync(pool);
+      } catch {
+        /* other spares or shims still there */
+      }
       done(null);
     };
     const done = (dir: string | null) => {
-      clearTimeout(idle); clearInterval(watch); sock.destroy(); onRetireRequest = null; resolve(dir);
+      clearTimeout(idle);
+      clearInterval(watch);
+      sock.destroy();
+      onRetireRequest = null;
+      resolve(dir);
     };
     const idle = setTimeout(retire, idleMs);
     const check = () => {
@@ -261,7 +346,10 @@ function waitForClaim(pool: string, grpcAddress: string, idleMs: number, install
       if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) return retire();
       if (asking) return;
       asking = true;
-      void containerdAnswers(grpcAddress).then((answers) => { asking = false; if (!answers) retire(); });
+      void containerdAnswers(grpcAddress).then((answers) => {
+        asking = false;
+        if (!answers) retire();
+      });
     };
     const watch = setInterval(check, WATCH_MS);
     onRetireRequest = check;
@@ -303,7 +391,12 @@ export interface SpareRole {
 }
 
 /** A socket handed to the daemon already bound (by a spare). */
-export interface BoundSocket { server: net.Server; socket: string; group: string; /** what the spare could not take on from its start */ notes?: string[] }
+export interface BoundSocket {
+  server: net.Server;
+  socket: string;
+  group: string;
+  /** what the spare could not take on from its start */ notes?: string[];
+}
 
 export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimConfig): Promise<void> {
   // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim).
@@ -341,7 +434,8 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     await ringResponse(dir);
     // Without closing the listener the new daemon serves (its close would unlink the socket).
     if (answer.handedOn || (!answer.become && role.installChanged())) process.exit(0);
-    if (!answer.become) { // the group already has a shim: stay a spare
+    if (!answer.become) {
+      // the group already has a shim: stay a spare
       replaceEnv(ownEnv);
       setNiceOfAllThreads(SPARE_NICE);
       claiming = false;
@@ -353,7 +447,12 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   }
 }
 
-interface Becoming { flags: ShimFlags; bound: BoundSocket & { notes: string[] }; req: StartRequest; problems: string[] }
+interface Becoming {
+  flags: ShimFlags;
+  bound: BoundSocket & { notes: string[] };
+  req: StartRequest;
+  problems: string[];
+}
 
 /**
  * Answers the start request left in `dir` (by the sh: bin/containerd-shim-tsshim-v2): binds the
@@ -371,7 +470,11 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
   try {
     const req = readRequest(dir);
     // containerd waits from here on: the start's policy and nice value now, not after the claim.
-    try { copySchedulingOf(req.startPid || req.containerdPid); } catch { /* adoptStartIdentity reports it */ }
+    try {
+      copySchedulingOf(req.startPid || req.containerdPid);
+    } catch {
+      /* adoptStartIdentity reports it */
+    }
     // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
     replaceEnv(req.env);
     const startFlags = parseFlags(req.argv);
@@ -392,7 +495,12 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
         settleDaemon(process.pid, opts, req.containerdPid, req.cwd, claimed.address);
         enterServing(sparePool(startFlags.address, startConfig.stateDir));
         const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
-        become = { flags: startFlags, bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems }, req: { ...req, env }, problems };
+        become = {
+          flags: startFlags,
+          bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems },
+          req: { ...req, env },
+          problems,
+        };
       }
     }
   } catch (e) {
@@ -421,8 +529,19 @@ async function serveClaimed(become: Becoming, role: SpareRole): Promise<void> {
 export async function runClaim(flags: ShimFlags, role: SpareRole, config: ShimConfig): Promise<void> {
   const dir = flags.rest[0] ?? '';
   const pool = sparePool(flags.address, config.stateDir);
-  const st = (() => { try { return fs.lstatSync(dir); } catch { return null; } })(); // missing: refused below
-  if (path.dirname(dir) !== pool || !st?.isDirectory() || st.uid !== (process.geteuid?.() ?? 0) || untrustedState(pool)) {
+  const st = (() => {
+    try {
+      return fs.lstatSync(dir);
+    } catch {
+      return null;
+    }
+  })(); // missing: refused below
+  if (
+    path.dirname(dir) !== pool ||
+    !st?.isDirectory() ||
+    st.uid !== (process.geteuid?.() ?? 0) ||
+    untrustedState(pool)
+  ) {
     throw new Error(`claim: ${JSON.stringify(dir)} is not a request directory of this containerd's spare pool`);
   }
   delete process.env[ENV_ROOM_VAR];

@@ -11,20 +11,30 @@ import type { ShimConfig } from './config';
 
 export const PER_NODE_GROUP = '.tsshim-per-node';
 
-export interface StartOptions { perNode: boolean; shimCgroup: string }
+export interface StartOptions {
+  perNode: boolean;
+  shimCgroup: string;
+}
 
 function listen(socket: string): Promise<net.Server> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
-    srv.listen(socket, () => { srv.removeListener('error', reject); resolve(srv); });
+    srv.listen(socket, () => {
+      srv.removeListener('error', reject);
+      resolve(srv);
+    });
   });
 }
 
 function canConnect(socket: string, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(socket);
-    const done = (ok: boolean) => { clearTimeout(t); s.destroy(); resolve(ok); };
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(ok);
+    };
     const t = setTimeout(() => done(false), timeoutMs);
     s.once('connect', () => done(true));
     s.once('error', () => done(false));
@@ -78,7 +88,12 @@ export interface GroupSocket {
 }
 
 /** Binds this container's group socket, or finds the shim that already serves the group. */
-export async function claimGroupSocket(flags: ShimFlags, opts: StartOptions, bundle: string, socketDir: string): Promise<GroupSocket> {
+export async function claimGroupSocket(
+  flags: ShimFlags,
+  opts: StartOptions,
+  bundle: string,
+  socketDir: string
+): Promise<GroupSocket> {
   const group = opts.perNode ? PER_NODE_GROUP : groupKey(flags.id, readAnnotations(bundle));
   const socket = socketPath(flags.address, flags.namespace, group, socketDir);
   const address = toAddress(socket);
@@ -89,14 +104,25 @@ export async function claimGroupSocket(flags: ShimFlags, opts: StartOptions, bun
 }
 
 /** What the Go shim does to its daemon: shim cgroup, OOM score just above containerd's; then the bundle files. */
-export function settleDaemon(pid: number, opts: StartOptions, containerdPid: number, bundle: string, address: string): void {
+export function settleDaemon(
+  pid: number,
+  opts: StartOptions,
+  containerdPid: number,
+  bundle: string,
+  address: string
+): void {
   if (opts.shimCgroup) moveToCgroup(pid, opts.shimCgroup);
   adjustOomScore(pid, containerdPid);
   writeFileAtomic(path.join(bundle, 'address'), address);
   writeFileAtomic(path.join(bundle, 'shim.pid'), String(pid));
 }
 
-export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry: string[], config: ShimConfig): Promise<string> {
+export async function runStart(
+  flags: ShimFlags,
+  opts: StartOptions,
+  daemonEntry: string[],
+  config: ShimConfig
+): Promise<string> {
   const bundle = process.cwd();
   const claimed = await claimGroupSocket(flags, opts, bundle, config.socketDir);
   if (claimed.server) spawnDaemon(flags, opts, daemonEntry, claimed, process.ppid, bundle);
@@ -107,7 +133,14 @@ export async function runStart(flags: ShimFlags, opts: StartOptions, daemonEntry
  * Starts the daemon (`daemonEntry`: node flags and script) that serves the group socket just bound.
  * The caller exits without closing its listener afterwards.
  */
-export function spawnDaemon(flags: ShimFlags, opts: StartOptions, daemonEntry: string[], claimed: GroupSocket, containerdPid: number, bundle: string): void {
+export function spawnDaemon(
+  flags: ShimFlags,
+  opts: StartOptions,
+  daemonEntry: string[],
+  claimed: GroupSocket,
+  containerdPid: number,
+  bundle: string
+): void {
   const { address, socket, group, server } = claimed;
   if (!server) throw new Error('spawnDaemon: no group socket bound');
   const fd = (server as any)._handle.fd as number;
@@ -123,7 +156,11 @@ export function spawnDaemon(flags: ShimFlags, opts: StartOptions, daemonEntry: s
   try {
     settleDaemon(child.pid!, opts, containerdPid, bundle, address);
   } catch (e) {
-    try { process.kill(child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+    try {
+      process.kill(child.pid!, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
     fs.rmSync(socket, { force: true });
     throw e;
   }

@@ -8,7 +8,13 @@
 import * as fs from 'node:fs';
 import { dropMappedPages, mallocTrim } from '../sys/libc';
 
-export interface Mapping { start: bigint; end: bigint; perms: string; path: string; anonymousKb: number }
+export interface Mapping {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  path: string;
+  anonymousKb: number;
+}
 
 /** /proc/<pid>/smaps as a list of mappings with their anonymous (COW'd) size. */
 export function parseSmaps(text: string): Mapping[] {
@@ -32,7 +38,10 @@ export function trimmable(m: Mapping): boolean {
   return m.path.startsWith('/') && m.perms[1] !== 'w' && m.perms[3] === 'p' && m.anonymousKb === 0;
 }
 
-export interface TrimResult { mappings: number; bytes: number }
+export interface TrimResult {
+  mappings: number;
+  bytes: number;
+}
 
 /** Drops clean file-backed pages and returns free malloc pages; never throws. */
 export function trimResidentSet(): TrimResult {
@@ -41,10 +50,14 @@ export function trimResidentSet(): TrimResult {
     for (const m of parseSmaps(fs.readFileSync('/proc/self/smaps', 'utf8'))) {
       if (!trimmable(m)) continue;
       const len = Number(m.end - m.start);
-      if (dropMappedPages(m.start, len)) { r.mappings++; r.bytes += len; }
+      if (dropMappedPages(m.start, len)) {
+        r.mappings++;
+        r.bytes += len;
+      }
     }
     mallocTrim();
-  } catch { /* no /proc or no koffi: nothing trimmed */ }
+  } catch {
+    /* no /proc or no koffi: nothing trimmed */
+  }
   return r;
 }
-

@@ -10,7 +10,12 @@ import * as path from 'node:path';
 export async function warmUp(): Promise<void> {
   const { containerd } = await import('../gen/proto');
   const T = containerd.task.v2;
-  const req = T.CreateTaskRequest.encode({ id: 'warm', bundle: '/warm', rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }], stdout: '/x' }).finish();
+  const req = T.CreateTaskRequest.encode({
+    id: 'warm',
+    bundle: '/warm',
+    rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }],
+    stdout: '/x',
+  }).finish();
   T.CreateTaskRequest.decode(req);
   T.StateResponse.decode(T.StateResponse.encode({ id: 'warm', pid: 1, exited_at: { seconds: 1, nanos: 1 } }).finish());
   // Warming only compiles code paths ahead of use: a failure here shows again, and is reported, when
@@ -19,7 +24,11 @@ export async function warmUp(): Promise<void> {
   await warmRuncClient().catch(() => {});
   await warmEvents().catch(() => {});
   const { cgroupForPid } = await import('../task/cgroups/discovery');
-  try { cgroupForPid(process.pid); } catch { /* no cgroups here */ }
+  try {
+    cgroupForPid(process.pid);
+  } catch {
+    /* no cgroups here */
+  }
   const { mountCall } = await import('../task/mount-options');
   mountCall('overlay', ['index=off', 'workdir=/w', 'upperdir=/u', 'lowerdir=/l']);
 }
@@ -49,7 +58,12 @@ async function warmRuncClient(): Promise<void> {
   const { Reaper } = await import('../sys/reaper');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-warm-'));
   try {
-    const runc = new RuncClient({ binary: 'true', root: dir, log: path.join(dir, 'log.json'), runner: Reaper.instance() });
+    const runc = new RuncClient({
+      binary: 'true',
+      root: dir,
+      log: path.join(dir, 'log.json'),
+      runner: Reaper.instance(),
+    });
     await runc.start('warm');
     await runc.kill('warm', 9, { all: true });
     await runc.delete('warm', { force: true });
@@ -64,8 +78,12 @@ async function warmEvents(): Promise<void> {
   const { TaskEvents } = await import('../task/events');
   const publisher = new Publisher(null);
   new TaskEvents(publisher).create('warm', {
-    container_id: 'warm', bundle: '/warm', rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }],
-    io: { stdin: '', stdout: '/x', stderr: '/y', terminal: false }, checkpoint: '', pid: 1,
+    container_id: 'warm',
+    bundle: '/warm',
+    rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }],
+    io: { stdin: '', stdout: '/x', stderr: '/y', terminal: false },
+    checkpoint: '',
+    pid: 1,
   });
   publisher.close();
 }

@@ -54,12 +54,43 @@ export class SysError extends Error {
 type Fn = (...args: any[]) => any;
 interface Libc {
   koffi: typeof Koffi;
-  prctl: Fn; prctlPtr: Fn; waitpid: Fn; waitid: Fn; pipe2: Fn; recvmsg: Fn; ioctl: Fn; eventfd: Fn; getsockopt: Fn;
-  setsid: Fn; close: Fn; fcntl: Fn; kill: Fn; fchown: Fn;
-  mount: Fn; umount2: Fn; madvise: Fn; mallocTrim: Fn; pidfdOpen: Fn; pidfdSendSignal: Fn; prlimit: Fn; execve: Fn;
-  schedSetscheduler: Fn; schedGetscheduler: Fn; schedGetparam: Fn;
-  posixSpawn: Fn; faInit: Fn; faDestroy: Fn; faAddDup2: Fn; faAddOpen: Fn; faAddChdir: Fn;
-  attrInit: Fn; attrDestroy: Fn; attrSetFlags: Fn; attrSetSigMask: Fn; attrSetSigDefault: Fn; sigemptyset: Fn;
+  prctl: Fn;
+  prctlPtr: Fn;
+  waitpid: Fn;
+  waitid: Fn;
+  pipe2: Fn;
+  recvmsg: Fn;
+  ioctl: Fn;
+  eventfd: Fn;
+  getsockopt: Fn;
+  setsid: Fn;
+  close: Fn;
+  fcntl: Fn;
+  kill: Fn;
+  fchown: Fn;
+  mount: Fn;
+  umount2: Fn;
+  madvise: Fn;
+  mallocTrim: Fn;
+  pidfdOpen: Fn;
+  pidfdSendSignal: Fn;
+  prlimit: Fn;
+  execve: Fn;
+  schedSetscheduler: Fn;
+  schedGetscheduler: Fn;
+  schedGetparam: Fn;
+  posixSpawn: Fn;
+  faInit: Fn;
+  faDestroy: Fn;
+  faAddDup2: Fn;
+  faAddOpen: Fn;
+  faAddChdir: Fn;
+  attrInit: Fn;
+  attrDestroy: Fn;
+  attrSetFlags: Fn;
+  attrSetSigMask: Fn;
+  attrSetSigDefault: Fn;
+  sigemptyset: Fn;
 }
 
 let libc: Libc | undefined;
@@ -72,8 +103,13 @@ function lib(): Libc {
   const c = koffi.load('libc.so.6');
   const iovec = koffi.struct('tsshim_iovec', { base: 'void *', len: 'size_t' });
   const msghdr = koffi.struct('tsshim_msghdr', {
-    name: 'void *', namelen: 'uint32_t', iov: koffi.pointer(iovec), iovlen: 'size_t',
-    control: 'void *', controllen: 'size_t', flags: 'int',
+    name: 'void *',
+    namelen: 'uint32_t',
+    iov: koffi.pointer(iovec),
+    iovlen: 'size_t',
+    control: 'void *',
+    controllen: 'size_t',
+    flags: 'int',
   });
   // Variadic libc functions (prctl, ioctl, fcntl) are declared with fixed integer/pointer
   // arguments: on the Linux x86_64 and aarch64 ABIs that call is identical.
@@ -105,7 +141,14 @@ function lib(): Libc {
     schedSetscheduler: c.func('sched_setscheduler', 'int', ['int', 'int', 'void *']),
     schedGetscheduler: c.func('sched_getscheduler', 'int', ['int']),
     schedGetparam: c.func('sched_getparam', 'int', ['int', 'void *']),
-    posixSpawn: c.func('posix_spawn', 'int', [koffi.out(koffi.pointer('int')), 'str', 'void *', 'void *', koffi.pointer('str'), koffi.pointer('str')]),
+    posixSpawn: c.func('posix_spawn', 'int', [
+      koffi.out(koffi.pointer('int')),
+      'str',
+      'void *',
+      'void *',
+      koffi.pointer('str'),
+      koffi.pointer('str'),
+    ]),
     faInit: c.func('posix_spawn_file_actions_init', 'int', ['void *']),
     faDestroy: c.func('posix_spawn_file_actions_destroy', 'int', ['void *']),
     faAddDup2: c.func('posix_spawn_file_actions_adddup2', 'int', ['void *', 'int', 'int']),
@@ -149,7 +192,10 @@ export function isChildSubreaper(): boolean {
   return out.readInt32LE(0) !== 0;
 }
 
-interface WaitResult { pid: number; status: number /* raw wait status */ }
+interface WaitResult {
+  pid: number;
+  status: number; /* raw wait status */
+}
 
 /**
  * waitpid(pid, WNOHANG): the raw status if `pid` has exited and is now reaped; null if it is still
@@ -221,8 +267,13 @@ export function recvFd(sockFd: number): number {
   const data = Buffer.alloc(64);
   const control = Buffer.alloc(256);
   const msg = {
-    name: null, namelen: 0, iov: [{ base: data, len: data.length }], iovlen: 1,
-    control, controllen: control.length, flags: 0,
+    name: null,
+    namelen: 0,
+    iov: [{ base: data, len: data.length }],
+    iovlen: 1,
+    control,
+    controllen: control.length,
+    flags: 0,
   };
   let n: number;
   for (;;) {
@@ -247,7 +298,11 @@ export function recvFd(sockFd: number): number {
   }
   if (fds.length === 0) {
     if (n === 0) throw Object.assign(new SysError('recvmsg', 0, 'peer closed without sending an fd'), { code: 'EOF' });
-    const err = new SysError('recvmsg', 0, `got ${n} bytes but no fd${msg.flags & MSG_CTRUNC ? ' (control truncated)' : ''}`);
+    const err = new SysError(
+      'recvmsg',
+      0,
+      `got ${n} bytes but no fd${msg.flags & MSG_CTRUNC ? ' (control truncated)' : ''}`
+    );
     throw Object.assign(err, { code: 'ENOFD' });
   }
   for (const extra of fds.slice(1)) l.close(extra);
@@ -315,7 +370,9 @@ export function close(fd: number): void {
  * upgrade of src/upgrade/). Node 20 has no process.execve. Returns only by throwing.
  */
 export function execve(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
-  const envp = Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+  const envp = Object.entries(env)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${v}`);
   const l = lib();
   l.execve(file, [...argv, null], [...envp, null]);
   throw new SysError('execve', lastErrno(), file);
@@ -377,7 +434,11 @@ export function pidfdOpen(pid: number): number {
  */
 export function pidfdSendSignal(pidfd: number, signal: number): void {
   const l = lib();
-  check('pidfd_send_signal', () => Number(l.pidfdSendSignal(SYS_PIDFD_SEND_SIGNAL, pidfd, signal, null, 0)), `pidfd ${pidfd} sig ${signal}`);
+  check(
+    'pidfd_send_signal',
+    () => Number(l.pidfdSendSignal(SYS_PIDFD_SEND_SIGNAL, pidfd, signal, null, 0)),
+    `pidfd ${pidfd} sig ${signal}`
+  );
 }
 
 /** kill(pid, 0) probe: true if the process exists (EPERM counts as existing). Zombies exist too. */
@@ -391,7 +452,11 @@ export function processExists(pid: number): boolean {
 /** mount(2). `data` is the filesystem's option string (null for none). */
 export function mount(source: string, target: string, fstype: string, flags: number, data: string | null): void {
   const l = lib();
-  check('mount', () => l.mount(source, target, fstype, flags, data), `${JSON.stringify(source)} on ${JSON.stringify(target)} (${fstype})`);
+  check(
+    'mount',
+    () => l.mount(source, target, fstype, flags, data),
+    `${JSON.stringify(source)} on ${JSON.stringify(target)} (${fstype})`
+  );
 }
 
 /** umount2(2). */
@@ -438,7 +503,10 @@ export const SCHED_IDLE = 5;
 const SCHED_RESET_ON_FORK = 0x40000000;
 
 /** A thread's policy and static priority (0 for the normal policies). */
-export interface SchedPolicy { policy: number; priority: number }
+export interface SchedPolicy {
+  policy: number;
+  priority: number;
+}
 
 /**
  * sched_getscheduler + sched_getparam of a thread (`tid` 0: the calling thread). Linux applies a
@@ -492,7 +560,9 @@ export function posixSpawn(spec: SpawnSpec): number {
   const l = lib();
   const fa = Buffer.alloc(SPAWN_FILE_ACTIONS_BYTES);
   const attr = Buffer.alloc(SPAWNATTR_BYTES);
-  const failed = (what: string, r: number) => { if (r !== 0) throw new SysError(what, r, spec.path); };
+  const failed = (what: string, r: number) => {
+    if (r !== 0) throw new SysError(what, r, spec.path);
+  };
   // dup2(i, i) would keep close-on-exec: move every source above the target range first.
   const moved: number[] = [];
   failed('posix_spawn_file_actions_init', l.faInit(fa));

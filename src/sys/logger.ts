@@ -22,7 +22,7 @@ export interface Logger {
 }
 
 function quote(v: unknown): string {
-  const s = v instanceof Error ? v.message : typeof v === 'string' ? v : JSON.stringify(v) ?? String(v);
+  const s = v instanceof Error ? v.message : typeof v === 'string' ? v : (JSON.stringify(v) ?? String(v));
   return /^[A-Za-z0-9_.:/@+-]+$/.test(s) ? s : JSON.stringify(s);
 }
 
@@ -38,7 +38,11 @@ export class FdSink {
   constructor(private fd: number) {}
   write(line: string): void {
     if (this.fd < 0) return;
-    try { fs.writeSync(this.fd, line); } catch { /* no reader or full: drop the line */ }
+    try {
+      fs.writeSync(this.fd, line);
+    } catch {
+      /* no reader or full: drop the line */
+    }
   }
 }
 
@@ -70,28 +74,45 @@ export class BundleLogSink {
   private lastFailedRetarget = -Infinity;
 
   /** liveBundles: the bundles of the containers served now, in any order. */
-  constructor(firstBundle: string, private readonly liveBundles: () => string[], private readonly now = Date.now) {
+  constructor(
+    firstBundle: string,
+    private readonly liveBundles: () => string[],
+    private readonly now = Date.now
+  ) {
     this.tryOpen(firstBundle);
   }
 
   /** The bundle whose fifo receives the lines now ('' when none). */
-  get current(): string { return this.bundle; }
+  get current(): string {
+    return this.bundle;
+  }
 
   write(line: string): void {
     if (this.fd >= 0) {
-      try { fs.writeSync(this.fd, line); return; } catch (e: any) {
+      try {
+        fs.writeSync(this.fd, line);
+        return;
+      } catch (e: any) {
         if (e?.code !== 'EPIPE' && e?.code !== 'EBADF') return; // full (EAGAIN): drop the line
       }
     }
     if (this.retarget()) {
-      try { fs.writeSync(this.fd, line); } catch { /* the new reader went away too: drop */ }
+      try {
+        fs.writeSync(this.fd, line);
+      } catch {
+        /* the new reader went away too: drop */
+      }
     }
   }
 
   private retarget(): boolean {
     if (this.now() - this.lastFailedRetarget < RETARGET_BACKOFF_MS) return false;
     let bundles: string[] = [];
-    try { bundles = this.liveBundles(); } catch { /* the service is not there yet */ }
+    try {
+      bundles = this.liveBundles();
+    } catch {
+      /* the service is not there yet */
+    }
     // A deleted container is no longer listed (and its fifo is gone with its bundle).
     for (const b of bundles) if (this.tryOpen(b)) return true;
     this.lastFailedRetarget = this.now();
@@ -100,8 +121,18 @@ export class BundleLogSink {
 
   private tryOpen(bundle: string): boolean {
     let fd: number;
-    try { fd = openFifoFd(path.join(bundle, 'log')); } catch { return false; } // ENXIO: nobody reads it
-    if (this.fd >= 0) { try { fs.closeSync(this.fd); } catch { /* already closed */ } }
+    try {
+      fd = openFifoFd(path.join(bundle, 'log'));
+    } catch {
+      return false;
+    } // ENXIO: nobody reads it
+    if (this.fd >= 0) {
+      try {
+        fs.closeSync(this.fd);
+      } catch {
+        /* already closed */
+      }
+    }
     this.fd = fd;
     this.bundle = bundle;
     return true;

@@ -61,7 +61,12 @@ export interface RunResult {
 /** Raised by run() when its deadline passed or it was aborted; the child has been SIGKILLed. */
 export class RunTimeoutError extends Error {
   readonly code = 'ETIMEDOUT';
-  constructor(readonly command: string, readonly timeoutMs: number, readonly stdout: Buffer, readonly stderr: Buffer) {
+  constructor(
+    readonly command: string,
+    readonly timeoutMs: number,
+    readonly stdout: Buffer,
+    readonly stderr: Buffer
+  ) {
     super(`${command}: timed out after ${timeoutMs} ms (killed with SIGKILL)`);
     this.name = 'RunTimeoutError';
   }
@@ -69,7 +74,10 @@ export class RunTimeoutError extends Error {
 
 export class RunAbortedError extends Error {
   readonly code = 'ABORT_ERR';
-  constructor(readonly command: string, reason?: unknown) {
+  constructor(
+    readonly command: string,
+    reason?: unknown
+  ) {
     super(`${command}: aborted${reason instanceof Error ? `: ${reason.message}` : ''} (killed with SIGKILL)`);
     this.name = 'AbortError';
   }
@@ -122,7 +130,11 @@ function readWithoutWaiting(stream: NodeJS.ReadableStream | null | undefined, in
   const buf = Buffer.alloc(64 * 1024);
   for (;;) {
     let n = 0;
-    try { n = fs.readSync(fd, buf, 0, buf.length, null); } catch { return; } // EAGAIN: nothing more
+    try {
+      n = fs.readSync(fd, buf, 0, buf.length, null);
+    } catch {
+      return;
+    } // EAGAIN: nothing more
     if (n <= 0) return;
     into.push(Buffer.from(buf.subarray(0, n)));
   }
@@ -175,7 +187,14 @@ export class Reaper {
   /** Children run() started with posix_spawn: their exit goes to their DirectChild only. */
   private readonly direct = new Map<number, (rawStatus: number) => void>();
   /** Counters for metrics and tests. */
-  readonly stats = { sigchld: 0, passes: 0, reaped: 0, delivered: 0, subscriberErrors: 0, /** exits of run()'s own children (posix_spawn) */ ownRuns: 0 };
+  readonly stats = {
+    sigchld: 0,
+    passes: 0,
+    reaped: 0,
+    delivered: 0,
+    subscriberErrors: 0,
+    /** exits of run()'s own children (posix_spawn) */ ownRuns: 0,
+  };
 
   /** The process-wide reaper: makes us a subreaper and listens for SIGCHLD, once. */
   static instance(opts: ReaperOptions = {}): Reaper {
@@ -197,7 +216,9 @@ export class Reaper {
   /** Receives every exit reaped here (i.e. of processes NOT started via child_process). */
   subscribe(fn: ExitSubscriber): () => void {
     this.subscribers.add(fn);
-    return () => { this.subscribers.delete(fn); };
+    return () => {
+      this.subscribers.delete(fn);
+    };
   }
 
   /**
@@ -267,7 +288,10 @@ export class Reaper {
     // /proc/<pid>/task/<tid>/children is documented as best effort while the list changes:
     // one cheap follow-up pass catches an exit a concurrent listing may have skipped.
     if (total > 0 && !this.sweepTimer) {
-      this.sweepTimer = setTimeout(() => { this.sweepTimer = undefined; this.reapNow(); }, 200);
+      this.sweepTimer = setTimeout(() => {
+        this.sweepTimer = undefined;
+        this.reapNow();
+      }, 200);
       this.sweepTimer.unref();
     }
     return total;
@@ -283,7 +307,11 @@ export class Reaper {
     let reaped = 0;
     for (;;) {
       let pid: number;
-      try { pid = this.peek(); } catch { return { reaped, scan: true }; } // cannot peek: the scan finds them
+      try {
+        pid = this.peek();
+      } catch {
+        return { reaped, scan: true };
+      } // cannot peek: the scan finds them
       if (pid <= 0) return { reaped, scan: false };
       if (libuvOwned.has(pid)) return { reaped, scan: true };
       const r = waitpidNoHang(pid);
@@ -331,8 +359,12 @@ export class Reaper {
         // An absolute path is started with posix_spawn (no fork of Node, spawn.ts); a bare name is
         // looked up in the child's PATH by child_process.
         child = command.startsWith('/')
-          ? new DirectChild(command, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: stdio as RunStdio[] },
-            (pid, onExit) => this.direct.set(pid, onExit))
+          ? new DirectChild(
+              command,
+              args,
+              { env: opts.env ?? process.env, cwd: opts.cwd, stdio: stdio as RunStdio[] },
+              (pid, onExit) => this.direct.set(pid, onExit)
+            )
           : this.spawn(command, args, { env: opts.env, cwd: opts.cwd, stdio: stdio as SpawnOptions['stdio'] });
       } catch (e) {
         reject(e);
@@ -373,7 +405,11 @@ export class Reaper {
       const killFor = (why: Error) => {
         if (settled || failure) return;
         failure = why;
-        try { child.kill('SIGKILL'); } catch { /* already gone */ }
+        try {
+          child.kill('SIGKILL');
+        } catch {
+          /* already gone */
+        }
         // If it cannot die (D state) do not hang the caller forever.
         setTimeout(finish, 5000).unref();
       };
@@ -402,12 +438,17 @@ export class Reaper {
       child.once('close', () => finish());
 
       if (child.stdin) {
-        child.stdin.on('error', () => { /* EPIPE when the child does not read its input */ });
+        child.stdin.on('error', () => {
+          /* EPIPE when the child does not read its input */
+        });
         if (opts.input !== undefined) child.stdin.end(opts.input);
         else child.stdin.end();
       }
       if (timeoutMs > 0) {
-        deadline = setTimeout(() => killFor(new RunTimeoutError(label, timeoutMs, Buffer.alloc(0), Buffer.alloc(0))), timeoutMs);
+        deadline = setTimeout(
+          () => killFor(new RunTimeoutError(label, timeoutMs, Buffer.alloc(0), Buffer.alloc(0))),
+          timeoutMs
+        );
       }
       opts.signal?.addEventListener('abort', onAbort, { once: true });
     });

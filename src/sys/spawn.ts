@@ -13,7 +13,7 @@ import { close, pipe2, posixSpawn } from './libc';
 export type DirectStdio = number | 'ignore' | 'pipe' | 'inherit';
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
-  Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
+  Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals])
 );
 
 /**
@@ -36,8 +36,12 @@ export class DirectChild extends EventEmitter {
   private keepAlive: NodeJS.Timeout | undefined;
 
   /** Starts `path` (absolute) and registers the pid with `adopt` before anything can reap it. */
-  constructor(path: string, args: readonly string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; stdio: DirectStdio[] },
-    adopt: (pid: number, onExit: (rawStatus: number) => void) => void) {
+  constructor(
+    path: string,
+    args: readonly string[],
+    opts: { env: NodeJS.ProcessEnv; cwd?: string; stdio: DirectStdio[] },
+    adopt: (pid: number, onExit: (rawStatus: number) => void) => void
+  ) {
     super();
     const childFds: number[] = [];
     const ours: number[] = []; // the child's ends, closed here once it has them
@@ -55,7 +59,9 @@ export class DirectChild extends EventEmitter {
           pipes.push({ slot, fd: parentEnd });
         }
       });
-      const env = Object.entries(opts.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+      const env = Object.entries(opts.env)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => `${k}=${v}`);
       this.pid = posixSpawn({ path, argv: [path, ...args], env, cwd: opts.cwd, fds: childFds });
     } catch (e) {
       for (const p of pipes) close(p.fd);
@@ -69,7 +75,10 @@ export class DirectChild extends EventEmitter {
     for (const { slot, fd } of pipes) {
       const sock = new net.Socket({ fd, readable: slot !== 0, writable: slot === 0 });
       this.openPipes++;
-      sock.once('close', () => { this.openPipes--; this.maybeClose(); });
+      sock.once('close', () => {
+        this.openPipes--;
+        this.maybeClose();
+      });
       if (slot === 0) this.stdin = sock;
       else if (slot === 1) this.stdout = sock;
       else if (slot === 2) this.stderr = sock;

@@ -50,10 +50,18 @@ export interface RecordedOptions {
 /** options.json's text: what the `delete` subcommand needs later, written as the Go shim does. */
 export function optionsJson(o: RecordedOptions): string {
   const out: Record<string, unknown> = {};
-  const put = (k: string, v: unknown) => { if (v) out[k] = v; };
-  put('no_pivot_root', o.noPivotRoot); put('no_new_keyring', o.noNewKeyring); put('shim_cgroup', o.shimCgroup);
-  put('io_uid', o.ioUid); put('io_gid', o.ioGid); put('binary_name', o.binaryName); put('root', o.root);
-  put('criu_path', o.criuPath); put('systemd_cgroup', o.systemdCgroup);
+  const put = (k: string, v: unknown) => {
+    if (v) out[k] = v;
+  };
+  put('no_pivot_root', o.noPivotRoot);
+  put('no_new_keyring', o.noNewKeyring);
+  put('shim_cgroup', o.shimCgroup);
+  put('io_uid', o.ioUid);
+  put('io_gid', o.ioGid);
+  put('binary_name', o.binaryName);
+  put('root', o.root);
+  put('criu_path', o.criuPath);
+  put('systemd_cgroup', o.systemdCgroup);
   return JSON.stringify(out);
 }
 

@@ -19,8 +19,13 @@ import type { InitState } from './state';
 
 /** containerd.runc.v1.CheckpointOptions as decoded. */
 export interface CheckpointOptions {
-  exit?: boolean; open_tcp?: boolean; external_unix_sockets?: boolean; terminal?: boolean; file_locks?: boolean;
-  empty_namespaces?: string[]; work_path?: string;
+  exit?: boolean;
+  open_tcp?: boolean;
+  external_unix_sockets?: boolean;
+  terminal?: boolean;
+  file_locks?: boolean;
+  empty_namespaces?: string[];
+  work_path?: string;
 }
 
 export interface ContainerConfig {
@@ -70,8 +75,11 @@ export class Container {
   private execsIdle: (() => void)[] = [];
 
   constructor(readonly cfg: ContainerConfig) {
-    this.init = new InitProcess(cfg.id, cfg.stdio,
-      cfg.checkpoint ? { path: cfg.checkpoint, parent: cfg.parentCheckpoint } : null);
+    this.init = new InitProcess(
+      cfg.id,
+      cfg.stdio,
+      cfg.checkpoint ? { path: cfg.checkpoint, parent: cfg.parentCheckpoint } : null
+    );
     const o = cfg.options;
     this.runc = new RuncClient({
       binary: o.binaryName || 'runc',
@@ -85,9 +93,15 @@ export class Container {
     this.hostPidNs = sharesHostPidNamespace(cfg.bundle);
   }
 
-  get id(): string { return this.cfg.id; }
-  get bundle(): string { return this.cfg.bundle; }
-  get namespace(): string { return this.cfg.namespace; }
+  get id(): string {
+    return this.cfg.id;
+  }
+  get bundle(): string {
+    return this.cfg.bundle;
+  }
+  get namespace(): string {
+    return this.cfg.namespace;
+  }
 
   process(execId: string): Process {
     if (!execId) return this.init;
@@ -121,16 +135,23 @@ export class Container {
       });
       // runc connects to the console socket before it returns: receive concurrently.
       const console = io.consoleSocketPath ? io.receiveConsole() : Promise.resolve();
-      await created.catch((e: unknown) => { throw runcFailure('OCI runtime create failed', e); });
-      await console.catch((e: unknown) => { throw unknown(`failed to retrieve console master: ${errorMessage(e)}`); });
+      await created.catch((e: unknown) => {
+        throw runcFailure('OCI runtime create failed', e);
+      });
+      await console.catch((e: unknown) => {
+        throw unknown(`failed to retrieve console master: ${errorMessage(e)}`);
+      });
       await io.afterRuncStarted();
       this.init.pid = await readPidFile(pidFile).catch((e: unknown) => {
         throw unknown(`failed to retrieve OCI runtime container pid: ${errorMessage(e)}`);
       });
     } catch (e) {
-      await io.close().catch((err: unknown) => this.cfg.log.warn('closing init IO after a failed create', { error: err }));
+      await io
+        .close()
+        .catch((err: unknown) => this.cfg.log.warn('closing init IO after a failed create', { error: err }));
       // Bounded on its own, short: the runtime that just failed may hang here too.
-      await this.runc.delete(this.id, { force: true, timeoutMs: cleanupTimeoutMs(this.runc.options.timeoutMs!) })
+      await this.runc
+        .delete(this.id, { force: true, timeoutMs: cleanupTimeoutMs(this.runc.options.timeoutMs!) })
         .catch((err: unknown) => this.cfg.log.warn('runc delete after a failed create', { error: errorMessage(err) }));
       await unmountAll(path.join(bundle, 'rootfs'));
       throw e;
@@ -148,17 +169,25 @@ export class Container {
       const pidFile = bundleFile(this.bundle, 'initPid');
       const io = this.init.io!;
       const restored = this.runc.restore(this.id, this.bundle, {
-        imagePath: cp.path, parentPath: cp.parent || undefined,
+        imagePath: cp.path,
+        parentPath: cp.parent || undefined,
         workPath: this.cfg.options.criuWorkPath || path.join(this.bundle, 'work'),
-        pidFile, consoleSocket: io.consoleSocketPath, noPivot: this.cfg.options.noPivotRoot, stdio: io.runcStdio(),
+        pidFile,
+        consoleSocket: io.consoleSocketPath,
+        noPivot: this.cfg.options.noPivotRoot,
+        stdio: io.runcStdio(),
       });
       const console = io.consoleSocketPath ? io.receiveConsole() : Promise.resolve();
-      await restored.catch((e: unknown) => { throw runcFailure('OCI runtime restore failed', e); });
+      await restored.catch((e: unknown) => {
+        throw runcFailure('OCI runtime restore failed', e);
+      });
       await console;
       await io.afterRuncStarted();
       this.init.pid = await readPidFile(pidFile);
     } else {
-      await this.runc.start(this.id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime start failed', e); });
+      await this.runc.start(this.id, runcCallOptions(ctx)).catch((e: unknown) => {
+        throw runcFailure('OCI runtime start failed', e);
+      });
     }
   }
 
@@ -187,11 +216,19 @@ export class Container {
     const io = p.io;
     try {
       const ran = this.runc.exec(this.id, p.spec, {
-        pidFile, consoleSocket: io.consoleSocketPath, detach: true, stdio: io.runcStdio(), ...runcCallOptions(ctx),
+        pidFile,
+        consoleSocket: io.consoleSocketPath,
+        detach: true,
+        stdio: io.runcStdio(),
+        ...runcCallOptions(ctx),
       });
       const console = io.consoleSocketPath ? io.receiveConsole() : Promise.resolve();
-      await ran.catch((e: unknown) => { throw runcFailure('OCI runtime exec failed', e); });
-      await console.catch((e: unknown) => { throw unknown(`failed to retrieve console master: ${errorMessage(e)}`); });
+      await ran.catch((e: unknown) => {
+        throw runcFailure('OCI runtime exec failed', e);
+      });
+      await console.catch((e: unknown) => {
+        throw unknown(`failed to retrieve console master: ${errorMessage(e)}`);
+      });
       await io.afterRuncStarted();
       p.pid = await readPidFile(pidFile).catch((e: unknown) => {
         throw unknown(`failed to retrieve OCI runtime exec pid: ${errorMessage(e)}`);
@@ -199,7 +236,11 @@ export class Container {
       // Held from now on, so Kill never signals another process that got this pid after the exit.
       p.holdPid();
     } catch (e) {
-      await io.close().catch((err: unknown) => this.cfg.log.warn('closing exec IO after a failed start', { exec: p.execId, error: err }));
+      await io
+        .close()
+        .catch((err: unknown) =>
+          this.cfg.log.warn('closing exec IO after a failed start', { exec: p.execId, error: err })
+        );
       p.io = null;
       throw e;
     }
@@ -211,7 +252,9 @@ export class Container {
       p.machine.check('kill');
       if (p.state === 'created' || p.pid === 0) throw failedPrecondition('process not created');
       if (p.exit || p.reaped !== null) throw notFound('process already finished');
-      try { p.signal(signal); } catch (e: any) {
+      try {
+        p.signal(signal);
+      } catch (e: any) {
         if (e.code === 'ESRCH') throw notFound('exec kill error: process already finished');
         throw unknown(`exec kill error: ${e.message}`);
       }
@@ -225,7 +268,8 @@ export class Container {
       await this.runc.kill(this.id, signal, { all, ...runcCallOptions(ctx) });
     } catch (e) {
       const msg = e instanceof RuncError ? `${e.runcMessage} ${e.output ?? ''}` : errorMessage(e);
-      if (/process already finished|container not running|no such process/i.test(msg)) throw notFound('process already finished');
+      if (/process already finished|container not running|no such process/i.test(msg))
+        throw notFound('process already finished');
       if (/does not exist/i.test(msg)) throw notFound('no such container');
       throw unknown(`unknown error after kill: ${errorMessage(e)}`);
     }
@@ -243,7 +287,10 @@ export class Container {
       });
       if (runcErr) throw runcFailure('failed to delete task', runcErr);
       await this.closeIO(this.init);
-      for (const e of this.execs.values()) { await this.closeIO(e); e.releasePid(); }
+      for (const e of this.execs.values()) {
+        await this.closeIO(e);
+        e.releasePid();
+      }
       return unmountAll(path.join(this.bundle, 'rootfs'));
     });
     this.init.releaseWaiters();
@@ -266,7 +313,10 @@ export class Container {
   /** `runc pause`; false when the init exited meanwhile (the exit won: stopped, and thawed again). */
   async pause(ctx?: RequestContext): Promise<boolean> {
     const { applied } = await this.init.machine.run('pause', () =>
-      this.runc.pause(this.id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime pause failed', e); }));
+      this.runc.pause(this.id, runcCallOptions(ctx)).catch((e: unknown) => {
+        throw runcFailure('OCI runtime pause failed', e);
+      })
+    );
     // runc froze the cgroup after the exit handler looked at the state: what is left must be able to die.
     if (!applied) this.thaw();
     return applied;
@@ -275,14 +325,19 @@ export class Container {
   /** `runc resume`; false when the init exited meanwhile. */
   async resume(ctx?: RequestContext): Promise<boolean> {
     const { applied } = await this.init.machine.run('resume', () =>
-      this.runc.resume(this.id, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime resume failed', e); }));
+      this.runc.resume(this.id, runcCallOptions(ctx)).catch((e: unknown) => {
+        throw runcFailure('OCI runtime resume failed', e);
+      })
+    );
     return applied;
   }
 
   async update(resources: Uint8Array, ctx?: RequestContext): Promise<void> {
     await this.init.machine.run('update', async () => {
       const parsed = resources.length ? parseSpecJson(resources, 'resources', PROCESS_SPEC_LIMITS) : {};
-      await this.runc.update(this.id, parsed, runcCallOptions(ctx)).catch((e: unknown) => { throw runcFailure('OCI runtime update failed', e); });
+      await this.runc.update(this.id, parsed, runcCallOptions(ctx)).catch((e: unknown) => {
+        throw runcFailure('OCI runtime update failed', e);
+      });
     });
   }
 
@@ -291,14 +346,23 @@ export class Container {
       const work = opts.work_path || path.join(this.bundle, 'work', 'criu-work');
       try {
         await this.runc.checkpoint(this.id, {
-          imagePath, workPath: work, leaveRunning: !opts.exit, tcpEstablished: !!opts.open_tcp,
-          extUnixSockets: !!opts.external_unix_sockets, shellJob: !!opts.terminal, fileLocks: !!opts.file_locks,
+          imagePath,
+          workPath: work,
+          leaveRunning: !opts.exit,
+          tcpEstablished: !!opts.open_tcp,
+          extUnixSockets: !!opts.external_unix_sockets,
+          shellJob: !!opts.terminal,
+          fileLocks: !!opts.file_locks,
           emptyNamespaces: opts.empty_namespaces ?? [],
         });
       } catch (e) {
         const dump = path.join(this.bundle, 'criu-dump.log');
         // A new 0644 file like Go's os.Create (copyFileSync would keep CRIU's 0600).
-        try { fs.writeFileSync(dump, fs.readFileSync(path.join(work, 'dump.log')), { mode: 0o644 }); } catch { /* criu left no log: the error below still names the path */ }
+        try {
+          fs.writeFileSync(dump, fs.readFileSync(path.join(work, 'dump.log')), { mode: 0o644 });
+        } catch {
+          /* criu left no log: the error below still names the path */
+        }
         const first = errorMessage(e).split('\n')[0];
         throw unknown(`${first} path= ${dump}`);
       } finally {
@@ -310,7 +374,11 @@ export class Container {
   /** The container's pids (`runc ps`), each with the exec id when it is one of our execs. */
   async pids(ctx?: RequestContext): Promise<{ pid: number; execId?: string }[]> {
     let pids: number[];
-    try { pids = await this.runc.ps(this.id, runcCallOptions(ctx)); } catch (e) { throw runcFailure('failed to list pids', e); }
+    try {
+      pids = await this.runc.ps(this.id, runcCallOptions(ctx));
+    } catch (e) {
+      throw runcFailure('failed to list pids', e);
+    }
     const byPid = new Map<number, string>();
     for (const e of this.execs.values()) if (e.pid) byPid.set(e.pid, e.execId);
     return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
@@ -331,8 +399,11 @@ export class Container {
    */
   async initReaped(): Promise<void> {
     if (!this.hostPidNs) return;
-    await this.runc.kill(this.id, 9, { all: true })
-      .catch((e: unknown) => this.cfg.log.warn('killing the rest of the container after its init exited', { error: errorMessage(e) }));
+    await this.runc
+      .kill(this.id, 9, { all: true })
+      .catch((e: unknown) =>
+        this.cfg.log.warn('killing the rest of the container after its init exited', { error: errorMessage(e) })
+      );
   }
 
   /** The exit is being published: the process is stopped from now on. */
@@ -348,21 +419,31 @@ export class Container {
   }
 
   private thaw(): void {
-    void this.runc.resume(this.id)
+    void this.runc
+      .resume(this.id)
       .catch((e: unknown) => this.cfg.log.warn('runc resume of the stopped container', { error: errorMessage(e) }));
   }
 
   /** Waits (bounded) until the process's output was copied; a stuck copier is logged, not waited for. */
   async drained(p: Process): Promise<void> {
-    await p.io?.waitDrained(2000)
-      .catch((e: unknown) => this.cfg.log.debug('IO not drained', { exec: p.execId || undefined, error: errorMessage(e) }));
+    await p.io
+      ?.waitDrained(2000)
+      .catch((e: unknown) =>
+        this.cfg.log.debug('IO not drained', { exec: p.execId || undefined, error: errorMessage(e) })
+      );
   }
 
   private async closeIO(p: Process): Promise<void> {
-    await p.io?.close().catch((e: unknown) => this.cfg.log.warn('closing process IO', { exec: p.execId || undefined, error: errorMessage(e) }));
+    await p.io
+      ?.close()
+      .catch((e: unknown) =>
+        this.cfg.log.warn('closing process IO', { exec: p.execId || undefined, error: errorMessage(e) })
+      );
   }
 
-  execStarted(): void { this.runningExecs++; }
+  execStarted(): void {
+    this.runningExecs++;
+  }
 
   /** An exec that was counted by execStarted exited, or its start failed. */
   execExited(): void {
@@ -383,12 +464,16 @@ export class Container {
 
   private ioOptions(execId: string) {
     return {
-      id: this.id, execId: execId || undefined, namespace: this.namespace,
+      id: this.id,
+      execId: execId || undefined,
+      namespace: this.namespace,
       // The Go shim's loggers inherit its cwd, the bundle; ours chdir'd to / (serve.ts).
       cwd: this.bundle,
-      ioUid: this.cfg.options.ioUid || undefined, ioGid: this.cfg.options.ioGid || undefined,
+      ioUid: this.cfg.options.ioUid || undefined,
+      ioGid: this.cfg.options.ioGid || undefined,
       // Logging binaries are libuv children: the reaper must leave their exit status to libuv.
-      spawn: (cmd: string, args: readonly string[], o: import('node:child_process').SpawnOptions) => this.cfg.runner.spawn(cmd, args, o),
+      spawn: (cmd: string, args: readonly string[], o: import('node:child_process').SpawnOptions) =>
+        this.cfg.runner.spawn(cmd, args, o),
       log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) =>
         this.cfg.log[level](msg, { id: this.id, exec: execId || undefined, ...fields }),
     };

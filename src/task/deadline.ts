@@ -2,7 +2,10 @@
 import type { CallOptions } from '../runc';
 
 /** What the Task service needs of a ttrpc CallContext: containerd's deadline and the cancellation. */
-export interface RequestContext { deadline?: number; signal?: AbortSignal }
+export interface RequestContext {
+  deadline?: number;
+  signal?: AbortSignal;
+}
 
 /**
  * runc gets what is left of containerd's deadline (then the error names the hung binary), and is

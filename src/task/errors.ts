@@ -4,7 +4,10 @@
 export type ErrorKind = 'not-found' | 'already-exists' | 'failed-precondition' | 'invalid-argument' | 'unknown';
 
 export class TaskError extends Error {
-  constructor(readonly kind: ErrorKind, message: string) {
+  constructor(
+    readonly kind: ErrorKind,
+    message: string
+  ) {
     super(message);
     this.name = 'TaskError';
   }

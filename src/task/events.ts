@@ -7,7 +7,16 @@ import { encodeMessage } from '../types';
 import { TypeUrl } from '../types/typeurls';
 
 type Msg = Parameters<typeof encodeMessage>[0];
-type EventName = 'TaskCreate' | 'TaskStart' | 'TaskExit' | 'TaskDelete' | 'TaskExecAdded' | 'TaskExecStarted' | 'TaskPaused' | 'TaskResumed' | 'TaskOOM';
+type EventName =
+  | 'TaskCreate'
+  | 'TaskStart'
+  | 'TaskExit'
+  | 'TaskDelete'
+  | 'TaskExecAdded'
+  | 'TaskExecStarted'
+  | 'TaskPaused'
+  | 'TaskResumed'
+  | 'TaskOOM';
 
 /** Where task events go (the shim's publisher outbox); the Task core only hands them over, in order. */
 export interface EventSink {
@@ -23,7 +32,10 @@ export class TaskEvents {
     this.publisher.publish(ns, topic, TypeUrl[name], encodeMessage(type, body));
   }
 
-  create(ns: string, body: { container_id: string; bundle: string; rootfs: object[]; io: object; checkpoint: string; pid: number }) {
+  create(
+    ns: string,
+    body: { container_id: string; bundle: string; rootfs: object[]; io: object; checkpoint: string; pid: number }
+  ) {
     this.send(ns, '/tasks/create', 'TaskCreate', E.TaskCreate, body);
   }
   start(ns: string, containerId: string, pid: number) {
@@ -31,19 +43,33 @@ export class TaskEvents {
   }
   exit(ns: string, containerId: string, id: string, pid: number, exit: ExitInfo) {
     this.send(ns, '/tasks/exit', 'TaskExit', E.TaskExit, {
-      container_id: containerId, id, pid, exit_status: exit.status, exited_at: timestamp(exit),
+      container_id: containerId,
+      id,
+      pid,
+      exit_status: exit.status,
+      exited_at: timestamp(exit),
     });
   }
   delete(ns: string, containerId: string, pid: number, exit: ExitInfo | null) {
     this.send(ns, '/tasks/delete', 'TaskDelete', E.TaskDelete, {
-      container_id: containerId, pid, exit_status: exit?.status ?? 0, exited_at: timestamp(exit),
+      container_id: containerId,
+      pid,
+      exit_status: exit?.status ?? 0,
+      exited_at: timestamp(exit),
     });
   }
   execAdded(ns: string, containerId: string, execId: string) {
-    this.send(ns, '/tasks/exec-added', 'TaskExecAdded', E.TaskExecAdded, { container_id: containerId, exec_id: execId });
+    this.send(ns, '/tasks/exec-added', 'TaskExecAdded', E.TaskExecAdded, {
+      container_id: containerId,
+      exec_id: execId,
+    });
   }
   execStarted(ns: string, containerId: string, execId: string, pid: number) {
-    this.send(ns, '/tasks/exec-started', 'TaskExecStarted', E.TaskExecStarted, { container_id: containerId, exec_id: execId, pid });
+    this.send(ns, '/tasks/exec-started', 'TaskExecStarted', E.TaskExecStarted, {
+      container_id: containerId,
+      exec_id: execId,
+      pid,
+    });
   }
   paused(ns: string, containerId: string) {
     this.send(ns, '/tasks/paused', 'TaskPaused', E.TaskPaused, { container_id: containerId });

@@ -25,18 +25,42 @@ export const MS_STRICTATIME = 0x1000000;
 
 /** [clear instead of set, flag] */
 const FLAG_WORDS: Record<string, [boolean, number]> = {
-  async: [true, MS_SYNCHRONOUS], atime: [true, MS_NOATIME], bind: [false, MS_BIND], defaults: [false, 0],
-  dev: [true, MS_NODEV], diratime: [true, MS_NODIRATIME], dirsync: [false, MS_DIRSYNC], exec: [true, MS_NOEXEC],
-  mand: [false, MS_MANDLOCK], noatime: [false, MS_NOATIME], nodev: [false, MS_NODEV], nodiratime: [false, MS_NODIRATIME],
-  noexec: [false, MS_NOEXEC], nomand: [true, MS_MANDLOCK], norelatime: [true, MS_RELATIME],
-  nostrictatime: [true, MS_STRICTATIME], nosuid: [false, MS_NOSUID], rbind: [false, MS_BIND | MS_REC],
-  relatime: [false, MS_RELATIME], remount: [false, MS_REMOUNT], ro: [false, MS_RDONLY], rw: [true, MS_RDONLY],
-  strictatime: [false, MS_STRICTATIME], suid: [true, MS_NOSUID], sync: [false, MS_SYNCHRONOUS],
+  async: [true, MS_SYNCHRONOUS],
+  atime: [true, MS_NOATIME],
+  bind: [false, MS_BIND],
+  defaults: [false, 0],
+  dev: [true, MS_NODEV],
+  diratime: [true, MS_NODIRATIME],
+  dirsync: [false, MS_DIRSYNC],
+  exec: [true, MS_NOEXEC],
+  mand: [false, MS_MANDLOCK],
+  noatime: [false, MS_NOATIME],
+  nodev: [false, MS_NODEV],
+  nodiratime: [false, MS_NODIRATIME],
+  noexec: [false, MS_NOEXEC],
+  nomand: [true, MS_MANDLOCK],
+  norelatime: [true, MS_RELATIME],
+  nostrictatime: [true, MS_STRICTATIME],
+  nosuid: [false, MS_NOSUID],
+  rbind: [false, MS_BIND | MS_REC],
+  relatime: [false, MS_RELATIME],
+  remount: [false, MS_REMOUNT],
+  ro: [false, MS_RDONLY],
+  rw: [true, MS_RDONLY],
+  strictatime: [false, MS_STRICTATIME],
+  suid: [true, MS_NOSUID],
+  sync: [false, MS_SYNCHRONOUS],
 };
 
 const PROPAGATION_WORDS: Record<string, number> = {
-  private: MS_PRIVATE, rprivate: MS_PRIVATE | MS_REC, shared: MS_SHARED, rshared: MS_SHARED | MS_REC,
-  slave: MS_SLAVE, rslave: MS_SLAVE | MS_REC, unbindable: MS_UNBINDABLE, runbindable: MS_UNBINDABLE | MS_REC,
+  private: MS_PRIVATE,
+  rprivate: MS_PRIVATE | MS_REC,
+  shared: MS_SHARED,
+  rshared: MS_SHARED | MS_REC,
+  slave: MS_SLAVE,
+  rslave: MS_SLAVE | MS_REC,
+  unbindable: MS_UNBINDABLE,
+  runbindable: MS_UNBINDABLE | MS_REC,
 };
 
 // The kernel copies at most one page of mount data; containerd works around longer overlay

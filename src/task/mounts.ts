@@ -7,8 +7,13 @@ import { parseMountinfo } from './cgroups/discovery';
 export function mountsBelow(dir: string): string[] {
   let info = '';
   // No /proc: nothing is known to be mounted; the caller's umount of the rootfs itself still runs.
-  try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return []; }
-  return parseMountinfo(info).map((m) => m.mountPoint)
+  try {
+    info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  return parseMountinfo(info)
+    .map((m) => m.mountPoint)
     .filter((mp) => mp === dir || mp.startsWith(dir + '/'))
     .sort((a, b) => b.length - a.length);
 }

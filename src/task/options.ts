@@ -37,30 +37,53 @@ export { DEFAULT_RUNC_ROOT } from './bundle-files';
 
 export function defaultOptions(): RuntimeOptions {
   return {
-    binaryName: '', root: '', systemdCgroup: false, noPivotRoot: false, noNewKeyring: false,
-    shimCgroup: '', ioUid: 0, ioGid: 0, criuPath: '', criuImagePath: '', criuWorkPath: '', perNode: false,
+    binaryName: '',
+    root: '',
+    systemdCgroup: false,
+    noPivotRoot: false,
+    noNewKeyring: false,
+    shimCgroup: '',
+    ioUid: 0,
+    ioGid: 0,
+    criuPath: '',
+    criuImagePath: '',
+    criuWorkPath: '',
+    perNode: false,
   };
 }
 
 const TOML_KEYS: Record<string, keyof RuntimeOptions> = {
-  binaryname: 'binaryName', binary_name: 'binaryName',
+  binaryname: 'binaryName',
+  binary_name: 'binaryName',
   root: 'root',
-  systemdcgroup: 'systemdCgroup', systemd_cgroup: 'systemdCgroup',
-  nopivotroot: 'noPivotRoot', no_pivot_root: 'noPivotRoot',
-  nonewkeyring: 'noNewKeyring', no_new_keyring: 'noNewKeyring',
-  shimcgroup: 'shimCgroup', shim_cgroup: 'shimCgroup',
-  iouid: 'ioUid', io_uid: 'ioUid',
-  iogid: 'ioGid', io_gid: 'ioGid',
-  criupath: 'criuPath', criu_path: 'criuPath',
-  criuimagepath: 'criuImagePath', criu_image_path: 'criuImagePath',
-  criuworkpath: 'criuWorkPath', criu_work_path: 'criuWorkPath',
-  pernode: 'perNode', per_node: 'perNode',
+  systemdcgroup: 'systemdCgroup',
+  systemd_cgroup: 'systemdCgroup',
+  nopivotroot: 'noPivotRoot',
+  no_pivot_root: 'noPivotRoot',
+  nonewkeyring: 'noNewKeyring',
+  no_new_keyring: 'noNewKeyring',
+  shimcgroup: 'shimCgroup',
+  shim_cgroup: 'shimCgroup',
+  iouid: 'ioUid',
+  io_uid: 'ioUid',
+  iogid: 'ioGid',
+  io_gid: 'ioGid',
+  criupath: 'criuPath',
+  criu_path: 'criuPath',
+  criuimagepath: 'criuImagePath',
+  criu_image_path: 'criuImagePath',
+  criuworkpath: 'criuWorkPath',
+  criu_work_path: 'criuWorkPath',
+  pernode: 'perNode',
+  per_node: 'perNode',
 };
 
 /** Options from a TOML document; keys as in containerd's config (BinaryName) or snake_case. */
 export function optionsFromToml(text: string, source: string): RuntimeOptions {
   let doc: Record<string, unknown>;
-  try { doc = parseToml(text) as Record<string, unknown>; } catch (e) {
+  try {
+    doc = parseToml(text) as Record<string, unknown>;
+  } catch (e) {
     throw invalidArgument(`invalid runtime options file ${source}: ${(e as Error).message}`);
   }
   const opts = defaultOptions();
@@ -78,9 +101,17 @@ export function optionsFromToml(text: string, source: string): RuntimeOptions {
 function fromRuncOptions(o: containerd.runc.v1.Options): RuntimeOptions {
   return {
     ...defaultOptions(),
-    binaryName: o.binary_name, root: o.root, systemdCgroup: o.systemd_cgroup, noPivotRoot: o.no_pivot_root,
-    noNewKeyring: o.no_new_keyring, shimCgroup: o.shim_cgroup, ioUid: o.io_uid, ioGid: o.io_gid,
-    criuPath: o.criu_path, criuImagePath: o.criu_image_path, criuWorkPath: o.criu_work_path,
+    binaryName: o.binary_name,
+    root: o.root,
+    systemdCgroup: o.systemd_cgroup,
+    noPivotRoot: o.no_pivot_root,
+    noNewKeyring: o.no_new_keyring,
+    shimCgroup: o.shim_cgroup,
+    ioUid: o.io_uid,
+    ioGid: o.io_gid,
+    criuPath: o.criu_path,
+    criuImagePath: o.criu_image_path,
+    criuWorkPath: o.criu_work_path,
   };
 }
 
@@ -92,14 +123,25 @@ function fromRuncOptions(o: containerd.runc.v1.Options): RuntimeOptions {
 function fromLegacyCreateOptions(o: containerd.linux.runc.CreateOptions): RuntimeOptions {
   return {
     ...defaultOptions(),
-    noPivotRoot: o.no_pivot_root, noNewKeyring: o.no_new_keyring, shimCgroup: o.shim_cgroup,
-    ioUid: o.io_uid, ioGid: o.io_gid, criuWorkPath: o.criu_work_path, criuImagePath: o.criu_image_path,
+    noPivotRoot: o.no_pivot_root,
+    noNewKeyring: o.no_new_keyring,
+    shimCgroup: o.shim_cgroup,
+    ioUid: o.io_uid,
+    ioGid: o.io_gid,
+    criuWorkPath: o.criu_work_path,
+    criuImagePath: o.criu_image_path,
   };
 }
 
 /** The old runtime's own options: which runc, its root, CRIU, systemd cgroups. */
 function fromLegacyRuncOptions(o: containerd.linux.runc.RuncOptions): RuntimeOptions {
-  return { ...defaultOptions(), binaryName: o.runtime, root: o.runtime_root, criuPath: o.criu_path, systemdCgroup: o.systemd_cgroup };
+  return {
+    ...defaultOptions(),
+    binaryName: o.runtime,
+    root: o.runtime_root,
+    criuPath: o.criu_path,
+    systemdCgroup: o.systemd_cgroup,
+  };
 }
 
 export const LEGACY_CREATE_OPTIONS = TypeUrl.LegacyCreateOptions;
@@ -121,7 +163,9 @@ export function decodeOptions(any: google.protobuf.IAny | null | undefined): Run
       const o = runtimeoptions.v1.Options.decode(value);
       if (o.config_body && o.config_body.length) {
         if (o.config_body.length > MAX_OPTIONS_FILE_BYTES) {
-          throw invalidArgument(`runtime options config_body is too large: ${o.config_body.length} bytes (limit ${MAX_OPTIONS_FILE_BYTES})`);
+          throw invalidArgument(
+            `runtime options config_body is too large: ${o.config_body.length} bytes (limit ${MAX_OPTIONS_FILE_BYTES})`
+          );
         }
         return optionsFromToml(Buffer.from(o.config_body).toString('utf8'), 'config_body');
       }
@@ -140,7 +184,9 @@ export function readOptionsFile(file: string): string {
     const st = fs.statSync(file);
     if (!st.isFile()) throw invalidArgument(`runtime options file ${file} is not a regular file`);
     if (st.size > MAX_OPTIONS_FILE_BYTES) {
-      throw invalidArgument(`runtime options file ${file} is too large: ${st.size} bytes (limit ${MAX_OPTIONS_FILE_BYTES})`);
+      throw invalidArgument(
+        `runtime options file ${file} is too large: ${st.size} bytes (limit ${MAX_OPTIONS_FILE_BYTES})`
+      );
     }
     return readBounded(file, MAX_OPTIONS_FILE_BYTES, 'runtime options file', st.size).toString('utf8');
   } catch (e) {

@@ -8,7 +8,11 @@ import { close as closeFd, kill as killPid, pidfdOpen, pidfdSendSignal, SysError
 
 const osEsrch = osConstants.errno.ESRCH;
 
-export interface ExitInfo { status: number; at: Date; nanos: number }
+export interface ExitInfo {
+  status: number;
+  at: Date;
+  nanos: number;
+}
 
 /**
  * Runs the operations on one process one after the other, as the Go shim's per-process mutex does
@@ -22,7 +26,9 @@ export class OperationQueue {
   run<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const before = this.tail;
     let done!: () => void;
-    const mine = new Promise<void>((r) => { done = r; });
+    const mine = new Promise<void>((r) => {
+      done = r;
+    });
     // The next caller waits for everything before it, even when this one gives up waiting.
     this.tail = before.then(() => mine);
     return (async () => {
@@ -43,7 +49,16 @@ function waitUnlessAborted(p: Promise<void>, signal?: AbortSignal): Promise<void
     const onAbort = () => reject(signal.reason ?? new Error('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
     const settle = () => signal.removeEventListener('abort', onAbort);
-    p.then(() => { settle(); resolve(); }, (e: unknown) => { settle(); reject(e); });
+    p.then(
+      () => {
+        settle();
+        resolve();
+      },
+      (e: unknown) => {
+        settle();
+        reject(e);
+      }
+    );
   });
 }
 
@@ -66,7 +81,9 @@ export abstract class Process {
   /** A ResizePty that came before the IO existed (Exec, ResizePty, Start): applied when it does. */
   private earlySize?: { width: number; height: number };
 
-  get io(): ProcessIO | null { return this.processIO; }
+  get io(): ProcessIO | null {
+    return this.processIO;
+  }
   set io(io: ProcessIO | null) {
     this.processIO = io;
     if (io && this.earlySize) io.resize(this.earlySize.width, this.earlySize.height);
@@ -79,10 +96,16 @@ export abstract class Process {
     else this.earlySize = { width, height };
   }
 
-  constructor(readonly containerId: string, readonly execId: string, readonly stdio: StdioConfig) {}
+  constructor(
+    readonly containerId: string,
+    readonly execId: string,
+    readonly stdio: StdioConfig
+  ) {}
 
   /** The id containerd uses in events: the exec id, or the container id for the init. */
-  get id(): string { return this.execId || this.containerId; }
+  get id(): string {
+    return this.execId || this.containerId;
+  }
 
   abstract get isInit(): boolean;
 
@@ -102,14 +125,21 @@ export abstract class Process {
 
   /** The reaper reported the exit: the process is stopped from now on, its pid no longer ours. */
   markReaped(status: number): void {
-    if (this.reaped === null) { const t = now(); this.reaped = { status, at: t.at, nanos: t.nanos }; }
+    if (this.reaped === null) {
+      const t = now();
+      this.reaped = { status, at: t.at, nanos: t.nanos };
+    }
     this.releasePid();
   }
 
   /** Closes the pidfd (after the exit, on delete). */
   releasePid(): void {
     if (this.pidfd < 0) return;
-    try { closeFd(this.pidfd); } catch { /* already closed */ }
+    try {
+      closeFd(this.pidfd);
+    } catch {
+      /* already closed */
+    }
     this.pidfd = -1;
   }
 
@@ -139,7 +169,10 @@ export abstract class Process {
   wait(signal?: AbortSignal): Promise<void> {
     if (this.exit) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const done = () => { signal?.removeEventListener('abort', onAbort); resolve(); };
+      const done = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
       const onAbort = () => {
         const i = this.waiters.indexOf(done);
         if (i >= 0) this.waiters.splice(i, 1);
@@ -153,25 +186,43 @@ export abstract class Process {
 
 export class InitProcess extends Process {
   readonly machine;
-  constructor(containerId: string, stdio: StdioConfig,
+  constructor(
+    containerId: string,
+    stdio: StdioConfig,
     /** Restore options when created from a checkpoint; runc restore runs on Start. */
-    readonly checkpoint: { path: string; parent: string } | null = null) {
+    readonly checkpoint: { path: string; parent: string } | null = null
+  ) {
     super(containerId, '', stdio);
-    this.machine = initStateMachine(checkpoint ? 'created-checkpoint' : 'created' as InitState);
+    this.machine = initStateMachine(checkpoint ? 'created-checkpoint' : ('created' as InitState));
   }
-  get state() { return this.machine.state; }
+  get state() {
+    return this.machine.state;
+  }
   /** A Pause is in flight (the PAUSING status). */
-  get pausing(): boolean { return this.machine.pending === 'pause'; }
-  get isInit(): boolean { return true; }
+  get pausing(): boolean {
+    return this.machine.pending === 'pause';
+  }
+  get isInit(): boolean {
+    return true;
+  }
 }
 
 export class ExecProcess extends Process {
   readonly machine = execStateMachine();
-  constructor(containerId: string, execId: string, stdio: StdioConfig, readonly spec: Record<string, unknown>) {
+  constructor(
+    containerId: string,
+    execId: string,
+    stdio: StdioConfig,
+    readonly spec: Record<string, unknown>
+  ) {
     super(containerId, execId, stdio);
   }
-  get state() { return this.machine.state; }
-  get isInit(): boolean { return false; }
+  get state() {
+    return this.machine.state;
+  }
+  get isInit(): boolean {
+    return false;
+  }
 
   /**
    * Before Start the size also goes into the process spec: runc sets process.consoleSize on the pty

@@ -9,7 +9,12 @@ import { mount, SysError, umount2 } from '../sys/libc';
 import { mountsBelow } from './mounts';
 import { MS_BIND, MS_REMOUNT, mountCall } from './mount-options';
 
-export interface MountSpec { type: string; source: string; target?: string; options: string[] }
+export interface MountSpec {
+  type: string;
+  source: string;
+  target?: string;
+  options: string[];
+}
 
 export async function mountRootfs(bundle: string, mounts: MountSpec[]): Promise<void> {
   if (mounts.length === 0) return;
@@ -47,7 +52,8 @@ async function mountWithHelper(m: MountSpec, type: string, target: string): Prom
   if (m.options.length) args.push('-o', m.options.join(','));
   args.push('--', m.source, target);
   const r = await Reaper.instance().run('mount', args, { timeoutMs: 30_000 });
-  if (r.code !== 0) throw new Error(`failed to mount rootfs component ${JSON.stringify(m)}: ${r.stderr.toString().trim()}`);
+  if (r.code !== 0)
+    throw new Error(`failed to mount rootfs component ${JSON.stringify(m)}: ${r.stderr.toString().trim()}`);
 }
 
 /** Unmounts everything at or below dir; errors are collected, not thrown midway. */
@@ -61,7 +67,10 @@ export async function unmountAll(dir: string): Promise<string[]> {
         umount2(mp);
       } catch (e) {
         const code = e instanceof SysError ? e.code : '';
-        if (code === 'EBUSY') { await new Promise((res) => setTimeout(res, 50)); continue; }
+        if (code === 'EBUSY') {
+          await new Promise((res) => setTimeout(res, 50));
+          continue;
+        }
         // EINVAL: no longer a mount point (someone else unmounted it since we listed).
         if (code !== 'EINVAL' && code !== 'ENOENT') errors.push(`umount ${mp}: ${(e as Error).message}`);
       }

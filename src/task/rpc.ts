@@ -52,23 +52,45 @@ export interface RpcStats {
 }
 export const LATENCY_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
 
-export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Logger, stats?: RpcStats): Record<string, UnaryHandler> {
+export function taskHandlers(
+  svc: TaskService,
+  defaultNamespace: string,
+  log: Logger,
+  stats?: RpcStats
+): Record<string, UnaryHandler> {
   // containerd names the namespace of every call in its metadata; a per-node shim relies on it.
   const ns = (ctx: CallContext) => {
     const v = ctx.metadata['containerd-namespace-ttrpc']?.[0];
     return v && isValidIdentifier(v) ? v : defaultNamespace;
   };
-  const stdio = (r: { terminal: boolean; stdin: string; stdout: string; stderr: string }) =>
-    ({ terminal: r.terminal, stdin: r.stdin, stdout: r.stdout, stderr: r.stderr });
+  const stdio = (r: { terminal: boolean; stdin: string; stdout: string; stderr: string }) => ({
+    terminal: r.terminal,
+    stdin: r.stdin,
+    stdout: r.stdout,
+    stderr: r.stderr,
+  });
 
   const methods: Record<string, (p: Uint8Array, ctx: CallContext) => Promise<Uint8Array> | Uint8Array> = {
     async Create(p, ctx) {
       const r = decode(T.CreateTaskRequest, p);
-      const pid = await svc.create({
-        namespace: ns(ctx), id: r.id, bundle: r.bundle, stdio: stdio(r),
-        rootfs: r.rootfs.map((m) => ({ type: m.type ?? '', source: m.source ?? '', target: m.target ?? '', options: m.options ?? [] })),
-        checkpoint: r.checkpoint, parentCheckpoint: r.parent_checkpoint, options: r.options ?? null,
-      }, ctx);
+      const pid = await svc.create(
+        {
+          namespace: ns(ctx),
+          id: r.id,
+          bundle: r.bundle,
+          stdio: stdio(r),
+          rootfs: r.rootfs.map((m) => ({
+            type: m.type ?? '',
+            source: m.source ?? '',
+            target: m.target ?? '',
+            options: m.options ?? [],
+          })),
+          checkpoint: r.checkpoint,
+          parentCheckpoint: r.parent_checkpoint,
+          options: r.options ?? null,
+        },
+        ctx
+      );
       return T.CreateTaskResponse.encode({ pid }).finish();
     },
     async Start(p, ctx) {
@@ -78,7 +100,11 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
     async Delete(p, ctx) {
       const r = decode(T.DeleteRequest, p);
       const d = await svc.delete(ns(ctx), r.id, r.exec_id, ctx);
-      const reply = T.DeleteResponse.encode({ pid: d.pid, exit_status: d.exit?.status ?? 0, exited_at: timestamp(d.exit) }).finish();
+      const reply = T.DeleteResponse.encode({
+        pid: d.pid,
+        exit_status: d.exit?.status ?? 0,
+        exited_at: timestamp(d.exit),
+      }).finish();
       // Everything is cleaned up: the `delete` command containerd runs next only has to print this.
       if (d.bundle) writeDeleteResponse(d.bundle, reply);
       return reply;
@@ -93,15 +119,24 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
       return T.PidsResponse.encode({
         processes: list.map(({ pid, execId }) => ({
           pid,
-          info: execId === undefined ? null : {
-            type_url: TypeUrl.ProcessDetails,
-            value: containerd.runc.v1.ProcessDetails.encode({ exec_id: execId }).finish(),
-          },
+          info:
+            execId === undefined
+              ? null
+              : {
+                  type_url: TypeUrl.ProcessDetails,
+                  value: containerd.runc.v1.ProcessDetails.encode({ exec_id: execId }).finish(),
+                },
         })),
       }).finish();
     },
-    async Pause(p, ctx) { await svc.pause(ns(ctx), decode(T.PauseRequest, p).id, ctx); return EMPTY; },
-    async Resume(p, ctx) { await svc.resume(ns(ctx), decode(T.ResumeRequest, p).id, ctx); return EMPTY; },
+    async Pause(p, ctx) {
+      await svc.pause(ns(ctx), decode(T.PauseRequest, p).id, ctx);
+      return EMPTY;
+    },
+    async Resume(p, ctx) {
+      await svc.resume(ns(ctx), decode(T.ResumeRequest, p).id, ctx);
+      return EMPTY;
+    },
     async Checkpoint(p, ctx) {
       const r = decode(T.CheckpointTaskRequest, p);
       const opts = r.options?.value?.length ? containerd.runc.v1.CheckpointOptions.decode(r.options.value) : {};
@@ -167,12 +202,18 @@ export function taskHandlers(svc: TaskService, defaultNamespace: string, log: Lo
         const ms = Number(process.hrtime.bigint() - started) / 1e6;
         if (stats) {
           let s = stats.calls.get(name);
-          if (!s) stats.calls.set(name, (s = { count: 0, errors: 0, totalMs: 0, buckets: LATENCY_BUCKETS_MS.map(() => 0) }));
-          s.count++; s.totalMs += ms; if (failed) s.errors++;
-          LATENCY_BUCKETS_MS.forEach((b, i) => { if (ms <= b) s!.buckets[i]++; });
+          if (!s)
+            stats.calls.set(name, (s = { count: 0, errors: 0, totalMs: 0, buckets: LATENCY_BUCKETS_MS.map(() => 0) }));
+          s.count++;
+          s.totalMs += ms;
+          if (failed) s.errors++;
+          LATENCY_BUCKETS_MS.forEach((b, i) => {
+            if (ms <= b) s!.buckets[i]++;
+          });
           stats.onCall?.(name, failed);
         }
-        if (log.enabled('debug')) log.debug('rpc', { method: name, namespace: ns(ctx), duration_ms: ms.toFixed(2), failed });
+        if (log.enabled('debug'))
+          log.debug('rpc', { method: name, namespace: ns(ctx), duration_ms: ms.toFixed(2), failed });
       }
     };
   }

@@ -18,13 +18,26 @@ import { writeInitExit } from './bundle-files';
 import type { RequestContext } from './deadline';
 import type { StdioConfig } from './io';
 import type { MountSpec } from './rootfs';
-import { cgroupForPid, collectEncodedMetrics, CgroupNotFoundError, OomWatcher, releaseCgroupFiles, type CgroupHandle } from './cgroups';
+import {
+  cgroupForPid,
+  collectEncodedMetrics,
+  CgroupNotFoundError,
+  OomWatcher,
+  releaseCgroupFiles,
+  type CgroupHandle,
+} from './cgroups';
 
 export const STATUS = { UNKNOWN: 0, CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4, PAUSING: 5 } as const;
 
 export interface CreateInput {
-  namespace: string; id: string; bundle: string; rootfs: MountSpec[]; stdio: StdioConfig;
-  checkpoint: string; parentCheckpoint: string; options: { type_url?: string | null; value?: Uint8Array | null } | null;
+  namespace: string;
+  id: string;
+  bundle: string;
+  rootfs: MountSpec[];
+  stdio: StdioConfig;
+  checkpoint: string;
+  parentCheckpoint: string;
+  options: { type_url?: string | null; value?: Uint8Array | null } | null;
 }
 
 export interface ServiceDeps {
@@ -48,7 +61,10 @@ export interface ServiceDeps {
 /** Watches containers' cgroups for OOM kills (the cgroups OomWatcher; tests hand in a fake). */
 export type OomMonitor = Pick<OomWatcher, 'add' | 'remove' | 'flush' | 'close'>;
 
-interface Running { container: Container; process: Process }
+interface Running {
+  container: Container;
+  process: Process;
+}
 
 export class TaskService {
   private containers = new Map<string, Container>();
@@ -69,14 +85,20 @@ export class TaskService {
     this.oom = deps.oomMonitor ? deps.oomMonitor(onOom) : new OomWatcher(onOom);
   }
 
-  private key(ns: string, id: string): string { return `${ns}/${id}`; }
+  private key(ns: string, id: string): string {
+    return `${ns}/${id}`;
+  }
 
-  get size(): number { return this.containers.size; }
+  get size(): number {
+    return this.containers.size;
+  }
   /** Whether any Create ever reached this shim. */
   everCreated = false;
   /** containerd called Shutdown and no Create came since: the shim goes once it holds nothing. */
   shutdownRequested = false;
-  list(): Container[] { return [...this.containers.values()]; }
+  list(): Container[] {
+    return [...this.containers.values()];
+  }
 
   container(ns: string, id: string): Container {
     const key = this.key(ns, id);
@@ -169,8 +191,17 @@ export class TaskService {
     }
     const log = this.deps.log.with({ id: req.id, namespace: req.namespace });
     const c = new Container({
-      id: req.id, namespace: req.namespace, bundle: req.bundle, rootfs: req.rootfs, stdio: req.stdio,
-      checkpoint: req.checkpoint, parentCheckpoint: req.parentCheckpoint, options, log, runner: this.deps.runner, runcTimeoutMs: this.deps.runcTimeoutMs ?? DEFAULT_RUNC_TIMEOUT_MS,
+      id: req.id,
+      namespace: req.namespace,
+      bundle: req.bundle,
+      rootfs: req.rootfs,
+      stdio: req.stdio,
+      checkpoint: req.checkpoint,
+      parentCheckpoint: req.parentCheckpoint,
+      options,
+      log,
+      runner: this.deps.runner,
+      runcTimeoutMs: this.deps.runcTimeoutMs ?? DEFAULT_RUNC_TIMEOUT_MS,
     });
     // Reserve the id while runc works, so a duplicate Create cannot race in.
     this.containers.set(key, c);
@@ -187,9 +218,12 @@ export class TaskService {
     }
     this.watchCgroup(c);
     this.deps.events.create(req.namespace, {
-      container_id: req.id, bundle: req.bundle, rootfs: req.rootfs,
+      container_id: req.id,
+      bundle: req.bundle,
+      rootfs: req.rootfs,
       io: { stdin: req.stdio.stdin, stdout: req.stdio.stdout, stderr: req.stdio.stderr, terminal: req.stdio.terminal },
-      checkpoint: req.checkpoint, pid: c.init.pid,
+      checkpoint: req.checkpoint,
+      pid: c.init.pid,
     });
     if (c.init.pid) this.track(c, c.init, exits);
     return c.init.pid;
@@ -201,13 +235,18 @@ export class TaskService {
     const cg = cgroupForPid(c.init.pid);
     if (!cg) return;
     this.cgroups.set(c, cg);
-    this.oom.add(this.key(c.namespace, c.id), cg).catch((e: unknown) => c.cfg.log.warn('cannot watch for OOM', { error: e }));
+    this.oom
+      .add(this.key(c.namespace, c.id), cg)
+      .catch((e: unknown) => c.cfg.log.warn('cannot watch for OOM', { error: e }));
   }
 
   async start(ns: string, id: string, execId: string, ctx?: RequestContext): Promise<number> {
     const c = this.container(ns, id);
     const p = c.process(execId);
-    return p.operations.run(() => (p instanceof ExecProcess ? this.startExec(c, p, ctx) : this.startInit(c, ctx)), ctx?.signal);
+    return p.operations.run(
+      () => (p instanceof ExecProcess ? this.startExec(c, p, ctx) : this.startInit(c, ctx)),
+      ctx?.signal
+    );
   }
 
   private async startExec(c: Container, p: ExecProcess, ctx?: RequestContext): Promise<number> {
@@ -247,7 +286,12 @@ export class TaskService {
     return c.init.pid;
   }
 
-  async delete(ns: string, id: string, execId: string, ctx?: RequestContext): Promise<{ pid: number; exit: Process['exit']; bundle?: string }> {
+  async delete(
+    ns: string,
+    id: string,
+    execId: string,
+    ctx?: RequestContext
+  ): Promise<{ pid: number; exit: Process['exit']; bundle?: string }> {
     const c = this.container(ns, id);
     const p = c.process(execId);
     if (p instanceof ExecProcess) {
@@ -271,28 +315,63 @@ export class TaskService {
     let status: number;
     if (init.pausing) status = STATUS.PAUSING;
     else if (p instanceof ExecProcess) {
-      status = init.state === 'paused' ? STATUS.PAUSED
-        : p.state === 'created' ? STATUS.CREATED : p.state === 'running' && p.reaped === null ? STATUS.RUNNING : STATUS.STOPPED;
+      status =
+        init.state === 'paused'
+          ? STATUS.PAUSED
+          : p.state === 'created'
+            ? STATUS.CREATED
+            : p.state === 'running' && p.reaped === null
+              ? STATUS.RUNNING
+              : STATUS.STOPPED;
     } else {
-      status = ({ created: STATUS.CREATED, 'created-checkpoint': STATUS.CREATED, running: STATUS.RUNNING,
-        paused: STATUS.PAUSED, stopped: STATUS.STOPPED, deleted: STATUS.STOPPED } as const)[init.state];
+      status = (
+        {
+          created: STATUS.CREATED,
+          'created-checkpoint': STATUS.CREATED,
+          running: STATUS.RUNNING,
+          paused: STATUS.PAUSED,
+          stopped: STATUS.STOPPED,
+          deleted: STATUS.STOPPED,
+        } as const
+      )[init.state];
     }
     // An exec is stopped once reaped; its exit is published later (IO drain, ordering).
     const exit = p.exit ?? (p instanceof ExecProcess ? p.reaped : null);
     return {
-      id: p.id, bundle: c.bundle, pid: p.pid, status,
-      stdin: p.stdio.stdin, stdout: p.stdio.stdout, stderr: p.stdio.stderr, terminal: p.stdio.terminal,
-      exit_status: exit?.status ?? 0, exited_at: timestamp(exit),
+      id: p.id,
+      bundle: c.bundle,
+      pid: p.pid,
+      status,
+      stdin: p.stdio.stdin,
+      stdout: p.stdio.stdout,
+      stderr: p.stdio.stderr,
+      terminal: p.stdio.terminal,
+      exit_status: exit?.status ?? 0,
+      exited_at: timestamp(exit),
     };
   }
 
   /** Waits for the process's running operation (a Kill during its Start signals the started process, as in Go). */
-  async kill(ns: string, id: string, execId: string, signal: number, all: boolean, ctx?: RequestContext): Promise<void> {
+  async kill(
+    ns: string,
+    id: string,
+    execId: string,
+    signal: number,
+    all: boolean,
+    ctx?: RequestContext
+  ): Promise<void> {
     const c = this.container(ns, id);
     await c.process(execId).operations.run(() => c.kill(execId, signal, all, ctx), ctx?.signal);
   }
 
-  async exec(ns: string, id: string, execId: string, stdio: StdioConfig, spec: { value?: Uint8Array | null } | null, ctx?: RequestContext): Promise<void> {
+  async exec(
+    ns: string,
+    id: string,
+    execId: string,
+    stdio: StdioConfig,
+    spec: { value?: Uint8Array | null } | null,
+    ctx?: RequestContext
+  ): Promise<void> {
     const c = this.container(ns, id);
     if (!isValidIdentifier(execId)) throw invalidArgument(`invalid exec id ${JSON.stringify(execId)}`);
     if (!spec || !spec.value || spec.value.length === 0) throw invalidArgument('exec process spec is missing');
@@ -350,7 +429,13 @@ export class TaskService {
     this.container(ns, id).process(execId).io?.closeStdin();
   }
 
-  async checkpoint(ns: string, id: string, imagePath: string, opts: CheckpointOptions, ctx?: RequestContext): Promise<void> {
+  async checkpoint(
+    ns: string,
+    id: string,
+    imagePath: string,
+    opts: CheckpointOptions,
+    ctx?: RequestContext
+  ): Promise<void> {
     const c = this.container(ns, id);
     await c.init.operations.run(() => c.checkpoint(imagePath, opts), ctx?.signal);
   }
@@ -369,7 +454,10 @@ export class TaskService {
 
   /** The process table as the upgrade captures it: containers and the pids whose exit is awaited. */
   handoverView(): { containers: Container[]; watched: Set<Process> } {
-    return { containers: [...this.containers.values()], watched: new Set([...this.running.values()].map((r) => r.process)) };
+    return {
+      containers: [...this.containers.values()],
+      watched: new Set([...this.running.values()].map((r) => r.process)),
+    };
   }
 
   /**

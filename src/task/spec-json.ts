@@ -18,16 +18,31 @@ export const PROCESS_SPEC_LIMITS: JsonLimits = { maxBytes: 1 << 20, maxDepth: 64
 /** A bundle's config.json, written by containerd (mounts, annotations, seccomp profile...). */
 export const BUNDLE_SPEC_LIMITS: JsonLimits = { maxBytes: 4 << 20, maxDepth: 64, maxValues: 262_144 };
 
-const QUOTE = 0x22, BACKSLASH = 0x5c, OPEN_BRACE = 0x7b, CLOSE_BRACE = 0x7d, OPEN_BRACKET = 0x5b, CLOSE_BRACKET = 0x5d, COMMA = 0x2c;
+const QUOTE = 0x22,
+  BACKSLASH = 0x5c,
+  OPEN_BRACE = 0x7b,
+  CLOSE_BRACE = 0x7d,
+  OPEN_BRACKET = 0x5b,
+  CLOSE_BRACKET = 0x5d,
+  COMMA = 0x2c;
 
-export interface JsonShape { depth: number; values: number }
+export interface JsonShape {
+  depth: number;
+  values: number;
+}
 
 /**
  * Deepest nesting and value count of a JSON text, without parsing it. Stops as soon as a limit is
  * passed (the figures then exceed it). Brackets inside strings do not count; validity is JSON.parse's job.
  */
-export function jsonShape(text: string, limits: Pick<JsonLimits, 'maxDepth' | 'maxValues'> = { maxDepth: Infinity, maxValues: Infinity }): JsonShape {
-  let depth = 0, deepest = 0, values = 0, inString = false;
+export function jsonShape(
+  text: string,
+  limits: Pick<JsonLimits, 'maxDepth' | 'maxValues'> = { maxDepth: Infinity, maxValues: Infinity }
+): JsonShape {
+  let depth = 0,
+    deepest = 0,
+    values = 0,
+    inString = false;
   for (let i = 0; i < text.length; i++) {
     const ch = text.charCodeAt(i);
     if (inString) {
@@ -36,15 +51,21 @@ export function jsonShape(text: string, limits: Pick<JsonLimits, 'maxDepth' | 'm
       continue;
     }
     switch (ch) {
-      case QUOTE: inString = true; break;
-      case OPEN_BRACE: case OPEN_BRACKET:
+      case QUOTE:
+        inString = true;
+        break;
+      case OPEN_BRACE:
+      case OPEN_BRACKET:
         values++;
         if (++depth > deepest) {
           deepest = depth;
           if (deepest > limits.maxDepth) return { depth: deepest, values };
         }
         break;
-      case CLOSE_BRACE: case CLOSE_BRACKET: depth--; break;
+      case CLOSE_BRACE:
+      case CLOSE_BRACKET:
+        depth--;
+        break;
       case COMMA:
         if (++values > limits.maxValues) return { depth: deepest, values };
         break;
@@ -57,10 +78,13 @@ export function jsonShape(text: string, limits: Pick<JsonLimits, 'maxDepth' | 'm
 export function parseSpecJson<T = unknown>(data: Uint8Array | string, what: string, limits: JsonLimits): T {
   const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
   if (size > limits.maxBytes) throw invalidArgument(`${what} is too large: ${size} bytes (limit ${limits.maxBytes})`);
-  const text = typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.length).toString('utf8');
+  const text =
+    typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.length).toString('utf8');
   const shape = jsonShape(text, limits);
-  if (shape.depth > limits.maxDepth) throw invalidArgument(`${what} is nested too deeply: more than ${limits.maxDepth} levels`);
-  if (shape.values > limits.maxValues) throw invalidArgument(`${what} has too many values: more than ${limits.maxValues}`);
+  if (shape.depth > limits.maxDepth)
+    throw invalidArgument(`${what} is nested too deeply: more than ${limits.maxDepth} levels`);
+  if (shape.values > limits.maxValues)
+    throw invalidArgument(`${what} has too many values: more than ${limits.maxValues}`);
   try {
     return JSON.parse(text) as T;
   } catch (e) {
@@ -72,7 +96,8 @@ export function parseSpecJson<T = unknown>(data: Uint8Array | string, what: stri
 export function readSpecFile<T = unknown>(file: string, what: string, limits: JsonLimits): T {
   const st = fs.statSync(file);
   if (!st.isFile()) throw invalidArgument(`${what} ${file} is not a regular file`);
-  if (st.size > limits.maxBytes) throw invalidArgument(`${what} ${file} is too large: ${st.size} bytes (limit ${limits.maxBytes})`);
+  if (st.size > limits.maxBytes)
+    throw invalidArgument(`${what} ${file} is too large: ${st.size} bytes (limit ${limits.maxBytes})`);
   return parseSpecJson<T>(readBounded(file, limits.maxBytes, what, st.size), `${what} ${file}`, limits);
 }
 

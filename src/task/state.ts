@@ -14,31 +14,69 @@ type Table<S extends string, O extends string> = Record<S, Record<O, S | string>
 
 const INIT: Table<InitState, InitOp> = {
   created: {
-    start: 'running', delete: 'deleted', pause: 'cannot pause task in created state', resume: 'cannot resume task in created state',
-    update: 'created', checkpoint: 'cannot checkpoint a task in created state', exec: 'created', kill: 'created', exit: 'stopped',
+    start: 'running',
+    delete: 'deleted',
+    pause: 'cannot pause task in created state',
+    resume: 'cannot resume task in created state',
+    update: 'created',
+    checkpoint: 'cannot checkpoint a task in created state',
+    exec: 'created',
+    kill: 'created',
+    exit: 'stopped',
   },
   'created-checkpoint': {
-    start: 'running', delete: 'deleted', pause: 'cannot pause task in created state', resume: 'cannot resume task in created state',
-    update: 'created-checkpoint', checkpoint: 'cannot checkpoint a task in created state', exec: 'cannot exec in a created state',
-    kill: 'created-checkpoint', exit: 'stopped',
+    start: 'running',
+    delete: 'deleted',
+    pause: 'cannot pause task in created state',
+    resume: 'cannot resume task in created state',
+    update: 'created-checkpoint',
+    checkpoint: 'cannot checkpoint a task in created state',
+    exec: 'cannot exec in a created state',
+    kill: 'created-checkpoint',
+    exit: 'stopped',
   },
   running: {
-    start: 'cannot start a running process', delete: 'cannot delete a running process', pause: 'paused',
-    resume: 'cannot resume a running process', update: 'running', checkpoint: 'running', exec: 'running', kill: 'running', exit: 'stopped',
+    start: 'cannot start a running process',
+    delete: 'cannot delete a running process',
+    pause: 'paused',
+    resume: 'cannot resume a running process',
+    update: 'running',
+    checkpoint: 'running',
+    exec: 'running',
+    kill: 'running',
+    exit: 'stopped',
   },
   paused: {
-    start: 'cannot start a paused process', delete: 'cannot delete a paused process', pause: 'cannot pause a paused container',
-    resume: 'running', update: 'paused', checkpoint: 'paused', exec: 'cannot exec in a paused state', kill: 'paused', exit: 'stopped',
+    start: 'cannot start a paused process',
+    delete: 'cannot delete a paused process',
+    pause: 'cannot pause a paused container',
+    resume: 'running',
+    update: 'paused',
+    checkpoint: 'paused',
+    exec: 'cannot exec in a paused state',
+    kill: 'paused',
+    exit: 'stopped',
   },
   stopped: {
-    start: 'cannot start a stopped process', delete: 'deleted', pause: 'cannot pause a stopped container',
-    resume: 'cannot resume a stopped container', update: 'cannot update a stopped container',
-    checkpoint: 'cannot checkpoint a stopped container', exec: 'cannot exec in a stopped state', kill: 'stopped', exit: 'stopped',
+    start: 'cannot start a stopped process',
+    delete: 'deleted',
+    pause: 'cannot pause a stopped container',
+    resume: 'cannot resume a stopped container',
+    update: 'cannot update a stopped container',
+    checkpoint: 'cannot checkpoint a stopped container',
+    exec: 'cannot exec in a stopped state',
+    kill: 'stopped',
+    exit: 'stopped',
   },
   deleted: {
-    start: 'cannot start a deleted process', delete: 'cannot delete a deleted process', pause: 'cannot pause a deleted process',
-    resume: 'cannot resume a deleted process', update: 'cannot update a deleted process',
-    checkpoint: 'cannot checkpoint a deleted process', exec: 'cannot exec in a deleted state', kill: 'cannot kill a deleted process',
+    start: 'cannot start a deleted process',
+    delete: 'cannot delete a deleted process',
+    pause: 'cannot pause a deleted process',
+    resume: 'cannot resume a deleted process',
+    update: 'cannot update a deleted process',
+    checkpoint: 'cannot checkpoint a deleted process',
+    exec: 'cannot exec in a deleted state',
+    kill: 'cannot kill a deleted process',
     exit: 'deleted',
   },
 };
@@ -47,11 +85,26 @@ const INIT: Table<InitState, InitOp> = {
 // (Init.Resize only looks for a console), so the init table has no resize column.
 const EXEC: Table<ExecState, ExecOp> = {
   created: { start: 'running', delete: 'deleted', kill: 'created', resize: 'created', exit: 'stopped' },
-  running: { start: 'cannot start a running process', delete: 'cannot delete a running process', kill: 'running', resize: 'running', exit: 'stopped' },
-  stopped: { start: 'cannot start a stopped process', delete: 'deleted', kill: 'stopped', resize: 'cannot resize a stopped container', exit: 'stopped' },
+  running: {
+    start: 'cannot start a running process',
+    delete: 'cannot delete a running process',
+    kill: 'running',
+    resize: 'running',
+    exit: 'stopped',
+  },
+  stopped: {
+    start: 'cannot start a stopped process',
+    delete: 'deleted',
+    kill: 'stopped',
+    resize: 'cannot resize a stopped container',
+    exit: 'stopped',
+  },
   deleted: {
-    start: 'cannot start a deleted process', delete: 'cannot delete a deleted process', kill: 'cannot kill a deleted process',
-    resize: 'cannot resize a deleted process', exit: 'deleted',
+    start: 'cannot start a deleted process',
+    delete: 'cannot delete a deleted process',
+    kill: 'cannot kill a deleted process',
+    resize: 'cannot resize a deleted process',
+    exit: 'deleted',
   },
 };
 
@@ -63,10 +116,19 @@ export class StateMachine<S extends string, O extends string> {
   /** The operation whose work is in flight (a Pause in flight is the PAUSING status). */
   private inFlight: O | null = null;
 
-  constructor(private readonly table: Table<S, O>, initial: S) { this.current = initial; }
+  constructor(
+    private readonly table: Table<S, O>,
+    initial: S
+  ) {
+    this.current = initial;
+  }
 
-  get state(): S { return this.current; }
-  get pending(): O | null { return this.inFlight; }
+  get state(): S {
+    return this.current;
+  }
+  get pending(): O | null {
+    return this.inFlight;
+  }
 
   /** The state `op` leads to from the current one; throws the Go shim's refusal. */
   check(op: O): S {

@@ -57,7 +57,10 @@ export class FrameDecoder {
   private discardRemaining = 0;
   private discarding: FrameHeader | null = null;
 
-  constructor(private readonly sink: FrameSink, private readonly maxMessageSize = MAX_MESSAGE_SIZE) {}
+  constructor(
+    private readonly sink: FrameSink,
+    private readonly maxMessageSize = MAX_MESSAGE_SIZE
+  ) {}
 
   /** Bytes held of a frame not yet complete (a frame being discarded holds none). */
   get bufferedBytes(): number {
@@ -190,7 +193,7 @@ export class Channel {
     readonly socket: Socket,
     private readonly events: ChannelEvents,
     maxMessageSize = MAX_MESSAGE_SIZE,
-    framesPerTurn = Infinity,
+    framesPerTurn = Infinity
   ) {
     this.batcher = new FrameBatcher(events, framesPerTurn, (backlog) => this.onBacklog(backlog));
     this.decoder = new FrameDecoder(this.batcher, maxMessageSize);
@@ -267,7 +270,8 @@ export class Channel {
   detach(): { fd: number; pending: Buffer } {
     const parts: Buffer[] = [];
     for (const p of this.batcher.takeBacklog()) {
-      if (p.data === null) this.events.oversize(p.header); // answered now: nothing of it is left to read
+      if (p.data === null)
+        this.events.oversize(p.header); // answered now: nothing of it is left to read
       else parts.push(encodeFrame(p.header.streamId, p.header.type, p.header.flags, p.data));
     }
     parts.push(this.decoder.takeBuffered());

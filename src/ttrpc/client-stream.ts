@@ -21,7 +21,11 @@ export class ClientStream {
   private localClosed: boolean;
   private finished = false;
 
-  constructor(readonly id: number, private readonly transport: StreamTransport, clientStreaming: boolean) {
+  constructor(
+    readonly id: number,
+    private readonly transport: StreamTransport,
+    clientStreaming: boolean
+  ) {
     this.localClosed = !clientStreaming;
     this.messages = new MessageQueue<Buffer>(() => this.finish());
     this.response = new Promise<Buffer>((resolve, reject) => {

@@ -61,11 +61,19 @@ export class Client extends EventEmitter implements StreamTransport {
     super();
     this.maxMessageSize = opts.maxMessageSize ?? MAX_MESSAGE_SIZE;
     this.log = opts.log ?? (() => {});
-    this.channel = new Channel(socket, {
-      frame: (h, data) => this.onFrame(h, data),
-      oversize: (h) => this.failCall(h.streamId, new TtrpcError(Code.RESOURCE_EXHAUSTED, oversizeMessage(h.length, this.maxMessageSize))),
-      closed: (err) => this.onClosed(err),
-    }, this.maxMessageSize);
+    this.channel = new Channel(
+      socket,
+      {
+        frame: (h, data) => this.onFrame(h, data),
+        oversize: (h) =>
+          this.failCall(
+            h.streamId,
+            new TtrpcError(Code.RESOURCE_EXHAUSTED, oversizeMessage(h.length, this.maxMessageSize))
+          ),
+        closed: (err) => this.onClosed(err),
+      },
+      this.maxMessageSize
+    );
   }
 
   get closed(): boolean {
@@ -131,7 +139,13 @@ export class Client extends EventEmitter implements StreamTransport {
 
   // ---- internals ----
 
-  private openStream(service: string, method: string, payload: Uint8Array, clientStreaming: boolean, opts: CallOptions): ClientStream {
+  private openStream(
+    service: string,
+    method: string,
+    payload: Uint8Array,
+    clientStreaming: boolean,
+    opts: CallOptions
+  ): ClientStream {
     const flags = clientStreaming ? Flags.REMOTE_OPEN : Flags.REMOTE_CLOSED;
     let early: unknown;
     const id = this.startRequest(service, method, payload, flags, opts, (e) => (early = e));
@@ -146,14 +160,26 @@ export class Client extends EventEmitter implements StreamTransport {
   }
 
   /** Encode and send the Request frame; returns its stream id, or undefined after calling `reject`. */
-  private startRequest(service: string, method: string, payload: Uint8Array, flags: number, opts: CallOptions,
-    reject: (e: unknown) => void): number | undefined {
+  private startRequest(
+    service: string,
+    method: string,
+    payload: Uint8Array,
+    flags: number,
+    opts: CallOptions,
+    reject: (e: unknown) => void
+  ): number | undefined {
     if (this.isClosed) return void reject(closedError());
     if (opts.signal?.aborted) return void reject(new TtrpcError(Code.CANCELLED, 'context canceled'));
-    if (this.nextId > MAX_STREAM_ID) return void reject(new TtrpcError(Code.RESOURCE_EXHAUSTED, 'ttrpc: stream ids exhausted'));
+    if (this.nextId > MAX_STREAM_ID)
+      return void reject(new TtrpcError(Code.RESOURCE_EXHAUSTED, 'ttrpc: stream ids exhausted'));
     const timeoutNano = opts.timeoutMs !== undefined ? Math.max(1, Math.round(opts.timeoutMs * 1e6)) : 0;
-    const body = encodeRequest({ service, method, payload: Buffer.from(payload.buffer, payload.byteOffset, payload.length),
-      timeoutNano, metadata: metadataToPairs(opts.metadata) });
+    const body = encodeRequest({
+      service,
+      method,
+      payload: Buffer.from(payload.buffer, payload.byteOffset, payload.length),
+      timeoutNano,
+      metadata: metadataToPairs(opts.metadata),
+    });
     if (body.length > this.maxMessageSize) {
       return void reject(new TtrpcError(Code.RESOURCE_EXHAUSTED, oversizeMessage(body.length, this.maxMessageSize)));
     }
@@ -167,8 +193,10 @@ export class Client extends EventEmitter implements StreamTransport {
   private watchDeadline(id: number, opts: CallOptions): () => void {
     let timer: NodeJS.Timeout | undefined;
     if (opts.timeoutMs !== undefined) {
-      timer = setTimeout(() => this.failCall(id, new TtrpcError(Code.DEADLINE_EXCEEDED, 'context deadline exceeded')),
-        Math.max(0, opts.timeoutMs));
+      timer = setTimeout(
+        () => this.failCall(id, new TtrpcError(Code.DEADLINE_EXCEEDED, 'context deadline exceeded')),
+        Math.max(0, opts.timeoutMs)
+      );
     }
     const onAbort = () => this.failCall(id, new TtrpcError(Code.CANCELLED, 'context canceled'));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -195,7 +223,8 @@ export class Client extends EventEmitter implements StreamTransport {
       return;
     }
     if (h.type === MessageType.DATA) {
-      if (p.kind === 'unary') this.failCall(h.streamId, new TtrpcError(Code.INTERNAL, 'ttrpc: protocol error: data frame on a unary call'));
+      if (p.kind === 'unary')
+        this.failCall(h.streamId, new TtrpcError(Code.INTERNAL, 'ttrpc: protocol error: data frame on a unary call'));
       else p.stream.onData(h.flags, data);
       return;
     }
@@ -203,7 +232,10 @@ export class Client extends EventEmitter implements StreamTransport {
     try {
       res = decodeResponse(data);
     } catch (err) {
-      this.failCall(h.streamId, new TtrpcError(Code.INTERNAL, `ttrpc: cannot decode response: ${(err as Error).message}`));
+      this.failCall(
+        h.streamId,
+        new TtrpcError(Code.INTERNAL, `ttrpc: cannot decode response: ${(err as Error).message}`)
+      );
       return;
     }
     if (p.kind === 'stream') {

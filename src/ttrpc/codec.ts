@@ -68,11 +68,20 @@ function readFields(r: Reader, end: number, field: (no: number, wire: number) =>
 // them in ttrpc, and skipping nested groups recursively would let a peer exhaust the stack.
 function skipField(r: Reader, wire: number): void {
   switch (wire) {
-    case 0: r.uint64(); return;
-    case 1: r.skip(8); return;
-    case 2: r.skip(r.uint32()); return;
-    case 5: r.skip(4); return;
-    default: throw new Error(`unsupported wire type ${wire}`);
+    case 0:
+      r.uint64();
+      return;
+    case 1:
+      r.skip(8);
+      return;
+    case 2:
+      r.skip(r.uint32());
+      return;
+    case 5:
+      r.skip(4);
+      return;
+    default:
+      throw new Error(`unsupported wire type ${wire}`);
   }
 }
 
@@ -99,8 +108,16 @@ function writeKeyValue(w: Writer, kv: KeyValue): void {
 function readKeyValue(r: Reader, end: number): KeyValue {
   const kv: KeyValue = { key: '', value: '' };
   readFields(r, end, (no, wire) => {
-    if (no === 1) { expectWire(no, wire, LEN); kv.key = readString(r); return true; }
-    if (no === 2) { expectWire(no, wire, LEN); kv.value = readString(r); return true; }
+    if (no === 1) {
+      expectWire(no, wire, LEN);
+      kv.key = readString(r);
+      return true;
+    }
+    if (no === 2) {
+      expectWire(no, wire, LEN);
+      kv.value = readString(r);
+      return true;
+    }
     return false;
   });
   return kv;
@@ -122,10 +139,22 @@ export function decodeRequest(data: Uint8Array): Request {
   const req: Request = { service: '', method: '', payload: EMPTY, timeoutNano: 0, metadata: [] };
   readFields(r, data.length, (no, wire) => {
     switch (no) {
-      case 1: expectWire(no, wire, LEN); req.service = readString(r); return true;
-      case 2: expectWire(no, wire, LEN); req.method = readString(r); return true;
-      case 3: expectWire(no, wire, LEN); req.payload = readBytes(r); return true;
-      case 4: expectWire(no, wire, VARINT); req.timeoutNano = longToNumber(r.int64()); return true;
+      case 1:
+        expectWire(no, wire, LEN);
+        req.service = readString(r);
+        return true;
+      case 2:
+        expectWire(no, wire, LEN);
+        req.method = readString(r);
+        return true;
+      case 3:
+        expectWire(no, wire, LEN);
+        req.payload = readBytes(r);
+        return true;
+      case 4:
+        expectWire(no, wire, VARINT);
+        req.timeoutNano = longToNumber(r.int64());
+        return true;
       case 5: {
         expectWire(no, wire, LEN);
         const len = r.uint32();
@@ -134,7 +163,8 @@ export function decodeRequest(data: Uint8Array): Request {
         req.metadata.push(readKeyValue(r, end));
         return true;
       }
-      default: return false;
+      default:
+        return false;
     }
   });
   return req;
@@ -157,8 +187,16 @@ function writeStatus(w: Writer, st: Status): void {
 function readAny(r: Reader, end: number): AnyMessage {
   const a: AnyMessage = { typeUrl: '', value: EMPTY };
   readFields(r, end, (no, wire) => {
-    if (no === 1) { expectWire(no, wire, LEN); a.typeUrl = readString(r); return true; }
-    if (no === 2) { expectWire(no, wire, LEN); a.value = readBytes(r); return true; }
+    if (no === 1) {
+      expectWire(no, wire, LEN);
+      a.typeUrl = readString(r);
+      return true;
+    }
+    if (no === 2) {
+      expectWire(no, wire, LEN);
+      a.value = readBytes(r);
+      return true;
+    }
     return false;
   });
   return a;
@@ -167,8 +205,16 @@ function readAny(r: Reader, end: number): AnyMessage {
 function readStatus(r: Reader, end: number): Status {
   const st: Status = { code: 0, message: '', details: [] };
   readFields(r, end, (no, wire) => {
-    if (no === 1) { expectWire(no, wire, VARINT); st.code = r.int32(); return true; }
-    if (no === 2) { expectWire(no, wire, LEN); st.message = readString(r); return true; }
+    if (no === 1) {
+      expectWire(no, wire, VARINT);
+      st.code = r.int32();
+      return true;
+    }
+    if (no === 2) {
+      expectWire(no, wire, LEN);
+      st.message = readString(r);
+      return true;
+    }
     if (no === 3) {
       expectWire(no, wire, LEN);
       const len = r.uint32();
@@ -183,7 +229,10 @@ function readStatus(r: Reader, end: number): Status {
 }
 
 /** A success Response carries only the payload (an empty payload makes a 0-byte message). */
-export function encodeResponse(res: { status?: { code: number; message: string; details?: AnyMessage[] }; payload?: Uint8Array }): Buffer {
+export function encodeResponse(res: {
+  status?: { code: number; message: string; details?: AnyMessage[] };
+  payload?: Uint8Array;
+}): Buffer {
   const w = Writer.create();
   if (res.status && (res.status.code !== 0 || res.status.message || res.status.details?.length)) {
     writeStatus(w, { code: res.status.code, message: res.status.message, details: res.status.details ?? [] });
@@ -204,7 +253,11 @@ export function decodeResponse(data: Uint8Array): Response {
       res.status = readStatus(r, end);
       return true;
     }
-    if (no === 2) { expectWire(no, wire, LEN); res.payload = readBytes(r); return true; }
+    if (no === 2) {
+      expectWire(no, wire, LEN);
+      res.payload = readBytes(r);
+      return true;
+    }
     return false;
   });
   return res;

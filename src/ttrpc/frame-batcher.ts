@@ -28,7 +28,7 @@ export class FrameBatcher implements FrameSink {
   constructor(
     private readonly sink: FrameSink,
     perTurn: number,
-    private readonly onBacklog: (backlog: boolean) => void,
+    private readonly onBacklog: (backlog: boolean) => void
   ) {
     this.perTurn = perTurn >= 1 ? perTurn : 1; // 0 or NaN would never hand anything on
   }

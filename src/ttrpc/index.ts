@@ -1,10 +1,22 @@
 // Public surface of the ttrpc library (knows nothing of containerd; payloads are bytes).
 export { Code, TtrpcError, toStatus, closedError } from './status';
 export {
-  Metadata, createMetadata, appendMetadata, setMetadata, getMetadata, getMetadataValue, metadataFromPairs, metadataToPairs,
+  Metadata,
+  createMetadata,
+  appendMetadata,
+  setMetadata,
+  getMetadata,
+  getMetadataValue,
+  metadataFromPairs,
+  metadataToPairs,
 } from './metadata';
 export {
-  CallContext, UnaryHandler, ServerStreamHandler, ClientStreamHandler, BidiStreamHandler, SendFn,
+  CallContext,
+  UnaryHandler,
+  ServerStreamHandler,
+  ClientStreamHandler,
+  BidiStreamHandler,
+  SendFn,
 } from './services';
 export { Server, ServerOptions, PeerCheck, DEFAULT_SHUTDOWN_GRACE_MS } from './server';
 export { ResourceLimits, DEFAULT_RESOURCE_LIMITS } from './limits';

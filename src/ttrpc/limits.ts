@@ -59,7 +59,11 @@ export class Tally<K> {
   largest(): K | undefined {
     let best: K | undefined;
     let most = 0;
-    for (const [k, n] of this.used) if (n > most) { most = n; best = k; }
+    for (const [k, n] of this.used)
+      if (n > most) {
+        most = n;
+        best = k;
+      }
     return best;
   }
 }
@@ -75,7 +79,10 @@ export class ServerLimits<C extends Closable> {
   readonly unsent = new Tally<C>();
   readonly calls = new Tally<C>();
 
-  constructor(readonly limits: ResourceLimits, private readonly connectionCount: () => number) {}
+  constructor(
+    readonly limits: ResourceLimits,
+    private readonly connectionCount: () => number
+  ) {}
 
   /** Null when `conn` may start one more call, else why not (the RESOURCE_EXHAUSTED message). */
   refuseCall(conn: C): string | null {

@@ -29,7 +29,12 @@ interface ActiveStream {
 }
 
 /** One call in flight, as the upgrade quiesce sees it. */
-export interface InFlightCall { streamId: number; service: string; method: string; replayable: boolean }
+export interface InFlightCall {
+  streamId: number;
+  service: string;
+  method: string;
+  replayable: boolean;
+}
 
 /** What a connection hands to the next process of an in-place upgrade (see Channel.detach). */
 export interface ConnectionHandover {
@@ -61,7 +66,10 @@ export class ServerConnection implements Closable {
   /** Not read while the peer leaves our replies unread (see checkUnsent). */
   private readPaused = false;
 
-  constructor(socket: Socket, private readonly opts: ServerConnectionOptions) {
+  constructor(
+    socket: Socket,
+    private readonly opts: ServerConnectionOptions
+  ) {
     this.channel = new Channel(socket, this, opts.maxMessageSize, opts.limits.limits.maxFramesPerTurn);
     if (opts.adopted) {
       this.lastRequestId = opts.adopted.lastRequestId;
@@ -74,16 +82,27 @@ export class ServerConnection implements Closable {
   // ---- upgrade hand-over ----
 
   /** Stops reading requests (at a frame boundary: partial frames stay buffered); replies still go out. */
-  hold(): void { this.channel.hold(); }
+  hold(): void {
+    this.channel.hold();
+  }
 
-  release(): void { this.channel.release(); }
+  release(): void {
+    this.channel.release();
+  }
 
   inFlight(): InFlightCall[] {
-    return [...this.streams.values()].map((s) => ({ streamId: s.id, service: s.service, method: s.method, replayable: !!s.replay }));
+    return [...this.streams.values()].map((s) => ({
+      streamId: s.id,
+      service: s.service,
+      method: s.method,
+      replayable: !!s.replay,
+    }));
   }
 
   /** Reply bytes the kernel has not taken yet. */
-  get unsentBytes(): number { return this.channel.unsentBytes; }
+  get unsentBytes(): number {
+    return this.channel.unsentBytes;
+  }
 
   /**
    * Detaches the connection for the next process. Replayable calls in flight are sent to it again
@@ -95,7 +114,10 @@ export class ServerConnection implements Closable {
     const rest = [...this.streams.values()].filter((s) => !s.replay && !skip.has(s.id));
     if (rest.length) throw new Error(`calls still in flight: ${rest.map((s) => s.method).join(', ')}`);
     const { fd, pending } = this.channel.detach();
-    for (const s of this.streams.values()) { if (s.timer) clearTimeout(s.timer); s.done = true; }
+    for (const s of this.streams.values()) {
+      if (s.timer) clearTimeout(s.timer);
+      s.done = true;
+    }
     this.streams.clear();
     const lastRequestId = replays.length ? replays[0].id - 1 : this.lastRequestId;
     return { fd, lastRequestId, input: Buffer.concat([...replays.map((s) => s.replay!), pending]) };
@@ -124,7 +146,10 @@ export class ServerConnection implements Closable {
   /** The server's limits chose this connection as the one holding too much. */
   closeForLimit(what: string): void {
     if (this.channel.closed) return;
-    this.opts.log('warn', 'ttrpc: closing connection: resource limit', { reason: what, pendingCalls: this.streams.size });
+    this.opts.log('warn', 'ttrpc: closing connection: resource limit', {
+      reason: what,
+      pendingCalls: this.streams.size,
+    });
     this.channel.close();
   }
 
@@ -151,7 +176,11 @@ export class ServerConnection implements Closable {
   }
 
   closed(err: Error | null, midFrame: boolean): void {
-    if (err && (err as NodeJS.ErrnoException).code !== 'ECONNRESET' && (err as NodeJS.ErrnoException).code !== 'EPIPE') {
+    if (
+      err &&
+      (err as NodeJS.ErrnoException).code !== 'ECONNRESET' &&
+      (err as NodeJS.ErrnoException).code !== 'EPIPE'
+    ) {
       this.opts.log('warn', 'ttrpc: connection error', { err: err.message });
     } else if (midFrame) {
       this.opts.log('debug', 'ttrpc: peer went away mid-frame');
@@ -210,7 +239,14 @@ export class ServerConnection implements Closable {
   }
 
   private startCall(id: number, flags: number, req: Request, entry: MethodEntry, replay?: Buffer): void {
-    const stream: ActiveStream = { id, abort: new AbortController(), done: false, service: req.service, method: req.method, replay };
+    const stream: ActiveStream = {
+      id,
+      abort: new AbortController(),
+      done: false,
+      service: req.service,
+      method: req.method,
+      replay,
+    };
     const ctx: CallContext = {
       service: req.service,
       method: req.method,
@@ -243,7 +279,8 @@ export class ServerConnection implements Closable {
         // Like Go: a non-empty request payload is the first client message (ttrpc issue #126).
         if (req.payload.length > 0) inbound.push(req.payload);
         if ((flags & Flags.REMOTE_OPEN) === 0) inbound.end();
-        run = entry.kind === 'client-stream' ? () => entry.handler(inbound, ctx) : () => entry.handler(inbound, ctx, send);
+        run =
+          entry.kind === 'client-stream' ? () => entry.handler(inbound, ctx) : () => entry.handler(inbound, ctx, send);
         break;
       }
     }
@@ -260,7 +297,7 @@ export class ServerConnection implements Closable {
           if (stream.done) return;
           const st = toStatus(err);
           this.reply(stream, st.code, st.message);
-        },
+        }
       )
       .catch((err) => this.opts.log('error', 'ttrpc: failed to reply', { streamId: id, err: String(err) }));
   }
@@ -293,7 +330,8 @@ export class ServerConnection implements Closable {
   // ---- replies ----
 
   private async sendData(stream: ActiveStream, msg: Uint8Array): Promise<void> {
-    if (stream.done || this.channel.closed) throw stream.abort.signal.reason ?? new TtrpcError(Code.CANCELLED, 'ttrpc: stream closed');
+    if (stream.done || this.channel.closed)
+      throw stream.abort.signal.reason ?? new TtrpcError(Code.CANCELLED, 'ttrpc: stream closed');
     if (!(msg instanceof Uint8Array)) throw new TtrpcError(Code.INTERNAL, 'ttrpc: stream message must be bytes');
     if (msg.length > this.opts.maxMessageSize) {
       throw new TtrpcError(Code.RESOURCE_EXHAUSTED, oversizeMessage(msg.length, this.opts.maxMessageSize));
@@ -345,8 +383,13 @@ export class ServerConnection implements Closable {
     let body = encodeResponse({ status: { code, message }, payload });
     if (body.length > this.opts.maxMessageSize) {
       // Never emit a frame the peer must reject, and never drop the connection for it (Go 1.2 would).
-      this.opts.log('error', 'ttrpc: response too large, answering with an error instead', { streamId: id, length: body.length });
-      body = encodeResponse({ status: { code: Code.RESOURCE_EXHAUSTED, message: oversizeMessage(body.length, this.opts.maxMessageSize) } });
+      this.opts.log('error', 'ttrpc: response too large, answering with an error instead', {
+        streamId: id,
+        length: body.length,
+      });
+      body = encodeResponse({
+        status: { code: Code.RESOURCE_EXHAUSTED, message: oversizeMessage(body.length, this.opts.maxMessageSize) },
+      });
     }
     this.channel.send(id, MessageType.RESPONSE, 0, body);
     this.checkUnsent();

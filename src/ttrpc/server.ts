@@ -4,9 +4,7 @@ import { MAX_MESSAGE_SIZE } from './channel';
 import { DEFAULT_RESOURCE_LIMITS, ResourceLimits, ServerLimits } from './limits';
 import { isSameUser, PeerCred, peerCredOf } from './peercred';
 import { ConnectionHandover, InFlightCall, LogFn, ServerConnection } from './server-connection';
-import {
-  BidiStreamHandler, ClientStreamHandler, ServerStreamHandler, ServiceRegistry, UnaryHandler,
-} from './services';
+import { BidiStreamHandler, ClientStreamHandler, ServerStreamHandler, ServiceRegistry, UnaryHandler } from './services';
 
 export type PeerCheck = 'same-uid' | 'any' | ((cred: PeerCred) => boolean);
 
@@ -52,7 +50,10 @@ export class Server {
     this.peerCheck = opts.peerCheck ?? 'same-uid';
     this.log = opts.log ?? (() => {});
     this.peerCredLookup = opts.peerCredLookup ?? peerCredOf;
-    this.limits = new ServerLimits({ ...DEFAULT_RESOURCE_LIMITS, ...definedOnly(opts.limits) }, () => this.connections.size);
+    this.limits = new ServerLimits(
+      { ...DEFAULT_RESOURCE_LIMITS, ...definedOnly(opts.limits) },
+      () => this.connections.size
+    );
     this.onActivity = opts.onActivity ?? (() => {});
     this.replayable = opts.replayable;
   }
@@ -76,7 +77,9 @@ export class Server {
   }
 
   /** Detaches every connection for the next process; `skip(conn, id)` names calls answered elsewhere. */
-  handover(skip: (conn: ServerConnection) => ReadonlySet<number>): { conn: ServerConnection; handover: ConnectionHandover }[] {
+  handover(
+    skip: (conn: ServerConnection) => ReadonlySet<number>
+  ): { conn: ServerConnection; handover: ConnectionHandover }[] {
     return [...this.connections].map((conn) => ({ conn, handover: conn.handover(skip(conn)) }));
   }
 
@@ -87,7 +90,11 @@ export class Server {
 
   /** Current usage against the limits (for metrics and tests). */
   get usage(): { partialFrameBytes: number; unsentBytes: number; pendingCalls: number } {
-    return { partialFrameBytes: this.limits.partial.total, unsentBytes: this.limits.unsent.total, pendingCalls: this.limits.calls.total };
+    return {
+      partialFrameBytes: this.limits.partial.total,
+      unsentBytes: this.limits.unsent.total,
+      pendingCalls: this.limits.calls.total,
+    };
   }
 
   get connectionCount(): number {
@@ -95,7 +102,8 @@ export class Server {
   }
 
   register(service: string, methods: Record<string, UnaryHandler>): void {
-    for (const [method, handler] of Object.entries(methods)) this.registry.add(service, method, { kind: 'unary', handler });
+    for (const [method, handler] of Object.entries(methods))
+      this.registry.add(service, method, { kind: 'unary', handler });
   }
 
   registerServerStream(service: string, method: string, handler: ServerStreamHandler): void {
@@ -138,7 +146,7 @@ export class Server {
   async shutdown(graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> {
     this.shuttingDown = true;
     const listenersClosed = [...this.listeners].map(
-      (l) => new Promise<void>((resolve) => (l.listening ? l.close(() => resolve()) : resolve())),
+      (l) => new Promise<void>((resolve) => (l.listening ? l.close(() => resolve()) : resolve()))
     );
     this.listeners.clear();
     const drained = new Promise<void>((resolve) => {
@@ -151,7 +159,9 @@ export class Server {
     const timedOut = await Promise.race([drained.then(() => false), expired]);
     if (timer) clearTimeout(timer);
     if (timedOut) {
-      this.log('warn', 'ttrpc: shutdown grace expired, cancelling in-flight calls', { connections: this.connections.size });
+      this.log('warn', 'ttrpc: shutdown grace expired, cancelling in-flight calls', {
+        connections: this.connections.size,
+      });
       for (const c of [...this.connections]) c.destroy();
     }
     await Promise.all(listenersClosed);
@@ -200,7 +210,8 @@ export class Server {
     } catch (err) {
       this.log('error', 'ttrpc: peer check threw', { err: String(err) });
     }
-    if (!ok) this.log('warn', 'ttrpc: refusing connection after handshake', { pid: cred.pid, uid: cred.uid, gid: cred.gid });
+    if (!ok)
+      this.log('warn', 'ttrpc: refusing connection after handshake', { pid: cred.pid, uid: cred.uid, gid: cred.gid });
     return ok;
   }
 }

@@ -10,7 +10,11 @@ export function packAny(typeUrl: string, value: Uint8Array): google.protobuf.Any
 }
 
 /** Encode `message` with `codec` (Go-identical bytes) and wrap it in an Any. */
-export function packMessage<I extends object, M extends I>(typeUrl: string, codec: MessageCodec<I, M>, message: I): google.protobuf.Any {
+export function packMessage<I extends object, M extends I>(
+  typeUrl: string,
+  codec: MessageCodec<I, M>,
+  message: I
+): google.protobuf.Any {
   return packAny(typeUrl, encodeMessage(codec, message));
 }
 
@@ -18,7 +22,11 @@ export function packMessage<I extends object, M extends I>(typeUrl: string, code
  * Decode the Any's value with `codec`. With `typeUrl`, a different type name in the Any is a
  * TypeError (a "type.googleapis.com/" prefix is tolerated).
  */
-export function unpackAny<I extends object, M extends I>(any: google.protobuf.IAny | null | undefined, codec: MessageCodec<I, M>, typeUrl?: string): M {
+export function unpackAny<I extends object, M extends I>(
+  any: google.protobuf.IAny | null | undefined,
+  codec: MessageCodec<I, M>,
+  typeUrl?: string
+): M {
   if (!any) throw new TypeError('no Any value');
   if (typeUrl !== undefined && typeNameOf(any.type_url) !== typeNameOf(typeUrl)) {
     throw new TypeError(`unexpected type_url ${JSON.stringify(any.type_url ?? '')}, want ${typeUrl}`);
@@ -49,7 +57,9 @@ export const ANY_CODECS: ReadonlyMap<string, MessageCodec<any, any>> = new Map<s
 ]);
 
 /** Decode an Any whose type is one of ANY_CODECS; undefined for other (e.g. OCI JSON) types. */
-export function decodeKnownAny(any: google.protobuf.IAny | null | undefined): { typeName: string; message: object } | undefined {
+export function decodeKnownAny(
+  any: google.protobuf.IAny | null | undefined
+): { typeName: string; message: object } | undefined {
   if (!any) return undefined;
   const typeName = typeNameOf(any.type_url);
   const codec = ANY_CODECS.get(typeName);

@@ -5,8 +5,13 @@ import type Long from 'long';
 export type LongLike = number | bigint | string | Long | null | undefined;
 
 function isLong(x: unknown): x is Long {
-  return typeof x === 'object' && x !== null && typeof (x as Long).low === 'number'
-    && typeof (x as Long).high === 'number' && typeof (x as Long).toString === 'function';
+  return (
+    typeof x === 'object' &&
+    x !== null &&
+    typeof (x as Long).low === 'number' &&
+    typeof (x as Long).high === 'number' &&
+    typeof (x as Long).toString === 'function'
+  );
 }
 
 /** Number value of an int64/uint64 field; absent = 0. Loses precision above 2^53 (like JSON). */

@@ -13,8 +13,9 @@ export const GO_ZERO_SECONDS = -62135596800;
  * Go's zero time as a Timestamp. Always send this (never an absent field) for "not exited":
  * containerd 1.6 reads an absent Timestamp as year 1, 1.7+ as 1970. Frozen; pass it as is.
  */
-export const GO_ZERO_TIMESTAMP: Readonly<google.protobuf.Timestamp> =
-  Object.freeze(google.protobuf.Timestamp.create({ seconds: GO_ZERO_SECONDS }));
+export const GO_ZERO_TIMESTAMP: Readonly<google.protobuf.Timestamp> = Object.freeze(
+  google.protobuf.Timestamp.create({ seconds: GO_ZERO_SECONDS })
+);
 
 /** A fresh, mutable copy of GO_ZERO_TIMESTAMP. */
 export function goZeroTimestamp(): google.protobuf.Timestamp {
@@ -40,7 +41,10 @@ export function timestampFromDate(date: Date, extraNanos = 0): google.protobuf.T
 export function timestampFromNanos(totalNanos: bigint): google.protobuf.Timestamp {
   let seconds = totalNanos / NANOS_PER_SECOND;
   let nanos = totalNanos % NANOS_PER_SECOND;
-  if (nanos < 0n) { nanos += NANOS_PER_SECOND; seconds -= 1n; } // floor, not truncate
+  if (nanos < 0n) {
+    nanos += NANOS_PER_SECOND;
+    seconds -= 1n;
+  } // floor, not truncate
   const ts = google.protobuf.Timestamp.create({ seconds: Number(seconds) });
   if (nanos !== 0n) ts.nanos = Number(nanos); // leave proto3 defaults unset
   return ts;

@@ -40,7 +40,10 @@ export type TypeUrlValue = (typeof TypeUrl)[keyof typeof TypeUrl];
 
 /** The runtime option types the shim understands (src/task/options.ts decodeOptions). */
 export const RUNTIME_OPTION_TYPE_URLS: readonly string[] = Object.freeze([
-  TypeUrl.RuncOptions, TypeUrl.RuntimeOptions, TypeUrl.LegacyCreateOptions, TypeUrl.LegacyRuncOptions,
+  TypeUrl.RuncOptions,
+  TypeUrl.RuntimeOptions,
+  TypeUrl.LegacyCreateOptions,
+  TypeUrl.LegacyRuncOptions,
 ]);
 
 const GOOGLE_PREFIX = 'type.googleapis.com/';

@@ -18,7 +18,14 @@ import { ExecProcess, type InitProcess } from '../task/process';
 import { ioFds, type IoHandover } from '../task/io';
 import { REVISION, VERSION } from '../shim/version';
 import { SHIM_SERVICE } from '../diag/introspection';
-import { writeStateFile, STATE_VERSION, stateFds, type ContainerState, type ProcessState, type UpgradeState } from './state';
+import {
+  writeStateFile,
+  STATE_VERSION,
+  stateFds,
+  type ContainerState,
+  type ProcessState,
+  type UpgradeState,
+} from './state';
 import { daemonArgv, dropAtExec, execve, keepAcrossExec, STATE_ENV } from './exec';
 import { probeBuild, type BuildInfo } from './probe';
 
@@ -31,7 +38,9 @@ export const QUIESCE_EVENTS_MS = 1_000;
 
 /** Calls a new process runs again from their request: they only wait (Task.Wait, Shim.Stats). */
 export function replayableCall(service: string, method: string): boolean {
-  return (method === 'Wait' && service.startsWith('containerd.task.')) || (service === SHIM_SERVICE && method === 'Stats');
+  return (
+    (method === 'Wait' && service.startsWith('containerd.task.')) || (service === SHIM_SERVICE && method === 'Stats')
+  );
 }
 
 /** What the daemon (src/shim/serve.ts) lends the upgrade. */
@@ -64,7 +73,13 @@ export function stateFile(stateDir: string, pid = process.pid): string {
 type UpgradeReply = ReturnType<typeof tsshim.v1.UpgradeResponse.create>;
 
 function reply(r: Partial<UpgradeReply>): Uint8Array {
-  return tsshim.v1.UpgradeResponse.encode({ pid: process.pid, from_version: VERSION, from_revision: REVISION, state_version: STATE_VERSION, ...r }).finish();
+  return tsshim.v1.UpgradeResponse.encode({
+    pid: process.pid,
+    from_version: VERSION,
+    from_revision: REVISION,
+    state_version: STATE_VERSION,
+    ...r,
+  }).finish();
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -85,7 +100,8 @@ export function upgradeHandler(host: UpgradeHost) {
   return async (payload: Buffer): Promise<Uint8Array> => {
     const req = tsshim.v1.UpgradeRequest.decode(payload);
     const entry = req.entry || host.entry;
-    if (!path.isAbsolute(entry)) throw new TtrpcError(Code.INVALID_ARGUMENT, `entry must be an absolute path: ${JSON.stringify(entry)}`);
+    if (!path.isAbsolute(entry))
+      throw new TtrpcError(Code.INVALID_ARGUMENT, `entry must be an absolute path: ${JSON.stringify(entry)}`);
     if (busy) throw new TtrpcError(Code.FAILED_PRECONDITION, 'an upgrade of this shim is already running');
     let info: BuildInfo;
     try {
@@ -130,13 +146,24 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
   log.info('upgrade: quiescing', { to: info.version, revision: info.revision, entry });
   ttrpc.hold();
   const self = findUpgradeCall(host);
-  const busyCalls = () => ttrpc.inFlight().flatMap(({ conn, calls }) =>
-    calls.filter((k) => !k.replayable && !(self && conn === self.conn && k.streamId === self.streamId)).map((k) => k.method));
-  const callsDone = await until(() => busyCalls().length === 0 && ttrpc.inFlight().every((c) => c.unsent === 0), QUIESCE_CALLS_MS);
+  const busyCalls = () =>
+    ttrpc
+      .inFlight()
+      .flatMap(({ conn, calls }) =>
+        calls
+          .filter((k) => !k.replayable && !(self && conn === self.conn && k.streamId === self.streamId))
+          .map((k) => k.method)
+      );
+  const callsDone = await until(
+    () => busyCalls().length === 0 && ttrpc.inFlight().every((c) => c.unsent === 0),
+    QUIESCE_CALLS_MS
+  );
   if (!callsDone) {
     ttrpc.release();
     const calls = busyCalls();
-    return calls.length ? `calls still running after ${QUIESCE_CALLS_MS} ms: ${calls.join(', ')}` : 'a client does not read its replies';
+    return calls.length
+      ? `calls still running after ${QUIESCE_CALLS_MS} ms: ${calls.join(', ')}`
+      : 'a client does not read its replies';
   }
   // Every process's IO, stopped between two chunks; the destinations flush what they were given.
   const ios = new Map<Process, IoHandover>();
@@ -178,7 +205,12 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
     writeStateFile(file, state);
     keepAcrossExec(fds);
     host.beforeExec();
-    log.info('upgrade: exec', { entry, fds: fds.length, containers: state.containers.length, connections: state.connections.length });
+    log.info('upgrade: exec', {
+      entry,
+      fds: fds.length,
+      containers: state.containers.length,
+      connections: state.connections.length,
+    });
     execve(process.execPath, daemonArgv(entry, host.flags), { ...process.env, [STATE_ENV]: file });
   } catch (e) {
     // Past the point of no return (connections and IO detached): the same state through our own
@@ -200,27 +232,53 @@ function time(t: { status: number; at: Date; nanos: number } | null) {
   return t ? { status: t.status, at: t.at.getTime(), nanos: t.nanos } : null;
 }
 
-function capture(host: UpgradeHost, entry: string, info: BuildInfo, ios: Map<Process, IoHandover>, self: { conn: unknown; streamId: number } | null): UpgradeState {
+function capture(
+  host: UpgradeHost,
+  entry: string,
+  info: BuildInfo,
+  ios: Map<Process, IoHandover>,
+  self: { conn: unknown; streamId: number } | null
+): UpgradeState {
   const listenFd = (host.netServer as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof listenFd !== 'number' || listenFd < 0) throw new Error('the listening socket has no fd');
   const { watched } = host.service.handoverView();
   // Detaching is the irreversible part: connections first (they hold no call but waits now).
   const conns = host.ttrpc.handover((conn) => new Set(self && conn === self.conn ? [self.streamId] : []));
-  const connections = conns.map(({ handover }) => ({ fd: handover.fd, lastRequestId: handover.lastRequestId, input: handover.input.toString('base64') }));
-  const upgradeCall = self ? { connection: conns.findIndex((c) => c.conn === self.conn), streamId: self.streamId } : null;
+  const connections = conns.map(({ handover }) => ({
+    fd: handover.fd,
+    lastRequestId: handover.lastRequestId,
+    input: handover.input.toString('base64'),
+  }));
+  const upgradeCall = self
+    ? { connection: conns.findIndex((c) => c.conn === self.conn), streamId: self.streamId }
+    : null;
   const processState = (p: Process): ProcessState => {
     const base: ProcessState = {
-      execId: p.execId, stdio: p.stdio, pid: p.pid, state: (p as InitProcess).state, exit: time(p.exit), reaped: time(p.reaped),
-      watched: watched.has(p), io: ios.get(p)?.detach() ?? null,
+      execId: p.execId,
+      stdio: p.stdio,
+      pid: p.pid,
+      state: (p as InitProcess).state,
+      exit: time(p.exit),
+      reaped: time(p.reaped),
+      watched: watched.has(p),
+      io: ios.get(p)?.detach() ?? null,
     };
     if (p instanceof ExecProcess) base.spec = p.spec;
     return base;
   };
   const containers: ContainerState[] = host.service.list().map((c) => ({
-    id: c.id, namespace: c.namespace, bundle: c.bundle, rootfs: c.cfg.rootfs, stdio: c.cfg.stdio,
-    checkpoint: c.cfg.checkpoint, parentCheckpoint: c.cfg.parentCheckpoint, options: c.cfg.options,
-    createdAt: c.createdAt.getTime(), runningExecs: c.runningExecs,
-    init: processState(c.init), execs: [...c.execs.values()].map(processState),
+    id: c.id,
+    namespace: c.namespace,
+    bundle: c.bundle,
+    rootfs: c.cfg.rootfs,
+    stdio: c.cfg.stdio,
+    checkpoint: c.cfg.checkpoint,
+    parentCheckpoint: c.cfg.parentCheckpoint,
+    options: c.cfg.options,
+    createdAt: c.createdAt.getTime(),
+    runningExecs: c.runningExecs,
+    init: processState(c.init),
+    execs: [...c.execs.values()].map(processState),
   }));
   const pub = host.publisher;
   return {
@@ -229,15 +287,24 @@ function capture(host: UpgradeHost, entry: string, info: BuildInfo, ios: Map<Pro
     to: { entry, version: info.version },
     writtenAt: Date.now(),
     daemon: {
-      startedAt: host.startedAt.getTime(), socket: host.socket, namespace: host.namespace, group: host.group, listenFd,
-      everCreated: host.service.everCreated, shutdownRequested: host.service.shutdownRequested, spareRequested: host.spareRequested(),
+      startedAt: host.startedAt.getTime(),
+      socket: host.socket,
+      namespace: host.namespace,
+      group: host.group,
+      listenFd,
+      everCreated: host.service.everCreated,
+      shutdownRequested: host.service.shutdownRequested,
+      spareRequested: host.spareRequested(),
     },
     connections,
     upgradeCall,
     containers,
     events: {
       pending: pub.pending().map((e) => ({ ...e, value: Buffer.from(e.value).toString('base64') })),
-      sent: pub.stats.sent, retries: pub.stats.retries, discarded: pub.stats.discarded, journalFailures: pub.stats.journalFailures,
+      sent: pub.stats.sent,
+      retries: pub.stats.retries,
+      discarded: pub.stats.discarded,
+      journalFailures: pub.stats.journalFailures,
     },
     counters: { ...host.service.counters },
     rpc: [...host.rpcStats.calls.entries()].map(([m, s]) => [m, { ...s, buckets: [...s.buckets] }]),

@@ -20,12 +20,28 @@ export function keepAcrossExec(fds: number[]): void {
 
 /** Marks them close-on-exec again (the exec did not happen). */
 export function dropAtExec(fds: number[]): void {
-  for (const fd of fds) { try { setCloexec(fd, true); } catch { /* closed meanwhile */ } }
+  for (const fd of fds) {
+    try {
+      setCloexec(fd, true);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
 }
 
 /** The daemon's command line as `start` launches it (src/shim/start.ts), for another entry script. */
 export function daemonArgv(entry: string, flags: ShimFlags): string[] {
-  const args = [process.execPath, ...DAEMON_NODE_FLAGS, entry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+  const args = [
+    process.execPath,
+    ...DAEMON_NODE_FLAGS,
+    entry,
+    '-namespace',
+    flags.namespace,
+    '-id',
+    flags.id,
+    '-address',
+    flags.address,
+  ];
   if (flags.debug) args.push('-debug');
   return args;
 }

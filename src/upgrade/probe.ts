@@ -9,11 +9,23 @@ import { PROBE_ARG } from './exec';
 import { DAEMON_NODE_FLAGS } from '../shim/node-flags';
 import { REVISION, VERSION } from '../shim/version';
 
-export interface BuildInfo { version: string; revision: string; stateVersion: number; stateVersions: number[]; node: string }
+export interface BuildInfo {
+  version: string;
+  revision: string;
+  stateVersion: number;
+  stateVersions: number[];
+  node: string;
+}
 
 /** What this build prints for a probe. */
 export function probeAnswer(): BuildInfo {
-  return { version: VERSION, revision: REVISION, stateVersion: STATE_VERSION, stateVersions: [...ACCEPTED_STATE_VERSIONS], node: process.version };
+  return {
+    version: VERSION,
+    revision: REVISION,
+    stateVersion: STATE_VERSION,
+    stateVersions: [...ACCEPTED_STATE_VERSIONS],
+    node: process.version,
+  };
 }
 
 export const PROBE_MARK = 'tsshim-upgrade-probe:';
@@ -22,19 +34,35 @@ export const PROBE_MARK = 'tsshim-upgrade-probe:';
 export function probeBuild(entry: string, timeoutMs = 20_000): BuildInfo {
   if (!fs.existsSync(entry)) throw new Error(`the new build is missing: ${entry} does not exist`);
   const r = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, entry, PROBE_ARG], {
-    timeout: timeoutMs, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], cwd: '/',
+    timeout: timeoutMs,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: '/',
   });
   const out = String(r.stdout ?? '');
   const line = out.split('\n').find((l) => l.startsWith(PROBE_MARK));
   if (r.error || !line) {
-    const why = r.error?.message ?? (String(r.stderr ?? '').trim().split('\n').slice(0, 6).join(' | ') || `exit status ${r.status}`);
+    const why =
+      r.error?.message ??
+      (String(r.stderr ?? '')
+        .trim()
+        .split('\n')
+        .slice(0, 6)
+        .join(' | ') ||
+        `exit status ${r.status}`);
     throw new Error(`the new build at ${entry} cannot be loaded: ${why}`);
   }
   let info: BuildInfo;
-  try { info = JSON.parse(line.slice(PROBE_MARK.length)); } catch { throw new Error(`the new build at ${entry} answered the probe with garbage`); }
+  try {
+    info = JSON.parse(line.slice(PROBE_MARK.length));
+  } catch {
+    throw new Error(`the new build at ${entry} answered the probe with garbage`);
+  }
   if (!Array.isArray(info.stateVersions) || !info.stateVersions.includes(STATE_VERSION)) {
-    throw new Error(`the new build ${info.version} (${info.revision}) reads upgrade state versions ${JSON.stringify(info.stateVersions)}, `
-      + `this one writes version ${STATE_VERSION}: it refuses the state (a downgrade across state versions)`);
+    throw new Error(
+      `the new build ${info.version} (${info.revision}) reads upgrade state versions ${JSON.stringify(info.stateVersions)}, ` +
+        `this one writes version ${STATE_VERSION}: it refuses the state (a downgrade across state versions)`
+    );
   }
   return info;
 }

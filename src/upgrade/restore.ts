@@ -24,7 +24,11 @@ export function pendingUpgrade(file: string): { file: string; text: string } | n
   if (!file) return null;
   delete process.env[STATE_ENV]; // not for runc, spares or the next exec
   let text = '';
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) { text = ''; }
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    text = '';
+  }
   return { file, text };
 }
 
@@ -32,19 +36,32 @@ export function pendingUpgrade(file: string): { file: string; text: string } | n
  * Anything the new build cannot restore sends the daemon back to the build that wrote the state.
  * Never returns. A state that already is a fallback has nowhere else to go: the shim is lost.
  */
-export function fallBack(file: string, state: UpgradeState | null, reason: string, flags: ShimFlags, log: Logger): never {
+export function fallBack(
+  file: string,
+  state: UpgradeState | null,
+  reason: string,
+  flags: ShimFlags,
+  log: Logger
+): never {
   if (!state || state.fallbackReason !== undefined || state.from.entry === '') {
-    log.error('upgrade: the state cannot be restored by any build; the shim exits (its containers keep running)', { reason });
+    log.error('upgrade: the state cannot be restored by any build; the shim exits (its containers keep running)', {
+      reason,
+    });
     process.exit(1);
   }
-  log.error('upgrade: this build cannot restore the state, going back to the previous build', { reason, entry: state.from.entry });
+  log.error('upgrade: this build cannot restore the state, going back to the previous build', {
+    reason,
+    entry: state.from.entry,
+  });
   state.fallbackReason = reason;
   try {
     writeStateFile(file, state);
     keepAcrossExec(stateFds(state, ioFds));
     execve(process.execPath, daemonArgv(state.from.entry, flags), { ...process.env, [STATE_ENV]: file });
   } catch (e) {
-    log.error('upgrade: cannot exec the previous build; the shim exits (its containers keep running)', { error: (e as Error).message });
+    log.error('upgrade: cannot exec the previous build; the shim exits (its containers keep running)', {
+      error: (e as Error).message,
+    });
     process.exit(1);
   }
 }
@@ -61,7 +78,8 @@ export function listenerFrom(state: UpgradeState): net.Server {
   return server;
 }
 
-const date = (t: { status: number; at: number; nanos: number } | null) => (t ? { status: t.status, at: new Date(t.at), nanos: t.nanos } : null);
+const date = (t: { status: number; at: number; nanos: number } | null) =>
+  t ? { status: t.status, at: new Date(t.at), nanos: t.nanos } : null;
 
 function restoreProcess(p: InitProcess | ExecProcess, s: ProcessState): void {
   p.pid = s.pid;
@@ -82,9 +100,16 @@ export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
   restoreHook();
   for (const cs of state.containers) {
     const c = new Container({
-      id: cs.id, namespace: cs.namespace, bundle: cs.bundle, rootfs: cs.rootfs, stdio: cs.stdio,
-      checkpoint: cs.checkpoint, parentCheckpoint: cs.parentCheckpoint, options: cs.options,
-      log: t.log.with({ id: cs.id, namespace: cs.namespace }), ...t.service.containerDeps(),
+      id: cs.id,
+      namespace: cs.namespace,
+      bundle: cs.bundle,
+      rootfs: cs.rootfs,
+      stdio: cs.stdio,
+      checkpoint: cs.checkpoint,
+      parentCheckpoint: cs.parentCheckpoint,
+      options: cs.options,
+      log: t.log.with({ id: cs.id, namespace: cs.namespace }),
+      ...t.service.containerDeps(),
     });
     c.createdAt = new Date(cs.createdAt);
     c.runningExecs = cs.runningExecs;
@@ -107,23 +132,41 @@ export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
   Object.assign(t.service.counters, state.counters);
   const pending: OutboxEvent[] = state.events.pending.map((e) => ({ ...e, value: Buffer.from(e.value, 'base64') }));
   t.publisher.adopt(pending);
-  Object.assign(t.publisher.stats, { sent: state.events.sent, retries: state.events.retries, discarded: state.events.discarded, journalFailures: state.events.journalFailures });
+  Object.assign(t.publisher.stats, {
+    sent: state.events.sent,
+    retries: state.events.retries,
+    discarded: state.events.discarded,
+    journalFailures: state.events.journalFailures,
+  });
   for (const [method, s] of state.rpc) t.rpcStats.calls.set(method, { ...s, buckets: [...s.buckets] });
 }
 
 /** Serves the previous process's connections again; the Upgrade call gets its answer. */
 export function restoreConnections(state: UpgradeState, ttrpc: Server, log: Logger): net.Socket[] {
-  const sockets = state.connections.map((c) => new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: false }));
-  const adopted = state.connections.map((c, i) => ttrpc.adopt(sockets[i], { lastRequestId: c.lastRequestId, input: Buffer.from(c.input, 'base64') }));
+  const sockets = state.connections.map(
+    (c) => new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: false })
+  );
+  const adopted = state.connections.map((c, i) =>
+    ttrpc.adopt(sockets[i], { lastRequestId: c.lastRequestId, input: Buffer.from(c.input, 'base64') })
+  );
   const call = state.upgradeCall;
   if (!call) return sockets;
   const conn = adopted[call.connection];
-  if (!conn) { log.warn('upgrade: the connection of the Upgrade call is gone'); return sockets; }
+  if (!conn) {
+    log.warn('upgrade: the connection of the Upgrade call is gone');
+    return sockets;
+  }
   const upgraded = state.fallbackReason === undefined;
   const answer = tsshim.v1.UpgradeResponse.encode({
-    upgraded, reason: state.fallbackReason ?? '', pid: process.pid, state_version: STATE_VERSION,
-    from_version: upgraded ? state.from.version : state.from.version, from_revision: state.from.revision,
-    to_version: upgraded ? VERSION : state.to.version, to_revision: upgraded ? REVISION : '', entry: state.to.entry,
+    upgraded,
+    reason: state.fallbackReason ?? '',
+    pid: process.pid,
+    state_version: STATE_VERSION,
+    from_version: upgraded ? state.from.version : state.from.version,
+    from_revision: state.from.revision,
+    to_version: upgraded ? VERSION : state.to.version,
+    to_revision: upgraded ? REVISION : '',
+    entry: state.to.entry,
   }).finish();
   conn.respond(call.streamId, Code.OK, '', answer);
   return sockets;

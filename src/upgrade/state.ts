@@ -14,7 +14,11 @@ export const STATE_VERSION = 1;
 /** The versions this build reads. */
 export const ACCEPTED_STATE_VERSIONS: readonly number[] = [1];
 
-export interface TimeState { status: number; at: number; nanos: number }
+export interface TimeState {
+  status: number;
+  at: number;
+  nanos: number;
+}
 
 export interface ProcessState {
   execId: string;
@@ -45,11 +49,28 @@ export interface ContainerState {
   execs: ProcessState[];
 }
 
-export interface ConnectionState { fd: number; lastRequestId: number; /** base64 */ input: string }
+export interface ConnectionState {
+  fd: number;
+  lastRequestId: number;
+  /** base64 */ input: string;
+}
 
-export interface EventState { seq: number; namespace: string; topic: string; typeUrl: string; /** base64 */ value: string; at: number; atNanos: number }
+export interface EventState {
+  seq: number;
+  namespace: string;
+  topic: string;
+  typeUrl: string;
+  /** base64 */ value: string;
+  at: number;
+  atNanos: number;
+}
 
-export interface RpcCallState { count: number; errors: number; totalMs: number; buckets: number[] }
+export interface RpcCallState {
+  count: number;
+  errors: number;
+  totalMs: number;
+  buckets: number[];
+}
 
 export interface UpgradeState {
   version: number;
@@ -81,9 +102,11 @@ export interface UpgradeState {
 
 export class StateVersionError extends Error {
   constructor(readonly found: unknown) {
-    super(typeof found === 'number' && found > STATE_VERSION
-      ? `upgrade state version ${found} is newer than this build reads (${ACCEPTED_STATE_VERSIONS.join(', ')}): a downgrade across state versions is refused`
-      : `upgrade state version ${JSON.stringify(found)} is not one this build reads (${ACCEPTED_STATE_VERSIONS.join(', ')})`);
+    super(
+      typeof found === 'number' && found > STATE_VERSION
+        ? `upgrade state version ${found} is newer than this build reads (${ACCEPTED_STATE_VERSIONS.join(', ')}): a downgrade across state versions is refused`
+        : `upgrade state version ${JSON.stringify(found)} is not one this build reads (${ACCEPTED_STATE_VERSIONS.join(', ')})`
+    );
     this.name = 'StateVersionError';
   }
 }
@@ -104,7 +127,11 @@ export function writeStateFile(file: string, s: UpgradeState): void {
   fs.rmSync(file, { force: true });
   const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
   const fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-  try { fs.writeFileSync(fd, encodeState(s)); } finally { fs.closeSync(fd); }
+  try {
+    fs.writeFileSync(fd, encodeState(s));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function need(cond: unknown, what: string): void {
@@ -114,16 +141,26 @@ function need(cond: unknown, what: string): void {
 /** Parses and checks a state; throws StateVersionError for a version this build does not read. */
 export function parseState(text: string): UpgradeState {
   let raw: unknown;
-  try { raw = JSON.parse(text); } catch (e) { throw new Error(`upgrade state is not JSON: ${(e as Error).message}`); }
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`upgrade state is not JSON: ${(e as Error).message}`);
+  }
   need(raw && typeof raw === 'object', 'not an object');
   const version = (raw as { version?: unknown }).version;
   if (typeof version !== 'number' || !acceptsStateVersion(version)) throw new StateVersionError(version);
   const s = migrate(raw as UpgradeState);
   need(s.daemon && Number.isInteger(s.daemon.listenFd), 'daemon.listenFd missing');
-  need(Array.isArray(s.connections) && s.connections.every((c) => Number.isInteger(c.fd) && typeof c.input === 'string'), 'connections malformed');
+  need(
+    Array.isArray(s.connections) && s.connections.every((c) => Number.isInteger(c.fd) && typeof c.input === 'string'),
+    'connections malformed'
+  );
   need(Array.isArray(s.containers), 'containers missing');
   for (const c of s.containers) {
-    need(typeof c.id === 'string' && typeof c.namespace === 'string' && typeof c.bundle === 'string', 'container identity missing');
+    need(
+      typeof c.id === 'string' && typeof c.namespace === 'string' && typeof c.bundle === 'string',
+      'container identity missing'
+    );
     need(c.init && Array.isArray(c.execs), `container ${c.id}: processes missing`);
   }
   need(s.events && Array.isArray(s.events.pending), 'events missing');

@@ -30,7 +30,10 @@ let runcMarks: string;
 before(async () => {
   const marks = `/tmp/tsshim-fake-runc-${process.pid}.log`;
   runcMarks = marks;
-  c = await startContainerd({ logLevel: 'info', env: { TSSHIM_FAKE_RUNC_SLEEP: String(FAKE_SLEEP_S), TSSHIM_FAKE_RUNC_MARK: marks } });
+  c = await startContainerd({
+    logLevel: 'info',
+    env: { TSSHIM_FAKE_RUNC_SLEEP: String(FAKE_SLEEP_S), TSSHIM_FAKE_RUNC_MARK: marks },
+  });
   image = await ensureBusyboxImage(c);
   group = uniqueId('bad');
   host = uniqueId('host');
@@ -50,7 +53,10 @@ function groupArgs(): string[] {
 }
 
 function call(method: string, payload: Uint8Array, timeoutMs = 10_000): Promise<Buffer> {
-  return client.call(TASK_SERVICE, method, payload, { timeoutMs, metadata: { 'containerd-namespace-ttrpc': [c.namespace] } });
+  return client.call(TASK_SERVICE, method, payload, {
+    timeoutMs,
+    metadata: { 'containerd-namespace-ttrpc': [c.namespace] },
+  });
 }
 
 async function callError(method: string, payload: Uint8Array): Promise<TtrpcError> {
@@ -80,7 +86,14 @@ test('hostile container ids and bundles are refused with INVALID_ARGUMENT, nothi
     const e = await callError('Create', T.CreateTaskRequest.encode({ id, bundle }).finish());
     assert.equal(e.code, Code.INVALID_ARGUMENT, `id ${JSON.stringify(id.slice(0, 20))}: ${e.message}`);
   }
-  for (const b of ['relative/bundle', 'bundle', `${bundle}/../..`, `${bundle}/./x`, `${c.dir}/../${path.basename(c.dir)}/b`, '']) {
+  for (const b of [
+    'relative/bundle',
+    'bundle',
+    `${bundle}/../..`,
+    `${bundle}/./x`,
+    `${c.dir}/../${path.basename(c.dir)}/b`,
+    '',
+  ]) {
     const e = await callError('Create', T.CreateTaskRequest.encode({ id: uniqueId('okid'), bundle: b }).finish());
     assert.equal(e.code, Code.INVALID_ARGUMENT, `bundle ${JSON.stringify(b)}: ${e.message}`);
   }
@@ -89,26 +102,45 @@ test('hostile container ids and bundles are refused with INVALID_ARGUMENT, nothi
 });
 
 test('hostile exec ids are refused; every method answers an error for hostile container ids', async () => {
-  const spec = { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from('{"args":["true"],"cwd":"/"}') };
+  const spec = {
+    type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process',
+    value: Buffer.from('{"args":["true"],"cwd":"/"}'),
+  };
   for (const execId of HOSTILE_IDS.filter((x) => x !== '')) {
     const e = await callError('Exec', T.ExecProcessRequest.encode({ id: host, exec_id: execId, spec }).finish());
     assert.equal(e.code, Code.INVALID_ARGUMENT, `exec id ${JSON.stringify(execId.slice(0, 20))}: ${e.message}`);
   }
   const before = fs.readdirSync(c.bundleDir(host)).sort();
-  const types = T as unknown as Record<string, { fromObject(o: object): object; encode(m: object): { finish(): Uint8Array } }>;
+  const types = T as unknown as Record<
+    string,
+    { fromObject(o: object): object; encode(m: object): { finish(): Uint8Array } }
+  >;
   for (const [method, type] of Object.entries(TASK_METHODS)) {
     if (method === 'Create' || method === 'Shutdown' || method === 'Connect') continue;
     for (const id of HOSTILE_IDS) {
-      const payload = types[type].encode(types[type].fromObject({ id, exec_id: id === '' ? '' : '../e', path: '/nonexistent-x/cp' })).finish();
+      const payload = types[type]
+        .encode(types[type].fromObject({ id, exec_id: id === '' ? '' : '../e', path: '/nonexistent-x/cp' }))
+        .finish();
       const e = await callError(method, payload);
-      assert.ok([Code.NOT_FOUND, Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION].includes(e.code),
-        `${method}(${JSON.stringify(id.slice(0, 20))}) answered ${Code[e.code]}: ${e.message}`);
+      assert.ok(
+        [Code.NOT_FOUND, Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION].includes(e.code),
+        `${method}(${JSON.stringify(id.slice(0, 20))}) answered ${Code[e.code]}: ${e.message}`
+      );
     }
   }
   // Connect of an unknown id answers without a task pid; Shutdown with containers left is a no-op.
-  assert.equal(T.ConnectResponse.decode(await call('Connect', T.ConnectRequest.encode({ id: '../x' }).finish())).task_pid, 0);
+  assert.equal(
+    T.ConnectResponse.decode(await call('Connect', T.ConnectRequest.encode({ id: '../x' }).finish())).task_pid,
+    0
+  );
   await call('Shutdown', T.ShutdownRequest.encode({ id: '../../x' }).finish());
-  assert.deepEqual(fs.readdirSync(c.bundleDir(host)).filter((f) => !f.startsWith('chk')).sort(), before.filter((f) => !f.startsWith('chk')));
+  assert.deepEqual(
+    fs
+      .readdirSync(c.bundleDir(host))
+      .filter((f) => !f.startsWith('chk'))
+      .sort(),
+    before.filter((f) => !f.startsWith('chk'))
+  );
   await hostStillServed();
 });
 
@@ -132,7 +164,18 @@ test('runc binary missing (BinaryName = "/nonexistent/runc"): clear error at cre
   const opts = path.join(c.dir, 'norunc.toml');
   fs.writeFileSync(opts, 'BinaryName = "/nonexistent/runc"\n');
   const id = uniqueId('norunc');
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, ...groupArgs(), image, id, 'true']);
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    '--runtime-config-path',
+    opts,
+    ...groupArgs(),
+    image,
+    id,
+    'true',
+  ]);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /\/nonexistent\/runc/, r.stderr);
   assert.match(r.stderr, /no such file|ENOENT|not found/i, r.stderr);
@@ -150,9 +193,21 @@ test('IO peers that vanish: ctr killed while its container prints forever; no cr
   for (let round = 0; round < 3; round++) {
     const id = uniqueId('printer');
     printers.push(id);
-    const ctr = c.spawnCtr(['run', '--runtime', TSSHIM_RUNTIME, ...groupArgs(), image, id, 'sh', '-c', 'while :; do echo 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz; done']);
+    const ctr = c.spawnCtr([
+      'run',
+      '--runtime',
+      TSSHIM_RUNTIME,
+      ...groupArgs(),
+      image,
+      id,
+      'sh',
+      '-c',
+      'while :; do echo 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz; done',
+    ]);
     let got = 0;
-    ctr.stdout!.on('data', (d: Buffer) => { got += d.length; });
+    ctr.stdout!.on('data', (d: Buffer) => {
+      got += d.length;
+    });
     await until(() => got > 1 << 20, 'a MiB of output through ctr', 20_000);
     ctr.kill('SIGKILL');
     await new Promise((r) => ctr.once('close', r));
@@ -168,16 +223,30 @@ test('IO peers that vanish: ctr killed while its container prints forever; no cr
 
 test('a stuck runc (fake slow runc): State, Stats and Connect answer from memory while Pids waits', async () => {
   const opts = path.join(c.dir, 'slow.toml');
-  fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(path.join(repoRoot(), 'test', 'fixtures', 'fake-runc-slow', 'runc'))}\n`);
+  fs.writeFileSync(
+    opts,
+    `BinaryName = ${JSON.stringify(path.join(repoRoot(), 'test', 'fixtures', 'fake-runc-slow', 'runc'))}\n`
+  );
   const id = uniqueId('slow');
-  const pid = await runDetached(c, id, ['sleep', '100000'], { runtime: TSSHIM_RUNTIME, image, extra: ['--runtime-config-path', opts] });
+  const pid = await runDetached(c, id, ['sleep', '100000'], {
+    runtime: TSSHIM_RUNTIME,
+    image,
+    extra: ['--runtime-config-path', opts],
+  });
   const slow = await Client.connect(shimSocketOf(c, id));
   try {
     const md = { 'containerd-namespace-ttrpc': [c.namespace] };
     fs.rmSync(runcMarks, { force: true });
     const started = Date.now();
-    const pids = slow.call(TASK_SERVICE, 'Pids', T.PidsRequest.encode({ id }).finish(), { timeoutMs: 60_000, metadata: md });
-    await until(() => fs.existsSync(runcMarks) && fs.readFileSync(runcMarks, 'utf8').includes('ps '), 'the shim to call the stuck runc ps', { timeoutMs: 10_000, everyMs: 20 });
+    const pids = slow.call(TASK_SERVICE, 'Pids', T.PidsRequest.encode({ id }).finish(), {
+      timeoutMs: 60_000,
+      metadata: md,
+    });
+    await until(
+      () => fs.existsSync(runcMarks) && fs.readFileSync(runcMarks, 'utf8').includes('ps '),
+      'the shim to call the stuck runc ps',
+      { timeoutMs: 10_000, everyMs: 20 }
+    );
     const timed = async (method: string, payload: Uint8Array): Promise<number> => {
       const t0 = Date.now();
       await slow.call(TASK_SERVICE, method, payload, { timeoutMs: 5000, metadata: md });
@@ -196,7 +265,10 @@ test('a stuck runc (fake slow runc): State, Stats and Connect answer from memory
     assert.ok(Date.now() - viaContainerd < 2000, 'containerd Get answered');
     assert.ok(Date.now() - started < FAKE_SLEEP_S * 1000, 'all of it happened while runc was stuck');
     const list = T.PidsResponse.decode(await pids);
-    assert.ok(list.processes.some((p) => p.pid === pid), 'Pids answers once runc does');
+    assert.ok(
+      list.processes.some((p) => p.pid === pid),
+      'Pids answers once runc does'
+    );
     assert.ok(Date.now() - started >= FAKE_SLEEP_S * 1000 - 200, 'and not before');
   } finally {
     slow.close();
@@ -210,8 +282,11 @@ test('ttrpc fuzzing: 5,000 random and mutated frames for every Task method; the 
   await c.ctr(['task', 'metrics', host]);
   const fds = fdCount(shim);
   const stats = await fuzzTaskService({
-    socket: shimSocketOf(c, host), namespace: c.namespace, protectedId: host,
-    messages: Number(process.env.TSSHIM_FUZZ_MESSAGES ?? 5000), seed: Number(process.env.TSSHIM_FUZZ_SEED ?? 20240601),
+    socket: shimSocketOf(c, host),
+    namespace: c.namespace,
+    protectedId: host,
+    messages: Number(process.env.TSSHIM_FUZZ_MESSAGES ?? 5000),
+    seed: Number(process.env.TSSHIM_FUZZ_SEED ?? 20240601),
   });
   console.log(`fuzz: ${JSON.stringify(stats)}`);
   assert.ok(stats.replies > stats.messages / 4, 'the shim answered most requests');

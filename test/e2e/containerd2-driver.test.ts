@@ -6,7 +6,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Containerd2Driver, TASK_V2, TASK_V3, canDial, ensureCgroup, type Generation } from '../support/containerd2-driver';
+import {
+  Containerd2Driver,
+  TASK_V2,
+  TASK_V3,
+  canDial,
+  ensureCgroup,
+  type Generation,
+} from '../support/containerd2-driver';
 import { pidAlive, uniqueId } from '../support/harness';
 import { containerd, google } from '../../src/gen/proto';
 import { until } from '../support/wait';
@@ -18,8 +25,10 @@ function runcOptions(o: containerd.runc.v1.IOptions): google.protobuf.IAny {
   return { type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode(o).finish() };
 }
 
-const skip = !fs.existsSync(path.join(__dirname, '..', '..', 'src', 'daemon', 'main.js')) || process.getuid?.() !== 0
-  ? 'needs npm run build and root' : false;
+const skip =
+  !fs.existsSync(path.join(__dirname, '..', '..', 'src', 'daemon', 'main.js')) || process.getuid?.() !== 0
+    ? 'needs npm run build and root'
+    : false;
 
 async function lifecycle(generation: Generation): Promise<void> {
   const id = uniqueId(`c2d${generation.replace('.', '')}`);
@@ -27,7 +36,10 @@ async function lifecycle(generation: Generation): Promise<void> {
   const withOptions = generation !== '1.6';
   const shimCgroup = `/tsshim-c2d-shims/${id}`;
   const d = new Containerd2Driver({
-    generation, id, namespace, command: ['sh', '-c', `echo hello-${generation}; exit 3`],
+    generation,
+    id,
+    namespace,
+    command: ['sh', '-c', `echo hello-${generation}; exit 3`],
     options: withOptions ? runcOptions({ shim_cgroup: shimCgroup }) : undefined,
   });
   const pids: number[] = [];
@@ -41,13 +53,21 @@ async function lifecycle(generation: Generation): Promise<void> {
     switch (generation) {
       case '1.6':
         assert.equal(e.format, 'plain');
-        assert.match(raw.toString(), /^unix:\/\/\/\S+$/, `1.6 dials this text as is: ${JSON.stringify(raw.toString())}`);
+        assert.match(
+          raw.toString(),
+          /^unix:\/\/\/\S+$/,
+          `1.6 dials this text as is: ${JSON.stringify(raw.toString())}`
+        );
         break;
       case '2.0':
         assert.ok(e.format === 'json' || e.format === 'plain', e.format);
         break;
       case '2.3':
-        assert.equal(e.format, 'protobuf', `2.3+ gets a protobuf BootstrapResult, got ${JSON.stringify(raw.toString())}`);
+        assert.equal(
+          e.format,
+          'protobuf',
+          `2.3+ gets a protobuf BootstrapResult, got ${JSON.stringify(raw.toString())}`
+        );
         break;
     }
     assert.equal(e.version, 2, 'never task v3: tsshim has no sandbox semantics');
@@ -72,20 +92,28 @@ async function lifecycle(generation: Generation): Promise<void> {
     assert.ok(created.pid > 0);
     pids.push(created.pid);
     assert.equal((await d.waitEvent('/tasks/create')).namespace, namespace);
-    const started = await d.call(svc, 'Start', task.StartRequest.encode({ id }).finish(), (b) => task.StartResponse.decode(b));
+    const started = await d.call(svc, 'Start', task.StartRequest.encode({ id }).finish(), (b) =>
+      task.StartResponse.decode(b)
+    );
     assert.equal(started.pid, created.pid);
     await d.waitEvent('/tasks/start');
     assert.equal(await stdout.then((s) => s.trim()), `hello-${generation}`);
-    const waited = await d.call(svc, 'Wait', task.WaitRequest.encode({ id }).finish(), (b) => task.WaitResponse.decode(b));
+    const waited = await d.call(svc, 'Wait', task.WaitRequest.encode({ id }).finish(), (b) =>
+      task.WaitResponse.decode(b)
+    );
     assert.equal(waited.exit_status, 3);
     const exitEv = containerd.events.TaskExit.decode((await d.waitEvent('/tasks/exit')).value);
     assert.equal(exitEv.exit_status, 3);
     assert.equal(exitEv.container_id, id);
-    const state = await d.call(svc, 'State', task.StateRequest.encode({ id }).finish(), (b) => task.StateResponse.decode(b));
+    const state = await d.call(svc, 'State', task.StateRequest.encode({ id }).finish(), (b) =>
+      task.StateResponse.decode(b)
+    );
     assert.equal(state.status, Status.STOPPED);
     assert.equal(state.exit_status, 3);
     if (svc === TASK_V3) {
-      const v2 = await d.call(TASK_V2, 'State', task.StateRequest.encode({ id }).finish(), (b) => task.StateResponse.decode(b));
+      const v2 = await d.call(TASK_V2, 'State', task.StateRequest.encode({ id }).finish(), (b) =>
+        task.StateResponse.decode(b)
+      );
       assert.equal(v2.exit_status, 3, 'the v2 name (what 2.x uses for version-2 shims) answers the same');
     }
 
@@ -97,17 +125,23 @@ async function lifecycle(generation: Generation): Promise<void> {
         if (from === 'address') fs.rmSync(path.join(d.bundle, 'bootstrap.json'));
         const again = await d.reconnect();
         assert.equal(again.address, e.address, from);
-        const conn = await d.call(TASK_V2, 'Connect', task.ConnectRequest.encode({ id }).finish(), (b) => task.ConnectResponse.decode(b));
+        const conn = await d.call(TASK_V2, 'Connect', task.ConnectRequest.encode({ id }).finish(), (b) =>
+          task.ConnectResponse.decode(b)
+        );
         assert.equal(conn.shim_pid, shimPid, `Connect after reload from ${from}`);
         assert.equal(conn.task_pid, created.pid);
-        const pidsResp = await d.call(TASK_V2, 'Pids', task.PidsRequest.encode({ id }).finish(), (b) => task.PidsResponse.decode(b));
+        const pidsResp = await d.call(TASK_V2, 'Pids', task.PidsRequest.encode({ id }).finish(), (b) =>
+          task.PidsResponse.decode(b)
+        );
         assert.ok(Array.isArray(pidsResp.processes), 'Pids answers after reload (2.x checks it)');
       }
       assert.ok(fs.existsSync(path.join(d.bundle, 'bootstrap.json')), 'migration rewrote bootstrap.json');
     }
 
     // 4. Delete the task, then Shutdown: the daemon exits.
-    const del = await d.call(svc, 'Delete', task.DeleteRequest.encode({ id }).finish(), (b) => task.DeleteResponse.decode(b));
+    const del = await d.call(svc, 'Delete', task.DeleteRequest.encode({ id }).finish(), (b) =>
+      task.DeleteResponse.decode(b)
+    );
     assert.equal(del.exit_status, 3);
     assert.equal(del.pid, created.pid);
     await d.waitEvent('/tasks/delete');
@@ -135,5 +169,13 @@ async function lifecycle(generation: Generation): Promise<void> {
 }
 
 test('containerd 1.6: plain address only, Task v2, events, delete', { skip, timeout: 120_000 }, () => lifecycle('1.6'));
-test('containerd 2.0-2.2: JSON or plain, options on stdin, Task v3 calls, bootstrap.json reload', { skip, timeout: 120_000 }, () => lifecycle('2.0'));
-test('containerd 2.3+: BootstrapParams in, protobuf BootstrapResult out, options extension honoured', { skip, timeout: 120_000 }, () => lifecycle('2.3'));
+test(
+  'containerd 2.0-2.2: JSON or plain, options on stdin, Task v3 calls, bootstrap.json reload',
+  { skip, timeout: 120_000 },
+  () => lifecycle('2.0')
+);
+test(
+  'containerd 2.3+: BootstrapParams in, protobuf BootstrapResult out, options extension honoured',
+  { skip, timeout: 120_000 },
+  () => lifecycle('2.3')
+);

@@ -9,7 +9,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  startContainerd, uniqueId, pidAlive, repoRoot, containerdSearchPath, selectedRelease, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd,
+  startContainerd,
+  uniqueId,
+  pidAlive,
+  repoRoot,
+  containerdSearchPath,
+  selectedRelease,
+  RUNC_RUNTIME,
+  TSSHIM_RUNTIME,
+  type Containerd,
 } from '../support/harness';
 import { ensureBusyboxImage } from '../support/rootfs';
 import { shimPidOf } from '../support/containers';
@@ -25,7 +33,13 @@ function expectedGeneration(): DaemonGeneration {
   return release.minor >= 3 ? 'protobuf' : 'json';
 }
 
-interface Call { argv: string[]; env: Record<string, string>; stdin: Buffer; stdout: Buffer; cwd: string }
+interface Call {
+  argv: string[];
+  env: Record<string, string>;
+  stdin: Buffer;
+  stdout: Buffer;
+  cwd: string;
+}
 
 /**
  * A containerd-shim-tsshim-v2 that records argv, environment, stdin and stdout of every `start`,
@@ -35,15 +49,20 @@ interface Call { argv: string[]; env: Record<string, string>; stdin: Buffer; std
 function recordingShimDir(announce?: number): { dir: string; calls: () => Call[] } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-rec-'));
   const real = path.join(repoRoot(), 'bin', 'containerd-shim-tsshim-v2');
-  const rewrite = announce === undefined ? '' : [
-    `case "$(head -c 1 "$d/stdout")" in`,
-    `  '{') sed 's/"version":2/"version":${announce}/' "$d/stdout" > "$d/stdout.new" ;;`,
-    // protobuf BootstrapResult: field 1 (version) is the first two bytes, 0x08 0x02.
-    `  *) { printf '\\010\\00${announce}'; tail -c +3 "$d/stdout"; } > "$d/stdout.new" ;;`,
-    'esac',
-    'mv "$d/stdout.new" "$d/stdout"',
-  ].join('\n    ');
-  fs.writeFileSync(path.join(dir, 'containerd-shim-tsshim-v2'), `#!/bin/sh
+  const rewrite =
+    announce === undefined
+      ? ''
+      : [
+          `case "$(head -c 1 "$d/stdout")" in`,
+          `  '{') sed 's/"version":2/"version":${announce}/' "$d/stdout" > "$d/stdout.new" ;;`,
+          // protobuf BootstrapResult: field 1 (version) is the first two bytes, 0x08 0x02.
+          `  *) { printf '\\010\\00${announce}'; tail -c +3 "$d/stdout"; } > "$d/stdout.new" ;;`,
+          'esac',
+          'mv "$d/stdout.new" "$d/stdout"',
+        ].join('\n    ');
+  fs.writeFileSync(
+    path.join(dir, 'containerd-shim-tsshim-v2'),
+    `#!/bin/sh
 case " $* " in
   *" start "*|*" delete "*|*" -info "*)
     d=${dir}/call-$$
@@ -61,30 +80,50 @@ case " $* " in
     exit $rc ;;
   *) exec ${real} "$@" ;;
 esac
-`, { mode: 0o755 });
+`,
+    { mode: 0o755 }
+  );
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const calls = (): Call[] => fs.readdirSync(dir).filter((n) => n.startsWith('call-')).map((n) => {
-    const d = path.join(dir, n);
-    const read = (f: string): Buffer => { try { return fs.readFileSync(path.join(d, f)); } catch { return Buffer.alloc(0); } };
-    const env: Record<string, string> = {};
-    for (const line of read('env').toString().split('\n')) {
-      const eq = line.indexOf('=');
-      if (eq > 0) env[line.slice(0, eq)] = line.slice(eq + 1);
-    }
-    return { argv: read('argv').toString().split('\n').filter(Boolean), env, stdin: read('stdin'), stdout: read('stdout'), cwd: read('cwd').toString().trim() };
-  });
+  const calls = (): Call[] =>
+    fs
+      .readdirSync(dir)
+      .filter((n) => n.startsWith('call-'))
+      .map((n) => {
+        const d = path.join(dir, n);
+        const read = (f: string): Buffer => {
+          try {
+            return fs.readFileSync(path.join(d, f));
+          } catch {
+            return Buffer.alloc(0);
+          }
+        };
+        const env: Record<string, string> = {};
+        for (const line of read('env').toString().split('\n')) {
+          const eq = line.indexOf('=');
+          if (eq > 0) env[line.slice(0, eq)] = line.slice(eq + 1);
+        }
+        return {
+          argv: read('argv').toString().split('\n').filter(Boolean),
+          env,
+          stdin: read('stdin'),
+          stdout: read('stdout'),
+          cwd: read('cwd').toString().trim(),
+        };
+      });
   return { dir, calls };
 }
 
 function flag(argv: string[], name: string): string {
   const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] ?? '' : '';
+  return i >= 0 ? (argv[i + 1] ?? '') : '';
 }
 
 const action = (c: Call): string => c.argv[c.argv.length - 1];
 
 const instances: Containerd[] = [];
-after(async () => { for (const c of instances) await c.stop(); });
+after(async () => {
+  for (const c of instances) await c.stop();
+});
 
 async function containerdWith(shimDir: string): Promise<Containerd> {
   const c = await startContainerd({ env: { PATH: containerdSearchPath(shimDir) } });
@@ -113,11 +152,14 @@ test(`containerd ${release.version}: the bootstrap it sends to start, the answer
   assert.ok(start, `start recorded for ${id}: ${JSON.stringify(rec.calls().map((k) => k.argv))}`);
   const flags = { id, namespace: flag(start.argv, '-namespace'), address: flag(start.argv, '-address') };
   const seen = readStartRequest(start.stdin, start.env, flags);
-  t.diagnostic(`start argv: ${start.argv.join(' ')}; stdin ${start.stdin.length} bytes; MAX_SHIM_VERSION=${start.env.MAX_SHIM_VERSION ?? '-'}; generation ${seen.generation}`);
+  t.diagnostic(
+    `start argv: ${start.argv.join(' ')}; stdin ${start.stdin.length} bytes; MAX_SHIM_VERSION=${start.env.MAX_SHIM_VERSION ?? '-'}; generation ${seen.generation}`
+  );
   assert.equal(seen.generation, expectedGeneration(), 'the daemon sent the bootstrap of its release');
   const answer = start.stdout.toString('latin1');
   if (seen.generation === 'plain') assert.match(answer, /^unix:\/\/\//);
-  if (seen.generation === 'json') assert.deepEqual(Object.keys(JSON.parse(answer)).sort(), ['address', 'protocol', 'version']);
+  if (seen.generation === 'json')
+    assert.deepEqual(Object.keys(JSON.parse(answer)).sort(), ['address', 'protocol', 'version']);
   if (seen.generation === 'protobuf') assert.equal(start.stdout[0], 0x08, 'a protobuf BootstrapResult (field 1 first)');
   // The daemon accepted the answer: the task runs and takes an exec.
   const ex = await c.ctr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', 'echo fine']);
@@ -157,33 +199,52 @@ test(`containerd ${release.version}: after a task is deleted, Shutdown ends the 
   const r = await c.ctr(['run', '--rm', '--runtime', RUNC_RUNTIME, image, goId, 'true'], { timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stderr);
   await new Promise((res) => setTimeout(res, 1000));
-  const goCleanups = fs.readFileSync(c.logFile, 'utf8').split('\n').filter((l) => l.includes(goId) && l.includes('cleaning up dead shim')).length;
+  const goCleanups = fs
+    .readFileSync(c.logFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(goId) && l.includes('cleaning up dead shim')).length;
   t.diagnostic(`shim delete after a normal task deletion: tsshim ${deletes.length}, runc.v2 ${goCleanups}`);
-  for (const d of deletes) assert.ok(d.stdout.length > 0, 'a `shim delete` after Shutdown still prints a DeleteResponse');
+  for (const d of deletes)
+    assert.ok(d.stdout.length > 0, 'a `shim delete` after Shutdown still prints a DeleteResponse');
 
   // A shim killed with -9: containerd runs `shim delete` to clean up and reports the task stopped.
   const id2 = uniqueId('dead');
   await runDetached(c, image, id2, ['sleep', '1000']);
   const shim2 = await shimPidOf(c, id2);
   process.kill(shim2, 'SIGKILL');
-  await until(() => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2), '`shim delete` after the shim died', 30_000);
+  await until(
+    () => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2),
+    '`shim delete` after the shim died',
+    30_000
+  );
   await until(async () => (await taskStatus(c, id2)) !== 'RUNNING', `${id2} no longer running`, 30_000);
-  await until(() => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2 && k.stdout.length > 0), 'delete printed a DeleteResponse', 30_000);
+  await until(
+    () => rec.calls().some((k) => action(k) === 'delete' && flag(k.argv, '-id') === id2 && k.stdout.length > 0),
+    'delete printed a DeleteResponse',
+    30_000
+  );
   await c.ctr(['task', 'rm', '-f', id2]);
   await c.ctr(['container', 'rm', id2]);
 });
 
-test(`containerd ${release.version}: -info as ctr plugins inspect-runtime calls it`, { skip: is2x ? false : 'containerd 1.6 never runs -info' }, async (t) => {
-  const rec = recordingShimDir();
-  const c = await containerdWith(rec.dir);
-  const r = await c.ctr(['plugins', 'inspect-runtime', '--runtime', TSSHIM_RUNTIME]);
-  assert.equal(r.code, 0, r.stderr);
-  t.diagnostic(`inspect-runtime: ${r.stdout.replace(/\s+/g, ' ').slice(0, 400)}`);
-  const info = JSON.parse(r.stdout);
-  assert.equal(info.Name, TSSHIM_RUNTIME);
-  assert.ok(info.Features?.ociVersionMin || info.Features?.ociVersionMax, 'runc features passed through');
-  assert.ok(rec.calls().some((k) => k.argv.includes('-info')), 'containerd ran the binary with -info');
-});
+test(
+  `containerd ${release.version}: -info as ctr plugins inspect-runtime calls it`,
+  { skip: is2x ? false : 'containerd 1.6 never runs -info' },
+  async (t) => {
+    const rec = recordingShimDir();
+    const c = await containerdWith(rec.dir);
+    const r = await c.ctr(['plugins', 'inspect-runtime', '--runtime', TSSHIM_RUNTIME]);
+    assert.equal(r.code, 0, r.stderr);
+    t.diagnostic(`inspect-runtime: ${r.stdout.replace(/\s+/g, ' ').slice(0, 400)}`);
+    const info = JSON.parse(r.stdout);
+    assert.equal(info.Name, TSSHIM_RUNTIME);
+    assert.ok(info.Features?.ociVersionMin || info.Features?.ociVersionMax, 'runc features passed through');
+    assert.ok(
+      rec.calls().some((k) => k.argv.includes('-info')),
+      'containerd ran the binary with -info'
+    );
+  }
+);
 
 test(`containerd ${release.version}: kill -9 and restart: running tasks reloaded and manageable; a task that exited during the outage is handled like runc.v2`, async (t) => {
   const rec = recordingShimDir();
@@ -193,14 +254,19 @@ test(`containerd ${release.version}: kill -9 and restart: running tasks reloaded
   for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
     ids.keep[runtime] = uniqueId('keep');
     ids.dies[runtime] = uniqueId('dies');
-    for (const [id, cmd] of [[ids.keep[runtime], ['sleep', '1000']], [ids.dies[runtime], ['sh', '-c', 'while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 9']]] as const) {
+    for (const [id, cmd] of [
+      [ids.keep[runtime], ['sleep', '1000']],
+      [ids.dies[runtime], ['sh', '-c', 'while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 9']],
+    ] as const) {
       const r = await c.ctr(['run', '-d', '--runtime', runtime, image, id, ...cmd], { timeoutMs: 60_000 });
       assert.equal(r.code, 0, r.stderr);
     }
   }
   await c.kill9();
   // While containerd is down the "dies" containers exit with 9.
-  const initPids = Object.values(ids.dies).map((id) => Number(fs.readFileSync(path.join(c.bundleDir(id), 'init.pid'), 'utf8')));
+  const initPids = Object.values(ids.dies).map((id) =>
+    Number(fs.readFileSync(path.join(c.bundleDir(id), 'init.pid'), 'utf8'))
+  );
   for (const pid of initPids) fs.writeFileSync(`/proc/${pid}/root/tmp/go`, '');
   await until(() => initPids.every((pid) => !pidAlive(pid)), 'the containers to exit while containerd is down', 30_000);
   await c.restart();
@@ -225,27 +291,33 @@ test(`containerd ${release.version}: kill -9 and restart: running tasks reloaded
   }
 });
 
-test(`containerd ${release.version}: a shim announcing Task API version 3 (no sandbox API)`, { skip: is2x ? false : 'containerd 1.6 knows only version 2' }, async (t) => {
-  // Evidence for the Task API version choice (README, DESIGN): measured, not imitated.
-  const rec = recordingShimDir(3);
-  const c = await containerdWith(rec.dir);
-  const image = await ensureBusyboxImage(c);
-  const id = uniqueId('v3');
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, image, id, 'sleep', '1000'], { timeoutMs: 60_000 });
-  assert.equal(r.code, 0, `run with version 3 announced: ${r.stderr}`);
-  const bundle = c.bundleDir(id);
-  const saved = JSON.parse(fs.readFileSync(path.join(bundle, 'bootstrap.json'), 'utf8'));
-  assert.equal(saved.version, 3, 'containerd took the announced version');
-  const ex = await c.ctr(['task', 'exec', '--exec-id', 'e', id, 'sh', '-c', 'echo v3']);
-  assert.equal(ex.stdout, 'v3\n', ex.stderr);
-  const shim = await shimPidOf(c, id);
-  await c.ctr(['task', 'kill', '-s', 'KILL', id]);
-  await until(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`, 30_000);
-  const rm = await c.ctr(['task', 'rm', id]);
-  assert.equal(rm.code, 0, rm.stderr);
-  assert.match(rm.stderr, /exit code 137/);
-  // Shutdown still comes for a task outside a sandbox: the shim exits.
-  await until(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown', 30_000);
-  assert.equal((await c.ctr(['container', 'rm', id])).code, 0);
-  t.diagnostic('version 3 outside a sandbox: run, exec, kill, delete and Shutdown as with version 2');
-});
+test(
+  `containerd ${release.version}: a shim announcing Task API version 3 (no sandbox API)`,
+  { skip: is2x ? false : 'containerd 1.6 knows only version 2' },
+  async (t) => {
+    // Evidence for the Task API version choice (README, DESIGN): measured, not imitated.
+    const rec = recordingShimDir(3);
+    const c = await containerdWith(rec.dir);
+    const image = await ensureBusyboxImage(c);
+    const id = uniqueId('v3');
+    const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, image, id, 'sleep', '1000'], {
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, `run with version 3 announced: ${r.stderr}`);
+    const bundle = c.bundleDir(id);
+    const saved = JSON.parse(fs.readFileSync(path.join(bundle, 'bootstrap.json'), 'utf8'));
+    assert.equal(saved.version, 3, 'containerd took the announced version');
+    const ex = await c.ctr(['task', 'exec', '--exec-id', 'e', id, 'sh', '-c', 'echo v3']);
+    assert.equal(ex.stdout, 'v3\n', ex.stderr);
+    const shim = await shimPidOf(c, id);
+    await c.ctr(['task', 'kill', '-s', 'KILL', id]);
+    await until(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`, 30_000);
+    const rm = await c.ctr(['task', 'rm', id]);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(rm.stderr, /exit code 137/);
+    // Shutdown still comes for a task outside a sandbox: the shim exits.
+    await until(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown', 30_000);
+    assert.equal((await c.ctr(['container', 'rm', id])).code, 0);
+    t.diagnostic('version 3 outside a sandbox: run, exec, kill, delete and Shutdown as with version 2');
+  }
+);

@@ -10,13 +10,20 @@ import * as path from 'node:path';
 import { startContainerd, repoRoot, pidAlive, type Containerd } from '../support/harness';
 import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
 import { criPluginConfig, renderCriFixture } from '../support/cri-config';
-import { CriClient, CriError, type ContainerConfig, type ContainerStatus, type LinuxContainerResources, type PodSandboxConfig } from '../support/cri-client';
+import {
+  CriClient,
+  CriError,
+  type ContainerConfig,
+  type ContainerStatus,
+  type LinuxContainerResources,
+  type PodSandboxConfig,
+} from '../support/cri-client';
 import { until } from '../support/wait';
 import * as grpc from '@grpc/grpc-js';
 
 const K8S_NAMESPACE = 'k8s.io';
 const ALL_HANDLERS = ['runc', 'tsshim'] as const;
-type Handler = typeof ALL_HANDLERS[number];
+type Handler = (typeof ALL_HANDLERS)[number];
 /** CRI_E2E_HANDLERS=runc (comma list) narrows the run, e.g. to prove the suite with runc alone. */
 const HANDLERS: Handler[] = process.env.CRI_E2E_HANDLERS
   ? ALL_HANDLERS.filter((h) => process.env.CRI_E2E_HANDLERS!.split(',').includes(h))
@@ -26,7 +33,11 @@ const MiB = 1024 * 1024;
 /** Cgroup parent of every pod of this run (cgroupfs driver: pod cgroup = parent, container = parent/<id>). */
 const CGROUP_ROOT = `/tsshim-cri-${process.pid}`;
 /** A container that logs, ends cleanly on SIGTERM (within ~1 s: the trap runs after `sleep 1`). */
-const TICKER = ['sh', '-c', 'echo hello; echo oops >&2; trap "echo bye; exit 0" TERM; while :; do echo tick; sleep 1; done'];
+const TICKER = [
+  'sh',
+  '-c',
+  'echo hello; echo oops >&2; trap "echo bye; exit 0" TERM; while :; do echo tick; sleep 1; done',
+];
 
 let containerd: Containerd | undefined;
 let cri: CriClient;
@@ -39,12 +50,16 @@ let work = '';
 const waitFor = <T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000) =>
   until(fn, what, { timeoutMs, everyMs: 100, retryErrors: true });
 
-
 function logTail(): string {
   return containerd ? `\n--- containerd log tail ---\n${containerd.logTail(6000)}` : '';
 }
 
-interface Pod { id: string; config: PodSandboxConfig; logDir: string; cgroupParent: string }
+interface Pod {
+  id: string;
+  config: PodSandboxConfig;
+  logDir: string;
+  cgroupParent: string;
+}
 
 function podConfig(handler: Handler, name: string): PodSandboxConfig {
   const uid = randomUUID();
@@ -70,7 +85,12 @@ async function runPod(handler: Handler, name: string): Promise<Pod> {
   return { id, config, logDir: config.log_directory!, cgroupParent: config.linux!.cgroup_parent! };
 }
 
-function containerConfig(pod: Pod, name: string, command: string[], resources?: LinuxContainerResources): ContainerConfig {
+function containerConfig(
+  pod: Pod,
+  name: string,
+  command: string[],
+  resources?: LinuxContainerResources
+): ContainerConfig {
   fs.mkdirSync(path.join(pod.logDir, name), { recursive: true });
   return {
     metadata: { name, attempt: 0 },
@@ -105,10 +125,14 @@ async function containerPid(id: string): Promise<number> {
 }
 
 async function waitExited(id: string, timeoutMs = 20_000): Promise<ContainerStatus> {
-  return waitFor(`container ${id.slice(0, 12)} to exit`, async () => {
-    const s = await status(id);
-    return s.state === 'CONTAINER_EXITED' ? s : undefined;
-  }, timeoutMs);
+  return waitFor(
+    `container ${id.slice(0, 12)} to exit`,
+    async () => {
+      const s = await status(id);
+      return s.state === 'CONTAINER_EXITED' ? s : undefined;
+    },
+    timeoutMs
+  );
 }
 
 function cgroupFile(controller: string, pod: Pod, containerId: string, file: string): string {
@@ -130,7 +154,11 @@ function ppidOf(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
-interface ShimProcess { pid: number; id: string; runtime: Handler | 'other' }
+interface ShimProcess {
+  pid: number;
+  id: string;
+  runtime: Handler | 'other';
+}
 
 /**
  * Long-running shim daemons of our containerd, found by walking /proc: argv with `-address <ours>`
@@ -148,14 +176,19 @@ function shimProcesses(): ShimProcess[] {
     if (!argv || !pidAlive(pid)) continue;
     const flag = (f: string): string | undefined => {
       const i = argv.findIndex((a) => a === f || a === `-${f}`);
-      return i >= 0 ? argv[i + 1] : argv.find((a) => a.startsWith(`${f}=`) || a.startsWith(`-${f}=`))?.replace(/^-*[a-z]+=/, '');
+      return i >= 0
+        ? argv[i + 1]
+        : argv.find((a) => a.startsWith(`${f}=`) || a.startsWith(`-${f}=`))?.replace(/^-*[a-z]+=/, '');
     };
     if (flag('-address') !== containerd.address) continue;
     const id = flag('-id');
     if (!id || argv.includes('start') || argv.includes('delete')) continue;
     const joined = argv.join(' ');
-    const runtime: ShimProcess['runtime'] = joined.includes('containerd-shim-runc-v2') ? 'runc'
-      : joined.includes('containerd-shim-tsshim-v2') || argv.includes(tsshimMain) ? 'tsshim' : 'other';
+    const runtime: ShimProcess['runtime'] = joined.includes('containerd-shim-runc-v2')
+      ? 'runc'
+      : joined.includes('containerd-shim-tsshim-v2') || argv.includes(tsshimMain)
+        ? 'tsshim'
+        : 'other';
     out.push({ pid, id, runtime });
   }
   return out;
@@ -170,18 +203,33 @@ const CRI_LOG_LINE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d
 
 function logLines(file: string): { time: string; stream: string; tag: string; text: string }[] {
   let text = '';
-  try { text = fs.readFileSync(file, 'utf8'); } catch { return []; }
-  return text.split('\n').filter(Boolean).map((line) => {
-    const m = CRI_LOG_LINE.exec(line);
-    assert.ok(m, `log line not in CRI format: ${JSON.stringify(line)}`);
-    assert.ok(!Number.isNaN(Date.parse(m[1])), `bad timestamp in ${JSON.stringify(line)}`);
-    return { time: m[1], stream: m[2], tag: m[3], text: m[4] };
-  });
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const m = CRI_LOG_LINE.exec(line);
+      assert.ok(m, `log line not in CRI format: ${JSON.stringify(line)}`);
+      assert.ok(!Number.isNaN(Date.parse(m[1])), `bad timestamp in ${JSON.stringify(line)}`);
+      return { time: m[1], stream: m[2], tag: m[3], text: m[4] };
+    });
 }
 
 async function removePodQuietly(id: string): Promise<void> {
-  try { await cri.stopPodSandbox(id); } catch { /* best effort */ }
-  try { await cri.removePodSandbox(id); } catch { /* best effort */ }
+  try {
+    await cri.stopPodSandbox(id);
+  } catch {
+    /* best effort */
+  }
+  try {
+    await cri.removePodSandbox(id);
+  } catch {
+    /* best effort */
+  }
 }
 
 function removeCgroupDirs(): void {
@@ -194,8 +242,18 @@ function removeCgroupDirs(): void {
       for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
       dirs.push(d);
     };
-    try { walk(top); } catch { continue; }
-    for (const d of dirs) { try { fs.rmdirSync(d); } catch { /* still in use */ } }
+    try {
+      walk(top);
+    } catch {
+      continue;
+    }
+    for (const d of dirs) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* still in use */
+      }
+    }
   }
 }
 
@@ -204,7 +262,8 @@ function removeCgroupDirs(): void {
 
 before(async () => {
   work = fs.mkdtempSync(path.join('/tmp', 'tss-cri-'));
-  for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images']) fs.mkdirSync(path.join(work, d), { recursive: true });
+  for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images'])
+    fs.mkdirSync(path.join(work, d), { recursive: true });
   fs.writeFileSync(path.join(work, 'tsshim.toml'), renderCriFixture('tsshim.toml', work));
   containerd = await startContainerd({ cri: criPluginConfig(work), logLevel: 'debug', namespace: K8S_NAMESPACE });
   const busyboxTar = path.join(work, 'images', 'busybox.tar');
@@ -221,8 +280,11 @@ before(async () => {
 after(async () => {
   if (cri && containerd) {
     try {
-      for (const p of await cri.listPodSandbox({ label_selector: { 'tsshim-e2e': 'true' } })) await removePodQuietly(p.id);
-    } catch { /* containerd may be gone */ }
+      for (const p of await cri.listPodSandbox({ label_selector: { 'tsshim-e2e': 'true' } }))
+        await removePodQuietly(p.id);
+    } catch {
+      /* containerd may be gone */
+    }
     cri.close();
   }
   // CRI_E2E_LOG=1 prints containerd's log tail (the dir is removed on stop).
@@ -257,12 +319,18 @@ describe('CRI plugin basics', () => {
 for (const handler of HANDLERS) {
   describe(`CRI flow with runtime handler "${handler}" (${RUNTIME_TYPE[handler]})`, () => {
     let pod: Pod | undefined;
-    let main = '';    // ticker container: TERM trap, logs every second
+    let main = ''; // ticker container: TERM trap, logs every second
     let sleeper = ''; // `sleep` as pid 1: ignores SIGTERM
     let podShimPid = 0;
 
-    const needPod = (): Pod => { assert.ok(pod, 'no pod: RunPodSandbox failed earlier'); return pod; };
-    const needMain = (): string => { assert.ok(main, 'no container: CreateContainer/StartContainer failed earlier'); return main; };
+    const needPod = (): Pod => {
+      assert.ok(pod, 'no pod: RunPodSandbox failed earlier');
+      return pod;
+    };
+    const needMain = (): string => {
+      assert.ok(main, 'no container: CreateContainer/StartContainer failed earlier');
+      return main;
+    };
 
     after(async () => {
       if (pod) await removePodQuietly(pod.id);
@@ -281,8 +349,13 @@ for (const handler of HANDLERS) {
       assert.equal(s.labels.handler, handler);
       assert.equal(s.annotations['tsshim.test/pod'], `flow-${handler}`);
       assert.deepEqual(
-        { network: s.linux?.namespaces?.options?.network, pid: s.linux?.namespaces?.options?.pid, ipc: s.linux?.namespaces?.options?.ipc },
-        { network: 'NODE', pid: 'POD', ipc: 'POD' });
+        {
+          network: s.linux?.namespaces?.options?.network,
+          pid: s.linux?.namespaces?.options?.pid,
+          ipc: s.linux?.namespaces?.options?.ipc,
+        },
+        { network: 'NODE', pid: 'POD', ipc: 'POD' }
+      );
       const info = JSON.parse(r.info.info ?? '{}');
       assert.equal(info.runtimeType, RUNTIME_TYPE[handler], 'the handler maps to its runtime type');
       assert.ok(info.pid > 0 && pidAlive(info.pid), `sandbox process ${info.pid} runs`);
@@ -293,8 +366,10 @@ for (const handler of HANDLERS) {
       assert.ok(fs.existsSync(path.join(containerd!.state, 'io.containerd.grpc.v1.cri', 'sandboxes', pod.id)));
       // The runtime options reached the shim: runc state lives under the configured Root
       // (runc: options.Root; tsshim: Root from the ConfigPath file), per containerd namespace.
-      assert.ok(fs.existsSync(path.join(work, 'runc-root', K8S_NAMESPACE, pod.id, 'state.json')),
-        `no runc state under ${path.join(work, 'runc-root')}: the runtime options did not reach the shim`);
+      assert.ok(
+        fs.existsSync(path.join(work, 'runc-root', K8S_NAMESPACE, pod.id, 'state.json')),
+        `no runc state under ${path.join(work, 'runc-root')}: the runtime options did not reach the shim`
+      );
       const shims = shimsFor(pod.id);
       assert.equal(shims.length, 1, `one shim for the sandbox: ${JSON.stringify(shimProcesses())}`);
       assert.equal(shims[0].runtime, handler);
@@ -320,7 +395,10 @@ for (const handler of HANDLERS) {
       assert.equal(s.log_path, path.join(p.logDir, 'main', '0.log'));
       assert.equal(s.annotations['tsshim.test/container'], 'main');
       const listed = await cri.listContainers({ pod_sandbox_id: p.id });
-      assert.deepEqual(listed.map((c) => [c.id, c.state]), [[id, 'CONTAINER_RUNNING']]);
+      assert.deepEqual(
+        listed.map((c) => [c.id, c.state]),
+        [[id, 'CONTAINER_RUNNING']]
+      );
       // Resources given at creation reach the container's cgroup.
       assert.equal(cgroupFile('memory', p, id, 'memory.limit_in_bytes'), String(64 * MiB));
       assert.equal(cgroupFile('cpu', p, id, 'cpu.shares'), '512');
@@ -330,12 +408,22 @@ for (const handler of HANDLERS) {
       const p = needPod();
       needMain();
       const file = path.join(p.logDir, 'main', '0.log');
-      const lines = await waitFor('hello, oops and a tick in the container log', () => {
-        const l = logLines(file);
-        return l.some((x) => x.text === 'tick') ? l : undefined;
-      }, 10_000);
-      assert.ok(lines.some((x) => x.stream === 'stdout' && x.tag === 'F' && x.text === 'hello'), JSON.stringify(lines));
-      assert.ok(lines.some((x) => x.stream === 'stderr' && x.tag === 'F' && x.text === 'oops'), JSON.stringify(lines));
+      const lines = await waitFor(
+        'hello, oops and a tick in the container log',
+        () => {
+          const l = logLines(file);
+          return l.some((x) => x.text === 'tick') ? l : undefined;
+        },
+        10_000
+      );
+      assert.ok(
+        lines.some((x) => x.stream === 'stdout' && x.tag === 'F' && x.text === 'hello'),
+        JSON.stringify(lines)
+      );
+      assert.ok(
+        lines.some((x) => x.stream === 'stderr' && x.tag === 'F' && x.text === 'oops'),
+        JSON.stringify(lines)
+      );
     });
 
     it('ExecSync returns stdout, stderr and the exit code; a timed-out exec fails and the container keeps running', async () => {
@@ -352,11 +440,15 @@ for (const handler of HANDLERS) {
       assert.ok(Date.now() - t0 < 10_000, `timed-out exec returned after ${Date.now() - t0} ms`);
       assert.equal((await status(id)).state, 'CONTAINER_RUNNING');
       // The runtime kills the timed-out exec process: nothing is left running `sleep 30`.
-      await waitFor('the timed-out exec process to be gone', async () => {
-        const ps = (await cri.execSync(id, ['ps', '-o', 'pid,args'], 10)).stdout.toString();
-        assert.match(ps, /while :/, 'ps lists the container processes'); // proves ps sees the container
-        return !/sleep 30/.test(ps);
-      }, 10_000);
+      await waitFor(
+        'the timed-out exec process to be gone',
+        async () => {
+          const ps = (await cri.execSync(id, ['ps', '-o', 'pid,args'], 10)).stdout.toString();
+          assert.match(ps, /while :/, 'ps lists the container processes'); // proves ps sees the container
+          return !/sleep 30/.test(ps);
+        },
+        10_000
+      );
     });
 
     it('ContainerStats and ListContainerStats report cpu and memory', async () => {
@@ -380,7 +472,10 @@ for (const handler of HANDLERS) {
       const p = needPod();
       const id = needMain();
       await cri.updateContainerResources(id, {
-        cpu_shares: 256, cpu_period: 100_000, cpu_quota: 50_000, memory_limit_in_bytes: 96 * MiB,
+        cpu_shares: 256,
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        memory_limit_in_bytes: 96 * MiB,
       });
       assert.equal(cgroupFile('cpu', p, id, 'cpu.shares'), '256');
       assert.equal(cgroupFile('cpu', p, id, 'cpu.cfs_period_us'), '100000');
@@ -412,7 +507,11 @@ for (const handler of HANDLERS) {
       const byContainer = shimProcesses().filter((s) => s.id === main || s.id === sleeper);
       assert.deepEqual(byContainer, []);
       for (const id of [main, sleeper]) {
-        assert.equal(ppidOf(await containerPid(id)), podShimPid, `container ${id.slice(0, 12)} is a child of the pod's shim`);
+        assert.equal(
+          ppidOf(await containerPid(id)),
+          podShimPid,
+          `container ${id.slice(0, 12)} is a child of the pod's shim`
+        );
       }
     });
 
@@ -427,7 +526,10 @@ for (const handler of HANDLERS) {
       assert.equal(s.reason, 'Completed');
       assert.ok(s.finished_at >= s.started_at && s.finished_at > 0);
       const file = path.join(needPod().logDir, 'main', '0.log');
-      assert.ok(logLines(file).some((x) => x.text === 'bye'), 'the trap output reached the log');
+      assert.ok(
+        logLines(file).some((x) => x.text === 'bye'),
+        'the trap output reached the log'
+      );
       await cri.stopContainer(id, 10); // the kubelet may stop twice: idempotent
       assert.equal((await status(id)).exit_code, 0);
     });
@@ -448,7 +550,10 @@ for (const handler of HANDLERS) {
       const p = needPod();
       for (const id of [main, sleeper].filter(Boolean)) {
         await cri.removeContainer(id);
-        await assert.rejects(cri.containerStatus(id), (e: unknown) => e instanceof CriError && e.code === grpc.status.NOT_FOUND);
+        await assert.rejects(
+          cri.containerStatus(id),
+          (e: unknown) => e instanceof CriError && e.code === grpc.status.NOT_FOUND
+        );
       }
       assert.deepEqual(await cri.listContainers({ pod_sandbox_id: p.id }), []);
       assert.equal(shimsFor(p.id).length, 1, 'the shim stays while the sandbox runs');
@@ -470,12 +575,20 @@ for (const handler of HANDLERS) {
     it('a container allocating past its memory limit is OOMKilled', async () => {
       const p = needPod();
       // dd's 128 MiB buffer is filled by read(2) from /dev/zero: far past the 24 MiB limit.
-      const id = await createAndStart(p, containerConfig(p, 'oom',
-        ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=128M', 'count=4'], { memory_limit_in_bytes: 24 * MiB }));
-      const s = await waitFor('OOMKilled reason', async () => {
-        const st = await status(id);
-        return st.state === 'CONTAINER_EXITED' && st.reason !== '' ? st : undefined;
-      }, 20_000);
+      const id = await createAndStart(
+        p,
+        containerConfig(p, 'oom', ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=128M', 'count=4'], {
+          memory_limit_in_bytes: 24 * MiB,
+        })
+      );
+      const s = await waitFor(
+        'OOMKilled reason',
+        async () => {
+          const st = await status(id);
+          return st.state === 'CONTAINER_EXITED' && st.reason !== '' ? st : undefined;
+        },
+        20_000
+      );
       assert.equal(s.reason, 'OOMKilled', JSON.stringify(s));
       assert.equal(s.exit_code, 137);
       await cri.removeContainer(id);
@@ -488,7 +601,10 @@ for (const handler of HANDLERS) {
       const s = await cri.podSandboxStatus(p.id);
       assert.equal(s.status.state, 'SANDBOX_NOTREADY');
       await cri.removePodSandbox(p.id);
-      await assert.rejects(cri.podSandboxStatus(p.id), (e: unknown) => e instanceof CriError && e.code === grpc.status.NOT_FOUND);
+      await assert.rejects(
+        cri.podSandboxStatus(p.id),
+        (e: unknown) => e instanceof CriError && e.code === grpc.status.NOT_FOUND
+      );
       pod = undefined;
       await waitFor(`shim ${podShimPid} to exit`, () => !pidAlive(podShimPid), 10_000);
       assert.deepEqual(shimsFor(p.id), []);
@@ -511,21 +627,31 @@ for (const handler of HANDLERS) {
       cri.close();
       cri = new CriClient(c.address);
 
-      const sb = await waitFor('PodSandboxStatus after restart', async () => (await cri.podSandboxStatus(p.id)).status, 20_000);
+      const sb = await waitFor(
+        'PodSandboxStatus after restart',
+        async () => (await cri.podSandboxStatus(p.id)).status,
+        20_000
+      );
       assert.equal(sb.state, 'SANDBOX_READY');
       const s = await status(id);
       assert.equal(s.state, 'CONTAINER_RUNNING', JSON.stringify(s));
       assert.equal(await containerPid(id), pid, 'same container process');
       assert.ok(pidAlive(shimPid), 'same shim process');
-      assert.deepEqual(shimsFor(p.id).map((x) => x.pid), [shimPid]);
+      assert.deepEqual(
+        shimsFor(p.id).map((x) => x.pid),
+        [shimPid]
+      );
       const r = await cri.execSync(id, ['echo', 'after-restart'], 10);
       assert.equal(r.stdout.toString(), 'after-restart\n');
       assert.equal(r.exit_code, 0);
       // The re-attached logger keeps writing: a tick stamped after the restart.
       const restartedAt = Date.now();
       const file = path.join(p.logDir, 'survivor', '0.log');
-      await waitFor('log output after restart', () =>
-        logLines(file).some((x) => x.text === 'tick' && Date.parse(x.time) > restartedAt), 10_000);
+      await waitFor(
+        'log output after restart',
+        () => logLines(file).some((x) => x.text === 'tick' && Date.parse(x.time) > restartedAt),
+        10_000
+      );
       const st = await cri.containerStats(id);
       assert.ok((st.memory?.working_set_bytes?.value ?? 0) > 0, 'stats through the reconnected shim');
 

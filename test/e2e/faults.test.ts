@@ -39,7 +39,10 @@ after(async () => {
 });
 
 function noUncaughtErrors(d: Containerd): void {
-  const bad = d.logTail(2_000_000).split('\n').filter((l) => UNCAUGHT.test(l));
+  const bad = d
+    .logTail(2_000_000)
+    .split('\n')
+    .filter((l) => UNCAUGHT.test(l));
   assert.deepEqual(bad, [], 'no unhandled rejection or uncaught exception in the shim log');
 }
 
@@ -55,7 +58,11 @@ function fill(dir: string): () => void {
   }
   // Small remainders too, so not even a short journal line fits.
   for (const n of [4096, 512, 64, 1]) {
-    try { for (;;) fs.writeSync(fd, chunk.subarray(0, n)); } catch { /* full */ }
+    try {
+      for (;;) fs.writeSync(fd, chunk.subarray(0, n));
+    } catch {
+      /* full */
+    }
   }
   fs.closeSync(fd);
   return () => fs.rmSync(file, { force: true });
@@ -72,14 +79,20 @@ test('a full state dir loses no event: exec and kill while full, free the space,
   try {
     for (const e of execs) {
       const r = await c.ctr(['task', 'exec', '--detach', '--exec-id', e, id, 'sleep', '100000']);
-      if (r.code !== 0) { failedExecs++; console.log(`exec ${e} while full: ${r.stderr.trim()}`); continue; }
+      if (r.code !== 0) {
+        failedExecs++;
+        console.log(`exec ${e} while full: ${r.stderr.trim()}`);
+        continue;
+      }
       await killTask(c, id, 9, { execId: e });
       // One at a time, so the order of the exits is the order of the kills.
       await until(async () => (await getTask(c, id, e)).status === 'STOPPED', `${e} stopped`, 20_000);
     }
     await sleep(1000);
     const whileFull = events.events.length;
-    console.log(`while full: execs failed ${failedExecs}/${execs.length}, exits delivered ${whileFull}/${execs.length - failedExecs}`);
+    console.log(
+      `while full: execs failed ${failedExecs}/${execs.length}, exits delivered ${whileFull}/${execs.length - failedExecs}`
+    );
   } finally {
     free();
   }
@@ -90,8 +103,13 @@ test('a full state dir loses no event: exec and kill while full, free the space,
   const exits = events.events.map((e) => e.event?.id as string);
   const expected = [...execs, id];
   const delivered = expected.filter((x) => exits.includes(x)).length;
-  console.log(`after freeing: exits delivered ${delivered}, lost ${expected.length - delivered}, duplicates ${exits.length - new Set(exits).size}`);
-  const warnings = c.logTail(2_000_000).split('\n').filter((l) => l.includes('event journal cannot be written'));
+  console.log(
+    `after freeing: exits delivered ${delivered}, lost ${expected.length - delivered}, duplicates ${exits.length - new Set(exits).size}`
+  );
+  const warnings = c
+    .logTail(2_000_000)
+    .split('\n')
+    .filter((l) => l.includes('event journal cannot be written'));
   assert.equal(warnings.length, 1, 'the journal failed (the fault was real) and it was logged once, not per event');
   assert.equal(failedExecs, 0, 'no Exec fails because the journal cannot be written');
   assert.deepEqual(exits, expected, 'every exit exactly once, in order');
@@ -105,16 +123,35 @@ test('a runtime that never answers: Create fails at TSSHIM_RUNC_TIMEOUT naming t
   fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(hang)}\n`);
   const id = uniqueId('hang');
   const t0 = Date.now();
-  const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], { timeoutMs: 120_000 });
-  const socket: string = (await until(() => { try { return shimSocketOf(c, id); } catch { return null; } }, 'the shim socket', 30_000))!;
+  const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], {
+    timeoutMs: 120_000,
+  });
+  const socket: string = (await until(
+    () => {
+      try {
+        return shimSocketOf(c, id);
+      } catch {
+        return null;
+      }
+    },
+    'the shim socket',
+    30_000
+  ))!;
   const shims = [await shimPidOf(c, id)]; // asked over its socket: the daemon, not a transient `start`
   const r = await ctr;
   const took = Date.now() - t0;
   console.log(`hung runtime: ctr answered after ${took} ms: ${r.stderr.trim()}`);
   assert.notEqual(r.code, 0);
-  assert.match(r.stderr, new RegExp(`runc create: ${hang.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} did not answer within 4s`));
+  assert.match(
+    r.stderr,
+    new RegExp(`runc create: ${hang.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} did not answer within 4s`)
+  );
   assert.ok(took < 60_000, `answered at the configured deadline, not after 241 s (${took} ms)`);
-  await until(() => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 20_000);
+  await until(
+    () => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket),
+    'the shim to exit and remove its socket',
+    20_000
+  );
   await c.ctr(['container', 'delete', id]);
   noUncaughtErrors(c);
 });
@@ -126,9 +163,19 @@ test('a runtime that fails create (exit 1): no shim process and no socket file l
   fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(fail)}\n`);
   const id = uniqueId('fail');
   const before = new Set(daemonShims(c));
-  const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], { timeoutMs: 60_000 });
+  const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], {
+    timeoutMs: 60_000,
+  });
   let socket: string | null = null;
-  const watch = (async () => { while (!socket) { try { socket = shimSocketOf(c, id); } catch { await sleep(20); } } })();
+  const watch = (async () => {
+    while (!socket) {
+      try {
+        socket = shimSocketOf(c, id);
+      } catch {
+        await sleep(20);
+      }
+    }
+  })();
   const r = await ctr;
   assert.notEqual(r.code, 0);
   await Promise.race([watch, sleep(100)]);
@@ -144,7 +191,14 @@ test('an exec is STOPPED as soon as it is reaped, while its exit waits for IO; K
   // The background sleep keeps the exec's stdout open: its exit event waits for the IO drain (2 s).
   const ctr = c.spawnCtr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', 'sleep 30 & exit 3']);
   try {
-    const pid = await until(async () => { const t = await getTask(c, id, 'e1').catch(() => null); return t?.pid || null; }, 'the exec pid', 20_000);
+    const pid = await until(
+      async () => {
+        const t = await getTask(c, id, 'e1').catch(() => null);
+        return t?.pid || null;
+      },
+      'the exec pid',
+      20_000
+    );
     await until(() => !fs.existsSync(`/proc/${pid}`), 'the exec reaped', { timeoutMs: 20_000, everyMs: 5 });
     const t = await getTask(c, id, 'e1');
     assert.equal(t.status, 'STOPPED', 'STOPPED right after the reap, not after the IO drain');
@@ -165,14 +219,31 @@ test("a hung runtime with containerd's deadline (ctr --timeout) and no TSSHIM_RU
     const opts = path.join(d.dir, 'hang.toml');
     fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(hang)}\n`);
     const id = uniqueId('deadline');
-    const ctr = d.ctr(['--timeout', '8s', 'run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, img, id, 'true'], { timeoutMs: 120_000 });
-    const socket: string = (await until(() => { try { return shimSocketOf(d, id); } catch { return null; } }, 'the shim socket', 30_000))!;
+    const ctr = d.ctr(
+      ['--timeout', '8s', 'run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, img, id, 'true'],
+      { timeoutMs: 120_000 }
+    );
+    const socket: string = (await until(
+      () => {
+        try {
+          return shimSocketOf(d, id);
+        } catch {
+          return null;
+        }
+      },
+      'the shim socket',
+      30_000
+    ))!;
     const shims = [await shimPidOf(d, id)];
     const r = await ctr;
     assert.notEqual(r.code, 0, 'ctr gave up');
     const t0 = Date.now();
     // Before: create hung 120 s, then delete --force another 120 s, and the shim never exited.
-    await until(() => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 45_000);
+    await until(
+      () => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket),
+      'the shim to exit and remove its socket',
+      45_000
+    );
     console.log(`deadline: shim gone ${Date.now() - t0} ms after ctr gave up`);
     await d.ctr(['container', 'delete', id]);
     noUncaughtErrors(d);
@@ -187,13 +258,29 @@ test('containerd dies during a hung Create: the shim, left with no container and
   const opts = path.join(c.dir, 'hang2.toml');
   fs.writeFileSync(opts, `BinaryName = ${JSON.stringify(hang)}\n`);
   const id = uniqueId('orphaned');
-  const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], { timeoutMs: 120_000 });
-  const socket: string = (await until(() => { try { return shimSocketOf(c, id); } catch { return null; } }, 'the shim socket', 30_000))!;
+  const ctr = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', opts, image, id, 'true'], {
+    timeoutMs: 120_000,
+  });
+  const socket: string = (await until(
+    () => {
+      try {
+        return shimSocketOf(c, id);
+      } catch {
+        return null;
+      }
+    },
+    'the shim socket',
+    30_000
+  ))!;
   const shims = [await shimPidOf(c, id)]; // asked over its socket: the daemon, not a transient `start`
   await c.kill9();
   await ctr;
   // Nobody will ever send Shutdown: the closed connection is the only sign containerd lost interest.
-  await until(() => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket), 'the shim to exit and remove its socket', 30_000);
+  await until(
+    () => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket),
+    'the shim to exit and remove its socket',
+    30_000
+  );
   await c.restart();
   await c.ctr(['container', 'delete', id]);
   noUncaughtErrors(c);

@@ -6,7 +6,16 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { startContainerd, uniqueId, pidAlive, renderConfig, shimAddressOf, sweepStaleInstances, RUNC_RUNTIME, type Containerd } from '../support/harness';
+import {
+  startContainerd,
+  uniqueId,
+  pidAlive,
+  renderConfig,
+  shimAddressOf,
+  sweepStaleInstances,
+  RUNC_RUNTIME,
+  type Containerd,
+} from '../support/harness';
 import { makeRootfs, ensureBusyboxImage, PATH_ENV_ARGS, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
 import { collectEvents, closeClients, getTask, listTasks, waitTask } from '../support/containerd-api';
 
@@ -22,15 +31,21 @@ async function start(): Promise<Containerd> {
 }
 
 function mountsUnder(dir: string): string[] {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
-    .map((l) => l.split(' ')[4]).filter((mp) => mp && (mp === dir || mp.startsWith(dir + '/')));
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((mp) => mp && (mp === dir || mp.startsWith(dir + '/')));
 }
 
 test('config: cri disabled by default, extra TOML appended, sockets under the dir', () => {
   const plain = renderConfig('/tmp/tss-x', {});
   assert.match(plain, /disabled_plugins = \["io.containerd.grpc.v1.cri"\]/);
   assert.match(plain, /address = "\/tmp\/tss-x\/c.sock"/);
-  const cri = renderConfig('/tmp/tss-x', { cri: '[plugins."io.containerd.grpc.v1.cri"]\n  restrict_oom_score_adj = true', extraToml: '[timeouts]\n  "io.containerd.timeout.shim.shutdown" = "3s"' });
+  const cri = renderConfig('/tmp/tss-x', {
+    cri: '[plugins."io.containerd.grpc.v1.cri"]\n  restrict_oom_score_adj = true',
+    extraToml: '[timeouts]\n  "io.containerd.timeout.shim.shutdown" = "3s"',
+  });
   assert.match(cri, /disabled_plugins = \[\]/);
   assert.match(cri, /restrict_oom_score_adj = true/);
   assert.match(cri, /\[timeouts\]/);
@@ -56,10 +71,24 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   // 1) A plain rootfs directory, not managed by the snapshotter.
   const rootfs = makeRootfs(c.dir);
   const id1 = uniqueId('rootfs');
-  const r1 = await c.ctr(['run', '--rm', '--runtime', RUNC_RUNTIME, '--rootfs', rootfs, id1, '/bin/sh', '-c', 'echo hello; exit 3'], { timeoutMs: 60_000 });
+  const r1 = await c.ctr(
+    ['run', '--rm', '--runtime', RUNC_RUNTIME, '--rootfs', rootfs, id1, '/bin/sh', '-c', 'echo hello; exit 3'],
+    { timeoutMs: 60_000 }
+  );
   assert.equal(r1.stdout, 'hello\n', `stderr: ${r1.stderr}\n${c.logTail(3000)}`);
   assert.equal(r1.code, 3, 'ctr run exits with the container exit status');
-  const noPath = await c.ctr(['run', '--rm', '--runtime', RUNC_RUNTIME, '--rootfs', rootfs, uniqueId('nopath'), 'sh', '-c', 'true']);
+  const noPath = await c.ctr([
+    'run',
+    '--rm',
+    '--runtime',
+    RUNC_RUNTIME,
+    '--rootfs',
+    rootfs,
+    uniqueId('nopath'),
+    'sh',
+    '-c',
+    'true',
+  ]);
   assert.notEqual(noPath.code, 0, 'a --rootfs spec has no PATH: a bare command name needs PATH_ENV_ARGS');
   const exit1 = await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id1);
   assert.equal(exit1.type, 'containerd.events.TaskExit');
@@ -72,7 +101,9 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   // 2) An imported OCI image: rootfs comes from the overlayfs snapshotter as mounts.
   assert.equal(await ensureBusyboxImage(c), BUSYBOX_IMAGE);
   const id2 = uniqueId('image');
-  const r2 = await c.ctr(['run', '--rm', '--runtime', RUNC_RUNTIME, BUSYBOX_IMAGE, id2, 'echo', 'hello'], { timeoutMs: 60_000 });
+  const r2 = await c.ctr(['run', '--rm', '--runtime', RUNC_RUNTIME, BUSYBOX_IMAGE, id2, 'echo', 'hello'], {
+    timeoutMs: 60_000,
+  });
   assert.equal(r2.code, 0, `stderr: ${r2.stderr}`);
   assert.equal(r2.stdout, 'hello\n');
   const create2 = await events.waitFor((e) => e.topic === '/tasks/create' && e.event?.container_id === id2);
@@ -86,7 +117,10 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   assert.equal(r3.code, 0, r3.stderr);
   const task = await getTask(c, id3);
   assert.equal(task.status, 'RUNNING');
-  assert.ok((await listTasks(c)).some((t) => t.id === id3), 'List reports the task id in `id`');
+  assert.ok(
+    (await listTasks(c)).some((t) => t.id === id3),
+    'List reports the task id in `id`'
+  );
   const shims = c.shimPids();
   assert.ok(shims.length >= 1, 'a live shim is found by its -address argument');
   const shimSocket = shimAddressOf(c.bundleDir(id3)).slice('unix://'.length);
@@ -110,7 +144,19 @@ test('kill9 and restart keep the shim and container; the task is still reachable
   const c = await start();
   const rootfs = makeRootfs(c.dir);
   const id = uniqueId('restart');
-  const run = await c.ctr(['run', '-d', '--runtime', RUNC_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sh', '-c', 'trap "exit 7" TERM; while true; do sleep 0.1; done']);
+  const run = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    RUNC_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--rootfs',
+    rootfs,
+    id,
+    'sh',
+    '-c',
+    'trap "exit 7" TERM; while true; do sleep 0.1; done',
+  ]);
   assert.equal(run.code, 0, run.stderr);
   const before = await getTask(c, id);
   const shims = c.shimPids();
@@ -141,7 +187,9 @@ test('kill9 and restart keep the shim and container; the task is still reachable
 
 // A child test process starts containerd with a running container, prints what it started, then
 // dies the given way. Returns what it printed once it is gone.
-async function childThatDies(how: 'throw' | 'sigkill'): Promise<{ dir: string; containerd: number; shims: number[]; init: number }> {
+async function childThatDies(
+  how: 'throw' | 'sigkill'
+): Promise<{ dir: string; containerd: number; shims: number[]; init: number }> {
   const script = `
     const h = require(${JSON.stringify(path.join(__dirname, '..', 'support', 'harness.js'))});
     const r = require(${JSON.stringify(path.join(__dirname, '..', 'support', 'rootfs.js'))});
@@ -158,9 +206,14 @@ async function childThatDies(how: 'throw' | 'sigkill'): Promise<{ dir: string; c
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
-  child.stderr.on('data', (d) => { err += d; });
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
   const info = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (d) => { out += d; if (out.includes('\n')) resolve(out); });
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(out);
+    });
     child.on('exit', () => (out.includes('\n') ? resolve(out) : reject(new Error(`child failed: ${err}`))));
   });
   if (how === 'sigkill') child.kill('SIGKILL');

@@ -13,7 +13,13 @@ import { daemonShims, runDetached, shimPidOf, shimSocketOf } from '../support/co
 import { pidAlive } from '../support/proc';
 import { sleep } from '../support/wait';
 import {
-  formatReport, partialFrames, pendingWaits, runAttack, unreadReplies, type AttackReport, type Target,
+  formatReport,
+  partialFrames,
+  pendingWaits,
+  runAttack,
+  unreadReplies,
+  type AttackReport,
+  type Target,
 } from '../support/hostile-scenarios';
 
 let c: Containerd;
@@ -47,7 +53,10 @@ test('partial frames held open on many connections: the shim closes the biggest 
   const r = await runAttack(target, 'partial frames', partialFrames(target, connections, 4 * MiB));
   assertSurvivedAndRecovered(r);
   assert.ok(Number(r.stats.closedByShim) > 0, 'connections over the total were closed by the shim');
-  assert.ok(r.rssPeak - r.rssBefore < 110 * MiB, `peak growth ${(r.rssPeak - r.rssBefore) / MiB} MiB, well under the 160 MiB held unbounded`);
+  assert.ok(
+    r.rssPeak - r.rssBefore < 110 * MiB,
+    `peak growth ${(r.rssPeak - r.rssBefore) / MiB} MiB, well under the 160 MiB held unbounded`
+  );
 });
 
 test('replies never read: the shim stops reading that connection, others are served, memory comes back', async () => {
@@ -67,18 +76,34 @@ test('thousands of pending Waits on one connection: past the bound RESOURCE_EXHA
 
 test('a deeply nested exec spec through containerd Tasks.Exec: INVALID_ARGUMENT naming the depth, other calls served', async () => {
   const half = 400_000;
-  const spec = { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from('['.repeat(half) + ']'.repeat(half)) };
+  const spec = {
+    type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process',
+    value: Buffer.from('['.repeat(half) + ']'.repeat(half)),
+  };
   const report = await runAttack(target, 'deep exec spec via containerd', async () => {
     let error: any = null;
-    await callTasks(c, 'Exec', { container_id: target.containerId, exec_id: uniqueId('deep'), spec }, { timeoutMs: 120_000 }).catch((e) => { error = e; });
-    return { detail: `Exec: ${error?.code} ${error?.details}`, stats: { code: error?.code ?? 0, details: String(error?.details ?? '') }, end: () => {} };
+    await callTasks(
+      c,
+      'Exec',
+      { container_id: target.containerId, exec_id: uniqueId('deep'), spec },
+      { timeoutMs: 120_000 }
+    ).catch((e) => {
+      error = e;
+    });
+    return {
+      detail: `Exec: ${error?.code} ${error?.details}`,
+      stats: { code: error?.code ?? 0, details: String(error?.details ?? '') },
+      end: () => {},
+    };
   });
   assertSurvivedAndRecovered(report);
   assert.equal(report.stats.code, 3, `gRPC INVALID_ARGUMENT: ${report.detail}`);
   assert.match(String(report.stats.details), /exec process spec is nested too deeply: more than 64 levels/);
   // A too large one is refused as such.
   const big = { ...spec, value: Buffer.alloc(2 * MiB, 0x20) };
-  const e = await callTasks(c, 'Exec', { container_id: target.containerId, exec_id: uniqueId('big'), spec: big }).catch((err) => err);
+  const e = await callTasks(c, 'Exec', { container_id: target.containerId, exec_id: uniqueId('big'), spec: big }).catch(
+    (err) => err
+  );
   assert.equal(e?.code, 3);
   assert.match(String(e?.details), /exec process spec is too large: \d+ bytes \(limit 1048576\)/);
   // A normal exec still works.
@@ -92,13 +117,23 @@ test('ctr run --runtime-config-path with a 102 MB file fails promptly with a cle
   fs.truncateSync(file, 102 * 1000 * 1000);
   const shimsBefore = new Set(daemonShims(c));
   const id = uniqueId('hugecfg');
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', file, image, id, 'true'], { timeoutMs: 120_000 });
+  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--runtime-config-path', file, image, id, 'true'], {
+    timeoutMs: 120_000,
+  });
   assert.notEqual(r.code, 0, 'ctr run failed');
   assert.ok(!r.timedOut, 'ctr run did not hang');
-  assert.match(r.stderr, /runtime options file .*huge-runtime\.toml is too large: 102000000 bytes \(limit 1048576\)/, r.stderr);
+  assert.match(
+    r.stderr,
+    /runtime options file .*huge-runtime\.toml is too large: 102000000 bytes \(limit 1048576\)/,
+    r.stderr
+  );
   // Whatever shim was started for it is gone (bounded wait: the failed start leaves nothing to serve).
   for (let i = 0; i < 100 && daemonShims(c).some((p) => !shimsBefore.has(p)); i++) await sleep(100);
-  assert.deepEqual(daemonShims(c).filter((p) => !shimsBefore.has(p)), [], 'no new shim lingers');
-  assert.ok(pidAlive(target.shimPid), 'the other container\'s shim is untouched');
+  assert.deepEqual(
+    daemonShims(c).filter((p) => !shimsBefore.has(p)),
+    [],
+    'no new shim lingers'
+  );
+  assert.ok(pidAlive(target.shimPid), "the other container's shim is untouched");
   await c.ctr(['container', 'delete', id]);
 });

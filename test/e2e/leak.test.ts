@@ -16,7 +16,12 @@ for (const mode of ['group', 'per-node'] as const) {
     try {
       const cycles = mode === 'group' ? CYCLES : Math.ceil(CYCLES / 2);
       const r = await runLeakScenario(c, {
-        runtime: TSSHIM_RUNTIME, cycles, mode, ctrEvery: 25, warmup: Math.floor(cycles / 3), log: () => {},
+        runtime: TSSHIM_RUNTIME,
+        cycles,
+        mode,
+        ctrEvery: 25,
+        warmup: Math.floor(cycles / 3),
+        log: () => {},
       });
       console.log(formatLeakReport(r));
       assert.deepEqual(leakProblems(r), []);

@@ -10,7 +10,15 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, pidAlive, selectedRelease, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import {
+  startContainerd,
+  uniqueId,
+  repoRoot,
+  pidAlive,
+  selectedRelease,
+  TSSHIM_RUNTIME,
+  type Containerd,
+} from '../support/harness';
 import { installTarball, packCurrentTree, variantTarball } from '../support/package';
 import { makeRootfs, PATH_ENV_ARGS, DEFAULT_PATH } from '../support/rootfs';
 import { callTasks, closeClients, collectEvents, getTask, type EventCollector } from '../support/containerd-api';
@@ -56,16 +64,27 @@ function makeBuild(name: string, version: string, patch?: (bundle: string) => st
 }
 
 /** The tsshim CLI of this checkout, run without blocking this process (its fifo readers must keep reading). */
-function tsshim(args: string[], on: Containerd = c, cli?: { bin: string; env: NodeJS.ProcessEnv }): Promise<{ code: number; out: string }> {
+function tsshim(
+  args: string[],
+  on: Containerd = c,
+  cli?: { bin: string; env: NodeJS.ProcessEnv }
+): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const child = cli
       ? spawn(cli.bin, [...args, '--state', on.state], { stdio: ['ignore', 'pipe', 'pipe'], env: cli.env })
-      : spawn(process.execPath, [path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args, '--state', on.state], { stdio: ['ignore', 'pipe', 'pipe'] });
+      : spawn(
+          process.execPath,
+          [path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args, '--state', on.state],
+          { stdio: ['ignore', 'pipe', 'pipe'] }
+        );
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, out }); });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, out });
+    });
   });
 }
 
@@ -77,7 +96,11 @@ function upgrade(entry: string, extra: string[] = [], on: Containerd = c): Promi
 function outputFifo(name: string): { path: string; text: () => string; close: () => void } {
   const p = path.join(c.dir, `${name}-${uniqueId('f')}`);
   execFileSync('mkfifo', [p]);
-  const sock = new net.Socket({ fd: fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK), readable: true, writable: false });
+  const sock = new net.Socket({
+    fd: fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK),
+    readable: true,
+    writable: false,
+  });
   let text = '';
   sock.on('data', (d) => (text += d));
   sock.on('error', () => undefined);
@@ -92,15 +115,30 @@ function inputFifo(name: string): { path: string; write: (s: string) => void; cl
 }
 
 async function createContainer(id: string, cmd: string[], extra: string[] = []): Promise<void> {
-  const r = await c.ctr(['container', 'create', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, ...extra, '--rootfs', rootfs, id, ...cmd]);
+  const r = await c.ctr([
+    'container',
+    'create',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    ...extra,
+    '--rootfs',
+    rootfs,
+    id,
+    ...cmd,
+  ]);
   assert.equal(r.code, 0, r.stderr);
 }
 
 /** Lines 0..n-1 each exactly once, in order (a counter's output). */
 function assertCounter(text: string, what: string): number {
-  const lines = text.split('\n').filter((l) => l.trim() !== '').map((l) => l.trim());
+  const lines = text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => l.trim());
   assert.ok(lines.length > 10, `${what}: too little output (${lines.length} lines)`);
-  for (let i = 0; i < lines.length - 1; i++) assert.equal(lines[i], String(i), `${what}: line ${i} is ${JSON.stringify(lines[i])} (gap or duplicate)`);
+  for (let i = 0; i < lines.length - 1; i++)
+    assert.equal(lines[i], String(i), `${what}: line ${i} is ${JSON.stringify(lines[i])} (gap or duplicate)`);
   return lines.length;
 }
 
@@ -110,9 +148,15 @@ const SLOW_EXIT = ['sh', '/slow-exit.sh'];
 
 /** The shim serving a container: its shim.pid, or (a container that joined a running shim) the shim's pid file. */
 function shimPidOf(id: string, on: Containerd = c): number {
-  try { return Number(fs.readFileSync(path.join(on.bundleDir(id), 'shim.pid'), 'utf8')); } catch { /* joined */ }
+  try {
+    return Number(fs.readFileSync(path.join(on.bundleDir(id), 'shim.pid'), 'utf8'));
+  } catch {
+    /* joined */
+  }
   const socket = fs.readFileSync(path.join(on.bundleDir(id), 'address'), 'utf8').replace(/^unix:\/\//, '');
-  return Number(fs.readFileSync(path.join(process.env.TSSHIM_STATE_DIR || '/run/tsshim', `${path.basename(socket)}.pid`), 'utf8'));
+  return Number(
+    fs.readFileSync(path.join(process.env.TSSHIM_STATE_DIR || '/run/tsshim', `${path.basename(socket)}.pid`), 'utf8')
+  );
 }
 
 function fdCount(pid: number): number {
@@ -134,7 +178,11 @@ async function versions(on: Containerd = c): Promise<Map<number, string>> {
 function childrenOf(pid: number): number[] {
   const out: number[] = [];
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try { out.push(...fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number)); } catch { /* gone */ }
+    try {
+      out.push(...fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
+    } catch {
+      /* gone */
+    }
   }
   return out.sort((a, b) => a - b);
 }
@@ -147,12 +195,23 @@ function pollTasks(ids: string[]): { stop: () => Promise<{ calls: number; errors
   const loop = (async () => {
     while (running) {
       for (const id of ids) {
-        try { await getTask(c, id); calls++; } catch (e) { errors.push(`${id}: ${(e as Error).message}`); }
+        try {
+          await getTask(c, id);
+          calls++;
+        } catch (e) {
+          errors.push(`${id}: ${(e as Error).message}`);
+        }
       }
       await sleep(20);
     }
   })();
-  return { stop: async () => { running = false; await loop; return { calls, errors }; } };
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return { calls, errors };
+    },
+  };
 }
 
 before(async () => {
@@ -165,7 +224,10 @@ before(async () => {
 });
 after(async () => {
   for (const k of collectors) k.stop();
-  if (c) { closeClients(c); await c.stop(); }
+  if (c) {
+    closeClients(c);
+    await c.stop();
+  }
 });
 
 test('upgrades in a row between two builds, containerd restarted between two: output without gap or duplicate, tty, exec in flight, grouped shim, exits once', async (t) => {
@@ -174,7 +236,19 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   // A file:// log (ctr run -d) and a FIFO read by this test, both counters.
   const fileId = uniqueId('upf');
   const logFile = path.join(c.dir, `${fileId}.log`);
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--log-uri', `file://${logFile}`, '--rootfs', rootfs, fileId, ...COUNTER]);
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--log-uri',
+    `file://${logFile}`,
+    '--rootfs',
+    rootfs,
+    fileId,
+    ...COUNTER,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const fifoId = uniqueId('upq');
   const fifoOut = outputFifo('out');
@@ -195,7 +269,20 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   const g1 = uniqueId('upg');
   const g2 = uniqueId('upg');
   for (const g of [g1, g2]) {
-    const rr = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--annotation', `${GROUP}=${group}`, '--rootfs', rootfs, g, 'sleep', '1000']);
+    const rr = await c.ctr([
+      'run',
+      '-d',
+      '--runtime',
+      TSSHIM_RUNTIME,
+      ...PATH_ENV_ARGS,
+      '--annotation',
+      `${GROUP}=${group}`,
+      '--rootfs',
+      rootfs,
+      g,
+      'sleep',
+      '1000',
+    ]);
     assert.equal(rr.code, 0, rr.stderr);
   }
   const addressOf = (id: string) => fs.readFileSync(path.join(c.bundleDir(id), 'address'), 'utf8');
@@ -203,11 +290,22 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   // An exec that ends a few seconds later with status 7; its Wait stays in flight across upgrades.
   const spec = { args: SLOW_EXIT, env: [DEFAULT_PATH], cwd: '/', user: { uid: 0, gid: 0 } };
   await callTasks(c, 'Exec', {
-    container_id: fifoId, exec_id: 'slow', stdout: '', terminal: false,
-    spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(spec)) },
+    container_id: fifoId,
+    exec_id: 'slow',
+    stdout: '',
+    terminal: false,
+    spec: {
+      type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process',
+      value: Buffer.from(JSON.stringify(spec)),
+    },
   });
   await callTasks(c, 'Start', { container_id: fifoId, exec_id: 'slow' });
-  const waitSlow = callTasks<{ exit_status: number }>(c, 'Wait', { container_id: fifoId, exec_id: 'slow' }, { timeoutMs: 120_000 });
+  const waitSlow = callTasks<{ exit_status: number }>(
+    c,
+    'Wait',
+    { container_id: fifoId, exec_id: 'slow' },
+    { timeoutMs: 120_000 }
+  );
 
   const ids = [fileId, fifoId, ttyId, g1];
   const shims = [...new Set(ids.map((id) => shimPidOf(id)))];
@@ -241,11 +339,17 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
     }
   }
   const polled = await poll.stop();
-  assert.deepEqual(polled.errors.filter((e) => !/connection|UNAVAILABLE|14 /.test(e)), [], 'Tasks.Get during the upgrades');
+  assert.deepEqual(
+    polled.errors.filter((e) => !/connection|UNAVAILABLE|14 /.test(e)),
+    [],
+    'Tasks.Get during the upgrades'
+  );
   assert.ok(polled.calls > 20, `polled ${polled.calls} times`);
   assert.deepEqual([...new Set(ids.map((id) => shimPidOf(id)))], shims, 'same shim pids');
 
-  const slow = await waitSlow.catch(() => callTasks<{ exit_status: number }>(c, 'Wait', { container_id: fifoId, exec_id: 'slow' }));
+  const slow = await waitSlow.catch(() =>
+    callTasks<{ exit_status: number }>(c, 'Wait', { container_id: fifoId, exec_id: 'slow' })
+  );
   assert.equal(slow.exit_status, 7);
   await callTasks(c, 'DeleteProcess', { container_id: fifoId, exec_id: 'slow' });
   // exec, resize and kill/delete on the upgraded shims.
@@ -260,14 +364,22 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   for (const id of [fileId, fifoId, ttyId, g1]) await callTasks(c, 'Kill', { container_id: id, signal: 9 });
   // g2 stopped before containerd's restart: containerd 2.x does not load a stopped task again (NOT_FOUND).
   const stoppedOrGone = async (id: string) => {
-    try { return (await getTask(c, id)).status === 'STOPPED'; } catch (e) { return id === g2 && /NOT_FOUND|not found/.test(String(e)); }
+    try {
+      return (await getTask(c, id)).status === 'STOPPED';
+    } catch (e) {
+      return id === g2 && /NOT_FOUND|not found/.test(String(e));
+    }
   };
   for (const id of [fileId, fifoId, ttyId, g1, g2]) await until(() => stoppedOrGone(id), `${id} stopped`);
   await sleep(300);
   const n1 = assertCounter(fs.readFileSync(logFile, 'utf8'), 'file:// log');
   const n2 = assertCounter(fifoOut.text(), 'fifo');
   t.diagnostic(`counter lines: file ${n1}, fifo ${n2}`);
-  await until(() => exitEvents().filter((e) => [fileId, fifoId, ttyId, g1, g2].includes(e.event?.container_id)).length >= 6, 'exit events', 10_000).catch(() => {});
+  await until(
+    () => exitEvents().filter((e) => [fileId, fifoId, ttyId, g1, g2].includes(e.event?.container_id)).length >= 6,
+    'exit events',
+    10_000
+  ).catch(() => {});
   const exits = exitEvents().filter((e) => [fileId, fifoId, ttyId, g1, g2].includes(e.event?.container_id));
   for (const id of [fileId, fifoId, ttyId, g1, g2]) {
     const mine = exits.filter((e) => e.event?.container_id === id && e.event?.id === id);
@@ -279,22 +391,44 @@ test('upgrades in a row between two builds, containerd restarted between two: ou
   assert.equal(slowExits[0].event?.exit_status, 7);
   // Nothing leaked: fds (the containers' stdio is still open until delete) and children.
   for (const pid of shims) {
-    assert.ok(fdCount(pid) <= fdsBefore.get(pid)! + 2, `shim ${pid} fds: ${fdsBefore.get(pid)} before, ${fdCount(pid)} after`);
-    assert.ok(childrenOf(pid).length <= childrenBefore.get(pid)!, `shim ${pid} children: ${childrenBefore.get(pid)} before, ${childrenOf(pid).join(',')} after`);
+    assert.ok(
+      fdCount(pid) <= fdsBefore.get(pid)! + 2,
+      `shim ${pid} fds: ${fdsBefore.get(pid)} before, ${fdCount(pid)} after`
+    );
+    assert.ok(
+      childrenOf(pid).length <= childrenBefore.get(pid)!,
+      `shim ${pid} children: ${childrenBefore.get(pid)} before, ${childrenOf(pid).join(',')} after`
+    );
   }
   for (const id of [fileId, fifoId, ttyId, g1, g2]) {
-    await callTasks(c, 'Delete', { container_id: id }).catch((e) => { if (id !== g2) throw e; });
+    await callTasks(c, 'Delete', { container_id: id }).catch((e) => {
+      if (id !== g2) throw e;
+    });
     await c.ctr(['container', 'delete', id]);
   }
   await until(() => shims.every((pid) => !pidAlive(pid)), 'shims gone after their last container');
-  fifoOut.close(); ttyOut.close(); ttyIn.close();
+  fifoOut.close();
+  ttyOut.close();
+  ttyIn.close();
 });
 
 /** A running file:// counter: its id, log file and shim pid. */
 async function fileCounter(on: Containerd = c, prefix = 'upc'): Promise<{ id: string; log: string; shim: number }> {
   const id = uniqueId(prefix);
   const log = path.join(on.dir, `${id}.log`);
-  const r = await on.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--log-uri', `file://${log}`, '--rootfs', rootfs, id, ...COUNTER]);
+  const r = await on.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--log-uri',
+    `file://${log}`,
+    '--rootfs',
+    rootfs,
+    id,
+    ...COUNTER,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   return { id, log, shim: shimPidOf(id, on) };
 }
@@ -314,8 +448,9 @@ test('a broken new build falls back to the running one: missing, a bundle that d
   const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
   const missing = path.join(builds, 'nowhere', 'dist', 'src', 'daemon', 'boot.js');
   const syntax = makeBuild('syntax', '0.1.0-syntax', (b) => `${b}\n}}} this is not javascript (((\n`);
-  const throwing = makeBuild('throwing', '0.1.0-throwing',
-    (b) => b.replace(/return ["']tsshim-restore-hook["'];/, 'throw new Error("injected restore failure");'));
+  const throwing = makeBuild('throwing', '0.1.0-throwing', (b) =>
+    b.replace(/return ["']tsshim-restore-hook["'];/, 'throw new Error("injected restore failure");')
+  );
   const fdsBefore = fdCount(k.shim);
   const cases: [string, string, RegExp][] = [
     ['missing', missing, /the new build is missing/],
@@ -334,7 +469,11 @@ test('a broken new build falls back to the running one: missing, a bundle that d
     assert.equal((await getTask(c, k.id)).status, 'RUNNING', `${name}: container unaffected`);
   }
   // containerd's log says why (the shim logs to it).
-  await until(() => /injected restore failure/.test(c.logTail(200_000)), 'the fallback reason in containerd\'s log', 5000);
+  await until(
+    () => /injected restore failure/.test(c.logTail(200_000)),
+    "the fallback reason in containerd's log",
+    5000
+  );
   // Still fully working, and upgradable afterwards.
   const u = await upgrade(makeBuild('b2', '0.1.0-upgrade.b2'), [k.id]);
   assert.equal(u.code, 0, u.out);
@@ -352,15 +491,20 @@ test('a broken new build falls back to the running one: missing, a bundle that d
 test('state versions: a newer build reads the older state; an older build refuses a newer state (the shim stays)', async () => {
   const k = await fileCounter();
   const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
-  const v2 = makeBuild('state2', '0.2.0-state2', (b) => b
-    .replace(/exports\d*\.STATE_VERSION = 1;/, (m) => m.replace('= 1', '= 2'))
-    .replace(/exports\d*\.ACCEPTED_STATE_VERSIONS = \[1\];/, (m) => m.replace('[1]', '[1, 2]')));
+  const v2 = makeBuild('state2', '0.2.0-state2', (b) =>
+    b
+      .replace(/exports\d*\.STATE_VERSION = 1;/, (m) => m.replace('= 1', '= 2'))
+      .replace(/exports\d*\.ACCEPTED_STATE_VERSIONS = \[1\];/, (m) => m.replace('[1]', '[1, 2]'))
+  );
   const up = await upgrade(v2, [k.id]);
   assert.equal(up.code, 0, up.out);
   assert.match(up.out, /upgraded 0\.1\.0 .* -> 0\.2\.0-state2/);
   const check = await upgrade(entryA, ['--check', k.id]);
   assert.equal(check.code, 1, check.out);
-  assert.match(check.out, /cannot upgrade from 0\.2\.0-state2 .*reads upgrade state versions \[1\], this one writes version 2: it refuses the state/);
+  assert.match(
+    check.out,
+    /cannot upgrade from 0\.2\.0-state2 .*reads upgrade state versions \[1\], this one writes version 2: it refuses the state/
+  );
   const down = await upgrade(entryA, [k.id]);
   assert.equal(down.code, 1, down.out);
   assert.match(down.out, /not upgraded, still 0\.2\.0-state2/);
@@ -373,7 +517,9 @@ test('a per-node shim (TSSHIM_PER_NODE) is upgraded with all its containers', as
   const pn = await startContainerd({ env: { TSSHIM_PER_NODE: '1' } });
   try {
     const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
-    const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
+    const entryB = fs.existsSync(path.join(builds, 'b'))
+      ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js')
+      : makeBuild('b', '0.1.0-upgrade.b');
     const k1 = await fileCounter(pn);
     const k2 = await fileCounter(pn);
     const addressOf = (id: string) => fs.readFileSync(path.join(pn.bundleDir(id), 'address'), 'utf8');
@@ -398,7 +544,8 @@ test('a per-node shim (TSSHIM_PER_NODE) is upgraded with all its containers', as
 /** This process's PATH without any dir of the repository (its bin/ in particular). */
 function pathWithoutRepo(): string[] {
   const repo = repoRoot();
-  return (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':')
+  return (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
+    .split(':')
     .filter((d) => d && path.resolve(d) !== repo && !path.resolve(d).startsWith(repo + path.sep));
 }
 
@@ -408,7 +555,12 @@ test('installed the way operators install: npm install -g of a newer package ove
   const inst = installTarball(base.file);
   const release = selectedRelease(repoRoot());
   // containerd finds the shim only through the prefix; the CLI is the installed one too.
-  const PATH = [inst.binDir, ...(release.binDir ? [release.binDir] : []), path.dirname(process.execPath), ...pathWithoutRepo()].join(':');
+  const PATH = [
+    inst.binDir,
+    ...(release.binDir ? [release.binDir] : []),
+    path.dirname(process.execPath),
+    ...pathWithoutRepo(),
+  ].join(':');
   const pc = await startContainerd({ env: { PATH } });
   try {
     const k = await fileCounter(pc);
@@ -416,11 +568,18 @@ test('installed the way operators install: npm install -g of a newer package ove
     assert.ok((await versions(pc)).get(k.shim)?.startsWith(`${base.version} (`), 'the first install runs');
     installTarball(next.file, inst.prefix);
     const check = await tsshim(['upgrade', '--check'], pc, cli);
-    assert.match(check.out, new RegExp(`would upgrade ${base.version.replace(/\./g, '\\.')} .* -> ${next.version.replace(/\./g, '\\.')}`), check.out);
+    assert.match(
+      check.out,
+      new RegExp(`would upgrade ${base.version.replace(/\./g, '\\.')} .* -> ${next.version.replace(/\./g, '\\.')}`),
+      check.out
+    );
     const u = await tsshim(['upgrade'], pc, cli);
     assert.equal(u.code, 0, `${u.out}\n${pc.logTail(3000)}`);
     assert.match(u.out, /upgraded .* pid \d+ kept/);
-    assert.ok((await versions(pc)).get(k.shim)?.startsWith(`${next.version} (`), 'the running shim runs the new install');
+    assert.ok(
+      (await versions(pc)).get(k.shim)?.startsWith(`${next.version} (`),
+      'the running shim runs the new install'
+    );
     const ex = await pc.ctr(['task', 'exec', '--exec-id', 'inst', k.id, 'echo', 'installed-ok']);
     assert.match(ex.stdout, /installed-ok/, ex.stderr);
     await finishCounter(k, pc);
@@ -433,23 +592,42 @@ test('installed the way operators install: npm install -g of a newer package ove
 
 test('a binary:// logger keeps getting the output across upgrades and is stopped by the new code on Delete', async () => {
   const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
-  const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
+  const entryB = fs.existsSync(path.join(builds, 'b'))
+    ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js')
+    : makeBuild('b', '0.1.0-upgrade.b');
   const id = uniqueId('upl');
   const prefix = path.join(c.dir, id);
   const logger = path.join(repoRoot(), 'test', 'fixtures', 'parity', 'logger.sh');
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--log-uri', `binary://${logger}?out=${prefix}`, '--rootfs', rootfs, id, ...COUNTER]);
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--log-uri',
+    `binary://${logger}?out=${prefix}`,
+    '--rootfs',
+    rootfs,
+    id,
+    ...COUNTER,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const shim = shimPidOf(id);
-  const loggers = () => childrenOf(shim).filter((pid) => {
-    try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('logger.sh'); } catch { return false; }
-  });
+  const loggers = () =>
+    childrenOf(shim).filter((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('logger.sh');
+      } catch {
+        return false;
+      }
+    });
   const loggerPid = await until(() => loggers()[0] ?? 0, 'the logger running');
   for (const entry of [entryB, entryA]) {
     const u = await upgrade(entry, [id]);
     assert.equal(u.code, 0, u.out);
     await sleep(300);
   }
-  assert.deepEqual(loggers(), [loggerPid], 'the same logger, still the shim\'s child');
+  assert.deepEqual(loggers(), [loggerPid], "the same logger, still the shim's child");
   await callTasks(c, 'Kill', { container_id: id, signal: 9 });
   await until(async () => (await getTask(c, id)).status === 'STOPPED', `${id} stopped`);
   await sleep(300);
@@ -461,9 +639,22 @@ test('a binary:// logger keeps getting the output across upgrades and is stopped
 
 test('under load: an exec storm and Tasks.Get during upgrades; every exec answers with its own output', async () => {
   const entryA = path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js');
-  const entryB = fs.existsSync(path.join(builds, 'b')) ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js') : makeBuild('b', '0.1.0-upgrade.b');
+  const entryB = fs.existsSync(path.join(builds, 'b'))
+    ? path.join(builds, 'b', 'dist', 'src', 'daemon', 'boot.js')
+    : makeBuild('b', '0.1.0-upgrade.b');
   const id = uniqueId('ups');
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--rootfs',
+    rootfs,
+    id,
+    'sleep',
+    '1000',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   let storming = true;
   const failures: string[] = [];
@@ -472,7 +663,8 @@ test('under load: an exec storm and Tasks.Get during upgrades; every exec answer
     for (let n = 0; storming; n++) {
       const word = `lane${lane}-${n}`;
       const ex = await c.ctr(['task', 'exec', '--exec-id', word, id, 'echo', word], { timeoutMs: 60_000 });
-      if (ex.code !== 0 || ex.stdout.trim() !== word) failures.push(`${word}: code ${ex.code} out ${JSON.stringify(ex.stdout)} err ${ex.stderr.trim()}`);
+      if (ex.code !== 0 || ex.stdout.trim() !== word)
+        failures.push(`${word}: code ${ex.code} out ${JSON.stringify(ex.stdout)} err ${ex.stderr.trim()}`);
       else done++;
     }
   };

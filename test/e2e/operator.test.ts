@@ -6,7 +6,15 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, pidAlive, TSSHIM_RUNTIME, RUNC_RUNTIME, type Containerd } from '../support/harness';
+import {
+  startContainerd,
+  uniqueId,
+  repoRoot,
+  pidAlive,
+  TSSHIM_RUNTIME,
+  RUNC_RUNTIME,
+  type Containerd,
+} from '../support/harness';
 import { makeRootfs } from '../support/rootfs';
 import { httpGetUnix } from '../../src/cli/http';
 import { IDLE_GC_MS } from '../../src/shim/idle-gc';
@@ -18,8 +26,10 @@ const id = uniqueId('op');
 const runcId = uniqueId('op-runc');
 
 function tsshim(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'tsshim'), ...args, '--state', c.state],
-    { encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'tsshim'), ...args, '--state', c.state], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -30,10 +40,15 @@ before(async () => {
   metricsDir = fs.mkdtempSync('/tmp/tsm-');
   c = await startContainerd({ env: { TSSHIM_METRICS_DIR: metricsDir } });
   rootfs = makeRootfs(c.dir);
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, id, '/bin/sleep', '1000'], { timeoutMs: 60_000 });
+  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, id, '/bin/sleep', '1000'], {
+    timeoutMs: 60_000,
+  });
   assert.equal(r.code, 0, `ctr run (tsshim) failed: ${r.stderr}\n${c.logTail(4000)}`);
   const runcRootfs = makeRootfs(c.dir);
-  const r2 = await c.ctr(['run', '-d', '--runtime', RUNC_RUNTIME, '--rootfs', runcRootfs, runcId, '/bin/sleep', '1000'], { timeoutMs: 60_000 });
+  const r2 = await c.ctr(
+    ['run', '-d', '--runtime', RUNC_RUNTIME, '--rootfs', runcRootfs, runcId, '/bin/sleep', '1000'],
+    { timeoutMs: 60_000 }
+  );
   assert.equal(r2.code, 0, `ctr run (runc) failed: ${r2.stderr}`);
 });
 
@@ -57,7 +72,16 @@ test('tsshim ps lists the tsshim container (running, with pid and shim pid) and 
   const r = tsshim(['ps']);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID', 'SHIM-VERSION']);
+  assert.deepEqual(cells(lines[0]), [
+    'NAMESPACE',
+    'ID',
+    'PID',
+    'STATUS',
+    'UPTIME',
+    'EXECS',
+    'SHIM-PID',
+    'SHIM-VERSION',
+  ]);
   const rows = lines.slice(1).map(cells);
   assert.equal(rows.filter((x) => x[1] === runcId).length, 0, 'runc shim answers Unimplemented and is skipped');
   const row = rows.find((x) => x[1] === id);

@@ -9,9 +9,23 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { builtinModules, createRequire } from 'node:module';
-import { startContainerd, uniqueId, pidAlive, repoRoot, selectedRelease, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import {
+  startContainerd,
+  uniqueId,
+  pidAlive,
+  repoRoot,
+  selectedRelease,
+  TSSHIM_RUNTIME,
+  type Containerd,
+} from '../support/harness';
 import { makeRootfs } from '../support/rootfs';
-import { installTarball, packCurrentTree, variantTarball, type InstalledPackage, type Tarball } from '../support/package';
+import {
+  installTarball,
+  packCurrentTree,
+  variantTarball,
+  type InstalledPackage,
+  type Tarball,
+} from '../support/package';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 
 let c: Containerd;
@@ -34,14 +48,17 @@ async function until<T>(fn: () => T | null | undefined | false, what: string, ti
 /** This process's PATH without any dir of the repository (its bin/ in particular). */
 function pathWithoutRepo(): string[] {
   const repo = repoRoot();
-  return (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':')
+  return (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
+    .split(':')
     .filter((d) => d && path.resolve(d) !== repo && !path.resolve(d).startsWith(repo + path.sep));
 }
 
 /** A command of the installed package, run through npm's symlink in <prefix>/bin. */
 function installed(cmd: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(path.join(inst.binDir, cmd), args, {
-    encoding: 'utf8', timeout: 30_000, env: { ...process.env, PATH: [inst.binDir, path.dirname(process.execPath), ...pathWithoutRepo()].join(':') },
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, PATH: [inst.binDir, path.dirname(process.execPath), ...pathWithoutRepo()].join(':') },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -57,7 +74,9 @@ const maps = (pid: number) => fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
 
 async function runDetached(id: string): Promise<number> {
   ids.push(id);
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, id, '/bin/sleep', '1000'], { timeoutMs: 60_000 });
+  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, id, '/bin/sleep', '1000'], {
+    timeoutMs: 60_000,
+  });
   assert.equal(r.code, 0, `ctr run ${id}: ${r.stderr}\n${c.logTail(3000)}`);
   return shimPid(id);
 }
@@ -85,7 +104,12 @@ before(async () => {
   inst = installTarball(base.file);
   // containerd finds the shim only through the prefix: no repository dir on its PATH at all.
   const release = selectedRelease(repoRoot());
-  const PATH = [inst.binDir, ...(release.binDir ? [release.binDir] : []), path.dirname(process.execPath), ...pathWithoutRepo()].join(':');
+  const PATH = [
+    inst.binDir,
+    ...(release.binDir ? [release.binDir] : []),
+    path.dirname(process.execPath),
+    ...pathWithoutRepo(),
+  ].join(':');
   c = await startContainerd({ env: { PATH } });
   rootfs = makeRootfs(c.dir);
 });
@@ -104,10 +128,22 @@ after(async () => {
 
 test('the packed package holds the built code and runs a container through a containerd that finds it on PATH', async () => {
   const listing = spawnSync('tar', ['-tzf', base.file], { encoding: 'utf8' }).stdout.split('\n');
-  for (const f of ['bin/containerd-shim-tsshim-v2', 'bin/tsshim', 'dist/src/daemon/boot.js', 'dist/src/daemon/bundle.js', 'dist/src/cli/main.js', 'dist/revision.txt', 'package.json']) {
+  for (const f of [
+    'bin/containerd-shim-tsshim-v2',
+    'bin/tsshim',
+    'dist/src/daemon/boot.js',
+    'dist/src/daemon/bundle.js',
+    'dist/src/cli/main.js',
+    'dist/revision.txt',
+    'package.json',
+  ]) {
     assert.ok(listing.includes(`package/${f}`), `${f} in the tarball`);
   }
-  assert.deepEqual(listing.filter((f) => /^package\/(src|test|proto|dist\/test|node_modules)\//.test(f) || f.endsWith('.v8cache')), [], 'no sources, tests or code caches');
+  assert.deepEqual(
+    listing.filter((f) => /^package\/(src|test|proto|dist\/test|node_modules)\//.test(f) || f.endsWith('.v8cache')),
+    [],
+    'no sources, tests or code caches'
+  );
   // Every module the built code requires resolves in the installed package: the runtime needs no
   // devDependency (npm install -g installs none).
   const unresolved: string[] = [];
@@ -119,20 +155,30 @@ test('the packed package holds the built code and runs a container through a con
       const req = createRequire(file);
       for (const [, , id] of fs.readFileSync(file, 'utf8').matchAll(/require\((['"])([^'"]+)\1\)/g)) {
         if (id.startsWith('node:') || builtinModules.includes(id)) continue;
-        try { req.resolve(id); } catch { unresolved.push(`${path.relative(inst.packageDir, file)}: ${id}`); }
+        try {
+          req.resolve(id);
+        } catch {
+          unresolved.push(`${path.relative(inst.packageDir, file)}: ${id}`);
+        }
       }
     }
   };
   walk(path.join(inst.packageDir, 'dist'));
   assert.deepEqual(unresolved, []);
   // npm's links lead into the package; the sh resolves its real place through them.
-  assert.equal(fs.readlinkSync(path.join(inst.binDir, 'containerd-shim-tsshim-v2')), '../lib/node_modules/tsshim/bin/containerd-shim-tsshim-v2');
+  assert.equal(
+    fs.readlinkSync(path.join(inst.binDir, 'containerd-shim-tsshim-v2')),
+    '../lib/node_modules/tsshim/bin/containerd-shim-tsshim-v2'
+  );
   const v = installed('containerd-shim-tsshim-v2', ['-v']);
   assert.equal(v.code, 0, v.stderr);
   assert.match(v.stdout, new RegExp(`Version:\\s+${base.version.replace(/\./g, '\\.')}\\n`));
 
   const once = uniqueId('pkg-once');
-  const r = await c.ctr(['run', '--rm', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, once, '/bin/echo', 'hello from the package'], { timeoutMs: 60_000 });
+  const r = await c.ctr(
+    ['run', '--rm', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, once, '/bin/echo', 'hello from the package'],
+    { timeoutMs: 60_000 }
+  );
   assert.equal(r.code, 0, r.stderr + c.logTail(3000));
   assert.equal(r.stdout, 'hello from the package\n');
 
@@ -142,7 +188,10 @@ test('the packed package holds the built code and runs a container through a con
   assert.ok(!maps(pid).includes(path.join(repoRoot(), 'node_modules')), 'not from the repository');
   const ps = installed('tsshim', ['ps', '--state', c.state]);
   assert.equal(ps.code, 0, ps.stderr);
-  const row = ps.stdout.split('\n').map((l) => l.trim().split(/\s{3,}/)).find((x) => x[1] === id);
+  const row = ps.stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s{3,}/))
+    .find((x) => x[1] === id);
   assert.ok(row, ps.stdout);
   assert.equal(row[3], 'running');
   assert.equal(Number(row[6]), pid);
@@ -156,19 +205,35 @@ test('npm install -g of a newer package over the running one: old shims keep wor
   // Spares of the old install wait for the next container. Frozen across the install, they cannot
   // retire on their own: the next start claims one with the old code loaded.
   const pool = sparePool(c.address);
-  const oldSpares = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a spare of the first install');
+  const oldSpares = await until(() => {
+    const s = waitingSpares(pool);
+    return s.length ? s : null;
+  }, 'a spare of the first install');
   for (const pid of oldSpares) process.kill(pid, 'SIGSTOP');
   const b = uniqueId('pkg-b');
   ids.push(b);
-  const thaw = () => { for (const pid of oldSpares) { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } } };
+  const thaw = () => {
+    for (const pid of oldSpares) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        /* gone */
+      }
+    }
+  };
   try {
     installTarball(next.file, inst.prefix);
     const v = installed('containerd-shim-tsshim-v2', ['-v']);
     assert.match(v.stdout, new RegExp(`Version:\\s+${next.version.replace(/\./g, '\\.')}\\n`), v.stdout + v.stderr);
 
-    const run = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, b, '/bin/sleep', '1000'], { timeoutMs: 60_000 });
+    const run = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, b, '/bin/sleep', '1000'], {
+      timeoutMs: 60_000,
+    });
     // The sh renames a spare's dir when it claims it (spare.ts): then let the spares run again.
-    await until(() => fs.readdirSync(pool).some((n) => oldSpares.some((pid) => n.startsWith(`${pid}.claimed.`))), 'an old spare claimed');
+    await until(
+      () => fs.readdirSync(pool).some((n) => oldSpares.some((pid) => n.startsWith(`${pid}.claimed.`))),
+      'an old spare claimed'
+    );
     thaw();
     const r = await run;
     assert.equal(r.code, 0, r.stderr + c.logTail(3000));
@@ -182,12 +247,17 @@ test('npm install -g of a newer package over the running one: old shims keep wor
   // The running shim has its code loaded and keeps serving on it.
   assert.equal(shimPid(a), oldShim);
   assert.equal(inspect(a).version, base.version);
-  const exec = await c.ctr(['task', 'exec', '--exec-id', 'after-upgrade', a, '/bin/echo', 'still here'], { timeoutMs: 30_000 });
+  const exec = await c.ctr(['task', 'exec', '--exec-id', 'after-upgrade', a, '/bin/echo', 'still here'], {
+    timeoutMs: 30_000,
+  });
   assert.equal(exec.code, 0, exec.stderr);
   assert.equal(exec.stdout, 'still here\n');
 
   // Spares come back from the new install, and the next container gets one.
-  const [newSpare] = await until(() => { const s = waitingSpares(pool).filter((p) => !oldSpares.includes(p)); return s.length ? s : null; }, 'a spare of the new install');
+  const [newSpare] = await until(() => {
+    const s = waitingSpares(pool).filter((p) => !oldSpares.includes(p));
+    return s.length ? s : null;
+  }, 'a spare of the new install');
   const d = uniqueId('pkg-d');
   assert.equal(await runDetached(d), newSpare);
   assert.equal(inspect(d).version, next.version);

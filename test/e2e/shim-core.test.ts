@@ -27,7 +27,10 @@ after(async () => {
 });
 
 const run = (runtime: string, id: string, cmd: string[], extra: string[] = [], opts = {}) =>
-  c.ctr(['run', '--rm', '--runtime', runtime, ...PATH_ENV_ARGS, ...extra, '--rootfs', rootfs, id, ...cmd], { timeoutMs: 60_000, ...opts });
+  c.ctr(['run', '--rm', '--runtime', runtime, ...PATH_ENV_ARGS, ...extra, '--rootfs', rootfs, id, ...cmd], {
+    timeoutMs: 60_000,
+    ...opts,
+  });
 
 test('run --rm echo prints the output and exits 0', async () => {
   const r = await run(TSSHIM_RUNTIME, uniqueId('echo'), ['echo', 'hello from tsshim']);
@@ -62,23 +65,43 @@ test('stdin is piped through cat and its EOF ends the container', async () => {
 
 test('64 MiB of output arrive intact', async () => {
   const size = 64 * 1024 * 1024;
-  const r = await run(TSSHIM_RUNTIME, uniqueId('big'), ['sh', '-c', `yes 0123456789abcdef | head -c ${size}`], [], { timeoutMs: 120_000 });
+  const r = await run(TSSHIM_RUNTIME, uniqueId('big'), ['sh', '-c', `yes 0123456789abcdef | head -c ${size}`], [], {
+    timeoutMs: 120_000,
+  });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout.length, size);
-  const expected = createHash('sha256').update(Buffer.from('0123456789abcdef\n'.repeat(size / 17 + 1)).subarray(0, size)).digest('hex');
+  const expected = createHash('sha256')
+    .update(Buffer.from('0123456789abcdef\n'.repeat(size / 17 + 1)).subarray(0, size))
+    .digest('hex');
   assert.equal(createHash('sha256').update(r.stdout).digest('hex'), expected);
 });
 
 test('8 MiB printed right before exit is not lost', async () => {
   const size = 8 * 1024 * 1024;
-  const r = await run(TSSHIM_RUNTIME, uniqueId('burst'), ['sh', '-c', `head -c ${size} /dev/zero | tr '\\0' x; exit 5`]);
+  const r = await run(TSSHIM_RUNTIME, uniqueId('burst'), [
+    'sh',
+    '-c',
+    `head -c ${size} /dev/zero | tr '\\0' x; exit 5`,
+  ]);
   assert.equal(r.code, 5);
   assert.equal(r.stdout.length, size);
 });
 
 test('detached run: task ls RUNNING with pid, kill, STOPPED, delete', async () => {
   const id = uniqueId('detached');
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sh', '-c', 'trap "exit 7" TERM; while :; do sleep 0.1; done']);
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--rootfs',
+    rootfs,
+    id,
+    'sh',
+    '-c',
+    'trap "exit 7" TERM; while :; do sleep 0.1; done',
+  ]);
   assert.equal(r.code, 0, r.stderr + c.logTail(3000));
   const ls = await c.ctr(['task', 'ls']);
   const line = ls.stdout.split('\n').find((l) => l.startsWith(id + ' '));
@@ -99,7 +122,11 @@ test('detached run: task ls RUNNING with pid, kill, STOPPED, delete', async () =
 
 test('exec: output, exit codes, 50 sequential and 20 concurrent', async () => {
   const id = uniqueId('exec');
-  assert.equal((await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000'])).code, 0);
+  assert.equal(
+    (await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']))
+      .code,
+    0
+  );
   try {
     const one = await c.ctr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', 'echo exec-out; exit 9']);
     assert.equal(one.stdout, 'exec-out\n');
@@ -109,8 +136,11 @@ test('exec: output, exit codes, 50 sequential and 20 concurrent', async () => {
       assert.equal(r.stdout, `${i}\n`, `exec ${i}: ${r.stderr}`);
       assert.equal(r.code, i % 7);
     }
-    const many = await Promise.all(Array.from({ length: 20 }, (_, i) =>
-      c.ctr(['task', 'exec', '--exec-id', `c${i}`, id, 'sh', '-c', `echo c${i}; exit ${i % 5}`])));
+    const many = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        c.ctr(['task', 'exec', '--exec-id', `c${i}`, id, 'sh', '-c', `echo c${i}; exit ${i % 5}`])
+      )
+    );
     many.forEach((r, i) => {
       assert.equal(r.stdout, `c${i}\n`, `concurrent exec ${i}: ${r.stderr}`);
       assert.equal(r.code, i % 5);
@@ -125,15 +155,42 @@ test('exec: output, exit codes, 50 sequential and 20 concurrent', async () => {
 
 test('events arrive in containerd order, exec exit before init exit', async () => {
   const id = uniqueId('order');
-  assert.equal((await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sh', '-c', 'trap "exit 3" TERM; while :; do sleep 0.1; done'])).code, 0);
+  assert.equal(
+    (
+      await c.ctr([
+        'run',
+        '-d',
+        '--runtime',
+        TSSHIM_RUNTIME,
+        ...PATH_ENV_ARGS,
+        '--rootfs',
+        rootfs,
+        id,
+        'sh',
+        '-c',
+        'trap "exit 3" TERM; while :; do sleep 0.1; done',
+      ])
+    ).code,
+    0
+  );
   const ex = await c.ctr(['task', 'exec', '--exec-id', 'e2', id, 'sh', '-c', 'exit 7']);
   assert.equal(ex.code, 7);
   await c.ctr(['task', 'kill', id]);
   await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.id === id);
   await c.ctr(['task', 'delete', id]);
   await events.waitFor((e) => e.topic === '/tasks/delete' && e.event?.container_id === id);
-  const seen = events.events.filter((e) => e.event?.container_id === id).map((e) => e.topic + (e.event?.id && e.topic === '/tasks/exit' ? `:${e.event.id}` : ''));
-  assert.deepEqual(seen, ['/tasks/create', '/tasks/start', '/tasks/exec-added', '/tasks/exec-started', `/tasks/exit:e2`, `/tasks/exit:${id}`, '/tasks/delete']);
+  const seen = events.events
+    .filter((e) => e.event?.container_id === id)
+    .map((e) => e.topic + (e.event?.id && e.topic === '/tasks/exit' ? `:${e.event.id}` : ''));
+  assert.deepEqual(seen, [
+    '/tasks/create',
+    '/tasks/start',
+    '/tasks/exec-added',
+    '/tasks/exec-started',
+    `/tasks/exit:e2`,
+    `/tasks/exit:${id}`,
+    '/tasks/delete',
+  ]);
   const exit = events.events.find((e) => e.topic === '/tasks/exit' && e.event?.id === id)!;
   const del = events.events.find((e) => e.topic === '/tasks/delete' && e.event?.container_id === id)!;
   assert.equal(exit.event?.exit_status, 3);
@@ -145,7 +202,21 @@ test('events arrive in containerd order, exec exit before init exit', async () =
 test('orphans of a host-pid-namespace container are reaped by the shim: no zombie', async () => {
   const id = uniqueId('orphans');
   const script = 'for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 0.1 &) ; (true &) ; done; sleep 1000';
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--with-ns', `pid:/proc/${process.pid}/ns/pid`, '--rootfs', rootfs, id, 'sh', '-c', script]);
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--with-ns',
+    `pid:/proc/${process.pid}/ns/pid`,
+    '--rootfs',
+    rootfs,
+    id,
+    'sh',
+    '-c',
+    script,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const shimPid = Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8'));
   await new Promise((res) => setTimeout(res, 1500));
@@ -158,7 +229,11 @@ test('orphans of a host-pid-namespace container are reaped by the shim: no zombi
 
 test('kill -9 of the shim: containerd runs `delete`, container gone, task reported stopped', async () => {
   const id = uniqueId('shimkill');
-  assert.equal((await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000'])).code, 0);
+  assert.equal(
+    (await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']))
+      .code,
+    0
+  );
   const t = await getTask(c, id);
   const shimPid = Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8'));
   process.kill(shimPid, 'SIGKILL');
@@ -172,7 +247,24 @@ test('kill -9 of the shim: containerd runs `delete`, container gone, task report
 
 test('shim delete prints a DeleteResponse with the persisted exit status', async () => {
   const id = uniqueId('persist');
-  assert.equal((await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sh', '-c', 'sleep 0.3; exit 21'])).code, 0);
+  assert.equal(
+    (
+      await c.ctr([
+        'run',
+        '-d',
+        '--runtime',
+        TSSHIM_RUNTIME,
+        ...PATH_ENV_ARGS,
+        '--rootfs',
+        rootfs,
+        id,
+        'sh',
+        '-c',
+        'sleep 0.3; exit 21',
+      ])
+    ).code,
+    0
+  );
   await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id);
   const bundle = c.bundleDir(id);
   const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));

@@ -8,7 +8,15 @@ import * as os from 'node:os';
 import { createHash } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import { startContainerd, uniqueId, pidAlive, repoRoot, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
-import { makeRootfs, PATH_ENV_ARGS, buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
+import {
+  makeRootfs,
+  PATH_ENV_ARGS,
+  buildBusyboxImage,
+  buildPauseImage,
+  importImage,
+  BUSYBOX_IMAGE,
+  PAUSE_IMAGE,
+} from '../support/rootfs';
 import { CriClient, type PodSandboxConfig } from '../support/cri-client';
 import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
@@ -17,22 +25,41 @@ import { until as untilShared } from '../support/wait';
 
 let c: Containerd;
 let rootfs: string;
-before(async () => { c = await startContainerd(); rootfs = makeRootfs(c.dir); });
-after(async () => { if (c) await c.stop(); });
+before(async () => {
+  c = await startContainerd();
+  rootfs = makeRootfs(c.dir);
+});
+after(async () => {
+  if (c) await c.stop();
+});
 
 // Spares boot in the background: give them longer than the shared default.
 const until = <T>(fn: () => T, what: string, timeoutMs = 20_000) => untilShared(fn, what, timeoutMs);
 
 const runDetached = async (id: string) => {
-  const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--rootfs',
+    rootfs,
+    id,
+    'sleep',
+    '1000',
+  ]);
   assert.equal(r.code, 0, r.stderr + c.logTail(2000));
   return Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8'));
 };
 
-test('a waiting spare becomes the next container\'s shim; a dead spare is skipped', async () => {
+test("a waiting spare becomes the next container's shim; a dead spare is skipped", async () => {
   const pool = sparePool(c.address);
   const first = await runDetached(uniqueId('sp1'));
-  const [spare] = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a spare in the pool');
+  const [spare] = await until(() => {
+    const s = waitingSpares(pool);
+    return s.length ? s : null;
+  }, 'a spare in the pool');
   assert.notEqual(spare, first);
   const id2 = uniqueId('sp2');
   const second = await runDetached(id2);
@@ -41,7 +68,10 @@ test('a waiting spare becomes the next container\'s shim; a dead spare is skippe
   assert.equal(exec.stdout, 'via-spare\n', exec.stderr);
 
   // A spare that died while waiting must not hang or break `start`.
-  const [next] = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a replacement spare');
+  const [next] = await until(() => {
+    const s = waitingSpares(pool);
+    return s.length ? s : null;
+  }, 'a replacement spare');
   process.kill(next, 'SIGKILL');
   await until(() => !pidAlive(next), 'the killed spare gone');
   const t0 = Date.now();
@@ -65,11 +95,20 @@ test('starts that outrun the spares make the pool keep two', async () => {
 // ---------------------------------------------------------------------------------------------
 // A spare-born shim is indistinguishable from a cold one.
 
-const statFields = (pid: number) => { const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); return s.slice(s.lastIndexOf(')') + 2).split(' '); };
+const statFields = (pid: number) => {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return s.slice(s.lastIndexOf(')') + 2).split(' ');
+};
 const ppidOf = (pid: number) => Number(statFields(pid)[1]);
 const sidOf = (pid: number) => Number(statFields(pid)[3]);
 const niceOf = (pid: number) => Number(statFields(pid)[16]);
-const cmdline = (pid: number) => { try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '); } catch { return ''; } };
+const cmdline = (pid: number) => {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+};
 function environOf(pid: number): Record<string, string> {
   const out: Record<string, string> = {};
   for (const kv of fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean)) {
@@ -80,10 +119,14 @@ function environOf(pid: number): Record<string, string> {
 }
 /** Distinct values of a /proc/<pid>/task/<tid>/stat field (index after the command) over all threads. */
 function threadField(pid: number, index: number): number[] {
-  return [...new Set(fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
-    const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[index]);
-  }))];
+  return [
+    ...new Set(
+      fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+        const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[index]);
+      })
+    ),
+  ];
 }
 const threadNices = (pid: number) => threadField(pid, 16);
 /** Scheduling policy (stat field 41): 0 SCHED_OTHER, 5 SCHED_IDLE (a spare boots under it). */
@@ -92,14 +135,25 @@ const threadPolicies = (pid: number) => threadField(pid, 38);
 /** Every pid in the pool: waiting spares and booting ones. */
 function poolPids(pool: string): number[] {
   let names: string[] = [];
-  try { names = fs.readdirSync(pool); } catch { return []; }
-  return names.map((n) => /^(?:\.booting-)?(\d+)$/.exec(n)?.[1]).filter(Boolean).map(Number).filter(pidAlive);
+  try {
+    names = fs.readdirSync(pool);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => /^(?:\.booting-)?(\d+)$/.exec(n)?.[1])
+    .filter(Boolean)
+    .map(Number)
+    .filter(pidAlive);
 }
 
 test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice, scheduling policy', async () => {
   const pool = sparePool(c.address);
   await runDetached(uniqueId('first'));
-  const [spare] = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a waiting spare');
+  const [spare] = await until(() => {
+    const s = waitingSpares(pool);
+    return s.length ? s : null;
+  }, 'a waiting spare');
   // What a start inherits from containerd changes after the spare booted: another cgroup (pids
   // hierarchy), lower limits, a nice value, another oom score; the claim comes from another namespace.
   const cg = `/sys/fs/cgroup/pids/tsshim-spare-${process.pid}`;
@@ -112,15 +166,21 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
   fs.writeFileSync(`/proc/${c.pid}/oom_score_adj`, String(oom + 7));
   const ns = 'tsshim-ns2';
   const run = async (id: string) => {
-    const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000'], { namespace: ns });
+    const r = await c.ctr(
+      ['run', '-d', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000'],
+      { namespace: ns }
+    );
     assert.equal(r.code, 0, r.stderr + c.logTail(2000));
     return Number(fs.readFileSync(path.join(c.bundleDir(id, ns), 'shim.pid'), 'utf8'));
   };
   const warmId = uniqueId('warm');
   const warm = await run(warmId);
-  assert.equal(warm, spare, 'the second namespace\'s container got the waiting spare');
+  assert.equal(warm, spare, "the second namespace's container got the waiting spare");
   // No spare for the next one: it starts cold.
-  const [next] = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'the next spare');
+  const [next] = await until(() => {
+    const s = waitingSpares(pool);
+    return s.length ? s : null;
+  }, 'the next spare');
   for (const pid of poolPids(pool)) process.kill(pid, 'SIGKILL');
   await until(() => !pidAlive(next) && poolPids(pool).length === 0, 'spares gone');
   const cold = await run(uniqueId('cold'));
@@ -138,12 +198,23 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
   assert.equal(`unix://${we.TSSHIM_SOCKET}`, fs.readFileSync(path.join(c.bundleDir(warmId, ns), 'address'), 'utf8'));
   assert.equal(we.TSSHIM_ENV_ROOM, undefined);
   assert.deepEqual(Object.keys(we).sort(), Object.keys(ce).sort(), 'same environment variables');
-  for (const k of ['TSSHIM_SOCKET', 'TSSHIM_GROUP', 'PWD']) { delete we[k]; delete ce[k]; } // their own group's, bundle's
+  for (const k of ['TSSHIM_SOCKET', 'TSSHIM_GROUP', 'PWD']) {
+    delete we[k];
+    delete ce[k];
+  } // their own group's, bundle's
   assert.deepEqual(we, ce, 'same environment');
   assert.equal(fs.readFileSync(`/proc/${warm}/limits`, 'utf8'), fs.readFileSync(`/proc/${cold}/limits`, 'utf8'));
-  assert.equal(fs.readFileSync(`/proc/${warm}/oom_score_adj`, 'utf8'), fs.readFileSync(`/proc/${cold}/oom_score_adj`, 'utf8'));
+  assert.equal(
+    fs.readFileSync(`/proc/${warm}/oom_score_adj`, 'utf8'),
+    fs.readFileSync(`/proc/${cold}/oom_score_adj`, 'utf8')
+  );
   assert.equal(niceOf(warm), niceOf(cold));
-  const sig = (pid: number) => fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter((l) => /^Sig(Ign|Blk):/.test(l)).join('\n');
+  const sig = (pid: number) =>
+    fs
+      .readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .filter((l) => /^Sig(Ign|Blk):/.test(l))
+      .join('\n');
   assert.equal(sig(warm), sig(cold), 'same ignored and blocked signals');
   assert.deepEqual(threadNices(warm), [3], 'every thread of the spare-born shim');
   assert.deepEqual(threadNices(cold), [3]);
@@ -193,13 +264,30 @@ test('after the last container is deleted no tsshim process of the containerd re
   await until(() => waitingSpares(sparePool(c.address)).length > 0, 'a spare');
   assert.ok(tsshimProcesses(c.address).length >= 3, 'two shims and a spare are running');
   await deleteEverything([c.namespace]);
-  await until(() => tsshimProcesses(c.address).length === 0, `no tsshim process left (${tsshimProcesses(c.address).map(cmdline).join(' | ')})`, 10_000);
+  await until(
+    () => tsshimProcesses(c.address).length === 0,
+    `no tsshim process left (${tsshimProcesses(c.address).map(cmdline).join(' | ')})`,
+    10_000
+  );
   assert.ok(!fs.existsSync(sparePool(c.address)), 'the pool directory is gone too');
 });
 
 test('grouped containers (tsshim and runc group annotations): no tsshim process remains after the last', async () => {
   const annotated = async (id: string, annotation: string) => {
-    const r = await c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--annotation', annotation, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);
+    const r = await c.ctr([
+      'run',
+      '-d',
+      '--runtime',
+      TSSHIM_RUNTIME,
+      '--annotation',
+      annotation,
+      ...PATH_ENV_ARGS,
+      '--rootfs',
+      rootfs,
+      id,
+      'sleep',
+      '1000',
+    ]);
     assert.equal(r.code, 0, r.stderr + c.logTail(2000));
     return fs.readFileSync(path.join(c.bundleDir(id), 'address'), 'utf8');
   };
@@ -212,22 +300,33 @@ test('grouped containers (tsshim and runc group annotations): no tsshim process 
   assert.equal(r1, r2, 'one shim for the runc group annotation');
   await until(() => waitingSpares(sparePool(c.address)).length > 0, 'a spare');
   await deleteEverything([c.namespace]);
-  await until(() => tsshimProcesses(c.address).length === 0, `no tsshim process left (${tsshimProcesses(c.address).map(cmdline).join(' | ')})`, 10_000);
+  await until(
+    () => tsshimProcesses(c.address).length === 0,
+    `no tsshim process left (${tsshimProcesses(c.address).map(cmdline).join(' | ')})`,
+    10_000
+  );
 });
 
 test('a spare leaves when its containerd is gone, although the socket file and a serving shim remain', async () => {
   const pool = sparePool(c.address);
   await runDetached(uniqueId('orphan'));
-  const spares = await until(() => { const s = waitingSpares(pool); return s.length ? s : null; }, 'a spare');
+  const spares = await until(() => {
+    const s = waitingSpares(pool);
+    return s.length ? s : null;
+  }, 'a spare');
   await c.kill9(); // containerd only: its shims stay, and so does its socket file
   assert.ok(fs.existsSync(c.address), 'containerd left its socket file behind');
   await until(() => spares.every((p) => !pidAlive(p)), 'spares gone', 10_000);
 });
 
-test('a spare decides with the claiming start\'s TSSHIM_PER_NODE, not its own boot environment', async () => {
+test("a spare decides with the claiming start's TSSHIM_PER_NODE, not its own boot environment", async () => {
   const work = fs.mkdtempSync(path.join('/tmp', 'tss-pernode-'));
   const stateDir = path.join(work, 'state');
-  const env: NodeJS.ProcessEnv = { ...process.env, TSSHIM_STATE_DIR: stateDir, TSSHIM_SOCKET_DIR: path.join(work, 's') };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TSSHIM_STATE_DIR: stateDir,
+    TSSHIM_SOCKET_DIR: path.join(work, 's'),
+  };
   delete env.TSSHIM_PER_NODE;
   fs.mkdirSync(stateDir, { mode: 0o700 });
   const address = path.join(work, 'containerd.sock');
@@ -244,20 +343,35 @@ test('a spare decides with the claiming start\'s TSSHIM_PER_NODE, not its own bo
     await until(() => cmdline(serving.pid!).startsWith('containerd-shim-tsshim-v2'), 'the fake serving shim');
     fs.writeFileSync(path.join(pool, `.serving-${serving.pid}`), '');
     const boot = path.join(repoRoot(), 'dist/src/daemon/boot.js');
-    const spare = spawn(process.execPath, [boot, '-namespace', 'default', '-address', address, 'spare'], { env, stdio: 'ignore', detached: true });
+    const spare = spawn(process.execPath, [boot, '-namespace', 'default', '-address', address, 'spare'], {
+      env,
+      stdio: 'ignore',
+      detached: true,
+    });
     pids.push(spare.pid!);
     await until(() => fs.existsSync(path.join(pool, String(spare.pid))), 'the spare waiting', 30_000);
     const bundle = path.join(work, 'bundle');
     fs.mkdirSync(bundle);
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.1.0', annotations: {} }));
     const wrapper = path.join(repoRoot(), 'bin/containerd-shim-tsshim-v2');
-    const r = spawnSync(wrapper, ['-namespace', 'default', '-id', 'c1', '-address', address, 'start'],
-      { cwd: bundle, env: { ...env, TSSHIM_PER_NODE: '1' }, input: '', encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync(wrapper, ['-namespace', 'default', '-id', 'c1', '-address', address, 'start'], {
+      cwd: bundle,
+      env: { ...env, TSSHIM_PER_NODE: '1' },
+      input: '',
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     const perNodeSocket = path.join(work, 's', path.basename(socketPath(address, 'default', '.tsshim-per-node')));
-    assert.equal(r.stdout + r.stderr, `unix://${perNodeSocket}`, 'the per-node shim\'s socket');
+    assert.equal(r.stdout + r.stderr, `unix://${perNodeSocket}`, "the per-node shim's socket");
     assert.equal(Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8')), spare.pid, 'the spare answered');
   } finally {
-    for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     fakeContainerd.close();
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -270,7 +384,11 @@ function sparePoolFor(stateDir: string, address: string): string {
 after(async () => {
   const cg = `/sys/fs/cgroup/pids/tsshim-spare-${process.pid}`;
   for (let i = 0; i < 50 && fs.existsSync(cg); i++) {
-    try { fs.rmdirSync(cg); } catch { await new Promise((r) => setTimeout(r, 200)); } // shims still leaving
+    try {
+      fs.rmdirSync(cg);
+    } catch {
+      await new Promise((r) => setTimeout(r, 200));
+    } // shims still leaving
   }
 });
 
@@ -281,10 +399,14 @@ describe('through CRI', () => {
   const cgroupRoot = `/tsshim-spare-cri-${process.pid}`;
   before(async () => {
     work = fs.mkdtempSync(path.join('/tmp', 'tss-spare-cri-'));
-    for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images']) fs.mkdirSync(path.join(work, d), { recursive: true });
+    for (const d of ['cni/bin', 'cni/net.d', 'runc-root', 'pods', 'images'])
+      fs.mkdirSync(path.join(work, d), { recursive: true });
     fs.writeFileSync(path.join(work, 'tsshim.toml'), renderCriFixture('tsshim.toml', work));
     cd = await startContainerd({ cri: criPluginConfig(work), namespace: 'k8s.io' });
-    for (const [build, image] of [[buildBusyboxImage, BUSYBOX_IMAGE], [buildPauseImage, PAUSE_IMAGE]] as const) {
+    for (const [build, image] of [
+      [buildBusyboxImage, BUSYBOX_IMAGE],
+      [buildPauseImage, PAUSE_IMAGE],
+    ] as const) {
       const tar = path.join(work, 'images', `${path.basename(image).replace(/[^a-z]/g, '')}.tar`);
       build(tar);
       await importImage(cd, tar, image, { namespace: 'k8s.io' });
@@ -299,9 +421,22 @@ describe('through CRI', () => {
     for (const controller of fs.readdirSync('/sys/fs/cgroup')) {
       const top = path.join('/sys/fs/cgroup', controller, cgroupRoot);
       const dirs: string[] = [];
-      const walk = (d: string): void => { for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name)); dirs.push(d); };
-      try { walk(top); } catch { continue; }
-      for (const d of dirs) { try { fs.rmdirSync(d); } catch { /* in use */ } }
+      const walk = (d: string): void => {
+        for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
+        dirs.push(d);
+      };
+      try {
+        walk(top);
+      } catch {
+        continue;
+      }
+      for (const d of dirs) {
+        try {
+          fs.rmdirSync(d);
+        } catch {
+          /* in use */
+        }
+      }
     }
     if (work) fs.rmSync(work, { recursive: true, force: true });
   });
@@ -313,16 +448,29 @@ describe('through CRI', () => {
       const logDir = path.join(work, 'pods', uid);
       fs.mkdirSync(path.join(logDir, 'c'), { recursive: true });
       const config: PodSandboxConfig = {
-        metadata: { name, uid, namespace: 'tsshim-spare', attempt: 0 }, hostname: '', log_directory: logDir,
-        labels: {}, annotations: {},
-        linux: { cgroup_parent: `${cgroupRoot}/pod${uid}`, security_context: { namespace_options: { network: 'NODE', pid: 'POD', ipc: 'POD' } } },
+        metadata: { name, uid, namespace: 'tsshim-spare', attempt: 0 },
+        hostname: '',
+        log_directory: logDir,
+        labels: {},
+        annotations: {},
+        linux: {
+          cgroup_parent: `${cgroupRoot}/pod${uid}`,
+          security_context: { namespace_options: { network: 'NODE', pid: 'POD', ipc: 'POD' } },
+        },
       };
       const pod = await cri.runPodSandbox(config, 'tsshim');
       pods.push(pod);
-      const ctr = await cri.createContainer(pod, {
-        metadata: { name: 'c', attempt: 0 }, image: { image: BUSYBOX_IMAGE }, command: ['sleep', '1000'], log_path: 'c/0.log',
-        linux: { security_context: { namespace_options: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
-      }, config);
+      const ctr = await cri.createContainer(
+        pod,
+        {
+          metadata: { name: 'c', attempt: 0 },
+          image: { image: BUSYBOX_IMAGE },
+          command: ['sleep', '1000'],
+          log_path: 'c/0.log',
+          linux: { security_context: { namespace_options: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+        },
+        config
+      );
       await cri.startContainer(ctr);
     }
     await until(() => waitingSpares(sparePool(cd!.address)).length > 0, 'a spare');
@@ -331,7 +479,10 @@ describe('through CRI', () => {
       await cri.stopPodSandbox(pod);
       await cri.removePodSandbox(pod);
     }
-    await until(() => tsshimProcesses(cd!.address).length === 0,
-      `no tsshim process left (${tsshimProcesses(cd!.address).map(cmdline).join(' | ')})`, 10_000);
+    await until(
+      () => tsshimProcesses(cd!.address).length === 0,
+      `no tsshim process left (${tsshimProcesses(cd!.address).map(cmdline).join(' | ')})`,
+      10_000
+    );
   });
 });

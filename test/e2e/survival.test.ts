@@ -6,7 +6,14 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startContainerd, uniqueId, repoRoot, containerdSearchPath, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
+import {
+  startContainerd,
+  uniqueId,
+  repoRoot,
+  containerdSearchPath,
+  TSSHIM_RUNTIME,
+  type Containerd,
+} from '../support/harness';
 import { closeClients, collectEvents, getTask } from '../support/containerd-api';
 import { ensureBusyboxImage } from '../support/rootfs';
 import { formatReport, runRestartScenario } from '../support/restart-scenario';
@@ -28,7 +35,9 @@ async function stop(c: Containerd): Promise<void> {
   await c.stop();
 }
 
-after(async () => { for (const c of started) await stop(c).catch(() => {}); });
+after(async () => {
+  for (const c of started) await stop(c).catch(() => {});
+});
 
 function assertScenarioClean(r: Awaited<ReturnType<typeof runRestartScenario>>): void {
   const figures = formatReport(r);
@@ -36,8 +45,17 @@ function assertScenarioClean(r: Awaited<ReturnType<typeof runRestartScenario>>):
   assert.equal(r.restarts, r.downtimesMs.length);
   assert.ok(r.exitsDuringDowntime > 0, 'some containers exited during downtimes');
   assert.equal(r.exitEventsDelivered, r.exitsDuringDowntime, figures);
-  for (const k of ['lostEvents', 'duplicateEvents', 'wrongStates', 'wrongExitStatus', 'execsFailed', 'zombies',
-    'leakedShims', 'leakedMounts', 'leakedFiles'] as const) {
+  for (const k of [
+    'lostEvents',
+    'duplicateEvents',
+    'wrongStates',
+    'wrongExitStatus',
+    'execsFailed',
+    'zombies',
+    'leakedShims',
+    'leakedMounts',
+    'leakedFiles',
+  ] as const) {
     assert.equal(r[k], 0, `${k}: ${r.problems.join('\n')}`);
   }
   assert.deepEqual(r.problems, []);
@@ -46,8 +64,14 @@ function assertScenarioClean(r: Awaited<ReturnType<typeof runRestartScenario>>):
 test('containerd killed -9 three times while containers exit: every exit published once, states right, nothing leaks', async () => {
   const c = await containerd();
   const r = await runRestartScenario(c, {
-    runtime: TSSHIM_RUNTIME, containers: 20, cycles: 3, execsPerCycle: 2, seed: Number(process.env.SURVIVAL_SEED ?? 4242),
-    mode: 'single', downtimeMs: (cycle) => (cycle === 2 ? 5000 : 1500), eventWaitMs: 15_000,
+    runtime: TSSHIM_RUNTIME,
+    containers: 20,
+    cycles: 3,
+    execsPerCycle: 2,
+    seed: Number(process.env.SURVIVAL_SEED ?? 4242),
+    mode: 'single',
+    downtimeMs: (cycle) => (cycle === 2 ? 5000 : 1500),
+    eventWaitMs: 15_000,
     log: (m) => console.log(m),
   });
   assertScenarioClean(r);
@@ -57,8 +81,15 @@ test('containerd killed -9 three times while containers exit: every exit publish
 test('the same with all containers in one group shim', async () => {
   const c = await containerd();
   const r = await runRestartScenario(c, {
-    runtime: TSSHIM_RUNTIME, containers: 8, cycles: 2, execsPerCycle: 2, seed: 77, mode: 'group',
-    downtimeMs: () => 1500, eventWaitMs: 15_000, log: (m) => console.log(m),
+    runtime: TSSHIM_RUNTIME,
+    containers: 8,
+    cycles: 2,
+    execsPerCycle: 2,
+    seed: 77,
+    mode: 'group',
+    downtimeMs: () => 1500,
+    eventWaitMs: 15_000,
+    log: (m) => console.log(m),
   });
   assert.equal(r.start.shims, 1, 'one shim for the group');
   assertScenarioClean(r);
@@ -72,7 +103,9 @@ test('containerd frozen (SIGSTOP) for 7 s while containers exit: each exit is pu
   const events = await collectEvents(c);
   try {
     const ids = [uniqueId('frz'), uniqueId('frz'), uniqueId('frz')];
-    const pids = await Promise.all(ids.map((id) => runDetached(c, id, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image })));
+    const pids = await Promise.all(
+      ids.map((id) => runDetached(c, id, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image }))
+    );
     process.kill(c.pid, 'SIGSTOP');
     try {
       for (const p of pids) process.kill(p, 'SIGKILL');
@@ -80,7 +113,8 @@ test('containerd frozen (SIGSTOP) for 7 s while containers exit: each exit is pu
     } finally {
       process.kill(c.pid, 'SIGCONT');
     }
-    for (const id of ids) await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id, 20_000);
+    for (const id of ids)
+      await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === id, 20_000);
     await sleep(2000); // a duplicate would follow within the retry back-off
     for (const id of ids) {
       const exits = events.events.filter((e) => e.topic === '/tasks/exit' && e.event?.container_id === id);
@@ -106,12 +140,20 @@ test('kill -9 of the shim of image containers: exit 137 / persisted status, no p
     const pids = new Map<string, number>();
     pids.set(lone, await runDetached(c, lone, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image }));
     for (const [i, id] of group.entries()) {
-      pids.set(id, await runDetached(c, id, i === 0 ? ['sh', '-c', 'sleep 0.3; exit 5'] : ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image, extra: groupArgs }));
+      pids.set(
+        id,
+        await runDetached(c, id, i === 0 ? ['sh', '-c', 'sleep 0.3; exit 5'] : ['sleep', '1000'], {
+          runtime: TSSHIM_RUNTIME,
+          image,
+          extra: groupArgs,
+        })
+      );
     }
     await events.waitFor((e) => e.topic === '/tasks/exit' && e.event?.container_id === group[0]);
     const ids = [lone, ...group];
     const bundles = new Map(ids.map((id) => [id, c.bundleDir(id)]));
-    for (const id of ids) assert.ok(mountsUnder(path.join(bundles.get(id)!, 'rootfs')).length > 0, `${id}: overlay rootfs mounted`);
+    for (const id of ids)
+      assert.ok(mountsUnder(path.join(bundles.get(id)!, 'rootfs')).length > 0, `${id}: overlay rootfs mounted`);
     const shims = new Set(await Promise.all(ids.map((id) => shimPidOf(c, id))));
     assert.equal(shims.size, 2, 'the lone shim and the group shim');
     assert.equal(await shimPidOf(c, group[1]), await shimPidOf(c, group[2]));
@@ -140,7 +182,11 @@ test('kill -9 of the shim of image containers: exit 137 / persisted status, no p
     // A killed shim cannot clean up after itself: `delete` removes its socket and event outbox.
     for (const s of sockets) {
       assert.ok(!fs.existsSync(s), `socket ${s} of the dead shim left`);
-      assert.deepEqual(listDir('/run/tsshim').filter((f) => f.startsWith(path.basename(s))), [], 'outbox of the dead shim left');
+      assert.deepEqual(
+        listDir('/run/tsshim').filter((f) => f.startsWith(path.basename(s))),
+        [],
+        'outbox of the dead shim left'
+      );
     }
     assert.deepEqual(daemonShims(c), []);
   } finally {
@@ -155,7 +201,13 @@ test('shims killed -9 while containerd is down: the restarted containerd cleans 
   const exited = uniqueId('down-exited');
   const running = uniqueId('down-running');
   const pids = new Map<string, number>();
-  pids.set(exited, await runDetached(c, exited, ['sh', '-c', 'trap "exit 9" TERM; while :; do sleep 0.1; done'], { runtime: TSSHIM_RUNTIME, image }));
+  pids.set(
+    exited,
+    await runDetached(c, exited, ['sh', '-c', 'trap "exit 9" TERM; while :; do sleep 0.1; done'], {
+      runtime: TSSHIM_RUNTIME,
+      image,
+    })
+  );
   pids.set(running, await runDetached(c, running, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image }));
   const ids = [exited, running];
   const shims = await Promise.all(ids.map((id) => shimPidOf(c, id)));
@@ -174,7 +226,11 @@ test('shims killed -9 while containerd is down: the restarted containerd cleans 
     await until(() => !pidAlive(pids.get(id)!), `${id} gone`);
     await until(() => !fs.existsSync(bundles[i]), `${id} bundle removed`);
     assert.ok(!fs.existsSync(sockets[i]), `${id}: socket of the dead shim left`);
-    assert.deepEqual(listDir('/run/tsshim').filter((f) => f.startsWith(path.basename(sockets[i]))), [], `${id}: outbox left`);
+    assert.deepEqual(
+      listDir('/run/tsshim').filter((f) => f.startsWith(path.basename(sockets[i]))),
+      [],
+      `${id}: outbox left`
+    );
   }
   const ls = await c.ctr(['task', 'ls']);
   for (const id of ids) assert.ok(!ls.stdout.includes(id), ls.stdout);
@@ -200,11 +256,19 @@ test('an orphan storm (600 re-parented processes in a host-pid container) leaves
   const image = await ensureBusyboxImage(c);
   const id = uniqueId('storm');
   const script = 'for i in $(seq 300); do (sleep 0.05 &); (true &); done; echo done > /tmp/storm; sleep 1000';
-  await runDetached(c, id, ['sh', '-c', script], { runtime: TSSHIM_RUNTIME, image, extra: ['--with-ns', `pid:/proc/${process.pid}/ns/pid`] });
+  await runDetached(c, id, ['sh', '-c', script], {
+    runtime: TSSHIM_RUNTIME,
+    image,
+    extra: ['--with-ns', `pid:/proc/${process.pid}/ns/pid`],
+  });
   const shim = await shimPidOf(c, id);
   const marker = path.join(c.bundleDir(id), 'rootfs', 'tmp', 'storm');
   await until(() => fs.existsSync(marker), 'the storm to finish', 60_000);
-  await until(() => zombiesOf([shim]).length === 0, `no zombies under the shim (have ${zombiesOf([shim]).length})`, 5000);
+  await until(
+    () => zombiesOf([shim]).length === 0,
+    `no zombies under the shim (have ${zombiesOf([shim]).length})`,
+    5000
+  );
   const r = await c.ctr(['task', 'exec', '--exec-id', 'after', id, 'sh', '-c', 'echo alive']);
   assert.equal(r.stdout, 'alive\n', r.stderr);
   await removeContainer(c, id);
@@ -222,7 +286,12 @@ test('group annotation: one shim serves the group (later starts take the sh fast
   const group = uniqueId('grp');
   const ids = Array.from({ length: 5 }, () => uniqueId('gm'));
   try {
-    for (const id of ids) await runDetached(c, id, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image, extra: ['--annotation', `${GROUP}=${group}`] });
+    for (const id of ids)
+      await runDetached(c, id, ['sleep', '1000'], {
+        runtime: TSSHIM_RUNTIME,
+        image,
+        extra: ['--annotation', `${GROUP}=${group}`],
+      });
     const shim = await shimPidOf(c, ids[0]);
     for (const id of ids) assert.equal(await shimPidOf(c, id), shim, `${id} in the group shim`);
     assert.deepEqual(daemonShims(c), [shim]);
@@ -253,20 +322,35 @@ test('group annotation: one shim serves the group (later starts take the sh fast
 
 /** A shim wrapper that records every Node start of the shim (the sh fast path starts no Node). */
 /** A Node process that answers a `start`: Node's own start, or the daemon of a cold start (a claim). */
-const answersStart = (argv: string[]): boolean => argv[argv.length - 1] === 'start' || argv[argv.length - 2] === 'claim';
+const answersStart = (argv: string[]): boolean =>
+  argv[argv.length - 1] === 'start' || argv[argv.length - 2] === 'claim';
 
 function countingShimDir(): { dir: string; log: string; path: string; nodeStarts: () => string[][] } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-count-'));
   const log = path.join(dir, 'node-runs.log');
   const marker = path.join(dir, 'marker.js');
-  fs.writeFileSync(marker, `require('fs').appendFileSync(${JSON.stringify(log)}, JSON.stringify(process.argv.slice(2)) + '\\n');\n`);
+  fs.writeFileSync(
+    marker,
+    `require('fs').appendFileSync(${JSON.stringify(log)}, JSON.stringify(process.argv.slice(2)) + '\\n');\n`
+  );
   const wrapper = path.join(dir, 'containerd-shim-tsshim-v2');
-  fs.writeFileSync(wrapper, `#!/bin/sh\nNODE_OPTIONS="--require ${marker}" exec ${path.join(repoRoot(), 'bin', 'containerd-shim-tsshim-v2')} "$@"\n`, { mode: 0o755 });
+  fs.writeFileSync(
+    wrapper,
+    `#!/bin/sh\nNODE_OPTIONS="--require ${marker}" exec ${path.join(repoRoot(), 'bin', 'containerd-shim-tsshim-v2')} "$@"\n`,
+    { mode: 0o755 }
+  );
   process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   const nodeStarts = (): string[][] => {
     let text = '';
-    try { text = fs.readFileSync(log, 'utf8'); } catch { return []; }
-    return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]);
+    try {
+      text = fs.readFileSync(log, 'utf8');
+    } catch {
+      return [];
+    }
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as string[]);
   };
   // containerd's PATH: the counting wrapper first, so it is the containerd-shim-tsshim-v2 found.
   const searchPath = containerdSearchPath(dir);
@@ -287,7 +371,10 @@ test('per-node mode: 20 runs share one shim, later starts take the sh fast path,
     ids.push(id);
     if (i % 4 === 3) {
       // Foreground --rm runs come and go through the same shim.
-      const r = await c.ctr(['run', '--rm', '--runtime', TSSHIM_RUNTIME, image, id, 'sh', '-c', `echo run-${i}; exit ${i % 7}`], { timeoutMs: 60_000 });
+      const r = await c.ctr(
+        ['run', '--rm', '--runtime', TSSHIM_RUNTIME, image, id, 'sh', '-c', `echo run-${i}; exit ${i % 7}`],
+        { timeoutMs: 60_000 }
+      );
       assert.equal(r.stdout, `run-${i}\n`, r.stderr);
       assert.equal(r.code, i % 7);
     } else {
@@ -298,7 +385,11 @@ test('per-node mode: 20 runs share one shim, later starts take the sh fast path,
     assert.deepEqual(daemonShims(c), [shim], `one shim after run ${i}`);
   }
   const starts = counting.nodeStarts().filter(answersStart);
-  assert.equal(starts.length, 1, `only the first start boots Node, the others use the sh fast path: ${JSON.stringify(starts)}`);
+  assert.equal(
+    starts.length,
+    1,
+    `only the first start boots Node, the others use the sh fast path: ${JSON.stringify(starts)}`
+  );
   const detached = ids.filter((_, i) => i % 4 !== 3);
   for (const id of detached.slice(0, 5)) {
     const r = await c.ctr(['task', 'exec', '--exec-id', 'x', id, 'sh', '-c', 'echo per-node; exit 3']);
@@ -310,12 +401,17 @@ test('per-node mode: 20 runs share one shim, later starts take the sh fast path,
   assert.deepEqual(zombiesOf([shim]), []);
   assert.deepEqual(mountsUnder(c.state), []);
   // Stopping it the polite way removes its socket, pid file and outbox.
-  const pidFiles = listDir('/run/tsshim').filter((f) => f.endsWith('.pid') && fs.readFileSync(path.join('/run/tsshim', f), 'utf8').trim() === String(shim));
+  const pidFiles = listDir('/run/tsshim').filter(
+    (f) => f.endsWith('.pid') && fs.readFileSync(path.join('/run/tsshim', f), 'utf8').trim() === String(shim)
+  );
   assert.equal(pidFiles.length, 1, 'per-node pid file for the fast path');
   const hash = pidFiles[0].replace(/\.pid$/, '');
   process.kill(shim, 'SIGTERM');
   await until(() => !pidAlive(shim), 'per-node shim to stop on SIGTERM');
-  assert.deepEqual(listDir('/run/tsshim').filter((f) => f.startsWith(hash)), []);
+  assert.deepEqual(
+    listDir('/run/tsshim').filter((f) => f.startsWith(hash)),
+    []
+  );
   await stop(c);
 });
 
@@ -325,7 +421,12 @@ test('per_node = true in a runtime options file groups containers of a namespace
   const opts = path.join(c.dir, 'per-node.toml');
   fs.writeFileSync(opts, 'per_node = true\n');
   const ids = [uniqueId('po'), uniqueId('po'), uniqueId('po')];
-  for (const id of ids) await runDetached(c, id, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, image, extra: ['--runtime-config-path', opts] });
+  for (const id of ids)
+    await runDetached(c, id, ['sleep', '1000'], {
+      runtime: TSSHIM_RUNTIME,
+      image,
+      extra: ['--runtime-config-path', opts],
+    });
   const shims = new Set(await Promise.all(ids.map((id) => shimPidOf(c, id))));
   assert.equal(shims.size, 1);
   for (const id of ids) await removeContainer(c, id);

@@ -30,7 +30,10 @@ function forwardRequest(namespace: string, topic: string, typeUrl: string, value
 }
 
 function taskOOM(containerId: string): Uint8Array {
-  return Writer.create().uint32((1 << 3) | 2).string(containerId).finish();
+  return Writer.create()
+    .uint32((1 << 3) | 2)
+    .string(containerId)
+    .finish();
 }
 
 let cd: Containerd;
@@ -46,8 +49,13 @@ function waitForLine(pred: (l: string) => boolean, timeoutMs = 10_000): Promise<
       return !!hit;
     };
     if (check()) return;
-    const timer = setTimeout(() => reject(new Error(`event not seen; ctr events printed:\n${eventLines.join('\n')}`)), timeoutMs);
-    lineWaiters.push(() => { if (check()) clearTimeout(timer); });
+    const timer = setTimeout(
+      () => reject(new Error(`event not seen; ctr events printed:\n${eventLines.join('\n')}`)),
+      timeoutMs
+    );
+    lineWaiters.push(() => {
+      if (check()) clearTimeout(timer);
+    });
   });
 }
 
@@ -74,9 +82,12 @@ test('Forward reaches containerd and shows up in `ctr events`', async () => {
   const client = await Client.connect(cd.ttrpcAddress);
   try {
     const id = `oom-${process.pid}-${Date.now()}`;
-    const reply = await client.call(EVENTS_SERVICE, 'Forward',
+    const reply = await client.call(
+      EVENTS_SERVICE,
+      'Forward',
       forwardRequest(cd.namespace, '/tasks/oom', 'containerd.events.TaskOOM', taskOOM(id)),
-      { timeoutMs: 5000, metadata: { [NS_KEY]: [cd.namespace] } });
+      { timeoutMs: 5000, metadata: { [NS_KEY]: [cd.namespace] } }
+    );
     assert.equal(reply.length, 0, 'Forward returns google.protobuf.Empty');
     const line = await waitForLine((l) => l.includes(id));
     assert.match(line, new RegExp(`\\s${cd.namespace}\\s+/tasks/oom\\s`));
@@ -84,31 +95,54 @@ test('Forward reaches containerd and shows up in `ctr events`', async () => {
 
     // Many concurrent calls on one connection (odd, increasing ids are what a 1.2 server demands).
     const ids = Array.from({ length: 32 }, (_, i) => `${id}-${i}`);
-    await Promise.all(ids.map((cid) => client.call(EVENTS_SERVICE, 'Forward',
-      forwardRequest(cd.namespace, '/tasks/oom', 'containerd.events.TaskOOM', taskOOM(cid)),
-      { timeoutMs: 5000, metadata: { [NS_KEY]: [cd.namespace] } })));
+    await Promise.all(
+      ids.map((cid) =>
+        client.call(
+          EVENTS_SERVICE,
+          'Forward',
+          forwardRequest(cd.namespace, '/tasks/oom', 'containerd.events.TaskOOM', taskOOM(cid)),
+          { timeoutMs: 5000, metadata: { [NS_KEY]: [cd.namespace] } }
+        )
+      )
+    );
     for (const cid of ids) await waitForLine((l) => l.includes(`"${cid}"`));
   } finally {
     client.close();
   }
 });
 
-test('containerd\'s Go server errors decode into TtrpcError codes', async () => {
+test("containerd's Go server errors decode into TtrpcError codes", async () => {
   const client = await Client.connect(cd.ttrpcAddress);
   try {
-    await assert.rejects(client.call(EVENTS_SERVICE, 'NoSuchMethod', Buffer.alloc(0)),
-      (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'method NoSuchMethod');
-    await assert.rejects(client.call('no.such.Service', 'X', Buffer.alloc(0)),
-      (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'service no.such.Service');
+    await assert.rejects(
+      client.call(EVENTS_SERVICE, 'NoSuchMethod', Buffer.alloc(0)),
+      (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'method NoSuchMethod'
+    );
+    await assert.rejects(
+      client.call('no.such.Service', 'X', Buffer.alloc(0)),
+      (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'service no.such.Service'
+    );
     // A malformed envelope inside a valid Request: containerd answers with a status, the connection lives on.
-    await assert.rejects(client.call(EVENTS_SERVICE, 'Forward', Buffer.from([0x0a, 0x05, 0x01])),
-      (e: TtrpcError) => e instanceof TtrpcError && e.code !== Code.OK);
-    assert.equal((await client.call(EVENTS_SERVICE, 'Forward',
-      forwardRequest(cd.namespace, '/tasks/oom', 'containerd.events.TaskOOM', taskOOM('after-error')),
-      { metadata: { [NS_KEY]: [cd.namespace] } })).length, 0);
+    await assert.rejects(
+      client.call(EVENTS_SERVICE, 'Forward', Buffer.from([0x0a, 0x05, 0x01])),
+      (e: TtrpcError) => e instanceof TtrpcError && e.code !== Code.OK
+    );
+    assert.equal(
+      (
+        await client.call(
+          EVENTS_SERVICE,
+          'Forward',
+          forwardRequest(cd.namespace, '/tasks/oom', 'containerd.events.TaskOOM', taskOOM('after-error')),
+          { metadata: { [NS_KEY]: [cd.namespace] } }
+        )
+      ).length,
+      0
+    );
     // Our client refuses an oversized request locally, without breaking the connection.
-    await assert.rejects(client.call(EVENTS_SERVICE, 'Forward', Buffer.alloc(5 << 20)),
-      (e: TtrpcError) => e.code === Code.RESOURCE_EXHAUSTED);
+    await assert.rejects(
+      client.call(EVENTS_SERVICE, 'Forward', Buffer.alloc(5 << 20)),
+      (e: TtrpcError) => e.code === Code.RESOURCE_EXHAUSTED
+    );
     assert.ok(!client.closed);
   } finally {
     client.close();

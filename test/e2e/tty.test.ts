@@ -28,37 +28,74 @@ class PtySession {
 
   constructor(args: string[], size = { cols: 80, rows: 24 }) {
     this.term = pty.spawn(c.ctrBinary, ['--address', c.address, '--namespace', c.namespace, ...args], {
-      name: 'xterm', cols: size.cols, rows: size.rows,
+      name: 'xterm',
+      cols: size.cols,
+      rows: size.rows,
       // ctr 2.2+ would print its cgroup v1 deprecation warning into the terminal.
       env: { ...process.env, CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS: '1' } as Record<string, string>,
     });
-    this.term.onData((d) => { this.out += d; for (const w of this.waiters.splice(0)) w(); });
-    this.exited = new Promise((resolve) => this.term.onExit((e) => { for (const w of this.waiters.splice(0)) w(); resolve(e); }));
+    this.term.onData((d) => {
+      this.out += d;
+      for (const w of this.waiters.splice(0)) w();
+    });
+    this.exited = new Promise((resolve) =>
+      this.term.onExit((e) => {
+        for (const w of this.waiters.splice(0)) w();
+        resolve(e);
+      })
+    );
   }
 
-  get output(): string { return this.out; }
+  get output(): string {
+    return this.out;
+  }
 
   /** Waits for `re` in the output that arrived after the previous match; returns the match. */
   async expect(re: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
     const end = Date.now() + timeoutMs;
     for (;;) {
       const m = this.out.slice(this.seen).match(re);
-      if (m) { this.seen += (m.index ?? 0) + m[0].length; return m; }
+      if (m) {
+        this.seen += (m.index ?? 0) + m[0].length;
+        return m;
+      }
       const left = end - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${re}; output so far: ${JSON.stringify(this.out.slice(-1500))}`);
-      await new Promise<void>((r) => { const t = setTimeout(r, left); this.waiters.push(() => { clearTimeout(t); r(); }); });
+      if (left <= 0)
+        throw new Error(`timed out waiting for ${re}; output so far: ${JSON.stringify(this.out.slice(-1500))}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
     }
   }
 
-  type(text: string): void { this.term.write(text); }
-  resize(cols: number, rows: number): void { this.term.resize(cols, rows); }
-  kill(): void { try { this.term.kill('SIGKILL'); } catch { /* gone */ } }
+  type(text: string): void {
+    this.term.write(text);
+  }
+  resize(cols: number, rows: number): void {
+    this.term.resize(cols, rows);
+  }
+  kill(): void {
+    try {
+      this.term.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
 
   async exitCode(timeoutMs = 20_000): Promise<number> {
     let timer: NodeJS.Timeout | undefined;
     const e = await Promise.race([
       this.exited,
-      new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`ctr did not exit; output: ${JSON.stringify(this.out.slice(-1500))}`)), timeoutMs); }),
+      new Promise<never>((_, rej) => {
+        timer = setTimeout(
+          () => rej(new Error(`ctr did not exit; output: ${JSON.stringify(this.out.slice(-1500))}`)),
+          timeoutMs
+        );
+      }),
     ]).finally(() => clearTimeout(timer));
     return e.exitCode;
   }
@@ -79,7 +116,8 @@ async function initialSize(s: PtySession): Promise<string> {
     s.type('stty size\r');
     const m = await s.expect(/\n(\d+ \d+)\r*\n|stty: standard input/);
     if (m[1]) return m[1];
-    if (attempt >= 100) throw new Error(`no terminal size after ${attempt} tries; output: ${JSON.stringify(s.output.slice(-1500))}`);
+    if (attempt >= 100)
+      throw new Error(`no terminal size after ${attempt} tries; output: ${JSON.stringify(s.output.slice(-1500))}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -117,7 +155,18 @@ async function interactiveSession(s: PtySession): Promise<void> {
 for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
   test(`ctr run -t (${runtime}): typed commands, stty size after resize, exit code 3`, async () => {
     const id = uniqueId('tty');
-    const s = new PtySession(['run', '-t', '--rm', '--runtime', runtime, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sh']);
+    const s = new PtySession([
+      'run',
+      '-t',
+      '--rm',
+      '--runtime',
+      runtime,
+      ...PATH_ENV_ARGS,
+      '--rootfs',
+      rootfs,
+      id,
+      'sh',
+    ]);
     await interactiveSession(s);
     // --rm: the container is gone once ctr returned.
     const ls = await c.ctr(['container', 'ls', '-q']);
@@ -126,7 +175,18 @@ for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
 
   test(`ctr task exec -t (${runtime}) into a detached container`, async () => {
     const id = uniqueId('ttyexec');
-    const r = await c.ctr(['run', '-d', '--runtime', runtime, ...PATH_ENV_ARGS, '--rootfs', rootfs, id, 'sleep', '1000']);
+    const r = await c.ctr([
+      'run',
+      '-d',
+      '--runtime',
+      runtime,
+      ...PATH_ENV_ARGS,
+      '--rootfs',
+      rootfs,
+      id,
+      'sleep',
+      '1000',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     try {
       const s = new PtySession(['task', 'exec', '-t', '--exec-id', 'tty1', id, 'sh']);
@@ -135,7 +195,8 @@ for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
       assert.equal((await getTask(c, id)).status, 'RUNNING');
     } finally {
       await c.ctr(['task', 'kill', '-s', 'KILL', id]);
-      for (let i = 0; i < 100 && (await getTask(c, id)).status !== 'STOPPED'; i++) await new Promise((res) => setTimeout(res, 50));
+      for (let i = 0; i < 100 && (await getTask(c, id)).status !== 'STOPPED'; i++)
+        await new Promise((res) => setTimeout(res, 50));
       await c.ctr(['task', 'delete', id]);
       await c.ctr(['container', 'delete', id]);
     }
@@ -144,8 +205,20 @@ for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
 
 test('ctr run -t with tsshim: output written right before exit reaches the terminal', async () => {
   const id = uniqueId('ttyburst');
-  const s = new PtySession(['run', '-t', '--rm', '--runtime', TSSHIM_RUNTIME, ...PATH_ENV_ARGS, '--rootfs', rootfs, id,
-    'sh', '-c', 'i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done; echo the-end; exit 5']);
+  const s = new PtySession([
+    'run',
+    '-t',
+    '--rm',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--rootfs',
+    rootfs,
+    id,
+    'sh',
+    '-c',
+    'i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done; echo the-end; exit 5',
+  ]);
   try {
     await s.expect(/the-end\r*\n/, 20_000);
     assert.equal(await s.exitCode(), 5);

@@ -8,7 +8,15 @@ import { closeClients } from '../support/containerd-api';
 import { ensureBusyboxImage } from '../support/rootfs';
 import { removeContainer, runDetached, shimPidOf, shimSocketOf } from '../support/containers';
 import {
-  deepExecSpec, formatReport, partialFrames, pendingWaits, runAttack, unreadReplies, type AttackReport, type AttackRun, type Target,
+  deepExecSpec,
+  formatReport,
+  partialFrames,
+  pendingWaits,
+  runAttack,
+  unreadReplies,
+  type AttackReport,
+  type AttackRun,
+  type Target,
 } from '../support/hostile-scenarios';
 
 async function main(): Promise<void> {
@@ -25,7 +33,12 @@ async function main(): Promise<void> {
     const image = await ensureBusyboxImage(c);
     const id = uniqueId('hostile');
     await runDetached(c, id, ['sleep', '100000'], { runtime: TSSHIM_RUNTIME, image });
-    const target: Target = { socket: shimSocketOf(c, id), namespace: c.namespace, containerId: id, shimPid: await shimPidOf(c, id) };
+    const target: Target = {
+      socket: shimSocketOf(c, id),
+      namespace: c.namespace,
+      containerId: id,
+      shimPid: await shimPidOf(c, id),
+    };
     console.log(`shim pid ${target.shimPid}, socket ${target.socket}`);
     const attacks: [string, string, () => Promise<AttackRun>][] = [
       ['partial', 'partial frames', partialFrames(target, Math.round(50 * scale))],

@@ -17,14 +17,24 @@ async function main(): Promise<void> {
   const cycles = Number(opt('cycles', '2000'));
   const mode = opt('mode', 'group') as 'group' | 'per-node';
   const rt = opt('runtime', TSSHIM_RUNTIME);
-  const runtimes = rt === 'both' ? [TSSHIM_RUNTIME, RUNC_RUNTIME] : rt === 'runc' ? [RUNC_RUNTIME] : rt === 'tsshim' ? [TSSHIM_RUNTIME] : [rt];
+  const runtimes =
+    rt === 'both'
+      ? [TSSHIM_RUNTIME, RUNC_RUNTIME]
+      : rt === 'runc'
+        ? [RUNC_RUNTIME]
+        : rt === 'tsshim'
+          ? [TSSHIM_RUNTIME]
+          : [rt];
   const reports: LeakReport[] = [];
   for (const runtime of runtimes) {
     const perNode = mode === 'per-node' && runtime === TSSHIM_RUNTIME;
     const c = await startContainerd({ logLevel: 'info', env: perNode ? { TSSHIM_PER_NODE: '1' } : {} });
     try {
       const r = await runLeakScenario(c, {
-        runtime, cycles, mode: perNode ? 'per-node' : 'group', ctrEvery: Number(opt('ctr-every', '20')),
+        runtime,
+        cycles,
+        mode: perNode ? 'per-node' : 'group',
+        ctrEvery: Number(opt('ctr-every', '20')),
         warmup: Number(opt('warmup', String(Math.min(100, Math.floor(cycles / 5))))),
         log: (m) => console.log(`[${runtime.split('.')[2]}] ${m}`),
       });
@@ -45,4 +55,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => { console.error(e); process.exit(2); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(2);
+});

@@ -7,10 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import * as protobuf from 'protobufjs';
 import { repoRoot, type Containerd } from './harness';
 
-const PROTO_FILES = [
-  'containerd/services/events/v1/events.proto',
-  'containerd/services/tasks/v1/tasks.proto',
-];
+const PROTO_FILES = ['containerd/services/events/v1/events.proto', 'containerd/services/tasks/v1/tasks.proto'];
 const EVENT_PROTO_FILES = ['containerd/events/task.proto', 'containerd/events/container.proto'];
 const LINUX_RESOURCES_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/LinuxResources';
 const READY_TOPIC = '/tsshim-harness/subscribed';
@@ -23,14 +20,22 @@ function protoDir(): string {
 // gRPC clients
 
 type AnyClient = grpc.Client & Record<string, any>;
-interface Clients { events: AnyClient; tasks: AnyClient }
+interface Clients {
+  events: AnyClient;
+  tasks: AnyClient;
+}
 const clients = new Map<string, Clients>();
 let grpcPackage: any;
 
 function loadGrpc(): any {
   if (!grpcPackage) {
     const def = protoLoader.loadSync(PROTO_FILES, {
-      keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [protoDir()],
+      keepCase: true,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+      includeDirs: [protoDir()],
     });
     grpcPackage = grpc.loadPackageDefinition(def);
   }
@@ -55,7 +60,12 @@ function clientsFor(containerd: Containerd): Clients {
 }
 
 /** Any method of containerd's Tasks service (test/proto/containerd/services/tasks/v1/tasks.proto). */
-export function callTasks<T = any>(c: Containerd, method: string, req: object, opts: { namespace?: string; timeoutMs?: number } = {}): Promise<T> {
+export function callTasks<T = any>(
+  c: Containerd,
+  method: string,
+  req: object,
+  opts: { namespace?: string; timeoutMs?: number } = {}
+): Promise<T> {
   return unary<T>(clientsFor(c).tasks, method, req, opts.namespace ?? c.namespace, opts.timeoutMs);
 }
 
@@ -76,15 +86,22 @@ function nsMetadata(namespace: string): grpc.Metadata {
 
 function unary<T>(client: AnyClient, method: string, req: object, namespace: string, timeoutMs = 30_000): Promise<T> {
   return new Promise((resolve, reject) => {
-    client[method](req, nsMetadata(namespace), { deadline: Date.now() + timeoutMs },
-      (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res)));
+    client[method](
+      req,
+      nsMetadata(namespace),
+      { deadline: Date.now() + timeoutMs },
+      (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res))
+    );
   });
 }
 
 // ---------------------------------------------------------------------------------------------
 // Any payloads
 
-export interface Timestamp { seconds: number; nanos: number }
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
 
 export function timestampToDate(ts: Timestamp | null | undefined): Date | null {
   if (!ts) return null;
@@ -101,8 +118,12 @@ function generatedRoot(): any | null {
     genRoot = null;
     const file = path.join(repoRoot(), 'dist', 'src', 'gen', 'proto.js');
     if (fs.existsSync(file)) {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a path known only at run time
-      try { genRoot = require(file); } catch { genRoot = null; }
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a path known only at run time
+        genRoot = require(file);
+      } catch {
+        genRoot = null;
+      }
     }
   }
   return genRoot;
@@ -143,7 +164,10 @@ function decoderFor(typeName: string): Decoder | null {
   return null;
 }
 
-export interface AnyMessage { type_url: string; value: Uint8Array }
+export interface AnyMessage {
+  type_url: string;
+  value: Uint8Array;
+}
 
 /** Decode an Any carrying a containerd event; `data` is null for types we have no proto for. */
 export function decodeAny(any: AnyMessage | null | undefined): { type: string; data: Record<string, any> | null } {
@@ -182,7 +206,12 @@ export interface CollectOptions {
 }
 
 /** Publish an event with an arbitrary payload (used to know when a subscription is live). */
-export function publishEvent(containerd: Containerd, topic: string, event: AnyMessage, namespace?: string): Promise<void> {
+export function publishEvent(
+  containerd: Containerd,
+  topic: string,
+  event: AnyMessage,
+  namespace?: string
+): Promise<void> {
   return unary(clientsFor(containerd).events, 'Publish', { topic, event }, namespace ?? containerd.namespace);
 }
 
@@ -190,7 +219,10 @@ export function publishEvent(containerd: Containerd, topic: string, event: AnyMe
  * Subscribe to containerd's events. Resolves once the subscription is known to be live (a marker
  * event it published itself came back), so no event after this call can be missed.
  */
-export async function collectEvents(containerd: Containerd, opts: CollectOptions | string[] = {}): Promise<EventCollector> {
+export async function collectEvents(
+  containerd: Containerd,
+  opts: CollectOptions | string[] = {}
+): Promise<EventCollector> {
   const o: CollectOptions = Array.isArray(opts) ? { filters: opts } : opts;
   const ns = o.namespace ?? containerd.namespace;
   const marker = `${READY_TOPIC}/m${process.pid}x${Date.now()}`;
@@ -204,13 +236,27 @@ export async function collectEvents(containerd: Containerd, opts: CollectOptions
   let wake: () => void = () => {};
 
   call.on('data', (env: any) => {
-    if (env.topic === marker) { live = true; wake(); return; }
+    if (env.topic === marker) {
+      live = true;
+      wake();
+      return;
+    }
     if (env.topic.startsWith(READY_TOPIC)) return;
     if (ns && env.namespace !== ns) return;
     const { type, data } = decodeAny(env.event);
-    const ev: ContainerdEvent = { timestamp: timestampToDate(env.timestamp), namespace: env.namespace, topic: env.topic, type, event: data };
+    const ev: ContainerdEvent = {
+      timestamp: timestampToDate(env.timestamp),
+      namespace: env.namespace,
+      topic: env.topic,
+      type,
+      event: data,
+    };
     events.push(ev);
-    for (const w of [...waiters]) if (w.pred(ev)) { waiters.delete(w); w.resolve(ev); }
+    for (const w of [...waiters])
+      if (w.pred(ev)) {
+        waiters.delete(w);
+        w.resolve(ev);
+      }
   });
   call.on('error', (err: Error) => {
     if (stopped) return;
@@ -228,10 +274,27 @@ export async function collectEvents(containerd: Containerd, opts: CollectOptions
   // and it sends no response headers before the first event.
   const deadline = Date.now() + 10_000;
   while (!live) {
-    if (failure) { stop(); throw failure; }
-    if (Date.now() > deadline) { stop(); throw new Error('event subscription did not become live within 10 s'); }
-    await publishEvent(containerd, marker, { type_url: 'tsshim.test.Marker', value: new Uint8Array() }, ns || containerd.namespace);
-    await new Promise<void>((r) => { const t = setTimeout(r, 200); wake = () => { clearTimeout(t); r(); }; });
+    if (failure) {
+      stop();
+      throw failure;
+    }
+    if (Date.now() > deadline) {
+      stop();
+      throw new Error('event subscription did not become live within 10 s');
+    }
+    await publishEvent(
+      containerd,
+      marker,
+      { type_url: 'tsshim.test.Marker', value: new Uint8Array() },
+      ns || containerd.namespace
+    );
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, 200);
+      wake = () => {
+        clearTimeout(t);
+        r();
+      };
+    });
   }
 
   return {
@@ -244,11 +307,18 @@ export async function collectEvents(containerd: Containerd, opts: CollectOptions
       return new Promise((resolve, reject) => {
         const w = {
           pred,
-          resolve: (e: ContainerdEvent) => { clearTimeout(timer); resolve(e); },
+          resolve: (e: ContainerdEvent) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
         };
         const timer = setTimeout(() => {
           waiters.delete(w);
-          reject(new Error(`no matching event within ${timeoutMs} ms; saw: ${events.map((e) => e.topic).join(', ') || 'none'}`));
+          reject(
+            new Error(
+              `no matching event within ${timeoutMs} ms; saw: ${events.map((e) => e.topic).join(', ') || 'none'}`
+            )
+          );
         }, timeoutMs);
         waiters.add(w);
       });
@@ -273,9 +343,18 @@ export interface TaskProcess {
   exited_at: Timestamp | null;
 }
 
-export async function getTask(c: Containerd, containerId: string, execId = '', namespace?: string): Promise<TaskProcess> {
-  const res = await unary<{ process: TaskProcess }>(clientsFor(c).tasks, 'Get',
-    { container_id: containerId, exec_id: execId }, namespace ?? c.namespace);
+export async function getTask(
+  c: Containerd,
+  containerId: string,
+  execId = '',
+  namespace?: string
+): Promise<TaskProcess> {
+  const res = await unary<{ process: TaskProcess }>(
+    clientsFor(c).tasks,
+    'Get',
+    { container_id: containerId, exec_id: execId },
+    namespace ?? c.namespace
+  );
   return res.process;
 }
 
@@ -285,30 +364,59 @@ export async function listTasks(c: Containerd, filter = '', namespace?: string):
 }
 
 /** Tasks.Update with OCI LinuxResources (as JSON, the way containerd's client sends them). */
-export async function updateTask(c: Containerd, containerId: string, resources: object,
-  opts: { annotations?: Record<string, string>; namespace?: string } = {}): Promise<void> {
-  await unary(clientsFor(c).tasks, 'Update', {
-    container_id: containerId,
-    resources: { type_url: LINUX_RESOURCES_TYPE_URL, value: Buffer.from(JSON.stringify(resources)) },
-    annotations: opts.annotations ?? {},
-  }, opts.namespace ?? c.namespace);
+export async function updateTask(
+  c: Containerd,
+  containerId: string,
+  resources: object,
+  opts: { annotations?: Record<string, string>; namespace?: string } = {}
+): Promise<void> {
+  await unary(
+    clientsFor(c).tasks,
+    'Update',
+    {
+      container_id: containerId,
+      resources: { type_url: LINUX_RESOURCES_TYPE_URL, value: Buffer.from(JSON.stringify(resources)) },
+      annotations: opts.annotations ?? {},
+    },
+    opts.namespace ?? c.namespace
+  );
 }
 
-export async function killTask(c: Containerd, containerId: string, signal: number,
-  opts: { execId?: string; all?: boolean; namespace?: string } = {}): Promise<void> {
-  await unary(clientsFor(c).tasks, 'Kill',
-    { container_id: containerId, exec_id: opts.execId ?? '', signal, all: opts.all ?? false }, opts.namespace ?? c.namespace);
+export async function killTask(
+  c: Containerd,
+  containerId: string,
+  signal: number,
+  opts: { execId?: string; all?: boolean; namespace?: string } = {}
+): Promise<void> {
+  await unary(
+    clientsFor(c).tasks,
+    'Kill',
+    { container_id: containerId, exec_id: opts.execId ?? '', signal, all: opts.all ?? false },
+    opts.namespace ?? c.namespace
+  );
 }
 
 export async function listPids(c: Containerd, containerId: string, namespace?: string): Promise<number[]> {
-  const res = await unary<{ processes: { pid: number }[] }>(clientsFor(c).tasks, 'ListPids',
-    { container_id: containerId }, namespace ?? c.namespace);
+  const res = await unary<{ processes: { pid: number }[] }>(
+    clientsFor(c).tasks,
+    'ListPids',
+    { container_id: containerId },
+    namespace ?? c.namespace
+  );
   return res.processes.map((p) => p.pid);
 }
 
-export async function waitTask(c: Containerd, containerId: string,
-  opts: { execId?: string; namespace?: string; timeoutMs?: number } = {}): Promise<{ exit_status: number; exited_at: Date | null }> {
-  const res = await unary<{ exit_status: number; exited_at: Timestamp | null }>(clientsFor(c).tasks, 'Wait',
-    { container_id: containerId, exec_id: opts.execId ?? '' }, opts.namespace ?? c.namespace, opts.timeoutMs ?? 60_000);
+export async function waitTask(
+  c: Containerd,
+  containerId: string,
+  opts: { execId?: string; namespace?: string; timeoutMs?: number } = {}
+): Promise<{ exit_status: number; exited_at: Date | null }> {
+  const res = await unary<{ exit_status: number; exited_at: Timestamp | null }>(
+    clientsFor(c).tasks,
+    'Wait',
+    { container_id: containerId, exec_id: opts.execId ?? '' },
+    opts.namespace ?? c.namespace,
+    opts.timeoutMs ?? 60_000
+  );
   return { exit_status: res.exit_status, exited_at: timestampToDate(res.exited_at) };
 }

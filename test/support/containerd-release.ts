@@ -82,7 +82,13 @@ function cacheRoot(): string {
   if (!ownCache) {
     ownCache = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-containerd-'));
     const dir = ownCache;
-    process.on('exit', () => { try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ } });
+    process.on('exit', () => {
+      try {
+        fs.rmSync(dir, { recursive: true, force: true });
+      } catch {
+        /* best effort */
+      }
+    });
   }
   return ownCache;
 }
@@ -119,14 +125,25 @@ export function releaseFor(repo: string, version: string | null): ContainerdRele
   if (!v) {
     const out = spawnSync('containerd', ['--version'], { encoding: 'utf8' }).stdout ?? '';
     const apt = /\sv?(\d+\.\d+\.\d+)/.exec(out)?.[1] ?? '1.6';
-    release = { version: apt, ...parseVersion(apt), binDir: null, containerd: 'containerd', ctr: 'ctr', configVersion: 2 };
+    release = {
+      version: apt,
+      ...parseVersion(apt),
+      binDir: null,
+      containerd: 'containerd',
+      ctr: 'ctr',
+      configVersion: 2,
+    };
   } else {
     const archive = archivePath(repo, v);
     if (!archive) throw new Error(`containerd ${v}: no containerd-${v}-linux-amd64.tar.xz in ${whereArchives(repo)}`);
     const binDir = unpack(archive, v);
     const containerd = path.join(binDir, 'containerd');
     release = {
-      version: v, ...parseVersion(v), binDir, containerd, ctr: path.join(binDir, 'ctr'),
+      version: v,
+      ...parseVersion(v),
+      binDir,
+      containerd,
+      ctr: path.join(binDir, 'ctr'),
       configVersion: configVersionOf(containerd),
     };
   }
@@ -136,6 +153,7 @@ export function releaseFor(repo: string, version: string | null): ContainerdRele
 
 /** Why a release cannot run here (its archive is missing), or null. */
 export function releaseMissing(repo: string, version: string): string | null {
-  return version === 'apt' || archivePath(repo, version) ? null
+  return version === 'apt' || archivePath(repo, version)
+    ? null
     : `containerd ${version}: no containerd-${version}-linux-amd64.tar.xz in ${whereArchives(repo)}`;
 }

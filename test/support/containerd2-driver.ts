@@ -24,8 +24,18 @@ const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 const boot = containerd.runtime.bootstrap.v1;
 const task = containerd.task.v2;
 
-export interface Endpoint { version: number; address: string; protocol: string; format: 'plain' | 'json' | 'protobuf' }
-export interface ForwardedEvent { namespace: string; topic: string; typeUrl: string; value: Buffer }
+export interface Endpoint {
+  version: number;
+  address: string;
+  protocol: string;
+  format: 'plain' | 'json' | 'protobuf';
+}
+export interface ForwardedEvent {
+  namespace: string;
+  topic: string;
+  typeUrl: string;
+  value: Buffer;
+}
 
 export function shimBinary(): string {
   return path.join(repoRoot(), 'bin', 'containerd-shim-tsshim-v2');
@@ -38,7 +48,9 @@ export function parseStartOutput(generation: Generation, out: Buffer): Endpoint 
       // proto.Unmarshal rejects malformed input; protobufjs clamps Buffers, so use a plain view.
       const r = boot.BootstrapResult.decode(new Uint8Array(out.buffer, out.byteOffset, out.length));
       if (r.address) return { version: r.version, address: r.address, protocol: r.protocol, format: 'protobuf' };
-    } catch { /* legacy forms below */ }
+    } catch {
+      /* legacy forms below */
+    }
   }
   const text = out.toString().trim();
   if (generation !== '1.6') {
@@ -47,7 +59,9 @@ export function parseStartOutput(generation: Generation, out: Buffer): Endpoint 
       if (j && typeof j === 'object' && Number(j.version) >= 2) {
         return { version: Number(j.version), address: String(j.address), protocol: String(j.protocol), format: 'json' };
       }
-    } catch { /* plain */ }
+    } catch {
+      /* plain */
+    }
   }
   return { version: 2, address: text, protocol: 'ttrpc', format: 'plain' };
 }
@@ -114,14 +128,20 @@ export class Containerd2Driver {
     // A net.Socket polls the non-blocking fd (an fs stream would read it in the thread pool: EAGAIN).
     this.logStream = new net.Socket({ fd: this.logFd, readable: true, writable: false });
     this.logStream.on('data', (d) => this.shimLog.push(Buffer.from(d)));
-    this.logStream.on('error', () => { /* closed at cleanup */ });
+    this.logStream.on('error', () => {
+      /* closed at cleanup */
+    });
     run('mkfifo', [this.stdoutFifo]);
 
     this.eventsServer.register(EVENTS_SERVICE, {
       Forward: (payload) => {
         const env = containerd.services.events.ttrpc.v1.ForwardRequest.decode(payload).envelope;
-        this.events.push({ namespace: env?.namespace ?? '', topic: env?.topic ?? '',
-          typeUrl: env?.event?.type_url ?? '', value: Buffer.from(env?.event?.value ?? []) });
+        this.events.push({
+          namespace: env?.namespace ?? '',
+          topic: env?.topic ?? '',
+          typeUrl: env?.event?.type_url ?? '',
+          value: Buffer.from(env?.event?.value ?? []),
+        });
         for (const w of this.waiters.splice(0)) w();
         return google.protobuf.Empty.encode({}).finish();
       },
@@ -132,24 +152,42 @@ export class Containerd2Driver {
   /** argv and environment of the daemon generation; `action` is start or delete. */
   command(action: 'start' | 'delete'): { args: string[]; env: NodeJS.ProcessEnv } {
     const { generation, namespace, id } = this.opts;
-    const args = ['-namespace', namespace, '-address', this.grpcAddress, '-publish-binary', '/usr/bin/containerd', '-id', id];
+    const args = [
+      '-namespace',
+      namespace,
+      '-address',
+      this.grpcAddress,
+      '-publish-binary',
+      '/usr/bin/containerd',
+      '-id',
+      id,
+    ];
     if (action === 'delete') args.push('-bundle', this.bundle);
     if (this.opts.debug && (action === 'start' || generation !== '1.6')) args.push('-debug');
     args.push(action);
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, GOMAXPROCS: '2', TTRPC_ADDRESS: this.ttrpcAddress };
-    if (generation !== '1.6') Object.assign(env, { MAX_SHIM_VERSION: '2', GRPC_ADDRESS: this.grpcAddress, NAMESPACE: namespace });
+    if (generation !== '1.6')
+      Object.assign(env, { MAX_SHIM_VERSION: '2', GRPC_ADDRESS: this.grpcAddress, NAMESPACE: namespace });
     return { args, env };
   }
 
   /** What the daemon writes to `start`'s stdin. */
   startStdin(): Buffer {
     const { generation, namespace, id, options } = this.opts;
-    if (generation !== '2.3') return options ? Buffer.from(google.protobuf.Any.encode(options).finish()) : Buffer.alloc(0);
-    return Buffer.from(boot.BootstrapParams.encode({
-      instance_id: id, namespace, log_level: this.opts.debug ? boot.LogLevel.LOG_LEVEL_DEBUG : boot.LogLevel.LOG_LEVEL_INFO,
-      containerd_version: '2.3.0', containerd_ttrpc_address: this.ttrpcAddress, containerd_grpc_address: this.grpcAddress,
-      containerd_binary: '/usr/bin/containerd', extensions: options ? [{ value: options }] : [],
-    }).finish());
+    if (generation !== '2.3')
+      return options ? Buffer.from(google.protobuf.Any.encode(options).finish()) : Buffer.alloc(0);
+    return Buffer.from(
+      boot.BootstrapParams.encode({
+        instance_id: id,
+        namespace,
+        log_level: this.opts.debug ? boot.LogLevel.LOG_LEVEL_DEBUG : boot.LogLevel.LOG_LEVEL_INFO,
+        containerd_version: '2.3.0',
+        containerd_ttrpc_address: this.ttrpcAddress,
+        containerd_grpc_address: this.grpcAddress,
+        containerd_binary: '/usr/bin/containerd',
+        extensions: options ? [{ value: options }] : [],
+      }).finish()
+    );
   }
 
   /** Runs `start` like cmd.CombinedOutput(): stdout+stderr until exit and both EOF; then parses it. */
@@ -167,7 +205,10 @@ export class Containerd2Driver {
 
   /** 2.x stores the parsed endpoint with encoding/json (omitempty field names of the Go struct). */
   writeBootstrapJson(e: Endpoint): void {
-    fs.writeFileSync(path.join(this.bundle, 'bootstrap.json'), JSON.stringify({ version: e.version, address: e.address, protocol: e.protocol }));
+    fs.writeFileSync(
+      path.join(this.bundle, 'bootstrap.json'),
+      JSON.stringify({ version: e.version, address: e.address, protocol: e.protocol })
+    );
   }
 
   /** A restarted 2.x: bootstrap.json if present, else migrate `address` (must be plain). */
@@ -178,7 +219,12 @@ export class Containerd2Driver {
     if (fs.existsSync(file)) {
       e = parseStartOutput('2.3', fs.readFileSync(file));
     } else {
-      e = { version: 2, address: fs.readFileSync(path.join(this.bundle, 'address'), 'utf8'), protocol: 'ttrpc', format: 'plain' };
+      e = {
+        version: 2,
+        address: fs.readFileSync(path.join(this.bundle, 'address'), 'utf8'),
+        protocol: 'ttrpc',
+        format: 'plain',
+      };
       this.writeBootstrapJson(e);
     }
     this.endpoint = e;
@@ -186,7 +232,13 @@ export class Containerd2Driver {
     return e;
   }
 
-  async call<T>(service: string, method: string, req: Uint8Array, decode: (b: Uint8Array) => T, timeoutMs = 20_000): Promise<T> {
+  async call<T>(
+    service: string,
+    method: string,
+    req: Uint8Array,
+    decode: (b: Uint8Array) => T,
+    timeoutMs = 20_000
+  ): Promise<T> {
     if (!this.client) throw new Error('not connected');
     const md = createMetadata({ 'containerd-namespace-ttrpc': this.opts.namespace });
     return decode(await this.client.call(service, method, req, { timeoutMs, metadata: md }));
@@ -198,10 +250,21 @@ export class Containerd2Driver {
   }
 
   async create(service: string): Promise<containerd.task.v2.CreateTaskResponse> {
-    return this.call(service, 'Create', task.CreateTaskRequest.encode({
-      id: this.opts.id, bundle: this.bundle, rootfs: [], terminal: false, stdin: '', stdout: this.stdoutFifo, stderr: '',
-      options: this.opts.options ?? null,
-    }).finish(), (b) => task.CreateTaskResponse.decode(b));
+    return this.call(
+      service,
+      'Create',
+      task.CreateTaskRequest.encode({
+        id: this.opts.id,
+        bundle: this.bundle,
+        rootfs: [],
+        terminal: false,
+        stdin: '',
+        stdout: this.stdoutFifo,
+        stderr: '',
+        options: this.opts.options ?? null,
+      }).finish(),
+      (b) => task.CreateTaskResponse.decode(b)
+    );
   }
 
   /** Reads the stdout fifo until `want` shows up (the shim keeps a writer open until Delete). */
@@ -209,9 +272,20 @@ export class Containerd2Driver {
     return new Promise((resolve, reject) => {
       let text = '';
       const s = fs.createReadStream(this.stdoutFifo);
-      const done = (err?: Error) => { clearTimeout(t); s.destroy(); if (err) reject(err); else resolve(text); };
-      const t = setTimeout(() => done(new Error(`stdout: no ${JSON.stringify(want)} within ${timeoutMs} ms, got ${JSON.stringify(text)}`)), timeoutMs);
-      s.on('data', (d) => { text += d.toString(); if (text.includes(want)) done(); });
+      const done = (err?: Error) => {
+        clearTimeout(t);
+        s.destroy();
+        if (err) reject(err);
+        else resolve(text);
+      };
+      const t = setTimeout(
+        () => done(new Error(`stdout: no ${JSON.stringify(want)} within ${timeoutMs} ms, got ${JSON.stringify(text)}`)),
+        timeoutMs
+      );
+      s.on('data', (d) => {
+        text += d.toString();
+        if (text.includes(want)) done();
+      });
       s.on('end', () => done(text.includes(want) ? undefined : new Error(`stdout ended: ${JSON.stringify(text)}`)));
       s.on('error', done);
     });
@@ -223,34 +297,64 @@ export class Containerd2Driver {
       const e = this.events.find((x) => x.topic === topic);
       if (e) return e;
       if (Date.now() > end) throw new Error(`no ${topic} event; got ${this.events.map((x) => x.topic).join(', ')}`);
-      await new Promise<void>((r) => { this.waiters.push(r); setTimeout(r, 200); });
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 200);
+      });
     }
   }
 
   /** `delete` as 2.x runs it: -bundle, cwd = bundle, stdin empty; stdout = DeleteResponse. */
-  async deleteSubcommand(): Promise<{ code: number; response: containerd.task.v2.DeleteResponse | null; stderr: string }> {
+  async deleteSubcommand(): Promise<{
+    code: number;
+    response: containerd.task.v2.DeleteResponse | null;
+    stderr: string;
+  }> {
     const { args, env } = this.command('delete');
     const r = await runSplit(shimBinary(), args, env, this.bundle, 10_000);
-    return { code: r.code, stderr: r.stderr.toString(), response: r.code === 0 ? task.DeleteResponse.decode(r.stdout) : null };
+    return {
+      code: r.code,
+      stderr: r.stderr.toString(),
+      response: r.code === 0 ? task.DeleteResponse.decode(r.stdout) : null,
+    };
   }
 
   shimPid(): number {
-    try { return Number(fs.readFileSync(path.join(this.bundle, 'shim.pid'), 'utf8')); } catch { return 0; }
+    try {
+      return Number(fs.readFileSync(path.join(this.bundle, 'shim.pid'), 'utf8'));
+    } catch {
+      return 0;
+    }
   }
 
   /** Stops whatever is left, by pid only, and removes the temp dir. */
   async cleanup(pids: number[] = []): Promise<void> {
     this.client?.close();
     for (const pid of [...pids, this.shimPid()]) {
-      if (pid > 0) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+      if (pid > 0) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
     }
     spawnSync('runc', ['--root', `/run/containerd/runc/${this.opts.namespace}`, 'delete', '--force', this.opts.id]);
     await this.eventsServer.shutdown(100).catch(() => undefined);
     this.logStream?.destroy(); // closes logFd
     if (this.endpoint?.address.startsWith('unix://')) fs.rmSync(dialPath(this.endpoint.address), { force: true });
     for (const h of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) {
-      for (const rel of [`tsshim-c2d/${this.opts.namespace}-${this.opts.id}`, `tsshim-c2d-shims/${this.opts.id}`, 'tsshim-c2d-shims', 'tsshim-c2d']) {
-        try { fs.rmdirSync(path.join('/sys/fs/cgroup', h, rel)); } catch { /* none, or still busy */ }
+      for (const rel of [
+        `tsshim-c2d/${this.opts.namespace}-${this.opts.id}`,
+        `tsshim-c2d-shims/${this.opts.id}`,
+        'tsshim-c2d-shims',
+        'tsshim-c2d',
+      ]) {
+        try {
+          fs.rmdirSync(path.join('/sys/fs/cgroup', h, rel));
+        } catch {
+          /* none, or still busy */
+        }
       }
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
@@ -289,29 +393,60 @@ function run(cmd: string, args: string[]): void {
 }
 
 /** Like Go's cmd.CombinedOutput: resolves after exit AND EOF on both pipes (a leaked pipe hangs it). */
-function runCombined(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string, stdin: Buffer, timeoutMs: number):
-  Promise<{ code: number; output: Buffer }> {
+function runCombined(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+  stdin: Buffer,
+  timeoutMs: number
+): Promise<{ code: number; output: Buffer }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
     const chunks: Buffer[] = [];
     let open = 2;
     let code: number | null = null;
-    const t = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${cmd} ${args.join(' ')}: no exit+EOF in ${timeoutMs} ms (a leaked stdout/stderr?)`)); }, timeoutMs);
-    const finish = () => { if (open === 0 && code !== null) { clearTimeout(t); resolve({ code, output: Buffer.concat(chunks) }); } };
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')}: no exit+EOF in ${timeoutMs} ms (a leaked stdout/stderr?)`));
+    }, timeoutMs);
+    const finish = () => {
+      if (open === 0 && code !== null) {
+        clearTimeout(t);
+        resolve({ code, output: Buffer.concat(chunks) });
+      }
+    };
     for (const s of [child.stdout!, child.stderr!]) {
       s.on('data', (d) => chunks.push(d));
-      s.on('end', () => { open--; finish(); });
+      s.on('end', () => {
+        open--;
+        finish();
+      });
     }
-    child.on('exit', (c, sig) => { code = c ?? 128 + (sig ? os.constants.signals[sig] : 0); finish(); });
+    child.on('exit', (c, sig) => {
+      code = c ?? 128 + (sig ? os.constants.signals[sig] : 0);
+      finish();
+    });
     child.on('error', reject);
     child.stdin!.end(stdin);
   });
 }
 
-function runSplit(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string, timeoutMs: number):
-  Promise<{ code: number; stdout: Buffer; stderr: Buffer }> {
+function runSplit(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+  timeoutMs: number
+): Promise<{ code: number; stdout: Buffer; stderr: Buffer }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+    const child = spawn(cmd, args, {
+      cwd,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: timeoutMs,
+      killSignal: 'SIGKILL',
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on('data', (d) => out.push(d));
@@ -325,7 +460,10 @@ function runSplit(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: stri
 export function canDial(address: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(dialPath(address));
-    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
     s.once('error', () => resolve(false));
   });
 }

@@ -43,7 +43,8 @@ export async function shimPidOf(c: Containerd, id: string): Promise<number> {
   const client = await Client.connect(shimSocketOf(c, id));
   try {
     const reply = await client.call(TASK_SERVICE, 'Connect', T.ConnectRequest.encode({ id }).finish(), {
-      timeoutMs: 5000, metadata: { 'containerd-namespace-ttrpc': [c.namespace] },
+      timeoutMs: 5000,
+      metadata: { 'containerd-namespace-ttrpc': [c.namespace] },
     });
     return T.ConnectResponse.decode(reply).shim_pid;
   } finally {
@@ -53,7 +54,10 @@ export async function shimPidOf(c: Containerd, id: string): Promise<number> {
 
 /** The shim's socket path, from the bundle's address file. */
 export function shimSocketOf(c: Containerd, id: string): string {
-  return fs.readFileSync(path.join(c.bundleDir(id), 'address'), 'utf8').trim().replace(/^unix:\/\//, '');
+  return fs
+    .readFileSync(path.join(c.bundleDir(id), 'address'), 'utf8')
+    .trim()
+    .replace(/^unix:\/\//, '');
 }
 
 export interface RunOptions {
@@ -97,7 +101,11 @@ export async function removeContainer(c: Containerd, id: string): Promise<void> 
 export async function removeQuietly(c: Containerd, id: string): Promise<void> {
   await c.ctr(['task', 'kill', '-s', 'KILL', id]);
   await until(async () => {
-    try { return (await getTask(c, id)).status === 'STOPPED'; } catch { return true; }
+    try {
+      return (await getTask(c, id)).status === 'STOPPED';
+    } catch {
+      return true;
+    }
   }, `${id} stopped`).catch(() => {});
   await c.ctr(['task', 'delete', id]);
   await c.ctr(['container', 'delete', id]);

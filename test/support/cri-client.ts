@@ -15,12 +15,28 @@ export type NamespaceMode = 'POD' | 'CONTAINER' | 'NODE' | 'TARGET';
 export type ContainerState = 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
 export type PodSandboxState = 'SANDBOX_READY' | 'SANDBOX_NOTREADY';
 
-export interface NamespaceOption { network?: NamespaceMode; pid?: NamespaceMode; ipc?: NamespaceMode; target_id?: string }
-export interface LinuxContainerResources {
-  cpu_period?: number; cpu_quota?: number; cpu_shares?: number; memory_limit_in_bytes?: number;
-  oom_score_adj?: number; cpuset_cpus?: string; cpuset_mems?: string; unified?: Record<string, string>;
+export interface NamespaceOption {
+  network?: NamespaceMode;
+  pid?: NamespaceMode;
+  ipc?: NamespaceMode;
+  target_id?: string;
 }
-export interface PodSandboxMetadata { name: string; uid: string; namespace: string; attempt?: number }
+export interface LinuxContainerResources {
+  cpu_period?: number;
+  cpu_quota?: number;
+  cpu_shares?: number;
+  memory_limit_in_bytes?: number;
+  oom_score_adj?: number;
+  cpuset_cpus?: string;
+  cpuset_mems?: string;
+  unified?: Record<string, string>;
+}
+export interface PodSandboxMetadata {
+  name: string;
+  uid: string;
+  namespace: string;
+  attempt?: number;
+}
 export interface PodSandboxConfig {
   metadata: PodSandboxMetadata;
   hostname?: string;
@@ -53,9 +69,22 @@ export interface ContainerConfig {
   };
 }
 
-export interface VersionResponse { version: string; runtime_name: string; runtime_version: string; runtime_api_version: string }
-export interface RuntimeCondition { type: string; status: boolean; reason: string; message: string }
-export interface StatusResponse { status: { conditions: RuntimeCondition[] } | null; info: Record<string, string> }
+export interface VersionResponse {
+  version: string;
+  runtime_name: string;
+  runtime_version: string;
+  runtime_api_version: string;
+}
+export interface RuntimeCondition {
+  type: string;
+  status: boolean;
+  reason: string;
+  message: string;
+}
+export interface StatusResponse {
+  status: { conditions: RuntimeCondition[] } | null;
+  info: Record<string, string>;
+}
 export interface PodSandboxStatus {
   id: string;
   metadata: PodSandboxMetadata | null;
@@ -67,10 +96,18 @@ export interface PodSandboxStatus {
   annotations: Record<string, string>;
   runtime_handler: string;
 }
-export interface PodSandboxStatusResponse { status: PodSandboxStatus; info: Record<string, string> }
+export interface PodSandboxStatusResponse {
+  status: PodSandboxStatus;
+  info: Record<string, string>;
+}
 export interface PodSandbox {
-  id: string; metadata: PodSandboxMetadata | null; state: PodSandboxState; created_at: number;
-  labels: Record<string, string>; annotations: Record<string, string>; runtime_handler: string;
+  id: string;
+  metadata: PodSandboxMetadata | null;
+  state: PodSandboxState;
+  created_at: number;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  runtime_handler: string;
 }
 export interface ContainerStatus {
   id: string;
@@ -88,28 +125,61 @@ export interface ContainerStatus {
   annotations: Record<string, string>;
   log_path: string;
 }
-export interface ContainerStatusResponse { status: ContainerStatus; info: Record<string, string> }
-export interface Container {
-  id: string; pod_sandbox_id: string; metadata: { name: string; attempt: number } | null;
-  image_ref: string; state: ContainerState; created_at: number;
-  labels: Record<string, string>; annotations: Record<string, string>;
+export interface ContainerStatusResponse {
+  status: ContainerStatus;
+  info: Record<string, string>;
 }
-export interface ExecSyncResponse { stdout: Buffer; stderr: Buffer; exit_code: number }
-interface U64 { value: number }
+export interface Container {
+  id: string;
+  pod_sandbox_id: string;
+  metadata: { name: string; attempt: number } | null;
+  image_ref: string;
+  state: ContainerState;
+  created_at: number;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+}
+export interface ExecSyncResponse {
+  stdout: Buffer;
+  stderr: Buffer;
+  exit_code: number;
+}
+interface U64 {
+  value: number;
+}
 export interface ContainerStats {
   attributes: { id: string; metadata: { name: string; attempt: number } | null; labels: Record<string, string> } | null;
   cpu: { timestamp: number; usage_core_nano_seconds: U64 | null; usage_nano_cores: U64 | null } | null;
   memory: {
-    timestamp: number; working_set_bytes: U64 | null; available_bytes: U64 | null; usage_bytes: U64 | null;
-    rss_bytes: U64 | null; page_faults: U64 | null; major_page_faults: U64 | null;
+    timestamp: number;
+    working_set_bytes: U64 | null;
+    available_bytes: U64 | null;
+    usage_bytes: U64 | null;
+    rss_bytes: U64 | null;
+    page_faults: U64 | null;
+    major_page_faults: U64 | null;
   } | null;
-  writable_layer: { timestamp: number; fs_id: { mountpoint: string } | null; used_bytes: U64 | null; inodes_used: U64 | null } | null;
+  writable_layer: {
+    timestamp: number;
+    fs_id: { mountpoint: string } | null;
+    used_bytes: U64 | null;
+    inodes_used: U64 | null;
+  } | null;
 }
-export interface Image { id: string; repo_tags: string[]; repo_digests: string[]; size: number }
+export interface Image {
+  id: string;
+  repo_tags: string[];
+  repo_digests: string[];
+  size: number;
+}
 
 /** A failed CRI call: `code` is the gRPC status code, the message names the method. */
 export class CriError extends Error {
-  constructor(readonly method: string, readonly code: grpc.status, readonly details: string) {
+  constructor(
+    readonly method: string,
+    readonly code: grpc.status,
+    readonly details: string
+  ) {
     super(`CRI ${method} failed: ${grpc.status[code] ?? code}: ${details}`);
     this.name = 'CriError';
   }
@@ -121,7 +191,11 @@ let loaded: any;
 function criPackage(): any {
   if (!loaded) {
     const def = protoLoader.loadSync('cri/api.proto', {
-      keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true,
+      keepCase: true,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
       includeDirs: [path.join(repoRoot(), 'test', 'proto')],
     });
     loaded = grpc.loadPackageDefinition(def).runtime;
@@ -129,15 +203,22 @@ function criPackage(): any {
   return loaded.v1;
 }
 
-type Unary = (req: unknown, meta: grpc.Metadata, opts: grpc.CallOptions,
-  cb: (err: grpc.ServiceError | null, res: any) => void) => void;
+type Unary = (
+  req: unknown,
+  meta: grpc.Metadata,
+  opts: grpc.CallOptions,
+  cb: (err: grpc.ServiceError | null, res: any) => void
+) => void;
 
 export class CriClient {
   private readonly runtime: grpc.Client & Record<string, Unary>;
   private readonly images: grpc.Client & Record<string, Unary>;
 
   /** `address` is containerd's gRPC socket path (the CRI services share it). */
-  constructor(readonly address: string, private readonly defaultTimeoutMs = DEFAULT_TIMEOUT_MS) {
+  constructor(
+    readonly address: string,
+    private readonly defaultTimeoutMs = DEFAULT_TIMEOUT_MS
+  ) {
     const pkg = criPackage();
     const target = `unix://${address}`;
     const creds = grpc.credentials.createInsecure();
@@ -152,7 +233,12 @@ export class CriClient {
     this.images.close();
   }
 
-  private call<T>(client: grpc.Client & Record<string, Unary>, method: string, req: unknown, timeoutMs?: number): Promise<T> {
+  private call<T>(
+    client: grpc.Client & Record<string, Unary>,
+    method: string,
+    req: unknown,
+    timeoutMs?: number
+  ): Promise<T> {
     const deadline = new Date(Date.now() + (timeoutMs ?? this.defaultTimeoutMs));
     return new Promise<T>((resolve, reject) => {
       client[method].call(client, req, new grpc.Metadata(), { deadline }, (err, res) => {
@@ -177,7 +263,11 @@ export class CriClient {
   }
 
   async runPodSandbox(config: PodSandboxConfig, runtimeHandler = '', timeoutMs = 60_000): Promise<string> {
-    const r = await this.rt<{ pod_sandbox_id: string }>('RunPodSandbox', { config, runtime_handler: runtimeHandler }, timeoutMs);
+    const r = await this.rt<{ pod_sandbox_id: string }>(
+      'RunPodSandbox',
+      { config, runtime_handler: runtimeHandler },
+      timeoutMs
+    );
     return r.pod_sandbox_id;
   }
 
@@ -198,9 +288,16 @@ export class CriClient {
     return r.items;
   }
 
-  async createContainer(podSandboxId: string, config: ContainerConfig, sandboxConfig: PodSandboxConfig): Promise<string> {
-    const r = await this.rt<{ container_id: string }>('CreateContainer',
-      { pod_sandbox_id: podSandboxId, config, sandbox_config: sandboxConfig }, 60_000);
+  async createContainer(
+    podSandboxId: string,
+    config: ContainerConfig,
+    sandboxConfig: PodSandboxConfig
+  ): Promise<string> {
+    const r = await this.rt<{ container_id: string }>(
+      'CreateContainer',
+      { pod_sandbox_id: podSandboxId, config, sandbox_config: sandboxConfig },
+      60_000
+    );
     return r.container_id;
   }
 
@@ -210,14 +307,20 @@ export class CriClient {
 
   /** `timeoutSeconds`: grace period after the stop signal before SIGKILL. */
   async stopContainer(containerId: string, timeoutSeconds: number): Promise<void> {
-    await this.rt('StopContainer', { container_id: containerId, timeout: timeoutSeconds }, timeoutSeconds * 1000 + 30_000);
+    await this.rt(
+      'StopContainer',
+      { container_id: containerId, timeout: timeoutSeconds },
+      timeoutSeconds * 1000 + 30_000
+    );
   }
 
   async removeContainer(containerId: string): Promise<void> {
     await this.rt('RemoveContainer', { container_id: containerId }, 60_000);
   }
 
-  async listContainers(filter: { id?: string; pod_sandbox_id?: string; state?: { state: ContainerState } } = {}): Promise<Container[]> {
+  async listContainers(
+    filter: { id?: string; pod_sandbox_id?: string; state?: { state: ContainerState } } = {}
+  ): Promise<Container[]> {
     const r = await this.rt<{ containers: Container[] }>('ListContainers', { filter });
     return r.containers;
   }

@@ -10,9 +10,10 @@ import { PAUSE_IMAGE } from './rootfs';
 /** A fixture of test/fixtures/cri with {{WORK}}, {{SANDBOX_IMAGE}} and {{CNI_BIN}} filled in. */
 export function renderCriFixture(name: string, work: string): string {
   const release = selectedRelease(repoRoot());
-  const cniBin = release.major === 2 && release.minor === 0
-    ? `bin_dir = "${work}/cni/bin"` : `bin_dirs = ["${work}/cni/bin"]`;
-  return fs.readFileSync(path.join(repoRoot(), 'test', 'fixtures', 'cri', name), 'utf8')
+  const cniBin =
+    release.major === 2 && release.minor === 0 ? `bin_dir = "${work}/cni/bin"` : `bin_dirs = ["${work}/cni/bin"]`;
+  return fs
+    .readFileSync(path.join(repoRoot(), 'test', 'fixtures', 'cri', name), 'utf8')
     .replaceAll('{{CNI_BIN}}', cniBin)
     .replaceAll('{{WORK}}', work)
     .replaceAll('{{SANDBOX_IMAGE}}', PAUSE_IMAGE);

@@ -27,7 +27,8 @@ export class EventGate {
   /** Call after containerd was killed: the next start listens on the real address. */
   install(): void {
     if (this.installed) return;
-    if (!fs.lstatSync(this.c.ttrpcAddress).isSocket()) throw new Error(`${this.c.ttrpcAddress} is not the socket of a killed containerd`);
+    if (!fs.lstatSync(this.c.ttrpcAddress).isSocket())
+      throw new Error(`${this.c.ttrpcAddress} is not the socket of a killed containerd`);
     fs.renameSync(this.c.ttrpcAddress, this.deadSocket);
     const text = fs.readFileSync(this.c.configFile, 'utf8');
     const from = JSON.stringify(this.c.ttrpcAddress);

@@ -57,10 +57,17 @@ function mutate(r: Rng, b: Buffer): Buffer {
   for (let i = 0; i < edits && out.length > 0; i++) {
     const at = r.int(out.length);
     switch (r.int(4)) {
-      case 0: out[at] ^= 1 << r.int(8); break;
-      case 1: out[at] = r.next() & 0xff; break;
-      case 2: out[at] = r.pick([0x00, 0x7f, 0x80, 0xff]); break;
-      default: return out.subarray(0, at); // truncate
+      case 0:
+        out[at] ^= 1 << r.int(8);
+        break;
+      case 1:
+        out[at] = r.next() & 0xff;
+        break;
+      case 2:
+        out[at] = r.pick([0x00, 0x7f, 0x80, 0xff]);
+        break;
+      default:
+        return out.subarray(0, at); // truncate
     }
   }
   return out;
@@ -83,9 +90,16 @@ export function nextFrame(r: Rng, ids: { last: number }, opts: FrameGenOptions =
   const freshId = () => (ids.last += 2 * (1 + r.int(2)));
   if (kind < 30) return encodeFrame(freshId(), MessageType.REQUEST, r.chance(0.1) ? r.int(8) : 0, validRequestBody(r));
   if (kind < 50) return encodeFrame(freshId(), MessageType.REQUEST, 0, mutate(r, validRequestBody(r)));
-  if (kind < 58) return encodeFrame(r.chance(0.5) ? ids.last : r.next(), MessageType.DATA, r.int(8), r.bytes(r.int(32)));
+  if (kind < 58)
+    return encodeFrame(r.chance(0.5) ? ids.last : r.next(), MessageType.DATA, r.int(8), r.bytes(r.int(32)));
   if (kind < 64) return encodeFrame(r.next(), r.int(256), r.int(256), r.bytes(r.int(48)));
-  if (kind < 70) return encodeFrame(freshId(), MessageType.RESPONSE, 0, encodeResponse({ status: { code: r.int(20), message: 'x' } }));
+  if (kind < 70)
+    return encodeFrame(
+      freshId(),
+      MessageType.RESPONSE,
+      0,
+      encodeResponse({ status: { code: r.int(20), message: 'x' } })
+    );
   if (kind < 80) return encodeFrame(freshId(), MessageType.REQUEST, 0, r.bytes(r.int(80)));
   if (kind < 90) {
     // Corrupt the header itself (id, type, flags; the length too in wild mode).

@@ -12,7 +12,9 @@ export function fuzzServer(): Server {
   const server = new Server({ peerCheck: 'any' });
   server.register(FUZZ_SERVICE, {
     Echo: (p) => p,
-    Fail: () => { throw new TtrpcError(Code.NOT_FOUND, 'nope: not found'); },
+    Fail: () => {
+      throw new TtrpcError(Code.NOT_FOUND, 'nope: not found');
+    },
     Slow: async (p, ctx) => {
       await sleep(p.length % 5, undefined, { signal: ctx.signal }).catch(() => {});
       return p;
@@ -34,13 +36,17 @@ export function fuzzDecoder(seed: number, count: number): { frames: number; deco
     frame: (_h, d) => {
       frames++;
       for (const fn of [decodeRequest, decodeResponse]) {
-        try { fn(d); } catch (err) {
+        try {
+          fn(d);
+        } catch (err) {
           if (!(err instanceof Error)) throw new Error(`non-Error thrown: ${String(err)}`);
           decodeErrors++;
         }
       }
     },
-    oversize: () => { frames++; },
+    oversize: () => {
+      frames++;
+    },
   };
   let dec = new FrameDecoder(sink);
   let wild = false;
@@ -80,7 +86,10 @@ export async function fuzzLive(path: string, seed: number, count: number, perCon
     peer.end();
     await peer.closed;
     for (let f = await peer.nextFrame(0); f; f = await peer.nextFrame(0)) {
-      assert.ok(f.header.type === MessageType.RESPONSE || f.header.type === MessageType.DATA, `server sent type ${f.header.type}`);
+      assert.ok(
+        f.header.type === MessageType.RESPONSE || f.header.type === MessageType.DATA,
+        `server sent type ${f.header.type}`
+      );
       assert.equal(f.header.streamId % 2, f.header.streamId % 2); // any id the peer used may be echoed
       if (f.header.type === MessageType.RESPONSE) decodeResponse(f.data);
       replies++;
@@ -92,7 +101,10 @@ export async function fuzzLive(path: string, seed: number, count: number, perCon
 export async function assertServerHealthy(path: string): Promise<void> {
   const c = await Client.connect(path);
   try {
-    assert.deepEqual(await c.call(FUZZ_SERVICE, 'Echo', Buffer.from('still alive'), { timeoutMs: 2000 }), Buffer.from('still alive'));
+    assert.deepEqual(
+      await c.call(FUZZ_SERVICE, 'Echo', Buffer.from('still alive'), { timeoutMs: 2000 }),
+      Buffer.from('still alive')
+    );
     const got: Buffer[] = [];
     for await (const m of c.serverStream(FUZZ_SERVICE, 'Stream', Buffer.from('abc'))) got.push(m);
     assert.equal(got.length, 3);

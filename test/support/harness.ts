@@ -12,7 +12,14 @@ import { sleep } from './wait';
 
 // pidAlive lives with the other /proc probes; many e2e files and the bench take it from here.
 export { pidAlive } from './proc';
-export { releaseSkipReason, releaseMissing, requestedVersion, selectedRelease, releaseFor, type ContainerdRelease } from './containerd-release';
+export {
+  releaseSkipReason,
+  releaseMissing,
+  requestedVersion,
+  selectedRelease,
+  releaseFor,
+  type ContainerdRelease,
+} from './containerd-release';
 
 export const RUNC_RUNTIME = 'io.containerd.runc.v2';
 export const TSSHIM_RUNTIME = 'io.containerd.tsshim.v2';
@@ -101,7 +108,9 @@ export function repoRoot(): string {
     if (fs.existsSync(pkg)) {
       try {
         if (JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'tsshim') return dir;
-      } catch { /* keep looking */ }
+      } catch {
+        /* keep looking */
+      }
     }
     const up = path.dirname(dir);
     if (up === dir) throw new Error(`tsshim repository root not found above ${__dirname}`);
@@ -120,8 +129,13 @@ export function containerdSearchPath(...front: string[]): string {
 function searchPathFor(release: ContainerdRelease, front: string[]): string {
   // TSSHIM_TEST_SHIM_DIR: a dir put before ours, for experiments with a wrapped shim binary.
   const extra = process.env.TSSHIM_TEST_SHIM_DIR ? [process.env.TSSHIM_TEST_SHIM_DIR] : [];
-  return [...extra, ...front, path.join(repoRoot(), 'bin'), ...(release.binDir ? [release.binDir] : []),
-    process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'].join(':');
+  return [
+    ...extra,
+    ...front,
+    path.join(repoRoot(), 'bin'),
+    ...(release.binDir ? [release.binDir] : []),
+    process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  ].join(':');
 }
 
 let idCounter = 0;
@@ -141,7 +155,9 @@ function sleepSync(ms: number): void {
 function signalPid(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
-  } catch { /* already gone */ }
+  } catch {
+    /* already gone */
+  }
 }
 
 /** Shim processes (start, daemon or delete) whose `-address` names this containerd's socket. */
@@ -155,8 +171,11 @@ function findShimPids(address: string, exclude: number, withSpares = false): num
     if (!withSpares && argv.includes('spare')) continue;
     for (let i = 1; i < argv.length; i++) {
       const a = argv[i];
-      if (((a === '-address' || a === '--address') && argv[i + 1] === address) ||
-          a === `-address=${address}` || a === `--address=${address}`) {
+      if (
+        ((a === '-address' || a === '--address') && argv[i + 1] === address) ||
+        a === `-address=${address}` ||
+        a === `--address=${address}`
+      ) {
         out.push(pid);
         break;
       }
@@ -168,16 +187,28 @@ function findShimPids(address: string, exclude: number, withSpares = false): num
 // ---------------------------------------------------------------------------------------------
 // teardown, usable from an async stop() and from a synchronous process 'exit' handler
 
-interface Bundle { namespace: string; id: string; dir: string }
+interface Bundle {
+  namespace: string;
+  id: string;
+  dir: string;
+}
 
 function listBundles(state: string): Bundle[] {
   const base = path.join(state, TASK_DIR);
   const out: Bundle[] = [];
   let namespaces: string[] = [];
-  try { namespaces = fs.readdirSync(base); } catch { return out; }
+  try {
+    namespaces = fs.readdirSync(base);
+  } catch {
+    return out;
+  }
   for (const ns of namespaces) {
     let ids: string[] = [];
-    try { ids = fs.readdirSync(path.join(base, ns)); } catch { continue; }
+    try {
+      ids = fs.readdirSync(path.join(base, ns));
+    } catch {
+      continue;
+    }
     for (const id of ids) out.push({ namespace: ns, id, dir: path.join(base, ns, id) });
   }
   return out;
@@ -187,7 +218,11 @@ function listBundles(state: string): Bundle[] {
 function containerPids(bundle: Bundle): number[] {
   const pids: number[] = [];
   let names: string[] = [];
-  try { names = fs.readdirSync(bundle.dir); } catch { return pids; }
+  try {
+    names = fs.readdirSync(bundle.dir);
+  } catch {
+    return pids;
+  }
   for (const n of names) {
     if (!n.endsWith('.pid') || n === 'shim.pid') continue;
     const pid = Number(fs.readFileSync(path.join(bundle.dir, n), 'utf8').trim());
@@ -202,7 +237,9 @@ function runcRootFor(bundle: Bundle): string {
     const opts = JSON.parse(fs.readFileSync(path.join(bundle.dir, 'options.json'), 'utf8'));
     const root = opts.root ?? opts.Root;
     if (typeof root === 'string' && root) return path.join(root, bundle.namespace);
-  } catch { /* no options */ }
+  } catch {
+    /* no options */
+  }
   return path.join('/run/containerd/runc', bundle.namespace);
 }
 
@@ -229,9 +266,12 @@ function removeShimSocket(bundle: Bundle): void {
     const address = shimAddressOf(bundle.dir);
     if (!address.startsWith('unix:///')) return;
     const socket = address.slice('unix://'.length);
-    for (const ext of ['.outbox', '.pid']) fs.rmSync(path.join(TSSHIM_STATE_DIR, path.basename(socket) + ext), { force: true });
+    for (const ext of ['.outbox', '.pid'])
+      fs.rmSync(path.join(TSSHIM_STATE_DIR, path.basename(socket) + ext), { force: true });
     if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket);
-  } catch { /* no address file or socket already gone */ }
+  } catch {
+    /* no address file or socket already gone */
+  }
 }
 
 /**
@@ -240,11 +280,19 @@ function removeShimSocket(bundle: Bundle): void {
  */
 function removeDeadPerNodeShimFiles(): void {
   let names: string[] = [];
-  try { names = fs.readdirSync(TSSHIM_STATE_DIR); } catch { return; }
+  try {
+    names = fs.readdirSync(TSSHIM_STATE_DIR);
+  } catch {
+    return;
+  }
   for (const name of names.filter((n) => n.endsWith('.pid'))) {
     const base = name.slice(0, -4);
     let pid = 0;
-    try { pid = Number(fs.readFileSync(path.join(TSSHIM_STATE_DIR, name), 'utf8')); } catch { continue; }
+    try {
+      pid = Number(fs.readFileSync(path.join(TSSHIM_STATE_DIR, name), 'utf8'));
+    } catch {
+      continue;
+    }
     if (pid > 0 && pidAlive(pid)) continue;
     for (const f of [name, `${base}.outbox`]) fs.rmSync(path.join(TSSHIM_STATE_DIR, f), { force: true });
     fs.rmSync(path.join(process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s', base), { force: true });
@@ -259,7 +307,11 @@ function removeSparePool(address: string): void {
 
 function mountPointsUnder(dir: string): string[] {
   let info = '';
-  try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return []; }
+  try {
+    info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
   const prefix = dir.endsWith('/') ? dir : dir + '/';
   const points = new Set<string>();
   for (const line of info.split('\n')) {
@@ -353,12 +405,20 @@ function installExitHook(): void {
 export function sweepStaleInstances(parent = '/tmp'): string[] {
   const swept: string[] = [];
   let names: string[] = [];
-  try { names = fs.readdirSync(parent); } catch { return swept; }
+  try {
+    names = fs.readdirSync(parent);
+  } catch {
+    return swept;
+  }
   for (const name of names) {
     if (!name.startsWith(DIR_PREFIX)) continue;
     const dir = path.join(parent, name);
     let owner: number;
-    try { owner = Number(fs.readFileSync(path.join(dir, 'owner'), 'utf8').trim()); } catch { continue; }
+    try {
+      owner = Number(fs.readFileSync(path.join(dir, 'owner'), 'utf8').trim());
+    } catch {
+      continue;
+    }
     if (!Number.isInteger(owner) || owner <= 0 || pidAlive(owner)) continue;
     const config = path.join(dir, 'config.toml');
     const daemons = allPids().filter((pid) => {
@@ -366,7 +426,13 @@ export function sweepStaleInstances(parent = '/tmp'): string[] {
       return !!argv && argv.includes(config) && path.basename(argv[0]) === 'containerd';
     });
     killAndWait(daemons, 3000);
-    teardownSync({ dir, address: path.join(dir, 'c.sock'), state: path.join(dir, 'state'), currentPid: () => -1, torn: false });
+    teardownSync({
+      dir,
+      address: path.join(dir, 'c.sock'),
+      state: path.join(dir, 'state'),
+      currentPid: () => -1,
+      torn: false,
+    });
     swept.push(dir);
   }
   return swept;
@@ -392,21 +458,22 @@ const CRI_PLUGINS: Record<number, string[]> = {
 export function renderConfig(dir: string, opts: ContainerdOptions, configVersion = 2): string {
   const criPlugins = CRI_PLUGINS[Math.min(configVersion, 3)];
   const disabled = [...(opts.cri ? [] : criPlugins), ...(opts.disabledPlugins ?? [])];
-  const listeners = configVersion >= 4
-    ? [
-        `[plugins."io.containerd.server.v1.grpc"]`,
-        `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
-        '',
-        `[plugins."io.containerd.server.v1.ttrpc"]`,
-        `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
-      ]
-    : [
-        '[grpc]',
-        `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
-        '',
-        '[ttrpc]',
-        `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
-      ];
+  const listeners =
+    configVersion >= 4
+      ? [
+          `[plugins."io.containerd.server.v1.grpc"]`,
+          `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
+          '',
+          `[plugins."io.containerd.server.v1.ttrpc"]`,
+          `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
+        ]
+      : [
+          '[grpc]',
+          `  address = ${tomlString(path.join(dir, 'c.sock'))}`,
+          '',
+          '[ttrpc]',
+          `  address = ${tomlString(path.join(dir, 'c.sock.ttrpc'))}`,
+        ];
   const lines = [
     `version = ${configVersion}`,
     `root = ${tomlString(path.join(dir, 'root'))}`,
@@ -428,9 +495,16 @@ export function renderConfig(dir: string, opts: ContainerdOptions, configVersion
   return lines.join('\n');
 }
 
-function runCapture(cmd: string, args: string[], opts: {
-  env?: NodeJS.ProcessEnv; input?: string | Buffer; closeStdinAfterMs?: number; timeoutMs?: number;
-}): Promise<CtrResult> {
+function runCapture(
+  cmd: string,
+  args: string[],
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    input?: string | Buffer;
+    closeStdinAfterMs?: number;
+    timeoutMs?: number;
+  }
+): Promise<CtrResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -438,9 +512,13 @@ function runCapture(cmd: string, args: string[], opts: {
     let timedOut = false;
     child.stdout!.on('data', (d: Buffer) => out.push(d));
     child.stderr!.on('data', (d: Buffer) => err.push(d));
-    child.stdin!.on('error', () => { /* ctr may exit before reading stdin */ });
+    child.stdin!.on('error', () => {
+      /* ctr may exit before reading stdin */
+    });
     if (opts.input !== undefined) child.stdin!.write(opts.input);
-    const closeStdin = (): void => { child.stdin!.end(); };
+    const closeStdin = (): void => {
+      child.stdin!.end();
+    };
     let stdinTimer: NodeJS.Timeout | undefined;
     if (opts.closeStdinAfterMs) stdinTimer = setTimeout(closeStdin, opts.closeStdinAfterMs);
     else closeStdin();
@@ -448,7 +526,11 @@ function runCapture(cmd: string, args: string[], opts: {
       timedOut = true;
       if (child.pid) signalPid(child.pid, 'SIGKILL');
     }, opts.timeoutMs ?? 60_000);
-    child.on('error', (e) => { clearTimeout(timer); clearTimeout(stdinTimer); reject(e); });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      clearTimeout(stdinTimer);
+      reject(e);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       clearTimeout(stdinTimer);
@@ -460,8 +542,14 @@ function runCapture(cmd: string, args: string[], opts: {
 function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
   return new Promise((resolve) => {
-    const timer = setTimeout(() => { child.removeListener('exit', onExit); resolve(false); }, timeoutMs);
-    const onExit = (): void => { clearTimeout(timer); resolve(true); };
+    const timer = setTimeout(() => {
+      child.removeListener('exit', onExit);
+      resolve(false);
+    }, timeoutMs);
+    const onExit = (): void => {
+      clearTimeout(timer);
+      resolve(true);
+    };
     child.once('exit', onExit);
   });
 }
@@ -508,12 +596,16 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     } finally {
       fs.closeSync(logFd);
     }
-    child.on('error', () => { /* reported through the readiness wait below */ });
+    child.on('error', () => {
+      /* reported through the readiness wait below */
+    });
     child.unref(); // a test that forgets stop() must still end; the exit hook cleans up
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 20_000);
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) {
-        throw new Error(`containerd exited during start-up (code ${child.exitCode}, signal ${child.signalCode}); log tail:\n${tail(logFile, 4000)}`);
+        throw new Error(
+          `containerd exited during start-up (code ${child.exitCode}, signal ${child.signalCode}); log tail:\n${tail(logFile, 4000)}`
+        );
       }
       if (fs.existsSync(address)) {
         const r = await runCapture(release.ctr, ['--address', address, 'version'], { env, timeoutMs: 5000 });
@@ -521,7 +613,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       }
       if (Date.now() > deadline) {
         signalPid(child.pid, 'SIGKILL');
-        throw new Error(`containerd did not become ready within ${opts.readyTimeoutMs ?? 20_000} ms; log tail:\n${tail(logFile, 4000)}`);
+        throw new Error(
+          `containerd did not become ready within ${opts.readyTimeoutMs ?? 20_000} ms; log tail:\n${tail(logFile, 4000)}`
+        );
       }
       await sleep(50);
     }
@@ -550,17 +644,37 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const baseArgs = (ns?: string): string[] => ['--address', address, '--namespace', ns ?? namespace];
 
   const api: Containerd = {
-    get release() { return release; },
-    get ctrBinary() { return release.ctr; },
-    dir, address, ttrpcAddress, root, state, namespace, configFile, logFile,
-    get pid() { return child.pid ?? -1; },
+    get release() {
+      return release;
+    },
+    get ctrBinary() {
+      return release.ctr;
+    },
+    dir,
+    address,
+    ttrpcAddress,
+    root,
+    state,
+    namespace,
+    configFile,
+    logFile,
+    get pid() {
+      return child.pid ?? -1;
+    },
     bundleDir: (id, ns) => path.join(state, TASK_DIR, ns ?? namespace, id),
-    ctr: (args, o = {}) => runCapture(release.ctr, [...baseArgs(o.namespace), ...args], {
-      env: ctrEnv(o.env), input: o.input, closeStdinAfterMs: o.closeStdinAfterMs, timeoutMs: o.timeoutMs,
-    }),
-    spawnCtr: (args, o = {}) => spawn(release.ctr, [...baseArgs(o.namespace), ...args], { env: ctrEnv(o.env), stdio: 'pipe' }),
+    ctr: (args, o = {}) =>
+      runCapture(release.ctr, [...baseArgs(o.namespace), ...args], {
+        env: ctrEnv(o.env),
+        input: o.input,
+        closeStdinAfterMs: o.closeStdinAfterMs,
+        timeoutMs: o.timeoutMs,
+      }),
+    spawnCtr: (args, o = {}) =>
+      spawn(release.ctr, [...baseArgs(o.namespace), ...args], { env: ctrEnv(o.env), stdio: 'pipe' }),
     shimPids: () => findShimPids(address, child.pid ?? -1),
-    onStop: (fn) => { stopHooks.push(fn); },
+    onStop: (fn) => {
+      stopHooks.push(fn);
+    },
     logTail: (bytes = 8000) => tail(logFile, bytes),
     async stop() {
       if (inst.torn) return;

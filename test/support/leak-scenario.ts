@@ -68,11 +68,16 @@ class FifoReader {
     if (r.status !== 0) throw new Error(`mkfifo ${file}: ${r.stderr}`);
     const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
     this.sock = new net.Socket({ fd, readable: true, writable: false });
-    this.sock.on('data', (d: Buffer) => { this.data += d.toString(); });
+    this.sock.on('data', (d: Buffer) => {
+      this.data += d.toString();
+    });
     this.sock.on('error', () => {});
   }
   async expect(text: string, timeoutMs = 5000): Promise<void> {
-    await until(() => this.data === text, `fifo output ${JSON.stringify(text)} (have ${JSON.stringify(this.data)})`, { timeoutMs, everyMs: 5 });
+    await until(() => this.data === text, `fifo output ${JSON.stringify(text)} (have ${JSON.stringify(this.data)})`, {
+      timeoutMs,
+      everyMs: 5,
+    });
   }
   close(): void {
     this.sock.destroy();
@@ -109,10 +114,14 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
 
   let statsServed = 0;
   /** 1 when the shim answered Stats, 0 when the cgroup was already gone (NotFound). */
-  const stats = (id: string): Promise<number> => call('Stats', T.StatsRequest.encode({ id }).finish()).then(() => 1, (e: { code?: number }) => {
-    if (e?.code === 5) return 0;
-    throw e;
-  });
+  const stats = (id: string): Promise<number> =>
+    call('Stats', T.StatsRequest.encode({ id }).finish()).then(
+      () => 1,
+      (e: { code?: number }) => {
+        if (e?.code === 5) return 0;
+        throw e;
+      }
+    );
 
   async function directRun(i: number): Promise<void> {
     const id = `${tag}-r${i}`;
@@ -126,10 +135,16 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     const out = new FifoReader(path.join(work, `${id}.out`));
     const err = new FifoReader(path.join(work, `${id}.err`));
     try {
-      await call('Create', T.CreateTaskRequest.encode({
-        id, bundle, stdout: out.file, stderr: err.file,
-        rootfs: [{ type: 'bind', source: rootfsSource, target: '', options: ['rbind', 'ro'] }],
-      }).finish());
+      await call(
+        'Create',
+        T.CreateTaskRequest.encode({
+          id,
+          bundle,
+          stdout: out.file,
+          stderr: err.file,
+          rootfs: [{ type: 'bind', source: rootfsSource, target: '', options: ['rbind', 'ro'] }],
+        }).finish()
+      );
       await call('Start', T.StartRequest.encode({ id }).finish());
       const w = T.WaitResponse.decode(await call('Wait', T.WaitRequest.encode({ id }).finish()));
       if (w.exit_status !== i % 5) throw new Error(`${id} exited ${w.exit_status}, expected ${i % 5}`);
@@ -152,9 +167,16 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     const err = new FifoReader(path.join(work, `${host}-${execId}.err`));
     try {
       const proc = { ...template.process, args: ['sh', '-c', `echo exec-${i}; exit ${i % 3}`], terminal: false };
-      await call('Exec', T.ExecProcessRequest.encode({
-        id: host, exec_id: execId, stdout: out.file, stderr: err.file, spec: { type_url: PROCESS_SPEC_URL, value: Buffer.from(JSON.stringify(proc)) },
-      }).finish());
+      await call(
+        'Exec',
+        T.ExecProcessRequest.encode({
+          id: host,
+          exec_id: execId,
+          stdout: out.file,
+          stderr: err.file,
+          spec: { type_url: PROCESS_SPEC_URL, value: Buffer.from(JSON.stringify(proc)) },
+        }).finish()
+      );
       await call('Start', T.StartRequest.encode({ id: host, exec_id: execId }).finish());
       const w = T.WaitResponse.decode(await call('Wait', T.WaitRequest.encode({ id: host, exec_id: execId }).finish()));
       if (w.exit_status !== i % 3) throw new Error(`exec ${execId} exited ${w.exit_status}, expected ${i % 3}`);
@@ -168,13 +190,23 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
 
   async function ctrCycle(i: number): Promise<void> {
     const id = `${tag}-c${i}`;
-    const r = await c.ctr(['run', '--rm', '--runtime', o.runtime, ...groupArgs, image, id, 'sh', '-c', `echo ctr-${i}`], { timeoutMs: 60_000 });
-    if (r.code !== 0 || r.stdout !== `ctr-${i}\n`) throw new Error(`ctr run ${id}: ${r.code} ${JSON.stringify(r.stdout)} ${r.stderr}`);
-    const e = await c.ctr(['task', 'exec', '--exec-id', `cx${i}`, host, 'sh', '-c', `echo ctr-exec-${i}`], { timeoutMs: 60_000 });
-    if (e.code !== 0 || e.stdout !== `ctr-exec-${i}\n`) throw new Error(`ctr exec cx${i}: ${e.code} ${JSON.stringify(e.stdout)} ${e.stderr}`);
+    const r = await c.ctr(
+      ['run', '--rm', '--runtime', o.runtime, ...groupArgs, image, id, 'sh', '-c', `echo ctr-${i}`],
+      { timeoutMs: 60_000 }
+    );
+    if (r.code !== 0 || r.stdout !== `ctr-${i}\n`)
+      throw new Error(`ctr run ${id}: ${r.code} ${JSON.stringify(r.stdout)} ${r.stderr}`);
+    const e = await c.ctr(['task', 'exec', '--exec-id', `cx${i}`, host, 'sh', '-c', `echo ctr-exec-${i}`], {
+      timeoutMs: 60_000,
+    });
+    if (e.code !== 0 || e.stdout !== `ctr-exec-${i}\n`)
+      throw new Error(`ctr exec cx${i}: ${e.code} ${JSON.stringify(e.stdout)} ${e.stderr}`);
   }
 
-  const fifoFds = (): number => fdTargets(shim).filter((t) => t.includes('/fifo/') || t.startsWith(work) || t.endsWith('.out') || t.endsWith('.err')).length;
+  const fifoFds = (): number =>
+    fdTargets(shim).filter(
+      (t) => t.includes('/fifo/') || t.startsWith(work) || t.endsWith('.out') || t.endsWith('.err')
+    ).length;
   const start = sampleShim(shim);
   const fifoFdsAtStart = fifoFds(); // the long-lived container's own stdio
   let baseline = start;
@@ -191,7 +223,9 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
     if (i % every === 0) {
       const s = sampleShim(shim);
       samples.push({ cycle: i, fds: s.fds, rss: s.rss });
-      o.log(`cycle ${i}: fds ${s.fds} rss ${(s.rss / 1048576).toFixed(1)} MiB children ${s.children} ${JSON.stringify(s.fdKinds)}`);
+      o.log(
+        `cycle ${i}: fds ${s.fds} rss ${(s.rss / 1048576).toFixed(1)} MiB children ${s.children} ${JSON.stringify(s.fdKinds)}`
+      );
     }
   }
   client.close();
@@ -200,7 +234,14 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
   let outboxBytes = 0;
   for (const f of stateFiles) if (f.endsWith('.outbox')) outboxBytes += fs.statSync(path.join(OUTBOX_DIR, f)).size;
   const report: LeakReport = {
-    runtime: o.runtime, mode: o.mode, cycles: o.cycles, shimPid: shim, start, baseline, end, samples,
+    runtime: o.runtime,
+    mode: o.mode,
+    cycles: o.cycles,
+    shimPid: shim,
+    start,
+    baseline,
+    end,
+    samples,
     fifoFdsLeft: fifoFds() - fifoFdsAtStart,
     execPidFilesLeft: listDir(hostBundle).filter((f) => f.endsWith('.pid') && f !== 'init.pid' && f !== 'shim.pid'),
     mountsLeft: mountsUnder(work),
@@ -215,7 +256,11 @@ export async function runLeakScenario(c: Containerd, o: LeakOptions): Promise<Le
   if (!pidAlive(shim)) throw new Error('the shim died during the leak run');
   // Clean up the long-lived container.
   await c.ctr(['task', 'kill', '-s', 'KILL', host]);
-  await until(async () => !(await c.ctr(['task', 'ls'])).stdout.split('\n').some((l) => l.startsWith(host + ' ') && l.includes('RUNNING')), 'host stopped');
+  await until(
+    async () =>
+      !(await c.ctr(['task', 'ls'])).stdout.split('\n').some((l) => l.startsWith(host + ' ') && l.includes('RUNNING')),
+    'host stopped'
+  );
   await c.ctr(['task', 'delete', host]);
   await c.ctr(['container', 'delete', host]);
   fs.rmSync(work, { recursive: true, force: true });
@@ -229,7 +274,9 @@ function shimPidByBundle(c: Containerd, id: string): number {
       const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       const i = argv.indexOf('-id');
       if (i >= 0 && argv[i + 1] === id) return pid;
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   throw new Error(`no shim found for ${id}`);
 }

@@ -41,7 +41,9 @@ function repoRoot(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
     try {
       if (JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).name === 'tsshim') return dir;
-    } catch { /* keep looking */ }
+    } catch {
+      /* keep looking */
+    }
     if (path.dirname(dir) === dir) throw new Error(`tsshim repository root not found above ${__dirname}`);
   }
 }
@@ -51,14 +53,21 @@ function npmEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     const lower = k.toLowerCase();
-    if (lower.startsWith('npm_') && !/^npm_config_(cache|registry|.*proxy|userconfig|strict_ssl|cafile)$/.test(lower)) continue;
+    if (lower.startsWith('npm_') && !/^npm_config_(cache|registry|.*proxy|userconfig|strict_ssl|cafile)$/.test(lower))
+      continue;
     env[k] = v;
   }
   return env;
 }
 
 function npm(args: string[], cwd: string): string {
-  return execFileSync('npm', args, { cwd, env: npmEnv(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+  return execFileSync('npm', args, {
+    cwd,
+    env: npmEnv(),
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 300_000,
+  });
 }
 
 /** What `npm pack` would put in the package, cheaply: the file list with sizes and times. */
@@ -69,7 +78,8 @@ function treeKey(root: string): string {
     const st = fs.statSync(abs);
     if (st.isDirectory()) {
       for (const name of fs.readdirSync(abs).sort()) walk(path.join(rel, name));
-    } else if (!path.basename(rel).startsWith('.bundle.')) { // V8 code caches: not packed
+    } else if (!path.basename(rel).startsWith('.bundle.')) {
+      // V8 code caches: not packed
       h.update(`${rel}\0${st.size}\0${st.mtimeMs}\0`);
     }
   };
@@ -84,7 +94,9 @@ function sweepOldPacks(parent: string, keep: string): void {
     const dir = path.join(parent, name);
     try {
       if (Date.now() - fs.statSync(dir).mtimeMs > 24 * 3600_000) fs.rmSync(dir, { recursive: true, force: true });
-    } catch { /* another run removed it */ }
+    } catch {
+      /* another run removed it */
+    }
   }
 }
 
@@ -129,7 +141,8 @@ export function packCurrentTree(): Tarball {
  * given, replaces dist/revision.txt too. The tarball lands next to `base`'s.
  */
 export function variantTarball(base: Tarball, version: string, revision?: string): Tarball {
-  if (!/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/.test(version)) throw new Error(`not a semver version npm accepts: ${version}`);
+  if (!/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/.test(version))
+    throw new Error(`not a semver version npm accepts: ${version}`);
   const file = path.join(path.dirname(base.file), `tsshim-${version}${revision ? `-${revision}` : ''}.tgz`);
   if (fs.existsSync(file)) return { file, version };
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `${PACK_DIR_PREFIX}variant-`));
@@ -155,7 +168,10 @@ export function variantTarball(base: Tarball, version: string, revision?: string
  */
 export function installTarball(tarball: string, prefix?: string): InstalledPackage {
   const into = prefix ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-prefix-'));
-  npm(['install', '-g', '--prefix', into, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball], into);
+  npm(
+    ['install', '-g', '--prefix', into, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball],
+    into
+  );
   const binDir = path.join(into, 'bin');
   for (const name of ['containerd-shim-tsshim-v2', 'tsshim']) {
     if (!fs.existsSync(path.join(binDir, name))) throw new Error(`npm install -g put no ${name} in ${binDir}`);

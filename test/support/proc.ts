@@ -5,18 +5,30 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { sleep } from './wait';
 
-export interface ProcStat { pid: number; state: string; ppid: number; rssPages: number }
+export interface ProcStat {
+  pid: number;
+  state: string;
+  ppid: number;
+  rssPages: number;
+}
 
 export function procStat(pid: number): ProcStat | null {
   let stat: string;
-  try { stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
   // comm may hold spaces and parentheses: the fields start after the last ')'.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return { pid, state: rest[0], ppid: Number(rest[1]), rssPages: Number(rest[21]) };
 }
 
 export function allPids(): number[] {
-  return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
+  return fs
+    .readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number);
 }
 
 /** Zombies (state Z) whose parent is `parents` or one of them. */
@@ -34,18 +46,28 @@ export function zombiesOf(parents: number | Iterable<number>): number[] {
 export function childrenOf(pid: number): number[] {
   const out: number[] = [];
   let tasks: string[] = [];
-  try { tasks = fs.readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
   for (const t of tasks) {
     try {
       const text = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
       if (text) out.push(...text.split(/\s+/).map(Number));
-    } catch { /* thread gone */ }
+    } catch {
+      /* thread gone */
+    }
   }
   return out;
 }
 
 export function fdCount(pid: number): number {
-  try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return -1; }
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return -1;
+  }
 }
 
 /** This process's open fd numbers, sorted as strings (to compare before and after). */
@@ -67,7 +89,10 @@ export async function noFdLeak(fn: () => Promise<void>): Promise<void> {
  */
 export function argvOf(pid: number): string[] | null {
   try {
-    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((s) => s !== '');
+    const argv = fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((s) => s !== '');
     return argv.length === 1 ? argv[0].split(' ') : argv;
   } catch {
     return null;
@@ -78,9 +103,17 @@ export function argvOf(pid: number): string[] | null {
 export function fdTargets(pid: number): string[] {
   const out: string[] = [];
   let fds: string[] = [];
-  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return out; }
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return out;
+  }
   for (const fd of fds) {
-    try { out.push(fs.readlinkSync(`/proc/${pid}/fd/${fd}`)); } catch { /* closed meanwhile */ }
+    try {
+      out.push(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+    } catch {
+      /* closed meanwhile */
+    }
   }
   return out;
 }
@@ -90,7 +123,9 @@ export function rssBytes(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : -1;
-  } catch { return -1; }
+  } catch {
+    return -1;
+  }
 }
 
 /** Alive and not a zombie. */
@@ -108,7 +143,11 @@ export function mountsUnder(dir: string): string[] {
   const prefix = dir.endsWith('/') ? dir : dir + '/';
   const out: string[] = [];
   let info = '';
-  try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8'); } catch { return out; }
+  try {
+    info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return out;
+  }
   for (const line of info.split('\n')) {
     const f = line.split(' ');
     if (f.length < 5) continue;
@@ -120,20 +159,43 @@ export function mountsUnder(dir: string): string[] {
 
 /** Files directly in `dir` (empty when it does not exist). */
 export function listDir(dir: string): string[] {
-  try { return fs.readdirSync(dir); } catch { return []; }
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
-export interface ShimSample { pid: number; fds: number; rss: number; children: number; zombies: number; fdKinds: Record<string, number> }
+export interface ShimSample {
+  pid: number;
+  fds: number;
+  rss: number;
+  children: number;
+  zombies: number;
+  fdKinds: Record<string, number>;
+}
 
 /** One sample of a shim process's resources. */
 export function sampleShim(pid: number): ShimSample {
   const fdKinds: Record<string, number> = {};
   for (const t of fdTargets(pid)) {
-    const kind = t.startsWith('socket:') ? 'socket' : t.startsWith('pipe:') ? 'pipe'
-      : t.startsWith('anon_inode:') ? t.slice('anon_inode:'.length).replace(/[[\]]/g, '') : 'file';
+    const kind = t.startsWith('socket:')
+      ? 'socket'
+      : t.startsWith('pipe:')
+        ? 'pipe'
+        : t.startsWith('anon_inode:')
+          ? t.slice('anon_inode:'.length).replace(/[[\]]/g, '')
+          : 'file';
     fdKinds[kind] = (fdKinds[kind] ?? 0) + 1;
   }
-  return { pid, fds: fdCount(pid), rss: rssBytes(pid), children: childrenOf(pid).length, zombies: zombiesOf(pid).length, fdKinds };
+  return {
+    pid,
+    fds: fdCount(pid),
+    rss: rssBytes(pid),
+    children: childrenOf(pid).length,
+    zombies: zombiesOf(pid).length,
+    fdKinds,
+  };
 }
 
 export function mib(bytes: number): string {
@@ -142,25 +204,38 @@ export function mib(bytes: number): string {
 
 /** Reads `<bundle>/<name>`, trimmed; null when missing. */
 export function readBundleFile(bundle: string, name: string): string | null {
-  try { return fs.readFileSync(path.join(bundle, name), 'utf8').trim(); } catch { return null; }
+  try {
+    return fs.readFileSync(path.join(bundle, name), 'utf8').trim();
+  } catch {
+    return null;
+  }
 }
 
 /** Seeded PRNG (mulberry32) so a failing stress run can be replayed with --seed. */
 export class Random {
   private s: number;
-  constructor(readonly seed: number) { this.s = seed >>> 0; }
+  constructor(readonly seed: number) {
+    this.s = seed >>> 0;
+  }
   next(): number {
     let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
-  int(n: number): number { return Math.floor(this.next() * n); }
-  pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]; }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)];
+  }
   /** k distinct elements of xs. */
   sample<T>(xs: readonly T[], k: number): T[] {
     const copy = [...xs];
-    for (let i = copy.length - 1; i > 0; i--) { const j = this.int(i + 1); [copy[i], copy[j]] = [copy[j], copy[i]]; }
+    for (let i = copy.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [copy[i], copy[j]] = [copy[j], copy[i]];
+    }
     return copy.slice(0, Math.min(k, copy.length));
   }
 }

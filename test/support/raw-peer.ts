@@ -18,17 +18,22 @@ export class RawPeer {
   isClosed = false;
 
   private constructor(readonly socket: net.Socket) {
-    const decoder = new FrameDecoder({
-      frame: (header, data) => this.deliver({ header, data: Buffer.from(data) }),
-      oversize: (header) => this.deliver({ header, data: Buffer.alloc(0) }),
-    }, 0xffffffff);
+    const decoder = new FrameDecoder(
+      {
+        frame: (header, data) => this.deliver({ header, data: Buffer.from(data) }),
+        oversize: (header) => this.deliver({ header, data: Buffer.alloc(0) }),
+      },
+      0xffffffff
+    );
     socket.on('data', (c: Buffer) => decoder.push(c));
     socket.on('error', () => {});
-    this.closed = new Promise((resolve) => socket.on('close', () => {
-      this.isClosed = true;
-      this.wake();
-      resolve();
-    }));
+    this.closed = new Promise((resolve) =>
+      socket.on('close', () => {
+        this.isClosed = true;
+        this.wake();
+        resolve();
+      })
+    );
   }
 
   static connect(path: string): Promise<RawPeer> {
@@ -89,7 +94,11 @@ export class RawPeer {
 }
 
 /** A private temp dir for sockets; remove() when done. */
-export function tempSocketDir(prefix = 'ttrpc-test-'): { dir: string; path: (name: string) => string; remove: () => void } {
+export function tempSocketDir(prefix = 'ttrpc-test-'): {
+  dir: string;
+  path: (name: string) => string;
+  remove: () => void;
+} {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, path: (name) => join(dir, name), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

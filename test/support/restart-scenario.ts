@@ -33,7 +33,12 @@ export interface ScenarioOptions {
   log: (msg: string) => void;
 }
 
-export interface ResourceFigures { shims: number; fdsTotal: number; rssTotal: number; childrenTotal: number }
+export interface ResourceFigures {
+  shims: number;
+  fdsTotal: number;
+  rssTotal: number;
+  childrenTotal: number;
+}
 
 export interface ScenarioReport {
   runtime: string;
@@ -76,7 +81,13 @@ interface Box {
   deleted: boolean;
 }
 
-interface ExpectedExit { containerId: string; execId: string; status: number; cycle: number; downtime: boolean }
+interface ExpectedExit {
+  containerId: string;
+  execId: string;
+  status: number;
+  cycle: number;
+  downtime: boolean;
+}
 
 /** The container's script: exit with the code written to /ctl/<id>, or 77 on TERM. */
 function script(id: string): string {
@@ -110,13 +121,34 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
   const started = Date.now();
   const rng = new Random(o.seed);
   const problems: string[] = [];
-  const problem = (m: string): void => { problems.push(m); o.log(`PROBLEM: ${m}`); };
+  const problem = (m: string): void => {
+    problems.push(m);
+    o.log(`PROBLEM: ${m}`);
+  };
   const report: ScenarioReport = {
-    runtime: o.runtime, mode: o.mode, seed: o.seed, containers: o.containers, restarts: 0, downtimesMs: [],
-    exitsDuringDowntime: 0, exitEventsDelivered: 0, lostEvents: 0, duplicateEvents: 0, wrongStates: 0,
-    wrongExitStatus: 0, execsOk: 0, execsFailed: 0, zombies: 0, leakedShims: 0, leakedMounts: 0, leakedFiles: 0, sparesLeft: 0,
-    start: { shims: 0, fdsTotal: 0, rssTotal: 0, childrenTotal: 0 }, end: { shims: 0, fdsTotal: 0, rssTotal: 0, childrenTotal: 0 },
-    durationMs: 0, problems,
+    runtime: o.runtime,
+    mode: o.mode,
+    seed: o.seed,
+    containers: o.containers,
+    restarts: 0,
+    downtimesMs: [],
+    exitsDuringDowntime: 0,
+    exitEventsDelivered: 0,
+    lostEvents: 0,
+    duplicateEvents: 0,
+    wrongStates: 0,
+    wrongExitStatus: 0,
+    execsOk: 0,
+    execsFailed: 0,
+    zombies: 0,
+    leakedShims: 0,
+    leakedMounts: 0,
+    leakedFiles: 0,
+    sparesLeft: 0,
+    start: { shims: 0, fdsTotal: 0, rssTotal: 0, childrenTotal: 0 },
+    end: { shims: 0, fdsTotal: 0, rssTotal: 0, childrenTotal: 0 },
+    durationMs: 0,
+    problems,
   };
 
   const image = await ensureBusyboxImage(c);
@@ -137,17 +169,41 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
   const groupArgs = o.mode === 'group' ? ['--annotation', `${SANDBOX_ANNOTATION}=sv-${runTag}`] : [];
   const batch = 4;
   for (let i = 0; i < ids.length; i += batch) {
-    await Promise.all(ids.slice(i, i + batch).map(async (id) => {
-      const r = await c.ctr(['run', '-d', '--runtime', o.runtime, ...groupArgs,
-        '--mount', `type=bind,src=${ctlDir},dst=/ctl,options=rbind:rw`, image, id, 'sh', '-c', script(id)], { timeoutMs: 60_000 });
-      if (r.code !== 0) throw new Error(`ctr run ${id} failed (${r.code}): ${r.stderr}\n${c.logTail(3000)}`);
-    }));
+    await Promise.all(
+      ids.slice(i, i + batch).map(async (id) => {
+        const r = await c.ctr(
+          [
+            'run',
+            '-d',
+            '--runtime',
+            o.runtime,
+            ...groupArgs,
+            '--mount',
+            `type=bind,src=${ctlDir},dst=/ctl,options=rbind:rw`,
+            image,
+            id,
+            'sh',
+            '-c',
+            script(id),
+          ],
+          { timeoutMs: 60_000 }
+        );
+        if (r.code !== 0) throw new Error(`ctr run ${id} failed (${r.code}): ${r.stderr}\n${c.logTail(3000)}`);
+      })
+    );
   }
   for (const id of ids) {
     const t = await getTask(c, id);
     const bundle = c.bundleDir(id);
     const address = readBundleFile(bundle, 'address') ?? '';
-    boxes.push({ id, pid: t.pid, bundle, socket: address.replace(/^unix:\/\//, ''), expectedExit: null, deleted: false });
+    boxes.push({
+      id,
+      pid: t.pid,
+      bundle,
+      socket: address.replace(/^unix:\/\//, ''),
+      expectedExit: null,
+      deleted: false,
+    });
   }
   o.log(`${o.runtime} (${o.mode}): ${boxes.length} containers running, ${daemonShims(c).length} shim(s)`);
   report.start = sumFigures(daemonShims(c));
@@ -157,7 +213,10 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
   const running = (): Box[] => boxes.filter((b) => b.expectedExit === null && !b.deleted);
 
   const exitEvents = (containerId: string, execId: string): ContainerdEvent[] =>
-    all.filter((e) => e.topic === '/tasks/exit' && e.event?.container_id === containerId && e.event?.id === (execId || containerId));
+    all.filter(
+      (e) =>
+        e.topic === '/tasks/exit' && e.event?.container_id === containerId && e.event?.id === (execId || containerId)
+    );
 
   async function waitForExitEvents(want: ExpectedExit[], timeoutMs: number): Promise<void> {
     const end = Date.now() + timeoutMs;
@@ -195,7 +254,11 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
         fs.renameSync(tmp, path.join(ctlDir, b.id));
       } else {
         status = how === 'term' ? TERM_STATUS : 137;
-        try { process.kill(b.pid, how === 'term' ? 'SIGTERM' : 'SIGKILL'); } catch (e) { problem(`cannot signal ${b.id}: ${(e as Error).message}`); }
+        try {
+          process.kill(b.pid, how === 'term' ? 'SIGTERM' : 'SIGKILL');
+        } catch (e) {
+          problem(`cannot signal ${b.id}: ${(e as Error).message}`);
+        }
       }
       b.expectedExit = status;
       const x = { containerId: b.id, execId: '', status, cycle, downtime: true };
@@ -206,8 +269,11 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     for (const b of victims) {
       try {
         await until(() => !pidAlive(b.pid), `${b.id} (pid ${b.pid}) to exit`, 10_000);
-        if (o.runtime === TSSHIM_RUNTIME) await until(() => fs.existsSync(path.join(b.bundle, 'init.exit')), `${b.id} init.exit`, 5000);
-      } catch (e) { problem(`cycle ${cycle}: ${(e as Error).message}`); }
+        if (o.runtime === TSSHIM_RUNTIME)
+          await until(() => fs.existsSync(path.join(b.bundle, 'init.exit')), `${b.id} init.exit`, 5000);
+      } catch (e) {
+        problem(`cycle ${cycle}: ${(e as Error).message}`);
+      }
     }
     report.exitsDuringDowntime += victims.length;
     const left = downtime - (Date.now() - downAt);
@@ -219,7 +285,9 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     gate.open();
     // What the shims saw: from the kill until containerd answered them again.
     report.downtimesMs.push(Date.now() - downAt);
-    o.log(`cycle ${cycle}: down ${Date.now() - downAt} ms, ${victims.length} exited meanwhile; waiting for their events`);
+    o.log(
+      `cycle ${cycle}: down ${Date.now() - downAt} ms, ${victims.length} exited meanwhile; waiting for their events`
+    );
     await waitForExitEvents(thisCycle, o.eventWaitMs);
     report.exitEventsDelivered += thisCycle.filter((x) => exitEvents(x.containerId, x.execId).length > 0).length;
 
@@ -230,31 +298,51 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     for (const b of boxes) {
       if (b.deleted) continue;
       if (removedOnLoad && b.expectedExit !== null) {
-        const t = await getTask(c, b.id).then((x) => x.status, (e: Error) => (/NOT_FOUND/.test(e.message) ? 'gone' : e.message));
-        if (t !== 'gone') { report.wrongStates++; problem(`cycle ${cycle}: ${b.id} is ${t}, expected removed by containerd ${c.release.version}`); }
+        const t = await getTask(c, b.id).then(
+          (x) => x.status,
+          (e: Error) => (/NOT_FOUND/.test(e.message) ? 'gone' : e.message)
+        );
+        if (t !== 'gone') {
+          report.wrongStates++;
+          problem(`cycle ${cycle}: ${b.id} is ${t}, expected removed by containerd ${c.release.version}`);
+        }
         continue;
       }
       try {
         const t = await getTask(c, b.id);
         const want = b.expectedExit === null ? 'RUNNING' : 'STOPPED';
-        if (t.status !== want) { report.wrongStates++; problem(`cycle ${cycle}: ${b.id} is ${t.status}, expected ${want}`); }
-        else if (b.expectedExit !== null && t.exit_status !== b.expectedExit) {
+        if (t.status !== want) {
+          report.wrongStates++;
+          problem(`cycle ${cycle}: ${b.id} is ${t.status}, expected ${want}`);
+        } else if (b.expectedExit !== null && t.exit_status !== b.expectedExit) {
           report.wrongExitStatus++;
           problem(`cycle ${cycle}: ${b.id} exit status ${t.exit_status}, expected ${b.expectedExit}`);
         }
-      } catch (e) { report.wrongStates++; problem(`cycle ${cycle}: getTask ${b.id}: ${(e as Error).message}`); }
+      } catch (e) {
+        report.wrongStates++;
+        problem(`cycle ${cycle}: getTask ${b.id}: ${(e as Error).message}`);
+      }
     }
 
     // Execs in surviving containers.
     const execTargets = rng.sample(running(), o.execsPerCycle);
-    await Promise.all(execTargets.map(async (b, n) => {
-      const execId = `x${cycle}-${n}`;
-      const code = 1 + rng.int(100);
-      const r = await c.ctr(['task', 'exec', '--exec-id', execId, b.id, 'sh', '-c', `echo ${execId}; exit ${code}`], { timeoutMs: 30_000 });
-      if (r.code === code && r.stdout === `${execId}\n`) report.execsOk++;
-      else { report.execsFailed++; problem(`cycle ${cycle}: exec ${execId} in ${b.id}: code ${r.code} stdout ${JSON.stringify(r.stdout)} ${r.stderr}`); }
-      expected.push({ containerId: b.id, execId, status: code, cycle, downtime: false });
-    }));
+    await Promise.all(
+      execTargets.map(async (b, n) => {
+        const execId = `x${cycle}-${n}`;
+        const code = 1 + rng.int(100);
+        const r = await c.ctr(['task', 'exec', '--exec-id', execId, b.id, 'sh', '-c', `echo ${execId}; exit ${code}`], {
+          timeoutMs: 30_000,
+        });
+        if (r.code === code && r.stdout === `${execId}\n`) report.execsOk++;
+        else {
+          report.execsFailed++;
+          problem(
+            `cycle ${cycle}: exec ${execId} in ${b.id}: code ${r.code} stdout ${JSON.stringify(r.stdout)} ${r.stderr}`
+          );
+        }
+        expected.push({ containerId: b.id, execId, status: code, cycle, downtime: false });
+      })
+    );
 
     // Stopped containers can be deleted after the restart, with their real exit status.
     for (const b of victims) {
@@ -264,20 +352,28 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
       b.deleted = true;
     }
     const z = await persistentZombies(c);
-    if (z.length) { report.zombies = Math.max(report.zombies, z.length); problem(`cycle ${cycle}: zombies under shims: ${z.join(',')}`); }
+    if (z.length) {
+      report.zombies = Math.max(report.zombies, z.length);
+      problem(`cycle ${cycle}: zombies under shims: ${z.join(',')}`);
+    }
   }
 
   // ---- final kill and delete ----------------------------------------------------------------
   absorb();
   report.end = sumFigures(daemonShims(c));
   const rest = running();
-  await Promise.all(rest.map(async (b) => {
-    const r = await c.ctr(['task', 'kill', b.id], { timeoutMs: 30_000 });
-    if (r.code !== 0) problem(`kill ${b.id}: ${r.stderr}`);
-    b.expectedExit = TERM_STATUS;
-    expected.push({ containerId: b.id, execId: '', status: TERM_STATUS, cycle: o.cycles + 1, downtime: false });
-  }));
-  await waitForExitEvents(expected.filter((x) => x.cycle === o.cycles + 1), 20_000);
+  await Promise.all(
+    rest.map(async (b) => {
+      const r = await c.ctr(['task', 'kill', b.id], { timeoutMs: 30_000 });
+      if (r.code !== 0) problem(`kill ${b.id}: ${r.stderr}`);
+      b.expectedExit = TERM_STATUS;
+      expected.push({ containerId: b.id, execId: '', status: TERM_STATUS, cycle: o.cycles + 1, downtime: false });
+    })
+  );
+  await waitForExitEvents(
+    expected.filter((x) => x.cycle === o.cycles + 1),
+    20_000
+  );
   for (const b of rest) {
     const t = await getTask(c, b.id).catch(() => null);
     if (!t || t.status !== 'STOPPED' || t.exit_status !== TERM_STATUS) {
@@ -297,12 +393,19 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     const seen = exitEvents(x.containerId, x.execId);
     if (seen.length === 0) {
       report.lostEvents++;
-      problem(`lost /tasks/exit ${exitKey(x.containerId, x.execId)} (cycle ${x.cycle}${x.downtime ? ', during downtime' : ''})`);
+      problem(
+        `lost /tasks/exit ${exitKey(x.containerId, x.execId)} (cycle ${x.cycle}${x.downtime ? ', during downtime' : ''})`
+      );
     } else {
-      if (seen.length > 1) { report.duplicateEvents += seen.length - 1; problem(`${seen.length} x /tasks/exit ${exitKey(x.containerId, x.execId)}`); }
+      if (seen.length > 1) {
+        report.duplicateEvents += seen.length - 1;
+        problem(`${seen.length} x /tasks/exit ${exitKey(x.containerId, x.execId)}`);
+      }
       if (seen[0].event?.exit_status !== x.status) {
         report.wrongExitStatus++;
-        problem(`/tasks/exit ${exitKey(x.containerId, x.execId)} status ${seen[0].event?.exit_status}, expected ${x.status}`);
+        problem(
+          `/tasks/exit ${exitKey(x.containerId, x.execId)} status ${seen[0].event?.exit_status}, expected ${x.status}`
+        );
       }
     }
   }
@@ -314,12 +417,18 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     const key = `${e.topic} ${cid} ${e.event?.exec_id ?? e.event?.id ?? ''}`;
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
-  for (const [key, n] of counts) if (n > 1) { report.duplicateEvents += n - 1; problem(`${n} x ${key}`); }
+  for (const [key, n] of counts)
+    if (n > 1) {
+      report.duplicateEvents += n - 1;
+      problem(`${n} x ${key}`);
+    }
   // Per container: every exec exit before the init's exit, the init's exit before /tasks/delete.
   for (const b of boxes) {
     const mine = all.filter((e) => e.event?.container_id === b.id);
     const initExit = mine.findIndex((e) => e.topic === '/tasks/exit' && e.event?.id === b.id);
-    const lastExecExit = mine.map((e, i) => (e.topic === '/tasks/exit' && e.event?.id !== b.id ? i : -1)).reduce((a, v) => Math.max(a, v), -1);
+    const lastExecExit = mine
+      .map((e, i) => (e.topic === '/tasks/exit' && e.event?.id !== b.id ? i : -1))
+      .reduce((a, v) => Math.max(a, v), -1);
     const del = mine.findIndex((e) => e.topic === '/tasks/delete');
     if (initExit >= 0 && lastExecExit > initExit) problem(`${b.id}: an exec exit after the init exit`);
     if (initExit >= 0 && del >= 0 && del < initExit) problem(`${b.id}: /tasks/delete before /tasks/exit`);
@@ -331,13 +440,21 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
     const served = new Set(boxes.map((b) => b.socket));
     for (const pid of daemonShims(c)) {
       process.kill(pid, 'SIGTERM');
-      try { await until(() => !pidAlive(pid), `per-node shim ${pid} to stop on SIGTERM`, 10_000); } catch (e) { problem((e as Error).message); }
+      try {
+        await until(() => !pidAlive(pid), `per-node shim ${pid} to stop on SIGTERM`, 10_000);
+      } catch (e) {
+        problem((e as Error).message);
+      }
     }
     if (served.size !== 1) problem(`per-node containers were served by ${served.size} sockets`);
   }
   // A warm spare may stay (one, by design); any other shim process is a leak.
   const leftovers = (): number[] => c.shimPids().filter((p) => !spareShims(c).includes(p));
-  try { await until(() => leftovers().length === 0, 'shims to exit', 15_000); } catch { /* counted below */ }
+  try {
+    await until(() => leftovers().length === 0, 'shims to exit', 15_000);
+  } catch {
+    /* counted below */
+  }
   report.leakedShims = leftovers().length;
   if (report.leakedShims) problem(`shims left: ${leftovers().join(',')}`);
   // Not counted as a leak: spares retire after TSSHIM_SPARE_IDLE_MS or with their containerd. More
@@ -350,7 +467,8 @@ export async function runRestartScenario(c: Containerd, o: ScenarioOptions): Pro
   const files: string[] = [];
   for (const socket of new Set(boxes.map((b) => b.socket).filter(Boolean))) {
     if (fs.existsSync(socket)) files.push(socket);
-    for (const f of listDir(OUTBOX_DIR)) if (f.startsWith(path.basename(socket) + '.')) files.push(path.join(OUTBOX_DIR, f));
+    for (const f of listDir(OUTBOX_DIR))
+      if (f.startsWith(path.basename(socket) + '.')) files.push(path.join(OUTBOX_DIR, f));
   }
   for (const b of boxes) if (fs.existsSync(b.bundle)) files.push(b.bundle);
   report.leakedFiles = files.length;

@@ -41,22 +41,42 @@ function sha256(data: Buffer | string): string {
 export function writeBusyboxRootfs(target: string): void {
   const busybox = findBusybox();
   fs.mkdirSync(target, { recursive: true });
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc', 'proc', 'sys', 'dev', 'run', 'root', 'var', 'home', 'tmp']) {
+  for (const d of [
+    'bin',
+    'sbin',
+    'usr/bin',
+    'usr/sbin',
+    'etc',
+    'proc',
+    'sys',
+    'dev',
+    'run',
+    'root',
+    'var',
+    'home',
+    'tmp',
+  ]) {
     fs.mkdirSync(path.join(target, d), { recursive: true });
   }
   fs.chmodSync(path.join(target, 'tmp'), 0o1777);
   fs.copyFileSync(busybox, path.join(target, 'bin/busybox'));
   fs.chmodSync(path.join(target, 'bin/busybox'), 0o755);
   // `busybox --list` is what `busybox --install -s` would link; do it ourselves into /bin.
-  const applets = run(busybox, ['--list']).toString().split('\n').map((s) => s.trim()).filter(Boolean);
+  const applets = run(busybox, ['--list'])
+    .toString()
+    .split('\n')
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const applet of applets) {
     if (applet === 'busybox' || applet.includes('/')) continue;
     const link = path.join(target, 'bin', applet);
     if (!fs.existsSync(link)) fs.symlinkSync('busybox', link);
   }
   if (!fs.existsSync(path.join(target, 'bin/sh'))) fs.symlinkSync('busybox', path.join(target, 'bin/sh'));
-  fs.writeFileSync(path.join(target, 'etc/passwd'),
-    'root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n');
+  fs.writeFileSync(
+    path.join(target, 'etc/passwd'),
+    'root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n'
+  );
   fs.writeFileSync(path.join(target, 'etc/group'), 'root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n');
   fs.writeFileSync(path.join(target, 'etc/hosts'), '127.0.0.1 localhost\n');
   fs.writeFileSync(path.join(target, 'etc/resolv.conf'), '');
@@ -122,7 +142,14 @@ export interface BuiltImage {
 }
 
 function ociArch(): string {
-  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', ia32: '386' };
+  const map: Record<string, string> = {
+    x64: 'amd64',
+    arm64: 'arm64',
+    arm: 'arm',
+    ppc64: 'ppc64le',
+    s390x: 's390x',
+    ia32: '386',
+  };
   return map[process.arch] ?? process.arch;
 }
 
@@ -146,7 +173,17 @@ export function buildImageTar(spec: ImageSpec, tarPath: string): BuiltImage {
 
     const rootfs = spec.rootfsDir ?? busyboxRootfs();
     const layerTar = path.join(work, 'layer.tar');
-    run('tar', ['--numeric-owner', '--owner=0', '--group=0', '--exclude=./.complete', '-C', rootfs, '-cf', layerTar, '.']);
+    run('tar', [
+      '--numeric-owner',
+      '--owner=0',
+      '--group=0',
+      '--exclude=./.complete',
+      '-C',
+      rootfs,
+      '-cf',
+      layerTar,
+      '.',
+    ]);
     const rawLayer = fs.readFileSync(layerTar);
     const diffId = `sha256:${sha256(rawLayer)}`;
     const layer = writeBlob(zlib.gzipSync(rawLayer));
@@ -178,23 +215,40 @@ export function buildImageTar(spec: ImageSpec, tarPath: string): BuiltImage {
     const index = {
       schemaVersion: 2,
       mediaType: 'application/vnd.oci.image.index.v1+json',
-      manifests: [{
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        ...manifestBlob,
-        platform: { architecture: ociArch(), os: 'linux' },
-        annotations: {
-          'io.containerd.image.name': spec.name,
-          'org.opencontainers.image.ref.name': tagOf(spec.name),
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...manifestBlob,
+          platform: { architecture: ociArch(), os: 'linux' },
+          annotations: {
+            'io.containerd.image.name': spec.name,
+            'org.opencontainers.image.ref.name': tagOf(spec.name),
+          },
         },
-      }],
+      ],
     };
     fs.writeFileSync(path.join(work, 'layout', 'index.json'), JSON.stringify(index));
     fs.writeFileSync(path.join(work, 'layout', 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     fs.mkdirSync(path.dirname(tarPath), { recursive: true });
-    run('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', path.join(work, 'layout'), '-cf', tarPath, 'oci-layout', 'index.json', 'blobs']);
+    run('tar', [
+      '--numeric-owner',
+      '--owner=0',
+      '--group=0',
+      '-C',
+      path.join(work, 'layout'),
+      '-cf',
+      tarPath,
+      'oci-layout',
+      'index.json',
+      'blobs',
+    ]);
     return {
-      tarPath, name: spec.name, manifestDigest: manifestBlob.digest, configDigest: configBlob.digest,
-      layerDigest: layer.digest, diffId,
+      tarPath,
+      name: spec.name,
+      manifestDigest: manifestBlob.digest,
+      configDigest: configBlob.digest,
+      layerDigest: layer.digest,
+      diffId,
     };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
@@ -216,8 +270,12 @@ export function buildPauseImage(tarPath: string, name = PAUSE_IMAGE): BuiltImage
 }
 
 /** `ctr images import` the tarball (unpacking into the default snapshotter) and check `name` is listed. */
-export async function importImage(containerd: Containerd, tarPath: string, name: string,
-  opts: { namespace?: string; snapshotter?: string } = {}): Promise<string> {
+export async function importImage(
+  containerd: Containerd,
+  tarPath: string,
+  name: string,
+  opts: { namespace?: string; snapshotter?: string } = {}
+): Promise<string> {
   const args = ['images', 'import'];
   if (opts.snapshotter) args.push('--snapshotter', opts.snapshotter);
   args.push(tarPath);
@@ -232,12 +290,16 @@ export async function importImage(containerd: Containerd, tarPath: string, name:
 
 /** Build (once per process and name) and import the busybox image into a containerd. */
 const imageTarCache = new Map<string, string>();
-export async function ensureBusyboxImage(containerd: Containerd, opts: { namespace?: string; pause?: boolean } = {}): Promise<string> {
+export async function ensureBusyboxImage(
+  containerd: Containerd,
+  opts: { namespace?: string; pause?: boolean } = {}
+): Promise<string> {
   const name = opts.pause ? PAUSE_IMAGE : BUSYBOX_IMAGE;
   let tar = imageTarCache.get(name);
   if (!tar || !fs.existsSync(tar)) {
     tar = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-imgtar-')), 'image.tar');
-    if (opts.pause) buildPauseImage(tar, name); else buildBusyboxImage(tar, name);
+    if (opts.pause) buildPauseImage(tar, name);
+    else buildBusyboxImage(tar, name);
     imageTarCache.set(name, tar);
     const created = tar;
     process.once('exit', () => fs.rmSync(path.dirname(created), { recursive: true, force: true }));

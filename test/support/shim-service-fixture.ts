@@ -13,20 +13,39 @@ import type { Container } from '../../src/task/container';
 export const MiB = 1024 * 1024;
 export const CPU_PER_SAMPLE_NS = 5_000_000;
 
-export interface FakeProcessSpec { pid: number; state: string; exit?: { status: number; at: Date } | null; execId?: string }
+export interface FakeProcessSpec {
+  pid: number;
+  state: string;
+  exit?: { status: number; at: Date } | null;
+  execId?: string;
+}
 
 export interface FakeContainerSpec {
-  namespace: string; id: string; pid: number; state: string; pausing?: boolean;
-  exit?: { status: number; at: Date } | null; execs?: FakeProcessSpec[]; createdAt?: Date; hasCgroup?: boolean;
+  namespace: string;
+  id: string;
+  pid: number;
+  state: string;
+  pausing?: boolean;
+  exit?: { status: number; at: Date } | null;
+  execs?: FakeProcessSpec[];
+  createdAt?: Date;
+  hasCgroup?: boolean;
 }
 
 function fakeProcess(containerId: string, p: FakeProcessSpec) {
   const exit = p.exit ? { status: p.exit.status, at: p.exit.at, nanos: 0 } : null;
   return {
-    containerId, execId: p.execId ?? '', pid: p.pid, state: p.state, exit, pausing: false,
+    containerId,
+    execId: p.execId ?? '',
+    pid: p.pid,
+    state: p.state,
+    exit,
+    pausing: false,
     io: exit ? null : {},
     stdio: { stdin: '', stdout: `/run/fifo/${containerId}-${p.execId ?? 'init'}-stdout`, stderr: '', terminal: false },
-    get id() { return this.execId || this.containerId; },
+    get id() {
+      return this.execId || this.containerId;
+    },
   };
 }
 
@@ -34,8 +53,13 @@ export function fakeContainer(c: FakeContainerSpec): Container {
   const init = { ...fakeProcess(c.id, { pid: c.pid, state: c.state, exit: c.exit }), pausing: !!c.pausing };
   const execs = new Map((c.execs ?? []).map((e) => [e.execId!, fakeProcess(c.id, e)]));
   return {
-    id: c.id, namespace: c.namespace, bundle: `/run/bundles/${c.namespace}/${c.id}`, createdAt: c.createdAt ?? new Date(Date.now() - 65_000),
-    init, execs, hasCgroup: c.hasCgroup ?? true,
+    id: c.id,
+    namespace: c.namespace,
+    bundle: `/run/bundles/${c.namespace}/${c.id}`,
+    createdAt: c.createdAt ?? new Date(Date.now() - 65_000),
+    init,
+    execs,
+    hasCgroup: c.hasCgroup ?? true,
   } as unknown as Container;
 }
 
@@ -48,7 +72,11 @@ export function v1Metrics(cpuNs: number): Uint8Array {
   }).finish();
 }
 
-export type FakeDaemon = DaemonView & { containers: Container[]; statsCalls: number; log: { info(): void; warn(): void } };
+export type FakeDaemon = DaemonView & {
+  containers: Container[];
+  statsCalls: number;
+  log: { info(): void; warn(): void };
+};
 
 export function fakeDaemon(containers: Container[] = defaultContainers()): FakeDaemon {
   const now = Date.now();
@@ -60,7 +88,8 @@ export function fakeDaemon(containers: Container[] = defaultContainers()): FakeD
       list: () => d.containers,
       async stats(ns: string, id: string) {
         d.statsCalls++;
-        const c = d.containers.find((x) => x.namespace === ns && x.id === id) as unknown as { hasCgroup: boolean } | undefined;
+        const c = d.containers.find((x) => x.namespace === ns && x.id === id) as unknown as
+          { hasCgroup: boolean } | undefined;
         if (!c || !c.hasCgroup) throw new Error('cgroup does not exist');
         cpu += CPU_PER_SAMPLE_NS;
         return { typeUrl: 'io.containerd.cgroups.v1.Metrics', value: v1Metrics(cpu) };
@@ -77,7 +106,10 @@ export function fakeDaemon(containers: Container[] = defaultContainers()): FakeD
     rpcStats: {
       calls: new Map([
         // Two Create calls of 3 ms and 30 ms; one failed State call of 0.5 ms (cumulative buckets).
-        ['Create', { count: 2, errors: 0, totalMs: 33, buckets: LATENCY_BUCKETS_MS.map((b) => (b >= 30 ? 2 : b >= 3 ? 1 : 0)) }],
+        [
+          'Create',
+          { count: 2, errors: 0, totalMs: 33, buckets: LATENCY_BUCKETS_MS.map((b) => (b >= 30 ? 2 : b >= 3 ? 1 : 0)) },
+        ],
         ['State', { count: 1, errors: 1, totalMs: 0.5, buckets: LATENCY_BUCKETS_MS.map(() => 1) }],
       ]),
     },
@@ -95,11 +127,21 @@ export function fakeDaemon(containers: Container[] = defaultContainers()): FakeD
 export function defaultContainers(): Container[] {
   return [
     fakeContainer({
-      namespace: 'default', id: 'web', pid: process.pid, state: 'running',
+      namespace: 'default',
+      id: 'web',
+      pid: process.pid,
+      state: 'running',
       execs: [{ execId: 'sh', pid: process.pid, state: 'running' }],
     }),
     fakeContainer({ namespace: 'k8s.io', id: 'db', pid: process.pid, state: 'running', pausing: true }),
-    fakeContainer({ namespace: 'default', id: 'old', pid: 4_000_000, state: 'stopped', exit: { status: 137, at: new Date() }, hasCgroup: false }),
+    fakeContainer({
+      namespace: 'default',
+      id: 'old',
+      pid: 4_000_000,
+      state: 'stopped',
+      exit: { status: 137, at: new Date() },
+      hasCgroup: false,
+    }),
   ];
 }
 

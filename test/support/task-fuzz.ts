@@ -8,13 +8,28 @@ import { encodeRequest } from '../../src/ttrpc/codec';
 import { containerd as api } from '../../src/gen/proto';
 import { nextFrame, Rng } from './frame-gen';
 
-const T = api.task.v2 as unknown as Record<string, { fromObject(o: object): object; encode(m: object): { finish(): Uint8Array } }>;
+const T = api.task.v2 as unknown as Record<
+  string,
+  { fromObject(o: object): object; encode(m: object): { finish(): Uint8Array } }
+>;
 
 export const TASK_METHODS: Record<string, string> = {
-  State: 'StateRequest', Create: 'CreateTaskRequest', Start: 'StartRequest', Delete: 'DeleteRequest',
-  Pids: 'PidsRequest', Pause: 'PauseRequest', Resume: 'ResumeRequest', Checkpoint: 'CheckpointTaskRequest',
-  Kill: 'KillRequest', Exec: 'ExecProcessRequest', ResizePty: 'ResizePtyRequest', CloseIO: 'CloseIORequest',
-  Update: 'UpdateTaskRequest', Wait: 'WaitRequest', Stats: 'StatsRequest', Connect: 'ConnectRequest',
+  State: 'StateRequest',
+  Create: 'CreateTaskRequest',
+  Start: 'StartRequest',
+  Delete: 'DeleteRequest',
+  Pids: 'PidsRequest',
+  Pause: 'PauseRequest',
+  Resume: 'ResumeRequest',
+  Checkpoint: 'CheckpointTaskRequest',
+  Kill: 'KillRequest',
+  Exec: 'ExecProcessRequest',
+  ResizePty: 'ResizePtyRequest',
+  CloseIO: 'CloseIORequest',
+  Update: 'UpdateTaskRequest',
+  Wait: 'WaitRequest',
+  Stats: 'StatsRequest',
+  Connect: 'ConnectRequest',
   Shutdown: 'ShutdownRequest',
 };
 /** Methods that only read: these may name the protected container. */
@@ -32,32 +47,76 @@ export interface FuzzOptions {
   perConnection?: number;
 }
 
-export interface FuzzStats { messages: number; connections: number; replies: number; closedByServer: number; stalled: number }
+export interface FuzzStats {
+  messages: number;
+  connections: number;
+  replies: number;
+  closedByServer: number;
+  stalled: number;
+}
 
 function junkString(r: Rng): string {
   switch (r.int(8)) {
-    case 0: return '';
-    case 1: return '../'.repeat(1 + r.int(6)) + 'etc/passwd';
-    case 2: return 'a'.repeat(200 + r.int(200));
-    case 3: return `fz-${r.int(1000)}`;
-    case 4: return r.bytes(r.int(24)).toString('latin1');
-    case 5: return '/' + r.bytes(r.int(12)).toString('hex');
-    case 6: return '.';
-    default: return `fz_${r.int(50)}.x-y`;
+    case 0:
+      return '';
+    case 1:
+      return '../'.repeat(1 + r.int(6)) + 'etc/passwd';
+    case 2:
+      return 'a'.repeat(200 + r.int(200));
+    case 3:
+      return `fz-${r.int(1000)}`;
+    case 4:
+      return r.bytes(r.int(24)).toString('latin1');
+    case 5:
+      return '/' + r.bytes(r.int(12)).toString('hex');
+    case 6:
+      return '.';
+    default:
+      return `fz_${r.int(50)}.x-y`;
   }
 }
 
 function structured(r: Rng, method: string, protectedId: string): Uint8Array {
   const id = READ_ONLY.has(method) && r.chance(0.3) ? protectedId : junkString(r);
   const obj: Record<string, unknown> = {
-    id, exec_id: r.chance(0.5) ? '' : junkString(r), bundle: `${SAFE_DIR}/${r.int(1e6)}`,
-    path: `${SAFE_DIR}/cp-${r.int(1e6)}`, signal: r.int(70), all: r.chance(0.5), width: r.int(70000), height: r.int(70000),
-    stdin: junkString(r), stdout: junkString(r), stderr: junkString(r), terminal: r.chance(0.3), stdin_close: r.chance(0.5),
-    checkpoint: r.chance(0.1) ? `${SAFE_DIR}/ck` : '', now: r.chance(0.5),
-    rootfs: r.chance(0.2) ? [{ type: r.pick(['tmpfs', 'overlay', 'bind', 'zz']), source: junkString(r), target: '', options: [junkString(r)] }] : [],
-    spec: r.chance(0.5) ? { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(r.chance(0.5) ? '{"args":["true"],"cwd":"/"}' : junkString(r)) } : null,
+    id,
+    exec_id: r.chance(0.5) ? '' : junkString(r),
+    bundle: `${SAFE_DIR}/${r.int(1e6)}`,
+    path: `${SAFE_DIR}/cp-${r.int(1e6)}`,
+    signal: r.int(70),
+    all: r.chance(0.5),
+    width: r.int(70000),
+    height: r.int(70000),
+    stdin: junkString(r),
+    stdout: junkString(r),
+    stderr: junkString(r),
+    terminal: r.chance(0.3),
+    stdin_close: r.chance(0.5),
+    checkpoint: r.chance(0.1) ? `${SAFE_DIR}/ck` : '',
+    now: r.chance(0.5),
+    rootfs: r.chance(0.2)
+      ? [
+          {
+            type: r.pick(['tmpfs', 'overlay', 'bind', 'zz']),
+            source: junkString(r),
+            target: '',
+            options: [junkString(r)],
+          },
+        ]
+      : [],
+    spec: r.chance(0.5)
+      ? {
+          type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process',
+          value: Buffer.from(r.chance(0.5) ? '{"args":["true"],"cwd":"/"}' : junkString(r)),
+        }
+      : null,
     resources: r.chance(0.5) ? { type_url: 'x', value: Buffer.from(junkString(r)) } : null,
-    options: r.chance(0.3) ? { type_url: r.pick(['containerd.runc.v1.Options', 'runtimeoptions.v1.Options', 'junk']), value: r.bytes(r.int(40)) } : null,
+    options: r.chance(0.3)
+      ? {
+          type_url: r.pick(['containerd.runc.v1.Options', 'runtimeoptions.v1.Options', 'junk']),
+          value: r.bytes(r.int(40)),
+        }
+      : null,
   };
   // Never the protected container for methods that change something; rootfs only under SAFE_DIR bundles.
   if (!READ_ONLY.has(method) && obj.id === protectedId) obj.id = 'fz-x';
@@ -111,11 +170,25 @@ function oneConnection(o: FuzzOptions, r: Rng, count: number, wild: boolean, sta
       resolve();
     };
     const timer = setTimeout(() => finish('stalled'), wild ? 1000 : 5000);
-    const decoder = new FrameDecoder({
-      frame: (h) => { stats.replies++; if (h.streamId === markerId) finish('answered'); },
-      oversize: () => { stats.replies++; },
-    }, 0xffffffff);
-    sock.on('data', (d: Buffer) => { try { decoder.push(d); } catch { finish('closed'); } });
+    const decoder = new FrameDecoder(
+      {
+        frame: (h) => {
+          stats.replies++;
+          if (h.streamId === markerId) finish('answered');
+        },
+        oversize: () => {
+          stats.replies++;
+        },
+      },
+      0xffffffff
+    );
+    sock.on('data', (d: Buffer) => {
+      try {
+        decoder.push(d);
+      } catch {
+        finish('closed');
+      }
+    });
     sock.on('error', () => finish('closed'));
     sock.on('close', () => finish('closed'));
     sock.on('connect', () => {
@@ -134,9 +207,11 @@ function oneConnection(o: FuzzOptions, r: Rng, count: number, wild: boolean, sta
         }
         const method = r.chance(0.03) ? junkString(r) : r.pick(methods);
         const body = encodeRequest({
-          service: r.chance(0.95) ? r.pick(SERVICES) : junkString(r), method,
+          service: r.chance(0.95) ? r.pick(SERVICES) : junkString(r),
+          method,
           payload: payloadFor(r, method, o.protectedId),
-          timeoutNano: method === 'Wait' || r.chance(0.2) ? 50e6 : 0, metadata: md,
+          timeoutNano: method === 'Wait' || r.chance(0.2) ? 50e6 : 0,
+          metadata: md,
         });
         sock.write(encodeFrame(id, MessageType.REQUEST, r.chance(0.05) ? r.int(8) : 0, body));
         id += 2;
@@ -144,10 +219,19 @@ function oneConnection(o: FuzzOptions, r: Rng, count: number, wild: boolean, sta
       }
       markerId = id + 2;
       const state = T.StateRequest;
-      sock.write(encodeFrame(markerId, MessageType.REQUEST, 0, encodeRequest({
-        service: SERVICES[0], method: 'State', payload: Buffer.from(state.encode(state.fromObject({ id: o.protectedId })).finish()),
-        metadata: [{ key: 'containerd-namespace-ttrpc', value: o.namespace }],
-      })));
+      sock.write(
+        encodeFrame(
+          markerId,
+          MessageType.REQUEST,
+          0,
+          encodeRequest({
+            service: SERVICES[0],
+            method: 'State',
+            payload: Buffer.from(state.encode(state.fromObject({ id: o.protectedId })).finish()),
+            metadata: [{ key: 'containerd-namespace-ttrpc', value: o.namespace }],
+          })
+        )
+      );
     });
   });
 }

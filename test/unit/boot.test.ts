@@ -18,54 +18,69 @@ test('boot: the cache file name depends on node version, flags and the bundle fi
   assert.equal(a, codeCacheFile('/d', '1:2:3:4', 'v20.0.0', ['--no-warnings']));
 });
 
-test('boot: runs the bundle, writes its code cache once, and V8 accepts it next time', { skip: fs.existsSync(path.join(shimDir, 'bundle.js')) ? false : 'no bundle built' }, () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-boot-'));
-  try {
-    for (const f of ['boot.js', 'code-cache.js', 'entry.js', 'bundle.js']) fs.copyFileSync(path.join(shimDir, f), path.join(dir, f));
-    const run = (...args: string[]) => spawnSync(process.execPath, ['--no-warnings', path.join(dir, 'boot.js'), ...args], { encoding: 'utf8', cwd: dir });
-    const v = run('-v');
-    assert.equal(v.status, 0, v.stderr);
-    assert.match(v.stdout, /containerd-shim-tsshim-v2:\n {2}Version: /);
-    const caches = () => fs.readdirSync(dir).filter((f) => f.endsWith('.v8cache'));
-    assert.deepEqual(caches(), [], '-v runs too little to be worth a cache');
-    // A run that reaches the shim's own checks (and fails them) leaves the cache at exit.
-    const bad = run('-id', 'x', 'delete');
-    assert.equal(bad.status, 1);
-    assert.match(bad.stderr, /shim namespace cannot be empty/);
-    assert.equal(caches().length, 1);
-    const file = path.join(dir, caches()[0]);
-    const before = fs.statSync(file).mtimeMs;
-    assert.equal(run('-id', 'x', 'delete').status, 1);
-    assert.equal(fs.statSync(file).mtimeMs, before, 'an accepted cache is not rewritten');
-    fs.writeFileSync(file, 'garbage');
-    assert.equal(run('-id', 'x', 'delete').status, 1, 'a corrupt cache is only a slower start');
-    assert.notEqual(fs.readFileSync(file, 'utf8'), 'garbage', 'and it is replaced');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+test(
+  'boot: runs the bundle, writes its code cache once, and V8 accepts it next time',
+  { skip: fs.existsSync(path.join(shimDir, 'bundle.js')) ? false : 'no bundle built' },
+  () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-boot-'));
+    try {
+      for (const f of ['boot.js', 'code-cache.js', 'entry.js', 'bundle.js'])
+        fs.copyFileSync(path.join(shimDir, f), path.join(dir, f));
+      const run = (...args: string[]) =>
+        spawnSync(process.execPath, ['--no-warnings', path.join(dir, 'boot.js'), ...args], {
+          encoding: 'utf8',
+          cwd: dir,
+        });
+      const v = run('-v');
+      assert.equal(v.status, 0, v.stderr);
+      assert.match(v.stdout, /containerd-shim-tsshim-v2:\n {2}Version: /);
+      const caches = () => fs.readdirSync(dir).filter((f) => f.endsWith('.v8cache'));
+      assert.deepEqual(caches(), [], '-v runs too little to be worth a cache');
+      // A run that reaches the shim's own checks (and fails them) leaves the cache at exit.
+      const bad = run('-id', 'x', 'delete');
+      assert.equal(bad.status, 1);
+      assert.match(bad.stderr, /shim namespace cannot be empty/);
+      assert.equal(caches().length, 1);
+      const file = path.join(dir, caches()[0]);
+      const before = fs.statSync(file).mtimeMs;
+      assert.equal(run('-id', 'x', 'delete').status, 1);
+      assert.equal(fs.statSync(file).mtimeMs, before, 'an accepted cache is not rewritten');
+      fs.writeFileSync(file, 'garbage');
+      assert.equal(run('-id', 'x', 'delete').status, 1, 'a corrupt cache is only a slower start');
+      assert.notEqual(fs.readFileSync(file, 'utf8'), 'garbage', 'and it is replaced');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
-});
+);
 
-test('boot: a bundle replaced by another of the same length never runs with the old one\'s cache', { skip: fs.existsSync(path.join(shimDir, 'bundle.js')) ? false : 'no bundle built' }, () => {
-  // V8 checks a code cache against the source length only: the cache of the replaced build would
-  // be accepted, and its compiled functions would run instead of the new ones (seen as the old
-  // behaviour after an upgrade that changed one character).
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-boot-'));
-  try {
-    for (const f of ['boot.js', 'code-cache.js', 'entry.js']) fs.copyFileSync(path.join(shimDir, f), path.join(dir, f));
-    const bundle = path.join(dir, 'bundle.js');
-    const write = (text: string) => {
-      fs.writeFileSync(`${bundle}.new`, text);
-      fs.renameSync(`${bundle}.new`, bundle); // as a rebuild or npm install: a new file
-    };
-    const program = (word: string) => `(function ${word}() { process.stdout.write('${word}'); })();\n`;
-    const run = () => spawnSync(process.execPath, ['--no-warnings', path.join(dir, 'boot.js')], { encoding: 'utf8', cwd: dir });
-    write(program('alpha'));
-    assert.equal(run().stdout, 'alpha');
-    assert.equal(fs.readdirSync(dir).filter((f) => f.endsWith('.v8cache')).length, 1, 'the first run wrote a cache');
-    assert.equal(run().stdout, 'alpha', 'and the next one runs with it');
-    write(program('omega'));
-    assert.equal(run().stdout, 'omega');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+test(
+  "boot: a bundle replaced by another of the same length never runs with the old one's cache",
+  { skip: fs.existsSync(path.join(shimDir, 'bundle.js')) ? false : 'no bundle built' },
+  () => {
+    // V8 checks a code cache against the source length only: the cache of the replaced build would
+    // be accepted, and its compiled functions would run instead of the new ones (seen as the old
+    // behaviour after an upgrade that changed one character).
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-boot-'));
+    try {
+      for (const f of ['boot.js', 'code-cache.js', 'entry.js'])
+        fs.copyFileSync(path.join(shimDir, f), path.join(dir, f));
+      const bundle = path.join(dir, 'bundle.js');
+      const write = (text: string) => {
+        fs.writeFileSync(`${bundle}.new`, text);
+        fs.renameSync(`${bundle}.new`, bundle); // as a rebuild or npm install: a new file
+      };
+      const program = (word: string) => `(function ${word}() { process.stdout.write('${word}'); })();\n`;
+      const run = () =>
+        spawnSync(process.execPath, ['--no-warnings', path.join(dir, 'boot.js')], { encoding: 'utf8', cwd: dir });
+      write(program('alpha'));
+      assert.equal(run().stdout, 'alpha');
+      assert.equal(fs.readdirSync(dir).filter((f) => f.endsWith('.v8cache')).length, 1, 'the first run wrote a cache');
+      assert.equal(run().stdout, 'alpha', 'and the next one runs with it');
+      write(program('omega'));
+      assert.equal(run().stdout, 'omega');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
-});
+);

@@ -4,8 +4,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  parseBootstrapParams, decodeBootstrapParams, looksLike17Plus, readStartRequest, formatStartReply,
-  encodeBootstrapResult, optionsExtension, encodeAny, RUNTIME_OPTION_TYPES, TASK_API_VERSION,
+  parseBootstrapParams,
+  decodeBootstrapParams,
+  looksLike17Plus,
+  readStartRequest,
+  formatStartReply,
+  encodeBootstrapResult,
+  optionsExtension,
+  encodeAny,
+  RUNTIME_OPTION_TYPES,
+  TASK_API_VERSION,
 } from '../../src/shim/bootstrap';
 import { KNOWN_OPTION_TYPES, decodeOptions } from '../../src/task/options';
 import { startOptions } from '../../src/shim/start-options';
@@ -27,29 +35,45 @@ function paramsBytes(p: containerd.runtime.bootstrap.v1.IBootstrapParams): Buffe
 }
 
 /** What containerd 2.3 writes (core/runtime/v2/command.go): identity, addresses, options as an extension. */
-function v23Params(opts?: google.protobuf.IAny, extra: Partial<containerd.runtime.bootstrap.v1.IBootstrapParams> = {}): Buffer {
+function v23Params(
+  opts?: google.protobuf.IAny,
+  extra: Partial<containerd.runtime.bootstrap.v1.IBootstrapParams> = {}
+): Buffer {
   return paramsBytes({
-    instance_id: flags.id, namespace: flags.namespace, log_level: boot.LogLevel.LOG_LEVEL_DEBUG,
-    containerd_version: '2.3.0', containerd_ttrpc_address: flags.address + '.ttrpc',
-    containerd_grpc_address: flags.address, containerd_binary: '/usr/bin/containerd',
-    extensions: opts ? [{ value: opts }] : [], ...extra,
+    instance_id: flags.id,
+    namespace: flags.namespace,
+    log_level: boot.LogLevel.LOG_LEVEL_DEBUG,
+    containerd_version: '2.3.0',
+    containerd_ttrpc_address: flags.address + '.ttrpc',
+    containerd_grpc_address: flags.address,
+    containerd_binary: '/usr/bin/containerd',
+    extensions: opts ? [{ value: opts }] : [],
+    ...extra,
   });
 }
 
 /** Go's parseStartResponse of containerd 1.6 / 1.7-2.2 / 2.3+ (core/runtime/v2/shim.go), in TS. */
-function daemonParse(generation: '1.6' | '1.7' | '2.3', out: Buffer): { version: number; address: string; protocol: string } {
+function daemonParse(
+  generation: '1.6' | '1.7' | '2.3',
+  out: Buffer
+): { version: number; address: string; protocol: string } {
   if (generation === '2.3') {
     try {
       const r = boot.BootstrapResult.decode(out);
       return { version: r.version, address: r.address, protocol: r.protocol };
-    } catch { /* fall through to the legacy forms, as containerd does */ }
+    } catch {
+      /* fall through to the legacy forms, as containerd does */
+    }
   }
   const text = out.toString().trim();
   if (generation !== '1.6') {
     try {
       const j = JSON.parse(text);
-      if (j && typeof j === 'object' && j.version >= 2) return { version: j.version, address: j.address, protocol: j.protocol };
-    } catch { /* plain */ }
+      if (j && typeof j === 'object' && j.version >= 2)
+        return { version: j.version, address: j.address, protocol: j.protocol };
+    } catch {
+      /* plain */
+    }
   }
   return { version: 2, address: text, protocol: 'ttrpc' };
 }
@@ -90,29 +114,45 @@ test('identity must match the flags exactly; empty and garbage stdin are not Boo
   assert.ok(parseBootstrapParams(p, 'c1', 'default'));
   assert.equal(parseBootstrapParams(p, 'c2', 'default'), null);
   assert.equal(parseBootstrapParams(p, 'c1', 'k8s.io'), null);
-  assert.equal(parseBootstrapParams(Buffer.alloc(0), '', ''), null, 'empty stdin has empty identity but is no bootstrap');
+  assert.equal(
+    parseBootstrapParams(Buffer.alloc(0), '', ''),
+    null,
+    'empty stdin has empty identity but is no bootstrap'
+  );
   assert.equal(parseBootstrapParams(Buffer.from('unix:///run/x'), 'c1', 'default'), null);
   assert.equal(parseBootstrapParams(Buffer.from([0x0a, 0x05, 0x61]), 'c1', 'default'), null, 'truncated');
-  assert.throws(() => decodeBootstrapParams(Buffer.from([0x0a, 0x05, 0x63, 0x31])), 'a truncated string is an error, not "c1"');
+  assert.throws(
+    () => decodeBootstrapParams(Buffer.from([0x0a, 0x05, 0x63, 0x31])),
+    'a truncated string is an error, not "c1"'
+  );
   assert.throws(() => decodeBootstrapParams(Buffer.from([0x0b, 0x01])), 'field 1 with the wrong wire type');
 });
 
 test('older upstream revisions: string log_level and unknown fields are tolerated', () => {
   const w = Writer.create();
   w.uint32(10).string('c1').uint32(18).string('default').uint32(26).string('debug');
-  w.uint32(99 << 3 | 0).uint64(7); // a field from a newer containerd
+  w.uint32((99 << 3) | 0).uint64(7); // a field from a newer containerd
   const p = parseBootstrapParams(Buffer.from(w.finish()), 'c1', 'default');
   assert.ok(p);
   assert.equal(p.log_level, 'debug');
 });
 
 test('1.7+ environment test: all three variables, set by the daemon, matching the flags', () => {
-  const env = { MAX_SHIM_VERSION: '2', GRPC_ADDRESS: flags.address, NAMESPACE: 'default', TTRPC_ADDRESS: flags.address + '.ttrpc' };
+  const env = {
+    MAX_SHIM_VERSION: '2',
+    GRPC_ADDRESS: flags.address,
+    NAMESPACE: 'default',
+    TTRPC_ADDRESS: flags.address + '.ttrpc',
+  };
   assert.equal(looksLike17Plus(env, flags), true);
   assert.equal(looksLike17Plus({ TTRPC_ADDRESS: 'x', GOMAXPROCS: '2' }, flags), false, '1.6 sets only these');
   assert.equal(looksLike17Plus({ ...env, MAX_SHIM_VERSION: undefined }, flags), false);
   assert.equal(looksLike17Plus({ ...env, MAX_SHIM_VERSION: '1' }, flags), false);
-  assert.equal(looksLike17Plus({ ...env, NAMESPACE: 'k8s.io' }, flags), false, 'an inherited NAMESPACE of another meaning');
+  assert.equal(
+    looksLike17Plus({ ...env, NAMESPACE: 'k8s.io' }, flags),
+    false,
+    'an inherited NAMESPACE of another meaning'
+  );
   assert.equal(looksLike17Plus({ ...env, GRPC_ADDRESS: '/other.sock' }, flags), false);
 });
 
@@ -146,13 +186,21 @@ test('options extension: a known options type wins over other extensions', () =>
   const runc = { type_url: 'containerd.runc.v1.Options', value: new Uint8Array([0x12, 0x01, 0x61]) };
   const p = decodeBootstrapParams(v23Params());
   assert.equal(optionsExtension({ ...p, extensions: [other, runc] }, RUNTIME_OPTION_TYPES), runc);
-  assert.equal(optionsExtension({ ...p, extensions: [other] }, RUNTIME_OPTION_TYPES), other, 'unknown types go to decodeOptions (defaults)');
+  assert.equal(
+    optionsExtension({ ...p, extensions: [other] }, RUNTIME_OPTION_TYPES),
+    other,
+    'unknown types go to decodeOptions (defaults)'
+  );
   assert.equal(optionsExtension({ ...p, extensions: [] }, RUNTIME_OPTION_TYPES), null);
   assert.deepEqual(google.protobuf.Any.decode(encodeAny(runc)).value, Buffer.from(runc.value));
 });
 
 test('each generation gets a reply it decodes to the same address, task v2, ttrpc', () => {
-  for (const [gen, daemon] of [['plain', '1.6'], ['json', '1.7'], ['protobuf', '2.3']] as const) {
+  for (const [gen, daemon] of [
+    ['plain', '1.6'],
+    ['json', '1.7'],
+    ['protobuf', '2.3'],
+  ] as const) {
     const out = formatStartReply(ADDR, gen);
     assert.deepEqual(daemonParse(daemon, out), { version: 2, address: ADDR, protocol: 'ttrpc' }, gen);
   }
@@ -162,7 +210,11 @@ test('each generation gets a reply it decodes to the same address, task v2, ttrp
   // Plain stays acceptable to every daemon (containerd 2.3's proto.Unmarshal rejects "unix://...").
   assert.throws(() => boot.BootstrapResult.decode(Buffer.from(ADDR)));
   assert.equal(formatStartReply(ADDR, 'plain').toString(), ADDR, 'no newline, like the Go shim');
-  assert.deepEqual(JSON.parse(formatStartReply(ADDR, 'json').toString()), { version: 2, address: ADDR, protocol: 'ttrpc' });
+  assert.deepEqual(JSON.parse(formatStartReply(ADDR, 'json').toString()), {
+    version: 2,
+    address: ADDR,
+    protocol: 'ttrpc',
+  });
 });
 
 test('BootstrapResult bytes equal the generated encoder and never advertise version 3', () => {

@@ -6,8 +6,17 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  BundleFile, DEFAULT_RUNC_ROOT, bundleFile, readDeleteResponse, readInitExit, readInitPid, readRuntimeFiles,
-  writeDeleteResponse, writeInitExit, writeRuntimeFiles, type RecordedOptions,
+  BundleFile,
+  DEFAULT_RUNC_ROOT,
+  bundleFile,
+  readDeleteResponse,
+  readInitExit,
+  readInitPid,
+  readRuntimeFiles,
+  writeDeleteResponse,
+  writeInitExit,
+  writeRuntimeFiles,
+  type RecordedOptions,
 } from '../../src/task/bundle-files';
 import { defaultOptions } from '../../src/task/options';
 
@@ -18,10 +27,17 @@ function bundleDir(): string {
 const options = (o: Partial<RecordedOptions>): RecordedOptions => ({ ...defaultOptions(), ...o });
 
 test('bundle files: the names containerd-shim-runc-v2 and the sh fast path use', () => {
-  assert.deepEqual({ ...BundleFile }, {
-    options: 'options.json', runtime: 'runtime', initPid: 'init.pid', runcLog: 'log.json',
-    initExit: 'init.exit', deleteResponse: '.tsshim-delete-response',
-  });
+  assert.deepEqual(
+    { ...BundleFile },
+    {
+      options: 'options.json',
+      runtime: 'runtime',
+      initPid: 'init.pid',
+      runcLog: 'log.json',
+      initExit: 'init.exit',
+      deleteResponse: '.tsshim-delete-response',
+    }
+  );
   assert.equal(bundleFile('/b', 'initExit'), '/b/init.exit');
 });
 
@@ -29,8 +45,12 @@ test('bundle files: the runtime written at Create is the one read back', () => {
   const b = bundleDir();
   writeRuntimeFiles(b, options({ binaryName: '/opt/runc', root: '/srv/runc', systemdCgroup: true, noPivotRoot: true }));
   assert.equal(fs.readFileSync(path.join(b, 'runtime'), 'utf8'), '/opt/runc');
-  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(b, 'options.json'), 'utf8')),
-    { no_pivot_root: true, binary_name: '/opt/runc', root: '/srv/runc', systemd_cgroup: true });
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(b, 'options.json'), 'utf8')), {
+    no_pivot_root: true,
+    binary_name: '/opt/runc',
+    root: '/srv/runc',
+    systemd_cgroup: true,
+  });
   assert.deepEqual(readRuntimeFiles(b), { binary: '/opt/runc', root: '/srv/runc', systemdCgroup: true });
 });
 
@@ -45,9 +65,15 @@ test('bundle files: runtime defaults when the files are missing, empty or damage
   assert.equal(readRuntimeFiles(b).binary, 'crun');
   const warnings: string[] = [];
   fs.writeFileSync(path.join(b, 'options.json'), '{"root": "/x"'); // torn
-  assert.deepEqual(readRuntimeFiles(b, (m) => warnings.push(m)), defaults);
+  assert.deepEqual(
+    readRuntimeFiles(b, (m) => warnings.push(m)),
+    defaults
+  );
   fs.writeFileSync(path.join(b, 'options.json'), '[1]');
-  assert.deepEqual(readRuntimeFiles(b, (m) => warnings.push(m)), defaults);
+  assert.deepEqual(
+    readRuntimeFiles(b, (m) => warnings.push(m)),
+    defaults
+  );
   assert.equal(warnings.length, 2);
   assert.match(warnings[0], /options\.json: .*using the defaults/);
 });

@@ -40,7 +40,10 @@ for (const mode of ['stream', 'poll'] as EventfdMode[]) {
 
 test('EventfdReader (stream) waits without occupying the libuv thread pool', async () => {
   // Twice as many idle readers as pool threads: a blocking design would starve fs calls.
-  const readers = Array.from({ length: 8 }, () => new EventfdReader(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), () => {}, 'stream'));
+  const readers = Array.from(
+    { length: 8 },
+    () => new EventfdReader(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), () => {}, 'stream')
+  );
   try {
     const started = Date.now();
     await Promise.all(Array.from({ length: 16 }, () => fsp.readFile('/proc/self/stat')));
@@ -63,7 +66,8 @@ test('EventfdReader drain() delivers a pending signal synchronously', () => {
 test('v2: oom_kill increases in memory.events fire once each; populated 0 stops the watch', async () => {
   const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
   cpSync(V2_FIXTURE, dir, { recursive: true });
-  const events = (oomKill: number, high = 0) => `low 0\nhigh ${high}\nmax 12\noom 3\noom_kill ${oomKill}\noom_group_kill 0\n`;
+  const events = (oomKill: number, high = 0) =>
+    `low 0\nhigh ${high}\nmax 12\noom 3\noom_kill ${oomKill}\noom_group_kill 0\n`;
   const fired: string[] = [];
   const w = new OomWatcher((id) => fired.push(id));
   try {
@@ -123,8 +127,10 @@ test('OomWatcher.add rejects a v1 cgroup without memory controller', async () =>
 const canLive = process.getuid?.() === 0 && existsSync('/sys/fs/cgroup/memory/cgroup.event_control');
 
 for (const mode of ['stream', 'poll'] as EventfdMode[]) {
-  test(`live v1 (${mode}): a process exceeding memory.limit_in_bytes fires onOom; rmdir unregisters silently`,
-    { skip: !canLive && 'needs root and the v1 memory controller' }, async () => {
+  test(
+    `live v1 (${mode}): a process exceeding memory.limit_in_bytes fires onOom; rmdir unregisters silently`,
+    { skip: !canLive && 'needs root and the v1 memory controller' },
+    async () => {
       const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
       await fsp.mkdir(dir);
       await fsp.writeFile(join(dir, 'memory.limit_in_bytes'), String(16 * 1024 * 1024));
@@ -132,7 +138,9 @@ for (const mode of ['stream', 'poll'] as EventfdMode[]) {
         await fsp.writeFile(join(dir, 'memory.memsw.limit_in_bytes'), String(16 * 1024 * 1024));
       }
       // Allocates only after it has been moved into the cgroup; dd touches its whole 64M buffer.
-      const child = spawn('sh', ['-c', 'read go; exec dd if=/dev/zero of=/dev/null bs=64M count=4'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const child = spawn('sh', ['-c', 'read go; exec dd if=/dev/zero of=/dev/null bs=64M count=4'], {
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
       const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
       const fired: string[] = [];
       const w = new OomWatcher((id) => fired.push(id), { eventfdMode: mode });
@@ -158,28 +166,32 @@ for (const mode of ['stream', 'poll'] as EventfdMode[]) {
         await exited;
         await rmdirRetry(dir).catch(() => {});
       }
-    });
+    }
+  );
 }
 
-test('live v1: remove() stops notifications before the cgroup goes away', { skip: !canLive && 'needs root and the v1 memory controller' }, async () => {
-  const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
-  await fsp.mkdir(dir);
-  const fired: string[] = [];
-  const w = new OomWatcher((id) => fired.push(id));
-  try {
-    await w.add('r', { version: 1, paths: { memory: dir } });
-    assert.ok(w.has('r'));
-    w.remove('r');
-    assert.equal(w.has('r'), false);
-    await rmdirRetry(dir);
-    await sleep(200);
-    assert.deepEqual(fired, []);
-  } finally {
-    w.close();
-    await rmdirRetry(dir).catch(() => {});
+test(
+  'live v1: remove() stops notifications before the cgroup goes away',
+  { skip: !canLive && 'needs root and the v1 memory controller' },
+  async () => {
+    const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
+    await fsp.mkdir(dir);
+    const fired: string[] = [];
+    const w = new OomWatcher((id) => fired.push(id));
+    try {
+      await w.add('r', { version: 1, paths: { memory: dir } });
+      assert.ok(w.has('r'));
+      w.remove('r');
+      assert.equal(w.has('r'), false);
+      await rmdirRetry(dir);
+      await sleep(200);
+      assert.deepEqual(fired, []);
+    } finally {
+      w.close();
+      await rmdirRetry(dir).catch(() => {});
+    }
   }
-});
-
+);
 
 test('v2: remove() right after add() leaves nothing watching', async () => {
   const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
@@ -200,17 +212,21 @@ test('v2: remove() right after add() leaves nothing watching', async () => {
   }
 });
 
-test('live v1: remove() while add() is still registering drops the registration', { skip: !canLive && 'needs root and the v1 memory controller' }, async () => {
-  const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
-  await fsp.mkdir(dir);
-  const w = new OomWatcher(() => {});
-  try {
-    const adding = w.add('pending', { version: 1, paths: { memory: dir } });
-    w.remove('pending'); // add() is awaiting the cgroup.event_control write
-    await adding;
-    assert.equal(w.has('pending'), false);
-  } finally {
-    w.close();
-    await rmdirRetry(dir).catch(() => {});
+test(
+  'live v1: remove() while add() is still registering drops the registration',
+  { skip: !canLive && 'needs root and the v1 memory controller' },
+  async () => {
+    const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
+    await fsp.mkdir(dir);
+    const w = new OomWatcher(() => {});
+    try {
+      const adding = w.add('pending', { version: 1, paths: { memory: dir } });
+      w.remove('pending'); // add() is awaiting the cgroup.event_control write
+      await adding;
+      assert.equal(w.has('pending'), false);
+    } finally {
+      w.close();
+      await rmdirRetry(dir).catch(() => {});
+    }
   }
-});
+);

@@ -21,7 +21,8 @@ const ROOT = join(FIX, 'sys/fs/cgroup');
 const opts = { procRoot: join(FIX, 'proc'), hugepagesDir: join(FIX, 'hugepages') };
 const fixtureHandle = (): CgroupHandle => {
   const paths: Record<string, string> = {};
-  for (const c of ['cpu', 'cpuacct', 'memory', 'pids', 'blkio', 'hugetlb', 'rdma']) paths[c] = join(ROOT, c, 'default/ctr1');
+  for (const c of ['cpu', 'cpuacct', 'memory', 'pids', 'blkio', 'hugetlb', 'rdma'])
+    paths[c] = join(ROOT, c, 'default/ctr1');
   return { version: 1, paths };
 };
 
@@ -91,42 +92,49 @@ test(`no more than MAX_OPEN_CGROUP_FILES (${MAX_OPEN_CGROUP_FILES}) descriptors 
 
 const canLive = process.getuid?.() === 0 && fs.existsSync('/sys/fs/cgroup/pids/cgroup.procs');
 
-test('live v1 pids cgroup: counts follow the cgroup; removed, Stats says NotFound and closes; recreated, read anew', { skip: !canLive && 'needs root and the v1 pids controller' }, async () => {
-  const dir = join('/sys/fs/cgroup/pids', `tsshim-test-${randomBytes(4).toString('hex')}`);
-  fs.mkdirSync(dir);
-  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
-  const exited = new Promise((r) => child.once('exit', r));
-  const h: CgroupHandle = { version: 1, paths: { pids: dir } };
-  const baseCount = openCgroupFileCount();
-  try {
-    const current = async () => (await collectMetrics(h) as { metrics: MetricsV1 }).metrics.pids!.current;
-    assert.equal(await current(), 0);
-    fs.writeFileSync(join(dir, 'cgroup.procs'), String(child.pid));
-    assert.equal(await current(), 1, 'read through the open file: the kernel regenerates it');
-    assert.equal(openCgroupFileCount() - baseCount, 2, 'pids.current and pids.max');
-    child.kill('SIGKILL');
-    await exited;
-    assert.equal(await current(), 0);
-
-    // A cgroup removed and made again under an open file: its reads fail (ENODEV), the path is opened anew.
-    const files = new CgroupFiles();
+test(
+  'live v1 pids cgroup: counts follow the cgroup; removed, Stats says NotFound and closes; recreated, read anew',
+  { skip: !canLive && 'needs root and the v1 pids controller' },
+  async () => {
+    const dir = join('/sys/fs/cgroup/pids', `tsshim-test-${randomBytes(4).toString('hex')}`);
+    fs.mkdirSync(dir);
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const exited = new Promise((r) => child.once('exit', r));
+    const h: CgroupHandle = { version: 1, paths: { pids: dir } };
+    const baseCount = openCgroupFileCount();
     try {
-      assert.equal(files.read(join(dir, 'pids.max')), 'max\n');
-      await rmdirRetry(dir);
-      fs.mkdirSync(dir);
-      fs.writeFileSync(join(dir, 'pids.max'), '7');
-      assert.equal(files.read(join(dir, 'pids.max')), '7\n');
-      await rmdirRetry(dir);
-      assert.equal(files.read(join(dir, 'pids.max')), null, 'gone: reads as missing');
-      assert.equal(files.size, 0);
+      const current = async () => ((await collectMetrics(h)) as { metrics: MetricsV1 }).metrics.pids!.current;
+      assert.equal(await current(), 0);
+      fs.writeFileSync(join(dir, 'cgroup.procs'), String(child.pid));
+      assert.equal(await current(), 1, 'read through the open file: the kernel regenerates it');
+      assert.equal(openCgroupFileCount() - baseCount, 2, 'pids.current and pids.max');
+      child.kill('SIGKILL');
+      await exited;
+      assert.equal(await current(), 0);
+
+      // A cgroup removed and made again under an open file: its reads fail (ENODEV), the path is opened anew.
+      const files = new CgroupFiles();
+      try {
+        assert.equal(files.read(join(dir, 'pids.max')), 'max\n');
+        await rmdirRetry(dir);
+        fs.mkdirSync(dir);
+        fs.writeFileSync(join(dir, 'pids.max'), '7');
+        assert.equal(files.read(join(dir, 'pids.max')), '7\n');
+        await rmdirRetry(dir);
+        assert.equal(files.read(join(dir, 'pids.max')), null, 'gone: reads as missing');
+        assert.equal(files.size, 0);
+      } finally {
+        files.close();
+      }
+      await assert.rejects(collectMetrics(h), CgroupNotFoundError);
+      assert.equal(openCgroupFileCount(), baseCount, 'a gone cgroup keeps no descriptor');
     } finally {
-      files.close();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      releaseCgroupFiles(h);
+      await rmdirRetry(dir).catch(() => {});
     }
-    await assert.rejects(collectMetrics(h), CgroupNotFoundError);
-    assert.equal(openCgroupFileCount(), baseCount, 'a gone cgroup keeps no descriptor');
-  } finally {
-    if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; }
-    releaseCgroupFiles(h);
-    await rmdirRetry(dir).catch(() => {});
   }
-});
+);

@@ -24,7 +24,8 @@ function checkNames(type: protobuf.Type, obj: Record<string, unknown>, path: str
     n++;
     f.resolve();
     if (f.resolvedType instanceof protobuf.Type) {
-      for (const item of Array.isArray(v) ? v : [v]) n += checkNames(f.resolvedType, item as Record<string, unknown>, `${path}.${k}`);
+      for (const item of Array.isArray(v) ? v : [v])
+        n += checkNames(f.resolvedType, item as Record<string, unknown>, `${path}.${k}`);
     }
   }
   return n;
@@ -33,8 +34,12 @@ function checkNames(type: protobuf.Type, obj: Record<string, unknown>, path: str
 test('v1 metrics use io.containerd.cgroups.v1 field names and survive encode/decode', async () => {
   const Metrics = load('io/containerd/cgroups/v1/metrics.proto', 'io.containerd.cgroups.v1.Metrics');
   const paths: Record<string, string> = {};
-  for (const c of ['cpu', 'cpuacct', 'memory', 'pids', 'blkio', 'hugetlb', 'rdma']) paths[c] = join(V1, 'sys/fs/cgroup', c, 'default/ctr1');
-  const { metrics } = await collectMetrics({ version: 1, paths }, { procRoot: join(V1, 'proc'), hugepagesDir: join(V1, 'hugepages') });
+  for (const c of ['cpu', 'cpuacct', 'memory', 'pids', 'blkio', 'hugetlb', 'rdma'])
+    paths[c] = join(V1, 'sys/fs/cgroup', c, 'default/ctr1');
+  const { metrics } = await collectMetrics(
+    { version: 1, paths },
+    { procRoot: join(V1, 'proc'), hugepagesDir: join(V1, 'hugepages') }
+  );
   assert.ok(checkNames(Metrics, metrics as unknown as Record<string, unknown>, 'v1') > 100);
   const bytes = Metrics.encode(Metrics.create(metrics)).finish();
   const back = Metrics.toObject(Metrics.decode(bytes), { longs: String, defaults: false });

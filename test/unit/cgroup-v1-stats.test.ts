@@ -19,7 +19,8 @@ const big = (v: U64 | undefined) => u64ToBigInt(v);
 
 function ctr1(): CgroupHandle {
   const paths: Record<string, string> = {};
-  for (const c of ['cpu', 'cpuacct', 'memory', 'pids', 'blkio', 'hugetlb', 'rdma']) paths[c] = join(ROOT, c, 'default/ctr1');
+  for (const c of ['cpu', 'cpuacct', 'memory', 'pids', 'blkio', 'hugetlb', 'rdma'])
+    paths[c] = join(ROOT, c, 'default/ctr1');
   return { version: 1, paths };
 }
 
@@ -41,21 +42,54 @@ test('v1 fixture: memory.stat fields, the four MemoryEntry groups and oom_contro
   const m = await collect(ctr1());
   const mem = m.memory!;
   const expectScalars: Record<string, number> = {
-    cache: 245702656, rss: 37998592, rss_huge: 2097152, mapped_file: 50302976, dirty: 671744, writeback: 4096,
-    pg_pg_in: 1728959, pg_pg_out: 1667855, pg_fault: 2873992, pg_maj_fault: 782, inactive_anon: 37789696,
-    active_anon: 77824, inactive_file: 120004608, active_file: 125698048, unevictable: 8192,
-    hierarchical_memory_limit: 268435456, total_cache: 245706752, total_rss: 38002688, total_rss_huge: 2097152,
-    total_mapped_file: 50307072, total_dirty: 675840, total_writeback: 4096, total_pg_pg_in: 1728960,
-    total_pg_pg_out: 1667856, total_pg_fault: 2873993, total_pg_maj_fault: 783, total_inactive_anon: 37793792,
-    total_active_anon: 77825, total_inactive_file: 120008704, total_active_file: 125702144, total_unevictable: 8193,
+    cache: 245702656,
+    rss: 37998592,
+    rss_huge: 2097152,
+    mapped_file: 50302976,
+    dirty: 671744,
+    writeback: 4096,
+    pg_pg_in: 1728959,
+    pg_pg_out: 1667855,
+    pg_fault: 2873992,
+    pg_maj_fault: 782,
+    inactive_anon: 37789696,
+    active_anon: 77824,
+    inactive_file: 120004608,
+    active_file: 125698048,
+    unevictable: 8192,
+    hierarchical_memory_limit: 268435456,
+    total_cache: 245706752,
+    total_rss: 38002688,
+    total_rss_huge: 2097152,
+    total_mapped_file: 50307072,
+    total_dirty: 675840,
+    total_writeback: 4096,
+    total_pg_pg_in: 1728960,
+    total_pg_pg_out: 1667856,
+    total_pg_fault: 2873993,
+    total_pg_maj_fault: 783,
+    total_inactive_anon: 37793792,
+    total_active_anon: 77825,
+    total_inactive_file: 120008704,
+    total_active_file: 125702144,
+    total_unevictable: 8193,
   };
   for (const [k, v] of Object.entries(expectScalars)) assert.equal((mem as unknown as Record<string, U64>)[k], v, k);
   assert.equal(big(mem.hierarchical_swap_limit), BIG); // > 2^53: carried exactly as a Long
   assert.equal(Object.keys(mem).length, 32 + 4, 'exactly the 32 scalar fields and 4 entries');
   assert.deepEqual(mem.usage, { limit: 268435456, usage: 283705344, max: 290000896, failcnt: 17 });
-  assert.deepEqual({ ...mem.swap, limit: big(mem.swap.limit) }, { limit: BIG, usage: 283709440, max: 290004992, failcnt: 0 });
-  assert.deepEqual({ ...mem.kernel, limit: big(mem.kernel.limit) }, { limit: BIG, usage: 1171456, max: 2342912, failcnt: 0 });
-  assert.deepEqual({ ...mem.kernel_tcp, limit: big(mem.kernel_tcp.limit) }, { limit: BIG, usage: 8192, max: 16384, failcnt: 1 });
+  assert.deepEqual(
+    { ...mem.swap, limit: big(mem.swap.limit) },
+    { limit: BIG, usage: 283709440, max: 290004992, failcnt: 0 }
+  );
+  assert.deepEqual(
+    { ...mem.kernel, limit: big(mem.kernel.limit) },
+    { limit: BIG, usage: 1171456, max: 2342912, failcnt: 0 }
+  );
+  assert.deepEqual(
+    { ...mem.kernel_tcp, limit: big(mem.kernel_tcp.limit) },
+    { limit: BIG, usage: 8192, max: 16384, failcnt: 1 }
+  );
   assert.deepEqual(m.memory_oom_control, { oom_kill_disable: 0, under_oom: 0, oom_kill: 3 });
 });
 
@@ -83,19 +117,54 @@ test('v1 fixture: blkio recursive files with device names; per-device Total line
     { op: '', device: '/dev/vda', major: 254, minor: 0, value: 16 },
   ]);
   assert.equal(b.io_service_bytes_recursive.length, 12);
-  assert.deepEqual(b.io_service_bytes_recursive[0], { op: 'Read', device: '/dev/sda', major: 8, minor: 0, value: 1048576 });
-  assert.deepEqual(b.io_service_bytes_recursive[5], { op: 'Total', device: '/dev/sda', major: 8, minor: 0, value: 1052672 });
-  assert.deepEqual(b.io_service_bytes_recursive[6], { op: 'Read', device: '/dev/vda', major: 254, minor: 0, value: 8192 });
-  assert.deepEqual(b.io_serviced_recursive.map((e) => [e.op, e.value]),
-    [['Read', 256], ['Write', 1], ['Sync', 257], ['Async', 0], ['Discard', 0], ['Total', 257]]);
+  assert.deepEqual(b.io_service_bytes_recursive[0], {
+    op: 'Read',
+    device: '/dev/sda',
+    major: 8,
+    minor: 0,
+    value: 1048576,
+  });
+  assert.deepEqual(b.io_service_bytes_recursive[5], {
+    op: 'Total',
+    device: '/dev/sda',
+    major: 8,
+    minor: 0,
+    value: 1052672,
+  });
+  assert.deepEqual(b.io_service_bytes_recursive[6], {
+    op: 'Read',
+    device: '/dev/vda',
+    major: 254,
+    minor: 0,
+    value: 8192,
+  });
+  assert.deepEqual(
+    b.io_serviced_recursive.map((e) => [e.op, e.value]),
+    [
+      ['Read', 256],
+      ['Write', 1],
+      ['Sync', 257],
+      ['Async', 0],
+      ['Discard', 0],
+      ['Total', 257],
+    ]
+  );
   assert.deepEqual(b.io_time_recursive, [{ op: '', device: '/dev/sda', major: 8, minor: 0, value: 15 }]);
-  for (const k of ['io_queued_recursive', 'io_service_time_recursive', 'io_wait_time_recursive', 'io_merged_recursive'] as const) {
+  for (const k of [
+    'io_queued_recursive',
+    'io_service_time_recursive',
+    'io_wait_time_recursive',
+    'io_merged_recursive',
+  ] as const) {
     assert.deepEqual(b[k], [], k);
   }
 });
 
 test('v1 fixture: missing memsw (no swap accounting) ends memory collection; empty CFQ files fall back to throttle', async () => {
-  const m = await collect({ version: 1, paths: { memory: join(ROOT, 'memory/default/ctr2'), blkio: join(ROOT, 'blkio/default/ctr2') } });
+  const m = await collect({
+    version: 1,
+    paths: { memory: join(ROOT, 'memory/default/ctr2'), blkio: join(ROOT, 'blkio/default/ctr2') },
+  });
   const mem = m.memory!;
   assert.equal(mem.cache, 4096);
   assert.equal(mem.rss, 8192);
@@ -109,15 +178,27 @@ test('v1 fixture: missing memsw (no swap accounting) ends memory collection; emp
   assert.deepEqual(b.io_serviced_recursive[0], { op: 'Read', device: '/dev/vdb', major: 254, minor: 16, value: 12 });
   assert.deepEqual(b.io_serviced_recursive[6], { op: 'Read', device: '', major: 7, minor: 0, value: 4 });
   assert.equal(b.io_service_bytes_recursive.length, 6);
-  assert.deepEqual(b.io_service_bytes_recursive[1], { op: 'Write', device: '/dev/vdb', major: 254, minor: 16, value: 12288 });
+  assert.deepEqual(b.io_service_bytes_recursive[1], {
+    op: 'Write',
+    device: '/dev/vdb',
+    major: 254,
+    minor: 16,
+    value: 12288,
+  });
   assert.deepEqual(b.sectors_recursive, []);
   // cpu is always present, empty
-  assert.deepEqual(m.cpu, { usage: { total: 0, kernel: 0, user: 0, per_cpu: [] }, throttling: { periods: 0, throttled_periods: 0, throttled_time: 0 } });
+  assert.deepEqual(m.cpu, {
+    usage: { total: 0, kernel: 0, user: 0, per_cpu: [] },
+    throttling: { periods: 0, throttled_periods: 0, throttled_time: 0 },
+  });
   assert.equal(m.pids, undefined);
 });
 
 test('v1: a controller dir gone -> CgroupNotFoundError; no handle -> CgroupNotFoundError', async () => {
-  await assert.rejects(collectMetrics({ version: 1, paths: { memory: join(ROOT, 'memory/gone'), pids: join(ROOT, 'pids/default/ctr1') } }), CgroupNotFoundError);
+  await assert.rejects(
+    collectMetrics({ version: 1, paths: { memory: join(ROOT, 'memory/gone'), pids: join(ROOT, 'pids/default/ctr1') } }),
+    CgroupNotFoundError
+  );
   await assert.rejects(collectMetrics(null), /cgroup does not exist: not found/);
 });
 
@@ -136,59 +217,66 @@ test('v1: malformed content is an error, not silently zero', async () => {
 });
 
 const LIVE_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids', 'blkio'];
-const canLive = process.getuid?.() === 0 && LIVE_CONTROLLERS.every((c) => existsSync(join('/sys/fs/cgroup', c, 'cgroup.procs')));
+const canLive =
+  process.getuid?.() === 0 && LIVE_CONTROLLERS.every((c) => existsSync(join('/sys/fs/cgroup', c, 'cgroup.procs')));
 
-test('live v1: a busy child moved into fresh cgroups reports sensible numbers', { skip: !canLive && 'needs root and cgroup v1 controllers' }, async () => {
-  const name = `tsshim-test-${randomBytes(4).toString('hex')}`;
-  const dirs = LIVE_CONTROLLERS.map((c) => join('/sys/fs/cgroup', c, name));
-  // v1 charges memory where pages are first touched, so the child allocates only once it has
-  // been moved (a line on stdin says so), then spins.
-  const script = 'read go; x=$(head -c 2000000 /dev/zero | tr "\\0" a); while :; do :; done';
-  const child = spawn('sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'] });
-  const exited = new Promise((r) => child.once('exit', r));
-  try {
-    for (const d of dirs) await fsp.mkdir(d);
-    await fsp.writeFile(join('/sys/fs/cgroup/memory', name, 'memory.limit_in_bytes'), String(64 * 1024 * 1024));
-    await fsp.writeFile(join('/sys/fs/cgroup/pids', name, 'pids.max'), '50');
-    for (const d of dirs) await fsp.writeFile(join(d, 'cgroup.procs'), String(child.pid));
-    child.stdin!.write('go\n');
-    await new Promise((r) => setTimeout(r, 100));
+test(
+  'live v1: a busy child moved into fresh cgroups reports sensible numbers',
+  { skip: !canLive && 'needs root and cgroup v1 controllers' },
+  async () => {
+    const name = `tsshim-test-${randomBytes(4).toString('hex')}`;
+    const dirs = LIVE_CONTROLLERS.map((c) => join('/sys/fs/cgroup', c, name));
+    // v1 charges memory where pages are first touched, so the child allocates only once it has
+    // been moved (a line on stdin says so), then spins.
+    const script = 'read go; x=$(head -c 2000000 /dev/zero | tr "\\0" a); while :; do :; done';
+    const child = spawn('sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const exited = new Promise((r) => child.once('exit', r));
+    try {
+      for (const d of dirs) await fsp.mkdir(d);
+      await fsp.writeFile(join('/sys/fs/cgroup/memory', name, 'memory.limit_in_bytes'), String(64 * 1024 * 1024));
+      await fsp.writeFile(join('/sys/fs/cgroup/pids', name, 'pids.max'), '50');
+      for (const d of dirs) await fsp.writeFile(join(d, 'cgroup.procs'), String(child.pid));
+      child.stdin!.write('go\n');
+      await new Promise((r) => setTimeout(r, 100));
 
-    const h = cgroupForPid(child.pid!);
-    assert.ok(h && h.version === 1);
-    for (const c of LIVE_CONTROLLERS) assert.equal(h.paths[c], join('/sys/fs/cgroup', c, name), c);
-    // The machine is shared: wait until the spinner got 50ms of CPU (bounded), rather than assume.
-    let r = await collectMetrics(h);
-    for (const until = Date.now() + 5000; big((r.metrics as MetricsV1).cpu.usage.total) < 50_000_000n && Date.now() < until;) {
-      await new Promise((res) => setTimeout(res, 100));
-      r = await collectMetrics(h);
-    }
-    assert.equal(r.typeUrl, METRICS_V1_TYPE_URL);
-    const m = r.metrics as MetricsV1;
-    const total = big(m.cpu.usage.total);
-    assert.ok(total >= 50_000_000n, `cpu total ${total}ns`);
-    assert.ok(m.cpu.usage.per_cpu.length >= 1);
-    const perCpuSum = m.cpu.usage.per_cpu.reduce<bigint>((s, v) => s + big(v), 0n);
-    assert.ok(perCpuSum > 0n && perCpuSum <= total + 50_000_000n, `per-cpu sum ${perCpuSum} vs total ${total}`);
-    assert.ok(big(m.cpu.usage.user) + big(m.cpu.usage.kernel) > 0n, 'user+system ticks');
-    assert.equal(m.memory!.usage.limit, 64 * 1024 * 1024);
-    assert.ok(big(m.memory!.usage.usage) > 0n, 'memory usage');
-    assert.equal(m.memory!.hierarchical_memory_limit, 64 * 1024 * 1024);
-    assert.equal(m.pids!.limit, 50);
-    assert.ok(big(m.pids!.current) >= 1n);
-    assert.ok(m.blkio, 'blkio collected');
-    assert.ok(m.memory_oom_control);
+      const h = cgroupForPid(child.pid!);
+      assert.ok(h && h.version === 1);
+      for (const c of LIVE_CONTROLLERS) assert.equal(h.paths[c], join('/sys/fs/cgroup', c, name), c);
+      // The machine is shared: wait until the spinner got 50ms of CPU (bounded), rather than assume.
+      let r = await collectMetrics(h);
+      for (
+        const until = Date.now() + 5000;
+        big((r.metrics as MetricsV1).cpu.usage.total) < 50_000_000n && Date.now() < until;
+      ) {
+        await new Promise((res) => setTimeout(res, 100));
+        r = await collectMetrics(h);
+      }
+      assert.equal(r.typeUrl, METRICS_V1_TYPE_URL);
+      const m = r.metrics as MetricsV1;
+      const total = big(m.cpu.usage.total);
+      assert.ok(total >= 50_000_000n, `cpu total ${total}ns`);
+      assert.ok(m.cpu.usage.per_cpu.length >= 1);
+      const perCpuSum = m.cpu.usage.per_cpu.reduce<bigint>((s, v) => s + big(v), 0n);
+      assert.ok(perCpuSum > 0n && perCpuSum <= total + 50_000_000n, `per-cpu sum ${perCpuSum} vs total ${total}`);
+      assert.ok(big(m.cpu.usage.user) + big(m.cpu.usage.kernel) > 0n, 'user+system ticks');
+      assert.equal(m.memory!.usage.limit, 64 * 1024 * 1024);
+      assert.ok(big(m.memory!.usage.usage) > 0n, 'memory usage');
+      assert.equal(m.memory!.hierarchical_memory_limit, 64 * 1024 * 1024);
+      assert.equal(m.pids!.limit, 50);
+      assert.ok(big(m.pids!.current) >= 1n);
+      assert.ok(m.blkio, 'blkio collected');
+      assert.ok(m.memory_oom_control);
 
-    child.kill('SIGKILL');
-    await exited;
-    for (const d of dirs) await rmdirRetry(d);
-    await assert.rejects(collectMetrics(h), CgroupNotFoundError);
-  } finally {
-    if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
       await exited;
+      for (const d of dirs) await rmdirRetry(d);
+      await assert.rejects(collectMetrics(h), CgroupNotFoundError);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      for (const d of dirs) await rmdirRetry(d).catch(() => {});
     }
-    for (const d of dirs) await rmdirRetry(d).catch(() => {});
   }
-});
-
+);

@@ -12,14 +12,20 @@ import { candidateSockets } from '../../src/cli/discover';
 import { formatTable } from '../../src/cli/table';
 import type { CliContext } from '../../src/cli/io';
 import { startMetricsEndpoint } from '../../src/diag/metrics';
-import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir } from '../support/shim-service-fixture';
+import {
+  fakeContainer,
+  fakeDaemon,
+  serveShim,
+  serveForeignAndDeadSockets,
+  tempDir,
+} from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-cli-');
 const sockets = tmp.path('s');
-const shimA = path.join(sockets, 'aaaa');   // tsshim with web, db, old (fixture defaults)
-const shimB = path.join(sockets, 'bbbb');   // tsshim with api
+const shimA = path.join(sockets, 'aaaa'); // tsshim with web, db, old (fixture defaults)
+const shimB = path.join(sockets, 'bbbb'); // tsshim with api
 const runcLike = path.join(sockets, 'cccc'); // answers Unimplemented for tsshim.v1.Shim
-const dead = path.join(sockets, 'dddd');     // socket file, nobody listening
+const dead = path.join(sockets, 'dddd'); // socket file, nobody listening
 const servers: Server[] = [];
 let metricsEndpoint: { socket: string; close(): void };
 const daemonA = fakeDaemon();
@@ -27,9 +33,20 @@ const daemonA = fakeDaemon();
 before(async () => {
   fs.mkdirSync(sockets);
   servers.push(await serveShim(shimA, daemonA));
-  servers.push(await serveShim(shimB, fakeDaemon([
-    fakeContainer({ namespace: 'default', id: 'api', pid: process.pid, state: 'created', createdAt: new Date(Date.now() - 3_700_000) }),
-  ])));
+  servers.push(
+    await serveShim(
+      shimB,
+      fakeDaemon([
+        fakeContainer({
+          namespace: 'default',
+          id: 'api',
+          pid: process.pid,
+          state: 'created',
+          createdAt: new Date(Date.now() - 3_700_000),
+        }),
+      ])
+    )
+  );
   servers.push(await serveForeignAndDeadSockets(runcLike, dead, tmp.dir));
   fs.writeFileSync(path.join(sockets, 'not-a-socket'), 'x');
   // Inspect of shim A reports this endpoint.
@@ -47,8 +64,17 @@ function capture(opts: { tty?: boolean; signal?: AbortSignal } = {}) {
   const out: string[] = [];
   const err: string[] = [];
   const ctx: CliContext = {
-    out: { write: (s) => { out.push(s); }, isTTY: !!opts.tty },
-    err: { write: (s) => { err.push(s); } },
+    out: {
+      write: (s) => {
+        out.push(s);
+      },
+      isTTY: !!opts.tty,
+    },
+    err: {
+      write: (s) => {
+        err.push(s);
+      },
+    },
     env: { TSSHIM_SOCKET_DIR: '/nonexistent' },
     signal: opts.signal ?? new AbortController().signal,
   };
@@ -81,17 +107,32 @@ test('units: sizes, durations, percent', () => {
 });
 
 test('args and table helpers', () => {
-  assert.deepEqual(parseArgs(['top', '--interval', '50', '--once', 'web', '--state=/s'], ['once']),
-    { flags: { interval: '50', once: true, state: '/s' }, positional: ['top', 'web'] });
+  assert.deepEqual(parseArgs(['top', '--interval', '50', '--once', 'web', '--state=/s'], ['once']), {
+    flags: { interval: '50', once: true, state: '/s' },
+    positional: ['top', 'web'],
+  });
   assert.throws(() => parseArgs(['ps', '--state']), UsageError);
-  assert.equal(formatTable(['A', 'LONGER'], [['xyz', '1'], ['x', '22']]), 'A     LONGER\nxyz   1\nx     22\n');
+  assert.equal(
+    formatTable(
+      ['A', 'LONGER'],
+      [
+        ['xyz', '1'],
+        ['x', '22'],
+      ]
+    ),
+    'A     LONGER\nxyz   1\nx     22\n'
+  );
 });
 
 test('discovery: socket dir lists only sockets; state dir reads address files, deduplicated', () => {
   assert.deepEqual(candidateSockets({ socketDir: sockets }), [shimA, shimB, runcLike, dead]);
   const state = tmp.path('state');
   const task = path.join(state, 'io.containerd.runtime.v2.task');
-  for (const [ns, id, sock] of [['default', 'web', shimA], ['default', 'db', shimA], ['k8s.io', 'api', shimB]]) {
+  for (const [ns, id, sock] of [
+    ['default', 'web', shimA],
+    ['default', 'db', shimA],
+    ['k8s.io', 'api', shimB],
+  ]) {
     fs.mkdirSync(path.join(task, ns, id), { recursive: true });
     fs.writeFileSync(path.join(task, ns, id, 'address'), `unix://${sock}\n`);
   }
@@ -103,11 +144,32 @@ test('ps: a table of the tsshim shims only, with shim pid and uptime', async () 
   const r = await cli(['ps', '--socket-dir', sockets]);
   assert.equal(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
-  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'UPTIME', 'EXECS', 'SHIM-PID', 'SHIM-VERSION']);
+  assert.deepEqual(cells(lines[0]), [
+    'NAMESPACE',
+    'ID',
+    'PID',
+    'STATUS',
+    'UPTIME',
+    'EXECS',
+    'SHIM-PID',
+    'SHIM-VERSION',
+  ]);
   const rows = lines.slice(1).map(cells);
-  assert.deepEqual(rows.map((x) => x[1]), ['api', 'old', 'web', 'db'], 'sorted by namespace, then id');
+  assert.deepEqual(
+    rows.map((x) => x[1]),
+    ['api', 'old', 'web', 'db'],
+    'sorted by namespace, then id'
+  );
   const web = rows.find((x) => x[1] === 'web')!;
-  assert.deepEqual(web.slice(0, 7), ['default', 'web', String(process.pid), 'running', '1m5s', '1', String(process.pid)]);
+  assert.deepEqual(web.slice(0, 7), [
+    'default',
+    'web',
+    String(process.pid),
+    'running',
+    '1m5s',
+    '1',
+    String(process.pid),
+  ]);
   assert.match(web[7], /^\d+\.\d+\.\d+\S* \(\S+\)$/, 'the shim version (and revision)');
   assert.deepEqual(rows.find((x) => x[1] === 'api')!.slice(3, 5), ['created', '1h1m']);
   assert.deepEqual(rows.find((x) => x[1] === 'old')!.slice(2, 5), ['4000000', 'stopped', '-']);
@@ -117,7 +179,14 @@ test('ps: a table of the tsshim shims only, with shim pid and uptime', async () 
 test('ps --state and --namespace', async () => {
   const r = await cli(['ps', '--state', tmp.path('state'), '-n', 'k8s.io']);
   assert.equal(r.code, 0, r.err);
-  assert.deepEqual(r.out.trimEnd().split('\n').slice(1).map((l) => cells(l)[1]), ['db']);
+  assert.deepEqual(
+    r.out
+      .trimEnd()
+      .split('\n')
+      .slice(1)
+      .map((l) => cells(l)[1]),
+    ['db']
+  );
   const none = await cli(['ps']);
   assert.equal(none.code, 0);
   assert.equal(none.out.trimEnd().split('\n').length, 1, 'header only when no shim is found');
@@ -127,7 +196,18 @@ test('top --once <id>: CPU %, working-set memory in IEC units, limit, pids, init
   const r = await cli(['top', '--socket-dir', sockets, '--interval', '30', '--once', 'web']);
   assert.equal(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
-  assert.deepEqual(cells(lines[0]), ['NAMESPACE', 'ID', 'PID', 'STATUS', 'CPU%', 'MEM', 'LIMIT', 'PIDS', 'INIT-CPU%', 'INIT-RSS']);
+  assert.deepEqual(cells(lines[0]), [
+    'NAMESPACE',
+    'ID',
+    'PID',
+    'STATUS',
+    'CPU%',
+    'MEM',
+    'LIMIT',
+    'PIDS',
+    'INIT-CPU%',
+    'INIT-RSS',
+  ]);
   assert.equal(lines.length, 2, r.out);
   const row = cells(lines[1]);
   assert.deepEqual(row.slice(0, 4), ['default', 'web', String(process.pid), 'running']);
@@ -167,7 +247,10 @@ test('inspect by socket and by id; unknown id is a usage error', async () => {
   assert.equal(bySocket.code, 0, bySocket.err);
   const j = JSON.parse(bySocket.out);
   assert.equal(j.pid, process.pid);
-  assert.deepEqual(j.containers.map((c: any) => c.id), ['api']);
+  assert.deepEqual(
+    j.containers.map((c: any) => c.id),
+    ['api']
+  );
   const byId = await cli(['inspect', '--socket-dir', sockets, 'db']);
   assert.equal(byId.code, 0, byId.err);
   assert.ok(JSON.parse(byId.out).containers.some((c: any) => c.id === 'db' && c.namespace === 'k8s.io'));

@@ -28,5 +28,8 @@ test('clock: every Timestamp the shim builds agrees with it', () => {
   const ms = toNumber(ts.seconds) * 1000 + Math.floor((ts.nanos ?? 0) / 1e6);
   assert.ok(ms >= before && ms <= Date.now(), `${ms} not within [${before}, now]`);
   const d = containerd.task.v2.DeleteResponse.decode(encodeDeleteResponse(1, 137, 1_700_000_000_999));
-  assert.deepEqual({ seconds: Number(d.exited_at!.seconds), nanos: d.exited_at!.nanos }, unixTime(wallClockAt(1_700_000_000_999)));
+  assert.deepEqual(
+    { seconds: Number(d.exited_at!.seconds), nanos: d.exited_at!.nanos },
+    unixTime(wallClockAt(1_700_000_000_999))
+  );
 });

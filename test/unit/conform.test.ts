@@ -20,15 +20,30 @@ import type { ProcessIO } from '../../src/task/io';
 
 const repo = path.resolve(__dirname, '../../..');
 
-function legacyCreateOptions(fields: Partial<containerd.linux.runc.ICreateOptions>): { type_url: string; value: Uint8Array } {
-  return { type_url: 'containerd.linux.runc.CreateOptions', value: containerd.linux.runc.CreateOptions.encode(fields).finish() };
+function legacyCreateOptions(fields: Partial<containerd.linux.runc.ICreateOptions>): {
+  type_url: string;
+  value: Uint8Array;
+} {
+  return {
+    type_url: 'containerd.linux.runc.CreateOptions',
+    value: containerd.linux.runc.CreateOptions.encode(fields).finish(),
+  };
 }
 
 test('legacy containerd.linux.runc.CreateOptions: every field a v2 shim has a use for is decoded', () => {
-  const o = decodeOptions(legacyCreateOptions({
-    no_pivot_root: true, no_new_keyring: true, shim_cgroup: '/tsshim-test', io_uid: 1234, io_gid: 5678,
-    criu_work_path: '/w', criu_image_path: '/i', open_tcp: true, empty_namespaces: ['network'],
-  }));
+  const o = decodeOptions(
+    legacyCreateOptions({
+      no_pivot_root: true,
+      no_new_keyring: true,
+      shim_cgroup: '/tsshim-test',
+      io_uid: 1234,
+      io_gid: 5678,
+      criu_work_path: '/w',
+      criu_image_path: '/i',
+      open_tcp: true,
+      empty_namespaces: ['network'],
+    })
+  );
   assert.equal(o.noPivotRoot, true);
   assert.equal(o.noNewKeyring, true);
   assert.equal(o.shimCgroup, '/tsshim-test');
@@ -38,12 +53,23 @@ test('legacy containerd.linux.runc.CreateOptions: every field a v2 shim has a us
   assert.equal(o.criuImagePath, '/i');
   assert.equal(o.binaryName, '', 'runc from PATH, as without options');
   // The Go client may send it with the types.containerd.io prefix too.
-  assert.equal(decodeOptions({ ...legacyCreateOptions({ io_uid: 7 }), type_url: 'types.containerd.io/containerd.linux.runc.CreateOptions' }).ioUid, 7);
+  assert.equal(
+    decodeOptions({
+      ...legacyCreateOptions({ io_uid: 7 }),
+      type_url: 'types.containerd.io/containerd.linux.runc.CreateOptions',
+    }).ioUid,
+    7
+  );
   assert.ok(KNOWN_OPTION_TYPES.includes('containerd.linux.runc.CreateOptions'), 'no "unknown options type" warning');
 });
 
 test('legacy containerd.linux.runc.RuncOptions: runtime binary, root, criu, systemd cgroups', () => {
-  const value = containerd.linux.runc.RuncOptions.encode({ runtime: 'crun', runtime_root: '/r', criu_path: '/c', systemd_cgroup: true }).finish();
+  const value = containerd.linux.runc.RuncOptions.encode({
+    runtime: 'crun',
+    runtime_root: '/r',
+    criu_path: '/c',
+    systemd_cgroup: true,
+  }).finish();
   const o = decodeOptions({ type_url: 'containerd.linux.runc.RuncOptions', value });
   assert.deepEqual([o.binaryName, o.root, o.criuPath, o.systemdCgroup], ['crun', '/r', '/c', true]);
 });
@@ -52,7 +78,10 @@ test('start options (Node start and spares call the same function): shim_cgroup 
   const any = google.protobuf.Any.encode(legacyCreateOptions({ shim_cgroup: '/pod-a', io_uid: 1 })).finish();
   const flags = parseFlags(['-namespace', 'n', '-id', 'c', '-address', '/a', 'start']);
   assert.deepEqual(startOptions(Buffer.from(any), flags, readConfig({})), { perNode: false, shimCgroup: '/pod-a' });
-  assert.deepEqual(startOptions(Buffer.from(any), flags, readConfig({ TSSHIM_PER_NODE: '1' })), { perNode: true, shimCgroup: '/pod-a' });
+  assert.deepEqual(startOptions(Buffer.from(any), flags, readConfig({ TSSHIM_PER_NODE: '1' })), {
+    perNode: true,
+    shimCgroup: '/pod-a',
+  });
 });
 
 test('group key: the runc shim annotation groups like ours, after ours and before the CRI sandbox id', () => {
@@ -60,7 +89,11 @@ test('group key: the runc shim annotation groups like ours, after ours and befor
   assert.equal(groupKey('c1', { [RUNC]: 'g' }), 'g');
   assert.equal(groupKey('c1', { 'io.containerd.tsshim.v2.group': 't', [RUNC]: 'g' }), 't');
   assert.equal(groupKey('c1', { [RUNC]: 'g', 'io.kubernetes.cri.sandbox-id': 'pod' }), 'g');
-  assert.equal(groupKey('c1', { [RUNC]: '', 'io.kubernetes.cri.sandbox-id': 'pod' }), 'pod', 'empty: the next one decides');
+  assert.equal(
+    groupKey('c1', { [RUNC]: '', 'io.kubernetes.cri.sandbox-id': 'pod' }),
+    'pod',
+    'empty: the next one decides'
+  );
   assert.equal(groupKey('c1', {}), 'c1');
   assert.deepEqual([...GROUP_ANNOTATIONS], ['io.containerd.tsshim.v2.group', RUNC, 'io.kubernetes.cri.sandbox-id']);
 });
@@ -78,7 +111,10 @@ test('early ResizePty: a size asked for before the process IO exists reaches the
   p.io = io;
   assert.deepEqual(sizes, [[120, 40]], 'the latest early size, once');
   p.resize(80, 24);
-  assert.deepEqual(sizes, [[120, 40], [80, 24]]);
+  assert.deepEqual(sizes, [
+    [120, 40],
+    [80, 24],
+  ]);
   p.io = null;
   p.io = io;
   assert.equal(sizes.length, 2, 'an applied size is not replayed');
@@ -93,7 +129,14 @@ function bundleWithReader(root: string, name: string): { bundle: string; read: (
   const buf = Buffer.alloc(65536);
   return {
     bundle,
-    read: () => { try { const n = fs.readSync(fd, buf, 0, buf.length, null); return buf.subarray(0, n).toString(); } catch { return ''; } },
+    read: () => {
+      try {
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        return buf.subarray(0, n).toString();
+      } catch {
+        return '';
+      }
+    },
     close: () => fs.closeSync(fd),
   };
 }
@@ -128,7 +171,14 @@ test('log sink: no live reader anywhere drops the line, and does not retry on ev
     const a = bundleWithReader(root, 'a');
     let lookups = 0;
     let now = 0;
-    const sink = new BundleLogSink(a.bundle, () => { lookups++; return [a.bundle]; }, () => now);
+    const sink = new BundleLogSink(
+      a.bundle,
+      () => {
+        lookups++;
+        return [a.bundle];
+      },
+      () => now
+    );
     a.close(); // containerd is restarting: no reader
     sink.write('lost\n');
     sink.write('lost too\n');
@@ -146,11 +196,32 @@ test('process argv: a node process rewrites its /proc cmdline as NUL-separated G
     const { setShimArgv } = require(${JSON.stringify(path.join(repo, 'dist/src/shim/proc-title.js'))});
     setShimArgv({ namespace: 'ns1', id: 'c-1', address: '/run/containerd/containerd.sock' });
     process.stdout.write(require('fs').readFileSync('/proc/self/cmdline'));`;
-  const r = spawnSync(process.execPath, ['-e', script, '--', '-namespace', 'ns1', '-id', 'c-1', '-address', '/run/containerd/containerd.sock']);
+  const r = spawnSync(process.execPath, [
+    '-e',
+    script,
+    '--',
+    '-namespace',
+    'ns1',
+    '-id',
+    'c-1',
+    '-address',
+    '/run/containerd/containerd.sock',
+  ]);
   assert.equal(r.status, 0, r.stderr.toString());
   const raw = r.stdout.toString();
-  assert.ok(raw.startsWith('containerd-shim-tsshim-v2\0-namespace\0ns1\0-id\0c-1\0-address\0/run/containerd/containerd.sock\0'), JSON.stringify(raw));
-  assert.deepEqual(splitCmdline(raw), ['containerd-shim-tsshim-v2', '-namespace', 'ns1', '-id', 'c-1', '-address', '/run/containerd/containerd.sock']);
+  assert.ok(
+    raw.startsWith('containerd-shim-tsshim-v2\0-namespace\0ns1\0-id\0c-1\0-address\0/run/containerd/containerd.sock\0'),
+    JSON.stringify(raw)
+  );
+  assert.deepEqual(splitCmdline(raw), [
+    'containerd-shim-tsshim-v2',
+    '-namespace',
+    'ns1',
+    '-id',
+    'c-1',
+    '-address',
+    '/run/containerd/containerd.sock',
+  ]);
 });
 
 test('containerd-shim-tsshim-v2 -h / -help: usage on stdout, exit 0; an unknown flag: exit 2', () => {
@@ -171,7 +242,9 @@ test('every runtime dependency in package.json is imported by the shim or the CL
   const walk = (d: string) => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
-      if (e.isDirectory()) { if (e.name !== 'gen') walk(p); } else if (p.endsWith('.ts')) sources.push(fs.readFileSync(p, 'utf8'));
+      if (e.isDirectory()) {
+        if (e.name !== 'gen') walk(p);
+      } else if (p.endsWith('.ts')) sources.push(fs.readFileSync(p, 'utf8'));
     }
   };
   walk(path.join(repo, 'src'));

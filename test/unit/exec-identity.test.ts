@@ -28,7 +28,9 @@ after(() => {
 /** A runtime that writes the pid the test chose (in <dir>/<command>.pid) to --pid-file. */
 function fakeRuntime(): string {
   const bin = path.join(dir, 'runc');
-  fs.writeFileSync(bin, `#!/bin/sh
+  fs.writeFileSync(
+    bin,
+    `#!/bin/sh
 cmd=''; pidfile=''
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,15 +42,22 @@ while [ $# -gt 0 ]; do
 done
 if [ -n "$pidfile" ]; then cat "${dir}/$cmd.pid" > "$pidfile"; fi
 exit 0
-`, { mode: 0o755 });
+`,
+    { mode: 0o755 }
+  );
   return bin;
 }
 
 /** Exits the test hands to the service as the reaper would. */
 class FakeReaper {
   private subs: ((e: Exit) => void)[] = [];
-  subscribe(fn: (e: Exit) => void) { this.subs.push(fn); return () => {}; }
-  emit(pid: number, status: number) { for (const s of this.subs) s({ pid, status, at: new Date(), atNanos: 0, nanos: 0 }); }
+  subscribe(fn: (e: Exit) => void) {
+    this.subs.push(fn);
+    return () => {};
+  }
+  emit(pid: number, status: number) {
+    for (const s of this.subs) s({ pid, status, at: new Date(), atNanos: 0, nanos: 0 });
+  }
 }
 
 function sleeper(): ChildProcess {
@@ -58,13 +67,23 @@ function sleeper(): ChildProcess {
 }
 
 function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function serviceWithExec(execPid: number) {
   const reaper = new FakeReaper();
   const service = new TaskService({
-    events: new TaskEvents(new Publisher(null)), exits: reaper, runner: Reaper.instance(), log: nullLogger, shimPid: process.pid, onEmpty: () => {},
+    events: new TaskEvents(new Publisher(null)),
+    exits: reaper,
+    runner: Reaper.instance(),
+    log: nullLogger,
+    shimPid: process.pid,
+    onEmpty: () => {},
   });
   const bundle = fs.mkdtempSync(path.join(dir, 'bundle-'));
   fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ linux: { namespaces: [{ type: 'pid' }] } }));
@@ -73,8 +92,20 @@ async function serviceWithExec(execPid: number) {
   fs.writeFileSync(path.join(dir, 'exec.pid'), String(execPid));
   const stdio = { stdin: '', stdout: '', stderr: '', terminal: false };
   const { containerd } = await import('../../src/gen/proto');
-  const options = { type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode({ binary_name: fakeRuntime(), root: path.join(dir, 'root') }).finish() };
-  await service.create({ namespace: 'ns', id: 'c1', bundle, rootfs: [], stdio, checkpoint: '', parentCheckpoint: '', options });
+  const options = {
+    type_url: 'containerd.runc.v1.Options',
+    value: containerd.runc.v1.Options.encode({ binary_name: fakeRuntime(), root: path.join(dir, 'root') }).finish(),
+  };
+  await service.create({
+    namespace: 'ns',
+    id: 'c1',
+    bundle,
+    rootfs: [],
+    stdio,
+    checkpoint: '',
+    parentCheckpoint: '',
+    options,
+  });
   await service.start('ns', 'c1', '');
   await service.exec('ns', 'c1', 'e1', stdio, { value: Buffer.from(JSON.stringify({ args: ['sh'], cwd: '/' })) });
   await service.start('ns', 'c1', 'e1');
@@ -119,7 +150,10 @@ test('pidfd_send_signal refuses a process that exited and was reaped (ESRCH), wh
     const exited = new Promise((r) => c.once('exit', r));
     c.kill('SIGKILL');
     await exited; // reaped by libuv
-    assert.throws(() => pidfdSendSignal(fd, 9), (e: unknown) => e instanceof SysError && e.code === 'ESRCH');
+    assert.throws(
+      () => pidfdSendSignal(fd, 9),
+      (e: unknown) => e instanceof SysError && e.code === 'ESRCH'
+    );
   } finally {
     closeFd(fd);
   }

@@ -14,17 +14,26 @@ import { Exposition, formatLabels } from '../../src/cli/exporter-text';
 import { Exporter, handler, isLoopback, parseListen, repeatedFlag } from '../../src/cli/exporter';
 import { mapLimit } from '../../src/cli/exporter-scrape';
 import { UsageError } from '../../src/cli/args';
-import { fakeContainer, fakeDaemon, serveShim, serveForeignAndDeadSockets, tempDir, MiB } from '../support/shim-service-fixture';
+import {
+  fakeContainer,
+  fakeDaemon,
+  serveShim,
+  serveForeignAndDeadSockets,
+  tempDir,
+  MiB,
+} from '../support/shim-service-fixture';
 
 const tmp = tempDir('tsshim-exp-');
 const sockets = tmp.path('s');
-const shimA = path.join(sockets, 'aaaa');    // fixture defaults: web (running), db (pausing), old (stopped)
-const shimB = path.join(sockets, 'bbbb');    // one pod container, CRI annotations in its bundle
+const shimA = path.join(sockets, 'aaaa'); // fixture defaults: web (running), db (pausing), old (stopped)
+const shimB = path.join(sockets, 'bbbb'); // one pod container, CRI annotations in its bundle
 const runcLike = path.join(sockets, 'cccc'); // answers Unimplemented
-const dead = path.join(sockets, 'dddd');     // socket file, nobody listening
-const hung = path.join(sockets, 'eeee');     // accepts, never answers
+const dead = path.join(sockets, 'dddd'); // socket file, nobody listening
+const hung = path.join(sockets, 'eeee'); // accepts, never answers
 const servers: Server[] = [];
-const hungServer = net.createServer(() => { /* never answers */ });
+const hungServer = net.createServer(() => {
+  /* never answers */
+});
 
 function bundleWithAnnotations(annotations: Record<string, string>): string {
   const dir = tmp.path(`bundle-${Object.keys(annotations).length}-${Math.random().toString(16).slice(2)}`);
@@ -38,7 +47,9 @@ before(async () => {
   servers.push(await serveShim(shimA, fakeDaemon()));
   const pod = fakeContainer({ namespace: 'k8s.io', id: 'c1', pid: process.pid, state: 'running' });
   (pod as any).bundle = bundleWithAnnotations({
-    'io.kubernetes.cri.sandbox-name': 'web-7d9f"x\\y', 'io.kubernetes.cri.sandbox-namespace': 'shop', 'io.kubernetes.cri.container-name': 'nginx',
+    'io.kubernetes.cri.sandbox-name': 'web-7d9f"x\\y',
+    'io.kubernetes.cri.sandbox-namespace': 'shop',
+    'io.kubernetes.cri.container-name': 'nginx',
   });
   // Both fake shims live in this process (same pid): another group keeps their series apart.
   servers.push(await serveShim(shimB, { ...fakeDaemon([pod]), group: 'pod1' }));
@@ -72,20 +83,34 @@ function promtoolCheck(text: string): { ok: boolean; out: string } | null {
   if (!fs.existsSync('/usr/bin/promtool')) return null;
   const r = spawnSync('/usr/bin/promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
   // Lint remarks (e.g. counters without _total) exit 3; parse errors exit 1.
-  return { ok: r.status === 0 || r.status === 3 && !/error while linting|parse/i.test(r.stderr + r.stdout), out: r.stderr + r.stdout };
+  return {
+    ok: r.status === 0 || (r.status === 3 && !/error while linting|parse/i.test(r.stderr + r.stdout)),
+    out: r.stderr + r.stdout,
+  };
 }
 
 test('exposition: HELP/TYPE once per family, sorted label names, escaped values, duplicates dropped', () => {
   const x = new Exposition();
-  x.family('b_total', 'counter', 'B.\nsecond line').family('a', 'gauge', 'A.').family('empty', 'gauge', 'never sampled');
+  x.family('b_total', 'counter', 'B.\nsecond line')
+    .family('a', 'gauge', 'A.')
+    .family('empty', 'gauge', 'never sampled');
   x.sample('b_total', 1, { z: '1', a: 'q"\\\n' });
   x.sample('a', 2);
   x.sample('b_total', 9, { a: 'q"\\\n', z: '1' }); // same series, other label order: dropped
   x.sample('b_total', 3, { a: 'other', empty: '' });
-  assert.equal(x.text(), [
-    '# HELP a A.', '# TYPE a gauge', 'a 2',
-    '# HELP b_total B.\\nsecond line', '# TYPE b_total counter', 'b_total{a="q\\"\\\\\\n",z="1"} 1', 'b_total{a="other"} 3', '',
-  ].join('\n'));
+  assert.equal(
+    x.text(),
+    [
+      '# HELP a A.',
+      '# TYPE a gauge',
+      'a 2',
+      '# HELP b_total B.\\nsecond line',
+      '# TYPE b_total counter',
+      'b_total{a="q\\"\\\\\\n",z="1"} 1',
+      'b_total{a="other"} 3',
+      '',
+    ].join('\n')
+  );
   assert.throws(() => x.family('a', 'counter', 'again'), /declared as gauge and counter/);
   assert.throws(() => x.sample('nope', 1), /undeclared/);
   assert.throws(() => x.sample('a', 1, {}, 'a_bucket'), /does not belong/);
@@ -100,7 +125,10 @@ test('exporter: container and shim series for every tsshim shim; foreign and dea
   const s = samples(text);
 
   // Every family's HELP and TYPE exactly once.
-  const types = text.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]);
+  const types = text
+    .split('\n')
+    .filter((l) => l.startsWith('# TYPE '))
+    .map((l) => l.split(' ')[2]);
   assert.deepEqual(types, [...new Set(types)].sort());
 
   // Running containers have resource series (fixture: 13 MiB used, 1 MiB inactive file, 512 MiB limit, 3 pids).
@@ -127,7 +155,8 @@ test('exporter: container and shim series for every tsshim shim; foreign and dea
   // Per-shim series carry namespace, container, group, shim_pid, version.
   const info = find(s, 'tsshim_info');
   assert.equal(info.length, 2, 'two tsshim shims');
-  for (const [k] of info) for (const l of ['namespace=', 'container=', 'group=', 'shim_pid=', 'version=']) assert.ok(k.includes(l), k);
+  for (const [k] of info)
+    for (const l of ['namespace=', 'container=', 'group=', 'shim_pid=', 'version=']) assert.ok(k.includes(l), k);
   assert.equal(find(s, 'tsshim_events_pending')[0]?.[1], 2);
   assert.ok(find(s, 'tsshim_events_oldest_pending_age_seconds')[0]?.[1] >= 2.9);
   assert.equal(find(s, 'tsshim_rpc_duration_seconds_count', 'method="Create"')[0]?.[1], 2);
@@ -152,13 +181,20 @@ test('exporter: concurrent GETs share one scrape; /healthz; unknown path 404', a
   const server = http.createServer(handler(exp));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as net.AddressInfo).port;
-  const get = (p: string) => new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: p }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
-    }).on('error', reject);
-  });
+  const get = (p: string) =>
+    new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port, path: p }, (res) => {
+          let body = '';
+          res.on('data', (d) => {
+            body += d;
+          });
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body })
+          );
+        })
+        .on('error', reject);
+    });
   try {
     const m = await get('/metrics');
     assert.equal(m.status, 200);
@@ -203,9 +239,17 @@ test('mapLimit keeps at most `limit` in flight and the input order', async () =>
   assert.equal(most, 2);
 });
 
-test('a scrape tells the shim\'s idle collector about its garbage (background), never as Task activity', async () => {
+test("a scrape tells the shim's idle collector about its garbage (background), never as Task activity", async () => {
   let background = 0;
-  const d = { ...fakeDaemon(), idleGc: { collections: 0, background: () => { background++; } } };
+  const d = {
+    ...fakeDaemon(),
+    idleGc: {
+      collections: 0,
+      background: () => {
+        background++;
+      },
+    },
+  };
   const socket = path.join(tmp.dir, 'bg.sock');
   const server = await serveShim(socket, d);
   try {
@@ -223,7 +267,17 @@ test('tsshim exporter warns when told to listen beyond loopback, and not otherwi
   const start = async (listen: string) => {
     let err = '';
     const ac = new AbortController();
-    const ctx = { out: { write() {} }, err: { write: (s: string) => { err += s; if (s.includes('listening on')) ac.abort(); } }, env: {}, signal: ac.signal };
+    const ctx = {
+      out: { write() {} },
+      err: {
+        write: (s: string) => {
+          err += s;
+          if (s.includes('listening on')) ac.abort();
+        },
+      },
+      env: {},
+      signal: ac.signal,
+    };
     const code = await run(['exporter', '--listen', listen, '--socket-dir', sockets], ctx);
     return { code, err };
   };

@@ -7,8 +7,13 @@ import { sleep } from '../support/wait';
 
 test('idle collector: one collection once calls stop, none while they go on', async () => {
   let runs = 0;
-  const c = new IdleCollector(60, () => { runs++; });
-  for (let i = 0; i < 6; i++) { c.activity(); await sleep(20); }
+  const c = new IdleCollector(60, () => {
+    runs++;
+  });
+  for (let i = 0; i < 6; i++) {
+    c.activity();
+    await sleep(20);
+  }
   assert.equal(runs, 0, 'no collection while calls keep coming');
   await sleep(120);
   assert.equal(runs, 1);
@@ -24,7 +29,14 @@ test('idle collector: one collection once calls stop, none while they go on', as
 test('idle collector: one follow-up collection after the first (V8 frees pages after gc() returns), then none while it gives nothing back', async () => {
   const { FOLLOW_UP_GC_MS } = await import('../../src/shim/idle-gc');
   let runs = 0;
-  const c = new IdleCollector(30, () => { runs++; }, undefined, () => 50 << 20);
+  const c = new IdleCollector(
+    30,
+    () => {
+      runs++;
+    },
+    undefined,
+    () => 50 << 20
+  );
   c.activity();
   await sleep(100);
   assert.equal(runs, 1);
@@ -39,7 +51,15 @@ test('idle collector: more follow-ups while each still gives memory back, at mos
   const { FOLLOW_UP_GC_MS, MAX_FOLLOW_UPS } = await import('../../src/shim/idle-gc');
   let runs = 0;
   let rss = 100 << 20;
-  const c = new IdleCollector(30, () => { runs++; rss -= 4 << 20; }, undefined, () => rss);
+  const c = new IdleCollector(
+    30,
+    () => {
+      runs++;
+      rss -= 4 << 20;
+    },
+    undefined,
+    () => rss
+  );
   c.activity();
   await sleep(100 + (MAX_FOLLOW_UPS + 1) * (FOLLOW_UP_GC_MS + 150));
   assert.equal(runs, 1 + MAX_FOLLOW_UPS, 'every follow-up freed 4 MiB: as many as allowed ran');
@@ -48,7 +68,9 @@ test('idle collector: more follow-ups while each still gives memory back, at mos
 
 test('idle collector: close cancels a pending collection; no gc function means disabled', async () => {
   let runs = 0;
-  const c = new IdleCollector(30, () => { runs++; });
+  const c = new IdleCollector(30, () => {
+    runs++;
+  });
   c.activity();
   c.close();
   await sleep(80);
@@ -62,12 +84,21 @@ test('idle collector: close cancels a pending collection; no gc function means d
 
 test('idle collector: background work (scrapes) gets a collection, never postpones one, and is rate-limited', async () => {
   let runs = 0;
-  const c = new IdleCollector(60, () => { runs++; }, 400);
+  const c = new IdleCollector(
+    60,
+    () => {
+      runs++;
+    },
+    400
+  );
   c.background();
   await sleep(120);
   assert.equal(runs, 1, 'a scrape on an idle shim is followed by a collection');
   // Scrapes every 20 ms: within the minimum interval they cause no second collection...
-  for (let i = 0; i < 5; i++) { c.background(); await sleep(20); }
+  for (let i = 0; i < 5; i++) {
+    c.background();
+    await sleep(20);
+  }
   await sleep(100);
   assert.equal(runs, 1, 'background collections are rate-limited');
   await sleep(400);

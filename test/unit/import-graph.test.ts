@@ -7,7 +7,19 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 /** Bottom first. The layer of a file is its first directory under src/. */
-export const LAYERS = ['sys', 'gen', 'types', 'ttrpc', 'runc', 'task', 'shim', 'diag', 'upgrade', 'daemon', 'cli'] as const;
+export const LAYERS = [
+  'sys',
+  'gen',
+  'types',
+  'ttrpc',
+  'runc',
+  'task',
+  'shim',
+  'diag',
+  'upgrade',
+  'daemon',
+  'cli',
+] as const;
 
 const SRC = path.resolve(__dirname, '..', '..', '..', 'src');
 
@@ -30,7 +42,8 @@ export function importedSpecifiers(text: string): string[] {
 
 function resolve(from: string, spec: string): string | null {
   const base = path.resolve(path.dirname(from), spec).replace(/\.js$/, '');
-  for (const c of [base + '.ts', path.join(base, 'index.ts'), base + '.js', base + '.d.ts']) if (fs.existsSync(c)) return c;
+  for (const c of [base + '.ts', path.join(base, 'index.ts'), base + '.js', base + '.d.ts'])
+    if (fs.existsSync(c)) return c;
   return null;
 }
 
@@ -55,19 +68,31 @@ function graph(): Map<string, string[]> {
 /** Strongly connected components with more than one file (Tarjan), each as a list of files. */
 export function circles(g: Map<string, string[]>): string[][] {
   let index = 0;
-  const idx = new Map<string, number>(), low = new Map<string, number>(), onStack = new Set<string>();
-  const stack: string[] = [], out: string[][] = [];
+  const idx = new Map<string, number>(),
+    low = new Map<string, number>(),
+    onStack = new Set<string>();
+  const stack: string[] = [],
+    out: string[][] = [];
   const visit = (v: string) => {
-    idx.set(v, index); low.set(v, index); index++;
-    stack.push(v); onStack.add(v);
+    idx.set(v, index);
+    low.set(v, index);
+    index++;
+    stack.push(v);
+    onStack.add(v);
     for (const w of g.get(v) ?? []) {
-      if (!idx.has(w)) { visit(w); low.set(v, Math.min(low.get(v)!, low.get(w)!)); }
-      else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, idx.get(w)!));
+      if (!idx.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, idx.get(w)!));
     }
     if (low.get(v) === idx.get(v)) {
       const scc: string[] = [];
       let w: string;
-      do { w = stack.pop()!; onStack.delete(w); scc.push(w); } while (w !== v);
+      do {
+        w = stack.pop()!;
+        onStack.delete(w);
+        scc.push(w);
+      } while (w !== v);
       if (scc.length > 1 || (g.get(v) ?? []).includes(v)) out.push(scc);
     }
   };
@@ -76,7 +101,9 @@ export function circles(g: Map<string, string[]>): string[][] {
 }
 
 test('import graph: every file of src/ is in a known layer', () => {
-  const unknown = sources(SRC).map(layerOf).filter((l) => !(LAYERS as readonly string[]).includes(l));
+  const unknown = sources(SRC)
+    .map(layerOf)
+    .filter((l) => !(LAYERS as readonly string[]).includes(l));
   assert.deepEqual([...new Set(unknown)], [], `add the new layer to LAYERS in its place: ${unknown.join(', ')}`);
 });
 
@@ -90,16 +117,39 @@ test('import graph: no module imports from a layer above its own', () => {
 });
 
 test('import graph: no circle of imports', () => {
-  const found = circles(graph()).map((c) => c.map((f) => path.relative(SRC, f)).sort().join(' <-> '));
+  const found = circles(graph()).map((c) =>
+    c
+      .map((f) => path.relative(SRC, f))
+      .sort()
+      .join(' <-> ')
+  );
   assert.deepEqual(found, []);
 });
 
 test('import graph: the checker sees every kind of import and finds circles', () => {
-  assert.deepEqual(importedSpecifiers([
-    "import { a } from './a';", "import type { B } from './b/b';", "export * from './c';",
-    "const d = await import('./d');", "const e = require('./e');", "import './f';",
-    "// import { x } from './commented';", "const s = 'not an import from ./g';",
-  ].join('\n')), ['./a', './b/b', './c', './d', './e', './f']);
-  const g = new Map([['a', ['b']], ['b', ['c']], ['c', ['a']], ['d', ['a']]]);
-  assert.deepEqual(circles(g).map((c) => c.sort()), [['a', 'b', 'c']]);
+  assert.deepEqual(
+    importedSpecifiers(
+      [
+        "import { a } from './a';",
+        "import type { B } from './b/b';",
+        "export * from './c';",
+        "const d = await import('./d');",
+        "const e = require('./e');",
+        "import './f';",
+        "// import { x } from './commented';",
+        "const s = 'not an import from ./g';",
+      ].join('\n')
+    ),
+    ['./a', './b/b', './c', './d', './e', './f']
+  );
+  const g = new Map([
+    ['a', ['b']],
+    ['b', ['c']],
+    ['c', ['a']],
+    ['d', ['a']],
+  ]);
+  assert.deepEqual(
+    circles(g).map((c) => c.sort()),
+    [['a', 'b', 'c']]
+  );
 });

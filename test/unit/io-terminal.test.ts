@@ -34,8 +34,6 @@ os.close(master)
 print(p.pid, flush=True)
 `;
 
-
-
 function setup(): { dir: string; helper: string; fifo: (n: string) => string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-tty-'));
   const helper = path.join(dir, 'fake-runc.py');
@@ -81,42 +79,46 @@ function gone(pid: number): boolean {
   }
 }
 
-test('terminal: console socket, pty master received, stdin -> master, master -> stdout, resize', { timeout: 30_000 }, () =>
-  noFdLeak(async () => {
-    const { dir, helper, fifo } = setup();
-    const stdin = fifo('in');
-    const stdout = fifo('out');
-    const io = await createProcessIO({ stdin, stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
-    assert.deepEqual(io.runcStdio(), ['ignore', 'ignore', 'ignore']);
-    const sockPath = io.consoleSocketPath!;
-    assert.ok(Buffer.byteLength(sockPath) < 108);
-    assert.ok(fs.statSync(sockPath).isSocket());
-    const out = reader(stdout);
-    const input = new net.Socket({ fd: fs.openSync(stdin, O_WRONLY | O_NONBLOCK), readable: false, writable: true });
+test(
+  'terminal: console socket, pty master received, stdin -> master, master -> stdout, resize',
+  { timeout: 30_000 },
+  () =>
+    noFdLeak(async () => {
+      const { dir, helper, fifo } = setup();
+      const stdin = fifo('in');
+      const stdout = fifo('out');
+      const io = await createProcessIO({ stdin, stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
+      assert.deepEqual(io.runcStdio(), ['ignore', 'ignore', 'ignore']);
+      const sockPath = io.consoleSocketPath!;
+      assert.ok(Buffer.byteLength(sockPath) < 108);
+      assert.ok(fs.statSync(sockPath).isSocket());
+      const out = reader(stdout);
+      const input = new net.Socket({ fd: fs.openSync(stdin, O_WRONLY | O_NONBLOCK), readable: false, writable: true });
 
-    const pid = await fakeRunc(io, helper, 'stty size; read a; stty size; echo "got-$a"; read b; echo never');
-    // the console socket is gone once the master arrived
-    assert.equal(fs.existsSync(path.dirname(sockPath)), false);
-    await out.until(/^0 0\r\n/);
-    io.resize(100, 40);
-    input.write('go\n');
-    await out.until(/40 100\r\ngot-go\r\n/);
+      const pid = await fakeRunc(io, helper, 'stty size; read a; stty size; echo "got-$a"; read b; echo never');
+      // the console socket is gone once the master arrived
+      assert.equal(fs.existsSync(path.dirname(sockPath)), false);
+      await out.until(/^0 0\r\n/);
+      io.resize(100, 40);
+      input.write('go\n');
+      await out.until(/40 100\r\ngot-go\r\n/);
 
-    // Client closes its stdin, then CloseIO: stdin EOF shuts the console down (Go behaviour), the
-    // container's session gets a hangup and the output copy ends.
-    input.end();
-    await once(input, 'close');
-    await sleep(100);
-    assert.equal(gone(pid), false, 'container must survive until CloseIO');
-    io.closeStdin();
-    assert.equal(await io.waitDrained(5000), true);
-    for (let i = 0; i < 100 && !gone(pid); i++) await sleep(20);
-    assert.equal(gone(pid), true, 'container did not get a hangup');
-    assert.doesNotMatch(await out.done, /never/);
-    assert.throws(() => io.resize(80, 24), /console not available/);
-    await io.close();
-    fs.rmSync(dir, { recursive: true });
-  }));
+      // Client closes its stdin, then CloseIO: stdin EOF shuts the console down (Go behaviour), the
+      // container's session gets a hangup and the output copy ends.
+      input.end();
+      await once(input, 'close');
+      await sleep(100);
+      assert.equal(gone(pid), false, 'container must survive until CloseIO');
+      io.closeStdin();
+      assert.equal(await io.waitDrained(5000), true);
+      for (let i = 0; i < 100 && !gone(pid); i++) await sleep(20);
+      assert.equal(gone(pid), true, 'container did not get a hangup');
+      assert.doesNotMatch(await out.done, /never/);
+      assert.throws(() => io.resize(80, 24), /console not available/);
+      await io.close();
+      fs.rmSync(dir, { recursive: true });
+    })
+);
 
 test('terminal: output written just before exit is drained (EIO ends the copy), no stdin', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -124,7 +126,11 @@ test('terminal: output written just before exit is drained (EIO ends the copy), 
     const stdout = fifo('out');
     const io = await createProcessIO({ stdin: '', stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
     const out = reader(stdout);
-    const pid = await fakeRunc(io, helper, 'i=0; while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done; echo last-line');
+    const pid = await fakeRunc(
+      io,
+      helper,
+      'i=0; while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done; echo last-line'
+    );
     assert.equal(await io.waitDrained(10_000), true);
     const text = await out.done;
     assert.match(text, /line 1999\r\nlast-line\r\n$/);
@@ -134,7 +140,8 @@ test('terminal: output written just before exit is drained (EIO ends the copy), 
     io.resize(120, 50);
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('terminal: close() before runc ever connected releases the socket dir and fds', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -147,15 +154,20 @@ test('terminal: close() before runc ever connected releases the socket dir and f
     assert.equal(fs.existsSync(sockDir), false);
     await assert.rejects(io.receiveConsole(), /closed/);
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('terminal: file:// is refused with a clear error', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     await assert.rejects(
-      createProcessIO({ stdin: '', stdout: 'file:///tmp/x.log', stderr: '', terminal: true }, { id: 'c1', namespace: NS }),
-      /file:\/\/ stdio is not supported with a terminal/,
+      createProcessIO(
+        { stdin: '', stdout: 'file:///tmp/x.log', stderr: '', terminal: true },
+        { id: 'c1', namespace: NS }
+      ),
+      /file:\/\/ stdio is not supported with a terminal/
     );
-  }));
+  })
+);
 
 test('terminal + binary:// feeds the logger fd 3 from the master', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -163,7 +175,10 @@ test('terminal + binary:// feeds the logger fd 3 from the master', { timeout: 30
     const logger = path.join(dir, 'logger.sh');
     // Signals ready by closing fd 5 (before starting cat, which would otherwise inherit it).
     fs.writeFileSync(logger, `#!/bin/sh\nexec 5>&-\nexec /bin/cat <&3 > "$2/out"\n`, { mode: 0o755 });
-    const io = await createProcessIO({ stdin: '', stdout: `binary://${logger}?dir=${dir}`, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
+    const io = await createProcessIO(
+      { stdin: '', stdout: `binary://${logger}?dir=${dir}`, stderr: '', terminal: true },
+      { id: 'c1', namespace: NS }
+    );
     await fakeRunc(io, helper, 'echo from-tty');
     assert.equal(await io.waitDrained(5000), true);
     // the logger sees EOF on fd 3 once the copy ended, so cat finishes by itself (close() would SIGTERM it)
@@ -172,7 +187,8 @@ test('terminal + binary:// feeds the logger fd 3 from the master', { timeout: 30
     assert.equal(fs.readFileSync(outFile, 'utf8'), 'from-tty\r\n');
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('terminal: receiveConsole() may start before runc runs (as the Task service does)', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -189,7 +205,8 @@ test('terminal: receiveConsole() may start before runc runs (as the Task service
     assert.equal(await out.done, 'early-bird\r\n');
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('terminal: close() ends a pending receiveConsole() without an unhandled rejection', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -210,30 +227,42 @@ test('terminal: close() ends a pending receiveConsole() without an unhandled rej
       process.off('unhandledRejection', onUnhandled);
     }
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
-test('terminal: a resize before runc sent the master is kept and applied once the master arrives', { timeout: 30_000 }, () =>
-  noFdLeak(async () => {
-    const { dir, helper, fifo } = setup();
-    const stdin = fifo('in');
-    const stdout = fifo('out');
-    const io = await createProcessIO({ stdin, stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
-    const out = reader(stdout);
-    const input = new net.Socket({ fd: fs.openSync(stdin, O_WRONLY | O_NONBLOCK), readable: false, writable: true });
-    // ResizePty between Exec and Start (or while runc runs): no master yet. The last size wins.
-    io.resize(90, 30);
-    io.resize(111, 33);
-    // The "container" asks for its size only after the test has seen the master arrive.
-    await fakeRunc(io, helper, 'read a; stty size');
-    input.write('go\n');
-    await out.until(/33 111\r\n/);
-    input.end();
+test(
+  'terminal: a resize before runc sent the master is kept and applied once the master arrives',
+  { timeout: 30_000 },
+  () =>
+    noFdLeak(async () => {
+      const { dir, helper, fifo } = setup();
+      const stdin = fifo('in');
+      const stdout = fifo('out');
+      const io = await createProcessIO({ stdin, stdout, stderr: '', terminal: true }, { id: 'c1', namespace: NS });
+      const out = reader(stdout);
+      const input = new net.Socket({ fd: fs.openSync(stdin, O_WRONLY | O_NONBLOCK), readable: false, writable: true });
+      // ResizePty between Exec and Start (or while runc runs): no master yet. The last size wins.
+      io.resize(90, 30);
+      io.resize(111, 33);
+      // The "container" asks for its size only after the test has seen the master arrive.
+      await fakeRunc(io, helper, 'read a; stty size');
+      input.write('go\n');
+      await out.until(/33 111\r\n/);
+      input.end();
+      await io.close();
+      fs.rmSync(dir, { recursive: true });
+    })
+);
+
+test(
+  'no terminal: resize succeeds and does nothing (the Go shim answers OK without a console)',
+  { timeout: 30_000 },
+  async () => {
+    const io = await createProcessIO(
+      { stdin: '', stdout: '', stderr: '', terminal: false },
+      { id: 'c1', namespace: NS }
+    );
+    io.resize(80, 24);
     await io.close();
-    fs.rmSync(dir, { recursive: true });
-  }));
-
-test('no terminal: resize succeeds and does nothing (the Go shim answers OK without a console)', { timeout: 30_000 }, async () => {
-  const io = await createProcessIO({ stdin: '', stdout: '', stderr: '', terminal: false }, { id: 'c1', namespace: NS });
-  io.resize(80, 24);
-  await io.close();
-});
+  }
+);

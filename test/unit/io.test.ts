@@ -30,9 +30,6 @@ function mkfifos(dir: string, ...names: string[]): string[] {
   });
 }
 
-
-
-
 /** What containerd does with a stdout/stderr FIFO: open it for reading and collect to EOF. */
 function readFifo(p: string): { sock: net.Socket; chunks: Buffer[]; done: Promise<Buffer> } {
   const fd = fs.openSync(p, O_RDONLY | O_NONBLOCK);
@@ -100,13 +97,17 @@ test('8 MiB burst then exit: every byte reaches the stdout FIFO, stderr kept sep
     assert.equal(errBytes.toString(), 'to-stderr\n');
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('stdin is piped in and its EOF reaches the container; fifo:// prefix accepted', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdin, stdout] = mkfifos(dir, 'in', 'out');
-    const io = await createProcessIO({ stdin: `fifo://${stdin}`, stdout: `fifo://${stdout}`, stderr: '', terminal: false }, { id: 'c1', namespace: NS });
+    const io = await createProcessIO(
+      { stdin: `fifo://${stdin}`, stdout: `fifo://${stdout}`, stderr: '', terminal: false },
+      { id: 'c1', namespace: NS }
+    );
     assert.equal(io.runcStdio()[2], 'ignore');
     const out = readFifo(stdout);
     const writer = writeFifo(stdin);
@@ -123,7 +124,8 @@ test('stdin is piped in and its EOF reaches the container; fifo:// prefix accept
     assert.equal((await out.done).toString(), 'line one\nline two\nafter-eof\n');
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('CloseIO before the client ever opened stdin ends the container stdin', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -140,39 +142,50 @@ test('CloseIO before the client ever opened stdin ends the container stdin', { t
     assert.equal((await out.done).toString().trim(), '0');
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
-test('stdout reader vanishes mid-stream: no crash, stderr unaffected, a new reader gets the rest', { timeout: 30_000 }, () =>
-  noFdLeak(async () => {
-    const dir = tmpDir();
-    const [stdout, stderr] = mkfifos(dir, 'out', 'err');
-    const payload = randomBytes(1024 * 1024);
-    const payloadFile = path.join(dir, 'payload');
-    fs.writeFileSync(payloadFile, payload);
-    const { log, entries } = recordingLog();
-    const io = await createProcessIO({ stdin: '', stdout, stderr, terminal: false }, { id: 'c1', namespace: NS, log });
-    const err = readFifo(stderr);
-    const first = readFifo(stdout);
-    const child = await runContainer(io, `echo before >&2; cat ${payloadFile}; echo after >&2`);
-    // First reader (containerd) goes away after its first chunk.
-    await once(first.sock, 'data');
-    first.sock.destroy();
-    await first.done;
-    await sleep(300);
-    assert.equal(child.exitCode, null, 'container should be held by back-pressure, not fail');
-    assert.equal(Buffer.concat(err.chunks).toString(), 'before\n');
-    // containerd restarted: a new reader picks up exactly where the old one stopped.
-    const second = readFifo(stdout);
-    assert.equal(await exitOf(child), 0);
-    assert.equal(await io.waitDrained(5000), true);
-    const got = Buffer.concat([...first.chunks, await second.done]);
-    assert.equal(got.length, payload.length);
-    assert.equal(sha256(got), sha256(payload));
-    assert.equal((await err.done).toString(), 'before\nafter\n');
-    assert.deepEqual(entries.filter((e) => e.level === 'warn'), []);
-    await io.close();
-    fs.rmSync(dir, { recursive: true });
-  }));
+test(
+  'stdout reader vanishes mid-stream: no crash, stderr unaffected, a new reader gets the rest',
+  { timeout: 30_000 },
+  () =>
+    noFdLeak(async () => {
+      const dir = tmpDir();
+      const [stdout, stderr] = mkfifos(dir, 'out', 'err');
+      const payload = randomBytes(1024 * 1024);
+      const payloadFile = path.join(dir, 'payload');
+      fs.writeFileSync(payloadFile, payload);
+      const { log, entries } = recordingLog();
+      const io = await createProcessIO(
+        { stdin: '', stdout, stderr, terminal: false },
+        { id: 'c1', namespace: NS, log }
+      );
+      const err = readFifo(stderr);
+      const first = readFifo(stdout);
+      const child = await runContainer(io, `echo before >&2; cat ${payloadFile}; echo after >&2`);
+      // First reader (containerd) goes away after its first chunk.
+      await once(first.sock, 'data');
+      first.sock.destroy();
+      await first.done;
+      await sleep(300);
+      assert.equal(child.exitCode, null, 'container should be held by back-pressure, not fail');
+      assert.equal(Buffer.concat(err.chunks).toString(), 'before\n');
+      // containerd restarted: a new reader picks up exactly where the old one stopped.
+      const second = readFifo(stdout);
+      assert.equal(await exitOf(child), 0);
+      assert.equal(await io.waitDrained(5000), true);
+      const got = Buffer.concat([...first.chunks, await second.done]);
+      assert.equal(got.length, payload.length);
+      assert.equal(sha256(got), sha256(payload));
+      assert.equal((await err.done).toString(), 'before\nafter\n');
+      assert.deepEqual(
+        entries.filter((e) => e.level === 'warn'),
+        []
+      );
+      await io.close();
+      fs.rmSync(dir, { recursive: true });
+    })
+);
 
 test('a failing destination drops that stream, logs once, and never blocks the container', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -180,7 +193,10 @@ test('a failing destination drops that stream, logs once, and never blocks the c
     const dir = tmpDir();
     const [stderr] = mkfifos(dir, 'err');
     const { log, entries } = recordingLog();
-    const io = await createProcessIO({ stdin: '', stdout: '/dev/full', stderr, terminal: false }, { id: 'c1', namespace: NS, log });
+    const io = await createProcessIO(
+      { stdin: '', stdout: '/dev/full', stderr, terminal: false },
+      { id: 'c1', namespace: NS, log }
+    );
     const err = readFifo(stderr);
     const child = await runContainer(io, 'head -c 4000000 /dev/zero; echo done >&2');
     assert.equal(await exitOf(child), 0);
@@ -191,7 +207,8 @@ test('a failing destination drops that stream, logs once, and never blocks the c
     assert.match(warns[0].msg, /stdout: destination failed/);
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('pump: EPIPE on the destination is logged once and the source is still drained', { timeout: 30_000 }, async () => {
   const [srcR, srcW] = sys.pipe2();
@@ -211,28 +228,35 @@ test('pump: EPIPE on the destination is logged once and the source is still drai
   assert.match(entries[0].msg, /dropping/);
 });
 
-test('a child that opens /dev/stdout and /dev/stderr itself can write (real pipes, not sockets)', { timeout: 30_000 }, () =>
-  noFdLeak(async () => {
-    const dir = tmpDir();
-    const [stdout, stderr] = mkfifos(dir, 'out', 'err');
-    const io = await createProcessIO({ stdin: '', stdout, stderr, terminal: false }, { id: 'c1', namespace: NS });
-    const out = readFifo(stdout);
-    const err = readFifo(stderr);
-    const child = await runContainer(io, 'echo via-dev-stdout > /dev/stdout && echo via-dev-stderr > /dev/stderr');
-    assert.equal(await exitOf(child), 0);
-    await io.waitDrained(5000);
-    assert.equal((await out.done).toString(), 'via-dev-stdout\n');
-    assert.equal((await err.done).toString(), 'via-dev-stderr\n');
-    await io.close();
-    fs.rmSync(dir, { recursive: true });
-  }));
+test(
+  'a child that opens /dev/stdout and /dev/stderr itself can write (real pipes, not sockets)',
+  { timeout: 30_000 },
+  () =>
+    noFdLeak(async () => {
+      const dir = tmpDir();
+      const [stdout, stderr] = mkfifos(dir, 'out', 'err');
+      const io = await createProcessIO({ stdin: '', stdout, stderr, terminal: false }, { id: 'c1', namespace: NS });
+      const out = readFifo(stdout);
+      const err = readFifo(stderr);
+      const child = await runContainer(io, 'echo via-dev-stdout > /dev/stdout && echo via-dev-stderr > /dev/stderr');
+      assert.equal(await exitOf(child), 0);
+      await io.waitDrained(5000);
+      assert.equal((await out.done).toString(), 'via-dev-stdout\n');
+      assert.equal((await err.done).toString(), 'via-dev-stderr\n');
+      await io.close();
+      fs.rmSync(dir, { recursive: true });
+    })
+);
 
 test('file:// creates the directories and appends stdout and stderr to the one file', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const file = path.join(dir, 'a', 'b', 'ctr.log');
     for (const round of [1, 2]) {
-      const io = await createProcessIO({ stdin: '', stdout: `file://${file}`, stderr: `file://${dir}/ignored.log`, terminal: false }, { id: 'c1', namespace: NS });
+      const io = await createProcessIO(
+        { stdin: '', stdout: `file://${file}`, stderr: `file://${dir}/ignored.log`, terminal: false },
+        { id: 'c1', namespace: NS }
+      );
       const child = await runContainer(io, `echo out-${round}; sleep 0.05; echo err-${round} >&2`);
       assert.equal(await exitOf(child), 0);
       assert.equal(await io.waitDrained(5000), true);
@@ -242,23 +266,31 @@ test('file:// creates the directories and appends stdout and stderr to the one f
     assert.equal(fs.statSync(file).mode & 0o777, 0o644 & ~process.umask());
     assert.equal(fs.existsSync(path.join(dir, 'ignored.log')), false);
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('null IO: all streams empty means /dev/null everywhere and nothing to drain', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
-    const io = await createProcessIO({ stdin: '', stdout: '', stderr: '', terminal: false }, { id: 'c1', namespace: NS });
+    const io = await createProcessIO(
+      { stdin: '', stdout: '', stderr: '', terminal: false },
+      { id: 'c1', namespace: NS }
+    );
     assert.deepEqual(io.runcStdio(), ['ignore', 'ignore', 'ignore']);
     const child = await runContainer(io, 'echo lost; cat');
     assert.equal(await exitOf(child), 0);
     assert.equal(await io.waitDrained(100), true);
     await io.close();
-  }));
+  })
+);
 
 test('ioUid/ioGid: the container-side pipe ends are chowned', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     const dir = tmpDir();
     const [stdin, stdout] = mkfifos(dir, 'in', 'out');
-    const io = await createProcessIO({ stdin, stdout, stderr: '', terminal: false }, { id: 'c1', namespace: NS, ioUid: 1234, ioGid: 5678 });
+    const io = await createProcessIO(
+      { stdin, stdout, stderr: '', terminal: false },
+      { id: 'c1', namespace: NS, ioUid: 1234, ioGid: 5678 }
+    );
     const [inFd, outFd] = io.runcStdio() as number[];
     for (const fd of [inFd, outFd]) {
       const st = fs.fstatSync(fd);
@@ -267,7 +299,8 @@ test('ioUid/ioGid: the container-side pipe ends are chowned', { timeout: 30_000 
     }
     await io.close();
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 const LOGGER = `#!/bin/sh
 # args: dir <dir> [mode <mode>]
@@ -286,32 +319,44 @@ if [ "$4" = linger ]; then while :; do /bin/sleep 0.05; done; fi
 wait
 `;
 
-test('binary:// starts the logger with fds 3/4/5 and its env, waits for ready, output reaches it', { timeout: 30_000 }, () =>
-  noFdLeak(async () => {
-    const dir = tmpDir();
-    const logger = path.join(dir, 'logger.sh');
-    fs.writeFileSync(logger, LOGGER, { mode: 0o755 });
-    const io = await createProcessIO(
-      { stdin: '', stdout: `binary://${logger}?dir=${encodeURIComponent(dir)}`, stderr: '', terminal: false },
-      { id: 'c1', execId: 'e1', namespace: NS },
-    );
-    // ready was awaited: the logger already wrote its env file
-    const env = fs.readFileSync(path.join(dir, 'env'), 'utf8').split('\0').filter(Boolean).sort();
-    assert.deepEqual(env, ['CONTAINER_ID=e1', `CONTAINER_NAMESPACE=${NS}`]);
-    assert.equal(fs.readFileSync(path.join(dir, 'args'), 'utf8'), `dir ${dir}\n`);
-    assert.deepEqual(fs.readFileSync(path.join(dir, 'fds'), 'utf8').split('\n').filter(Boolean).map(Number).filter((n) => n <= 5), [0, 1, 2, 3, 4, 5]);
-    const child = await runContainer(io, 'echo hello; echo oops >&2');
-    assert.equal(await exitOf(child), 0);
-    assert.equal(await io.waitDrained(1000), true);
-    // Our write ends are closed after start, so the logger sees EOF and finishes on its own.
-    const pid = Number(fs.readFileSync(path.join(dir, 'pid'), 'utf8'));
-    for (let i = 0; i < 100 && sys.processExists(pid) && !isZombie(pid); i++) await sleep(20);
-    assert.equal(fs.readFileSync(path.join(dir, 'out'), 'utf8'), 'hello\n');
-    assert.equal(fs.readFileSync(path.join(dir, 'err'), 'utf8'), 'oops\n');
-    await io.close();
-    assert.equal(fs.existsSync(path.join(dir, 'term')), false);
-    fs.rmSync(dir, { recursive: true });
-  }));
+test(
+  'binary:// starts the logger with fds 3/4/5 and its env, waits for ready, output reaches it',
+  { timeout: 30_000 },
+  () =>
+    noFdLeak(async () => {
+      const dir = tmpDir();
+      const logger = path.join(dir, 'logger.sh');
+      fs.writeFileSync(logger, LOGGER, { mode: 0o755 });
+      const io = await createProcessIO(
+        { stdin: '', stdout: `binary://${logger}?dir=${encodeURIComponent(dir)}`, stderr: '', terminal: false },
+        { id: 'c1', execId: 'e1', namespace: NS }
+      );
+      // ready was awaited: the logger already wrote its env file
+      const env = fs.readFileSync(path.join(dir, 'env'), 'utf8').split('\0').filter(Boolean).sort();
+      assert.deepEqual(env, ['CONTAINER_ID=e1', `CONTAINER_NAMESPACE=${NS}`]);
+      assert.equal(fs.readFileSync(path.join(dir, 'args'), 'utf8'), `dir ${dir}\n`);
+      assert.deepEqual(
+        fs
+          .readFileSync(path.join(dir, 'fds'), 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map(Number)
+          .filter((n) => n <= 5),
+        [0, 1, 2, 3, 4, 5]
+      );
+      const child = await runContainer(io, 'echo hello; echo oops >&2');
+      assert.equal(await exitOf(child), 0);
+      assert.equal(await io.waitDrained(1000), true);
+      // Our write ends are closed after start, so the logger sees EOF and finishes on its own.
+      const pid = Number(fs.readFileSync(path.join(dir, 'pid'), 'utf8'));
+      for (let i = 0; i < 100 && sys.processExists(pid) && !isZombie(pid); i++) await sleep(20);
+      assert.equal(fs.readFileSync(path.join(dir, 'out'), 'utf8'), 'hello\n');
+      assert.equal(fs.readFileSync(path.join(dir, 'err'), 'utf8'), 'oops\n');
+      await io.close();
+      assert.equal(fs.existsSync(path.join(dir, 'term')), false);
+      fs.rmSync(dir, { recursive: true });
+    })
+);
 
 test('binary:// close() sends SIGTERM to a logger that is still running', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
@@ -320,7 +365,7 @@ test('binary:// close() sends SIGTERM to a logger that is still running', { time
     fs.writeFileSync(logger, LOGGER, { mode: 0o755 });
     const io = await createProcessIO(
       { stdin: '', stdout: `binary://${logger}?dir=${dir}&mode=linger`, stderr: '', terminal: false },
-      { id: 'c1', namespace: NS },
+      { id: 'c1', namespace: NS }
     );
     const pid = Number(fs.readFileSync(path.join(dir, 'pid'), 'utf8'));
     const child = await runContainer(io, 'echo x');
@@ -331,15 +376,20 @@ test('binary:// close() sends SIGTERM to a logger that is still running', { time
     assert.equal(fs.readFileSync(path.join(dir, 'term'), 'utf8'), 'term\n');
     assert.equal(sys.processExists(pid), false);
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 test('binary:// with a missing executable fails clearly and releases everything', { timeout: 30_000 }, () =>
   noFdLeak(async () => {
     await assert.rejects(
-      createProcessIO({ stdin: '', stdout: 'binary:///nonexistent/logger', stderr: '', terminal: false }, { id: 'c1', namespace: NS }),
-      /failed to start logging binary \/nonexistent\/logger/,
+      createProcessIO(
+        { stdin: '', stdout: 'binary:///nonexistent/logger', stderr: '', terminal: false },
+        { id: 'c1', namespace: NS }
+      ),
+      /failed to start logging binary \/nonexistent\/logger/
     );
-  }));
+  })
+);
 
 test('URI parsing: modes and malformed URIs', { timeout: 30_000 }, async () => {
   const cfg = (stdout: string) => ({ stdin: '', stdout, stderr: '', terminal: false });
@@ -347,7 +397,9 @@ test('URI parsing: modes and malformed URIs', { timeout: 30_000 }, async () => {
   assert.deepEqual(parseOutputTarget(cfg('fifo:///run/fifo/x-stdout')), { kind: 'fifo' });
   assert.deepEqual(parseOutputTarget({ stdin: '', stdout: '', stderr: '', terminal: false }), { kind: 'null' });
   assert.deepEqual(parseOutputTarget(cfg('binary:///usr/bin/log%20ger?foo=bar&x=1&flag')), {
-    kind: 'binary', binary: '/usr/bin/log ger', args: ['foo', 'bar', 'x', '1', 'flag', ''],
+    kind: 'binary',
+    binary: '/usr/bin/log ger',
+    args: ['foo', 'bar', 'x', '1', 'flag', ''],
   });
   assert.deepEqual(parseOutputTarget(cfg('file:///var/log/c.log')), { kind: 'file', file: '/var/log/c.log' });
   for (const [bad, re] of [
@@ -360,10 +412,14 @@ test('URI parsing: modes and malformed URIs', { timeout: 30_000 }, async () => {
     ['file:///var/log/x?y=1', /takes no query/],
     ['binary:///bin/%zz', /bad percent-encoding/],
   ] as const) {
-    assert.throws(() => parseOutputTarget(cfg(bad)), (err: unknown) => err instanceof StdioUriError && re.test((err as Error).message), bad);
+    assert.throws(
+      () => parseOutputTarget(cfg(bad)),
+      (err: unknown) => err instanceof StdioUriError && re.test((err as Error).message),
+      bad
+    );
   }
   await noFdLeak(() =>
-    assert.rejects(createProcessIO(cfg('gopher:///x'), { id: 'c1', namespace: NS }), /unknown STDIO scheme gopher/),
+    assert.rejects(createProcessIO(cfg('gopher:///x'), { id: 'c1', namespace: NS }), /unknown STDIO scheme gopher/)
   );
 });
 
@@ -372,11 +428,15 @@ test('a missing stdout path fails with the path in the error and leaks nothing',
     const dir = tmpDir();
     const [stdin] = mkfifos(dir, 'in');
     await assert.rejects(
-      createProcessIO({ stdin, stdout: path.join(dir, 'nope'), stderr: '', terminal: false }, { id: 'c1', namespace: NS }),
-      /opening stdout file ".*nope" failed: ENOENT/,
+      createProcessIO(
+        { stdin, stdout: path.join(dir, 'nope'), stderr: '', terminal: false },
+        { id: 'c1', namespace: NS }
+      ),
+      /opening stdout file ".*nope" failed: ENOENT/
     );
     fs.rmSync(dir, { recursive: true });
-  }));
+  })
+);
 
 function isZombie(pid: number): boolean {
   try {

@@ -6,9 +6,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import {
-  startMetricsEndpoint, startConfiguredMetrics, metricsSocketPath, renderMetrics,
-} from '../../src/diag/metrics';
+import { startMetricsEndpoint, startConfiguredMetrics, metricsSocketPath, renderMetrics } from '../../src/diag/metrics';
 import { httpGetUnix } from '../../src/cli/http';
 import { readConfig } from '../../src/shim/config';
 import { fakeDaemon, tempDir, type FakeDaemon } from '../support/shim-service-fixture';
@@ -28,7 +26,11 @@ after(() => {
   tmp.remove();
 });
 
-interface Sample { name: string; labels: Record<string, string>; value: number }
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
 
 /** A strict-enough parser of the text format: every line is a comment, blank, or a sample. */
 function parseExposition(text: string): { samples: Sample[]; types: Map<string, string> } {
@@ -36,7 +38,10 @@ function parseExposition(text: string): { samples: Sample[]; types: Map<string, 
   const types = new Map<string, string>();
   assert.ok(text.endsWith('\n'), 'exposition ends with a newline');
   for (const line of text.slice(0, -1).split('\n')) {
-    if (line.startsWith('# HELP ')) { assert.match(line, /^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* \S.*$/); continue; }
+    if (line.startsWith('# HELP ')) {
+      assert.match(line, /^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* \S.*$/);
+      continue;
+    }
     if (line.startsWith('# TYPE ')) {
       const m = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line);
       assert.ok(m, `bad TYPE line: ${line}`);
@@ -44,7 +49,8 @@ function parseExposition(text: string): { samples: Sample[]; types: Map<string, 
       types.set(m[1], m[2]);
       continue;
     }
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\})? (\S+)$/.exec(line);
+    const m =
+      /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\})? (\S+)$/.exec(line);
     assert.ok(m, `bad sample line: ${JSON.stringify(line)}`);
     const labels: Record<string, string> = {};
     for (const [, k, v] of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[k] = v;
@@ -73,9 +79,17 @@ test('GET /metrics over the socket: valid text format with every family', async 
   assert.equal(types.get('tsshim_events_pending'), 'gauge');
 
   // Histogram: cumulative buckets in seconds, +Inf = count, sum in seconds.
-  const buckets = samples.filter((s) => s.name === 'tsshim_rpc_duration_seconds_bucket' && s.labels.method === 'Create');
-  assert.deepEqual(buckets.map((b) => b.labels.le), ['0.001', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '5', '+Inf']);
-  assert.deepEqual(buckets.map((b) => b.value), [0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]);
+  const buckets = samples.filter(
+    (s) => s.name === 'tsshim_rpc_duration_seconds_bucket' && s.labels.method === 'Create'
+  );
+  assert.deepEqual(
+    buckets.map((b) => b.labels.le),
+    ['0.001', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '5', '+Inf']
+  );
+  assert.deepEqual(
+    buckets.map((b) => b.value),
+    [0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+  );
   for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i].value >= buckets[i - 1].value);
   assert.equal(one(samples, 'tsshim_rpc_duration_seconds_count', { method: 'Create' }), 2);
   assert.equal(one(samples, 'tsshim_rpc_duration_seconds_sum', { method: 'Create' }), 0.033);
@@ -105,7 +119,10 @@ test('label values are escaped', () => {
   const d = fakeDaemon();
   d.group = 'a"b\\c\nd';
   const text = renderMetrics(d);
-  assert.ok(text.includes('group="a\\"b\\\\c\\nd"'), text.split('\n').find((l) => l.startsWith('tsshim_info')));
+  assert.ok(
+    text.includes('group="a\\"b\\\\c\\nd"'),
+    text.split('\n').find((l) => l.startsWith('tsshim_info'))
+  );
   parseExposition(text);
 });
 
@@ -122,15 +139,16 @@ test('no RPC yet: histogram family present with no samples', () => {
 test('other paths are 404, other methods 405, HEAD has no body; the socket is 0600', async () => {
   assert.equal((await httpGetUnix(socket, '/')).status, 404);
   assert.equal((await httpGetUnix(socket, '/metrics?x=1')).status, 200);
-  const status = (method: string) => new Promise<[number, string]>((resolve, reject) => {
-    const req = http.request({ socketPath: socket, path: '/metrics', method }, (res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve([res.statusCode!, body]));
+  const status = (method: string) =>
+    new Promise<[number, string]>((resolve, reject) => {
+      const req = http.request({ socketPath: socket, path: '/metrics', method }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve([res.statusCode!, body]));
+      });
+      req.on('error', reject);
+      req.end();
     });
-    req.on('error', reject);
-    req.end();
-  });
   assert.equal((await status('POST'))[0], 405);
   assert.deepEqual(await status('HEAD'), [200, '']);
   assert.equal(fs.statSync(socket).mode & 0o777, 0o600);
@@ -140,8 +158,14 @@ test('other paths are 404, other methods 405, HEAD has no body; the socket is 06
 test('socket placement: exact path, per-shim name in a dir, shortened when too long, off by default', () => {
   const shim = '/run/containerd/s/' + 'a'.repeat(64);
   assert.equal(metricsSocketPath(readConfig({}), shim), null);
-  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_SOCKET: '/x/m.sock', TSSHIM_METRICS_DIR: '/d' }), shim), '/x/m.sock');
-  assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: '/run/tsshim/metrics' }), shim), `/run/tsshim/metrics/${'a'.repeat(64)}.metrics.sock`);
+  assert.equal(
+    metricsSocketPath(readConfig({ TSSHIM_METRICS_SOCKET: '/x/m.sock', TSSHIM_METRICS_DIR: '/d' }), shim),
+    '/x/m.sock'
+  );
+  assert.equal(
+    metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: '/run/tsshim/metrics' }), shim),
+    `/run/tsshim/metrics/${'a'.repeat(64)}.metrics.sock`
+  );
   assert.equal(metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: '/d' }), '', 42), '/d/pid-42.metrics.sock');
   const deep = '/tmp/' + 'x'.repeat(40);
   const p = metricsSocketPath(readConfig({ TSSHIM_METRICS_DIR: deep }), shim)!;
@@ -170,12 +194,23 @@ test('a live socket is not taken over; a stale one is replaced; close removes it
 
 test('startConfiguredMetrics: null when off, null (and a warning) when the path cannot be used', async () => {
   const warnings: string[] = [];
-  const d = { ...fakeDaemon(), log: { info() {}, warn: (m: string) => { warnings.push(m); } } };
+  const d = {
+    ...fakeDaemon(),
+    log: {
+      info() {},
+      warn: (m: string) => {
+        warnings.push(m);
+      },
+    },
+  };
   assert.equal(await startConfiguredMetrics(d, readConfig({})), null);
   assert.equal(await startConfiguredMetrics(d, readConfig({ TSSHIM_METRICS_SOCKET: socket })), null);
   assert.deepEqual(warnings, ['metrics endpoint not started']);
   const dir = tmp.path('perdir');
-  const ep = await startConfiguredMetrics({ ...d, socket: '/run/containerd/s/feed' }, readConfig({ TSSHIM_METRICS_DIR: dir }));
+  const ep = await startConfiguredMetrics(
+    { ...d, socket: '/run/containerd/s/feed' },
+    readConfig({ TSSHIM_METRICS_DIR: dir })
+  );
   assert.ok(ep);
   assert.ok(fs.statSync(path.join(dir, 'feed.metrics.sock')).isSocket());
   ep.close();

@@ -2,10 +2,36 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  ANY_CODECS, EVENT_TYPE_BY_TOPIC, GO_ZERO_SECONDS, GO_ZERO_TIMESTAMP, ServiceName, TaskStatus, TOPIC_BY_EVENT_TYPE, Topic,
-  TypeUrl, cgroupsV1, decodeKnownAny, encodeMessage, eventKind, events, goZeroTimestamp, isGoZeroTimestamp, packAny,
-  packMessage, protobuf, runc, task, taskV3, timestampFromDate, timestampFromNanos, timestampToDate, timestampToNanos,
-  toBigInt, toNumber, typeNameOf, unpackAny,
+  ANY_CODECS,
+  EVENT_TYPE_BY_TOPIC,
+  GO_ZERO_SECONDS,
+  GO_ZERO_TIMESTAMP,
+  ServiceName,
+  TaskStatus,
+  TOPIC_BY_EVENT_TYPE,
+  Topic,
+  TypeUrl,
+  cgroupsV1,
+  decodeKnownAny,
+  encodeMessage,
+  eventKind,
+  events,
+  goZeroTimestamp,
+  isGoZeroTimestamp,
+  packAny,
+  packMessage,
+  protobuf,
+  runc,
+  task,
+  taskV3,
+  timestampFromDate,
+  timestampFromNanos,
+  timestampToDate,
+  timestampToNanos,
+  toBigInt,
+  toNumber,
+  typeNameOf,
+  unpackAny,
 } from '../../src/types';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -72,7 +98,9 @@ test('timestampFromNanos / timestampToNanos / timestampToDate round trip', () =>
 });
 
 test('toNumber / toBigInt accept Long, number, string, bigint and absent', () => {
-  const big = cgroupsV1.PidsStat.decode(cgroupsV1.PidsStat.encode(cgroupsV1.PidsStat.fromObject({ current: '18446744073709551615', limit: 300 })).finish());
+  const big = cgroupsV1.PidsStat.decode(
+    cgroupsV1.PidsStat.encode(cgroupsV1.PidsStat.fromObject({ current: '18446744073709551615', limit: 300 })).finish()
+  );
   assert.equal(toBigInt(big.current), 18446744073709551615n);
   assert.equal(toNumber(big.limit), 300);
   assert.equal(toNumber(undefined), 0);
@@ -87,12 +115,22 @@ test('toNumber / toBigInt accept Long, number, string, bigint and absent', () =>
 test('packAny / unpackAny / packMessage with containerd bare type_urls', () => {
   const opts = packMessage(TypeUrl.RuncOptions, runc.Options, { binary_name: 'crun', systemd_cgroup: false });
   assert.equal(opts.type_url, 'containerd.runc.v1.Options');
-  assert.equal(hex(protobuf.Any.encode(opts).finish()), `0a1a${hex(Buffer.from('containerd.runc.v1.Options'))}120632046372756e`);
+  assert.equal(
+    hex(protobuf.Any.encode(opts).finish()),
+    `0a1a${hex(Buffer.from('containerd.runc.v1.Options'))}120632046372756e`
+  );
   const back = unpackAny(opts, runc.Options, TypeUrl.RuncOptions);
   assert.equal(back.binary_name, 'crun');
   assert.equal(back.systemd_cgroup, false);
   // type.googleapis.com/ prefix tolerated, other names rejected
-  assert.equal(unpackAny({ type_url: `type.googleapis.com/${TypeUrl.RuncOptions}`, value: opts.value }, runc.Options, TypeUrl.RuncOptions).binary_name, 'crun');
+  assert.equal(
+    unpackAny(
+      { type_url: `type.googleapis.com/${TypeUrl.RuncOptions}`, value: opts.value },
+      runc.Options,
+      TypeUrl.RuncOptions
+    ).binary_name,
+    'crun'
+  );
   assert.throws(() => unpackAny(opts, runc.Options, TypeUrl.RuntimeOptions), TypeError);
   assert.throws(() => unpackAny(null, runc.Options), TypeError);
   // empty value -> the type's defaults; empty bytes stay off the wire
@@ -103,7 +141,13 @@ test('packAny / unpackAny / packMessage with containerd bare type_urls', () => {
 });
 
 test('decodeKnownAny decodes registered types and ignores OCI JSON', () => {
-  const exit = packMessage(TypeUrl.TaskExit, events.TaskExit, { container_id: 'c', id: 'c', pid: 9, exit_status: 3, exited_at: GO_ZERO_TIMESTAMP });
+  const exit = packMessage(TypeUrl.TaskExit, events.TaskExit, {
+    container_id: 'c',
+    id: 'c',
+    pid: 9,
+    exit_status: 3,
+    exited_at: GO_ZERO_TIMESTAMP,
+  });
   const known = decodeKnownAny(exit);
   assert.equal(known?.typeName, 'containerd.events.TaskExit');
   assert.equal((known?.message as events.TaskExit).exit_status, 3);
@@ -150,6 +194,15 @@ test('names: services, status enum, v3 service exists in generated code', () => 
   assert.equal(ServiceName.TaskV3, 'containerd.task.v3.Task');
   assert.equal(ServiceName.Events, 'containerd.services.events.ttrpc.v1.Events');
   assert.equal(typeof taskV3.Task, 'function');
-  assert.deepStrictEqual([TaskStatus.UNKNOWN, TaskStatus.CREATED, TaskStatus.RUNNING, TaskStatus.STOPPED, TaskStatus.PAUSED, TaskStatus.PAUSING],
-    [0, 1, 2, 3, 4, 5]);
+  assert.deepStrictEqual(
+    [
+      TaskStatus.UNKNOWN,
+      TaskStatus.CREATED,
+      TaskStatus.RUNNING,
+      TaskStatus.STOPPED,
+      TaskStatus.PAUSED,
+      TaskStatus.PAUSING,
+    ],
+    [0, 1, 2, 3, 4, 5]
+  );
 });

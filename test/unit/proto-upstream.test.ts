@@ -22,7 +22,10 @@ const PROTO_DIR = path.join(repoRoot(), 'proto');
 function load(dir: string, files: string[], resolve: (target: string) => string): protobuf.Root {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : resolve(target));
-  root.loadSync(files.map((f) => path.join(dir, f)), { keepCase: true });
+  root.loadSync(
+    files.map((f) => path.join(dir, f)),
+    { keepCase: true }
+  );
   root.resolveAll();
   return root;
 }
@@ -41,7 +44,10 @@ const PAIRS: Array<[string, string]> = [
   [path.join(CONTAINERD, 'api/types/metrics.proto'), 'containerd/types/metrics.proto'],
   [path.join(CONTAINERD, 'api/types/task/task.proto'), 'containerd/v1/types/task.proto'],
   [path.join(CONTAINERD, 'api/events/task.proto'), 'containerd/events/task.proto'],
-  [path.join(CONTAINERD, 'api/services/ttrpc/events/v1/events.proto'), 'containerd/services/events/ttrpc/v1/events.proto'],
+  [
+    path.join(CONTAINERD, 'api/services/ttrpc/events/v1/events.proto'),
+    'containerd/services/events/ttrpc/v1/events.proto',
+  ],
   [path.join(CONTAINERD, 'runtime/v2/runc/options/oci.proto'), 'containerd/runc/v1/options.proto'],
   [path.join(CONTAINERD, 'pkg/runtimeoptions/v1/api.proto'), 'runtimeoptions/v1/api.proto'],
   [path.join(CGROUPS, 'stats/v1/metrics.proto'), 'io/containerd/cgroups/v1/metrics.proto'],
@@ -94,8 +100,13 @@ for (const [upstreamFile, ourFile] of PAIRS) {
         assert.equal(describe(m), describe(f), `${up.fullName}.${f.name}`);
       }
       for (const ourField of mine.fieldsArray) {
-        const clash: protobuf.Field | undefined = up.fieldsArray.find((f) => f.id === ourField.id && f.name !== ourField.name);
-        assert.ok(!clash, `${up.fullName}: our ${ourField.name} reuses upstream number ${ourField.id} (${clash?.name})`);
+        const clash: protobuf.Field | undefined = up.fieldsArray.find(
+          (f) => f.id === ourField.id && f.name !== ourField.name
+        );
+        assert.ok(
+          !clash,
+          `${up.fullName}: our ${ourField.name} reuses upstream number ${ourField.id} (${clash?.name})`
+        );
       }
     }
     const upServices = collectServices(upstream);
@@ -103,8 +114,16 @@ for (const [upstreamFile, ourFile] of PAIRS) {
       const mineSvc = ours.lookupService(svc.fullName);
       assert.deepStrictEqual(Object.keys(mineSvc.methods).sort(), Object.keys(svc.methods).sort(), svc.fullName);
       for (const [name, m] of Object.entries(svc.methods)) {
-        assert.equal(mineSvc.methods[name].resolvedRequestType!.fullName, m.resolvedRequestType!.fullName, `${svc.fullName}.${name}`);
-        assert.equal(mineSvc.methods[name].resolvedResponseType!.fullName, m.resolvedResponseType!.fullName, `${svc.fullName}.${name}`);
+        assert.equal(
+          mineSvc.methods[name].resolvedRequestType!.fullName,
+          m.resolvedRequestType!.fullName,
+          `${svc.fullName}.${name}`
+        );
+        assert.equal(
+          mineSvc.methods[name].resolvedResponseType!.fullName,
+          m.resolvedResponseType!.fullName,
+          `${svc.fullName}.${name}`
+        );
       }
     }
   });

@@ -50,7 +50,10 @@ function protocMissing(): string | undefined {
 }
 
 function protocEncode(typeName: string, file: string, text: string): Buffer {
-  return execFileSync('protoc', [`--encode=${typeName}`, '-I', PROTO_DIR, file], { input: text, stdio: ['pipe', 'pipe', 'pipe'] });
+  return execFileSync('protoc', [`--encode=${typeName}`, '-I', PROTO_DIR, file], {
+    input: text,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -59,7 +62,10 @@ function protocEncode(typeName: string, file: string, text: string): Buffer {
 
 const reflection = new protobuf.Root();
 reflection.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(PROTO_DIR, target));
-reflection.loadSync(FILES.map((f) => path.join(PROTO_DIR, f)), { keepCase: true });
+reflection.loadSync(
+  FILES.map((f) => path.join(PROTO_DIR, f)),
+  { keepCase: true }
+);
 reflection.resolveAll();
 
 function allTypes(ns: protobuf.NamespaceBase): protobuf.Type[] {
@@ -80,7 +86,9 @@ function fileOf(t: protobuf.Type): string {
   if (FILES.includes(rel)) return rel;
   // protobufjs substitutes its bundled copies of google/protobuf/*.proto; ours share the path.
   const pkgPath = `${fullName(t).split('.').slice(0, -1).join('/')}/`;
-  const match = FILES.find((f) => f.startsWith(pkgPath) && fs.readFileSync(path.join(PROTO_DIR, f), 'utf8').includes(`message ${t.name} `));
+  const match = FILES.find(
+    (f) => f.startsWith(pkgPath) && fs.readFileSync(path.join(PROTO_DIR, f), 'utf8').includes(`message ${t.name} `)
+  );
   if (!match) throw new Error(`no proto file declares ${fullName(t)}`);
   return match;
 }
@@ -102,16 +110,32 @@ const UINT64_VALUES = ['18446744073709551615', '9007199254740993', '300', '42949
 
 function scalar(field: protobuf.Field, n: number): unknown {
   switch (field.type) {
-    case 'string': return n % 3 === 0 ? `${field.name} "quoted" \\ é ✓\n${n}` : `${field.name}-${n}`;
-    case 'bytes': return Uint8Array.from([0, 255, 34, 92, 10, n & 0xff, 128]);
-    case 'bool': return true;
-    case 'int32': case 'sint32': case 'sfixed32': return n % 2 === 0 ? -(100_000 + n) : 123_456 + n;
-    case 'uint32': case 'fixed32': return n % 2 === 0 ? 4_000_000_000 + n : 1 + n;
-    case 'int64': case 'sint64': case 'sfixed64': return Long.fromString(INT64_VALUES[n % INT64_VALUES.length], false);
-    case 'uint64': case 'fixed64': return Long.fromString(UINT64_VALUES[n % UINT64_VALUES.length], true);
-    case 'double': return [0.1, 12.5, -3.25, 1234567.890625][n % 4];
-    case 'float': return [0.5, -2.25][n % 2];
-    default: throw new Error(`no sample for ${field.type}`);
+    case 'string':
+      return n % 3 === 0 ? `${field.name} "quoted" \\ é ✓\n${n}` : `${field.name}-${n}`;
+    case 'bytes':
+      return Uint8Array.from([0, 255, 34, 92, 10, n & 0xff, 128]);
+    case 'bool':
+      return true;
+    case 'int32':
+    case 'sint32':
+    case 'sfixed32':
+      return n % 2 === 0 ? -(100_000 + n) : 123_456 + n;
+    case 'uint32':
+    case 'fixed32':
+      return n % 2 === 0 ? 4_000_000_000 + n : 1 + n;
+    case 'int64':
+    case 'sint64':
+    case 'sfixed64':
+      return Long.fromString(INT64_VALUES[n % INT64_VALUES.length], false);
+    case 'uint64':
+    case 'fixed64':
+      return Long.fromString(UINT64_VALUES[n % UINT64_VALUES.length], true);
+    case 'double':
+      return [0.1, 12.5, -3.25, 1234567.890625][n % 4];
+    case 'float':
+      return [0.5, -2.25][n % 2];
+    default:
+      throw new Error(`no sample for ${field.type}`);
   }
 }
 
@@ -161,10 +185,16 @@ function scalarText(field: protobuf.Field, v: unknown): string {
     return name ?? String(v);
   }
   switch (field.type) {
-    case 'string': case 'bytes': return quote(v as string | Uint8Array);
-    case 'bool': return v ? 'true' : 'false';
-    case 'double': case 'float': return String(v);
-    default: return Long.isLong(v) ? (v as Long).toString() : String(v);
+    case 'string':
+    case 'bytes':
+      return quote(v as string | Uint8Array);
+    case 'bool':
+      return v ? 'true' : 'false';
+    case 'double':
+    case 'float':
+      return String(v);
+    default:
+      return Long.isLong(v) ? (v as Long).toString() : String(v);
   }
 }
 
@@ -174,9 +204,10 @@ function toText(type: protobuf.Type, obj: Record<string, unknown>, indent = ''):
     const v = obj[field.name];
     if (v === undefined || v === null) continue;
     const rt = field.resolvedType;
-    const value = (x: unknown): string => (rt instanceof protobuf.Type
-      ? `{\n${toText(rt, x as Record<string, unknown>, `${indent}  `)}${indent}}`
-      : `: ${scalarText(field, x)}`);
+    const value = (x: unknown): string =>
+      rt instanceof protobuf.Type
+        ? `{\n${toText(rt, x as Record<string, unknown>, `${indent}  `)}${indent}}`
+        : `: ${scalarText(field, x)}`;
     if (field instanceof protobuf.MapField) {
       for (const [k, mv] of Object.entries(v as Record<string, unknown>)) {
         out += `${indent}${field.name} { key: ${quote(k)} value${value(mv)} }\n`;
@@ -208,10 +239,20 @@ const TYPES = allTypes(reflection);
 test('every message type under proto/ is present in the generated code', () => {
   assert.ok(TYPES.length >= 90, `only ${TYPES.length} types found`);
   for (const t of TYPES) staticCodec(fullName(t));
-  const expected = ['containerd.task.v2.StateResponse', 'containerd.events.TaskExit', 'ttrpc.Request',
-    'containerd.services.events.ttrpc.v1.Envelope', 'io.containerd.cgroups.v1.Metrics', 'io.containerd.cgroups.v2.Metrics',
-    'containerd.runc.v1.Options', 'runtimeoptions.v1.Options', 'containerd.types.RuntimeInfo',
-    'containerd.runtime.bootstrap.v1.BootstrapParams', 'tsshim.v1.StatsSample', 'google.rpc.Status'];
+  const expected = [
+    'containerd.task.v2.StateResponse',
+    'containerd.events.TaskExit',
+    'ttrpc.Request',
+    'containerd.services.events.ttrpc.v1.Envelope',
+    'io.containerd.cgroups.v1.Metrics',
+    'io.containerd.cgroups.v2.Metrics',
+    'containerd.runc.v1.Options',
+    'runtimeoptions.v1.Options',
+    'containerd.types.RuntimeInfo',
+    'containerd.runtime.bootstrap.v1.BootstrapParams',
+    'tsshim.v1.StatsSample',
+    'google.rpc.Status',
+  ];
   const names = new Set(TYPES.map(fullName));
   for (const name of expected) assert.ok(names.has(name), `missing ${name}`);
 });
@@ -219,8 +260,25 @@ test('every message type under proto/ is present in the generated code', () => {
 test('services: Task v2 and v3 have the 17 methods, v3 reuses the v2 messages', () => {
   const v2 = reflection.lookupService('containerd.task.v2.Task');
   const v3 = reflection.lookupService('containerd.task.v3.Task');
-  const methods = ['State', 'Create', 'Start', 'Delete', 'Pids', 'Pause', 'Resume', 'Checkpoint', 'Kill', 'Exec',
-    'ResizePty', 'CloseIO', 'Update', 'Wait', 'Stats', 'Connect', 'Shutdown'];
+  const methods = [
+    'State',
+    'Create',
+    'Start',
+    'Delete',
+    'Pids',
+    'Pause',
+    'Resume',
+    'Checkpoint',
+    'Kill',
+    'Exec',
+    'ResizePty',
+    'CloseIO',
+    'Update',
+    'Wait',
+    'Stats',
+    'Connect',
+    'Shutdown',
+  ];
   assert.deepStrictEqual(Object.keys(v2.methods).sort(), [...methods].sort());
   assert.deepStrictEqual(Object.keys(v3.methods).sort(), [...methods].sort());
   for (const m of methods) {
@@ -249,34 +307,67 @@ test('round trip against protoc for every message type', { skip: protocMissing()
   }
 });
 
-test('encodeMessage leaves proto3 defaults off the wire like Go (protoc is the reference)', { skip: protocMissing() }, () => {
-  const type = reflection.lookupType('containerd.task.v2.StateResponse');
-  const codec = gen.containerd.task.v2.StateResponse;
-  const value = { id: 'c1', bundle: '', pid: 0, status: 0, stdin: '', terminal: false, exit_status: 0,
-    exited_at: { seconds: 0, nanos: 0 }, exec_id: '' };
-  const theirs = protocEncode('containerd.task.v2.StateResponse', 'containerd/task/v2/shim.proto', toText(type, value));
-  // protoc drops every default scalar but keeps the (empty) exited_at message: 0a 02 "c1" 52 00
-  assert.equal(hex(theirs), '0a0263315200');
-  assert.equal(hex(encodeMessage(codec, value)), hex(theirs));
-  // The raw generated encoder writes explicitly set defaults; this is why encodeMessage exists.
-  assert.notEqual(hex(codec.encode(value).finish()), hex(theirs));
-});
+test(
+  'encodeMessage leaves proto3 defaults off the wire like Go (protoc is the reference)',
+  { skip: protocMissing() },
+  () => {
+    const type = reflection.lookupType('containerd.task.v2.StateResponse');
+    const codec = gen.containerd.task.v2.StateResponse;
+    const value = {
+      id: 'c1',
+      bundle: '',
+      pid: 0,
+      status: 0,
+      stdin: '',
+      terminal: false,
+      exit_status: 0,
+      exited_at: { seconds: 0, nanos: 0 },
+      exec_id: '',
+    };
+    const theirs = protocEncode(
+      'containerd.task.v2.StateResponse',
+      'containerd/task/v2/shim.proto',
+      toText(type, value)
+    );
+    // protoc drops every default scalar but keeps the (empty) exited_at message: 0a 02 "c1" 52 00
+    assert.equal(hex(theirs), '0a0263315200');
+    assert.equal(hex(encodeMessage(codec, value)), hex(theirs));
+    // The raw generated encoder writes explicitly set defaults; this is why encodeMessage exists.
+    assert.notEqual(hex(codec.encode(value).finish()), hex(theirs));
+  }
+);
 
 test('encodeMessage keeps empty messages, drops empty repeated/map/bytes, recurses into nested', () => {
   const C = gen.containerd.task.v2;
   assert.equal(hex(encodeMessage(gen.google.protobuf.Empty, {})), '');
   assert.equal(hex(encodeMessage(C.DeleteResponse, { pid: 0, exit_status: 0, exited_at: {} })), '1a00');
-  assert.equal(hex(encodeMessage(C.UpdateTaskRequest, { id: 'x', annotations: {}, resources: { type_url: '', value: new Uint8Array(0) } })),
-    '0a01781200');
+  assert.equal(
+    hex(
+      encodeMessage(C.UpdateTaskRequest, {
+        id: 'x',
+        annotations: {},
+        resources: { type_url: '', value: new Uint8Array(0) },
+      })
+    ),
+    '0a01781200'
+  );
   assert.equal(hex(encodeMessage(C.PidsResponse, { processes: [{ pid: 0, info: null }, { pid: 7 }] })), '0a000a020807');
   // A frozen input (GO_ZERO_TIMESTAMP) must not be mutated or rejected.
-  assert.equal(hex(encodeMessage(C.WaitResponse, { exit_status: 0, exited_at: GO_ZERO_TIMESTAMP })), '120b088092b8c398feffffff01');
+  assert.equal(
+    hex(encodeMessage(C.WaitResponse, { exit_status: 0, exited_at: GO_ZERO_TIMESTAMP })),
+    '120b088092b8c398feffffff01'
+  );
 });
 
 test('negative int64 and pre-1970 timestamps survive decode as Long', { skip: protocMissing() }, () => {
   const type = reflection.lookupType('containerd.events.TaskExit');
-  const value = { container_id: 'c1', id: 'c1', pid: 42, exit_status: 137,
-    exited_at: { seconds: Long.fromString('-1', false), nanos: 999_999_999 } };
+  const value = {
+    container_id: 'c1',
+    id: 'c1',
+    pid: 42,
+    exit_status: 137,
+    exited_at: { seconds: Long.fromString('-1', false), nanos: 999_999_999 },
+  };
   const theirs = protocEncode('containerd.events.TaskExit', 'containerd/events/task.proto', toText(type, value));
   const decoded = gen.containerd.events.TaskExit.decode(theirs);
   assert.ok(Long.isLong(decoded.exited_at!.seconds));
@@ -288,13 +379,19 @@ test('negative int64 and pre-1970 timestamps survive decode as Long', { skip: pr
 // ---------------------------------------------------------------------------------------------
 // Fixtures: bytes recorded in the spec from real containerd / Go shim traffic
 
-interface Fixture { type: string; bytes: Buffer }
+interface Fixture {
+  type: string;
+  bytes: Buffer;
+}
 
 function readFixture(name: string): Fixture {
   const text = fs.readFileSync(path.join(FIXTURE_DIR, name), 'utf8');
   const type = /^#\s*type:\s*(\S+)/m.exec(text)?.[1];
   if (!type) throw new Error(`${name}: no "# type:" line`);
-  const body = text.split('\n').filter((l) => !l.trimStart().startsWith('#')).join('\n');
+  const body = text
+    .split('\n')
+    .filter((l) => !l.trimStart().startsWith('#'))
+    .join('\n');
   const parts: Buffer[] = [];
   for (const m of body.matchAll(/"([^"]*)"|([0-9a-fA-F]+)|(\S)/g)) {
     if (m[1] !== undefined) parts.push(Buffer.from(m[1], 'latin1'));
@@ -311,7 +408,8 @@ const FIXTURES: Record<string, { value: Record<string, unknown>; check?: (decode
   },
   'ttrpc-request-connect.hex': {
     value: {
-      service: 'containerd.task.v2.Task', method: 'Connect',
+      service: 'containerd.task.v2.Task',
+      method: 'Connect',
       payload: gen.containerd.task.v2.ConnectRequest.encode({ id: 'c1' }).finish(),
       timeout_nano: 5_000_000_000,
       metadata: [{ key: 'containerd-namespace-ttrpc', value: 'default' }],
@@ -338,8 +436,12 @@ const FIXTURES: Record<string, { value: Record<string, unknown>; check?: (decode
     value: {
       envelope: {
         timestamp: { seconds: 1795725990, nanos: 28406896 },
-        namespace: 'ns1', topic: '/tasks/start',
-        event: { type_url: 'containerd.events.TaskStart', value: gen.containerd.events.TaskStart.encode({ container_id: 'f1', pid: 23503 }).finish() },
+        namespace: 'ns1',
+        topic: '/tasks/start',
+        event: {
+          type_url: 'containerd.events.TaskStart',
+          value: gen.containerd.events.TaskStart.encode({ container_id: 'f1', pid: 23503 }).finish(),
+        },
       },
     },
     check: (d) => {
@@ -349,13 +451,19 @@ const FIXTURES: Record<string, { value: Record<string, unknown>; check?: (decode
     },
   },
   'start-stdin-runc-options.hex': {
-    value: { type_url: 'containerd.runc.v1.Options', value: gen.containerd.runc.v1.Options.encode({ binary_name: 'crun' }).finish() },
+    value: {
+      type_url: 'containerd.runc.v1.Options',
+      value: gen.containerd.runc.v1.Options.encode({ binary_name: 'crun' }).finish(),
+    },
     check: (d) => assert.equal(gen.containerd.runc.v1.Options.decode(d.value).binary_name, 'crun'),
   },
 };
 
 test('spec fixtures: every fixture file has an expectation', () => {
-  const files = fs.readdirSync(FIXTURE_DIR).filter((f) => f.endsWith('.hex')).sort();
+  const files = fs
+    .readdirSync(FIXTURE_DIR)
+    .filter((f) => f.endsWith('.hex'))
+    .sort();
   assert.deepStrictEqual(files, Object.keys(FIXTURES).sort());
 });
 
@@ -369,6 +477,10 @@ for (const [name, fx] of Object.entries(FIXTURES)) {
     assert.equal(hex(encodeMessage(codec, fx.value)), hex(bytes), `${name}: our encoding`);
     assert.equal(hex(codec.encode(decoded).finish()), hex(bytes), `${name}: re-encoding the decoded message`);
     const reflected = reflection.lookupType(type);
-    assert.equal(hex(protocEncode(type, fileOf(reflected), toText(reflected, fx.value))), hex(bytes), `${name}: protoc's encoding`);
+    assert.equal(
+      hex(protocEncode(type, fileOf(reflected), toText(reflected, fx.value))),
+      hex(bytes),
+      `${name}: protoc's encoding`
+    );
   });
 }

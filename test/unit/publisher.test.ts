@@ -27,7 +27,10 @@ test('events are delivered in order with namespace and a non-zero timestamp', as
   const p = new Publisher(fake);
   for (let i = 0; i < 100; i++) p.publish('ns1', `/tasks/t${i}`, 'containerd.events.TaskStart', new Uint8Array([8, i]));
   assert.equal(await p.drain(5000), true);
-  assert.deepEqual(fake.received.map((r) => r.topic), Array.from({ length: 100 }, (_, i) => `/tasks/t${i}`));
+  assert.deepEqual(
+    fake.received.map((r) => r.topic),
+    Array.from({ length: 100 }, (_, i) => `/tasks/t${i}`)
+  );
   assert.ok(fake.received.every((r) => r.ns === 'ns1' && r.ts > 1_600_000_000));
 });
 
@@ -43,7 +46,10 @@ test('while containerd is down nothing is dropped; afterwards all arrive once, i
   fake.up = true;
   p.publish('ns', '/tasks/last', 't', new Uint8Array());
   assert.equal(await p.drain(5000), true);
-  assert.deepEqual(fake.received.map((r) => r.topic), [...Array.from({ length: 20 }, (_, i) => `/tasks/e${i}`), '/tasks/last']);
+  assert.deepEqual(
+    fake.received.map((r) => r.topic),
+    [...Array.from({ length: 20 }, (_, i) => `/tasks/e${i}`), '/tasks/last']
+  );
   p.close();
 });
 
@@ -57,12 +63,19 @@ test('the journal holds exactly the unacknowledged events, in order', async () =
   p.publish('ns', '/tasks/b', 't', new Uint8Array([2]));
   p.close();
   const pending = OutboxJournal.load(file);
-  assert.deepEqual(pending.map((e) => e.topic), ['/tasks/a', '/tasks/b']);
+  assert.deepEqual(
+    pending.map((e) => e.topic),
+    ['/tasks/a', '/tasks/b']
+  );
   assert.deepEqual([...pending[1].value], [2]);
   fs.rmSync(file);
   const p2 = new Publisher(new FakeContainerd(), new OutboxJournal(file));
   p2.publish('ns', '/tasks/c', 't', new Uint8Array());
-  assert.deepEqual(OutboxJournal.load(file).map((e) => e.topic), ['/tasks/c'], 'journalled before it is sent');
+  assert.deepEqual(
+    OutboxJournal.load(file).map((e) => e.topic),
+    ['/tasks/c'],
+    'journalled before it is sent'
+  );
   assert.equal(await p2.drain(5000), true);
   p2.close();
   assert.deepEqual(OutboxJournal.load(file), [], 'everything acknowledged');
@@ -72,18 +85,33 @@ test('the journal holds exactly the unacknowledged events, in order', async () =
 /** A journal on a disk that fills up: every write throws ENOSPC while `full` is set. */
 class FillingJournal extends OutboxJournal {
   full = false;
-  constructor(file: string) { super(file); }
+  constructor(file: string) {
+    super(file);
+  }
   private check(): void {
     if (this.full) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
   }
-  override append(e: Parameters<OutboxJournal['append']>[0]): void { this.check(); super.append(e); }
-  override ack(seq: number, nothingPending: boolean): void { this.check(); super.ack(seq, nothingPending); }
-  override rewrite(pending: Parameters<OutboxJournal['rewrite']>[0]): void { this.check(); super.rewrite(pending); }
+  override append(e: Parameters<OutboxJournal['append']>[0]): void {
+    this.check();
+    super.append(e);
+  }
+  override ack(seq: number, nothingPending: boolean): void {
+    this.check();
+    super.ack(seq, nothingPending);
+  }
+  override rewrite(pending: Parameters<OutboxJournal['rewrite']>[0]): void {
+    this.check();
+    super.rewrite(pending);
+  }
 }
 
 function capturingLogger() {
   const lines: { level: string; msg: string }[] = [];
-  const sink = { write(line: string) { lines.push({ level: /level=(\w+)/.exec(line)![1], msg: JSON.parse(/msg=("(?:[^"\\]|\\.)*")/.exec(line)![1]) }); } };
+  const sink = {
+    write(line: string) {
+      lines.push({ level: /level=(\w+)/.exec(line)![1], msg: JSON.parse(/msg=("(?:[^"\\]|\\.)*")/.exec(line)![1]) });
+    },
+  };
   return { lines, log: createLogger(sink, 'debug') };
 }
 
@@ -102,14 +130,20 @@ test('a journal that cannot be written (ENOSPC) degrades durability, never deliv
   assert.ok(p.stats.journalFailures >= 10, `failures counted: ${p.stats.journalFailures}`);
   fake.up = true;
   assert.equal(await p.drain(5000), true);
-  assert.deepEqual(fake.received.map((r) => r.topic), ['/tasks/before', ...Array.from({ length: 10 }, (_, i) => `/tasks/full${i}`)]);
+  assert.deepEqual(
+    fake.received.map((r) => r.topic),
+    ['/tasks/before', ...Array.from({ length: 10 }, (_, i) => `/tasks/full${i}`)]
+  );
   const warnings = lines.filter((l) => l.level === 'warning' && /journal/.test(l.msg));
   assert.equal(warnings.length, 1, `one warning for the whole episode: ${JSON.stringify(lines)}`);
   // Space returns: the journal catches up with what is pending then, and only that.
   fake.up = false;
   journal.full = false;
   p.publish('ns', '/tasks/after', 't', new Uint8Array());
-  assert.deepEqual(OutboxJournal.load(file).map((e) => e.topic), ['/tasks/after']);
+  assert.deepEqual(
+    OutboxJournal.load(file).map((e) => e.topic),
+    ['/tasks/after']
+  );
   assert.ok(lines.some((l) => /writable again/.test(l.msg)));
   // A disk that flaps between full and not: still one warning.
   journal.full = true;
@@ -132,7 +166,10 @@ test('the journal catches up while containerd is away, without waiting for a new
   p.publish('ns', '/tasks/b', 't', new Uint8Array());
   journal.full = false;
   for (let i = 0; i < 100 && OutboxJournal.load(file).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
-  assert.deepEqual(OutboxJournal.load(file).map((e) => e.topic), ['/tasks/a', '/tasks/b']);
+  assert.deepEqual(
+    OutboxJournal.load(file).map((e) => e.topic),
+    ['/tasks/a', '/tasks/b']
+  );
   p.close();
 });
 
@@ -140,10 +177,21 @@ test('a short write leaves no torn line behind once the journal catches up', () 
   const dir = tmp();
   const file = path.join(dir, 'outbox');
   const j = new OutboxJournal(file);
-  const e = { seq: 1, namespace: 'ns', topic: '/tasks/x', typeUrl: 't', value: new Uint8Array([1]), at: Date.now(), atNanos: 0 };
+  const e = {
+    seq: 1,
+    namespace: 'ns',
+    topic: '/tasks/x',
+    typeUrl: 't',
+    value: new Uint8Array([1]),
+    at: Date.now(),
+    atNanos: 0,
+  };
   fs.appendFileSync(file, 'E {"seq":9,"topi'); // what a full disk leaves
   j.rewrite([e]);
-  assert.deepEqual(OutboxJournal.load(file).map((x) => x.seq), [1]);
+  assert.deepEqual(
+    OutboxJournal.load(file).map((x) => x.seq),
+    [1]
+  );
   j.close();
 });
 

@@ -9,20 +9,24 @@ import { processExists } from '../../src/sys/libc';
 import { zombiesOf } from '../support/proc';
 import { sleep } from '../support/wait';
 
-
 function resources(): string[] {
-  return process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').sort();
+  return process
+    .getActiveResourcesInfo()
+    .filter((r) => r !== 'TTYWrap')
+    .sort();
 }
 
 async function pool<T>(n: number, width: number, fn: (i: number) => Promise<T>): Promise<T[]> {
   const results: T[] = new Array(n);
   let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < n) {
-      const i = next++;
-      results[i] = await fn(i);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < n) {
+        const i = next++;
+        results[i] = await fn(i);
+      }
+    })
+  );
   return results;
 }
 
@@ -54,12 +58,15 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     // orphan makers: each leaves three grandchildren behind that get re-parented to us. They
     // sleep first: a shell that is still alive (slow under load) would reap its own background jobs.
     const makers = pool(ORPHAN_MAKERS, 4, async (i) => {
-      const r = await reaper.run('/bin/sh', ['-c',
+      const r = await reaper.run('/bin/sh', [
+        '-c',
         // The orphans do not hold the output pipe: run() stops reading 250 ms after the maker's
         // exit (drainMs), which a loaded machine may not have reached the pids by.
-        `(sleep 0.1${i % 10}; exit 7) >/dev/null & echo $!; (sleep 0.1; exit 3) >/dev/null & echo $!; sh -c 'sleep 0.12; kill -9 $$' >/dev/null & echo $!`]);
+        `(sleep 0.1${i % 10}; exit 7) >/dev/null & echo $!; (sleep 0.1; exit 3) >/dev/null & echo $!; sh -c 'sleep 0.12; kill -9 $$' >/dev/null & echo $!`,
+      ]);
       const [seven, three, killed] = r.stdout.toString().trim().split('\n').map(Number);
-      if (![seven, three, killed].every((p) => p > 0)) throw new Error(`maker ${i}: no pids in ${JSON.stringify(r.stdout.toString())}`);
+      if (![seven, three, killed].every((p) => p > 0))
+        throw new Error(`maker ${i}: no pids in ${JSON.stringify(r.stdout.toString())}`);
       expect(seven, 7);
       expect(three, 3);
       expect(killed, 137); // kills itself with SIGKILL
@@ -78,11 +85,18 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const [makerCodes, runResults, plainCode] = await Promise.all([makers, runs, plain]);
     const delivered = (p: number) => (seen.get(p)?.length ?? 0) >= orphans.get(p)!.length;
     const allDelivered = await waitUntil(() => [...orphans.keys()].every(delivered), 10_000);
-    const missing = [...orphans.keys()].filter((p) => !delivered(p)).slice(0, 5).map((p) => {
-      let stat = 'gone';
-      try { stat = fs.readFileSync(`/proc/${p}/stat`, 'latin1').slice(0, 80); } catch { /* reaped elsewhere */ }
-      return { pid: p, want: orphans.get(p), stat };
-    });
+    const missing = [...orphans.keys()]
+      .filter((p) => !delivered(p))
+      .slice(0, 5)
+      .map((p) => {
+        let stat = 'gone';
+        try {
+          stat = fs.readFileSync(`/proc/${p}/stat`, 'latin1').slice(0, 80);
+        } catch {
+          /* reaped elsewhere */
+        }
+        return { pid: p, want: orphans.get(p), stat };
+      });
     const sorted = (xs: number[] | undefined) => [...(xs ?? [])].sort((a, b) => a - b).join();
     const wrongOrphans = [...orphans].filter(([pid, want]) => sorted(seen.get(pid)) !== sorted(want));
     const wrongRuns = runResults.filter((r) => r.want !== r.got);
@@ -91,9 +105,18 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const zombies = zombiesOf(process.pid);
     await waitUntil(() => resources().join() === baseline.join(), 2000);
     return {
-      runs: runResults.length, wrongRuns: wrongRuns.slice(0, 5), makerCodes: [...new Set(makerCodes)],
-      orphans: orphanRecords, allDelivered, missing, wrongOrphans: wrongOrphans.slice(0, 5).map(([pid, want]) => ({ pid, want, got: seen.get(pid) })),
-      plainCode, zombies, resourcesBefore: baseline, resourcesAfter: resources(), stats: reaper.stats,
+      runs: runResults.length,
+      wrongRuns: wrongRuns.slice(0, 5),
+      makerCodes: [...new Set(makerCodes)],
+      orphans: orphanRecords,
+      allDelivered,
+      missing,
+      wrongOrphans: wrongOrphans.slice(0, 5).map(([pid, want]) => ({ pid, want, got: seen.get(pid) })),
+      plainCode,
+      zombies,
+      resourcesBefore: baseline,
+      resourcesAfter: resources(),
+      stats: reaper.stats,
     };
   },
 
@@ -105,8 +128,12 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     process.kill(pid, 'SIGKILL');
     const e = await buf.wait(pid, 5000);
     buf.close();
-    return { status: e.status, pid: e.pid === pid, nanosInRange: e.atNanos >= 0 && e.atNanos < 1e9,
-      atMatches: Math.floor(e.at.getTime() % 1000) === Math.floor(e.atNanos / 1e6) };
+    return {
+      status: e.status,
+      pid: e.pid === pid,
+      nanosInRange: e.atNanos >= 0 && e.atNanos < 1e9,
+      atMatches: Math.floor(e.at.getTime() % 1000) === Math.floor(e.atNanos / 1e6),
+    };
   },
 
   async earlyExit() {
@@ -120,7 +147,10 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const zombie = zombiesOf(process.pid).includes(pid);
     const claimed = buf.claim(pid);
     const again = buf.claim(pid);
-    const timedOut = await buf.wait(999999, 50).then(() => false, (e) => e.code === 'ETIMEDOUT');
+    const timedOut = await buf.wait(999999, 50).then(
+      () => false,
+      (e) => e.code === 'ETIMEDOUT'
+    );
     buf.close();
     return { claimed: claimed?.status, again: again === undefined, timedOut, zombie };
   },
@@ -129,16 +159,23 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const reaper = Reaper.instance();
     const baseline = resources();
     const cat = await reaper.run('/bin/cat', [], { input: 'through stdin' });
-    const env = await reaper.run('/bin/sh', ['-c', 'echo $FOO; pwd; echo err >&2; exit 4'], { env: { FOO: 'bar' }, cwd: '/tmp' });
+    const env = await reaper.run('/bin/sh', ['-c', 'echo $FOO; pwd; echo err >&2; exit 4'], {
+      env: { FOO: 'bar' },
+      cwd: '/tmp',
+    });
     const t0 = Date.now();
     let timeoutErr: unknown;
     let sleeperPid = 0;
     const sleeper = reaper.run('/bin/sh', ['-c', 'echo $$; exec sleep 30'], { timeoutMs: 300 });
-    await sleeper.catch((e) => { timeoutErr = e; });
+    await sleeper.catch((e) => {
+      timeoutErr = e;
+    });
     const elapsed = Date.now() - t0;
     if (timeoutErr instanceof RunTimeoutError) sleeperPid = Number(timeoutErr.stdout.toString().trim());
     let enoent: unknown;
-    await reaper.run('/nonexistent/binary', []).catch((e) => { enoent = e; });
+    await reaper.run('/nonexistent/binary', []).catch((e) => {
+      enoent = e;
+    });
     const ac = new AbortController();
     const aborted = reaper.run('/bin/sleep', ['30'], { signal: ac.signal, timeoutMs: 0 }).catch((e) => e.name);
     setTimeout(() => ac.abort(), 50);
@@ -155,15 +192,23 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     fs.unlinkSync('/tmp/tsshim-reaper-fd-test');
     await waitUntil(() => resources().join() === baseline.join(), 4000);
     return {
-      cat: cat.stdout.toString(), catCode: cat.code,
-      env: env.stdout.toString(), envErr: env.stderr.toString(), envCode: env.code,
-      timeout: timeoutErr instanceof RunTimeoutError ? timeoutErr.message : String(timeoutErr), elapsed,
+      cat: cat.stdout.toString(),
+      catCode: cat.code,
+      env: env.stdout.toString(),
+      envErr: env.stderr.toString(),
+      envCode: env.code,
+      timeout: timeoutErr instanceof RunTimeoutError ? timeoutErr.message : String(timeoutErr),
+      elapsed,
       sleeperAlive: sleeperPid > 0 && processExists(sleeperPid) && zombiesOf(process.pid).indexOf(sleeperPid) < 0,
       sleeperPid,
-      enoent: (enoent as { code?: string })?.code, abortName,
+      enoent: (enoent as { code?: string })?.code,
+      abortName,
       killed: { code: killed.code, signal: killed.signal },
-      holder: holder.stdout.toString(), holderMs, fdContent,
-      resourcesBefore: baseline, resourcesAfter: resources(),
+      holder: holder.stdout.toString(),
+      holderMs,
+      fdContent,
+      resourcesBefore: baseline,
+      resourcesAfter: resources(),
     };
   },
   // run() starts an absolute path with posix_spawn (src/sys/spawn.ts), not by forking Node.
@@ -171,13 +216,22 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const reaper = Reaper.instance();
     const subscribed: number[] = [];
     reaper.subscribe((e) => subscribed.push(e.pid));
-    const status = (pid: number, key: string) => /^(\w+):\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${key}:`)) ?? '')?.[2];
+    const status = (pid: number, key: string) =>
+      /^(\w+):\s*(\S+)/m.exec(
+        fs
+          .readFileSync(`/proc/${pid}/status`, 'utf8')
+          .split('\n')
+          .find((l) => l.startsWith(`${key}:`)) ?? ''
+      )?.[2];
     // Node ignores SIGPIPE and blocks nothing: the child must start with every default, as libuv's do.
     const signals = await reaper.run('/bin/sh', ['-c', 'grep -E "^Sig(Ign|Blk)" /proc/self/status']);
     // Slots that name each other's fds (stdout <-> stderr) and an extra fd.
     const file = '/tmp/tsshim-reaper-direct-test';
     const fd = fs.openSync(file, 'w');
-    const swapped = await reaper.run('/bin/sh', ['-c', 'echo to-stdout; echo to-stderr >&2; echo to-fd3 >&3'], { stdio: ['ignore', 'pipe', 'pipe'], extraFds: [fd] });
+    const swapped = await reaper.run('/bin/sh', ['-c', 'echo to-stdout; echo to-stderr >&2; echo to-fd3 >&3'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      extraFds: [fd],
+    });
     fs.closeSync(fd);
     const fd3 = fs.readFileSync(file, 'utf8');
     fs.unlinkSync(file);
@@ -186,7 +240,11 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     let libuvWhileRunning = true;
     const running = reaper.run('/bin/sh', ['-c', 'read x; exit 5'], { input: 'go\n' });
     const pids: number[] = [];
-    for (const pid of (fs.readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8').split(' ').filter(Boolean).map(Number))) {
+    for (const pid of fs
+      .readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8')
+      .split(' ')
+      .filter(Boolean)
+      .map(Number)) {
       pids.push(pid);
       if (reaper.startedHere(pid)) ownedWhileRunning = true;
       libuvWhileRunning = reaper.ownsByLibuv(pid);
@@ -195,12 +253,20 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const many = await Promise.all(Array.from({ length: 50 }, (_, i) => reaper.run('/bin/sh', ['-c', `exit ${i}`])));
     await sleep(300); // the reaper's follow-up sweep
     return {
-      signals: signals.stdout.toString(), parentSigIgnNonZero: status(process.pid, 'SigIgn') !== '0000000000000000',
-      swapped: [swapped.stdout.toString(), swapped.stderr.toString()], fd3,
-      ownedWhileRunning, libuvWhileRunning, fiveCode: five.code, fivePid: five.pid > 0,
+      signals: signals.stdout.toString(),
+      parentSigIgnNonZero: status(process.pid, 'SigIgn') !== '0000000000000000',
+      swapped: [swapped.stdout.toString(), swapped.stderr.toString()],
+      fd3,
+      ownedWhileRunning,
+      libuvWhileRunning,
+      fiveCode: five.code,
+      fivePid: five.pid > 0,
       manyOk: many.every((r, i) => r.code === i),
-      runPidsSeenBySubscribers: [five.pid, ...many.map((r) => r.pid), signals.pid, swapped.pid].filter((p) => subscribed.includes(p)),
-      ownRuns: reaper.stats.ownRuns, zombies: zombiesOf(process.pid),
+      runPidsSeenBySubscribers: [five.pid, ...many.map((r) => r.pid), signals.pid, swapped.pid].filter((p) =>
+        subscribed.includes(p)
+      ),
+      ownRuns: reaper.stats.ownRuns,
+      zombies: zombiesOf(process.pid),
     };
   },
 };
@@ -208,13 +274,22 @@ const scenarios: Record<string, () => Promise<unknown>> = {
 if (process.env.REAPER_SCENARIO) {
   const name = process.env.REAPER_SCENARIO;
   scenarios[name]().then(
-    (r) => { process.stdout.write(`RESULT ${JSON.stringify(r)}\n`); process.exit(0); },
-    (e) => { process.stderr.write(`scenario ${name} failed: ${e?.stack ?? e}\n`); process.exit(1); },
+    (r) => {
+      process.stdout.write(`RESULT ${JSON.stringify(r)}\n`);
+      process.exit(0);
+    },
+    (e) => {
+      process.stderr.write(`scenario ${name} failed: ${e?.stack ?? e}\n`);
+      process.exit(1);
+    }
   );
 } else {
   const runScenario = (name: string, env: Record<string, string> = {}, timeout = 120_000) => {
     const r = spawnSync(process.execPath, [__filename], {
-      env: { ...process.env, REAPER_SCENARIO: name, ...env }, encoding: 'utf8', timeout, maxBuffer: 64 << 20,
+      env: { ...process.env, REAPER_SCENARIO: name, ...env },
+      encoding: 'utf8',
+      timeout,
+      maxBuffer: 64 << 20,
     });
     assert.equal(r.status, 0, `scenario ${name}: status ${r.status} signal ${r.signal}\n${r.stderr}`);
     const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
@@ -234,7 +309,10 @@ if (process.env.REAPER_SCENARIO) {
     assert.equal(r.plainCode, 42, 'a plain child_process child keeps its status');
     assert.deepEqual(r.zombies, []);
     assert.deepEqual(r.resourcesAfter, r.resourcesBefore, 'no handle leak');
-    assert.ok(r.stats.reaped >= 600 && r.stats.reaped < 700, `reaped ${r.stats.reaped}: only orphans, never runc-like children`);
+    assert.ok(
+      r.stats.reaped >= 600 && r.stats.reaped < 700,
+      `reaped ${r.stats.reaped}: only orphans, never runc-like children`
+    );
   });
 
   test('an orphan killed by a signal is reported as 128+signal with a sane timestamp', () => {

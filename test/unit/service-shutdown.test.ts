@@ -21,24 +21,51 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 /** A runtime whose create waits for <dir>/go to appear, then fails. */
 function slowFailingRuntime(): string {
   const bin = path.join(dir, 'runc');
-  fs.writeFileSync(bin, `#!/bin/sh\nfor a in "$@"; do [ "$a" = create ] && { while [ ! -e ${dir}/go ]; do sleep 0.05; done; echo "refused" >&2; exit 1; }; done\nexit 0\n`, { mode: 0o755 });
+  fs.writeFileSync(
+    bin,
+    `#!/bin/sh\nfor a in "$@"; do [ "$a" = create ] && { while [ ! -e ${dir}/go ]; do sleep 0.05; done; echo "refused" >&2; exit 1; }; done\nexit 0\n`,
+    { mode: 0o755 }
+  );
   return bin;
 }
 
 test('Shutdown during a Create is remembered: when that Create fails, the empty shim is reported idle', async () => {
   const calls: string[] = [];
   const service = new TaskService({
-    events: new TaskEvents(new Publisher(null)), exits: { subscribe: () => () => {} }, runner: Reaper.instance(), log: nullLogger,
-    shimPid: process.pid, onEmpty: () => calls.push('empty'), onIdle: (reason) => calls.push(`idle: ${reason}`),
+    events: new TaskEvents(new Publisher(null)),
+    exits: { subscribe: () => () => {} },
+    runner: Reaper.instance(),
+    log: nullLogger,
+    shimPid: process.pid,
+    onEmpty: () => calls.push('empty'),
+    onIdle: (reason) => calls.push(`idle: ${reason}`),
   });
   const bundle = fs.mkdtempSync(path.join(dir, 'bundle-'));
   fs.writeFileSync(path.join(bundle, 'config.json'), '{}');
-  const options = { type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode({ binary_name: slowFailingRuntime(), root: path.join(dir, 'root') }).finish() };
+  const options = {
+    type_url: 'containerd.runc.v1.Options',
+    value: containerd.runc.v1.Options.encode({
+      binary_name: slowFailingRuntime(),
+      root: path.join(dir, 'root'),
+    }).finish(),
+  };
   const stdio = { stdin: '', stdout: '', stderr: '', terminal: false };
-  const created = service.create({ namespace: 'ns', id: 'c1', bundle, rootfs: [], stdio, checkpoint: '', parentCheckpoint: '', options });
+  const created = service.create({
+    namespace: 'ns',
+    id: 'c1',
+    bundle,
+    rootfs: [],
+    stdio,
+    checkpoint: '',
+    parentCheckpoint: '',
+    options,
+  });
   await new Promise((r) => setTimeout(r, 100));
   // containerd gave up: its clean-up Deletes (the container is not created yet) and asks for Shutdown.
-  assert.throws(() => service.state('ns', 'c1', ''), (e: unknown) => rpcError(e).code === Code.NOT_FOUND);
+  assert.throws(
+    () => service.state('ns', 'c1', ''),
+    (e: unknown) => rpcError(e).code === Code.NOT_FOUND
+  );
   service.shutdown();
   assert.deepEqual(calls, [], 'not while the Create runs');
   assert.equal(service.shutdownRequested, true);

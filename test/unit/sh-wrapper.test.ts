@@ -27,7 +27,16 @@ function shGroupOf(configJson: string | null, id: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-sh-'));
   try {
     if (configJson !== null) fs.writeFileSync(path.join(dir, 'config.json'), configJson);
-    const r = spawnSync('sh', ['-c', `${shFunction('top_annotations')}\n${shFunction('group_of')}\ngroup_of "$1"; printf '%s' "$group"`, 'sh', id], { cwd: dir, encoding: 'utf8' });
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `${shFunction('top_annotations')}\n${shFunction('group_of')}\ngroup_of "$1"; printf '%s' "$group"`,
+        'sh',
+        id,
+      ],
+      { cwd: dir, encoding: 'utf8' }
+    );
     assert.equal(r.stderr, '', 'nothing on stderr: containerd reads it as the start output');
     assert.equal(r.status, 0);
     return r.stdout;
@@ -92,21 +101,33 @@ function readAnnotationsOf(json: string): Record<string, string> {
 // One truth: the sh and src/ compute the same group, socket, pid file and spare pool, or the sh
 // declines (empty group) and Node decides.
 
-interface ShAnswer { group: string; socket: string; pidfile: string; pool: string }
+interface ShAnswer {
+  group: string;
+  socket: string;
+  pidfile: string;
+  pool: string;
+}
 
 function shAnswers(cases: { json: string | null; id: string; ns: string; address: string }[]): ShAnswer[] {
   const text = fs.readFileSync(wrapper, 'utf8');
-  const settings = text.split('\n').filter((l) => /^(state|socket_dir)=/.test(l)).join('\n');
-  const fns = ['clean_path', 'valid_identifier', 'top_annotations', 'group_of', 'shim_paths', 'pool_of'].map(shFunction).join('\n');
+  const settings = text
+    .split('\n')
+    .filter((l) => /^(state|socket_dir)=/.test(l))
+    .join('\n');
+  const fns = ['clean_path', 'valid_identifier', 'top_annotations', 'group_of', 'shim_paths', 'pool_of']
+    .map(shFunction)
+    .join('\n');
   // The same decisions fast_start makes before it uses a group: Node decides otherwise.
-  const script = `${settings}\n${fns}\n` + String.raw`
+  const script =
+    `${settings}\n${fns}\n` +
+    String.raw`
     group='' socket='' pidfile='' pool=''
     ns=$1 id=$2 address=$3
     pool_of "$address"
     if clean_path "$address" && valid_identifier "$ns" && valid_identifier "$id"; then
       group_of "$id"
       [ -n "$group" ] && shim_paths "$address" "$ns" "$group"
-      [ ${"$"}{#socket} -le 106 ] || group=''
+      [ ${'$'}{#socket} -le 106 ] || group=''
     fi
     printf '%s\n' "$group" "$socket" "$pidfile" "$pool"`;
   return cases.map((c) => {
@@ -124,14 +145,27 @@ function shAnswers(cases: { json: string | null; id: string; ns: string; address
 }
 
 test('sh wrapper: group, socket hash, pid file and spare pool agree with src/ over a corpus, or the sh declines', () => {
-  const spec = (annotations: unknown, extra: object = {}) => JSON.stringify({ ociVersion: '1.1.0', process: { args: ['sh'], env: ['A=b\\c"d'] }, ...extra, annotations });
+  const spec = (annotations: unknown, extra: object = {}) =>
+    JSON.stringify({ ociVersion: '1.1.0', process: { args: ['sh'], env: ['A=b\\c"d'] }, ...extra, annotations });
   const configs: (string | null)[] = [
-    null, '{}', spec({}), spec(null), spec(undefined),
+    null,
+    '{}',
+    spec({}),
+    spec(null),
+    spec(undefined),
     spec({ 'io.containerd.tsshim.v2.group': 'g1' }),
     spec({ 'io.containerd.runc.v2.group': 'r1' }),
     spec({ 'io.kubernetes.cri.sandbox-id': 'f'.repeat(64) }),
-    spec({ 'io.kubernetes.cri.sandbox-id': 'sb', 'io.containerd.runc.v2.group': 'rg', 'io.containerd.tsshim.v2.group': 'tg' }),
-    spec({ 'io.kubernetes.cri.sandbox-id': 'sb', 'io.containerd.runc.v2.group': '', 'io.containerd.tsshim.v2.group': '' }),
+    spec({
+      'io.kubernetes.cri.sandbox-id': 'sb',
+      'io.containerd.runc.v2.group': 'rg',
+      'io.containerd.tsshim.v2.group': 'tg',
+    }),
+    spec({
+      'io.kubernetes.cri.sandbox-id': 'sb',
+      'io.containerd.runc.v2.group': '',
+      'io.containerd.tsshim.v2.group': '',
+    }),
     spec({ 'io.containerd.tsshim.v2.group': 'pod:1@x+y=z,w~%.-_' }),
     spec({ other: 'x}y{"z', 'io.containerd.tsshim.v2.group': 'after-brace' }),
     spec({ other: 'a\\', 'io.containerd.tsshim.v2.group': 'g' }),
@@ -153,12 +187,22 @@ test('sh wrapper: group, socket hash, pid file and spare pool agree with src/ ov
   ];
   const ids = ['c1', 'a'.repeat(76), 'x.y-z_w', 'a'.repeat(77), 'bad..id', '-x'];
   const namespaces = ['default', 'k8s.io', 'a-b_c.d', 'bad/ns', ''];
-  const addresses = ['/run/containerd/containerd.sock', '/tmp/a b/c.sock', '/x//y.sock', 'relative.sock',
-    '/run/./c.sock', '/run/c.sock/', `/${'d'.repeat(200)}/c.sock`, '/run/k\u00e9/c.sock', ''];
+  const addresses = [
+    '/run/containerd/containerd.sock',
+    '/tmp/a b/c.sock',
+    '/x//y.sock',
+    'relative.sock',
+    '/run/./c.sock',
+    '/run/c.sock/',
+    `/${'d'.repeat(200)}/c.sock`,
+    '/run/k\u00e9/c.sock',
+    '',
+  ];
   const cases: { json: string | null; id: string; ns: string; address: string }[] = [];
   for (const json of configs) cases.push({ json, id: 'c1', ns: 'default', address: addresses[0] });
   for (const id of ids) for (const ns of namespaces) cases.push({ json: configs[7], id, ns, address: addresses[0] });
-  for (const address of addresses) for (const json of [configs[5], configs[2]]) cases.push({ json, id: 'c1', ns: 'k8s.io', address });
+  for (const address of addresses)
+    for (const json of [configs[5], configs[2]]) cases.push({ json, id: 'c1', ns: 'k8s.io', address });
   const answers = shAnswers(cases);
   let decided = 0;
   cases.forEach((c, i) => {
@@ -167,7 +211,10 @@ test('sh wrapper: group, socket hash, pid file and spare pool agree with src/ ov
     assert.equal(sh.pool, sparePool(c.address), `pool of ${what}`);
     if (sh.group === '') return; // declined: Node decides
     decided++;
-    assert.ok(isValidIdentifier(c.ns) && isValidIdentifier(c.id), `sh decided for an id or namespace Node refuses: ${what}`);
+    assert.ok(
+      isValidIdentifier(c.ns) && isValidIdentifier(c.id),
+      `sh decided for an id or namespace Node refuses: ${what}`
+    );
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-ts-'));
     let annotations: Record<string, string>;
     try {
@@ -186,31 +233,51 @@ test('sh wrapper: group, socket hash, pid file and spare pool agree with src/ ov
 });
 
 function readCmdline(pid: string): string {
-  try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; }
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 test('sh wrapper: is_shim accepts a process titled as a tsshim daemon, not a recycled pid', () => {
   const fn = shFunction('is_shim');
   const check = (pid: string) => spawnSync('sh', ['-c', `${fn}\nis_shim "$1"`, 'sh', pid]).status;
-  const fake = spawnSync('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 5 >/dev/null 2>&1 </dev/null & echo $!'], { encoding: 'utf8' });
+  const fake = spawnSync(
+    'bash',
+    ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 5 >/dev/null 2>&1 </dev/null & echo $!'],
+    { encoding: 'utf8' }
+  );
   const pid = fake.stdout.trim();
   try {
     // The background child may not have exec'd yet when bash returns.
-    for (let i = 0; i < 100 && !readCmdline(pid).startsWith('containerd-shim-tsshim-v2'); i++) spawnSync('sleep', ['0.02']);
+    for (let i = 0; i < 100 && !readCmdline(pid).startsWith('containerd-shim-tsshim-v2'); i++)
+      spawnSync('sleep', ['0.02']);
     assert.equal(check(pid), 0);
     assert.equal(check(String(process.pid)), 1, 'node itself is not a shim');
     assert.equal(check('999999999'), 1);
     assert.equal(check('12abc'), 1);
     assert.equal(check(''), 1);
   } finally {
-    try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
   }
 });
 
 // ---------------------------------------------------------------------------------------------
 // The whole wrapper, installed in a scratch tree whose "Node" only says that it was asked.
 
-interface Install { root: string; bin: string; run(args: string[], opts: { cwd: string; env: Record<string, string>; input?: string }): { status: number | null; out: string } }
+interface Install {
+  root: string;
+  bin: string;
+  run(
+    args: string[],
+    opts: { cwd: string; env: Record<string, string>; input?: string }
+  ): { status: number | null; out: string };
+}
 
 function fakeInstall(): Install {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-install-'));
@@ -221,7 +288,9 @@ function fakeInstall(): Install {
   fs.chmodSync(bin, 0o755);
   // Node decides: as `start` on stdin and stdout, or as the daemon of a cold start that answers the
   // request the sh left in a directory (spare.ts runClaim). Either way it records how it was run.
-  fs.writeFileSync(path.join(root, 'dist/src/daemon/boot.js'), `
+  fs.writeFileSync(
+    path.join(root, 'dist/src/daemon/boot.js'),
+    `
     const fs = require('fs');
     fs.writeFileSync(${JSON.stringify(path.join(root, 'node-argv'))}, JSON.stringify([...process.execArgv, ...process.argv.slice(2)]));
     const i = process.argv.indexOf('claim');
@@ -232,13 +301,21 @@ function fakeInstall(): Install {
       fs.writeFileSync(dir + '/status', '0');
       fs.closeSync(fs.openSync(dir + '/resp', 'w'));
     }
-  `);
+  `
+  );
   return {
-    root, bin,
+    root,
+    bin,
     run(args, opts) {
       const env = { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin`, ...opts.env };
       // containerd reads stdout and stderr combined: so do we.
-      const r = spawnSync(bin, args, { cwd: opts.cwd, env, input: opts.input ?? '', encoding: 'utf8', timeout: 30_000 });
+      const r = spawnSync(bin, args, {
+        cwd: opts.cwd,
+        env,
+        input: opts.input ?? '',
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
       return { status: r.status, out: r.stdout + r.stderr };
     },
   };
@@ -252,9 +329,13 @@ const START_ARGS = ['-namespace', 'default', '-id', 'c1', '-address', ADDRESS, '
 
 /** A process titled like a waiting spare (the sh checks a spare's /proc cmdline). */
 function sleeper(): number {
-  const p = spawn('bash', ['-c', 'exec -a "containerd-shim-tsshim-v2 spare" sleep 60'], { stdio: 'ignore', detached: true });
+  const p = spawn('bash', ['-c', 'exec -a "containerd-shim-tsshim-v2 spare" sleep 60'], {
+    stdio: 'ignore',
+    detached: true,
+  });
   p.unref();
-  for (let i = 0; i < 200 && !readCmdline(String(p.pid)).startsWith('containerd-shim-tsshim-v2'); i++) spawnSync('sleep', ['0.02']);
+  for (let i = 0; i < 200 && !readCmdline(String(p.pid)).startsWith('containerd-shim-tsshim-v2'); i++)
+    spawnSync('sleep', ['0.02']);
   return p.pid!;
 }
 
@@ -275,7 +356,13 @@ function bundleDir(root: string): string {
   return bundle;
 }
 
-const kill = (pid: number) => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } };
+const kill = (pid: number) => {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+};
 
 test('sh wrapper: a state dir others can write (1777) is not trusted: no planted spare answers, no symlink is written through', () => {
   const inst = fakeInstall();
@@ -290,7 +377,11 @@ test('sh wrapper: a state dir others can write (1777) is not trusted: no planted
     fs.writeFileSync(victim, 'precious');
     fs.symlinkSync(victim, path.join(spare, 'argv'));
     fs.chownSync(path.join(state, 'spares'), 65534, 65534); // as another user would leave it
-    const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env: { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') }, input: 'OPTS' });
+    const r = inst.run(START_ARGS, {
+      cwd: bundleDir(inst.root),
+      env: { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') },
+      input: 'OPTS',
+    });
     assert.equal(r.out, 'NODE-DECIDES stdin=OPTS', 'Node decides, with the request intact');
     assert.equal(fs.readFileSync(victim, 'utf8'), 'precious', 'nothing written through the planted symlink');
     assert.ok(fs.existsSync(spare), 'the planted spare was not touched');
@@ -311,7 +402,11 @@ test('sh wrapper: hand-off files are created with O_EXCL: a symlink in a spare d
     const victim = path.join(inst.root, 'victim');
     fs.writeFileSync(victim, 'precious');
     fs.symlinkSync(victim, path.join(spare, 'env'));
-    const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env: { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') }, input: 'OPTS' });
+    const r = inst.run(START_ARGS, {
+      cwd: bundleDir(inst.root),
+      env: { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') },
+      input: 'OPTS',
+    });
     assert.equal(r.out, 'NODE-DECIDES stdin=OPTS');
     assert.equal(fs.readFileSync(victim, 'utf8'), 'precious');
     assert.deepEqual(fs.readdirSync(pool), [], 'the claimed spare dir is gone');
@@ -327,7 +422,10 @@ test('sh wrapper: a full disk during the hand-off never puts shell error text in
   const state = path.join(inst.root, 'state');
   fs.mkdirSync(state, { mode: 0o700 });
   const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tsshim-full', state]);
-  if (mounted.status !== 0) { fs.rmSync(inst.root, { recursive: true, force: true }); return t.skip(`mount: ${mounted.stderr}`); }
+  if (mounted.status !== 0) {
+    fs.rmSync(inst.root, { recursive: true, force: true });
+    return t.skip(`mount: ${mounted.stderr}`);
+  }
   const pids: number[] = [];
   try {
     const pool = path.join(state, 'spares', createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16));
@@ -365,13 +463,25 @@ test('sh wrapper: where the sh declines (an annotation it cannot read exactly), 
     const hash = path.basename(socketPath(ADDRESS, 'default', 'c1'));
     await new Promise<void>((r) => server.listen(path.join(sockets, hash), r));
     fs.writeFileSync(path.join(state, `${hash}.pid`), String(shim.pid));
-    for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++) spawnSync('sleep', ['0.02']);
+    for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++)
+      spawnSync('sleep', ['0.02']);
     const bundle = bundleDir(inst.root);
     const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: sockets, TSSHIM_SPARES: '0' };
-    assert.equal(inst.run(START_ARGS, { cwd: bundle, env }).out, `unix://${path.join(sockets, hash)}`, 'the sh answers a plain config itself');
+    assert.equal(
+      inst.run(START_ARGS, { cwd: bundle, env }).out,
+      `unix://${path.join(sockets, hash)}`,
+      'the sh answers a plain config itself'
+    );
     for (const group of ['caf\u00e9', 'a"b', '..']) {
-      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.1.0', annotations: { 'io.containerd.tsshim.v2.group': group } }));
-      assert.equal(inst.run(START_ARGS, { cwd: bundle, env }).out, 'NODE-DECIDES stdin=', `group ${JSON.stringify(group)}`);
+      fs.writeFileSync(
+        path.join(bundle, 'config.json'),
+        JSON.stringify({ ociVersion: '1.1.0', annotations: { 'io.containerd.tsshim.v2.group': group } })
+      );
+      assert.equal(
+        inst.run(START_ARGS, { cwd: bundle, env }).out,
+        'NODE-DECIDES stdin=',
+        `group ${JSON.stringify(group)}`
+      );
     }
   } finally {
     kill(shim.pid!);
@@ -389,12 +499,20 @@ test('sh wrapper: with no spare, a cold start boots one Node process: the daemon
     for (const spares of ['1', '0']) {
       const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: spares };
       const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
-      assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, `spares=${spares}: the answer, with the request intact`);
+      assert.deepEqual(
+        r,
+        { status: 0, out: 'NODE-DECIDES stdin=OPTS' },
+        `spares=${spares}: the answer, with the request intact`
+      );
       const argv = nodeArgv(inst);
       const claim = argv.indexOf('claim');
       assert.ok(claim > 0, `run as a claim, not as start: ${argv.join(' ')}`);
-      assert.deepEqual(argv.filter((a) => a.startsWith('--')), [...DAEMON_NODE_FLAGS], 'with the daemon\'s node flags');
-      assert.equal(path.dirname(argv[claim + 1]), pool, 'the request lies in the containerd\'s pool');
+      assert.deepEqual(
+        argv.filter((a) => a.startsWith('--')),
+        [...DAEMON_NODE_FLAGS],
+        "with the daemon's node flags"
+      );
+      assert.equal(path.dirname(argv[claim + 1]), pool, "the request lies in the containerd's pool");
       assert.ok(argv.includes('-title-space'), 'with room for the daemon title');
       await until(() => fs.readdirSync(pool).length === 0, 'the request directory removed');
     }

@@ -11,7 +11,14 @@ import { socketPath, groupKey, RUNTIME_NAME } from '../../src/shim/address';
 import { isValidIdentifier } from '../../src/sys/identifiers';
 import { optionsFromToml, decodeOptions } from '../../src/task/options';
 import { optionsJson } from '../../src/task/bundle-files';
-import { initStateMachine, execStateMachine, type InitState, type InitOp, type ExecState, type ExecOp } from '../../src/task/state';
+import {
+  initStateMachine,
+  execStateMachine,
+  type InitState,
+  type InitOp,
+  type ExecState,
+  type ExecOp,
+} from '../../src/task/state';
 
 const checkInit = (s: InitState, op: InitOp) => initStateMachine(s).check(op);
 const checkExec = (s: ExecState, op: ExecOp) => execStateMachine(s).check(op);
@@ -21,7 +28,18 @@ import { formatLine } from '../../src/sys/logger';
 import { spareTarget } from '../../src/shim/spare';
 
 test('flags: the argv containerd 1.6 passes to start and delete', () => {
-  const f = parseFlags(['-namespace', 'default', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'c1', '-debug', 'start']);
+  const f = parseFlags([
+    '-namespace',
+    'default',
+    '-address',
+    '/run/containerd/containerd.sock',
+    '-publish-binary',
+    '/usr/bin/containerd',
+    '-id',
+    'c1',
+    '-debug',
+    'start',
+  ]);
   assert.equal(f.namespace, 'default');
   assert.equal(f.address, '/run/containerd/containerd.sock');
   assert.equal(f.publishBinary, '/usr/bin/containerd');
@@ -53,11 +71,15 @@ test('address: sha256 of address/ns/runtime/group under /run/containerd/s, never
 
 test('identifiers: containerd rules, no traversal', () => {
   for (const ok of ['a', 'c1', 'k8s.io', 'a-b_c.d', 'x'.repeat(76)]) assert.ok(isValidIdentifier(ok), ok);
-  for (const bad of ['', '../x', 'a/b', '.a', 'a..b', 'a-', 'x'.repeat(77), 'a b', 'é']) assert.ok(!isValidIdentifier(bad), bad);
+  for (const bad of ['', '../x', 'a/b', '.a', 'a..b', 'a-', 'x'.repeat(77), 'a b', 'é'])
+    assert.ok(!isValidIdentifier(bad), bad);
 });
 
 test('options: TOML file with containerd-style and snake_case keys; bad types rejected', () => {
-  const o = optionsFromToml('BinaryName = "crun"\nSystemdCgroup = false\nio_uid = 1000\nRoot = "/run/x"\nper_node = true\n', 't');
+  const o = optionsFromToml(
+    'BinaryName = "crun"\nSystemdCgroup = false\nio_uid = 1000\nRoot = "/run/x"\nper_node = true\n',
+    't'
+  );
   assert.equal(o.binaryName, 'crun');
   assert.equal(o.ioUid, 1000);
   assert.equal(o.root, '/run/x');
@@ -67,7 +89,11 @@ test('options: TOML file with containerd-style and snake_case keys; bad types re
 });
 
 test('options: typed runc Options, runtimeoptions with config_path, unknown types', () => {
-  const runc = containerd.runc.v1.Options.encode({ binary_name: 'runc2', no_pivot_root: true, shim_cgroup: '/s' }).finish();
+  const runc = containerd.runc.v1.Options.encode({
+    binary_name: 'runc2',
+    no_pivot_root: true,
+    shim_cgroup: '/s',
+  }).finish();
   const o = decodeOptions({ type_url: 'containerd.runc.v1.Options', value: runc });
   assert.equal(o.binaryName, 'runc2');
   assert.equal(o.noPivotRoot, true);
@@ -77,7 +103,10 @@ test('options: typed runc Options, runtimeoptions with config_path, unknown type
   const generic = runtimeoptions.v1.Options.encode({ type_url: 'x', config_path: path.join(dir, 'o.toml') }).finish();
   assert.equal(decodeOptions({ type_url: 'runtimeoptions.v1.Options', value: generic }).binaryName, 'crun');
   const missing = runtimeoptions.v1.Options.encode({ config_path: path.join(dir, 'none.toml') }).finish();
-  assert.throws(() => decodeOptions({ type_url: 'runtimeoptions.v1.Options', value: missing }), /cannot read runtime options file/);
+  assert.throws(
+    () => decodeOptions({ type_url: 'runtimeoptions.v1.Options', value: missing }),
+    /cannot read runtime options file/
+  );
   assert.equal(decodeOptions({ type_url: 'example.Other', value: new Uint8Array([1, 2]) }).binaryName, '');
   assert.equal(decodeOptions(null).binaryName, '');
   assert.equal(optionsJson(o), '{"no_pivot_root":true,"shim_cgroup":"/s","binary_name":"runc2"}');
@@ -102,7 +131,10 @@ test('state tables: the Go shim errors for illegal transitions', () => {
   assert.equal(checkInit('running', 'update'), 'running');
   assert.equal(checkExec('stopped', 'delete'), 'deleted');
   // deletedState.Kill wraps errdefs.ErrNotFound in Go.
-  assert.throws(() => checkInit('deleted', 'kill'), (e: any) => e.kind === 'not-found' && e.message === 'cannot kill a deleted process: not found');
+  assert.throws(
+    () => checkInit('deleted', 'kill'),
+    (e: any) => e.kind === 'not-found' && e.message === 'cannot kill a deleted process: not found'
+  );
 });
 
 test('delete: the hand-encoded DeleteResponse decodes with the generated type', () => {
@@ -112,14 +144,26 @@ test('delete: the hand-encoded DeleteResponse decodes with the generated type', 
   assert.equal(d.exit_status, 137);
   assert.equal(Number(d.exited_at!.seconds), 1_700_000_000);
   assert.equal(d.exited_at!.nanos, 123_000_000);
-  const same = containerd.task.v2.DeleteResponse.encode({ pid: 1234, exit_status: 137, exited_at: { seconds: 1_700_000_000, nanos: 123_000_000 } }).finish();
+  const same = containerd.task.v2.DeleteResponse.encode({
+    pid: 1234,
+    exit_status: 137,
+    exited_at: { seconds: 1_700_000_000, nanos: 123_000_000 },
+  }).finish();
   assert.deepEqual(Buffer.from(bytes), Buffer.from(same));
   assert.ok(google.protobuf.Timestamp);
 });
 
 test('logger: logrus text format, quoted values, bounded line length', () => {
-  const line = formatLine('warn', 'event not delivered', { id: 'c1', error: new Error('dial: no such file') }, new Date('2026-01-02T03:04:05.678Z'));
-  assert.equal(line, 'time="2026-01-02T03:04:05.678Z" level=warning msg="event not delivered" id=c1 error="dial: no such file"\n');
+  const line = formatLine(
+    'warn',
+    'event not delivered',
+    { id: 'c1', error: new Error('dial: no such file') },
+    new Date('2026-01-02T03:04:05.678Z')
+  );
+  assert.equal(
+    line,
+    'time="2026-01-02T03:04:05.678Z" level=warning msg="event not delivered" id=c1 error="dial: no such file"\n'
+  );
   assert.ok(Buffer.byteLength(formatLine('info', 'x'.repeat(10000), {})) <= 4096);
 });
 

@@ -27,12 +27,24 @@ function setup(opts: { systemdCgroup?: boolean; runcState?: boolean } = {}) {
   const record = path.join(dir, 'record');
   // The fake runc reads its knobs from the environment the runc client passes on (process.env).
   process.env.FAKE_RUNC_RECORD = record;
-  const calls = () => fs.existsSync(record)
-    ? fs.readFileSync(record, 'utf8').trim().split('\n').filter(Boolean).map((l) => l.split(US)) : [];
+  const calls = () =>
+    fs.existsSync(record)
+      ? fs
+          .readFileSync(record, 'utf8')
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => l.split(US))
+      : [];
   const warnings: string[] = [];
-  const run = async () => containerd.task.v2.DeleteResponse.decode(
-    await runDelete(parseFlags(['-namespace', 'ns1', '-id', 'c1', '-bundle', bundle, 'delete']),
-      readConfig({ TSSHIM_STATE_DIR: path.join(dir, 'state') }), (m) => warnings.push(m)));
+  const run = async () =>
+    containerd.task.v2.DeleteResponse.decode(
+      await runDelete(
+        parseFlags(['-namespace', 'ns1', '-id', 'c1', '-bundle', bundle, 'delete']),
+        readConfig({ TSSHIM_STATE_DIR: path.join(dir, 'state') }),
+        (m) => warnings.push(m)
+      )
+    );
   return { dir, bundle, root, calls, warnings, run };
 }
 
@@ -41,17 +53,30 @@ test('delete: runc delete --force with the Go shim flags, the persisted exit in 
   fs.writeFileSync(path.join(s.bundle, 'init.pid'), '4321');
   writeInitExit(s.bundle, { pid: 4321, status: 3, at: 1_700_000_000_250 });
   const d = await s.run();
-  assert.deepEqual(s.calls(), [[
-    '--root', path.join(s.root, 'ns1'), '--log', path.join(s.bundle, 'log.json'), '--log-format', 'json',
-    '--systemd-cgroup', 'delete', '--force', 'c1',
-  ]]);
+  assert.deepEqual(s.calls(), [
+    [
+      '--root',
+      path.join(s.root, 'ns1'),
+      '--log',
+      path.join(s.bundle, 'log.json'),
+      '--log-format',
+      'json',
+      '--systemd-cgroup',
+      'delete',
+      '--force',
+      'c1',
+    ],
+  ]);
   assert.deepEqual(s.warnings, []);
   assert.equal(d.pid, 4321);
   assert.equal(d.exit_status, 3);
   assert.equal(Number(d.exited_at!.seconds), 1_700_000_000);
   assert.equal(d.exited_at!.nanos, 250_000_000);
   // A short-lived command: runc runs without the reaper (no subreaper bit, no libc bindings).
-  assert.ok(!Object.keys(require.cache).some((m) => /[/\\]sys[/\\](reaper|libc)\.js$/.test(m)), 'delete loaded the reaper');
+  assert.ok(
+    !Object.keys(require.cache).some((m) => /[/\\]sys[/\\](reaper|libc)\.js$/.test(m)),
+    'delete loaded the reaper'
+  );
 });
 
 test('delete: no runc state dir, no runc; a container that never exited reports 137', async () => {
@@ -64,7 +89,7 @@ test('delete: no runc state dir, no runc; a container that never exited reports 
   assert.ok(Number(d.exited_at!.seconds) >= Math.floor(before / 1000));
 });
 
-test('delete: a failing runc is a warning with runc\'s own message, and delete still answers', async () => {
+test("delete: a failing runc is a warning with runc's own message, and delete still answers", async () => {
   const s = setup();
   process.env.FAKE_RUNC_FAIL = 'delete';
   process.env.FAKE_RUNC_ERROR = 'container c1 is locked';
@@ -98,15 +123,21 @@ test('delete: a damaged options.json falls back to the defaults instead of faili
   assert.match(s.warnings[0], /options\.json/);
 });
 
-test('delete\'s runner: output and status like the reaper\'s run; a deadline SIGKILLs and rejects as ETIMEDOUT', async () => {
+test("delete's runner: output and status like the reaper's run; a deadline SIGKILLs and rejects as ETIMEDOUT", async () => {
   const ok = await oneShotRunner.run('sh', ['-c', 'cat; echo err >&2; exit 3'], { input: 'in' });
   assert.equal(ok.code, 3);
   assert.equal(ok.stdout.toString(), 'in');
   assert.equal(ok.stderr.toString(), 'err\n');
   const killed = await oneShotRunner.run('sh', ['-c', 'kill -TERM $$']);
   assert.equal(killed.code, 128 + 15);
-  const late = await oneShotRunner.run('sleep', ['30'], { timeoutMs: 100 }).then(() => null, (e: NodeJS.ErrnoException) => e);
+  const late = await oneShotRunner.run('sleep', ['30'], { timeoutMs: 100 }).then(
+    () => null,
+    (e: NodeJS.ErrnoException) => e
+  );
   assert.equal(late?.code, 'ETIMEDOUT');
-  const missing = await oneShotRunner.run('/nonexistent/runc', []).then(() => null, (e: NodeJS.ErrnoException) => e);
+  const missing = await oneShotRunner.run('/nonexistent/runc', []).then(
+    () => null,
+    (e: NodeJS.ErrnoException) => e
+  );
   assert.equal(missing?.code, 'ENOENT');
 });

@@ -8,9 +8,21 @@ import { Reader, Writer } from 'protobufjs/minimal';
 import { google, io, tsshim } from '../../src/gen/proto';
 import { Client, Code, TtrpcError, type Server } from '../../src/ttrpc';
 import {
-  SHIM_SERVICE, decodeStatsSample, encodeStatsSample, processUsage, openFds, type StatsSampleMessage,
+  SHIM_SERVICE,
+  decodeStatsSample,
+  encodeStatsSample,
+  processUsage,
+  openFds,
+  type StatsSampleMessage,
 } from '../../src/diag/introspection';
-import { CPU_PER_SAMPLE_NS, MiB, fakeDaemon, serveShim, tempDir, type FakeDaemon } from '../support/shim-service-fixture';
+import {
+  CPU_PER_SAMPLE_NS,
+  MiB,
+  fakeDaemon,
+  serveShim,
+  tempDir,
+  type FakeDaemon,
+} from '../support/shim-service-fixture';
 
 const tmp = tempDir();
 const socket = tmp.path('shim.sock');
@@ -32,7 +44,11 @@ after(async () => {
 
 // ttrpc has no cancel message: a server stream stops when its connection closes, so every stream
 // test uses a connection of its own and closes it.
-async function streamSamples(id: string, interval: number, until: (got: StatsSampleMessage[]) => boolean): Promise<StatsSampleMessage[]> {
+async function streamSamples(
+  id: string,
+  interval: number,
+  until: (got: StatsSampleMessage[]) => boolean
+): Promise<StatsSampleMessage[]> {
   const c = await Client.connect(socket);
   const got: StatsSampleMessage[] = [];
   try {
@@ -46,10 +62,13 @@ async function streamSamples(id: string, interval: number, until: (got: StatsSam
   return got;
 }
 
-const statsReq = (id: string, interval: number) => tsshim.v1.StatsStreamRequest.encode({ id, interval_ms: interval }).finish();
+const statsReq = (id: string, interval: number) =>
+  tsshim.v1.StatsStreamRequest.encode({ id, interval_ms: interval }).finish();
 
 test('List: one summary per container with status words, pid, bundle, start time and exec count', async () => {
-  const res = tsshim.v1.ListResponse.decode(await client.call(SHIM_SERVICE, 'List', google.protobuf.Empty.encode({}).finish()));
+  const res = tsshim.v1.ListResponse.decode(
+    await client.call(SHIM_SERVICE, 'List', google.protobuf.Empty.encode({}).finish())
+  );
   const byId = new Map(res.containers.map((c) => [c.id, c]));
   assert.deepEqual([...byId.keys()].sort(), ['db', 'old', 'web']);
   const web = byId.get('web')!;
@@ -67,7 +86,9 @@ test('List: one summary per container with status words, pid, bundle, start time
 });
 
 test('Inspect: JSON with identity, processes, outbox, rpc stats, counters, memory and fds', async () => {
-  const res = tsshim.v1.InspectResponse.decode(await client.call(SHIM_SERVICE, 'Inspect', tsshim.v1.InspectRequest.encode({}).finish()));
+  const res = tsshim.v1.InspectResponse.decode(
+    await client.call(SHIM_SERVICE, 'Inspect', tsshim.v1.InspectRequest.encode({}).finish())
+  );
   const j = JSON.parse(res.json);
   assert.equal(j.pid, process.pid);
   assert.equal(j.socket, '/run/containerd/s/0123abcd');
@@ -81,11 +102,20 @@ test('Inspect: JSON with identity, processes, outbox, rpc stats, counters, memor
   assert.equal(web.init.exit, null);
   assert.equal(web.init.io.open, true);
   assert.ok(web.init.usage.rssBytes > 0, 'init usage read from /proc');
-  assert.deepEqual(web.execs.map((e: any) => [e.exec_id, e.state]), [['sh', 'running']]);
+  assert.deepEqual(
+    web.execs.map((e: any) => [e.exec_id, e.state]),
+    [['sh', 'running']]
+  );
   const old = j.containers.find((c: any) => c.id === 'old');
   assert.equal(old.init.exit.status, 137);
   assert.equal(old.init.io.open, false);
-  assert.deepEqual(j.events.outbox.map((e: any) => [e.seq, e.topic]), [[41, '/tasks/exit'], [42, '/tasks/delete']]);
+  assert.deepEqual(
+    j.events.outbox.map((e: any) => [e.seq, e.topic]),
+    [
+      [41, '/tasks/exit'],
+      [42, '/tasks/delete'],
+    ]
+  );
   assert.ok(j.events.outbox[0].age_ms >= 3000 && j.events.outbox[0].age_ms < 10_000);
   assert.equal(j.events.retries, 5);
   assert.equal(j.rpc.Create.count, 2);
@@ -131,9 +161,14 @@ test('Stats stream with an empty id samples every container; a stopped one has n
 });
 
 test('Stats stream for an unknown container fails with NotFound', async () => {
-  await assert.rejects(async () => {
-    for await (const _ of client.serverStream(SHIM_SERVICE, 'Stats', statsReq('nope', 30))) { /* nothing */ }
-  }, (e: TtrpcError) => e.code === Code.NOT_FOUND && /nope/.test(e.message));
+  await assert.rejects(
+    async () => {
+      for await (const _ of client.serverStream(SHIM_SERVICE, 'Stats', statsReq('nope', 30))) {
+        /* nothing */
+      }
+    },
+    (e: TtrpcError) => e.code === Code.NOT_FOUND && /nope/.test(e.message)
+  );
 });
 
 test('Stats stream ends when its container is deleted, and stops sampling when the client goes', async () => {
@@ -163,8 +198,15 @@ test('Stats stream ends when its container is deleted, and stops sampling when t
 
 test('StatsSample namespace and init usage round-trip; the generated decoder reads them', () => {
   const s: StatsSampleMessage = {
-    id: 'x', exec_id: '', pid: 12, status: 'running', metrics: { type_url: 't', value: new Uint8Array([1, 2]) },
-    at: { seconds: 1700000000, nanos: 5 }, namespace: 'ns1', process_cpu_ns: 2 ** 40, process_rss_bytes: 123 * MiB,
+    id: 'x',
+    exec_id: '',
+    pid: 12,
+    status: 'running',
+    metrics: { type_url: 't', value: new Uint8Array([1, 2]) },
+    at: { seconds: 1700000000, nanos: 5 },
+    namespace: 'ns1',
+    process_cpu_ns: 2 ** 40,
+    process_rss_bytes: 123 * MiB,
   };
   const bytes = encodeStatsSample(s);
   assert.deepEqual(decodeStatsSample(bytes), { ...s, metrics: { type_url: 't', value: Buffer.from([1, 2]) } });

@@ -14,16 +14,23 @@ const isRoot = process.geteuid?.() === 0;
 
 /** [policy, nice] of every thread of pid, from /proc (fields 41 and 19 of stat). */
 function threadScheduling(pid: number): string[] {
-  return [...new Set(fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
-    const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return `policy ${f[38]} nice ${f[16]}`;
-  }))].sort();
+  return [
+    ...new Set(
+      fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+        const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+        return `policy ${f[38]} nice ${f[16]}`;
+      })
+    ),
+  ].sort();
 }
 
-test('schedPolicy reads what /proc shows; setSchedPolicy moves one thread only', { skip: !isRoot && 'needs root to leave SCHED_IDLE' }, () => {
-  // In a child: this test runner's own threads keep their policy.
-  const script = `
+test(
+  'schedPolicy reads what /proc shows; setSchedPolicy moves one thread only',
+  { skip: !isRoot && 'needs root to leave SCHED_IDLE' },
+  () => {
+    // In a child: this test runner's own threads keep their policy.
+    const script = `
     const sys = require(${JSON.stringify(path.resolve(__dirname, '../../src/sys/libc.js'))});
     const before = sys.schedPolicy(0);
     sys.setSchedPolicy(0, { policy: sys.SCHED_IDLE, priority: 0 });
@@ -32,55 +39,74 @@ test('schedPolicy reads what /proc shows; setSchedPolicy moves one thread only',
     const procPolicy = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
     sys.setSchedPolicy(0, { policy: sys.SCHED_OTHER, priority: 0 });
     console.log(JSON.stringify({ before, idle, procPolicy, after: sys.schedPolicy(0) }));`;
-  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  const out = JSON.parse(r.stdout);
-  assert.deepEqual(out.before, { policy: sys.SCHED_OTHER, priority: 0 });
-  assert.deepEqual(out.idle, { policy: sys.SCHED_IDLE, priority: 0 });
-  assert.equal(out.procPolicy, sys.SCHED_IDLE);
-  assert.deepEqual(out.after, { policy: sys.SCHED_OTHER, priority: 0 });
-});
-
-test('spawnOutsideShims with idle boots the process under SCHED_IDLE at the nice value given', { skip: !isRoot && 'SCHED_IDLE spares are for root' }, async () => {
-  const pool = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-spare-sched-'));
-  try {
-    assert.ok(spawnOutsideShims(['/bin/sleep', '30'], { PATH: process.env.PATH }, 10, pool, true));
-    const pid = await until(() => {
-      const m = fs.readdirSync(pool).map((n) => /^\.booting-(\d+)$/.exec(n)?.[1]).find(Boolean);
-      if (!m) return null;
-      try { return fs.readFileSync(`/proc/${m}/cmdline`, 'utf8').startsWith('/bin/sleep') ? Number(m) : null; } catch { return null; }
-    }, 'the launched process');
-    try {
-      assert.deepEqual(threadScheduling(pid), [`policy ${sys.SCHED_IDLE} nice 10`]);
-    } finally {
-      process.kill(pid, 'SIGKILL');
-    }
-    // Without idle: the ordinary policy, niced.
-    assert.ok(spawnOutsideShims(['/bin/sleep', '31'], { PATH: process.env.PATH }, 7, pool, false));
-    const plain = await until(() => {
-      for (const n of fs.readdirSync(pool)) {
-        const m = /^\.booting-(\d+)$/.exec(n)?.[1];
-        if (!m || Number(m) === pid) continue;
-        try { if (fs.readFileSync(`/proc/${m}/cmdline`, 'utf8').startsWith('/bin/sleep\x0031')) return Number(m); } catch { /* not yet */ }
-      }
-      return null;
-    }, 'the second launched process');
-    try {
-      assert.deepEqual(threadScheduling(plain), [`policy ${sys.SCHED_OTHER} nice 7`]);
-    } finally {
-      process.kill(plain, 'SIGKILL');
-    }
-  } finally {
-    fs.rmSync(pool, { recursive: true, force: true });
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.deepEqual(out.before, { policy: sys.SCHED_OTHER, priority: 0 });
+    assert.deepEqual(out.idle, { policy: sys.SCHED_IDLE, priority: 0 });
+    assert.equal(out.procPolicy, sys.SCHED_IDLE);
+    assert.deepEqual(out.after, { policy: sys.SCHED_OTHER, priority: 0 });
   }
-});
+);
 
-test('copySchedulingOf: every thread, even one under SCHED_IDLE, takes the policy and nice value of the given process', { skip: !isRoot && 'needs root to leave SCHED_IDLE' }, () => {
-  // A Node child with its worker threads idle and niced, as a booted spare is, copies this runner's
-  // main thread (SCHED_OTHER); then leaveIdleScheduling on another idle child keeps its nice value.
-  const identity = JSON.stringify(path.resolve(__dirname, '../../src/shim/spare-identity.js'));
-  const libc = JSON.stringify(path.resolve(__dirname, '../../src/sys/libc.js'));
-  const script = `
+test(
+  'spawnOutsideShims with idle boots the process under SCHED_IDLE at the nice value given',
+  { skip: !isRoot && 'SCHED_IDLE spares are for root' },
+  async () => {
+    const pool = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-spare-sched-'));
+    try {
+      assert.ok(spawnOutsideShims(['/bin/sleep', '30'], { PATH: process.env.PATH }, 10, pool, true));
+      const pid = await until(() => {
+        const m = fs
+          .readdirSync(pool)
+          .map((n) => /^\.booting-(\d+)$/.exec(n)?.[1])
+          .find(Boolean);
+        if (!m) return null;
+        try {
+          return fs.readFileSync(`/proc/${m}/cmdline`, 'utf8').startsWith('/bin/sleep') ? Number(m) : null;
+        } catch {
+          return null;
+        }
+      }, 'the launched process');
+      try {
+        assert.deepEqual(threadScheduling(pid), [`policy ${sys.SCHED_IDLE} nice 10`]);
+      } finally {
+        process.kill(pid, 'SIGKILL');
+      }
+      // Without idle: the ordinary policy, niced.
+      assert.ok(spawnOutsideShims(['/bin/sleep', '31'], { PATH: process.env.PATH }, 7, pool, false));
+      const plain = await until(() => {
+        for (const n of fs.readdirSync(pool)) {
+          const m = /^\.booting-(\d+)$/.exec(n)?.[1];
+          if (!m || Number(m) === pid) continue;
+          try {
+            if (fs.readFileSync(`/proc/${m}/cmdline`, 'utf8').startsWith('/bin/sleep\x0031')) return Number(m);
+          } catch {
+            /* not yet */
+          }
+        }
+        return null;
+      }, 'the second launched process');
+      try {
+        assert.deepEqual(threadScheduling(plain), [`policy ${sys.SCHED_OTHER} nice 7`]);
+      } finally {
+        process.kill(plain, 'SIGKILL');
+      }
+    } finally {
+      fs.rmSync(pool, { recursive: true, force: true });
+    }
+  }
+);
+
+test(
+  'copySchedulingOf: every thread, even one under SCHED_IDLE, takes the policy and nice value of the given process',
+  { skip: !isRoot && 'needs root to leave SCHED_IDLE' },
+  () => {
+    // A Node child with its worker threads idle and niced, as a booted spare is, copies this runner's
+    // main thread (SCHED_OTHER); then leaveIdleScheduling on another idle child keeps its nice value.
+    const identity = JSON.stringify(path.resolve(__dirname, '../../src/shim/spare-identity.js'));
+    const libc = JSON.stringify(path.resolve(__dirname, '../../src/sys/libc.js'));
+    const script = `
     const fs = require('fs'), os = require('os');
     const sys = require(${libc});
     const id = require(${identity});
@@ -97,12 +123,16 @@ test('copySchedulingOf: every thread, even one under SCHED_IDLE, takes the polic
       seen.add('policy ' + f[38] + ' nice ' + f[16]);
     }
     console.log(JSON.stringify({ threads: fs.readdirSync('/proc/self/task').length, seen: [...seen].sort() }));`;
-  const ownNice = os.getPriority(process.pid);
-  for (const [mode, want] of [['copy', `policy ${sys.SCHED_OTHER} nice ${ownNice}`], ['leave', `policy ${sys.SCHED_OTHER} nice 12`]]) {
-    const r = spawnSync(process.execPath, ['-e', script, mode], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
-    const out = JSON.parse(r.stdout);
-    assert.ok(out.threads > 1, 'Node runs several threads');
-    assert.deepEqual(out.seen, [want], mode);
+    const ownNice = os.getPriority(process.pid);
+    for (const [mode, want] of [
+      ['copy', `policy ${sys.SCHED_OTHER} nice ${ownNice}`],
+      ['leave', `policy ${sys.SCHED_OTHER} nice 12`],
+    ]) {
+      const r = spawnSync(process.execPath, ['-e', script, mode], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout);
+      assert.ok(out.threads > 1, 'Node runs several threads');
+      assert.deepEqual(out.seen, [want], mode);
+    }
   }
-});
+);

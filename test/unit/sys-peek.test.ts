@@ -17,12 +17,18 @@ if (process.env.PEEK_SCENARIO) {
   const again = sys.peekExitedChild();
   const reaped = sys.waitpidNoHang(orphan);
   const after = sys.peekExitedChild();
-  process.stdout.write(JSON.stringify({ before, orphan, first, again, status: reaped && sys.decodeWaitStatus(reaped.status), after }));
+  process.stdout.write(
+    JSON.stringify({ before, orphan, first, again, status: reaped && sys.decodeWaitStatus(reaped.status), after })
+  );
   process.exit(0);
 }
 
 test('peekExitedChild names an exited orphan, leaves it for waitpid, then reports none', () => {
-  const r = spawnSync(process.execPath, [__filename], { env: { ...process.env, PEEK_SCENARIO: '1' }, encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(process.execPath, [__filename], {
+    env: { ...process.env, PEEK_SCENARIO: '1' },
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.before, -1, 'no children at all');

@@ -37,12 +37,15 @@ test('pipe2 round trip, cloexec by default, nonblock on request', () => {
 });
 
 test('close reports errno as SysError code', () => {
-  assert.throws(() => sys.close(987654), (e: unknown) => {
-    assert.ok(e instanceof sys.SysError);
-    assert.equal(e.code, 'EBADF');
-    assert.equal(e.errno, os.constants.errno.EBADF);
-    return true;
-  });
+  assert.throws(
+    () => sys.close(987654),
+    (e: unknown) => {
+      assert.ok(e instanceof sys.SysError);
+      assert.equal(e.code, 'EBADF');
+      assert.equal(e.errno, os.constants.errno.EBADF);
+      return true;
+    }
+  );
 });
 
 test('dupCloexec copies an fd (same pipe), close-on-exec; setCloexec turns that off and on', () => {
@@ -159,8 +162,10 @@ test('peerCred sees another process as the peer', async () => {
   await new Promise<void>((res) => server.listen(sockPath, res));
   try {
     const accepted = new Promise<net.Socket>((res) => server.once('connection', res));
-    const child = spawn('python3', ['-c',
-      `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(sockPath)})\ntime.sleep(1)`]);
+    const child = spawn('python3', [
+      '-c',
+      `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(sockPath)})\ntime.sleep(1)`,
+    ]);
     const conn = await accepted;
     const fd = (conn as unknown as { _handle: { fd: number } })._handle.fd;
     assert.equal(sys.peerCred(fd).pid, child.pid);
@@ -183,15 +188,22 @@ test('recvFd receives an fd sent with SCM_RIGHTS (EAGAIN before it arrives)', as
   await new Promise<void>((res) => server.listen(sockPath, res));
   try {
     const accepted = new Promise<net.Socket>((res) => server.once('connection', res));
-    const child = spawn('python3', ['-c', [
-      'import socket,os,sys,time',
-      's=socket.socket(socket.AF_UNIX)',
-      `s.connect(${JSON.stringify(sockPath)})`,
-      'sys.stdin.read(1)', // wait until the test saw EAGAIN
-      `f=os.open(${JSON.stringify(payloadPath)}, os.O_RDONLY)`,
-      'socket.send_fds(s,[b"x"],[f])',
-      'time.sleep(0.5)',
-    ].join('\n')], { stdio: ['pipe', 'inherit', 'inherit'] });
+    const child = spawn(
+      'python3',
+      [
+        '-c',
+        [
+          'import socket,os,sys,time',
+          's=socket.socket(socket.AF_UNIX)',
+          `s.connect(${JSON.stringify(sockPath)})`,
+          'sys.stdin.read(1)', // wait until the test saw EAGAIN
+          `f=os.open(${JSON.stringify(payloadPath)}, os.O_RDONLY)`,
+          'socket.send_fds(s,[b"x"],[f])',
+          'time.sleep(0.5)',
+        ].join('\n'),
+      ],
+      { stdio: ['pipe', 'inherit', 'inherit'] }
+    );
     const conn = await accepted;
     const sockFd = (conn as unknown as { _handle: { fd: number } })._handle.fd;
     try {
@@ -232,7 +244,9 @@ test('setWinsize resizes a pty; the program inside sees the new size', async () 
   const term = pty.spawn('/bin/sh', ['-c', 'read x; stty size'], { cols: 80, rows: 24 });
   const fd = (term as unknown as { _fd: number })._fd;
   let out = '';
-  term.onData((d) => { out += d; });
+  term.onData((d) => {
+    out += d;
+  });
   const exited = new Promise<void>((res) => term.onExit(() => res()));
   assert.deepEqual(sys.getWinsize(fd), { rows: 24, cols: 80 });
   sys.setWinsize(fd, 33, 101);

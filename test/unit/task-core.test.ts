@@ -31,8 +31,13 @@ const stdio = { stdin: '', stdout: '', stderr: '', terminal: false };
 /** Exits handed to the service as the reaper would hand them. */
 class FakeExits {
   private subs: ((e: Exit) => void)[] = [];
-  subscribe(fn: (e: Exit) => void) { this.subs.push(fn); return () => {}; }
-  emit(pid: number, status: number) { for (const s of this.subs) s({ pid, status, at: new Date(), atNanos: 0, nanos: 0 }); }
+  subscribe(fn: (e: Exit) => void) {
+    this.subs.push(fn);
+    return () => {};
+  }
+  emit(pid: number, status: number) {
+    for (const s of this.subs) s({ pid, status, at: new Date(), atNanos: 0, nanos: 0 });
+  }
 }
 
 /** OOMs the test has marked pending are reported when the service flushes (before an init's exit). */
@@ -41,7 +46,9 @@ class FakeOom implements OomMonitor {
   constructor(private onOom: (key: string) => void) {}
   async add(): Promise<void> {}
   remove(): void {}
-  async flush(key: string): Promise<void> { if (this.pending.delete(key)) this.onOom(key); }
+  async flush(key: string): Promise<void> {
+    if (this.pending.delete(key)) this.onOom(key);
+  }
   close(): void {}
 }
 
@@ -69,7 +76,19 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 
 let seq = 0;
-const RUNC_COMMANDS = new Set(['create', 'start', 'exec', 'kill', 'delete', 'pause', 'resume', 'update', 'ps', 'checkpoint', 'restore']);
+const RUNC_COMMANDS = new Set([
+  'create',
+  'start',
+  'exec',
+  'kill',
+  'delete',
+  'pause',
+  'resume',
+  'update',
+  'ps',
+  'checkpoint',
+  'restore',
+]);
 
 /** A service, its fakes and one created container c1 whose init is a live `sleep` (not started). */
 async function setup(env: Record<string, string> = {}) {
@@ -78,7 +97,12 @@ async function setup(env: Record<string, string> = {}) {
   const exits = new FakeExits();
   let oom!: FakeOom;
   const service = new TaskService({
-    events: new TaskEvents(sink), exits, runner: Reaper.instance(), log: nullLogger, shimPid: process.pid, onEmpty: () => {},
+    events: new TaskEvents(sink),
+    exits,
+    runner: Reaper.instance(),
+    log: nullLogger,
+    shimPid: process.pid,
+    onEmpty: () => {},
     oomMonitor: (onOom) => (oom = new FakeOom(onOom)),
   });
   const bundle = fs.mkdtempSync(path.join(dir, `bundle-${seq++}-`));
@@ -89,9 +113,25 @@ async function setup(env: Record<string, string> = {}) {
   // The runc client copies the environment once per container: set it around the Create.
   const saved = { ...process.env };
   Object.assign(process.env, { FAKE_RUNC_DIR: ctl, FAKE_RUNC_RECORD: record, ...env });
-  const options = { type_url: 'containerd.runc.v1.Options', value: containerd.runc.v1.Options.encode({ binary_name: fakeRunc, root: path.join(dir, 'root') }).finish() };
-  const create = () => service.create({ namespace: 'ns', id: 'c1', bundle, rootfs: [], stdio, checkpoint: '', parentCheckpoint: '', options });
-  const restoreEnv = () => { for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k]; Object.assign(process.env, saved); };
+  const options = {
+    type_url: 'containerd.runc.v1.Options',
+    value: containerd.runc.v1.Options.encode({ binary_name: fakeRunc, root: path.join(dir, 'root') }).finish(),
+  };
+  const create = () =>
+    service.create({
+      namespace: 'ns',
+      id: 'c1',
+      bundle,
+      rootfs: [],
+      stdio,
+      checkpoint: '',
+      parentCheckpoint: '',
+      options,
+    });
+  const restoreEnv = () => {
+    for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+    Object.assign(process.env, saved);
+  };
   /** Holds runc `cmd` (after it wrote its pid file) until the returned release is called. */
   const hold = (cmd: string) => {
     fs.writeFileSync(path.join(ctl, `${cmd}.hold`), '');
@@ -100,19 +140,43 @@ async function setup(env: Record<string, string> = {}) {
       release: () => fs.rmSync(path.join(ctl, `${cmd}.hold`)),
     };
   };
-  const runcCalls = () => (fs.existsSync(record) ? fs.readFileSync(record, 'utf8') : '').split('\n').filter(Boolean)
-    .map((l) => l.split('\x1f').find((a) => RUNC_COMMANDS.has(a)) ?? '');
-  const execPid = (): number => { const p = sleeper(); fs.writeFileSync(path.join(ctl, 'exec.pid'), String(p)); return p; };
+  const runcCalls = () =>
+    (fs.existsSync(record) ? fs.readFileSync(record, 'utf8') : '')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split('\x1f').find((a) => RUNC_COMMANDS.has(a)) ?? '');
+  const execPid = (): number => {
+    const p = sleeper();
+    fs.writeFileSync(path.join(ctl, 'exec.pid'), String(p));
+    return p;
+  };
   const addExec = async (execId: string) => {
     await service.exec('ns', 'c1', execId, stdio, { value: Buffer.from(JSON.stringify({ args: ['sh'], cwd: '/' })) });
   };
   const published = (topic: string) => until(() => sink.topics.includes(topic), topic);
-  return { service, exits, sink, initPid, create, restoreEnv, hold, runcCalls, execPid, addExec, published, oom: () => oom };
+  return {
+    service,
+    exits,
+    sink,
+    initPid,
+    create,
+    restoreEnv,
+    hold,
+    runcCalls,
+    execPid,
+    addExec,
+    published,
+    oom: () => oom,
+  };
 }
 
 async function started(env: Record<string, string> = {}) {
   const s = await setup(env);
-  try { await s.create(); } finally { s.restoreEnv(); }
+  try {
+    await s.create();
+  } finally {
+    s.restoreEnv();
+  }
   await s.service.start('ns', 'c1', '');
   return s;
 }
@@ -135,7 +199,11 @@ test('an init that exits while runc create runs: /tasks/create goes out first, t
 
 test('an init that exits while runc start runs: the exit is held until /tasks/start went out', async () => {
   const s = await setup();
-  try { await s.create(); } finally { s.restoreEnv(); }
+  try {
+    await s.create();
+  } finally {
+    s.restoreEnv();
+  }
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -160,8 +228,14 @@ test("exec exits are published before the init's exit, even when the init died f
   assert.ok(!s.sink.topics.includes('/tasks/exit c1'), 'the init exit waits for the running exec');
   s.exits.emit(e1, 137);
   await s.published('/tasks/exit c1');
-  assert.deepEqual(s.sink.topics,
-    ['/tasks/create', '/tasks/start', '/tasks/exec-added', '/tasks/exec-started', '/tasks/exit e1', '/tasks/exit c1']);
+  assert.deepEqual(s.sink.topics, [
+    '/tasks/create',
+    '/tasks/start',
+    '/tasks/exec-added',
+    '/tasks/exec-started',
+    '/tasks/exit e1',
+    '/tasks/exit c1',
+  ]);
 });
 
 test('an OOM seen when the init exits is published before the exit', async () => {
@@ -183,7 +257,13 @@ test('an exec that exits before its Start returned: exec-started first, then its
   exec.release();
   assert.equal(await starting, e1);
   await s.published('/tasks/exit e1');
-  assert.deepEqual(s.sink.topics, ['/tasks/create', '/tasks/start', '/tasks/exec-added', '/tasks/exec-started', '/tasks/exit e1']);
+  assert.deepEqual(s.sink.topics, [
+    '/tasks/create',
+    '/tasks/start',
+    '/tasks/exec-added',
+    '/tasks/exec-started',
+    '/tasks/exit e1',
+  ]);
   const st = s.service.state('ns', 'c1', 'e1');
   assert.equal(st.status, STATUS.STOPPED);
   assert.equal(st.exit_status, 3);
@@ -200,7 +280,11 @@ test('Pause racing the init exit: the exit wins, the container stays stopped and
   pause.release();
   await pausing;
   assert.equal(s.service.state('ns', 'c1', '').status, STATUS.STOPPED, 'the late pause does not overwrite the exit');
-  assert.deepEqual(s.sink.topics, ['/tasks/create', '/tasks/start', '/tasks/exit c1'], 'no /tasks/paused after the exit');
+  assert.deepEqual(
+    s.sink.topics,
+    ['/tasks/create', '/tasks/start', '/tasks/exit c1'],
+    'no /tasks/paused after the exit'
+  );
   // runc froze the cgroup after the exit handler looked: what is left in it must be able to die.
   await until(() => s.runcCalls().includes('resume'), 'runc resume after the late pause');
   await assert.rejects(s.service.resume('ns', 'c1'), /cannot resume a stopped container/);
@@ -226,7 +310,11 @@ test('Kill after the exit: NOT_FOUND for an exec and for the init, no signal, no
 
 test('operations on one process are serialised: a Delete during Start sees the running process', async () => {
   const s = await setup();
-  try { await s.create(); } finally { s.restoreEnv(); }
+  try {
+    await s.create();
+  } finally {
+    s.restoreEnv();
+  }
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -236,7 +324,11 @@ test('operations on one process are serialised: a Delete during Start sees the r
   await starting;
   await assert.rejects(deleting, /cannot delete a running process/);
   await assert.rejects(again, /cannot start a running process/);
-  assert.deepEqual(s.runcCalls().filter((c) => c !== 'create'), ['start'], 'runc start ran once, runc delete never');
+  assert.deepEqual(
+    s.runcCalls().filter((c) => c !== 'create'),
+    ['start'],
+    'runc start ran once, runc delete never'
+  );
 });
 
 test('ResizePty consults the exec state table: a stopped exec cannot be resized, the init always answers', async () => {
@@ -252,7 +344,11 @@ test('ResizePty consults the exec state table: a stopped exec cannot be resized,
 
 test('an init that exits while a failing runc start runs: the Start fails and the exit is still published', async () => {
   const s = await setup({ FAKE_RUNC_FAIL: 'start', FAKE_RUNC_ERROR: 'container not running' });
-  try { await s.create(); } finally { s.restoreEnv(); }
+  try {
+    await s.create();
+  } finally {
+    s.restoreEnv();
+  }
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -266,7 +362,11 @@ test('an init that exits while a failing runc start runs: the Start fails and th
 
 test('a Kill queued behind a Start leaves the queue when its request is cancelled', async () => {
   const s = await setup();
-  try { await s.create(); } finally { s.restoreEnv(); }
+  try {
+    await s.create();
+  } finally {
+    s.restoreEnv();
+  }
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -285,7 +385,9 @@ test('a second Start of a running exec is refused and does not release its Wait 
   await s.addExec('e1');
   await s.service.start('ns', 'c1', 'e1');
   let waited = false;
-  const waiting = s.service.wait('ns', 'c1', 'e1').then(() => { waited = true; });
+  const waiting = s.service.wait('ns', 'c1', 'e1').then(() => {
+    waited = true;
+  });
   await assert.rejects(s.service.start('ns', 'c1', 'e1'), /cannot start a running process/);
   await new Promise((r) => setImmediate(r));
   assert.equal(waited, false, 'Wait still waits for the exit');

@@ -28,10 +28,13 @@ test('trim: only private, read-only, file-backed mappings without copy-on-write 
   assert.equal(maps.length, 7);
   assert.equal(maps[0].start, 0x55d0c0000000n);
   assert.equal(maps[1].anonymousKb, 120);
-  assert.deepEqual(maps.filter(trimmable).map((m) => `${m.perms} ${m.path}`), [
-    'r-xp /usr/bin/node', // text
-    'r--p /usr/lib/x86_64-linux-gnu/libc.so.6',
-  ]); // not: RELRO (anonymous pages), .data (writable), anon memory, shared mapping, [vdso]
+  assert.deepEqual(
+    maps.filter(trimmable).map((m) => `${m.perms} ${m.path}`),
+    [
+      'r-xp /usr/bin/node', // text
+      'r--p /usr/lib/x86_64-linux-gnu/libc.so.6',
+    ]
+  ); // not: RELRO (anonymous pages), .data (writable), anon memory, shared mapping, [vdso]
   assert.equal(readConfig({}).trim, true);
   assert.equal(readConfig({ TSSHIM_TRIM: '0' }).trim, false);
 });

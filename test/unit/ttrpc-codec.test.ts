@@ -4,7 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeHeader, encodeFrame, FrameDecoder, FrameHeader, MessageType } from '../../src/ttrpc/channel';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from '../../src/ttrpc/codec';
-import { createMetadata, getMetadata, getMetadataValue, metadataFromPairs, metadataToPairs } from '../../src/ttrpc/metadata';
+import {
+  createMetadata,
+  getMetadata,
+  getMetadataValue,
+  metadataFromPairs,
+  metadataToPairs,
+} from '../../src/ttrpc/metadata';
 import { ServiceRegistry } from '../../src/ttrpc/services';
 import { Code, TtrpcError, toStatus } from '../../src/ttrpc/status';
 
@@ -14,11 +20,17 @@ const str = (s: string) => Buffer.from(s).toString('hex');
 // containerd calling Task/Connect{id:"c1"} with a 5 s deadline and the namespace header.
 const CONNECT_FRAME = hex(
   '00000055 00000001 01 00' +
-  '0a17' + str('containerd.task.v2.Task') +
-  '1207' + str('Connect') +
-  '1a04 0a02' + str('c1') +
-  '2080e497d012' +
-  '2a25 0a1a' + str('containerd-namespace-ttrpc') + '1207' + str('default'),
+    '0a17' +
+    str('containerd.task.v2.Task') +
+    '1207' +
+    str('Connect') +
+    '1a04 0a02' +
+    str('c1') +
+    '2080e497d012' +
+    '2a25 0a1a' +
+    str('containerd-namespace-ttrpc') +
+    '1207' +
+    str('default')
 );
 
 test('request encodes byte-exactly like the spec example', () => {
@@ -48,8 +60,10 @@ test('success and error responses match the spec bytes', () => {
   const ok = encodeResponse({ payload: hex('08d209 10ae2c') });
   assert.deepEqual(encodeFrame(1, MessageType.RESPONSE, 0, ok), hex('00000008 00000001 02 00 1206 08d20910ae2c'));
   const err = encodeResponse({ status: { code: Code.NOT_FOUND, message: 'container not created: not found' } });
-  assert.deepEqual(encodeFrame(1, MessageType.RESPONSE, 0, err),
-    hex('00000026 00000001 02 00 0a24 0805 1220' + str('container not created: not found')));
+  assert.deepEqual(
+    encodeFrame(1, MessageType.RESPONSE, 0, err),
+    hex('00000026 00000001 02 00 0a24 0805 1220' + str('container not created: not found'))
+  );
   // An OK status and an empty payload encode to nothing at all, like Go's servers.
   assert.equal(encodeResponse({ status: { code: 0, message: '' }, payload: Buffer.alloc(0) }).length, 0);
   const back = decodeResponse(err);
@@ -63,17 +77,19 @@ test('negative timeout and status details round-trip; unknown fields are skipped
   assert.equal(decodeRequest(body).timeoutNano, -1);
   const withUnknown = Buffer.concat([body, hex('30 07'), hex('3a03 616263')]); // field 6 varint, field 7 bytes
   assert.equal(decodeRequest(withUnknown).method, 'm');
-  const res = encodeResponse({ status: { code: 3, message: 'x', details: [{ typeUrl: 't/u', value: Buffer.from([1, 2]) }] } });
+  const res = encodeResponse({
+    status: { code: 3, message: 'x', details: [{ typeUrl: 't/u', value: Buffer.from([1, 2]) }] },
+  });
   assert.deepEqual(decodeResponse(res).status?.details, [{ typeUrl: 't/u', value: Buffer.from([1, 2]) }]);
 });
 
 test('malformed envelopes throw instead of returning junk', () => {
-  assert.throws(() => decodeRequest(hex('0a05 6162')));          // truncated string
-  assert.throws(() => decodeRequest(hex('08 01')));               // service with varint wire type
-  assert.throws(() => decodeRequest(hex('2a05 0a10 6162')));      // metadata overruns its length
-  assert.throws(() => decodeRequest(hex('00')));                  // tag 0
-  assert.throws(() => decodeRequest(hex('0f')));                  // wire type 7
-  assert.throws(() => decodeResponse(hex('0a03 0805')));          // status overruns
+  assert.throws(() => decodeRequest(hex('0a05 6162'))); // truncated string
+  assert.throws(() => decodeRequest(hex('08 01'))); // service with varint wire type
+  assert.throws(() => decodeRequest(hex('2a05 0a10 6162'))); // metadata overruns its length
+  assert.throws(() => decodeRequest(hex('00'))); // tag 0
+  assert.throws(() => decodeRequest(hex('0f'))); // wire type 7
+  assert.throws(() => decodeResponse(hex('0a03 0805'))); // status overruns
   assert.throws(() => decodeRequest(Buffer.alloc(1 << 20, 0x1b))); // a million nested groups: refused, no stack blow-up
   assert.throws(() => decodeRequest(hex('30ffffffffffffffffffff01'))); // over-long varint
 });
@@ -81,12 +97,19 @@ test('malformed envelopes throw instead of returning junk', () => {
 function collect(maxSize?: number) {
   const frames: Array<{ h: FrameHeader; d: Buffer }> = [];
   const oversized: FrameHeader[] = [];
-  const dec = new FrameDecoder({ frame: (h, d) => frames.push({ h, d: Buffer.from(d) }), oversize: (h) => oversized.push(h) }, maxSize);
+  const dec = new FrameDecoder(
+    { frame: (h, d) => frames.push({ h, d: Buffer.from(d) }), oversize: (h) => oversized.push(h) },
+    maxSize
+  );
   return { dec, frames, oversized };
 }
 
 test('decoder reassembles frames split at every byte boundary', () => {
-  const stream = Buffer.concat([CONNECT_FRAME, encodeFrame(3, 2, 0, Buffer.alloc(0)), encodeFrame(5, 3, 5, Buffer.from('xyz'))]);
+  const stream = Buffer.concat([
+    CONNECT_FRAME,
+    encodeFrame(3, 2, 0, Buffer.alloc(0)),
+    encodeFrame(5, 3, 5, Buffer.from('xyz')),
+  ]);
   for (let cut = 0; cut <= stream.length; cut++) {
     const { dec, frames } = collect();
     dec.push(stream.subarray(0, cut));
@@ -116,20 +139,33 @@ test('decoder discards an oversized frame across chunks and keeps going', () => 
 });
 
 test('metadata is case-insensitive and multi-valued', () => {
-  const md = metadataFromPairs([{ key: 'Foo', value: 'a' }, { key: 'foo', value: 'b' }, { key: '__proto__', value: 'c' }]);
+  const md = metadataFromPairs([
+    { key: 'Foo', value: 'a' },
+    { key: 'foo', value: 'b' },
+    { key: '__proto__', value: 'c' },
+  ]);
   assert.deepEqual(getMetadata(md, 'FOO'), ['a', 'b']);
   assert.equal(getMetadataValue(md, '__PROTO__'), 'c');
   assert.deepEqual(getMetadata(md, 'missing'), []);
-  assert.deepEqual(metadataToPairs(createMetadata({ A: ['1', '2'], b: '3' })),
-    [{ key: 'a', value: '1' }, { key: 'a', value: '2' }, { key: 'b', value: '3' }]);
+  assert.deepEqual(metadataToPairs(createMetadata({ A: ['1', '2'], b: '3' })), [
+    { key: 'a', value: '1' },
+    { key: 'a', value: '2' },
+    { key: 'b', value: '3' },
+  ]);
 });
 
-test('registry answers Go\'s exact UNIMPLEMENTED messages', () => {
+test("registry answers Go's exact UNIMPLEMENTED messages", () => {
   const reg = new ServiceRegistry();
   reg.add('svc', 'M', { kind: 'unary', handler: () => Buffer.alloc(0) });
   assert.throws(() => reg.add('svc', 'M', { kind: 'unary', handler: () => Buffer.alloc(0) }), /duplicate/);
-  assert.throws(() => reg.resolve('nope', 'M'), (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'service nope');
-  assert.throws(() => reg.resolve('svc', 'X'), (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'method X');
+  assert.throws(
+    () => reg.resolve('nope', 'M'),
+    (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'service nope'
+  );
+  assert.throws(
+    () => reg.resolve('svc', 'X'),
+    (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'method X'
+  );
   assert.equal(reg.resolve('svc', 'M').kind, 'unary');
 });
 

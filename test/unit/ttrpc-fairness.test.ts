@@ -19,7 +19,12 @@ after(() => tmp.remove());
 async function start(limits: Partial<ResourceLimits> = {}): Promise<{ server: Server; path: string; order: string[] }> {
   const order: string[] = [];
   const server = new Server({ limits });
-  server.register(SVC, { Echo: (p) => { order.push(Buffer.from(p).toString()); return p; } });
+  server.register(SVC, {
+    Echo: (p) => {
+      order.push(Buffer.from(p).toString());
+      return p;
+    },
+  });
   const path = tmp.path(`f${sockN++}.sock`);
   await server.listen(path);
   return { server, path, order };
@@ -32,7 +37,9 @@ function flood(n: number, payload: string): Buffer {
 }
 
 /** A raw connection that counts replies and checks they come back in request order. */
-async function rawFlooder(path: string): Promise<{ socket: net.Socket; replies: () => number; allIn: (n: number) => Promise<void> }> {
+async function rawFlooder(
+  path: string
+): Promise<{ socket: net.Socket; replies: () => number; allIn: (n: number) => Promise<void> }> {
   const socket = net.connect(path);
   await new Promise((r) => socket.once('connect', r));
   let replies = 0;
@@ -47,10 +54,11 @@ async function rawFlooder(path: string): Promise<{ socket: net.Socket; replies: 
     oversize: () => assert.fail('oversize'),
   });
   socket.on('data', (c: Buffer) => dec.push(c));
-  const allIn = (n: number) => new Promise<void>((resolve) => {
-    if (replies >= n) return resolve();
-    waiter = { n, resolve };
-  });
+  const allIn = (n: number) =>
+    new Promise<void>((resolve) => {
+      if (replies >= n) return resolve();
+      waiter = { n, resolve };
+    });
   return { socket, replies: () => replies, allIn };
 }
 
@@ -106,10 +114,14 @@ test('frames per turn: a batch of one still serves everything, in order', async 
 test('FrameBatcher hands on at most perTurn frames per turn, in order, and reports its backlog', async () => {
   const got: number[] = [];
   const backlog: boolean[] = [];
-  const batcher = new FrameBatcher({
-    frame: (h) => got.push(h.streamId),
-    oversize: (h) => got.push(-h.streamId),
-  }, 3, (b) => backlog.push(b));
+  const batcher = new FrameBatcher(
+    {
+      frame: (h) => got.push(h.streamId),
+      oversize: (h) => got.push(-h.streamId),
+    },
+    3,
+    (b) => backlog.push(b)
+  );
   const header = (streamId: number) => ({ length: 0, streamId, type: MessageType.REQUEST, flags: 0 });
   for (let id = 1; id <= 7; id++) {
     if (id === 4) batcher.oversize(header(id));

@@ -15,7 +15,13 @@ const tmp = tempSocketDir('ttrpc-limits-');
 let sockN = 0;
 after(() => tmp.remove());
 
-interface Harness { server: Server; path: string; held: Array<() => void>; served: { n: number }; activity: { n: number } }
+interface Harness {
+  server: Server;
+  path: string;
+  held: Array<() => void>;
+  served: { n: number };
+  activity: { n: number };
+}
 
 async function start(limits: Partial<ResourceLimits>): Promise<Harness> {
   const held: Array<() => void> = [];
@@ -23,9 +29,15 @@ async function start(limits: Partial<ResourceLimits>): Promise<Harness> {
   const activity = { n: 0 };
   const server = new Server({ limits, onActivity: () => activity.n++ });
   server.register(SVC, {
-    Echo: (p) => { served.n++; return p; },
+    Echo: (p) => {
+      served.n++;
+      return p;
+    },
     Block: () => new Promise<Uint8Array>((resolve) => held.push(() => resolve(Buffer.from('ok')))),
-    Kilobyte: () => { served.n++; return Buffer.alloc(1024, 0x61); },
+    Kilobyte: () => {
+      served.n++;
+      return Buffer.alloc(1024, 0x61);
+    },
   });
   const path = tmp.path(`l${sockN++}.sock`);
   await server.listen(path);
@@ -36,7 +48,13 @@ const frame = (id: number, method: string, payload = Buffer.alloc(0)) =>
   encodeFrame(id, MessageType.REQUEST, 0, encodeRequest({ service: SVC, method, payload }));
 
 async function statusOf(p: Promise<unknown>): Promise<Code> {
-  try { await p; return Code.OK; } catch (e) { assert.ok(e instanceof TtrpcError, String(e)); return e.code; }
+  try {
+    await p;
+    return Code.OK;
+  } catch (e) {
+    assert.ok(e instanceof TtrpcError, String(e));
+    return e.code;
+  }
 }
 
 test('pending calls: past the per-connection bound calls get RESOURCE_EXHAUSTED, other connections are served', async () => {
@@ -56,9 +74,14 @@ test('pending calls: past the per-connection bound calls get RESOURCE_EXHAUSTED,
     for (const release of h.held) release();
     await Promise.all(pending);
     assert.equal(h.server.usage.pendingCalls, 0);
-    assert.deepEqual(await hog.call(SVC, 'Echo', Buffer.from('z')), Buffer.from('z'), 'served again once its calls answered');
+    assert.deepEqual(
+      await hog.call(SVC, 'Echo', Buffer.from('z')),
+      Buffer.from('z'),
+      'served again once its calls answered'
+    );
   } finally {
-    hog.close(); other.close();
+    hog.close();
+    other.close();
     await h.server.shutdown(100);
   }
 });
@@ -77,7 +100,8 @@ test('pending calls in total: the connection holding its fair share is refused, 
     for (const release of h.held) release();
     await Promise.all([...pending, theirs]);
   } finally {
-    hog.close(); newcomer.close();
+    hog.close();
+    newcomer.close();
     await h.server.shutdown(100);
   }
 });
@@ -98,14 +122,22 @@ test('partial frames: past the total the connection holding the most is closed; 
   const h = await start({ maxPartialFrameBytes: 1 << 20 });
   const socks: net.Socket[] = [];
   const closed: boolean[] = [];
-  const header = (n: number) => { const b = Buffer.alloc(10); b.writeUInt32BE(n, 0); b.writeUInt32BE(1, 4); b[8] = MessageType.REQUEST; return b; };
+  const header = (n: number) => {
+    const b = Buffer.alloc(10);
+    b.writeUInt32BE(n, 0);
+    b.writeUInt32BE(1, 4);
+    b[8] = MessageType.REQUEST;
+    return b;
+  };
   try {
     for (let i = 0; i < 4; i++) {
       const s = net.connect(h.path);
       s.on('error', () => {});
       const idx = i;
       closed[idx] = false;
-      s.on('close', () => { closed[idx] = true; });
+      s.on('close', () => {
+        closed[idx] = true;
+      });
       socks.push(s);
       s.write(Buffer.concat([header(2 << 20), Buffer.alloc(400 * 1024, 1)]));
       await sleep(100);
@@ -134,7 +166,9 @@ test('unread replies: the server stops reading a peer that does not read, and se
   const frames: Buffer[] = [];
   for (let i = 0; i < total; i++) frames.push(frame(2 * i + 1, 'Kilobyte'));
   const all = Buffer.concat(frames);
-  s.write(all, () => { wrote = all.length; });
+  s.write(all, () => {
+    wrote = all.length;
+  });
   try {
     await sleep(1000);
     assert.ok(h.served.n < total / 2, `served ${h.served.n} of ${total} while the peer read nothing`);
@@ -147,7 +181,10 @@ test('unread replies: the server stops reading a peer that does not read, and se
     const { FrameDecoder } = await import('../../src/ttrpc/channel');
     const done = new Promise<void>((resolve) => {
       const dec = new FrameDecoder({
-        frame: (_h, d) => { assert.equal(decodeResponse(d).status?.code ?? 0, 0); if (++replies === total) resolve(); },
+        frame: (_h, d) => {
+          assert.equal(decodeResponse(d).status?.code ?? 0, 0);
+          if (++replies === total) resolve();
+        },
         oversize: () => assert.fail('oversize'),
       });
       s.on('data', (c: Buffer) => dec.push(c));
@@ -175,7 +212,9 @@ test('onActivity fires when connections open and close', async () => {
 
 test('Tally keeps its total and finds the largest holder', () => {
   const t = new Tally<string>();
-  t.set('a', 5); t.set('b', 7); t.set('a', 2);
+  t.set('a', 5);
+  t.set('b', 7);
+  t.set('a', 2);
   assert.equal(t.total, 9);
   assert.equal(t.largest(), 'b');
   t.set('b', 0);

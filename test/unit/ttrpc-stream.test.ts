@@ -54,7 +54,11 @@ after(async () => {
   tmp.remove();
 });
 
-const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+};
 
 test('server stream delivers every message in order, then ends', async () => {
   const got: string[] = [];
@@ -67,23 +71,41 @@ test('server stream delivers every message in order, then ends', async () => {
 
 test('server stream wire format: Data frames, then Data remote-closed|no-data', async () => {
   const peer = await RawPeer.connect(path);
-  peer.sendFrame(1, MessageType.REQUEST, Flags.REMOTE_CLOSED, encodeRequest({ service: SVC, method: 'Count', payload: u32(2) }));
+  peer.sendFrame(
+    1,
+    MessageType.REQUEST,
+    Flags.REMOTE_CLOSED,
+    encodeRequest({ service: SVC, method: 'Count', payload: u32(2) })
+  );
   const frames = [await peer.nextFrame(), await peer.nextFrame(), await peer.nextFrame()];
-  assert.deepEqual(frames.map((f) => [f?.header.type, f?.header.flags, f?.data.toString()]), [
-    [MessageType.DATA, 0, '0'], [MessageType.DATA, 0, '1'], [MessageType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, ''],
-  ]);
+  assert.deepEqual(
+    frames.map((f) => [f?.header.type, f?.header.flags, f?.data.toString()]),
+    [
+      [MessageType.DATA, 0, '0'],
+      [MessageType.DATA, 0, '1'],
+      [MessageType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, ''],
+    ]
+  );
   peer.destroy();
 });
 
 test('a failing server stream ends with its status after the messages sent so far', async () => {
   const got: string[] = [];
-  await assert.rejects(async () => {
-    for await (const m of client.serverStream(SVC, 'FailAfterOne', Buffer.alloc(0))) got.push(m.toString());
-  }, (e: TtrpcError) => e.code === Code.FAILED_PRECONDITION && e.message === 'stop here');
+  await assert.rejects(
+    async () => {
+      for await (const m of client.serverStream(SVC, 'FailAfterOne', Buffer.alloc(0))) got.push(m.toString());
+    },
+    (e: TtrpcError) => e.code === Code.FAILED_PRECONDITION && e.message === 'stop here'
+  );
   assert.deepEqual(got, ['one']);
-  await assert.rejects(async () => {
-    for await (const _ of client.serverStream(SVC, 'Missing', Buffer.alloc(0))) { /* none */ }
-  }, (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'method Missing');
+  await assert.rejects(
+    async () => {
+      for await (const _ of client.serverStream(SVC, 'Missing', Buffer.alloc(0))) {
+        /* none */
+      }
+    },
+    (e: TtrpcError) => e.code === Code.UNIMPLEMENTED && e.message === 'method Missing'
+  );
 });
 
 test('client stops listening with break; closing the connection cancels the handler', async () => {
@@ -106,9 +128,14 @@ test('client stops listening with break; closing the connection cancels the hand
 });
 
 test('server stream deadline fails the iteration with DEADLINE_EXCEEDED', async () => {
-  await assert.rejects(async () => {
-    for await (const _ of client.serverStream(SVC, 'Endless', Buffer.alloc(0), { timeoutMs: 40 })) { /* drain */ }
-  }, (e: TtrpcError) => e.code === Code.DEADLINE_EXCEEDED);
+  await assert.rejects(
+    async () => {
+      for await (const _ of client.serverStream(SVC, 'Endless', Buffer.alloc(0), { timeoutMs: 40 })) {
+        /* drain */
+      }
+    },
+    (e: TtrpcError) => e.code === Code.DEADLINE_EXCEEDED
+  );
 });
 
 test('client stream: many messages, one reply', async () => {
@@ -134,7 +161,11 @@ test('data close carrying data is rejected with InvalidArgument', async () => {
   peer.sendFrame(1, MessageType.DATA, Flags.REMOTE_CLOSED, u32(1));
   const f = await peer.nextFrame();
   assert.equal(f?.header.type, MessageType.RESPONSE);
-  assert.deepEqual(decodeResponse(f!.data).status, { code: 3, message: 'data close message cannot include data', details: [] });
+  assert.deepEqual(decodeResponse(f!.data).status, {
+    code: 3,
+    message: 'data close message cannot include data',
+    details: [],
+  });
   // A well-formed client stream on the same connection still works.
   peer.sendFrame(3, MessageType.REQUEST, Flags.REMOTE_OPEN, encodeRequest({ service: SVC, method: 'Sum' }));
   peer.sendFrame(3, MessageType.DATA, 0, u32(4));

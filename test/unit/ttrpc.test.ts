@@ -21,16 +21,28 @@ function makeServer(opts: ConstructorParameters<typeof Server>[0] = {}) {
       await sleep(p.readUInt32BE(0));
       return p;
     },
-    Meta: (_p, ctx) => Buffer.from(JSON.stringify({ ns: getMetadata(ctx.metadata, 'Containerd-Namespace-Ttrpc'), multi: getMetadata(ctx.metadata, 'multi') })),
+    Meta: (_p, ctx) =>
+      Buffer.from(
+        JSON.stringify({
+          ns: getMetadata(ctx.metadata, 'Containerd-Namespace-Ttrpc'),
+          multi: getMetadata(ctx.metadata, 'multi'),
+        })
+      ),
     WaitAbort: (_p, ctx) => {
       seen.ctx = ctx;
-      return new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => {
-        seen.aborted.push(ctx.signal.reason);
-        reject(ctx.signal.reason);
-      }));
+      return new Promise((_resolve, reject) =>
+        ctx.signal.addEventListener('abort', () => {
+          seen.aborted.push(ctx.signal.reason);
+          reject(ctx.signal.reason);
+        })
+      );
     },
-    NotFound: () => { throw new TtrpcError(Code.NOT_FOUND, 'container not created: not found'); },
-    Plain: () => { throw new Error('cannot start a running process'); },
+    NotFound: () => {
+      throw new TtrpcError(Code.NOT_FOUND, 'container not created: not found');
+    },
+    Plain: () => {
+      throw new Error('cannot start a running process');
+    },
     Nil: () => undefined as unknown as Uint8Array,
     Huge: () => Buffer.alloc(5 << 20),
   });
@@ -44,8 +56,13 @@ async function start(opts?: ConstructorParameters<typeof Server>[0]) {
   return { server, seen, path };
 }
 
-const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
-const req = (method: string, payload = Buffer.alloc(0), extra: object = {}) => encodeRequest({ service: SVC, method, payload, ...extra });
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+};
+const req = (method: string, payload = Buffer.alloc(0), extra: object = {}) =>
+  encodeRequest({ service: SVC, method, payload, ...extra });
 
 async function expectCode(p: Promise<unknown>, code: Code, message?: string | RegExp) {
   await assert.rejects(p, (e: TtrpcError) => {
@@ -90,12 +107,16 @@ test('64 concurrent calls on one connection are answered out of order', async ()
     assert.equal(f.header.streamId, 2 * idx + 1, 'reply on the stream of its request');
     order.push(idx);
   }
-  assert.deepEqual([...order].sort((a, b) => a - b), [...Array(64).keys()]);
+  assert.deepEqual(
+    [...order].sort((a, b) => a - b),
+    [...Array(64).keys()]
+  );
   assert.ok(order[0] > order[63], 'completion order, not request order');
   peer.destroy();
   // And through the client API.
-  const replies = await Promise.all([...Array(64).keys()].map((i) =>
-    client.call(SVC, 'Delay', Buffer.concat([u32((i * 7) % 20), u32(i)]))));
+  const replies = await Promise.all(
+    [...Array(64).keys()].map((i) => client.call(SVC, 'Delay', Buffer.concat([u32((i * 7) % 20), u32(i)])))
+  );
   replies.forEach((r, i) => assert.equal(r.readUInt32BE(4), i));
 });
 
@@ -121,7 +142,11 @@ test('server deadline: ctx.deadline set and signal aborted with DEADLINE_EXCEEDE
 
 test('client deadline fails locally and drops the late reply', async () => {
   const t0 = Date.now();
-  await expectCode(client.call(SVC, 'Delay', Buffer.concat([u32(150), u32(1)]), { timeoutMs: 30 }), Code.DEADLINE_EXCEEDED, 'context deadline exceeded');
+  await expectCode(
+    client.call(SVC, 'Delay', Buffer.concat([u32(150), u32(1)]), { timeoutMs: 30 }),
+    Code.DEADLINE_EXCEEDED,
+    'context deadline exceeded'
+  );
   assert.ok(Date.now() - t0 < 140);
   await sleep(160); // the server's late reply arrives and must be ignored
   assert.deepEqual(await client.call(SVC, 'Echo', Buffer.from('still ok')), Buffer.from('still ok'));
@@ -131,7 +156,7 @@ test('client deadline fails locally and drops the late reply', async () => {
   await expectCode(p, Code.CANCELLED);
 });
 
-test('unknown service and method answer UNIMPLEMENTED with Go\'s messages', async () => {
+test("unknown service and method answer UNIMPLEMENTED with Go's messages", async () => {
   await expectCode(client.call('no.Such', 'X', Buffer.alloc(0)), Code.UNIMPLEMENTED, 'service no.Such');
   await expectCode(client.call(SVC, 'Nope', Buffer.alloc(0)), Code.UNIMPLEMENTED, 'method Nope');
 });
@@ -151,7 +176,11 @@ test('oversized inbound frame: RESOURCE_EXHAUSTED on that stream, connection sur
   const f1 = await peer.nextFrame(5000);
   assert.ok(f1);
   assert.equal(f1.header.streamId, 1);
-  assert.deepEqual(decodeResponse(f1.data).status, { code: 8, message: `message length ${n} exceed maximum message size of 4194304`, details: [] });
+  assert.deepEqual(decodeResponse(f1.data).status, {
+    code: 8,
+    message: `message length ${n} exceed maximum message size of 4194304`,
+    details: [],
+  });
   const f2 = await peer.nextFrame();
   assert.ok(f2);
   assert.deepEqual(decodeResponse(f2.data).payload, Buffer.from('after'));
@@ -159,7 +188,11 @@ test('oversized inbound frame: RESOURCE_EXHAUSTED on that stream, connection sur
 });
 
 test('client refuses to send an oversized request; oversized reply becomes RESOURCE_EXHAUSTED', async () => {
-  await expectCode(client.call(SVC, 'Echo', Buffer.alloc(5 << 20)), Code.RESOURCE_EXHAUSTED, /exceed maximum message size of 4194304/);
+  await expectCode(
+    client.call(SVC, 'Echo', Buffer.alloc(5 << 20)),
+    Code.RESOURCE_EXHAUSTED,
+    /exceed maximum message size of 4194304/
+  );
   await expectCode(client.call(SVC, 'Huge', Buffer.alloc(0)), Code.RESOURCE_EXHAUSTED, /exceed maximum message size/);
   assert.ok(!client.closed);
   assert.deepEqual(await client.call(SVC, 'Echo', Buffer.from('y')), Buffer.from('y'));
@@ -178,7 +211,11 @@ test('stream id rules: even id, reuse, Data for an inactive stream', async () =>
     peer.sendFrame(id, MessageType.REQUEST, 0, req('Echo', Buffer.from('b')));
     f = await peer.nextFrame();
     assert.equal(f?.header.streamId, id);
-    assert.deepEqual(decodeResponse(f!.data).status, { code: 3, message: 'StreamID cannot be re-used and must increment', details: [] });
+    assert.deepEqual(decodeResponse(f!.data).status, {
+      code: 3,
+      message: 'StreamID cannot be re-used and must increment',
+      details: [],
+    });
   }
   peer.sendFrame(99, MessageType.DATA, 0, Buffer.from('z'));
   f = await peer.nextFrame();
@@ -258,7 +295,12 @@ test('peer credentials: real SO_PEERCRED passes, a foreign uid is refused and lo
   assert.ok(logs.some((l) => l.level === 'warn' && l.msg.includes('refusing connection')));
   await fake.server.shutdown(50);
 
-  const custom = await start({ peerCheck: (cred) => { seenCreds.push(cred); return cred.pid === process.pid; } });
+  const custom = await start({
+    peerCheck: (cred) => {
+      seenCreds.push(cred);
+      return cred.pid === process.pid;
+    },
+  });
   const c3 = await Client.connect(custom.path);
   assert.deepEqual(await c3.call(SVC, 'Echo', Buffer.from('y')), Buffer.from('y'));
   assert.equal(seenCreds[0].uid, process.getuid!());

@@ -7,7 +7,14 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { Writable } from 'node:stream';
 import {
-  ACCEPTED_STATE_VERSIONS, encodeState, parseState, STATE_VERSION, stateFds, StateVersionError, writeStateFile, type UpgradeState,
+  ACCEPTED_STATE_VERSIONS,
+  encodeState,
+  parseState,
+  STATE_VERSION,
+  stateFds,
+  StateVersionError,
+  writeStateFile,
+  type UpgradeState,
 } from '../../src/upgrade/state';
 import { replayableCall } from '../../src/upgrade/capture';
 import { ioFds, type IoState } from '../../src/task/io';
@@ -26,25 +33,72 @@ function sampleState(over: Partial<UpgradeState> = {}): UpgradeState {
   const io: IoState = {
     kind: 'pipe',
     copies: [
-      { name: 'stdout', done: false, srcFd: 20, dst: { kind: 'socket', fd: 21 }, pending: Buffer.from('12\n').toString('base64'), dropping: false, keepReaderFd: 22 },
+      {
+        name: 'stdout',
+        done: false,
+        srcFd: 20,
+        dst: { kind: 'socket', fd: 21 },
+        pending: Buffer.from('12\n').toString('base64'),
+        dropping: false,
+        keepReaderFd: 22,
+      },
       { name: 'stderr', done: true, srcFd: -1, dst: { kind: 'discard' }, pending: '', dropping: false },
     ],
-    stdin: { name: 'stdin', done: false, srcFd: 23, dst: { kind: 'socket', fd: 24 }, pending: '', dropping: false, keepAliveFd: 25 },
+    stdin: {
+      name: 'stdin',
+      done: false,
+      srcFd: 23,
+      dst: { kind: 'socket', fd: 24 },
+      pending: '',
+      dropping: false,
+      keepAliveFd: 25,
+    },
   };
   return {
     version: STATE_VERSION,
     from: { version: '0.1.0', revision: 'abc', entry: '/old/dist/src/daemon/boot.js' },
     to: { entry: '/new/dist/src/daemon/boot.js', version: '0.2.0' },
     writtenAt: 1,
-    daemon: { startedAt: 2, socket: '/run/s', namespace: 'ns', group: 'g', listenFd: 10, everCreated: true, shutdownRequested: false, spareRequested: true },
-    connections: [{ fd: 11, lastRequestId: 7, input: '' }, { fd: 12, lastRequestId: 0, input: 'AAE=' }],
+    daemon: {
+      startedAt: 2,
+      socket: '/run/s',
+      namespace: 'ns',
+      group: 'g',
+      listenFd: 10,
+      everCreated: true,
+      shutdownRequested: false,
+      spareRequested: true,
+    },
+    connections: [
+      { fd: 11, lastRequestId: 7, input: '' },
+      { fd: 12, lastRequestId: 0, input: 'AAE=' },
+    ],
     upgradeCall: { connection: 1, streamId: 3 },
-    containers: [{
-      id: 'c1', namespace: 'ns', bundle: '/b/c1', rootfs: [], stdio: { stdin: '/i', stdout: '/o', stderr: '', terminal: false },
-      checkpoint: '', parentCheckpoint: '', options: {} as never, createdAt: 3, runningExecs: 0,
-      init: { execId: '', stdio: { stdin: '/i', stdout: '/o', stderr: '', terminal: false }, pid: 100, state: 'running', exit: null, reaped: null, watched: true, io },
-      execs: [],
-    }],
+    containers: [
+      {
+        id: 'c1',
+        namespace: 'ns',
+        bundle: '/b/c1',
+        rootfs: [],
+        stdio: { stdin: '/i', stdout: '/o', stderr: '', terminal: false },
+        checkpoint: '',
+        parentCheckpoint: '',
+        options: {} as never,
+        createdAt: 3,
+        runningExecs: 0,
+        init: {
+          execId: '',
+          stdio: { stdin: '/i', stdout: '/o', stderr: '', terminal: false },
+          pid: 100,
+          state: 'running',
+          exit: null,
+          reaped: null,
+          watched: true,
+          io,
+        },
+        execs: [],
+      },
+    ],
     events: { pending: [], sent: 4, retries: 0, discarded: 0, journalFailures: 0 },
     counters: { reaped: 1, exitsPublished: 1 },
     rpc: [['Create', { count: 1, errors: 0, totalMs: 5, buckets: [1] }]],
@@ -55,13 +109,19 @@ function sampleState(over: Partial<UpgradeState> = {}): UpgradeState {
 test('upgrade state: round trip; every handed-over fd listed once', () => {
   const s = sampleState();
   assert.deepEqual(parseState(encodeState(s)), s);
-  assert.deepEqual(stateFds(s, ioFds).sort((a, b) => a - b), [10, 11, 12, 20, 21, 22, 23, 24, 25]);
+  assert.deepEqual(
+    stateFds(s, ioFds).sort((a, b) => a - b),
+    [10, 11, 12, 20, 21, 22, 23, 24, 25]
+  );
   assert.ok(ACCEPTED_STATE_VERSIONS.includes(STATE_VERSION), 'a build reads what it writes');
 });
 
 test('upgrade state: a newer version is refused clearly, an unknown or malformed one too', () => {
   const newer = JSON.stringify({ ...sampleState(), version: STATE_VERSION + 1 });
-  assert.throws(() => parseState(newer), (e: unknown) => e instanceof StateVersionError && /newer than this build reads.*downgrade/.test(e.message));
+  assert.throws(
+    () => parseState(newer),
+    (e: unknown) => e instanceof StateVersionError && /newer than this build reads.*downgrade/.test(e.message)
+  );
   assert.throws(() => parseState(JSON.stringify({ ...sampleState(), version: 'one' })), StateVersionError);
   assert.throws(() => parseState(JSON.stringify({ containers: [] })), StateVersionError);
   assert.throws(() => parseState('{"version":1'), /not JSON/);
@@ -88,7 +148,8 @@ test('upgrade: only waiting calls are replayed by the next process', () => {
   assert.ok(replayableCall('containerd.task.v2.Task', 'Wait'));
   assert.ok(replayableCall('containerd.task.v3.Task', 'Wait'));
   assert.ok(replayableCall('tsshim.v1.Shim', 'Stats'));
-  for (const m of ['Start', 'Kill', 'Exec', 'Delete', 'Create', 'Shutdown']) assert.ok(!replayableCall('containerd.task.v2.Task', m), m);
+  for (const m of ['Start', 'Kill', 'Exec', 'Delete', 'Create', 'Shutdown'])
+    assert.ok(!replayableCall('containerd.task.v2.Task', m), m);
 });
 
 // ---- ttrpc hand-over ----------------------------------------------------------------------
@@ -96,7 +157,12 @@ test('upgrade: only waiting calls are replayed by the next process', () => {
 const SVC = 'test.v1.Up';
 
 function request(id: number, method: string, payload: string): Buffer {
-  return encodeFrame(id, MessageType.REQUEST, 0, encodeRequest({ service: SVC, method, payload: Buffer.from(payload) }));
+  return encodeFrame(
+    id,
+    MessageType.REQUEST,
+    0,
+    encodeRequest({ service: SVC, method, payload: Buffer.from(payload) })
+  );
 }
 
 test('ttrpc hand-over: a held connection moves to another server with its unread bytes; a waiting call is replayed, each call answered once', async () => {
@@ -119,7 +185,9 @@ test('ttrpc hand-over: a held connection moves to another server with its unread
     oversize: () => assert.fail('oversize'),
   });
   client.on('data', (d) => dec.push(d));
-  const until = async (n: number) => { for (let i = 0; got < n && i < 400; i++) await new Promise((r) => setTimeout(r, 5)); };
+  const until = async (n: number) => {
+    for (let i = 0; got < n && i < 400; i++) await new Promise((r) => setTimeout(r, 5));
+  };
   client.write(request(1, 'Wait', 'w'));
   client.write(request(3, 'Echo', 'before'));
   await until(1);
@@ -130,7 +198,10 @@ test('ttrpc hand-over: a held connection moves to another server with its unread
   old.hold();
   client.write(Buffer.concat([five.subarray(7), request(7, 'Echo', 'after')]));
   await new Promise((r) => setTimeout(r, 50));
-  assert.deepEqual(old.inFlight().flatMap((c) => c.calls.map((k) => [k.method, k.replayable])), [['Wait', true]]);
+  assert.deepEqual(
+    old.inFlight().flatMap((c) => c.calls.map((k) => [k.method, k.replayable])),
+    [['Wait', true]]
+  );
   const [{ handover }] = old.handover(() => new Set());
   assert.equal(handover.lastRequestId, 0, 'the replayed Wait (id 1) must be accepted again');
   assert.ok(handover.input.length > 7, 'the Wait request and the half frame');
@@ -151,11 +222,19 @@ test('ttrpc hand-over: a held connection moves to another server with its unread
 test('output copy: paused between two chunks, detached, taken up on the same fd: nothing lost, nothing twice', async () => {
   const [r, w] = pipe2();
   const out: Buffer[] = [];
-  const sink = () => new Writable({ write: (chunk, _e, cb) => { out.push(Buffer.from(chunk)); cb(); } });
+  const sink = () =>
+    new Writable({
+      write: (chunk, _e, cb) => {
+        out.push(Buffer.from(chunk));
+        cb();
+      },
+    });
   const control: Partial<PumpControl> = {};
   void pump(socketOnFd(r, 'read'), sink(), { name: 'stdout', control });
   const text = () => Buffer.concat(out).toString();
-  const waitFor = async (s: string) => { for (let i = 0; !text().endsWith(s) && i < 400; i++) await new Promise((res) => setTimeout(res, 5)); };
+  const waitFor = async (s: string) => {
+    for (let i = 0; !text().endsWith(s) && i < 400; i++) await new Promise((res) => setTimeout(res, 5));
+  };
   fs.writeSync(w, 'one\n');
   await waitFor('one\n');
   control.pause!();

@@ -5,8 +5,7 @@ import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { posix } from 'node:path';
 
 export type CgroupHandle =
-  | { version: 1; paths: Record<string, string> /* controller -> absolute dir */ }
-  | { version: 2; dir: string };
+  { version: 1; paths: Record<string, string> /* controller -> absolute dir */ } | { version: 2; dir: string };
 
 export type CgroupMode = 'unified' | 'hybrid' | 'legacy';
 
@@ -26,7 +25,11 @@ export function detectCgroupMode(root = '/sys/fs/cgroup'): CgroupMode {
   return isCgroup2(posix.join(root, 'unified')) ? 'hybrid' : 'legacy';
 }
 
-export interface ProcCgroupEntry { id: number; controllers: string[]; path: string }
+export interface ProcCgroupEntry {
+  id: number;
+  controllers: string[];
+  path: string;
+}
 
 /** Parses /proc/<pid>/cgroup: "<id>:<ctrl,ctrl>:<path>"; v2 is "0::<path>" (no controllers). */
 export function parseProcCgroup(text: string): ProcCgroupEntry[] {
@@ -38,14 +41,22 @@ export function parseProcCgroup(text: string): ProcCgroupEntry[] {
     if (first < 0 || second < 0) throw new Error(`invalid cgroup entry: ${JSON.stringify(line)}`);
     out.push({
       id: Number(line.slice(0, first)),
-      controllers: line.slice(first + 1, second).split(',').filter((c) => c !== ''),
+      controllers: line
+        .slice(first + 1, second)
+        .split(',')
+        .filter((c) => c !== ''),
       path: line.slice(second + 1),
     });
   }
   return out;
 }
 
-export interface MountEntry { root: string; mountPoint: string; fsType: string; superOptions: string[] }
+export interface MountEntry {
+  root: string;
+  mountPoint: string;
+  fsType: string;
+  superOptions: string[];
+}
 
 // mountinfo escapes space, tab, newline and backslash as \ooo.
 function unescapeMount(s: string): string {
@@ -87,7 +98,10 @@ function under(base: string, rel: string): string {
  * directory does not exist are left out.
  */
 export function resolveV1Paths(
-  entries: ProcCgroupEntry[], mounts: MountEntry[], root: string, dirExists: (p: string) => boolean = existsSync,
+  entries: ProcCgroupEntry[],
+  mounts: MountEntry[],
+  root: string,
+  dirExists: (p: string) => boolean = existsSync
 ): Record<string, string> {
   const paths: Record<string, string> = {};
   for (const e of entries) {
@@ -97,9 +111,10 @@ export function resolveV1Paths(
       const rel = posix.relative(mountRoot, e.path);
       // The real mount point when it lives under `root` (co-mounted cpu,cpuacct work without
       // symlinks); otherwise the conventional <root>/<controller>.
-      const base = mount && mount.mountPoint.startsWith(root + '/')
-        ? mount.mountPoint
-        : posix.join(root, hierarchyDirName(controller));
+      const base =
+        mount && mount.mountPoint.startsWith(root + '/')
+          ? mount.mountPoint
+          : posix.join(root, hierarchyDirName(controller));
       const dir = under(base, rel);
       if (dirExists(dir)) paths[hierarchyDirName(controller)] = dir;
     }
@@ -139,13 +154,29 @@ export function cgroupForPid(pid: number, root = '/sys/fs/cgroup', opts: Discove
   } catch {
     // No mount table: fall back to <root>/<controller> with paths taken as-is.
   }
-  const paths = resolveV1Paths(entries.filter((e) => e.controllers.length > 0), mounts, root);
+  const paths = resolveV1Paths(
+    entries.filter((e) => e.controllers.length > 0),
+    mounts,
+    root
+  );
   return Object.keys(paths).length > 0 ? { version: 1, paths } : null;
 }
 
 const V1_CONTROLLERS = [
-  'blkio', 'cpu', 'cpuacct', 'cpuset', 'devices', 'freezer', 'hugetlb', 'memory', 'net_cls',
-  'net_prio', 'perf_event', 'pids', 'rdma', 'systemd',
+  'blkio',
+  'cpu',
+  'cpuacct',
+  'cpuset',
+  'devices',
+  'freezer',
+  'hugetlb',
+  'memory',
+  'net_cls',
+  'net_prio',
+  'perf_event',
+  'pids',
+  'rdma',
+  'systemd',
 ];
 
 /** "a-b-c.slice" -> "/a.slice/a-b.slice/a-b-c.slice"; "-.slice" is the root slice. */
@@ -180,7 +211,9 @@ export function cgroupPathFromSpec(cgroupsPath: string, systemd = false): string
 
 /** The handle for a spec cgroupsPath, or null when no directory for it exists (yet). */
 export function cgroupFromSpecPath(
-  cgroupsPath: string, root = '/sys/fs/cgroup', opts: { systemd?: boolean; version?: 1 | 2 } = {},
+  cgroupsPath: string,
+  root = '/sys/fs/cgroup',
+  opts: { systemd?: boolean; version?: 1 | 2 } = {}
 ): CgroupHandle | null {
   const rel = cgroupPathFromSpec(cgroupsPath, opts.systemd);
   const version = opts.version ?? (detectCgroupMode(root) === 'unified' ? 2 : 1);

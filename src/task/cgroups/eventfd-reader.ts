@@ -13,14 +13,17 @@ export type EventfdMode = 'stream' | 'poll';
 
 const POLL_INTERVAL_MS = 250;
 
-interface PipeHandle { open(fd: number): number }
+interface PipeHandle {
+  open(fd: number): number;
+}
 type PipeCtor = new (type: number) => PipeHandle;
 
 function pipeBinding(): { Pipe: PipeCtor; socketType: number } | null {
   try {
     // process.binding is deprecated in documentation only (DEP0111); it prints nothing.
-    const b = (process as unknown as { binding(name: string): { Pipe?: PipeCtor; constants?: { SOCKET?: number } } })
-      .binding('pipe_wrap');
+    const b = (
+      process as unknown as { binding(name: string): { Pipe?: PipeCtor; constants?: { SOCKET?: number } } }
+    ).binding('pipe_wrap');
     if (typeof b.Pipe !== 'function' || typeof b.constants?.SOCKET !== 'number') return null;
     return { Pipe: b.Pipe, socketType: b.constants.SOCKET };
   } catch {
@@ -38,14 +41,20 @@ export class EventfdReader {
    * Takes ownership of `fd` (must be EFD_NONBLOCK): close() closes it. `onSignal` gets the counter
    * value of each read (>= 1).
    */
-  constructor(private readonly fd: number, private readonly onSignal: (count: bigint) => void, force?: EventfdMode) {
+  constructor(
+    private readonly fd: number,
+    private readonly onSignal: (count: bigint) => void,
+    force?: EventfdMode
+  ) {
     const binding = force === 'poll' ? null : pipeBinding();
     if (binding) {
       const handle = new binding.Pipe(binding.socketType);
       const rc = handle.open(fd);
       if (rc === 0) {
         this.mode = 'stream';
-        this.socket = new Socket({ handle, readable: true, writable: false } as unknown as ConstructorParameters<typeof Socket>[0]);
+        this.socket = new Socket({ handle, readable: true, writable: false } as unknown as ConstructorParameters<
+          typeof Socket
+        >[0]);
         this.socket.on('data', (chunk: Buffer) => this.deliver(chunk));
         this.socket.on('error', () => this.close());
         this.socket.unref();

@@ -115,7 +115,11 @@ export class CgroupFiles {
   private forget(path: string, fd: number): void {
     this.fds.delete(path);
     openCount--;
-    try { fs.closeSync(fd); } catch { /* already gone */ }
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* already gone */
+    }
   }
 }
 

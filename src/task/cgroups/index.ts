@@ -1,10 +1,22 @@
 // cgroup discovery, statistics and OOM monitoring for the Task service.
 export {
-  cgroupForPid, cgroupFromSpecPath, cgroupPathFromSpec, detectCgroupMode, type CgroupHandle, type CgroupMode,
+  cgroupForPid,
+  cgroupFromSpecPath,
+  cgroupPathFromSpec,
+  detectCgroupMode,
+  type CgroupHandle,
+  type CgroupMode,
 } from './discovery';
 export { CgroupNotFoundError } from './errors';
 export {
-  collectMetrics, collectEncodedMetrics, encodeMetrics, metricsAny, METRICS_V1_TYPE_URL, METRICS_V2_TYPE_URL, releaseCgroupFiles, type CollectedMetrics,
+  collectMetrics,
+  collectEncodedMetrics,
+  encodeMetrics,
+  metricsAny,
+  METRICS_V1_TYPE_URL,
+  METRICS_V2_TYPE_URL,
+  releaseCgroupFiles,
+  type CollectedMetrics,
 } from './metrics';
 export type { MetricsV1 } from './stats-v1';
 export type { MetricsV2 } from './stats-v2';

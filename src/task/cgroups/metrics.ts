@@ -36,7 +36,10 @@ export function releaseCgroupFiles(h: CgroupHandle | null | undefined): void {
  * or the cgroup is gone; other read or parse failures propagate (-> Unknown). The files read stay
  * open for the next call until releaseCgroupFiles (or the process-wide bound closes them).
  */
-export async function collectMetrics(h: CgroupHandle | null | undefined, opts: V1Options = {}): Promise<CollectedMetrics> {
+export async function collectMetrics(
+  h: CgroupHandle | null | undefined,
+  opts: V1Options = {}
+): Promise<CollectedMetrics> {
   if (!h) throw new CgroupNotFoundError();
   const files = filesOf(h);
   try {
@@ -54,7 +57,10 @@ export async function collectMetrics(h: CgroupHandle | null | undefined, opts: V
   }
 }
 
-interface MessageType { create(o: object): object; encode(m: object): { finish(): Uint8Array } }
+interface MessageType {
+  create(o: object): object;
+  encode(m: object): { finish(): Uint8Array };
+}
 
 let protoRoot: Record<string, unknown> | undefined;
 function metricsType(typeUrl: string): MessageType {
@@ -81,7 +87,10 @@ export function metricsAny(c: CollectedMetrics): { type_url: string; value: Uint
 }
 
 /** collectMetrics + encodeMetrics: what the Task service's Stats returns as its Any. */
-export async function collectEncodedMetrics(h: CgroupHandle | null | undefined, opts: V1Options = {}): Promise<{ typeUrl: string; value: Uint8Array }> {
+export async function collectEncodedMetrics(
+  h: CgroupHandle | null | undefined,
+  opts: V1Options = {}
+): Promise<{ typeUrl: string; value: Uint8Array }> {
   const c = await collectMetrics(h, opts);
   return { typeUrl: c.typeUrl, value: encodeMetrics(c) };
 }

@@ -35,7 +35,10 @@ export class V1OomRegistration {
    * registration has then closed itself).
    */
   static async register(
-    paths: Record<string, string>, onOom: () => void, onGone: () => void, force?: EventfdMode,
+    paths: Record<string, string>,
+    onOom: () => void,
+    onGone: () => void,
+    force?: EventfdMode
   ): Promise<V1OomRegistration> {
     const memDir = paths.memory;
     if (!memDir) throw new Error('cgroup has no memory controller: cannot watch for OOM');
@@ -55,19 +58,21 @@ export class V1OomRegistration {
     const reg = new V1OomRegistration();
     const onSignal = (): void => {
       // Serialised so events stay in order and a removal is seen once.
-      reg.checking = reg.checking.then(async () => {
-        if (reg.closed) return;
-        const present = await Promise.all(dirs.map(exists));
-        if (reg.closed) return;
-        if (present.every(Boolean)) {
-          onOom();
-        } else {
-          reg.close();
-          onGone();
-        }
-      }).catch(() => {
-        // a throwing callback must not break the chain for later notifications
-      });
+      reg.checking = reg.checking
+        .then(async () => {
+          if (reg.closed) return;
+          const present = await Promise.all(dirs.map(exists));
+          if (reg.closed) return;
+          if (present.every(Boolean)) {
+            onOom();
+          } else {
+            reg.close();
+            onGone();
+          }
+        })
+        .catch(() => {
+          // a throwing callback must not break the chain for later notifications
+        });
     };
     reg.reader = new EventfdReader(efd, onSignal, force);
     return reg;

@@ -17,7 +17,7 @@ export class V2OomWatch {
   private constructor(
     private readonly dir: string,
     private readonly onOom: () => void,
-    private readonly onStop: (err?: Error) => void,
+    private readonly onStop: (err?: Error) => void
   ) {}
 
   static start(dir: string, onOom: () => void, onStop: (err?: Error) => void): V2OomWatch {

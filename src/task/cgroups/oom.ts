@@ -12,7 +12,10 @@ export interface OomWatcherOptions {
   eventfdMode?: EventfdMode;
 }
 
-interface Watch { close(): void; flush(): Promise<void> }
+interface Watch {
+  close(): void;
+  flush(): Promise<void>;
+}
 
 export class OomWatcher {
   private readonly watches = new Map<string, Watch>();
@@ -20,7 +23,10 @@ export class OomWatcher {
   private readonly latestAdd = new Map<string, symbol>();
   private closed = false;
 
-  constructor(private readonly onOom: (containerId: string) => void, private readonly opts: OomWatcherOptions = {}) {}
+  constructor(
+    private readonly onOom: (containerId: string) => void,
+    private readonly opts: OomWatcherOptions = {}
+  ) {}
 
   /**
    * Starts watching a container's cgroup. Rejects when registration fails (e.g. no memory

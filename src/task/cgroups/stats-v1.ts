@@ -6,17 +6,39 @@ import { join } from 'node:path';
 import { fields, lines, parseKV, readAll, readOnce, type FileReader } from './files';
 import { ParseError, parseRdmaValue, parseU64, parseU64Big, u64, type U64 } from './u64';
 
-export interface MemoryEntryV1 { limit: U64; usage: U64; max: U64; failcnt: U64 }
-export interface BlkIOEntry { op: string; device: string; major: U64; minor: U64; value: U64 }
-export interface RdmaEntry { device: string; hca_handles: number; hca_objects: number }
+export interface MemoryEntryV1 {
+  limit: U64;
+  usage: U64;
+  max: U64;
+  failcnt: U64;
+}
+export interface BlkIOEntry {
+  op: string;
+  device: string;
+  major: U64;
+  minor: U64;
+  value: U64;
+}
+export interface RdmaEntry {
+  device: string;
+  hca_handles: number;
+  hca_objects: number;
+}
 export interface BlkIOStat {
-  io_service_bytes_recursive: BlkIOEntry[]; io_serviced_recursive: BlkIOEntry[];
-  io_queued_recursive: BlkIOEntry[]; io_service_time_recursive: BlkIOEntry[];
-  io_wait_time_recursive: BlkIOEntry[]; io_merged_recursive: BlkIOEntry[];
-  io_time_recursive: BlkIOEntry[]; sectors_recursive: BlkIOEntry[];
+  io_service_bytes_recursive: BlkIOEntry[];
+  io_serviced_recursive: BlkIOEntry[];
+  io_queued_recursive: BlkIOEntry[];
+  io_service_time_recursive: BlkIOEntry[];
+  io_wait_time_recursive: BlkIOEntry[];
+  io_merged_recursive: BlkIOEntry[];
+  io_time_recursive: BlkIOEntry[];
+  sectors_recursive: BlkIOEntry[];
 }
 export interface MemoryStatV1 extends Record<(typeof MEMORY_STAT_KEYS)[number][0], U64> {
-  usage: MemoryEntryV1; swap: MemoryEntryV1; kernel: MemoryEntryV1; kernel_tcp: MemoryEntryV1;
+  usage: MemoryEntryV1;
+  swap: MemoryEntryV1;
+  kernel: MemoryEntryV1;
+  kernel_tcp: MemoryEntryV1;
 }
 export interface MetricsV1 {
   hugetlb: { usage: U64; max: U64; failcnt: U64; pagesize: string }[];
@@ -44,23 +66,53 @@ const NS_PER_SEC = 1_000_000_000n;
 
 /** [proto field, memory.stat key] */
 const MEMORY_STAT_KEYS = [
-  ['cache', 'cache'], ['rss', 'rss'], ['rss_huge', 'rss_huge'], ['mapped_file', 'mapped_file'],
-  ['dirty', 'dirty'], ['writeback', 'writeback'], ['pg_pg_in', 'pgpgin'], ['pg_pg_out', 'pgpgout'],
-  ['pg_fault', 'pgfault'], ['pg_maj_fault', 'pgmajfault'], ['inactive_anon', 'inactive_anon'],
-  ['active_anon', 'active_anon'], ['inactive_file', 'inactive_file'], ['active_file', 'active_file'],
-  ['unevictable', 'unevictable'], ['hierarchical_memory_limit', 'hierarchical_memory_limit'],
-  ['hierarchical_swap_limit', 'hierarchical_memsw_limit'], ['total_cache', 'total_cache'],
-  ['total_rss', 'total_rss'], ['total_rss_huge', 'total_rss_huge'], ['total_mapped_file', 'total_mapped_file'],
-  ['total_dirty', 'total_dirty'], ['total_writeback', 'total_writeback'], ['total_pg_pg_in', 'total_pgpgin'],
-  ['total_pg_pg_out', 'total_pgpgout'], ['total_pg_fault', 'total_pgfault'],
-  ['total_pg_maj_fault', 'total_pgmajfault'], ['total_inactive_anon', 'total_inactive_anon'],
-  ['total_active_anon', 'total_active_anon'], ['total_inactive_file', 'total_inactive_file'],
-  ['total_active_file', 'total_active_file'], ['total_unevictable', 'total_unevictable'],
+  ['cache', 'cache'],
+  ['rss', 'rss'],
+  ['rss_huge', 'rss_huge'],
+  ['mapped_file', 'mapped_file'],
+  ['dirty', 'dirty'],
+  ['writeback', 'writeback'],
+  ['pg_pg_in', 'pgpgin'],
+  ['pg_pg_out', 'pgpgout'],
+  ['pg_fault', 'pgfault'],
+  ['pg_maj_fault', 'pgmajfault'],
+  ['inactive_anon', 'inactive_anon'],
+  ['active_anon', 'active_anon'],
+  ['inactive_file', 'inactive_file'],
+  ['active_file', 'active_file'],
+  ['unevictable', 'unevictable'],
+  ['hierarchical_memory_limit', 'hierarchical_memory_limit'],
+  ['hierarchical_swap_limit', 'hierarchical_memsw_limit'],
+  ['total_cache', 'total_cache'],
+  ['total_rss', 'total_rss'],
+  ['total_rss_huge', 'total_rss_huge'],
+  ['total_mapped_file', 'total_mapped_file'],
+  ['total_dirty', 'total_dirty'],
+  ['total_writeback', 'total_writeback'],
+  ['total_pg_pg_in', 'total_pgpgin'],
+  ['total_pg_pg_out', 'total_pgpgout'],
+  ['total_pg_fault', 'total_pgfault'],
+  ['total_pg_maj_fault', 'total_pgmajfault'],
+  ['total_inactive_anon', 'total_inactive_anon'],
+  ['total_active_anon', 'total_active_anon'],
+  ['total_inactive_file', 'total_inactive_file'],
+  ['total_active_file', 'total_active_file'],
+  ['total_unevictable', 'total_unevictable'],
 ] as const;
 
 /** [file suffix, MemoryEntry field], in the order the Go library reads them. */
-const MEMORY_ENTRY_FILES = [['usage_in_bytes', 'usage'], ['max_usage_in_bytes', 'max'], ['failcnt', 'failcnt'], ['limit_in_bytes', 'limit']] as const;
-const MEMORY_MODULES = [['usage', 'memory.'], ['swap', 'memory.memsw.'], ['kernel', 'memory.kmem.'], ['kernel_tcp', 'memory.kmem.tcp.']] as const;
+const MEMORY_ENTRY_FILES = [
+  ['usage_in_bytes', 'usage'],
+  ['max_usage_in_bytes', 'max'],
+  ['failcnt', 'failcnt'],
+  ['limit_in_bytes', 'limit'],
+] as const;
+const MEMORY_MODULES = [
+  ['usage', 'memory.'],
+  ['swap', 'memory.memsw.'],
+  ['kernel', 'memory.kmem.'],
+  ['kernel_tcp', 'memory.kmem.tcp.'],
+] as const;
 
 const emptyEntry = (): MemoryEntryV1 => ({ limit: 0, usage: 0, max: 0, failcnt: 0 });
 const u64Of = (text: string): U64 => parseU64(text.trim());
@@ -94,13 +146,20 @@ function memory(dir: string, m: MetricsV1, read: FileReader): void {
   const [stat, oom, ...entryTexts] = readAll(dir, ['memory.stat', 'memory.oom_control', ...entryNames], read);
   if (stat === null) return;
   const kv = parseKV(stat, join(dir, 'memory.stat'));
-  const mem = { usage: emptyEntry(), swap: emptyEntry(), kernel: emptyEntry(), kernel_tcp: emptyEntry() } as MemoryStatV1;
+  const mem = {
+    usage: emptyEntry(),
+    swap: emptyEntry(),
+    kernel: emptyEntry(),
+    kernel_tcp: emptyEntry(),
+  } as MemoryStatV1;
   for (const [field, key] of MEMORY_STAT_KEYS) mem[field] = kv.get(key) ?? 0;
   m.memory = mem;
   if (oom === null) return;
   const oc = parseKV(oom, join(dir, 'memory.oom_control'));
   m.memory_oom_control = {
-    oom_kill_disable: oc.get('oom_kill_disable') ?? 0, under_oom: oc.get('under_oom') ?? 0, oom_kill: oc.get('oom_kill') ?? 0,
+    oom_kill_disable: oc.get('oom_kill_disable') ?? 0,
+    under_oom: oc.get('under_oom') ?? 0,
+    oom_kill: oc.get('oom_kill') ?? 0,
   };
   // In Go's order: the first missing file (e.g. memsw without swap accounting) ends the walk.
   let i = 0;
@@ -123,12 +182,15 @@ function pids(dir: string, m: MetricsV1, read: FileReader): void {
 /** /proc/partitions -> "major:minor" -> "/dev/<name>" (first two lines are the header). */
 export function parsePartitions(text: string): Map<string, string> {
   const out = new Map<string, string>();
-  text.split('\n').slice(2).forEach((line) => {
-    const f = fields(line);
-    if (f.length < 4) return;
-    const key = `${Number(f[0])}:${Number(f[1])}`;
-    if (!out.has(key)) out.set(key, `/dev/${f[3]}`);
-  });
+  text
+    .split('\n')
+    .slice(2)
+    .forEach((line) => {
+      const f = fields(line);
+      if (f.length < 4) return;
+      const key = `${Number(f[0])}:${Number(f[1])}`;
+      if (!out.has(key)) out.set(key, `/dev/${f[3]}`);
+    });
   return out;
 }
 
@@ -173,14 +235,27 @@ const BLKIO_THROTTLE: [keyof BlkIOStat, string][] = [
 
 function blkio(dir: string, m: MetricsV1, procRoot: string, read: FileReader): void {
   const stat: BlkIOStat = {
-    io_service_bytes_recursive: [], io_serviced_recursive: [], io_queued_recursive: [],
-    io_service_time_recursive: [], io_wait_time_recursive: [], io_merged_recursive: [],
-    io_time_recursive: [], sectors_recursive: [],
+    io_service_bytes_recursive: [],
+    io_serviced_recursive: [],
+    io_queued_recursive: [],
+    io_service_time_recursive: [],
+    io_wait_time_recursive: [],
+    io_merged_recursive: [],
+    io_time_recursive: [],
+    sectors_recursive: [],
   };
   m.blkio = stat;
   const partitions = read(join(procRoot, 'partitions'));
-  const recursive = readAll(dir, BLKIO_RECURSIVE.map(([, f]) => f), read);
-  const throttle = readAll(dir, BLKIO_THROTTLE.map(([, f]) => f), read);
+  const recursive = readAll(
+    dir,
+    BLKIO_RECURSIVE.map(([, f]) => f),
+    read
+  );
+  const throttle = readAll(
+    dir,
+    BLKIO_THROTTLE.map(([, f]) => f),
+    read
+  );
   if (partitions === null) return;
   const devices = parsePartitions(partitions);
   const fill = (table: [keyof BlkIOStat, string][], texts: (string | null)[]): boolean => {
@@ -203,7 +278,8 @@ function blkio(dir: string, m: MetricsV1, procRoot: string, read: FileReader): v
 export function hugePageSizeName(dirName: string): string {
   const m = /^hugepages-(\d+)([kKmMgG]?)B$/.exec(dirName);
   if (!m) throw new ParseError(`invalid huge page dir ${JSON.stringify(dirName)}`);
-  let size = Number(m[1]) * ({ '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[m[2].toLowerCase()];
+  let size =
+    Number(m[1]) * ({ '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[m[2].toLowerCase()];
   const units = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
   let i = 0;
   while (size >= 1024 && i < units.length - 1) {
@@ -220,7 +296,11 @@ function hugePageSizes(hugepagesDir: string): string[] {
   let sizes = hugePageSizeCache.get(hugepagesDir);
   if (!sizes) {
     try {
-      sizes = fs.readdirSync(hugepagesDir).filter((n) => n.startsWith('hugepages-')).sort().map(hugePageSizeName);
+      sizes = fs
+        .readdirSync(hugepagesDir)
+        .filter((n) => n.startsWith('hugepages-'))
+        .sort()
+        .map(hugePageSizeName);
     } catch {
       sizes = [];
     }
@@ -232,7 +312,12 @@ function hugePageSizes(hugepagesDir: string): string[] {
 function hugetlb(dir: string, m: MetricsV1, hugepagesDir: string, read: FileReader): void {
   const sizes = hugePageSizes(hugepagesDir);
   const perSize = sizes.map((size) =>
-    readAll(dir, ['usage_in_bytes', 'max_usage_in_bytes', 'failcnt'].map((f) => `hugetlb.${size}.${f}`), read));
+    readAll(
+      dir,
+      ['usage_in_bytes', 'max_usage_in_bytes', 'failcnt'].map((f) => `hugetlb.${size}.${f}`),
+      read
+    )
+  );
   for (let i = 0; i < sizes.length; i++) {
     const [usage, max, failcnt] = perSize[i];
     if (usage === null || max === null || failcnt === null) return;
@@ -270,7 +355,11 @@ function rdma(dir: string, m: MetricsV1, read: FileReader): void {
  * Collects every controller present in `paths` (controller name -> directory), reading files with
  * `read` (a container's CgroupFiles keeps them open between calls).
  */
-export async function collectV1(paths: Record<string, string>, opts: V1Options = {}, read: FileReader = readOnce): Promise<MetricsV1> {
+export async function collectV1(
+  paths: Record<string, string>,
+  opts: V1Options = {},
+  read: FileReader = readOnce
+): Promise<MetricsV1> {
   const m: MetricsV1 = {
     hugetlb: [],
     cpu: {

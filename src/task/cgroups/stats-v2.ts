@@ -8,18 +8,45 @@ import { fields, lines, readAll, readOnce, type FileReader } from './files';
 import { parseRdmaEntries, type RdmaEntry } from './stats-v1';
 import { ParseError, parseU64, parseU64Big, parseU64OrMax, u64, type U64 } from './u64';
 
-export interface PSIData { avg10: number; avg60: number; avg300: number; total: U64 }
-export interface PSIStats { some?: PSIData; full?: PSIData }
-export interface IOEntry { major: U64; minor: U64; rbytes: U64; wbytes: U64; rios: U64; wios: U64 }
+export interface PSIData {
+  avg10: number;
+  avg60: number;
+  avg300: number;
+  total: U64;
+}
+export interface PSIStats {
+  some?: PSIData;
+  full?: PSIData;
+}
+export interface IOEntry {
+  major: U64;
+  minor: U64;
+  rbytes: U64;
+  wbytes: U64;
+  rios: U64;
+  wios: U64;
+}
 export type MemoryStatV2 = Record<(typeof MEMORY_STAT_KEYS)[number], U64> & {
-  usage: U64; usage_limit: U64; swap_usage: U64; swap_limit: U64;
-  max_usage?: U64; swap_max_usage?: U64; psi?: PSIStats;
+  usage: U64;
+  usage_limit: U64;
+  swap_usage: U64;
+  swap_limit: U64;
+  max_usage?: U64;
+  swap_max_usage?: U64;
+  psi?: PSIStats;
 };
 export interface MetricsV2 {
   pids: { current: U64; limit: U64 };
   cpu: {
-    usage_usec: U64; user_usec: U64; system_usec: U64; nr_periods: U64; nr_throttled: U64;
-    throttled_usec: U64; nr_bursts?: U64; burst_usec?: U64; psi?: PSIStats;
+    usage_usec: U64;
+    user_usec: U64;
+    system_usec: U64;
+    nr_periods: U64;
+    nr_throttled: U64;
+    throttled_usec: U64;
+    nr_bursts?: U64;
+    burst_usec?: U64;
+    psi?: PSIStats;
   };
   memory: MemoryStatV2;
   rdma: { current: RdmaEntry[]; limit: RdmaEntry[] };
@@ -29,14 +56,47 @@ export interface MetricsV2 {
 }
 
 const MEMORY_STAT_KEYS = [
-  'anon', 'file', 'kernel_stack', 'slab', 'sock', 'shmem', 'file_mapped', 'file_dirty', 'file_writeback',
-  'anon_thp', 'inactive_anon', 'active_anon', 'inactive_file', 'active_file', 'unevictable',
-  'slab_reclaimable', 'slab_unreclaimable', 'pgfault', 'pgmajfault', 'workingset_refault',
-  'workingset_activate', 'workingset_nodereclaim', 'pgrefill', 'pgscan', 'pgsteal', 'pgactivate',
-  'pgdeactivate', 'pglazyfree', 'pglazyfreed', 'thp_fault_alloc', 'thp_collapse_alloc',
+  'anon',
+  'file',
+  'kernel_stack',
+  'slab',
+  'sock',
+  'shmem',
+  'file_mapped',
+  'file_dirty',
+  'file_writeback',
+  'anon_thp',
+  'inactive_anon',
+  'active_anon',
+  'inactive_file',
+  'active_file',
+  'unevictable',
+  'slab_reclaimable',
+  'slab_unreclaimable',
+  'pgfault',
+  'pgmajfault',
+  'workingset_refault',
+  'workingset_activate',
+  'workingset_nodereclaim',
+  'pgrefill',
+  'pgscan',
+  'pgsteal',
+  'pgactivate',
+  'pgdeactivate',
+  'pglazyfree',
+  'pglazyfreed',
+  'thp_fault_alloc',
+  'thp_collapse_alloc',
 ] as const;
 
-const CPU_STAT_KEYS = ['usage_usec', 'user_usec', 'system_usec', 'nr_periods', 'nr_throttled', 'throttled_usec'] as const;
+const CPU_STAT_KEYS = [
+  'usage_usec',
+  'user_usec',
+  'system_usec',
+  'nr_periods',
+  'nr_throttled',
+  'throttled_usec',
+] as const;
 
 /** "key value" lines; values that are not unsigned integers are ignored (read as 0), like Go. */
 export function parseFlatKeyed(text: string, file: string, into = new Map<string, U64>()): Map<string, U64> {
@@ -116,9 +176,15 @@ function hugetlb(dir: string, read: FileReader): MetricsV2['hugetlb'] {
     return [];
   }
   // hugetlb.<size>.current / .max (not the .rsvd.* reservation counters of newer kernels).
-  const sizes = [...new Set(names.map((n) => /^hugetlb\.([^.]+)\.(current|max)$/.exec(n)?.[1]).filter((s): s is string => !!s))].sort();
+  const sizes = [
+    ...new Set(names.map((n) => /^hugetlb\.([^.]+)\.(current|max)$/.exec(n)?.[1]).filter((s): s is string => !!s)),
+  ].sort();
   return sizes.map((size) => {
-    const [current, max, events] = readAll(dir, [`hugetlb.${size}.current`, `hugetlb.${size}.max`, `hugetlb.${size}.events`], read);
+    const [current, max, events] = readAll(
+      dir,
+      [`hugetlb.${size}.current`, `hugetlb.${size}.max`, `hugetlb.${size}.events`],
+      read
+    );
     const stat: MetricsV2['hugetlb'][number] = { current: singleValue(current), max: singleValue(max), pagesize: size };
     if (events !== null) stat.failcnt = parseFlatKeyed(events, `hugetlb.${size}.events`).get('max') ?? 0;
     return stat;
@@ -135,15 +201,44 @@ export async function collectV2(dir: string, read: FileReader = readOnce): Promi
   const controllers = new Set(fields(controllersText));
   const statFiles = ['cpu', 'memory'].filter((c) => controllers.has(c)).map((c) => `${c}.stat`);
   const statTexts = readAll(dir, statFiles, read);
-  const single = readAll(dir, [
-    'pids.current', 'pids.max', 'memory.current', 'memory.max', 'memory.swap.current', 'memory.swap.max',
-    'memory.peak', 'memory.swap.peak', 'memory.events', 'io.stat', 'rdma.current', 'rdma.max',
-  ], read);
+  const single = readAll(
+    dir,
+    [
+      'pids.current',
+      'pids.max',
+      'memory.current',
+      'memory.max',
+      'memory.swap.current',
+      'memory.swap.max',
+      'memory.peak',
+      'memory.swap.peak',
+      'memory.events',
+      'io.stat',
+      'rdma.current',
+      'rdma.max',
+    ],
+    read
+  );
   const pressure = readAll(dir, ['cpu.pressure', 'memory.pressure', 'io.pressure'], read);
   const hugetlbStats = hugetlb(dir, read);
-  const [pidsCurrent, pidsMax, memCurrent, memMax, swapCurrent, swapMax, memPeak, swapPeak, events, ioStat, rdmaCurrent, rdmaMax] = single;
+  const [
+    pidsCurrent,
+    pidsMax,
+    memCurrent,
+    memMax,
+    swapCurrent,
+    swapMax,
+    memPeak,
+    swapPeak,
+    events,
+    ioStat,
+    rdmaCurrent,
+    rdmaMax,
+  ] = single;
   const kv = new Map<string, U64>();
-  statTexts.forEach((t, i) => { if (t !== null) parseFlatKeyed(t, join(dir, statFiles[i]), kv); });
+  statTexts.forEach((t, i) => {
+    if (t !== null) parseFlatKeyed(t, join(dir, statFiles[i]), kv);
+  });
   const get = (k: string): U64 => kv.get(k) ?? 0;
 
   const cpu = Object.fromEntries(CPU_STAT_KEYS.map((k) => [k, get(k)])) as unknown as MetricsV2['cpu'];
@@ -164,14 +259,23 @@ export async function collectV2(dir: string, read: FileReader = readOnce): Promi
     pids: { current: singleValue(pidsCurrent), limit: singleValue(pidsMax) },
     cpu,
     memory,
-    rdma: { current: rdmaCurrent === null ? [] : parseRdmaEntries(rdmaCurrent), limit: rdmaMax === null ? [] : parseRdmaEntries(rdmaMax) },
+    rdma: {
+      current: rdmaCurrent === null ? [] : parseRdmaEntries(rdmaCurrent),
+      limit: rdmaMax === null ? [] : parseRdmaEntries(rdmaMax),
+    },
     io: { usage: ioStat === null ? [] : parseIoStat(ioStat) },
     hugetlb: hugetlbStats,
   };
   if (pressure[2] !== null) m.io.psi = parsePressure(pressure[2]);
   const ev = events === null ? new Map<string, U64>() : parseFlatKeyed(events, join(dir, 'memory.events'));
   if (ev.size > 0) {
-    m.memory_events = { low: ev.get('low') ?? 0, high: ev.get('high') ?? 0, max: ev.get('max') ?? 0, oom: ev.get('oom') ?? 0, oom_kill: ev.get('oom_kill') ?? 0 };
+    m.memory_events = {
+      low: ev.get('low') ?? 0,
+      high: ev.get('high') ?? 0,
+      max: ev.get('max') ?? 0,
+      oom: ev.get('oom') ?? 0,
+      oom_kill: ev.get('oom_kill') ?? 0,
+    };
   }
   return m;
 }

@@ -27,10 +27,19 @@ export class BinaryLogger {
   private exited: Promise<void>;
   private hasExited = false;
 
-  private constructor(private readonly child: ChildProcess, private readonly log?: IoLog) {
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly log?: IoLog
+  ) {
     this.exited = new Promise((resolve) => {
-      child.once('exit', () => { this.hasExited = true; resolve(); });
-      child.once('error', () => { this.hasExited = true; resolve(); });
+      child.once('exit', () => {
+        this.hasExited = true;
+        resolve();
+      });
+      child.once('error', () => {
+        this.hasExited = true;
+        resolve();
+      });
     });
   }
 
@@ -80,11 +89,14 @@ export class BinaryLogger {
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
       this.exited.then(() => false),
-      new Promise<boolean>((r) => { timer = setTimeout(() => r(true), timeoutMs); }),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(true), timeoutMs);
+      }),
     ]);
     clearTimeout(timer);
     if (timedOut && !this.hasExited) {
-      if (timeoutMs > 0) this.log?.('warn', 'logging binary did not exit after SIGTERM, killing it', { pid: this.child.pid });
+      if (timeoutMs > 0)
+        this.log?.('warn', 'logging binary did not exit after SIGTERM, killing it', { pid: this.child.pid });
       this.child.kill('SIGKILL');
       await this.exited;
     }
@@ -102,7 +114,8 @@ function waitReady(readyFd: number, child: ChildProcess, binary: string, signal?
       signal?.removeEventListener('abort', onAbort);
       void destroyAndWait(ready).then(() => (err ? reject(err) : resolve()));
     };
-    const onSpawnError = (err: Error): void => settle(new Error(`failed to start logging binary ${binary}: ${err.message}`));
+    const onSpawnError = (err: Error): void =>
+      settle(new Error(`failed to start logging binary ${binary}: ${err.message}`));
     const onAbort = (): void => settle(new Error(`waiting for logging binary ${binary} to be ready: aborted`));
     child.once('error', onSpawnError);
     signal?.addEventListener('abort', onAbort);

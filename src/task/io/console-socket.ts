@@ -16,7 +16,11 @@ export class ConsoleSocket {
   private closed = false;
   private readonly closedSignal = new AbortController();
 
-  private constructor(readonly path: string, private readonly dir: string, private readonly server: net.Server) {}
+  private constructor(
+    readonly path: string,
+    private readonly dir: string,
+    private readonly server: net.Server
+  ) {}
 
   /** mkdtemp($XDG_RUNTIME_DIR or the temp dir, "pty") + "/pty.sock", listening. */
   static async create(): Promise<ConsoleSocket> {
@@ -41,7 +45,10 @@ export class ConsoleSocket {
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(sockPath, () => { server.off('error', reject); resolve(); });
+        server.listen(sockPath, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
       if (runtimeDir) await fs.promises.chmod(sockPath, 0o1755 /* rwxr-xr-x + sticky, as the Go shim */);
     } catch (err) {
@@ -58,7 +65,12 @@ export class ConsoleSocket {
   async receiveMaster(opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<number> {
     const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
     const signal = opts.signal ? AbortSignal.any([opts.signal, this.closedSignal.signal]) : this.closedSignal.signal;
-    const conn = await this.withDeadline(this.connection!, deadline, signal, 'waiting for runc to connect to the console socket');
+    const conn = await this.withDeadline(
+      this.connection!,
+      deadline,
+      signal,
+      'waiting for runc to connect to the console socket'
+    );
     const fd = (conn as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (fd === undefined || fd < 0) throw new Error('console socket connection has no fd');
     for (;;) {
@@ -69,7 +81,12 @@ export class ConsoleSocket {
         if (code === 'EOF') throw new Error('runc closed the console socket without sending the pty master');
         if (code !== 'EAGAIN') throw err;
       }
-      await this.withDeadline(new Promise((r) => setTimeout(r, RECV_RETRY_MS)), deadline, signal, 'receiving the pty master');
+      await this.withDeadline(
+        new Promise((r) => setTimeout(r, RECV_RETRY_MS)),
+        deadline,
+        signal,
+        'receiving the pty master'
+      );
     }
   }
 
@@ -83,7 +100,12 @@ export class ConsoleSocket {
     await fs.promises.rm(this.dir, { recursive: true, force: true });
   }
 
-  private async withDeadline<T>(p: Promise<T>, deadline: number, signal: AbortSignal | undefined, what: string): Promise<T> {
+  private async withDeadline<T>(
+    p: Promise<T>,
+    deadline: number,
+    signal: AbortSignal | undefined,
+    what: string
+  ): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
     try {

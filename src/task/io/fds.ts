@@ -108,8 +108,13 @@ export function socketOnFd(fd: number, direction: 'read' | 'write'): net.Socket 
   return new net.Socket({ fd, readable: direction === 'read', writable: direction === 'write', allowHalfOpen: true });
 }
 
-interface PipeHandle { open(fd: number): number }
-interface PipeWrapBinding { Pipe: new (type: number) => PipeHandle; constants: { SOCKET: number } }
+interface PipeHandle {
+  open(fd: number): number;
+}
+interface PipeWrapBinding {
+  Pipe: new (type: number) => PipeHandle;
+  constants: { SOCKET: number };
+}
 
 /**
  * Wraps a pty master fd as a duplex net.Socket. net.Socket({fd}) refuses ttys, and a tty.ReadStream

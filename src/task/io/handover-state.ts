@@ -48,4 +48,3 @@ export interface IoHandover {
   /** Leave every fd open for the next process; the IO object is dead afterwards. */
   detach(): IoState;
 }
-

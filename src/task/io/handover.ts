@@ -22,7 +22,7 @@ export function fdOfStream(s: net.Socket | fs.WriteStream | Writable): number {
 /** The fds of an IoState, for clearing close-on-exec before the exec. */
 export function ioFds(s: IoState): number[] {
   const out: number[] = [];
-  const copy = (c: CopyState & { keepAliveFd?: number } | null) => {
+  const copy = (c: (CopyState & { keepAliveFd?: number }) | null) => {
     if (!c || c.done) return;
     out.push(c.srcFd);
     if (c.dst.kind !== 'discard') out.push(c.dst.fd);
@@ -30,16 +30,34 @@ export function ioFds(s: IoState): number[] {
     if (c.keepAliveFd !== undefined) out.push(c.keepAliveFd);
   };
   if (s.kind === 'pipe') s.copies.forEach(copy);
-  else { if (s.masterFd >= 0) out.push(s.masterFd); copy(s.console); }
+  else {
+    if (s.masterFd >= 0) out.push(s.masterFd);
+    copy(s.console);
+  }
   copy(s.stdin);
   return [...new Set(out)];
 }
 
 /** Builds a CopyState from a running pump (after its pause and flush). */
-export function detachCopy(name: string, control: Partial<PumpControl>, srcFd: number, dst: DestinationState, extra: { keepReaderFd?: number } = {}): CopyState {
-  if (!control.detach || control.finished?.()) return { name, done: true, srcFd: -1, dst: { kind: 'discard' }, pending: '', dropping: false };
+export function detachCopy(
+  name: string,
+  control: Partial<PumpControl>,
+  srcFd: number,
+  dst: DestinationState,
+  extra: { keepReaderFd?: number } = {}
+): CopyState {
+  if (!control.detach || control.finished?.())
+    return { name, done: true, srcFd: -1, dst: { kind: 'discard' }, pending: '', dropping: false };
   const pending = control.detach();
-  return { name, done: false, srcFd, dst, pending: pending.toString('base64'), dropping: !!control.dropping?.(), ...extra };
+  return {
+    name,
+    done: false,
+    srcFd,
+    dst,
+    pending: pending.toString('base64'),
+    dropping: !!control.dropping?.(),
+    ...extra,
+  };
 }
 
 /** A destination stream again, on its handed-over fd. */
@@ -52,8 +70,12 @@ export function destinationStream(d: DestinationState): Writable | null {
 /** pause/resume/flushed of a set of pump controls. */
 export function pumpsHandover(controls: Partial<PumpControl>[], detach: () => IoState): IoHandover {
   return {
-    pause: () => { for (const c of controls) c.pause?.(); },
-    resume: () => { for (const c of controls) c.resume?.(); },
+    pause: () => {
+      for (const c of controls) c.pause?.();
+    },
+    resume: () => {
+      for (const c of controls) c.resume?.();
+    },
     flushed: () => controls.every((c) => !c.flushed || c.finished?.() || c.flushed()),
     detach,
   };
@@ -66,9 +88,19 @@ export function pumpsHandover(controls: Partial<PumpControl>[], detach: () => Io
 export class AdoptedLogger {
   constructor(readonly pid: number) {}
   async stop(timeoutMs = 12_000): Promise<void> {
-    try { kill(this.pid, 15); } catch { return; }
+    try {
+      kill(this.pid, 15);
+    } catch {
+      return;
+    }
     const end = Date.now() + timeoutMs;
     while (processExists(this.pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-    if (processExists(this.pid)) { try { kill(this.pid, 9); } catch { /* gone */ } }
+    if (processExists(this.pid)) {
+      try {
+        kill(this.pid, 9);
+      } catch {
+        /* gone */
+      }
+    }
   }
 }

@@ -9,8 +9,15 @@ import { BinaryLogger } from './binary-logger';
 import { isFifo, isFifoSync, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
 import { pump, type PumpControl, type PumpResult } from './pump';
 import {
-  AdoptedLogger, destinationStream, detachCopy, fdOfStream, pumpsHandover,
-  type CopyState, type DestinationState, type IoHandover, type PipeIoState,
+  AdoptedLogger,
+  destinationStream,
+  detachCopy,
+  fdOfStream,
+  pumpsHandover,
+  type CopyState,
+  type DestinationState,
+  type IoHandover,
+  type PipeIoState,
 } from './handover';
 import { Resources } from './resources';
 import { stdioPath, type OutputTarget } from './stdio-uri';
@@ -18,10 +25,22 @@ import type { ProcessIO, ProcessIOOptions, RuncStdio, StdioConfig } from './type
 
 type OutputName = 'stdout' | 'stderr';
 
-type Destination = { dst: Writable; shared: boolean; afterCopy?: () => void; state: DestinationState; keepReaderFd?: number };
+type Destination = {
+  dst: Writable;
+  shared: boolean;
+  afterCopy?: () => void;
+  state: DestinationState;
+  keepReaderFd?: number;
+};
 
 /** A running copy as an upgrade hands it over. */
-interface LiveCopy { name: string; control: Partial<PumpControl>; srcFd: number; dst: DestinationState; keepReaderFd?: number }
+interface LiveCopy {
+  name: string;
+  control: Partial<PumpControl>;
+  srcFd: number;
+  dst: DestinationState;
+  keepReaderFd?: number;
+}
 
 export class PipeProcessIO implements ProcessIO {
   readonly consoleSocketPath = undefined;
@@ -97,7 +116,9 @@ export class PipeProcessIO implements ProcessIO {
     const drained = Promise.all(this.outputCopies).then(() => true);
     if (timeoutMs === undefined) return drained;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); });
+    const timeout = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), timeoutMs);
+    });
     const done = await Promise.race([drained, timeout]);
     clearTimeout(timer);
     if (!done) this.opts.log?.('warn', 'output not drained in time', { timeoutMs });
@@ -136,13 +157,20 @@ export class PipeProcessIO implements ProcessIO {
         this.res.stream(fifo.writer);
         // The extra reader goes only after the writer finished (see openOutputFifo).
         return {
-          dst: fifo.writer, shared: false, afterCopy: () => this.res.closeFd(fifo.keepReaderFd),
-          state: { kind: 'socket', fd: fdOfStream(fifo.writer) }, keepReaderFd: fifo.keepReaderFd,
+          dst: fifo.writer,
+          shared: false,
+          afterCopy: () => this.res.closeFd(fifo.keepReaderFd),
+          state: { kind: 'socket', fd: fdOfStream(fifo.writer) },
+          keepReaderFd: fifo.keepReaderFd,
         };
       }
       if (this.sharedFile && this.sharedFile.path === p) {
         this.sharedFile.users++;
-        return { dst: this.sharedFile.stream, shared: true, state: { kind: 'file', fd: fdOfStream(this.sharedFile.stream) } };
+        return {
+          dst: this.sharedFile.stream,
+          shared: true,
+          state: { kind: 'file', fd: fdOfStream(this.sharedFile.stream) },
+        };
       }
       const stream = await openOutputFile(p).catch((err: Error) => {
         throw new Error(`containerd-shim: opening ${name} file ${JSON.stringify(p)} failed: ${err.message}`);
@@ -197,7 +225,8 @@ export class PipeProcessIO implements ProcessIO {
     const copy = pump(src, d.dst, { name, log: this.opts.log, endDestination: !d.shared, control }).then(async (r) => {
       d.afterCopy?.();
       const sharedFile = this.sharedFile;
-      if (d.shared && sharedFile && --sharedFile.users === 0) await new Promise<void>((done) => sharedFile.stream.end(done));
+      if (d.shared && sharedFile && --sharedFile.users === 0)
+        await new Promise<void>((done) => sharedFile.stream.end(done));
       return r;
     });
     this.outputCopies.push(copy);
@@ -221,7 +250,14 @@ export class PipeProcessIO implements ProcessIO {
     if (this.closed) return 'IO is closing';
     const controls = [...this.live.map((l) => l.control), ...(this.stdinLive ? [this.stdinLive.control] : [])];
     return pumpsHandover(controls, () => {
-      const copy = (l: LiveCopy): CopyState => detachCopy(l.name, l.control, l.srcFd, l.dst, l.keepReaderFd === undefined ? {} : { keepReaderFd: l.keepReaderFd });
+      const copy = (l: LiveCopy): CopyState =>
+        detachCopy(
+          l.name,
+          l.control,
+          l.srcFd,
+          l.dst,
+          l.keepReaderFd === undefined ? {} : { keepReaderFd: l.keepReaderFd }
+        );
       const stdin = this.stdinLive ? { ...copy(this.stdinLive), keepAliveFd: this.stdinKeepAliveFd } : null;
       return { kind: 'pipe', copies: this.live.map(copy), stdin, loggerPid: this.logger?.pid } satisfies PipeIoState;
     });
@@ -231,7 +267,8 @@ export class PipeProcessIO implements ProcessIO {
   static adopt(state: PipeIoState, opts: ProcessIOOptions): PipeProcessIO {
     const io = new PipeProcessIO(opts);
     const shared = new Map<number, number>(); // file fd -> copies writing to it
-    for (const c of state.copies) if (!c.done && c.dst.kind === 'file') shared.set(c.dst.fd, (shared.get(c.dst.fd) ?? 0) + 1);
+    for (const c of state.copies)
+      if (!c.done && c.dst.kind === 'file') shared.set(c.dst.fd, (shared.get(c.dst.fd) ?? 0) + 1);
     const fileStreams = new Map<number, fs.WriteStream>();
     for (const c of state.copies) {
       if (c.done) continue;
@@ -249,7 +286,13 @@ export class PipeProcessIO implements ProcessIO {
         const dst = io.res.stream(destinationStream(c.dst) as import('node:net').Socket);
         const keep = c.keepReaderFd;
         if (keep !== undefined) io.res.fd(keep);
-        d = { dst, shared: false, state: c.dst, keepReaderFd: keep, afterCopy: keep === undefined ? undefined : () => io.res.closeFd(keep) };
+        d = {
+          dst,
+          shared: false,
+          state: c.dst,
+          keepReaderFd: keep,
+          afterCopy: keep === undefined ? undefined : () => io.res.closeFd(keep),
+        };
       } else {
         d = { dst: new Writable({ write: (_c, _e, cb) => cb() }), shared: false, state: { kind: 'discard' } };
       }
@@ -273,11 +316,16 @@ export class PipeProcessIO implements ProcessIO {
     this.stdio[1] = out.container;
     this.stdio[2] = err.container;
     this.logger = await BinaryLogger.start({
-      binary, args,
+      binary,
+      args,
       containerId: this.opts.execId ?? this.opts.id,
       namespace: this.opts.namespace,
-      stdoutFd: out.shim, stderrFd: err.shim,
-      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal, cwd: this.opts.cwd,
+      stdoutFd: out.shim,
+      stderrFd: err.shim,
+      spawn: this.opts.spawn,
+      log: this.opts.log,
+      signal: this.opts.signal,
+      cwd: this.opts.cwd,
     });
     // The logger holds its own copies now. Unlike the Go shim (which keeps the write ends until
     // Delete) we also drop ours after runc started, so the logger sees EOF when the container's

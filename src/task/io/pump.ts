@@ -102,8 +102,15 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
 
     if (opts.control) {
       const c = opts.control;
-      c.pause = () => { held = true; src.pause(); stopReadingNow(src); };
-      c.resume = () => { held = false; if (!waitingForDrain && !finished) src.resume(); };
+      c.pause = () => {
+        held = true;
+        src.pause();
+        stopReadingNow(src);
+      };
+      c.resume = () => {
+        held = false;
+        if (!waitingForDrain && !finished) src.resume();
+      };
       c.flushed = () => dropping || dst.writableLength === 0;
       c.finished = () => finished;
       c.dropping = () => dropping;
@@ -135,7 +142,10 @@ export function pump(src: Readable, dst: Writable, opts: PumpOptions): Promise<P
     src.on('end', finish);
     src.on('error', (err: NodeJS.ErrnoException) => {
       if (!opts.endOnErrorCodes?.includes(err.code ?? '')) {
-        opts.log?.('warn', `${opts.name}: read failed, treating as end of stream`, { error: err.message, code: err.code });
+        opts.log?.('warn', `${opts.name}: read failed, treating as end of stream`, {
+          error: err.message,
+          code: err.code,
+        });
       }
       finish();
     });

@@ -34,7 +34,8 @@ export function parseOutputTarget(cfg: StdioConfig): OutputTarget {
   switch (scheme) {
     case '':
     case 'fifo':
-      if (scheme === 'fifo' && stdioPath(cfg.stdout) === '') throw new StdioUriError(`stdout uri ${JSON.stringify(cfg.stdout)} has no path`);
+      if (scheme === 'fifo' && stdioPath(cfg.stdout) === '')
+        throw new StdioUriError(`stdout uri ${JSON.stringify(cfg.stdout)} has no path`);
       return { kind: 'fifo' };
     case 'binary': {
       const url = parseUrl(cfg.stdout);
@@ -42,7 +43,8 @@ export function parseOutputTarget(cfg: StdioConfig): OutputTarget {
     }
     case 'file': {
       const url = parseUrl(cfg.stdout);
-      if (url.search !== '') throw new StdioUriError(`stdout uri ${JSON.stringify(cfg.stdout)}: file:// takes no query`);
+      if (url.search !== '')
+        throw new StdioUriError(`stdout uri ${JSON.stringify(cfg.stdout)}: file:// takes no query`);
       return { kind: 'file', file: absolutePathOf(url, cfg.stdout) };
     }
     default:
@@ -61,7 +63,9 @@ function parseUrl(raw: string): URL {
 // `binary://logger/x` would silently run /x with Go's url.Path; demand the three-slash form instead.
 function absolutePathOf(url: URL, raw: string): string {
   if (url.host !== '') {
-    throw new StdioUriError(`stdout uri ${JSON.stringify(raw)}: expected ${url.protocol}///absolute/path, got host ${JSON.stringify(url.host)}`);
+    throw new StdioUriError(
+      `stdout uri ${JSON.stringify(raw)}: expected ${url.protocol}///absolute/path, got host ${JSON.stringify(url.host)}`
+    );
   }
   let p: string;
   try {

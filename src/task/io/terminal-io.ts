@@ -9,8 +9,14 @@ import { ConsoleSocket } from './console-socket';
 import { closeFdQuietly, openInputFifo, openOutputFifo, socketOnFd, socketOnPtyMaster } from './fds';
 import { pump, type PumpControl } from './pump';
 import {
-  AdoptedLogger, destinationStream, detachCopy, fdOfStream, pumpsHandover,
-  type DestinationState, type IoHandover, type TerminalIoState,
+  AdoptedLogger,
+  destinationStream,
+  detachCopy,
+  fdOfStream,
+  pumpsHandover,
+  type DestinationState,
+  type IoHandover,
+  type TerminalIoState,
 } from './handover';
 import { Resources } from './resources';
 import { stdioPath, type OutputTarget } from './stdio-uri';
@@ -107,7 +113,9 @@ export class TerminalProcessIO implements ProcessIO {
     this.masterReceived = true;
     // First thing: the container may already run and ask for its size.
     if (this.pendingSize) {
-      try { sys.setWinsize(master, this.pendingSize.height, this.pendingSize.width); } catch (err) {
+      try {
+        sys.setWinsize(master, this.pendingSize.height, this.pendingSize.width);
+      } catch (err) {
         this.opts.log?.('warn', 'cannot apply the early terminal size', { error: (err as Error).message });
       }
       this.pendingSize = undefined;
@@ -133,13 +141,19 @@ export class TerminalProcessIO implements ProcessIO {
     const out = this.stdoutDst ?? discard();
     if (pending?.console?.length) out.write(pending.console);
     this.drained = pump(sock, out, {
-      name: 'console', log: this.opts.log, endOnErrorCodes: ['EIO'], readRemaining: () => this.readMasterNow(), control: this.consoleControl,
+      name: 'console',
+      log: this.opts.log,
+      endOnErrorCodes: ['EIO'],
+      readRemaining: () => this.readMasterNow(),
+      control: this.consoleControl,
     }).then(() => undefined);
     if (this.stdinReader) {
       if (pending?.stdin?.length) sock.write(pending.stdin);
       // Go: when stdin ends (CloseIO + client closed its end) the console is shut down and the
       // master closed, so the container's session gets a hangup.
-      void pump(this.stdinReader, sock, { name: 'stdin', endDestination: false, control: this.stdinControl }).then(() => this.closeMaster());
+      void pump(this.stdinReader, sock, { name: 'stdin', endDestination: false, control: this.stdinControl }).then(() =>
+        this.closeMaster()
+      );
     }
   }
 
@@ -148,21 +162,42 @@ export class TerminalProcessIO implements ProcessIO {
   /** The hand-over controls, or why this IO cannot be handed over now. */
   handover(): IoHandover | string {
     if (this.closed) return 'IO is closing';
-    if (this.receiving && this.masterFd === undefined && !this.masterReceived) return 'the console master has not arrived yet';
+    if (this.receiving && this.masterFd === undefined && !this.masterReceived)
+      return 'the console master has not arrived yet';
     if (this.masterFd === undefined || !this.masterSocket) {
       // The master is closed (stdin ended: the session got its hangup): nothing flows any more.
       const none = detachCopy('console', {}, -1, { kind: 'discard' });
-      return pumpsHandover([], () => ({ kind: 'terminal', masterFd: -1, console: none, stdin: null, loggerPid: this.logger?.pid }));
+      return pumpsHandover([], () => ({
+        kind: 'terminal',
+        masterFd: -1,
+        console: none,
+        stdin: null,
+        loggerPid: this.logger?.pid,
+      }));
     }
     const masterSocket = this.masterSocket;
     return pumpsHandover([this.consoleControl, this.stdinControl], () => {
       const dupFd = fdOfStream(masterSocket);
-      const console = detachCopy('console', this.consoleControl, dupFd, this.stdoutState,
-        this.stdoutKeepReaderFd === undefined ? {} : { keepReaderFd: this.stdoutKeepReaderFd });
+      const console = detachCopy(
+        'console',
+        this.consoleControl,
+        dupFd,
+        this.stdoutState,
+        this.stdoutKeepReaderFd === undefined ? {} : { keepReaderFd: this.stdoutKeepReaderFd }
+      );
       const stdin = this.stdinReader
-        ? { ...detachCopy('stdin', this.stdinControl, fdOfStream(this.stdinReader), { kind: 'socket', fd: dupFd }), keepAliveFd: this.stdinKeepAliveFd }
+        ? {
+            ...detachCopy('stdin', this.stdinControl, fdOfStream(this.stdinReader), { kind: 'socket', fd: dupFd }),
+            keepAliveFd: this.stdinKeepAliveFd,
+          }
         : null;
-      return { kind: 'terminal', masterFd: this.masterFd!, console, stdin, loggerPid: this.logger?.pid } satisfies TerminalIoState;
+      return {
+        kind: 'terminal',
+        masterFd: this.masterFd!,
+        console,
+        stdin,
+        loggerPid: this.logger?.pid,
+      } satisfies TerminalIoState;
     });
   }
 
@@ -176,20 +211,32 @@ export class TerminalProcessIO implements ProcessIO {
     if (c.dst.kind !== 'discard' && !c.done) {
       io.stdoutDst = io.res.stream(destinationStream(c.dst) as import('node:net').Socket);
       io.stdoutState = c.dst;
-      if (c.keepReaderFd !== undefined) { io.res.fd(c.keepReaderFd); io.stdoutKeepReaderFd = c.keepReaderFd; }
+      if (c.keepReaderFd !== undefined) {
+        io.res.fd(c.keepReaderFd);
+        io.stdoutKeepReaderFd = c.keepReaderFd;
+      }
     }
     if (state.stdin && !state.stdin.done) io.stdinReader = io.res.stream(socketOnFd(state.stdin.srcFd, 'read'));
     if (state.stdin?.keepAliveFd !== undefined) io.stdinKeepAliveFd = io.res.fd(state.stdin.keepAliveFd);
     if (state.loggerPid) io.logger = new AdoptedLogger(state.loggerPid);
-    if (c.done) { io.drained = Promise.resolve(); return io; }
-    io.startCopies(c.srcFd, { console: Buffer.from(c.pending, 'base64'), stdin: state.stdin ? Buffer.from(state.stdin.pending, 'base64') : undefined });
+    if (c.done) {
+      io.drained = Promise.resolve();
+      return io;
+    }
+    io.startCopies(c.srcFd, {
+      console: Buffer.from(c.pending, 'base64'),
+      stdin: state.stdin ? Buffer.from(state.stdin.pending, 'base64') : undefined,
+    });
     return io;
   }
 
   resize(width: number, height: number): void {
     if (this.masterFd !== undefined) return sys.setWinsize(this.masterFd, height, width);
     // Not received yet (ResizePty between Exec and Start, or while runc runs): keep the latest.
-    if (!this.masterReceived && !this.closed) { this.pendingSize = { width, height }; return; }
+    if (!this.masterReceived && !this.closed) {
+      this.pendingSize = { width, height };
+      return;
+    }
     throw new Error('resize: console not available');
   }
 
@@ -202,7 +249,12 @@ export class TerminalProcessIO implements ProcessIO {
     const drained = this.drained.then(() => true);
     if (timeoutMs === undefined) return drained;
     let timer: NodeJS.Timeout | undefined;
-    const done = await Promise.race([drained, new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); })]);
+    const done = await Promise.race([
+      drained,
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), timeoutMs);
+      }),
+    ]);
     clearTimeout(timer);
     if (!done) this.opts.log?.('warn', 'console output not drained in time', { timeoutMs });
     return done;
@@ -246,11 +298,16 @@ export class TerminalProcessIO implements ProcessIO {
     this.res.fd(errR);
     this.res.fd(errW);
     this.logger = await BinaryLogger.start({
-      binary, args,
+      binary,
+      args,
       containerId: this.opts.execId ?? this.opts.id,
       namespace: this.opts.namespace,
-      stdoutFd: outR, stderrFd: errR,
-      spawn: this.opts.spawn, log: this.opts.log, signal: this.opts.signal, cwd: this.opts.cwd,
+      stdoutFd: outR,
+      stderrFd: errR,
+      spawn: this.opts.spawn,
+      log: this.opts.log,
+      signal: this.opts.signal,
+      cwd: this.opts.cwd,
     });
     this.res.closeFd(outR);
     this.res.closeFd(errR);
