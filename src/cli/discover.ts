@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ShimClient, type ContainerRow } from './shim-client';
 import { CliError } from './args';
+import { bundleFile } from '../task/bundle-files';
 
 export const DEFAULT_SOCKET_DIR = '/run/containerd/s';
 const TASK_DIR = 'io.containerd.runtime.v2.task';
@@ -49,7 +50,7 @@ export function candidateSockets(opts: DiscoverOptions, env: NodeJS.ProcessEnv =
       } // not a namespace dir (or removed meanwhile)
       for (const id of ids) {
         try {
-          const address = fs.readFileSync(path.join(root, ns, id, 'address'), 'utf8').trim();
+          const address = fs.readFileSync(bundleFile(path.join(root, ns, id), 'address'), 'utf8').trim();
           const socket = address.replace(/^unix:\/\//, '');
           if (socket) out.add(socket);
         } catch {

@@ -53,7 +53,7 @@ function socketServed(socket: string): boolean {
  * repeat stale events. A live group shim (or a newer one on the same path) is never touched.
  */
 function removeDeadShimFiles(bundle: string, stateDir: string): void {
-  const address = readText(path.join(bundle, 'address'));
+  const address = readText(bundleFile(bundle, 'address'));
   if (!address) return;
   const socket = address.replace(/^unix:\/\//, '');
   if (!path.isAbsolute(socket) || socketServed(socket)) return;

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ShimFlags } from './flags';
 import { groupKey, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
+import { bundleFile } from '../task/bundle-files';
 import type { ShimConfig } from './config';
 
 export const PER_NODE_GROUP = '.tsshim-per-node';
@@ -99,7 +100,7 @@ export async function claimGroupSocket(
   const address = toAddress(socket);
   const server = await bindOrReuse(socket);
   if (server) fs.chmodSync(socket, 0o600);
-  else writeFileAtomic(path.join(bundle, 'address'), address);
+  else writeFileAtomic(bundleFile(bundle, 'address'), address);
   return { address, socket, group, server };
 }
 
@@ -113,8 +114,8 @@ export function settleDaemon(
 ): void {
   if (opts.shimCgroup) moveToCgroup(pid, opts.shimCgroup);
   adjustOomScore(pid, containerdPid);
-  writeFileAtomic(path.join(bundle, 'address'), address);
-  writeFileAtomic(path.join(bundle, 'shim.pid'), String(pid));
+  writeFileAtomic(bundleFile(bundle, 'address'), address);
+  writeFileAtomic(bundleFile(bundle, 'shimPid'), String(pid));
 }
 
 export async function runStart(

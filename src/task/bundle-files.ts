@@ -20,6 +20,11 @@ export const BundleFile = {
   initExit: 'init.exit',
   /** tsshim: the DeleteResponse the daemon sent for the init, for the `delete` subcommand's sh fast path. */
   deleteResponse: '.tsshim-delete-response',
+  /** The shim's ttrpc address (unix://...), which containerd reads back after a restart; written by
+   *  `start` (src/shim/start.ts, and bin/'s sh when it answers from a running group shim). */
+  address: 'address',
+  /** The pid of the shim daemon serving the container, as the Go shim records it (src/shim/start.ts). */
+  shimPid: 'shim.pid',
 } as const;
 
 export type BundleFileName = keyof typeof BundleFile;

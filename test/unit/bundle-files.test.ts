@@ -36,6 +36,8 @@ test('bundle files: the names containerd-shim-runc-v2 and the sh fast path use',
       runcLog: 'log.json',
       initExit: 'init.exit',
       deleteResponse: '.tsshim-delete-response',
+      address: 'address',
+      shimPid: 'shim.pid',
     }
   );
   assert.equal(bundleFile('/b', 'initExit'), '/b/init.exit');

@@ -15,7 +15,7 @@ function isCgroup2(path: string): boolean {
   try {
     return statfsSync(path).type === CGROUP2_SUPER_MAGIC;
   } catch {
-    return false;
+    return false; // nothing mounted there: not a cgroup2 hierarchy
   }
 }
 
@@ -139,7 +139,7 @@ export function cgroupForPid(pid: number, root = '/sys/fs/cgroup', opts: Discove
   try {
     entries = parseProcCgroup(readFileSync(posix.join(procRoot, String(pid), 'cgroup'), 'utf8'));
   } catch {
-    return null;
+    return null; // the process is gone: it has no cgroup left to report
   }
   const version = opts.version ?? (detectCgroupMode(root) === 'unified' ? 2 : 1);
   if (version === 2) {

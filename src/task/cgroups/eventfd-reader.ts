@@ -27,7 +27,7 @@ function pipeBinding(): { Pipe: PipeCtor; socketType: number } | null {
     if (typeof b.Pipe !== 'function' || typeof b.constants?.SOCKET !== 'number') return null;
     return { Pipe: b.Pipe, socketType: b.constants.SOCKET };
   } catch {
-    return null;
+    return null; // a Node without this internal binding: the caller reads the eventfd another way
   }
 }
 

@@ -153,6 +153,6 @@ export async function exists(path: string): Promise<boolean> {
     fs.accessSync(path);
     return true;
   } catch {
-    return false;
+    return false; // absent (or not ours to read): it does not exist for the caller
   }
 }

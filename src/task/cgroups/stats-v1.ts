@@ -302,7 +302,7 @@ function hugePageSizes(hugepagesDir: string): string[] {
         .sort()
         .map(hugePageSizeName);
     } catch {
-      sizes = [];
+      sizes = []; // no hugetlb controller here: no sizes to report, as Go's cgroups library does
     }
     hugePageSizeCache.set(hugepagesDir, sizes);
   }

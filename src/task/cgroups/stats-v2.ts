@@ -118,7 +118,7 @@ function singleValue(text: string | null): U64 {
   try {
     return parseU64OrMax(text.trim());
   } catch {
-    return 0;
+    return 0; // garbage reads as 0, as in Go's cgroups library
   }
 }
 
@@ -173,7 +173,7 @@ function hugetlb(dir: string, read: FileReader): MetricsV2['hugetlb'] {
   try {
     names = fs.readdirSync(dir);
   } catch {
-    return [];
+    return []; // the cgroup is gone: no hugetlb files to report
   }
   // hugetlb.<size>.current / .max (not the .rsvd.* reservation counters of newer kernels).
   const sizes = [

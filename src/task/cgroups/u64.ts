@@ -56,6 +56,6 @@ export function parseRdmaValue(text: string): number {
     const v = parseU64Big(text);
     return v > BigInt(MAX_U32) ? 0 : Number(v);
   } catch {
-    return 0;
+    return 0; // unparsable: the field stays 0, as in Go
   }
 }

@@ -91,7 +91,7 @@ export class AdoptedLogger {
     try {
       kill(this.pid, 15);
     } catch {
-      return;
+      return; // already gone: nothing left to stop
     }
     const end = Date.now() + timeoutMs;
     while (processExists(this.pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
