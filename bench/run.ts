@@ -1,6 +1,7 @@
 // `npm run bench [-- --quick] [--only run-rm,detached,...] [--out DIR]`: tsshim against
 // containerd-shim-runc-v2 in the same private containerds, interleaved. Writes
 // bench/results/<date>-<hostname>[-quick].{json,svg,md} and prints the table.
+// `upgrade` (live upgrade, tsshim only) runs only when named in --only: not by default, not in --quick.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -23,6 +24,7 @@ import { profileSuite } from './suites/profile';
 import { coldSuite } from './suites/cold';
 import { ttySuite } from './suites/tty';
 import { criSuite } from './suites/cri';
+import { upgradeSuite } from './suites/upgrade';
 
 const SUITES = [
   'run-rm',
@@ -35,8 +37,13 @@ const SUITES = [
   'cold',
   'tty',
   'cri',
+  'upgrade',
 ] as const;
 type SuiteName = (typeof SUITES)[number];
+/** Suites that run only when named in --only (never by default nor in --quick): live upgrade (issue 16). */
+const OPT_IN: readonly SuiteName[] = ['upgrade'];
+const DEFAULT_SUITES = SUITES.filter((s) => !OPT_IN.includes(s));
+const USAGE = `usage: run [--quick] [--only ${SUITES.join(',')}] [--out DIR]; default: ${DEFAULT_SUITES.join(',')} (${OPT_IN.join(', ')} only with --only)`;
 
 interface Args {
   quick: boolean;
@@ -45,18 +52,17 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, only: new Set(SUITES), out: path.join(repoRoot(), 'bench', 'results') };
+  const args: Args = { quick: false, only: new Set(DEFAULT_SUITES), out: path.join(repoRoot(), 'bench', 'results') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') args.quick = true;
     else if (a === '--only') {
       const names = (argv[++i] ?? '').split(',').filter(Boolean);
       for (const n of names)
-        if (!(SUITES as readonly string[]).includes(n))
-          throw new Error(`unknown suite ${n}; have ${SUITES.join(', ')}`);
+        if (!(SUITES as readonly string[]).includes(n)) throw new Error(`unknown suite ${n}; ${USAGE}`);
       args.only = new Set(names as SuiteName[]);
     } else if (a === '--out') args.out = path.resolve(argv[++i]);
-    else throw new Error(`unknown argument ${a}; usage: run [--quick] [--only ${SUITES.join(',')}] [--out DIR]`);
+    else throw new Error(`unknown argument ${a}; ${USAGE}`);
   }
   return args;
 }
@@ -162,6 +168,10 @@ async function main(): Promise<void> {
     if (args.only.has('cri')) {
       log('suite: CRI through the cri plugin');
       await criSuite(env, results);
+    }
+    if (args.only.has('upgrade')) {
+      log('suite: live upgrade (tsshim only)');
+      await upgradeSuite(env, results);
     }
   } finally {
     for (const sb of sandboxes) await removeContainer(sb.c, sb.id).catch(() => undefined);
