@@ -199,6 +199,7 @@ async function scenario(env: BenchEnv, results: Results, s: Scenario, entries: s
     const durations: number[] = [];
     const during: number[] = [];
     const quiet: number[] = [];
+    const getMax: number[] = [];
     for (let i = 0; i < rounds; i++) {
       const q0 = now();
       await sleep(QUIET_MS);
@@ -212,12 +213,14 @@ async function scenario(env: BenchEnv, results: Results, s: Scenario, entries: s
         throw new Error(`${s.label}: upgrade ${i} failed (${u.code}): ${u.out}\n${s.c.logTail(3000)}`);
       if (!pidAlive(shim)) throw new Error(`${s.label}: shim ${shim} gone after upgrade ${i}`);
       durations.push(u.ms);
-      during.push(...poll.in(t1 - u.ms, t1));
+      const mine = poll.in(t1 - u.ms, t1);
+      during.push(...mine);
+      getMax.push(mine.length ? Math.max(...mine) : NaN);
       // Let output that waited during the swap arrive before reading the gap around it.
       await sleep(200);
       gaps.push(longestGap(fast.arrivals, t1 - u.ms - 100, t1 + 100));
       env.log(
-        `  upgrade/${s.label} ${i + 1}/${rounds}: ${u.ms.toFixed(0)} ms, gap ${gaps[gaps.length - 1].toFixed(1)} ms`
+        `  upgrade/${s.label} ${i + 1}/${rounds}: ${u.ms.toFixed(0)} ms, output gap ${gaps[gaps.length - 1].toFixed(1)} ms, slowest Tasks.Get ${getMax[getMax.length - 1].toFixed(1)} ms`
       );
     }
     await poll.stop();
@@ -261,6 +264,7 @@ async function scenario(env: BenchEnv, results: Results, s: Scenario, entries: s
       durations,
       gaps,
       quietGaps,
+      getMaxPerUpgrade: getMax,
       getCallsDuring: during.length,
       getCallsQuiet: quiet.length,
       p99During,
