@@ -57,20 +57,13 @@ function readFifo(dir: string, name: string, keepTimes: boolean): Reader {
   return { path: p, arrivals, text: () => parts.join(''), close: () => sock.destroy() };
 }
 
-/** Longest interval between consecutive arrivals in [from, to], counting the one just before `from`. */
-function longestGap(arrivals: number[], from: number, to: number): number {
+/** Longest interval between consecutive arrivals in [from, to], counting the one just before `from`; `at`: its start. */
+function longestGap(arrivals: number[], from: number, to: number): { ms: number; at: number } {
   let prev = NaN;
-  let gap = 0;
+  let gap = { ms: 0, at: NaN };
   for (const t of arrivals) {
-    if (t < from) {
-      prev = t;
-      continue;
-    }
-    if (t > to) {
-      if (Number.isFinite(prev)) gap = Math.max(gap, t - prev);
-      break;
-    }
-    if (Number.isFinite(prev)) gap = Math.max(gap, t - prev);
+    if (t >= from && Number.isFinite(prev) && t - prev > gap.ms) gap = { ms: t - prev, at: prev };
+    if (t > to) break;
     prev = t;
   }
   return gap;
@@ -200,12 +193,13 @@ async function scenario(env: BenchEnv, results: Results, s: Scenario, entries: s
     const during: number[] = [];
     const quiet: number[] = [];
     const getMax: number[] = [];
+    const timeline: { gapAt: number; slowestGetAt: number; commandMs: number; out: string }[] = [];
     for (let i = 0; i < rounds; i++) {
       const q0 = now();
       await sleep(QUIET_MS);
       const q1 = now();
       quiet.push(...poll.in(q0 + QUIET_SKIP_MS, q1));
-      quietGaps.push(longestGap(fast.arrivals, q0 + QUIET_SKIP_MS, q1));
+      quietGaps.push(longestGap(fast.arrivals, q0 + QUIET_SKIP_MS, q1).ms);
       const entry = entries[i % entries.length];
       const u = await runUpgrade(s.c, entry, ids[0]);
       const t1 = now();
@@ -218,9 +212,18 @@ async function scenario(env: BenchEnv, results: Results, s: Scenario, entries: s
       getMax.push(mine.length ? Math.max(...mine) : NaN);
       // Let output that waited during the swap arrive before reading the gap around it.
       await sleep(200);
-      gaps.push(longestGap(fast.arrivals, t1 - u.ms - 100, t1 + 100));
+      const g = longestGap(fast.arrivals, t1 - u.ms - 100, t1 + 100);
+      gaps.push(g.ms);
+      const slowest = poll.calls.filter((x) => x.t >= t1 - u.ms && x.t <= t1).sort((a, b) => b.ms - a.ms)[0];
+      // When the gap and the slowest call began, in ms after the command was started.
+      timeline.push({
+        gapAt: g.at - (t1 - u.ms),
+        slowestGetAt: slowest ? slowest.t - (t1 - u.ms) : NaN,
+        commandMs: u.ms,
+        out: u.out.trim(),
+      });
       env.log(
-        `  upgrade/${s.label} ${i + 1}/${rounds}: ${u.ms.toFixed(0)} ms, output gap ${gaps[gaps.length - 1].toFixed(1)} ms, slowest Tasks.Get ${getMax[getMax.length - 1].toFixed(1)} ms`
+        `  upgrade/${s.label} ${i + 1}/${rounds}: ${u.ms.toFixed(0)} ms, output gap ${gaps[gaps.length - 1].toFixed(1)} ms at +${(g.at - (t1 - u.ms)) | 0}, slowest Tasks.Get ${getMax[getMax.length - 1].toFixed(1)} ms`
       );
     }
     await poll.stop();
@@ -265,6 +268,7 @@ async function scenario(env: BenchEnv, results: Results, s: Scenario, entries: s
       gaps,
       quietGaps,
       getMaxPerUpgrade: getMax,
+      timeline,
       getCallsDuring: during.length,
       getCallsQuiet: quiet.length,
       p99During,
