@@ -17,6 +17,7 @@ import { type BenchEnv, TSSHIM, mustCtr, newId, removeContainer } from '../lib/e
 import type { Results } from '../lib/results';
 import { currentEntry, makeVersionedBuild } from '../lib/upgrade-build';
 import { percentile, sleep } from '../lib/stats';
+import { logSize, readLines } from '../lib/containerd-log';
 
 const SUITE = 'upgrade';
 const ABS = '(tsshim only, absolute: runc has no upgrade)';
@@ -193,34 +194,48 @@ async function scenario(env: BenchEnv, results: Results, s: Scenario, entries: s
     const during: number[] = [];
     const quiet: number[] = [];
     const getMax: number[] = [];
-    const timeline: { gapAt: number; slowestGetAt: number; commandMs: number; out: string }[] = [];
+    const timeline: {
+      gapAt: number;
+      getCallsInGap: number;
+      slowestGetAt: number;
+      commandMs: number;
+      out: string;
+      shimLog: string[];
+    }[] = [];
     for (let i = 0; i < rounds; i++) {
       const q0 = now();
       await sleep(QUIET_MS);
       const q1 = now();
-      quiet.push(...poll.in(q0 + QUIET_SKIP_MS, q1));
       quietGaps.push(longestGap(fast.arrivals, q0 + QUIET_SKIP_MS, q1).ms);
       const entry = entries[i % entries.length];
+      const mark = logSize(s.c.logFile);
       const u = await runUpgrade(s.c, entry, ids[0]);
       const t1 = now();
       if (u.code !== 0 || !/upgraded/.test(u.out))
         throw new Error(`${s.label}: upgrade ${i} failed (${u.code}): ${u.out}\n${s.c.logTail(3000)}`);
       if (!pidAlive(shim)) throw new Error(`${s.label}: shim ${shim} gone after upgrade ${i}`);
       durations.push(u.ms);
+      // Let output that waited during the swap arrive, and the Tasks.Get calls that waited end (a call
+      // answered by the new code ends with the command or after it), before reading either.
+      await sleep(200);
+      quiet.push(...poll.in(q0 + QUIET_SKIP_MS, q1));
       const mine = poll.in(t1 - u.ms, t1);
       during.push(...mine);
       getMax.push(mine.length ? Math.max(...mine) : NaN);
-      // Let output that waited during the swap arrive before reading the gap around it.
-      await sleep(200);
       const g = longestGap(fast.arrivals, t1 - u.ms - 100, t1 + 100);
       gaps.push(g.ms);
       const slowest = poll.calls.filter((x) => x.t >= t1 - u.ms && x.t <= t1).sort((a, b) => b.ms - a.ms)[0];
       // When the gap and the slowest call began, in ms after the command was started.
       timeline.push({
         gapAt: g.at - (t1 - u.ms),
+        getCallsInGap: poll.calls.filter((x) => x.t > g.at && x.t < g.at + g.ms).length,
         slowestGetAt: slowest ? slowest.t - (t1 - u.ms) : NaN,
         commandMs: u.ms,
         out: u.out.trim(),
+        // The shim's upgrade steps from containerd's log, in ms after the command was started.
+        shimLog: readLines(s.c.logFile, mark, logSize(s.c.logFile))
+          .filter((l) => /upgrade|restor|shim started/i.test(l.msg))
+          .map((l) => `+${(l.timeMs - performance.timeOrigin - (t1 - u.ms)).toFixed(0)} ${l.msg}`),
       });
       env.log(
         `  upgrade/${s.label} ${i + 1}/${rounds}: ${u.ms.toFixed(0)} ms, output gap ${gaps[gaps.length - 1].toFixed(1)} ms at +${(g.at - (t1 - u.ms)) | 0}, slowest Tasks.Get ${getMax[getMax.length - 1].toFixed(1)} ms`
