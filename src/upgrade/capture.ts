@@ -103,17 +103,22 @@ export function upgradeHandler(host: UpgradeHost) {
     if (!path.isAbsolute(entry))
       throw new TtrpcError(Code.INVALID_ARGUMENT, `entry must be an absolute path: ${JSON.stringify(entry)}`);
     if (busy) throw new TtrpcError(Code.FAILED_PRECONDITION, 'an upgrade of this shim is already running');
+    // Busy from the probe on: the probe no longer blocks the loop, so a second Upgrade could arrive.
+    busy = true;
     let info: BuildInfo;
     try {
-      info = probeBuild(entry);
+      info = await probeBuild(entry);
     } catch (e) {
+      busy = false;
       const reason = (e as Error).message;
       host.log.warn('upgrade refused: staying on this build', { entry, reason });
       return reply({ upgraded: false, reason, entry });
     }
     const to = { to_version: info.version, to_revision: info.revision, entry };
-    if (req.check) return reply({ ...to, would_upgrade: true });
-    busy = true;
+    if (req.check) {
+      busy = false;
+      return reply({ ...to, would_upgrade: true });
+    }
     try {
       const why = await quiesceAndExec(host, entry, info);
       // Only a refusal before the exec comes back here: everything was resumed.

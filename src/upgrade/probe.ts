@@ -2,7 +2,7 @@
 // target entry with PROBE_ARG as its only argument (same node and flags as the daemon). A missing entry, a
 // bundle that does not parse or load, a build without upgrade support, or one that does not read
 // our state version is found here, with nothing touched yet.
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { ACCEPTED_STATE_VERSIONS, STATE_VERSION } from './state';
 import { PROBE_ARG } from './exec';
@@ -30,26 +30,25 @@ export function probeAnswer(): BuildInfo {
 
 export const PROBE_MARK = 'tsshim-upgrade-probe:';
 
-/** Runs the probe of `entry`; throws with the reason it cannot take our state. */
-export function probeBuild(entry: string, timeoutMs = 20_000): BuildInfo {
-  if (!fs.existsSync(entry)) throw new Error(`the new build is missing: ${entry} does not exist`);
-  const r = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, entry, PROBE_ARG], {
-    timeout: timeoutMs,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    cwd: '/',
+/** The probe's output: run without blocking, so the daemon copies IO and answers calls meanwhile. */
+function runProbe(entry: string, timeoutMs: number): Promise<{ error: Error | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [...DAEMON_NODE_FLAGS, entry, PROBE_ARG],
+      { timeout: timeoutMs, encoding: 'utf8', cwd: '/' },
+      (error, stdout, stderr) => resolve({ error, stdout: String(stdout ?? ''), stderr: String(stderr ?? '') })
+    );
   });
-  const out = String(r.stdout ?? '');
-  const line = out.split('\n').find((l) => l.startsWith(PROBE_MARK));
-  if (r.error || !line) {
-    const why =
-      r.error?.message ??
-      (String(r.stderr ?? '')
-        .trim()
-        .split('\n')
-        .slice(0, 6)
-        .join(' | ') ||
-        `exit status ${r.status}`);
+}
+
+/** Runs the probe of `entry`; rejects with the reason it cannot take our state. */
+export async function probeBuild(entry: string, timeoutMs = 20_000): Promise<BuildInfo> {
+  if (!fs.existsSync(entry)) throw new Error(`the new build is missing: ${entry} does not exist`);
+  const r = await runProbe(entry, timeoutMs);
+  const line = r.stdout.split('\n').find((l) => l.startsWith(PROBE_MARK));
+  if (!line) {
+    const why = r.stderr.trim().split('\n').slice(0, 6).join(' | ') || r.error?.message || 'no answer to the probe';
     throw new Error(`the new build at ${entry} cannot be loaded: ${why}`);
   }
   let info: BuildInfo;

@@ -5,6 +5,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import {
   ACCEPTED_STATE_VERSIONS,
@@ -17,6 +19,7 @@ import {
   type UpgradeState,
 } from '../../src/upgrade/state';
 import { replayableCall } from '../../src/upgrade/capture';
+import { probeAnswer, probeBuild, PROBE_MARK } from '../../src/upgrade/probe';
 import { ioFds, type IoState } from '../../src/task/io';
 import { encodeFrame, FrameDecoder, MessageType } from '../../src/ttrpc/channel';
 import { decodeResponse, encodeRequest } from '../../src/ttrpc/codec';
@@ -250,4 +253,27 @@ test('output copy: paused between two chunks, detached, taken up on the same fd:
   await waitFor('three\n');
   assert.equal(text(), 'one\ntwo\nthree\n');
   fs.closeSync(w);
+});
+
+test('upgrade probe: the daemon keeps serving while the new build is probed (the probe does not block the loop)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-probe-'));
+  try {
+    // A build that takes a while to answer, as a cold Node start of a real one does.
+    const entry = path.join(dir, 'boot.js');
+    const answer = { ...probeAnswer(), version: 'probe-test' };
+    fs.writeFileSync(
+      entry,
+      `setTimeout(() => console.log(${JSON.stringify(PROBE_MARK + JSON.stringify(answer))}), 300);\n`
+    );
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 10);
+    const info = await probeBuild(entry).finally(() => clearInterval(timer));
+    assert.equal(info.version, 'probe-test');
+    assert.ok(ticks > 0, 'timers ran while the probe was out');
+    fs.writeFileSync(entry, 'syntax error here\n');
+    await assert.rejects(probeBuild(entry), /cannot be loaded: .*SyntaxError/);
+    await assert.rejects(probeBuild(path.join(dir, 'missing.js')), /the new build is missing/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
