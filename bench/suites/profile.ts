@@ -132,7 +132,7 @@ function top(rec: Record<string, number>, n: number): [string, number][] {
 export async function profileSuite(env: BenchEnv, results: Results): Promise<void> {
   const repo = repoRoot();
   const n = env.quick ? 5 : 15;
-  const dist = path.join(repo, 'dist', 'src', 'shim');
+  const dist = path.join(repo, 'dist', 'src');
   const shimBin = path.join(repo, 'bin', 'containerd-shim-tsshim-v2');
   const nodeE0 = repeat(n, () => wallMs(process.execPath, ['-e', '0']));
   const goV = repeat(n, () => wallMs('containerd-shim-runc-v2', ['-v']));
@@ -144,8 +144,14 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
       if (r.status !== 0) throw new Error(r.stderr);
       return Number(r.stdout);
     });
-  const startReq = requireGraph(['flags.js', 'address.js', 'start.js', 'start-options.js', 'bootstrap.js']);
-  const daemonReq = requireGraph(['flags.js', 'address.js', 'serve.js']);
+  const startReq = requireGraph([
+    'shim/flags.js',
+    'shim/address.js',
+    'shim/start.js',
+    'shim/start-options.js',
+    'shim/bootstrap.js',
+  ]);
+  const daemonReq = requireGraph(['shim/flags.js', 'shim/address.js', 'daemon/serve.js']);
   results.add({
     suite: 'profile',
     name: 'binary start-up: -v (Go shim vs sh wrapper + node main.js)',
