@@ -38,30 +38,33 @@ const EAGER_BUILTINS = [
 ];
 const LOCK_STALE_MS = 120_000;
 
-/** The script `node --build-snapshot` runs: the bundle inside a wrapper that hands it its require. */
+/**
+ * The script `node --build-snapshot` runs: the bundle inside a wrapper that hands it its require.
+ * Not strict (as boot.ts's Module.wrap), and the bundle's text starts on line 1: stack traces of a
+ * process started from the blob name the build's temporary entry file, with bundle.js's line numbers.
+ */
 export function snapshotEntry(source: string, bundle: string, identity: string): string {
-  return `'use strict';
-const tsshimV8 = require('node:v8');
-const tsshimBuiltin = require;
-const tsshimEager = new Set(${JSON.stringify(EAGER_BUILTINS)});
-let tsshimLate = null;
+  return `var tsshimBundle = function (exports, require, module, __filename, __dirname) {${source}
+};
+var tsshimV8 = require('node:v8');
+var tsshimBuiltin = require;
+var tsshimEager = new Set(${JSON.stringify(EAGER_BUILTINS)});
+var tsshimLate = null;
 function tsshimRequire(id) {
   if (tsshimLate) return tsshimLate(id);
   if (tsshimEager.has(id.replace(/^node:/, ''))) return tsshimBuiltin(id);
-  let real = null;
-  const load = () => {
+  var real = null;
+  var load = function () {
     if (!tsshimLate) throw new Error('tsshim snapshot: ' + id + ' is loaded on first use, not while the snapshot is built');
-    return (real ??= tsshimLate(id));
+    return (real = real || tsshimLate(id));
   };
   return new Proxy({}, {
-    get: (_, k) => (k === '__esModule' ? true : k === 'default' && !('default' in load()) ? load() : load()[k]),
-    has: (_, k) => k === '__esModule' || k in load(),
+    get: function (_, k) { return k === '__esModule' ? true : k === 'default' && !('default' in load()) ? load() : load()[k]; },
+    has: function (_, k) { return k === '__esModule' || k in load(); },
   });
 }
-(function (exports, require, module, __filename, __dirname) {
-${source}
-})({}, tsshimRequire, { exports: {} }, ${JSON.stringify(bundle)}, ${JSON.stringify(path.dirname(bundle))});
-tsshimV8.startupSnapshot.setDeserializeMainFunction(() => {
+tsshimBundle({}, tsshimRequire, { exports: {} }, ${JSON.stringify(bundle)}, ${JSON.stringify(path.dirname(bundle))});
+tsshimV8.startupSnapshot.setDeserializeMainFunction(function () {
   tsshimLate = tsshimBuiltin('node:module').createRequire(${JSON.stringify(bundle)});
   globalThis[${JSON.stringify(LOADED_BUNDLE)}] = { file: ${JSON.stringify(bundle)}, identity: ${JSON.stringify(identity)}, from: 'snapshot' };
   globalThis[${JSON.stringify(SNAPSHOT_MAIN)}]();
