@@ -99,7 +99,10 @@ async function main(argv: string[]): Promise<void> {
         becomeDaemon: runDaemon,
         warmedUp: saveCodeCache,
         installChanged,
-        daemonEntry: daemonNodeArgs(SHIM_ENTRY),
+        // Chosen when used, not at boot: an install over this one (or a rebuild) replaces the blob.
+        get daemonEntry() {
+          return daemonNodeArgs(SHIM_ENTRY);
+        },
       };
       await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
       return;
