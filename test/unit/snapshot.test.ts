@@ -10,6 +10,8 @@ import * as path from 'node:path';
 import { buildSnapshot } from '../../src/daemon/snapshot-build';
 import { fileIdentity } from '../../src/daemon/code-cache';
 import { DAEMON_NODE_FLAGS, SNAPSHOT_KEY_FILE, daemonNodeArgs, snapshotBlob } from '../../src/shim/node-flags';
+import { daemonArgv } from '../../src/upgrade/exec';
+import { parseFlags } from '../../src/shim/flags';
 
 const shimDir = path.resolve(__dirname, '../../src/daemon');
 
@@ -120,3 +122,26 @@ test(
     assert.match(bad.stderr, /shim namespace cannot be empty/, "the shim's own checks run");
   }
 );
+
+test("snapshot: an in-place upgrade execs the new build with that build's own snapshot, or without one", () => {
+  const [withBlob, without] = [fakeBuild(), fakeBuild()];
+  try {
+    const blob = buildSnapshot(withBlob)!;
+    const flags = parseFlags(['-namespace', 'ns', '-id', 'c1', '-address', '/run/c.sock']);
+    const argv = daemonArgv(path.join(withBlob, 'boot.js'), flags);
+    assert.deepEqual(argv.slice(0, DAEMON_NODE_FLAGS.length + 4), [
+      process.execPath,
+      ...DAEMON_NODE_FLAGS,
+      '--snapshot-blob',
+      blob,
+      path.join(withBlob, 'boot.js'),
+    ]);
+    assert.ok(!daemonArgv(path.join(without, 'boot.js'), flags).includes('--snapshot-blob'));
+    // The probe and the exec run the same command line: the new build answers from its snapshot.
+    const r = run([...argv.slice(1), '-v']);
+    assert.equal(r.stdout, 'Version: fake\n');
+  } finally {
+    fs.rmSync(withBlob, { recursive: true, force: true });
+    fs.rmSync(without, { recursive: true, force: true });
+  }
+});
