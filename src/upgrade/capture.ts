@@ -284,6 +284,7 @@ function capture(
     runningExecs: c.runningExecs,
     init: processState(c.init),
     execs: [...c.execs.values()].map(processState),
+    oom: host.service.handOverOom(c),
   }));
   const pub = host.publisher;
   return {

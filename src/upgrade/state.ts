@@ -8,11 +8,16 @@ import type { IoState } from '../task/io';
 import type { StdioConfig } from '../task/io';
 import type { MountSpec } from '../task/rootfs';
 import type { RuntimeOptions } from '../task/options';
+import type { OomHandover } from '../task/service';
 
-/** The version this build writes. Bump it (and migrate older ones) when a field changes meaning. */
-export const STATE_VERSION = 1;
+/**
+ * The version this build writes. Bump it (and migrate older ones) when a field changes meaning or
+ * the state hands over an fd an older build would not know to take up.
+ * 2: a container's OOM watch (a v1 eventfd, the v2 oom_kill count already reported).
+ */
+export const STATE_VERSION = 2;
 /** The versions this build reads. */
-export const ACCEPTED_STATE_VERSIONS: readonly number[] = [1];
+export const ACCEPTED_STATE_VERSIONS: readonly number[] = [1, 2];
 
 export interface TimeState {
   status: number;
@@ -47,6 +52,8 @@ export interface ContainerState {
   runningExecs: number;
   init: ProcessState;
   execs: ProcessState[];
+  /** Its OOM watch (version 2 on); none: the next program watches anew. */
+  oom?: OomHandover | null;
 }
 
 export interface ConnectionState {
@@ -168,7 +175,7 @@ export function parseState(text: string): UpgradeState {
   return s;
 }
 
-/** Brings an older accepted version to the current shape (version 1 is the first: nothing yet). */
+/** Brings an older accepted version to the current shape. 1 -> 2: no OOM watch handed over. */
 function migrate(s: UpgradeState): UpgradeState {
   return { ...s, version: STATE_VERSION };
 }
@@ -178,6 +185,8 @@ export function stateFds(s: UpgradeState, ioFds: (io: IoState) => number[]): num
   const out = [s.daemon.listenFd, ...s.connections.map((c) => c.fd)];
   for (const c of s.containers) {
     for (const p of [c.init, ...c.execs]) if (p.io) out.push(...ioFds(p.io));
+    const watch = c.oom?.watch;
+    if (watch && 'efd' in watch) out.push(watch.efd);
   }
   return [...new Set(out.filter((fd) => fd >= 0))];
 }
