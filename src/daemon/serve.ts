@@ -278,8 +278,12 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
       namespace: flags.namespace,
       group,
       spareRequested: () => spareRequested,
+      metricsListener: () => {
+        const fd = metrics?.listenFd() ?? null;
+        return metrics && fd !== null ? { fd, socket: metrics.socket } : null;
+      },
       beforeExec: () => {
-        metrics?.close();
+        metrics?.handOver();
         idleGc.close();
       },
     }),
@@ -322,7 +326,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   } else {
     serveListener();
   }
-  metrics = await startConfiguredMetrics(daemon, config);
+  metrics = await startConfiguredMetrics(daemon, config, state?.daemon.metrics ?? undefined);
   daemon.metricsSocket = metrics?.socket ?? null;
 
   async function shutdown(reason: string): Promise<void> {

@@ -188,12 +188,27 @@ function isAlive(socketPath: string): Promise<boolean> {
   });
 }
 
+/** A running endpoint. */
+export interface MetricsEndpoint {
+  socket: string;
+  /** The listening fd, for an in-place upgrade to hand over (null when unknown). */
+  listenFd(): number | null;
+  /** At the exec of an upgrade: drop the open connections, leave the listening socket as it is. */
+  handOver(): void;
+  close(): void;
+}
+
+/**
+ * Serves /metrics on `socketPath`. `inheritedFd`: the listening socket a previous program of this
+ * process handed over (in-place upgrade): scrapes that connect during the swap wait in its backlog.
+ */
 export async function startMetricsEndpoint(
   socketPath: string,
-  daemon: DaemonView
-): Promise<{ socket: string; close(): void }> {
+  daemon: DaemonView,
+  inheritedFd?: number
+): Promise<MetricsEndpoint> {
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
-  if (fs.existsSync(socketPath)) {
+  if (inheritedFd === undefined && fs.existsSync(socketPath)) {
     if (await isAlive(socketPath)) {
       throw Object.assign(new Error(`metrics socket ${socketPath} is served by another process`), {
         code: 'EADDRINUSE',
@@ -225,17 +240,25 @@ export async function startMetricsEndpoint(
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => {
+    server.listen(inheritedFd === undefined ? socketPath : { fd: inheritedFd }, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  fs.chmodSync(socketPath, 0o600);
+  if (inheritedFd === undefined) fs.chmodSync(socketPath, 0o600);
   // The endpoint must never keep a finished shim alive.
   server.unref();
   let closed = false;
   return {
     socket: socketPath,
+    listenFd() {
+      const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      return typeof fd === 'number' && fd >= 0 ? fd : null;
+    },
+    handOver() {
+      closed = true;
+      server.closeAllConnections();
+    },
     close() {
       if (closed) return;
       closed = true;
@@ -252,12 +275,19 @@ export async function startMetricsEndpoint(
  */
 export async function startConfiguredMetrics(
   daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
-  where: MetricsPlacement
-): Promise<{ socket: string; close(): void } | null> {
+  where: MetricsPlacement,
+  inherited?: { fd: number; socket: string }
+): Promise<MetricsEndpoint | null> {
   const socketPath = metricsSocketPath(where, daemon.socket);
+  const takeOver = inherited && inherited.socket === socketPath ? inherited.fd : undefined;
+  if (inherited && takeOver === undefined) {
+    // This build places (or turns off) the endpoint differently: the old one goes.
+    fs.closeSync(inherited.fd);
+    fs.rmSync(inherited.socket, { force: true });
+  }
   if (!socketPath) return null;
   try {
-    const endpoint = await startMetricsEndpoint(socketPath, daemon);
+    const endpoint = await startMetricsEndpoint(socketPath, daemon, takeOver);
     daemon.log.info('metrics endpoint listening', { socket: socketPath });
     return endpoint;
   } catch (e) {

@@ -62,7 +62,9 @@ export interface UpgradeHost {
   namespace: string;
   group: string;
   spareRequested(): boolean;
-  /** Release what does not survive the exec and is made again (metrics endpoint). */
+  /** The metrics endpoint's listening socket, handed over like the shim's own (null when off). */
+  metricsListener(): { fd: number; socket: string } | null;
+  /** Release what does not survive the exec and is made again (metrics connections, timers). */
   beforeExec(): void;
 }
 
@@ -298,6 +300,7 @@ function capture(
       namespace: host.namespace,
       group: host.group,
       listenFd,
+      metrics: host.metricsListener(),
       everCreated: host.service.everCreated,
       shutdownRequested: host.service.shutdownRequested,
       spareRequested: host.spareRequested(),

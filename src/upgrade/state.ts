@@ -13,7 +13,8 @@ import type { OomHandover } from '../task/service';
 /**
  * The version this build writes. Bump it (and migrate older ones) when a field changes meaning or
  * the state hands over an fd an older build would not know to take up.
- * 2: a container's OOM watch (a v1 eventfd, the v2 oom_kill count already reported).
+ * 2: a container's OOM watch (a v1 eventfd, the v2 oom_kill count already reported), the metrics
+ *    endpoint's listening socket.
  */
 export const STATE_VERSION = 2;
 /** The versions this build reads. */
@@ -94,6 +95,8 @@ export interface UpgradeState {
     namespace: string;
     group: string;
     listenFd: number;
+    /** The metrics endpoint's listening socket (version 2 on); none: the next program opens its own. */
+    metrics?: { fd: number; socket: string } | null;
     everCreated: boolean;
     shutdownRequested: boolean;
     spareRequested: boolean;
@@ -183,6 +186,7 @@ function migrate(s: UpgradeState): UpgradeState {
 /** Every fd the state hands over, for clearing close-on-exec. */
 export function stateFds(s: UpgradeState, ioFds: (io: IoState) => number[]): number[] {
   const out = [s.daemon.listenFd, ...s.connections.map((c) => c.fd)];
+  if (s.daemon.metrics) out.push(s.daemon.metrics.fd);
   for (const c of s.containers) {
     for (const p of [c.init, ...c.execs]) if (p.io) out.push(...ioFds(p.io));
     const watch = c.oom?.watch;
