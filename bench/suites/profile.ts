@@ -182,7 +182,7 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
     const preload = path.join(tmp, 'require-timer.js');
     fs.writeFileSync(preload, REQUIRE_TIMER);
     const out = path.join(tmp, 'require-times.json');
-    spawnSync(process.execPath, ['-r', preload, '-e', `require(${JSON.stringify(path.join(dist, 'serve.js'))})`], {
+    spawnSync(process.execPath, ['-r', preload, '-e', `require(${JSON.stringify(path.join(dist, 'daemon', 'serve.js'))})`], {
       env: { ...process.env, REQUIRE_TIMES_OUT: out },
       stdio: 'inherit',
     });
