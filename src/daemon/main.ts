@@ -75,7 +75,7 @@ async function main(argv: string[]): Promise<void> {
       const address = await runStart(
         flags,
         startOptions(request.options, flags, config),
-        daemonNodeArgs(SHIM_ENTRY),
+        daemonNodeArgs(SHIM_ENTRY, config.snapshot),
         config
       );
       // Exit without closing the listener: its close would unlink the socket the daemon serves.
@@ -101,7 +101,7 @@ async function main(argv: string[]): Promise<void> {
         installChanged,
         // Chosen when used, not at boot: an install over this one (or a rebuild) replaces the blob.
         get daemonEntry() {
-          return daemonNodeArgs(SHIM_ENTRY);
+          return daemonNodeArgs(SHIM_ENTRY, config.snapshot);
         },
       };
       await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));

@@ -116,7 +116,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
       } catch {
         /* nothing to fall back with */
       }
-      fallBack(upgrade.file, loose, (e as Error).message, flags, log);
+      fallBack(upgrade.file, loose, (e as Error).message, flags, config.snapshot, log);
     }
     startedAt = new Date(state.daemon.startedAt);
   }
@@ -263,6 +263,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   ttrpc.register(SHIM_SERVICE, {
     Upgrade: upgradeHandler({
       flags,
+      snapshot: config.snapshot,
       entry: SHIM_ENTRY,
       stateDir: config.stateDir,
       ttrpc,
@@ -298,7 +299,14 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
         });
       }
     } catch (e) {
-      fallBack(upgrade.file, state, `the new build failed to restore: ${(e as Error).message}`, flags, log);
+      fallBack(
+        upgrade.file,
+        state,
+        `the new build failed to restore: ${(e as Error).message}`,
+        flags,
+        config.snapshot,
+        log
+      );
     }
     reaper.reapNow();
     fs.rmSync(upgrade.file, { force: true });

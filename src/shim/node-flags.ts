@@ -53,10 +53,11 @@ export function snapshotBlob(dir: string, execPath = process.execPath): string |
 
 /**
  * Node's arguments for a daemon or spare of the build whose entry script is `entry`: the daemon
- * flags, that build's snapshot when it has one for this node binary, then the script (which
- * stays in argv either way: process.argv is the same with and without the snapshot).
+ * flags, that build's snapshot when `useSnapshot` (TSSHIM_SNAPSHOT) and it has one for this node
+ * binary, then the script (which stays in argv either way: process.argv is the same with and
+ * without the snapshot).
  */
-export function daemonNodeArgs(entry: string, execPath = process.execPath): string[] {
-  const blob = path.basename(entry) === BOOT_FILE ? snapshotBlob(path.dirname(entry), execPath) : null;
+export function daemonNodeArgs(entry: string, useSnapshot: boolean, execPath = process.execPath): string[] {
+  const blob = useSnapshot && path.basename(entry) === BOOT_FILE ? snapshotBlob(path.dirname(entry), execPath) : null;
   return blob ? [...DAEMON_NODE_FLAGS, '--snapshot-blob', blob, entry] : [...DAEMON_NODE_FLAGS, entry];
 }

@@ -200,15 +200,15 @@ export function ensureSpare(mainScript: string, flags: ShimFlags, config: ShimCo
     return;
   }
   const missing = spareTarget(pool) - waitingSpares(pool).length - bootingSpares(pool).length;
-  for (let i = 0; i < missing; i++) startSpare(mainScript, flags, pool);
+  for (let i = 0; i < missing; i++) startSpare(mainScript, flags, pool, config.snapshot);
 }
 
-function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
+function startSpare(mainScript: string, flags: ShimFlags, pool: string, snapshot: boolean): void {
   // Linux shows process.title only within the original argv's bytes: reserve room for the daemon's.
   const room = '.'.repeat(256);
   const argv = [
     process.execPath,
-    ...daemonNodeArgs(mainScript), // with the build's V8 snapshot when it has one
+    ...daemonNodeArgs(mainScript, snapshot), // with the build's V8 snapshot when configured and there is one
     '-namespace',
     flags.namespace,
     '-address',

@@ -46,6 +46,8 @@ export function replayableCall(service: string, method: string): boolean {
 /** What the daemon (src/shim/serve.ts) lends the upgrade. */
 export interface UpgradeHost {
   flags: ShimFlags;
+  /** TSSHIM_SNAPSHOT: the build exec'd (or fallen back to) starts from its snapshot. */
+  snapshot: boolean;
   /** This build's shim entry (SHIM_ENTRY): the default target, and the fallback. */
   entry: string;
   /** Where the state file goes (config.stateDir). */
@@ -114,7 +116,7 @@ export function upgradeHandler(host: UpgradeHost) {
     busy = true;
     let info: BuildInfo;
     try {
-      info = await probeBuild(entry);
+      info = await probeBuild(entry, host.snapshot);
     } catch (e) {
       busy = false;
       const reason = (e as Error).message;
@@ -232,7 +234,7 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
       containers: state.containers.length,
       connections: state.connections.length,
     });
-    execve(process.execPath, daemonArgv(entry, host.flags), { ...process.env, [STATE_ENV]: file });
+    execve(process.execPath, daemonArgv(entry, host.flags, host.snapshot), { ...process.env, [STATE_ENV]: file });
   } catch (e) {
     // Past the point of no return (connections and IO detached): the same state through our own
     // build is the way back.
@@ -240,7 +242,10 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
     state.fallbackReason = `exec failed: ${(e as Error).message}`;
     try {
       writeStateFile(file, state);
-      execve(process.execPath, daemonArgv(host.entry, host.flags), { ...process.env, [STATE_ENV]: file });
+      execve(process.execPath, daemonArgv(host.entry, host.flags, host.snapshot), {
+        ...process.env,
+        [STATE_ENV]: file,
+      });
     } catch (e2) {
       dropAtExec(fds);
       log.error('upgrade: cannot exec this build either; the shim is lost', { error: (e2 as Error).message });

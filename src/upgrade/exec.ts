@@ -29,11 +29,14 @@ export function dropAtExec(fds: number[]): void {
   }
 }
 
-/** The daemon's command line as `start` launches it (src/shim/start.ts), for another entry script. */
-export function daemonArgv(entry: string, flags: ShimFlags): string[] {
+/**
+ * The daemon's command line as `start` launches it (src/shim/start.ts), for another entry script;
+ * `snapshot`: TSSHIM_SNAPSHOT (that build's own blob, if it has one for this node).
+ */
+export function daemonArgv(entry: string, flags: ShimFlags, snapshot: boolean): string[] {
   const args = [
     process.execPath,
-    ...daemonNodeArgs(entry), // the new build's own snapshot, if it has one for this node
+    ...daemonNodeArgs(entry, snapshot),
     '-namespace',
     flags.namespace,
     '-id',

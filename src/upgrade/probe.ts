@@ -31,11 +31,15 @@ export function probeAnswer(): BuildInfo {
 export const PROBE_MARK = 'tsshim-upgrade-probe:';
 
 /** The probe's output: run without blocking, so the daemon copies IO and answers calls meanwhile. */
-function runProbe(entry: string, timeoutMs: number): Promise<{ error: Error | null; stdout: string; stderr: string }> {
+function runProbe(
+  entry: string,
+  snapshot: boolean,
+  timeoutMs: number
+): Promise<{ error: Error | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [...daemonNodeArgs(entry), PROBE_ARG], // as the exec will run it: with its snapshot, if any
+      [...daemonNodeArgs(entry, snapshot), PROBE_ARG], // as the exec will run it: with its snapshot, if any
       { timeout: timeoutMs, encoding: 'utf8', cwd: '/' },
       (error, stdout, stderr) => resolve({ error, stdout: String(stdout ?? ''), stderr: String(stderr ?? '') })
     );
@@ -43,9 +47,9 @@ function runProbe(entry: string, timeoutMs: number): Promise<{ error: Error | nu
 }
 
 /** Runs the probe of `entry`; rejects with the reason it cannot take our state. */
-export async function probeBuild(entry: string, timeoutMs = 20_000): Promise<BuildInfo> {
+export async function probeBuild(entry: string, snapshot: boolean, timeoutMs = 20_000): Promise<BuildInfo> {
   if (!fs.existsSync(entry)) throw new Error(`the new build is missing: ${entry} does not exist`);
-  const r = await runProbe(entry, timeoutMs);
+  const r = await runProbe(entry, snapshot, timeoutMs);
   const line = r.stdout.split('\n').find((l) => l.startsWith(PROBE_MARK));
   if (!line) {
     const why = r.stderr.trim().split('\n').slice(0, 6).join(' | ') || r.error?.message || 'no answer to the probe';

@@ -41,6 +41,7 @@ export function fallBack(
   state: UpgradeState | null,
   reason: string,
   flags: ShimFlags,
+  snapshot: boolean,
   log: Logger
 ): never {
   if (!state || state.fallbackReason !== undefined || state.from.entry === '') {
@@ -57,7 +58,7 @@ export function fallBack(
   try {
     writeStateFile(file, state);
     keepAcrossExec(stateFds(state, ioFds));
-    execve(process.execPath, daemonArgv(state.from.entry, flags), { ...process.env, [STATE_ENV]: file });
+    execve(process.execPath, daemonArgv(state.from.entry, flags, snapshot), { ...process.env, [STATE_ENV]: file });
   } catch (e) {
     log.error('upgrade: cannot exec the previous build; the shim exits (its containers keep running)', {
       error: (e as Error).message,

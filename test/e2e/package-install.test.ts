@@ -111,7 +111,7 @@ before(async () => {
     path.dirname(process.execPath),
     ...pathWithoutRepo(),
   ].join(':');
-  c = await startContainerd({ env: { PATH } });
+  c = await startContainerd({ env: { PATH, TSSHIM_SNAPSHOT: '1' } }); // the snapshot path of an install too
   rootfs = makeRootfs(c.dir);
 });
 

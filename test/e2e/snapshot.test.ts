@@ -12,7 +12,7 @@ const daemonDir = path.join(repoRoot(), 'dist', 'src', 'daemon');
 let c: Containerd;
 let rootfs: string;
 before(async () => {
-  c = await startContainerd({ env: { TSSHIM_SPARES: '0' } });
+  c = await startContainerd({ env: { TSSHIM_SPARES: '0', TSSHIM_SNAPSHOT: '1' } });
   rootfs = makeRootfs(c.dir);
 });
 after(async () => {

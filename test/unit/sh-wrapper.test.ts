@@ -504,7 +504,7 @@ test('sh wrapper: where the sh declines (an annotation it cannot read exactly), 
   }
 });
 
-test('sh wrapper: a cold start boots from the V8 snapshot made for this node and bundle; a stale one is skipped and made anew in the background', async () => {
+test('sh wrapper: with TSSHIM_SNAPSHOT=1 a cold start boots from the V8 snapshot made for this node and bundle; a stale one is skipped and made anew in the background; without it, never', async () => {
   const inst = fakeInstall();
   try {
     const daemonDir = path.join(inst.root, 'dist/src/daemon');
@@ -522,9 +522,13 @@ test('sh wrapper: a cold start boots from the V8 snapshot made for this node and
     const state = path.join(inst.root, 'state');
     fs.mkdirSync(state, { mode: 0o700 });
     const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
-    const start = () => {
+    const start = (snapshot = '1') => {
       fs.rmSync(path.join(inst.root, 'node-argv'), { force: true });
-      const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+      const r = inst.run(START_ARGS, {
+        cwd: bundleDir(inst.root),
+        env: { ...env, TSSHIM_SNAPSHOT: snapshot },
+        input: 'OPTS',
+      });
       assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' });
       return nodeArgv(inst);
     };
@@ -536,6 +540,11 @@ test('sh wrapper: a cold start boots from the V8 snapshot made for this node and
     );
     assert.equal(argv[argv.indexOf('--snapshot-blob') + 1], blob);
     assert.ok(argv.includes('claim'));
+    assert.deepEqual(
+      start('0').filter((a) => a.startsWith('--')),
+      [...DAEMON_NODE_FLAGS],
+      'not opted in: no snapshot (it costs memory)'
+    );
     // A rebuild or an install writes a new bundle file: its old blob must not be used.
     const marker = path.join(inst.root, 'snapshot-build-ran');
     fs.writeFileSync(

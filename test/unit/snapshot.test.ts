@@ -35,12 +35,13 @@ test('snapshot: made for this node and bundle, chosen for them, and the process 
   const dir = fakeBuild();
   try {
     const boot = path.join(dir, 'boot.js');
-    assert.deepEqual(daemonNodeArgs(boot), [...DAEMON_NODE_FLAGS, boot], 'no blob yet: boot.js');
+    assert.deepEqual(daemonNodeArgs(boot, true), [...DAEMON_NODE_FLAGS, boot], 'no blob yet: boot.js');
     const blob = buildSnapshot(dir);
     assert.ok(blob && fs.existsSync(blob));
     assert.equal(snapshotBlob(dir), blob);
-    assert.deepEqual(daemonNodeArgs(boot), [...DAEMON_NODE_FLAGS, '--snapshot-blob', blob, boot]);
-    const r = run([...daemonNodeArgs(boot), '-namespace', 'x', 'claim']);
+    assert.deepEqual(daemonNodeArgs(boot, true), [...DAEMON_NODE_FLAGS, '--snapshot-blob', blob, boot]);
+    assert.deepEqual(daemonNodeArgs(boot, false), [...DAEMON_NODE_FLAGS, boot], 'TSSHIM_SNAPSHOT off: never');
+    const r = run([...daemonNodeArgs(boot, true), '-namespace', 'x', 'claim']);
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     assert.deepEqual(out.argv, ['-namespace', 'x', 'claim'], 'argv as without a snapshot');
@@ -68,8 +69,11 @@ test('snapshot: another node binary, a replaced bundle, a bad key or a missing b
     const plain = [...DAEMON_NODE_FLAGS, boot];
     const blob = buildSnapshot(dir)!;
     assert.equal(snapshotBlob(dir, '/bin/sh'), null, 'made by another node binary');
-    assert.deepEqual(daemonNodeArgs(boot, '/bin/sh'), plain);
-    assert.deepEqual(daemonNodeArgs(path.join(dir, 'main.js')), [...DAEMON_NODE_FLAGS, path.join(dir, 'main.js')]);
+    assert.deepEqual(daemonNodeArgs(boot, true, '/bin/sh'), plain);
+    assert.deepEqual(daemonNodeArgs(path.join(dir, 'main.js'), true), [
+      ...DAEMON_NODE_FLAGS,
+      path.join(dir, 'main.js'),
+    ]);
     const keyFile = path.join(dir, SNAPSHOT_KEY_FILE);
     const key = fs.readFileSync(keyFile, 'utf8');
     for (const bad of [
@@ -78,19 +82,19 @@ test('snapshot: another node binary, a replaced bundle, a bad key or a missing b
       '',
     ]) {
       fs.writeFileSync(keyFile, bad);
-      assert.deepEqual(daemonNodeArgs(boot), plain, `key ${JSON.stringify(bad)}`);
+      assert.deepEqual(daemonNodeArgs(boot, true), plain, `key ${JSON.stringify(bad)}`);
     }
     fs.writeFileSync(keyFile, key);
-    assert.deepEqual(daemonNodeArgs(boot), [...DAEMON_NODE_FLAGS, '--snapshot-blob', blob, boot]);
+    assert.deepEqual(daemonNodeArgs(boot, true), [...DAEMON_NODE_FLAGS, '--snapshot-blob', blob, boot]);
     fs.renameSync(blob, blob + '.gone');
-    assert.deepEqual(daemonNodeArgs(boot), plain, 'blob missing');
+    assert.deepEqual(daemonNodeArgs(boot, true), plain, 'blob missing');
     fs.renameSync(blob + '.gone', blob);
     // An install or rebuild writes a new bundle file, even with the same text.
     const bundle = path.join(dir, 'bundle.js');
     fs.writeFileSync(bundle + '.new', fs.readFileSync(bundle));
     fs.renameSync(bundle + '.new', bundle);
-    assert.deepEqual(daemonNodeArgs(boot), plain, 'bundle replaced');
-    const r = run([...daemonNodeArgs(boot), '-namespace', 'x']);
+    assert.deepEqual(daemonNodeArgs(boot, true), plain, 'bundle replaced');
+    const r = run([...daemonNodeArgs(boot, true), '-namespace', 'x']);
     assert.equal(r.stdout, 'from boot.js\n');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -115,10 +119,10 @@ test(
   () => {
     const blob = snapshotBlob(shimDir);
     assert.ok(blob, 'scripts/build.mjs made the snapshot');
-    const r = run([...daemonNodeArgs(path.join(shimDir, 'boot.js')), '-v']);
+    const r = run([...daemonNodeArgs(path.join(shimDir, 'boot.js'), true), '-v']);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /containerd-shim-tsshim-v2:\n {2}Version: /);
-    const bad = run([...daemonNodeArgs(path.join(shimDir, 'boot.js')), '-id', 'x', 'delete']);
+    const bad = run([...daemonNodeArgs(path.join(shimDir, 'boot.js'), true), '-id', 'x', 'delete']);
     assert.match(bad.stderr, /shim namespace cannot be empty/, "the shim's own checks run");
   }
 );
@@ -128,7 +132,7 @@ test("snapshot: an in-place upgrade execs the new build with that build's own sn
   try {
     const blob = buildSnapshot(withBlob)!;
     const flags = parseFlags(['-namespace', 'ns', '-id', 'c1', '-address', '/run/c.sock']);
-    const argv = daemonArgv(path.join(withBlob, 'boot.js'), flags);
+    const argv = daemonArgv(path.join(withBlob, 'boot.js'), flags, true);
     assert.deepEqual(argv.slice(0, DAEMON_NODE_FLAGS.length + 4), [
       process.execPath,
       ...DAEMON_NODE_FLAGS,
@@ -136,7 +140,7 @@ test("snapshot: an in-place upgrade execs the new build with that build's own sn
       blob,
       path.join(withBlob, 'boot.js'),
     ]);
-    assert.ok(!daemonArgv(path.join(without, 'boot.js'), flags).includes('--snapshot-blob'));
+    assert.ok(!daemonArgv(path.join(without, 'boot.js'), flags, true).includes('--snapshot-blob'));
     // The probe and the exec run the same command line: the new build answers from its snapshot.
     const r = run([...argv.slice(1), '-v']);
     assert.equal(r.stdout, 'Version: fake\n');

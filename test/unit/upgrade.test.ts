@@ -281,12 +281,12 @@ test('upgrade probe: the daemon keeps serving while the new build is probed (the
     );
     let ticks = 0;
     const timer = setInterval(() => ticks++, 10);
-    const info = await probeBuild(entry).finally(() => clearInterval(timer));
+    const info = await probeBuild(entry, false).finally(() => clearInterval(timer));
     assert.equal(info.version, 'probe-test');
     assert.ok(ticks > 0, 'timers ran while the probe was out');
     fs.writeFileSync(entry, 'syntax error here\n');
-    await assert.rejects(probeBuild(entry), /cannot be loaded: .*SyntaxError/);
-    await assert.rejects(probeBuild(path.join(dir, 'missing.js')), /the new build is missing/);
+    await assert.rejects(probeBuild(entry, false), /cannot be loaded: .*SyntaxError/);
+    await assert.rejects(probeBuild(path.join(dir, 'missing.js'), false), /the new build is missing/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
