@@ -59,6 +59,19 @@ test('sh wrapper: group_of agrees with groupKey on the JSON containerd writes', 
     const json = JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sh'] }, annotations, linux: {} });
     assert.equal(shGroupOf(json, 'ctr1'), groupKey('ctr1', annotations), json);
   }
+  // Strings before the annotations with escaped quotes, backslash runs and braces in them.
+  const tricky = JSON.stringify({
+    process: { env: ['A=x"}{y', 'B=\\', 'C=\\"{', 'D=\\\\'], args: ['{"annotations"'] },
+    annotations: { 'io.kubernetes.cri.sandbox-id': 'sb2' },
+  });
+  assert.equal(shGroupOf(tricky, 'ctr1'), 'sb2', tricky);
+});
+
+test("sh wrapper: group_of reads the spec containerd's cri plugin writes for a pod container (captured)", () => {
+  const json = fs.readFileSync(path.resolve(__dirname, '../../../test/fixtures/cri/config-container.json'), 'utf8');
+  const expected = groupKey('c0', readAnnotationsOf(json));
+  assert.match(expected, /^[0-9a-f]{64}$/, 'the sandbox id');
+  assert.equal(shGroupOf(json, 'c0'), expected);
 });
 
 test('sh wrapper: group_of leaves escaped values, paths, other layouts and a missing file to Node', () => {
