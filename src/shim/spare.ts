@@ -478,12 +478,33 @@ export interface BoundSocket {
   /** what the spare could not take on from its start */ notes?: string[];
 }
 
+/**
+ * What a spare leaving on its own leaves in the pool goes: its booting marker, its directory (whole
+ * or half built; never a claimed one, which the sh renamed) and the pool when that was the last entry.
+ */
+export function leavePool(pool: string, pid = process.pid): void {
+  for (const name of [`.booting-${pid}`, `.new-${pid}`, String(pid)]) {
+    fs.rmSync(path.join(pool, name), { recursive: true, force: true });
+  }
+  try {
+    fs.rmdirSync(pool);
+  } catch {
+    /* other spares or shims still there, or gone already */
+  }
+}
+
 export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimConfig): Promise<void> {
-  // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim).
+  const pool = sparePool(flags.address, config.stateDir);
+  // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim). A spare
+  // told to go while it sets up its directory must not leave it behind: stopSpares of the last
+  // shim removes the pool only once it is empty.
   const onSigterm = () => {
     retireRequested = true;
     if (onRetireRequest) onRetireRequest();
-    else if (!claiming) process.exit(0);
+    else if (!claiming) {
+      leavePool(pool);
+      process.exit(0);
+    }
   };
   let claiming = false;
   process.on('SIGTERM', onSigterm);
@@ -503,12 +524,14 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
   // value keeps the waiting spare's housekeeping behind the containers'.
   leaveIdleScheduling();
-  const pool = sparePool(flags.address, config.stateDir);
   const ownEnv = { ...process.env };
   for (;;) {
     if (retireRequested) process.exit(0);
     const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
-    if (!dir || !dir.startsWith(pool + '/')) process.exit(0);
+    if (!dir || !dir.startsWith(pool + '/')) {
+      leavePool(pool); // retired (done already), or the request fifo failed: nothing of ours stays
+      process.exit(0);
+    }
     claiming = true;
     const answer = await answerClaim(dir, role);
     await ringResponse(dir);

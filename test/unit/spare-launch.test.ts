@@ -1,8 +1,12 @@
 // When a daemon boots the next container's spare (src/shim/spare.ts SpareLaunch): once, after its
-// first Start, when its RPCs went quiet or when it leaves, never on the Start's own path.
+// first Start, when its RPCs went quiet or when it leaves, never on the Start's own path; and what a
+// spare that leaves on its own takes with it (leavePool).
 import { test, mock, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { SpareLaunch } from '../../src/shim/spare';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { leavePool, SpareLaunch } from '../../src/shim/spare';
 
 afterEach(() => mock.timers.reset());
 
@@ -75,4 +79,27 @@ test('a daemon that already booted its spare (restored after an upgrade, per-nod
   mock.timers.tick(5000);
   assert.equal(boots(), 0);
   assert.equal(l.leave(), false);
+});
+
+test("leavePool removes a leaving spare's own entries (half-built or not) and the pool once empty, nothing else", () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-leave-pool-'));
+  try {
+    const pool = path.join(root, 'pool');
+    fs.mkdirSync(path.join(pool, '.new-41'), { recursive: true });
+    fs.writeFileSync(path.join(pool, '.new-41', 'req'), '');
+    fs.writeFileSync(path.join(pool, '.booting-41'), '');
+    fs.mkdirSync(path.join(pool, '42'));
+    fs.writeFileSync(path.join(pool, '.serving-43'), '');
+    leavePool(pool, 41);
+    assert.deepEqual(fs.readdirSync(pool).sort(), ['.serving-43', '42'], 'only 41 went');
+    leavePool(pool, 42);
+    assert.deepEqual(fs.readdirSync(pool), ['.serving-43']);
+    fs.rmSync(path.join(pool, '.serving-43'));
+    fs.mkdirSync(path.join(pool, '44'));
+    leavePool(pool, 44);
+    assert.equal(fs.existsSync(pool), false, 'the last one out removes the pool');
+    leavePool(pool, 44); // gone already: nothing to do
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
 });
