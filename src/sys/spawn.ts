@@ -113,7 +113,9 @@ export class DirectChild extends EventEmitter {
   }
 }
 
-const pause = new Int32Array(new SharedArrayBuffer(4));
+/** Something to Atomics.wait on, made on first use: a V8 startup snapshot is built without SharedArrayBuffer. */
+let pauseCell: Int32Array | undefined;
+const pause = (ms: number) => Atomics.wait((pauseCell ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, ms);
 
 /**
  * Starts `path` (absolute) with posix_spawn, stdio on /dev/null, and waits for its exit without
@@ -143,9 +145,9 @@ export function runToExitSync(
         /* exited meanwhile: reaped below */
       }
       // Collected so it leaves no zombie (gone already when someone else reaped it: ECHILD).
-      for (let i = 0; i < 1000 && !waitpidNoHang(pid); i++) Atomics.wait(pause, 0, 0, 1);
+      for (let i = 0; i < 1000 && !waitpidNoHang(pid); i++) pause(1);
       return null;
     }
-    Atomics.wait(pause, 0, 0, waitMs);
+    pause(waitMs);
   }
 }
