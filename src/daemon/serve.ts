@@ -22,6 +22,7 @@ import {
   ensureSpare,
   enterServing,
   leaveServing,
+  SpareLaunch,
   sparePool,
   stopSpares,
   untrustedState,
@@ -175,26 +176,28 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   publisher.stats.discarded = stale.length;
 
   const idleGc = new IdleCollector(IDLE_GC_MS, daemonCollection(config.trim));
-  // The next container's warm spare boots once this container runs: booting it during Create and
-  // Start took CPU from runc there (+8 ms and +4 ms on these 2 cores).
-  let spareRequested = perNode || !!untrusted || !!state?.daemon.spareRequested;
-  const requestSpare = () => {
-    if (spareRequested) return;
-    spareRequested = true;
-    // Called from the RPC path: a full state dir (the spare pool lives there) must not fail the RPC.
+  // The next container's warm spare boots once this container runs and the shim is quiet (see
+  // SpareLaunch): booting it during Create and Start took CPU from runc there (+8 ms and +4 ms on
+  // these 2 cores), and right after Start it delayed the exit and Delete.
+  const bootSpare = () => {
+    // Off the RPC path, but a full state dir (the spare pool lives there) must still not throw.
     try {
       ensureSpare(SHIM_ENTRY, flags, config);
     } catch (e) {
       log.warn('cannot start a warm spare', { error: e });
     }
   };
+  const spareLaunch = new SpareLaunch(bootSpare, {
+    launched: perNode || !!untrusted || !!state?.daemon.spareRequested,
+  });
   // Spares of this containerd may live while a shim serves it (a per-node daemon keeps none).
   if (!perNode && !untrusted) enterServing(pool);
   const rpcStats: RpcStats = {
     calls: new Map(),
     onCall: (method, failed) => {
       idleGc.activity();
-      if (method === 'Start' && !failed) requestSpare();
+      spareLaunch.activity();
+      if (method === 'Start' && !failed) spareLaunch.started();
     },
   };
   // Connections opening and closing count as activity: a client that held memory without ever
@@ -279,7 +282,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
       socket,
       namespace: flags.namespace,
       group,
-      spareRequested: () => spareRequested,
+      spareRequested: () => spareLaunch.launched,
       quiesceMetrics: async () => (metrics ? { fd: await metrics.quiesce(), socket: metrics.socket } : null),
       resumeMetrics: async () => metrics?.resume(),
       beforeExec: () => idleGc.close(),
@@ -340,10 +343,13 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     // First of all: no new container may be sent here by the sh fast path.
     if (pidFile) fs.rmSync(pidFile, { force: true });
     // The last serving shim takes the spares with it; otherwise a container that never started
-    // still had a start, and the next one gets a spare.
-    if (!perNode && !untrusted) leaveServing(SHIM_ENTRY, flags, config, service.everCreated && !spareRequested);
+    // still had a start, and the next one gets a spare (also one this shim was still to boot).
+    const othersServe = !perNode && !untrusted && leaveServing(pool);
+    const spareDue = spareLaunch.leave() && service.everCreated;
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
+    // containerd no longer waits for this shim: the spare's launch and boot overlap its cleanup.
+    if (othersServe && spareDue) bootSpare();
     await ttrpc.shutdown(1000).catch(() => {}); // the process exits next: a connection that did not close goes with it
     const drained = await publisher.drain(5000);
     publisher.close();

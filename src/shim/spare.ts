@@ -96,6 +96,15 @@ function bootingSpares(pool: string): number[] {
 /** How long after a start had to wait for a booting spare the pool holds two spares. */
 const STARVED_WINDOW_MS = 30_000;
 
+/** A start had to wait for a spare, or went without one (the sh marks the first case). */
+function markStarved(pool: string): void {
+  try {
+    fs.writeFileSync(path.join(pool, '.starved'), '');
+  } catch {
+    /* the pool is gone (no shim serves anymore): nothing to keep two spares for */
+  }
+}
+
 /** One spare normally; two while starts have recently had to wait for one (a burst of new shims). */
 export function spareTarget(pool: string, now = Date.now()): number {
   try {
@@ -162,14 +171,85 @@ export function enterServing(pool: string, pid = process.pid): void {
 }
 
 /**
- * A daemon is going: when it was the last serving shim of its containerd, the spares go with it;
- * otherwise the next container still gets a spare when `wantSpare`.
+ * A daemon is going: when it was the last serving shim of its containerd, the spares go with it.
+ * Returns true when other shims still serve (the next container may then need a spare).
  */
-export function leaveServing(mainScript: string, flags: ShimFlags, config: ShimConfig, wantSpare: boolean): void {
-  const pool = sparePool(flags.address, config.stateDir);
+export function leaveServing(pool: string): boolean {
   fs.rmSync(path.join(pool, `${SERVING}${process.pid}`), { force: true });
-  if (servingShims(pool).length === 0) stopSpares(pool);
-  else if (wantSpare) ensureSpare(mainScript, flags, config);
+  if (servingShims(pool).length > 0) return true;
+  stopSpares(pool);
+  return false;
+}
+
+/** How long a daemon's RPCs must have been quiet before it boots the next container's spare. */
+export const SPARE_QUIET_MS = 100;
+/** RPCs postpone that boot by this much at most after the Start that asked for it. */
+export const SPARE_MAX_DEFER_MS = 1000;
+
+/**
+ * When a daemon boots the spare for the next container: once per daemon, after its first Start.
+ * Booting right after Start (a launch that blocks the loop for a few ms, then ~250 ms of Node CPU)
+ * landed on the container's exit and Delete: in `ctr run --rm`, Start -> /tasks/exit took ~19 ms
+ * and Delete ~38 ms against ~4 and ~18 ms for a pod-grouped shim, which boots nothing (load ~9).
+ * So the boot waits until no RPC came for `quietMs` (at most `maxDeferMs` after the Start), or
+ * until the daemon leaves (leave(); it boots the spare once its Shutdown is answered).
+ */
+export class SpareLaunch {
+  /** The spare was booted (or booting it was attempted). */
+  launched: boolean;
+  private readonly quietMs: number;
+  private readonly maxDeferMs: number;
+  private requested = false;
+  private requestedAt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly launch: () => void,
+    opts: { launched?: boolean; quietMs?: number; maxDeferMs?: number } = {}
+  ) {
+    this.launched = opts.launched ?? false;
+    this.quietMs = opts.quietMs ?? SPARE_QUIET_MS;
+    this.maxDeferMs = opts.maxDeferMs ?? SPARE_MAX_DEFER_MS;
+  }
+
+  /** Waiting for a quiet moment. */
+  get pending(): boolean {
+    return this.requested && !this.launched;
+  }
+
+  /** A container of this daemon started. */
+  started(): void {
+    if (this.launched || this.closed || this.requested) return;
+    this.requested = true;
+    this.requestedAt = Date.now();
+    this.arm();
+  }
+
+  /** An RPC was answered: a pending boot waits for the next quiet moment. */
+  activity(): void {
+    if (this.pending && !this.closed) this.arm();
+  }
+
+  /** The daemon leaves: returns true when the spare is still to be booted (by the caller). */
+  leave(): boolean {
+    this.closed = true;
+    clearTimeout(this.timer);
+    return !this.launched;
+  }
+
+  private arm(): void {
+    clearTimeout(this.timer);
+    const left = this.requestedAt + this.maxDeferMs - Date.now();
+    this.timer = setTimeout(() => this.fire(), Math.max(0, Math.min(this.quietMs, left)));
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    if (this.launched || this.closed) return;
+    this.launched = true;
+    this.launch();
+  }
 }
 
 /** Ends every waiting and booting spare of the pool (a spare claimed meanwhile keeps its claim). */
@@ -397,12 +477,33 @@ export interface BoundSocket {
   /** what the spare could not take on from its start */ notes?: string[];
 }
 
+/**
+ * What a spare leaving on its own leaves in the pool goes: its booting marker, its directory (whole
+ * or half built; never a claimed one, which the sh renamed) and the pool when that was the last entry.
+ */
+export function leavePool(pool: string, pid = process.pid): void {
+  for (const name of [`.booting-${pid}`, `.new-${pid}`, String(pid)]) {
+    fs.rmSync(path.join(pool, name), { recursive: true, force: true });
+  }
+  try {
+    fs.rmdirSync(pool);
+  } catch {
+    /* other spares or shims still there, or gone already */
+  }
+}
+
 export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimConfig): Promise<void> {
-  // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim).
+  const pool = sparePool(flags.address, config.stateDir);
+  // stopSpares: leave now while booting; while waiting, retire unless claimed (waitForClaim). A spare
+  // told to go while it sets up its directory must not leave it behind: stopSpares of the last
+  // shim removes the pool only once it is empty.
   const onSigterm = () => {
     retireRequested = true;
     if (onRetireRequest) onRetireRequest();
-    else if (!claiming) process.exit(0);
+    else if (!claiming) {
+      leavePool(pool);
+      process.exit(0);
+    }
   };
   let claiming = false;
   process.on('SIGTERM', onSigterm);
@@ -422,12 +523,14 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
   // value keeps the waiting spare's housekeeping behind the containers'.
   leaveIdleScheduling();
-  const pool = sparePool(flags.address, config.stateDir);
   const ownEnv = { ...process.env };
   for (;;) {
     if (retireRequested) process.exit(0);
     const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
-    if (!dir || !dir.startsWith(pool + '/')) process.exit(0);
+    if (!dir || !dir.startsWith(pool + '/')) {
+      leavePool(pool); // retired (done already), or the request fifo failed: nothing of ours stays
+      process.exit(0);
+    }
     claiming = true;
     const answer = await answerClaim(dir, role);
     await ringResponse(dir);
@@ -544,6 +647,9 @@ export async function runClaim(flags: ShimFlags, role: SpareRole, config: ShimCo
     throw new Error(`claim: ${JSON.stringify(dir)} is not a request directory of this containerd's spare pool`);
   }
   delete process.env[ENV_ROOM_VAR];
+  // A start found no spare although shims of its containerd serve: starts are outrunning the spares
+  // (each daemon boots the next one only once it went quiet, see SpareLaunch), keep two for a while.
+  if (config.spares && servingShims(pool).length > 0) markStarved(pool);
   const answer = await answerClaim(dir, role);
   await ringResponse(dir);
   if (!answer.become) process.exit(0);

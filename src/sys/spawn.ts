@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { close, pipe2, posixSpawn } from './libc';
+import { close, pipe2, posixSpawn, waitpidNoHang } from './libc';
 
 /** A child's stdio slot: an fd to hand over, 'ignore' (/dev/null), 'pipe' or 'inherit'. */
 export type DirectStdio = number | 'ignore' | 'pipe' | 'inherit';
@@ -110,5 +110,44 @@ export class DirectChild extends EventEmitter {
     if (!this.exited || this.openPipes > 0 || this.closed) return;
     this.closed = true;
     this.emit('close');
+  }
+}
+
+/** Something to Atomics.wait on, made on first use: a V8 startup snapshot is built without SharedArrayBuffer. */
+let pauseCell: Int32Array | undefined;
+const pause = (ms: number) => Atomics.wait((pauseCell ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, ms);
+
+/**
+ * Starts `path` (absolute) with posix_spawn, stdio on /dev/null, and waits for its exit without
+ * returning to the event loop: for short helpers that must be over before anything else runs (e.g.
+ * `setsid -f`, while the caller is briefly not a subreaper). The child is reaped here, so the
+ * Reaper never sees it. Returns the raw wait status, or null when it was killed after `timeoutMs`.
+ * Throws SysError when nothing was started.
+ */
+export function runToExitSync(
+  path: string,
+  argv: readonly string[],
+  opts: { env: NodeJS.ProcessEnv; cwd?: string; timeoutMs: number }
+): number | null {
+  const env = Object.entries(opts.env)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${v}`);
+  const pid = posixSpawn({ path, argv: [path, ...argv], env, cwd: opts.cwd, fds: [-1, -1, -1] });
+  const deadline = Date.now() + opts.timeoutMs;
+  // A helper like setsid -f is done in about a millisecond: poll finely, then less so.
+  for (let waitMs = 0.05; ; waitMs = Math.min(waitMs * 2, 10)) {
+    const r = waitpidNoHang(pid);
+    if (r) return r.status;
+    if (Date.now() > deadline) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* exited meanwhile: reaped below */
+      }
+      // Collected so it leaves no zombie (gone already when someone else reaped it: ECHILD).
+      for (let i = 0; i < 1000 && !waitpidNoHang(pid); i++) pause(1);
+      return null;
+    }
+    pause(waitMs);
   }
 }

@@ -92,6 +92,25 @@ test('starts that outrun the spares make the pool keep two', async () => {
   await until(() => waitingSpares(pool).length >= 2, 'two spares waiting after the burst', 30_000);
 });
 
+test('a start that finds no spare while shims serve makes the pool keep two (a cold start counts as waiting)', async () => {
+  const pool = sparePool(c.address);
+  await runDetached(uniqueId('cold1'));
+  // Every spare gone (none is booted again before the next Start goes quiet): the next start is cold.
+  fs.rmSync(path.join(pool, '.starved'), { force: true });
+  const spares = await until(() => {
+    const s = waitingSpares(pool);
+    const booting = fs.readdirSync(pool).some((n) => n.startsWith('.booting-'));
+    return s.length && !booting ? s : null;
+  }, 'spares booted, none booting');
+  for (const pid of spares) process.kill(pid, 'SIGKILL');
+  await until(() => spares.every((pid) => !pidAlive(pid)), 'the spares gone');
+  fs.rmSync(path.join(pool, '.starved'), { force: true });
+  const cold = await runDetached(uniqueId('cold2'));
+  assert.ok(!spares.includes(cold));
+  assert.ok(fs.existsSync(path.join(pool, '.starved')), 'the cold start marked the pool');
+  await until(() => waitingSpares(pool).length >= 2, 'two spares waiting', 30_000);
+});
+
 // ---------------------------------------------------------------------------------------------
 // A spare-born shim is indistinguishable from a cold one.
 
@@ -269,7 +288,8 @@ test('after the last container is deleted no tsshim process of the containerd re
     `no tsshim process left (${tsshimProcesses(c.address).map(cmdline).join(' | ')})`,
     10_000
   );
-  assert.ok(!fs.existsSync(sparePool(c.address)), 'the pool directory is gone too');
+  const left = () => (fs.existsSync(sparePool(c.address)) ? fs.readdirSync(sparePool(c.address)) : null);
+  assert.equal(left(), null, 'the pool directory is gone too');
 });
 
 test('grouped containers (tsshim and runc group annotations): no tsshim process remains after the last', async () => {
@@ -310,10 +330,12 @@ test('grouped containers (tsshim and runc group annotations): no tsshim process 
 test('a spare leaves when its containerd is gone, although the socket file and a serving shim remain', async () => {
   const pool = sparePool(c.address);
   await runDetached(uniqueId('orphan'));
+  fs.rmSync(path.join(pool, '.starved'), { force: true });
   const spares = await until(() => {
     const s = waitingSpares(pool);
-    return s.length ? s : null;
-  }, 'a spare');
+    const booting = fs.readdirSync(pool).some((n) => n.startsWith('.booting-'));
+    return s.length && !booting ? s : null;
+  }, 'spares booted, none booting');
   await c.kill9(); // containerd only: its shims stay, and so does its socket file
   assert.ok(fs.existsSync(c.address), 'containerd left its socket file behind');
   await until(() => spares.every((p) => !pidAlive(p)), 'spares gone', 10_000);
