@@ -29,7 +29,7 @@ import {
   type ContainerdEvent,
   type EventCollector,
 } from '../support/containerd-api';
-import { daemonShims, runDetached, shimPidOf } from '../support/containers';
+import { daemonShims, removeContainer, runDetached, shimPidOf } from '../support/containers';
 import { allPids, argvOf, childrenOf, fdCount, procStat, zombiesOf } from '../support/proc';
 import { PtySession, PROMPT, resizeUntilSeen } from '../support/pty';
 import { sleep, until } from '../support/wait';
@@ -510,6 +510,16 @@ test('issue size: 20 containers, 10 upgrades in a row between two builds, contai
     shims,
     'no other shim daemon'
   );
+
+  // A new container beside them runs the build installed (A, the one the shims run now too): no
+  // spare of build B is left to take it.
+  const fresh = uniqueId('upz');
+  await run(fresh, ['sleep', '1000']);
+  const freshShim = await shimPidOf(c, fresh);
+  assert.ok(!shims.includes(freshShim), 'a shim of its own');
+  const freshVersion = (await versions()).get(freshShim);
+  assert.ok(freshVersion?.startsWith('0.1.0 ('), `the new container's shim runs ${freshVersion}`);
+  await removeContainer(c, fresh);
 
   // exec, attach (stdin still open), resize and exec on the upgraded shims of every kind.
   for (const id of [F[1], Q[1], G[0], P[1], T2]) {
