@@ -8,7 +8,7 @@ export function httpGetUnix(
 ): Promise<{ status: number; body: string; contentType: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { socketPath, path: urlPath, method: 'GET', timeout: timeoutMs, headers: { host: 'localhost' } },
+      { socketPath, path: urlPath, method: 'GET', timeout: timeoutMs, headers: { host: 'localhost' }, agent: false },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

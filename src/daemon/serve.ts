@@ -13,7 +13,7 @@ import { TaskService } from '../task/service';
 import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../diag/introspection';
-import { startConfiguredMetrics } from '../diag/metrics';
+import { startConfiguredMetrics } from '../diag/metrics-endpoint';
 import { daemonCollection, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from '../shim/start';
@@ -278,10 +278,9 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
       namespace: flags.namespace,
       group,
       spareRequested: () => spareRequested,
-      beforeExec: () => {
-        metrics?.close();
-        idleGc.close();
-      },
+      quiesceMetrics: async () => (metrics ? { fd: await metrics.quiesce(), socket: metrics.socket } : null),
+      resumeMetrics: async () => metrics?.resume(),
+      beforeExec: () => idleGc.close(),
     }),
   });
   if (state && upgrade) {
@@ -322,7 +321,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   } else {
     serveListener();
   }
-  metrics = await startConfiguredMetrics(daemon, config);
+  metrics = await startConfiguredMetrics(daemon, config, state?.daemon.metrics ?? undefined);
   daemon.metricsSocket = metrics?.socket ?? null;
 
   async function shutdown(reason: string): Promise<void> {

@@ -1,40 +1,8 @@
-// Opt-in Prometheus endpoint: `GET /metrics` over HTTP on a unix socket (mode 0600), one per shim.
-//
-// Where the socket goes (read from the shim's environment, which containerd passes on):
-//   TSSHIM_METRICS_SOCKET=<path>  exactly this path. For a single shim: a second shim finding the
-//                                 socket alive leaves it alone and serves no metrics.
-//   TSSHIM_METRICS_DIR=<dir>      <dir>/<shim socket basename>.metrics.sock, one per shim; the
-//                                 way to enable it for a whole containerd (e.g. /run/tsshim/metrics).
-//   neither                       no endpoint (the default).
-// Scrape with `tsshim metrics <socket|container id>` or `curl --unix-socket <path> http://x/metrics`.
+// The Prometheus text a shim serves on its metrics endpoint (metrics-endpoint.ts).
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
-import * as path from 'node:path';
 import type { DaemonView } from './daemon-view';
 import { LATENCY_BUCKETS_MS } from '../task/rpc';
 import { VERSION, REVISION } from '../shim/version';
-
-const MAX_SOCKET_PATH = 107;
-const METRICS_SUFFIX = '.metrics.sock';
-
-/** Where the metrics endpoint goes (configuration): an exact socket, else a directory, else off. */
-export interface MetricsPlacement {
-  metricsSocket: string;
-  metricsDir: string;
-}
-
-/** The metrics socket path for a shim listening on `shimSocket`, or null when metrics are off. */
-export function metricsSocketPath(where: MetricsPlacement, shimSocket: string, pid = process.pid): string | null {
-  if (where.metricsSocket) return where.metricsSocket;
-  const dir = where.metricsDir;
-  if (!dir) return null;
-  let base = shimSocket ? path.basename(shimSocket) : `pid-${pid}`;
-  // Shim sockets are 64 hex chars: shorten rather than fail when the dir is deep.
-  const room = MAX_SOCKET_PATH - Buffer.byteLength(path.join(dir, METRICS_SUFFIX)) - 1;
-  if (base.length > room) base = base.slice(0, Math.max(room, 16));
-  return path.join(dir, base + METRICS_SUFFIX);
-}
 
 // ---- text format --------------------------------------------------------------------------------
 
@@ -173,95 +141,4 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
     pid: String(process.pid),
   });
   return w.text();
-}
-
-// ---- the endpoint ---------------------------------------------------------------------------------
-
-function isAlive(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection(socketPath);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
-export async function startMetricsEndpoint(
-  socketPath: string,
-  daemon: DaemonView
-): Promise<{ socket: string; close(): void }> {
-  fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
-  if (fs.existsSync(socketPath)) {
-    if (await isAlive(socketPath)) {
-      throw Object.assign(new Error(`metrics socket ${socketPath} is served by another process`), {
-        code: 'EADDRINUSE',
-      });
-    }
-    fs.rmSync(socketPath, { force: true }); // left by a shim that died
-  }
-  const server = http.createServer((req, res) => {
-    const url = (req.url ?? '/').split('?')[0];
-    if (url !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD' }).end();
-      return;
-    }
-    let body: string;
-    try {
-      body = renderMetrics(daemon);
-    } catch (e) {
-      res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(e as Error).message}\n`);
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-    res.end(req.method === 'HEAD' ? undefined : body);
-    daemon.idleGc?.background?.(); // a scrape allocates but must not postpone the idle collection
-  });
-  server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(socketPath, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  fs.chmodSync(socketPath, 0o600);
-  // The endpoint must never keep a finished shim alive.
-  server.unref();
-  let closed = false;
-  return {
-    socket: socketPath,
-    close() {
-      if (closed) return;
-      closed = true;
-      server.close();
-      server.closeAllConnections();
-      fs.rmSync(socketPath, { force: true });
-    },
-  };
-}
-
-/**
- * What the daemon calls: start the endpoint the configuration asks for. Never throws: a shim without
- * metrics is better than no shim. Returns null when metrics are off or could not start.
- */
-export async function startConfiguredMetrics(
-  daemon: DaemonView & { log: { info(m: string, f?: object): void; warn(m: string, f?: object): void } },
-  where: MetricsPlacement
-): Promise<{ socket: string; close(): void } | null> {
-  const socketPath = metricsSocketPath(where, daemon.socket);
-  if (!socketPath) return null;
-  try {
-    const endpoint = await startMetricsEndpoint(socketPath, daemon);
-    daemon.log.info('metrics endpoint listening', { socket: socketPath });
-    return endpoint;
-  } catch (e) {
-    daemon.log.warn('metrics endpoint not started', { socket: socketPath, error: (e as Error).message });
-    return null;
-  }
 }

@@ -25,7 +25,14 @@ import {
   OomWatcher,
   releaseCgroupFiles,
   type CgroupHandle,
+  type OomWatchHandover,
 } from './cgroups';
+
+/** A container's OOM watch as it crosses an in-place upgrade, with the cgroup it watches. */
+export interface OomHandover {
+  cgroup: CgroupHandle;
+  watch: OomWatchHandover;
+}
 
 export const STATUS = { UNKNOWN: 0, CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4, PAUSING: 5 } as const;
 
@@ -59,7 +66,7 @@ export interface ServiceDeps {
 }
 
 /** Watches containers' cgroups for OOM kills (the cgroups OomWatcher; tests hand in a fake). */
-export type OomMonitor = Pick<OomWatcher, 'add' | 'remove' | 'flush' | 'close'>;
+export type OomMonitor = Pick<OomWatcher, 'add' | 'remove' | 'flush' | 'close' | 'handover'>;
 
 interface Running {
   container: Container;
@@ -461,15 +468,31 @@ export class TaskService {
   }
 
   /**
+   * Stops a container's OOM watch for the next program (in-place upgrade, called at the moment of
+   * the exec): what it needs to report every OOM once. Null when nothing watches it.
+   */
+  handOverOom(c: Container): OomHandover | null {
+    const cgroup = this.cgroups.get(c);
+    const watch = cgroup ? this.oom.handover(this.key(c.namespace, c.id)) : null;
+    return cgroup && watch ? { cgroup, watch } : null;
+  }
+
+  /**
    * A container of the previous process: its live processes are watched again, its cgroup and OOM
    * watch taken up, and exits that were reaped but not yet published are published now, in order.
+   * The OOM watch handed over is in place before those exits, which look at it first.
    */
-  adopt(c: Container, watched: Process[]): void {
+  adopt(c: Container, watched: Process[], oom: OomHandover | null = null): void {
     const key = this.key(c.namespace, c.id);
     this.containers.set(key, c);
     this.everCreated = true;
     for (const p of watched) this.running.set(p.pid, { container: c, process: p });
-    if (c.init.pid && !c.init.reaped && !c.init.exit) {
+    if (oom) {
+      this.cgroups.set(c, oom.cgroup);
+      this.oom
+        .add(key, oom.cgroup, oom.watch)
+        .catch((e: unknown) => this.deps.log.warn('cannot watch for OOM', { id: c.id, error: e }));
+    } else if (c.init.pid && !c.init.reaped && !c.init.exit) {
       const cg = cgroupForPid(c.init.pid);
       if (cg) {
         this.cgroups.set(c, cg);

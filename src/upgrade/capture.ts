@@ -62,7 +62,14 @@ export interface UpgradeHost {
   namespace: string;
   group: string;
   spareRequested(): boolean;
-  /** Release what does not survive the exec and is made again (metrics endpoint). */
+  /**
+   * Stops the metrics endpoint serving (scrapes already accepted are answered) and returns its
+   * listening socket, handed over like the shim's own; null when metrics are off.
+   */
+  quiesceMetrics(): Promise<{ fd: number; socket: string } | null>;
+  /** The upgrade was given up after quiesceMetrics: serve again. */
+  resumeMetrics(): Promise<void>;
+  /** Release what does not survive the exec and is made again (timers). */
   beforeExec(): void;
 }
 
@@ -189,16 +196,25 @@ async function quiesceAndExec(host: UpgradeHost, entry: string, info: BuildInfo)
     return `container output was not taken by its reader within ${QUIESCE_IO_MS} ms`;
   }
   await host.publisher.drain(QUIESCE_EVENTS_MS);
+  let metrics: { fd: number; socket: string } | null;
+  try {
+    metrics = await host.quiesceMetrics();
+  } catch (e) {
+    for (const h of ios.values()) h.resume();
+    ttrpc.release();
+    return `the metrics endpoint cannot be handed over: ${(e as Error).message}`;
+  }
   await host.publisher.hold();
   host.reaper.stop(); // exits from now on wait as zombies for the next process's reaper
   // From here on everything is synchronous up to the exec: nothing can interleave.
   let state: UpgradeState;
   try {
-    state = capture(host, entry, info, ios, self);
+    state = capture(host, entry, info, ios, self, metrics);
   } catch (e) {
     // Only possible before anything was detached (capture checks first): resume.
     host.reaper.resume();
     host.publisher.release();
+    void host.resumeMetrics();
     for (const h of ios.values()) h.resume();
     ttrpc.release();
     return `state capture failed: ${(e as Error).message}`;
@@ -242,7 +258,8 @@ function capture(
   entry: string,
   info: BuildInfo,
   ios: Map<Process, IoHandover>,
-  self: { conn: unknown; streamId: number } | null
+  self: { conn: unknown; streamId: number } | null,
+  metrics: { fd: number; socket: string } | null
 ): UpgradeState {
   const listenFd = (host.netServer as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof listenFd !== 'number' || listenFd < 0) throw new Error('the listening socket has no fd');
@@ -284,6 +301,7 @@ function capture(
     runningExecs: c.runningExecs,
     init: processState(c.init),
     execs: [...c.execs.values()].map(processState),
+    oom: host.service.handOverOom(c),
   }));
   const pub = host.publisher;
   return {
@@ -297,6 +315,7 @@ function capture(
       namespace: host.namespace,
       group: host.group,
       listenFd,
+      metrics,
       everCreated: host.service.everCreated,
       shutdownRequested: host.service.shutdownRequested,
       spareRequested: host.spareRequested(),

@@ -125,7 +125,7 @@ export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
       if (!e.reaped && !e.exit && e.pid && es.state === 'running') e.holdPid();
       if (es.watched) watched.push(e);
     }
-    t.service.adopt(c, watched);
+    t.service.adopt(c, watched, cs.oom ?? null);
   }
   t.service.everCreated = state.daemon.everCreated;
   t.service.shutdownRequested = state.daemon.shutdownRequested;

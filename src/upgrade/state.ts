@@ -8,11 +8,17 @@ import type { IoState } from '../task/io';
 import type { StdioConfig } from '../task/io';
 import type { MountSpec } from '../task/rootfs';
 import type { RuntimeOptions } from '../task/options';
+import type { OomHandover } from '../task/service';
 
-/** The version this build writes. Bump it (and migrate older ones) when a field changes meaning. */
-export const STATE_VERSION = 1;
+/**
+ * The version this build writes. Bump it (and migrate older ones) when a field changes meaning or
+ * the state hands over an fd an older build would not know to take up.
+ * 2: a container's OOM watch (a v1 eventfd, the v2 oom_kill count already reported), the metrics
+ *    endpoint's listening socket.
+ */
+export const STATE_VERSION = 2;
 /** The versions this build reads. */
-export const ACCEPTED_STATE_VERSIONS: readonly number[] = [1];
+export const ACCEPTED_STATE_VERSIONS: readonly number[] = [1, 2];
 
 export interface TimeState {
   status: number;
@@ -47,6 +53,8 @@ export interface ContainerState {
   runningExecs: number;
   init: ProcessState;
   execs: ProcessState[];
+  /** Its OOM watch (version 2 on); none: the next program watches anew. */
+  oom?: OomHandover | null;
 }
 
 export interface ConnectionState {
@@ -87,6 +95,8 @@ export interface UpgradeState {
     namespace: string;
     group: string;
     listenFd: number;
+    /** The metrics endpoint's listening socket (version 2 on); none: the next program opens its own. */
+    metrics?: { fd: number; socket: string } | null;
     everCreated: boolean;
     shutdownRequested: boolean;
     spareRequested: boolean;
@@ -168,7 +178,7 @@ export function parseState(text: string): UpgradeState {
   return s;
 }
 
-/** Brings an older accepted version to the current shape (version 1 is the first: nothing yet). */
+/** Brings an older accepted version to the current shape. 1 -> 2: no OOM watch handed over. */
 function migrate(s: UpgradeState): UpgradeState {
   return { ...s, version: STATE_VERSION };
 }
@@ -176,8 +186,11 @@ function migrate(s: UpgradeState): UpgradeState {
 /** Every fd the state hands over, for clearing close-on-exec. */
 export function stateFds(s: UpgradeState, ioFds: (io: IoState) => number[]): number[] {
   const out = [s.daemon.listenFd, ...s.connections.map((c) => c.fd)];
+  if (s.daemon.metrics) out.push(s.daemon.metrics.fd);
   for (const c of s.containers) {
     for (const p of [c.init, ...c.execs]) if (p.io) out.push(...ioFds(p.io));
+    const watch = c.oom?.watch;
+    if (watch && 'efd' in watch) out.push(watch.efd);
   }
   return [...new Set(out.filter((fd) => fd >= 0))];
 }

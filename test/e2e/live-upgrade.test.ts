@@ -673,8 +673,11 @@ test('state versions: a newer build reads the older state; an older build refuse
   const entryA = ENTRY_A();
   const v2 = makeBuild('state2', '0.2.0-state2', (b) =>
     b
-      .replace(/exports\d*\.STATE_VERSION = 1;/, (m) => m.replace('= 1', '= 2'))
-      .replace(/exports\d*\.ACCEPTED_STATE_VERSIONS = \[1\];/, (m) => m.replace('[1]', '[1, 2]'))
+      .replace(/(exports\d*\.STATE_VERSION = )(\d+);/, (_m, a: string, n: string) => `${a}${Number(n) + 1};`)
+      .replace(
+        /(exports\d*\.ACCEPTED_STATE_VERSIONS = \[)([\d, ]+)\];/,
+        (_m, a: string, list: string) => `${a}${list}, ${Number(list.split(',').pop()) + 1}];`
+      )
   );
   const up = await upgrade(v2, [k.id]);
   assert.equal(up.code, 0, up.out);
@@ -683,7 +686,7 @@ test('state versions: a newer build reads the older state; an older build refuse
   assert.equal(check.code, 1, check.out);
   assert.match(
     check.out,
-    /cannot upgrade from 0\.2\.0-state2 .*reads upgrade state versions \[1\], this one writes version 2: it refuses the state/
+    /cannot upgrade from 0\.2\.0-state2 .*reads upgrade state versions \[[\d, ]+\], this one writes version \d+: it refuses the state/
   );
   const down = await upgrade(entryA, [k.id]);
   assert.equal(down.code, 1, down.out);
@@ -905,4 +908,82 @@ test('under load: an exec storm, Tasks.Get and a stats stream during upgrades; e
   await until(async () => (await getTask(c, id)).status === 'STOPPED', `${id} stopped`);
   await callTasks(c, 'Delete', { container_id: id });
   await c.ctr(['container', 'delete', id]);
+});
+
+/** The file a cgroup counts its OOM kills in (`oom_kill N`), from the process's cgroup. */
+function oomCounterFile(pid: number): string {
+  const lines = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n');
+  const v1 = lines.find((l) => l.split(':')[1]?.split(',').includes('memory'));
+  if (v1) return path.join('/sys/fs/cgroup/memory', v1.split(':')[2], 'memory.oom_control');
+  const v2 = lines.find((l) => l.startsWith('0::'))!;
+  const base = fs.existsSync('/sys/fs/cgroup/unified/cgroup.controllers') ? '/sys/fs/cgroup/unified' : '/sys/fs/cgroup';
+  return path.join(base, v2.slice(3), 'memory.events');
+}
+
+test('OOM kills across upgrades: one during the swap itself is reported once, none twice', async () => {
+  const id = uniqueId('upoom');
+  const trigger = path.join(rootfs, `${id}.go`);
+  // Each time the trigger file appears, a process of the container outgrows the limit and is OOM-killed.
+  fs.writeFileSync(
+    path.join(rootfs, `${id}.sh`),
+    `while :; do if [ -e /${id}.go ]; then rm /${id}.go; dd if=/dev/zero of=/dev/null bs=128M count=1; fi; usleep 20000; done\n`
+  );
+  const ooms = await collectEvents(c, ['topic=="/tasks/oom"']);
+  const mine = () => ooms.events.filter((e) => e.event?.container_id === id).length;
+  const r = await c.ctr([
+    'run',
+    '-d',
+    '--runtime',
+    TSSHIM_RUNTIME,
+    ...PATH_ENV_ARGS,
+    '--memory-limit',
+    String(32 << 20),
+    '--rootfs',
+    rootfs,
+    id,
+    'sh',
+    `/${id}.sh`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  try {
+    const counter = oomCounterFile((await getTask(c, id)).pid);
+    const kills = () => Number(/oom_kill (\d+)/.exec(fs.readFileSync(counter, 'utf8'))?.[1] ?? -1);
+    const oomNow = async (n: number) => {
+      fs.writeFileSync(trigger, '');
+      await until(() => kills() >= n, `OOM kill ${n}`);
+    };
+    assert.equal(kills(), 0, `${counter} counts OOM kills`);
+    await oomNow(1);
+    await until(() => mine() === 1, 'the first /tasks/oom');
+
+    // A build whose restore makes the container OOM and waits for the kill before it goes on: the
+    // OOM happens while no program watches the cgroup.
+    const during = makeBuild('oomgap', '0.1.0-oomgap', (b) =>
+      b.replace(
+        /return ["']tsshim-restore-hook["'];/,
+        `{ const fs = require("fs"); fs.writeFileSync(${JSON.stringify(trigger)}, ""); const nap = new Int32Array(new SharedArrayBuffer(4)); const end = Date.now() + 30000; while (Date.now() < end && !/oom_kill [2-9]/.test(fs.readFileSync(${JSON.stringify(counter)}, "utf8"))) Atomics.wait(nap, 0, 0, 20); } return "tsshim-restore-hook";`
+      )
+    );
+    const up = await upgrade(during, [id]);
+    assert.equal(up.code, 0, up.out);
+    assert.equal(kills(), 2, 'the restore saw the second OOM kill');
+    await until(() => mine() === 2, 'the /tasks/oom of the kill during the swap');
+
+    await oomNow(3);
+    await until(() => mine() === 3, 'an OOM after the upgrade is reported');
+    // Back to this build, with no OOM in between: nothing is reported again.
+    const back = await upgrade(path.join(repoRoot(), 'dist', 'src', 'daemon', 'boot.js'), [id]);
+    assert.equal(back.code, 0, back.out);
+    await oomNow(4);
+    await until(() => mine() === 4, 'the fourth /tasks/oom');
+    await sleep(500);
+    assert.equal(mine(), 4, 'one /tasks/oom per OOM kill, none twice');
+    assert.equal((await getTask(c, id)).status, 'RUNNING');
+  } finally {
+    ooms.stop();
+    await callTasks(c, 'Kill', { container_id: id, signal: 9 }).catch(() => undefined);
+    await until(async () => (await getTask(c, id)).status === 'STOPPED', `${id} stopped`);
+    await callTasks(c, 'Delete', { container_id: id });
+    await c.ctr(['container', 'delete', id]);
+  }
 });

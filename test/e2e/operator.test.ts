@@ -3,7 +3,7 @@
 // find the tsshim shim through containerd's state dir, skip the runc shim, and report real numbers.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -147,4 +147,45 @@ test('the daemon collects garbage and trims its resident set once it goes idle',
   // ...and trimmed its resident set: an untrimmed daemon sits at ~60 MiB, a trimmed one near 30.
   const rss = Number(/^tsshim_resident_memory_bytes (\d+)$/m.exec(res.body)?.[1]);
   assert.ok(rss > 0 && rss < 45 * 1048576, `idle shim RSS ${(rss / 1048576).toFixed(1)} MiB`);
+});
+
+test('an in-place upgrade keeps the metrics endpoint: scrapes during the swap are answered, start time kept', async () => {
+  const socks = fs.readdirSync(metricsDir).filter((n) => n.endsWith('.metrics.sock'));
+  assert.equal(socks.length, 1, `one tsshim shim, one metrics socket: ${socks}`);
+  const sock = path.join(metricsDir, socks[0]);
+  const startTime = (body: string) => /^tsshim_start_time_seconds (\S+)$/m.exec(body)?.[1];
+  const before = startTime((await httpGetUnix(sock, '/metrics')).body);
+  assert.ok(before, 'tsshim_start_time_seconds');
+  let scraping = true;
+  let answered = 0;
+  const failures: string[] = [];
+  const scrapes = (async () => {
+    while (scraping) {
+      try {
+        const r = await httpGetUnix(sock, '/metrics', 30_000);
+        if (r.status === 200 && startTime(r.body) === before) answered++;
+        else failures.push(`status ${r.status}, start time ${startTime(r.body)}`);
+      } catch (e) {
+        failures.push((e as Error).message);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  // Not spawnSync: the scrapes must go on while the CLI waits for the upgrade.
+  const up = await new Promise<{ code: number | null; out: string }>((resolve) => {
+    const child = spawn(process.execPath, [path.join(repoRoot(), 'bin', 'tsshim'), 'upgrade', id, '--state', c.state]);
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('close', (code) => resolve({ code, out }));
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  scraping = false;
+  await scrapes;
+  assert.equal(up.code, 0, up.out);
+  assert.match(up.out, /upgraded .* pid \d+ kept/);
+  assert.deepEqual(failures, [], 'every scrape answered by one program or the other');
+  assert.ok(answered > 0);
+  assert.ok(fs.existsSync(sock), 'the socket file stays');
+  assert.equal(startTime((await httpGetUnix(sock, '/metrics')).body), before, 'uptime goes on');
 });

@@ -230,3 +230,120 @@ test(
     }
   }
 );
+
+// In-place upgrade: a watch stops in one program and goes on in the next without a gap or a repeat.
+
+for (const mode of ['stream', 'poll'] as EventfdMode[]) {
+  test(`EventfdReader (${mode}) detach(): delivers what is pending, keeps the fd open, reads no more`, async () => {
+    const fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    const got: bigint[] = [];
+    const r = new EventfdReader(fd, (n) => got.push(n), mode);
+    signal(fd, 2n);
+    assert.equal(r.detach(), fd);
+    assert.deepEqual(got, [2n], 'the pending counter is delivered by detach');
+    signal(fd, 5n);
+    await sleep(300); // longer than the poll interval
+    assert.deepEqual(got, [2n], 'nothing read after detach');
+    const next: bigint[] = [];
+    const r2 = new EventfdReader(fd, (n) => next.push(n), mode);
+    await until(() => next.length === 1, 'the next reader gets the counter', { timeoutMs: 2000, everyMs: 10 });
+    assert.deepEqual(next, [5n]);
+    r2.close();
+  });
+}
+
+test('v2 handover: an OOM kill while no program watched is reported once; earlier ones never again', async () => {
+  const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
+  cpSync(V2_FIXTURE, dir, { recursive: true });
+  const events = (oomKill: number, high = 0) => `low 0\nhigh ${high}\nmax 0\noom 0\noom_kill ${oomKill}\n`;
+  await fsp.writeFile(join(dir, 'memory.events'), events(0));
+  const old: string[] = [];
+  const w1 = new OomWatcher((id) => old.push(id));
+  const w2fired: string[] = [];
+  const w2 = new OomWatcher((id) => w2fired.push(id));
+  const w3fired: string[] = [];
+  const w3 = new OomWatcher((id) => w3fired.push(id));
+  try {
+    await w1.add('c', { version: 2, dir });
+    await fsp.writeFile(join(dir, 'memory.events'), events(2));
+    await w1.flush('c');
+    assert.deepEqual(old, ['c']);
+    const h = w1.handover('c');
+    assert.deepEqual(h, { oomKills: '2' });
+    assert.equal(w1.has('c'), false);
+    await fsp.writeFile(join(dir, 'memory.events'), events(3)); // nobody watches
+    await sleep(100);
+    assert.deepEqual(old, ['c'], 'the old watch reports nothing after the handover');
+
+    await w2.add('c', { version: 2, dir }, h!);
+    await until(() => w2fired.length === 1, 'the OOM kill of the gap', { timeoutMs: 3000, everyMs: 10 });
+    await fsp.writeFile(join(dir, 'memory.events'), events(3, 1)); // no new kill
+    await w2.flush('c');
+    await sleep(100);
+    assert.deepEqual(w2fired, ['c'], 'reported once');
+
+    // Another upgrade with nothing in between: the count handed over is no OOM of its own.
+    const h2 = w2.handover('c');
+    assert.deepEqual(h2, { oomKills: '3' });
+    await w3.add('c', { version: 2, dir }, h2!);
+    await w3.flush('c');
+    await sleep(100);
+    assert.deepEqual(w3fired, [], 'no OOM reported twice');
+  } finally {
+    for (const w of [w1, w2, w3]) w.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('OomWatcher.handover of an id nothing watches is null', () => {
+  const w = new OomWatcher(() => {});
+  assert.equal(w.handover('nobody'), null);
+  w.close();
+});
+
+for (const mode of ['stream', 'poll'] as EventfdMode[]) {
+  test(
+    `live v1 (${mode}) handover: the registered eventfd crosses over; an OOM while handed over is reported once`,
+    { skip: !canLive && 'needs root and the v1 memory controller' },
+    async () => {
+      const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
+      await fsp.mkdir(dir);
+      await fsp.writeFile(join(dir, 'memory.limit_in_bytes'), String(16 * 1024 * 1024));
+      if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) {
+        await fsp.writeFile(join(dir, 'memory.memsw.limit_in_bytes'), String(16 * 1024 * 1024));
+      }
+      const child = spawn('sh', ['-c', 'read go; exec dd if=/dev/zero of=/dev/null bs=64M count=4'], {
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
+      const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
+      const before: string[] = [];
+      const after: string[] = [];
+      const w1 = new OomWatcher((id) => before.push(id), { eventfdMode: mode });
+      const w2 = new OomWatcher((id) => after.push(id), { eventfdMode: mode });
+      try {
+        await fsp.writeFile(join(dir, 'cgroup.procs'), String(child.pid));
+        await w1.add('v1', { version: 1, paths: { memory: dir } });
+        const h = w1.handover('v1') as { efd: number; unchecked: number };
+        assert.equal(typeof h.efd, 'number');
+        assert.equal(h.unchecked, 0);
+        assert.doesNotThrow(() => fstatSync(h.efd), 'the eventfd stays open');
+        child.stdin!.write('go\n'); // the OOM happens while nobody reads the eventfd
+        assert.equal(await exited, 'SIGKILL');
+        await sleep(200);
+        assert.deepEqual(before, [], 'the old watch reports nothing after the handover');
+        await w2.add('v1', { version: 1, paths: { memory: dir } }, h);
+        await until(() => after.length >= 1, 'the OOM of the gap', { timeoutMs: 5000, everyMs: 10 });
+        await w2.flush('v1');
+        assert.deepEqual([...new Set(after)], ['v1']);
+        await rmdirRetry(dir);
+        await until(() => !w2.has('v1'), 'unregistration after rmdir', { timeoutMs: 5000, everyMs: 10 });
+      } finally {
+        w1.close();
+        w2.close();
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await exited;
+        await rmdirRetry(dir).catch(() => {});
+      }
+    }
+  );
+}

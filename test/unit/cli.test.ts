@@ -11,7 +11,7 @@ import { humanBytes, humanDuration, humanPercent } from '../../src/cli/units';
 import { candidateSockets } from '../../src/cli/discover';
 import { formatTable } from '../../src/cli/table';
 import type { CliContext } from '../../src/cli/io';
-import { startMetricsEndpoint } from '../../src/diag/metrics';
+import { startMetricsEndpoint } from '../../src/diag/metrics-endpoint';
 import { SHIM_SERVICE } from '../../src/diag/introspection';
 import { UPGRADE_CONCURRENCY } from '../../src/cli/upgrade';
 import { mapLimit } from '../../src/cli/limit';

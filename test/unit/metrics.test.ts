@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startMetricsEndpoint, startConfiguredMetrics, metricsSocketPath, renderMetrics } from '../../src/diag/metrics';
+import { renderMetrics } from '../../src/diag/metrics';
+import { startMetricsEndpoint, startConfiguredMetrics, metricsSocketPath } from '../../src/diag/metrics-endpoint';
 import { httpGetUnix } from '../../src/cli/http';
 import { readConfig } from '../../src/shim/config';
 import { fakeDaemon, tempDir, type FakeDaemon } from '../support/shim-service-fixture';
@@ -214,4 +215,32 @@ test('startConfiguredMetrics: null when off, null (and a warning) when the path 
   assert.ok(ep);
   assert.ok(fs.statSync(path.join(dir, 'feed.metrics.sock')).isSocket());
   ep.close();
+});
+
+test('quiesce keeps the socket and its waiting scrapes; the next server of the fd (an upgrade) answers them', async () => {
+  const sock = tmp.path('q/shim.metrics.sock');
+  const first = await startMetricsEndpoint(sock, daemon);
+  assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
+  assert.equal((await httpGetUnix(sock, '/metrics')).status, 200);
+  const fd = await first.quiesce();
+  assert.ok(fs.statSync(sock).isSocket(), 'the path stays while quiesced');
+  let answered: number | null = null;
+  const waiting = httpGetUnix(sock, '/metrics', 10_000).then((r) => (answered = r.status));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(answered, null, 'nobody serves while quiesced: the scrape waits');
+  const next = await startMetricsEndpoint(sock, daemon, fd); // what the upgraded program does
+  await waiting;
+  assert.equal(answered, 200, 'the scrape that waited is answered');
+  // Given up instead: the same endpoint serves again.
+  const fd2 = await next.quiesce();
+  assert.equal(typeof fd2, 'number');
+  await next.resume();
+  assert.equal((await httpGetUnix(sock, '/metrics')).status, 200);
+  next.close();
+  assert.equal(fs.existsSync(sock), false, 'close removes the socket file');
+  assert.deepEqual(
+    fs.readdirSync(path.dirname(sock)).filter((n) => n.includes('.new')),
+    [],
+    'no temporary socket left'
+  );
 });

@@ -46,6 +46,9 @@ class FakeOom implements OomMonitor {
   constructor(private onOom: (key: string) => void) {}
   async add(): Promise<void> {}
   remove(): void {}
+  handover(): null {
+    return null;
+  }
   async flush(key: string): Promise<void> {
     if (this.pending.delete(key)) this.onOom(key);
   }

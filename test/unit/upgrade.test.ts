@@ -100,6 +100,10 @@ function sampleState(over: Partial<UpgradeState> = {}): UpgradeState {
           io,
         },
         execs: [],
+        oom: {
+          cgroup: { version: 1, paths: { memory: '/sys/fs/cgroup/memory/ns/c1' } },
+          watch: { efd: 30, unchecked: 0 },
+        },
       },
     ],
     events: { pending: [], sent: 4, retries: 0, discarded: 0, journalFailures: 0 },
@@ -114,9 +118,19 @@ test('upgrade state: round trip; every handed-over fd listed once', () => {
   assert.deepEqual(parseState(encodeState(s)), s);
   assert.deepEqual(
     stateFds(s, ioFds).sort((a, b) => a - b),
-    [10, 11, 12, 20, 21, 22, 23, 24, 25]
+    [10, 11, 12, 20, 21, 22, 23, 24, 25, 30],
+    'the listener, connections, IO and the v1 OOM eventfd'
   );
   assert.ok(ACCEPTED_STATE_VERSIONS.includes(STATE_VERSION), 'a build reads what it writes');
+});
+
+test('upgrade state: version 1 (before OOM watches were handed over) is still read', () => {
+  const v1 = sampleState();
+  delete v1.containers[0].oom;
+  const s = parseState(JSON.stringify({ ...v1, version: 1 }));
+  assert.equal(s.version, STATE_VERSION);
+  assert.equal(s.containers[0].oom, undefined, 'no OOM watch: the new build watches anew');
+  assert.deepEqual(stateFds(s, ioFds), stateFds(v1, ioFds));
 });
 
 test('upgrade state: a newer version is refused clearly, an unknown or malformed one too', () => {

@@ -15,6 +15,7 @@ const POLL_INTERVAL_MS = 250;
 
 interface PipeHandle {
   open(fd: number): number;
+  readStop(): number;
 }
 type PipeCtor = new (type: number) => PipeHandle;
 
@@ -34,6 +35,7 @@ function pipeBinding(): { Pipe: PipeCtor; socketType: number } | null {
 export class EventfdReader {
   readonly mode: EventfdMode;
   private socket?: Socket;
+  private handle?: PipeHandle;
   private timer?: NodeJS.Timeout;
   private closed = false;
 
@@ -52,6 +54,7 @@ export class EventfdReader {
       const rc = handle.open(fd);
       if (rc === 0) {
         this.mode = 'stream';
+        this.handle = handle;
         this.socket = new Socket({ handle, readable: true, writable: false } as unknown as ConstructorParameters<
           typeof Socket
         >[0]);
@@ -90,6 +93,20 @@ export class EventfdReader {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') this.close();
     }
+  }
+
+  /**
+   * Stops reading and gives the fd up without closing it (an in-place upgrade hands it to the next
+   * program, which reads the counter the kernel kept adding to meanwhile). A pending counter is
+   * delivered first.
+   */
+  detach(): number {
+    this.drain();
+    this.closed = true;
+    // libuv must not read (and so reset) the counter any more: that read would be lost.
+    if (this.handle) this.handle.readStop();
+    else clearInterval(this.timer);
+    return this.fd;
   }
 
   close(): void {

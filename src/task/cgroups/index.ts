@@ -20,6 +20,6 @@ export {
 } from './metrics';
 export type { MetricsV1 } from './stats-v1';
 export type { MetricsV2 } from './stats-v2';
-export { OomWatcher, type OomWatcherOptions } from './oom';
+export { OomWatcher, type OomWatcherOptions, type OomWatchHandover } from './oom';
 export { u64ToBigInt, type U64 } from './u64';
 export { openCgroupFileCount, MAX_OPEN_CGROUP_FILES } from './files';

@@ -18,12 +18,24 @@ async function writeRetryingEINTR(path: string, data: string): Promise<void> {
   }
 }
 
+/** A v1 registration as it crosses an in-place upgrade: the eventfd itself, still registered. */
+export interface V1OomHandover {
+  efd: number;
+  /** Notifications read but not yet checked against the cgroup (the next program checks them). */
+  unchecked: number;
+}
+
 export class V1OomRegistration {
   private reader!: EventfdReader;
   private checking: Promise<void> = Promise.resolve();
+  private unchecked = 0;
   private closed = false;
 
-  private constructor() {}
+  private constructor(
+    private readonly dirs: string[],
+    private readonly onOom: () => void,
+    private readonly onGone: () => void
+  ) {}
 
   get mode(): EventfdMode {
     return this.reader.mode;
@@ -54,34 +66,69 @@ export class V1OomRegistration {
       closeFd(efd);
       throw err;
     }
-    const dirs = Object.values(paths);
-    const reg = new V1OomRegistration();
-    const onSignal = (): void => {
-      // Serialised so events stay in order and a removal is seen once.
-      reg.checking = reg.checking
-        .then(async () => {
-          if (reg.closed) return;
-          const present = await Promise.all(dirs.map(exists));
-          if (reg.closed) return;
-          if (present.every(Boolean)) {
-            onOom();
-          } else {
-            reg.close();
-            onGone();
-          }
-        })
-        .catch(() => {
-          // a throwing callback must not break the chain for later notifications
-        });
-    };
-    reg.reader = new EventfdReader(efd, onSignal, force);
+    return V1OomRegistration.reading(efd, paths, onOom, onGone, force);
+  }
+
+  /**
+   * Takes up the registration a previous program handed over: OOMs the kernel signalled in
+   * between are in the eventfd's counter, and the ones it had read but not checked are checked now.
+   */
+  static adopt(
+    from: V1OomHandover,
+    paths: Record<string, string>,
+    onOom: () => void,
+    onGone: () => void,
+    force?: EventfdMode
+  ): V1OomRegistration {
+    const reg = V1OomRegistration.reading(from.efd, paths, onOom, onGone, force);
+    for (let i = 0; i < from.unchecked; i++) reg.signalled();
     return reg;
+  }
+
+  private static reading(
+    efd: number,
+    paths: Record<string, string>,
+    onOom: () => void,
+    onGone: () => void,
+    force?: EventfdMode
+  ): V1OomRegistration {
+    const reg = new V1OomRegistration(Object.values(paths), onOom, onGone);
+    reg.reader = new EventfdReader(efd, () => reg.signalled(), force);
+    return reg;
+  }
+
+  private signalled(): void {
+    this.unchecked++;
+    // Serialised so events stay in order and a removal is seen once.
+    this.checking = this.checking
+      .then(async () => {
+        if (this.closed) return;
+        const present = await Promise.all(this.dirs.map(exists));
+        if (this.closed) return;
+        this.unchecked--;
+        if (present.every(Boolean)) {
+          this.onOom();
+        } else {
+          this.close();
+          this.onGone();
+        }
+      })
+      .catch(() => {
+        // a throwing callback must not break the chain for later notifications
+      });
   }
 
   /** Handles a notification the event loop has not delivered yet, and waits for pending checks. */
   async flush(): Promise<void> {
     this.reader.drain();
     await this.checking;
+  }
+
+  /** Stops watching but keeps the registration, for the next program (see adopt). */
+  handover(): V1OomHandover {
+    const efd = this.reader.detach(); // a pending counter becomes one more unchecked notification
+    this.closed = true;
+    return { efd, unchecked: this.unchecked };
   }
 
   close(): void {

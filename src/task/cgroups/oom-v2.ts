@@ -7,6 +7,11 @@ import { readOptional } from './files';
 import { parseFlatKeyed } from './stats-v2';
 import { u64ToBigInt } from './u64';
 
+/** A v2 watch as it crosses an in-place upgrade: the oom_kill count already reported. */
+export interface V2OomHandover {
+  /** decimal */ oomKills: string;
+}
+
 export class V2OomWatch {
   private readonly watchers: FSWatcher[] = [];
   private lastOomKill = 0n; // as in containerd: the first increase over 0 counts
@@ -20,8 +25,14 @@ export class V2OomWatch {
     private readonly onStop: (err?: Error) => void
   ) {}
 
-  static start(dir: string, onOom: () => void, onStop: (err?: Error) => void): V2OomWatch {
+  /**
+   * `handedOver` is the oom_kill count a previous program had already reported (in-place
+   * upgrade): the watch goes on from it and reads once now, so an OOM kill in between is reported
+   * once, and none twice.
+   */
+  static start(dir: string, onOom: () => void, onStop: (err?: Error) => void, handedOver?: V2OomHandover): V2OomWatch {
     const w = new V2OomWatch(dir, onOom, onStop);
+    if (handedOver) w.lastOomKill = BigInt(handedOver.oomKills);
     try {
       for (const name of ['memory.events', 'cgroup.events']) {
         const fw = watch(join(dir, name), { persistent: false }, () => w.schedule());
@@ -32,7 +43,14 @@ export class V2OomWatch {
       w.close();
       throw err;
     }
+    if (handedOver) w.schedule();
     return w;
+  }
+
+  /** Stops watching; what the next program needs to go on without a gap or a repeat. */
+  handover(): V2OomHandover {
+    this.close(); // a read in flight now reports nothing: its OOM is above the count handed over
+    return { oomKills: this.lastOomKill.toString() };
   }
 
   /** Coalesces bursts of inotify events into one read, never two reads at once. */

@@ -1,8 +1,11 @@
 // OOM monitoring for every container of the shim, cgroup v1 or v2, behind one small interface.
 import type { CgroupHandle } from './discovery';
 import type { EventfdMode } from './eventfd-reader';
-import { V1OomRegistration } from './oom-v1';
-import { V2OomWatch } from './oom-v2';
+import { V1OomRegistration, type V1OomHandover } from './oom-v1';
+import { V2OomWatch, type V2OomHandover } from './oom-v2';
+
+/** A container's watch as it crosses an in-place upgrade (the kind follows its cgroup's version). */
+export type OomWatchHandover = V1OomHandover | V2OomHandover;
 
 export type OomLog = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -15,6 +18,7 @@ export interface OomWatcherOptions {
 interface Watch {
   close(): void;
   flush(): Promise<void>;
+  handover(): OomWatchHandover;
 }
 
 export class OomWatcher {
@@ -31,8 +35,10 @@ export class OomWatcher {
   /**
    * Starts watching a container's cgroup. Rejects when registration fails (e.g. no memory
    * controller); the caller logs it, as the Go shim does. Re-adding an id replaces its watch.
+   * `handedOver` (what handover() gave the previous program) goes on from where that one stopped;
+   * the watch is then in place before add() returns its promise.
    */
-  async add(containerId: string, h: CgroupHandle): Promise<void> {
+  async add(containerId: string, h: CgroupHandle, handedOver?: OomWatchHandover): Promise<void> {
     if (this.closed) throw new Error('OOM watcher is closed');
     const token = Symbol(containerId);
     this.latestAdd.set(containerId, token);
@@ -53,7 +59,15 @@ export class OomWatcher {
     let watch: Watch;
     try {
       if (h.version === 2) {
-        watch = V2OomWatch.start(h.dir, fire, forget);
+        watch = V2OomWatch.start(h.dir, fire, forget, handedOver as V2OomHandover | undefined);
+      } else if (handedOver) {
+        watch = V1OomRegistration.adopt(
+          handedOver as V1OomHandover,
+          h.paths,
+          fire,
+          () => forget(),
+          this.opts.eventfdMode
+        );
       } else {
         watch = await V1OomRegistration.register(h.paths, fire, () => forget(), this.opts.eventfdMode);
       }
@@ -80,6 +94,17 @@ export class OomWatcher {
    */
   async flush(containerId: string): Promise<void> {
     await this.watches.get(containerId)?.flush();
+  }
+
+  /**
+   * Stops watching a container and returns what the next program needs to go on (in-place
+   * upgrade): nothing is reported from here on, and nothing that happened is lost.
+   */
+  handover(containerId: string): OomWatchHandover | null {
+    const w = this.watches.get(containerId);
+    if (!w) return null;
+    this.watches.delete(containerId);
+    return w.handover();
   }
 
   remove(containerId: string): void {
