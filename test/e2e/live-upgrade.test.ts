@@ -174,8 +174,16 @@ function assertCounter(text: string, what: string): number {
 }
 
 // Scripts in the rootfs: `ctr container create` would take a `-c` for its own flag.
-/** A counter, one line per `usleep <arg>` (default 2 ms): `sh /counter.sh 20000`. */
+/**
+ * A counter: `sh /counter.sh <us> <n>` writes n lines (default 1), then sleeps <us> microseconds
+ * (default 2000). Every usleep is a fork: n > 1 streams as fast with fewer of them (20 containers
+ * share two cores).
+ */
 const COUNTER = ['sh', '/counter.sh'];
+/** 500 lines a second in bursts of 10, 50 forks a second. */
+const FAST = [...COUNTER, '20000', '10'];
+/** 20 lines a second. */
+const STEADY = [...COUNTER, '50000'];
 /** `sh /wait-exit.sh /go-<name> <status>`: prints start-<status>, waits for the file, prints end-<status>, exits. */
 const waitExit = (name: string, status: number) => ['sh', '/wait-exit.sh', `/go-${name}`, String(status)];
 /** Lets a wait-exit.sh waiting for `name` go on (the containers share the rootfs). */
@@ -234,7 +242,7 @@ before(async () => {
   rootfs = makeRootfs(c.dir);
   fs.writeFileSync(
     path.join(rootfs, 'counter.sh'),
-    'd=${1:-2000}; i=0; while :; do echo $i; i=$((i+1)); usleep $d; done\n'
+    'd=${1:-2000}; n=${2:-1}; i=0; while :; do j=0; while [ $j -lt $n ]; do echo $i; i=$((i+1)); j=$((j+1)); done; usleep $d; done\n'
   );
   fs.writeFileSync(
     path.join(rootfs, 'wait-exit.sh'),
@@ -296,14 +304,14 @@ test('issue size: 20 containers, 10 upgrades in a row between two builds, contai
   const ttyIn = inputFifo('ttyin');
   const group = uniqueId('grp');
   const setups: (() => Promise<unknown>)[] = [
-    ...F.map((id, i) => () => run(id, [...COUNTER, i === 0 ? '2000' : '20000'], logOf(id))),
-    ...Q.map((id, i) => () => fifoTask(id, [...COUNTER, i === 0 ? '2000' : '20000'])),
+    ...F.map((id, i) => () => run(id, i === 0 ? FAST : STEADY, logOf(id))),
+    ...Q.map((id, i) => () => fifoTask(id, i === 0 ? FAST : STEADY)),
     async () => {
       await createContainer(T1, ['sh'], ['--tty']);
       await callTasks(c, 'Create', { container_id: T1, stdin: ttyIn.path, stdout: ttyOut.path, terminal: true });
       await callTasks(c, 'Start', { container_id: T1 });
     },
-    () => fifoTask(T2, [...COUNTER, '10000'], true),
+    () => fifoTask(T2, [...COUNTER, '20000', '3'], true),
     async () => {
       const r = new PtySession(c, [
         'run',
@@ -323,13 +331,13 @@ test('issue size: 20 containers, 10 upgrades in a row between two builds, contai
       await run(S1, ['sleep', '1000']);
       const out = outputFifo('count');
       fifos.set(`${S1}/count`, out);
-      await startExec(S1, 'count', [...COUNTER, '5000'], out.path);
+      await startExec(S1, 'count', [...COUNTER, '20000', '5'], out.path);
     },
     ...X.map((id, i) => () => run(id, waitExit(id, 3 + i), logOf(id))),
     async () => {
       // One after the other: the first starts the group's shim, the others join it.
       for (const [i, id] of G.entries())
-        await run(id, i === 2 ? [...COUNTER, '20000'] : ['sleep', '1000'], [
+        await run(id, i === 2 ? STEADY : ['sleep', '1000'], [
           '--annotation',
           `${GROUP}=${group}`,
           ...(i === 2 ? logOf(id) : []),
@@ -337,7 +345,7 @@ test('issue size: 20 containers, 10 upgrades in a row between two builds, contai
     },
     async () => {
       for (const [i, id] of P.entries())
-        await run(id, i === 1 ? [...COUNTER, '20000'] : ['sleep', '1000'], [
+        await run(id, i === 1 ? STEADY : ['sleep', '1000'], [
           '--runtime-config-path',
           perNodeToml,
           ...(i === 1 ? logOf(id) : []),
