@@ -1,5 +1,6 @@
 // `tsshim upgrade`: every running shim (or those of a namespace, or of named containers)
 // re-executes itself in place into the build this command belongs to (README "Upgrading tsshim").
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { discoverShims, closeAll, type DiscoverOptions, type FoundShim } from './discover';
 import { CliError } from './args';
@@ -12,20 +13,26 @@ export function installedShimEntry(): string {
 }
 
 /**
- * Shims upgraded at once. Each swap quiesces one shim's containers for about a second (requests
- * wait, output copies pause) and mostly costs CPU (Node loads the new build twice: probe and exec).
- * One at a time made a node of many shims wait for each in turn; all at once would pause every
- * container of the node together and load the build N times over on a few cores. A few at a time:
- * the node never has all its shims quiescing at once.
+ * Shims upgraded at once, at most. Each swap pauses one shim's containers (requests wait, output
+ * copies stop) while Node loads the new build, which is CPU work: one at a time made a node of many
+ * shims wait for each in turn, and all at once would pause every container of the node together.
+ * A few at a time, and no more than the CPUs: on 2 cores, 4 swaps at once took as long in all as 2
+ * but paused each shim twice as long (past containerd's 2 s limit for a State call on a loaded
+ * machine). The node never has all its shims quiescing at once.
  */
 export const UPGRADE_CONCURRENCY = 4;
+
+/** Swaps at once on a machine with `cpus` CPUs available to us. */
+export function upgradeConcurrency(cpus: number = os.availableParallelism()): number {
+  return Math.max(1, Math.min(UPGRADE_CONCURRENCY, cpus));
+}
 
 export interface UpgradeOptions extends DiscoverOptions {
   namespace?: string;
   ids: string[];
   check: boolean;
   entry?: string;
-  /** Shims in flight at once (default UPGRADE_CONCURRENCY). */
+  /** Shims in flight at once (default upgradeConcurrency()). */
   concurrency?: number;
 }
 
@@ -67,11 +74,11 @@ export async function upgrade(ctx: CliContext, opts: UpgradeOptions): Promise<nu
       ctx.out.write('no tsshim shim to upgrade\n');
       return 0;
     }
-    // A few at a time (UPGRADE_CONCURRENCY); each line is printed in the order of discovery, as
+    // A few at a time (upgradeConcurrency); each line is printed in the order of discovery, as
     // soon as it and the lines before it are known.
     const outcomes = await mapLimit(
       chosen,
-      opts.concurrency ?? UPGRADE_CONCURRENCY,
+      opts.concurrency ?? upgradeConcurrency(),
       async ({ shim, info }) => upgradeOne(shim, label(shim, info), entry, opts.check),
       (o) => ctx.out.write(o.line)
     );

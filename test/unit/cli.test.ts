@@ -13,7 +13,7 @@ import { formatTable } from '../../src/cli/table';
 import type { CliContext } from '../../src/cli/io';
 import { startMetricsEndpoint } from '../../src/diag/metrics-endpoint';
 import { SHIM_SERVICE } from '../../src/diag/introspection';
-import { UPGRADE_CONCURRENCY } from '../../src/cli/upgrade';
+import { upgrade, upgradeConcurrency, UPGRADE_CONCURRENCY } from '../../src/cli/upgrade';
 import { mapLimit } from '../../src/cli/limit';
 import { tsshim } from '../../src/gen/proto';
 import {
@@ -334,6 +334,13 @@ test('mapLimit hands results to inOrder in input order, each as soon as the ones
   assert.deepEqual(seen, ['done 2', 'done 0', 'emit 0', 'done 3', 'done 1', 'emit 1', 'emit 2', 'emit 3']);
 });
 
+test('upgrade concurrency: a few at a time, never more than the CPUs, at least one', () => {
+  assert.equal(upgradeConcurrency(1), 1);
+  assert.equal(upgradeConcurrency(2), 2);
+  assert.equal(upgradeConcurrency(64), UPGRADE_CONCURRENCY);
+  assert.equal(upgradeConcurrency(0), 1);
+});
+
 test('upgrade: a few shims at a time (never more), one line per shim in the order found, exit 1 when one failed', async () => {
   const dir = tmp.path('upgrade-sockets');
   fs.mkdirSync(dir);
@@ -346,6 +353,7 @@ test('upgrade: a few shims at a time (never more), one line per shim in the orde
   // The first wave is held until it is full (as many as the limit lets in, or all that are left),
   // then let go last-first: a shim found later finishing sooner must not change the output order.
   const wave: { name: string; go: () => void }[] = [];
+  let waveSize = UPGRADE_CONCURRENCY;
   let bound: NodeJS.Timeout | undefined;
   const release = () => {
     clearTimeout(bound);
@@ -368,7 +376,7 @@ test('upgrade: a few shims at a time (never more), one line per shim in the orde
         await new Promise<void>((go) => {
           wave.push({ name, go });
           // The timer only bounds a failure: with a lower limit the wave would never fill.
-          if (wave.length === UPGRADE_CONCURRENCY || arrived === N) release();
+          if (wave.length === waveSize || arrived === N) release();
           else if (wave.length === 1) bound = setTimeout(release, 3000);
         });
         inFlight--;
@@ -389,7 +397,15 @@ test('upgrade: a few shims at a time (never more), one line per shim in the orde
     upgradeServers.push(server);
   }
   try {
-    const r = await cli(['upgrade', '--socket-dir', dir, '--entry', '/builds/b/dist/src/daemon/boot.js']);
+    const c = capture();
+    const code = await upgrade(c.ctx, {
+      socketDir: dir,
+      ids: [],
+      check: false,
+      entry: '/builds/b/dist/src/daemon/boot.js',
+      concurrency: UPGRADE_CONCURRENCY,
+    });
+    const r = { code, out: c.out(), err: c.err() };
     assert.equal(r.code, 1, r.out + r.err);
     const lines = r.out.trimEnd().split('\n');
     assert.deepEqual(
@@ -401,12 +417,14 @@ test('upgrade: a few shims at a time (never more), one line per shim in the orde
     assert.match(lines[5], /u5: not upgraded, still 0\.1\.0 \(aaaa\): the new build is missing$/);
     assert.equal(most, UPGRADE_CONCURRENCY, 'shims in flight at once');
     assert.notDeepEqual(finished, names, 'the shims did not finish in the order found');
+    // The command itself: no more at once than the CPUs.
     most = 0;
     arrived = 0;
+    waveSize = upgradeConcurrency();
     const check = await cli(['upgrade', '--check', '--socket-dir', dir]);
     assert.equal(check.code, 1);
     assert.match(check.out.split('\n')[1], /u1: would upgrade 0\.1\.0 \(aaaa\) -> 0\.2\.0 \(bbbb\)$/);
-    assert.ok(most <= UPGRADE_CONCURRENCY, `--check: ${most} at once`);
+    assert.equal(most, upgradeConcurrency(), '--check: shims in flight at once');
   } finally {
     for (const s of upgradeServers) await s.shutdown(100);
   }
