@@ -68,6 +68,10 @@ run(bin('esbuild'), [
   '--log-level=warning',
   `--outfile=${join(root, 'dist', 'src', 'daemon', 'bundle.js')}`,
 ]);
+// The daemon's V8 startup snapshot, for the node that builds (src/daemon/snapshot-build.ts): cold
+// starts, spares and upgrades start from it when it fits their node binary and this bundle. An
+// installed package makes its own at first use (the blob is not packed: it names this tree's files).
+if (!typeErrors) run(process.execPath, [join(root, 'dist', 'src', 'daemon', 'snapshot-build.js')]);
 if (typeErrors) {
   console.error('build: TypeScript reported errors');
   process.exit(1);

@@ -140,6 +140,13 @@ export async function coldSuite(env: BenchEnv, results: Results): Promise<void> 
     }
     await sleep(1500); // the last spare boot (warm mode) ends inside the window of the last run
     for (const m of modes) {
+      // How tsshim's daemons booted (serve.ts 'shim started' loaded=): from the V8 startup snapshot
+      // (src/daemon/snapshot-build.ts), or from the bundle when the build has none for this node.
+      const loaded = new Map<string, number>();
+      for (const l of readLines(m.c.logFile, 0, fs.statSync(m.c.logFile).size))
+        if (l.msg === 'shim started') loaded.set(l.fields.loaded ?? '?', (loaded.get(l.fields.loaded ?? '?') ?? 0) + 1);
+      const counts = [...loaded].map(([how, n]) => `${n} from ${how}`).join(', ');
+      results.note(`cold: ${m.name}: tsshim daemons booted ${counts || 'unseen'}`);
       const values = new Map<string, number[]>();
       const push = (measure: Measure, side: Side, v: number) => {
         if (!Number.isFinite(v)) return;

@@ -6,6 +6,8 @@
 // is moved into a cpuacct cgroup after RunPodSandbox (bench/lib/cpu-cgroup.ts). CreateContainer
 // does not reach the shim (the cri plugin creates the task in StartContainer). tsshim's own rpc
 // durations (Create, Start) come from the debug log, split into the sandbox's and the containers'.
+// The measured pods come and go next to one resident pod per handler, as on a node that runs
+// pods already; RunPodSandbox is also measured on an empty node (tsshim's cold start).
 // containerd's PATH starts with the wrappers of bench/lib/shim-wrap.ts, so StartContainer is also
 // split into runc's own wall time (create + start of that container) and the rest.
 import { randomUUID } from 'node:crypto';
@@ -23,6 +25,8 @@ import type { Results } from '../lib/results';
 import { nowMs, rotate, sleep } from '../lib/stats';
 
 const NAMESPACE = 'k8s.io';
+/** The mode of the rows measured with no other pod on the node (tsshim: no spare, a cold start). */
+const EMPTY_NODE = 'empty node, 1 container';
 const CGROUP_ROOT = `/tsshim-bench-cri-${process.pid}`;
 const HANDLER: Record<Side, string> = { runc: 'runc', tsshim: 'tsshim' };
 
@@ -123,8 +127,9 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
     const client = cri;
     const cd = c;
 
-    const pod = async (side: Side, size: number, record: boolean) => {
-      const mode = `${size} container${size > 1 ? 's' : ''}`;
+    /** `keep`: the pod stays (a resident pod); its sandbox id is returned. */
+    const pod = async (side: Side, size: number, record: boolean, modeName?: string, keep = false) => {
+      const mode = modeName ?? `${size} container${size > 1 ? 's' : ''}`;
       const rec = (call: Call | string, v: number) => {
         if (record) push(`${mode}|${call}|${side}`, v);
       };
@@ -134,7 +139,7 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
       const id = await client.runPodSandbox(config, HANDLER[side]);
       rec('RunPodSandbox', nowMs() - t0);
       const shim = shimPidFor(cd.address, id);
-      const adopted = shim !== null && cg.adopt(side, shim);
+      const adopted = record && shim !== null && cg.adopt(side, shim); // residents stay out of the CPU count
       const cpu = () => (adopted ? cg.usageMs(side) : NaN);
       for (let n = 0; n < size; n++) {
         t0 = nowMs();
@@ -153,11 +158,18 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
           rec('StartContainer minus runc', startMs - runcMs);
           const [create, start] = runc[0].command === 'create' ? runc : [runc[1], runc[0]];
           rec('call -> runc create', create.t0 - t0);
+          const shimStart = w.starts().find((r) => r.side === side && r.id === cid);
+          if (shimStart) {
+            rec('call -> shim start', shimStart.t0 - t0);
+            rec('shim start command', shimStart.t1 - shimStart.t0);
+            rec('shim start -> runc create', create.t0 - shimStart.t1);
+          }
           rec('runc create -> runc start', start.t0 - create.t1);
           rec('runc start -> return', t1 - start.t1);
         }
         rec('cpu StartContainer', cpu() - c0);
       }
+      if (keep) return id;
       const c0 = cpu();
       t0 = nowMs();
       await client.stopPodSandbox(id);
@@ -175,11 +187,25 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
           seen.add(m);
         }
       }
+      return id;
     };
-    for (const side of SIDES) await pod(side, 1, false); // warm-up: page cache, first spare
+    for (const side of SIDES) await pod(side, 1, false); // warm-up: page cache
+    // A node always runs some pods (kube-proxy, the CNI's daemon set): one resident pod per handler
+    // stays up while the measured pods come and go. tsshim keeps a warm spare while a shim of its
+    // containerd serves; on an empty node every new pod's shim starts cold (rows below).
+    const residents: string[] = [];
+    for (const side of SIDES) residents.push(await pod(side, 1, false, undefined, true));
     for (let i = 0; i < iterations; i++) {
       for (const size of [1, 3]) for (const side of rotate(SIDES, i + size)) await pod(side, size, true);
       env.log(`  cri: ${i + 1}/${iterations}`);
+    }
+    for (const id of residents.splice(0)) {
+      await client.stopPodSandbox(id);
+      await client.removePodSandbox(id);
+    }
+    await sleep(500); // the last shims go, and tsshim's spares with them
+    for (let i = 0; i < iterations; i++) {
+      for (const side of rotate(SIDES, i)) await pod(side, 1, true, EMPTY_NODE);
     }
   } finally {
     if (cri && c) {
@@ -211,6 +237,14 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
     fs.rmSync(work, { recursive: true, force: true });
   }
   const target = { text: 'ratio <= 1.0', on: 'ratio' as const, op: '<=' as const, value: 1.0 };
+  results.add({
+    suite: 'cri',
+    name: 'RunPodSandbox',
+    mode: EMPTY_NODE,
+    unit: 'ms',
+    runc: ms.get(`${EMPTY_NODE}|RunPodSandbox|runc`) ?? null,
+    tsshim: ms.get(`${EMPTY_NODE}|RunPodSandbox|tsshim`) ?? null,
+  });
   for (const mode of ['1 container', '3 containers']) {
     const get = (k: string, s: Side) => ms.get(`${mode}|${k}|${s}`) ?? null;
     for (const call of CALLS) {
@@ -240,7 +274,14 @@ export async function criSuite(env: BenchEnv, results: Results): Promise<void> {
           runc: get('StartContainer minus runc', 'runc'),
           tsshim: get('StartContainer minus runc', 'tsshim'),
         });
-        for (const gap of ['call -> runc create', 'runc create -> runc start', 'runc start -> return']) {
+        for (const gap of [
+          'call -> runc create',
+          'call -> shim start',
+          'shim start command',
+          'shim start -> runc create',
+          'runc create -> runc start',
+          'runc start -> return',
+        ]) {
           results.add({
             suite: 'cri',
             name: `StartContainer gap: ${gap}`,

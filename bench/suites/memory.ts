@@ -1,5 +1,6 @@
 // 4. Memory: N sleeping containers, RSS / PSS / threads summed over the shim daemons serving them,
-// for one shim per container, pod-grouped shims and tsshim's per-node shim.
+// for one shim per container, pod-grouped shims and tsshim's per-node shim; and the per-node
+// daemon once idle again.
 import type { Containerd } from '../../test/support/harness';
 import {
   type BenchEnv,
@@ -14,6 +15,7 @@ import {
 import { shimDaemons, sumMem, type MemTotals } from '../lib/proc';
 import type { Results } from '../lib/results';
 import { rotate, sleep } from '../lib/stats';
+import { IDLE_GC_MS } from '../../src/shim/idle-gc';
 
 type Mode = 'single' | 'group' | 'per-node';
 const MODES: Mode[] = ['single', 'group', 'per-node'];
@@ -28,6 +30,9 @@ async function settledMem(address: string, side: Side, settleMs: number): Promis
   await sleep(settleMs); // transient start/delete processes gone, the daemon's start-up garbage collected
   return sumMem(shimDaemons(address, side));
 }
+
+/** The per-node daemon's resident memory once it has gone idle (no containers, idle collection done). */
+const idlePerNodeRssMiB: number[] = [];
 
 async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[]): Promise<Point[]> {
   const c: Containerd = mode === 'per-node' ? env.perNode : env.main;
@@ -58,6 +63,11 @@ async function measureSide(env: BenchEnv, mode: Mode, side: Side, sizes: number[
     for (let waited = 0; waited < 15_000 && shimDaemons(c.address, side).length > before.shims; waited += 100)
       await sleep(100);
   }
+  if (mode === 'per-node' && side === 'tsshim') {
+    // After its last container: one idle collection (and malloc_trim) later, what stays resident.
+    const idle = await settledMem(c.address, side, IDLE_GC_MS + 1500);
+    if (idle.shims === 1) idlePerNodeRssMiB.push(idle.rssKiB / MiB);
+  }
   env.log(
     `  memory ${mode}/${side}: ${points.map((p) => `${p.count}: ${(p.mem.rssKiB / MiB).toFixed(1)} MiB RSS in ${p.mem.shims} shims`).join(', ')}` +
       (before.shims ? ` (before: ${(before.rssKiB / MiB).toFixed(1)} MiB in ${before.shims})` : '')
@@ -78,6 +88,14 @@ export async function memorySuite(env: BenchEnv, results: Results): Promise<void
       }
     }
   }
+  results.add({
+    suite: 'memory',
+    name: 'idle per-node daemon RSS (no containers left)',
+    mode: 'per-node',
+    unit: 'MiB',
+    tsshim: idlePerNodeRssMiB.splice(0),
+    target: { text: 'tsshim <= 20 MiB', on: 'tsshim', op: '<=', value: 20 },
+  });
   for (const mode of MODES) {
     const get = (side: Side) => data.get(`${mode}|${side}`)!;
     const at = (side: Side, size: number, f: (m: MemTotals) => number) =>

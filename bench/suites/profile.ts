@@ -182,10 +182,14 @@ export async function profileSuite(env: BenchEnv, results: Results): Promise<voi
     const preload = path.join(tmp, 'require-timer.js');
     fs.writeFileSync(preload, REQUIRE_TIMER);
     const out = path.join(tmp, 'require-times.json');
-    spawnSync(process.execPath, ['-r', preload, '-e', `require(${JSON.stringify(path.join(dist, 'serve.js'))})`], {
-      env: { ...process.env, REQUIRE_TIMES_OUT: out },
-      stdio: 'inherit',
-    });
+    spawnSync(
+      process.execPath,
+      ['-r', preload, '-e', `require(${JSON.stringify(path.join(dist, 'daemon', 'serve.js'))})`],
+      {
+        env: { ...process.env, REQUIRE_TIMES_OUT: out },
+        stdio: 'inherit',
+      }
+    );
     const times = JSON.parse(fs.readFileSync(out, 'utf8')) as { file: string; incl: number; self: number }[];
     const rel = (f: string) =>
       f.includes('/node_modules/') ? 'node_modules/' + f.split('/node_modules/')[1] : path.relative(repo, f);

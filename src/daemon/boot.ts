@@ -42,7 +42,7 @@ function writeAtomic(file: string, data: Buffer): void {
 }
 
 function runBundle(source: string, identity: string): void {
-  (globalThis as Record<string, unknown>)[LOADED_BUNDLE] = { file: BUNDLE, identity };
+  (globalThis as Record<string, unknown>)[LOADED_BUNDLE] = { file: BUNDLE, identity, from: 'bundle' };
   const cacheFile = codeCacheFile(__dirname, identity);
   let cached: Buffer | undefined;
   try {

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 
 export const CODE_CACHE_HOOK = '__tsshimSaveCodeCache';
-/** Where boot.ts leaves { file, identity } of the bundle it read. */
+/** Where boot.ts (or a V8 startup snapshot, snapshot-build.ts) leaves { file, identity, from } of the bundle. */
 export const LOADED_BUNDLE = '__tsshimLoadedBundle';
 
 export function saveCodeCache(): void {
@@ -21,9 +21,15 @@ export function fileIdentity(st: fs.BigIntStats): string {
 }
 
 /** The bundle this process runs, or null when it did not start from one (a plain tsc build). */
-export function loadedBundle(): { file: string; identity: string } | null {
-  const loaded = (globalThis as Record<string, unknown>)[LOADED_BUNDLE] as
-    { file: string; identity: string } | undefined;
+export interface LoadedBundle {
+  file: string;
+  identity: string;
+  /** How this process got the bundle's code: read and compiled by boot.ts, or from a V8 startup snapshot. */
+  from?: 'bundle' | 'snapshot';
+}
+
+export function loadedBundle(): LoadedBundle | null {
+  const loaded = (globalThis as Record<string, unknown>)[LOADED_BUNDLE] as LoadedBundle | undefined;
   return loaded ?? null;
 }
 

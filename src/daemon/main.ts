@@ -5,6 +5,7 @@ import { isValidIdentifier } from '../sys/identifiers';
 import { readConfig } from '../shim/config';
 import { PROBE_ARG } from '../upgrade/exec';
 import { VERSION, REVISION } from '../shim/version';
+import { buildingSnapshot, prepareSnapshot } from './snapshot';
 
 const NAME = 'containerd-shim-tsshim-v2';
 
@@ -68,13 +69,13 @@ async function main(argv: string[]): Promise<void> {
       const { runStart } = await import('../shim/start');
       const { startOptions } = await import('../shim/start-options');
       const { readStartRequest, formatStartReply } = await import('../shim/bootstrap');
-      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
+      const { daemonNodeArgs } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
       const request = readStartRequest(readStdin(), process.env, flags);
       const address = await runStart(
         flags,
         startOptions(request.options, flags, config),
-        [...DAEMON_NODE_FLAGS, SHIM_ENTRY],
+        daemonNodeArgs(SHIM_ENTRY),
         config
       );
       // Exit without closing the listener: its close would unlink the socket the daemon serves.
@@ -92,13 +93,16 @@ async function main(argv: string[]): Promise<void> {
       const { runSpare, runClaim } = await import('../shim/spare');
       const { runDaemon } = await import('./serve');
       const { saveCodeCache, installChanged } = await import('./code-cache');
-      const { DAEMON_NODE_FLAGS } = await import('../shim/node-flags');
+      const { daemonNodeArgs } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
       const role = {
         becomeDaemon: runDaemon,
         warmedUp: saveCodeCache,
         installChanged,
-        daemonEntry: [...DAEMON_NODE_FLAGS, SHIM_ENTRY],
+        // Chosen when used, not at boot: an install over this one (or a rebuild) replaces the blob.
+        get daemonEntry() {
+          return daemonNodeArgs(SHIM_ENTRY);
+        },
       };
       await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
       return;
@@ -113,4 +117,9 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-main(process.argv.slice(2)).catch((e) => fail(e?.stack ?? String(e)));
+const run = (): void => {
+  main(process.argv.slice(2)).catch((e) => fail(e?.stack ?? String(e)));
+};
+// Inside the V8 startup snapshot's build, main runs later: in the process started from the blob.
+if (buildingSnapshot()) prepareSnapshot(run);
+else run();

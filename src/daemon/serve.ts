@@ -15,6 +15,7 @@ import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../diag/introspection';
 import { startConfiguredMetrics } from '../diag/metrics-endpoint';
 import { daemonCollection, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
+import { loadedBundle } from './code-cache';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from '../shim/start';
 import {
@@ -349,7 +350,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGPIPE', () => {});
-  log.info('shim started', { pid: process.pid, socket, group });
+  log.info('shim started', { pid: process.pid, socket, group, loaded: loadedBundle()?.from ?? 'modules' });
   if (untrusted)
     log.warn('state dir not trusted: no spares and no start fast path for this shim', { reason: untrusted });
   for (const note of bound?.notes ?? []) log.warn("spare could not take on its start's settings", { what: note });

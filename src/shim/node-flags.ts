@@ -4,4 +4,59 @@
 // --max-semi-space-size=1: V8 grows its young generation to 2 x 16 MiB under load and never gives
 //   it back; a shim's allocations are small and short-lived, and 1 MiB semi-spaces keep the
 //   post-burst RSS ~30 MiB lower (measured with test/stress/leak-stress.ts).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
 export const DAEMON_NODE_FLAGS: readonly string[] = ['--no-warnings', '--expose-gc', '--max-semi-space-size=1'];
+
+// The daemon's V8 startup snapshot (src/daemon/snapshot-build.ts makes it next to the bundle): a
+// process started from it finds the shim's modules loaded instead of compiling and running them.
+// A blob fits one node binary and one bundle only (another node refuses it, or worse: a truncated
+// or foreign blob crashes node before any JavaScript runs), so the key file names both by identity,
+// in the format of `stat -L --printf '%d:%i:%s:%.9Z '`, the way bin/containerd-shim-tsshim-v2
+// checks it too: "<magic> <node identity> <bundle identity> <blob file name>".
+export const SNAPSHOT_KEY_FILE = 'snapshot.key';
+export const SNAPSHOT_MAGIC = 'tsshim-snapshot-1';
+const BUNDLE_FILE = 'bundle.js'; // src/daemon/entry.ts BUNDLE_NAME (a lower layer cannot import it)
+const BOOT_FILE = 'boot.js';
+
+/** A file's identity as `stat -L -c '%d:%i:%s:%.9Z'` prints it: another file in its place differs. */
+export function statIdentity(file: string): string {
+  const st = fs.statSync(file, { bigint: true });
+  const sec = st.ctimeNs / 1_000_000_000n;
+  const frac = (st.ctimeNs % 1_000_000_000n).toString().padStart(9, '0');
+  return `${st.dev}:${st.ino}:${st.size}:${sec}.${frac}`;
+}
+
+/** The key a snapshot of `dir`'s bundle made by the node binary `execPath` is stored under. */
+export function snapshotKey(dir: string, execPath = process.execPath): string {
+  return `${statIdentity(execPath)} ${statIdentity(path.join(dir, BUNDLE_FILE))}`;
+}
+
+/**
+ * The snapshot blob of the build in `dir` (the directory of its boot.js) for the node binary
+ * `execPath`, or null when there is none, or it belongs to another node binary or another bundle.
+ */
+export function snapshotBlob(dir: string, execPath = process.execPath): string | null {
+  try {
+    const [magic, node, bundle, blob, ...rest] = fs
+      .readFileSync(path.join(dir, SNAPSHOT_KEY_FILE), 'utf8')
+      .split(/\s+/);
+    if (magic !== SNAPSHOT_MAGIC || !blob || rest.some((r) => r !== '') || blob.includes('/')) return null;
+    if (`${node} ${bundle}` !== snapshotKey(dir, execPath)) return null;
+    const file = path.join(dir, blob);
+    return fs.statSync(file).isFile() ? file : null;
+  } catch {
+    return null; // no key, no bundle, no blob: start from boot.js
+  }
+}
+
+/**
+ * Node's arguments for a daemon or spare of the build whose entry script is `entry`: the daemon
+ * flags, that build's snapshot when it has one for this node binary, then the script (which
+ * stays in argv either way: process.argv is the same with and without the snapshot).
+ */
+export function daemonNodeArgs(entry: string, execPath = process.execPath): string[] {
+  const blob = path.basename(entry) === BOOT_FILE ? snapshotBlob(path.dirname(entry), execPath) : null;
+  return blob ? [...DAEMON_NODE_FLAGS, '--snapshot-blob', blob, entry] : [...DAEMON_NODE_FLAGS, entry];
+}

@@ -29,7 +29,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
-import { DAEMON_NODE_FLAGS } from './node-flags';
+import { daemonNodeArgs } from './node-flags';
 import { DEFAULT_STATE_DIR, readConfig, type ShimConfig } from './config';
 import {
   adoptStartIdentity,
@@ -208,8 +208,7 @@ function startSpare(mainScript: string, flags: ShimFlags, pool: string): void {
   const room = '.'.repeat(256);
   const argv = [
     process.execPath,
-    ...DAEMON_NODE_FLAGS,
-    mainScript,
+    ...daemonNodeArgs(mainScript), // with the build's V8 snapshot when it has one
     '-namespace',
     flags.namespace,
     '-address',

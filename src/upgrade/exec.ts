@@ -3,7 +3,7 @@
 // close-on-exec (libuv opens almost all with O_CLOEXEC: the hand-over clears it on exactly the fds
 // it passes on).
 import { execve, setCloexec } from '../sys/libc';
-import { DAEMON_NODE_FLAGS } from '../shim/node-flags';
+import { daemonNodeArgs } from '../shim/node-flags';
 import type { ShimFlags } from '../shim/flags';
 
 /** Environment variable naming the state file the new process restores from (read as config.upgradeStateFile). */
@@ -33,8 +33,7 @@ export function dropAtExec(fds: number[]): void {
 export function daemonArgv(entry: string, flags: ShimFlags): string[] {
   const args = [
     process.execPath,
-    ...DAEMON_NODE_FLAGS,
-    entry,
+    ...daemonNodeArgs(entry), // the new build's own snapshot, if it has one for this node
     '-namespace',
     flags.namespace,
     '-id',

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { ACCEPTED_STATE_VERSIONS, STATE_VERSION } from './state';
 import { PROBE_ARG } from './exec';
-import { DAEMON_NODE_FLAGS } from '../shim/node-flags';
+import { daemonNodeArgs } from '../shim/node-flags';
 import { REVISION, VERSION } from '../shim/version';
 
 export interface BuildInfo {
@@ -35,7 +35,7 @@ function runProbe(entry: string, timeoutMs: number): Promise<{ error: Error | nu
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [...DAEMON_NODE_FLAGS, entry, PROBE_ARG],
+      [...daemonNodeArgs(entry), PROBE_ARG], // as the exec will run it: with its snapshot, if any
       { timeout: timeoutMs, encoding: 'utf8', cwd: '/' },
       (error, stdout, stderr) => resolve({ error, stdout: String(stdout ?? ''), stderr: String(stderr ?? '') })
     );

@@ -27,6 +27,7 @@ import {
   type Tarball,
 } from '../support/package';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
+import { snapshotBlob } from '../../src/shim/node-flags';
 
 let c: Containerd;
 let rootfs: string;
@@ -144,6 +145,11 @@ test('the packed package holds the built code and runs a container through a con
     [],
     'no sources, tests or code caches'
   );
+  assert.deepEqual(
+    listing.filter((f) => /\/snapshot[^/]*\.blob$|\/snapshot\.key$/.test(f)),
+    [],
+    "no V8 snapshot: it names the build tree's files"
+  );
   // Every module the built code requires resolves in the installed package: the runtime needs no
   // devDependency (npm install -g installs none).
   const unresolved: string[] = [];
@@ -181,6 +187,12 @@ test('the packed package holds the built code and runs a container through a con
   );
   assert.equal(r.code, 0, r.stderr + c.logTail(3000));
   assert.equal(r.stdout, 'hello from the package\n');
+  // That cold start had the install's own snapshot made in the background, for the next ones.
+  await until(
+    () => snapshotBlob(path.join(inst.packageDir, 'dist/src/daemon')),
+    'the installed package made its snapshot',
+    60_000
+  );
 
   const id = uniqueId('pkg-a');
   const pid = await runDetached(id);

@@ -126,22 +126,30 @@ test('OomWatcher.add rejects a v1 cgroup without memory controller', async () =>
 
 const canLive = process.getuid?.() === 0 && existsSync('/sys/fs/cgroup/memory/cgroup.event_control');
 
+/**
+ * A v1 memory cgroup limited to 16 MiB and a child that outgrows it once told to (a line on its
+ * stdin), after the caller moved it into the cgroup: dd touches its whole 64 MiB buffer.
+ */
+async function oomCandidate() {
+  const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
+  await fsp.mkdir(dir);
+  await fsp.writeFile(join(dir, 'memory.limit_in_bytes'), String(16 * 1024 * 1024));
+  if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) {
+    await fsp.writeFile(join(dir, 'memory.memsw.limit_in_bytes'), String(16 * 1024 * 1024));
+  }
+  const child = spawn('sh', ['-c', 'read go; exec dd if=/dev/zero of=/dev/null bs=64M count=4'], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
+  return { dir, child, exited };
+}
+
 for (const mode of ['stream', 'poll'] as EventfdMode[]) {
   test(
     `live v1 (${mode}): a process exceeding memory.limit_in_bytes fires onOom; rmdir unregisters silently`,
     { skip: !canLive && 'needs root and the v1 memory controller' },
     async () => {
-      const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
-      await fsp.mkdir(dir);
-      await fsp.writeFile(join(dir, 'memory.limit_in_bytes'), String(16 * 1024 * 1024));
-      if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) {
-        await fsp.writeFile(join(dir, 'memory.memsw.limit_in_bytes'), String(16 * 1024 * 1024));
-      }
-      // Allocates only after it has been moved into the cgroup; dd touches its whole 64M buffer.
-      const child = spawn('sh', ['-c', 'read go; exec dd if=/dev/zero of=/dev/null bs=64M count=4'], {
-        stdio: ['pipe', 'ignore', 'ignore'],
-      });
-      const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
+      const { dir, child, exited } = await oomCandidate();
       const fired: string[] = [];
       const w = new OomWatcher((id) => fired.push(id), { eventfdMode: mode });
       try {
@@ -306,16 +314,7 @@ for (const mode of ['stream', 'poll'] as EventfdMode[]) {
     `live v1 (${mode}) handover: the registered eventfd crosses over; an OOM while handed over is reported once`,
     { skip: !canLive && 'needs root and the v1 memory controller' },
     async () => {
-      const dir = join('/sys/fs/cgroup/memory', `tsshim-test-${randomBytes(4).toString('hex')}`);
-      await fsp.mkdir(dir);
-      await fsp.writeFile(join(dir, 'memory.limit_in_bytes'), String(16 * 1024 * 1024));
-      if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) {
-        await fsp.writeFile(join(dir, 'memory.memsw.limit_in_bytes'), String(16 * 1024 * 1024));
-      }
-      const child = spawn('sh', ['-c', 'read go; exec dd if=/dev/zero of=/dev/null bs=64M count=4'], {
-        stdio: ['pipe', 'ignore', 'ignore'],
-      });
-      const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
+      const { dir, child, exited } = await oomCandidate();
       const before: string[] = [];
       const after: string[] = [];
       const w1 = new OomWatcher((id) => before.push(id), { eventfdMode: mode });

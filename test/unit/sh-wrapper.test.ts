@@ -12,6 +12,7 @@ import { groupKey, readAnnotations, shimPidFile, socketPath } from '../../src/sh
 import { isValidIdentifier } from '../../src/sys/identifiers';
 import { sparePool } from '../../src/shim/spare';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
+import { buildSnapshot } from '../../src/daemon/snapshot-build';
 import { until } from '../support/wait';
 
 const wrapper = path.resolve(__dirname, '../../../bin/containerd-shim-tsshim-v2');
@@ -59,6 +60,19 @@ test('sh wrapper: group_of agrees with groupKey on the JSON containerd writes', 
     const json = JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sh'] }, annotations, linux: {} });
     assert.equal(shGroupOf(json, 'ctr1'), groupKey('ctr1', annotations), json);
   }
+  // Strings before the annotations with escaped quotes, backslash runs and braces in them.
+  const tricky = JSON.stringify({
+    process: { env: ['A=x"}{y', 'B=\\', 'C=\\"{', 'D=\\\\'], args: ['{"annotations"'] },
+    annotations: { 'io.kubernetes.cri.sandbox-id': 'sb2' },
+  });
+  assert.equal(shGroupOf(tricky, 'ctr1'), 'sb2', tricky);
+});
+
+test("sh wrapper: group_of reads the spec containerd's cri plugin writes for a pod container (captured)", () => {
+  const json = fs.readFileSync(path.resolve(__dirname, '../../../test/fixtures/cri/config-container.json'), 'utf8');
+  const expected = groupKey('c0', readAnnotationsOf(json));
+  assert.match(expected, /^[0-9a-f]{64}$/, 'the sandbox id');
+  assert.equal(shGroupOf(json, 'c0'), expected);
 });
 
 test('sh wrapper: group_of leaves escaped values, paths, other layouts and a missing file to Node', () => {
@@ -486,6 +500,59 @@ test('sh wrapper: where the sh declines (an annotation it cannot read exactly), 
   } finally {
     kill(shim.pid!);
     server.close();
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: a cold start boots from the V8 snapshot made for this node and bundle; a stale one is skipped and made anew in the background', async () => {
+  const inst = fakeInstall();
+  try {
+    const daemonDir = path.join(inst.root, 'dist/src/daemon');
+    // The bundle's main does what the fake boot.js does (records how Node ran, answers the claim).
+    const fakeBoot = fs.readFileSync(path.join(daemonDir, 'boot.js'), 'utf8');
+    fs.writeFileSync(
+      path.join(daemonDir, 'bundle.js'),
+      `globalThis.__tsshimSnapshotMain = () => {
+        if (process.argv.includes('-v')) { process.stdout.write('Version: fake\\n'); return; }
+        ${fakeBoot}
+      };\n`
+    );
+    const blob = buildSnapshot(daemonDir);
+    assert.ok(blob);
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
+    const start = () => {
+      fs.rmSync(path.join(inst.root, 'node-argv'), { force: true });
+      const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+      assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' });
+      return nodeArgv(inst);
+    };
+    const argv = start();
+    assert.deepEqual(
+      argv.filter((a) => a.startsWith('--')),
+      [...DAEMON_NODE_FLAGS, '--snapshot-blob'],
+      'the daemon flags and the snapshot'
+    );
+    assert.equal(argv[argv.indexOf('--snapshot-blob') + 1], blob);
+    assert.ok(argv.includes('claim'));
+    // A rebuild or an install writes a new bundle file: its old blob must not be used.
+    const marker = path.join(inst.root, 'snapshot-build-ran');
+    fs.writeFileSync(
+      path.join(daemonDir, 'snapshot-build.js'),
+      `require('fs').writeFileSync(${JSON.stringify(marker)}, process.argv.slice(1).join(' '));\n`
+    );
+    const bundle = path.join(daemonDir, 'bundle.js');
+    fs.copyFileSync(bundle, bundle + '.new');
+    fs.renameSync(bundle + '.new', bundle);
+    assert.deepEqual(
+      start().filter((a) => a.startsWith('--')),
+      [...DAEMON_NODE_FLAGS],
+      'a stale snapshot is not used'
+    );
+    await until(() => fs.existsSync(marker), 'a snapshot build started for the next cold start');
+    assert.equal(fs.readFileSync(marker, 'utf8'), path.join(daemonDir, 'snapshot-build.js'));
+  } finally {
     fs.rmSync(inst.root, { recursive: true, force: true });
   }
 });
