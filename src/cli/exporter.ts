@@ -6,7 +6,8 @@ import * as net from 'node:net';
 import { candidateSockets, type DiscoverOptions } from './discover';
 import { parseArgs, flagNumber, flagString, UsageError } from './args';
 import { Exposition } from './exporter-text';
-import { scrapeShim, mapLimit, NotTsshim, type ShimSnapshot } from './exporter-scrape';
+import { scrapeShim, NotTsshim, type ShimSnapshot } from './exporter-scrape';
+import { mapLimit } from './limit';
 import { AnnotationCache, containerSeries, declareFamilies, shimSeries } from './exporter-series';
 import type { CliContext } from './io';
 

@@ -4,10 +4,10 @@
 // The same session runs against io.containerd.runc.v2 so a difference shows up as a failure.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import * as pty from 'node-pty';
 import { startContainerd, uniqueId, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
 import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
 import { getTask } from '../support/containerd-api';
+import { PtySession, PROMPT, initialSize, resizeUntilSeen } from '../support/pty';
 
 let c: Containerd;
 let rootfs: string;
@@ -18,130 +18,12 @@ before(async () => {
 });
 after(() => c?.stop());
 
-/** A ctr process on a pseudo-terminal, with expect-style waiting on its output. */
-class PtySession {
-  private out = '';
-  private seen = 0;
-  private waiters: (() => void)[] = [];
-  readonly exited: Promise<{ exitCode: number; signal?: number }>;
-  private readonly term: pty.IPty;
-
-  constructor(args: string[], size = { cols: 80, rows: 24 }) {
-    this.term = pty.spawn(c.ctrBinary, ['--address', c.address, '--namespace', c.namespace, ...args], {
-      name: 'xterm',
-      cols: size.cols,
-      rows: size.rows,
-      // ctr 2.2+ would print its cgroup v1 deprecation warning into the terminal.
-      env: { ...process.env, CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS: '1' } as Record<string, string>,
-    });
-    this.term.onData((d) => {
-      this.out += d;
-      for (const w of this.waiters.splice(0)) w();
-    });
-    this.exited = new Promise((resolve) =>
-      this.term.onExit((e) => {
-        for (const w of this.waiters.splice(0)) w();
-        resolve(e);
-      })
-    );
-  }
-
-  get output(): string {
-    return this.out;
-  }
-
-  /** Waits for `re` in the output that arrived after the previous match; returns the match. */
-  async expect(re: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const m = this.out.slice(this.seen).match(re);
-      if (m) {
-        this.seen += (m.index ?? 0) + m[0].length;
-        return m;
-      }
-      const left = end - Date.now();
-      if (left <= 0)
-        throw new Error(`timed out waiting for ${re}; output so far: ${JSON.stringify(this.out.slice(-1500))}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
-  }
-
-  type(text: string): void {
-    this.term.write(text);
-  }
-  resize(cols: number, rows: number): void {
-    this.term.resize(cols, rows);
-  }
-  kill(): void {
-    try {
-      this.term.kill('SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-
-  async exitCode(timeoutMs = 20_000): Promise<number> {
-    let timer: NodeJS.Timeout | undefined;
-    const e = await Promise.race([
-      this.exited,
-      new Promise<never>((_, rej) => {
-        timer = setTimeout(
-          () => rej(new Error(`ctr did not exit; output: ${JSON.stringify(this.out.slice(-1500))}`)),
-          timeoutMs
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
-    return e.exitCode;
-  }
-}
-
-/** The busybox prompt (`/ # `), seen once the shell reads commands. */
-const PROMPT = /\/ # /;
-
-/**
- * The size `stty size` reports once ctr's first ResizePty reached the terminal. ctr 1.6 sends it only
- * after Start returned (ctr run and ctr task exec alike) and puts no consoleSize in the spec on
- * Linux, so the shell may print its prompt and read a command before the size is set, with any shim:
- * busybox then answers "stty: standard input" (0 rows). Ask again until a size is there; a size that
- * never arrives fails the test when the bound is reached.
- */
-async function initialSize(s: PtySession): Promise<string> {
-  for (let attempt = 0; ; attempt++) {
-    s.type('stty size\r');
-    const m = await s.expect(/\n(\d+ \d+)\r*\n|stty: standard input/);
-    if (m[1]) return m[1];
-    if (attempt >= 100)
-      throw new Error(`no terminal size after ${attempt} tries; output: ${JSON.stringify(s.output.slice(-1500))}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 /** Types the scenario of the issue into an interactive shell and checks every answer. */
 async function interactiveSession(s: PtySession): Promise<void> {
   try {
     await s.expect(PROMPT);
     assert.equal(await initialSize(s), '24 80', 'rows and columns of the terminal ctr runs in');
-    // ctr turns SIGWINCH into ResizePty. ctr installs its SIGWINCH handler only after its first
-    // ResizePty returned, so a signal that arrives earlier is lost (seen with runc.v2 under load):
-    // then resize again to a new size, which sends a new SIGWINCH.
-    let size = '';
-    let want = '';
-    for (let attempt = 0; attempt < 4 && size !== want; attempt++) {
-      const cols = 123 + attempt;
-      want = `45 ${cols}`;
-      s.resize(cols, 45);
-      for (let i = 0; i < 10 && size !== want; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        s.type('stty size\r');
-        size = (await s.expect(/\n(\d+ \d+)\r*\n/))[1];
-      }
-    }
+    const { size, want } = await resizeUntilSeen(s, 45, 123);
     assert.equal(size, want, 'rows and columns after pty.resize()');
     // `h""i` is echoed as typed, so only the command's own output can match `hi` on its own line.
     s.type('echo h""i; exit 3\r');
@@ -155,7 +37,7 @@ async function interactiveSession(s: PtySession): Promise<void> {
 for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
   test(`ctr run -t (${runtime}): typed commands, stty size after resize, exit code 3`, async () => {
     const id = uniqueId('tty');
-    const s = new PtySession([
+    const s = new PtySession(c, [
       'run',
       '-t',
       '--rm',
@@ -189,7 +71,7 @@ for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
     ]);
     assert.equal(r.code, 0, r.stderr);
     try {
-      const s = new PtySession(['task', 'exec', '-t', '--exec-id', 'tty1', id, 'sh']);
+      const s = new PtySession(c, ['task', 'exec', '-t', '--exec-id', 'tty1', id, 'sh']);
       await interactiveSession(s);
       // The container itself keeps running after the exec's exit.
       assert.equal((await getTask(c, id)).status, 'RUNNING');
@@ -205,7 +87,7 @@ for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
 
 test('ctr run -t with tsshim: output written right before exit reaches the terminal', async () => {
   const id = uniqueId('ttyburst');
-  const s = new PtySession([
+  const s = new PtySession(c, [
     'run',
     '-t',
     '--rm',

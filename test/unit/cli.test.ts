@@ -12,6 +12,10 @@ import { candidateSockets } from '../../src/cli/discover';
 import { formatTable } from '../../src/cli/table';
 import type { CliContext } from '../../src/cli/io';
 import { startMetricsEndpoint } from '../../src/diag/metrics-endpoint';
+import { SHIM_SERVICE } from '../../src/diag/introspection';
+import { upgrade, upgradeConcurrency, UPGRADE_CONCURRENCY } from '../../src/cli/upgrade';
+import { mapLimit } from '../../src/cli/limit';
+import { tsshim } from '../../src/gen/proto';
 import {
   fakeContainer,
   fakeDaemon,
@@ -302,5 +306,126 @@ test('--help, -h and help print the usage on stdout and exit 0; an unknown comma
     assert.equal(r.code, 2, args.join(' '));
     assert.equal(r.out, '', args.join(' '));
     assert.match(r.err, /usage: tsshim <command>/, args.join(' '));
+  }
+});
+
+test('mapLimit hands results to inOrder in input order, each as soon as the ones before it are done', async () => {
+  const seen: string[] = [];
+  const gates = [0, 1, 2, 3].map(() => {
+    let open!: () => void;
+    const p = new Promise<void>((r) => (open = r));
+    return { p, open };
+  });
+  const run = mapLimit(
+    [0, 1, 2, 3],
+    4,
+    async (n) => {
+      await gates[n].p;
+      seen.push(`done ${n}`);
+      return n;
+    },
+    (n) => seen.push(`emit ${n}`)
+  );
+  for (const n of [2, 0, 3, 1]) {
+    gates[n].open();
+    await new Promise((r) => setImmediate(r));
+  }
+  await run;
+  assert.deepEqual(seen, ['done 2', 'done 0', 'emit 0', 'done 3', 'done 1', 'emit 1', 'emit 2', 'emit 3']);
+});
+
+test('upgrade concurrency: a few at a time, never more than the CPUs, at least one', () => {
+  assert.equal(upgradeConcurrency(1), 1);
+  assert.equal(upgradeConcurrency(2), 2);
+  assert.equal(upgradeConcurrency(64), UPGRADE_CONCURRENCY);
+  assert.equal(upgradeConcurrency(0), 1);
+});
+
+test('upgrade: a few shims at a time (never more), one line per shim in the order found, exit 1 when one failed', async () => {
+  const dir = tmp.path('upgrade-sockets');
+  fs.mkdirSync(dir);
+  const N = 7;
+  const names = Array.from({ length: N }, (_, i) => `u${i}`);
+  let inFlight = 0;
+  let most = 0;
+  let arrived = 0;
+  const finished: string[] = [];
+  // The first wave is held until it is full (as many as the limit lets in, or all that are left),
+  // then let go last-first: a shim found later finishing sooner must not change the output order.
+  const wave: { name: string; go: () => void }[] = [];
+  let waveSize = UPGRADE_CONCURRENCY;
+  let bound: NodeJS.Timeout | undefined;
+  const release = () => {
+    clearTimeout(bound);
+    const w = wave.splice(0).reverse();
+    let chain = Promise.resolve();
+    for (const x of w) chain = chain.then(() => new Promise<void>((r) => setTimeout(() => (x.go(), r()), 5)));
+  };
+  const upgradeServers: Server[] = [];
+  for (const [i, name] of names.entries()) {
+    const server = await serveShim(
+      path.join(dir, name),
+      fakeDaemon([fakeContainer({ namespace: 'default', id: name, pid: process.pid, state: 'running' })])
+    );
+    server.register(SHIM_SERVICE, {
+      Upgrade: async (payload) => {
+        const req = tsshim.v1.UpgradeRequest.decode(payload);
+        inFlight++;
+        arrived++;
+        most = Math.max(most, inFlight);
+        await new Promise<void>((go) => {
+          wave.push({ name, go });
+          // The timer only bounds a failure: with a lower limit the wave would never fill.
+          if (wave.length === waveSize || arrived === N) release();
+          else if (wave.length === 1) bound = setTimeout(release, 3000);
+        });
+        inFlight--;
+        finished.push(name);
+        const failed = i === 5;
+        return tsshim.v1.UpgradeResponse.encode({
+          upgraded: !failed && !req.check,
+          would_upgrade: !failed && req.check,
+          reason: failed ? 'the new build is missing' : '',
+          from_version: '0.1.0',
+          from_revision: 'aaaa',
+          to_version: '0.2.0',
+          to_revision: 'bbbb',
+          pid: 1000 + i,
+        }).finish();
+      },
+    });
+    upgradeServers.push(server);
+  }
+  try {
+    const c = capture();
+    const code = await upgrade(c.ctx, {
+      socketDir: dir,
+      ids: [],
+      check: false,
+      entry: '/builds/b/dist/src/daemon/boot.js',
+      concurrency: UPGRADE_CONCURRENCY,
+    });
+    const r = { code, out: c.out(), err: c.err() };
+    assert.equal(r.code, 1, r.out + r.err);
+    const lines = r.out.trimEnd().split('\n');
+    assert.deepEqual(
+      lines.map((l) => /default\/(u\d)/.exec(l)?.[1]),
+      names,
+      `one line per shim in the order found:\n${r.out}`
+    );
+    assert.match(lines[0], /^shim \d+ default\/u0: upgraded 0\.1\.0 \(aaaa\) -> 0\.2\.0 \(bbbb\), pid 1000 kept$/);
+    assert.match(lines[5], /u5: not upgraded, still 0\.1\.0 \(aaaa\): the new build is missing$/);
+    assert.equal(most, UPGRADE_CONCURRENCY, 'shims in flight at once');
+    assert.notDeepEqual(finished, names, 'the shims did not finish in the order found');
+    // The command itself: no more at once than the CPUs.
+    most = 0;
+    arrived = 0;
+    waveSize = upgradeConcurrency();
+    const check = await cli(['upgrade', '--check', '--socket-dir', dir]);
+    assert.equal(check.code, 1);
+    assert.match(check.out.split('\n')[1], /u1: would upgrade 0\.1\.0 \(aaaa\) -> 0\.2\.0 \(bbbb\)$/);
+    assert.equal(most, upgradeConcurrency(), '--check: shims in flight at once');
+  } finally {
+    for (const s of upgradeServers) await s.shutdown(100);
   }
 });

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { Server } from '../../src/ttrpc';
 import { Exposition, formatLabels } from '../../src/cli/exporter-text';
 import { Exporter, handler, isLoopback, parseListen, repeatedFlag } from '../../src/cli/exporter';
-import { mapLimit } from '../../src/cli/exporter-scrape';
+import { mapLimit } from '../../src/cli/limit';
 import { UsageError } from '../../src/cli/args';
 import {
   fakeContainer,
