@@ -951,23 +951,13 @@ test('OOM kills across upgrades: one during the swap itself is reported once, no
   );
   const ooms = await collectEvents(c, ['topic=="/tasks/oom"']);
   const mine = () => ooms.events.filter((e) => e.event?.container_id === id).length;
-  const r = await c.ctr([
-    'run',
-    '-d',
-    '--runtime',
-    TSSHIM_RUNTIME,
-    ...PATH_ENV_ARGS,
-    '--memory-limit',
-    String(32 << 20),
-    '--rootfs',
+  const pid = await runDetached(c, id, ['sh', `/${id}.sh`], {
+    runtime: TSSHIM_RUNTIME,
     rootfs,
-    id,
-    'sh',
-    `/${id}.sh`,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
+    extra: [...PATH_ENV_ARGS, '--memory-limit', String(32 << 20)],
+  });
   try {
-    const counter = oomCounterFile((await getTask(c, id)).pid);
+    const counter = oomCounterFile(pid);
     const kills = () => Number(/oom_kill (\d+)/.exec(fs.readFileSync(counter, 'utf8'))?.[1] ?? -1);
     const oomNow = async (n: number) => {
       fs.writeFileSync(trigger, '');

@@ -53,6 +53,14 @@ const runDetached = async (id: string) => {
   return Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8'));
 };
 
+/** The waiting spares of the pool once at least one waits and none is still booting. */
+function bootedSpares(pool: string): Promise<number[]> {
+  return until(() => {
+    const s = waitingSpares(pool);
+    const booting = fs.readdirSync(pool).some((n) => n.startsWith('.booting-'));
+    return s.length && !booting ? s : null;
+  }, 'spares booted, none booting');
+}
 test("a waiting spare becomes the next container's shim; a dead spare is skipped", async () => {
   const pool = sparePool(c.address);
   const first = await runDetached(uniqueId('sp1'));
@@ -97,11 +105,7 @@ test('a start that finds no spare while shims serve makes the pool keep two (a c
   await runDetached(uniqueId('cold1'));
   // Every spare gone (none is booted again before the next Start goes quiet): the next start is cold.
   fs.rmSync(path.join(pool, '.starved'), { force: true });
-  const spares = await until(() => {
-    const s = waitingSpares(pool);
-    const booting = fs.readdirSync(pool).some((n) => n.startsWith('.booting-'));
-    return s.length && !booting ? s : null;
-  }, 'spares booted, none booting');
+  const spares = await bootedSpares(pool);
   for (const pid of spares) process.kill(pid, 'SIGKILL');
   await until(() => spares.every((pid) => !pidAlive(pid)), 'the spares gone');
   fs.rmSync(path.join(pool, '.starved'), { force: true });
@@ -331,11 +335,7 @@ test('a spare leaves when its containerd is gone, although the socket file and a
   const pool = sparePool(c.address);
   await runDetached(uniqueId('orphan'));
   fs.rmSync(path.join(pool, '.starved'), { force: true });
-  const spares = await until(() => {
-    const s = waitingSpares(pool);
-    const booting = fs.readdirSync(pool).some((n) => n.startsWith('.booting-'));
-    return s.length && !booting ? s : null;
-  }, 'spares booted, none booting');
+  const spares = await bootedSpares(pool);
   await c.kill9(); // containerd only: its shims stay, and so does its socket file
   assert.ok(fs.existsSync(c.address), 'containerd left its socket file behind');
   await until(() => spares.every((p) => !pidAlive(p)), 'spares gone', 10_000);
