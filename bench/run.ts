@@ -45,6 +45,9 @@ const OPT_IN: readonly SuiteName[] = ['upgrade'];
 const DEFAULT_SUITES = SUITES.filter((s) => !OPT_IN.includes(s));
 const USAGE = `usage: run [--quick] [--only ${SUITES.join(',')}] [--out DIR]; default: ${DEFAULT_SUITES.join(',')} (${OPT_IN.join(', ')} only with --only)`;
 
+/** A wrong command line: its message is the answer, no stack trace. */
+class UsageError extends Error {}
+
 interface Args {
   quick: boolean;
   only: Set<SuiteName>;
@@ -55,14 +58,17 @@ function parseArgs(argv: string[]): Args {
   const args: Args = { quick: false, only: new Set(DEFAULT_SUITES), out: path.join(repoRoot(), 'bench', 'results') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--quick') args.quick = true;
+    if (a === '--help' || a === '-h') {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    } else if (a === '--quick') args.quick = true;
     else if (a === '--only') {
       const names = (argv[++i] ?? '').split(',').filter(Boolean);
       for (const n of names)
-        if (!(SUITES as readonly string[]).includes(n)) throw new Error(`unknown suite ${n}; ${USAGE}`);
+        if (!(SUITES as readonly string[]).includes(n)) throw new UsageError(`unknown suite ${n}; ${USAGE}`);
       args.only = new Set(names as SuiteName[]);
     } else if (a === '--out') args.out = path.resolve(argv[++i]);
-    else throw new Error(`unknown argument ${a}; ${USAGE}`);
+    else throw new UsageError(`unknown argument ${a}; ${USAGE}`);
   }
   return args;
 }
@@ -213,7 +219,9 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err) => {
-    process.stderr.write(`bench failed: ${err?.stack ?? err}\n`);
+    process.stderr.write(
+      err instanceof UsageError ? `bench: ${err.message}\n` : `bench failed: ${err?.stack ?? err}\n`
+    );
     process.exit(1);
   }
 );
