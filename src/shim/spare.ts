@@ -507,6 +507,12 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   };
   let claiming = false;
   process.on('SIGTERM', onSigterm);
+  // However an unclaimed spare ends (an exception, an exit on any path), nothing of it stays in the
+  // pool: the last serving shim removes the pool only once it is empty. A CI run found a `.new-<pid>`
+  // left behind after the last container of its containerd.
+  process.on('exit', () => {
+    if (!claiming) leavePool(pool);
+  });
   // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
   delete process.env[ENV_ROOM_VAR];
   // Load everything the daemon needs now, while nobody waits.
