@@ -35,20 +35,7 @@ export function prepareSnapshot(run: () => void): void {
   require('../task/io');
   require('../task/events');
   // The first Create's pure JavaScript, compiled now (a snapshot keeps the bytecode of what ran).
-  const { containerd, google } = require('../gen/proto');
-  const T = containerd.task.v2;
-  const req = T.CreateTaskRequest.encode({
-    id: 'snapshot',
-    bundle: '/snapshot',
-    rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }],
-    stdout: '/x',
-    options: { type_url: 'x', value: new Uint8Array(1) },
-  }).finish();
-  T.CreateTaskRequest.decode(req);
-  T.CreateTaskResponse.decode(T.CreateTaskResponse.encode({ pid: 1 }).finish());
-  T.StartRequest.decode(T.StartRequest.encode({ id: 'snapshot' }).finish());
-  T.StateResponse.decode(T.StateResponse.encode({ id: 's', pid: 1, exited_at: { seconds: 1, nanos: 1 } }).finish());
-  google.protobuf.Any.decode(google.protobuf.Any.encode({ type_url: 'x', value: new Uint8Array(1) }).finish());
+  require('../shim/warm-up').exerciseTaskCodecs(require('../gen/proto'));
   const { mountCall } = require('../task/mount-options');
   mountCall('overlay', ['index=off', 'workdir=/w', 'upperdir=/u', 'lowerdir=/l']);
   (globalThis as Record<string, unknown>)[SNAPSHOT_MAIN] = run;

@@ -7,17 +7,29 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-export async function warmUp(): Promise<void> {
-  const { containerd } = await import('../gen/proto');
-  const T = containerd.task.v2;
+/**
+ * Encodes and decodes the messages of a first Create, Start and State once, so V8 has compiled
+ * their codecs (a warm spare; the daemon's snapshot, src/daemon/snapshot.ts, keeps that bytecode).
+ */
+export function exerciseTaskCodecs(proto: typeof import('../gen/proto')): void {
+  const T = proto.containerd.task.v2;
   const req = T.CreateTaskRequest.encode({
     id: 'warm',
     bundle: '/warm',
     rootfs: [{ type: 'overlay', source: 'o', options: ['a'] }],
     stdout: '/x',
+    options: { type_url: 'x', value: new Uint8Array(1) },
   }).finish();
   T.CreateTaskRequest.decode(req);
+  T.CreateTaskResponse.decode(T.CreateTaskResponse.encode({ pid: 1 }).finish());
+  T.StartRequest.decode(T.StartRequest.encode({ id: 'warm' }).finish());
   T.StateResponse.decode(T.StateResponse.encode({ id: 'warm', pid: 1, exited_at: { seconds: 1, nanos: 1 } }).finish());
+  const { Any } = proto.google.protobuf;
+  Any.decode(Any.encode({ type_url: 'x', value: new Uint8Array(1) }).finish());
+}
+
+export async function warmUp(): Promise<void> {
+  exerciseTaskCodecs(await import('../gen/proto'));
   // Warming only compiles code paths ahead of use: a failure here shows again, and is reported, when
   // the real call runs.
   await warmProcessIO().catch(() => {});
