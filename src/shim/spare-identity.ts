@@ -41,7 +41,9 @@ export function ownChildRunning(): boolean {
 
 /**
  * Starts argv (niced, in a new session) as the child of no shim; it marks itself booting in
- * `pool` (`.booting-<pid>`) before it execs. The daemon is the subreaper of all its descendants, so
+ * `pool` (`.booting-<pid>`) before it execs, and the marker exists when this returns: a last shim
+ * leaving right after (stopSpares) must see it, or the spare would boot after every shim had gone
+ * (a CI run found such a spare's half-built pool entry). The daemon is the subreaper of all its descendants, so
  * an ordinary double fork would still land under it: for the instant `setsid -f` forks and exits,
  * the daemon is not a subreaper, and the orphan goes where a cold shim goes. Callers make sure no
  * runc runs meanwhile (ownChildRunning). No shell background job: sh would ignore SIGINT and
@@ -59,15 +61,18 @@ export function spawnOutsideShims(
   const run = idle
     ? 'if command -v chrt >/dev/null; then exec chrt -i 0 nice -n "$@"; fi; exec nice -n "$@"'
     : 'exec nice -n "$@"';
-  const launch = `: > "$1/.booting-$$" && shift && ${run}`;
+  // The marker, its pid on stdout, and stdout closed: the waited-for sh reads to EOF, so the
+  // marker is there when it exits (status 0 only when the pid came).
+  const launch = `: > "$1/.booting-$$" && echo $$ && exec >/dev/null && shift && ${run}`;
+  const waitForMarker = '[ -n "$(setsid -f /bin/sh -c "$0" sh "$@")" ]';
   const subreaper = isChildSubreaper();
   if (subreaper) setChildSubreaper(false);
   try {
     // posix_spawn, not child_process: forking the whole Node process cost the daemon ~50 page
     // faults and ~1 ms more CPU, and twice the wall time, while its loop waits for setsid's exit.
-    const setsid = lookPath('setsid', env.PATH ?? process.env.PATH);
-    const args = ['-f', '/bin/sh', '-c', launch, 'sh', pool, String(nice), ...argv];
-    return runToExitSync(setsid, args, { env, cwd: '/', timeoutMs: 10_000 }) === 0;
+    lookPath('setsid', env.PATH ?? process.env.PATH); // throws when there is none
+    const args = ['-c', waitForMarker, launch, pool, String(nice), ...argv];
+    return runToExitSync('/bin/sh', args, { env, cwd: '/', timeoutMs: 10_000 }) === 0;
   } catch {
     return false; // setsid not found or not startable: no spare, as when it fails
   } finally {

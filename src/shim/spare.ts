@@ -281,6 +281,9 @@ export function ensureSpare(mainScript: string, flags: ShimFlags, config: ShimCo
   }
   const missing = spareTarget(pool) - waitingSpares(pool).length - bootingSpares(pool).length;
   for (let i = 0; i < missing; i++) startSpare(mainScript, flags, pool, config.snapshot);
+  // The last serving shim may have left between the check above and the spare's booting marker
+  // (written before startSpare returns): then its stopSpares missed the spare, and this must not.
+  if (missing > 0 && servingShims(pool).length === 0) stopSpares(pool);
 }
 
 function startSpare(mainScript: string, flags: ShimFlags, pool: string, snapshot: boolean): void {
@@ -515,6 +518,8 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   });
   // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
   delete process.env[ENV_ROOM_VAR];
+  // The last shim left while this spare waited for a core (SCHED_IDLE): leave before the warm-up's CPU.
+  if (servingShims(pool).length === 0) process.exit(0);
   // Load everything the daemon needs now, while nobody waits.
   await import('./bootstrap');
   await import('./start-options');

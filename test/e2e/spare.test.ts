@@ -260,7 +260,8 @@ function tsshimProcesses(address = c.address): number[] {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     const cmd = cmdline(Number(name));
     const words = cmd.split(' ');
-    if (!words.includes(address) || !/containerd-shim-tsshim-v2|dist\/src\/shim\/boot\.js/.test(cmd)) continue;
+    // A spare titles itself only once booted: before, it is node running the daemon's boot.js.
+    if (!words.includes(address) || !/containerd-shim-tsshim-v2|dist\/src\/daemon\/boot\.js/.test(cmd)) continue;
     if (words.includes('start') || words.includes('delete')) continue; // transient commands
     out.push(Number(name));
   }

@@ -98,6 +98,32 @@ test(
   }
 );
 
+test('spawnOutsideShims returns once the booting marker is there, and false when it cannot be written', () => {
+  // A last shim's stopSpares right after the launch must find the marker (CI found a spare booted
+  // unseen after the last container, leaving its half-built pool entry).
+  const pool = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-spare-marker-'));
+  const pids: number[] = [];
+  try {
+    for (let i = 0; i < 5; i++) {
+      assert.ok(spawnOutsideShims(['/bin/sleep', '30'], { PATH: process.env.PATH }, 5, pool, false));
+      const markers = fs.readdirSync(pool).filter((n) => /^\.booting-\d+$/.test(n));
+      assert.equal(markers.length, i + 1, 'one marker per launch, there when the call returns');
+      pids.push(...markers.map((n) => Number(n.slice(9))).filter((p) => !pids.includes(p)));
+    }
+    const gone = path.join(pool, 'missing');
+    assert.equal(spawnOutsideShims(['/bin/sleep', '30'], { PATH: process.env.PATH }, 5, gone, false), false);
+  } finally {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    fs.rmSync(pool, { recursive: true, force: true });
+  }
+});
+
 test(
   'copySchedulingOf: every thread, even one under SCHED_IDLE, takes the policy and nice value of the given process',
   { skip: !isRoot && 'needs root to leave SCHED_IDLE' },
