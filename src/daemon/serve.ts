@@ -44,6 +44,13 @@ import type { UpgradeState } from '../upgrade/state';
 
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
 const IDLE_EXIT_GRACE_MS = 1000;
+/**
+ * How long a leaving shim keeps trying to deliver its undelivered events. containerd 2.x deletes a
+ * task that stopped while it was down as it loads its shims, before it serves the events socket: a
+ * loaded restart (load ~35 on 2 cores) took more than 5 s to open it and the exit was lost (CI on
+ * 2.3.4). The shim is no longer wanted meanwhile; it lingers only while events are undelivered.
+ */
+const SHUTDOWN_DRAIN_MS = 30_000;
 
 export interface Daemon {
   service: TaskService;
@@ -351,7 +358,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     // containerd no longer waits for this shim: the spare's launch and boot overlap its cleanup.
     if (othersServe && spareDue) bootSpare();
     await ttrpc.shutdown(1000).catch(() => {}); // the process exits next: a connection that did not close goes with it
-    const drained = await publisher.drain(5000);
+    const drained = await publisher.drain(SHUTDOWN_DRAIN_MS);
     publisher.close();
     if (drained && journalFile) fs.rmSync(journalFile, { force: true });
     if (socket) fs.rmSync(socket, { force: true });

@@ -11,12 +11,14 @@ import {
   TASK_V2,
   TASK_V3,
   canDial,
+  dialPath,
   ensureCgroup,
   type Generation,
 } from '../support/containerd2-driver';
 import { pidAlive, uniqueId } from '../support/harness';
 import { containerd, google } from '../../src/gen/proto';
 import { until } from '../support/wait';
+import { shimJournalFile } from '../../src/shim/address';
 
 const task = containerd.task.v2;
 const Status = containerd.v1.types.Status;
@@ -178,4 +180,47 @@ test(
   'containerd 2.3+: BootstrapParams in, protobuf BootstrapResult out, options extension honoured',
   { skip, timeout: 120_000 },
   () => lifecycle('2.3')
+);
+
+test(
+  'containerd down for longer than 5 s after it asked the shim to go: the exit still arrives, then the shim leaves',
+  { skip, timeout: 120_000 },
+  async () => {
+    // containerd 2.x deletes a task that stopped while it was down as it loads its shims, before it
+    // serves events again; under load that took more than the 5 s a leaving shim used to wait (CI).
+    const id = uniqueId('c2dlate');
+    const d = new Containerd2Driver({ generation: '2.3', id, namespace: 'c2d-late', command: ['sleep', '1000'] });
+    const pids: number[] = [];
+    try {
+      await d.prepare();
+      await d.start();
+      const shimPid = d.shimPid();
+      pids.push(shimPid);
+      const svc = d.defaultTaskService();
+      const created = await d.create(svc);
+      pids.push(created.pid);
+      await d.call(svc, 'Start', task.StartRequest.encode({ id }).finish(), (b) => task.StartResponse.decode(b));
+      await d.waitEvent('/tasks/start');
+      await d.stopEvents();
+      process.kill(created.pid, 'SIGKILL');
+      const waited = await d.call(svc, 'Wait', task.WaitRequest.encode({ id }).finish(), (b) =>
+        task.WaitResponse.decode(b)
+      );
+      assert.equal(waited.exit_status, 137);
+      await d.call(svc, 'Delete', task.DeleteRequest.encode({ id }).finish(), (b) => task.DeleteResponse.decode(b));
+      await d.call(svc, 'Shutdown', task.ShutdownRequest.encode({ id }).finish(), (b) => b).catch(() => undefined); // the shim may close the connection before the reply
+      await new Promise((r) => setTimeout(r, 7000)); // containerd still down: longer than the old bound
+      assert.equal(d.events.filter((e) => e.topic === '/tasks/exit').length, 0, 'nothing delivered while down');
+      await d.serveEvents();
+      const exit = containerd.events.TaskExit.decode((await d.waitEvent('/tasks/exit', 20_000)).value);
+      assert.equal(exit.exit_status, 137);
+      assert.equal(exit.container_id, id);
+      await d.waitEvent('/tasks/delete', 20_000);
+      await until(() => !pidAlive(shimPid), 'the shim to leave once its events are delivered', 20_000);
+      const outbox = shimJournalFile(dialPath(d.endpoint!.address));
+      assert.ok(!fs.existsSync(outbox), `its event outbox ${outbox} is gone`);
+    } finally {
+      await d.cleanup(pids);
+    }
+  }
 );

@@ -133,6 +133,12 @@ export class Containerd2Driver {
     });
     run('mkfifo', [this.stdoutFifo]);
 
+    await this.serveEvents();
+  }
+
+  /** containerd's events service at TTRPC_ADDRESS (again after stopEvents): every Forward is recorded in `events`. */
+  async serveEvents(): Promise<void> {
+    this.eventsServer = new Server({ peerCheck: 'any' });
     this.eventsServer.register(EVENTS_SERVICE, {
       Forward: (payload) => {
         const env = containerd.services.events.ttrpc.v1.ForwardRequest.decode(payload).envelope;
@@ -147,6 +153,12 @@ export class Containerd2Driver {
       },
     });
     await this.eventsServer.listen(this.ttrpcAddress);
+  }
+
+  /** containerd is down: its events socket refuses (as after a restart, before it serves again). */
+  async stopEvents(): Promise<void> {
+    await this.eventsServer.shutdown(100).catch(() => undefined);
+    fs.rmSync(this.ttrpcAddress, { force: true });
   }
 
   /** argv and environment of the daemon generation; `action` is start or delete. */
