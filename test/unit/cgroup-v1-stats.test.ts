@@ -2,12 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import { existsSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { cgroupForPid, type CgroupHandle } from '../../src/task/cgroups/discovery';
 import { CgroupNotFoundError } from '../../src/task/cgroups/errors';
 import { collectMetrics, METRICS_V1_TYPE_URL } from '../../src/task/cgroups/metrics';
-import { hugePageSizeName, type MetricsV1 } from '../../src/task/cgroups/stats-v1';
+import { readOnce } from '../../src/task/cgroups/files';
+import { collectV1, hugePageSizeName, type MetricsV1 } from '../../src/task/cgroups/stats-v1';
 import { u64ToBigInt, type U64 } from '../../src/task/cgroups/u64';
 import { rmdirRetry } from '../support/cgroup';
 
@@ -192,6 +195,26 @@ test('v1 fixture: missing memsw (no swap accounting) ends memory collection; emp
     throttling: { periods: 0, throttled_periods: 0, throttled_time: 0 },
   });
   assert.equal(m.pids, undefined);
+});
+
+test('v1 blkio: without the CFQ set only io_serviced_recursive is probed, then the throttle files are read', async () => {
+  const asked: string[] = [];
+  const read = (p: string) => (asked.push(p.slice(p.lastIndexOf('/') + 1)), readOnce(p));
+  const noCfq = fs.mkdtempSync(join(os.tmpdir(), 'tsshim-blkio-'));
+  try {
+    for (const f of ['blkio.throttle.io_serviced', 'blkio.throttle.io_service_bytes'])
+      fs.copyFileSync(join(ROOT, 'blkio/default/ctr2', f), join(noCfq, f));
+    const m = await collectV1({ blkio: noCfq }, { procRoot: join(FIX, 'proc') }, read);
+    assert.deepEqual(asked, [
+      'partitions',
+      'blkio.io_serviced_recursive',
+      'blkio.throttle.io_serviced',
+      'blkio.throttle.io_service_bytes',
+    ]);
+    assert.equal(m.blkio!.io_serviced_recursive.length, 7);
+  } finally {
+    fs.rmSync(noCfq, { recursive: true, force: true });
+  }
 });
 
 test('v1: a controller dir gone -> CgroupNotFoundError; no handle -> CgroupNotFoundError', async () => {

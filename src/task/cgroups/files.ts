@@ -32,18 +32,17 @@ export function readAll(dir: string, names: readonly string[], read: FileReader 
 // One buffer for every pread: reads are synchronous, so no two use it at once.
 let buffer = Buffer.allocUnsafe(16 * 1024);
 
-/** The whole text of an open file from offset 0 (cgroupfs and /proc seq files regenerate there). */
+/**
+ * The whole text of an open file from offset 0 (cgroupfs and /proc seq files regenerate there), in
+ * one pread: a seq file fills the buffer until its end, so a short read is the whole text, and a
+ * second pread for EOF at offset n would make the kernel generate the file again to skip n bytes. A
+ * full buffer is read again from 0 into a bigger one (one generation, never two halves).
+ */
 function preadAll(fd: number): string {
-  let n = 0;
   for (;;) {
-    if (n === buffer.length) {
-      const bigger = Buffer.allocUnsafe(buffer.length * 2);
-      buffer.copy(bigger, 0, 0, n);
-      buffer = bigger;
-    }
-    const r = fs.readSync(fd, buffer, n, buffer.length - n, n);
-    if (r === 0) return buffer.toString('utf8', 0, n);
-    n += r;
+    const n = fs.readSync(fd, buffer, 0, buffer.length, 0);
+    if (n < buffer.length) return buffer.toString('utf8', 0, n);
+    buffer = Buffer.allocUnsafe(buffer.length * 2);
   }
 }
 
@@ -70,6 +69,12 @@ const inUse = new Set<CgroupFiles>();
  */
 export class CgroupFiles {
   private readonly fds = new Map<string, number>();
+  /**
+   * Paths found missing (a controller's optional files: CFQ blkio counters, memsw without swap
+   * accounting, ...). A failed open costs an exception (~20-30 us); these are checked with access()
+   * instead, which throws nothing, and opened once they exist.
+   */
+  private readonly missing = new Set<string>();
 
   /** A FileReader over this set (bound: handed to the collectors). */
   readonly read: FileReader = (path) => {
@@ -81,10 +86,17 @@ export class CgroupFiles {
         this.forget(path, fd); // the cgroup went away (ENODEV) or the fd is no longer good: reopen
       }
     }
+    if (this.missing.has(path)) {
+      if (!fs.existsSync(path)) return null;
+      this.missing.delete(path);
+    }
     try {
       fd = fs.openSync(path, 'r'); // libuv opens close-on-exec
     } catch (err) {
-      if (isNotExist(err)) return null;
+      if (isNotExist(err)) {
+        this.missing.add(path);
+        return null;
+      }
       throw err;
     }
     this.fds.set(path, fd);
@@ -108,6 +120,7 @@ export class CgroupFiles {
   }
 
   close(): void {
+    this.missing.clear();
     for (const [path, fd] of this.fds) this.forget(path, fd);
     inUse.delete(this);
   }

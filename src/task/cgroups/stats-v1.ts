@@ -246,32 +246,23 @@ function blkio(dir: string, m: MetricsV1, procRoot: string, read: FileReader): v
   };
   m.blkio = stat;
   const partitions = read(join(procRoot, 'partitions'));
-  const recursive = readAll(
-    dir,
-    BLKIO_RECURSIVE.map(([, f]) => f),
-    read
-  );
-  const throttle = readAll(
-    dir,
-    BLKIO_THROTTLE.map(([, f]) => f),
-    read
-  );
   if (partitions === null) return;
   const devices = parsePartitions(partitions);
-  const fill = (table: [keyof BlkIOStat, string][], texts: (string | null)[]): boolean => {
-    for (let i = 0; i < table.length; i++) {
-      const text = texts[i];
+  // Each file read only when it is used: a missing CFQ set costs one probe, not eight.
+  const fill = (table: [keyof BlkIOStat, string][]): boolean => {
+    for (const [field, name] of table) {
+      const text = read(join(dir, name));
       if (text === null) return false;
-      stat[table[i][0]].push(...parseBlkioEntries(text, devices, join(dir, table[i][1])));
+      stat[field].push(...parseBlkioEntries(text, devices, join(dir, name)));
     }
     return true;
   };
   // The recursive set is used only when io_serviced_recursive exists (as the Go code checks).
-  if (recursive[2] !== null) {
-    if (!fill(BLKIO_RECURSIVE, recursive)) return;
+  if (read(join(dir, 'blkio.io_serviced_recursive')) !== null) {
+    if (!fill(BLKIO_RECURSIVE)) return;
     if (Object.values(stat).some((list) => list.length > 0)) return;
   }
-  fill(BLKIO_THROTTLE, throttle);
+  fill(BLKIO_THROTTLE);
 }
 
 /** "hugepages-2048kB" -> "2MB", "hugepages-1048576kB" -> "1GB" (the Go library's size names). */
