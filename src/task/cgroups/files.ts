@@ -3,7 +3,6 @@
 // cgroupfs files are generated in the kernel and never block, so they are read synchronously: a
 // Stats call reads ~40 of them, and a thread-pool round trip per file cost more than the reads.
 import * as fs from 'node:fs';
-import { join } from 'node:path';
 import { isNotExist } from './errors';
 import { ParseError, parseU64, type U64 } from './u64';
 
@@ -24,9 +23,20 @@ export async function readOptional(path: string): Promise<string | null> {
   return readOnce(path);
 }
 
+/**
+ * `dir`/`name`. The directories come normalised (discovery builds them with path.join); a Stats
+ * call mostly runs in V8's interpreter, where path.join's normalising cost about as much as the
+ * reads themselves (~45% of the parsing time in a profile).
+ */
+export function at(dir: string, name: string): string {
+  return dir.charCodeAt(dir.length - 1) === 0x2f ? dir + name : dir + '/' + name;
+}
+
 /** Reads several files of one directory at once; null for each that does not exist. */
 export function readAll(dir: string, names: readonly string[], read: FileReader = readOnce): (string | null)[] {
-  return names.map((n) => read(join(dir, n)));
+  const out: (string | null)[] = [];
+  for (const n of names) out.push(read(at(dir, n)));
+  return out;
 }
 
 // One buffer for every pread: reads are synchronous, so no two use it at once.
@@ -150,10 +160,32 @@ export function fields(text: string): string[] {
   return text.split(/\s+/).filter((f) => f !== '');
 }
 
-/** "key value" lines (memory.stat, cpu.stat, memory.oom_control). Any other shape is an error. */
+const NO_SPACE = /^\S+$/;
+const SMALL_DECIMAL = /^\d{1,15}$/;
+
+/**
+ * "key value" lines (memory.stat, cpu.stat, memory.oom_control). Any other shape is an error.
+ * The kernel's shape ("<key> <digits>\n", below 2^53) takes a short path: no regex split, no
+ * BigInt; any other line goes through fields() and parseU64 as before.
+ */
 export function parseKV(text: string, file: string): Map<string, U64> {
   const out = new Map<string, U64>();
-  for (const line of lines(text)) {
+  let start = 0;
+  while (start < text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    const line = text.slice(start, end);
+    start = end + 1;
+    const sp = line.indexOf(' ');
+    if (sp > 0) {
+      const value = line.slice(sp + 1);
+      const key = line.slice(0, sp);
+      if (SMALL_DECIMAL.test(value) && NO_SPACE.test(key)) {
+        out.set(key, Number(value));
+        continue;
+      }
+    }
+    if (line.trim() === '') continue;
     const f = fields(line);
     if (f.length !== 2) throw new ParseError(`${file}: invalid line ${JSON.stringify(line)}`);
     out.set(f[0], parseU64(f[1]));
