@@ -1,12 +1,13 @@
 // Stats keeps a container's cgroup files open and reads them with pread at offset 0
 // (src/task/cgroups/files.ts CgroupFiles): every read sees the file as it is now, Delete closes
 // them, a process-wide bound caps them, and a cgroup removed (or recreated) under them is noticed.
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import type { CgroupHandle } from '../../src/task/cgroups/discovery';
 import { CgroupNotFoundError } from '../../src/task/cgroups/errors';
@@ -52,6 +53,41 @@ test('a kept-open file reads its current content on every call, with one descrip
   }
   assert.deepEqual(openFds(), before);
   assert.equal(files.size, 0);
+});
+
+test('a missing file is probed without an open (no exception) and read once it exists; one pread per read', () => {
+  const dir = fs.mkdtempSync(join(os.tmpdir(), 'tsshim-cgfiles-'));
+  const file = join(dir, 'blkio.io_serviced_recursive');
+  const files = new CgroupFiles();
+  // The module object itself (files.ts's namespace import reads through to it): opens and reads counted.
+  const realFs = createRequire(__filename)('node:fs') as typeof fs;
+  const opens = mock.method(realFs, 'openSync');
+  const reads = mock.method(realFs, 'readSync');
+  const opened = () => opens.mock.calls.map((c) => String(c.arguments[0]));
+  try {
+    assert.equal(files.read(file), null);
+    assert.equal(files.read(file), null);
+    assert.equal(files.read(file), null);
+    assert.deepEqual(opened(), [file], 'opened once; later calls probe with access()');
+    fs.writeFileSync(file, '8:0 Read 1\n');
+    assert.equal(files.read(file), '8:0 Read 1\n', 'read as soon as it exists');
+    assert.equal(opened().length, 2);
+    reads.mock.resetCalls();
+    assert.equal(files.read(file), '8:0 Read 1\n');
+    assert.deepEqual(
+      reads.mock.calls.map((c) => c.result),
+      [11],
+      'one pread, no second one for EOF'
+    );
+    fs.rmSync(file);
+    fs.writeFileSync(file, 'new inode\n'); // the kept descriptor still reads the old file
+    assert.equal(files.size, 1);
+  } finally {
+    opens.mock.restore();
+    reads.mock.restore();
+    files.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('collectMetrics keeps the files of a handle open between calls; releaseCgroupFiles closes them', async () => {

@@ -2,13 +2,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import { existsSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { cgroupForPid, type CgroupHandle } from '../../src/task/cgroups/discovery';
 import { CgroupNotFoundError } from '../../src/task/cgroups/errors';
 import { collectMetrics, METRICS_V1_TYPE_URL } from '../../src/task/cgroups/metrics';
-import { hugePageSizeName, type MetricsV1 } from '../../src/task/cgroups/stats-v1';
-import { u64ToBigInt, type U64 } from '../../src/task/cgroups/u64';
+import { fields, lines, parseKV, readOnce } from '../../src/task/cgroups/files';
+import { parseFlatKeyed } from '../../src/task/cgroups/stats-v2';
+import { collectV1, hugePageSizeName, type MetricsV1 } from '../../src/task/cgroups/stats-v1';
+import { parseU64, u64ToBigInt, type U64 } from '../../src/task/cgroups/u64';
 import { rmdirRetry } from '../support/cgroup';
 
 const FIX = resolve(__dirname, '../../../test/fixtures/cgroup-v1');
@@ -194,6 +198,26 @@ test('v1 fixture: missing memsw (no swap accounting) ends memory collection; emp
   assert.equal(m.pids, undefined);
 });
 
+test('v1 blkio: without the CFQ set only io_serviced_recursive is probed, then the throttle files are read', async () => {
+  const asked: string[] = [];
+  const read = (p: string) => (asked.push(p.slice(p.lastIndexOf('/') + 1)), readOnce(p));
+  const noCfq = fs.mkdtempSync(join(os.tmpdir(), 'tsshim-blkio-'));
+  try {
+    for (const f of ['blkio.throttle.io_serviced', 'blkio.throttle.io_service_bytes'])
+      fs.copyFileSync(join(ROOT, 'blkio/default/ctr2', f), join(noCfq, f));
+    const m = await collectV1({ blkio: noCfq }, { procRoot: join(FIX, 'proc') }, read);
+    assert.deepEqual(asked, [
+      'partitions',
+      'blkio.io_serviced_recursive',
+      'blkio.throttle.io_serviced',
+      'blkio.throttle.io_service_bytes',
+    ]);
+    assert.equal(m.blkio!.io_serviced_recursive.length, 7);
+  } finally {
+    fs.rmSync(noCfq, { recursive: true, force: true });
+  }
+});
+
 test('v1: a controller dir gone -> CgroupNotFoundError; no handle -> CgroupNotFoundError', async () => {
   await assert.rejects(
     collectMetrics({ version: 1, paths: { memory: join(ROOT, 'memory/gone'), pids: join(ROOT, 'pids/default/ctr1') } }),
@@ -280,3 +304,47 @@ test(
     }
   }
 );
+
+test('parseKV / parseFlatKeyed: the short path for "<key> <digits>" agrees with fields() + parseU64 on every shape', () => {
+  // The reference: what both parsers did for every line before the short path.
+  const reference = (text: string): Map<string, U64> | string => {
+    const out = new Map<string, U64>();
+    for (const line of lines(text)) {
+      const f = fields(line);
+      if (f.length !== 2) return 'error';
+      try {
+        out.set(f[0], parseU64(f[1]));
+      } catch {
+        return 'error';
+      }
+    }
+    return out;
+  };
+  const texts = [
+    'cache 4096\nrss 0\n',
+    'a 1\n\n  \nb 2',
+    'a  1\n',
+    '\ta 1\n',
+    'a\t1\n',
+    'a 1 \n',
+    'a 1\r\n',
+    'a 999999999999999\nb 1000000000000000\nc 18446744073709551615\n',
+    'a -1\n',
+    'a 1x\n',
+    'a\n',
+    'a 1 2\n',
+    ' a 1\n',
+    'a 0001\n',
+  ];
+  for (const t of texts) {
+    const want = reference(t);
+    let got: Map<string, U64> | string;
+    try {
+      got = parseKV(t, 'f');
+    } catch {
+      got = 'error';
+    }
+    assert.deepEqual(got, want, JSON.stringify(t));
+    if (want !== 'error') assert.deepEqual(parseFlatKeyed(t, 'f'), want, JSON.stringify(t));
+  }
+});

@@ -1,7 +1,8 @@
 // Stats entry point: one call for either cgroup version, answering with the type URL containerd
-// type-switches on, and (once src/gen/proto.js is built) the encoded Any for the Stats reply.
+// type-switches on, and the encoded Any for the Stats reply.
 import type { CgroupHandle } from './discovery';
 import { CgroupNotFoundError } from './errors';
+import { encodeMetricsV1, encodeMetricsV2 } from './encode';
 import { CgroupFiles, exists } from './files';
 import { collectV1, type MetricsV1, type V1Options } from './stats-v1';
 import { collectV2, type MetricsV2 } from './stats-v2';
@@ -57,28 +58,9 @@ export async function collectMetrics(
   }
 }
 
-interface MessageType {
-  create(o: object): object;
-  encode(m: object): { finish(): Uint8Array };
-}
-
-let protoRoot: Record<string, unknown> | undefined;
-function metricsType(typeUrl: string): MessageType {
-  // Loaded on first use: a process that never serves Stats should not pay for it.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy, see above
-  protoRoot ??= require('../../gen/proto') as Record<string, unknown>;
-  let node: unknown = protoRoot;
-  for (const part of typeUrl.split('.')) node = (node as Record<string, unknown> | undefined)?.[part];
-  if (!node || typeof (node as MessageType).encode !== 'function') {
-    throw new Error(`${typeUrl} is missing from src/gen/proto.js (proto/ not built?)`);
-  }
-  return node as MessageType;
-}
-
-/** Protobuf bytes of the metrics message. */
+/** Protobuf bytes of the metrics message (encode.ts: written directly, no protobufjs objects). */
 export function encodeMetrics(c: CollectedMetrics): Uint8Array {
-  const type = metricsType(c.typeUrl);
-  return type.encode(type.create(c.metrics)).finish();
+  return c.typeUrl === METRICS_V2_TYPE_URL ? encodeMetricsV2(c.metrics) : encodeMetricsV1(c.metrics);
 }
 
 /** google.protobuf.Any for StatsResponse.stats (keep-case field names). */

@@ -2,8 +2,7 @@
 // is collected on its own, all at once; a missing file ends that controller's collection quietly
 // (the kernel or the configuration may lack it), other failures fail the whole call.
 import * as fs from 'node:fs';
-import { join } from 'node:path';
-import { fields, lines, parseKV, readAll, readOnce, type FileReader } from './files';
+import { at, fields, lines, parseKV, readAll, readOnce, type FileReader } from './files';
 import { ParseError, parseRdmaValue, parseU64, parseU64Big, u64, type U64 } from './u64';
 
 export interface MemoryEntryV1 {
@@ -122,7 +121,7 @@ function cpuacct(dir: string, m: MetricsV1, read: FileReader): void {
   if (stat === null || usage === null || percpu === null) return;
   const f = fields(stat);
   if (f.length !== 4 || f[0] !== 'user' || f[2] !== 'system') {
-    throw new ParseError(`${join(dir, 'cpuacct.stat')}: expected "user N system N", got ${JSON.stringify(stat)}`);
+    throw new ParseError(`${at(dir, 'cpuacct.stat')}: expected "user N system N", got ${JSON.stringify(stat)}`);
   }
   const ticksToNs = (t: string) => u64((parseU64Big(t) * NS_PER_SEC) / CLOCK_TICKS);
   m.cpu.usage.user = ticksToNs(f[1]);
@@ -132,20 +131,25 @@ function cpuacct(dir: string, m: MetricsV1, read: FileReader): void {
 }
 
 function cpu(dir: string, m: MetricsV1, read: FileReader): void {
-  const stat = read(join(dir, 'cpu.stat'));
+  const stat = read(at(dir, 'cpu.stat'));
   if (stat === null) return;
-  const kv = parseKV(stat, join(dir, 'cpu.stat'));
+  const kv = parseKV(stat, at(dir, 'cpu.stat'));
   const t = m.cpu.throttling;
   t.periods = kv.get('nr_periods') ?? t.periods;
   t.throttled_periods = kv.get('nr_throttled') ?? t.throttled_periods;
   t.throttled_time = kv.get('throttled_time') ?? t.throttled_time;
 }
 
+const MEMORY_FILES = [
+  'memory.stat',
+  'memory.oom_control',
+  ...MEMORY_MODULES.flatMap(([, prefix]) => MEMORY_ENTRY_FILES.map(([f]) => prefix + f)),
+];
+
 function memory(dir: string, m: MetricsV1, read: FileReader): void {
-  const entryNames = MEMORY_MODULES.flatMap(([, prefix]) => MEMORY_ENTRY_FILES.map(([f]) => prefix + f));
-  const [stat, oom, ...entryTexts] = readAll(dir, ['memory.stat', 'memory.oom_control', ...entryNames], read);
+  const [stat, oom, ...entryTexts] = readAll(dir, MEMORY_FILES, read);
   if (stat === null) return;
-  const kv = parseKV(stat, join(dir, 'memory.stat'));
+  const kv = parseKV(stat, at(dir, 'memory.stat'));
   const mem = {
     usage: emptyEntry(),
     swap: emptyEntry(),
@@ -155,7 +159,7 @@ function memory(dir: string, m: MetricsV1, read: FileReader): void {
   for (const [field, key] of MEMORY_STAT_KEYS) mem[field] = kv.get(key) ?? 0;
   m.memory = mem;
   if (oom === null) return;
-  const oc = parseKV(oom, join(dir, 'memory.oom_control'));
+  const oc = parseKV(oom, at(dir, 'memory.oom_control'));
   m.memory_oom_control = {
     oom_kill_disable: oc.get('oom_kill_disable') ?? 0,
     under_oom: oc.get('under_oom') ?? 0,
@@ -245,33 +249,24 @@ function blkio(dir: string, m: MetricsV1, procRoot: string, read: FileReader): v
     sectors_recursive: [],
   };
   m.blkio = stat;
-  const partitions = read(join(procRoot, 'partitions'));
-  const recursive = readAll(
-    dir,
-    BLKIO_RECURSIVE.map(([, f]) => f),
-    read
-  );
-  const throttle = readAll(
-    dir,
-    BLKIO_THROTTLE.map(([, f]) => f),
-    read
-  );
+  const partitions = read(at(procRoot, 'partitions'));
   if (partitions === null) return;
   const devices = parsePartitions(partitions);
-  const fill = (table: [keyof BlkIOStat, string][], texts: (string | null)[]): boolean => {
-    for (let i = 0; i < table.length; i++) {
-      const text = texts[i];
+  // Each file read only when it is used: a missing CFQ set costs one probe, not eight.
+  const fill = (table: [keyof BlkIOStat, string][]): boolean => {
+    for (const [field, name] of table) {
+      const text = read(at(dir, name));
       if (text === null) return false;
-      stat[table[i][0]].push(...parseBlkioEntries(text, devices, join(dir, table[i][1])));
+      stat[field].push(...parseBlkioEntries(text, devices, at(dir, name)));
     }
     return true;
   };
   // The recursive set is used only when io_serviced_recursive exists (as the Go code checks).
-  if (recursive[2] !== null) {
-    if (!fill(BLKIO_RECURSIVE, recursive)) return;
+  if (read(at(dir, 'blkio.io_serviced_recursive')) !== null) {
+    if (!fill(BLKIO_RECURSIVE)) return;
     if (Object.values(stat).some((list) => list.length > 0)) return;
   }
-  fill(BLKIO_THROTTLE, throttle);
+  fill(BLKIO_THROTTLE);
 }
 
 /** "hugepages-2048kB" -> "2MB", "hugepages-1048576kB" -> "1GB" (the Go library's size names). */

@@ -2,9 +2,8 @@
 // directory. Follows containerd's cgroups library: missing single-value files read as 0, "max" as
 // 2^64-1; cpu.stat and memory.stat are read only for controllers enabled in cgroup.controllers.
 import * as fs from 'node:fs';
-import { join } from 'node:path';
 import { CgroupNotFoundError } from './errors';
-import { fields, lines, readAll, readOnce, type FileReader } from './files';
+import { at, fields, lines, readAll, readOnce, type FileReader } from './files';
 import { parseRdmaEntries, type RdmaEntry } from './stats-v1';
 import { ParseError, parseU64, parseU64Big, parseU64OrMax, u64, type U64 } from './u64';
 
@@ -98,9 +97,28 @@ const CPU_STAT_KEYS = [
   'throttled_usec',
 ] as const;
 
+const NO_SPACE = /^\S+$/;
+const SMALL_DECIMAL = /^\d{1,15}$/;
+
 /** "key value" lines; values that are not unsigned integers are ignored (read as 0), like Go. */
 export function parseFlatKeyed(text: string, file: string, into = new Map<string, U64>()): Map<string, U64> {
-  for (const line of lines(text)) {
+  let start = 0;
+  while (start < text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    const line = text.slice(start, end);
+    start = end + 1;
+    // The kernel's shape ("<key> <digits>", below 2^53) without a regex split or BigInt (files.ts parseKV).
+    const sp = line.indexOf(' ');
+    if (sp > 0) {
+      const value = line.slice(sp + 1);
+      const key = line.slice(0, sp);
+      if (SMALL_DECIMAL.test(value) && NO_SPACE.test(key)) {
+        into.set(key, Number(value));
+        continue;
+      }
+    }
+    if (line.trim() === '') continue;
     const f = fields(line);
     if (f.length !== 2) throw new ParseError(`error while parsing ${file} (line=${JSON.stringify(line)})`);
     try {
@@ -196,7 +214,7 @@ function hugetlb(dir: string, read: FileReader): MetricsV2['hugetlb'] {
  * open between calls); CgroupNotFoundError when it no longer exists.
  */
 export async function collectV2(dir: string, read: FileReader = readOnce): Promise<MetricsV2> {
-  const controllersText = read(join(dir, 'cgroup.controllers'));
+  const controllersText = read(at(dir, 'cgroup.controllers'));
   if (controllersText === null) throw new CgroupNotFoundError(dir);
   const controllers = new Set(fields(controllersText));
   const statFiles = ['cpu', 'memory'].filter((c) => controllers.has(c)).map((c) => `${c}.stat`);
@@ -237,7 +255,7 @@ export async function collectV2(dir: string, read: FileReader = readOnce): Promi
   ] = single;
   const kv = new Map<string, U64>();
   statTexts.forEach((t, i) => {
-    if (t !== null) parseFlatKeyed(t, join(dir, statFiles[i]), kv);
+    if (t !== null) parseFlatKeyed(t, at(dir, statFiles[i]), kv);
   });
   const get = (k: string): U64 => kv.get(k) ?? 0;
 
@@ -267,7 +285,7 @@ export async function collectV2(dir: string, read: FileReader = readOnce): Promi
     hugetlb: hugetlbStats,
   };
   if (pressure[2] !== null) m.io.psi = parsePressure(pressure[2]);
-  const ev = events === null ? new Map<string, U64>() : parseFlatKeyed(events, join(dir, 'memory.events'));
+  const ev = events === null ? new Map<string, U64>() : parseFlatKeyed(events, at(dir, 'memory.events'));
   if (ev.size > 0) {
     m.memory_events = {
       low: ev.get('low') ?? 0,

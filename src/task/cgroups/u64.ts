@@ -9,8 +9,10 @@ export const MAX_U64 = (1n << 64n) - 1n;
 const MAX_U32 = 4294967295;
 
 /** A bigint in [0, 2^64) as a number when exact, else as an unsigned Long. */
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 export function u64(v: bigint): U64 {
-  if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+  if (v <= MAX_SAFE) return Number(v);
   return new util.LongBits(Number(v & 0xffffffffn), Number((v >> 32n) & 0xffffffffn)).toLong(true);
 }
 
@@ -40,7 +42,10 @@ export function parseU64Big(text: string): bigint {
   return v;
 }
 
+const SMALL_DECIMAL = /^\d{1,15}$/; // below 10^15 < 2^53: exact as a number
+
 export function parseU64(text: string): U64 {
+  if (SMALL_DECIMAL.test(text)) return Number(text);
   return u64(parseU64Big(text));
 }
 

@@ -1,0 +1,161 @@
+// Shim CPU per Task.Stats, straight on the shim's socket (no ctr, no containerd in the loop): runc.v2
+// and tsshim, one private containerd, `containers` detached sleepers per runtime. Per container the
+// first Stats call, then `calls` more at one in flight. CPU is the sum of the shim's threads'
+// /proc/<pid>/task/<tid>/schedstat (ns), read before and after each measured part. Usage:
+//   node dist/bench/stats-cost.js [containers=4] [calls=300]
+// With STATS_COST_PROF=<dir>, tsshim's daemons write V8 CPU profiles there, one of the first call
+// and one of the others (a --require hook in NODE_OPTIONS, as the bench's profile suite does;
+// SIGUSR2 starts and stops the profiler). STATS_COST_V8: V8 flags set in the shims by the hook.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Client } from '../src/ttrpc';
+import { shimPidFor } from './lib/proc';
+
+const TASK = 'containerd.task.v2.Task';
+
+/** StatsRequest { string id = 1 } (ids are short ASCII). */
+function idRequest(id: string): Buffer {
+  const b = Buffer.from(id);
+  return Buffer.concat([Buffer.from([0x0a, b.length]), b]);
+}
+
+/** Minor faults of `pid` so far. */
+function minflt(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
+/** CPU of every thread of `pid` so far, in ms (schedstat: ns on the CPU). */
+function threadsCpuMs(pid: number): number {
+  let ns = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      /* thread gone */
+    }
+  }
+  return ns / 1e6;
+}
+
+// The hook: V8 flags from STATS_COST_V8 (e.g. --no-flush-bytecode), and with STATS_COST_PROF a CPU
+// profile written on SIGUSR2.
+const HOOK = `
+if (process.env.STATS_COST_V8) require('v8').setFlagsFromString(process.env.STATS_COST_V8);
+if (process.env.STATS_COST_PROF) {
+  const inspector = require('inspector');
+  let session = null;
+  process.on('SIGUSR2', () => {
+    if (!session) {
+      session = new inspector.Session();
+      session.connect();
+      session.post('Profiler.enable');
+      session.post('Profiler.setSamplingInterval', { interval: 50 });
+      session.post('Profiler.start');
+      return;
+    }
+    const s = session;
+    session = null;
+    s.post('Profiler.stop', (err, r) => {
+      if (!err) require('fs').writeFileSync(require('path').join(process.env.STATS_COST_PROF, 'prof-' + process.pid + '-' + Date.now() + '.cpuprofile'), JSON.stringify(r.profile));
+      s.disconnect();
+    });
+  });
+}
+`;
+
+function hookEnv(): Record<string, string> | undefined {
+  const prof = process.env.STATS_COST_PROF;
+  const v8 = process.env.STATS_COST_V8;
+  if (!prof && !v8) return undefined;
+  const dir = fs.mkdtempSync('/tmp/stats-cost-hook-');
+  const hook = path.join(dir, 'hook.js');
+  fs.writeFileSync(hook, HOOK);
+  if (prof) fs.mkdirSync(prof, { recursive: true });
+  return { NODE_OPTIONS: `--require ${hook}`, STATS_COST_PROF: prof ?? '', STATS_COST_V8: v8 ?? '' };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function main(containers: number, calls: number): Promise<void> {
+  const { startContainerd, shimAddressOf, TSSHIM_RUNTIME, RUNC_RUNTIME } = await import('../test/support/harness');
+  const { makeRootfs, PATH_ENV_ARGS } = await import('../test/support/rootfs');
+  const profDir = process.env.STATS_COST_PROF;
+  const c = await startContainerd({ logLevel: 'info', env: hookEnv() });
+  const rows: string[] = [];
+  try {
+    const rootfs = makeRootfs(c.dir);
+    for (const rt of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
+      const name = rt === TSSHIM_RUNTIME ? 'tsshim' : 'runc.v2';
+      const first: number[] = [];
+      const faults: number[] = [];
+      const steady: number[] = [];
+      for (let k = 0; k < containers; k++) {
+        const id = `statscost-${name.replace('.', '')}-${k}`;
+        const r = await c.ctr([
+          'run',
+          '-d',
+          '--runtime',
+          rt,
+          ...PATH_ENV_ARGS,
+          '--rootfs',
+          rootfs,
+          id,
+          'sleep',
+          '1000',
+        ]);
+        if (r.code !== 0) throw new Error(r.stderr);
+        const address = shimAddressOf(c.bundleDir(id)).replace(/^unix:\/\//, '');
+        const pid = shimPidFor(c.address, id);
+        if (!pid) throw new Error(`no shim found for ${id}`);
+        // Quiet shim: tsshim boots its next spare and collects garbage once idle.
+        await new Promise((res) => setTimeout(res, 4000));
+        const client = await Client.connect(address);
+        try {
+          const req = idRequest(id);
+          // containerd's connection is up and has served other calls before a first Stats.
+          await client.call(TASK, 'Connect', req);
+          await new Promise((res) => setTimeout(res, 300));
+          const prof = profDir && rt === TSSHIM_RUNTIME;
+          if (prof) {
+            process.kill(pid, 'SIGUSR2'); // profile the first call
+            await new Promise((res) => setTimeout(res, 200));
+          }
+          const f0 = minflt(pid);
+          const t0 = threadsCpuMs(pid);
+          await client.call(TASK, 'Stats', req);
+          await new Promise((res) => setTimeout(res, 50)); // work after the reply (GC, timers)
+          first.push(threadsCpuMs(pid) - t0);
+          faults.push(minflt(pid) - f0);
+          if (prof) {
+            process.kill(pid, 'SIGUSR2');
+            await new Promise((res) => setTimeout(res, 200));
+            process.kill(pid, 'SIGUSR2'); // and the steady calls
+            await new Promise((res) => setTimeout(res, 200));
+          }
+          const t1 = threadsCpuMs(pid);
+          for (let i = 0; i < calls; i++) await client.call(TASK, 'Stats', req);
+          steady.push((threadsCpuMs(pid) - t1) / calls);
+          if (prof) process.kill(pid, 'SIGUSR2');
+        } finally {
+          client.close();
+        }
+      }
+      rows.push(
+        `${name.padEnd(8)} first Stats: ${first.map((x) => x.toFixed(2)).join(' ')} ms (median ${median(first).toFixed(2)}), minor faults ${faults.join(' ')};` +
+          ` calls 2-${calls + 1}: ${steady.map((x) => x.toFixed(3)).join(' ')} ms per call (median ${median(steady).toFixed(3)})`
+      );
+    }
+    if (profDir) await new Promise((res) => setTimeout(res, 500));
+  } finally {
+    await c.stop();
+  }
+  console.log(`shim CPU per Task.Stats (schedstat of the shim's threads), ${containers} containers per runtime`);
+  for (const r of rows) console.log(r);
+}
+
+const args = process.argv.slice(2);
+main(Number(args[0] ?? 4), Number(args[1] ?? 300)).catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
