@@ -1,8 +1,10 @@
 // Build: generate static protobuf code from proto/, compile TypeScript, copy generated JS next to it.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, statSync, copyFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, copyFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { slimBundle } from './bundle-slim.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
@@ -21,7 +23,9 @@ function protoFiles(dir) {
 const gen = join(root, 'src', 'gen');
 mkdirSync(gen, { recursive: true });
 const protos = protoFiles(join(root, 'proto'));
-// Static code so the shim never parses .proto text at start-up.
+// Static code so the shim never parses .proto text at start-up. No type URL functions and no long
+// variable names (--no-beautify): the shim uses neither, and the bundle's text is kept in the heap of
+// every shim process.
 run(bin('pbjs'), [
   '-t',
   'static-module',
@@ -30,6 +34,8 @@ run(bin('pbjs'), [
   '--keep-case',
   '--no-verify',
   '--no-delimited',
+  '--no-typeurl',
+  '--no-beautify',
   '-p',
   join(root, 'proto'),
   '-o',
@@ -68,6 +74,14 @@ run(bin('esbuild'), [
   '--log-level=warning',
   `--outfile=${join(root, 'dist', 'src', 'daemon', 'bundle.js')}`,
 ]);
+// A smaller heap in every shim process (scripts/bundle-slim.mjs): shared import namespaces, no indentation.
+{
+  const bundle = join(root, 'dist', 'src', 'daemon', 'bundle.js');
+  const esbuild = createRequire(join(root, 'package.json'))('esbuild');
+  const slim = slimBundle(readFileSync(bundle, 'utf8'), esbuild, root);
+  writeFileSync(bundle, slim.text);
+  console.log(`build: bundle ${slim.notes.join('; ')}`);
+}
 // The daemon's V8 startup snapshot, for the node that builds (src/daemon/snapshot-build.ts): cold
 // starts, spares and upgrades start from it when it fits their node binary and this bundle. An
 // installed package makes its own at first use (the blob is not packed: it names this tree's files).

@@ -58,6 +58,7 @@ export async function top(ctx: CliContext, target: string | undefined, opts: Top
   const done = new AbortController();
   const stop = () => done.abort();
   ctx.signal.addEventListener('abort', stop, { once: true });
+  if (ctx.signal.aborted) stop(); // aborted while the shims were looked up: no event comes any more
   const tty = !!ctx.out.isTTY;
   let headerPrinted = false;
 
