@@ -204,9 +204,20 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
     const s = waitingSpares(pool);
     return s.length ? s : null;
   }, 'the next spare');
-  for (const pid of poolPids(pool)) process.kill(pid, 'SIGKILL');
-  await until(() => !pidAlive(next) && poolPids(pool).length === 0, 'spares gone');
-  const cold = await run(uniqueId('cold'));
+  // The next start must be cold, but every serving shim of the earlier tests may still boot a spare
+  // (each one once, when it went quiet: late on a loaded machine). A pool writable by others is
+  // distrusted: no shim boots a spare into it and no start claims from it.
+  fs.chmodSync(pool, 0o777);
+  let cold: number;
+  try {
+    await until(() => {
+      for (const pid of poolPids(pool)) process.kill(pid, 'SIGKILL');
+      return !pidAlive(next) && poolPids(pool).length === 0;
+    }, 'spares gone');
+    cold = await run(uniqueId('cold'));
+  } finally {
+    fs.chmodSync(pool, 0o700);
+  }
   assert.notEqual(cold, next);
 
   for (const pid of [warm, cold]) {
