@@ -135,7 +135,7 @@ function runSuite(files, env = process.env) {
       rmSync(tmp, { recursive: true, force: true });
       // The runner's own totals are the last "# <name> <n>" lines of the TAP stream.
       for (const m of tap.matchAll(/^# (tests|pass|fail|skipped|todo|cancelled) (\d+)$/gm)) counts[m[1]] = Number(m[2]);
-      resolve({ code, signal, counts });
+      resolve({ code, signal, counts, failures: failuresOf(tap) });
     });
   });
 }
@@ -169,6 +169,8 @@ async function main() {
         ? `${r.suite}: files=${r.files} tests=${r.counts.tests} pass=${r.counts.pass} fail=${r.counts.fail} cancelled=${r.counts.cancelled} skipped=${r.counts.skipped} todo=${r.counts.todo}${r.signal ? ` signal=${r.signal}` : ''} time=${minutes(r.ms)}`
         : `${r.suite}: files=0`
   );
+  for (const r of results)
+    for (const f of r.failures ?? []) process.stdout.write(`\n✖ ${r.suite}: ${f.name}\n${f.text}\n`);
   const allOk = results.every((r) => r.ok);
   const ran = results.some((r) => r.counts && r.counts.tests > 0);
   const verdict = allOk && ran ? 'PASS' : allOk ? 'NO TESTS' : 'FAIL';
@@ -193,7 +195,37 @@ async function runOne(run, filters) {
   const ms = Date.now() - started;
   process.stdout.write(`== ${name}: ${minutes(ms)}\n`);
   const ok = r.code === 0 && r.counts.fail === 0 && r.counts.cancelled === 0;
-  return { suite: name, files: files.length, ok, counts: r.counts, signal: r.signal, ms };
+  return { suite: name, files: files.length, ok, counts: r.counts, signal: r.signal, ms, failures: r.failures };
+}
+
+const DIGEST_LINES = 40;
+
+/**
+ * Failed tests of a TAP stream with the start of their diagnostics (error, location, stack). CI
+ * shows only the tail of a long log: the digest printed before the summary keeps the reason there.
+ * A suite that failed only because a subtest did is left out (the subtest is listed).
+ */
+function failuresOf(tap) {
+  const lines = tap.split('\n');
+  const out = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^(\s*)not ok \d+ - (.*)$/.exec(lines[i]);
+    if (!m) continue;
+    const body = [];
+    const end = `${m[1]}  ...`;
+    for (let j = i + 1; j < lines.length && lines[j] !== end && !/^\s*(not )?ok \d+ /.test(lines[j]); j++)
+      body.push(lines[j].slice(m[1].length + 2));
+    const text = body.join('\n');
+    if (/failureType: 'subtestsFailed'/.test(text)) continue;
+    out.push({
+      name: m[2],
+      text: body
+        .filter((l) => !/^(---|duration_ms:|type:)|\(?node:/.test(l.trim()))
+        .slice(0, DIGEST_LINES)
+        .join('\n'),
+    });
+  }
+  return out;
 }
 
 /** The e2e files split into one run per containerd release of MATRIX (or of --containerd). */
