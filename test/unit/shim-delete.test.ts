@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as net from 'node:net';
+import { spawnSync } from 'node:child_process';
 import { containerd } from '../../src/gen/proto';
 import { runDelete } from '../../src/shim/delete';
 import { oneShotRunner } from '../../src/shim/one-shot-runner';
@@ -140,4 +142,113 @@ test("delete's runner: output and status like the reaper's run; a deadline SIGKI
     (e: NodeJS.ErrnoException) => e
   );
   assert.equal(missing?.code, 'ENOENT');
+});
+
+// ---- the sh's own `delete` after a shim died (bin/containerd-shim-tsshim-v2 dead_delete) -------
+
+const WRAPPER = path.resolve(__dirname, '..', '..', '..', 'bin', 'containerd-shim-tsshim-v2');
+
+/**
+ * Runs the entry's `delete` as containerd does (cwd = bundle) and reports whether Node booted: a
+ * preloaded module leaves a mark only in a Node process.
+ */
+function shDelete(s: ReturnType<typeof setup>) {
+  const mark = path.join(s.dir, 'node-booted');
+  const preload = path.join(s.dir, 'mark.js');
+  fs.writeFileSync(preload, `require('fs').writeFileSync(${JSON.stringify(mark)}, '')`);
+  const r = spawnSync(WRAPPER, ['-namespace', 'ns1', '-id', 'c1', 'delete'], {
+    cwd: s.bundle,
+    env: { ...process.env, TSSHIM_STATE_DIR: path.join(s.dir, 'state'), NODE_OPTIONS: `--require ${preload}` },
+  });
+  assert.equal(r.status, 0, String(r.stderr));
+  const nodeBooted = fs.existsSync(mark);
+  fs.rmSync(mark, { force: true });
+  return { bytes: new Uint8Array(r.stdout), stderr: String(r.stderr), nodeBooted };
+}
+
+test('sh delete after a shim died: the same runc call and the same bytes as the Node path, without booting Node', async () => {
+  const s = setup({ systemdCgroup: true });
+  fs.writeFileSync(path.join(s.bundle, 'init.pid'), '4321');
+  for (const exit of [
+    { pid: 4321, status: 3, at: 1_700_000_000_250 },
+    { pid: 4321, status: 0, at: 1_700_000_000_000 },
+    { pid: 4321, status: 137, at: 4_102_444_800_999 },
+  ]) {
+    writeInitExit(s.bundle, exit);
+    const sh = shDelete(s);
+    assert.equal(sh.nodeBooted, false, 'the sh answered');
+    assert.equal(sh.stderr, '');
+    const fromSh = s.calls();
+    fs.rmSync(process.env.FAKE_RUNC_RECORD!, { force: true });
+    const node = await runDelete(
+      parseFlags(['-namespace', 'ns1', '-id', 'c1', '-bundle', s.bundle, 'delete']),
+      readConfig({ TSSHIM_STATE_DIR: path.join(s.dir, 'state') }),
+      () => {}
+    );
+    assert.deepEqual(fromSh, s.calls(), 'runc called alike');
+    fs.rmSync(process.env.FAKE_RUNC_RECORD!, { force: true });
+    assert.deepEqual(sh.bytes, new Uint8Array(node), `same DeleteResponse for ${JSON.stringify(exit)}`);
+  }
+  // No runc state, no init.pid, no init.exit: no runc call, 137 now.
+  const t = setup({ runcState: false });
+  const before = Math.floor(Date.now() / 1000);
+  const d = containerd.task.v2.DeleteResponse.decode(shDelete(t).bytes);
+  assert.deepEqual(t.calls(), []);
+  assert.equal(d.pid, 0);
+  assert.equal(d.exit_status, 137);
+  assert.ok(Number(d.exited_at!.seconds) >= before && Number(d.exited_at!.seconds) <= Date.now() / 1000 + 1);
+});
+
+test("sh delete after a shim died: the dead shim's socket, outbox and pid file go; a served socket stays", async (t) => {
+  const s = setup({ runcState: false });
+  const state = path.join(s.dir, 'state');
+  fs.mkdirSync(state);
+  const socket = path.join(s.dir, 'sock');
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(socket, r));
+  t.after(() => server.close()); // a failed assertion must not leave the test file running
+  fs.writeFileSync(path.join(s.bundle, 'address'), `unix://${socket}`);
+  for (const ext of ['.outbox', '.pid']) fs.writeFileSync(path.join(state, `sock${ext}`), '');
+  assert.equal(shDelete(s).nodeBooted, false);
+  assert.ok(fs.existsSync(socket), 'a served socket stays');
+  assert.ok(fs.existsSync(path.join(state, 'sock.outbox')));
+  // The server dies without unlinking its path, as a SIGKILLed shim does.
+  server.close();
+  fs.rmSync(socket, { force: true });
+  const killed = spawnSync(process.execPath, [
+    '-e',
+    `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`,
+  ]);
+  assert.equal(killed.signal, 'SIGKILL');
+  assert.ok(fs.lstatSync(socket).isSocket());
+  const r = shDelete(s);
+  assert.equal(r.nodeBooted, false);
+  assert.equal(fs.existsSync(socket), false, 'the dead socket removed');
+  assert.deepEqual(fs.readdirSync(state), [], 'outbox and pid file of the dead shim removed');
+});
+
+test('sh delete after a shim died: what the sh cannot read exactly, and a failing runc, go to Node', () => {
+  const s = setup();
+  writeInitExit(s.bundle, { pid: 7, status: 5, at: 1_700_000_000_000 });
+  // An escape in options.json: Node reads it.
+  fs.writeFileSync(
+    path.join(s.bundle, 'options.json'),
+    JSON.stringify({ root: s.root, binary_name: FAKE, criu_path: 'a\\b' })
+  );
+  const escaped = shDelete(s);
+  assert.equal(escaped.nodeBooted, true);
+  assert.equal(containerd.task.v2.DeleteResponse.decode(escaped.bytes).exit_status, 5);
+  writeRuntimeFiles(s.bundle, { ...defaultOptions(), binaryName: FAKE, root: s.root });
+  // runc fails: Node runs it again and reports runc's own message.
+  process.env.FAKE_RUNC_FAIL = 'delete';
+  process.env.FAKE_RUNC_ERROR = 'container c1 is locked';
+  try {
+    const failed = shDelete(s);
+    assert.equal(failed.nodeBooted, true);
+    assert.match(failed.stderr, /runc delete --force c1 failed: container c1 is locked/);
+    assert.equal(containerd.task.v2.DeleteResponse.decode(failed.bytes).exit_status, 5);
+  } finally {
+    delete process.env.FAKE_RUNC_FAIL;
+    delete process.env.FAKE_RUNC_ERROR;
+  }
 });
