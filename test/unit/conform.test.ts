@@ -13,7 +13,7 @@ import { startOptions } from '../../src/shim/start-options';
 import { readConfig } from '../../src/shim/config';
 import { groupKey, GROUP_ANNOTATIONS } from '../../src/shim/address';
 import { parseFlags } from '../../src/shim/flags';
-import { BundleLogSink } from '../../src/sys/logger';
+import { BundleLogSink, createLogger, DEFERRED_LINE_DELAY_MS } from '../../src/sys/logger';
 import { splitCmdline } from '../../src/shim/proc-title';
 import { ExecProcess } from '../../src/task/process';
 import type { ProcessIO } from '../../src/task/io';
@@ -160,6 +160,40 @@ test('log sink: once the first bundle is deleted (its reader gone), lines go to 
     sink.write('three\n');
     assert.equal(b.read(), 'three\n');
     b.close();
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('log sink: debug lines wait for the next line or the delay, in order, none lost', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-log-'));
+  try {
+    const a = bundleWithReader(root, 'a');
+    const sink = new BundleLogSink(a.bundle, () => [a.bundle]);
+    const log = createLogger(sink, 'debug');
+    log.debug('first');
+    log.debug('second');
+    assert.equal(a.read(), '', 'debug lines wait');
+    log.info('third');
+    const got = a.read();
+    assert.deepEqual(
+      got.split('\n').filter(Boolean).map((l) => /msg="(\w+)"/.exec(l)?.[1]),
+      ['first', 'second', 'third'],
+      'one write, in order'
+    );
+    log.debug('later');
+    await new Promise((r) => setTimeout(r, DEFERRED_LINE_DELAY_MS + 50));
+    assert.match(a.read(), /msg="later"/, 'written after the delay without another line');
+    // More debug lines than one write takes (PIPE_BUF): none is lost, the order is kept.
+    for (let i = 0; i < 100; i++) log.debug('many', { i, pad: 'x'.repeat(100) });
+    sink.flush();
+    const lines = a.read().split('\n').filter(Boolean);
+    assert.equal(lines.length, 100);
+    assert.deepEqual(
+      lines.map((l) => Number(/ i=(\d+)/.exec(l)?.[1])),
+      Array.from({ length: 100 }, (_, i) => i)
+    );
+    a.close();
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
