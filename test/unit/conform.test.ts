@@ -177,7 +177,10 @@ test('log sink: debug lines wait for the next line or the delay, in order, none 
     log.info('third');
     const got = a.read();
     assert.deepEqual(
-      got.split('\n').filter(Boolean).map((l) => /msg="(\w+)"/.exec(l)?.[1]),
+      got
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => /msg="(\w+)"/.exec(l)?.[1]),
       ['first', 'second', 'third'],
       'one write, in order'
     );
