@@ -72,13 +72,24 @@ const MAX_BATCH = MAX_LINE;
 /** Sinks holding deferred lines, flushed when the process exits. */
 const sinksWithDeferred = new Set<{ flush(): void }>();
 let exitFlushInstalled = false;
+/** Set once the process exits: a line made after that (an 'exit' listener of later) goes out at once. */
+let exiting = false;
 function flushAtExit(sink: { flush(): void }): void {
   sinksWithDeferred.add(sink);
   if (exitFlushInstalled) return;
   exitFlushInstalled = true;
   process.on('exit', () => {
-    for (const s of [...sinksWithDeferred]) s.flush();
+    exiting = true;
+    flushDeferredLines();
   });
+}
+
+/**
+ * Writes every deferred line now. The 'exit' event does it by itself; a path that ends the process
+ * without one (execve of an in-place upgrade, src/upgrade/exec.ts) calls this first.
+ */
+export function flushDeferredLines(): void {
+  for (const s of [...sinksWithDeferred]) s.flush();
 }
 
 /** After no live bundle's fifo could be opened, wait this long before trying again (not per line). */
@@ -126,6 +137,10 @@ export class BundleLogSink {
 
   /** Writes the line with the next write, or within DEFERRED_LINE_DELAY_MS (debug lines). */
   defer(line: string): void {
+    if (exiting) {
+      this.write(line); // no timer fires any more
+      return;
+    }
     const bytes = Buffer.byteLength(line);
     if (this.deferredBytes + bytes > MAX_BATCH) this.flush();
     this.deferred += line;

@@ -202,6 +202,79 @@ test('log sink: debug lines wait for the next line or the delay, in order, none 
   }
 });
 
+test('log sink: a pending debug line does not keep the event loop alive', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-log-'));
+  try {
+    const a = bundleWithReader(root, 'a');
+    const sink = new BundleLogSink(a.bundle, () => [a.bundle]);
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    createLogger(sink, 'debug').debug('pending');
+    assert.equal(timers(), before, 'the delay timer is unref()ed');
+    sink.flush();
+    assert.match(a.read(), /msg="pending"/);
+    a.close();
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+/**
+ * A child process logs debug lines to the bundle's fifo and ends the way `how` says; returns what
+ * reached the fifo (msg values in order) and the child's exit status.
+ */
+function endWithPendingLines(how: string): { msgs: string[]; status: number | null; stderr: string } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-log-'));
+  try {
+    const a = bundleWithReader(root, 'a');
+    const script = `
+      const { BundleLogSink, createLogger } = require(${JSON.stringify(path.join(repo, 'dist/src/sys/logger.js'))});
+      const { execve } = require(${JSON.stringify(path.join(repo, 'dist/src/upgrade/exec.js'))});
+      const log = createLogger(new BundleLogSink(${JSON.stringify(a.bundle)}, () => []), 'debug');
+      log.debug('one');
+      log.debug('two');
+      switch (${JSON.stringify(how)}) {
+        case 'exit': process.exit(0);
+        case 'end': break; // nothing else keeps the loop alive
+        case 'uncaught': throw new Error('boom');
+        case 'exit-listener': process.on('exit', () => log.debug('three')); process.exit(0);
+        case 'execve': execve('/bin/true', ['/bin/true'], process.env);
+      }`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const msgs = a
+      .read()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => /msg="(\w+)"/.exec(l)?.[1] ?? l);
+    a.close();
+    return { msgs, status: r.status, stderr: r.stderr };
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+test('log sink: pending debug lines are written when the process exits, however it ends', () => {
+  for (const how of ['exit', 'end']) {
+    const r = endWithPendingLines(how);
+    assert.equal(r.status, 0, `${how}: ${r.stderr}`);
+    assert.deepEqual(r.msgs, ['one', 'two'], how);
+  }
+  const uncaught = endWithPendingLines('uncaught');
+  assert.equal(uncaught.status, 1, uncaught.stderr);
+  assert.match(uncaught.stderr, /boom/);
+  assert.deepEqual(uncaught.msgs, ['one', 'two'], 'uncaught exception');
+  // A debug line made by an 'exit' listener that runs after the flush is not left waiting.
+  const late = endWithPendingLines('exit-listener');
+  assert.equal(late.status, 0, late.stderr);
+  assert.deepEqual(late.msgs, ['one', 'two', 'three'], "a line made in an 'exit' listener");
+});
+
+test('log sink: pending debug lines are written before the execve of an in-place upgrade', () => {
+  const r = endWithPendingLines('execve');
+  assert.equal(r.status, 0, `the child became /bin/true: ${r.stderr}`);
+  assert.deepEqual(r.msgs, ['one', 'two']);
+});
+
 test('log sink: no live reader anywhere drops the line, and does not retry on every line', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-log-'));
   try {
