@@ -64,6 +64,8 @@ export function openLogFifo(file: string): FdSink | null {
  * one write: at containerd's debug level a shim logs every RPC, ~13 lines per exec, and each write
  * woke containerd's log reader (one syscall and one wake-up per line; the Go shim logs none there).
  * Their `time` is taken when they are made, so containerd's log shows when things happened.
+ * They are written at process exit ('exit' event) and before an upgrade's execve; an end that runs
+ * no JavaScript (SIGKILL, a fatal signal, V8 out of memory) loses the debug lines of its last 10 ms.
  */
 export const DEFERRED_LINE_DELAY_MS = 10;
 /** A fifo write of at most PIPE_BUF bytes is all or nothing: a batch never tears a line. */
