@@ -172,7 +172,7 @@ export class RuncClient {
       await this.runProcessCommand('exec', args, opts);
     } finally {
       // A random name nobody reuses: removed off the event loop, without holding up the caller.
-      fs.promises.rm(specFile, { force: true }).catch(() => {}); // a private 0600 temp file: a leftover harms nobody
+      fs.unlink(specFile, () => {}); // a private 0600 temp file: a leftover harms nobody
     }
   }
 
@@ -446,9 +446,12 @@ function parseJson<T>(what: string, data: Buffer): T {
   }
 }
 
+/** os.tmpdir() reads TMPDIR, TMP and TEMP through a capability check each (18 syscalls): once. */
+let tmpDir: string | undefined;
+
 /** runc-process<random> in $XDG_RUNTIME_DIR (else the temp dir), created exclusively, mode 0600. */
 function writeProcessFile(json: string): string {
-  const dir = process.env.XDG_RUNTIME_DIR || os.tmpdir();
+  const dir = process.env.XDG_RUNTIME_DIR || (tmpDir ??= os.tmpdir());
   for (let attempt = 0; ; attempt++) {
     const file = path.join(dir, `runc-process${crypto.randomInt(1e9, 1e10)}`);
     try {

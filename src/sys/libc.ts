@@ -192,6 +192,10 @@ export function isChildSubreaper(): boolean {
   return out.readInt32LE(0) !== 0;
 }
 
+/** Out-buffers of the wait calls, reused: the calls are synchronous, and run on every SIGCHLD. */
+let waitStatusBuf: Buffer | undefined;
+let siginfoBuf: Buffer | undefined;
+
 interface WaitResult {
   pid: number;
   status: number; /* raw wait status */
@@ -204,7 +208,7 @@ interface WaitResult {
 export function waitpidNoHang(pid: number): WaitResult | null {
   if (!(pid > 0)) throw new RangeError(`waitpidNoHang: refusing pid ${pid}`);
   const l = lib();
-  const st = Buffer.alloc(4);
+  const st = (waitStatusBuf ??= Buffer.alloc(4));
   for (;;) {
     const r = l.waitpid(pid, st, WNOHANG | WALL) as number;
     if (r > 0) return { pid: r, status: st.readInt32LE(0) };
@@ -228,7 +232,8 @@ const SIGINFO_PID_OFFSET = 16; // siginfo_t on 64-bit Linux: signo, errno, code,
  */
 export function peekExitedChild(): number {
   const l = lib();
-  const info = Buffer.alloc(SIGINFO_SIZE);
+  const info = (siginfoBuf ??= Buffer.alloc(SIGINFO_SIZE));
+  info.fill(0); // si_pid stays 0 when no child has exited
   for (;;) {
     const r = l.waitid(P_ALL, 0, info, WEXITED | WNOHANG | WNOWAIT | WALL) as number;
     if (r === 0) return info.readInt32LE(SIGINFO_PID_OFFSET);

@@ -59,6 +59,41 @@ export function openLogFifo(file: string): FdSink | null {
   }
 }
 
+/**
+ * Debug lines wait this long (or until a line of another level, or ~PIPE_BUF bytes) and go out in
+ * one write: at containerd's debug level a shim logs every RPC, ~13 lines per exec, and each write
+ * woke containerd's log reader (one syscall and one wake-up per line; the Go shim logs none there).
+ * Their `time` is taken when they are made, so containerd's log shows when things happened.
+ * They are written at process exit ('exit' event) and before an upgrade's execve; an end that runs
+ * no JavaScript (SIGKILL, a fatal signal, V8 out of memory) loses the debug lines of its last 10 ms.
+ */
+export const DEFERRED_LINE_DELAY_MS = 10;
+/** A fifo write of at most PIPE_BUF bytes is all or nothing: a batch never tears a line. */
+const MAX_BATCH = MAX_LINE;
+
+/** Sinks holding deferred lines, flushed when the process exits. */
+const sinksWithDeferred = new Set<{ flush(): void }>();
+let exitFlushInstalled = false;
+/** Set once the process exits: a line made after that (an 'exit' listener of later) goes out at once. */
+let exiting = false;
+function flushAtExit(sink: { flush(): void }): void {
+  sinksWithDeferred.add(sink);
+  if (exitFlushInstalled) return;
+  exitFlushInstalled = true;
+  process.on('exit', () => {
+    exiting = true;
+    flushDeferredLines();
+  });
+}
+
+/**
+ * Writes every deferred line now. The 'exit' event does it by itself; a path that ends the process
+ * without one (execve of an in-place upgrade, src/upgrade/exec.ts) calls this first.
+ */
+export function flushDeferredLines(): void {
+  for (const s of [...sinksWithDeferred]) s.flush();
+}
+
 /** After no live bundle's fifo could be opened, wait this long before trying again (not per line). */
 const RETARGET_BACKOFF_MS = 1000;
 
@@ -87,7 +122,54 @@ export class BundleLogSink {
     return this.bundle;
   }
 
+  private deferred = '';
+  private deferredBytes = 0;
+  private deferTimer: NodeJS.Timeout | null = null;
+
+  /** Writes the line now, after any deferred ones (order kept). */
   write(line: string): void {
+    if (this.deferredBytes > 0) {
+      const bytes = Buffer.byteLength(line);
+      if (this.deferredBytes + bytes <= MAX_BATCH) {
+        line = this.takeDeferred() + line;
+      } else this.flush();
+    }
+    this.writeNow(line);
+  }
+
+  /** Writes the line with the next write, or within DEFERRED_LINE_DELAY_MS (debug lines). */
+  defer(line: string): void {
+    if (exiting) {
+      this.write(line); // no timer fires any more
+      return;
+    }
+    const bytes = Buffer.byteLength(line);
+    if (this.deferredBytes + bytes > MAX_BATCH) this.flush();
+    this.deferred += line;
+    this.deferredBytes += bytes;
+    if (!this.deferTimer) {
+      this.deferTimer = setTimeout(() => this.flush(), DEFERRED_LINE_DELAY_MS);
+      this.deferTimer.unref();
+      flushAtExit(this);
+    }
+  }
+
+  /** Writes the deferred lines now. */
+  flush(): void {
+    if (this.deferredBytes > 0) this.writeNow(this.takeDeferred());
+  }
+
+  private takeDeferred(): string {
+    const out = this.deferred;
+    this.deferred = '';
+    this.deferredBytes = 0;
+    if (this.deferTimer) clearTimeout(this.deferTimer);
+    this.deferTimer = null;
+    sinksWithDeferred.delete(this);
+    return out;
+  }
+
+  private writeNow(line: string): void {
     if (this.fd >= 0) {
       try {
         fs.writeSync(this.fd, line);
@@ -139,10 +221,18 @@ export class BundleLogSink {
   }
 }
 
-export function createLogger(sink: { write(line: string): void } | null, minLevel: Level, base: Fields = {}): Logger {
+/** Where a logger's lines go; `defer` (optional) takes debug lines that may wait for the next write. */
+export interface LineSink {
+  write(line: string): void;
+  defer?(line: string): void;
+}
+
+export function createLogger(sink: LineSink | null, minLevel: Level, base: Fields = {}): Logger {
   const log = (level: Level, msg: string, fields?: Fields) => {
     if (!sink || RANK[level] < RANK[minLevel]) return;
-    sink.write(formatLine(level, msg, fields ? { ...base, ...fields } : base));
+    const line = formatLine(level, msg, fields ? { ...base, ...fields } : base);
+    if (level === 'debug' && sink.defer) sink.defer(line);
+    else sink.write(line);
   };
   return {
     debug: (m, f) => log('debug', m, f),

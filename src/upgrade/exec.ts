@@ -2,7 +2,8 @@
 // daemon stays the parent and subreaper of its containers and keeps every fd not marked
 // close-on-exec (libuv opens almost all with O_CLOEXEC: the hand-over clears it on exactly the fds
 // it passes on).
-import { execve, setCloexec } from '../sys/libc';
+import { execve as libcExecve, setCloexec } from '../sys/libc';
+import { flushDeferredLines } from '../sys/logger';
 import { daemonNodeArgs } from '../shim/node-flags';
 import type { ShimFlags } from '../shim/flags';
 
@@ -11,7 +12,14 @@ export const STATE_ENV = 'TSSHIM_UPGRADE_STATE';
 /** The only argument of a probe run (see probe.ts): print what this build is and exit. */
 export const PROBE_ARG = '-tsshim-upgrade-probe';
 
-export { execve };
+/**
+ * execve(2), after the logger's deferred debug lines are written: the process image goes, and with
+ * it whatever waits in memory (no 'exit' event runs). Throws (SysError) when the exec failed.
+ */
+export function execve(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  flushDeferredLines();
+  return libcExecve(file, argv, env);
+}
 
 /** Lets exactly these fds survive the exec. */
 export function keepAcrossExec(fds: number[]): void {

@@ -13,7 +13,7 @@ import { startOptions } from '../../src/shim/start-options';
 import { readConfig } from '../../src/shim/config';
 import { groupKey, GROUP_ANNOTATIONS } from '../../src/shim/address';
 import { parseFlags } from '../../src/shim/flags';
-import { BundleLogSink } from '../../src/sys/logger';
+import { BundleLogSink, createLogger, DEFERRED_LINE_DELAY_MS } from '../../src/sys/logger';
 import { splitCmdline } from '../../src/shim/proc-title';
 import { ExecProcess } from '../../src/task/process';
 import type { ProcessIO } from '../../src/task/io';
@@ -163,6 +163,116 @@ test('log sink: once the first bundle is deleted (its reader gone), lines go to 
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
+});
+
+test('log sink: debug lines wait for the next line or the delay, in order, none lost', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-log-'));
+  try {
+    const a = bundleWithReader(root, 'a');
+    const sink = new BundleLogSink(a.bundle, () => [a.bundle]);
+    const log = createLogger(sink, 'debug');
+    log.debug('first');
+    log.debug('second');
+    assert.equal(a.read(), '', 'debug lines wait');
+    log.info('third');
+    const got = a.read();
+    assert.deepEqual(
+      got
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => /msg="(\w+)"/.exec(l)?.[1]),
+      ['first', 'second', 'third'],
+      'one write, in order'
+    );
+    log.debug('later');
+    await new Promise((r) => setTimeout(r, DEFERRED_LINE_DELAY_MS + 50));
+    assert.match(a.read(), /msg="later"/, 'written after the delay without another line');
+    // More debug lines than one write takes (PIPE_BUF): none is lost, the order is kept.
+    for (let i = 0; i < 100; i++) log.debug('many', { i, pad: 'x'.repeat(100) });
+    sink.flush();
+    const lines = a.read().split('\n').filter(Boolean);
+    assert.equal(lines.length, 100);
+    assert.deepEqual(
+      lines.map((l) => Number(/ i=(\d+)/.exec(l)?.[1])),
+      Array.from({ length: 100 }, (_, i) => i)
+    );
+    a.close();
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('log sink: a pending debug line does not keep the event loop alive', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-log-'));
+  try {
+    const a = bundleWithReader(root, 'a');
+    const sink = new BundleLogSink(a.bundle, () => [a.bundle]);
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    createLogger(sink, 'debug').debug('pending');
+    assert.equal(timers(), before, 'the delay timer is unref()ed');
+    sink.flush();
+    assert.match(a.read(), /msg="pending"/);
+    a.close();
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+/**
+ * A child process logs debug lines to the bundle's fifo and ends the way `how` says; returns what
+ * reached the fifo (msg values in order) and the child's exit status.
+ */
+function endWithPendingLines(how: string): { msgs: string[]; status: number | null; stderr: string } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-log-'));
+  try {
+    const a = bundleWithReader(root, 'a');
+    const script = `
+      const { BundleLogSink, createLogger } = require(${JSON.stringify(path.join(repo, 'dist/src/sys/logger.js'))});
+      const { execve } = require(${JSON.stringify(path.join(repo, 'dist/src/upgrade/exec.js'))});
+      const log = createLogger(new BundleLogSink(${JSON.stringify(a.bundle)}, () => []), 'debug');
+      log.debug('one');
+      log.debug('two');
+      switch (${JSON.stringify(how)}) {
+        case 'exit': process.exit(0);
+        case 'end': break; // nothing else keeps the loop alive
+        case 'uncaught': throw new Error('boom');
+        case 'exit-listener': process.on('exit', () => log.debug('three')); process.exit(0);
+        case 'execve': execve('/bin/true', ['/bin/true'], process.env);
+      }`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const msgs = a
+      .read()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => /msg="(\w+)"/.exec(l)?.[1] ?? l);
+    a.close();
+    return { msgs, status: r.status, stderr: r.stderr };
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+test('log sink: pending debug lines are written when the process exits, however it ends', () => {
+  for (const how of ['exit', 'end']) {
+    const r = endWithPendingLines(how);
+    assert.equal(r.status, 0, `${how}: ${r.stderr}`);
+    assert.deepEqual(r.msgs, ['one', 'two'], how);
+  }
+  const uncaught = endWithPendingLines('uncaught');
+  assert.equal(uncaught.status, 1, uncaught.stderr);
+  assert.match(uncaught.stderr, /boom/);
+  assert.deepEqual(uncaught.msgs, ['one', 'two'], 'uncaught exception');
+  // A debug line made by an 'exit' listener that runs after the flush is not left waiting.
+  const late = endWithPendingLines('exit-listener');
+  assert.equal(late.status, 0, late.stderr);
+  assert.deepEqual(late.msgs, ['one', 'two', 'three'], "a line made in an 'exit' listener");
+});
+
+test('log sink: pending debug lines are written before the execve of an in-place upgrade', () => {
+  const r = endWithPendingLines('execve');
+  assert.equal(r.status, 0, `the child became /bin/true: ${r.stderr}`);
+  assert.deepEqual(r.msgs, ['one', 'two']);
 });
 
 test('log sink: no live reader anywhere drops the line, and does not retry on every line', () => {

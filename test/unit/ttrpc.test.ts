@@ -14,7 +14,9 @@ const logs: Array<{ level: string; msg: string }> = [];
 
 function makeServer(opts: ConstructorParameters<typeof Server>[0] = {}) {
   const server = new Server({ log: (level, msg) => logs.push({ level, msg }), ...opts });
-  const seen: { ctx?: CallContext; aborted: Array<unknown> } = { aborted: [] };
+  const seen: { ctx?: CallContext; aborted: Array<unknown>; late?: { aborted: boolean; code?: Code } } = {
+    aborted: [],
+  };
   server.register(SVC, {
     Echo: (p) => p,
     Delay: async (p) => {
@@ -36,6 +38,12 @@ function makeServer(opts: ConstructorParameters<typeof Server>[0] = {}) {
           reject(ctx.signal.reason);
         })
       );
+    },
+    // Looks at ctx.signal only after the wait (its AbortController is made on first use).
+    LateSignal: async (p, ctx) => {
+      await sleep(p.readUInt32BE(0));
+      seen.late = { aborted: ctx.signal.aborted, code: (ctx.signal.reason as TtrpcError | undefined)?.code };
+      return p;
     },
     NotFound: () => {
       throw new TtrpcError(Code.NOT_FOUND, 'container not created: not found');
@@ -138,6 +146,17 @@ test('server deadline: ctx.deadline set and signal aborted with DEADLINE_EXCEEDE
   const ctx = main.seen.ctx as CallContext;
   assert.ok(ctx.deadline && Math.abs(ctx.deadline - (t0 + 80)) < 50);
   peer.destroy();
+});
+
+test('server deadline: a handler that looks at ctx.signal only after the deadline sees it aborted', async () => {
+  const peer = await RawPeer.connect(main.path);
+  main.seen.late = undefined;
+  peer.sendFrame(1, MessageType.REQUEST, 0, req('LateSignal', u32(150), { timeoutNano: 30_000_000 }));
+  // The handler ignored the signal and answers after the deadline (as before: the server does not answer for it).
+  const f = await peer.nextFrame();
+  peer.destroy();
+  assert.ok(f);
+  assert.deepEqual(main.seen.late, { aborted: true, code: Code.DEADLINE_EXCEEDED });
 });
 
 test('client deadline fails locally and drops the late reply', async () => {
