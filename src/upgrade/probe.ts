@@ -48,7 +48,13 @@ function howItEnded(r: { error: Error | null; stderr: string }): string {
   if (e?.killed) parts.push('did not finish in time');
   else if (typeof e?.signal === 'string' && e.signal) parts.push(`killed by ${e.signal}`);
   else if (typeof e?.code === 'number') parts.push(`exited with status ${e.code}`);
-  const err = r.stderr.trim().split('\n').filter(Boolean).slice(0, 3).join(' | ');
+  // The native and JavaScript stack traces node prints for an abort: the first lines of anything else.
+  const err = r.stderr
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() && !/^\s*(-----|\d+: )/.test(l))
+    .slice(0, 3)
+    .join(' | ');
   if (err) parts.push(err);
   return parts.join(': ') || 'the probe ended without saying why';
 }
