@@ -32,10 +32,22 @@ function readStdin(): Buffer {
 
 async function main(argv: string[]): Promise<void> {
   // An in-place upgrade asks this build what it is before it execs it (src/upgrade/probe.ts).
+  // With a state file, it also runs its restore on that state, taking over nothing (a dry run):
+  // the answer comes first, so the daemon can tell a build that loads but crashes on its state.
   if (argv.length === 1 && argv[0] === PROBE_ARG) {
-    const { probeAnswer, PROBE_MARK } = await import('../upgrade/probe');
-    process.stdout.write(`${PROBE_MARK}${JSON.stringify(probeAnswer())}\n`);
-    return;
+    const { probeAnswer, PROBE_MARK, DRY_RUN_MARK, DRY_RUN_FAILED_MARK } = await import('../upgrade/probe');
+    const dryRunFile = readConfig(process.env).upgradeDryRunFile;
+    process.stdout.write(`${PROBE_MARK}${JSON.stringify(probeAnswer(!!dryRunFile))}\n`);
+    if (!dryRunFile) return;
+    const { dryRunRestore } = await import('../upgrade/restore');
+    try {
+      const r = dryRunRestore(fs.readFileSync(dryRunFile, 'utf8'));
+      process.stdout.write(`${DRY_RUN_MARK}${JSON.stringify(r)}\n`);
+    } catch (e) {
+      process.stdout.write(`${DRY_RUN_FAILED_MARK}${String((e as Error)?.message ?? e).split('\n')[0]}\n`);
+      process.exit(1);
+    }
+    process.exit(0); // the dry run's objects may hold timers: nothing else is to run
   }
   let flags;
   try {

@@ -33,6 +33,7 @@ import type { ShimConfig } from '../shim/config';
 import { SHIM_SERVICE } from '../diag/introspection';
 import { replayableCall, upgradeHandler } from '../upgrade/capture';
 import {
+  exitFallback,
   fallBack,
   listenerFrom,
   pendingUpgrade,
@@ -87,6 +88,15 @@ function upgradeBundle(text: string | undefined): string | null {
   }
 }
 
+/** The state as far as it parses, for a fallback (which needs only where the previous build is). */
+function looseState(text: string): UpgradeState | null {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null; // nothing to fall back with
+  }
+}
+
 export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: BoundSocket): Promise<void> {
   // An in-place upgrade exec'd us with the previous program's state (src/upgrade/).
   const upgrade = pendingUpgrade(config.upgradeStateFile);
@@ -114,17 +124,17 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   );
 
   let state: UpgradeState | null = null;
+  // Until the Upgrade call is answered, a process.exit() of this build is a failed restore too.
+  const disarmExitFallback = upgrade
+    ? exitFallback((reason) =>
+        fallBack(upgrade.file, state ?? looseState(upgrade.text), reason, flags, config.snapshot, log)
+      )
+    : () => {};
   if (upgrade) {
     try {
       state = readState(upgrade.text);
     } catch (e) {
-      let loose: UpgradeState | null = null;
-      try {
-        loose = JSON.parse(upgrade.text);
-      } catch {
-        /* nothing to fall back with */
-      }
-      fallBack(upgrade.file, loose, (e as Error).message, flags, config.snapshot, log);
+      fallBack(upgrade.file, looseState(upgrade.text), (e as Error).message, flags, config.snapshot, log);
     }
     startedAt = new Date(state.daemon.startedAt);
   }
@@ -318,6 +328,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
         log
       );
     }
+    disarmExitFallback();
     reaper.reapNow();
     fs.rmSync(upgrade.file, { force: true });
     if (state.fallbackReason !== undefined)

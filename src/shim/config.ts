@@ -29,6 +29,8 @@ export interface ShimConfig {
   readonly handoff: { readonly socket: string; readonly group: string };
   /** Set by an in-place upgrade (src/upgrade/) for the program it execs: the state to restore. */
   readonly upgradeStateFile: string;
+  /** Set by an in-place upgrade for its probe of the new build: the state to run a dry restore on. */
+  readonly upgradeDryRunFile: string;
 }
 
 const DEFAULT_SPARE_IDLE_MS = 10 * 60_000;
@@ -101,6 +103,12 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
     default: 'internal',
     meaning: 'set by an in-place upgrade (`tsshim upgrade`) for the build it executes: the state file to restore',
   },
+  {
+    name: 'TSSHIM_UPGRADE_DRY_RUN',
+    default: 'internal',
+    meaning:
+      "set by an in-place upgrade for its probe of the new build: a copy of the shim's state the probe runs a dry restore on",
+  },
   { name: 'TSSHIM_ENV_ROOM', default: 'internal', meaning: "reserved room in a warm spare's environment block" },
   {
     name: 'XDG_RUNTIME_DIR',
@@ -124,5 +132,6 @@ export function readConfig(env: NodeJS.ProcessEnv): ShimConfig {
     ttrpcAddress: env.TTRPC_ADDRESS || '',
     handoff: Object.freeze({ socket: env.TSSHIM_SOCKET || '', group: env.TSSHIM_GROUP || '' }),
     upgradeStateFile: env.TSSHIM_UPGRADE_STATE || '',
+    upgradeDryRunFile: env.TSSHIM_UPGRADE_DRY_RUN || '',
   });
 }

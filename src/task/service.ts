@@ -481,8 +481,10 @@ export class TaskService {
    * A container of the previous process: its live processes are watched again, its cgroup and OOM
    * watch taken up, and exits that were reaped but not yet published are published now, in order.
    * The OOM watch handed over is in place before those exits, which look at it first.
+   * `dryRun` (the upgrade probe's dry run of the restore, in a process that holds none of these
+   * processes): the table is built, no exit is published or persisted.
    */
-  adopt(c: Container, watched: Process[], oom: OomHandover | null = null): void {
+  adopt(c: Container, watched: Process[], oom: OomHandover | null = null, dryRun = false): void {
     const key = this.key(c.namespace, c.id);
     this.containers.set(key, c);
     this.everCreated = true;
@@ -499,6 +501,7 @@ export class TaskService {
         this.oom.add(key, cg).catch((e: unknown) => this.deps.log.warn('cannot watch for OOM', { id: c.id, error: e }));
       }
     }
+    if (dryRun) return;
     for (const p of [c.init, ...c.execs.values()]) {
       if (p.reaped && !p.exit) void this.handleExit(c, p, p.reaped.status);
     }

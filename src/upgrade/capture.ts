@@ -15,7 +15,7 @@ import type { TaskService } from '../task/service';
 import type { RpcStats } from '../task/rpc';
 import type { Process } from '../task/process';
 import { ExecProcess, type InitProcess } from '../task/process';
-import { ioFds, type IoHandover } from '../task/io';
+import { ioFds, type IoHandover, type IoState } from '../task/io';
 import { REVISION, VERSION } from '../shim/version';
 import { SHIM_SERVICE } from '../diag/introspection';
 import {
@@ -75,7 +75,7 @@ export interface UpgradeHost {
   beforeExec(): void;
 }
 
-export function stateFile(stateDir: string, pid = process.pid): string {
+export function stateFile(stateDir: string, pid: number | string = process.pid): string {
   return path.join(stateDir, `upgrade-${pid}.json`);
 }
 
@@ -115,14 +115,34 @@ export function upgradeHandler(host: UpgradeHost) {
     // Busy from the probe on: the probe no longer blocks the loop, so a second Upgrade could arrive.
     busy = true;
     let info: BuildInfo;
+    const dryRunFile = stateFile(host.stateDir, `${process.pid}-dry-run`);
     try {
-      info = await probeBuild(entry, host.snapshot);
+      // The state the exec would hand over, as it is now, for the probe's dry run of the restore.
+      // The real one, written after quiescing, differs a little: containers and execs created or
+      // deleted and exits reaped meanwhile, bytes read but not yet written (none here), the
+      // connections and the Upgrade call (none here: fds the restore only wraps), the OOM watches
+      // and the metrics socket (none here: fds too). What the restore builds from it is the same.
+      // It also proves the state dir takes the state file before anything is touched.
+      try {
+        fs.mkdirSync(host.stateDir, { recursive: true, mode: 0o700 });
+        writeStateFile(dryRunFile, captureView(host, entry));
+      } catch (e) {
+        throw new Error(`cannot write the upgrade state: ${(e as Error).message}`);
+      }
+      info = await probeBuild(entry, host.snapshot, undefined, dryRunFile);
     } catch (e) {
       busy = false;
       const reason = (e as Error).message;
       host.log.warn('upgrade refused: staying on this build', { entry, reason });
       return reply({ upgraded: false, reason, entry });
+    } finally {
+      fs.rmSync(dryRunFile, { force: true });
     }
+    if (info.dryRun !== true)
+      host.log.warn('upgrade: the new build runs no dry run of its restore in the probe (an older build)', {
+        entry,
+        to: info.version,
+      });
     const to = { to_version: info.version, to_revision: info.revision, entry };
     if (req.check) {
       busy = false;
@@ -258,6 +278,22 @@ function time(t: { status: number; at: Date; nanos: number } | null) {
   return t ? { status: t.status, at: t.at.getTime(), nanos: t.nanos } : null;
 }
 
+/** What the state is made of besides the process table: detached (capture) or only looked at (captureView). */
+interface StateParts {
+  connections: UpgradeState['connections'];
+  upgradeCall: UpgradeState['upgradeCall'];
+  io(p: Process): IoState | null;
+  oom(c: ReturnType<TaskService['list']>[number]): UpgradeState['containers'][number]['oom'];
+  metrics: { fd: number; socket: string } | null;
+  to: UpgradeState['to'];
+}
+
+function listenFdOf(host: UpgradeHost): number {
+  const listenFd = (host.netServer as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof listenFd !== 'number' || listenFd < 0) throw new Error('the listening socket has no fd');
+  return listenFd;
+}
+
 function capture(
   host: UpgradeHost,
   entry: string,
@@ -266,9 +302,7 @@ function capture(
   self: { conn: unknown; streamId: number } | null,
   metrics: { fd: number; socket: string } | null
 ): UpgradeState {
-  const listenFd = (host.netServer as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof listenFd !== 'number' || listenFd < 0) throw new Error('the listening socket has no fd');
-  const { watched } = host.service.handoverView();
+  const listenFd = listenFdOf(host);
   // Detaching is the irreversible part: connections first (they hold no call but waits now).
   const conns = host.ttrpc.handover((conn) => new Set(self && conn === self.conn ? [self.streamId] : []));
   const connections = conns.map(({ handover }) => ({
@@ -279,6 +313,39 @@ function capture(
   const upgradeCall = self
     ? { connection: conns.findIndex((c) => c.conn === self.conn), streamId: self.streamId }
     : null;
+  return stateOf(host, listenFd, {
+    connections,
+    upgradeCall,
+    io: (p) => ios.get(p)?.detach() ?? null,
+    oom: (c) => host.service.handOverOom(c),
+    metrics,
+    to: { entry, version: info.version },
+  });
+}
+
+/**
+ * The state as capture() would write it now, for the probe's dry run of the restore: nothing is
+ * detached, paused or stopped. No connections, no Upgrade call, no OOM watch and no metrics
+ * socket (each only an fd the restore takes over, which the dry run does not do), no bytes read
+ * but not written; IO that cannot be handed over right now is left out.
+ */
+export function captureView(host: UpgradeHost, entry: string): UpgradeState {
+  return stateOf(host, listenFdOf(host), {
+    connections: [],
+    upgradeCall: null,
+    io: (p) => {
+      const h = p.io?.handover?.();
+      return typeof h === 'object' ? h.view() : null;
+    },
+    oom: () => null,
+    metrics: null,
+    to: { entry, version: '' },
+  });
+}
+
+function stateOf(host: UpgradeHost, listenFd: number, parts: StateParts): UpgradeState {
+  const { watched } = host.service.handoverView();
+  const { connections, upgradeCall, metrics } = parts;
   const processState = (p: Process): ProcessState => {
     const base: ProcessState = {
       execId: p.execId,
@@ -288,7 +355,7 @@ function capture(
       exit: time(p.exit),
       reaped: time(p.reaped),
       watched: watched.has(p),
-      io: ios.get(p)?.detach() ?? null,
+      io: parts.io(p),
     };
     if (p instanceof ExecProcess) base.spec = p.spec;
     return base;
@@ -306,13 +373,13 @@ function capture(
     runningExecs: c.runningExecs,
     init: processState(c.init),
     execs: [...c.execs.values()].map(processState),
-    oom: host.service.handOverOom(c),
+    oom: parts.oom(c),
   }));
   const pub = host.publisher;
   return {
     version: STATE_VERSION,
     from: { version: VERSION, revision: REVISION, entry: host.entry },
-    to: { entry, version: info.version },
+    to: parts.to,
     writtenAt: Date.now(),
     daemon: {
       startedAt: host.startedAt.getTime(),

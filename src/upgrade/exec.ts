@@ -9,6 +9,11 @@ import type { ShimFlags } from '../shim/flags';
 
 /** Environment variable naming the state file the new process restores from (read as config.upgradeStateFile). */
 export const STATE_ENV = 'TSSHIM_UPGRADE_STATE';
+/**
+ * Set for a probe run only (read as config.upgradeDryRunFile): a state file the probe runs its
+ * restore on, without taking over anything (probe.ts, restore.ts dryRunRestore).
+ */
+export const DRY_RUN_ENV = 'TSSHIM_UPGRADE_DRY_RUN';
 /** The only argument of a probe run (see probe.ts): print what this build is and exit. */
 export const PROBE_ARG = '-tsshim-upgrade-probe';
 

@@ -1,20 +1,24 @@
 // The new process's side of an in-place upgrade: read the state the previous program left, take
 // over its fds, rebuild the process table, serve its connections again and answer the Upgrade
-// call. Restoring is synchronous up to the point where the connections are served: if it throws,
-// nothing was read from any fd yet, and the previous build is exec'd with the same state
-// (fallback), which then reports why.
+// call. Restoring is synchronous up to the point where the connections are served: if it throws
+// or calls process.exit(), nothing was read from or written to any fd yet, and the previous build
+// is exec'd with the same state (fallback), which then reports why. A fatal signal (an abort, a
+// segfault) cannot be caught: the probe runs the same restore on the same state first, in a child
+// process that takes over no fd (dryRunRestore), and a build that crashes there is never exec'd.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { tsshim } from '../gen/proto';
 import { Code, type Server } from '../ttrpc';
 import type { Logger } from '../sys/logger';
-import type { Publisher, OutboxEvent } from '../shim/publisher';
+import { Publisher, type OutboxEvent } from '../shim/publisher';
+import { nullLogger } from '../sys/logger';
 import type { ShimFlags } from '../shim/flags';
 import { Container } from '../task/container';
 import { ExecProcess, type InitProcess, type Process } from '../task/process';
-import type { TaskService } from '../task/service';
+import { TaskService } from '../task/service';
+import { TaskEvents } from '../task/events';
 import type { RpcStats } from '../task/rpc';
-import { ioFds } from '../task/io';
+import { ioFds, type IoState } from '../task/io';
 import { REVISION, VERSION } from '../shim/version';
 import { writeStateFile, parseState, STATE_VERSION, stateFds, type ProcessState, type UpgradeState } from './state';
 import { daemonArgv, execve, keepAcrossExec, STATE_ENV } from './exec';
@@ -67,6 +71,18 @@ export function fallBack(
   }
 }
 
+/**
+ * Until the returned disarm() is called, a process.exit() of this build (anywhere: a bug in the
+ * restore, a module that exits) takes the fallback instead of ending the shim: the 'exit' event
+ * is emitted synchronously before anything is torn down, every fd is still open, and fallback
+ * (fallBack above, which never returns) execs the previous build from inside the handler.
+ */
+export function exitFallback(fallback: (reason: string) => void): () => void {
+  const onExit = (code: number) => fallback(`the new build exited with status ${code} while restoring`);
+  process.prependOnceListener('exit', onExit);
+  return () => process.removeListener('exit', onExit);
+}
+
 /** Parses the state; a version this build does not read is a fallback like any other failure. */
 export function readState(text: string): UpgradeState {
   return parseState(text);
@@ -96,9 +112,18 @@ export interface RestoreTarget {
   log: Logger;
 }
 
-/** Rebuilds the process table and the IO of every process (synchronous: see the file comment). */
-export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
-  restoreHook();
+/**
+ * Rebuilds the process table and the IO of every process (synchronous: see the file comment).
+ * `dryRun`: the same in a probe process (dryRunRestore), without taking over any fd: no IO is
+ * adopted (its state is only walked), no pidfd opened, no exit published.
+ */
+export function restoreTasks(state: UpgradeState, t: RestoreTarget, dryRun = false): void {
+  restoreHook(dryRun ? 'dry-run' : 'restore');
+  const adoptIO = (c: Container, p: Process, io: IoState | null) => {
+    if (!io) return;
+    if (dryRun) ioFds(io);
+    else c.adoptIO(p, io);
+  };
   for (const cs of state.containers) {
     const c = new Container({
       id: cs.id,
@@ -115,18 +140,18 @@ export function restoreTasks(state: UpgradeState, t: RestoreTarget): void {
     c.createdAt = new Date(cs.createdAt);
     c.runningExecs = cs.runningExecs;
     restoreProcess(c.init, cs.init);
-    if (cs.init.io) c.adoptIO(c.init, cs.init.io);
+    adoptIO(c, c.init, cs.init.io);
     const watched: Process[] = cs.init.watched ? [c.init] : [];
     for (const es of cs.execs) {
       const e = new ExecProcess(cs.id, es.execId, es.stdio, es.spec ?? {});
       restoreProcess(e, es);
       c.execs.set(es.execId, e);
-      if (es.io) c.adoptIO(e, es.io);
+      adoptIO(c, e, es.io);
       // Signals go through a pidfd again; the pid is still ours until this process reaps it.
-      if (!e.reaped && !e.exit && e.pid && es.state === 'running') e.holdPid();
+      if (!dryRun && !e.reaped && !e.exit && e.pid && es.state === 'running') e.holdPid();
       if (es.watched) watched.push(e);
     }
-    t.service.adopt(c, watched, cs.oom ?? null);
+    t.service.adopt(c, watched, cs.oom ?? null, dryRun);
   }
   t.service.everCreated = state.daemon.everCreated;
   t.service.shutdownRequested = state.daemon.shutdownRequested;
@@ -157,8 +182,14 @@ export function restoreConnections(state: UpgradeState, ttrpc: Server, log: Logg
     log.warn('upgrade: the connection of the Upgrade call is gone');
     return sockets;
   }
+  conn.respond(call.streamId, Code.OK, '', upgradeAnswer(state));
+  return sockets;
+}
+
+/** The answer to the Upgrade call, from whichever build ends up running. */
+function upgradeAnswer(state: UpgradeState): Uint8Array {
   const upgraded = state.fallbackReason === undefined;
-  const answer = tsshim.v1.UpgradeResponse.encode({
+  return tsshim.v1.UpgradeResponse.encode({
     upgraded,
     reason: state.fallbackReason ?? '',
     pid: process.pid,
@@ -169,11 +200,58 @@ export function restoreConnections(state: UpgradeState, ttrpc: Server, log: Logg
     to_revision: upgraded ? REVISION : '',
     entry: state.to.entry,
   }).finish();
-  conn.respond(call.streamId, Code.OK, '', answer);
-  return sockets;
 }
 
-/** A function a test replaces in the bundle to make restoring throw (proves the fallback). */
-export function restoreHook(): string {
+/**
+ * The upgrade probe's dry run (src/upgrade/probe.ts): everything the restore does with the state
+ * text (parse, migrate, rebuild the process table, containers, processes and their state
+ * machines, the outbox, the counters, the Upgrade answer) in a probe process of the new build,
+ * which holds none of the fds and processes the state names and touches none of them. A build
+ * whose restore throws, exits or crashes on this state fails here, before the daemon quiesces.
+ */
+export function dryRunRestore(text: string): { containers: number } {
+  const state = readState(text);
+  const log = nullLogger;
+  const publisher = new Publisher(null, undefined, log);
+  const idle = new NoProcesses();
+  const service = new TaskService({
+    events: new TaskEvents(publisher),
+    exits: idle,
+    runner: idle,
+    log,
+    shimPid: process.pid,
+    onEmpty: () => {},
+    oomMonitor: () => ({
+      add: async () => {},
+      remove: () => {},
+      flush: async () => {},
+      close: () => {},
+      handover: () => null,
+    }),
+  });
+  restoreTasks(state, { service, publisher, rpcStats: { calls: new Map(), onCall: () => {} }, log }, true);
+  upgradeAnswer(state);
+  publisher.close();
+  return { containers: service.size };
+}
+
+/** Exits and runs for the dry run's service: none arrive, none may start. */
+class NoProcesses {
+  subscribe(): () => void {
+    return () => {};
+  }
+  run(): never {
+    throw new Error('the dry run of the restore runs no process');
+  }
+  spawn(): never {
+    throw new Error('the dry run of the restore runs no process');
+  }
+}
+
+/**
+ * A function a test replaces in the bundle to make restoring fail (proves the fallback): `_mode`
+ * says whether it runs in the probe's dry run or in the real restore after the exec.
+ */
+export function restoreHook(_mode: 'dry-run' | 'restore'): string {
   return 'tsshim-restore-hook';
 }

@@ -2,8 +2,8 @@
 // re-execute themselves into another build (same pid) while containers stream output, tty sessions
 // (`ctr task attach` on a real terminal among them) stay open and execs are in flight; containerd
 // notices nothing. Two builds that differ visibly: this checkout (A) and a copy of it with another
-// version string (B). Broken builds (a bundle that does not parse, a restore that throws) and an
-// older build refusing a newer state version prove the fallback.
+// version string (B). Broken builds (a bundle that does not parse, a restore that throws, exits or
+// aborts) and an older build refusing a newer state version prove the fallback.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -643,37 +643,88 @@ async function finishCounter(k: { id: string; log: string }, on: Containerd = c,
   await on.ctr(['container', 'delete', k.id]);
 }
 
-test('a broken new build falls back to the running one: missing, a bundle that does not parse, a restore that throws', async (t) => {
+/**
+ * A build whose restore fails: always (the probe's dry run on this shim's state finds it, nothing is
+ * touched), or only in the real restore after the exec (`_mode` of restoreHook: the fallback).
+ */
+function failingRestore(name: string, failure: string, when: 'always' | 'after the exec'): string {
+  return makeBuild(name, `0.1.0-${name}`, (b) =>
+    b.replace(
+      /return ["']tsshim-restore-hook["'];/,
+      `${when === 'always' ? '' : 'if (_mode === "restore") '}${failure}; return "tsshim-restore-hook";`
+    )
+  );
+}
+
+test('a broken new build falls back to the running one: missing, a bundle that does not parse, a restore that throws, exits or aborts', async (t) => {
   const k = await fileCounter();
   const entryA = ENTRY_A();
   const missing = path.join(builds, 'nowhere', 'dist', 'src', 'daemon', 'boot.js');
   const syntax = makeBuild('syntax', '0.1.0-syntax', (b) => `${b}\n}}} this is not javascript (((\n`);
-  const throwing = makeBuild('throwing', '0.1.0-throwing', (b) =>
-    b.replace(/return ["']tsshim-restore-hook["'];/, 'throw new Error("injected restore failure");')
-  );
+  const throwing = 'throw new Error("injected restore failure")';
   const fdsBefore = fdCount(k.shim);
-  const cases: [string, string, RegExp][] = [
-    ['missing', missing, /the new build is missing/],
-    ['syntax', syntax, /cannot be loaded: .*SyntaxError/],
-    ['throwing', throwing, /not upgraded, still 0\.1\.0 .*the new build failed to restore: injected restore failure/],
+  const dryRun = (v: string) =>
+    new RegExp(
+      `build 0\\.1\\.0-${v} .*cannot restore this shim's state \\(its restore failed in a dry run in the probe process, nothing was touched\\): `
+    );
+  const fellBack = /not upgraded, still 0\.1\.0 \(/;
+  // [name, entry, the reason, the probe refuses it (also for --check)]
+  const cases: [string, string, RegExp, boolean][] = [
+    ['missing', missing, /the new build is missing/, true],
+    ['syntax', syntax, /cannot be loaded: .*SyntaxError/, true],
+    [
+      'throws',
+      failingRestore('throws', throwing, 'always'),
+      new RegExp(`${dryRun('throws').source}injected restore failure`),
+      true,
+    ],
+    [
+      'exits',
+      failingRestore('exits', 'process.exit(3)', 'always'),
+      new RegExp(`${dryRun('exits').source}exited with status 3`),
+      true,
+    ],
+    [
+      'aborts',
+      failingRestore('aborts', 'process.abort()', 'always'),
+      new RegExp(`${dryRun('aborts').source}killed by SIGABRT`),
+      true,
+    ],
+    [
+      'throws-after-exec',
+      failingRestore('throws-after-exec', throwing, 'after the exec'),
+      new RegExp(`${fellBack.source}.*the new build failed to restore: injected restore failure`),
+      false,
+    ],
+    [
+      'exits-after-exec',
+      failingRestore('exits-after-exec', 'process.exit(3)', 'after the exec'),
+      new RegExp(`${fellBack.source}.*the new build exited with status 3 while restoring`),
+      false,
+    ],
   ];
-  for (const [name, entry, why] of cases) {
+  for (const [name, entry, why, probeRefuses] of cases) {
     const check = await upgrade(entry, ['--check', k.id]);
     const u = await upgrade(entry, [k.id]);
     t.diagnostic(`${name}: check: ${check.out.trim()} | upgrade: ${u.out.trim()}`);
     assert.equal(u.code, 1, `${name}: ${u.out}`);
     assert.match(u.out, why, name);
-    if (name !== 'throwing') assert.match(check.out, why, `${name} --check`);
+    if (probeRefuses) {
+      assert.equal(check.code, 1, `${name} --check: ${check.out}`);
+      assert.match(check.out, why, `${name} --check`);
+    } else assert.equal(check.code, 0, `${name} --check: the probe finds nothing: ${check.out}`);
     assert.ok(pidAlive(k.shim), `${name}: shim alive`);
     assert.ok((await versions()).get(k.shim)?.startsWith('0.1.0 ('), `${name}: still the running build`);
     assert.equal((await getTask(c, k.id)).status, 'RUNNING', `${name}: container unaffected`);
   }
-  // containerd's log says why (the shim logs to it).
-  await until(
-    () => /injected restore failure/.test(c.logTail(200_000)),
-    "the fallback reason in containerd's log",
-    5000
-  );
+  // containerd's log says why (the shim logs to it): the probe's refusals and the fallbacks.
+  for (const why of [
+    /upgrade refused: staying on this build.*exited with status 3/,
+    /upgrade refused: staying on this build.*killed by SIGABRT/,
+    /fell back to this build.*the new build failed to restore: injected restore failure/,
+    /fell back to this build.*the new build exited with status 3 while restoring/,
+  ])
+    await until(() => why.test(c.logTail(400_000)), `${why.source} in containerd's log`, 5000);
   // Still fully working, and upgradable afterwards.
   const u = await upgrade(makeBuild('b2', '0.1.0-upgrade.b2'), [k.id]);
   assert.equal(u.code, 0, u.out);
@@ -968,11 +1019,11 @@ test('OOM kills across upgrades: one during the swap itself is reported once, no
     await until(() => mine() === 1, 'the first /tasks/oom');
 
     // A build whose restore makes the container OOM and waits for the kill before it goes on: the
-    // OOM happens while no program watches the cgroup.
+    // OOM happens while no program watches the cgroup (in the real restore, not the probe's dry run).
     const during = makeBuild('oomgap', '0.1.0-oomgap', (b) =>
       b.replace(
         /return ["']tsshim-restore-hook["'];/,
-        `{ const fs = require("fs"); fs.writeFileSync(${JSON.stringify(trigger)}, ""); const nap = new Int32Array(new SharedArrayBuffer(4)); const end = Date.now() + 30000; while (Date.now() < end && !/oom_kill [2-9]/.test(fs.readFileSync(${JSON.stringify(counter)}, "utf8"))) Atomics.wait(nap, 0, 0, 20); } return "tsshim-restore-hook";`
+        `if (_mode === "restore") { const fs = require("fs"); fs.writeFileSync(${JSON.stringify(trigger)}, ""); const nap = new Int32Array(new SharedArrayBuffer(4)); const end = Date.now() + 30000; while (Date.now() < end && !/oom_kill [2-9]/.test(fs.readFileSync(${JSON.stringify(counter)}, "utf8"))) Atomics.wait(nap, 0, 0, 20); } return "tsshim-restore-hook";`
       )
     );
     const up = await upgrade(during, [id]);

@@ -34,6 +34,7 @@ test('config: defaults, and each variable changes its field', () => {
       ttrpcAddress: '',
       handoff: { socket: '', group: '' },
       upgradeStateFile: '',
+      upgradeDryRunFile: '',
     }
   );
   const c = readConfig({
@@ -51,6 +52,7 @@ test('config: defaults, and each variable changes its field', () => {
     TSSHIM_SOCKET: '/sock',
     TSSHIM_GROUP: 'g',
     TSSHIM_UPGRADE_STATE: '/u.json',
+    TSSHIM_UPGRADE_DRY_RUN: '/d.json',
   });
   assert.deepEqual(
     { ...c, handoff: { ...c.handoff } },
@@ -68,6 +70,7 @@ test('config: defaults, and each variable changes its field', () => {
       ttrpcAddress: '/t',
       handoff: { socket: '/sock', group: 'g' },
       upgradeStateFile: '/u.json',
+      upgradeDryRunFile: '/d.json',
     }
   );
   assert.equal(

@@ -3,6 +3,7 @@
 // replayed call, and a container output copy stopped between two chunks and taken up again.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -19,7 +20,8 @@ import {
   type UpgradeState,
 } from '../../src/upgrade/state';
 import { replayableCall } from '../../src/upgrade/capture';
-import { probeAnswer, probeBuild, PROBE_MARK } from '../../src/upgrade/probe';
+import { DRY_RUN_FAILED_MARK, probeAnswer, probeBuild, PROBE_MARK } from '../../src/upgrade/probe';
+import { dryRunRestore } from '../../src/upgrade/restore';
 import { ioFds, type IoState } from '../../src/task/io';
 import { encodeFrame, FrameDecoder, MessageType } from '../../src/ttrpc/channel';
 import { decodeResponse, encodeRequest } from '../../src/ttrpc/codec';
@@ -287,6 +289,114 @@ test('upgrade probe: the daemon keeps serving while the new build is probed (the
     fs.writeFileSync(entry, 'syntax error here\n');
     await assert.rejects(probeBuild(entry, false), /cannot be loaded: .*SyntaxError/);
     await assert.rejects(probeBuild(path.join(dir, 'missing.js'), false), /the new build is missing/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---- crashes of the new build (README "Upgrading tsshim", Fallback) ------------------------
+
+/** This checkout's compiled shim entry (the unbundled main.js: the same code as the bundle). */
+const MAIN_JS = path.join(__dirname, '..', '..', 'src', 'daemon', 'main.js');
+
+test("upgrade dry run: the restore's object graph is built from the state, taking over no fd", () => {
+  assert.deepEqual(dryRunRestore(encodeState(sampleState())), { containers: 1 });
+  assert.throws(
+    () => dryRunRestore(JSON.stringify({ ...sampleState(), version: STATE_VERSION + 1 })),
+    StateVersionError
+  );
+  assert.throws(() => dryRunRestore(JSON.stringify({ ...sampleState(), containers: 'x' })), /containers missing/);
+});
+
+test('upgrade probe: the new build runs its restore on the state first; a throw, an exit, an abort there refuse the build with the reason', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-dry-'));
+  try {
+    const stateFile = path.join(dir, 'state.json');
+    writeStateFile(stateFile, sampleState());
+    // The real build: answers, runs the dry run on the state, says it went through.
+    const info = await probeBuild(MAIN_JS, false, 20_000, stateFile);
+    assert.equal(info.dryRun, true);
+    const bad = path.join(dir, 'bad.json');
+    fs.writeFileSync(bad, JSON.stringify({ ...sampleState(), containers: 'x' }));
+    await assert.rejects(
+      probeBuild(MAIN_JS, false, 20_000, bad),
+      /cannot restore this shim's state \(its restore failed in a dry run in the probe process, nothing was touched\): upgrade state: containers missing/
+    );
+    // Builds whose restore dies on this state: they answer the probe first, then end badly.
+    const answer = JSON.stringify(PROBE_MARK + JSON.stringify({ ...probeAnswer(true), version: 'crashy' }));
+    const build = (name: string, then: string) => {
+      const entry = path.join(dir, `${name}.js`);
+      fs.writeFileSync(entry, `console.log(${answer});\n${then}\n`);
+      return entry;
+    };
+    const cases: [string, string, RegExp][] = [
+      ['exit', 'process.exit(3);', /build crashy .*cannot restore this shim's state .*: exited with status 3$/],
+      ['abort', 'process.abort();', /build crashy .*cannot restore this shim's state .*: killed by SIGABRT/],
+      ['signal', 'process.kill(process.pid, "SIGSEGV");', /killed by SIGSEGV/],
+      [
+        'threw',
+        `console.log(${JSON.stringify(DRY_RUN_FAILED_MARK)} + "boom"); process.exit(1);`,
+        /nothing was touched\): boom$/,
+      ],
+    ];
+    for (const [name, then, why] of cases)
+      await assert.rejects(probeBuild(build(name, then), false, 20_000, stateFile), why, name);
+    // Without a state to try, or from a build older than the dry run, only the answer counts.
+    assert.equal((await probeBuild(build('nostate', 'process.exit(3);'), false)).version, 'crashy');
+    const older = path.join(dir, 'older.js');
+    const { dryRun: _none, ...olderAnswer } = { ...probeAnswer(), version: 'older' };
+    fs.writeFileSync(older, `console.log(${JSON.stringify(PROBE_MARK + JSON.stringify(olderAnswer))});\n`);
+    assert.equal((await probeBuild(older, false, 20_000, stateFile)).version, 'older');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('upgrade fallback: a process.exit() of the new build while it restores execs the previous build (same pid) with the state, its fds open', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-exitfb-'));
+  try {
+    const file = path.join(dir, 'upgrade-1.json');
+    // The previous build: says what it was exec'd with (in a file: node marks its stdout close-on-exec).
+    const previous = path.join(dir, 'previous.js');
+    const said = path.join(dir, 'previous.out');
+    fs.writeFileSync(
+      previous,
+      `const fs = require('fs');
+const s = JSON.parse(fs.readFileSync(process.env.TSSHIM_UPGRADE_STATE, 'utf8'));
+let open = true;
+try { fs.fstatSync(s.daemon.listenFd); } catch { open = false; }
+fs.writeFileSync(${JSON.stringify(said)}, JSON.stringify({ pid: process.pid, reason: s.fallbackReason, listenFdOpen: open, args: process.argv.slice(2) }));
+`
+    );
+    const lib = (m: string) => JSON.stringify(path.join(__dirname, '..', '..', 'src', m));
+    // The new build, restoring: arms the exit fallback, then exits (disarmed first: a plain exit).
+    const newBuild = (disarm: boolean) => `
+const fs = require('fs');
+const { exitFallback, fallBack } = require(${lib('upgrade/restore.js')});
+const { writeStateFile } = require(${lib('upgrade/state.js')});
+const { nullLogger } = require(${lib('sys/logger.js')});
+const listenFd = fs.openSync(${JSON.stringify(previous)}, 'r'); // close-on-exec, as libuv's
+const state = ${JSON.stringify(sampleState({ connections: [], upgradeCall: null, containers: [] }))};
+state.from.entry = ${JSON.stringify(previous)};
+state.daemon.listenFd = listenFd;
+writeStateFile(${JSON.stringify(file)}, state);
+const flags = { namespace: 'ns', id: 'c1', address: '/run/containerd.sock', debug: false };
+const disarm = exitFallback((why) => fallBack(${JSON.stringify(file)}, state, why, flags, false, nullLogger));
+console.log(JSON.stringify({ pid: process.pid }));
+${disarm ? 'disarm();' : ''}
+process.exit(3);
+`;
+    const r = spawnSync(process.execPath, ['-e', newBuild(false)], { encoding: 'utf8', env: process.env });
+    const lines = [JSON.parse(r.stdout), JSON.parse(fs.readFileSync(said, 'utf8'))];
+    assert.equal(r.status, 0, 'the previous build ran to its end: its exit status, not the 3');
+    assert.equal(lines[1].pid, lines[0].pid, 'same pid: exec, not a new process');
+    assert.equal(lines[1].reason, 'the new build exited with status 3 while restoring');
+    assert.ok(lines[1].listenFdOpen, 'the handed-over fd survived the exec from the exit handler');
+    assert.deepEqual(lines[1].args, ['-namespace', 'ns', '-id', 'c1', '-address', '/run/containerd.sock']);
+    fs.rmSync(said);
+    const plain = spawnSync(process.execPath, ['-e', newBuild(true)], { encoding: 'utf8', env: process.env });
+    assert.equal(plain.status, 3, 'disarmed (restored): an exit is an exit');
+    assert.ok(!fs.existsSync(said), 'and no exec');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -47,4 +47,9 @@ export interface IoHandover {
   flushed(): boolean;
   /** Leave every fd open for the next process; the IO object is dead afterwards. */
   detach(): IoState;
+  /**
+   * What detach() would give now, without detaching anything and without the bytes read but not
+   * written (`pending` is empty): the upgrade probe's dry run of the restore (src/upgrade/probe.ts).
+   */
+  view(): IoState;
 }

@@ -38,17 +38,21 @@ export function ioFds(s: IoState): number[] {
   return [...new Set(out)];
 }
 
-/** Builds a CopyState from a running pump (after its pause and flush). */
+/**
+ * Builds a CopyState from a running pump (after its pause and flush); `view`: the same without
+ * detaching the pump (no pending bytes), for a dry run of the restore.
+ */
 export function detachCopy(
   name: string,
   control: Partial<PumpControl>,
   srcFd: number,
   dst: DestinationState,
-  extra: { keepReaderFd?: number } = {}
+  extra: { keepReaderFd?: number } = {},
+  view = false
 ): CopyState {
   if (!control.detach || control.finished?.())
     return { name, done: true, srcFd: -1, dst: { kind: 'discard' }, pending: '', dropping: false };
-  const pending = control.detach();
+  const pending = view ? Buffer.alloc(0) : control.detach();
   return {
     name,
     done: false,
@@ -60,6 +64,16 @@ export function detachCopy(
   };
 }
 
+/**
+ * Runs fn once the synchronous restore of an in-place upgrade is over (the next tick): the bytes a
+ * copy read but had not written go out only then. A restore that throws or exits before falls back
+ * to the previous build with the same state (src/upgrade/restore.ts), and that build writes them:
+ * written here first, they would arrive twice. The copy's own reads come from the event loop, later.
+ */
+export function afterRestore(fn: () => void): void {
+  process.nextTick(fn);
+}
+
 /** A destination stream again, on its handed-over fd. */
 export function destinationStream(d: DestinationState): Writable | null {
   if (d.kind === 'socket') return socketOnFd(d.fd, 'write');
@@ -67,8 +81,8 @@ export function destinationStream(d: DestinationState): Writable | null {
   return null;
 }
 
-/** pause/resume/flushed of a set of pump controls. */
-export function pumpsHandover(controls: Partial<PumpControl>[], detach: () => IoState): IoHandover {
+/** pause/resume/flushed of a set of pump controls; `state(view)` is detach() (view false) and view(). */
+export function pumpsHandover(controls: Partial<PumpControl>[], state: (view: boolean) => IoState): IoHandover {
   return {
     pause: () => {
       for (const c of controls) c.pause?.();
@@ -77,7 +91,8 @@ export function pumpsHandover(controls: Partial<PumpControl>[], detach: () => Io
       for (const c of controls) c.resume?.();
     },
     flushed: () => controls.every((c) => !c.flushed || c.finished?.() || c.flushed()),
-    detach,
+    detach: () => state(false),
+    view: () => state(true),
   };
 }
 

@@ -13,6 +13,7 @@ import {
   destinationStream,
   detachCopy,
   fdOfStream,
+  afterRestore,
   pumpsHandover,
   type CopyState,
   type DestinationState,
@@ -221,7 +222,9 @@ export class PipeProcessIO implements ProcessIO {
     const src = this.res.stream(socketOnFd(srcFd, 'read'));
     const control: Partial<PumpControl> = {};
     this.live.push({ name, control, srcFd, dst: d.state, keepReaderFd: d.keepReaderFd });
-    if (pending?.length) d.dst.write(pending);
+    // Written after the synchronous restore (see afterRestore): a restore that fails falls back to
+    // the previous build with the same state, which writes these bytes itself.
+    if (pending?.length) afterRestore(() => d.dst.write(pending));
     const copy = pump(src, d.dst, { name, log: this.opts.log, endDestination: !d.shared, control }).then(async (r) => {
       d.afterCopy?.();
       const sharedFile = this.sharedFile;
@@ -236,7 +239,7 @@ export class PipeProcessIO implements ProcessIO {
     const dst = this.res.stream(socketOnFd(dstFd, 'write'));
     const control: Partial<PumpControl> = {};
     this.stdinLive = { name: 'stdin', control, srcFd: fdOfStream(src), dst: { kind: 'socket', fd: dstFd } };
-    if (pending?.length) dst.write(pending);
+    if (pending?.length) afterRestore(() => dst.write(pending));
     // At stdin EOF pump ends dst, which closes the container's stdin pipe: the container sees EOF.
     // A write error means the container no longer reads stdin; that is normal, log quietly.
     void pump(src, dst, { name: 'stdin', log: quietStdinLog(this.opts.log), control });
@@ -249,14 +252,15 @@ export class PipeProcessIO implements ProcessIO {
     if (this.startAfterRunc.length) return 'runc has not started the process yet';
     if (this.closed) return 'IO is closing';
     const controls = [...this.live.map((l) => l.control), ...(this.stdinLive ? [this.stdinLive.control] : [])];
-    return pumpsHandover(controls, () => {
+    return pumpsHandover(controls, (view) => {
       const copy = (l: LiveCopy): CopyState =>
         detachCopy(
           l.name,
           l.control,
           l.srcFd,
           l.dst,
-          l.keepReaderFd === undefined ? {} : { keepReaderFd: l.keepReaderFd }
+          l.keepReaderFd === undefined ? {} : { keepReaderFd: l.keepReaderFd },
+          view
         );
       const stdin = this.stdinLive ? { ...copy(this.stdinLive), keepAliveFd: this.stdinKeepAliveFd } : null;
       return { kind: 'pipe', copies: this.live.map(copy), stdin, loggerPid: this.logger?.pid } satisfies PipeIoState;

@@ -13,6 +13,7 @@ import {
   destinationStream,
   detachCopy,
   fdOfStream,
+  afterRestore,
   pumpsHandover,
   type DestinationState,
   type IoHandover,
@@ -139,7 +140,8 @@ export class TerminalProcessIO implements ProcessIO {
     const sock = this.res.stream(socketOnPtyMaster(dupFd));
     this.masterSocket = sock;
     const out = this.stdoutDst ?? discard();
-    if (pending?.console?.length) out.write(pending.console);
+    const consolePending = pending?.console;
+    if (consolePending?.length) afterRestore(() => out.write(consolePending));
     this.drained = pump(sock, out, {
       name: 'console',
       log: this.opts.log,
@@ -148,7 +150,8 @@ export class TerminalProcessIO implements ProcessIO {
       control: this.consoleControl,
     }).then(() => undefined);
     if (this.stdinReader) {
-      if (pending?.stdin?.length) sock.write(pending.stdin);
+      const stdinPending = pending?.stdin;
+      if (stdinPending?.length) afterRestore(() => sock.write(stdinPending));
       // Go: when stdin ends (CloseIO + client closed its end) the console is shut down and the
       // master closed, so the container's session gets a hangup.
       void pump(this.stdinReader, sock, { name: 'stdin', endDestination: false, control: this.stdinControl }).then(() =>
@@ -176,18 +179,26 @@ export class TerminalProcessIO implements ProcessIO {
       }));
     }
     const masterSocket = this.masterSocket;
-    return pumpsHandover([this.consoleControl, this.stdinControl], () => {
+    return pumpsHandover([this.consoleControl, this.stdinControl], (view) => {
       const dupFd = fdOfStream(masterSocket);
       const console = detachCopy(
         'console',
         this.consoleControl,
         dupFd,
         this.stdoutState,
-        this.stdoutKeepReaderFd === undefined ? {} : { keepReaderFd: this.stdoutKeepReaderFd }
+        this.stdoutKeepReaderFd === undefined ? {} : { keepReaderFd: this.stdoutKeepReaderFd },
+        view
       );
       const stdin = this.stdinReader
         ? {
-            ...detachCopy('stdin', this.stdinControl, fdOfStream(this.stdinReader), { kind: 'socket', fd: dupFd }),
+            ...detachCopy(
+              'stdin',
+              this.stdinControl,
+              fdOfStream(this.stdinReader),
+              { kind: 'socket', fd: dupFd },
+              {},
+              view
+            ),
             keepAliveFd: this.stdinKeepAliveFd,
           }
         : null;
