@@ -4,8 +4,14 @@
 // here costs a fraction of the generic encoder's. The bytes are the generated encoder's for the same
 // object (test/unit/cgroup-encode.test.ts): a field is written when present (not null/undefined),
 // zeros included, in field-number order; nested messages and packed fields are length-delimited.
-import type { MetricsV1, BlkIOEntry, MemoryEntryV1, RdmaEntry } from './stats-v1';
-import type { MetricsV2, PSIStats, PSIData } from './stats-v2';
+import {
+  MEMORY_STAT_KEYS as V1_MEMORY_STAT_KEYS,
+  type MetricsV1,
+  type BlkIOEntry,
+  type MemoryEntryV1,
+  type RdmaEntry,
+} from './stats-v1';
+import { MEMORY_STAT_KEYS, type MetricsV2, type PSIStats, type PSIData } from './stats-v2';
 import type { U64 } from './u64';
 
 let buf = Buffer.allocUnsafe(4096);
@@ -150,41 +156,8 @@ function rdma(f: number, r: { current: RdmaEntry[]; limit: RdmaEntry[] } | null 
   end(at);
 }
 
-// [proto field number, property] of io.containerd.cgroups.v1.MemoryStat's uint64 fields 1-32.
-const V1_MEMORY_FIELDS = [
-  'cache',
-  'rss',
-  'rss_huge',
-  'mapped_file',
-  'dirty',
-  'writeback',
-  'pg_pg_in',
-  'pg_pg_out',
-  'pg_fault',
-  'pg_maj_fault',
-  'inactive_anon',
-  'active_anon',
-  'inactive_file',
-  'active_file',
-  'unevictable',
-  'hierarchical_memory_limit',
-  'hierarchical_swap_limit',
-  'total_cache',
-  'total_rss',
-  'total_rss_huge',
-  'total_mapped_file',
-  'total_dirty',
-  'total_writeback',
-  'total_pg_pg_in',
-  'total_pg_pg_out',
-  'total_pg_fault',
-  'total_pg_maj_fault',
-  'total_inactive_anon',
-  'total_active_anon',
-  'total_inactive_file',
-  'total_active_file',
-  'total_unevictable',
-] as const;
+// io.containerd.cgroups.v1.MemoryStat's uint64 fields 1-32, in field-number order.
+const V1_MEMORY_FIELDS = V1_MEMORY_STAT_KEYS.map(([field]) => field);
 
 /** io.containerd.cgroups.v1.Metrics. */
 export function encodeMetricsV1(m: MetricsV1): Uint8Array {
@@ -283,39 +256,10 @@ function psi(f: number, p: PSIStats | null | undefined): void {
   end(at);
 }
 
-// io.containerd.cgroups.v2.MemoryStat's uint64 fields 1-37, in field-number order.
+// io.containerd.cgroups.v2.MemoryStat's uint64 fields 1-37, in field-number order: memory.stat's
+// keys, then the single-value files.
 const V2_MEMORY_FIELDS = [
-  'anon',
-  'file',
-  'kernel_stack',
-  'slab',
-  'sock',
-  'shmem',
-  'file_mapped',
-  'file_dirty',
-  'file_writeback',
-  'anon_thp',
-  'inactive_anon',
-  'active_anon',
-  'inactive_file',
-  'active_file',
-  'unevictable',
-  'slab_reclaimable',
-  'slab_unreclaimable',
-  'pgfault',
-  'pgmajfault',
-  'workingset_refault',
-  'workingset_activate',
-  'workingset_nodereclaim',
-  'pgrefill',
-  'pgscan',
-  'pgsteal',
-  'pgactivate',
-  'pgdeactivate',
-  'pglazyfree',
-  'pglazyfreed',
-  'thp_fault_alloc',
-  'thp_collapse_alloc',
+  ...MEMORY_STAT_KEYS,
   'usage',
   'usage_limit',
   'swap_usage',

@@ -54,7 +54,11 @@ export interface MetricsV2 {
   memory_events?: { low: U64; high: U64; max: U64; oom: U64; oom_kill: U64 };
 }
 
-const MEMORY_STAT_KEYS = [
+/**
+ * The memory.stat keys io.containerd.cgroups.v2.MemoryStat carries, in its field-number order
+ * (fields 1-31; encode.ts writes them by this list).
+ */
+export const MEMORY_STAT_KEYS = [
   'anon',
   'file',
   'kernel_stack',
