@@ -92,7 +92,8 @@ export const MEMORY_STAT_KEYS = [
   'thp_collapse_alloc',
 ] as const;
 
-const CPU_STAT_KEYS = [
+/** cpu.stat's keys io.containerd.cgroups.v2.CPUStat carries as its fields 1-6, in that order. */
+export const CPU_STAT_KEYS = [
   'usage_usec',
   'user_usec',
   'system_usec',
