@@ -80,6 +80,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 async function main(containers: number, calls: number): Promise<void> {
   const { startContainerd, shimAddressOf, TSSHIM_RUNTIME, RUNC_RUNTIME } = await import('../test/support/harness');
   const { makeRootfs, PATH_ENV_ARGS } = await import('../test/support/rootfs');
+  const { runDetached } = await import('../test/support/containers');
   const profDir = process.env.STATS_COST_PROF;
   const c = await startContainerd({ logLevel: 'info', env: hookEnv() });
   const rows: string[] = [];
@@ -92,19 +93,7 @@ async function main(containers: number, calls: number): Promise<void> {
       const steady: number[] = [];
       for (let k = 0; k < containers; k++) {
         const id = `statscost-${name.replace('.', '')}-${k}`;
-        const r = await c.ctr([
-          'run',
-          '-d',
-          '--runtime',
-          rt,
-          ...PATH_ENV_ARGS,
-          '--rootfs',
-          rootfs,
-          id,
-          'sleep',
-          '1000',
-        ]);
-        if (r.code !== 0) throw new Error(r.stderr);
+        await runDetached(c, id, ['sleep', '1000'], { runtime: rt, rootfs, extra: PATH_ENV_ARGS });
         const address = shimAddressOf(c.bundleDir(id)).replace(/^unix:\/\//, '');
         const pid = shimPidFor(c.address, id);
         if (!pid) throw new Error(`no shim found for ${id}`);

@@ -104,6 +104,24 @@ export async function memorySuite(env: BenchEnv, results: Results): Promise<void
         .filter((p): p is Point => !!p)
         .map((p) => f(p.mem) / size);
     const note = mode === 'per-node' ? 'runc.v2 has one shim per container here (no per-node mode)' : undefined;
+    const hadSpares = get('tsshim').some((pts) => pts.some((p) => p.mem.spares > 0));
+    /** A per-container figure with tsshim's warm spares' share taken out (a row only when it had spares). */
+    const sparesLeftOut = (
+      size: number,
+      name: string,
+      total: 'rssKiB' | 'pssKiB',
+      spares: 'spareRssKiB' | 'sparePssKiB'
+    ): void => {
+      if (!hadSpares) return;
+      results.add({
+        suite: 'memory',
+        name,
+        mode,
+        unit: 'MiB',
+        runc: at('runc', size, (m) => m[total] / MiB),
+        tsshim: at('tsshim', size, (m) => (m[total] - m[spares]) / MiB),
+      });
+    };
     for (const size of sizes) {
       results.add({
         suite: 'memory',
@@ -116,16 +134,7 @@ export async function memorySuite(env: BenchEnv, results: Results): Promise<void
           mode === 'single' && size === 10 ? { text: 'ratio <= 3.0', on: 'ratio', op: '<=', value: 3.0 } : undefined,
         note,
       });
-      if (get('tsshim').some((pts) => pts.some((p) => p.mem.spares > 0))) {
-        results.add({
-          suite: 'memory',
-          name: `shim RSS per container @${size}, tsshim's warm spare left out`,
-          mode,
-          unit: 'MiB',
-          runc: at('runc', size, (m) => m.rssKiB / MiB),
-          tsshim: at('tsshim', size, (m) => (m.rssKiB - m.spareRssKiB) / MiB),
-        });
-      }
+      sparesLeftOut(size, `shim RSS per container @${size}, tsshim's warm spare left out`, 'rssKiB', 'spareRssKiB');
       results.add({
         suite: 'memory',
         name: `shim PSS per container @${size}`,
@@ -134,18 +143,9 @@ export async function memorySuite(env: BenchEnv, results: Results): Promise<void
         runc: at('runc', size, (m) => m.pssKiB / MiB),
         tsshim: at('tsshim', size, (m) => m.pssKiB / MiB),
       });
-      if (get('tsshim').some((pts) => pts.some((p) => p.mem.spares > 0))) {
-        // What the shims serving the containers hold: the spares' share (two after a burst of
-        // starts) is ~3 MiB per container at 10.
-        results.add({
-          suite: 'memory',
-          name: `shim PSS per container @${size}, tsshim's warm spares left out`,
-          mode,
-          unit: 'MiB',
-          runc: at('runc', size, (m) => m.pssKiB / MiB),
-          tsshim: at('tsshim', size, (m) => (m.pssKiB - m.sparePssKiB) / MiB),
-        });
-      }
+      // What the shims serving the containers hold: the spares' share (two after a burst of
+      // starts) is ~3 MiB per container at 10.
+      sparesLeftOut(size, `shim PSS per container @${size}, tsshim's warm spares left out`, 'pssKiB', 'sparePssKiB');
       results.add({
         suite: 'memory',
         name: `shim threads per container @${size}`,

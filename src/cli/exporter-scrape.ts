@@ -1,6 +1,7 @@
 // One scrape of one shim over its ttrpc socket: Inspect (the shim's own counters and its containers)
 // then one round of the Stats stream (each container's cgroup metrics), all within a deadline.
 // Neither call is a Task API call, so neither counts as activity for the shim's idle collector.
+import type { InspectReport } from './shim-client';
 import { tsshim } from '../gen/proto';
 import { Client, Code, TtrpcError } from '../ttrpc';
 import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../diag/introspection';
@@ -8,7 +9,7 @@ import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../dia
 export interface ShimSnapshot {
   socket: string;
   /** The shim's Inspect JSON (pid, version, containers with bundles, events, rpc, memory, fds). */
-  inspect: Record<string, any>;
+  inspect: InspectReport;
   /** Latest stats sample per `namespace/id`. */
   samples: Map<string, StatsSampleMessage>;
 }
@@ -74,7 +75,7 @@ export async function scrapeShim(socket: string, deadline: number): Promise<Shim
   }
   const close = () => client.close();
   try {
-    let inspect: Record<string, any>;
+    let inspect: InspectReport;
     try {
       const res = await withDeadline(
         client.call(SHIM_SERVICE, 'Inspect', tsshim.v1.InspectRequest.encode({}).finish()),

@@ -1,6 +1,7 @@
 // What the exporter says about one shim and its containers. Per-container resource series follow
 // cAdvisor's container_* names and units (see README "Exporter" for where they differ); per-shim
 // series keep the names the shim's own metrics endpoint uses (tsshim_*).
+import type { InspectReport } from './shim-client';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { StatsSampleMessage } from '../diag/introspection';
@@ -160,7 +161,7 @@ export function declareFamilies(x: Exposition): void {
  * Labels of per-shim series. `container` is the shim's group key, which for a per-container shim
  * (the default) is its container's id, so per-shim series join container series on it.
  */
-function shimLabels(i: Record<string, any>): Labels {
+function shimLabels(i: InspectReport): Labels {
   const group = String(i.group ?? '');
   return {
     namespace: String(i.namespace ?? ''),
@@ -174,7 +175,7 @@ function shimLabels(i: Record<string, any>): Labels {
 export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void {
   const i = snap.inspect;
   const l = shimLabels(i);
-  const started = Date.parse(i.started_at) / 1000;
+  const started = Date.parse(i.started_at ?? '') / 1000;
   x.sample('tsshim_info', 1, { ...l, revision: String(i.revision ?? ''), node: String(i.node ?? '') });
   if (Number.isFinite(started)) {
     x.sample('tsshim_start_time_seconds', started, l);
@@ -182,7 +183,7 @@ export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void
   }
   if (i.memory) x.sample('tsshim_resident_memory_bytes', n(i.memory.rss), l);
   if (i.fds) x.sample('tsshim_open_fds', n(i.fds.count), l);
-  const containers: any[] = i.containers ?? [];
+  const containers = i.containers ?? [];
   x.sample('tsshim_containers', containers.length, l);
   x.sample(
     'tsshim_execs',
@@ -190,7 +191,7 @@ export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void
     l
   );
   const ev = i.events ?? {};
-  const outbox: any[] = ev.outbox ?? [];
+  const outbox = ev.outbox ?? [];
   x.sample('tsshim_events_sent_total', n(ev.sent), l);
   x.sample('tsshim_events_pending', outbox.length, l);
   x.sample('tsshim_events_oldest_pending_age_seconds', outbox.reduce((m, e) => Math.max(m, n(e.age_ms)), 0) / 1000, l);
@@ -198,8 +199,9 @@ export function shimSeries(x: Exposition, snap: ShimSnapshot, now: number): void
   x.sample('tsshim_events_discarded_total', n(ev.discarded), l);
   x.sample('tsshim_processes_reaped_total', n(i.counters?.reaped), l);
   x.sample('tsshim_exits_published_total', n(i.counters?.exitsPublished), l);
-  for (const method of Object.keys(i.rpc ?? {}).sort()) {
-    const r = i.rpc[method];
+  const rpc = i.rpc ?? {};
+  for (const method of Object.keys(rpc).sort()) {
+    const r = rpc[method];
     const ml = { ...l, method };
     const buckets = Object.entries(r.le_ms ?? {})
       .map(([ms, count]) => [Number(ms), n(count)] as const)
@@ -223,13 +225,13 @@ export function containerSeries(x: Exposition, snap: ShimSnapshot, pods: Annotat
   const i = snap.inspect;
   const shim = shimLabels(i);
   const keys: string[] = [];
-  for (const c of (i.containers ?? []) as any[]) {
+  for (const c of i.containers ?? []) {
     const key = `${c.namespace}/${c.id}`;
     keys.push(key);
     const pod = pods.get(key, String(c.bundle ?? ''));
     const l: Labels = { namespace: String(c.namespace), container: String(c.id), shim_pid: shim.shim_pid, ...pod };
     x.sample('tsshim_container_info', 1, { ...l, group: shim.group, version: shim.version });
-    const created = Date.parse(c.created_at) / 1000;
+    const created = Date.parse(c.created_at ?? '') / 1000;
     if (Number.isFinite(created)) x.sample('container_start_time_seconds', created, l);
     const s = snap.samples.get(key);
     const u = s && c.status !== 'stopped' ? containerUsage(s) : null;

@@ -1,4 +1,5 @@
 // `tsshim metrics <metrics socket|shim socket|id>`: one scrape of a shim's Prometheus endpoint.
+import type { InspectReport } from './shim-client';
 import { resolveShim, type DiscoverOptions } from './discover';
 import { httpGetUnix } from './http';
 import { CliError } from './args';
@@ -6,7 +7,7 @@ import type { CliContext } from './io';
 
 async function metricsSocketOf(target: string, opts: DiscoverOptions & { namespace?: string }): Promise<string> {
   if (target.endsWith('.metrics.sock')) return target;
-  let inspected: Record<string, any>;
+  let inspected: InspectReport;
   try {
     const { client } = await resolveShim(target, opts);
     try {

@@ -1,4 +1,5 @@
 // `tsshim ps`: one line per container held by a running tsshim shim.
+import type { InspectReport } from './shim-client';
 import { discoverShims, closeAll, type DiscoverOptions } from './discover';
 import { formatTable } from './table';
 import { humanDuration } from './units';
@@ -13,7 +14,7 @@ export async function ps(ctx: CliContext, opts: DiscoverOptions & { namespace?: 
     const rows: string[][] = [];
     for (const shim of shims) {
       // ListResponse has no shim pid or version; Inspect does.
-      const info = await shim.client.inspect().catch(() => ({}) as Record<string, any>);
+      const info = await shim.client.inspect().catch(() => ({}) as InspectReport);
       const shimPid = String(info.pid ?? '-');
       const shimVersion = info.version ? `${info.version}${info.revision ? ` (${info.revision})` : ''}` : '-';
       for (const c of shim.containers) {

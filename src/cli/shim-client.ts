@@ -3,6 +3,36 @@ import { tsshim, google } from '../gen/proto';
 import { Client, Code, TtrpcError } from '../ttrpc';
 import { decodeStatsSample, SHIM_SERVICE, type StatsSampleMessage } from '../diag/introspection';
 
+/**
+ * A shim's Inspect JSON (diag/introspection.ts inspectState) as the CLI reads it. It may come from
+ * a shim of another version, so every field may be missing; readers default or coerce each one.
+ */
+export interface InspectReport {
+  version?: string;
+  revision?: string;
+  pid?: number;
+  node?: string;
+  started_at?: string;
+  metrics_socket?: string | null;
+  namespace?: string;
+  group?: string;
+  containers?: InspectContainer[];
+  events?: { sent?: number; retries?: number; discarded?: number; outbox?: { age_ms?: number }[] };
+  rpc?: Record<string, { count?: number; errors?: number; total_ms?: number; le_ms?: Record<string, number> }>;
+  counters?: { reaped?: number; exitsPublished?: number };
+  memory?: { rss?: number };
+  fds?: { count?: number };
+}
+
+export interface InspectContainer {
+  namespace: string;
+  id: string;
+  bundle?: string;
+  status?: string;
+  created_at?: string;
+  execs?: unknown[];
+}
+
 export const CALL_TIMEOUT_MS = 3000;
 /** An upgrade probes the new build, quiesces (bounded: 10 s calls + 5 s IO) and re-executes. */
 export const UPGRADE_TIMEOUT_MS = 60_000;
@@ -58,7 +88,7 @@ export class ShimClient {
     }));
   }
 
-  async inspect(): Promise<Record<string, any>> {
+  async inspect(): Promise<InspectReport> {
     const res = tsshim.v1.InspectResponse.decode(
       await this.client.call(SHIM_SERVICE, 'Inspect', tsshim.v1.InspectRequest.encode({}).finish(), {
         timeoutMs: CALL_TIMEOUT_MS,

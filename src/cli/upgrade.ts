@@ -1,5 +1,6 @@
 // `tsshim upgrade`: every running shim (or those of a namespace, or of named containers)
 // re-executes itself in place into the build this command belongs to (README "Upgrading tsshim").
+import type { InspectReport } from './shim-client';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { discoverShims, closeAll, type DiscoverOptions, type FoundShim } from './discover';
@@ -36,7 +37,7 @@ export interface UpgradeOptions extends DiscoverOptions {
   concurrency?: number;
 }
 
-function label(shim: FoundShim, info: Record<string, any>): string {
+function label(shim: FoundShim, info: InspectReport): string {
   const held = shim.containers.map((c) => `${c.namespace}/${c.id}`);
   const what = held.length
     ? held.slice(0, 3).join(',') + (held.length > 3 ? `,+${held.length - 3}` : '')
@@ -48,10 +49,8 @@ export async function upgrade(ctx: CliContext, opts: UpgradeOptions): Promise<nu
   const entry = opts.entry ? path.resolve(opts.entry) : installedShimEntry();
   const shims = await discoverShims(opts, ctx.env);
   try {
-    const infos = await Promise.all(
-      shims.map((shim) => shim.client.inspect().catch(() => ({}) as Record<string, any>))
-    );
-    const chosen: { shim: FoundShim; info: Record<string, any> }[] = [];
+    const infos = await Promise.all(shims.map((shim) => shim.client.inspect().catch(() => ({}) as InspectReport)));
+    const chosen: { shim: FoundShim; info: InspectReport }[] = [];
     shims.forEach((shim, i) => {
       const info = infos[i];
       const inNs =

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { ShimFlags } from '../shim/flags';
-import { BundleLogSink, createLogger, type Logger } from '../sys/logger';
+import { BundleLogSink, createLogger, type Fields, type Logger } from '../sys/logger';
 import { setShimArgv } from '../shim/proc-title';
 import { setChildSubreaper } from '../sys/libc';
 import { Reaper } from '../sys/reaper';
@@ -119,8 +119,8 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   process.on('uncaughtException', (e) =>
     log.error('uncaught exception (a tsshim bug)', { error: e.stack ?? e.message })
   );
-  process.on('unhandledRejection', (e: any) =>
-    log.error('unhandled rejection (a tsshim bug)', { error: e?.stack ?? String(e) })
+  process.on('unhandledRejection', (e: unknown) =>
+    log.error('unhandled rejection (a tsshim bug)', { error: (e as Error | null | undefined)?.stack ?? String(e) })
   );
 
   let state: UpgradeState | null = null;
@@ -220,7 +220,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   // Connections opening and closing count as activity: a client that held memory without ever
   // completing a call (partial frames) must still be followed by the idle collection.
   const ttrpc = new Server({
-    log: (level, msg, fields) => log[level](msg, fields as any),
+    log: (level, msg, fields) => log[level](msg, fields as Fields | undefined),
     onActivity: () => idleGc.activity(),
     replayable: replayableCall,
   });

@@ -42,6 +42,11 @@ export interface BootstrapParams {
   socket_dir?: string;
 }
 
+/** BootstrapParams' string fields (log_level may be either a number or a string). */
+type StringParam = {
+  [K in keyof BootstrapParams]-?: BootstrapParams[K] extends string | undefined ? K : never;
+}[keyof BootstrapParams];
+
 export interface StartRequest {
   generation: DaemonGeneration;
   params: BootstrapParams | null;
@@ -98,7 +103,7 @@ export function decodeBootstrapParams(bytes: Uint8Array): BootstrapParams {
     containerd_binary: '',
     extensions: [],
   };
-  const strings: Record<number, keyof BootstrapParams> = {
+  const strings: Record<number, StringParam> = {
     1: 'instance_id',
     2: 'namespace',
     4: 'containerd_version',
@@ -114,7 +119,7 @@ export function decodeBootstrapParams(bytes: Uint8Array): BootstrapParams {
     if (field === 0) throw new Error('invalid field number 0');
     if (field in strings) {
       if (wire !== WIRE_BYTES) throw new Error(`field ${field}: wire type ${wire}, want 2`);
-      (p as any)[strings[field]] = r.string();
+      p[strings[field]] = r.string();
     } else if (field === 3 && wire === WIRE_VARINT) {
       p.log_level = r.int32();
     } else if (field === 3 && wire === WIRE_BYTES) {

@@ -22,7 +22,10 @@ export interface ShimFlags {
   rest: string[];
 }
 
-const STRING_FLAGS: Record<string, keyof ShimFlags> = {
+/** The flags' fields of type V (so that a table entry can be written without a cast). */
+type FieldsOf<V> = { [K in keyof ShimFlags]-?: ShimFlags[K] extends V ? K : never }[keyof ShimFlags];
+
+const STRING_FLAGS: Record<string, FieldsOf<string>> = {
   namespace: 'namespace',
   id: 'id',
   address: 'address',
@@ -32,7 +35,7 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   'debug-socket': 'debugSocket',
   'title-space': 'titleSpace',
 };
-const BOOL_FLAGS: Record<string, keyof ShimFlags> = {
+const BOOL_FLAGS: Record<string, FieldsOf<boolean>> = {
   debug: 'debug',
   v: 'version',
   version: 'version',
@@ -74,14 +77,14 @@ export function parseFlags(argv: string[]): ShimFlags {
     const inline = eq >= 0 ? body.slice(eq + 1) : undefined;
     if (name in BOOL_FLAGS) {
       const key = BOOL_FLAGS[name];
-      (flags as any)[key] = inline === undefined ? true : !/^(0|f|false)$/i.test(inline);
+      flags[key] = inline === undefined ? true : !/^(0|f|false)$/i.test(inline);
     } else if (name in STRING_FLAGS) {
       let value = inline;
       if (value === undefined) {
         if (i + 1 >= argv.length) throw new FlagError(`flag needs an argument: -${name}`);
         value = argv[++i];
       }
-      (flags as any)[STRING_FLAGS[name]] = value;
+      flags[STRING_FLAGS[name]] = value;
     } else {
       throw new FlagError(`flag provided but not defined: -${name}`);
     }

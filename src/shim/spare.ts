@@ -453,8 +453,8 @@ async function ringResponse(dir: string): Promise<void> {
     try {
       fs.closeSync(fs.openSync(resp, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
       return;
-    } catch (e: any) {
-      if (e.code !== 'ENXIO' || Date.now() > deadline) return; // the sh gave up: it falls back to Node
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENXIO' || Date.now() > deadline) return; // the sh gave up: it falls back to Node
       await new Promise((r) => setTimeout(r, 2));
     }
   }

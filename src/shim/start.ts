@@ -47,8 +47,8 @@ async function bindOrReuse(socket: string): Promise<net.Server | null> {
   fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
   try {
     return await listen(socket);
-  } catch (e: any) {
-    if (e.code !== 'EADDRINUSE') throw e;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
   }
   if (await canConnect(socket, 100)) return null;
   fs.rmSync(socket, { force: true }); // stale socket of a dead shim
@@ -60,8 +60,9 @@ function adjustOomScore(daemonPid: number, containerdPid: number): void {
     const parent = Number(fs.readFileSync(`/proc/${containerdPid}/oom_score_adj`, 'utf8').trim());
     const score = Math.max(-1000, Math.min(1000, parent + 1));
     fs.writeFileSync(`/proc/${daemonPid}/oom_score_adj`, String(score));
-  } catch (e: any) {
-    if (e.code !== 'EPERM' && e.code !== 'EACCES') throw e;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM' && code !== 'EACCES') throw e;
   }
 }
 /** ShimCgroup: like the Go shim, join an existing cgroup (v2, or every v1 hierarchy that has it). */
@@ -144,7 +145,9 @@ export function spawnDaemon(
 ): void {
   const { address, socket, group, server } = claimed;
   if (!server) throw new Error('spawnDaemon: no group socket bound');
-  const fd = (server as any)._handle.fd as number;
+  // The listening descriptor, handed to the daemon as its fd 3: Node keeps it on the undocumented
+  // _handle of a listening net.Server.
+  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
   const args = [...daemonEntry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
   if (flags.debug) args.push('-debug');
   const child = spawn(process.execPath, args, {

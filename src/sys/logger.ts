@@ -174,8 +174,9 @@ export class BundleLogSink {
       try {
         fs.writeSync(this.fd, line);
         return;
-      } catch (e: any) {
-        if (e?.code !== 'EPIPE' && e?.code !== 'EBADF') return; // full (EAGAIN): drop the line
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException | null)?.code;
+        if (code !== 'EPIPE' && code !== 'EBADF') return; // full (EAGAIN): drop the line
       }
     }
     if (this.retarget()) {

@@ -52,8 +52,12 @@ export function runcFailure(prefix: string, err: unknown): Error {
 /** True when the container has no pid namespace of its own (its init's death does not end the rest). */
 export function sharesHostPidNamespace(bundle: string): boolean {
   try {
-    const spec = readSpecFile<any>(path.join(bundle, 'config.json'), 'bundle config', BUNDLE_SPEC_LIMITS);
-    const nss: { type: string; path?: string }[] = spec?.linux?.namespaces ?? [];
+    const spec = readSpecFile<{ linux?: { namespaces?: { type: string; path?: string }[] } } | null>(
+      path.join(bundle, 'config.json'),
+      'bundle config',
+      BUNDLE_SPEC_LIMITS
+    );
+    const nss = spec?.linux?.namespaces ?? [];
     return !nss.some((n) => n.type === 'pid' && !n.path);
   } catch {
     // No readable config: assume the host's pid namespace, the safe side (the init's exit then
@@ -259,9 +263,10 @@ export class Container {
       if (p.exit || p.reaped !== null) throw notFound('process already finished');
       try {
         p.signal(signal);
-      } catch (e: any) {
-        if (e.code === 'ESRCH') throw notFound('exec kill error: process already finished');
-        throw unknown(`exec kill error: ${e.message}`);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code === 'ESRCH') throw notFound('exec kill error: process already finished');
+        throw unknown(`exec kill error: ${err.message}`);
       }
       return;
     }

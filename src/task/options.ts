@@ -93,7 +93,8 @@ export function optionsFromToml(text: string, source: string): RuntimeOptions {
     const want = typeof opts[field];
     const got = typeof value === 'bigint' ? 'number' : typeof value;
     if (got !== want) throw invalidArgument(`runtime options file ${source}: ${key} must be a ${want}`);
-    (opts as any)[field] = typeof value === 'bigint' ? Number(value) : value;
+    // The type was checked against the default's just above.
+    (opts as unknown as Record<string, unknown>)[field] = typeof value === 'bigint' ? Number(value) : value;
   }
   return opts;
 }

@@ -218,6 +218,6 @@ export class Server {
 
 function definedOnly<T extends object>(o: T | undefined): Partial<T> {
   const out: Partial<T> = {};
-  for (const [k, v] of Object.entries(o ?? {})) if (v !== undefined) (out as any)[k] = v;
+  for (const [k, v] of Object.entries(o ?? {})) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   return out;
 }

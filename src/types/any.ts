@@ -1,6 +1,6 @@
 // google.protobuf.Any packing with containerd's bare type_urls.
 import { containerd, google, io, runtimeoptions } from '../gen/proto';
-import { encodeMessage, type MessageCodec } from './codec';
+import { encodeMessage, type AnyMessageCodec, type MessageCodec } from './codec';
 import { TypeUrl, typeNameOf } from './typeurls';
 
 export function packAny(typeUrl: string, value: Uint8Array): google.protobuf.Any {
@@ -35,7 +35,7 @@ export function unpackAny<I extends object, M extends I>(
 }
 
 /** Codecs of the protobuf types that travel inside an Any, by type name. */
-export const ANY_CODECS: ReadonlyMap<string, MessageCodec<any, any>> = new Map<string, MessageCodec<any, any>>([
+export const ANY_CODECS: ReadonlyMap<string, AnyMessageCodec> = new Map<string, AnyMessageCodec>([
   [TypeUrl.TaskCreate, containerd.events.TaskCreate],
   [TypeUrl.TaskStart, containerd.events.TaskStart],
   [TypeUrl.TaskDelete, containerd.events.TaskDelete],

@@ -8,9 +8,15 @@ import { util, type Reader, type Writer, type IConversionOptions } from 'protobu
 export interface MessageCodec<I extends object, M extends I = I> {
   encode(message: I, writer?: Writer): Writer;
   decode(reader: Reader | Uint8Array, length?: number): M;
-  fromObject(object: { [k: string]: any }): M;
-  toObject(message: M, options?: IConversionOptions): { [k: string]: any };
+  fromObject(object: Record<string, unknown>): M;
+  toObject(message: M, options?: IConversionOptions): Record<string, unknown>;
 }
+
+/**
+ * Any generated message class, for registries of several (Any payloads, event kinds): a method's
+ * parameters are compared bivariantly, so every class's own message type fits `object`.
+ */
+export type AnyMessageCodec = MessageCodec<object, object>;
 
 type Obj = Record<string, unknown>;
 
@@ -64,7 +70,7 @@ function canonical(value: unknown): unknown {
 
 /** Serialize like Go's proto3 marshaller: proto3 default scalars are left out. */
 export function encodeMessage<I extends object, M extends I>(codec: MessageCodec<I, M>, value: I): Uint8Array {
-  const message = canonical(codec.fromObject(value as { [k: string]: any })) as M;
+  const message = canonical(codec.fromObject(value as Record<string, unknown>)) as M;
   return codec.encode(message).finish();
 }
 

@@ -1,7 +1,7 @@
 // Event topics the shim publishes and the containerd.events message of each (containerd's api/events/task.proto;
 // topics as containerd's runtime/v2 publishes them).
 import { containerd } from '../gen/proto';
-import type { MessageCodec } from './codec';
+import type { AnyMessageCodec } from './codec';
 import { TypeUrl } from './typeurls';
 
 export const Topic = {
@@ -22,7 +22,7 @@ export type TopicValue = (typeof Topic)[keyof typeof Topic];
 export interface EventKind {
   topic: TopicValue;
   typeUrl: string; // Envelope.event.type_url
-  codec: MessageCodec<any, any>;
+  codec: AnyMessageCodec;
 }
 
 const E = containerd.events;

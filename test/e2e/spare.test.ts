@@ -22,6 +22,7 @@ import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import { sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
 import { until as untilShared } from '../support/wait';
+import { runDetached } from '../support/containers';
 
 let c: Containerd;
 let rootfs: string;
@@ -36,20 +37,9 @@ after(async () => {
 // Spares boot in the background: give them longer than the shared default.
 const until = <T>(fn: () => T, what: string, timeoutMs = 20_000) => untilShared(fn, what, timeoutMs);
 
-const runDetached = async (id: string) => {
-  const r = await c.ctr([
-    'run',
-    '-d',
-    '--runtime',
-    TSSHIM_RUNTIME,
-    ...PATH_ENV_ARGS,
-    '--rootfs',
-    rootfs,
-    id,
-    'sleep',
-    '1000',
-  ]);
-  assert.equal(r.code, 0, r.stderr + c.logTail(2000));
+/** A detached sleeper on tsshim; its shim's pid. */
+const runSleeper = async (id: string) => {
+  await runDetached(c, id, ['sleep', '1000'], { runtime: TSSHIM_RUNTIME, rootfs, extra: PATH_ENV_ARGS });
   return Number(fs.readFileSync(path.join(c.bundleDir(id), 'shim.pid'), 'utf8'));
 };
 
@@ -63,14 +53,14 @@ function bootedSpares(pool: string): Promise<number[]> {
 }
 test("a waiting spare becomes the next container's shim; a dead spare is skipped", async () => {
   const pool = sparePool(c.address);
-  const first = await runDetached(uniqueId('sp1'));
+  const first = await runSleeper(uniqueId('sp1'));
   const [spare] = await until(() => {
     const s = waitingSpares(pool);
     return s.length ? s : null;
   }, 'a spare in the pool');
   assert.notEqual(spare, first);
   const id2 = uniqueId('sp2');
-  const second = await runDetached(id2);
+  const second = await runSleeper(id2);
   assert.equal(second, spare, 'the spare serves the second container');
   const exec = await c.ctr(['task', 'exec', '--exec-id', 'e', id2, 'sh', '-c', 'echo via-spare']);
   assert.equal(exec.stdout, 'via-spare\n', exec.stderr);
@@ -83,7 +73,7 @@ test("a waiting spare becomes the next container's shim; a dead spare is skipped
   process.kill(next, 'SIGKILL');
   await until(() => !pidAlive(next), 'the killed spare gone');
   const t0 = Date.now();
-  const third = await runDetached(uniqueId('sp3'));
+  const third = await runSleeper(uniqueId('sp3'));
   assert.ok(Date.now() - t0 < 8000, 'no 10 s handshake timeout on a dead spare');
   assert.notEqual(third, next);
   assert.equal((await c.ctr(['task', 'ls'])).stdout.split('\n').filter((l) => / RUNNING/.test(l)).length, 3);
@@ -94,7 +84,7 @@ test('starts that outrun the spares make the pool keep two', async () => {
   await until(() => waitingSpares(pool).length > 0, 'a spare');
   // Back to back: the second start finds only the spare the first container's shim is booting.
   const shims = [];
-  for (let i = 0; i < 4; i++) shims.push(await runDetached(uniqueId('burst')));
+  for (let i = 0; i < 4; i++) shims.push(await runSleeper(uniqueId('burst')));
   assert.equal(new Set(shims).size, 4, 'one shim per container');
   assert.ok(fs.existsSync(path.join(pool, '.starved')), 'a start had to wait for a booting spare');
   await until(() => waitingSpares(pool).length >= 2, 'two spares waiting after the burst', 30_000);
@@ -102,14 +92,14 @@ test('starts that outrun the spares make the pool keep two', async () => {
 
 test('a start that finds no spare while shims serve makes the pool keep two (a cold start counts as waiting)', async () => {
   const pool = sparePool(c.address);
-  await runDetached(uniqueId('cold1'));
+  await runSleeper(uniqueId('cold1'));
   // Every spare gone (none is booted again before the next Start goes quiet): the next start is cold.
   fs.rmSync(path.join(pool, '.starved'), { force: true });
   const spares = await bootedSpares(pool);
   for (const pid of spares) process.kill(pid, 'SIGKILL');
   await until(() => spares.every((pid) => !pidAlive(pid)), 'the spares gone');
   fs.rmSync(path.join(pool, '.starved'), { force: true });
-  const cold = await runDetached(uniqueId('cold2'));
+  const cold = await runSleeper(uniqueId('cold2'));
   assert.ok(!spares.includes(cold));
   assert.ok(fs.existsSync(path.join(pool, '.starved')), 'the cold start marked the pool');
   await until(() => waitingSpares(pool).length >= 2, 'two spares waiting', 30_000);
@@ -172,7 +162,7 @@ function poolPids(pool: string): number[] {
 
 test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice, scheduling policy', async () => {
   const pool = sparePool(c.address);
-  await runDetached(uniqueId('first'));
+  await runSleeper(uniqueId('first'));
   const [spare] = await until(() => {
     const s = waitingSpares(pool);
     return s.length ? s : null;
@@ -295,7 +285,7 @@ test('after the last container is deleted no tsshim process of the containerd re
   await deleteEverything([c.namespace, 'tsshim-ns2']);
   await until(() => tsshimProcesses(c.address).length === 0, 'nothing left from earlier tests', 15_000);
   const ids = [uniqueId('last'), uniqueId('last')];
-  for (const id of ids) await runDetached(id);
+  for (const id of ids) await runSleeper(id);
   await until(() => waitingSpares(sparePool(c.address)).length > 0, 'a spare');
   assert.ok(tsshimProcesses(c.address).length >= 3, 'two shims and a spare are running');
   await deleteEverything([c.namespace]);
@@ -345,7 +335,7 @@ test('grouped containers (tsshim and runc group annotations): no tsshim process 
 
 test('a spare leaves when its containerd is gone, although the socket file and a serving shim remain', async () => {
   const pool = sparePool(c.address);
-  await runDetached(uniqueId('orphan'));
+  await runSleeper(uniqueId('orphan'));
   fs.rmSync(path.join(pool, '.starved'), { force: true });
   const spares = await bootedSpares(pool);
   await c.kill9(); // containerd only: its shims stay, and so does its socket file

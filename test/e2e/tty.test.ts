@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { startContainerd, uniqueId, RUNC_RUNTIME, TSSHIM_RUNTIME, type Containerd } from '../support/harness';
 import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
 import { getTask } from '../support/containerd-api';
+import { runDetached } from '../support/containers';
 import { PtySession, PROMPT, initialSize, resizeUntilSeen } from '../support/pty';
 
 let c: Containerd;
@@ -57,19 +58,7 @@ for (const runtime of [RUNC_RUNTIME, TSSHIM_RUNTIME]) {
 
   test(`ctr task exec -t (${runtime}) into a detached container`, async () => {
     const id = uniqueId('ttyexec');
-    const r = await c.ctr([
-      'run',
-      '-d',
-      '--runtime',
-      runtime,
-      ...PATH_ENV_ARGS,
-      '--rootfs',
-      rootfs,
-      id,
-      'sleep',
-      '1000',
-    ]);
-    assert.equal(r.code, 0, r.stderr);
+    await runDetached(c, id, ['sleep', '1000'], { runtime, rootfs, extra: PATH_ENV_ARGS });
     try {
       const s = new PtySession(c, ['task', 'exec', '-t', '--exec-id', 'tty1', id, 'sh']);
       await interactiveSession(s);

@@ -91,6 +91,33 @@ async function cli(args: string[], opts: { tty?: boolean; signal?: AbortSignal }
   return { code, out: c.out(), err: c.err() };
 }
 
+/**
+ * Runs a streaming command (top) until its output so far satisfies `enough`, then aborts it as
+ * Ctrl-C does. `limitMs` is only a safety net for a wedged command on a loaded machine: the
+ * caller's assertions then say what the output lacked.
+ */
+async function cliUntil(
+  args: string[],
+  enough: (out: string) => boolean,
+  opts: { tty?: boolean } = {},
+  limitMs = 30_000
+) {
+  const ac = new AbortController();
+  const c = capture({ ...opts, signal: ac.signal });
+  const write = c.ctx.out.write;
+  c.ctx.out.write = (s) => {
+    write(s);
+    if (!ac.signal.aborted && enough(c.out())) ac.abort();
+  };
+  const safety = setTimeout(() => ac.abort(), limitMs);
+  try {
+    const code = await run(args, c.ctx);
+    return { code, out: c.out(), err: c.err() };
+  } finally {
+    clearTimeout(safety);
+  }
+}
+
 const cells = (line: string) => line.trim().split(/\s{3,}/);
 
 test('units: sizes, durations, percent', () => {
@@ -227,20 +254,29 @@ test('top --once <id>: CPU %, working-set memory in IEC units, limit, pids, init
 });
 
 test('top without id streams all shims; lines without a TTY, ANSI redraw with one; ends on abort', async () => {
-  const ac = new AbortController();
-  setTimeout(() => ac.abort(), 200);
-  const r = await cli(['top', '--socket-dir', sockets, '--interval', '40'], { signal: ac.signal });
+  // Rows of the lines written so far (each render writes whole lines), and the ids in them.
+  const rowsOf = (out: string) => out.split('\n').slice(1, -1);
+  const idsOf = (rows: string[]) => new Set(rows.map((l) => cells(l)[1]));
+  const r = await cliUntil(['top', '--socket-dir', sockets, '--interval', '40'], (out) => {
+    const rows = rowsOf(out);
+    return rows.length >= 8 && idsOf(rows).size >= 4;
+  });
   assert.equal(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
   assert.equal(lines.filter((l) => l.startsWith('NAMESPACE')).length, 1, 'header printed once');
-  const ids = new Set(lines.slice(1).map((l) => cells(l)[1]));
-  assert.deepEqual([...ids].sort(), ['api', 'db', 'old', 'web']);
+  assert.deepEqual([...idsOf(lines.slice(1))].sort(), ['api', 'db', 'old', 'web']);
   assert.ok(lines.length - 1 >= 8, `several frames of 4 rows: ${lines.length - 1} rows`);
 
-  const ac2 = new AbortController();
-  setTimeout(() => ac2.abort(), 150);
-  const t = await cli(['top', '--socket-dir', sockets, '--interval', '40', 'api'], { tty: true, signal: ac2.signal });
-  const frames = t.out.split('\x1b[H\x1b[2J').filter(Boolean);
+  const framesOf = (out: string) => out.split('\x1b[H\x1b[2J').filter(Boolean);
+  const t = await cliUntil(
+    ['top', '--socket-dir', sockets, '--interval', '40', 'api'],
+    (out) => {
+      const f = framesOf(out);
+      return f.length >= 2 && /\bapi\b.*created/.test(f[f.length - 1]);
+    },
+    { tty: true }
+  );
+  const frames = framesOf(t.out);
   assert.ok(frames.length >= 2, `redrawn frames: ${frames.length}`);
   assert.match(frames[frames.length - 1], /tsshim top - .*1 container\(s\), every 40 ms/);
   assert.match(frames[frames.length - 1], /\bapi\b.*created/);

@@ -229,7 +229,8 @@ const VIEW: protobuf.IConversionOptions = { longs: String, enums: Number, bytes:
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 function assertSameMessage(codec: Codec, a: object, b: object, what: string): void {
-  assert.deepStrictEqual(codec.toObject(codec.fromObject(a), VIEW), codec.toObject(codec.fromObject(b), VIEW), what);
+  const view = (o: object) => codec.toObject(codec.fromObject(o as Record<string, unknown>), VIEW);
+  assert.deepStrictEqual(view(a), view(b), what);
 }
 
 // ---------------------------------------------------------------------------------------------

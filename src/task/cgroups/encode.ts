@@ -4,8 +4,15 @@
 // here costs a fraction of the generic encoder's. The bytes are the generated encoder's for the same
 // object (test/unit/cgroup-encode.test.ts): a field is written when present (not null/undefined),
 // zeros included, in field-number order; nested messages and packed fields are length-delimited.
-import type { MetricsV1, BlkIOEntry, MemoryEntryV1, RdmaEntry } from './stats-v1';
-import type { MetricsV2, PSIStats, PSIData } from './stats-v2';
+import {
+  MEMORY_STAT_KEYS as V1_MEMORY_STAT_KEYS,
+  type MetricsV1,
+  type BlkIOEntry,
+  type BlkIOStat,
+  type MemoryEntryV1,
+  type RdmaEntry,
+} from './stats-v1';
+import { CPU_STAT_KEYS, MEMORY_STAT_KEYS, type MetricsV2, type PSIStats, type PSIData } from './stats-v2';
 import type { U64 } from './u64';
 
 let buf = Buffer.allocUnsafe(4096);
@@ -54,6 +61,14 @@ function fU64(f: number, v: U64 | null | undefined): void {
   if (v == null) return;
   varint(f << 3);
   u64(v);
+}
+
+/**
+ * Fields 1, 2, ... (varint wire type), each when present, from the properties `names` lists in
+ * field-number order: one loop for the runs of uint64 fields most messages begin with.
+ */
+function u64Fields<K extends string>(msg: NoInfer<{ readonly [P in K]?: U64 | null }>, names: readonly K[]): void {
+  for (let i = 0; i < names.length; i++) fU64(i + 1, msg[names[i]]);
 }
 
 function fU32(f: number, v: number | null | undefined): void {
@@ -108,13 +123,19 @@ function finish(): Uint8Array {
   return out;
 }
 
+// Each message's runs of uint64 fields, in field-number order from the first named.
+const PIDS_FIELDS = ['current', 'limit'] as const;
+const MEMORY_ENTRY_FIELDS = ['limit', 'usage', 'max', 'failcnt'] as const;
+const CPU_USAGE_FIELDS = ['total', 'kernel', 'user'] as const;
+const THROTTLING_FIELDS = ['periods', 'throttled_periods', 'throttled_time'] as const;
+const OOM_CONTROL_FIELDS = ['oom_kill_disable', 'under_oom', 'oom_kill'] as const;
+const IO_ENTRY_FIELDS = ['major', 'minor', 'rbytes', 'wbytes', 'rios', 'wios'] as const;
+const MEMORY_EVENTS_FIELDS = ['low', 'high', 'max', 'oom', 'oom_kill'] as const;
+
 function memoryEntry(f: number, e: MemoryEntryV1 | null | undefined): void {
   if (e == null) return;
   const at = begin(f);
-  fU64(1, e.limit);
-  fU64(2, e.usage);
-  fU64(3, e.max);
-  fU64(4, e.failcnt);
+  u64Fields(e, MEMORY_ENTRY_FIELDS);
   end(at);
 }
 
@@ -150,41 +171,20 @@ function rdma(f: number, r: { current: RdmaEntry[]; limit: RdmaEntry[] } | null 
   end(at);
 }
 
-// [proto field number, property] of io.containerd.cgroups.v1.MemoryStat's uint64 fields 1-32.
-const V1_MEMORY_FIELDS = [
-  'cache',
-  'rss',
-  'rss_huge',
-  'mapped_file',
-  'dirty',
-  'writeback',
-  'pg_pg_in',
-  'pg_pg_out',
-  'pg_fault',
-  'pg_maj_fault',
-  'inactive_anon',
-  'active_anon',
-  'inactive_file',
-  'active_file',
-  'unevictable',
-  'hierarchical_memory_limit',
-  'hierarchical_swap_limit',
-  'total_cache',
-  'total_rss',
-  'total_rss_huge',
-  'total_mapped_file',
-  'total_dirty',
-  'total_writeback',
-  'total_pg_pg_in',
-  'total_pg_pg_out',
-  'total_pg_fault',
-  'total_pg_maj_fault',
-  'total_inactive_anon',
-  'total_active_anon',
-  'total_inactive_file',
-  'total_active_file',
-  'total_unevictable',
-] as const;
+// io.containerd.cgroups.v1.MemoryStat's uint64 fields 1-32, in field-number order.
+const V1_MEMORY_FIELDS = V1_MEMORY_STAT_KEYS.map(([field]) => field);
+// Its MemoryEntry fields 33-36, and BlkIOStat's entry lists 1-8.
+const V1_MEMORY_ENTRIES = ['usage', 'swap', 'kernel', 'kernel_tcp'] as const;
+const BLKIO_LISTS: readonly (keyof BlkIOStat)[] = [
+  'io_service_bytes_recursive',
+  'io_serviced_recursive',
+  'io_queued_recursive',
+  'io_service_time_recursive',
+  'io_wait_time_recursive',
+  'io_merged_recursive',
+  'io_time_recursive',
+  'sectors_recursive',
+];
 
 /** io.containerd.cgroups.v1.Metrics. */
 export function encodeMetricsV1(m: MetricsV1): Uint8Array {
@@ -201,8 +201,7 @@ export function encodeMetricsV1(m: MetricsV1): Uint8Array {
   }
   if (m.pids != null) {
     const at = begin(2);
-    fU64(1, m.pids.current);
-    fU64(2, m.pids.limit);
+    u64Fields(m.pids, PIDS_FIELDS);
     end(at);
   }
   if (m.cpu != null) {
@@ -210,9 +209,7 @@ export function encodeMetricsV1(m: MetricsV1): Uint8Array {
     const u = m.cpu.usage;
     if (u != null) {
       const a = begin(1);
-      fU64(1, u.total);
-      fU64(2, u.kernel);
-      fU64(3, u.user);
+      u64Fields(u, CPU_USAGE_FIELDS);
       if (u.per_cpu != null && u.per_cpu.length) {
         const p = begin(4);
         for (const v of u.per_cpu) u64(v);
@@ -223,9 +220,7 @@ export function encodeMetricsV1(m: MetricsV1): Uint8Array {
     const t = m.cpu.throttling;
     if (t != null) {
       const a = begin(2);
-      fU64(1, t.periods);
-      fU64(2, t.throttled_periods);
-      fU64(3, t.throttled_time);
+      u64Fields(t, THROTTLING_FIELDS);
       end(a);
     }
     end(at);
@@ -233,33 +228,21 @@ export function encodeMetricsV1(m: MetricsV1): Uint8Array {
   const mem = m.memory;
   if (mem != null) {
     const at = begin(4);
-    for (let i = 0; i < V1_MEMORY_FIELDS.length; i++) fU64(i + 1, mem[V1_MEMORY_FIELDS[i]]);
-    memoryEntry(33, mem.usage);
-    memoryEntry(34, mem.swap);
-    memoryEntry(35, mem.kernel);
-    memoryEntry(36, mem.kernel_tcp);
+    u64Fields(mem, V1_MEMORY_FIELDS);
+    for (let i = 0; i < V1_MEMORY_ENTRIES.length; i++) memoryEntry(33 + i, mem[V1_MEMORY_ENTRIES[i]]);
     end(at);
   }
   const b = m.blkio;
   if (b != null) {
     const at = begin(5);
-    blkioEntries(1, b.io_service_bytes_recursive);
-    blkioEntries(2, b.io_serviced_recursive);
-    blkioEntries(3, b.io_queued_recursive);
-    blkioEntries(4, b.io_service_time_recursive);
-    blkioEntries(5, b.io_wait_time_recursive);
-    blkioEntries(6, b.io_merged_recursive);
-    blkioEntries(7, b.io_time_recursive);
-    blkioEntries(8, b.sectors_recursive);
+    for (let i = 0; i < BLKIO_LISTS.length; i++) blkioEntries(i + 1, b[BLKIO_LISTS[i]]);
     end(at);
   }
   rdma(6, m.rdma);
   const o = m.memory_oom_control;
   if (o != null) {
     const at = begin(9);
-    fU64(1, o.oom_kill_disable);
-    fU64(2, o.under_oom);
-    fU64(3, o.oom_kill);
+    u64Fields(o, OOM_CONTROL_FIELDS);
     end(at);
   }
   return finish();
@@ -283,39 +266,10 @@ function psi(f: number, p: PSIStats | null | undefined): void {
   end(at);
 }
 
-// io.containerd.cgroups.v2.MemoryStat's uint64 fields 1-37, in field-number order.
+// io.containerd.cgroups.v2.MemoryStat's uint64 fields 1-37, in field-number order: memory.stat's
+// keys, then the single-value files.
 const V2_MEMORY_FIELDS = [
-  'anon',
-  'file',
-  'kernel_stack',
-  'slab',
-  'sock',
-  'shmem',
-  'file_mapped',
-  'file_dirty',
-  'file_writeback',
-  'anon_thp',
-  'inactive_anon',
-  'active_anon',
-  'inactive_file',
-  'active_file',
-  'unevictable',
-  'slab_reclaimable',
-  'slab_unreclaimable',
-  'pgfault',
-  'pgmajfault',
-  'workingset_refault',
-  'workingset_activate',
-  'workingset_nodereclaim',
-  'pgrefill',
-  'pgscan',
-  'pgsteal',
-  'pgactivate',
-  'pgdeactivate',
-  'pglazyfree',
-  'pglazyfreed',
-  'thp_fault_alloc',
-  'thp_collapse_alloc',
+  ...MEMORY_STAT_KEYS,
   'usage',
   'usage_limit',
   'swap_usage',
@@ -329,19 +283,13 @@ export function encodeMetricsV2(m: MetricsV2): Uint8Array {
   pos = 0;
   if (m.pids != null) {
     const at = begin(1);
-    fU64(1, m.pids.current);
-    fU64(2, m.pids.limit);
+    u64Fields(m.pids, PIDS_FIELDS);
     end(at);
   }
   const c = m.cpu;
   if (c != null) {
     const at = begin(2);
-    fU64(1, c.usage_usec);
-    fU64(2, c.user_usec);
-    fU64(3, c.system_usec);
-    fU64(4, c.nr_periods);
-    fU64(5, c.nr_throttled);
-    fU64(6, c.throttled_usec);
+    u64Fields(c, CPU_STAT_KEYS);
     psi(7, c.psi);
     fU64(8, c.nr_bursts);
     fU64(9, c.burst_usec);
@@ -350,7 +298,7 @@ export function encodeMetricsV2(m: MetricsV2): Uint8Array {
   const mem = m.memory;
   if (mem != null) {
     const at = begin(4);
-    for (let i = 0; i < V2_MEMORY_FIELDS.length; i++) fU64(i + 1, mem[V2_MEMORY_FIELDS[i]]);
+    u64Fields(mem, V2_MEMORY_FIELDS);
     psi(38, mem.psi);
     end(at);
   }
@@ -361,12 +309,7 @@ export function encodeMetricsV2(m: MetricsV2): Uint8Array {
     if (io.usage != null) {
       for (const e of io.usage) {
         const a = begin(1);
-        fU64(1, e.major);
-        fU64(2, e.minor);
-        fU64(3, e.rbytes);
-        fU64(4, e.wbytes);
-        fU64(5, e.rios);
-        fU64(6, e.wios);
+        u64Fields(e, IO_ENTRY_FIELDS);
         end(a);
       }
     }
@@ -386,11 +329,7 @@ export function encodeMetricsV2(m: MetricsV2): Uint8Array {
   const ev = m.memory_events;
   if (ev != null) {
     const at = begin(8);
-    fU64(1, ev.low);
-    fU64(2, ev.high);
-    fU64(3, ev.max);
-    fU64(4, ev.oom);
-    fU64(5, ev.oom_kill);
+    u64Fields(ev, MEMORY_EVENTS_FIELDS);
     end(at);
   }
   return finish();

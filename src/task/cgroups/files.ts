@@ -163,13 +163,22 @@ export function fields(text: string): string[] {
 const NO_SPACE = /^\S+$/;
 const SMALL_DECIMAL = /^\d{1,15}$/;
 
+/** The error for a line of a keyed file that is not "<key> <value>" (each caller words its own). */
+export type KeyedLineError = (file: string, line: string) => Error;
+
 /**
- * "key value" lines (memory.stat, cpu.stat, memory.oom_control). Any other shape is an error.
- * The kernel's shape ("<key> <digits>\n", below 2^53) takes a short path: no regex split, no
- * BigInt; any other line goes through fields() and parseU64 as before.
+ * Scans "<key> <value>" lines into `into`. The kernel's shape ("<key> <digits>\n", below 2^53)
+ * takes a short path: no regex split, no BigInt. Any other non-blank line goes through fields():
+ * one of another shape throws badLine's error; its value is read by parseValue, which throws or
+ * answers undefined to leave the key out. Both are module-level functions (no closure per call).
  */
-export function parseKV(text: string, file: string): Map<string, U64> {
-  const out = new Map<string, U64>();
+export function scanKeyed(
+  text: string,
+  file: string,
+  into: Map<string, U64>,
+  badLine: KeyedLineError,
+  parseValue: (text: string) => U64 | undefined
+): Map<string, U64> {
   let start = 0;
   while (start < text.length) {
     let end = text.indexOf('\n', start);
@@ -181,16 +190,26 @@ export function parseKV(text: string, file: string): Map<string, U64> {
       const value = line.slice(sp + 1);
       const key = line.slice(0, sp);
       if (SMALL_DECIMAL.test(value) && NO_SPACE.test(key)) {
-        out.set(key, Number(value));
+        into.set(key, Number(value));
         continue;
       }
     }
     if (line.trim() === '') continue;
     const f = fields(line);
-    if (f.length !== 2) throw new ParseError(`${file}: invalid line ${JSON.stringify(line)}`);
-    out.set(f[0], parseU64(f[1]));
+    if (f.length !== 2) throw badLine(file, line);
+    const v = parseValue(f[1]);
+    if (v !== undefined) into.set(f[0], v);
   }
-  return out;
+  return into;
+}
+
+function invalidLine(file: string, line: string): Error {
+  return new ParseError(`${file}: invalid line ${JSON.stringify(line)}`);
+}
+
+/** "key value" lines (memory.stat, cpu.stat, memory.oom_control). Any other shape is an error. */
+export function parseKV(text: string, file: string): Map<string, U64> {
+  return scanKeyed(text, file, new Map<string, U64>(), invalidLine, parseU64);
 }
 
 export async function exists(path: string): Promise<boolean> {

@@ -63,8 +63,8 @@ export interface V1Options {
 const CLOCK_TICKS = 100n;
 const NS_PER_SEC = 1_000_000_000n;
 
-/** [proto field, memory.stat key] */
-const MEMORY_STAT_KEYS = [
+/** [proto field, memory.stat key], in MemoryStat's field-number order (1-32: encode.ts writes them so). */
+export const MEMORY_STAT_KEYS = [
   ['cache', 'cache'],
   ['rss', 'rss'],
   ['rss_huge', 'rss_huge'],

@@ -3,7 +3,7 @@
 // 2^64-1; cpu.stat and memory.stat are read only for controllers enabled in cgroup.controllers.
 import * as fs from 'node:fs';
 import { CgroupNotFoundError } from './errors';
-import { at, fields, lines, readAll, readOnce, type FileReader } from './files';
+import { at, fields, lines, readAll, readOnce, scanKeyed, type FileReader } from './files';
 import { parseRdmaEntries, type RdmaEntry } from './stats-v1';
 import { ParseError, parseU64, parseU64Big, parseU64OrMax, u64, type U64 } from './u64';
 
@@ -54,7 +54,11 @@ export interface MetricsV2 {
   memory_events?: { low: U64; high: U64; max: U64; oom: U64; oom_kill: U64 };
 }
 
-const MEMORY_STAT_KEYS = [
+/**
+ * The memory.stat keys io.containerd.cgroups.v2.MemoryStat carries, in its field-number order
+ * (fields 1-31; encode.ts writes them by this list).
+ */
+export const MEMORY_STAT_KEYS = [
   'anon',
   'file',
   'kernel_stack',
@@ -88,7 +92,8 @@ const MEMORY_STAT_KEYS = [
   'thp_collapse_alloc',
 ] as const;
 
-const CPU_STAT_KEYS = [
+/** cpu.stat's keys io.containerd.cgroups.v2.CPUStat carries as its fields 1-6, in that order. */
+export const CPU_STAT_KEYS = [
   'usage_usec',
   'user_usec',
   'system_usec',
@@ -97,37 +102,22 @@ const CPU_STAT_KEYS = [
   'throttled_usec',
 ] as const;
 
-const NO_SPACE = /^\S+$/;
-const SMALL_DECIMAL = /^\d{1,15}$/;
+/** A value that is not an unsigned integer reads as absent (0 to the callers), like Go. */
+function u64OrAbsent(text: string): U64 | undefined {
+  try {
+    return parseU64(text);
+  } catch {
+    return undefined; // non-numeric value: absent
+  }
+}
+
+function flatKeyedError(file: string, line: string): Error {
+  return new ParseError(`error while parsing ${file} (line=${JSON.stringify(line)})`);
+}
 
 /** "key value" lines; values that are not unsigned integers are ignored (read as 0), like Go. */
 export function parseFlatKeyed(text: string, file: string, into = new Map<string, U64>()): Map<string, U64> {
-  let start = 0;
-  while (start < text.length) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    const line = text.slice(start, end);
-    start = end + 1;
-    // The kernel's shape ("<key> <digits>", below 2^53) without a regex split or BigInt (files.ts parseKV).
-    const sp = line.indexOf(' ');
-    if (sp > 0) {
-      const value = line.slice(sp + 1);
-      const key = line.slice(0, sp);
-      if (SMALL_DECIMAL.test(value) && NO_SPACE.test(key)) {
-        into.set(key, Number(value));
-        continue;
-      }
-    }
-    if (line.trim() === '') continue;
-    const f = fields(line);
-    if (f.length !== 2) throw new ParseError(`error while parsing ${file} (line=${JSON.stringify(line)})`);
-    try {
-      into.set(f[0], parseU64(f[1]));
-    } catch {
-      // non-numeric value: absent
-    }
-  }
-  return into;
+  return scanKeyed(text, file, into, flatKeyedError, u64OrAbsent);
 }
 
 /** Single-value files: missing -> 0, "max" -> 2^64-1, garbage -> 0. */
