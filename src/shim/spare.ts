@@ -8,10 +8,17 @@
 //
 // Directory per containerd (its gRPC address): <state>/spares/<sha256(address)[:16]>/<pid>/
 //   req     fifo: the sh writes the claimed directory's path and a newline
-//   resp    fifo: opened and closed by the spare when `out` and `status` are ready
-// Files the sh leaves in the claimed directory: argv (NUL separated), env (NUL separated, `env -0`),
-// cwd (the bundle), stdin (start's stdin: options or BootstrapParams), ppid (containerd's pid),
-// startpid (the claiming start's own pid: a cold daemon would inherit its cgroups, limits, nice).
+//   resp    fifo: the spare holds it open (read-write) from the moment it waits; the sh opens it to
+//           read before it rings, so the spare's answer line (`<status> sent|file`) or, should the
+//           spare die, end-of-file comes without a timeout process
+// Files the sh leaves in the claimed directory: argv (NUL separated), cwd (the bundle), ppid
+// (containerd's pid), startpid (the claiming start's own pid: a cold daemon would inherit its
+// cgroups, limits, nice). The rest the spare takes from the waiting start itself, so that the sh
+// forks nothing for it: its environment (/proc/<startpid>/environ) and stdin (options or
+// BootstrapParams, which the sh keeps on fd 3 while it waits: /proc/<startpid>/fd/3; copied to
+// `stdin` before anything else, for the sh's fall-back to Node), and it writes the answer straight
+// into the start's stdout pipe (kept on fd 7) (`sent`), or to `out` when that is no pipe (`file`). A cold start's sh (cold_start) leaves env and stdin as files, and
+// waits for the daemon to open and close `resp` once `out` and `status` are there.
 //
 // Lifetime: spares exist only while a shim of the same containerd serves containers. Each serving
 // daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
@@ -320,25 +327,72 @@ interface StartRequest {
   startPid: number;
 }
 
+const nulSeparated = (text: string) => text.split('\0').filter((s) => s !== '');
+
+/** A file of the request, or null when the sh left it to us (no such file). */
+function requestFile(dir: string, file: string): Buffer | null {
+  try {
+    return fs.readFileSync(path.join(dir, file));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/**
+ * Where a sh waiting for a spare keeps its stdin and stdout (bin/containerd-shim-tsshim-v2
+ * ring_spare): fds 0 and 1 are moved about by the builtins it runs meanwhile.
+ */
+const START_STDIN_FD = 3;
+const START_STDOUT_FD = 7;
+
+/**
+ * The waiting start's stdin, read through /proc (a pipe from containerd, or /dev/null), and kept in
+ * `stdin` at once: if this process fails afterwards, the sh hands it to Node instead.
+ */
+function takeStartStdin(dir: string, startPid: number): Buffer {
+  const fd = fs.openSync(`/proc/${startPid}/fd/${START_STDIN_FD}`, fs.constants.O_RDONLY);
+  let data: Buffer;
+  try {
+    data = fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  // Whole or not at all: the sh's fall-back to Node takes the file when it is there.
+  const tmp = path.join(dir, '.stdin');
+  fs.writeFileSync(tmp, data, { flag: 'wx', mode: 0o600 });
+  fs.renameSync(tmp, path.join(dir, 'stdin'));
+  return data;
+}
+
+/** The claiming sh still runs as `start` under that pid (not a pid recycled since): its stdio are ours to use. */
+function isWaitingStart(pid: number): boolean {
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    return argv.some((a) => /(^|\/)containerd-shim-tsshim-v2$/.test(a)) && argv.at(-2) === 'start';
+  } catch {
+    return false; // gone
+  }
+}
+
 function readRequest(dir: string): StartRequest {
-  const nul = (file: string) =>
-    fs
-      .readFileSync(path.join(dir, file), 'utf8')
-      .split('\0')
-      .filter((s) => s !== '');
+  const text = (file: string) => fs.readFileSync(path.join(dir, file), 'utf8');
+  const startPid = Number(text('startpid').trim()) || 0;
+  if (!startPid || !isWaitingStart(startPid)) throw new Error(`claim: the start (pid ${startPid}) is gone`);
   const env: NodeJS.ProcessEnv = {};
-  for (const kv of nul('env')) {
+  const envText = requestFile(dir, 'env') ?? fs.readFileSync(`/proc/${startPid}/environ`);
+  for (const kv of nulSeparated(envText.toString('utf8'))) {
     const eq = kv.indexOf('=');
     if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   return {
     dir,
-    argv: nul('argv'),
+    argv: nulSeparated(text('argv')),
     env,
-    cwd: fs.readFileSync(path.join(dir, 'cwd'), 'utf8').trim(),
-    stdin: fs.readFileSync(path.join(dir, 'stdin')),
-    containerdPid: Number(fs.readFileSync(path.join(dir, 'ppid'), 'utf8').trim()) || 0,
-    startPid: Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0,
+    cwd: text('cwd').trim(),
+    stdin: requestFile(dir, 'stdin') ?? takeStartStdin(dir, startPid),
+    containerdPid: Number(text('ppid').trim()) || 0,
+    startPid,
   };
 }
 
@@ -365,6 +419,8 @@ const CLAIM_WITHOUT_REQUEST_MS = 15_000;
 /** Set by SIGTERM (stopSpares): retire at the next chance unless a claim is already ours. */
 let retireRequested = false;
 let onRetireRequest: (() => void) | null = null;
+/** Our end of the `resp` fifo of the directory we wait in (see waitForClaim and deliverAnswer). */
+let heldResp = -1;
 
 /**
  * Registers in the pool and resolves with the claimed directory, or null when the spare retires:
@@ -387,6 +443,8 @@ function waitForClaim(
   fs.rmSync(path.join(pool, `.booting-${process.pid}`), { force: true });
   // O_RDWR: opening never blocks and our own write end keeps the fifo from reporting EOF.
   const fd = fs.openSync(path.join(home, 'req'), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  // Held from now on: a claiming sh reads our answer line from it, or end-of-file once we are gone.
+  heldResp = fs.openSync(path.join(home, 'resp'), fs.constants.O_RDWR);
   const sock = new net.Socket({ fd, readable: true, writable: false });
   return new Promise((resolve) => {
     let buf = '';
@@ -445,8 +503,57 @@ function waitForClaim(
   });
 }
 
-/** Signals the waiting sh: open `resp` for writing (retrying until its reader is there) and close it. */
-async function ringResponse(dir: string): Promise<void> {
+/** The answer's bytes and exit status for the start that claimed us. */
+interface Answer {
+  out: Uint8Array | string;
+  status: number;
+}
+
+const PIPE_BUF = 4096;
+
+/**
+ * Writes the answer into the waiting start's stdout (containerd's pipe) when that is a pipe; false
+ * when it is not (a file or terminal of someone running start by hand: the sh prints `out`).
+ */
+function sendToStartStdout(startPid: number, out: Uint8Array | string): boolean {
+  let fd = -1;
+  try {
+    const bytes = typeof out === 'string' ? Buffer.from(out) : out;
+    // Up to PIPE_BUF bytes a pipe takes whole or not at all (EAGAIN): never half an answer here.
+    if (bytes.length > PIPE_BUF) return false;
+    fd = fs.openSync(`/proc/${startPid}/fd/${START_STDOUT_FD}`, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    if (!fs.fstatSync(fd).isFIFO()) return false;
+    if (bytes.length > 0) fs.writeSync(fd, bytes);
+    return true;
+  } catch {
+    return false; // the sh prints `out`
+  } finally {
+    // Closed before the sh hears from us: containerd reads the pipe until its last writer is gone.
+    if (fd >= 0) fs.closeSync(fd);
+  }
+}
+
+/**
+ * Answers the start that claimed us. A sh that rang over `req` waits on the `resp` we hold: it gets
+ * one line. A cold start's sh (no held `resp`) waits for `resp` to be opened and closed once `out`
+ * and `status` are written (retrying until its reader is there).
+ */
+async function deliverAnswer(dir: string, answer: Answer, startPid: number): Promise<void> {
+  if (heldResp >= 0) {
+    const sent = startPid > 0 && sendToStartStdout(startPid, answer.out);
+    if (!sent) fs.writeFileSync(path.join(dir, 'out'), answer.out);
+    try {
+      fs.writeSync(heldResp, `${answer.status} ${sent ? 'sent' : 'file'}\n`);
+    } finally {
+      fs.closeSync(heldResp);
+      heldResp = -1;
+    }
+    // Answered: the sh needs nothing more from the directory unless it prints `out` (it removes it then).
+    if (sent) fs.rmSync(dir, { recursive: true, force: true });
+    return;
+  }
+  fs.writeFileSync(path.join(dir, 'out'), answer.out);
+  fs.writeFileSync(path.join(dir, 'status'), String(answer.status));
   const resp = path.join(dir, 'resp');
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -544,7 +651,6 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     }
     claiming = true;
     const answer = await answerClaim(dir, role);
-    await ringResponse(dir);
     // Without closing the listener the new daemon serves (its close would unlink the socket).
     if (answer.handedOn || (!answer.become && role.installChanged())) process.exit(0);
     if (!answer.become) {
@@ -580,8 +686,10 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
   let status = 0;
   let become: Becoming | null = null;
   let handedOn = false;
+  let startPid = 0;
   try {
     const req = readRequest(dir);
+    startPid = req.startPid;
     // containerd waits from here on: the start's policy and nice value now, not after the claim.
     try {
       copySchedulingOf(req.startPid || req.containerdPid);
@@ -620,8 +728,7 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
     out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
     status = 1;
   }
-  fs.writeFileSync(path.join(dir, 'out'), out);
-  fs.writeFileSync(path.join(dir, 'status'), String(status));
+  await deliverAnswer(dir, { out, status }, startPid);
   return { become, handedOn };
 }
 
@@ -662,7 +769,6 @@ export async function runClaim(flags: ShimFlags, role: SpareRole, config: ShimCo
   // (each daemon boots the next one only once it went quiet, see SpareLaunch), keep two for a while.
   if (config.spares && servingShims(pool).length > 0) markStarved(pool);
   const answer = await answerClaim(dir, role);
-  await ringResponse(dir);
   if (!answer.become) process.exit(0);
   await serveClaimed(answer.become, role);
 }

@@ -291,6 +291,11 @@ interface Install {
     args: string[],
     opts: { cwd: string; env: Record<string, string>; input?: string }
   ): { status: number | null; out: string };
+  /** run, without blocking this process (a fake spare in a child of ours must answer meanwhile). */
+  runAsync(
+    args: string[],
+    opts: { cwd: string; env: Record<string, string>; input?: string }
+  ): Promise<{ status: number | null; out: string }>;
 }
 
 function fakeInstall(): Install {
@@ -331,6 +336,23 @@ function fakeInstall(): Install {
         timeout: 30_000,
       });
       return { status: r.status, out: r.stdout + r.stderr };
+    },
+    runAsync(args, opts) {
+      const env = { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin`, ...opts.env };
+      // Pipes, as containerd (Go's os/exec) gives them, not Node's socket pairs: stdout and stderr
+      // one pipe, read until its last writer is gone, and the start's exit status.
+      const p = spawn(
+        '/bin/sh',
+        ['-c', 'printf %s "$IN" | { "$@" 2>&1; echo "$?" > "$STATUS"; } | cat', 'sh', bin, ...args],
+        { cwd: opts.cwd, env: { ...env, IN: opts.input ?? '', STATUS: path.join(root, 'status') }, timeout: 30_000 }
+      );
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      return new Promise((resolve) => {
+        p.once('close', () =>
+          resolve({ status: Number(fs.readFileSync(path.join(root, 'status'), 'utf8').trim()), out })
+        );
+      });
     },
   };
 }
@@ -594,5 +616,91 @@ test('sh wrapper: with no spare, a cold start boots one Node process: the daemon
     }
   } finally {
     fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// The claim of a warm spare (src/shim/spare.ts answerClaim): the sh rings and waits with builtins
+// only; the spare takes stdin and environment from /proc and answers through the start's stdout.
+
+/**
+ * A Node process that waits in `pool` as a spare of ADDRESS would (title, req and resp fifos, resp
+ * held read-write) and, once rung, does `behaviour`: answer as spare.ts does, or die after taking
+ * stdin, or die at once.
+ */
+function fakeSpare(
+  pool: string,
+  behaviour: 'answer' | 'take-stdin-and-die' | 'die'
+): { pid: number; ready: Promise<void> } {
+  const script = `
+    const fs = require('fs'), path = require('path');
+    process.title = 'containerd-shim-tsshim-v2 spare -address ' + ${JSON.stringify(ADDRESS)};
+    const pool = ${JSON.stringify(pool)}, home = path.join(pool, String(process.pid));
+    fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+    for (const f of ['req', 'resp']) require('child_process').execFileSync('mkfifo', [path.join(home, f)]);
+    const req = fs.openSync(path.join(home, 'req'), fs.constants.O_RDWR);
+    const resp = fs.openSync(path.join(home, 'resp'), fs.constants.O_RDWR);
+    process.stdout.write('ready\\n');
+    const buf = Buffer.alloc(4096);
+    const n = fs.readSync(req, buf); // blocks until rung
+    const dir = buf.toString('utf8', 0, n).trim();
+    const startPid = fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim();
+    if (${JSON.stringify(behaviour)} === 'die') process.exit(3);
+    const stdin = fs.readFileSync('/proc/' + startPid + '/fd/3', 'utf8'); // a pipe: runAsync
+    fs.writeFileSync(path.join(dir, '.stdin'), stdin);
+    fs.renameSync(path.join(dir, '.stdin'), path.join(dir, 'stdin'));
+    if (${JSON.stringify(behaviour)} === 'take-stdin-and-die') process.exit(3);
+    const env = fs.readFileSync('/proc/' + startPid + '/environ', 'utf8').split('\\0');
+    const cwd = fs.readFileSync(path.join(dir, 'cwd'), 'utf8').trim();
+    const out = fs.openSync('/proc/' + startPid + '/fd/7', 'w');
+    fs.writeSync(out, 'SPARE stdin=' + stdin + ' ' + env.filter((kv) => kv.startsWith('MARK=')).join() + ' cwd=' + cwd);
+    fs.closeSync(out);
+    fs.writeSync(resp, '0 sent\\n');
+    fs.rmSync(dir, { recursive: true, force: true });
+  `;
+  const p = spawn(process.execPath, ['-e', script, '--', '.'.repeat(200)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ready = new Promise<void>((resolve, reject) => {
+    p.stdout!.once('data', () => resolve());
+    p.once('exit', (code) => reject(new Error(`fake spare exited ${code} before it was ready`)));
+  });
+  return { pid: p.pid!, ready };
+}
+
+test('sh wrapper: a warm spare found by its title takes stdin and environment from the start and answers on its stdout', async () => {
+  const inst = fakeInstall();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    const pool = path.join(state, 'spares', POOL_HASH);
+    const spare = fakeSpare(pool, 'answer');
+    await spare.ready;
+    const bundle = bundleDir(inst.root);
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), MARK: 'x y' };
+    const r = await inst.runAsync(START_ARGS, { cwd: bundle, env, input: 'OPTS' });
+    assert.deepEqual(r, { status: 0, out: `SPARE stdin=OPTS MARK=x y cwd=${bundle}` });
+    assert.ok(!fs.existsSync(path.join(inst.root, 'node-argv')), 'Node was not asked');
+    assert.deepEqual(fs.readdirSync(pool), [], 'the claimed directory is gone');
+  } finally {
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: a warm spare that dies once claimed (before or after taking stdin) leaves the start to Node with the request intact, at once', async () => {
+  for (const behaviour of ['die', 'take-stdin-and-die'] as const) {
+    const inst = fakeInstall();
+    try {
+      const state = path.join(inst.root, 'state');
+      fs.mkdirSync(state, { mode: 0o700 });
+      const pool = path.join(state, 'spares', POOL_HASH);
+      const spare = fakeSpare(pool, behaviour);
+      await spare.ready;
+      const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '1' };
+      const t0 = Date.now();
+      const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+      assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, behaviour);
+      assert.ok(Date.now() - t0 < 9000, `${behaviour}: no wait for a timeout`);
+    } finally {
+      fs.rmSync(inst.root, { recursive: true, force: true });
+    }
   }
 });
