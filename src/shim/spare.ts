@@ -9,16 +9,21 @@
 // Directory per containerd (its gRPC address): <state>/spares/<sha256(address)[:16]>/<pid>/
 //   req     fifo: the sh writes the claimed directory's path and a newline
 //   resp    fifo: the spare holds it open (read-write) from the moment it waits; the sh opens it to
-//           read before it rings, so the spare's answer line (`<status> sent|file`) or, should the
-//           spare die, end-of-file comes without a timeout process
+//           read before it rings, so the spare's answer line (`<status> fmt <format>|file`) or,
+//           should the spare die, end-of-file comes without a timeout process. A spare that does
+//           not answer within TSSHIM_SPARE_ANSWER_TIMEOUT seconds (stopped, wedged) is killed by
+//           the sh, which then leaves the start to Node
 // Files the sh leaves in the claimed directory: argv (NUL separated), cwd (the bundle), ppid
 // (containerd's pid), startpid (the claiming start's own pid: a cold daemon would inherit its
 // cgroups, limits, nice). The rest the spare takes from the waiting start itself, so that the sh
 // forks nothing for it: its environment (/proc/<startpid>/environ) and stdin (options or
 // BootstrapParams, which the sh keeps on fd 3 while it waits: /proc/<startpid>/fd/3; copied to
-// `stdin` before anything else, for the sh's fall-back to Node), and it writes the answer straight
-// into the start's stdout pipe (kept on fd 7) (`sent`), or to `out` when that is no pipe (`file`). A cold start's sh (cold_start) leaves env and stdin as files, and
-// waits for the daemon to open and close `resp` once `out` and `status` are there.
+// `stdin` before anything else, for the sh's fall-back to Node; `.stdin` alone: it was being read).
+// The answer comes in the line itself, as a printf format the sh prints with its builtin (`fmt`),
+// or in `out` when it is too long for one atomic line (`file`): only the sh writes to containerd's
+// pipe, so a spare answering after the sh gave up on it cannot add to Node's answer. A cold
+// start's sh (cold_start) leaves env and stdin as files, and waits for the daemon to open and
+// close `resp` once `out` and `status` are there.
 //
 // Lifetime: spares exist only while a shim of the same containerd serves containers. Each serving
 // daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
@@ -340,32 +345,38 @@ function requestFile(dir: string, file: string): Buffer | null {
 }
 
 /**
- * Where a sh waiting for a spare keeps its stdin and stdout (bin/containerd-shim-tsshim-v2
- * ring_spare): fds 0 and 1 are moved about by the builtins it runs meanwhile.
+ * Where a sh waiting for a spare keeps its stdin (bin/containerd-shim-tsshim-v2 ring_spare): fd 0
+ * is moved about by the builtins it runs meanwhile.
  */
 const START_STDIN_FD = 3;
-const START_STDOUT_FD = 7;
 
 /**
  * The waiting start's stdin, read through /proc (a pipe from containerd, or /dev/null), and kept in
- * `stdin` at once: if this process fails afterwards, the sh hands it to Node instead.
+ * `stdin` at once: if this process fails afterwards, the sh hands it to Node instead. `.stdin` is
+ * made before the pipe is read: should this process end (or be killed) before `stdin` exists, the
+ * sh knows the pipe may be partly read and fails the start instead of giving Node half a request.
  */
 function takeStartStdin(dir: string, startPid: number): Buffer {
-  const fd = fs.openSync(`/proc/${startPid}/fd/${START_STDIN_FD}`, fs.constants.O_RDONLY);
+  const tmp = path.join(dir, '.stdin');
+  const out = fs.openSync(tmp, 'wx', 0o600);
   let data: Buffer;
   try {
-    data = fs.readFileSync(fd);
+    const fd = fs.openSync(`/proc/${startPid}/fd/${START_STDIN_FD}`, fs.constants.O_RDONLY);
+    try {
+      data = fs.readFileSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.writeFileSync(out, data);
   } finally {
-    fs.closeSync(fd);
+    fs.closeSync(out);
   }
   // Whole or not at all: the sh's fall-back to Node takes the file when it is there.
-  const tmp = path.join(dir, '.stdin');
-  fs.writeFileSync(tmp, data, { flag: 'wx', mode: 0o600 });
   fs.renameSync(tmp, path.join(dir, 'stdin'));
   return data;
 }
 
-/** The claiming sh still runs as `start` under that pid (not a pid recycled since): its stdio are ours to use. */
+/** The claiming sh still runs as `start` under that pid (not a pid recycled since): its stdin is ours to read. */
 function isWaitingStart(pid: number): boolean {
   try {
     const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
@@ -511,44 +522,41 @@ interface Answer {
 const PIPE_BUF = 4096;
 
 /**
- * Writes the answer into the waiting start's stdout (containerd's pipe) when that is a pipe; false
- * when it is not (a file or terminal of someone running start by hand: the sh prints `out`).
+ * The answer as a format for the sh's printf builtin (bin/containerd-shim-tsshim-v2 ring_spare),
+ * which prints exactly these bytes: printable ASCII as it is, every other byte and `\`, `%` and
+ * the blank as a 3-digit octal escape. No blank or newline in it: it ends the answer line.
  */
-function sendToStartStdout(startPid: number, out: Uint8Array | string): boolean {
-  let fd = -1;
-  try {
-    const bytes = typeof out === 'string' ? Buffer.from(out) : out;
-    // Up to PIPE_BUF bytes a pipe takes whole or not at all (EAGAIN): never half an answer here.
-    if (bytes.length > PIPE_BUF) return false;
-    fd = fs.openSync(`/proc/${startPid}/fd/${START_STDOUT_FD}`, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-    if (!fs.fstatSync(fd).isFIFO()) return false;
-    if (bytes.length > 0) fs.writeSync(fd, bytes);
-    return true;
-  } catch {
-    return false; // the sh prints `out`
-  } finally {
-    // Closed before the sh hears from us: containerd reads the pipe until its last writer is gone.
-    if (fd >= 0) fs.closeSync(fd);
+export function answerFormat(out: Uint8Array): string {
+  let fmt = '';
+  for (const b of out) {
+    fmt +=
+      b > 0x20 && b < 0x7f && b !== 0x5c && b !== 0x25 ? String.fromCharCode(b) : '\\' + b.toString(8).padStart(3, '0');
   }
+  return fmt;
 }
 
 /**
  * Answers the start that claimed us. A sh that rang over `req` waits on the `resp` we hold: it gets
- * one line. A cold start's sh (no held `resp`) waits for `resp` to be opened and closed once `out`
- * and `status` are written (retrying until its reader is there).
+ * one line, with the answer in it (`fmt`) when it fits in what a pipe takes whole (PIPE_BUF), else
+ * `file` (the sh prints `out`). A cold start's sh (no held `resp`) waits for `resp` to be opened and
+ * closed once `out` and `status` are written (retrying until its reader is there).
  */
-async function deliverAnswer(dir: string, answer: Answer, startPid: number): Promise<void> {
+async function deliverAnswer(dir: string, answer: Answer): Promise<void> {
   if (heldResp >= 0) {
-    const sent = startPid > 0 && sendToStartStdout(startPid, answer.out);
-    if (!sent) fs.writeFileSync(path.join(dir, 'out'), answer.out);
+    const bytes = typeof answer.out === 'string' ? Buffer.from(answer.out) : answer.out;
+    let line = `${answer.status} fmt ${answerFormat(bytes)}\n`;
+    if (Buffer.byteLength(line) > PIPE_BUF) {
+      fs.writeFileSync(path.join(dir, 'out'), bytes);
+      line = `${answer.status} file\n`;
+    }
     try {
-      fs.writeSync(heldResp, `${answer.status} ${sent ? 'sent' : 'file'}\n`);
+      fs.writeSync(heldResp, line);
     } finally {
       fs.closeSync(heldResp);
       heldResp = -1;
     }
     // Answered: the sh needs nothing more from the directory unless it prints `out` (it removes it then).
-    if (sent) fs.rmSync(dir, { recursive: true, force: true });
+    if (!line.endsWith(' file\n')) fs.rmSync(dir, { recursive: true, force: true });
     return;
   }
   fs.writeFileSync(path.join(dir, 'out'), answer.out);
@@ -728,7 +736,7 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
     out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
     status = 1;
   }
-  await deliverAnswer(dir, { out, status }, startPid);
+  await deliverAnswer(dir, { out, status });
   return { become, handedOn };
 }
 
