@@ -3,7 +3,7 @@
 // Booting Node and loading the daemon costs ~200 ms, paid twice per container when `start` spawns a
 // fresh daemon. A spare pays it ahead of time. bin/containerd-shim-tsshim-v2 (POSIX sh) claims one by
 // renaming its directory, leaves the start request in files there and rings the `req` fifo; the
-// spare runs the usual start logic (group socket, reuse), writes `out` and `status`, closes `resp`,
+// spare runs the usual start logic (group socket, reuse), answers in a line on `resp` (see below),
 // and then either becomes the daemon (and spawns the next spare) or goes back to waiting.
 //
 // Directory per containerd (its gRPC address): <state>/spares/<sha256(address)[:16]>/<pid>/
