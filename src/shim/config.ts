@@ -57,6 +57,12 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
     meaning: 'how long an unclaimed warm spare waits before it leaves',
   },
   {
+    name: 'TSSHIM_SPARE_ANSWER_TIMEOUT',
+    default: '10',
+    meaning:
+      "seconds `start` waits for the answer of the warm spare it handed the request to; a spare that has not answered by then (stopped, wedged) is killed and Node's `start` answers",
+  },
+  {
     name: 'TSSHIM_TRIM',
     default: '`1`',
     meaning: '`0`: an idle daemon does not hand unused memory back to the kernel',

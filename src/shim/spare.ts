@@ -3,15 +3,27 @@
 // Booting Node and loading the daemon costs ~200 ms, paid twice per container when `start` spawns a
 // fresh daemon. A spare pays it ahead of time. bin/containerd-shim-tsshim-v2 (POSIX sh) claims one by
 // renaming its directory, leaves the start request in files there and rings the `req` fifo; the
-// spare runs the usual start logic (group socket, reuse), writes `out` and `status`, closes `resp`,
+// spare runs the usual start logic (group socket, reuse), answers in a line on `resp` (see below),
 // and then either becomes the daemon (and spawns the next spare) or goes back to waiting.
 //
 // Directory per containerd (its gRPC address): <state>/spares/<sha256(address)[:16]>/<pid>/
 //   req     fifo: the sh writes the claimed directory's path and a newline
-//   resp    fifo: opened and closed by the spare when `out` and `status` are ready
-// Files the sh leaves in the claimed directory: argv (NUL separated), env (NUL separated, `env -0`),
-// cwd (the bundle), stdin (start's stdin: options or BootstrapParams), ppid (containerd's pid),
-// startpid (the claiming start's own pid: a cold daemon would inherit its cgroups, limits, nice).
+//   resp    fifo: the spare holds it open (read-write) from the moment it waits; the sh opens it to
+//           read before it rings, so the spare's answer line (`<status> fmt <format>|file`) or,
+//           should the spare die, end-of-file comes without a timeout process. A spare that does
+//           not answer within TSSHIM_SPARE_ANSWER_TIMEOUT seconds (stopped, wedged) is killed by
+//           the sh, which then leaves the start to Node
+// Files the sh leaves in the claimed directory: argv (NUL separated), cwd (the bundle), ppid
+// (containerd's pid), startpid (the claiming start's own pid: a cold daemon would inherit its
+// cgroups, limits, nice). The rest the spare takes from the waiting start itself, so that the sh
+// forks nothing for it: its environment (/proc/<startpid>/environ) and stdin (options or
+// BootstrapParams, which the sh keeps on fd 3 while it waits: /proc/<startpid>/fd/3; copied to
+// `stdin` before anything else, for the sh's fall-back to Node; `.stdin` alone: it was being read).
+// The answer comes in the line itself, as a printf format the sh prints with its builtin (`fmt`),
+// or in `out` when it is too long for one atomic line (`file`): only the sh writes to containerd's
+// pipe, so a spare answering after the sh gave up on it cannot add to Node's answer. A cold
+// start's sh (cold_start) leaves env and stdin as files, and waits for the daemon to open and
+// close `resp` once `out` and `status` are there.
 //
 // Lifetime: spares exist only while a shim of the same containerd serves containers. Each serving
 // daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
@@ -320,25 +332,77 @@ interface StartRequest {
   startPid: number;
 }
 
-function readRequest(dir: string): StartRequest {
-  const nul = (file: string) =>
-    fs
-      .readFileSync(path.join(dir, file), 'utf8')
-      .split('\0')
-      .filter((s) => s !== '');
+const nulSeparated = (text: string) => text.split('\0').filter((s) => s !== '');
+
+/** A file of the request, or null when the sh left it to us (no such file). */
+function requestFile(dir: string, file: string): Buffer | null {
+  try {
+    return fs.readFileSync(path.join(dir, file));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/**
+ * Where a sh waiting for a spare keeps its stdin (bin/containerd-shim-tsshim-v2 ring_spare): fd 0
+ * is moved about by the builtins it runs meanwhile.
+ */
+const START_STDIN_FD = 3;
+
+/**
+ * The waiting start's stdin, read through /proc (a pipe from containerd, or /dev/null), and kept in
+ * `stdin` at once: if this process fails afterwards, the sh hands it to Node instead. `.stdin` is
+ * made before the pipe is read: should this process end (or be killed) before `stdin` exists, the
+ * sh knows the pipe may be partly read and fails the start instead of giving Node half a request.
+ */
+function takeStartStdin(dir: string, startPid: number): Buffer {
+  const tmp = path.join(dir, '.stdin');
+  const out = fs.openSync(tmp, 'wx', 0o600);
+  let data: Buffer;
+  try {
+    const fd = fs.openSync(`/proc/${startPid}/fd/${START_STDIN_FD}`, fs.constants.O_RDONLY);
+    try {
+      data = fs.readFileSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.writeFileSync(out, data);
+  } finally {
+    fs.closeSync(out);
+  }
+  // Whole or not at all: the sh's fall-back to Node takes the file when it is there.
+  fs.renameSync(tmp, path.join(dir, 'stdin'));
+  return data;
+}
+
+/** The claiming sh still runs as `start` under that pid (not a pid recycled since): its stdin is ours to read. */
+function isWaitingStart(pid: number): boolean {
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    return argv.some((a) => /(^|\/)containerd-shim-tsshim-v2$/.test(a)) && argv.at(-2) === 'start';
+  } catch {
+    return false; // gone
+  }
+}
+
+function readRequest(dir: string, startPid: number): StartRequest {
+  const text = (file: string) => fs.readFileSync(path.join(dir, file), 'utf8');
+  if (!startPid || !isWaitingStart(startPid)) throw new Error(`claim: the start (pid ${startPid}) is gone`);
   const env: NodeJS.ProcessEnv = {};
-  for (const kv of nul('env')) {
+  const envText = requestFile(dir, 'env') ?? fs.readFileSync(`/proc/${startPid}/environ`);
+  for (const kv of nulSeparated(envText.toString('utf8'))) {
     const eq = kv.indexOf('=');
     if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   return {
     dir,
-    argv: nul('argv'),
+    argv: nulSeparated(text('argv')),
     env,
-    cwd: fs.readFileSync(path.join(dir, 'cwd'), 'utf8').trim(),
-    stdin: fs.readFileSync(path.join(dir, 'stdin')),
-    containerdPid: Number(fs.readFileSync(path.join(dir, 'ppid'), 'utf8').trim()) || 0,
-    startPid: Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0,
+    cwd: text('cwd').trim(),
+    stdin: requestFile(dir, 'stdin') ?? takeStartStdin(dir, startPid),
+    containerdPid: Number(text('ppid').trim()) || 0,
+    startPid,
   };
 }
 
@@ -365,6 +429,8 @@ const CLAIM_WITHOUT_REQUEST_MS = 15_000;
 /** Set by SIGTERM (stopSpares): retire at the next chance unless a claim is already ours. */
 let retireRequested = false;
 let onRetireRequest: (() => void) | null = null;
+/** Our end of the `resp` fifo of the directory we wait in (see waitForClaim and deliverAnswer). */
+let heldResp = -1;
 
 /**
  * Registers in the pool and resolves with the claimed directory, or null when the spare retires:
@@ -387,6 +453,8 @@ function waitForClaim(
   fs.rmSync(path.join(pool, `.booting-${process.pid}`), { force: true });
   // O_RDWR: opening never blocks and our own write end keeps the fifo from reporting EOF.
   const fd = fs.openSync(path.join(home, 'req'), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  // Held from now on: a claiming sh reads our answer line from it, or end-of-file once we are gone.
+  heldResp = fs.openSync(path.join(home, 'resp'), fs.constants.O_RDWR);
   const sock = new net.Socket({ fd, readable: true, writable: false });
   return new Promise((resolve) => {
     let buf = '';
@@ -445,8 +513,54 @@ function waitForClaim(
   });
 }
 
-/** Signals the waiting sh: open `resp` for writing (retrying until its reader is there) and close it. */
-async function ringResponse(dir: string): Promise<void> {
+/** The answer's bytes and exit status for the start that claimed us. */
+interface Answer {
+  out: Uint8Array | string;
+  status: number;
+}
+
+const PIPE_BUF = 4096;
+
+/**
+ * The answer as a format for the sh's printf builtin (bin/containerd-shim-tsshim-v2 ring_spare),
+ * which prints exactly these bytes: printable ASCII as it is, every other byte and `\`, `%` and
+ * the blank as a 3-digit octal escape. No blank or newline in it: it ends the answer line.
+ */
+export function answerFormat(out: Uint8Array): string {
+  let fmt = '';
+  for (const b of out) {
+    fmt +=
+      b > 0x20 && b < 0x7f && b !== 0x5c && b !== 0x25 ? String.fromCharCode(b) : '\\' + b.toString(8).padStart(3, '0');
+  }
+  return fmt;
+}
+
+/**
+ * Answers the start that claimed us. A sh that rang over `req` waits on the `resp` we hold: it gets
+ * one line, with the answer in it (`fmt`) when it fits in what a pipe takes whole (PIPE_BUF), else
+ * `file` (the sh prints `out`). A cold start's sh (no held `resp`) waits for `resp` to be opened and
+ * closed once `out` and `status` are written (retrying until its reader is there).
+ */
+async function deliverAnswer(dir: string, answer: Answer): Promise<void> {
+  if (heldResp >= 0) {
+    const bytes = typeof answer.out === 'string' ? Buffer.from(answer.out) : answer.out;
+    let line = `${answer.status} fmt ${answerFormat(bytes)}\n`;
+    if (Buffer.byteLength(line) > PIPE_BUF) {
+      fs.writeFileSync(path.join(dir, 'out'), bytes);
+      line = `${answer.status} file\n`;
+    }
+    try {
+      fs.writeSync(heldResp, line);
+    } finally {
+      fs.closeSync(heldResp);
+      heldResp = -1;
+    }
+    // Answered: the sh needs nothing more from the directory unless it prints `out` (it removes it then).
+    if (!line.endsWith(' file\n')) fs.rmSync(dir, { recursive: true, force: true });
+    return;
+  }
+  fs.writeFileSync(path.join(dir, 'out'), answer.out);
+  fs.writeFileSync(path.join(dir, 'status'), String(answer.status));
   const resp = path.join(dir, 'resp');
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -544,7 +658,6 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     }
     claiming = true;
     const answer = await answerClaim(dir, role);
-    await ringResponse(dir);
     // Without closing the listener the new daemon serves (its close would unlink the socket).
     if (answer.handedOn || (!answer.become && role.installChanged())) process.exit(0);
     if (!answer.become) {
@@ -573,21 +686,24 @@ interface Becoming {
  * serve the group, says how (`become`); `handedOn` when a daemon of a newer install serves it.
  */
 async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Becoming | null; handedOn: boolean }> {
-  const { readStartRequest, formatStartReply } = await import('./bootstrap');
-  const { startOptions } = await import('./start-options');
-  const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
   let out: Uint8Array | string = '';
   let status = 0;
   let become: Becoming | null = null;
   let handedOn = false;
+  let startPid = 0;
   try {
-    const req = readRequest(dir);
-    // containerd waits from here on: the start's policy and nice value now, not after the claim.
+    startPid = Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0;
+    // containerd waits from here on: the start's policy and nice value first of all (a waiting
+    // spare is niced: on a busy machine it crawled through the request, ~10-40 ms at load 20).
     try {
-      copySchedulingOf(req.startPid || req.containerdPid);
+      if (startPid) copySchedulingOf(startPid);
     } catch {
       /* adoptStartIdentity reports it */
     }
+    const { readStartRequest, formatStartReply } = await import('./bootstrap');
+    const { startOptions } = await import('./start-options');
+    const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
+    const req = readRequest(dir, startPid);
     // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
     replaceEnv(req.env);
     const startFlags = parseFlags(req.argv);
@@ -620,8 +736,7 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
     out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
     status = 1;
   }
-  fs.writeFileSync(path.join(dir, 'out'), out);
-  fs.writeFileSync(path.join(dir, 'status'), String(status));
+  await deliverAnswer(dir, { out, status });
   return { become, handedOn };
 }
 
@@ -662,7 +777,6 @@ export async function runClaim(flags: ShimFlags, role: SpareRole, config: ShimCo
   // (each daemon boots the next one only once it went quiet, see SpareLaunch), keep two for a while.
   if (config.spares && servingShims(pool).length > 0) markStarved(pool);
   const answer = await answerClaim(dir, role);
-  await ringResponse(dir);
   if (!answer.become) process.exit(0);
   await serveClaimed(answer.become, role);
 }

@@ -19,7 +19,7 @@ import {
 } from '../support/rootfs';
 import { CriClient, type PodSandboxConfig } from '../support/cri-client';
 import { criPluginConfig, renderCriFixture } from '../support/cri-config';
-import { sparePool, waitingSpares } from '../../src/shim/spare';
+import { SPARE_MAX_DEFER_MS, sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
 import { until as untilShared } from '../support/wait';
 import { runDetached } from '../support/containers';
@@ -158,6 +158,67 @@ function poolPids(pool: string): number[] {
     .filter(Boolean)
     .map(Number)
     .filter(pidAlive);
+}
+
+test('a stopped spare does not hang start: once the bound passes it is killed and a cold shim serves the container, alone', async () => {
+  const pool = sparePool(c.address);
+  await runDetached(uniqueId('st1'));
+  // Past the moment its shim boots the next spare (SPARE_MAX_DEFER_MS after Start): no spare comes later.
+  await new Promise((r) => setTimeout(r, 2 * SPARE_MAX_DEFER_MS));
+  // One booted spare, stopped (as a wedged one would be): the next start claims it.
+  const spares = await bootedSpares(pool);
+  const [stopped, ...others] = spares;
+  for (const pid of others) process.kill(pid, 'SIGKILL');
+  await until(() => others.every((pid) => !pidAlive(pid)), 'the other spares gone');
+  process.kill(stopped, 'SIGSTOP');
+  try {
+    const id = uniqueId('st2');
+    const shim = await runDetached(id);
+    assert.notEqual(shim, stopped, 'a cold shim serves the container');
+    await until(() => !pidAlive(stopped), 'the stopped spare killed');
+    const exec = await c.ctr(['task', 'exec', '--exec-id', 'e', id, 'sh', '-c', 'echo via-cold']);
+    assert.equal(exec.stdout, 'via-cold\n', exec.stderr);
+    // Nothing of the claim is left, and no other process serves the container's socket.
+    assert.ok(!fs.readdirSync(pool).some((n) => n.includes('.claimed.')), 'no claimed dir left');
+    const socket = fs.readFileSync(path.join(c.bundleDir(id), 'address'), 'utf8').replace(/^unix:\/\//, '');
+    const serving = fs
+      .readdirSync('/proc')
+      .filter((n) => /^\d+$/.test(n))
+      .map(Number)
+      .filter(
+        (pid) => pidAlive(pid) && cmdline(pid).startsWith('containerd-shim-tsshim-v2') && holdsSocket(pid, socket)
+      );
+    assert.deepEqual(serving, [shim], "one shim listens on the container's socket");
+  } finally {
+    try {
+      process.kill(stopped, 'SIGKILL');
+    } catch {
+      /* killed by the start, as it should be */
+    }
+  }
+});
+
+/** The process has a listening unix socket bound at `socket` open (/proc/net/unix inode among its fds). */
+function holdsSocket(pid: number, socket: string): boolean {
+  const inodes = new Set(
+    fs
+      .readFileSync('/proc/net/unix', 'utf8')
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[7] === socket)
+      .map((f) => f[6])
+  );
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return inodes.has(/^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '');
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
 }
 
 test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice, scheduling policy', async () => {

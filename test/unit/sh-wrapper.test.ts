@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { groupKey, readAnnotations, shimPidFile, socketPath } from '../../src/shim/address';
 import { isValidIdentifier } from '../../src/sys/identifiers';
-import { sparePool } from '../../src/shim/spare';
+import { answerFormat, sparePool } from '../../src/shim/spare';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
 import { buildSnapshot } from '../../src/daemon/snapshot-build';
 import { until } from '../support/wait';
@@ -291,6 +291,14 @@ interface Install {
     args: string[],
     opts: { cwd: string; env: Record<string, string>; input?: string }
   ): { status: number | null; out: string };
+  /**
+   * run, without blocking this process (a fake spare in a child of ours must answer meanwhile);
+   * `shell` runs the wrapper with that sh instead of its #! line's.
+   */
+  runAsync(
+    args: string[],
+    opts: { cwd: string; env: Record<string, string>; input?: string; shell?: string }
+  ): Promise<{ status: number | null; out: string }>;
 }
 
 function fakeInstall(): Install {
@@ -331,6 +339,27 @@ function fakeInstall(): Install {
         timeout: 30_000,
       });
       return { status: r.status, out: r.stdout + r.stderr };
+    },
+    runAsync(args, opts) {
+      const env = { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin`, ...opts.env };
+      // Pipes, as containerd (Go's os/exec) gives them, not Node's socket pairs: stdout and stderr
+      // one pipe, read until its last writer is gone, and the start's exit status.
+      const p = spawn(
+        '/bin/sh',
+        ['-c', 'printf %s "$IN" | { ${SH:+"$SH"} "$@" 2>&1; echo "$?" > "$STATUS"; } | cat', 'sh', bin, ...args],
+        {
+          cwd: opts.cwd,
+          env: { ...env, IN: opts.input ?? '', STATUS: path.join(root, 'status'), SH: opts.shell ?? '' },
+          timeout: 30_000,
+        }
+      );
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      return new Promise((resolve) => {
+        p.once('close', () =>
+          resolve({ status: Number(fs.readFileSync(path.join(root, 'status'), 'utf8').trim()), out })
+        );
+      });
     },
   };
 }
@@ -594,5 +623,181 @@ test('sh wrapper: with no spare, a cold start boots one Node process: the daemon
     }
   } finally {
     fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// The claim of a warm spare (src/shim/spare.ts answerClaim): the sh rings and waits with builtins
+// only; the spare takes stdin and environment from /proc and answers in its line on `resp`.
+
+type FakeSpareBehaviour =
+  'answer' | 'take-stdin-and-die' | 'die' | 'hang' | 'take-stdin-and-stop' | 'hang-while-taking-stdin';
+
+/**
+ * A Node process that waits in `pool` as a spare of ADDRESS would (title, req and resp fifos, resp
+ * held read-write) and, once rung, does `behaviour`: answer as spare.ts does; die after taking
+ * stdin, or at once; never answer (`hang`); take stdin and stop (SIGSTOP); or stay in the middle of
+ * taking stdin (`.stdin` made, the pipe read, no `stdin`). `ended` resolves with how it ended.
+ */
+function fakeSpare(
+  pool: string,
+  behaviour: FakeSpareBehaviour
+): { pid: number; ready: Promise<void>; ended: Promise<{ code: number | null; signal: string | null }> } {
+  const script = `
+    const fs = require('fs'), path = require('path');
+    const behaviour = ${JSON.stringify(behaviour)};
+    process.title = 'containerd-shim-tsshim-v2 spare -address ' + ${JSON.stringify(ADDRESS)};
+    const pool = ${JSON.stringify(pool)}, home = path.join(pool, String(process.pid));
+    fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+    for (const f of ['req', 'resp']) require('child_process').execFileSync('mkfifo', [path.join(home, f)]);
+    const req = fs.openSync(path.join(home, 'req'), fs.constants.O_RDWR);
+    const resp = fs.openSync(path.join(home, 'resp'), fs.constants.O_RDWR);
+    process.stdout.write('ready\\n');
+    const buf = Buffer.alloc(4096);
+    const n = fs.readSync(req, buf); // blocks until rung
+    const dir = buf.toString('utf8', 0, n).trim();
+    const startPid = fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim();
+    const forever = () => setInterval(() => {}, 1000);
+    if (behaviour === 'die') process.exit(3);
+    if (behaviour === 'hang') return forever();
+    const marker = fs.openSync(path.join(dir, '.stdin'), 'wx');
+    const stdin = fs.readFileSync('/proc/' + startPid + '/fd/3', 'utf8'); // a pipe: runAsync
+    if (behaviour === 'hang-while-taking-stdin') return forever();
+    fs.writeSync(marker, stdin);
+    fs.renameSync(path.join(dir, '.stdin'), path.join(dir, 'stdin'));
+    if (behaviour === 'take-stdin-and-die') process.exit(3);
+    if (behaviour === 'take-stdin-and-stop') {
+      process.kill(process.pid, 'SIGSTOP');
+      return forever();
+    }
+    const env = fs.readFileSync('/proc/' + startPid + '/environ', 'utf8').split('\\0');
+    const cwd = fs.readFileSync(path.join(dir, 'cwd'), 'utf8').trim();
+    const answer = 'SPARE stdin=' + stdin + ' ' + env.filter((kv) => kv.startsWith('MARK=')).join() + ' cwd=' + cwd;
+    fs.writeSync(resp, '0 fmt ' + (${answerFormat.toString()})(Buffer.from(answer)) + '\\n');
+    fs.rmSync(dir, { recursive: true, force: true });
+  `;
+  const p = spawn(process.execPath, ['-e', `(() => {${script}})()`, '--', '.'.repeat(200)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+    p.once('exit', (code, signal) => resolve({ code, signal }))
+  );
+  const ready = new Promise<void>((resolve, reject) => {
+    p.stdout!.once('data', () => resolve());
+    p.once('exit', (code) => reject(new Error(`fake spare exited ${code} before it was ready`)));
+  });
+  return { pid: p.pid!, ready, ended };
+}
+
+/** A state dir, its pool and a fake spare waiting there with `behaviour`. */
+async function withFakeSpare(
+  behaviour: FakeSpareBehaviour
+): Promise<{ inst: Install; state: string; pool: string; spare: ReturnType<typeof fakeSpare> }> {
+  const inst = fakeInstall();
+  const state = path.join(inst.root, 'state');
+  fs.mkdirSync(state, { mode: 0o700 });
+  const pool = path.join(state, 'spares', POOL_HASH);
+  const spare = fakeSpare(pool, behaviour);
+  await spare.ready;
+  return { inst, state, pool, spare };
+}
+
+const SHELLS = ['/bin/sh', ...(fs.existsSync('/bin/bash') ? ['/bin/bash'] : [])];
+
+test('sh wrapper: a warm spare found by its title takes stdin and environment from the start and answers in its line', async () => {
+  for (const shell of SHELLS) {
+    const { inst, state, pool, spare } = await withFakeSpare('answer');
+    try {
+      const bundle = bundleDir(inst.root);
+      const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), MARK: 'x y %s \\n' };
+      const r = await inst.runAsync(START_ARGS, { cwd: bundle, env, input: 'OPTS', shell });
+      assert.deepEqual(r, { status: 0, out: `SPARE stdin=OPTS MARK=x y %s \\n cwd=${bundle}` }, shell);
+      assert.ok(!fs.existsSync(path.join(inst.root, 'node-argv')), `${shell}: Node was not asked`);
+      assert.deepEqual(fs.readdirSync(pool), [], `${shell}: the claimed directory is gone`);
+      assert.deepEqual(await spare.ended, { code: 0, signal: null });
+    } finally {
+      kill(spare.pid);
+      fs.rmSync(inst.root, { recursive: true, force: true });
+    }
+  }
+});
+
+test("sh wrapper: answerFormat's format makes the sh's printf print every byte as it was", () => {
+  const bytes = Buffer.from([...Array(256).keys(), 0x25, 0x73, 0x5c, 0x6e, 0x30, 0x31, 0x20, 0x0a]);
+  for (const shell of SHELLS) {
+    const fmt = answerFormat(bytes);
+    assert.doesNotMatch(fmt, /[\s]/, 'no blank or newline: it ends the line');
+    const r = spawnSync(shell, ['-c', 'IFS=" " read -r status how answer; printf "$answer"'], {
+      input: `0 fmt ${fmt}\n`,
+    });
+    assert.equal(r.status, 0, shell);
+    assert.deepEqual(r.stdout, bytes, shell);
+  }
+});
+
+test('sh wrapper: a warm spare that dies once claimed (before or after taking stdin) leaves the start to Node with the request intact, without waiting for the bound', async () => {
+  for (const shell of SHELLS) {
+    for (const behaviour of ['die', 'take-stdin-and-die'] as const) {
+      const { inst, state, spare } = await withFakeSpare(behaviour);
+      try {
+        // A bound longer than runAsync lets the start run: only the spare's end can end the wait.
+        const env = {
+          TSSHIM_STATE_DIR: state,
+          TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
+          TSSHIM_SPARE_ANSWER_TIMEOUT: '3600',
+        };
+        const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS', shell });
+        assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, `${shell} ${behaviour}`);
+        assert.deepEqual(await spare.ended, { code: 3, signal: null });
+      } finally {
+        kill(spare.pid);
+        fs.rmSync(inst.root, { recursive: true, force: true });
+      }
+    }
+  }
+});
+
+test('sh wrapper: a claimed spare that never answers (wedged, or stopped) is killed once the bound passes, and Node answers the start with the request intact', async () => {
+  for (const shell of SHELLS) {
+    for (const behaviour of ['hang', 'take-stdin-and-stop'] as const) {
+      const { inst, state, pool, spare } = await withFakeSpare(behaviour);
+      try {
+        const env = {
+          TSSHIM_STATE_DIR: state,
+          TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
+          TSSHIM_SPARE_ANSWER_TIMEOUT: '1',
+        };
+        const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS', shell });
+        assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, `${shell} ${behaviour}: Node answers`);
+        assert.deepEqual(nodeArgv(inst).at(-1), 'start', 'as `start`');
+        // Killed: it cannot become this container's shim beside the one Node starts.
+        assert.deepEqual(await spare.ended, { code: null, signal: 'SIGKILL' }, `${shell} ${behaviour}`);
+        assert.deepEqual(fs.readdirSync(pool), [], 'nothing of the claim is left');
+      } finally {
+        kill(spare.pid);
+        fs.rmSync(inst.root, { recursive: true, force: true });
+      }
+    }
+  }
+});
+
+test('sh wrapper: a claimed spare that stops while it reads the request leaves no half request to Node: the start fails, and the spare is killed', async () => {
+  for (const shell of SHELLS) {
+    const { inst, state, spare } = await withFakeSpare('hang-while-taking-stdin');
+    try {
+      const env = {
+        TSSHIM_STATE_DIR: state,
+        TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
+        TSSHIM_SPARE_ANSWER_TIMEOUT: '1',
+      };
+      const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS', shell });
+      assert.equal(r.status, 1, shell);
+      assert.match(r.out, /^containerd-shim-tsshim-v2: start: could not hand the request to a spare in .*\n$/);
+      assert.ok(!fs.existsSync(path.join(inst.root, 'node-argv')), `${shell}: Node was not asked`);
+      assert.deepEqual(await spare.ended, { code: null, signal: 'SIGKILL' }, shell);
+    } finally {
+      kill(spare.pid);
+      fs.rmSync(inst.root, { recursive: true, force: true });
+    }
   }
 });
