@@ -162,7 +162,7 @@ function poolPids(pool: string): number[] {
 
 test('a stopped spare does not hang start: once the bound passes it is killed and a cold shim serves the container, alone', async () => {
   const pool = sparePool(c.address);
-  await runDetached(uniqueId('st1'));
+  await runSleeper(uniqueId('st1'));
   // Past the moment its shim boots the next spare (SPARE_MAX_DEFER_MS after Start): no spare comes later.
   await new Promise((r) => setTimeout(r, 2 * SPARE_MAX_DEFER_MS));
   // One booted spare, stopped (as a wedged one would be): the next start claims it.
@@ -173,7 +173,7 @@ test('a stopped spare does not hang start: once the bound passes it is killed an
   process.kill(stopped, 'SIGSTOP');
   try {
     const id = uniqueId('st2');
-    const shim = await runDetached(id);
+    const shim = await runSleeper(id);
     assert.notEqual(shim, stopped, 'a cold shim serves the container');
     await until(() => !pidAlive(stopped), 'the stopped spare killed');
     const exec = await c.ctr(['task', 'exec', '--exec-id', 'e', id, 'sh', '-c', 'echo via-cold']);
