@@ -142,6 +142,8 @@ export async function memorySuite(env: BenchEnv, results: Results): Promise<void
         unit: 'MiB',
         runc: at('runc', size, (m) => m.pssKiB / MiB),
         tsshim: at('tsshim', size, (m) => m.pssKiB / MiB),
+        target:
+          mode === 'single' && size === 10 ? { text: 'ratio <= 4.0', on: 'ratio', op: '<=', value: 4.0 } : undefined,
       });
       // What the shims serving the containers hold: the spares' share (two after a burst of
       // starts) is ~3 MiB per container at 10.
