@@ -735,17 +735,20 @@ test("sh wrapper: answerFormat's format makes the sh's printf print every byte a
   }
 });
 
+/** The start's environment for a claim from the fake spare's pool, with the answer's bound in seconds. */
+const claimEnv = (root: string, state: string, bound: string) => ({
+  TSSHIM_STATE_DIR: state,
+  TSSHIM_SOCKET_DIR: path.join(root, 's'),
+  TSSHIM_SPARE_ANSWER_TIMEOUT: bound,
+});
+
 test('sh wrapper: a warm spare that dies once claimed (before or after taking stdin) leaves the start to Node with the request intact, without waiting for the bound', async () => {
   for (const shell of SHELLS) {
     for (const behaviour of ['die', 'take-stdin-and-die'] as const) {
       const { inst, state, spare } = await withFakeSpare(behaviour);
       try {
         // A bound longer than runAsync lets the start run: only the spare's end can end the wait.
-        const env = {
-          TSSHIM_STATE_DIR: state,
-          TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
-          TSSHIM_SPARE_ANSWER_TIMEOUT: '3600',
-        };
+        const env = claimEnv(inst.root, state, '3600');
         const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS', shell });
         assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, `${shell} ${behaviour}`);
         assert.deepEqual(await spare.ended, { code: 3, signal: null });
@@ -762,11 +765,7 @@ test('sh wrapper: a claimed spare that never answers (wedged, or stopped) is kil
     for (const behaviour of ['hang', 'take-stdin-and-stop'] as const) {
       const { inst, state, pool, spare } = await withFakeSpare(behaviour);
       try {
-        const env = {
-          TSSHIM_STATE_DIR: state,
-          TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
-          TSSHIM_SPARE_ANSWER_TIMEOUT: '1',
-        };
+        const env = claimEnv(inst.root, state, '1');
         const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS', shell });
         assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, `${shell} ${behaviour}: Node answers`);
         assert.deepEqual(nodeArgv(inst).at(-1), 'start', 'as `start`');
@@ -785,11 +784,7 @@ test('sh wrapper: a claimed spare that stops while it reads the request leaves n
   for (const shell of SHELLS) {
     const { inst, state, spare } = await withFakeSpare('hang-while-taking-stdin');
     try {
-      const env = {
-        TSSHIM_STATE_DIR: state,
-        TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
-        TSSHIM_SPARE_ANSWER_TIMEOUT: '1',
-      };
+      const env = claimEnv(inst.root, state, '1');
       const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS', shell });
       assert.equal(r.status, 1, shell);
       assert.match(r.out, /^containerd-shim-tsshim-v2: start: could not hand the request to a spare in .*\n$/);
