@@ -713,8 +713,9 @@ test('sh wrapper: a warm spare found by its title takes stdin and environment fr
       const r = await inst.runAsync(START_ARGS, { cwd: bundle, env, input: 'OPTS', shell });
       assert.deepEqual(r, { status: 0, out: `SPARE stdin=OPTS MARK=x y %s \\n cwd=${bundle}` }, shell);
       assert.ok(!fs.existsSync(path.join(inst.root, 'node-argv')), `${shell}: Node was not asked`);
-      assert.deepEqual(fs.readdirSync(pool), [], `${shell}: the claimed directory is gone`);
+      // The spare removes its claimed directory after it answered: look once it has ended.
       assert.deepEqual(await spare.ended, { code: 0, signal: null });
+      assert.deepEqual(fs.readdirSync(pool), [], `${shell}: the claimed directory is gone`);
     } finally {
       kill(spare.pid);
       fs.rmSync(inst.root, { recursive: true, force: true });
