@@ -95,8 +95,10 @@ test('ctr run --rootfs and from an imported image print hello; events include /t
   assert.equal(exit1.event?.exit_status, 3);
   assert.ok(exit1.event?.pid > 0);
   assert.equal(exit1.namespace, c.namespace);
-  const del1 = await events.waitFor((e) => e.topic === '/tasks/delete' && e.event?.container_id === id1);
-  assert.equal(del1.event?.exit_status, 3);
+  // No wait for /tasks/delete here: the Go shim publishes it asynchronously and can exit on the
+  // Shutdown that `ctr run --rm` sends right after Delete before it is delivered. Under load it was
+  // lost (CI on 2.3.4 and on 2.0.11: /containers/delete arrived, /tasks/delete never did).
+  // tsshim's delivery of it is asserted in shim-core.test.ts.
 
   // 2) An imported OCI image: rootfs comes from the overlayfs snapshotter as mounts.
   assert.equal(await ensureBusyboxImage(c), BUSYBOX_IMAGE);
