@@ -189,13 +189,13 @@ export class RuncClient {
 
   /** `state id`, parsed. */
   async state(id: string, opts: CallOptions = {}): Promise<RuncState> {
-    const r = await this.call('state', [id], opts);
+    const r = await this.call('state', [id], opts, undefined, true);
     return parseJson<RuncState>('state', r.stdout);
   }
 
   /** `ps --format json id`: host pids of the container's processes ([] when it has none). */
   async ps(id: string, opts: CallOptions = {}): Promise<number[]> {
-    const r = await this.call('ps', ['--format', 'json', id], opts);
+    const r = await this.call('ps', ['--format', 'json', id], opts, undefined, true);
     const pids = parseJson<number[] | null>('ps', r.stdout);
     return Array.isArray(pids) ? pids : [];
   }
@@ -253,7 +253,7 @@ export class RuncClient {
   async features(opts: CallOptions = {}): Promise<Record<string, unknown> | null> {
     let r: RunResult;
     try {
-      r = await this.call('features', [], opts);
+      r = await this.call('features', [], opts, undefined, true);
     } catch (e) {
       if (
         e instanceof RuncError &&
@@ -288,9 +288,18 @@ export class RuncClient {
 
   // ---- running ------------------------------------------------------------------------------
 
-  /** A command without container stdio: output captured (stdout+stderr) for errors and results. */
-  private call(sub: string, args: string[], opts: CallOptions, input?: string): Promise<RunResult> {
-    return this.invoke(sub, args, opts, { global: true, capture: true, readLog: true, input });
+  /**
+   * A command without container stdio: its output captured for errors, and for results where
+   * `parsed` (stdout alone). Otherwise stdout and stderr share one pipe, go-runc's combined output
+   * (one pipe less per runc call: ~0.1 ms of our CPU).
+   */
+  private call(sub: string, args: string[], opts: CallOptions, input?: string, parsed = false): Promise<RunResult> {
+    const stdio: [RunStdio, RunStdio, RunStdio] = [
+      input !== undefined ? 'pipe' : 'ignore',
+      'pipe',
+      parsed ? 'pipe' : 'stdout',
+    ];
+    return this.invoke(sub, args, opts, { global: true, capture: true, readLog: true, input, stdio });
   }
 
   /**
@@ -357,6 +366,7 @@ export class RuncClient {
     }
     if (r.code === 0) return r;
     const captured = stdio[1] === 'pipe' || stdio[2] === 'pipe';
+    const combined = stdio[2] === 'stdout';
     const output = captured ? Buffer.concat([r.stdout, r.stderr]).toString('utf8') : undefined;
     let message = `${this.binary} did not terminate successfully: exit status ${r.code}`;
     if (output !== undefined) message += `: ${output}`;
@@ -366,7 +376,7 @@ export class RuncClient {
       args: argv,
       exitCode: r.code,
       output,
-      stderr: captured ? r.stderr.toString('utf8') : undefined,
+      stderr: captured && !combined ? r.stderr.toString('utf8') : undefined,
       logMessage: log.message,
       logReadError: log.readError,
       message,

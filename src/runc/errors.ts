@@ -10,6 +10,7 @@ export interface RuncErrorInit {
   exitCode: number;
   /** Captured stdout+stderr, when runc's output was not handed to the container. */
   output?: string;
+  /** runc's stderr alone, when it had a pipe of its own (not for go-runc's combined output). */
   stderr?: string;
   /** Last error message runc wrote to its --log file during this invocation, if any. */
   logMessage?: string;

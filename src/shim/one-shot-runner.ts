@@ -11,7 +11,8 @@ const DEFAULT_TIMEOUT_MS = 60_000;
 export const oneShotRunner: CommandRunner = {
   run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     return new Promise((resolve, reject) => {
-      const s = opts.stdio ?? [];
+      // child_process cannot share stdout's pipe: 'stdout' gets a pipe of its own.
+      const s = (opts.stdio ?? []).map((x) => (x === 'stdout' ? 'pipe' : x));
       const stdio: StdioOptions = [
         s[0] ?? (opts.input !== undefined ? 'pipe' : 'ignore'),
         s[1] ?? 'pipe',

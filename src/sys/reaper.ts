@@ -29,8 +29,12 @@ export interface Exit {
 
 export type ExitSubscriber = (e: Exit) => void;
 
-/** A child's stdio slot for run(): an fd to hand over, 'ignore' (/dev/null), 'pipe' (captured) or 'inherit'. */
-export type RunStdio = number | 'ignore' | 'pipe' | 'inherit';
+/**
+ * A child's stdio slot for run(): an fd to hand over, 'ignore' (/dev/null), 'pipe' (captured) or
+ * 'inherit'; for stderr also 'stdout', the very pipe or fd of stdout (one captured output in the
+ * order written, as Go's CombinedOutput; RunResult.stderr stays empty).
+ */
+export type RunStdio = number | 'ignore' | 'pipe' | 'inherit' | 'stdout';
 
 export interface RunOptions {
   /** Written to the child's stdin, which is then closed. Requires stdio[0] to be unset or 'pipe'. */
@@ -352,6 +356,8 @@ export class Reaper {
     }
     if (opts.signal?.aborted) return Promise.reject(new RunAbortedError(label, opts.signal.reason));
     const stdio: (RunStdio | StdioNull | StdioPipe)[] = [stdio0, stdio1, stdio2, ...(opts.extraFds ?? [])];
+    if (stdio0 === 'stdout' || stdio1 === 'stdout')
+      return Promise.reject(new Error(`${label}: only stderr can be 'stdout'`));
 
     return new Promise<RunResult>((resolve, reject) => {
       let child: ChildProcess | DirectChild;
@@ -365,7 +371,12 @@ export class Reaper {
               { env: opts.env ?? process.env, cwd: opts.cwd, stdio: stdio as RunStdio[] },
               (pid, onExit) => this.direct.set(pid, onExit)
             )
-          : this.spawn(command, args, { env: opts.env, cwd: opts.cwd, stdio: stdio as SpawnOptions['stdio'] });
+          : this.spawn(command, args, {
+              env: opts.env,
+              cwd: opts.cwd,
+              // child_process cannot share stdout's pipe: a pipe of its own, read after stdout.
+              stdio: stdio.map((s) => (s === 'stdout' ? 'pipe' : s)) as SpawnOptions['stdio'],
+            });
       } catch (e) {
         reject(e);
         return;

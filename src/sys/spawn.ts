@@ -27,8 +27,8 @@ export function envStrings(env: NodeJS.ProcessEnv): readonly string[] {
   return out;
 }
 
-/** A child's stdio slot: an fd to hand over, 'ignore' (/dev/null), 'pipe' or 'inherit'. */
-export type DirectStdio = number | 'ignore' | 'pipe' | 'inherit';
+/** A child's stdio slot: an fd to hand over, 'ignore' (/dev/null), 'pipe' or 'inherit'; 'stdout': slot 1's pipe or fd. */
+export type DirectStdio = number | 'ignore' | 'pipe' | 'inherit' | 'stdout';
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals])
@@ -66,7 +66,8 @@ export class DirectChild extends EventEmitter {
     const pipes: { slot: number; fd: number }[] = [];
     try {
       opts.stdio.forEach((s, slot) => {
-        if (s === 'ignore') childFds.push(-1);
+        if (s === 'stdout') childFds.push(childFds[1]);
+        else if (s === 'ignore') childFds.push(-1);
         else if (s === 'inherit') childFds.push(slot);
         else if (typeof s === 'number') childFds.push(s);
         else {

@@ -16,6 +16,8 @@ import { cleanupTimeoutMs } from '../runc/timeouts';
 import { runcCallOptions, type RequestContext } from './deadline';
 import { errorMessage, failedPrecondition, notFound, unknown, processDoesNotExist, alreadyExists } from './errors';
 import type { InitState } from './state';
+import type { CgroupHandle } from './cgroups/discovery';
+import { pidsDirOf, readCgroupPids } from './cgroups/pids';
 
 /** containerd.runc.v1.CheckpointOptions as decoded. */
 export interface CheckpointOptions {
@@ -77,6 +79,8 @@ export class Container {
   private reserved = new Set<string>();
   readonly runc: RuncClient;
   readonly hostPidNs: boolean;
+  /** Pids reads the cgroup instead of running `runc ps` (the runtime is runc). */
+  private readonly psReadsCgroup: boolean;
   /** When Create came (kept across an in-place upgrade). */
   createdAt = new Date();
   /** Running execs; the init's exit is published only after they all exited (containerd 1.7+ order). */
@@ -100,6 +104,8 @@ export class Container {
       timeoutMs: cfg.runcTimeoutMs,
     });
     this.hostPidNs = sharesHostPidNamespace(cfg.bundle);
+    // Only runc's own ps is known to be the cgroup's list (runsc, for one, lists its sandbox).
+    this.psReadsCgroup = path.basename(this.runc.binary) === 'runc';
   }
 
   get id(): string {
@@ -381,13 +387,20 @@ export class Container {
     });
   }
 
-  /** The container's pids (`runc ps`), each with the exec id when it is one of our execs. */
-  async pids(ctx?: RequestContext): Promise<{ pid: number; execId?: string }[]> {
-    let pids: number[];
-    try {
-      pids = await this.runc.ps(this.id, runcCallOptions(ctx));
-    } catch (e) {
-      throw runcFailure('failed to list pids', e);
+  /**
+   * The container's pids as `runc ps` lists them, each with the exec id when it is one of our execs:
+   * read from its cgroup when the shim knows it and the runtime is runc (cgroups/pids.ts), else
+   * (another runtime, no cgroup known, or it could not be read) by `runc ps`.
+   */
+  async pids(ctx?: RequestContext, cgroup?: CgroupHandle): Promise<{ pid: number; execId?: string }[]> {
+    const dir = cgroup && this.psReadsCgroup ? pidsDirOf(cgroup) : null;
+    let pids = dir ? readCgroupPids(dir) : null;
+    if (!pids) {
+      try {
+        pids = await this.runc.ps(this.id, runcCallOptions(ctx));
+      } catch (e) {
+        throw runcFailure('failed to list pids', e);
+      }
     }
     const byPid = new Map<number, string>();
     for (const e of this.execs.values()) if (e.pid) byPid.set(e.pid, e.execId);

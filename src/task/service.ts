@@ -397,7 +397,8 @@ export class TaskService {
   }
 
   async pids(ns: string, id: string, ctx?: RequestContext) {
-    return this.container(ns, id).pids(ctx);
+    const c = this.container(ns, id);
+    return c.pids(ctx, this.cgroups.get(c));
   }
 
   async pause(ns: string, id: string, ctx?: RequestContext): Promise<void> {

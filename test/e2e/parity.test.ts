@@ -567,6 +567,90 @@ test('task ps shows exec ids in INFO like runc.v2; kill --exec-id; kill errors m
   assert.deepEqual(results[TSSHIM_RUNTIME], results[RUNC_RUNTIME]);
 });
 
+/** What `runc ps` lists for a container of this containerd (runc's default root), in its order. */
+function runcPs(id: string): number[] {
+  const r = spawnSync('runc', ['--root', `/run/containerd/runc/${c.namespace}`, 'ps', '--format', 'json', id], {
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, 0, r.stderr);
+  return (JSON.parse(r.stdout) as number[] | null) ?? [];
+}
+
+/** `ctr task ps` as [pid, info] rows, in its order. */
+async function ctrPs(id: string): Promise<[number, string][]> {
+  const r = await c.ctr(['task', 'ps', id]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .map(([pid, info]) => [Number(pid), info]);
+}
+
+/** The cgroup runc ps walks for `pid`: the devices hierarchy on v1, the unified one on v2. */
+function psCgroupDir(pid: number): string {
+  if (!fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) return cgroupDir(pid, 'devices');
+  const line = fs
+    .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('0::'));
+  assert.ok(line, `no unified cgroup for ${pid}`);
+  return path.join('/sys/fs/cgroup', line.slice(3));
+}
+
+test('task ps lists what runc ps lists, in its order (processes, an exec, a sub-cgroup, paused), like runc.v2', async () => {
+  const shapes: Record<string, string[]> = {};
+  for (const runtime of RUNTIMES) {
+    const id = uniqueId(`pslist-${short(runtime)}`);
+    await runDetached(runtime, id, ['sh', '-c', 'sleep 1000 & sleep 1000 & wait']);
+    let sub = '';
+    try {
+      let r = await c.ctr(['task', 'exec', '-d', '--exec-id', 'bg', id, 'sleep', '1000']);
+      assert.equal(r.code, 0, r.stderr);
+      const init = (await getTask(c, id)).pid;
+      const exec = (await getTask(c, id, 'bg')).pid;
+      const rows = await until(async () => {
+        const rows = await ctrPs(id);
+        return rows.length === 4 ? rows : null;
+      }, 'sh, its two sleeps and the exec');
+      // One sleep moves to a cgroup below the container's: runc ps lists the descendants too.
+      const sleeper = rows!.map(([pid]) => pid).find((pid) => pid !== init && pid !== exec)!;
+      sub = path.join(psCgroupDir(init), 'tsshim-ps-sub');
+      fs.mkdirSync(sub);
+      fs.writeFileSync(path.join(sub, 'cgroup.procs'), String(sleeper));
+      const shape: string[] = [];
+      const compare = async (when: string) => {
+        const listed = await ctrPs(id);
+        assert.deepEqual(
+          listed.map(([pid]) => pid),
+          runcPs(id),
+          `${runtime}, ${when}: ctr task ps lists runc ps's pids`
+        );
+        assert.equal(listed.at(-1)![0], sleeper, `${runtime}, ${when}: the sub-cgroup's sleep comes last`);
+        for (const [pid, info] of listed)
+          shape.push(`${when} ${pid === init ? 'init' : pid === exec ? 'exec' : 'other'} ${info}`);
+      };
+      await compare('running');
+      r = await c.ctr(['task', 'pause', id]);
+      assert.equal(r.code, 0, r.stderr);
+      await compare('paused');
+      r = await c.ctr(['task', 'resume', id]);
+      assert.equal(r.code, 0, r.stderr);
+      shapes[runtime] = shape;
+    } finally {
+      await remove(id);
+      try {
+        if (sub) fs.rmdirSync(sub);
+      } catch {
+        /* removed with the container's cgroup by runc delete */
+      }
+    }
+  }
+  assert.equal(shapes[TSSHIM_RUNTIME].length, 8);
+  assert.deepEqual(shapes[TSSHIM_RUNTIME], shapes[RUNC_RUNTIME]);
+});
+
 test('kill -a signals every process of the container (runc kill --all), not only the init', async () => {
   for (const runtime of RUNTIMES) {
     const id = uniqueId(`killall-${short(runtime)}`);

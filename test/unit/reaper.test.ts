@@ -190,6 +190,11 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     fs.closeSync(fd);
     const fdContent = fs.readFileSync('/tmp/tsshim-reaper-fd-test', 'utf8');
     fs.unlinkSync('/tmp/tsshim-reaper-fd-test');
+    // stderr 'stdout': one pipe for both, in the order written (posix_spawn); child_process gets two.
+    const script = ['-c', 'echo a; echo b >&2; echo c'];
+    const shared = await reaper.run('/bin/sh', script, { stdio: ['ignore', 'pipe', 'stdout'] });
+    const bare = await reaper.run('sh', script, { stdio: ['ignore', 'pipe', 'stdout'] });
+    const refused = await reaper.run('/bin/true', [], { stdio: ['ignore', 'stdout', 'pipe'] }).catch((e) => e.message);
     await waitUntil(() => resources().join() === baseline.join(), 4000);
     return {
       cat: cat.stdout.toString(),
@@ -207,6 +212,9 @@ const scenarios: Record<string, () => Promise<unknown>> = {
       holder: holder.stdout.toString(),
       holderMs,
       fdContent,
+      shared: [shared.stdout.toString(), shared.stderr.toString()],
+      bare: [bare.stdout.toString(), bare.stderr.toString()],
+      refused,
       resourcesBefore: baseline,
       resourcesAfter: resources(),
     };
@@ -357,6 +365,9 @@ if (process.env.REAPER_SCENARIO) {
     assert.equal(r.holder, 'started\n');
     assert.ok(r.holderMs < 2000, `a grandchild holding stdout held run() for ${r.holderMs} ms`);
     assert.equal(r.fdContent, 'into-fd\n');
+    assert.deepEqual(r.shared, ['a\nb\nc\n', ''], 'one pipe for stdout and stderr');
+    assert.deepEqual(r.bare, ['a\nc\n', 'b\n'], 'child_process: a pipe of its own');
+    assert.match(r.refused, /only stderr can be 'stdout'/);
     assert.deepEqual(r.resourcesAfter, r.resourcesBefore);
   });
 }
