@@ -14,7 +14,7 @@ import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../diag/introspection';
 import { startConfiguredMetrics } from '../diag/metrics-endpoint';
-import { daemonCollection, dropFilePagesAtOnceWhen, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
+import { daemonCollection, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
 import { loadedBundle } from './code-cache';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from '../shim/start';
@@ -264,7 +264,6 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     onIdle: (reason) => exitIfUnwanted(reason),
   });
   liveBundles = () => service.list().map((c) => c.bundle);
-  dropFilePagesAtOnceWhen(() => service.size === 0);
   const daemon: Daemon = {
     service,
     publisher,

@@ -30,63 +30,12 @@ const exposedGc = (): GcFn | undefined => (globalThis as { gc?: GcFn }).gc;
  */
 export const TRIM_AFTER_GC_MS = 300;
 
-/**
- * The file-backed pages (the node binary's code) are dropped at most this often; collections in
- * between return free malloc pages only, and the drop they skipped runs once the interval is over.
- * Every page an operation needs is faulted back in on its next call: with the drop after every
- * quiet period (1.5 s), a shim called every few seconds paid it on every call. Measured with
- * bench/exec-cost.ts (2 s between calls, shim CPU incl. runc, medians of 4 containers x 5 calls):
- * exec 70 ms against 63 without the drop (runc.v2: 57-63), Stats 11 ms against 6 (runc.v2: 3).
- * The pages an operation touches again are few and shared with every node process's page cache;
- * the drop that matters (boot and first Create, tens of MiB) is the first one, which runs at once,
- * as do the drops after follow-up collections with no call in between (the collector's own code)
- * and those of a daemon that serves no container any more (dropFilePagesAtOnceWhen).
- */
-export const FILE_DROP_MIN_MS = 60_000;
-let lastFileDrop = 0;
-let pendingFileDrop: NodeJS.Timeout | null = null;
-/** A Task call came since the last drop (a follow-up collection of the same quiet period drops at once). */
-let callsSinceDrop = false;
-/** True when a drop must not wait (the daemon: no container left, so no call to fault pages back). */
-let dropAtOnce: () => boolean = () => false;
-
-/** What says a drop of file pages must not be postponed (the daemon: it serves no container). */
-export function dropFilePagesAtOnceWhen(fn: () => boolean): void {
-  dropAtOnce = fn;
-}
-
-function trimAfterGc(): void {
-  const now = Date.now();
-  const due = lastFileDrop + FILE_DROP_MIN_MS;
-  if (lastFileDrop === 0 || !callsSinceDrop || now >= due || dropAtOnce()) {
-    if (pendingFileDrop) clearTimeout(pendingFileDrop);
-    pendingFileDrop = null;
-    lastFileDrop = now;
-    callsSinceDrop = false;
-    trimResidentSet();
-    return;
-  }
-  trimResidentSet(false);
-  if (pendingFileDrop) return;
-  pendingFileDrop = setTimeout(() => {
-    pendingFileDrop = null;
-    lastFileDrop = Date.now();
-    callsSinceDrop = false;
-    trimResidentSet();
-  }, due - now);
-  pendingFileDrop.unref();
-}
-
-/**
- * One full collection, then (unless configured off) the resident-set trim; a no-op without
- * --expose-gc. `counted`: false for a warm spare's trim after its boot, which does not postpone the
- * daemon's first drop of file pages (FILE_DROP_MIN_MS) after the container's Create.
- */
-export function collectAndTrim(trim: boolean, counted = true): void {
+/** One full collection, then (unless configured off) the resident-set trim; a no-op without --expose-gc. */
+export function collectAndTrim(trim: boolean): void {
   const gc = exposedGc();
   if (!gc) return;
   gc();
-  if (trim) setTimeout(counted ? trimAfterGc : trimResidentSet, TRIM_AFTER_GC_MS).unref();
+  if (trim) setTimeout(trimResidentSet, TRIM_AFTER_GC_MS).unref();
 }
 
 /** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */
@@ -122,7 +71,6 @@ export class IdleCollector {
     if (!this.gc) return;
     this.lastActivity = Date.now();
     this.dirty = true;
-    callsSinceDrop = true;
     if (this.timer && this.waitingForFollowUp) this.close(); // new activity: the normal idle wait instead
     this.taskDirty = true;
     if (!this.timer) this.arm(this.idleMs);

@@ -642,7 +642,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   const { warmUp } = await import('./warm-up');
   await warmUp();
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
-  (await import('./idle-gc')).collectAndTrim(config.trim, false);
+  (await import('./idle-gc')).collectAndTrim(config.trim);
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
   role.warmedUp();
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice

@@ -43,14 +43,11 @@ export interface TrimResult {
   bytes: number;
 }
 
-/**
- * Drops clean file-backed pages (unless `files` is false) and returns free malloc pages; never
- * throws.
- */
-export function trimResidentSet(files = true): TrimResult {
+/** Drops clean file-backed pages and returns free malloc pages; never throws. */
+export function trimResidentSet(): TrimResult {
   const r: TrimResult = { mappings: 0, bytes: 0 };
   try {
-    for (const m of files ? parseSmaps(fs.readFileSync('/proc/self/smaps', 'utf8')) : []) {
+    for (const m of parseSmaps(fs.readFileSync('/proc/self/smaps', 'utf8'))) {
       if (!trimmable(m)) continue;
       const len = Number(m.end - m.start);
       if (dropMappedPages(m.start, len)) {
