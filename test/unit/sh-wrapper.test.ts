@@ -309,7 +309,8 @@ function fakeInstall(): Install {
   fs.copyFileSync(wrapper, bin);
   fs.chmodSync(bin, 0o755);
   // Node decides: as `start` on stdin and stdout, or as the daemon of a cold start that answers the
-  // request the sh left in a directory (spare.ts runClaim). Either way it records how it was run.
+  // request the sh left in a directory (spare.ts runClaim: stdin from the directory, or from the
+  // waiting start's fd 3 as spare.ts readRequest takes it). Either way it records how it was run.
   fs.writeFileSync(
     path.join(root, 'dist/src/daemon/boot.js'),
     `
@@ -319,7 +320,10 @@ function fakeInstall(): Install {
     if (i < 0) process.stdout.write('NODE-DECIDES stdin=' + fs.readFileSync(0, 'utf8'));
     else {
       const dir = process.argv[i + 1];
-      fs.writeFileSync(dir + '/out', 'NODE-DECIDES stdin=' + fs.readFileSync(dir + '/stdin', 'utf8'));
+      const startPid = fs.readFileSync(dir + '/startpid', 'utf8').trim();
+      const stdin = fs.existsSync(dir + '/stdin') ? dir + '/stdin' : '/proc/' + startPid + '/fd/3';
+      fs.writeFileSync(${JSON.stringify(path.join(root, 'stdin-from'))}, stdin.startsWith('/proc/') ? 'fd3' : 'dir');
+      fs.writeFileSync(dir + '/out', 'NODE-DECIDES stdin=' + fs.readFileSync(stdin, 'utf8'));
       fs.writeFileSync(dir + '/status', '0');
       fs.closeSync(fs.openSync(dir + '/resp', 'w'));
     }
@@ -601,14 +605,23 @@ test('sh wrapper: with no spare, a cold start boots one Node process: the daemon
     const state = path.join(inst.root, 'state');
     fs.mkdirSync(state, { mode: 0o700 });
     const pool = path.join(state, 'spares', POOL_HASH);
-    for (const spares of ['1', '0']) {
+    // Node's socket pair as stdin: copied into the request; a pipe (as containerd gives it): the
+    // daemon reads it from the waiting start's fd 3, as a warm spare does (no cat, no env).
+    for (const [spares, stdin, shell] of [
+      ['1', 'dir', ''],
+      ['0', 'dir', ''],
+      ['0', 'fd3', ''],
+      ['0', 'fd3', '/bin/bash'],
+    ]) {
       const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: spares };
-      const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+      const opts = { cwd: bundleDir(inst.root), env, input: 'OPTS', shell };
+      const r = stdin === 'dir' ? inst.run(START_ARGS, opts) : await inst.runAsync(START_ARGS, opts);
       assert.deepEqual(
         r,
         { status: 0, out: 'NODE-DECIDES stdin=OPTS' },
-        `spares=${spares}: the answer, with the request intact`
+        `spares=${spares} ${shell}: the answer, with the request intact`
       );
+      assert.equal(fs.readFileSync(path.join(inst.root, 'stdin-from'), 'utf8'), stdin, `stdin taken from ${stdin}`);
       const argv = nodeArgv(inst);
       const claim = argv.indexOf('claim');
       assert.ok(claim > 0, `run as a claim, not as start: ${argv.join(' ')}`);
