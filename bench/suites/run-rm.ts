@@ -95,7 +95,7 @@ export async function runRmSuite(env: BenchEnv, results: Results): Promise<RunRm
     const r = byMode(mode, 'runc');
     const t = byMode(mode, 'tsshim');
     const target = {
-      text: `ratio <= ${RUN_RM_TARGET[mode]} (${mode})`,
+      text: `ratio <= ${RUN_RM_TARGET[mode].toFixed(1)} (${mode})`,
       on: 'ratio' as const,
       op: '<=' as const,
       value: RUN_RM_TARGET[mode],
