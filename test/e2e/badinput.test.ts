@@ -223,9 +223,10 @@ test('IO peers that vanish: ctr killed while its container prints forever; no cr
 
 test('a stuck runc (fake slow runc): State, Stats and Connect answer from memory while Pids waits', async () => {
   const opts = path.join(c.dir, 'slow.toml');
+  // Not named `runc`: for a binary named so the shim lists pids from the cgroup, not with `ps`.
   fs.writeFileSync(
     opts,
-    `BinaryName = ${JSON.stringify(path.join(repoRoot(), 'test', 'fixtures', 'fake-runc-slow', 'runc'))}\n`
+    `BinaryName = ${JSON.stringify(path.join(repoRoot(), 'test', 'fixtures', 'fake-runc-slow', 'runc-slow'))}\n`
   );
   const id = uniqueId('slow');
   const pid = await runDetached(c, id, ['sleep', '100000'], {
