@@ -10,46 +10,10 @@
 // try flags without a rebuild. EXEC_COST_PROF=<dir>: tsshim's daemons write a V8 CPU profile of the
 // execs there (SIGUSR2 starts and stops the profiler in the hook). EXEC_COST_ENV="K=V ...": more
 // environment for containerd and the shims (e.g. TSSHIM_TRIM=0).
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { shimPidFor } from './lib/proc';
 import { makeCpuCgroups } from './lib/cpu-cgroup';
 import type { Side } from './lib/env';
-
-const HOOK = `
-if (process.env.EXEC_COST_V8) require('v8').setFlagsFromString(process.env.EXEC_COST_V8);
-if (process.env.EXEC_COST_PROF) {
-  const inspector = require('inspector');
-  let session = null;
-  process.on('SIGUSR2', () => {
-    if (!session) {
-      session = new inspector.Session();
-      session.connect();
-      session.post('Profiler.enable');
-      session.post('Profiler.setSamplingInterval', { interval: 50 });
-      session.post('Profiler.start');
-      return;
-    }
-    const s = session;
-    session = null;
-    s.post('Profiler.stop', (err, r) => {
-      if (!err) require('fs').writeFileSync(require('path').join(process.env.EXEC_COST_PROF, 'prof-' + process.pid + '-' + Date.now() + '.cpuprofile'), JSON.stringify(r.profile));
-      s.disconnect();
-    });
-  });
-}
-`;
-
-function hookEnv(): Record<string, string> {
-  const prof = process.env.EXEC_COST_PROF;
-  const v8 = process.env.EXEC_COST_V8;
-  if (!prof && !v8) return {};
-  const dir = fs.mkdtempSync('/tmp/exec-cost-hook-');
-  const hook = path.join(dir, 'hook.js');
-  fs.writeFileSync(hook, HOOK);
-  if (prof) fs.mkdirSync(prof, { recursive: true });
-  return { NODE_OPTIONS: `--require ${hook}`, EXEC_COST_PROF: prof ?? '', EXEC_COST_V8: v8 ?? '' };
-}
+import { profileHookEnv } from './lib/profile-hook';
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -65,7 +29,7 @@ async function main(containers: number, execs: number, metrics: number, gap: num
       .filter((kv) => kv.includes('='))
       .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])
   );
-  const c = await startContainerd({ logLevel: 'debug', env: { ...hookEnv(), ...extra } });
+  const c = await startContainerd({ logLevel: 'debug', env: { ...profileHookEnv('EXEC_COST'), ...extra } });
   const cg = makeCpuCgroups('exec-cost');
   const sides: [Side, string][] = [
     ['runc', RUNC_RUNTIME],

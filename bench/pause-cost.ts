@@ -7,49 +7,18 @@
 //   steady: one container per side, every call after three warm-up rounds.
 // Usage: node dist/bench/pause-cost.js [rounds=10] [fresh|steady]
 // PAUSE_COST_HOLD=<s>: steady mode waits that long before measuring (to attach strace).
+// PAUSE_COST_PROF=<dir> (steady mode): tsshim's daemons write a V8 CPU profile of the measured rounds
+// there; PAUSE_COST_V8: V8 flags (bench/lib/profile-hook.ts).
 import * as fs from 'node:fs';
 import { Client } from '../src/ttrpc';
 import { shimPidFor } from './lib/proc';
 import { makeCpuCgroups } from './lib/cpu-cgroup';
 import type { Side } from './lib/env';
-import { SPARE_QUIET_MS, sparePool, waitingSpares } from '../src/shim/spare';
+import { profileHookEnv } from './lib/profile-hook';
+import { spareBooted } from './lib/spares';
 
 const TASK = 'containerd.task.v2.Task';
 
-// PAUSE_COST_PROF=<dir> (steady mode): tsshim's daemons write a V8 CPU profile of the measured rounds
-// there (a --require hook in NODE_OPTIONS, as in stats-cost.ts; SIGUSR2 starts and stops it).
-const HOOK = `
-if (process.env.PAUSE_COST_PROF) {
-  const inspector = require('inspector');
-  let session = null;
-  process.on('SIGUSR2', () => {
-    if (!session) {
-      session = new inspector.Session();
-      session.connect();
-      session.post('Profiler.enable');
-      session.post('Profiler.setSamplingInterval', { interval: 50 });
-      session.post('Profiler.start');
-      return;
-    }
-    const s = session;
-    session = null;
-    s.post('Profiler.stop', (err, r) => {
-      if (!err) require('fs').writeFileSync(require('path').join(process.env.PAUSE_COST_PROF, 'prof-' + process.pid + '-' + Date.now() + '.cpuprofile'), JSON.stringify(r.profile));
-      s.disconnect();
-    });
-  });
-}
-`;
-
-function hookEnv(): Record<string, string> | undefined {
-  const prof = process.env.PAUSE_COST_PROF;
-  if (!prof) return undefined;
-  const dir = fs.mkdtempSync('/tmp/pause-cost-hook-');
-  const hook = `${dir}/hook.js`;
-  fs.writeFileSync(hook, HOOK);
-  fs.mkdirSync(prof, { recursive: true });
-  return { NODE_OPTIONS: `--require ${hook}`, PAUSE_COST_PROF: prof };
-}
 const OPS = (process.env.PAUSE_COST_OPS ?? 'Pids,Pause,Resume').split(',') as ('State' | 'Pids' | 'Pause' | 'Resume')[];
 
 /** PidsRequest / PauseRequest / ResumeRequest { string id = 1 } (ids are short ASCII). */
@@ -74,27 +43,11 @@ function threadsCpuMs(pid: number): number {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
-/** Until the pool holds a booted spare and none is booting (at most 5 s more). */
-async function spareBooted(address: string): Promise<void> {
-  const pool = sparePool(address);
-  await sleep(SPARE_QUIET_MS + 50);
-  for (let t = 0; t < 5000; t += 20) {
-    let names: string[] = [];
-    try {
-      names = fs.readdirSync(pool);
-    } catch {
-      /* no pool yet */
-    }
-    if (waitingSpares(pool).length > 0 && !names.some((n) => n.startsWith('.booting-'))) return;
-    await sleep(20);
-  }
-}
-
 async function main(rounds: number, mode: string): Promise<void> {
   const { startContainerd, shimAddressOf, TSSHIM_RUNTIME, RUNC_RUNTIME } = await import('../test/support/harness');
   const { makeRootfs, PATH_ENV_ARGS } = await import('../test/support/rootfs');
   const { runDetached } = await import('../test/support/containers');
-  const c = await startContainerd({ logLevel: 'info', env: hookEnv() });
+  const c = await startContainerd({ logLevel: 'info', env: profileHookEnv('PAUSE_COST') });
   const cg = makeCpuCgroups('pause-cost');
   const samples = new Map<string, number[]>(); // `${what}|${op}|${side}`
   const add = (k: string, v: number) => {
@@ -118,7 +71,7 @@ async function main(rounds: number, mode: string): Promise<void> {
       });
       const pid = shimPidFor(c.address, id);
       if (!pid || !cg.adopt(side, pid)) throw new Error(`no shim found for ${id} (or no cpuacct cgroup)`);
-      if (side === 'tsshim') await spareBooted(c.address);
+      if (side === 'tsshim') await spareBooted(c.address, 5000);
       const client = await Client.connect(shimAddressOf(c.bundleDir(id)).replace(/^unix:\/\//, ''));
       return { side, id, pid, client };
     };

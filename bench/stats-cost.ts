@@ -7,9 +7,9 @@
 // and one of the others (a --require hook in NODE_OPTIONS, as the bench's profile suite does;
 // SIGUSR2 starts and stops the profiler). STATS_COST_V8: V8 flags set in the shims by the hook.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Client } from '../src/ttrpc';
 import { shimPidFor } from './lib/proc';
+import { profileHookEnv } from './lib/profile-hook';
 
 const TASK = 'containerd.task.v2.Task';
 
@@ -38,43 +38,6 @@ function threadsCpuMs(pid: number): number {
   return ns / 1e6;
 }
 
-// The hook: V8 flags from STATS_COST_V8 (e.g. --no-flush-bytecode), and with STATS_COST_PROF a CPU
-// profile written on SIGUSR2.
-const HOOK = `
-if (process.env.STATS_COST_V8) require('v8').setFlagsFromString(process.env.STATS_COST_V8);
-if (process.env.STATS_COST_PROF) {
-  const inspector = require('inspector');
-  let session = null;
-  process.on('SIGUSR2', () => {
-    if (!session) {
-      session = new inspector.Session();
-      session.connect();
-      session.post('Profiler.enable');
-      session.post('Profiler.setSamplingInterval', { interval: 50 });
-      session.post('Profiler.start');
-      return;
-    }
-    const s = session;
-    session = null;
-    s.post('Profiler.stop', (err, r) => {
-      if (!err) require('fs').writeFileSync(require('path').join(process.env.STATS_COST_PROF, 'prof-' + process.pid + '-' + Date.now() + '.cpuprofile'), JSON.stringify(r.profile));
-      s.disconnect();
-    });
-  });
-}
-`;
-
-function hookEnv(): Record<string, string> | undefined {
-  const prof = process.env.STATS_COST_PROF;
-  const v8 = process.env.STATS_COST_V8;
-  if (!prof && !v8) return undefined;
-  const dir = fs.mkdtempSync('/tmp/stats-cost-hook-');
-  const hook = path.join(dir, 'hook.js');
-  fs.writeFileSync(hook, HOOK);
-  if (prof) fs.mkdirSync(prof, { recursive: true });
-  return { NODE_OPTIONS: `--require ${hook}`, STATS_COST_PROF: prof ?? '', STATS_COST_V8: v8 ?? '' };
-}
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main(containers: number, calls: number): Promise<void> {
@@ -82,7 +45,7 @@ async function main(containers: number, calls: number): Promise<void> {
   const { makeRootfs, PATH_ENV_ARGS } = await import('../test/support/rootfs');
   const { runDetached } = await import('../test/support/containers');
   const profDir = process.env.STATS_COST_PROF;
-  const c = await startContainerd({ logLevel: 'info', env: hookEnv() });
+  const c = await startContainerd({ logLevel: 'info', env: profileHookEnv('STATS_COST') });
   const rows: string[] = [];
   try {
     const rootfs = makeRootfs(c.dir);

@@ -3,14 +3,13 @@
 // kill -> STOPPED and delete, runc and tsshim alternating on every operation. Beside each latency, the
 // shim's CPU for it: the daemon is moved into a cpuacct cgroup of its side right after `run -d`
 // (bench/lib/cpu-cgroup.ts), so its CPU and that of the runc calls it makes are read in ns.
-import * as fs from 'node:fs';
 import { waitTask } from '../../test/support/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, runSleeper } from '../lib/env';
 import type { Results } from '../lib/results';
 import { shimPidFor } from '../lib/proc';
 import { makeCpuCgroups } from '../lib/cpu-cgroup';
-import { nowMs, rotate, sleep } from '../lib/stats';
-import { SPARE_QUIET_MS, sparePool, waitingSpares } from '../../src/shim/spare';
+import { nowMs, rotate } from '../lib/stats';
+import { spareBooted } from '../lib/spares';
 
 type Op =
   | 'run -d'
@@ -91,7 +90,7 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
                 shims[side] = pid !== null && cg.adopt(side, pid);
                 // tsshim boots the next container's spare once it went quiet after Start: that boot
                 // (~250 ms of CPU, born in the side's cgroup) belongs to no operation measured below.
-                if (side === 'tsshim') await spareBooted(c.address);
+                if (side === 'tsshim') await spareBooted(c.address, 3000);
               }
               break;
             case 'exec /bin/true':
@@ -176,24 +175,5 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
           : undefined,
       });
     }
-  }
-}
-
-/**
- * Until the shim just started has booted its spare: past its quiet period, the pool holds a booted
- * spare and none is booting (at most 3 s more).
- */
-async function spareBooted(address: string): Promise<void> {
-  const pool = sparePool(address);
-  await sleep(SPARE_QUIET_MS + 50);
-  for (let t = 0; t < 3000; t += 20) {
-    let names: string[] = [];
-    try {
-      names = fs.readdirSync(pool);
-    } catch {
-      /* no pool yet */
-    }
-    if (waitingSpares(pool).length > 0 && !names.some((n) => n.startsWith('.booting-'))) return;
-    await sleep(20);
   }
 }
