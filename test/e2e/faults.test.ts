@@ -276,10 +276,12 @@ test('containerd dies during a hung Create: the shim, left with no container and
   await c.kill9();
   await ctr;
   // Nobody will ever send Shutdown: the closed connection is the only sign containerd lost interest.
+  // The shim first gives up the hung create and its hung `delete --force` (bounded at 10 s,
+  // cleanupTimeoutMs) before it can go; 60 s leaves room for that at CI load (30 s was missed at ~35).
   await until(
     () => shims.every((p) => !pidAlive(p)) && !fs.existsSync(socket),
     'the shim to exit and remove its socket',
-    30_000
+    60_000
   );
   await c.restart();
   await c.ctr(['container', 'delete', id]);
