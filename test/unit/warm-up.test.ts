@@ -55,3 +55,13 @@ test("warm-up: a container's whole life runs through the Task handlers against a
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test("warm-up: the exit's OOM check runs once on an eventfd of the warm-up's own, which is closed again", async () => {
+  const { warmOomCheck } = await import(path.resolve(__dirname, '../../src/shim/warm-up.js'));
+  assert.equal(await warmOomCheck(), true, 'nothing pending: no OOM reported'); // loads what it needs
+  const fds = () => fs.readdirSync('/proc/self/fd').length;
+  const before = fds();
+  assert.equal(await warmOomCheck(), true);
+  await new Promise((r) => setTimeout(r, 20)); // the reader's socket closes its fd on the next turn
+  assert.equal(fds(), before, 'the eventfd was closed');
+});
