@@ -20,8 +20,10 @@ export const FOLLOW_UP_MIN_GAIN_BYTES = 1 << 20;
 export const BACKGROUND_GC_MIN_MS = 10_000;
 
 type GcFn = () => void;
+/** V8's gc() of --expose-gc: a full collection, or with { type: 'minor' } a scavenge of the young generation. */
+type ExposedGc = (options?: { type: 'minor' | 'major' }) => void;
 
-const exposedGc = (): GcFn | undefined => (globalThis as { gc?: GcFn }).gc;
+const exposedGc = (): ExposedGc | undefined => (globalThis as { gc?: ExposedGc }).gc;
 
 /**
  * How long after a collection the resident-set trim waits: V8 finishes it (sweeping, unmapping) on
@@ -35,7 +37,7 @@ export function collectAndTrim(trim: boolean): void {
   const gc = exposedGc();
   if (!gc) return;
   gc();
-  if (trim) setTimeout(trimResidentSet, TRIM_AFTER_GC_MS).unref();
+  if (trim) setTimeout(() => trimResidentSet(() => gc({ type: 'minor' })), TRIM_AFTER_GC_MS).unref();
 }
 
 /** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */

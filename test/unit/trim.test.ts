@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { parseSmaps, trimmable } from '../../src/shim/trim';
+import { parseSmaps, trimmable, trimResidentSet } from '../../src/shim/trim';
 import { readConfig } from '../../src/shim/config';
 
 const SMAPS = `55d0c0000000-55d0c2000000 r-xp 00000000 08:01 123 /usr/bin/node
@@ -59,4 +59,45 @@ test('trim: a real process sheds most of its RSS and keeps working', () => {
   assert.ok(j.ok);
   assert.ok(j.bytes > 0);
   assert.ok(j.after < j.before * 0.7, `RSS ${j.before} -> ${j.after} kB`);
+});
+
+test('trim: the young collection runs after /proc/self/smaps is parsed and before any page is dropped', () => {
+  const steps: string[] = [];
+  const r = trimResidentSet(() => steps.push('scavenge'), {
+    readSmaps: () => (steps.push('read'), SMAPS),
+    drop: (start, len) => (steps.push(`drop ${start.toString(16)} ${len}`), true),
+    mallocTrim: () => steps.push('malloc_trim'),
+  });
+  assert.deepEqual(steps, [
+    'read',
+    'scavenge',
+    'drop 55d0c0000000 33554432',
+    'drop 7f0000400000 1048576',
+    'malloc_trim',
+  ]);
+  assert.deepEqual(r, { mappings: 2, bytes: 33554432 + 1048576 });
+});
+
+test("trim: with the young collection, the trim leaves little of its own garbage for the next call's scavenge", () => {
+  const trim = path.resolve(__dirname, '../../src/shim/trim.js');
+  const script = `
+    const v8 = require('v8');
+    const { trimResidentSet } = require(${JSON.stringify(trim)});
+    const young = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_used_size;
+    require('net'); require('child_process');
+    trimResidentSet(); // loads koffi: its garbage is no trim's
+    gc();
+    trimResidentSet();
+    const without = young();
+    gc();
+    trimResidentSet(() => gc({ type: 'minor' }));
+    const withIt = young();
+    console.log(JSON.stringify({ without, withIt }));
+  `;
+  const res = spawnSync(process.execPath, ['--expose-gc', '--max-semi-space-size=1', '-e', script], {
+    encoding: 'utf8',
+  });
+  assert.equal(res.status, 0, res.stderr);
+  const j = JSON.parse(res.stdout);
+  assert.ok(j.withIt < j.without / 2, `young generation after the trim: ${j.without} bytes without, ${j.withIt} with`);
 });
