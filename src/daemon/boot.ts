@@ -7,13 +7,13 @@
 // length only, so the cache of another build of the same length would be taken (its functions run
 // instead of the new ones). A shim still running an old install writes its cache under the old
 // identity, which the new files never read. Without a bundle (plain tsc build) this runs main.js.
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import Module from 'node:module';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
 import { CODE_CACHE_HOOK, LOADED_BUNDLE, fileIdentity, installChanged } from './code-cache';
 import { BUNDLE_NAME } from './entry';
+import { sha256Hex } from '../sys/sha256';
 
 const BUNDLE = path.join(__dirname, BUNDLE_NAME);
 
@@ -23,11 +23,7 @@ export function codeCacheFile(
   version = process.version,
   execArgv = process.execArgv
 ): string {
-  const key = crypto
-    .createHash('sha256')
-    .update([version, process.arch, bundleIdentity, ...execArgv].join('\0'))
-    .digest('hex')
-    .slice(0, 16);
+  const key = sha256Hex([version, process.arch, bundleIdentity, ...execArgv].join('\0')).slice(0, 16);
   return path.join(dir, `.bundle.${key}.v8cache`);
 }
 

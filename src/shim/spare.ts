@@ -38,7 +38,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { daemonNodeArgs } from './node-flags';
@@ -59,7 +59,7 @@ import {
 const SPARE_NICE = 10;
 
 export function sparePool(grpcAddress: string, stateDir = DEFAULT_STATE_DIR): string {
-  const hash = createHash('sha256').update(grpcAddress).digest('hex').slice(0, 16);
+  const hash = sha256Hex(grpcAddress).slice(0, 16);
   return path.join(stateDir, 'spares', hash);
 }
 
