@@ -101,8 +101,9 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'spare':
-    case 'claim': {
-      const { runSpare, runClaim } = await import('../shim/spare');
+    case 'claim':
+    case 'cold': {
+      const { runSpare, runClaim, runCold } = await import('../shim/spare');
       const { runDaemon } = await import('./serve');
       const { saveCodeCache, installChanged } = await import('./code-cache');
       const { daemonNodeArgs } = await import('../shim/node-flags');
@@ -116,7 +117,8 @@ async function main(argv: string[]): Promise<void> {
           return daemonNodeArgs(SHIM_ENTRY, config.snapshot);
         },
       };
-      await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
+      if (flags.action === 'cold') await runCold(flags, role, config);
+      else await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
       return;
     }
     case '': {
