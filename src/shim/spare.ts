@@ -694,6 +694,12 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
 
 /** Where a start request comes from and its answer goes: a claimed directory, or a direct cold start's fds. */
 interface RequestSource {
+  /**
+   * This process is the start's child (a direct cold start): it has the start's cgroups, rlimits,
+   * scheduling policy and nice value already, as a daemon that Node's start spawns has. Nothing to
+   * copy, and libc (koffi, ~15-25 ms to load) is not needed before the answer.
+   */
+  inherits?: boolean;
   startPid(): number;
   read(startPid: number): StartRequest;
   deliver(answer: Answer): Promise<void>;
@@ -713,7 +719,7 @@ async function answerRequest(
     // containerd waits from here on: the start's policy and nice value first of all (a waiting
     // spare is niced: on a busy machine it crawled through the request, ~10-40 ms at load 20).
     try {
-      if (startPid) copySchedulingOf(startPid);
+      if (startPid && !source.inherits) copySchedulingOf(startPid);
     } catch {
       /* adoptStartIdentity reports it */
     }
@@ -731,7 +737,7 @@ async function answerRequest(
     out = formatStartReply(claimed.address, request.generation);
     if (claimed.server) {
       // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
-      const problems = adoptStartIdentity(req.startPid || req.containerdPid);
+      const problems = source.inherits ? [] : adoptStartIdentity(req.startPid || req.containerdPid);
       if (role.installChanged()) {
         // Our code is the old install's: the daemon comes from the new one (it inherits the
         // identity just taken on), and this process leaves once start has its answer.
@@ -831,6 +837,7 @@ export async function runCold(flags: ShimFlags, role: SpareRole, config: ShimCon
     return data;
   };
   const answer = await answerRequest(role, {
+    inherits: true,
     startPid: () => Number(startPid) || 0,
     read: (pid) => ({
       dir: '',
