@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { codeCacheFile } from '../../src/daemon/boot';
+import { bundleText, codeCacheFile } from '../../src/daemon/boot';
+import { isAscii } from 'node:buffer';
 
 const shimDir = path.resolve(__dirname, '../../src/daemon');
 
@@ -91,3 +92,18 @@ test(
     }
   }
 );
+
+test('boot: the bundle text is what UTF-8 decoding gives, read the fast way when it is ASCII (as the build writes it)', () => {
+  for (const text of ['', 'var a = "x";\n', 'const s = "caf\u00e9 \u{1F600}";', '\u00ff\u0100', 'a\u0000b\u007f']) {
+    const bytes = Buffer.from(text, 'utf8');
+    assert.equal(bundleText(bytes), bytes.toString('utf8'), JSON.stringify(text));
+  }
+  assert.equal(
+    bundleText(Buffer.from([0x61, 0xe9, 0x62])),
+    Buffer.from([0x61, 0xe9, 0x62]).toString('utf8'),
+    'invalid UTF-8 as UTF-8 decodes it'
+  );
+  const bundle = path.join(shimDir, 'bundle.js');
+  if (fs.existsSync(bundle))
+    assert.ok(isAscii(fs.readFileSync(bundle)), 'the built bundle is ASCII: boot reads it as latin1');
+});
