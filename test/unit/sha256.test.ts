@@ -5,6 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { sha256Hex } from '../../src/sys/sha256';
 
@@ -43,4 +45,21 @@ test("sha256: the daemon's start, claim, serve and runc modules do not load node
   });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, '[]');
+});
+
+test('a shim process (boot.js, the bundle, main) loads neither node:crypto nor node:v8 (only a snapshot build does)', () => {
+  const boot = path.resolve(__dirname, '../../src/daemon/boot.js');
+  const probe = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-mods-')), 'probe.js');
+  try {
+    fs.writeFileSync(
+      probe,
+      `process.on('exit', () => process.stderr.write('MODS' + JSON.stringify(process.moduleLoadList.filter((m) => m === 'NativeModule crypto' || m === 'NativeModule v8'))));\n`
+    );
+    const r = spawnSync(process.execPath, ['--no-warnings', '--require', probe, boot, '-v'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /Version: /);
+    assert.equal(r.stderr.slice(r.stderr.indexOf('MODS') + 4), '[]');
+  } finally {
+    fs.rmSync(path.dirname(probe), { recursive: true, force: true });
+  }
 });
