@@ -7,13 +7,14 @@
 // length only, so the cache of another build of the same length would be taken (its functions run
 // instead of the new ones). A shim still running an old install writes its cache under the old
 // identity, which the new files never read. Without a bundle (plain tsc build) this runs main.js.
-import * as crypto from 'node:crypto';
+import { isAscii } from 'node:buffer';
 import * as fs from 'node:fs';
 import Module from 'node:module';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
 import { CODE_CACHE_HOOK, LOADED_BUNDLE, fileIdentity, installChanged } from './code-cache';
 import { BUNDLE_NAME } from './entry';
+import { sha256Hex } from '../sys/sha256';
 
 const BUNDLE = path.join(__dirname, BUNDLE_NAME);
 
@@ -23,12 +24,17 @@ export function codeCacheFile(
   version = process.version,
   execArgv = process.execArgv
 ): string {
-  const key = crypto
-    .createHash('sha256')
-    .update([version, process.arch, bundleIdentity, ...execArgv].join('\0'))
-    .digest('hex')
-    .slice(0, 16);
+  const key = sha256Hex([version, process.arch, bundleIdentity, ...execArgv].join('\0')).slice(0, 16);
   return path.join(dir, `.bundle.${key}.v8cache`);
+}
+
+/**
+ * The bundle's text. esbuild writes ASCII only (it escapes everything else), and an ASCII file is
+ * its own latin1 text: decoding 1.1 MB as latin1 costs a fresh process ~9 ms, as UTF-8 ~13-25 ms
+ * (the same string: V8 checks a code cache against it). Anything else is decoded as UTF-8.
+ */
+export function bundleText(bytes: Buffer): string {
+  return bytes.toString(isAscii(bytes) ? 'latin1' : 'utf8');
 }
 
 function writeAtomic(file: string, data: Buffer): void {
@@ -89,7 +95,7 @@ if (require.main === module) {
   if (fd < 0) require('./main');
   else {
     const identity = fileIdentity(fs.fstatSync(fd, { bigint: true }));
-    const source = fs.readFileSync(fd, 'utf8');
+    const source = bundleText(fs.readFileSync(fd));
     fs.closeSync(fd);
     runBundle(source, identity);
   }

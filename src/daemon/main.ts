@@ -6,6 +6,7 @@ import { readConfig } from '../shim/config';
 import { PROBE_ARG } from '../upgrade/exec';
 import { VERSION, REVISION } from '../shim/version';
 import { buildingSnapshot, prepareSnapshot } from './snapshot';
+import type { SpareRole } from '../shim/spare';
 
 const NAME = 'containerd-shim-tsshim-v2';
 
@@ -101,14 +102,16 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'spare':
-    case 'claim': {
-      const { runSpare, runClaim } = await import('../shim/spare');
-      const { runDaemon } = await import('./serve');
+    case 'claim':
+    case 'cold': {
+      const { runSpare, runClaim, runCold } = await import('../shim/spare');
+      // A cold start answers first: the Task service loads while containerd reads the answer and dials.
+      const serve = flags.action === 'cold' ? null : await import('./serve');
       const { saveCodeCache, installChanged } = await import('./code-cache');
       const { daemonNodeArgs } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
-      const role = {
-        becomeDaemon: runDaemon,
+      const role: SpareRole = {
+        becomeDaemon: async (f, c, bound) => (serve ?? (await import('./serve'))).runDaemon(f, c, bound),
         warmedUp: saveCodeCache,
         installChanged,
         // Chosen when used, not at boot: an install over this one (or a rebuild) replaces the blob.
@@ -116,7 +119,8 @@ async function main(argv: string[]): Promise<void> {
           return daemonNodeArgs(SHIM_ENTRY, config.snapshot);
         },
       };
-      await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
+      if (flags.action === 'cold') await runCold(flags, role, config);
+      else await (flags.action === 'spare' ? runSpare(flags, role, config) : runClaim(flags, role, config));
       return;
     }
     case '': {

@@ -23,19 +23,7 @@ import { SNAPSHOT_MAIN } from './snapshot';
 // Builtins loaded while the blob is built (the bundle requires them at the top of its modules);
 // every other module is loaded on first use. child_process is needed at once: the reaper patches
 // ChildProcess at load.
-const EAGER_BUILTINS = [
-  'fs',
-  'path',
-  'os',
-  'net',
-  'events',
-  'stream',
-  'util',
-  'crypto',
-  'buffer',
-  'v8',
-  'child_process',
-];
+const EAGER_BUILTINS = ['fs', 'path', 'os', 'net', 'events', 'stream', 'util', 'buffer', 'v8', 'child_process'];
 const LOCK_STALE_MS = 120_000;
 
 /**

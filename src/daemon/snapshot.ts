@@ -5,12 +5,18 @@
 // Nothing here may touch koffi, spawn, open or keep a handle, or read the environment: all of that
 // would be frozen into the blob (or refuses to be); it happens after deserialisation, as it would
 // without a snapshot.
-import * as v8 from 'node:v8';
-
 /** Where the bundle leaves main for the snapshot's deserialise function (snapshot-build.ts). */
 export const SNAPSHOT_MAIN = '__tsshimSnapshotMain';
 
-export function buildingSnapshot(): boolean {
+/**
+ * True inside `node --build-snapshot` (snapshot-build.ts runs it so). node:v8 is loaded only then:
+ * it costs a fresh process ~4-9 ms (with internal/heap_utils and promise_hooks), and nothing else in
+ * a shim process needs it.
+ */
+export function buildingSnapshot(execArgv = process.execArgv): boolean {
+  if (!execArgv.includes('--build-snapshot')) return false;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- only while a snapshot is built
+  const v8: typeof import('node:v8') = require('node:v8');
   return v8.startupSnapshot?.isBuildingSnapshot?.() ?? false;
 }
 

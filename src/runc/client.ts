@@ -1,7 +1,6 @@
 // Typed client for the runc CLI. Command lines follow the Go shim's exactly (go-runc's, flag for flag).
 // Every invocation goes through the reaper's run(), which leaves runc's exit status to libuv, so
 // the global reaper never steals it, and bounds it with a deadline.
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -459,11 +458,15 @@ function parseJson<T>(what: string, data: Buffer): T {
 /** os.tmpdir() reads TMPDIR, TMP and TEMP through a capability check each (18 syscalls): once. */
 let tmpDir: string | undefined;
 
-/** runc-process<random> in $XDG_RUNTIME_DIR (else the temp dir), created exclusively, mode 0600. */
+/**
+ * runc-process<random> in $XDG_RUNTIME_DIR (else the temp dir), created exclusively, mode 0600. The
+ * name needs no cryptographic randomness (Go's os.CreateTemp, which the Go shim uses, has none
+ * either: O_EXCL and the retries make it safe); node:crypto costs every daemon ~10 ms to load.
+ */
 function writeProcessFile(json: string): string {
   const dir = process.env.XDG_RUNTIME_DIR || (tmpDir ??= os.tmpdir());
   for (let attempt = 0; ; attempt++) {
-    const file = path.join(dir, `runc-process${crypto.randomInt(1e9, 1e10)}`);
+    const file = path.join(dir, `runc-process${1e9 + Math.floor(Math.random() * 9e9)}`);
     try {
       fs.writeFileSync(file, json, { flag: 'wx', mode: 0o600 });
       return file;

@@ -1,6 +1,6 @@
 // Where a shim listens. Mirrors containerd's shims (unix:///run/containerd/s/<sha256>) but hashes
 // the runtime name too, so a tsshim group can never be mistaken for a runc shim group.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../sys/sha256';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { DEFAULT_SOCKET_DIR, DEFAULT_STATE_DIR } from './config';
@@ -40,7 +40,7 @@ export function socketPath(
 ): string {
   // posix join + normalize behaves like Go's path.Join (cleans // and trailing /).
   const key = path.posix.join(grpcAddress, namespace, RUNTIME_NAME, group);
-  const p = path.join(socketDir, createHash('sha256').update(key).digest('hex'));
+  const p = path.join(socketDir, sha256Hex(key));
   if (p.length > MAX_SOCKET_PATH) throw new Error(`socket path ${p} is too long for a unix socket`);
   return p;
 }

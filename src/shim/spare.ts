@@ -22,8 +22,7 @@
 // The answer comes in the line itself, as a printf format the sh prints with its builtin (`fmt`),
 // or in `out` when it is too long for one atomic line (`file`): only the sh writes to containerd's
 // pipe, so a spare answering after the sh gave up on it cannot add to Node's answer. A cold
-// start's sh (cold_start) leaves env and stdin as files, and waits for the daemon to open and
-// close `resp` once `out` and `status` are there.
+// start's sh (cold_start) hands the daemon its request directly instead (runCold).
 //
 // Lifetime: spares exist only while a shim of the same containerd serves containers. Each serving
 // daemon keeps a `.serving-<pid>` marker in the pool; the last one to leave stops the spares, and a
@@ -38,7 +37,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { daemonNodeArgs } from './node-flags';
@@ -59,7 +58,7 @@ import {
 const SPARE_NICE = 10;
 
 export function sparePool(grpcAddress: string, stateDir = DEFAULT_STATE_DIR): string {
-  const hash = createHash('sha256').update(grpcAddress).digest('hex').slice(0, 16);
+  const hash = sha256Hex(grpcAddress).slice(0, 16);
   return path.join(stateDir, 'spares', hash);
 }
 
@@ -686,24 +685,48 @@ interface Becoming {
  * serve the group, says how (`become`); `handedOn` when a daemon of a newer install serves it.
  */
 async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Becoming | null; handedOn: boolean }> {
+  return answerRequest(role, {
+    startPid: () => Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0,
+    read: (startPid) => readRequest(dir, startPid),
+    deliver: (answer) => deliverAnswer(dir, answer),
+  });
+}
+
+/** Where a start request comes from and its answer goes: a claimed directory, or a direct cold start's fds. */
+interface RequestSource {
+  /**
+   * This process is the start's child (a direct cold start): it has the start's cgroups, rlimits,
+   * scheduling policy and nice value already, as a daemon that Node's start spawns has. Nothing to
+   * copy, and libc (koffi, ~15-25 ms to load) is not needed before the answer.
+   */
+  inherits?: boolean;
+  startPid(): number;
+  read(startPid: number): StartRequest;
+  deliver(answer: Answer): Promise<void>;
+}
+
+async function answerRequest(
+  role: SpareRole,
+  source: RequestSource
+): Promise<{ become: Becoming | null; handedOn: boolean }> {
   let out: Uint8Array | string = '';
   let status = 0;
   let become: Becoming | null = null;
   let handedOn = false;
   let startPid = 0;
   try {
-    startPid = Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0;
+    startPid = source.startPid();
     // containerd waits from here on: the start's policy and nice value first of all (a waiting
     // spare is niced: on a busy machine it crawled through the request, ~10-40 ms at load 20).
     try {
-      if (startPid) copySchedulingOf(startPid);
+      if (startPid && !source.inherits) copySchedulingOf(startPid);
     } catch {
       /* adoptStartIdentity reports it */
     }
     const { readStartRequest, formatStartReply } = await import('./bootstrap');
     const { startOptions } = await import('./start-options');
     const { claimGroupSocket, settleDaemon, spawnDaemon } = await import('./start');
-    const req = readRequest(dir, startPid);
+    const req = source.read(startPid);
     // Decide with the claiming start's environment (TSSHIM_PER_NODE and the like), not our own.
     replaceEnv(req.env);
     const startFlags = parseFlags(req.argv);
@@ -714,7 +737,7 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
     out = formatStartReply(claimed.address, request.generation);
     if (claimed.server) {
       // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
-      const problems = adoptStartIdentity(req.startPid || req.containerdPid);
+      const problems = source.inherits ? [] : adoptStartIdentity(req.startPid || req.containerdPid);
       if (role.installChanged()) {
         // Our code is the old install's: the daemon comes from the new one (it inherits the
         // identity just taken on), and this process leaves once start has its answer.
@@ -736,7 +759,7 @@ async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Beco
     out = `containerd-shim-tsshim-v2: ${(e as Error)?.message ?? String(e)}\n`;
     status = 1;
   }
-  await deliverAnswer(dir, { out, status });
+  await source.deliver({ out, status });
   return { become, handedOn };
 }
 
@@ -777,6 +800,66 @@ export async function runClaim(flags: ShimFlags, role: SpareRole, config: ShimCo
   // (each daemon boots the next one only once it went quiet, see SpareLaunch), keep two for a while.
   if (config.spares && servingShims(pool).length > 0) markStarved(pool);
   const answer = await answerClaim(dir, role);
+  if (!answer.become) process.exit(0);
+  await serveClaimed(answer.become, role);
+}
+
+/** A direct cold start's fds (bin/containerd-shim-tsshim-v2 cold_start): the start's stdin, and the pipe the sh reads the answer from. */
+export const COLD_STDIN_FD = 3;
+export const COLD_ANSWER_FD = 4;
+
+/**
+ * A cold start with nothing to hand over in files: no spare can be waiting or booting for this
+ * containerd and no shim's pid file is there, so the sh (cold_start) started this process at once,
+ * detached (setsid), in the bundle, with the start's environment, its argv after ours
+ * (`cold <containerd pid> <start pid> <start argv...>`), its stdin on fd 3 and the write end of a
+ * pipe on fd 4 that the sh reads until it closes. On that pipe, one line each: `r <pid>` before
+ * stdin is read, `s <format>` with all of it once read (the sh hands it to Node should this process
+ * die before it answers), then the answer as a claimed spare gives it (`<status> fmt <format>`).
+ * Neither fd may outlive the answer in anything this process starts: the sh would wait for them.
+ */
+export async function runCold(flags: ShimFlags, role: SpareRole, config: ShimConfig): Promise<void> {
+  const [containerdPid, startPid, ...argv] = flags.rest;
+  // O_CLOEXEC (Node opens every file so): no child inherits the sh's pipe, and closing it answers.
+  const answerFd = fs.openSync(`/proc/self/fd/${COLD_ANSWER_FD}`, fs.constants.O_WRONLY);
+  fs.closeSync(COLD_ANSWER_FD);
+  delete process.env[ENV_ROOM_VAR];
+  const env = { ...process.env };
+  const readStdin = (): Buffer => {
+    fs.writeSync(answerFd, `r ${process.pid}\n`);
+    let data: Buffer;
+    try {
+      data = fs.readFileSync(COLD_STDIN_FD);
+    } finally {
+      fs.closeSync(COLD_STDIN_FD);
+    }
+    fs.writeSync(answerFd, `s ${answerFormat(data)}\n`);
+    return data;
+  };
+  const answer = await answerRequest(role, {
+    inherits: true,
+    startPid: () => Number(startPid) || 0,
+    read: (pid) => ({
+      dir: '',
+      argv,
+      env,
+      cwd: process.cwd(),
+      stdin: readStdin(),
+      containerdPid: Number(containerdPid) || 0,
+      startPid: pid,
+    }),
+    deliver: async ({ out, status }) => {
+      const bytes = typeof out === 'string' ? Buffer.from(out) : out;
+      try {
+        fs.writeSync(answerFd, `${status} fmt ${answerFormat(bytes)}\n`);
+      } finally {
+        fs.closeSync(answerFd);
+      }
+    },
+  });
+  // As runClaim: a cold start while shims of its containerd serve means starts outrun the spares.
+  const pool = sparePool(flags.address, config.stateDir);
+  if (config.spares && !untrustedState(pool) && servingShims(pool).length > 0) markStarved(pool);
   if (!answer.become) process.exit(0);
   await serveClaimed(answer.become, role);
 }

@@ -317,7 +317,26 @@ function fakeInstall(): Install {
     const fs = require('fs');
     fs.writeFileSync(${JSON.stringify(path.join(root, 'node-argv'))}, JSON.stringify([...process.execArgv, ...process.argv.slice(2)]));
     const i = process.argv.indexOf('claim');
-    if (i < 0) process.stdout.write('NODE-DECIDES stdin=' + fs.readFileSync(0, 'utf8'));
+    const c = process.argv.indexOf('cold');
+    if (c >= 0) {
+      // A direct cold start (spare.ts runCold): stdin on fd 3, the answer lines on fd 4.
+      // FAKE_COLD makes it die at a step, or linger (as a daemon does) once it answered.
+      const mode = process.env.FAKE_COLD || '';
+      const fmt = (b) => [...b].map((x) => x > 0x20 && x < 0x7f && x !== 0x5c && x !== 0x25
+        ? String.fromCharCode(x) : '\\\\' + x.toString(8).padStart(3, '0')).join('');
+      fs.writeFileSync(${JSON.stringify(path.join(root, 'stdin-from'))}, 'fd3');
+      const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+      fs.writeFileSync(${JSON.stringify(path.join(root, 'cold-session'))}, JSON.stringify({ pid: process.pid, sid: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]) }));
+      if (mode === 'die-unread') process.exit(1);
+      fs.writeSync(4, 'r ' + process.pid + '\\n');
+      if (mode === 'die-reading') process.exit(1);
+      const data = fs.readFileSync(3);
+      fs.writeSync(4, 's ' + fmt(data) + '\\n');
+      if (mode === 'die-read') process.exit(1);
+      fs.writeSync(4, '0 fmt ' + fmt(Buffer.concat([Buffer.from('NODE-DECIDES stdin='), data])) + '\\n');
+      fs.closeSync(4);
+      if (mode === 'linger') setTimeout(() => {}, 5000);
+    } else if (i < 0) process.stdout.write('NODE-DECIDES stdin=' + fs.readFileSync(0, 'utf8'));
     else {
       const dir = process.argv[i + 1];
       const startPid = fs.readFileSync(dir + '/startpid', 'utf8').trim();
@@ -572,7 +591,7 @@ test('sh wrapper: with TSSHIM_SNAPSHOT=1 a cold start boots from the V8 snapshot
       'the daemon flags and the snapshot'
     );
     assert.equal(argv[argv.indexOf('--snapshot-blob') + 1], blob);
-    assert.ok(argv.includes('claim'));
+    assert.ok(argv.includes('cold'));
     assert.deepEqual(
       start('0').filter((a) => a.startsWith('--')),
       [...DAEMON_NODE_FLAGS],
@@ -599,40 +618,91 @@ test('sh wrapper: with TSSHIM_SNAPSHOT=1 a cold start boots from the V8 snapshot
   }
 });
 
-test('sh wrapper: with no spare, a cold start boots one Node process: the daemon, handed the request as a claim', async () => {
+test('sh wrapper: with no spare, a cold start boots one Node process: the daemon, handed the request directly, in a session of its own', async () => {
   const inst = fakeInstall();
   try {
     const state = path.join(inst.root, 'state');
     fs.mkdirSync(state, { mode: 0o700 });
     const pool = path.join(state, 'spares', POOL_HASH);
-    // Node's socket pair as stdin: copied into the request; a pipe (as containerd gives it): the
-    // daemon reads it from the waiting start's fd 3, as a warm spare does (no cat, no env).
-    for (const [spares, stdin, shell] of [
-      ['1', 'dir', ''],
-      ['0', 'dir', ''],
-      ['0', 'fd3', ''],
-      ['0', 'fd3', '/bin/bash'],
+    // No spare anywhere (or spares off) and no shim's pid file: nothing for the sh to look up. Node's
+    // socket pair as stdin, or a pipe (as containerd gives it): either way the daemon's fd 3.
+    for (const [spares, how, shell] of [
+      ['1', 'sync', ''],
+      ['0', 'sync', ''],
+      ['0', 'async', ''],
+      ['1', 'async', '/bin/bash'],
     ]) {
       const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: spares };
-      const opts = { cwd: bundleDir(inst.root), env, input: 'OPTS', shell };
-      const r = stdin === 'dir' ? inst.run(START_ARGS, opts) : await inst.runAsync(START_ARGS, opts);
+      const opts = { cwd: bundleDir(inst.root), env, input: 'OPTS \\ 100% \n\u00e9', shell };
+      const r = how === 'sync' ? inst.run(START_ARGS, opts) : await inst.runAsync(START_ARGS, opts);
       assert.deepEqual(
         r,
-        { status: 0, out: 'NODE-DECIDES stdin=OPTS' },
-        `spares=${spares} ${shell}: the answer, with the request intact`
+        { status: 0, out: 'NODE-DECIDES stdin=OPTS \\ 100% \n\u00e9' },
+        `spares=${spares} ${shell}: the answer, byte for byte, with the request intact`
       );
-      assert.equal(fs.readFileSync(path.join(inst.root, 'stdin-from'), 'utf8'), stdin, `stdin taken from ${stdin}`);
+      assert.equal(fs.readFileSync(path.join(inst.root, 'stdin-from'), 'utf8'), 'fd3');
       const argv = nodeArgv(inst);
-      const claim = argv.indexOf('claim');
-      assert.ok(claim > 0, `run as a claim, not as start: ${argv.join(' ')}`);
+      const cold = argv.indexOf('cold');
+      assert.ok(cold > 0, `run as a direct cold start, not as start: ${argv.join(' ')}`);
+      assert.deepEqual(
+        argv.slice(cold + 3),
+        START_ARGS,
+        "the start's own arguments after the containerd and start pids"
+      );
       assert.deepEqual(
         argv.filter((a) => a.startsWith('--')),
         [...DAEMON_NODE_FLAGS],
         "with the daemon's node flags"
       );
-      assert.equal(path.dirname(argv[claim + 1]), pool, "the request lies in the containerd's pool");
       assert.ok(argv.includes('-title-space'), 'with room for the daemon title');
-      await until(() => fs.readdirSync(pool).length === 0, 'the request directory removed');
+      const session = JSON.parse(fs.readFileSync(path.join(inst.root, 'cold-session'), 'utf8'));
+      assert.equal(session.sid, session.pid, "the daemon leads a session of its own, not containerd's");
+      assert.ok(!fs.existsSync(pool), 'no request directory, no pool made for it');
+    }
+    // The start ends with the answer, not with the daemon (which serves on).
+    const env = {
+      TSSHIM_STATE_DIR: state,
+      TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
+      TSSHIM_SPARES: '0',
+      FAKE_COLD: 'linger',
+    };
+    const began = Date.now();
+    const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'X' });
+    assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=X' });
+    assert.ok(Date.now() - began < 4000, 'the start did not wait for the lingering daemon');
+  } finally {
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: a cold start whose daemon dies before it answers leaves the start to Node with the request intact, or fails it when the request was half read', async () => {
+  const inst = fakeInstall();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    for (const [mode, expected] of [
+      ['die-unread', { status: 0, out: 'NODE-DECIDES stdin=OPTS %s\\n' }],
+      ['die-read', { status: 0, out: 'NODE-DECIDES stdin=OPTS %s\\n' }],
+      [
+        'die-reading',
+        {
+          status: 1,
+          out: 'containerd-shim-tsshim-v2: start: the daemon of a cold start ended while it read the request\n',
+        },
+      ],
+    ] as const) {
+      for (const how of ['sync', 'async']) {
+        const env = {
+          TSSHIM_STATE_DIR: state,
+          TSSHIM_SOCKET_DIR: path.join(inst.root, 's'),
+          TSSHIM_SPARES: '0',
+          FAKE_COLD: mode,
+        };
+        const opts = { cwd: bundleDir(inst.root), env, input: 'OPTS %s\\n' };
+        const r = how === 'sync' ? inst.run(START_ARGS, opts) : await inst.runAsync(START_ARGS, opts);
+        assert.deepEqual(r, expected, `${mode} (${how})`);
+        if (expected.status === 0) assert.equal(nodeArgv(inst).at(-1), 'start', `${mode}: Node's own start answered`);
+      }
     }
   } finally {
     fs.rmSync(inst.root, { recursive: true, force: true });
