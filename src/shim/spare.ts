@@ -274,10 +274,31 @@ export function stopSpares(pool: string): void {
     fs.rmSync(path.join(pool, `.booting-${pid}`), { force: true });
   }
   fs.rmSync(path.join(pool, '.starved'), { force: true });
+  sweepDeadSpares(pool);
   try {
     fs.rmdirSync(pool);
   } catch {
     /* a spare still leaving, or a shim arriving */
+  }
+}
+
+/**
+ * Removes what spares that are gone left in the pool: a directory (`<pid>`, or `.new-<pid>` half
+ * built) or a booting marker whose process no longer runs. A spare cleans up after itself on every
+ * exit it sees; one killed outright (SIGKILL, a crash) cannot, and its entry would keep the pool
+ * (CI on 2.2.7 found a `.new-<pid>` left after the last container, its process gone). A claimed
+ * directory (`<pid>.claimed.<start pid>`) is the claiming start's, and stays.
+ */
+export function sweepDeadSpares(pool: string): void {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(pool);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^(?:\.new-|\.booting-)?(\d+)$/.exec(name);
+    if (m && !alive(Number(m[1]))) fs.rmSync(path.join(pool, name), { recursive: true, force: true });
   }
 }
 
@@ -595,12 +616,14 @@ export interface BoundSocket {
 
 /**
  * What a spare leaving on its own leaves in the pool goes: its booting marker, its directory (whole
- * or half built; never a claimed one, which the sh renamed) and the pool when that was the last entry.
+ * or half built; never a claimed one, which the sh renamed), what dead spares left (sweepDeadSpares)
+ * and the pool when that was the last entry.
  */
 export function leavePool(pool: string, pid = process.pid): void {
   for (const name of [`.booting-${pid}`, `.new-${pid}`, String(pid)]) {
     fs.rmSync(path.join(pool, name), { recursive: true, force: true });
   }
+  sweepDeadSpares(pool);
   try {
     fs.rmdirSync(pool);
   } catch {

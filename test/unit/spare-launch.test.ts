@@ -1,12 +1,13 @@
 // When a daemon boots the next container's spare (src/shim/spare.ts SpareLaunch): once, after its
 // first Start, when its RPCs went quiet or when it leaves, never on the Start's own path; and what a
-// spare that leaves on its own takes with it (leavePool).
+// spare that leaves on its own takes with it (leavePool), and what a dead one left (sweepDeadSpares).
 import { test, mock, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { leavePool, SpareLaunch } from '../../src/shim/spare';
+import { spawnSync } from 'node:child_process';
+import { leavePool, SpareLaunch, stopSpares } from '../../src/shim/spare';
 
 afterEach(() => mock.timers.reset());
 
@@ -81,24 +82,66 @@ test('a daemon that already booted its spare (restored after an upgrade, per-nod
   assert.equal(l.leave(), false);
 });
 
-test("leavePool removes a leaving spare's own entries (half-built or not) and the pool once empty, nothing else", () => {
+/** A pid that ran and is gone (reaped): what a spare killed outright leaves its entries under. */
+function deadPid(): number {
+  const r = spawnSync('sh', ['-c', 'echo $$']);
+  return Number(r.stdout.toString().trim());
+}
+
+test("leavePool removes a leaving spare's own entries (half-built or not), dead spares' entries and the pool once empty, nothing else", () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-leave-pool-'));
   try {
     const pool = path.join(root, 'pool');
+    const live = String(process.pid); // a waiting spare that still runs
     fs.mkdirSync(path.join(pool, '.new-41'), { recursive: true });
     fs.writeFileSync(path.join(pool, '.new-41', 'req'), '');
     fs.writeFileSync(path.join(pool, '.booting-41'), '');
-    fs.mkdirSync(path.join(pool, '42'));
+    fs.mkdirSync(path.join(pool, live));
+    fs.mkdirSync(path.join(pool, `.new-${live}`));
+    fs.mkdirSync(path.join(pool, `${deadPid()}.claimed.1`)); // a claiming start's: not a spare's
     fs.writeFileSync(path.join(pool, '.serving-43'), '');
+    const dead = deadPid();
+    fs.mkdirSync(path.join(pool, `.new-${dead}`)); // half built by a spare killed outright
+    fs.mkdirSync(path.join(pool, String(deadPid())));
+    fs.writeFileSync(path.join(pool, `.booting-${deadPid()}`), '');
     leavePool(pool, 41);
-    assert.deepEqual(fs.readdirSync(pool).sort(), ['.serving-43', '42'], 'only 41 went');
-    leavePool(pool, 42);
-    assert.deepEqual(fs.readdirSync(pool), ['.serving-43']);
-    fs.rmSync(path.join(pool, '.serving-43'));
-    fs.mkdirSync(path.join(pool, '44'));
+    assert.deepEqual(
+      fs
+        .readdirSync(pool)
+        .filter((n) => !n.includes('.claimed.'))
+        .sort(),
+      [`.new-${live}`, '.serving-43', live].sort(),
+      '41 and the dead spares went, the live one stays'
+    );
+    assert.equal(fs.readdirSync(pool).filter((n) => n.includes('.claimed.')).length, 1, 'a claimed directory stays');
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('leavePool: the last one out removes the pool; a second call finds nothing to do', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-leave-pool-'));
+  try {
+    const pool = path.join(root, 'pool');
+    fs.mkdirSync(path.join(pool, '44'), { recursive: true });
+    fs.mkdirSync(path.join(pool, `.new-${deadPid()}`));
     leavePool(pool, 44);
-    assert.equal(fs.existsSync(pool), false, 'the last one out removes the pool');
+    assert.equal(fs.existsSync(pool), false, "the last one out removes the pool, a dead spare's leftover too");
     leavePool(pool, 44); // gone already: nothing to do
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('stopSpares of the last shim removes the pool even when a spare killed outright left a half-built directory', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-stop-spares-'));
+  try {
+    const pool = path.join(root, 'pool');
+    const half = path.join(pool, `.new-${deadPid()}`);
+    fs.mkdirSync(half, { recursive: true });
+    fs.writeFileSync(path.join(half, 'req'), '');
+    stopSpares(pool);
+    assert.equal(fs.existsSync(pool), false);
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
