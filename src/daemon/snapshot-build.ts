@@ -12,12 +12,12 @@
 // the module loads, from the bundle's place, on first use in the process started from the blob.
 // The bundle is read once, from one open file: its identity in the key is the text in the blob.
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DAEMON_NODE_FLAGS, SNAPSHOT_KEY_FILE, SNAPSHOT_MAGIC, statIdentity } from '../shim/node-flags';
 import { LOADED_BUNDLE, fileIdentity } from './code-cache';
 import { BUNDLE_NAME } from './entry';
+import { sha256Hex } from '../sys/sha256';
 import { SNAPSHOT_MAIN } from './snapshot';
 
 // Builtins loaded while the blob is built (the bundle requires them at the top of its modules);
@@ -118,7 +118,7 @@ export function buildSnapshot(dir: string, execPath = process.execPath): string 
     // A blob that does not start is never installed (a bad blob crashes node before our code runs).
     const out = run([...DAEMON_NODE_FLAGS, '--snapshot-blob', blobTmp, path.join(dir, 'boot.js'), '-v']);
     if (!out.includes('Version:')) throw new Error(`the snapshot does not start: ${out}`);
-    const name = `snapshot-${createHash('sha256').update(key).digest('hex').slice(0, 16)}.blob`;
+    const name = `snapshot-${sha256Hex(key).slice(0, 16)}.blob`;
     fs.renameSync(blobTmp, path.join(dir, name));
     const keyTmp = path.join(tmp, SNAPSHOT_KEY_FILE);
     fs.writeFileSync(keyTmp, `${SNAPSHOT_MAGIC} ${key} ${name}\n`, { mode: 0o644 });
