@@ -55,14 +55,20 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const orphans = new Map<number, number[]>();
     const expect = (pid: number, status: number) => orphans.set(pid, [...(orphans.get(pid) ?? []), status]);
     let orphanRecords = 0;
-    // orphan makers: each leaves three grandchildren behind that get re-parented to us. They
-    // sleep first: a shell that is still alive (slow under load) would reap its own background jobs.
+    // orphan makers: each leaves three grandchildren behind that get re-parented to us. Each one
+    // waits until it is an orphan (its parent is no longer the maker): dash reaps its background
+    // jobs on SIGCHLD while it lives, so an orphan that exited under a maker slowed by load had its
+    // status taken by the maker, not lost by us (a CI run at load 6 failed so with a fixed sleep).
+    const orphaned = (maker: string) =>
+      `while read -r _ _ _ pp _ </proc/self/stat && [ "$pp" = ${maker} ]; do sleep 0.01; done`;
     const makers = pool(ORPHAN_MAKERS, 4, async (i) => {
       const r = await reaper.run('/bin/sh', [
         '-c',
         // The orphans do not hold the output pipe: run() stops reading 250 ms after the maker's
         // exit (drainMs), which a loaded machine may not have reached the pids by.
-        `(sleep 0.1${i % 10}; exit 7) >/dev/null & echo $!; (sleep 0.1; exit 3) >/dev/null & echo $!; sh -c 'sleep 0.12; kill -9 $$' >/dev/null & echo $!`,
+        `(${orphaned('$$')}; sleep 0.0${i % 10}; exit 7) >/dev/null & echo $!; ` +
+          `(${orphaned('$$')}; exit 3) >/dev/null & echo $!; ` +
+          `sh -c '${orphaned('$1')}; sleep 0.02; kill -9 $$' sh $$ >/dev/null & echo $!`,
       ]);
       const [seven, three, killed] = r.stdout.toString().trim().split('\n').map(Number);
       if (![seven, three, killed].every((p) => p > 0))
