@@ -58,7 +58,7 @@ test('a process that opens /dev/stdout itself works', async () => {
 
 test('stdin is piped through cat and its EOF ends the container', async () => {
   const input = 'line one\nline two\n'.repeat(1000);
-  const r = await run(TSSHIM_RUNTIME, uniqueId('cat'), ['cat'], [], { input, closeStdinAfterMs: 1500 });
+  const r = await run(TSSHIM_RUNTIME, uniqueId('cat'), ['cat'], [], { input, closeStdinAfterOutput: input.length });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, input);
 });

@@ -47,8 +47,11 @@ export interface ContainerdOptions {
 
 export interface CtrOptions {
   input?: string | Buffer;
-  /** Keep stdin open this long after writing input (ctr drops an EOF that arrives before the task runs). */
-  closeStdinAfterMs?: number;
+  /**
+   * Keep stdin open until stdout has this many bytes: ctr drops an EOF that arrives before the task
+   * runs, and output from the task shows that it runs (a fixed delay was too short at load 20).
+   */
+  closeStdinAfterOutput?: number;
   timeoutMs?: number;
   namespace?: string;
   env?: Record<string, string>;
@@ -501,7 +504,7 @@ function runCapture(
   opts: {
     env?: NodeJS.ProcessEnv;
     input?: string | Buffer;
-    closeStdinAfterMs?: number;
+    closeStdinAfterOutput?: number;
     timeoutMs?: number;
   }
 ): Promise<CtrResult> {
@@ -510,7 +513,12 @@ function runCapture(
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
-    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    let outBytes = 0;
+    child.stdout!.on('data', (d: Buffer) => {
+      out.push(d);
+      outBytes += d.length;
+      if (opts.closeStdinAfterOutput && outBytes >= opts.closeStdinAfterOutput) closeStdin();
+    });
     child.stderr!.on('data', (d: Buffer) => err.push(d));
     child.stdin!.on('error', () => {
       /* ctr may exit before reading stdin */
@@ -519,21 +527,17 @@ function runCapture(
     const closeStdin = (): void => {
       child.stdin!.end();
     };
-    let stdinTimer: NodeJS.Timeout | undefined;
-    if (opts.closeStdinAfterMs) stdinTimer = setTimeout(closeStdin, opts.closeStdinAfterMs);
-    else closeStdin();
+    if (!opts.closeStdinAfterOutput) closeStdin();
     const timer = setTimeout(() => {
       timedOut = true;
       if (child.pid) signalPid(child.pid, 'SIGKILL');
     }, opts.timeoutMs ?? 60_000);
     child.on('error', (e) => {
       clearTimeout(timer);
-      clearTimeout(stdinTimer);
       reject(e);
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      clearTimeout(stdinTimer);
       resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), timedOut });
     });
   });
@@ -666,7 +670,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       runCapture(release.ctr, [...baseArgs(o.namespace), ...args], {
         env: ctrEnv(o.env),
         input: o.input,
-        closeStdinAfterMs: o.closeStdinAfterMs,
+        closeStdinAfterOutput: o.closeStdinAfterOutput,
         timeoutMs: o.timeoutMs,
       }),
     spawnCtr: (args, o = {}) =>
