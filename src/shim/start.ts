@@ -6,11 +6,11 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ShimFlags } from './flags';
-import { groupKey, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
+import { groupKey, PER_NODE_GROUP, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
 import { bundleFile } from '../task/bundle-files';
 import type { ShimConfig } from './config';
 
-export const PER_NODE_GROUP = '.tsshim-per-node';
+export { PER_NODE_GROUP };
 
 export interface StartOptions {
   perNode: boolean;
