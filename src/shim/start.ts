@@ -28,7 +28,13 @@ function listen(socket: string): Promise<net.Server> {
   });
 }
 
-function canConnect(socket: string, timeoutMs: number): Promise<boolean> {
+/**
+ * Whether a shim serves `socket`: false only when nothing listens there (refused, or no such file).
+ * A connect that does not complete in time counts as served: on a loaded machine the timer can
+ * fire before the completed connect is seen, and taking a live shim's socket for stale would start
+ * a second shim for its group.
+ */
+function served(socket: string, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(socket);
     const done = (ok: boolean) => {
@@ -36,23 +42,71 @@ function canConnect(socket: string, timeoutMs: number): Promise<boolean> {
       s.destroy();
       resolve(ok);
     };
-    const t = setTimeout(() => done(false), timeoutMs);
+    const t = setTimeout(() => done(true), timeoutMs);
     s.once('connect', () => done(true));
-    s.once('error', () => done(false));
+    s.once('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNREFUSED' && e.code !== 'ENOENT'));
   });
 }
 
-/** Binds the group's socket; `null` when a live shim already serves it. */
-async function bindOrReuse(socket: string): Promise<net.Server | null> {
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+const inode = (file: string): number | null => {
   try {
-    return await listen(socket);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    return fs.lstatSync(file).ino;
+  } catch {
+    return null;
   }
-  if (await canConnect(socket, 100)) return null;
-  fs.rmSync(socket, { force: true }); // stale socket of a dead shim
-  return listen(socket);
+};
+
+/**
+ * Binds the group's socket; `null` when a live shim already serves it. The socket appears under
+ * its name already listening: bound and listening under a private name first, then hard-linked
+ * into place (link fails when the name exists). A bound socket that does not listen yet refuses
+ * connections, so binding the name itself let a concurrent start of the same group find it
+ * "stale", remove it and serve the group a second time (CI: 4 concurrent `ctr run -d` of one
+ * group, two shims, one never exiting). A stale socket is removed only when it is still the one
+ * found refusing (renamed away first, its inode compared), never one that just appeared.
+ */
+let claims = 0;
+
+async function bindOrReuse(socket: string): Promise<net.Server | null> {
+  const dir = path.dirname(socket);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tag = `${process.pid}-${++claims}`; // short: a unix socket path holds 107 bytes
+  const own = path.join(dir, `.bind-${tag}`);
+  fs.rmSync(own, { force: true }); // a previous process of this pid
+  const server = await listen(own);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.linkSync(own, socket);
+      fs.unlinkSync(own);
+      return server;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) {
+        server.close();
+        throw e;
+      }
+    }
+    const found = inode(socket);
+    if (found === null) continue; // removed meanwhile: link again
+    if (await served(socket, 1000)) {
+      server.close(); // unlinks `own`
+      return null;
+    }
+    // Stale (its shim died): take that very file away, and put back anything else taken by mistake.
+    const taken = path.join(dir, `.stale-${tag}`);
+    try {
+      fs.renameSync(socket, taken);
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (inode(taken) !== found) {
+      try {
+        fs.linkSync(taken, socket);
+      } catch {
+        /* another one took the name meanwhile: it serves */
+      }
+    }
+    fs.rmSync(taken, { force: true });
+  }
 }
 
 function adjustOomScore(daemonPid: number, containerdPid: number): void {
