@@ -57,41 +57,35 @@ const inode = (file: string): number | null => {
 };
 
 /**
- * Binds the group's socket; `null` when a live shim already serves it. The socket appears under
- * its name already listening: bound and listening under a private name first, then hard-linked
- * into place (link fails when the name exists). A bound socket that does not listen yet refuses
- * connections, so binding the name itself let a concurrent start of the same group find it
- * "stale", remove it and serve the group a second time (CI: 4 concurrent `ctr run -d` of one
- * group, two shims, one never exiting). A stale socket is removed only when it is still the one
- * found refusing (renamed away first, its inode compared), never one that just appeared.
+ * Binds the group's socket; `null` when a live shim already serves it. A socket that refuses is
+ * not stale at once: a concurrent start of the group that has bound it but not yet listened (two
+ * system calls, between which a loaded machine may run others for a while) refuses too, so it is
+ * looked at again a few times first. A stale one is removed only while it is the very file found
+ * refusing (renamed away, its inode compared; anything else taken by mistake is put back). Taking a
+ * live socket for stale started a second shim for one group that never exited (CI of bbe942e on
+ * 1.6.20 at load ~20: 4 concurrent `ctr run -d` of one group).
  */
 let claims = 0;
 
 async function bindOrReuse(socket: string): Promise<net.Server | null> {
   const dir = path.dirname(socket);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tag = `${process.pid}-${++claims}`; // short: a unix socket path holds 107 bytes
-  const own = path.join(dir, `.bind-${tag}`);
-  fs.rmSync(own, { force: true }); // a previous process of this pid
-  const server = await listen(own);
+  const tag = `${process.pid}-${++claims}`;
   for (let attempt = 0; ; attempt++) {
     try {
-      fs.linkSync(own, socket);
-      fs.unlinkSync(own);
-      return server;
+      return await listen(socket);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) {
-        server.close();
-        throw e;
-      }
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw e;
     }
     const found = inode(socket);
-    if (found === null) continue; // removed meanwhile: link again
-    if (await served(socket, 1000)) {
-      server.close(); // unlinks `own`
-      return null;
+    if (found === null) continue; // removed meanwhile: bind again
+    let live = false;
+    for (const waitMs of [0, 50, 100, 200]) {
+      if (waitMs) await new Promise((r) => setTimeout(r, waitMs));
+      if (inode(socket) !== found || (live = await served(socket, 1000))) break;
     }
-    // Stale (its shim died): take that very file away, and put back anything else taken by mistake.
+    if (live) return null;
+    if (inode(socket) !== found) continue; // replaced meanwhile: look at the new one
     const taken = path.join(dir, `.stale-${tag}`);
     try {
       fs.renameSync(socket, taken);
