@@ -28,7 +28,7 @@ import {
   untrustedState,
   type BoundSocket,
 } from '../shim/spare';
-import { shimJournalFile, shimPidFile } from '../shim/address';
+import { groupLookupLine, shimGroupFile, shimJournalFile, shimPidFile, writeFileAtomic } from '../shim/address';
 import type { ShimConfig } from '../shim/config';
 import { SHIM_SERVICE } from '../diag/introspection';
 import { replayableCall, upgradeHandler } from '../upgrade/capture';
@@ -159,6 +159,18 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
       fs.writeFileSync(pidFile, String(process.pid));
     } catch (e) {
       log.warn('cannot write the shim pid file', { file: pidFile, error: e });
+    }
+  }
+  // The same answer for the sh without hashing (address.ts shimGroupFile): written after the pid
+  // file, removed before it, and only while it still names this process (another containerd's
+  // shim of the same namespace and group name may have replaced it: its line names its address).
+  const lookupFile = pidFile ? shimGroupFile(flags.namespace, group, config.stateDir) : '';
+  const lookupLine = lookupFile ? groupLookupLine(socket, process.pid, flags.namespace, group, flags.address) : null;
+  if (lookupFile && lookupLine) {
+    try {
+      writeFileAtomic(lookupFile, lookupLine);
+    } catch (e) {
+      log.warn('cannot write the shim group lookup', { file: lookupFile, error: e });
     }
   }
   // An untrusted state dir gets no journal either: root must not append to a file another user planted.
@@ -359,6 +371,11 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     exiting = true;
     log.info('shim shutting down', { reason });
     // First of all: no new container may be sent here by the sh fast path.
+    try {
+      if (lookupLine && fs.readFileSync(lookupFile, 'utf8') === lookupLine) fs.rmSync(lookupFile, { force: true });
+    } catch {
+      /* gone already */
+    }
     if (pidFile) fs.rmSync(pidFile, { force: true });
     // The last serving shim takes the spares with it; otherwise a container that never started
     // still had a start, and the next one gets a spare (also one this shim was still to boot).

@@ -9,7 +9,7 @@ import type { ShimFlags } from './flags';
 import { mountsBelow } from '../task/mounts';
 import { bundleFile, readInitExit, readInitPid, readRuntimeFiles } from '../task/bundle-files';
 import { RuncClient, RuncError, type CommandRunner } from '../runc';
-import { shimJournalFile, shimPidFile } from './address';
+import { groupKey, PER_NODE_GROUP, readAnnotations, shimGroupFile, shimJournalFile, shimPidFile } from './address';
 import { oneShotRunner } from './one-shot-runner';
 import { unixTime, wallClockAt } from '../sys/clock';
 import type { ShimConfig } from './config';
@@ -52,7 +52,7 @@ function socketServed(socket: string): boolean {
  * dead shim's tasks itself, so replaying that outbox from a later shim of the same group would only
  * repeat stale events. A live group shim (or a newer one on the same path) is never touched.
  */
-function removeDeadShimFiles(bundle: string, stateDir: string): void {
+function removeDeadShimFiles(bundle: string, stateDir: string, namespace: string, id: string): void {
   const address = readText(bundleFile(bundle, 'address'));
   if (!address) return;
   const socket = address.replace(/^unix:\/\//, '');
@@ -64,6 +64,11 @@ function removeDeadShimFiles(bundle: string, stateDir: string): void {
   }
   fs.rmSync(shimJournalFile(socket, stateDir), { force: true });
   fs.rmSync(shimPidFile(socket, stateDir), { force: true });
+  // The group's lookup too, while it names this socket (its container's group, or the per-node one).
+  for (const group of [groupKey(id, readAnnotations(bundle)), PER_NODE_GROUP]) {
+    const lookup = shimGroupFile(namespace, group, stateDir);
+    if (lookup && readText(lookup)?.startsWith(`${path.basename(socket)} `)) fs.rmSync(lookup, { force: true });
+  }
 }
 
 export async function runDelete(
@@ -99,7 +104,7 @@ export async function runDelete(
       break;
     }
   }
-  removeDeadShimFiles(bundle, config.stateDir);
+  removeDeadShimFiles(bundle, config.stateDir, flags.namespace, flags.id);
   // The shim persisted the real exit status at reap time; 137 only when the container never exited
   // before the shim died (it was killed by runc delete --force above).
   const exit = readInitExit(bundle);

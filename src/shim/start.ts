@@ -6,11 +6,11 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { ShimFlags } from './flags';
-import { groupKey, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
+import { groupKey, PER_NODE_GROUP, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
 import { bundleFile } from '../task/bundle-files';
 import type { ShimConfig } from './config';
 
-export const PER_NODE_GROUP = '.tsshim-per-node';
+export { PER_NODE_GROUP };
 
 export interface StartOptions {
   perNode: boolean;
@@ -28,7 +28,13 @@ function listen(socket: string): Promise<net.Server> {
   });
 }
 
-function canConnect(socket: string, timeoutMs: number): Promise<boolean> {
+/**
+ * Whether a shim serves `socket`: false only when nothing listens there (refused, or no such file).
+ * A connect that does not complete in time counts as served: on a loaded machine the timer can
+ * fire before the completed connect is seen, and taking a live shim's socket for stale would start
+ * a second shim for its group.
+ */
+function served(socket: string, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(socket);
     const done = (ok: boolean) => {
@@ -36,23 +42,65 @@ function canConnect(socket: string, timeoutMs: number): Promise<boolean> {
       s.destroy();
       resolve(ok);
     };
-    const t = setTimeout(() => done(false), timeoutMs);
+    const t = setTimeout(() => done(true), timeoutMs);
     s.once('connect', () => done(true));
-    s.once('error', () => done(false));
+    s.once('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNREFUSED' && e.code !== 'ENOENT'));
   });
 }
 
-/** Binds the group's socket; `null` when a live shim already serves it. */
-async function bindOrReuse(socket: string): Promise<net.Server | null> {
-  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+const inode = (file: string): number | null => {
   try {
-    return await listen(socket);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    return fs.lstatSync(file).ino;
+  } catch {
+    return null;
   }
-  if (await canConnect(socket, 100)) return null;
-  fs.rmSync(socket, { force: true }); // stale socket of a dead shim
-  return listen(socket);
+};
+
+/**
+ * Binds the group's socket; `null` when a live shim already serves it. A socket that refuses is
+ * not stale at once: a concurrent start of the group that has bound it but not yet listened (two
+ * system calls, between which a loaded machine may run others for a while) refuses too, so it is
+ * looked at again a few times first. A stale one is removed only while it is the very file found
+ * refusing (renamed away, its inode compared; anything else taken by mistake is put back). Taking a
+ * live socket for stale started a second shim for one group that never exited (CI of bbe942e on
+ * 1.6.20 at load ~20: 4 concurrent `ctr run -d` of one group).
+ */
+let claims = 0;
+
+async function bindOrReuse(socket: string): Promise<net.Server | null> {
+  const dir = path.dirname(socket);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tag = `${process.pid}-${++claims}`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await listen(socket);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw e;
+    }
+    const found = inode(socket);
+    if (found === null) continue; // removed meanwhile: bind again
+    let live = false;
+    for (const waitMs of [0, 50, 100, 200]) {
+      if (waitMs) await new Promise((r) => setTimeout(r, waitMs));
+      if (inode(socket) !== found || (live = await served(socket, 1000))) break;
+    }
+    if (live) return null;
+    if (inode(socket) !== found) continue; // replaced meanwhile: look at the new one
+    const taken = path.join(dir, `.stale-${tag}`);
+    try {
+      fs.renameSync(socket, taken);
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (inode(taken) !== found) {
+      try {
+        fs.linkSync(taken, socket);
+      } catch {
+        /* another one took the name meanwhile: it serves */
+      }
+    }
+    fs.rmSync(taken, { force: true });
+  }
 }
 
 function adjustOomScore(daemonPid: number, containerdPid: number): void {

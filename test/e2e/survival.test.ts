@@ -20,6 +20,7 @@ import { formatReport, runRestartScenario } from '../support/restart-scenario';
 import { daemonShims, removeContainer, runDetached, shimPidOf, shimSocketOf } from '../support/containers';
 import { listDir, mountsUnder, pidAlive, zombiesOf } from '../support/proc';
 import { sleep, until } from '../support/wait';
+import { groupLookupLine, PER_NODE_GROUP, shimGroupFile } from '../../src/shim/address';
 
 const GROUP = 'io.containerd.tsshim.v2.group';
 const started: Containerd[] = [];
@@ -302,6 +303,13 @@ test('group annotation: one shim serves the group (later starts take the sh fast
       assert.equal(r.stdout, `${id}\n`, r.stderr);
     }
     const socket = shimSocketOf(c, ids[0]);
+    // The daemon's hash-free lookup for the sh (src/shim/address.ts shimGroupFile) names it.
+    const lookup = shimGroupFile(c.namespace, group);
+    assert.equal(
+      fs.readFileSync(lookup, 'utf8'),
+      groupLookupLine(socket, shim, c.namespace, group, c.address),
+      'the group lookup names the shim'
+    );
     for (const [i, id] of ids.entries()) {
       await removeContainer(c, id);
       if (i < ids.length - 1) {
@@ -313,6 +321,7 @@ test('group annotation: one shim serves the group (later starts take the sh fast
     await until(() => !pidAlive(shim), 'group shim to exit after its last container', 10_000);
     assert.deepEqual(zombiesOf([shim]), []);
     assert.ok(!fs.existsSync(socket), 'group socket removed');
+    assert.ok(!fs.existsSync(lookup), 'group lookup removed');
     assert.ok(!listDir('/run/tsshim').some((f) => f.startsWith(path.basename(socket))), 'outbox removed');
     assert.deepEqual(mountsUnder(c.state), []);
   } finally {
@@ -406,8 +415,11 @@ test('per-node mode: 20 runs share one shim, later starts take the sh fast path,
   );
   assert.equal(pidFiles.length, 1, 'per-node pid file for the fast path');
   const hash = pidFiles[0].replace(/\.pid$/, '');
+  const lookup = shimGroupFile(c.namespace, PER_NODE_GROUP);
+  assert.equal(fs.readFileSync(lookup, 'utf8').split(' ').slice(0, 2).join(' '), `${hash} ${shim}`, 'per-node lookup');
   process.kill(shim, 'SIGTERM');
   await until(() => !pidAlive(shim), 'per-node shim to stop on SIGTERM');
+  assert.ok(!fs.existsSync(lookup), 'per-node lookup removed');
   assert.deepEqual(
     listDir('/run/tsshim').filter((f) => f.startsWith(hash)),
     []

@@ -279,7 +279,8 @@ function removeShimSocket(bundle: Bundle): void {
 
 /**
  * A per-node tsshim outlives its last container, so no bundle names its socket: its pid file does.
- * Files of per-node shims that are no longer alive are removed (never those of a live shim).
+ * Files of per-node shims that are no longer alive are removed (never those of a live shim), and
+ * the group lookups of any shim that is gone.
  */
 function removeDeadPerNodeShimFiles(): void {
   let names: string[] = [];
@@ -299,6 +300,16 @@ function removeDeadPerNodeShimFiles(): void {
     if (pid > 0 && pidAlive(pid)) continue;
     for (const f of [name, `${base}.outbox`]) fs.rmSync(path.join(TSSHIM_STATE_DIR, f), { force: true });
     fs.rmSync(path.join(process.env.TSSHIM_SOCKET_DIR || '/run/containerd/s', base), { force: true });
+  }
+  // A group lookup (src/shim/address.ts shimGroupFile) of a shim that is gone: `<socket> <pid> ...`.
+  for (const name of names.filter((n) => n.endsWith('.group'))) {
+    let pid = 0;
+    try {
+      pid = Number(fs.readFileSync(path.join(TSSHIM_STATE_DIR, name), 'utf8').split(' ')[1]);
+    } catch {
+      continue;
+    }
+    if (!(pid > 0 && pidAlive(pid))) fs.rmSync(path.join(TSSHIM_STATE_DIR, name), { force: true });
   }
 }
 

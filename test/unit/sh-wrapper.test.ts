@@ -8,7 +8,14 @@ import * as net from 'node:net';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { groupKey, readAnnotations, shimPidFile, socketPath } from '../../src/shim/address';
+import {
+  groupKey,
+  groupLookupLine,
+  readAnnotations,
+  shimGroupFile,
+  shimPidFile,
+  socketPath,
+} from '../../src/shim/address';
 import { isValidIdentifier } from '../../src/sys/identifiers';
 import { answerFormat, sparePool } from '../../src/shim/spare';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
@@ -551,6 +558,98 @@ test('sh wrapper: where the sh declines (an annotation it cannot read exactly), 
     }
   } finally {
     kill(shim.pid!);
+    server.close();
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+/**
+ * A directory put first on the wrapper's PATH whose find, sha256sum and mv log that they ran (then
+ * run the real ones): the programs a start forks, which the fast path keeps to a minimum.
+ */
+function programLog(root: string): { path: string; ran: () => string[]; clear: () => void } {
+  const dir = path.join(root, 'tools');
+  const log = path.join(root, 'programs.log');
+  fs.mkdirSync(dir);
+  for (const prog of ['find', 'sha256sum', 'mv']) {
+    const real = spawnSync('sh', ['-c', `command -v ${prog}`], { encoding: 'utf8' }).stdout.trim();
+    fs.writeFileSync(path.join(dir, prog), `#!/bin/sh\necho ${prog} >> ${log}\nexec ${real} "$@"\n`, { mode: 0o755 });
+  }
+  return {
+    path: `${dir}:${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin`,
+    ran: () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean) : []),
+    clear: () => fs.rmSync(log, { force: true }),
+  };
+}
+
+test("sh wrapper: a pod's container whose group shim runs is answered by the sh: no Node, no spare claimed, no cold start; with the daemon's group lookup, no find or sha256sum either", async () => {
+  const inst = fakeInstall();
+  const shim = spawn('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 60'], { stdio: 'ignore', detached: true });
+  const spare = sleeper();
+  const server = net.createServer();
+  try {
+    const state = path.join(inst.root, 'state');
+    const sockets = path.join(inst.root, 's');
+    fs.mkdirSync(state, { mode: 0o700 });
+    fs.mkdirSync(sockets, { mode: 0o700 });
+    // The spec containerd's cri plugin writes for a pod's container (captured): its group is the pod.
+    const bundle = bundleDir(inst.root);
+    const spec = fs.readFileSync(path.resolve(__dirname, '../../../test/fixtures/cri/config-container.json'), 'utf8');
+    fs.writeFileSync(path.join(bundle, 'config.json'), spec);
+    const ns = 'k8s.io';
+    const group = groupKey('c0', readAnnotationsOf(spec));
+    const socket = socketPath(ADDRESS, ns, group, sockets);
+    await new Promise<void>((r) => server.listen(socket, r));
+    for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++)
+      spawnSync('sleep', ['0.02']);
+    fs.writeFileSync(shimPidFile(socket, state), String(shim.pid));
+    // A waiting spare of this containerd: a start that took the spare path would claim it.
+    const waiting = plantSpare(sparePool(ADDRESS, state), spare, 'unix:///the-spare.sock');
+    const programs = programLog(inst.root);
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: sockets, PATH: programs.path };
+    const args = ['-namespace', ns, '-id', 'c0', '-address', ADDRESS, 'start'];
+    const start = (what: string, expected: string[]) => {
+      programs.clear();
+      fs.rmSync(path.join(inst.root, 'node-argv'), { force: true });
+      fs.rmSync(path.join(bundle, 'address'), { force: true });
+      const r = inst.run(args, { cwd: bundle, env, input: 'OPTS' });
+      assert.deepEqual(r, { status: 0, out: `unix://${socket}` }, `${what}: the group's shim`);
+      assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), `unix://${socket}`, `${what}: address file`);
+      assert.ok(!fs.existsSync(path.join(inst.root, 'node-argv')), `${what}: no Node ran (no start, no daemon)`);
+      assert.ok(fs.existsSync(waiting), `${what}: the waiting spare was not claimed`);
+      assert.deepEqual(programs.ran().sort(), expected.sort(), `${what}: the programs the start ran`);
+    };
+    start('pid file only (no lookup)', ['find', 'sha256sum', 'mv']);
+    // What the daemon leaves (src/daemon/serve.ts): the sh needs no hashing and no find then.
+    const lookup = shimGroupFile(ns, group, state);
+    assert.ok(lookup, 'a CRI pod id makes a lookup name');
+    fs.writeFileSync(lookup, groupLookupLine(socket, shim.pid!, ns, group, ADDRESS)!);
+    start('with the lookup', ['mv']);
+    // A lookup the sh must not believe: then the hashed pid file decides, as without one.
+    const other = socketPath(ADDRESS, ns, 'other-pod', sockets);
+    const wrong: [string, string][] = [
+      ['renamed from another group', groupLookupLine(other, shim.pid!, ns, 'other-pod', ADDRESS)!],
+      ['of another containerd', groupLookupLine(socket, shim.pid!, ns, group, ADDRESS + '2')!],
+      ['of a pid that is no shim', groupLookupLine(socket, process.pid, ns, group, ADDRESS)!],
+      ['not a socket name', `../x ${shim.pid} ${ns} ${group} ${ADDRESS}\n`],
+    ];
+    for (const [what, line] of wrong) {
+      fs.writeFileSync(lookup, line);
+      start(`a lookup ${what}`, ['find', 'sha256sum', 'mv']);
+    }
+    fs.writeFileSync(lookup, groupLookupLine(socket, shim.pid!, ns, group, ADDRESS)!);
+    if (process.geteuid?.() === 0) {
+      fs.chownSync(lookup, 65534, 65534); // as another user able to write the state dir would leave it
+      start('a lookup owned by another user', ['find', 'sha256sum', 'mv']);
+      fs.chownSync(lookup, 0, 0);
+    }
+    fs.rmSync(lookup);
+    fs.symlinkSync(path.join(inst.root, 'elsewhere'), lookup);
+    fs.writeFileSync(path.join(inst.root, 'elsewhere'), groupLookupLine(socket, shim.pid!, ns, group, ADDRESS)!);
+    start('a symlinked lookup', ['find', 'sha256sum', 'mv']);
+  } finally {
+    kill(shim.pid!);
+    kill(spare);
     server.close();
     fs.rmSync(inst.root, { recursive: true, force: true });
   }
