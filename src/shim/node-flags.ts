@@ -22,8 +22,11 @@ export const DAEMON_NODE_FLAGS: readonly string[] = [
 // while it boots, before any JavaScript: ~45 ms of CPU per boot on the bench machine (OpenSSL 3's
 // decoders; `node -e 0` 125 -> 77 ms task-clock without it). A shim makes no TLS connection, so a
 // Node process tsshim starts boots with it empty and gets the value back first thing
-// (restoreExtraCaCerts, boot.ts), for the programs it starts in turn: its process.env is as if
-// nothing had happened. The sh wrapper does the same for the Node processes it starts.
+// (restoreExtraCaCerts, main.ts), for the programs it starts in turn: its process.env is as if
+// nothing had happened. The sh wrapper does so for the Node processes it starts, startSpare for a
+// spare: each of those rewrites its /proc/<pid>/environ to its start's environment when it becomes
+// a daemon (spare-identity.ts rewriteProcEnviron). A daemon spawned by Node's `start` (spawnDaemon)
+// does not, so it boots with the variable as it is: its environ would show the swap.
 export const EXTRA_CA_CERTS = 'NODE_EXTRA_CA_CERTS';
 export const SAVED_EXTRA_CA_CERTS = 'TSSHIM_SAVED_NODE_EXTRA_CA_CERTS';
 

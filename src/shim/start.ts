@@ -9,7 +9,6 @@ import type { ShimFlags } from './flags';
 import { groupKey, readAnnotations, socketPath, toAddress, writeFileAtomic } from './address';
 import { bundleFile } from '../task/bundle-files';
 import type { ShimConfig } from './config';
-import { nodeChildEnv } from './node-flags';
 
 export const PER_NODE_GROUP = '.tsshim-per-node';
 
@@ -155,7 +154,7 @@ export function spawnDaemon(
     cwd: bundle,
     detached: true, // new session: containerd's process group signals do not reach the shim
     stdio: ['ignore', 'ignore', 'ignore', fd],
-    env: nodeChildEnv({ ...process.env, TSSHIM_SOCKET: socket, TSSHIM_GROUP: group }),
+    env: { ...process.env, TSSHIM_SOCKET: socket, TSSHIM_GROUP: group },
   });
   child.unref();
   try {
