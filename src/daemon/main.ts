@@ -6,6 +6,7 @@ import { readConfig } from '../shim/config';
 import { PROBE_ARG } from '../upgrade/exec';
 import { VERSION, REVISION } from '../shim/version';
 import { buildingSnapshot, prepareSnapshot } from './snapshot';
+import { restoreExtraCaCerts } from '../shim/node-flags';
 import type { SpareRole } from '../shim/spare';
 
 const NAME = 'containerd-shim-tsshim-v2';
@@ -32,6 +33,8 @@ function readStdin(): Buffer {
 }
 
 async function main(argv: string[]): Promise<void> {
+  // Before anything reads the environment or starts a program with it (node-flags.ts).
+  restoreExtraCaCerts();
   // An in-place upgrade asks this build what it is before it execs it (src/upgrade/probe.ts).
   // With a state file, it also runs its restore on that state, taking over nothing (a dry run):
   // the answer comes first, so the daemon can tell a build that loads but crashes on its state.

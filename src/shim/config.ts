@@ -117,6 +117,12 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
   },
   { name: 'TSSHIM_ENV_ROOM', default: 'internal', meaning: "reserved room in a warm spare's environment block" },
   {
+    name: 'TSSHIM_SAVED_NODE_EXTRA_CA_CERTS',
+    default: 'internal',
+    meaning:
+      "NODE_EXTRA_CA_CERTS set aside while a shim's Node boots (it would load certificates a shim never uses); put back at once",
+  },
+  {
     name: 'XDG_RUNTIME_DIR',
     default: 'the temp dir',
     meaning: "where console sockets and runc's process files are made (as runc and the Go shim do)",

@@ -18,6 +18,33 @@ export const DAEMON_NODE_FLAGS: readonly string[] = [
   '--single-threaded',
 ];
 
+// NODE_EXTRA_CA_CERTS makes Node read that file and build its whole root certificate store with it
+// while it boots, before any JavaScript: ~45 ms of CPU per boot on the bench machine (OpenSSL 3's
+// decoders; `node -e 0` 125 -> 77 ms task-clock without it). A shim makes no TLS connection, so a
+// Node process tsshim starts boots with it empty and gets the value back first thing
+// (restoreExtraCaCerts, main.ts), for the programs it starts in turn: its process.env is as if
+// nothing had happened. The sh wrapper does so for the Node processes it starts, startSpare for a
+// spare: each of those rewrites its /proc/<pid>/environ to its start's environment when it becomes
+// a daemon (spare-identity.ts rewriteProcEnviron). A daemon spawned by Node's `start` (spawnDaemon)
+// does not, so it boots with the variable as it is: its environ would show the swap.
+export const EXTRA_CA_CERTS = 'NODE_EXTRA_CA_CERTS';
+export const SAVED_EXTRA_CA_CERTS = 'TSSHIM_SAVED_NODE_EXTRA_CA_CERTS';
+
+/** The environment for a Node process tsshim starts: `env` with NODE_EXTRA_CA_CERTS set aside. */
+export function nodeChildEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const value = env[EXTRA_CA_CERTS];
+  if (value === undefined) return env;
+  return { ...env, [EXTRA_CA_CERTS]: '', [SAVED_EXTRA_CA_CERTS]: value };
+}
+
+/** Puts back what nodeChildEnv (or the sh) set aside, in this process's env. */
+export function restoreExtraCaCerts(env: NodeJS.ProcessEnv = process.env): void {
+  const saved = env[SAVED_EXTRA_CA_CERTS];
+  if (saved === undefined) return;
+  env[EXTRA_CA_CERTS] = saved;
+  delete env[SAVED_EXTRA_CA_CERTS];
+}
+
 // The daemon's V8 startup snapshot (src/daemon/snapshot-build.ts makes it next to the bundle): a
 // process started from it finds the shim's modules loaded instead of compiling and running them.
 // A blob fits one node binary and one bundle only (another node refuses it, or worse: a truncated

@@ -40,7 +40,7 @@ import { execFileSync } from 'node:child_process';
 import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
-import { daemonNodeArgs } from './node-flags';
+import { daemonNodeArgs, nodeChildEnv } from './node-flags';
 import { DEFAULT_STATE_DIR, readConfig, type ShimConfig } from './config';
 import {
   adoptStartIdentity,
@@ -333,7 +333,7 @@ function startSpare(mainScript: string, flags: ShimFlags, pool: string, snapshot
     'spare',
   ];
   // The environment block is reserved the same way: the claiming start's environment replaces it.
-  const env = { ...process.env, [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES) };
+  const env = nodeChildEnv({ ...process.env, [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES) });
   // A spare boots while a container starts, exits and is deleted, and while the next ones are
   // created: its ~250 ms of CPU must not compete with them. As root it boots under SCHED_IDLE (it
   // leaves it once warm, see runSpare; a start that has to wait for it promotes it, see

@@ -18,7 +18,7 @@ import {
 } from '../../src/shim/address';
 import { isValidIdentifier } from '../../src/sys/identifiers';
 import { answerFormat, sparePool } from '../../src/shim/spare';
-import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
+import { DAEMON_NODE_FLAGS, nodeChildEnv, restoreExtraCaCerts } from '../../src/shim/node-flags';
 import { buildSnapshot } from '../../src/daemon/snapshot-build';
 import { until } from '../support/wait';
 
@@ -323,6 +323,8 @@ function fakeInstall(): Install {
     `
     const fs = require('fs');
     fs.writeFileSync(${JSON.stringify(path.join(root, 'node-argv'))}, JSON.stringify([...process.execArgv, ...process.argv.slice(2)]));
+    const ca = (k) => (k in process.env ? process.env[k] : null);
+    fs.writeFileSync(${JSON.stringify(path.join(root, 'node-env'))}, JSON.stringify({ NODE_EXTRA_CA_CERTS: ca('NODE_EXTRA_CA_CERTS'), TSSHIM_SAVED_NODE_EXTRA_CA_CERTS: ca('TSSHIM_SAVED_NODE_EXTRA_CA_CERTS') }));
     const i = process.argv.indexOf('claim');
     const c = process.argv.indexOf('cold');
     if (c >= 0) {
@@ -777,6 +779,41 @@ test('sh wrapper: with no spare, a cold start boots one Node process: the daemon
         /* gone */
       }
     }
+  } finally {
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: Node boots without NODE_EXTRA_CA_CERTS (set aside, restored by restoreExtraCaCerts), cold or as start; unset stays unset', () => {
+  const inst = fakeInstall();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    const base = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
+    const nodeEnv = (): NodeJS.ProcessEnv => {
+      const e = JSON.parse(fs.readFileSync(path.join(inst.root, 'node-env'), 'utf8')) as Record<string, string | null>;
+      return Object.fromEntries(Object.entries(e).filter(([, v]) => v !== null)) as NodeJS.ProcessEnv;
+    };
+    for (const value of ['/etc/ssl/some ca.crt', '']) {
+      for (const extra of [{}, { TSSHIM_NO_FAST_PATH: '1' }] as Record<string, string>[]) {
+        const env = { ...base, ...extra, NODE_EXTRA_CA_CERTS: value };
+        const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'X' });
+        assert.equal(r.status, 0, r.out);
+        const seen = nodeEnv();
+        assert.deepEqual(seen, { NODE_EXTRA_CA_CERTS: '', TSSHIM_SAVED_NODE_EXTRA_CA_CERTS: value });
+        restoreExtraCaCerts(seen);
+        assert.deepEqual(seen, { NODE_EXTRA_CA_CERTS: value }, 'restored as the start had it');
+        assert.deepEqual(nodeChildEnv({ NODE_EXTRA_CA_CERTS: value, A: 'b' }), {
+          NODE_EXTRA_CA_CERTS: '',
+          TSSHIM_SAVED_NODE_EXTRA_CA_CERTS: value,
+          A: 'b',
+        });
+      }
+    }
+    const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env: base, input: 'X' });
+    assert.equal(r.status, 0, r.out);
+    assert.deepEqual(nodeEnv(), {}, 'not set: nothing set aside');
+    assert.deepEqual(nodeChildEnv({ A: 'b' }), { A: 'b' });
   } finally {
     fs.rmSync(inst.root, { recursive: true, force: true });
   }
