@@ -272,6 +272,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     // A per-node shim is the namespace's long-lived daemon: it stays when its last container goes.
     onEmpty: () => {
       if (!perNode) void shutdown('no containers left');
+      else idleGc.released();
     },
     onIdle: (reason) => exitIfUnwanted(reason),
   });

@@ -19,7 +19,8 @@ export const FOLLOW_UP_MIN_GAIN_BYTES = 1 << 20;
 /** Collections caused only by background work (metrics scrapes) run at most this often. */
 export const BACKGROUND_GC_MIN_MS = 10_000;
 
-type GcFn = () => void;
+/** A collection; `compact` asks for the old generation to be compacted whole (see compactingGc). */
+type GcFn = (compact?: boolean) => void;
 /** V8's gc() of --expose-gc: a full collection, or with { type: 'minor' } a scavenge of the young generation. */
 type ExposedGc = (options?: { type: 'minor' | 'major' }) => void;
 
@@ -32,17 +33,40 @@ const exposedGc = (): ExposedGc | undefined => (globalThis as { gc?: ExposedGc }
  */
 export const TRIM_AFTER_GC_MS = 300;
 
-/** One full collection, then (unless configured off) the resident-set trim; a no-op without --expose-gc. */
-export function collectAndTrim(trim: boolean): void {
+/**
+ * A full collection that compacts the whole old generation. V8 picks the pages to evacuate from
+ * the live bytes that the previous collection's sweeping counted, so a plain gc() after a busy
+ * period frees the dead objects but keeps their pages: a per-node daemon 3 s after its 50th and
+ * last container went held 9.0 MiB of old space for 5.9 MiB live, and gave the rest back only at
+ * the follow-up 3 s later (7.2 MiB). --compact-on-every-full-gc evacuates every page that has free
+ * space in this one collection; it is set for the call only (node:v8 is loaded on first use).
+ */
+export function compactingGc(gc: ExposedGc): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: a shim that never compacts does not load it
+  const v8: typeof import('node:v8') = require('node:v8');
+  v8.setFlagsFromString('--compact-on-every-full-gc');
+  try {
+    gc();
+  } finally {
+    v8.setFlagsFromString('--no-compact-on-every-full-gc');
+  }
+}
+
+/**
+ * One full collection (compacting when `compact`, see compactingGc), then (unless configured off)
+ * the resident-set trim; a no-op without --expose-gc.
+ */
+export function collectAndTrim(trim: boolean, compact = false): void {
   const gc = exposedGc();
   if (!gc) return;
-  gc();
+  if (compact) compactingGc(gc);
+  else gc();
   if (trim) setTimeout(() => trimResidentSet(() => gc({ type: 'minor' })), TRIM_AFTER_GC_MS).unref();
 }
 
 /** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */
 export function daemonCollection(trim: boolean): GcFn | undefined {
-  return exposedGc() ? () => collectAndTrim(trim) : undefined;
+  return exposedGc() ? (compact?: boolean) => collectAndTrim(trim, compact) : undefined;
 }
 
 export class IdleCollector {
@@ -54,6 +78,7 @@ export class IdleCollector {
   private waitingForFollowUp = false;
   private taskDirty = false;
   private lastGc = 0;
+  private compactNext = false;
   /** Full collections run so far (exported as a metric). */
   collections = 0;
 
@@ -89,6 +114,16 @@ export class IdleCollector {
     if (!this.timer) this.arm(this.idleMs);
   }
 
+  /**
+   * The shim has just given up much of what it held (a per-node daemon's last container went): the
+   * next collection compacts, so that the freed pages go back then rather than at a follow-up.
+   */
+  released(): void {
+    if (!this.gc) return;
+    this.compactNext = true;
+    this.activity();
+  }
+
   close(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
@@ -113,7 +148,9 @@ export class IdleCollector {
     const rssBefore = this.rssAtLastGc;
     this.dirty = false;
     this.taskDirty = false;
-    this.gc!();
+    const compact = this.compactNext;
+    this.compactNext = false;
+    this.gc!(compact);
     this.lastGc = Date.now();
     this.collections++;
     this.rssAtLastGc = this.rss();

@@ -62,10 +62,21 @@ export function sparePool(grpcAddress: string, stateDir = DEFAULT_STATE_DIR): st
   return path.join(stateDir, 'spares', hash);
 }
 
+/**
+ * /proc files are read as UTF-8 here: Node 20 reads those in C++ and hands back the string alone.
+ * Any other encoding goes through its JavaScript path, which reads a file whose stat size is 0 into
+ * freshly allocated Buffers (~16 KiB of ArrayBuffer memory per read of /proc/<pid>/stat, measured),
+ * freed only when a collection finds them. A waiting spare checks every serving shim each second
+ * (servingShims): with 8 of them its anonymous memory grew from 14.3 to 17.4 MiB in 60 s (with
+ * UTF-8: 11.5-12.3 MiB throughout). The checks look at ASCII only (a state letter after the last
+ * ')', a command-line prefix), which both decodings give alike.
+ */
+const PROC_TEXT = 'utf8';
+
 /** Runs: exists and is not a zombie (a spare's parent may be an init that reaps late). */
 const alive = (pid: number) => {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, PROC_TEXT);
     return !/^[ZXx]/.test(stat.slice(stat.lastIndexOf(')') + 2));
   } catch {
     return false; // no such process
@@ -150,7 +161,7 @@ const SERVING = '.serving-';
 
 function isShimProcess(pid: number): boolean {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('containerd-shim-tsshim-v2');
+    return fs.readFileSync(`/proc/${pid}/cmdline`, PROC_TEXT).startsWith('containerd-shim-tsshim-v2');
   } catch {
     return false; // no such process
   }

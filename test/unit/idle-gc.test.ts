@@ -117,3 +117,41 @@ test('daemon node flags expose gc and cap the young generation', () => {
   assert.ok(DAEMON_NODE_FLAGS.some((f) => f.startsWith('--max-semi-space-size=')));
   assert.ok(DAEMON_NODE_FLAGS.includes('--no-warnings'));
 });
+
+test('idle collector: released() makes the next collection, and only that one, a compacting one', async () => {
+  const calls: (boolean | undefined)[] = [];
+  const c = new IdleCollector(30, (compact) => {
+    calls.push(compact);
+  });
+  c.activity();
+  await sleep(80);
+  c.released();
+  await sleep(80);
+  c.activity();
+  await sleep(80);
+  c.close();
+  assert.deepEqual(
+    calls.map((x) => x === true),
+    [false, true, false]
+  );
+});
+
+test('compactingGc: one collection gives back the pages of a fragmented old space', async () => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  const { compactingGc } = await import('../../src/shim/idle-gc');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as (o?: object) => void;
+  const oldSpace = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')!.space_size;
+  let objects: object[] = [];
+  for (let i = 0; i < 200_000; i++) objects.push({ i, s: `x${i}` });
+  gc();
+  gc(); // promoted to the old space
+  const full = oldSpace();
+  objects = objects.filter((_, i) => i % 10 === 0); // one object in ten lives on, on every page
+  await sleep(10);
+  compactingGc(gc);
+  const after = oldSpace();
+  assert.ok(after < full - (8 << 20), `old space ${full} -> ${after} bytes`);
+  assert.equal(objects.length, 20_000);
+});
