@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { IdleCollector } from '../../src/shim/idle-gc';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
 
-import { sleep } from '../support/wait';
+import { sleep, until } from '../support/wait';
 
 test('idle collector: one collection once calls stop, none while they go on', async () => {
   let runs = 0;
@@ -123,12 +123,14 @@ test('idle collector: released() makes the next collection, and only that one, a
   const c = new IdleCollector(30, (compact) => {
     calls.push(compact);
   });
+  // Each step waits for its collection rather than a fixed time: a loaded machine runs the 30 ms
+  // idle timer late, and released() before the first collection would make that one compact.
   c.activity();
-  await sleep(80);
+  await until(() => calls.length === 1, 'the first idle collection');
   c.released();
-  await sleep(80);
+  await until(() => calls.length === 2, 'the collection after released()');
   c.activity();
-  await sleep(80);
+  await until(() => calls.length === 3, 'the next idle collection');
   c.close();
   assert.deepEqual(
     calls.map((x) => x === true),
