@@ -2,7 +2,7 @@
 // src/shim/address.ts groupKey, or the fast path would hand a container to the wrong shim.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as net from 'node:net';
 import * as fs from 'node:fs';
@@ -525,9 +525,17 @@ test('sh wrapper: a full disk during the hand-off never puts shell error text in
   }
 });
 
+/** A process the sh's is_shim takes for a live tsshim daemon: its cmdline starts with the shim's name. */
+function fakeShimProcess(): ChildProcess {
+  const shim = spawn('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 60'], { stdio: 'ignore', detached: true });
+  for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++)
+    spawnSync('sleep', ['0.02']);
+  return shim;
+}
+
 test('sh wrapper: where the sh declines (an annotation it cannot read exactly), Node decides, even beside a live shim', async () => {
   const inst = fakeInstall();
-  const shim = spawn('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 60'], { stdio: 'ignore', detached: true });
+  const shim = fakeShimProcess();
   const server = net.createServer();
   try {
     const state = path.join(inst.root, 'state');
@@ -538,8 +546,6 @@ test('sh wrapper: where the sh declines (an annotation it cannot read exactly), 
     const hash = path.basename(socketPath(ADDRESS, 'default', 'c1'));
     await new Promise<void>((r) => server.listen(path.join(sockets, hash), r));
     fs.writeFileSync(path.join(state, `${hash}.pid`), String(shim.pid));
-    for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++)
-      spawnSync('sleep', ['0.02']);
     const bundle = bundleDir(inst.root);
     const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: sockets, TSSHIM_SPARES: '0' };
     assert.equal(
@@ -586,7 +592,7 @@ function programLog(root: string): { path: string; ran: () => string[]; clear: (
 
 test("sh wrapper: a pod's container whose group shim runs is answered by the sh: no Node, no spare claimed, no cold start; with the daemon's group lookup, no find or sha256sum either", async () => {
   const inst = fakeInstall();
-  const shim = spawn('bash', ['-c', 'exec -a containerd-shim-tsshim-v2 sleep 60'], { stdio: 'ignore', detached: true });
+  const shim = fakeShimProcess();
   const spare = sleeper();
   const server = net.createServer();
   try {
@@ -602,8 +608,6 @@ test("sh wrapper: a pod's container whose group shim runs is answered by the sh:
     const group = groupKey('c0', readAnnotationsOf(spec));
     const socket = socketPath(ADDRESS, ns, group, sockets);
     await new Promise<void>((r) => server.listen(socket, r));
-    for (let i = 0; i < 200 && !readCmdline(String(shim.pid)).startsWith('containerd-shim-tsshim-v2'); i++)
-      spawnSync('sleep', ['0.02']);
     fs.writeFileSync(shimPidFile(socket, state), String(shim.pid));
     // A waiting spare of this containerd: a start that took the spare path would claim it.
     const waiting = plantSpare(sparePool(ADDRESS, state), spare, 'unix:///the-spare.sock');
