@@ -56,6 +56,9 @@ const inode = (file: string): number | null => {
   }
 };
 
+/** Claims made by this process: each renames a stale socket away under a name of its own. */
+let claims = 0;
+
 /**
  * Binds the group's socket; `null` when a live shim already serves it. A socket that refuses is
  * not stale at once: a concurrent start of the group that has bound it but not yet listened (two
@@ -65,8 +68,6 @@ const inode = (file: string): number | null => {
  * live socket for stale started a second shim for one group that never exited (CI of bbe942e on
  * 1.6.20 at load ~20: 4 concurrent `ctr run -d` of one group).
  */
-let claims = 0;
-
 async function bindOrReuse(socket: string): Promise<net.Server | null> {
   const dir = path.dirname(socket);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
