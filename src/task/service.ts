@@ -89,7 +89,9 @@ export class TaskService {
       const c = this.containers.get(key);
       if (c) deps.events.oom(c.namespace, c.id);
     };
-    this.oom = deps.oomMonitor ? deps.oomMonitor(onOom) : new OomWatcher(onOom);
+    this.oom = deps.oomMonitor
+      ? deps.oomMonitor(onOom)
+      : new OomWatcher(onOom, { log: (level, msg, fields) => deps.log[level](msg, fields) });
   }
 
   private key(ns: string, id: string): string {
@@ -491,6 +493,7 @@ export class TaskService {
     this.everCreated = true;
     for (const p of watched) this.running.set(p.pid, { container: c, process: p });
     if (oom) {
+      this.deps.log.debug('oom: watch taken over', { id: c.id, watch: oom.watch });
       this.cgroups.set(c, oom.cgroup);
       this.oom
         .add(key, oom.cgroup, oom.watch)
@@ -498,6 +501,7 @@ export class TaskService {
     } else if (c.init.pid && !c.init.reaped && !c.init.exit) {
       const cg = cgroupForPid(c.init.pid);
       if (cg) {
+        this.deps.log.debug('oom: no watch handed over, watching anew', { id: c.id });
         this.cgroups.set(c, cg);
         this.oom.add(key, cg).catch((e: unknown) => this.deps.log.warn('cannot watch for OOM', { id: c.id, error: e }));
       }

@@ -21,7 +21,7 @@ export class V2OomWatch {
 
   private constructor(
     private readonly dir: string,
-    private readonly onOom: () => void,
+    private readonly onOom: (oomKills: bigint) => void,
     private readonly onStop: (err?: Error) => void
   ) {}
 
@@ -30,7 +30,12 @@ export class V2OomWatch {
    * upgrade): the watch goes on from it and reads once now, so an OOM kill in between is reported
    * once, and none twice.
    */
-  static start(dir: string, onOom: () => void, onStop: (err?: Error) => void, handedOver?: V2OomHandover): V2OomWatch {
+  static start(
+    dir: string,
+    onOom: (oomKills: bigint) => void,
+    onStop: (err?: Error) => void,
+    handedOver?: V2OomHandover
+  ): V2OomWatch {
     const w = new V2OomWatch(dir, onOom, onStop);
     if (handedOver) w.lastOomKill = BigInt(handedOver.oomKills);
     try {
@@ -77,7 +82,7 @@ export class V2OomWatch {
       const oomKill = u64ToBigInt(parseFlatKeyed(events, 'memory.events').get('oom_kill'));
       if (oomKill > this.lastOomKill) {
         this.lastOomKill = oomKill;
-        this.onOom();
+        this.onOom(oomKill);
       }
       const cg = await readOptional(join(this.dir, 'cgroup.events'));
       if (cg === null || /^populated 0$/m.test(cg)) this.stop();

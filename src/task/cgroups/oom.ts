@@ -7,7 +7,11 @@ import { V2OomWatch, type V2OomHandover } from './oom-v2';
 /** A container's watch as it crosses an in-place upgrade (the kind follows its cgroup's version). */
 export type OomWatchHandover = V1OomHandover | V2OomHandover;
 
-export type OomLog = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
+export type OomLog = (
+  level: 'debug' | 'info' | 'warn' | 'error',
+  msg: string,
+  fields?: Record<string, unknown>
+) => void;
 
 export interface OomWatcherOptions {
   log?: OomLog;
@@ -42,8 +46,9 @@ export class OomWatcher {
     if (this.closed) throw new Error('OOM watcher is closed');
     const token = Symbol(containerId);
     this.latestAdd.set(containerId, token);
-    const fire = (): void => {
+    const fire = (oomKills?: bigint): void => {
       if (this.watches.get(containerId) !== watch) return;
+      this.opts.log?.('debug', 'oom: reporting an OOM', { id: containerId, oomKills: oomKills?.toString() });
       try {
         this.onOom(containerId);
       } catch (err) {
