@@ -12,18 +12,11 @@ import { RuncClient, RuncError, type CommandRunner } from '../runc';
 import { groupKey, PER_NODE_GROUP, readAnnotations, shimGroupFile, shimJournalFile, shimPidFile } from './address';
 import { oneShotRunner } from './one-shot-runner';
 import { unixTime, wallClockAt } from '../sys/clock';
+import { readTrimmed } from '../sys/text-file';
 import type { ShimConfig } from './config';
 
 /** runc delete's own deadline, inside containerd's 5 s for the whole subcommand (umount follows). */
 const RUNC_DELETE_TIMEOUT_MS = 4000;
-
-function readText(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8').trim();
-  } catch {
-    return null;
-  } // missing: nothing to read
-}
 
 /** DeleteResponse{pid, exit_status, exited_at}, encoded by hand (no generated code loaded). */
 export function encodeDeleteResponse(pid: number, status: number, atMs: number): Uint8Array {
@@ -41,7 +34,7 @@ function isMounted(dir: string): boolean {
 
 /** True when a process has a socket bound to `socket` (a live shim listening on it). */
 function socketServed(socket: string): boolean {
-  const table = readText('/proc/net/unix');
+  const table = readTrimmed('/proc/net/unix');
   if (table === null) return true; // cannot tell: leave the files alone
   return table.split('\n').some((l) => l.endsWith(' ' + socket));
 }
@@ -53,7 +46,7 @@ function socketServed(socket: string): boolean {
  * repeat stale events. A live group shim (or a newer one on the same path) is never touched.
  */
 function removeDeadShimFiles(bundle: string, stateDir: string, namespace: string, id: string): void {
-  const address = readText(bundleFile(bundle, 'address'));
+  const address = readTrimmed(bundleFile(bundle, 'address'));
   if (!address) return;
   const socket = address.replace(/^unix:\/\//, '');
   if (!path.isAbsolute(socket) || socketServed(socket)) return;
@@ -67,7 +60,7 @@ function removeDeadShimFiles(bundle: string, stateDir: string, namespace: string
   // The group's lookup too, while it names this socket (its container's group, or the per-node one).
   for (const group of [groupKey(id, readAnnotations(bundle)), PER_NODE_GROUP]) {
     const lookup = shimGroupFile(namespace, group, stateDir);
-    if (lookup && readText(lookup)?.startsWith(`${path.basename(socket)} `)) fs.rmSync(lookup, { force: true });
+    if (lookup && readTrimmed(lookup)?.startsWith(`${path.basename(socket)} `)) fs.rmSync(lookup, { force: true });
   }
 }
 

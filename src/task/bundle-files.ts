@@ -6,6 +6,7 @@
 // containerd-shim-runc-v2 uses. Kept free of generated protobuf code: `delete` must start fast.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readTrimmed } from '../sys/text-file';
 
 export const BundleFile = {
   /** Runtime options as JSON with the Go shim's field names (snake_case, zero values left out). */
@@ -91,7 +92,7 @@ export interface RecordedRuntime {
  */
 export function readRuntimeFiles(bundle: string, warn: (msg: string) => void = () => {}): RecordedRuntime {
   let opts: Record<string, unknown> = {};
-  const text = readText(bundleFile(bundle, 'options'));
+  const text = readTrimmed(bundleFile(bundle, 'options'));
   if (text) {
     try {
       const parsed: unknown = JSON.parse(text);
@@ -103,7 +104,7 @@ export function readRuntimeFiles(bundle: string, warn: (msg: string) => void = (
   }
   const str = (v: unknown) => (typeof v === 'string' ? v : '');
   return {
-    binary: readText(bundleFile(bundle, 'runtime')) || str(opts.binary_name) || 'runc',
+    binary: readTrimmed(bundleFile(bundle, 'runtime')) || str(opts.binary_name) || 'runc',
     root: str(opts.root) || DEFAULT_RUNC_ROOT,
     systemdCgroup: opts.systemd_cgroup === true,
   };
@@ -113,7 +114,7 @@ export function readRuntimeFiles(bundle: string, warn: (msg: string) => void = (
 
 /** The init's pid as runc wrote it, or 0 when there is none (never created, unreadable). */
 export function readInitPid(bundle: string): number {
-  const pid = Number(readText(bundleFile(bundle, 'initPid')));
+  const pid = Number(readTrimmed(bundleFile(bundle, 'initPid')));
   return Number.isInteger(pid) && pid > 0 ? pid : 0;
 }
 
@@ -134,7 +135,7 @@ export function writeInitExit(bundle: string, exit: InitExit): void {
 
 /** The persisted exit, or null when the init never exited under a shim (or the file is damaged). */
 export function readInitExit(bundle: string): InitExit | null {
-  const text = readText(bundleFile(bundle, 'initExit'));
+  const text = readTrimmed(bundleFile(bundle, 'initExit'));
   if (!text) return null;
   let v: { pid?: unknown; status?: unknown; at?: unknown };
   try {
@@ -173,13 +174,5 @@ export function readDeleteResponse(bundle: string): Uint8Array | null {
     return fs.readFileSync(bundleFile(bundle, 'deleteResponse'));
   } catch {
     return null; // none written (the daemon died, or an old shim): the caller's answer
-  }
-}
-
-function readText(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8').trim();
-  } catch {
-    return null; // missing or unreadable: every caller treats that as "not written"
   }
 }
