@@ -1,33 +1,44 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { IdleCollector } from '../../src/shim/idle-gc';
+import { FOLLOW_UP_GC_MS, IdleCollector, MAX_FOLLOW_UPS } from '../../src/shim/idle-gc';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
 
 import { sleep, until } from '../support/wait';
 
-test('idle collector: one collection once calls stop, none while they go on', async () => {
+// The collector's timing runs on mocked timers and a mocked clock: each test moves time forward
+// by hand, so a loaded machine that runs timers late changes nothing (tick() runs every timer
+// that falls due on the way, in order).
+function mockedTime(t: TestContext): (ms: number) => void {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() }); // a real clock's values: lastGc starts at 0
+  return (ms) => t.mock.timers.tick(ms);
+}
+
+test('idle collector: one collection once calls stop, none while they go on', (t) => {
+  const advance = mockedTime(t);
   let runs = 0;
   const c = new IdleCollector(60, () => {
     runs++;
   });
   for (let i = 0; i < 6; i++) {
     c.activity();
-    await sleep(20);
+    advance(20);
   }
   assert.equal(runs, 0, 'no collection while calls keep coming');
-  await sleep(120);
+  advance(39);
+  assert.equal(runs, 0, 'not before 60 ms of quiet after the last call');
+  advance(1);
   assert.equal(runs, 1);
   assert.equal(c.collections, 1);
-  await sleep(120);
+  advance(120);
   assert.equal(runs, 1, 'quiet with nothing new: no second collection');
   c.activity();
-  await sleep(120);
+  advance(60);
   assert.equal(runs, 2, 'new activity, new collection');
   c.close();
 });
 
-test('idle collector: one follow-up collection after the first (V8 frees pages after gc() returns), then none while it gives nothing back', async () => {
-  const { FOLLOW_UP_GC_MS } = await import('../../src/shim/idle-gc');
+test('idle collector: one follow-up collection after the first (V8 frees pages after gc() returns), then none while it gives nothing back', (t) => {
+  const advance = mockedTime(t);
   let runs = 0;
   const c = new IdleCollector(
     30,
@@ -38,17 +49,17 @@ test('idle collector: one follow-up collection after the first (V8 frees pages a
     () => 50 << 20
   );
   c.activity();
-  await sleep(100);
+  advance(30);
   assert.equal(runs, 1);
-  await sleep(FOLLOW_UP_GC_MS + 200);
+  advance(FOLLOW_UP_GC_MS);
   assert.equal(runs, 2, 'the follow-up ran');
-  await sleep(FOLLOW_UP_GC_MS + 200);
+  advance(10 * FOLLOW_UP_GC_MS);
   assert.equal(runs, 2, 'and only one: it gave nothing back');
   c.close();
 });
 
-test('idle collector: more follow-ups while each still gives memory back, at most MAX_FOLLOW_UPS', async () => {
-  const { FOLLOW_UP_GC_MS, MAX_FOLLOW_UPS } = await import('../../src/shim/idle-gc');
+test('idle collector: more follow-ups while each still gives memory back, at most MAX_FOLLOW_UPS', (t) => {
+  const advance = mockedTime(t);
   let runs = 0;
   let rss = 100 << 20;
   const c = new IdleCollector(
@@ -61,28 +72,35 @@ test('idle collector: more follow-ups while each still gives memory back, at mos
     () => rss
   );
   c.activity();
-  await sleep(100 + (MAX_FOLLOW_UPS + 1) * (FOLLOW_UP_GC_MS + 150));
-  assert.equal(runs, 1 + MAX_FOLLOW_UPS, 'every follow-up freed 4 MiB: as many as allowed ran');
+  advance(30);
+  for (let i = 1; i <= MAX_FOLLOW_UPS; i++) {
+    advance(FOLLOW_UP_GC_MS);
+    assert.equal(runs, 1 + i, `follow-up ${i} ran: the one before freed 4 MiB`);
+  }
+  advance(10 * FOLLOW_UP_GC_MS);
+  assert.equal(runs, 1 + MAX_FOLLOW_UPS, 'no more than MAX_FOLLOW_UPS');
   c.close();
 });
 
-test('idle collector: close cancels a pending collection; no gc function means disabled', async () => {
+test('idle collector: close cancels a pending collection; no gc function means disabled', (t) => {
+  const advance = mockedTime(t);
   let runs = 0;
   const c = new IdleCollector(30, () => {
     runs++;
   });
   c.activity();
   c.close();
-  await sleep(80);
+  advance(1000);
   assert.equal(runs, 0);
   const off = new IdleCollector(30, undefined);
   assert.equal(off.enabled, false);
   off.activity();
-  await sleep(60);
+  advance(1000);
   assert.equal(off.collections, 0);
 });
 
-test('idle collector: background work (scrapes) gets a collection, never postpones one, and is rate-limited', async () => {
+test('idle collector: background work (scrapes) gets a collection, never postpones one, and is rate-limited', (t) => {
+  const advance = mockedTime(t);
   let runs = 0;
   const c = new IdleCollector(
     60,
@@ -92,22 +110,23 @@ test('idle collector: background work (scrapes) gets a collection, never postpon
     400
   );
   c.background();
-  await sleep(120);
+  advance(60);
   assert.equal(runs, 1, 'a scrape on an idle shim is followed by a collection');
   // Scrapes every 20 ms: within the minimum interval they cause no second collection...
   for (let i = 0; i < 5; i++) {
     c.background();
-    await sleep(20);
+    advance(20);
   }
-  await sleep(100);
+  advance(100);
   assert.equal(runs, 1, 'background collections are rate-limited');
-  await sleep(400);
+  advance(400);
   assert.equal(runs, 2, '...but their garbage is collected once the interval has passed');
   // ...and they never hold back the collection a Task call asked for.
   c.activity();
-  const t = setInterval(() => c.background(), 10);
-  await sleep(150);
-  clearInterval(t);
+  for (let i = 0; i < 6; i++) {
+    c.background();
+    advance(10);
+  }
   assert.equal(runs, 3, 'Task activity collected on time despite scrapes every 10 ms');
   c.close();
 });
