@@ -245,7 +245,8 @@ function holdsSocket(pid: number, socket: string): boolean {
 test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice, scheduling policy', async () => {
   const pool = sparePool(c.address);
   await runSleeper(uniqueId('first'));
-  const [spare] = await until(() => {
+  // One, or two while a burst lasts (the start above may have waited): the claim takes one of them.
+  const spares = await until(() => {
     const s = waitingSpares(pool);
     return s.length ? s : null;
   }, 'a waiting spare');
@@ -270,7 +271,7 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
   };
   const warmId = uniqueId('warm');
   const warm = await run(warmId);
-  assert.equal(warm, spare, "the second namespace's container got the waiting spare");
+  assert.ok(spares.includes(warm), `the second namespace's container got a waiting spare (${warm} of ${spares})`);
   // No spare for the next one: it starts cold.
   const [next] = await until(() => {
     const s = waitingSpares(pool);
