@@ -246,10 +246,7 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
   const pool = sparePool(c.address);
   await runSleeper(uniqueId('first'));
   // One, or two while a burst lasts (the start above may have waited): the claim takes one of them.
-  const spares = await until(() => {
-    const s = waitingSpares(pool);
-    return s.length ? s : null;
-  }, 'a waiting spare');
+  const spares = await bootedSpares(pool);
   // What a start inherits from containerd changes after the spare booted: another cgroup (pids
   // hierarchy), lower limits, a nice value, another oom score; the claim comes from another namespace.
   const cg = `/sys/fs/cgroup/pids/tsshim-spare-${process.pid}`;
