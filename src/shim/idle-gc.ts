@@ -64,51 +64,6 @@ export function collectAndTrim(trim: boolean, compact = false): void {
   if (trim) setTimeout(() => trimResidentSet(() => gc({ type: 'minor' })), TRIM_AFTER_GC_MS).unref();
 }
 
-/** A waiting spare trims again once its resident set grew this much since its last trim... */
-export const RETRIM_GROWTH_BYTES = 2 << 20;
-/** ...and at most this often. */
-export const RETRIM_MIN_MS = 10_000;
-
-/**
- * The trims of a waiting spare. Its boot's collectAndTrim drops the node binary's pages, but V8's
- * memory reducer runs its own collections ~8 s later and pages the collector's code back in: a
- * spare's RSS went from ~19 MiB after the trim to ~27 MiB within 20 s and stayed there (PSS +1.4
- * MiB, shared with few). `check` (each of the spare's one-second checks) trims again when RSS grew
- * by RETRIM_GROWTH_BYTES since the last trim, at most every RETRIM_MIN_MS; what the checks
- * themselves use stays resident, so it settles after one or two.
- */
-export class SpareTrim {
-  private base = -1;
-  private last: number;
-
-  constructor(
-    private readonly trim: () => void,
-    private readonly rss: () => number = () => process.memoryUsage.rss(),
-    now = Date.now()
-  ) {
-    this.last = now;
-  }
-
-  /** Trims run so far. */
-  trims = 0;
-
-  check(now = Date.now()): void {
-    const rss = this.rss();
-    if (this.base < 0 || rss < this.base) this.base = rss; // the lowest seen since the last trim
-    if (now - this.last < RETRIM_MIN_MS || rss - this.base < RETRIM_GROWTH_BYTES) return;
-    this.trim();
-    this.trims++;
-    this.last = now;
-    this.base = -1; // measured again at the next check, once the trim is done
-  }
-}
-
-/** The re-trim of a waiting spare: a scavenge and the resident-set trim (trim.ts); null without --expose-gc or trimming. */
-export function spareRetrim(trim: boolean): SpareTrim | null {
-  const gc = exposedGc();
-  return gc && trim ? new SpareTrim(() => trimResidentSet(() => gc({ type: 'minor' }))) : null;
-}
-
 /** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */
 export function daemonCollection(trim: boolean): GcFn | undefined {
   return exposedGc() ? (compact?: boolean) => collectAndTrim(trim, compact) : undefined;

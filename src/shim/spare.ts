@@ -547,8 +547,7 @@ function waitForClaim(
   pool: string,
   grpcAddress: string,
   idleMs: number,
-  installChanged: () => boolean,
-  retrim: { check(): void } | null = null
+  installChanged: () => boolean
 ): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
   // Built under a hidden name and renamed into place: the sh only ever sees complete spares.
@@ -609,7 +608,6 @@ function waitForClaim(
         clearTimeout(burstEnd);
         burstEnd = setTimeout(check, left + 10);
       }
-      retrim?.check();
       if (asking) return;
       asking = true;
       void containerdAnswers(grpcAddress).then((answers) => {
@@ -760,9 +758,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   const { warmUp } = await import('./warm-up');
   await warmUp();
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
-  const idleGc = await import('./idle-gc');
-  idleGc.collectAndTrim(config.trim);
-  const retrim = idleGc.spareRetrim(config.trim); // and again once V8's own collections paged code back in
+  (await import('./idle-gc')).collectAndTrim(config.trim);
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
   role.warmedUp();
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
@@ -771,7 +767,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   const ownEnv = { ...process.env };
   for (;;) {
     if (retireRequested) process.exit(0);
-    const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged(), retrim);
+    const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
     if (!dir || !dir.startsWith(pool + '/')) {
       leavePool(pool); // retired (done already), or the request fifo failed: nothing of ours stays
       process.exit(0);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IdleCollector, RETRIM_GROWTH_BYTES, RETRIM_MIN_MS, SpareTrim } from '../../src/shim/idle-gc';
+import { IdleCollector } from '../../src/shim/idle-gc';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
 
 import { sleep, until } from '../support/wait';
@@ -156,35 +156,4 @@ test('compactingGc: one collection gives back the pages of a fragmented old spac
   const after = oldSpace();
   assert.ok(after < full - (8 << 20), `old space ${full} -> ${after} bytes`);
   assert.equal(objects.length, 20_000);
-});
-
-test('a waiting spare trims again only once its RSS grew by RETRIM_GROWTH_BYTES over the lowest since its last trim, at most every RETRIM_MIN_MS', () => {
-  const MiB = 1 << 20;
-  let rss = 20 * MiB;
-  let trims = 0;
-  let t = 1_000_000;
-  const s = new SpareTrim(
-    () => trims++,
-    () => rss,
-    t
-  );
-  const tick = (ms: number) => s.check((t += ms));
-  tick(RETRIM_MIN_MS);
-  assert.equal(trims, 0, 'no growth');
-  rss = 19 * MiB;
-  tick(1000); // the lowest so far
-  rss = 19 * MiB + RETRIM_GROWTH_BYTES - 1;
-  tick(1000);
-  assert.equal(trims, 0, 'grown by less than the threshold');
-  rss = 19 * MiB + RETRIM_GROWTH_BYTES;
-  tick(1000);
-  assert.equal(trims, 1, 'grown by the threshold: trimmed');
-  rss = 30 * MiB; // the trim gave nothing back, and it grows on
-  tick(1000);
-  rss = 40 * MiB;
-  tick(RETRIM_MIN_MS - 2000);
-  assert.equal(trims, 1, 'not again before RETRIM_MIN_MS');
-  tick(1000);
-  assert.equal(trims, 2, 'grown again over the level after the last trim');
-  assert.equal(s.trims, 2);
 });
