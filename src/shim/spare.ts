@@ -115,8 +115,15 @@ function bootingSpares(pool: string): number[] {
     });
 }
 
-/** How long after a start had to wait for a booting spare the pool holds two spares. */
-const STARVED_WINDOW_MS = 30_000;
+/**
+ * A burst of starts: the pool holds two spares from a start that had to wait for one (or went
+ * without) until no start has come for this long. Starts further apart find the one spare booted
+ * again (each daemon boots the next within SPARE_MAX_DEFER_MS of its Start, ~0.3 s of Node boot
+ * after that), so a second spare only pays while starts come closer than that; once the node is
+ * quiet it is ~13 MiB PSS for nothing (it used to stay 30 s after the last wait:
+ * bench/results/2026-12-03-spare.md).
+ */
+export const BURST_GAP_MS = 2000;
 
 /** A start had to wait for a spare, or went without one (the sh marks the first case). */
 function markStarved(pool: string): void {
@@ -127,12 +134,30 @@ function markStarved(pool: string): void {
   }
 }
 
-/** One spare normally; two while starts have recently had to wait for one (a burst of new shims). */
-export function spareTarget(pool: string, now = Date.now()): number {
+/** Milliseconds of the current burst left (no start for BURST_GAP_MS ends it); 0 when there is none. */
+export function burstLeftMs(pool: string, now = Date.now()): number {
   try {
-    return now - fs.statSync(path.join(pool, '.starved')).mtimeMs < STARVED_WINDOW_MS ? 2 : 1;
+    return Math.max(0, fs.statSync(path.join(pool, '.starved')).mtimeMs + BURST_GAP_MS - now);
   } catch {
-    return 1; // no .starved marker: no start has waited
+    return 0; // no .starved marker: no start has waited
+  }
+}
+
+/** One spare normally; two while a burst of starts lasts (see BURST_GAP_MS). */
+export function spareTarget(pool: string, now = Date.now()): number {
+  return burstLeftMs(pool, now) > 0 ? 2 : 1;
+}
+
+/**
+ * A spare was claimed: during a burst the start extends it (the second spare stays while starts
+ * keep coming, also those that did not have to wait); outside one it starts none.
+ */
+export function continueBurst(pool: string, now = Date.now()): void {
+  if (burstLeftMs(pool, now) === 0) return;
+  try {
+    fs.utimesSync(path.join(pool, '.starved'), now / 1000, now / 1000);
+  } catch {
+    /* gone meanwhile: the burst is over */
   }
 }
 
@@ -439,6 +464,9 @@ function readRequest(dir: string, startPid: number): StartRequest {
 
 /** True when something accepts connections on containerd's socket, false when nothing does. */
 function containerdAnswers(socket: string): Promise<boolean> {
+  // The kernel's table says so without a connection (see listensOn); only when it does not (the
+  // socket not listed: containerd gone, or bound under another spelling of the path) a connect decides.
+  if (listensOn(socket)) return Promise.resolve(true);
   return new Promise((resolve) => {
     const conn = net.connect(socket);
     const done = (answers: boolean) => {
@@ -451,6 +479,53 @@ function containerdAnswers(socket: string): Promise<boolean> {
     conn.once('connect', () => done(true));
     conn.once('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNREFUSED' && e.code !== 'ENOENT'));
   });
+}
+
+/** Where listensOn reads the table (one buffer for the life of the process) and what it looks for. */
+let unixTable: Buffer | null = null;
+let listenNeedle: { socket: string; bytes: Buffer } | null = null;
+const LISTENING_FLAGS = Buffer.from(' 00010000 '); // __SO_ACCEPTCON: a listening socket
+const NEWLINE = 0x0a;
+
+/**
+ * True when /proc/net/unix (unix sockets of this network namespace, a line each:
+ * `<num>: <refcount> <protocol> <flags> <type> <state> <inode> <path>`) lists a listening socket
+ * bound at `socket`. A waiting spare asks every second whether its containerd still runs: a
+ * connection to containerd's socket each time paged Node's net and stream code back in after the
+ * spare's trim (+0.4-0.8 MiB PSS, bench/results/2026-12-03-mem2.md) and cost CPU; this reads the
+ * table into one reused buffer with the same few fs calls the other checks make. False also when
+ * the table cannot be read.
+ */
+export function listensOn(socket: string, table = '/proc/net/unix'): boolean {
+  if (listenNeedle?.socket !== socket) listenNeedle = { socket, bytes: Buffer.from(` ${socket}\n`) };
+  const needle = listenNeedle.bytes;
+  const buf = (unixTable ??= Buffer.allocUnsafe(64 * 1024));
+  let fd: number;
+  try {
+    fd = fs.openSync(table, 'r');
+  } catch {
+    return false; // no /proc: the caller connects instead
+  }
+  try {
+    let kept = 0; // an incomplete last line, moved to the front for the next read
+    for (;;) {
+      const end = kept + fs.readSync(fd, buf, kept, buf.length - kept, null);
+      if (end === kept) return false;
+      // A match ends with its newline: it lies within the complete lines of [0, end).
+      for (let at = buf.indexOf(needle); at >= 0 && at + needle.length <= end; at = buf.indexOf(needle, at + 1)) {
+        const flags = buf.indexOf(LISTENING_FLAGS, buf.lastIndexOf(NEWLINE, at) + 1);
+        if (flags >= 0 && flags < at) return true;
+      }
+      const lineStart = buf.lastIndexOf(NEWLINE, end - 1) + 1;
+      kept = end - lineStart;
+      if (kept === buf.length) kept = 0; // a line longer than the buffer is no socket of ours
+      buf.copy(buf, 0, lineStart, end);
+    }
+  } catch {
+    return false;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 const WATCH_MS = 1000;
@@ -491,6 +566,7 @@ function waitForClaim(
     let buf = '';
     let claimedSince = 0;
     let asking = false;
+    let burstEnd: NodeJS.Timeout | undefined;
     // The sh claims by renaming our dir; retiring renames it too, so exactly one of them wins.
     const retire = () => {
       const leaving = path.join(pool, `.leaving-${process.pid}`);
@@ -509,6 +585,7 @@ function waitForClaim(
     };
     const done = (dir: string | null) => {
       clearTimeout(idle);
+      clearTimeout(burstEnd);
       clearInterval(watch);
       sock.destroy();
       onRetireRequest = null;
@@ -522,9 +599,15 @@ function waitForClaim(
         return;
       }
       if (retireRequested || installChanged() || servingShims(pool).length === 0) return retire();
-      // A burst is over: the extra spare (the newest, so only one of them) goes.
+      // A burst is over: the extra spare (the newest, so only one of them) goes. While it lasts, the
+      // extra one checks again the moment it ends rather than up to WATCH_MS later.
       const waiting = waitingSpares(pool);
-      if (waiting.length > spareTarget(pool) && Math.max(...waiting) === process.pid) return retire();
+      if (waiting.length > 1 && Math.max(...waiting) === process.pid) {
+        const left = burstLeftMs(pool);
+        if (left === 0) return retire();
+        clearTimeout(burstEnd);
+        burstEnd = setTimeout(check, left + 10);
+      }
       if (asking) return;
       asking = true;
       void containerdAnswers(grpcAddress).then((answers) => {
@@ -691,6 +774,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     }
     claiming = true;
     const answer = await answerClaim(dir, role);
+    continueBurst(pool); // after the answer: containerd does not wait for it
     // Without closing the listener the new daemon serves (its close would unlink the socket).
     if (answer.handedOn || (!answer.become && role.installChanged())) process.exit(0);
     if (!answer.become) {
@@ -831,7 +915,7 @@ export async function runClaim(flags: ShimFlags, role: SpareRole, config: ShimCo
   }
   delete process.env[ENV_ROOM_VAR];
   // A start found no spare although shims of its containerd serve: starts are outrunning the spares
-  // (each daemon boots the next one only once it went quiet, see SpareLaunch), keep two for a while.
+  // (each daemon boots the next one only once it went quiet, see SpareLaunch), keep two during the burst.
   if (config.spares && servingShims(pool).length > 0) markStarved(pool);
   const answer = await answerClaim(dir, role);
   if (!answer.become) process.exit(0);

@@ -79,7 +79,7 @@ test("a waiting spare becomes the next container's shim; a dead spare is skipped
   assert.equal((await c.ctr(['task', 'ls'])).stdout.split('\n').filter((l) => / RUNNING/.test(l)).length, 3);
 });
 
-test('starts that outrun the spares make the pool keep two', async () => {
+test('starts that outrun the spares make the pool keep two while the burst lasts, one after it', async () => {
   const pool = sparePool(c.address);
   await until(() => waitingSpares(pool).length > 0, 'a spare');
   // Back to back: the second start finds only the spare the first container's shim is booting.
@@ -87,8 +87,29 @@ test('starts that outrun the spares make the pool keep two', async () => {
   for (let i = 0; i < 4; i++) shims.push(await runSleeper(uniqueId('burst')));
   assert.equal(new Set(shims).size, 4, 'one shim per container');
   assert.ok(fs.existsSync(path.join(pool, '.starved')), 'a start had to wait for a booting spare');
-  await until(() => waitingSpares(pool).length >= 2, 'two spares waiting after the burst', 30_000);
+  await twoDuringBurstThenOne(pool);
 });
+
+/**
+ * While the burst lasts (starts keep coming: here the marker is kept fresh as a claim does), the
+ * pool fills to two waiting spares; once no start came for BURST_GAP_MS the newest goes and the
+ * other stays.
+ */
+async function twoDuringBurstThenOne(pool: string): Promise<void> {
+  const marker = path.join(pool, '.starved');
+  const two = await until(
+    () => {
+      const now = new Date();
+      fs.utimesSync(marker, now, now);
+      const w = waitingSpares(pool);
+      return w.length >= 2 ? w : null;
+    },
+    'two spares waiting during the burst',
+    30_000
+  );
+  await until(() => waitingSpares(pool).length === 1, 'the extra spare gone once the burst ended', 30_000);
+  assert.deepEqual(waitingSpares(pool), [Math.min(...two)], 'the older spare stays, the newest went');
+}
 
 test('a start that finds no spare while shims serve makes the pool keep two (a cold start counts as waiting)', async () => {
   const pool = sparePool(c.address);
@@ -102,7 +123,7 @@ test('a start that finds no spare while shims serve makes the pool keep two (a c
   const cold = await runSleeper(uniqueId('cold2'));
   assert.ok(!spares.includes(cold));
   assert.ok(fs.existsSync(path.join(pool, '.starved')), 'the cold start marked the pool');
-  await until(() => waitingSpares(pool).length >= 2, 'two spares waiting', 30_000);
+  await twoDuringBurstThenOne(pool);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -224,10 +245,8 @@ function holdsSocket(pid: number, socket: string): boolean {
 test('a spare-born shim matches a cold one: parent, session, cgroup, environment, rlimits, oom_score_adj, nice, scheduling policy', async () => {
   const pool = sparePool(c.address);
   await runSleeper(uniqueId('first'));
-  const [spare] = await until(() => {
-    const s = waitingSpares(pool);
-    return s.length ? s : null;
-  }, 'a waiting spare');
+  // One, or two while a burst lasts (the start above may have waited): the claim takes one of them.
+  const spares = await bootedSpares(pool);
   // What a start inherits from containerd changes after the spare booted: another cgroup (pids
   // hierarchy), lower limits, a nice value, another oom score; the claim comes from another namespace.
   const cg = `/sys/fs/cgroup/pids/tsshim-spare-${process.pid}`;
@@ -249,7 +268,7 @@ test('a spare-born shim matches a cold one: parent, session, cgroup, environment
   };
   const warmId = uniqueId('warm');
   const warm = await run(warmId);
-  assert.equal(warm, spare, "the second namespace's container got the waiting spare");
+  assert.ok(spares.includes(warm), `the second namespace's container got a waiting spare (${warm} of ${spares})`);
   // No spare for the next one: it starts cold.
   const [next] = await until(() => {
     const s = waitingSpares(pool);
