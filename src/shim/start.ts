@@ -56,52 +56,68 @@ const inode = (file: string): number | null => {
   }
 };
 
-/** Claims made by this process: each renames a stale socket away under a name of its own. */
-let claims = 0;
+/**
+ * A claim lock older than this (its mtime: an empty directory keeps the time it was made) was left
+ * by a start that died holding it; a claim takes milliseconds.
+ */
+const CLAIM_LOCK_ABANDONED_MS = 10_000;
+const CLAIM_LOCK_RETRY_MS = 10;
 
 /**
- * Binds the group's socket; `null` when a live shim already serves it. A socket that refuses is
- * not stale at once: a concurrent start of the group that has bound it but not yet listened (two
- * system calls, between which a loaded machine may run others for a while) refuses too, so it is
- * looked at again a few times first. A stale one is removed only while it is the very file found
- * refusing (renamed away, its inode compared; anything else taken by mistake is put back). Taking a
- * live socket for stale started a second shim for one group that never exited (CI of bbe942e on
- * 1.6.20 at load ~20: 4 concurrent `ctr run -d` of one group).
+ * Runs `claim` while holding the claim lock of `socket` (a directory next to it: mkdir is atomic,
+ * and a start that dies holding it leaves it old enough to be taken over). Serialising the starts
+ * of one group is what makes the socket trustworthy: bind and listen are two system calls, and a
+ * start looking between them saw a refusing socket it took for stale, removed, and bound anew (two
+ * shims for one group: CI of bbe942e on 1.6.20 at load ~20, and the unit test in CI of 46a4897).
  */
-async function bindOrReuse(socket: string): Promise<net.Server | null> {
-  const dir = path.dirname(socket);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tag = `${process.pid}-${++claims}`;
-  for (let attempt = 0; ; attempt++) {
+async function withClaimLock<T>(socket: string, claim: () => Promise<T>): Promise<T> {
+  const lock = path.join(path.dirname(socket), `.claim-${path.basename(socket)}`);
+  for (;;) {
     try {
-      return await listen(socket);
+      fs.mkdirSync(lock, { mode: 0o700 });
+      break;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    const found = inode(socket);
-    if (found === null) continue; // removed meanwhile: bind again
-    let live = false;
-    for (const waitMs of [0, 50, 100, 200]) {
-      if (waitMs) await new Promise((r) => setTimeout(r, waitMs));
-      if (inode(socket) !== found || (live = await served(socket, 1000))) break;
-    }
-    if (live) return null;
-    if (inode(socket) !== found) continue; // replaced meanwhile: look at the new one
-    const taken = path.join(dir, `.stale-${tag}`);
     try {
-      fs.renameSync(socket, taken);
+      if (Date.now() - fs.statSync(lock).mtimeMs > CLAIM_LOCK_ABANDONED_MS) fs.rmdirSync(lock);
     } catch {
-      continue; // gone meanwhile
+      /* released meanwhile */
     }
-    if (inode(taken) !== found) {
-      try {
-        fs.linkSync(taken, socket);
-      } catch {
-        /* another one took the name meanwhile: it serves */
-      }
-    }
-    fs.rmSync(taken, { force: true });
+    await new Promise((r) => setTimeout(r, CLAIM_LOCK_RETRY_MS));
   }
+  try {
+    return await claim();
+  } finally {
+    fs.rmdirSync(lock);
+  }
+}
+
+/**
+ * Binds the group's socket; `null` when a live shim already serves it. Starts of one group claim
+ * one at a time (withClaimLock), so a socket that refuses is stale. It is still looked at a few
+ * times before it is removed: a start of an older tsshim (during a rollout) binds without the lock.
+ */
+function bindOrReuse(socket: string): Promise<net.Server | null> {
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o700 });
+  return withClaimLock(socket, async () => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await listen(socket);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw e;
+      }
+      const found = inode(socket);
+      if (found === null) continue; // removed meanwhile: bind again
+      let live = false;
+      for (const waitMs of [0, 50, 100, 200]) {
+        if (waitMs) await new Promise((r) => setTimeout(r, waitMs));
+        if (inode(socket) !== found || (live = await served(socket, 1000))) break;
+      }
+      if (live) return null;
+      if (inode(socket) === found) fs.rmSync(socket, { force: true });
+    }
+  });
 }
 
 function adjustOomScore(daemonPid: number, containerdPid: number): void {
