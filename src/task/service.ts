@@ -499,12 +499,8 @@ export class TaskService {
         .add(key, oom.cgroup, oom.watch)
         .catch((e: unknown) => this.deps.log.warn('cannot watch for OOM', { id: c.id, error: e }));
     } else if (c.init.pid && !c.init.reaped && !c.init.exit) {
-      const cg = cgroupForPid(c.init.pid);
-      if (cg) {
-        this.deps.log.debug('oom: no watch handed over, watching anew', { id: c.id });
-        this.cgroups.set(c, cg);
-        this.oom.add(key, cg).catch((e: unknown) => this.deps.log.warn('cannot watch for OOM', { id: c.id, error: e }));
-      }
+      this.deps.log.debug('oom: no watch handed over, watching anew', { id: c.id });
+      this.watchCgroup(c);
     }
     if (dryRun) return;
     for (const p of [c.init, ...c.execs.values()]) {
