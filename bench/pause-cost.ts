@@ -9,9 +9,8 @@
 // PAUSE_COST_HOLD=<s>: steady mode waits that long before measuring (to attach strace).
 // PAUSE_COST_PROF=<dir> (steady mode): tsshim's daemons write a V8 CPU profile of the measured rounds
 // there; PAUSE_COST_V8: V8 flags (bench/lib/profile-hook.ts).
-import * as fs from 'node:fs';
 import { Client } from '../src/ttrpc';
-import { shimPidFor } from './lib/proc';
+import { shimPidFor, threadsCpuMs } from './lib/proc';
 import { makeCpuCgroups } from './lib/cpu-cgroup';
 import type { Side } from './lib/env';
 import { profileHookEnv } from './lib/profile-hook';
@@ -25,19 +24,6 @@ const OPS = (process.env.PAUSE_COST_OPS ?? 'Pids,Pause,Resume').split(',') as ('
 function idRequest(id: string): Buffer {
   const b = Buffer.from(id);
   return Buffer.concat([Buffer.from([0x0a, b.length]), b]);
-}
-
-/** CPU of every thread of `pid` so far, in ms (schedstat: ns on the CPU). */
-function threadsCpuMs(pid: number): number {
-  let ns = 0;
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      /* thread gone */
-    }
-  }
-  return ns / 1e6;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -8,7 +8,7 @@
 // SIGUSR2 starts and stops the profiler). STATS_COST_V8: V8 flags set in the shims by the hook.
 import * as fs from 'node:fs';
 import { Client } from '../src/ttrpc';
-import { shimPidFor } from './lib/proc';
+import { shimPidFor, threadsCpuMs } from './lib/proc';
 import { profileHookEnv } from './lib/profile-hook';
 
 const TASK = 'containerd.task.v2.Task';
@@ -23,19 +23,6 @@ function idRequest(id: string): Buffer {
 function minflt(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
-}
-
-/** CPU of every thread of `pid` so far, in ms (schedstat: ns on the CPU). */
-function threadsCpuMs(pid: number): number {
-  let ns = 0;
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      /* thread gone */
-    }
-  }
-  return ns / 1e6;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

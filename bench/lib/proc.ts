@@ -46,6 +46,25 @@ export function cpuMs(pid: number): number {
   return ((Number(rest[11]) + Number(rest[12])) * 1000) / PAGE_TICKS;
 }
 
+/**
+ * CPU of every thread of `pid` so far, in ms, from /proc/<pid>/task/<tid>/schedstat (ns on the CPU):
+ * the process's own work at ns resolution, without the children it waited for (runc); NaN when gone.
+ */
+export function threadsCpuMs(pid: number): number {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return NaN;
+  }
+  let ns = 0;
+  for (const tid of tids) {
+    const text = readOr(`/proc/${pid}/task/${tid}/schedstat`);
+    if (text) ns += Number(text.split(' ')[0]); // a thread that is gone adds nothing
+  }
+  return ns / 1e6;
+}
+
 export function procState(pid: number): string | null {
   const stat = readOr(`/proc/${pid}/stat`);
   if (!stat) return null;

@@ -2,11 +2,14 @@
 // container, then four more: the shim may keep state between them, e.g. open cgroup files), ps, pause, resume,
 // kill -> STOPPED and delete, runc and tsshim alternating on every operation. Beside each latency, the
 // shim's CPU for it: the daemon is moved into a cpuacct cgroup of its side right after `run -d`
-// (bench/lib/cpu-cgroup.ts), so its CPU and that of the runc calls it makes are read in ns.
+// (bench/lib/cpu-cgroup.ts), so its CPU and that of the runc calls it makes are read in ns. For the
+// operations that call runc, also the shim's own CPU without runc's (schedstat of its threads): runc
+// is the same program with the same arguments under both shims, so that row shows what the shim
+// itself adds.
 import { waitTask } from '../../test/support/containerd-api';
 import { type BenchEnv, type Side, SIDES, mustCtr, newId, runSleeper } from '../lib/env';
 import type { Results } from '../lib/results';
-import { shimPidFor } from '../lib/proc';
+import { shimPidFor, threadsCpuMs } from '../lib/proc';
 import { makeCpuCgroups } from '../lib/cpu-cgroup';
 import { nowMs, rotate } from '../lib/stats';
 import { spareBooted } from '../lib/spares';
@@ -59,18 +62,25 @@ const CPU_OPS = new Set<Op>([
   'kill -> STOPPED',
 ]);
 const CPU_TARGET = new Set<Op>(['exec /bin/true', 'task metrics, first call', 'task metrics, calls 2-5']);
+/** Operations that call runc (under one shim at least): their CPU is also reported without runc's. */
+const OWN_CPU_OPS = new Set<Op>([
+  'exec /bin/true',
+  '20 concurrent execs (total)',
+  'task ps',
+  'pause',
+  'resume',
+  'kill -> STOPPED',
+]);
 
 export async function detachedSuite(env: BenchEnv, results: Results): Promise<void> {
   const c = env.main;
   const iterations = env.quick ? 3 : 10;
   const execsPerIteration = 3;
   const times = new Map<string, number[]>();
-  const push = (op: Op, side: Side, ms: number) => {
-    const k = `${op}|${side}`;
-    if (!times.has(k)) times.set(k, []);
-    times.get(k)!.push(ms);
-  };
+  const push = (op: Op, side: Side, ms: number) => addTo(times, `${op}|${side}`, ms);
   const cpu = new Map<string, number[]>();
+  const ownCpu = new Map<string, number[]>();
+  const pids: Partial<Record<Side, number>> = {};
   const cg = makeCpuCgroups('detached');
   try {
     let execSeq = 0;
@@ -82,12 +92,14 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
           const id = ids[side];
           const measured = !!shims[side] && CPU_OPS.has(op);
           const cpu0 = measured ? cg.usageMs(side) : NaN;
+          const own0 = measured && OWN_CPU_OPS.has(op) ? threadsCpuMs(pids[side]!) : NaN;
           switch (op) {
             case 'run -d':
               push(op, side, (await runSleeper(env, c, { side }, id)).ms);
               {
                 const pid = shimPidFor(c.address, id);
                 shims[side] = pid !== null && cg.adopt(side, pid);
+                if (pid !== null) pids[side] = pid;
                 // tsshim boots the next container's spare once it went quiet after Start: that boot
                 // (~250 ms of CPU, born in the side's cgroup) belongs to no operation measured below.
                 if (side === 'tsshim') await spareBooted(c.address, 3000);
@@ -137,15 +149,13 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
               await mustCtr(c, ['container', 'delete', id]);
               break;
           }
+          // exec: three per iteration, CPU per exec is the third of the sum; metrics 2-5 likewise.
+          const per =
+            op === 'exec /bin/true' ? execsPerIteration : op === 'task metrics, calls 2-5' ? STEADY_METRICS : 1;
           const used = measured ? cg.usageMs(side) - cpu0 : NaN;
-          if (Number.isFinite(used)) {
-            // exec: three per iteration, CPU per exec is the third of the sum; metrics 2-5 likewise.
-            const k2 = `${op}|${side}`;
-            if (!cpu.has(k2)) cpu.set(k2, []);
-            const per =
-              op === 'exec /bin/true' ? execsPerIteration : op === 'task metrics, calls 2-5' ? STEADY_METRICS : 1;
-            cpu.get(k2)!.push(used / per);
-          }
+          if (Number.isFinite(used)) addTo(cpu, `${op}|${side}`, used / per);
+          const own = Number.isFinite(own0) ? threadsCpuMs(pids[side]!) - own0 : NaN;
+          if (Number.isFinite(own)) addTo(ownCpu, `${op}|${side}`, own / per);
         }
       }
       env.log(`  detached: ${i + 1}/${iterations}`);
@@ -175,5 +185,19 @@ export async function detachedSuite(env: BenchEnv, results: Results): Promise<vo
           : undefined,
       });
     }
+    if (OWN_CPU_OPS.has(op)) {
+      results.add({
+        suite: 'detached',
+        name: `shim CPU without runc: ${op}`,
+        unit: 'ms',
+        runc: ownCpu.get(`${op}|runc`) ?? null,
+        tsshim: ownCpu.get(`${op}|tsshim`) ?? null,
+      });
+    }
   }
+}
+
+function addTo(m: Map<string, number[]>, key: string, v: number): void {
+  if (!m.has(key)) m.set(key, []);
+  m.get(key)!.push(v);
 }
