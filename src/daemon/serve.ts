@@ -14,7 +14,7 @@ import { TaskEvents } from '../task/events';
 import { taskHandlers, TASK_SERVICES, type RpcStats } from '../task/rpc';
 import { registerShimService } from '../diag/introspection';
 import { startConfiguredMetrics } from '../diag/metrics-endpoint';
-import { daemonCollection, IdleCollector, IDLE_GC_MS } from '../shim/idle-gc';
+import { daemonCollection, IdleCollector, IDLE_GC_MS, processFootprint } from '../shim/idle-gc';
 import { loadedBundle } from './code-cache';
 import { SHIM_ENTRY } from './entry';
 import { PER_NODE_GROUP } from '../shim/start';
@@ -204,7 +204,7 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   const publisher = new Publisher(sender, journal, log);
   publisher.stats.discarded = stale.length;
 
-  const idleGc = new IdleCollector(IDLE_GC_MS, daemonCollection(config.trim));
+  const idleGc = new IdleCollector(IDLE_GC_MS, daemonCollection(config.trim), { footprint: processFootprint, log });
   // The next container's warm spare boots once this container runs and the shim is quiet (see
   // SpareLaunch): booting it during Create and Start took CPU from runc there (+8 ms and +4 ms on
   // these 2 cores), and right after Start it delayed the exit and Delete.

@@ -20,5 +20,5 @@ export interface DaemonView {
   group: string;
   /** The metrics socket this daemon serves, if any (reported by Inspect). */
   metricsSocket?: string | null;
-  idleGc?: { readonly collections: number; background?(): void };
+  idleGc?: { readonly collections: number; readonly skipped?: number; background?(): void };
 }

@@ -3,7 +3,14 @@
 // one: RSS stays tens of MiB above what is live. One collection after IDLE_MS without a call hands
 // that memory back, followed by a trim of the resident set (trim.ts). It needs the daemon's
 // --expose-gc flag; without it this does nothing.
-import { trimResidentSet } from './trim';
+//
+// Only a quiet period that follows real growth gets that cleanup. A collection, its follow-ups and
+// the trim cost ~70-80 ms of shim CPU, and the next call faults the dropped code back in (~3 ms):
+// after a single State call, the Go shim spent 0-7 ms in the next 12 s, tsshim 71-83 ms
+// (bench/results/2026-12-03-quiet.md). A shim that the kubelet asks for Stats every 10 s paid that
+// every time, for nothing: such a call leaves < 1 MiB of heap and the same code pages each time.
+import type { Logger } from '../sys/logger';
+import { fileResidentKb, trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
 /**
@@ -19,8 +26,34 @@ export const FOLLOW_UP_MIN_GAIN_BYTES = 1 << 20;
 /** Collections caused only by background work (metrics scrapes) run at most this often. */
 export const BACKGROUND_GC_MIN_MS = 10_000;
 
-/** A collection; `compact` asks for the old generation to be compacted whole (see compactingGc). */
-type GcFn = (compact?: boolean) => void;
+/**
+ * A collection; `compact` asks for the old generation to be compacted whole (see compactingGc);
+ * `done` runs once the collection and its trim are over.
+ */
+type GcFn = (compact?: boolean, done?: () => void) => void;
+
+/** What a quiet period is measured by: heap in use, and the file pages resident (code, mostly). */
+export interface Footprint {
+  heapUsedBytes: number;
+  fileResidentKb: number;
+}
+
+export function processFootprint(): Footprint {
+  return { heapUsedBytes: process.memoryUsage().heapUsed, fileResidentKb: fileResidentKb() };
+}
+
+/**
+ * A quiet period gets a collection only when, since the last cleanup, the heap in use grew by this
+ * much (garbage a collection would hand back)...
+ */
+export const HEAP_GROWTH_MIN_BYTES = 2 << 20;
+/**
+ * ... or this much file-backed memory came back into the resident set (what a trim would drop). A
+ * call faults back the code it runs, much the same each time: after a trim, one Stats ~5.5 MiB,
+ * a few more calls ~9-11 MiB (debug log of a shim with a Stats every 12 s), a collection's own
+ * code ~6 MiB. Below that, a trim would only make the next calls fault the same pages back in.
+ */
+export const FILE_GROWTH_MIN_KB = 16 << 10;
 /** V8's gc() of --expose-gc: a full collection, or with { type: 'minor' } a scavenge of the young generation. */
 type ExposedGc = (options?: { type: 'minor' | 'major' }) => void;
 
@@ -56,17 +89,30 @@ export function compactingGc(gc: ExposedGc): void {
  * One full collection (compacting when `compact`, see compactingGc), then (unless configured off)
  * the resident-set trim; a no-op without --expose-gc.
  */
-export function collectAndTrim(trim: boolean, compact = false): void {
+export function collectAndTrim(trim: boolean, compact = false, done?: () => void): void {
   const gc = exposedGc();
   if (!gc) return;
   if (compact) compactingGc(gc);
   else gc();
-  if (trim) setTimeout(() => trimResidentSet(() => gc({ type: 'minor' })), TRIM_AFTER_GC_MS).unref();
+  if (!trim) return done?.();
+  setTimeout(() => {
+    trimResidentSet(() => gc({ type: 'minor' }));
+    done?.();
+  }, TRIM_AFTER_GC_MS).unref();
 }
 
 /** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */
 export function daemonCollection(trim: boolean): GcFn | undefined {
-  return exposedGc() ? (compact?: boolean) => collectAndTrim(trim, compact) : undefined;
+  return exposedGc() ? (compact?: boolean, done?: () => void) => collectAndTrim(trim, compact, done) : undefined;
+}
+
+export interface IdleCollectorOptions {
+  /** Collections caused only by background work run at most this often (BACKGROUND_GC_MIN_MS). */
+  backgroundMinMs?: number;
+  rss?: () => number;
+  /** Without it every quiet period gets a collection; with it, only one after growth (see above). */
+  footprint?: () => Footprint;
+  log?: Logger;
 }
 
 export class IdleCollector {
@@ -79,15 +125,23 @@ export class IdleCollector {
   private taskDirty = false;
   private lastGc = 0;
   private compactNext = false;
+  /** The footprint once the last cleanup was over; null before the first (which always runs). */
+  private afterCleanup: Footprint | null = null;
+  private readonly backgroundMinMs: number;
+  private readonly rss: () => number;
   /** Full collections run so far (exported as a metric). */
   collections = 0;
+  /** Quiet periods that needed no collection (nothing grew since the last one). */
+  skipped = 0;
 
   constructor(
     private readonly idleMs = IDLE_GC_MS,
     private readonly gc: GcFn | undefined = daemonCollection(true),
-    private readonly backgroundMinMs = BACKGROUND_GC_MIN_MS,
-    private readonly rss: () => number = () => process.memoryUsage.rss()
-  ) {}
+    private readonly opts: IdleCollectorOptions = {}
+  ) {
+    this.backgroundMinMs = opts.backgroundMinMs ?? BACKGROUND_GC_MIN_MS;
+    this.rss = opts.rss ?? (() => process.memoryUsage.rss());
+  }
 
   get enabled(): boolean {
     return typeof this.gc === 'function';
@@ -149,8 +203,13 @@ export class IdleCollector {
     this.dirty = false;
     this.taskDirty = false;
     const compact = this.compactNext;
+    if (!followingUp && !compact && !this.grewSinceCleanup()) {
+      this.skipped++;
+      return;
+    }
     this.compactNext = false;
-    this.gc!(compact);
+    const measure = this.opts.footprint;
+    this.gc!(compact, measure && (() => (this.afterCleanup = measure())));
     this.lastGc = Date.now();
     this.collections++;
     this.rssAtLastGc = this.rss();
@@ -160,5 +219,20 @@ export class IdleCollector {
     else if (followingUp && rssBefore - this.rssAtLastGc >= FOLLOW_UP_MIN_GAIN_BYTES) this.followUpsLeft--;
     else this.followUpsLeft = 0;
     if (this.followUpsLeft > 0) this.arm(FOLLOW_UP_GC_MS, true);
+  }
+
+  /** Whether the heap or the resident code grew enough since the last cleanup to be worth one. */
+  private grewSinceCleanup(): boolean {
+    const base = this.afterCleanup;
+    if (!base || !this.opts.footprint) return true;
+    const now = this.opts.footprint();
+    const heapGrowth = now.heapUsedBytes - base.heapUsedBytes;
+    const fileGrowthKb = now.fileResidentKb - base.fileResidentKb;
+    const grew = heapGrowth >= HEAP_GROWTH_MIN_BYTES || fileGrowthKb >= FILE_GROWTH_MIN_KB;
+    this.opts.log?.debug(grew ? 'idle: collecting' : 'idle: nothing grew, no collection', {
+      heap_growth_kb: Math.round(heapGrowth / 1024),
+      file_growth_kb: fileGrowthKb,
+    });
+    return grew;
   }
 }

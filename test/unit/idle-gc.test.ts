@@ -1,6 +1,13 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { FOLLOW_UP_GC_MS, IdleCollector, MAX_FOLLOW_UPS } from '../../src/shim/idle-gc';
+import {
+  FILE_GROWTH_MIN_KB,
+  FOLLOW_UP_GC_MS,
+  type Footprint,
+  HEAP_GROWTH_MIN_BYTES,
+  IdleCollector,
+  MAX_FOLLOW_UPS,
+} from '../../src/shim/idle-gc';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
 
 import { sleep, until } from '../support/wait';
@@ -45,8 +52,7 @@ test('idle collector: one follow-up collection after the first (V8 frees pages a
     () => {
       runs++;
     },
-    undefined,
-    () => 50 << 20
+    { rss: () => 50 << 20 }
   );
   c.activity();
   advance(30);
@@ -68,8 +74,7 @@ test('idle collector: more follow-ups while each still gives memory back, at mos
       runs++;
       rss -= 4 << 20;
     },
-    undefined,
-    () => rss
+    { rss: () => rss }
   );
   c.activity();
   advance(30);
@@ -107,7 +112,7 @@ test('idle collector: background work (scrapes) gets a collection, never postpon
     () => {
       runs++;
     },
-    400
+    { backgroundMinMs: 400 }
   );
   c.background();
   advance(60);
@@ -128,6 +133,69 @@ test('idle collector: background work (scrapes) gets a collection, never postpon
     advance(10);
   }
   assert.equal(runs, 3, 'Task activity collected on time despite scrapes every 10 ms');
+  c.close();
+});
+
+test('idle collector: a quiet period gets a collection only after the heap or the resident code grew', (t) => {
+  const advance = mockedTime(t);
+  const now: Footprint = { heapUsedBytes: 10 << 20, fileResidentKb: 20 << 10 };
+  let runs = 0;
+  const c = new IdleCollector(
+    30,
+    (_compact, done) => {
+      runs++;
+      now.heapUsedBytes = 10 << 20; // what the collection and the trim leave
+      now.fileResidentKb = 20 << 10;
+      done?.();
+    },
+    { footprint: () => ({ ...now }), rss: () => 50 << 20 }
+  );
+  const quietPeriod = (heapGrowth: number, fileGrowthKb: number) => {
+    now.heapUsedBytes += heapGrowth;
+    now.fileResidentKb += fileGrowthKb;
+    c.activity();
+    advance(30);
+  };
+  quietPeriod(0, 0);
+  assert.equal(runs, 1, 'the first quiet period always gets one: nothing to compare with yet');
+  advance(FOLLOW_UP_GC_MS);
+  assert.equal(runs, 2, 'and its follow-up');
+  advance(10 * FOLLOW_UP_GC_MS);
+  // A small call (a Stats): some heap, the code it runs faulted back in. Twice over: still small.
+  quietPeriod(300 << 10, 6 << 10);
+  quietPeriod(300 << 10, 4 << 10);
+  assert.equal(runs, 2, 'no collection after calls that left little behind');
+  assert.equal(c.skipped, 2);
+  quietPeriod(HEAP_GROWTH_MIN_BYTES, 0);
+  assert.equal(runs, 3, 'heap growth since the last cleanup (added up over quiet periods) gets one');
+  advance(10 * FOLLOW_UP_GC_MS);
+  const before = runs;
+  quietPeriod(0, FILE_GROWTH_MIN_KB);
+  assert.equal(runs, before + 1, 'so does resident code growth');
+  c.close();
+});
+
+test('idle collector: released() collects even when nothing grew', (t) => {
+  const advance = mockedTime(t);
+  const calls: (boolean | undefined)[] = [];
+  const c = new IdleCollector(
+    30,
+    (compact, done) => {
+      calls.push(compact);
+      done?.();
+    },
+    { footprint: () => ({ heapUsedBytes: 1 << 20, fileResidentKb: 1 << 10 }), rss: () => 50 << 20 }
+  );
+  c.activity();
+  advance(30);
+  advance(10 * FOLLOW_UP_GC_MS);
+  const n = calls.length;
+  c.activity();
+  advance(30);
+  assert.equal(calls.length, n, 'nothing grew: no collection');
+  c.released();
+  advance(30);
+  assert.deepEqual(calls.slice(n), [true], 'the compacting collection after the last container went');
   c.close();
 });
 
