@@ -10,7 +10,7 @@
 // (bench/results/2026-12-03-quiet.md). A shim that the kubelet asks for Stats every 10 s paid that
 // every time, for nothing: such a call leaves < 1 MiB of heap and the same code pages each time.
 import type { Logger } from '../sys/logger';
-import { fileResidentKb, trimResidentSet } from './trim';
+import { residentKb, trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
 /**
@@ -32,19 +32,25 @@ export const BACKGROUND_GC_MIN_MS = 10_000;
  */
 type GcFn = (compact?: boolean, done?: () => void) => void;
 
-/** What a quiet period is measured by: heap in use, and the file pages resident (code, mostly). */
+/**
+ * What a quiet period is measured by: what V8 holds (its heap in use and the memory of Buffers and
+ * ArrayBuffers, which a collection frees as well), and the anonymous and file pages resident.
+ */
 export interface Footprint {
   heapUsedBytes: number;
+  anonResidentKb: number;
   fileResidentKb: number;
 }
 
 export function processFootprint(): Footprint {
-  return { heapUsedBytes: process.memoryUsage().heapUsed, fileResidentKb: fileResidentKb() };
+  const m = process.memoryUsage();
+  const r = residentKb();
+  return { heapUsedBytes: m.heapUsed + m.external, anonResidentKb: r.anonKb, fileResidentKb: r.fileKb };
 }
 
 /**
- * A quiet period gets a collection only when, since the last cleanup, the heap in use grew by this
- * much (garbage a collection would hand back)...
+ * A quiet period gets a collection only when, since the last cleanup, what V8 holds or the
+ * anonymous resident memory grew by this much (garbage a collection and malloc_trim hand back)...
  */
 export const HEAP_GROWTH_MIN_BYTES = 2 << 20;
 /**
@@ -227,10 +233,15 @@ export class IdleCollector {
     if (!base || !this.opts.footprint) return true;
     const now = this.opts.footprint();
     const heapGrowth = now.heapUsedBytes - base.heapUsedBytes;
+    const anonGrowthKb = now.anonResidentKb - base.anonResidentKb;
     const fileGrowthKb = now.fileResidentKb - base.fileResidentKb;
-    const grew = heapGrowth >= HEAP_GROWTH_MIN_BYTES || fileGrowthKb >= FILE_GROWTH_MIN_KB;
+    const grew =
+      heapGrowth >= HEAP_GROWTH_MIN_BYTES ||
+      anonGrowthKb * 1024 >= HEAP_GROWTH_MIN_BYTES ||
+      fileGrowthKb >= FILE_GROWTH_MIN_KB;
     this.opts.log?.debug(grew ? 'idle: collecting' : 'idle: nothing grew, no collection', {
       heap_growth_kb: Math.round(heapGrowth / 1024),
+      anon_growth_kb: anonGrowthKb,
       file_growth_kb: fileGrowthKb,
     });
     return grew;

@@ -38,16 +38,23 @@ export function trimmable(m: Mapping): boolean {
   return m.path.startsWith('/') && m.perms[1] !== 'w' && m.perms[3] === 'p' && m.anonymousKb === 0;
 }
 
+/** kB of this process's resident set: anonymous (heap, malloc, buffers) and pages of files (code, mostly). */
+export interface ResidentKb {
+  anonKb: number;
+  fileKb: number;
+}
+
 /**
- * kB of this process's resident set that are pages of files (RssFile in /proc/self/status, kept
- * by counters: no page walk, unlike smaps); 0 when it cannot be read.
+ * RssAnon and RssFile of /proc/self/status (kept by counters: no page walk, unlike smaps); zeros
+ * when it cannot be read.
  */
-export function fileResidentKb(readStatus = () => fs.readFileSync('/proc/self/status', 'utf8')): number {
+export function residentKb(readStatus = () => fs.readFileSync('/proc/self/status', 'utf8')): ResidentKb {
   try {
-    const m = /^RssFile:\s+(\d+) kB/m.exec(readStatus());
-    return m ? Number(m[1]) : 0;
+    const text = readStatus();
+    const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+    return { anonKb: kb('RssAnon'), fileKb: kb('RssFile') };
   } catch {
-    return 0;
+    return { anonKb: 0, fileKb: 0 };
   }
 }
 

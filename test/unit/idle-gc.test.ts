@@ -138,20 +138,20 @@ test('idle collector: background work (scrapes) gets a collection, never postpon
 
 test('idle collector: a quiet period gets a collection only after the heap or the resident code grew', (t) => {
   const advance = mockedTime(t);
-  const now: Footprint = { heapUsedBytes: 10 << 20, fileResidentKb: 20 << 10 };
+  const now: Footprint = { heapUsedBytes: 10 << 20, anonResidentKb: 12 << 10, fileResidentKb: 20 << 10 };
   let runs = 0;
   const c = new IdleCollector(
     30,
     (_compact, done) => {
       runs++;
-      now.heapUsedBytes = 10 << 20; // what the collection and the trim leave
-      now.fileResidentKb = 20 << 10;
+      Object.assign(now, { heapUsedBytes: 10 << 20, anonResidentKb: 12 << 10, fileResidentKb: 20 << 10 }); // what a cleanup leaves
       done?.();
     },
     { footprint: () => ({ ...now }), rss: () => 50 << 20 }
   );
-  const quietPeriod = (heapGrowth: number, fileGrowthKb: number) => {
+  const quietPeriod = (heapGrowth: number, fileGrowthKb: number, anonGrowthKb = 0) => {
     now.heapUsedBytes += heapGrowth;
+    now.anonResidentKb += anonGrowthKb;
     now.fileResidentKb += fileGrowthKb;
     c.activity();
     advance(30);
@@ -172,6 +172,9 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   const before = runs;
   quietPeriod(0, FILE_GROWTH_MIN_KB);
   assert.equal(runs, before + 1, 'so does resident code growth');
+  advance(10 * FOLLOW_UP_GC_MS);
+  quietPeriod(0, 0, HEAP_GROWTH_MIN_BYTES >> 10);
+  assert.equal(runs, before + 3, 'and anonymous memory that V8 does not count (malloc), after the follow-up');
   c.close();
 });
 
@@ -184,7 +187,10 @@ test('idle collector: released() collects even when nothing grew', (t) => {
       calls.push(compact);
       done?.();
     },
-    { footprint: () => ({ heapUsedBytes: 1 << 20, fileResidentKb: 1 << 10 }), rss: () => 50 << 20 }
+    {
+      footprint: () => ({ heapUsedBytes: 1 << 20, anonResidentKb: 1 << 10, fileResidentKb: 1 << 10 }),
+      rss: () => 50 << 20,
+    }
   );
   c.activity();
   advance(30);

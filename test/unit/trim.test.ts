@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { fileResidentKb, parseSmaps, trimmable, trimResidentSet } from '../../src/shim/trim';
+import { parseSmaps, residentKb, trimmable, trimResidentSet } from '../../src/shim/trim';
 import { readConfig } from '../../src/shim/config';
 
 const SMAPS = `55d0c0000000-55d0c2000000 r-xp 00000000 08:01 123 /usr/bin/node
@@ -102,18 +102,19 @@ test("trim: with the young collection, the trim leaves little of its own garbage
   assert.ok(j.withIt < j.without / 2, `young generation after the trim: ${j.without} bytes without, ${j.withIt} with`);
 });
 
-test('fileResidentKb: RssFile of /proc/self/status, 0 when it cannot be read', () => {
+test('residentKb: RssAnon and RssFile of /proc/self/status, zeros when it cannot be read', () => {
   const status =
     'Name:\tnode\nVmRSS:\t   40000 kB\nRssAnon:\t   12000 kB\nRssFile:\t   27512 kB\nRssShmem:\t       0 kB\n';
-  assert.equal(
-    fileResidentKb(() => status),
-    27512
+  assert.deepEqual(
+    residentKb(() => status),
+    { anonKb: 12000, fileKb: 27512 }
   );
-  assert.equal(
-    fileResidentKb(() => {
+  assert.deepEqual(
+    residentKb(() => {
       throw new Error('no /proc');
     }),
-    0
+    { anonKb: 0, fileKb: 0 }
   );
-  assert.ok(fileResidentKb() > 0, 'this process has file pages resident (node itself)');
+  const own = residentKb();
+  assert.ok(own.anonKb > 0 && own.fileKb > 0, 'this process has both resident');
 });
