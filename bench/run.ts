@@ -25,6 +25,7 @@ import { coldSuite } from './suites/cold';
 import { ttySuite } from './suites/tty';
 import { criSuite } from './suites/cri';
 import { upgradeSuite } from './suites/upgrade';
+import { quietSuite } from './suites/quiet';
 
 const SUITES = [
   'run-rm',
@@ -37,6 +38,7 @@ const SUITES = [
   'cold',
   'tty',
   'cri',
+  'quiet',
   'upgrade',
 ] as const;
 type SuiteName = (typeof SUITES)[number];
@@ -174,6 +176,10 @@ async function main(): Promise<void> {
     if (args.only.has('cri')) {
       log('suite: CRI through the cri plugin');
       await criSuite(env, results);
+    }
+    if (args.only.has('quiet')) {
+      log("suite: Stats at the kubelet's pace");
+      await quietSuite(env, results);
     }
     if (args.only.has('upgrade')) {
       log('suite: live upgrade (tsshim only)');

@@ -178,6 +178,29 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   c.close();
 });
 
+test('idle collector: after a cleanup in the middle of a burst, the fall of the heap gets a collection', (t) => {
+  const advance = mockedTime(t);
+  const now: Footprint = { heapUsedBytes: 100 << 20, anonResidentKb: 120 << 10, fileResidentKb: 20 << 10 };
+  let runs = 0;
+  const c = new IdleCollector(
+    30,
+    (_compact, done) => {
+      runs++;
+      done?.(); // the burst still holds its memory: the cleanup leaves it all
+    },
+    { footprint: () => ({ ...now }), rss: () => 150 << 20 }
+  );
+  c.activity();
+  advance(30);
+  advance(10 * FOLLOW_UP_GC_MS);
+  const n = runs;
+  now.heapUsedBytes = 10 << 20; // the burst's connections closed; V8 freed their buffers itself
+  c.activity();
+  advance(30);
+  assert.equal(runs, n + 1, 'the pages V8 freed are handed back');
+  c.close();
+});
+
 test('idle collector: released() collects even when nothing grew', (t) => {
   const advance = mockedTime(t);
   const calls: (boolean | undefined)[] = [];
