@@ -212,7 +212,8 @@ export class IdleCollector {
     this.dirty = false;
     this.taskDirty = false;
     const compact = this.compactNext;
-    if (!followingUp && !compact && !this.grewSinceCleanup()) {
+    // A cleanup whose follow-ups a call cut short is not over: V8 gives the pages back later.
+    if (!followingUp && this.followUpsLeft === 0 && !compact && !this.grewSinceCleanup()) {
       this.skipped++;
       return;
     }

@@ -178,6 +178,30 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   c.close();
 });
 
+test("idle collector: a call that cuts a cleanup's follow-ups short does not cancel them", (t) => {
+  const advance = mockedTime(t);
+  let runs = 0;
+  const c = new IdleCollector(
+    30,
+    (_compact, done) => {
+      runs++;
+      done?.();
+    },
+    {
+      footprint: () => ({ heapUsedBytes: 1 << 20, anonResidentKb: 1 << 10, fileResidentKb: 1 << 10 }),
+      rss: () => 50 << 20,
+    }
+  );
+  c.activity();
+  advance(30);
+  assert.equal(runs, 1);
+  advance(FOLLOW_UP_GC_MS / 2);
+  c.activity(); // a call before the follow-up: the idle wait again
+  advance(30);
+  assert.equal(runs, 2, 'the follow-up runs once the shim is quiet again, though nothing grew since the first');
+  c.close();
+});
+
 test('idle collector: after a cleanup in the middle of a burst, the fall of the heap gets a collection', (t) => {
   const advance = mockedTime(t);
   const now: Footprint = { heapUsedBytes: 100 << 20, anonResidentKb: 120 << 10, fileResidentKb: 20 << 10 };
