@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { minifyBundle, slimBundle } from './bundle-slim.mjs';
+import { lazyTypes } from './proto-lazy.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
@@ -43,6 +44,12 @@ run(bin('pbjs'), [
   ...protos,
 ]);
 run(bin('pbts'), ['--no-comments', '-o', join(gen, 'proto.d.ts'), join(gen, 'proto.js')]);
+// Types made on first use (scripts/proto-lazy.mjs), after pbts has read pbjs's own text.
+{
+  const lazy = lazyTypes(readFileSync(join(gen, 'proto.js'), 'utf8'));
+  writeFileSync(join(gen, 'proto.js'), lazy.text);
+  console.log(`build: ${lazy.lazy} protobuf types made on first use`);
+}
 
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 // tsc emits even when it reports type errors: finish the tree either way, then fail the build.
