@@ -3,7 +3,7 @@
 // immediately called function, `ns.Type = (function() { ... return Type; })();`, so loading the
 // module made all 130 of them (a constructor, its prototype with the field defaults, encode,
 // decode, fromObject, toObject, ... and their maps: ~380 KiB of heap) in every shim process,
-// though a shim uses about half (the cgroups metrics types, for one, only in the CLI and tests:
+// though a serving shim makes ~40 of them (the cgroups metrics types, for one, only in the CLI and tests:
 // the shim encodes metrics itself). Now the property is a getter that runs that function once and
 // puts its result in its place as an ordinary property (enumerable, writable, configurable, as the
 // assignment made it; the same keys in the same order). Nothing runs at a type's making but its own
