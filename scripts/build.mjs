@@ -44,9 +44,11 @@ run(bin('pbjs'), [
   ...protos,
 ]);
 run(bin('pbts'), ['--no-comments', '-o', join(gen, 'proto.d.ts'), join(gen, 'proto.js')]);
-// Types made on first use (scripts/proto-lazy.mjs), after pbts has read pbjs's own text.
+// Types made on first use (scripts/proto-lazy.mjs), after pbts has read pbjs's own text. The Task
+// API's messages are made at load, as before: each RPC's first call would compile and make its
+// types (first Stats +0.3-0.6 ms CPU measured), for ~60 KiB of heap.
 {
-  const lazy = lazyTypes(readFileSync(join(gen, 'proto.js'), 'utf8'));
+  const lazy = lazyTypes(readFileSync(join(gen, 'proto.js'), 'utf8'), ['containerd.task.v2.']);
   writeFileSync(join(gen, 'proto.js'), lazy.text);
   console.log(`build: ${lazy.lazy} protobuf types made on first use`);
 }
