@@ -13,18 +13,22 @@
 // which Node 20 reads no source map.
 import { readFileSync } from 'node:fs';
 import { SourceMap } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const POSITION = /([^\s()]*(?:bundle\.js|\.snapshot-build[^\s():]*)):(\d+):(\d+)/g;
 
-/** `text` with every bundle position that `map` (a SourceMap of the bundle) knows replaced. */
-export function symbolize(text, map) {
+/**
+ * `text` with every bundle position that `map` (a SourceMap of the bundle) knows replaced; the
+ * files it names are resolved against `dir` (the map's directory) when given.
+ */
+export function symbolize(text, map, dir) {
   return text.replace(POSITION, (whole, _file, line, column) => {
     const e = map.findEntry(Number(line) - 1, Number(column) - 1);
     if (!e || e.originalSource === undefined) return whole;
     const name = e.name ? ` ${e.name}` : '';
-    return `${e.originalSource}:${e.originalLine + 1}:${e.originalColumn + 1}${name} [${whole}]`;
+    const file = dir ? resolve(dir, e.originalSource) : e.originalSource;
+    return `${file}:${e.originalLine + 1}:${e.originalColumn + 1}${name} [${whole}]`;
   });
 }
 
@@ -35,5 +39,5 @@ export function loadMap(file) {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const file =
     process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'src', 'daemon', 'bundle.js.map');
-  process.stdout.write(symbolize(readFileSync(0, 'utf8'), loadMap(file)));
+  process.stdout.write(symbolize(readFileSync(0, 'utf8'), loadMap(file), dirname(resolve(file))));
 }
