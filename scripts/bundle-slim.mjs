@@ -1,18 +1,28 @@
 // Post-processing of the shim's bundle (dist/src/daemon/bundle.js) for a smaller resident heap in
-// every shim process. Both steps keep the program's meaning; the build checks that.
+// every shim process. Every step keeps the program's meaning; the build checks what it can.
 //
 // 1. One namespace object per module for `import * as x`: tsc's __importStar helper (one copy per
 //    compiled file) builds a fresh object with a getter per export each time it is called, so the
 //    41 files that import node:fs made 41 objects of ~100 getters each: ~5,000 closures, contexts
 //    and accessor pairs, ~1 MiB of V8 heap per process. The helper now remembers the object it
 //    made for a module (a WeakMap shared by the bundle) and hands the same one out again. The
-//    getters read the module's property at each access, as before.
-// 2. No indentation: V8 keeps the bundle's source text (1.6 MB) in the heap of every shim process
-//    (lazy compilation and Function.prototype.toString need it); ~0.4 MB of it was leading blanks.
-//    Lines stay where they were, so stack traces keep their line numbers. Blanks at the start of a
-//    line inside a template literal are text, not indentation: those lines are left alone (acorn's
-//    tokenizer finds them), and an esbuild minification of the result must equal that of the
-//    input, or the bundle stays indented.
+//    getters read the module's property at each access, as before. The patch adds no line: the
+//    bundler's source map stays right for every line.
+// 2. Minified (minifyBundle, the default): V8 keeps the bundle's source text in the heap of every
+//    shim process (lazy compilation and Function.prototype.toString need it), and the names of
+//    its variables in every function's scope info. esbuild's minifier (whitespace, syntax, local
+//    names; no keepNames: nothing in the shim reads a function's or class's .name, and the error
+//    classes set theirs) makes 1.16 MB of text ~0.8 MB. Stack traces then point into one long
+//    line (and a few more: template literals keep their line breaks): bundle.js.map (written next to the bundle, never loaded by the shim) maps them back to
+//    the compiled files, with names: `node scripts/symbolize.mjs < trace.txt`. The code starts on
+//    line 2, so the wrappers that put a prefix before it on line 1 (boot.ts's Module.wrap, the
+//    snapshot's entry) do not shift its columns.
+//    Or, readable (TSSHIM_BUILD_MINIFY=0 npm run build, stripIndentation): only leading blanks
+//    removed (~0.4 MB). Lines stay where they were, so stack traces keep their line numbers.
+//    Blanks at the start of a line inside a template literal are text, not indentation: those
+//    lines are left alone (acorn's tokenizer finds them), and an esbuild minification of the
+//    result must equal that of the input, or the bundle stays indented.
+import { isAscii } from 'node:buffer';
 import { createRequire } from 'node:module';
 
 const STAR_CACHE = '__tsshimImportStar';
@@ -25,15 +35,16 @@ export function shareImportStar(text) {
   let patched = 0;
   let out = text.replace(STAR_HELPER, (_m, a, b) => {
     patched++;
+    // No new lines: the statements are joined with blanks (a source map of the input stays right).
     return (
       `return function(mod) {${a}if (mod && mod.__esModule) return mod;` +
-      `${b}var result = ${STAR_CACHE}.get(mod);${b}if (result) return result;` +
-      `${b}result = {};${b}if (mod !== null && typeof mod === "object") ${STAR_CACHE}.set(mod, result);`
+      `${b}var result = ${STAR_CACHE}.get(mod); if (result) return result;` +
+      ` result = {}; if (mod !== null && typeof mod === "object") ${STAR_CACHE}.set(mod, result);`
     );
   });
   if (patched !== helpers) throw new Error(`bundle-slim: ${patched} of ${helpers} __importStar helpers recognised`);
   if (!out.startsWith('"use strict";\n')) throw new Error('bundle-slim: the bundle does not start with "use strict"');
-  out = out.replace('"use strict";\n', `"use strict";\nvar ${STAR_CACHE} = new WeakMap();\n`);
+  out = out.replace('"use strict";\n', `"use strict";var ${STAR_CACHE} = new WeakMap();\n`);
   return { text: out, patched };
 }
 
@@ -60,7 +71,39 @@ export function stripIndentation(text, acorn) {
   return { text: lines.join('\n'), removed };
 }
 
-/** Both steps; the second is skipped (with a note) when acorn is missing or the check fails. */
+const ESBUILD_TARGET = { format: 'cjs', platform: 'node', target: 'node20' };
+
+/**
+ * The minified bundle (step 2 above) and its source map. `text` is the bundler's output; when it ends
+ * in an inline source map (esbuild --sourcemap=inline) the map leads to the files bundled, else to
+ * `text` itself. Returns `text` for bundle.js (a blank first line, then the code) and
+ * `map` for bundle.js.map (of that text, not referenced from it).
+ */
+export function minifyBundle(text, esbuild) {
+  const star = shareImportStar(text);
+  const out = esbuild.transformSync(star.text, {
+    ...ESBUILD_TARGET,
+    minify: true,
+    legalComments: 'none',
+    charset: 'ascii',
+    sourcemap: 'external',
+    sourcefile: 'bundle.unminified.js',
+  });
+  const code = out.code.replace(/\n+$/, '');
+  // Strict as before, and ASCII (boot.ts reads an ASCII bundle as latin1).
+  if (!code.startsWith('"use strict";')) throw new Error('bundle-slim: the minified bundle is not strict');
+  if (!isAscii(Buffer.from(code, 'utf8'))) throw new Error('bundle-slim: the minified bundle is not ASCII');
+  const map = JSON.parse(out.map);
+  map.file = 'bundle.js';
+  map.mappings = `;${map.mappings}`; // the code is on line 2
+  return {
+    text: `\n${code}\n`,
+    map: JSON.stringify(map),
+    notes: [`${star.patched} import helpers shared, minified to ${code.length + 2} bytes`],
+  };
+}
+
+/** Step 1 and the readable step 2; the latter is skipped (with a note) when acorn is missing or the check fails. */
 export function slimBundle(text, esbuild, root) {
   const star = shareImportStar(text);
   let acorn;
@@ -70,9 +113,7 @@ export function slimBundle(text, esbuild, root) {
     return { text: star.text, notes: [`${star.patched} import helpers shared; indentation kept (no acorn)`] };
   }
   const stripped = stripIndentation(star.text, acorn);
-  const min = (t) =>
-    esbuild.transformSync(t, { minify: true, legalComments: 'none', format: 'cjs', platform: 'node', target: 'node20' })
-      .code;
+  const min = (t) => esbuild.transformSync(t, { ...ESBUILD_TARGET, minify: true, legalComments: 'none' }).code;
   if (min(stripped.text) !== min(star.text)) {
     return { text: star.text, notes: [`${star.patched} import helpers shared; indentation kept (check failed)`] };
   }
