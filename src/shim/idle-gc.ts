@@ -4,11 +4,11 @@
 // that memory back, followed by a trim of the resident set (trim.ts). It needs the daemon's
 // --expose-gc flag; without it this does nothing.
 //
-// Only a quiet period that follows real growth gets that cleanup. A collection, its follow-ups and
-// the trim cost ~70-80 ms of shim CPU, and the next call faults the dropped code back in (~3 ms):
-// after a single State call, the Go shim spent 0-7 ms in the next 12 s, tsshim 71-83 ms
+// Only a quiet period after a real change in memory gets that cleanup. A collection, its follow-ups
+// and the trim cost ~70-80 ms of shim CPU, and the next call faults the dropped code back in
+// (~3 ms): after a single State call, the Go shim spent 0-7 ms in the next 12 s, tsshim 71-83 ms
 // (bench/results/2026-12-03-quiet.md). A shim that the kubelet asks for Stats every 10 s paid that
-// every time, for nothing: such a call leaves < 1 MiB of heap and the same code pages each time.
+// every time, for nothing: such a call leaves ~100 KiB of heap and the same code pages each time.
 import type { Logger } from '../sys/logger';
 import { residentKb, trimResidentSet } from './trim';
 
@@ -55,7 +55,7 @@ export function processFootprint(): Footprint {
  * cleanup ran in the middle of a burst (a hostile client's partial frames held then): the pages
  * stay resident until a cleanup gives them back (hostile-clients e2e: 48 MiB instead of 21)...
  */
-export const HEAP_GROWTH_MIN_BYTES = 2 << 20;
+export const HEAP_CHANGE_MIN_BYTES = 2 << 20;
 /**
  * ... or this much file-backed memory came back into the resident set (what a trim would drop). A
  * call faults back the code it runs, much the same each time: after a trim, one Stats ~5.5 MiB,
@@ -119,7 +119,7 @@ export interface IdleCollectorOptions {
   /** Collections caused only by background work run at most this often (BACKGROUND_GC_MIN_MS). */
   backgroundMinMs?: number;
   rss?: () => number;
-  /** Without it every quiet period gets a collection; with it, only one after growth (see above). */
+  /** Without it every quiet period gets a collection; with it, only one after a change (see above). */
   footprint?: () => Footprint;
   log?: Logger;
 }
@@ -213,7 +213,7 @@ export class IdleCollector {
     this.taskDirty = false;
     const compact = this.compactNext;
     // A cleanup whose follow-ups a call cut short is not over: V8 gives the pages back later.
-    if (!followingUp && this.followUpsLeft === 0 && !compact && !this.grewSinceCleanup()) {
+    if (!followingUp && this.followUpsLeft === 0 && !compact && !this.changedSinceCleanup()) {
       this.skipped++;
       return;
     }
@@ -232,22 +232,22 @@ export class IdleCollector {
   }
 
   /** Whether the heap or the resident memory changed enough since the last cleanup to be worth one. */
-  private grewSinceCleanup(): boolean {
+  private changedSinceCleanup(): boolean {
     const base = this.afterCleanup;
     if (!base || !this.opts.footprint) return true;
     const now = this.opts.footprint();
     const heapGrowth = now.heapUsedBytes - base.heapUsedBytes;
     const anonGrowthKb = now.anonResidentKb - base.anonResidentKb;
     const fileGrowthKb = now.fileResidentKb - base.fileResidentKb;
-    const grew =
-      Math.abs(heapGrowth) >= HEAP_GROWTH_MIN_BYTES ||
-      anonGrowthKb * 1024 >= HEAP_GROWTH_MIN_BYTES ||
+    const changed =
+      Math.abs(heapGrowth) >= HEAP_CHANGE_MIN_BYTES ||
+      anonGrowthKb * 1024 >= HEAP_CHANGE_MIN_BYTES ||
       fileGrowthKb >= FILE_GROWTH_MIN_KB;
-    this.opts.log?.debug(grew ? 'idle: collecting' : 'idle: nothing changed, no collection', {
+    this.opts.log?.debug(changed ? 'idle: collecting' : 'idle: nothing changed, no collection', {
       heap_growth_kb: Math.round(heapGrowth / 1024),
       anon_growth_kb: anonGrowthKb,
       file_growth_kb: fileGrowthKb,
     });
-    return grew;
+    return changed;
   }
 }

@@ -650,10 +650,18 @@ async function finishCounter(k: { id: string; log: string }, on: Containerd = c,
  */
 function failingRestore(name: string, failure: string, when: 'always' | 'after the exec'): string {
   return makeBuild(name, `0.1.0-${name}`, (b) =>
-    b.replace(
-      /return ["']tsshim-restore-hook["'];/,
-      `${when === 'always' ? '' : 'if (_mode === "restore") '}${failure}; return "tsshim-restore-hook";`
-    )
+    patchRestoreHook(b, (mode) => `${when === 'always' ? '' : `if (${mode} === "restore") `}${failure};`)
+  );
+}
+
+/**
+ * The bundle with code put before restoreHook's return: `before(mode)` gets the name of its
+ * parameter (`_mode` in a readable build; the minified bundle, the default, renames it).
+ */
+function patchRestoreHook(bundle: string, before: (mode: string) => string): string {
+  return bundle.replace(
+    /function\s*([\w$]*)\s*\(([\w$]+)\)\s*\{\s*return\s*["']tsshim-restore-hook["'];?\s*\}/,
+    (_m, name: string, mode: string) => `function ${name}(${mode}) { ${before(mode)} return "tsshim-restore-hook"; }`
   );
 }
 
@@ -745,10 +753,11 @@ test('state versions: a newer build reads the older state; an older build refuse
   const entryA = ENTRY_A();
   const v2 = makeBuild('state2', '0.2.0-state2', (b) =>
     b
-      .replace(/(exports\d*\.STATE_VERSION = )(\d+);/, (_m, a: string, n: string) => `${a}${Number(n) + 1};`)
+      // exports.STATE_VERSION = 2; in a readable build, l.STATE_VERSION=2 minified
+      .replace(/([\w$]+\.STATE_VERSION\s*=\s*)(\d+)/, (_m, a: string, n: string) => `${a}${Number(n) + 1}`)
       .replace(
-        /(exports\d*\.ACCEPTED_STATE_VERSIONS = \[)([\d, ]+)\];/,
-        (_m, a: string, list: string) => `${a}${list}, ${Number(list.split(',').pop()) + 1}];`
+        /([\w$]+\.ACCEPTED_STATE_VERSIONS\s*=\s*\[)([\d, ]+)\]/,
+        (_m, a: string, list: string) => `${a}${list}, ${Number(list.split(',').pop()) + 1}]`
       )
   );
   const up = await upgrade(v2, [k.id]);
@@ -1080,9 +1089,10 @@ test('OOM kills across upgrades: one during the swap itself is reported once, no
     // A build whose restore makes the container OOM and waits for the kill before it goes on: the
     // OOM happens while no program watches the cgroup (in the real restore, not the probe's dry run).
     const during = makeBuild('oomgap', '0.1.0-oomgap', (b) =>
-      b.replace(
-        /return ["']tsshim-restore-hook["'];/,
-        `if (_mode === "restore") { const fs = require("fs"); fs.writeFileSync(${JSON.stringify(trigger)}, ""); const nap = new Int32Array(new SharedArrayBuffer(4)); const end = Date.now() + 30000; while (Date.now() < end && !/oom_kill [2-9]/.test(fs.readFileSync(${JSON.stringify(counter)}, "utf8"))) Atomics.wait(nap, 0, 0, 20); } return "tsshim-restore-hook";`
+      patchRestoreHook(
+        b,
+        (mode) =>
+          `if (${mode} === "restore") { const fs = require("fs"); fs.writeFileSync(${JSON.stringify(trigger)}, ""); const nap = new Int32Array(new SharedArrayBuffer(4)); const end = Date.now() + 30000; while (Date.now() < end && !/oom_kill [2-9]/.test(fs.readFileSync(${JSON.stringify(counter)}, "utf8"))) Atomics.wait(nap, 0, 0, 20); }`
       )
     );
     step('upgrade to oomgap');

@@ -4,7 +4,7 @@ import {
   FILE_GROWTH_MIN_KB,
   FOLLOW_UP_GC_MS,
   type Footprint,
-  HEAP_GROWTH_MIN_BYTES,
+  HEAP_CHANGE_MIN_BYTES,
   IdleCollector,
   MAX_FOLLOW_UPS,
 } from '../../src/shim/idle-gc';
@@ -166,14 +166,14 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   quietPeriod(300 << 10, 4 << 10);
   assert.equal(runs, 2, 'no collection after calls that left little behind');
   assert.equal(c.skipped, 2);
-  quietPeriod(HEAP_GROWTH_MIN_BYTES, 0);
+  quietPeriod(HEAP_CHANGE_MIN_BYTES, 0);
   assert.equal(runs, 3, 'heap growth since the last cleanup (added up over quiet periods) gets one');
   advance(10 * FOLLOW_UP_GC_MS);
   const before = runs;
   quietPeriod(0, FILE_GROWTH_MIN_KB);
   assert.equal(runs, before + 1, 'so does resident code growth');
   advance(10 * FOLLOW_UP_GC_MS);
-  quietPeriod(0, 0, HEAP_GROWTH_MIN_BYTES >> 10);
+  quietPeriod(0, 0, HEAP_CHANGE_MIN_BYTES >> 10);
   assert.equal(runs, before + 3, 'and anonymous memory that V8 does not count (malloc), after the follow-up');
   c.close();
 });
