@@ -124,7 +124,7 @@ export function renderMetrics(daemon: DaemonView, now = Date.now()): string {
   w.family(
     'tsshim_idle_gc_skipped_total',
     'counter',
-    'Quiet periods without a collection: the heap and the resident code had not grown since the last one.'
+    'Quiet periods without a collection: memory had not changed enough since the last one.'
   ).sample('tsshim_idle_gc_skipped_total', daemon.idleGc?.skipped ?? 0);
   w.family('tsshim_open_fds', 'gauge', 'Open file descriptors of the shim process.').sample(
     'tsshim_open_fds',
