@@ -20,6 +20,26 @@ function mockedTime(t: TestContext): (ms: number) => void {
   return (ms) => t.mock.timers.tick(ms);
 }
 
+/**
+ * A collector on a fake collection that records its `compact` flag, runs `onCollect` (what the
+ * cleanup leaves) and reports itself done at once, measured by `footprint`.
+ */
+function measuredCollector(footprint: () => Footprint, o: { rss?: number; onCollect?: () => void } = {}) {
+  const calls: (boolean | undefined)[] = [];
+  const c = new IdleCollector(
+    30,
+    (compact, done) => {
+      calls.push(compact);
+      o.onCollect?.();
+      done?.();
+    },
+    { footprint, rss: () => o.rss ?? 50 << 20 }
+  );
+  return { c, calls };
+}
+
+const STEADY: Footprint = { heapUsedBytes: 1 << 20, anonResidentKb: 1 << 10, fileResidentKb: 1 << 10 };
+
 test('idle collector: one collection once calls stop, none while they go on', (t) => {
   const advance = mockedTime(t);
   let runs = 0;
@@ -138,17 +158,10 @@ test('idle collector: background work (scrapes) gets a collection, never postpon
 
 test('idle collector: a quiet period gets a collection only after the heap or the resident code grew', (t) => {
   const advance = mockedTime(t);
-  const now: Footprint = { heapUsedBytes: 10 << 20, anonResidentKb: 12 << 10, fileResidentKb: 20 << 10 };
-  let runs = 0;
-  const c = new IdleCollector(
-    30,
-    (_compact, done) => {
-      runs++;
-      Object.assign(now, { heapUsedBytes: 10 << 20, anonResidentKb: 12 << 10, fileResidentKb: 20 << 10 }); // what a cleanup leaves
-      done?.();
-    },
-    { footprint: () => ({ ...now }), rss: () => 50 << 20 }
-  );
+  const clean: Footprint = { heapUsedBytes: 10 << 20, anonResidentKb: 12 << 10, fileResidentKb: 20 << 10 };
+  const now = { ...clean };
+  const { c, calls } = measuredCollector(() => ({ ...now }), { onCollect: () => Object.assign(now, clean) });
+  const runs = () => calls.length;
   const quietPeriod = (heapGrowth: number, fileGrowthKb: number, anonGrowthKb = 0) => {
     now.heapUsedBytes += heapGrowth;
     now.anonResidentKb += anonGrowthKb;
@@ -157,88 +170,59 @@ test('idle collector: a quiet period gets a collection only after the heap or th
     advance(30);
   };
   quietPeriod(0, 0);
-  assert.equal(runs, 1, 'the first quiet period always gets one: nothing to compare with yet');
+  assert.equal(runs(), 1, 'the first quiet period always gets one: nothing to compare with yet');
   advance(FOLLOW_UP_GC_MS);
-  assert.equal(runs, 2, 'and its follow-up');
+  assert.equal(runs(), 2, 'and its follow-up');
   advance(10 * FOLLOW_UP_GC_MS);
   // A small call (a Stats): some heap, the code it runs faulted back in. Twice over: still small.
   quietPeriod(300 << 10, 6 << 10);
   quietPeriod(300 << 10, 4 << 10);
-  assert.equal(runs, 2, 'no collection after calls that left little behind');
+  assert.equal(runs(), 2, 'no collection after calls that left little behind');
   assert.equal(c.skipped, 2);
   quietPeriod(HEAP_CHANGE_MIN_BYTES, 0);
-  assert.equal(runs, 3, 'heap growth since the last cleanup (added up over quiet periods) gets one');
+  assert.equal(runs(), 3, 'heap growth since the last cleanup (added up over quiet periods) gets one');
   advance(10 * FOLLOW_UP_GC_MS);
-  const before = runs;
+  const before = runs();
   quietPeriod(0, FILE_GROWTH_MIN_KB);
-  assert.equal(runs, before + 1, 'so does resident code growth');
+  assert.equal(runs(), before + 1, 'so does resident code growth');
   advance(10 * FOLLOW_UP_GC_MS);
   quietPeriod(0, 0, HEAP_CHANGE_MIN_BYTES >> 10);
-  assert.equal(runs, before + 3, 'and anonymous memory that V8 does not count (malloc), after the follow-up');
+  assert.equal(runs(), before + 3, 'and anonymous memory that V8 does not count (malloc), after the follow-up');
   c.close();
 });
 
 test("idle collector: a call that cuts a cleanup's follow-ups short does not cancel them", (t) => {
   const advance = mockedTime(t);
-  let runs = 0;
-  const c = new IdleCollector(
-    30,
-    (_compact, done) => {
-      runs++;
-      done?.();
-    },
-    {
-      footprint: () => ({ heapUsedBytes: 1 << 20, anonResidentKb: 1 << 10, fileResidentKb: 1 << 10 }),
-      rss: () => 50 << 20,
-    }
-  );
+  const { c, calls } = measuredCollector(() => STEADY);
   c.activity();
   advance(30);
-  assert.equal(runs, 1);
+  assert.equal(calls.length, 1);
   advance(FOLLOW_UP_GC_MS / 2);
   c.activity(); // a call before the follow-up: the idle wait again
   advance(30);
-  assert.equal(runs, 2, 'the follow-up runs once the shim is quiet again, though nothing grew since the first');
+  assert.equal(calls.length, 2, 'the follow-up runs once the shim is quiet again, though nothing grew since the first');
   c.close();
 });
 
 test('idle collector: after a cleanup in the middle of a burst, the fall of the heap gets a collection', (t) => {
   const advance = mockedTime(t);
   const now: Footprint = { heapUsedBytes: 100 << 20, anonResidentKb: 120 << 10, fileResidentKb: 20 << 10 };
-  let runs = 0;
-  const c = new IdleCollector(
-    30,
-    (_compact, done) => {
-      runs++;
-      done?.(); // the burst still holds its memory: the cleanup leaves it all
-    },
-    { footprint: () => ({ ...now }), rss: () => 150 << 20 }
-  );
+  // The burst still holds its memory: the cleanup leaves it all.
+  const { c, calls } = measuredCollector(() => ({ ...now }), { rss: 150 << 20 });
   c.activity();
   advance(30);
   advance(10 * FOLLOW_UP_GC_MS);
-  const n = runs;
+  const n = calls.length;
   now.heapUsedBytes = 10 << 20; // the burst's connections closed; V8 freed their buffers itself
   c.activity();
   advance(30);
-  assert.equal(runs, n + 1, 'the pages V8 freed are handed back');
+  assert.equal(calls.length, n + 1, 'the pages V8 freed are handed back');
   c.close();
 });
 
 test('idle collector: released() collects even when nothing grew', (t) => {
   const advance = mockedTime(t);
-  const calls: (boolean | undefined)[] = [];
-  const c = new IdleCollector(
-    30,
-    (compact, done) => {
-      calls.push(compact);
-      done?.();
-    },
-    {
-      footprint: () => ({ heapUsedBytes: 1 << 20, anonResidentKb: 1 << 10, fileResidentKb: 1 << 10 }),
-      rss: () => 50 << 20,
-    }
-  );
+  const { c, calls } = measuredCollector(() => STEADY);
   c.activity();
   advance(30);
   advance(10 * FOLLOW_UP_GC_MS);
