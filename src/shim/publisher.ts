@@ -53,6 +53,8 @@ const JOURNAL_WARNING_INTERVAL_MS = 60_000;
 /** ttrpc client to containerd's TTRPC_ADDRESS, connected lazily and re-dialled after failures. */
 export class TtrpcEventSender implements EventSender {
   private client: Promise<import('../ttrpc').Client> | null = null;
+  /** The client once dialled: forward() then writes the request before it returns. */
+  private connected: import('../ttrpc').Client | null = null;
   constructor(
     private address: string,
     private timeoutMs = FORWARD_TIMEOUT_MS
@@ -64,8 +66,13 @@ export class TtrpcEventSender implements EventSender {
   preconnect(): void {
     this.connection().catch(() => {}); // forward dials again and reports its own failure
   }
+  /**
+   * On a live connection the request is written in this call, not a few promise turns later: an
+   * event published in the middle of an RPC (/tasks/start in Start) goes out before the RPC's reply
+   * and whatever else that turn does.
+   */
   async forward(payload: Uint8Array, namespace: string): Promise<void> {
-    const client = await this.connection();
+    const client = this.connected ?? (await this.connection());
     await client.call(EVENTS_SERVICE, 'Forward', payload, {
       timeoutMs: this.timeoutMs,
       metadata: { 'containerd-namespace-ttrpc': [namespace] },
@@ -78,10 +85,14 @@ export class TtrpcEventSender implements EventSender {
       const p = Client.connect(this.address.replace(/^unix:\/\//, ''));
       this.client = p;
       p.then(
-        (c) =>
+        (c) => {
+          if (this.client === p) this.connected = c;
           c.on('close', () => {
-            if (this.client === p) this.client = null;
-          }),
+            if (this.client !== p) return;
+            this.client = null;
+            this.connected = null;
+          });
+        },
         () => {
           if (this.client === p) this.client = null;
         }
@@ -92,6 +103,7 @@ export class TtrpcEventSender implements EventSender {
   reset(): void {
     const c = this.client;
     this.client = null;
+    this.connected = null;
     c?.then(
       (x) => x.close(),
       () => {}

@@ -213,6 +213,7 @@ export async function warmTaskLifecycle(): Promise<string[]> {
         add: () => Promise.resolve(),
         remove: () => {},
         flush: () => Promise.resolve(),
+        settled: () => true,
         close: () => {},
         handover: () => null,
       }),

@@ -429,6 +429,11 @@ export class Container {
       );
   }
 
+  /** Whether the init's exit can go out at once: no other process of the container to end or to wait for. */
+  initExitNeedsNothing(): boolean {
+    return !this.hostPidNs && this.runningExecs === 0;
+  }
+
   /** The exit is being published: the process is stopped from now on. */
   processExited(p: Process): void {
     if (p instanceof ExecProcess) {

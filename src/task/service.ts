@@ -66,7 +66,7 @@ export interface ServiceDeps {
 }
 
 /** Watches containers' cgroups for OOM kills (the cgroups OomWatcher; tests hand in a fake). */
-export type OomMonitor = Pick<OomWatcher, 'add' | 'remove' | 'flush' | 'close' | 'handover'>;
+export type OomMonitor = Pick<OomWatcher, 'add' | 'remove' | 'flush' | 'settled' | 'close' | 'handover'>;
 
 interface Running {
   container: Container;
@@ -150,16 +150,33 @@ export class TaskService {
   }
 
   private async handleExit(c: Container, p: Process, status: number): Promise<void> {
-    const { events, log } = this.deps;
-    // Stopped from this moment (State, Kill), though the exit event waits for IO and ordering below.
+    // Stopped from this moment (State, Kill), though the exit event may wait for IO and ordering below.
     p.markReaped(status);
+    if (p.isInit) this.persistExit(c, status);
+    // Mostly there is nothing to wait for: publish in this turn. An init that died during runc start
+    // then has its exit right behind /tasks/start, as with the Go shim, and not after the work of
+    // the Start reply, which the awaits below would let run first.
+    if (this.exitIsReady(c, p)) {
+      this.publishExit(c, p, status);
+      return;
+    }
     if (p.isInit) {
-      this.persistExit(c, status);
       await c.initReaped();
       await c.execsDone();
       await this.checkOom(c);
     }
     await c.drained(p);
+    this.publishExit(c, p, status);
+  }
+
+  /** Whether nothing the exit must follow is pending: the rest of the container, an OOM, output. */
+  private exitIsReady(c: Container, p: Process): boolean {
+    if (p.isInit && !(c.initExitNeedsNothing() && this.oom.settled(this.key(c.namespace, c.id)))) return false;
+    return p.io?.outputDrained() ?? true;
+  }
+
+  private publishExit(c: Container, p: Process, status: number): void {
+    const { events, log } = this.deps;
     const t = now();
     p.setExited(status, t.at, t.nanos);
     c.processExited(p);

@@ -225,6 +225,7 @@ export function dryRunRestore(text: string): { containers: number } {
       add: async () => {},
       remove: () => {},
       flush: async () => {},
+      settled: () => true,
       close: () => {},
       handover: () => null,
     }),

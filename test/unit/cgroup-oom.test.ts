@@ -2,13 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, fstatSync, promises as fsp, writeSync } from 'node:fs';
+import { cpSync, existsSync, fstatSync, promises as fsp, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from '../../src/sys/libc';
 import { cgroupForPid } from '../../src/task/cgroups/discovery';
 import { EventfdReader, type EventfdMode } from '../../src/task/cgroups/eventfd-reader';
 import { OomWatcher } from '../../src/task/cgroups/oom';
+import { V1OomRegistration } from '../../src/task/cgroups/oom-v1';
 import { rmdirRetry } from '../support/cgroup';
 import { sleep, until } from '../support/wait';
 
@@ -111,6 +112,54 @@ test('v2: exactly one event per increase, and flush() reads a change inotify has
     await fsp.rm(join(dir, 'memory.events'));
     await until(() => !w.has('c3'), 'watch to stop when memory.events vanishes', { timeoutMs: 3000, everyMs: 10 });
     assert.deepEqual(fired, ['c3']);
+  } finally {
+    w.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+// settled() lets the service publish an exit at once when no OOM can be pending (service.ts).
+test('v1: settled() reads a pending notification at once and is false until flush() reported it', async () => {
+  const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom1-'));
+  const efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const fired: number[] = [];
+  // A registration on our own eventfd: the test plays the kernel's part.
+  const reg = V1OomRegistration.adopt(
+    { efd, unchecked: 0 },
+    { memory: dir },
+    () => fired.push(1),
+    () => {},
+    'poll'
+  );
+  try {
+    assert.equal(reg.settled(), true);
+    signal(efd, 1n);
+    assert.equal(reg.settled(), false, 'the counter in the kernel is read, its check is pending');
+    await reg.flush();
+    assert.deepEqual(fired, [1]);
+    assert.equal(reg.settled(), true);
+  } finally {
+    reg.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('v2: settled() is false while memory.events shows an OOM kill not reported yet', async () => {
+  const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
+  cpSync(V2_FIXTURE, dir, { recursive: true });
+  await fsp.writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n');
+  const fired: string[] = [];
+  const w = new OomWatcher((id) => fired.push(id));
+  try {
+    await w.add('c4', { version: 2, dir });
+    assert.equal(w.settled('c4'), true);
+    // Written and asked in one turn: inotify's event cannot have been handled in between.
+    writeFileSync(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n');
+    assert.equal(w.settled('c4'), false);
+    await w.flush('c4');
+    assert.deepEqual(fired, ['c4']);
+    assert.equal(w.settled('c4'), true);
+    assert.equal(w.settled('nothing-watches-this'), true);
   } finally {
     w.close();
     await fsp.rm(dir, { recursive: true, force: true });

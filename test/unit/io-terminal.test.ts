@@ -132,6 +132,7 @@ test('terminal: output written just before exit is drained (EIO ends the copy), 
       'i=0; while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done; echo last-line'
     );
     assert.equal(await io.waitDrained(10_000), true);
+    assert.equal(io.outputDrained(), true, 'told without waiting once drained');
     const text = await out.done;
     assert.match(text, /line 1999\r\nlast-line\r\n$/);
     assert.equal(text.split('\r\n').length - 1, 2001);

@@ -87,10 +87,12 @@ test('8 MiB burst then exit: every byte reaches the stdout FIFO, stderr kept sep
     assert.deepEqual(io.runcStdio(), ['ignore', 'ignore', 'ignore'], 'container-side fds released after start');
     // containerd attaches late: output waits in the FIFO / pipe, nothing is lost.
     await sleep(200);
+    assert.equal(io.outputDrained(), false, 'nothing reads the FIFO yet: the copy cannot have finished');
     const out = readFifo(stdout);
     const err = readFifo(stderr);
     assert.equal(await exitOf(child), 3);
     assert.equal(await io.waitDrained(10_000), true);
+    assert.equal(io.outputDrained(), true, 'told without waiting once drained');
     const [outBytes, errBytes] = await Promise.all([out.done, err.done]);
     assert.equal(outBytes.length, payload.length);
     assert.equal(sha256(outBytes), sha256(payload));

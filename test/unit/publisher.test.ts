@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Publisher, OutboxJournal, type EventSender } from '../../src/shim/publisher';
+import { Publisher, OutboxJournal, TtrpcEventSender, type EventSender } from '../../src/shim/publisher';
+import { Client, Server } from '../../src/ttrpc';
+import { ServiceName } from '../../src/types/typeurls';
 import { containerd } from '../../src/gen/proto';
 import { createLogger } from '../../src/sys/logger';
 
@@ -21,6 +23,43 @@ class FakeContainerd implements EventSender {
 }
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-pub-'));
+
+test('on a live connection to containerd, publish() has written the Forward request when it returns', async () => {
+  const dir = tmp();
+  const sock = path.join(dir, 'ttrpc.sock');
+  const topics: string[] = [];
+  const server = new Server();
+  server.register(ServiceName.Events, {
+    Forward: (payload) => {
+      topics.push(containerd.services.events.ttrpc.v1.ForwardRequest.decode(payload).envelope!.topic!);
+      return new Uint8Array(0);
+    },
+  });
+  await server.listen(sock);
+  const sender = new TtrpcEventSender(`unix://${sock}`);
+  const p = new Publisher(sender);
+  const calls: string[] = [];
+  const call = Client.prototype.call;
+  try {
+    p.publish('ns', '/tasks/create', 'containerd.events.TaskCreate', new Uint8Array(0)); // dials
+    assert.equal(await p.drain(5000), true);
+    Client.prototype.call = function (this: Client, ...args: Parameters<Client['call']>) {
+      calls.push(args[1]);
+      return call.apply(this, args);
+    };
+    p.publish('ns', '/tasks/start', 'containerd.events.TaskStart', new Uint8Array(0));
+    // Not a promise turn later, when the rest of an RPC (its reply, other events' work) ran first.
+    assert.deepEqual(calls, ['Forward']);
+    assert.equal(await p.drain(5000), true);
+    assert.deepEqual(topics, ['/tasks/create', '/tasks/start']);
+  } finally {
+    Client.prototype.call = call;
+    p.close();
+    sender.reset();
+    await server.shutdown(0);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test('events are delivered in order with namespace and a non-zero timestamp', async () => {
   const fake = new FakeContainerd();

@@ -52,6 +52,9 @@ class FakeOom implements OomMonitor {
   async flush(key: string): Promise<void> {
     if (this.pending.delete(key)) this.onOom(key);
   }
+  settled(key: string): boolean {
+    return !this.pending.has(key);
+  }
   close(): void {}
 }
 
@@ -219,6 +222,48 @@ test('an init that exits while runc start runs: the exit is held until /tasks/st
   assert.deepEqual(s.sink.topics, ['/tasks/create', '/tasks/start', '/tasks/exit c1']);
   assert.equal(s.service.state('ns', 'c1', '').status, STATUS.STOPPED);
   assert.equal(s.service.state('ns', 'c1', '').exit_status, 1);
+});
+
+test('an init that died during runc start, with nothing left to wait for: its exit goes out in the same turn as /tasks/start', async () => {
+  const s = await setup();
+  try {
+    await s.create();
+  } finally {
+    s.restoreEnv();
+  }
+  // What was published by the first microtask after /tasks/start: the Start reply's own work runs
+  // from then on, and an exit published later would wait for it.
+  let seenRightAfterStart: string[] | undefined;
+  const publish = s.sink.publish.bind(s.sink);
+  s.sink.publish = (ns, topic, typeUrl, value) => {
+    publish(ns, topic, typeUrl, value);
+    if (topic === '/tasks/start') queueMicrotask(() => (seenRightAfterStart = [...s.sink.topics]));
+  };
+  const start = s.hold('start');
+  const starting = s.service.start('ns', 'c1', '');
+  await start.held();
+  s.exits.emit(s.initPid, 0);
+  start.release();
+  await starting;
+  assert.deepEqual(seenRightAfterStart, ['/tasks/create', '/tasks/start', '/tasks/exit c1']);
+});
+
+test('an init that died during runc start with an OOM pending: the exit waits for the OOM check', async () => {
+  const s = await setup();
+  try {
+    await s.create();
+  } finally {
+    s.restoreEnv();
+  }
+  const start = s.hold('start');
+  const starting = s.service.start('ns', 'c1', '');
+  await start.held();
+  s.oom().pending.add('ns/c1');
+  s.exits.emit(s.initPid, 137);
+  start.release();
+  await starting;
+  await s.published('/tasks/exit c1');
+  assert.deepEqual(s.sink.topics, ['/tasks/create', '/tasks/start', '/tasks/oom', '/tasks/exit c1']);
 });
 
 test("exec exits are published before the init's exit, even when the init died first", async () => {

@@ -124,6 +124,12 @@ export class V1OomRegistration {
     await this.checking;
   }
 
+  /** Reads a pending counter now; true when no notification waits for its check. */
+  settled(): boolean {
+    this.reader.drain();
+    return this.closed || this.unchecked === 0;
+  }
+
   /** Stops watching but keeps the registration, for the next program (see adopt). */
   handover(): V1OomHandover {
     const efd = this.reader.detach(); // a pending counter becomes one more unchecked notification

@@ -1,6 +1,6 @@
 // cgroup v2 OOM notification: inotify (fs.watch) on memory.events and cgroup.events; an increase
 // of the oom_kill counter is an OOM kill. Stops when the cgroup is empty or removed.
-import { watch, type FSWatcher } from 'node:fs';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { isNotExist } from './errors';
 import { readOptional } from './files';
@@ -105,6 +105,21 @@ export class V2OomWatch {
     this.schedule();
     // eslint-disable-next-line @typescript-eslint/await-thenable -- schedule() set this.running; TS keeps the loop's narrowing
     while (this.running) await this.running;
+  }
+
+  /**
+   * True when memory.events shows no OOM kill beyond the ones reported and no read is in flight.
+   * One synchronous read of a cgroupfs file; any doubt answers false (flush() then decides).
+   */
+  settled(): boolean {
+    if (this.closed) return true;
+    if (this.running) return false;
+    try {
+      const events = readFileSync(join(this.dir, 'memory.events'), 'utf8');
+      return u64ToBigInt(parseFlatKeyed(events, 'memory.events').get('oom_kill')) <= this.lastOomKill;
+    } catch {
+      return false;
+    }
   }
 
   close(): void {

@@ -22,6 +22,7 @@ export interface OomWatcherOptions {
 interface Watch {
   close(): void;
   flush(): Promise<void>;
+  settled(): boolean;
   handover(): OomWatchHandover;
 }
 
@@ -105,6 +106,14 @@ export class OomWatcher {
    * Stops watching a container and returns what the next program needs to go on (in-place
    * upgrade): nothing is reported from here on, and nothing that happened is lost.
    */
+  /**
+   * Whether flush() would report nothing, told without waiting: false when an OOM notification is
+   * pending or still being checked (then flush() before publishing the exit).
+   */
+  settled(containerId: string): boolean {
+    return this.watches.get(containerId)?.settled() ?? true;
+  }
+
   handover(containerId: string): OomWatchHandover | null {
     const w = this.watches.get(containerId);
     if (!w) return null;

@@ -50,6 +50,8 @@ export class PipeProcessIO implements ProcessIO {
   /** Shim copies of container-side ends (and logger-side ends), closed once runc has started. */
   private readonly closeAfterStart: number[] = [];
   private readonly outputCopies: Promise<PumpResult>[] = [];
+  /** Output copies not finished yet (one that failed stays counted: waitDrained decides then). */
+  private copiesRunning = 0;
   /** Output copiers wait for runc to succeed: like the Go shim, a failed runc's own stderr is not copied to the client. */
   private readonly startAfterRunc: (() => void)[] = [];
   private stdinKeepAliveFd?: number;
@@ -124,6 +126,10 @@ export class PipeProcessIO implements ProcessIO {
     clearTimeout(timer);
     if (!done) this.opts.log?.('warn', 'output not drained in time', { timeoutMs });
     return done;
+  }
+
+  outputDrained(): boolean {
+    return this.copiesRunning === 0;
   }
 
   close(): Promise<void> {
@@ -233,6 +239,11 @@ export class PipeProcessIO implements ProcessIO {
       return r;
     });
     this.outputCopies.push(copy);
+    this.copiesRunning++;
+    copy.then(
+      () => this.copiesRunning--,
+      () => {}
+    );
   }
 
   private startStdin(src: import('node:net').Socket, dstFd: number, pending?: Buffer): void {

@@ -37,6 +37,8 @@ export class TerminalProcessIO implements ProcessIO {
   /** Set once the master arrived: a resize after it was closed again is an error, not an early one. */
   private masterReceived = false;
   private drained: Promise<void> = Promise.resolve();
+  /** Whether `drained` has resolved (false while the console is copied, and after a failed copy). */
+  private consoleDrained = true;
   private logger?: BinaryLogger | AdoptedLogger;
   private stdoutState: DestinationState = { kind: 'discard' };
   private stdoutKeepReaderFd?: number;
@@ -142,13 +144,16 @@ export class TerminalProcessIO implements ProcessIO {
     const out = this.stdoutDst ?? discard();
     const consolePending = pending?.console;
     if (consolePending?.length) afterRestore(() => out.write(consolePending));
+    this.consoleDrained = false;
     this.drained = pump(sock, out, {
       name: 'console',
       log: this.opts.log,
       endOnErrorCodes: ['EIO'],
       readRemaining: () => this.readMasterNow(),
       control: this.consoleControl,
-    }).then(() => undefined);
+    }).then(() => {
+      this.consoleDrained = true;
+    });
     if (this.stdinReader) {
       const stdinPending = pending?.stdin;
       if (stdinPending?.length) afterRestore(() => sock.write(stdinPending));
@@ -269,6 +274,10 @@ export class TerminalProcessIO implements ProcessIO {
     clearTimeout(timer);
     if (!done) this.opts.log?.('warn', 'console output not drained in time', { timeoutMs });
     return done;
+  }
+
+  outputDrained(): boolean {
+    return this.consoleDrained;
   }
 
   close(): Promise<void> {

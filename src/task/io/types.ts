@@ -67,6 +67,8 @@ export interface ProcessIO {
    * timeoutMs passed first (the rest keeps flowing until close()).
    */
   waitDrained(timeoutMs?: number): Promise<boolean>;
+  /** Whether waitDrained would resolve true at once: every output copy has finished. */
+  outputDrained(): boolean;
   /** Releases everything: fifos, pipes, console, logging binary (SIGTERM, 12 s, SIGKILL). Idempotent. */
   close(): Promise<void>;
   /** In-place upgrade: the controls to hand this IO to the next process, or why it cannot be now. */
