@@ -289,6 +289,28 @@ test('idle collector: released() makes the next collection, and only that one, a
   );
 });
 
+test('idle collector: with compactFirst the first collection, and only that one, compacts', (t) => {
+  const advance = mockedTime(t);
+  const calls: (boolean | undefined)[] = [];
+  const c = new IdleCollector(
+    30,
+    (compact) => {
+      calls.push(compact);
+    },
+    { compactFirst: true, rss: () => 50 << 20 }
+  );
+  c.activity();
+  advance(30);
+  advance(FOLLOW_UP_GC_MS); // the follow-up
+  c.activity();
+  advance(30);
+  assert.deepEqual(
+    calls.map((x) => x === true),
+    [true, false, false]
+  );
+  c.close();
+});
+
 test('compactingGc: one collection gives back the pages of a fragmented old space', async () => {
   const v8 = await import('node:v8');
   const vm = await import('node:vm');
