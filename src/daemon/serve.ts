@@ -204,7 +204,11 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   const publisher = new Publisher(sender, journal, log);
   publisher.stats.discarded = stale.length;
 
-  const idleGc = new IdleCollector(IDLE_GC_MS, daemonCollection(config.trim), { footprint: processFootprint, log });
+  const idleGc = new IdleCollector(IDLE_GC_MS, daemonCollection(config.trim), {
+    footprint: processFootprint,
+    compactFirst: true,
+    log,
+  });
   // The next container's warm spare boots once this container runs and the shim is quiet (see
   // SpareLaunch): booting it during Create and Start took CPU from runc there (+8 ms and +4 ms on
   // these 2 cores), and right after Start it delayed the exit and Delete.

@@ -28,9 +28,10 @@ export const BACKGROUND_GC_MIN_MS = 10_000;
 
 /**
  * A collection; `compact` asks for the old generation to be compacted whole (see compactingGc);
- * `done` runs once the collection and its trim are over.
+ * `done` runs once the collection is over and before its trim drops any page (see collectAndTrim),
+ * with the resident kB of files that the trim then drops (0 without a trim).
  */
-type GcFn = (compact?: boolean, done?: () => void) => void;
+type GcFn = (compact?: boolean, done?: (droppingFileKb: number) => void) => void;
 
 /**
  * What a quiet period is measured by: what V8 holds (its heap in use and the memory of Buffers and
@@ -57,12 +58,14 @@ export function processFootprint(): Footprint {
  */
 export const HEAP_CHANGE_MIN_BYTES = 2 << 20;
 /**
- * ... or this much file-backed memory came back into the resident set (what a trim would drop). A
- * call faults back the code it runs, much the same each time: after a trim, one Stats ~5.5 MiB,
- * a few more calls ~9-11 MiB (debug log of a shim with a Stats every 12 s), a collection's own
- * code ~6 MiB. Below that, a trim would only make the next calls fault the same pages back in.
+ * ... or this much file-backed memory came back into the resident set (what a trim would drop),
+ * counted from what the trim left right after its drop (~1-2 MiB). A call faults back the code it
+ * runs, much the same each time: after a trim, one Stats ~11 MiB, a few more calls 16-18 MiB
+ * (debug log of a shim with a Stats every 10 s, bench/results/2026-12-03-mem3.md), a collection's
+ * own code ~6 MiB. Below that, a trim would only make the next calls fault the same pages back in.
+ * (Counted from a footprint read after the drop, which faulted ~4.5 MiB back itself, this was 16.)
  */
-export const FILE_GROWTH_MIN_KB = 16 << 10;
+export const FILE_GROWTH_MIN_KB = 22 << 10;
 /** V8's gc() of --expose-gc: a full collection, or with { type: 'minor' } a scavenge of the young generation. */
 type ExposedGc = (options?: { type: 'minor' | 'major' }) => void;
 
@@ -96,23 +99,36 @@ export function compactingGc(gc: ExposedGc): void {
 
 /**
  * One full collection (compacting when `compact`, see compactingGc), then (unless configured off)
- * the resident-set trim; a no-op without --expose-gc.
+ * the resident-set trim; a no-op without --expose-gc. `done` runs inside the trim, right before it
+ * drops the pages of files (see trimResidentSet): what runs after the drop faults its code back in,
+ * and the footprint that `done` reads there kept ~3.5 MiB of node's code resident in an idle
+ * per-node daemon when it ran after the trim.
  */
-export function collectAndTrim(trim: boolean, compact = false, done?: () => void): void {
+export function collectAndTrim(trim: boolean, compact = false, done?: (droppingFileKb: number) => void): void {
   const gc = exposedGc();
   if (!gc) return;
   if (compact) compactingGc(gc);
   else gc();
-  if (!trim) return done?.();
+  if (!trim) return done?.(0);
   setTimeout(() => {
-    trimResidentSet(() => gc({ type: 'minor' }));
-    done?.();
+    let reported = false;
+    trimResidentSet(
+      () => gc({ type: 'minor' }),
+      undefined,
+      (kb) => {
+        reported = true;
+        done?.(kb);
+      }
+    );
+    if (!reported) done?.(0); // nothing to trim with (no /proc, no koffi)
   }, TRIM_AFTER_GC_MS).unref();
 }
 
 /** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */
 export function daemonCollection(trim: boolean): GcFn | undefined {
-  return exposedGc() ? (compact?: boolean, done?: () => void) => collectAndTrim(trim, compact, done) : undefined;
+  return exposedGc()
+    ? (compact?: boolean, done?: (droppingFileKb: number) => void) => collectAndTrim(trim, compact, done)
+    : undefined;
 }
 
 export interface IdleCollectorOptions {
@@ -121,6 +137,14 @@ export interface IdleCollectorOptions {
   rss?: () => number;
   /** Without it every quiet period gets a collection; with it, only one after a change (see above). */
   footprint?: () => Footprint;
+  /**
+   * The first collection compacts (see compactingGc). A shim's first quiet period follows its boot
+   * and its first container's Create and Start: the collection frees their garbage but keeps the
+   * pages it was on, and the follow-ups compact little of it. Compacting then costs ~30 ms of CPU
+   * once (~40 ms against ~10 for a plain collection of a serving shim's heap) and gives back
+   * ~0.5 MiB of old space for the life of the shim (bench/results/2026-12-03-mem3.md).
+   */
+  compactFirst?: boolean;
   log?: Logger;
 }
 
@@ -149,6 +173,7 @@ export class IdleCollector {
     private readonly opts: IdleCollectorOptions = {}
   ) {
     this.backgroundMinMs = opts.backgroundMinMs ?? BACKGROUND_GC_MIN_MS;
+    this.compactNext = opts.compactFirst === true;
     this.rss = opts.rss ?? (() => process.memoryUsage.rss());
   }
 
@@ -219,7 +244,12 @@ export class IdleCollector {
     }
     this.compactNext = false;
     const measure = this.opts.footprint;
-    this.gc!(compact, measure && (() => (this.afterCleanup = measure())));
+    // What the cleanup leaves, read before the trim drops the pages of files (less those pages).
+    const cleaned = (droppingFileKb = 0) => {
+      const f = measure!();
+      this.afterCleanup = { ...f, fileResidentKb: Math.max(0, f.fileResidentKb - droppingFileKb) };
+    };
+    this.gc!(compact, measure && cleaned);
     this.lastGc = Date.now();
     this.collections++;
     this.rssAtLastGc = this.rss();

@@ -14,6 +14,8 @@ export interface Mapping {
   perms: string;
   path: string;
   anonymousKb: number;
+  /** Resident kB (Rss), 0 when smaps says nothing. */
+  rssKb: number;
 }
 
 /** /proc/<pid>/smaps as a list of mappings with their anonymous (COW'd) size. */
@@ -23,12 +25,22 @@ export function parseSmaps(text: string): Mapping[] {
   for (const line of text.split('\n')) {
     const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (m) {
-      cur = { start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3], path: m[4], anonymousKb: -1 };
+      cur = {
+        start: BigInt(`0x${m[1]}`),
+        end: BigInt(`0x${m[2]}`),
+        perms: m[3],
+        path: m[4],
+        anonymousKb: -1,
+        rssKb: 0,
+      };
       out.push(cur);
       continue;
     }
-    const a = /^Anonymous:\s+(\d+) kB/.exec(line);
-    if (a && cur) cur.anonymousKb = Number(a[1]);
+    const a = /^(Anonymous|Rss):\s+(\d+) kB/.exec(line);
+    if (a && cur) {
+      if (a[1] === 'Rss') cur.rssKb = Number(a[2]);
+      else cur.anonymousKb = Number(a[2]);
+    }
   }
   return out;
 }
@@ -82,21 +94,29 @@ const processOps: TrimOps = {
  * splitting it leaves ~1 MiB of garbage in a young generation of 1 MiB semi-spaces
  * (node-flags.ts), and without it the next call paid for a scavenge, with the scavenger's code
  * faulted back in: ~3 ms more shim CPU per Stats after an idle period (bench/results/2026-12-03-idle.md).
+ * `beforeDrop` runs after malloc_trim, right before the first page is dropped, with the resident kB
+ * about to be dropped: whatever runs after the drop faults its code back in (a footprint read
+ * there kept ~3.5 MiB of node's code resident in an idle per-node daemon,
+ * bench/results/2026-12-03-mem3.md), so the drop comes last.
  */
-export function trimResidentSet(collectYoung?: () => void, ops: TrimOps = processOps): TrimResult {
+export function trimResidentSet(
+  collectYoung?: () => void,
+  ops: TrimOps = processOps,
+  beforeDrop?: (droppingKb: number) => void
+): TrimResult {
   const r: TrimResult = { mappings: 0, bytes: 0 };
   try {
-    const ranges = parseSmaps(ops.readSmaps())
-      .filter(trimmable)
-      .map((m) => [m.start, Number(m.end - m.start)] as const);
+    const maps = parseSmaps(ops.readSmaps()).filter(trimmable);
     collectYoung?.();
-    for (const [start, len] of ranges) {
-      if (ops.drop(start, len)) {
+    ops.mallocTrim();
+    beforeDrop?.(maps.reduce((kb, m) => kb + m.rssKb, 0));
+    for (const m of maps) {
+      const len = Number(m.end - m.start);
+      if (ops.drop(m.start, len)) {
         r.mappings++;
         r.bytes += len;
       }
     }
-    ops.mallocTrim();
   } catch {
     /* no /proc or no koffi: nothing trimmed */
   }

@@ -1,5 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import {
   FILE_GROWTH_MIN_KB,
   FOLLOW_UP_GC_MS,
@@ -22,16 +24,20 @@ function mockedTime(t: TestContext): (ms: number) => void {
 
 /**
  * A collector on a fake collection that records its `compact` flag, runs `onCollect` (what the
- * cleanup leaves) and reports itself done at once, measured by `footprint`.
+ * cleanup leaves) and reports itself done at once, measured by `footprint`, with `droppingFileKb`
+ * as what its trim is about to drop.
  */
-function measuredCollector(footprint: () => Footprint, o: { rss?: number; onCollect?: () => void } = {}) {
+function measuredCollector(
+  footprint: () => Footprint,
+  o: { rss?: number; onCollect?: () => void; droppingFileKb?: number } = {}
+) {
   const calls: (boolean | undefined)[] = [];
   const c = new IdleCollector(
     30,
     (compact, done) => {
       calls.push(compact);
       o.onCollect?.();
-      done?.();
+      done?.(o.droppingFileKb ?? 0);
     },
     { footprint, rss: () => o.rss ?? 50 << 20 }
   );
@@ -191,6 +197,27 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   c.close();
 });
 
+test('idle collector: the resident code a cleanup leaves is counted without what its trim drops', (t) => {
+  const advance = mockedTime(t);
+  // Read before the trim drops anything (whatever runs after the drop faults code back in): 20 MiB
+  // of files resident, 18 MiB of which the trim is about to drop.
+  const now: Footprint = { heapUsedBytes: 10 << 20, anonResidentKb: 12 << 10, fileResidentKb: 20 << 10 };
+  const { c, calls } = measuredCollector(() => ({ ...now }), { droppingFileKb: 18 << 10 });
+  c.activity();
+  advance(30);
+  advance(10 * FOLLOW_UP_GC_MS);
+  const n = calls.length;
+  now.fileResidentKb = (2 << 10) + FILE_GROWTH_MIN_KB - 1;
+  c.activity();
+  advance(30);
+  assert.equal(calls.length, n, 'less than FILE_GROWTH_MIN_KB above the 2 MiB left: no collection');
+  now.fileResidentKb = (2 << 10) + FILE_GROWTH_MIN_KB;
+  c.activity();
+  advance(30);
+  assert.equal(calls.length, n + 1, 'FILE_GROWTH_MIN_KB above what the trim left: a collection');
+  c.close();
+});
+
 test("idle collector: a call that cuts a cleanup's follow-ups short does not cancel them", (t) => {
   const advance = mockedTime(t);
   const { c, calls } = measuredCollector(() => STEADY);
@@ -262,6 +289,28 @@ test('idle collector: released() makes the next collection, and only that one, a
   );
 });
 
+test('idle collector: with compactFirst the first collection, and only that one, compacts', (t) => {
+  const advance = mockedTime(t);
+  const calls: (boolean | undefined)[] = [];
+  const c = new IdleCollector(
+    30,
+    (compact) => {
+      calls.push(compact);
+    },
+    { compactFirst: true, rss: () => 50 << 20 }
+  );
+  c.activity();
+  advance(30);
+  advance(FOLLOW_UP_GC_MS); // the follow-up
+  c.activity();
+  advance(30);
+  assert.deepEqual(
+    calls.map((x) => x === true),
+    [true, false, false]
+  );
+  c.close();
+});
+
 test('compactingGc: one collection gives back the pages of a fragmented old space', async () => {
   const v8 = await import('node:v8');
   const vm = await import('node:vm');
@@ -280,4 +329,24 @@ test('compactingGc: one collection gives back the pages of a fragmented old spac
   const after = oldSpace();
   assert.ok(after < full - (8 << 20), `old space ${full} -> ${after} bytes`);
   assert.equal(objects.length, 20_000);
+});
+
+test('collectAndTrim: done runs once, inside the trim, while the pages it is about to drop are still resident', () => {
+  const idle = path.resolve(__dirname, '../../src/shim/idle-gc.js');
+  const script = `
+    const { collectAndTrim } = require(${JSON.stringify(idle)});
+    const { residentKb } = require(${JSON.stringify(path.resolve(__dirname, '../../src/shim/trim.js'))});
+    require('net'); require('child_process');
+    const seen = [];
+    collectAndTrim(true, false, (kb) => seen.push({ kb, fileKb: residentKb().fileKb }));
+    setTimeout(() => console.log(JSON.stringify({ seen, fileKb: residentKb().fileKb })), 1000);
+  `;
+  const res = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+  assert.equal(res.status, 0, res.stderr);
+  const j = JSON.parse(res.stdout) as { seen: { kb: number; fileKb: number }[]; fileKb: number };
+  assert.equal(j.seen.length, 1, 'done once');
+  const [{ kb, fileKb }] = j.seen;
+  assert.ok(kb > 4096, `the trim drops ${kb} kB of files`);
+  assert.ok(fileKb >= kb, `when done runs, ${fileKb} kB of files are resident, ${kb} of them to be dropped`);
+  assert.ok(j.fileKb < fileKb - kb / 2, `files resident after the trim: ${j.fileKb} kB`);
 });

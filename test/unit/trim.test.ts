@@ -28,6 +28,8 @@ test('trim: only private, read-only, file-backed mappings without copy-on-write 
   assert.equal(maps.length, 7);
   assert.equal(maps[0].start, 0x55d0c0000000n);
   assert.equal(maps[1].anonymousKb, 120);
+  assert.equal(maps[1].rssKb, 900);
+  assert.equal(maps[2].rssKb, 0, 'no Rss line');
   assert.deepEqual(
     maps.filter(trimmable).map((m) => `${m.perms} ${m.path}`),
     [
@@ -61,19 +63,24 @@ test('trim: a real process sheds most of its RSS and keeps working', () => {
   assert.ok(j.after < j.before * 0.7, `RSS ${j.before} -> ${j.after} kB`);
 });
 
-test('trim: the young collection runs after /proc/self/smaps is parsed and before any page is dropped', () => {
+test('trim: the young collection, malloc_trim and beforeDrop run after /proc/self/smaps is parsed and before any page is dropped', () => {
   const steps: string[] = [];
-  const r = trimResidentSet(() => steps.push('scavenge'), {
-    readSmaps: () => (steps.push('read'), SMAPS),
-    drop: (start, len) => (steps.push(`drop ${start.toString(16)} ${len}`), true),
-    mallocTrim: () => steps.push('malloc_trim'),
-  });
+  const r = trimResidentSet(
+    () => steps.push('scavenge'),
+    {
+      readSmaps: () => (steps.push('read'), SMAPS),
+      drop: (start, len) => (steps.push(`drop ${start.toString(16)} ${len}`), true),
+      mallocTrim: () => steps.push('malloc_trim'),
+    },
+    (kb) => steps.push(`before drop ${kb}`)
+  );
   assert.deepEqual(steps, [
     'read',
     'scavenge',
+    'malloc_trim',
+    'before drop 9000', // the resident kB of what is dropped: node's text (libc's mapping has no Rss line)
     'drop 55d0c0000000 33554432',
     'drop 7f0000400000 1048576',
-    'malloc_trim',
   ]);
   assert.deepEqual(r, { mappings: 2, bytes: 33554432 + 1048576 });
 });
