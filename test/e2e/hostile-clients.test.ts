@@ -44,7 +44,7 @@ function assertSurvivedAndRecovered(r: AttackReport): void {
   assert.ok(pidAlive(target.shimPid));
   assert.ok(r.probeCalls > 0, 'the other connection completed calls during the attack');
   assert.deepEqual(r.probeErrors, [], 'the other connection got no errors');
-  assert.ok(r.rssAfter <= r.rssBefore * 1.2, `RSS after (${r.rssAfter}) within 20% of before (${r.rssBefore})`);
+  assert.ok(r.rssAfter <= r.rssBefore * 1.2, `RssAnon after (${r.rssAfter}) within 20% of before (${r.rssBefore})`);
   assert.ok(!/uncaught exception|unhandled rejection/.test(c.logTail(500_000)), 'no uncaught error in the shim log');
 }
 

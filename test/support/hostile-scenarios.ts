@@ -8,7 +8,7 @@ import { encodeFrame } from '../../src/ttrpc/channel';
 import { encodeRequest } from '../../src/ttrpc/codec';
 import { containerd as api } from '../../src/gen/proto';
 import { TASK_SERVICE } from './containers';
-import { pidAlive, rssBytes } from './proc';
+import { anonRssBytes, pidAlive } from './proc';
 import { sleep } from './wait';
 
 const T = api.task.v2;
@@ -21,6 +21,7 @@ export interface Target {
   shimPid: number;
 }
 
+/** rss*: anonymous resident memory (RssAnon): what the attack made the shim hold, without code pages. */
 export interface AttackReport {
   name: string;
   rssBefore: number;
@@ -106,7 +107,7 @@ class Observer {
     private readonly client: Client
   ) {
     this.sampler = setInterval(() => {
-      this.peak = Math.max(this.peak, rssBytes(target.shimPid));
+      this.peak = Math.max(this.peak, anonRssBytes(target.shimPid));
     }, 50);
     this.loop = this.probe();
   }
@@ -137,7 +138,7 @@ class Observer {
   async stop(): Promise<void> {
     await this.stopProbe();
     clearInterval(this.sampler);
-    this.peak = Math.max(this.peak, rssBytes(this.target.shimPid));
+    this.peak = Math.max(this.peak, anonRssBytes(this.target.shimPid));
   }
 }
 
@@ -146,7 +147,7 @@ export async function runAttack(target: Target, name: string, attack: () => Prom
   const probeClient = await Client.connect(target.socket);
   try {
     await sleep(SETTLE_MS); // the shim is quiet: its idle collection ran
-    const rssBefore = rssBytes(target.shimPid);
+    const rssBefore = anonRssBytes(target.shimPid);
     const obs = new Observer(target, probeClient);
     let detail = '';
     let stats: AttackRun['stats'] = {};
@@ -167,10 +168,10 @@ export async function runAttack(target: Target, name: string, attack: () => Prom
     // V8 finishes freeing (concurrent sweeping, its memory reducer) some seconds after the idle
     // collection: wait for RSS to come back within 20%, bounded.
     const recoveryStart = Date.now();
-    let rssAfter = rssBytes(target.shimPid);
+    let rssAfter = anonRssBytes(target.shimPid);
     while (rssAfter > rssBefore * 1.2 && Date.now() - recoveryStart < RECOVERY_MAX_MS) {
       await sleep(500);
-      rssAfter = rssBytes(target.shimPid);
+      rssAfter = anonRssBytes(target.shimPid);
     }
     return {
       name,
@@ -345,7 +346,7 @@ export function deepExecSpec(target: Target, bytes: number) {
 export function formatReport(r: AttackReport): string {
   const mib = (b: number) => (b / 1048576).toFixed(1);
   return (
-    `${r.name}: RSS ${mib(r.rssBefore)} -> peak ${mib(r.rssPeak)} -> after ${mib(r.rssAfter)} MiB (${r.secondsToRecover >= 0 ? `within 20% ${r.secondsToRecover.toFixed(1)} s after the end` : 'NOT back within 20%'}); ` +
+    `${r.name}: RssAnon ${mib(r.rssBefore)} -> peak ${mib(r.rssPeak)} -> after ${mib(r.rssAfter)} MiB (${r.secondsToRecover >= 0 ? `within 20% ${r.secondsToRecover.toFixed(1)} s after the end` : 'NOT back within 20%'}); ` +
     `longest stall of another connection ${r.longestStallMs} ms (${r.probeCalls} calls, ${r.probeErrors.length} errors` +
     `${r.probeErrors.length ? `: ${r.probeErrors[0]}` : ''}); shim ${r.shimAlive ? 'alive' : 'DEAD'}\n  ${r.detail}`
   );

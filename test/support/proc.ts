@@ -128,6 +128,19 @@ export function rssBytes(pid: number): number {
   }
 }
 
+/**
+ * Anonymous resident memory in bytes (RssAnon): what a process holds of its own, without the code
+ * pages of its binary that an idle shim drops and its next call faults back in (src/shim/trim.ts).
+ */
+export function anonRssBytes(pid: number): number {
+  try {
+    const m = /RssAnon:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : -1;
+  } catch {
+    return -1;
+  }
+}
+
 /** Alive and not a zombie. */
 export function pidAlive(pid: number): boolean {
   const s = procStat(pid);
