@@ -96,12 +96,22 @@ test('v2: oom_kill increases in memory.events fire once each; populated 0 stops 
   }
 });
 
-test('v2: exactly one event per increase, and flush() reads a change inotify has not delivered yet', async () => {
+/** A copy of the v2 fixture whose memory.events shows no OOM kill, and a watcher recording ids. */
+async function v2Copy() {
   const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
   cpSync(V2_FIXTURE, dir, { recursive: true });
   await fsp.writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n');
   const fired: string[] = [];
   const w = new OomWatcher((id) => fired.push(id));
+  const cleanup = async () => {
+    w.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  };
+  return { dir, fired, w, cleanup };
+}
+
+test('v2: exactly one event per increase, and flush() reads a change inotify has not delivered yet', async () => {
+  const { dir, fired, w, cleanup } = await v2Copy();
   try {
     await w.add('c3', { version: 2, dir });
     await fsp.writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n');
@@ -113,8 +123,7 @@ test('v2: exactly one event per increase, and flush() reads a change inotify has
     await until(() => !w.has('c3'), 'watch to stop when memory.events vanishes', { timeoutMs: 3000, everyMs: 10 });
     assert.deepEqual(fired, ['c3']);
   } finally {
-    w.close();
-    await fsp.rm(dir, { recursive: true, force: true });
+    await cleanup();
   }
 });
 
@@ -145,11 +154,7 @@ test('v1: settled() reads a pending notification at once and is false until flus
 });
 
 test('v2: settled() is false while memory.events shows an OOM kill not reported yet', async () => {
-  const dir = await fsp.mkdtemp(join(tmpdir(), 'tsshim-oom2-'));
-  cpSync(V2_FIXTURE, dir, { recursive: true });
-  await fsp.writeFile(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n');
-  const fired: string[] = [];
-  const w = new OomWatcher((id) => fired.push(id));
+  const { dir, fired, w, cleanup } = await v2Copy();
   try {
     await w.add('c4', { version: 2, dir });
     assert.equal(w.settled('c4'), true);
@@ -161,8 +166,7 @@ test('v2: settled() is false while memory.events shows an OOM kill not reported 
     assert.equal(w.settled('c4'), true);
     assert.equal(w.settled('nothing-watches-this'), true);
   } finally {
-    w.close();
-    await fsp.rm(dir, { recursive: true, force: true });
+    await cleanup();
   }
 });
 

@@ -176,13 +176,19 @@ async function setup(env: Record<string, string> = {}) {
   };
 }
 
-async function started(env: Record<string, string> = {}) {
+/** setup() with c1 created (the environment restored). */
+async function created(env: Record<string, string> = {}) {
   const s = await setup(env);
   try {
     await s.create();
   } finally {
     s.restoreEnv();
   }
+  return s;
+}
+
+async function started(env: Record<string, string> = {}) {
+  const s = await created(env);
   await s.service.start('ns', 'c1', '');
   return s;
 }
@@ -204,12 +210,7 @@ test('an init that exits while runc create runs: /tasks/create goes out first, t
 });
 
 test('an init that exits while runc start runs: the exit is held until /tasks/start went out', async () => {
-  const s = await setup();
-  try {
-    await s.create();
-  } finally {
-    s.restoreEnv();
-  }
+  const s = await created();
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -225,12 +226,7 @@ test('an init that exits while runc start runs: the exit is held until /tasks/st
 });
 
 test('an init that died during runc start, with nothing left to wait for: its exit goes out in the same turn as /tasks/start', async () => {
-  const s = await setup();
-  try {
-    await s.create();
-  } finally {
-    s.restoreEnv();
-  }
+  const s = await created();
   // What was published by the first microtask after /tasks/start: the Start reply's own work runs
   // from then on, and an exit published later would wait for it.
   let seenRightAfterStart: string[] | undefined;
@@ -249,12 +245,7 @@ test('an init that died during runc start, with nothing left to wait for: its ex
 });
 
 test('an init that died during runc start with an OOM pending: the exit waits for the OOM check', async () => {
-  const s = await setup();
-  try {
-    await s.create();
-  } finally {
-    s.restoreEnv();
-  }
+  const s = await created();
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -357,12 +348,7 @@ test('Kill after the exit: NOT_FOUND for an exec and for the init, no signal, no
 });
 
 test('operations on one process are serialised: a Delete during Start sees the running process', async () => {
-  const s = await setup();
-  try {
-    await s.create();
-  } finally {
-    s.restoreEnv();
-  }
+  const s = await created();
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -391,12 +377,7 @@ test('ResizePty consults the exec state table: a stopped exec cannot be resized,
 });
 
 test('an init that exits while a failing runc start runs: the Start fails and the exit is still published', async () => {
-  const s = await setup({ FAKE_RUNC_FAIL: 'start', FAKE_RUNC_ERROR: 'container not running' });
-  try {
-    await s.create();
-  } finally {
-    s.restoreEnv();
-  }
+  const s = await created({ FAKE_RUNC_FAIL: 'start', FAKE_RUNC_ERROR: 'container not running' });
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();
@@ -409,12 +390,7 @@ test('an init that exits while a failing runc start runs: the Start fails and th
 });
 
 test('a Kill queued behind a Start leaves the queue when its request is cancelled', async () => {
-  const s = await setup();
-  try {
-    await s.create();
-  } finally {
-    s.restoreEnv();
-  }
+  const s = await created();
   const start = s.hold('start');
   const starting = s.service.start('ns', 'c1', '');
   await start.held();

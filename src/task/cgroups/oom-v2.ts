@@ -7,6 +7,11 @@ import { readOptional } from './files';
 import { parseFlatKeyed } from './stats-v2';
 import { u64ToBigInt } from './u64';
 
+/** The oom_kill counter of a memory.events text. */
+function oomKillsIn(memoryEvents: string): bigint {
+  return u64ToBigInt(parseFlatKeyed(memoryEvents, 'memory.events').get('oom_kill'));
+}
+
 /** A v2 watch as it crosses an in-place upgrade: the oom_kill count already reported. */
 export interface V2OomHandover {
   /** decimal */ oomKills: string;
@@ -79,7 +84,7 @@ export class V2OomWatch {
       const events = await readOptional(join(this.dir, 'memory.events'));
       if (this.closed) return;
       if (events === null) return this.stop();
-      const oomKill = u64ToBigInt(parseFlatKeyed(events, 'memory.events').get('oom_kill'));
+      const oomKill = oomKillsIn(events);
       if (oomKill > this.lastOomKill) {
         this.lastOomKill = oomKill;
         this.onOom(oomKill);
@@ -116,7 +121,7 @@ export class V2OomWatch {
     if (this.running) return false;
     try {
       const events = readFileSync(join(this.dir, 'memory.events'), 'utf8');
-      return u64ToBigInt(parseFlatKeyed(events, 'memory.events').get('oom_kill')) <= this.lastOomKill;
+      return oomKillsIn(events) <= this.lastOomKill;
     } catch {
       return false;
     }
