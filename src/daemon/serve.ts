@@ -52,6 +52,8 @@ const IDLE_EXIT_GRACE_MS = 1000;
  * 2.3.4). The shim is no longer wanted meanwhile; it lingers only while events are undelivered.
  */
 const SHUTDOWN_DRAIN_MS = 30_000;
+/** How long a leaving daemon waits for its runc runs to end before it boots the spare it owes. */
+const SHUTDOWN_SPARE_WAIT_MS = 1000;
 
 export interface Daemon {
   service: TaskService;
@@ -212,12 +214,14 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   // The next container's warm spare boots once this container runs and the shim is quiet (see
   // SpareLaunch): booting it during Create and Start took CPU from runc there (+8 ms and +4 ms on
   // these 2 cores), and right after Start it delayed the exit and Delete.
-  const bootSpare = () => {
+  /** False when it cannot boot now (a runc of ours runs): try again. */
+  const bootSpare = (): boolean => {
     // Off the RPC path, but a full state dir (the spare pool lives there) must still not throw.
     try {
-      ensureSpare(SHIM_ENTRY, flags, config);
+      return ensureSpare(SHIM_ENTRY, flags, config);
     } catch (e) {
       log.warn('cannot start a warm spare', { error: e });
+      return true;
     }
   };
   const spareLaunch = new SpareLaunch(bootSpare, {
@@ -388,8 +392,12 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     const spareDue = spareLaunch.leave() && service.everCreated;
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
-    // containerd no longer waits for this shim: the spare's launch and boot overlap its cleanup.
-    if (othersServe && spareDue) bootSpare();
+    // containerd no longer waits for this shim: the spare's launch and boot overlap its cleanup
+    // (a runc of ours still running, e.g. a delete containerd gave up on, delays it a little).
+    if (othersServe && spareDue) {
+      for (let waited = 0; !bootSpare() && waited < SHUTDOWN_SPARE_WAIT_MS; waited += 10)
+        await new Promise((r) => setTimeout(r, 10));
+    }
     await ttrpc.shutdown(1000).catch(() => {}); // the process exits next: a connection that did not close goes with it
     const drained = await publisher.drain(SHUTDOWN_DRAIN_MS);
     publisher.close();

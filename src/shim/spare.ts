@@ -232,6 +232,14 @@ export function leaveServing(pool: string): boolean {
 export const SPARE_QUIET_MS = 100;
 /** RPCs postpone that boot by this much at most after the Start that asked for it. */
 export const SPARE_MAX_DEFER_MS = 1000;
+/**
+ * A launch refused because runc ran is tried again this often, so that it finds the gaps between
+ * runc runs (a few ms while containerd turns a call around); after SPARE_BUSY_FAST_TRIES it backs
+ * off, doubling up to the cap, for a daemon whose runc never rests (an exec storm).
+ */
+export const SPARE_BUSY_RETRY_MS = 10;
+export const SPARE_BUSY_FAST_TRIES = 100;
+export const SPARE_BUSY_RETRY_MAX_MS = 1000;
 
 /**
  * When a daemon boots the spare for the next container: once per daemon, after its first Start.
@@ -240,6 +248,11 @@ export const SPARE_MAX_DEFER_MS = 1000;
  * and Delete ~38 ms against ~4 and ~18 ms for a pod-grouped shim, which boots nothing (load ~9).
  * So the boot waits until no RPC came for `quietMs` (at most `maxDeferMs` after the Start), or
  * until the daemon leaves (leave(); it boots the spare once its Shutdown is answered).
+ * `launch` returns false when it cannot launch now (a runc of ours runs: spawnOutsideShims needs a
+ * moment without one); the boot is then due: RPCs no longer postpone it, it is tried again every
+ * SPARE_BUSY_RETRY_MS until runc rests, and a daemon that leaves before that still boots it. In a
+ * CRI pod's cycle (StartContainer, then StopPodSandbox at once) runc ran at every try when RPCs
+ * re-armed the 100 ms wait: the daemon left with its spare never booted, the next pod started cold.
  */
 export class SpareLaunch {
   /** The spare was booted (or booting it was attempted). */
@@ -248,11 +261,13 @@ export class SpareLaunch {
   private readonly maxDeferMs: number;
   private requested = false;
   private requestedAt = 0;
+  /** Launches refused so far (runc ran): the boot is due, only runc's runs hold it back. */
+  private refused = 0;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
-    private readonly launch: () => void,
+    private readonly launch: () => boolean,
     opts: { launched?: boolean; quietMs?: number; maxDeferMs?: number } = {}
   ) {
     this.launched = opts.launched ?? false;
@@ -275,7 +290,7 @@ export class SpareLaunch {
 
   /** An RPC was answered: a pending boot waits for the next quiet moment. */
   activity(): void {
-    if (this.pending && !this.closed) this.arm();
+    if (this.pending && !this.closed && this.refused === 0) this.arm();
   }
 
   /** The daemon leaves: returns true when the spare is still to be booted (by the caller). */
@@ -294,8 +309,15 @@ export class SpareLaunch {
 
   private fire(): void {
     if (this.launched || this.closed) return;
+    if (!this.launch()) {
+      this.refused++;
+      const backedOff = SPARE_BUSY_RETRY_MS * 2 ** Math.max(0, this.refused - SPARE_BUSY_FAST_TRIES);
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.fire(), Math.min(backedOff, SPARE_BUSY_RETRY_MAX_MS));
+      this.timer.unref();
+      return;
+    }
     this.launched = true;
-    this.launch();
   }
 }
 
@@ -338,20 +360,21 @@ export function sweepDeadSpares(pool: string): void {
   }
 }
 
-/** Starts spares for this containerd until spareTarget are waiting or booting. */
-export function ensureSpare(mainScript: string, flags: ShimFlags, config: ShimConfig, attempt = 0): void {
+/**
+ * Starts spares for this containerd until spareTarget are waiting or booting. Returns false when it
+ * cannot now: a runc of ours runs, and spawnOutsideShims needs a moment without one (the caller
+ * tries again); true when done, also when nothing was to be started.
+ */
+export function ensureSpare(mainScript: string, flags: ShimFlags, config: ShimConfig): boolean {
   const pool = sparePool(flags.address, config.stateDir);
-  if (!config.spares || untrustedState(pool) || servingShims(pool).length === 0) return;
-  // spawnOutsideShims needs a moment without runc runs: try again shortly (bounded).
-  if (ownChildRunning()) {
-    if (attempt < 100) setTimeout(() => ensureSpare(mainScript, flags, config, attempt + 1), 100).unref();
-    return;
-  }
+  if (!config.spares || untrustedState(pool) || servingShims(pool).length === 0) return true;
+  if (ownChildRunning()) return false;
   const missing = spareTarget(pool) - waitingSpares(pool).length - bootingSpares(pool).length;
   for (let i = 0; i < missing; i++) startSpare(mainScript, flags, pool, config.snapshot);
   // The last serving shim may have left between the check above and the spare's booting marker
   // (written before startSpare returns): then its stopSpares missed the spare, and this must not.
   if (missing > 0 && servingShims(pool).length === 0) stopSpares(pool);
+  return true;
 }
 
 function startSpare(mainScript: string, flags: ShimFlags, pool: string, snapshot: boolean): void {

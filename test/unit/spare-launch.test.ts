@@ -11,11 +11,20 @@ import { leavePool, SpareLaunch, stopSpares } from '../../src/shim/spare';
 
 afterEach(() => mock.timers.reset());
 
-function launcher(opts: { launched?: boolean } = {}) {
+/** `busyTries`: the first so many launches find a runc of ours running and refuse. */
+function launcher(opts: { launched?: boolean; busyTries?: number } = {}) {
   mock.timers.enable({ apis: ['setTimeout', 'Date'] });
   let boots = 0;
-  const l = new SpareLaunch(() => boots++, { launched: opts.launched, quietMs: 100, maxDeferMs: 1000 });
-  return { l, boots: () => boots };
+  let tries = 0;
+  const l = new SpareLaunch(
+    () => {
+      if (tries++ < (opts.busyTries ?? 0)) return false;
+      boots++;
+      return true;
+    },
+    { launched: opts.launched, quietMs: 100, maxDeferMs: 1000 }
+  );
+  return { l, boots: () => boots, tries: () => tries };
 }
 
 test('a Start does not boot the spare on its own path: only once the RPCs went quiet', () => {
@@ -63,6 +72,34 @@ test('leaving before the quiet moment hands the boot to the caller, and no timer
   assert.equal(l.leave(), true, 'still to boot: the leaving daemon boots it after its Shutdown reply');
   mock.timers.tick(5000);
   assert.equal(boots(), 0);
+});
+
+test('a launch refused while runc runs is tried again soon, and boots once it can', () => {
+  const { l, boots, tries } = launcher({ busyTries: 3 });
+  l.started();
+  mock.timers.tick(100);
+  assert.equal(tries(), 1);
+  assert.equal(boots(), 0);
+  assert.ok(l.pending, 'still due after a refusal');
+  l.activity(); // an RPC answered meanwhile no longer postpones a due boot by the quiet period
+  for (let i = 0; i < 3; i++) mock.timers.tick(10);
+  assert.equal(boots(), 1, 'booted at the first moment without runc, 10 ms tries');
+  assert.equal(tries(), 4);
+  assert.equal(l.leave(), false, 'nothing left to boot when leaving');
+});
+
+test('a daemon that leaves while every launch was refused still owes the spare (the CRI pod cycle)', () => {
+  const { l, boots, tries } = launcher({ busyTries: 1000 });
+  l.started();
+  for (let i = 0; i < 300; i++) mock.timers.tick(10);
+  assert.ok(tries() > 100, 'tried again every 10 ms for a while');
+  const fast = tries();
+  for (let i = 0; i < 60; i++) mock.timers.tick(1000);
+  assert.ok(tries() - fast < 70, 'then backing off to one try a second');
+  assert.equal(boots(), 0);
+  assert.equal(l.leave(), true, 'the leaving daemon boots it after its Shutdown reply');
+  mock.timers.tick(10_000);
+  assert.equal(boots(), 0, 'and no timer boots a second one');
 });
 
 test('a daemon that never started a container has no spare pending; leaving, it still owes one', () => {
