@@ -35,6 +35,7 @@
 // would; the next spare then boots from the new install too.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { sha256Hex } from '../sys/sha256';
@@ -44,6 +45,7 @@ import { daemonNodeArgs, nodeChildEnv } from './node-flags';
 import { DEFAULT_STATE_DIR, readConfig, type ShimConfig } from './config';
 import {
   adoptStartIdentity,
+  copyRlimitsOf,
   copySchedulingOf,
   ENV_ROOM_BYTES,
   ENV_ROOM_VAR,
@@ -780,6 +782,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
   const { warmUp } = await import('./warm-up');
   await warmUp();
+  await warmClaimPath();
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
   (await import('./idle-gc')).collectAndTrim(config.trim);
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
@@ -810,6 +813,38 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     process.removeListener('SIGTERM', onSigterm);
     await serveClaimed(answer.become, role);
     return;
+  }
+}
+
+/**
+ * Answers a made-up start once, in a scratch directory (its socket bound there and closed): the
+ * steps of a claim run nowhere else, so without this V8 compiles them while a start waits on the
+ * answer. The socket and pool names are hashed a few times more: sha256Hex's helpers become hot on
+ * about the third hash, and a daemon's V8 optimises on its main thread (--single-threaded): that
+ * took 2.5-4 ms of a claim's answer (trace_marker probe, 16 claims). Failures are ignored, as in
+ * the warm-up: the real claim reports its own.
+ */
+async function warmClaimPath(): Promise<void> {
+  let scratch = '';
+  try {
+    scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'tsshim-warm-claim-'));
+    const { readStartRequest, formatStartReply } = await import('./bootstrap');
+    const { startOptions } = await import('./start-options');
+    const { claimGroupSocket } = await import('./start');
+    fs.writeFileSync(path.join(scratch, 'config.json'), '{"annotations":{"io.kubernetes.cri.sandbox-id":"warm"}}');
+    const argv = ['-namespace', 'warm', '-address', path.join(scratch, 'c.sock'), '-id', 'warm', 'start'];
+    const flags = parseFlags(argv);
+    const request = readStartRequest(Buffer.alloc(0), process.env, flags);
+    const opts = startOptions(request.options, flags, readConfig(process.env));
+    const claimed = await claimGroupSocket(flags, opts, scratch, scratch);
+    answerFormat(formatStartReply(claimed.address, request.generation));
+    for (let i = 0; i < 4; i++) sparePool(`${flags.address}.${i}`);
+    await new Promise((resolve) => (claimed.server ? claimed.server.close(resolve) : resolve(undefined)));
+    copyRlimitsOf(process.pid); // our own limits: nothing changes
+  } catch {
+    /* the claim itself will say what is wrong */
+  } finally {
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
   }
 }
 
