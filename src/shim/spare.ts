@@ -234,6 +234,7 @@ export function leaveServing(pool: string): boolean {
 export const SPARE_QUIET_MS = 100;
 /** RPCs postpone that boot by this much at most after the Start that asked for it. */
 export const SPARE_MAX_DEFER_MS = 1000;
+
 /**
  * When a daemon boots the spare for the next container: once per daemon, after its first Start.
  * Booting right after Start (a launch that blocks the loop for a few ms, then ~250 ms of Node CPU)

@@ -86,6 +86,9 @@ test('sh wrapper: group_of leaves escaped values, paths, other layouts and a mis
   assert.equal(shGroupOf(JSON.stringify({ annotations: { 'io.containerd.tsshim.v2.group': 'a"b' } }), 'c'), '');
   assert.equal(shGroupOf(JSON.stringify({ annotations: { 'io.containerd.tsshim.v2.group': 'a/../b' } }), 'c'), '');
   assert.equal(shGroupOf(JSON.stringify({ annotations: { 'io.kubernetes.cri.sandbox-id': 'x' } }, null, 2), 'c'), '');
+  const oneLine = JSON.stringify({ annotations: { 'io.kubernetes.cri.sandbox-id': 'x' } });
+  assert.equal(shGroupOf(`${oneLine}\n${oneLine}`, 'c'), '', 'two lines: not as containerd writes it');
+  assert.equal(shGroupOf(`${oneLine}\n`, 'c'), 'x', 'a trailing newline is no second line');
   assert.equal(shGroupOf(null, 'c'), '');
 });
 
