@@ -6,6 +6,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { minifyBundle, slimBundle } from './bundle-slim.mjs';
 import { lazyTypes } from './proto-lazy.mjs';
+import { buildRevision } from './revision.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
@@ -63,12 +64,7 @@ try {
 }
 mkdirSync(join(root, 'dist', 'src', 'gen'), { recursive: true });
 copyFileSync(join(gen, 'proto.js'), join(root, 'dist', 'src', 'gen', 'proto.js'));
-let revision = 'unknown';
-try {
-  revision = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root }).toString().trim();
-} catch {
-  /* not a git checkout */
-}
+const revision = buildRevision(root);
 writeFileSync(join(root, 'dist', 'revision.txt'), revision + '\n');
 // One file for the shim (dist/src/daemon/boot.js loads it with a V8 code cache): a process then
 // compiles one script instead of resolving and compiling a hundred modules. koffi stays outside
