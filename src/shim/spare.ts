@@ -505,7 +505,7 @@ const NEWLINE = 0x0a;
 /**
  * True when /proc/net/unix (unix sockets of this network namespace, a line each:
  * `<num>: <refcount> <protocol> <flags> <type> <state> <inode> <path>`) lists a listening socket
- * bound at `socket`. A waiting spare asks every second whether its containerd still runs: a
+ * bound at `socket`. A waiting spare asks every WATCH_MS whether its containerd still runs: a
  * connection to containerd's socket each time paged Node's net and stream code back in after the
  * spare's trim (+0.4-0.8 MiB PSS, bench/results/2026-12-03-mem2.md) and cost CPU; this reads the
  * table into one reused buffer with the same few fs calls the other checks make. False also when
@@ -543,7 +543,15 @@ export function listensOn(socket: string, table = '/proc/net/unix'): boolean {
   }
 }
 
-const WATCH_MS = 1000;
+/**
+ * How often a waiting spare looks for what ends it without telling it: its containerd gone, the last
+ * serving shim killed outright, a new install of tsshim. Everything else reaches it at once: a claim
+ * on the `req` fifo, stopSpares by SIGTERM, the end of a burst by its own timer. Each look costs a
+ * sleeping spare a wake-up and a few /proc and fs reads (its containerd's socket in /proc/net/unix,
+ * which grows with the node's unix sockets); every second that was ~1 ms of CPU per second and kept
+ * its heap growing (~4 KiB/s) for a process that is there to wait.
+ */
+const WATCH_MS = 5000;
 /** A claim (the sh renamed our dir) whose request never came: the sh died; we go too. */
 const CLAIM_WITHOUT_REQUEST_MS = 15_000;
 
