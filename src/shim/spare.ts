@@ -294,21 +294,20 @@ export class SpareLaunch {
   }
 
   private arm(): void {
-    clearTimeout(this.timer);
     const left = this.requestedAt + this.maxDeferMs - Date.now();
-    this.timer = setTimeout(() => this.fire(), Math.max(0, Math.min(this.quietMs, left)));
+    this.fireIn(Math.max(0, Math.min(this.quietMs, left)));
+  }
+
+  private fireIn(ms: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.fire(), ms);
     this.timer.unref();
   }
 
   private fire(): void {
     if (this.launched || this.closed) return;
-    if (!this.launch()) {
-      // Not now: the next quiet moment (RPCs postpone it again, as before the first try).
-      clearTimeout(this.timer);
-      this.timer = setTimeout(() => this.fire(), this.quietMs);
-      this.timer.unref();
-      return;
-    }
+    // Not now: the next quiet moment (RPCs postpone it again, as before the first try).
+    if (!this.launch()) return this.fireIn(this.quietMs);
     this.launched = true;
   }
 }
