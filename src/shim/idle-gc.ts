@@ -237,10 +237,17 @@ export class IdleCollector {
     this.dirty = false;
     this.taskDirty = false;
     const compact = this.compactNext;
-    // A cleanup whose follow-ups a call cut short is not over: V8 gives the pages back later.
-    if (!followingUp && this.followUpsLeft === 0 && !compact && !this.changedSinceCleanup()) {
-      this.skipped++;
-      return;
+    // A follow-up, or a cleanup whose follow-ups a call cut short: that one is not over (V8 gives
+    // the pages back later) and goes on where it stopped, unless the calls since changed enough for
+    // a cleanup of their own. Started afresh every time, a chain that a call every ~10 s (a
+    // kubelet's Stats) cut short began again after each call: ~30-40 ms of CPU every period.
+    let continuing = followingUp;
+    if (!followingUp && !compact && !this.changedSinceCleanup()) {
+      if (this.followUpsLeft === 0) {
+        this.skipped++;
+        return;
+      }
+      continuing = true;
     }
     this.compactNext = false;
     const measure = this.opts.footprint;
@@ -255,8 +262,8 @@ export class IdleCollector {
     this.rssAtLastGc = this.rss();
     // After a collection for Task work, follow-ups while they still hand memory back. Scrapes alone
     // allocate little: their (rate-limited) collection needs none.
-    if (forTask) this.followUpsLeft = MAX_FOLLOW_UPS;
-    else if (followingUp && rssBefore - this.rssAtLastGc >= FOLLOW_UP_MIN_GAIN_BYTES) this.followUpsLeft--;
+    if (forTask && !continuing) this.followUpsLeft = MAX_FOLLOW_UPS;
+    else if (continuing && rssBefore - this.rssAtLastGc >= FOLLOW_UP_MIN_GAIN_BYTES) this.followUpsLeft--;
     else this.followUpsLeft = 0;
     if (this.followUpsLeft > 0) this.arm(FOLLOW_UP_GC_MS, true);
   }
@@ -273,11 +280,14 @@ export class IdleCollector {
       Math.abs(heapGrowth) >= HEAP_CHANGE_MIN_BYTES ||
       anonGrowthKb * 1024 >= HEAP_CHANGE_MIN_BYTES ||
       fileGrowthKb >= FILE_GROWTH_MIN_KB;
-    this.opts.log?.debug(changed ? 'idle: collecting' : 'idle: nothing changed, no collection', {
-      heap_growth_kb: Math.round(heapGrowth / 1024),
-      anon_growth_kb: anonGrowthKb,
-      file_growth_kb: fileGrowthKb,
-    });
+    this.opts.log?.debug(
+      changed ? 'idle: changed since the last cleanup' : 'idle: nothing changed since the last cleanup',
+      {
+        heap_growth_kb: Math.round(heapGrowth / 1024),
+        anon_growth_kb: anonGrowthKb,
+        file_growth_kb: fileGrowthKb,
+      }
+    );
     return changed;
   }
 }

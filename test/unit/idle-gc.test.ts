@@ -29,7 +29,7 @@ function mockedTime(t: TestContext): (ms: number) => void {
  */
 function measuredCollector(
   footprint: () => Footprint,
-  o: { rss?: number; onCollect?: () => void; droppingFileKb?: number } = {}
+  o: { rss?: number | (() => number); onCollect?: () => void; droppingFileKb?: number } = {}
 ) {
   const calls: (boolean | undefined)[] = [];
   const c = new IdleCollector(
@@ -39,7 +39,7 @@ function measuredCollector(
       o.onCollect?.();
       done?.(o.droppingFileKb ?? 0);
     },
-    { footprint, rss: () => o.rss ?? 50 << 20 }
+    { footprint, rss: typeof o.rss === 'function' ? o.rss : () => (o.rss as number | undefined) ?? 50 << 20 }
   );
   return { c, calls };
 }
@@ -228,6 +228,57 @@ test("idle collector: a call that cuts a cleanup's follow-ups short does not can
   c.activity(); // a call before the follow-up: the idle wait again
   advance(30);
   assert.equal(calls.length, 2, 'the follow-up runs once the shim is quiet again, though nothing grew since the first');
+  c.close();
+});
+
+test('idle collector: a chain of follow-ups that calls keep cutting short goes on, it does not start again', (t) => {
+  const advance = mockedTime(t);
+  let rss = 200 << 20;
+  // Every collection gives back 4 MiB (a follow-up worth another), and nothing grows between them.
+  const { c, calls } = measuredCollector(() => STEADY, {
+    rss: () => rss,
+    onCollect: () => {
+      rss -= 4 << 20;
+    },
+  });
+  c.activity();
+  advance(30);
+  // A call (a kubelet's Stats) before each follow-up is due: the collection comes after its quiet.
+  for (let i = 0; i < 4 * MAX_FOLLOW_UPS; i++) {
+    advance(FOLLOW_UP_GC_MS / 2);
+    c.activity();
+    advance(30);
+  }
+  advance(10 * FOLLOW_UP_GC_MS);
+  assert.equal(
+    calls.length,
+    1 + MAX_FOLLOW_UPS,
+    'the cleanup and its MAX_FOLLOW_UPS follow-ups, however often cut short'
+  );
+  c.close();
+});
+
+test('idle collector: a chain cut short by calls that changed memory starts again (a hostile client mid-attack)', (t) => {
+  const advance = mockedTime(t);
+  let rss = 200 << 20;
+  const now: Footprint = { ...STEADY };
+  const { c, calls } = measuredCollector(() => ({ ...now }), {
+    rss: () => rss,
+    onCollect: () => {
+      rss -= 4 << 20;
+    },
+  });
+  c.activity();
+  advance(30);
+  for (let i = 0; i < 4 * MAX_FOLLOW_UPS; i++) {
+    advance(FOLLOW_UP_GC_MS / 2);
+    now.heapUsedBytes += HEAP_CHANGE_MIN_BYTES; // partial frames held: the heap keeps growing
+    c.activity();
+    advance(30);
+  }
+  assert.equal(calls.length, 1 + 4 * MAX_FOLLOW_UPS, 'a collection after each of those calls');
+  for (let i = 0; i < MAX_FOLLOW_UPS + 1; i++) advance(FOLLOW_UP_GC_MS);
+  assert.equal(calls.length, 1 + 5 * MAX_FOLLOW_UPS, "and the last one's follow-ups once the calls stop");
   c.close();
 });
 
