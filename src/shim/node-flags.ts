@@ -13,9 +13,9 @@
 //   already, and these came on top of it, 80-110 ms and then ~28 ms of CPU in the first two
 //   quiet periods after a start. What they gave back besides, the young generation's second
 //   semi-space (~2 MiB resident; V8 hands it back in a collection after 5 s of little
-//   allocation), comes back in a daemon's follow-up collection 6 s after its cleanup, and in a
-//   spare's second collection (spare.ts); only a daemon whose first follow-up found nothing to
-//   give back keeps it until its next cleanup.
+//   allocation), comes back in a daemon's second follow-up collection, 6 s after its cleanup, and
+//   in a spare's second collection (spare.ts); a daemon whose first follow-up gave back too little
+//   to call for a second keeps it until its next cleanup.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
