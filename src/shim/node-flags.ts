@@ -8,14 +8,6 @@
 //   (concurrent marking, sweeping, compilation) each took memory of their own (malloc arenas, stack,
 //   buffers) for a heap of ~10 MiB that a shim collects in a few ms anyway: ~1.5 MiB less PSS per
 //   shim process (one run, 3 shims + 2 spares each, /tmp/memprobe probe).
-// --no-memory-reducer: V8's memory reducer runs up to three full collections ~8 s after each
-//   full one, to shrink an idle heap: the idle collector's cleanup (idle-gc.ts) had done that
-//   already, and these came on top of it, 80-110 ms and then ~28 ms of CPU in the first two
-//   quiet periods after a start. What they gave back besides, the young generation's second
-//   semi-space (~2 MiB resident; V8 hands it back in a collection after 5 s of little
-//   allocation), comes back in a daemon's second follow-up collection, 6 s after its cleanup, and
-//   in a spare's second collection (spare.ts); a daemon whose first follow-up gave back too little
-//   to call for a second keeps it until its next cleanup.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -24,7 +16,6 @@ export const DAEMON_NODE_FLAGS: readonly string[] = [
   '--expose-gc',
   '--max-semi-space-size=1',
   '--single-threaded',
-  '--no-memory-reducer',
 ];
 
 // NODE_EXTRA_CA_CERTS makes Node read that file and build its whole root certificate store with it

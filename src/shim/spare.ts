@@ -551,12 +551,6 @@ export function listensOn(socket: string, table = '/proc/net/unix'): boolean {
  * its heap growing (~4 KiB/s) for a process that is there to wait.
  */
 const WATCH_MS = 5000;
-/**
- * A spare's second collection, this long after the one that follows its warm-up: V8 gives the young
- * generation's second semi-space back (~2 MiB resident) only in a collection after 5 s of little
- * allocation (its memory reducer did so ~8 s in, and is off: node-flags.ts).
- */
-const SPARE_SETTLE_MS = 5500;
 /** A claim (the sh renamed our dir) whose request never came: the sh died; we go too. */
 const CLAIM_WITHOUT_REQUEST_MS = 15_000;
 
@@ -786,11 +780,8 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   const { warmUp } = await import('./warm-up');
   await warmUp();
   await warmClaimPath();
-  // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts), and once
-  // more when V8 hands back its young generation (SPARE_SETTLE_MS), unless a claim comes first.
-  const idleGc = await import('./idle-gc');
-  idleGc.collectAndTrim(config.trim);
-  const settle = setTimeout(() => idleGc.collectAndTrim(config.trim), SPARE_SETTLE_MS).unref();
+  // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
+  (await import('./idle-gc')).collectAndTrim(config.trim);
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
   role.warmedUp();
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
@@ -800,7 +791,6 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   for (;;) {
     if (retireRequested) process.exit(0);
     const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
-    clearTimeout(settle);
     if (!dir || !dir.startsWith(pool + '/')) {
       leavePool(pool); // retired (done already), or the request fifo failed: nothing of ours stays
       process.exit(0);
