@@ -32,6 +32,7 @@ function measuredCollector(
   o: { rss?: number | (() => number); onCollect?: () => void; droppingFileKb?: number } = {}
 ) {
   const calls: (boolean | undefined)[] = [];
+  const rss = o.rss;
   const c = new IdleCollector(
     30,
     (compact, done) => {
@@ -39,9 +40,30 @@ function measuredCollector(
       o.onCollect?.();
       done?.(o.droppingFileKb ?? 0);
     },
-    { footprint, rss: typeof o.rss === 'function' ? o.rss : () => (o.rss as number | undefined) ?? 50 << 20 }
+    { footprint, rss: typeof rss === 'function' ? rss : () => rss ?? 50 << 20 }
   );
   return { c, calls };
+}
+
+/** measuredCollector on `footprint` whose every collection gives back 4 MiB (a follow-up worth another). */
+function shrinkingCollector(footprint: () => Footprint) {
+  let rss = 200 << 20;
+  return measuredCollector(footprint, {
+    rss: () => rss,
+    onCollect: () => {
+      rss -= 4 << 20;
+    },
+  });
+}
+
+/** `times` calls, each before the pending follow-up is due (a kubelet's Stats), `before` each one. */
+function callsCuttingFollowUpsShort(advance: (ms: number) => void, c: IdleCollector, times: number, before = () => {}) {
+  for (let i = 0; i < times; i++) {
+    advance(FOLLOW_UP_GC_MS / 2);
+    before();
+    c.activity();
+    advance(30);
+  }
 }
 
 const STEADY: Footprint = { heapUsedBytes: 1 << 20, anonResidentKb: 1 << 10, fileResidentKb: 1 << 10 };
@@ -233,23 +255,12 @@ test("idle collector: a call that cuts a cleanup's follow-ups short does not can
 
 test('idle collector: a chain of follow-ups that calls keep cutting short goes on, it does not start again', (t) => {
   const advance = mockedTime(t);
-  let rss = 200 << 20;
-  // Every collection gives back 4 MiB (a follow-up worth another), and nothing grows between them.
-  const { c, calls } = measuredCollector(() => STEADY, {
-    rss: () => rss,
-    onCollect: () => {
-      rss -= 4 << 20;
-    },
-  });
+  // Nothing grows between the collections.
+  const { c, calls } = shrinkingCollector(() => STEADY);
   c.activity();
   advance(30);
-  // A call (a kubelet's Stats) before each follow-up is due: the collection comes after its quiet.
-  for (let i = 0; i < 4 * MAX_FOLLOW_UPS; i++) {
-    advance(FOLLOW_UP_GC_MS / 2);
-    c.activity();
-    advance(30);
-  }
-  advance(10 * FOLLOW_UP_GC_MS);
+  callsCuttingFollowUpsShort(advance, c, 4 * MAX_FOLLOW_UPS);
+  for (let i = 0; i < MAX_FOLLOW_UPS + 1; i++) advance(FOLLOW_UP_GC_MS);
   assert.equal(
     calls.length,
     1 + MAX_FOLLOW_UPS,
@@ -260,22 +271,12 @@ test('idle collector: a chain of follow-ups that calls keep cutting short goes o
 
 test('idle collector: a chain cut short by calls that changed memory starts again (a hostile client mid-attack)', (t) => {
   const advance = mockedTime(t);
-  let rss = 200 << 20;
   const now: Footprint = { ...STEADY };
-  const { c, calls } = measuredCollector(() => ({ ...now }), {
-    rss: () => rss,
-    onCollect: () => {
-      rss -= 4 << 20;
-    },
-  });
+  const { c, calls } = shrinkingCollector(() => ({ ...now }));
   c.activity();
   advance(30);
-  for (let i = 0; i < 4 * MAX_FOLLOW_UPS; i++) {
-    advance(FOLLOW_UP_GC_MS / 2);
-    now.heapUsedBytes += HEAP_CHANGE_MIN_BYTES; // partial frames held: the heap keeps growing
-    c.activity();
-    advance(30);
-  }
+  // Partial frames held: the heap keeps growing.
+  callsCuttingFollowUpsShort(advance, c, 4 * MAX_FOLLOW_UPS, () => (now.heapUsedBytes += HEAP_CHANGE_MIN_BYTES));
   assert.equal(calls.length, 1 + 4 * MAX_FOLLOW_UPS, 'a collection after each of those calls');
   for (let i = 0; i < MAX_FOLLOW_UPS + 1; i++) advance(FOLLOW_UP_GC_MS);
   assert.equal(calls.length, 1 + 5 * MAX_FOLLOW_UPS, "and the last one's follow-ups once the calls stop");
