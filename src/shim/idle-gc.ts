@@ -103,14 +103,18 @@ export function compactingGc(gc: ExposedGc): void {
  * drops the pages of files (see trimResidentSet): what runs after the drop faults its code back in,
  * and the footprint that `done` reads there kept ~3.5 MiB of node's code resident in an idle
  * per-node daemon when it ran after the trim.
+ * Returns what calls the trim off while it waits (`done` then never runs): see runSpare.
  */
-export function collectAndTrim(trim: boolean, compact = false, done?: (droppingFileKb: number) => void): void {
+export function collectAndTrim(trim: boolean, compact = false, done?: (droppingFileKb: number) => void): () => void {
   const gc = exposedGc();
-  if (!gc) return;
+  if (!gc) return () => {};
   if (compact) compactingGc(gc);
   else gc();
-  if (!trim) return done?.(0);
-  setTimeout(() => {
+  if (!trim) {
+    done?.(0);
+    return () => {};
+  }
+  const pending = setTimeout(() => {
     let reported = false;
     trimResidentSet(
       () => gc({ type: 'minor' }),
@@ -122,12 +126,13 @@ export function collectAndTrim(trim: boolean, compact = false, done?: (droppingF
     );
     if (!reported) done?.(0); // nothing to trim with (no /proc, no koffi)
   }, TRIM_AFTER_GC_MS).unref();
+  return () => clearTimeout(pending);
 }
 
 /** The daemon's collection: collectAndTrim, or nothing without --expose-gc. */
 export function daemonCollection(trim: boolean): GcFn | undefined {
   return exposedGc()
-    ? (compact?: boolean, done?: (droppingFileKb: number) => void) => collectAndTrim(trim, compact, done)
+    ? (compact?: boolean, done?: (droppingFileKb: number) => void) => void collectAndTrim(trim, compact, done)
     : undefined;
 }
 

@@ -781,7 +781,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   await warmUp();
   await warmClaimPath();
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
-  (await import('./idle-gc')).collectAndTrim(config.trim);
+  const cancelTrim = (await import('./idle-gc')).collectAndTrim(config.trim);
   // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
   role.warmedUp();
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
@@ -796,6 +796,10 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
       process.exit(0);
     }
     claiming = true;
+    // Claimed before its trim ran (a start waited for this spare): the trim would drop the code of
+    // the start and Create it serves now (in a burst it came 140-280 ms after the claim, the pages
+    // faulted back in at once). The daemon's idle collector trims once its calls go quiet.
+    cancelTrim();
     const answer = await answerClaim(dir, role);
     continueBurst(pool); // after the answer: containerd does not wait for it
     // Without closing the listener the new daemon serves (its close would unlink the socket).

@@ -402,3 +402,18 @@ test('collectAndTrim: done runs once, inside the trim, while the pages it is abo
   assert.ok(fileKb >= kb, `when done runs, ${fileKb} kB of files are resident, ${kb} of them to be dropped`);
   assert.ok(j.fileKb < fileKb - kb / 2, `files resident after the trim: ${j.fileKb} kB`);
 });
+
+test('collectAndTrim: the trim called off before it ran never runs (a spare claimed right after its warm-up)', () => {
+  const idle = path.resolve(__dirname, '../../src/shim/idle-gc.js');
+  const script = `
+    const { collectAndTrim } = require(${JSON.stringify(idle)});
+    const seen = [];
+    const cancel = collectAndTrim(true, false, (kb) => seen.push(kb));
+    setTimeout(cancel, 50);
+    collectAndTrim(true, false, () => seen.push('kept'));
+    setTimeout(() => console.log(JSON.stringify(seen)), 1000);
+  `;
+  const res = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+  assert.equal(res.status, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), ['kept'], 'only the trim not called off ran');
+});
