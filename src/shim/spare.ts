@@ -37,7 +37,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { mkfifo } from '../sys/libc';
 import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
@@ -58,6 +58,8 @@ import {
 } from './spare-identity';
 
 const SPARE_NICE = 10;
+/** The nice value a spare was launched with: a lower one means a start promoted it (runSpare). */
+const LAUNCH_NICE_VAR = 'TSSHIM_SPARE_LAUNCH_NICE';
 
 export function sparePool(grpcAddress: string, stateDir = DEFAULT_STATE_DIR): string {
   const hash = sha256Hex(grpcAddress).slice(0, 16);
@@ -383,7 +385,11 @@ function startSpare(mainScript: string, flags: ShimFlags, pool: string, snapshot
     'spare',
   ];
   // The environment block is reserved the same way: the claiming start's environment replaces it.
-  const env = nodeChildEnv({ ...process.env, [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES) });
+  const env = nodeChildEnv({
+    ...process.env,
+    [ENV_ROOM_VAR]: '.'.repeat(ENV_ROOM_BYTES),
+    [LAUNCH_NICE_VAR]: String(Math.min(19, os.getPriority() + SPARE_NICE)),
+  });
   // A spare boots while a container starts, exits and is deleted, and while the next ones are
   // created: its ~250 ms of CPU must not compete with them. As root it boots under SCHED_IDLE (it
   // leaves it once warm, see runSpare; a start that has to wait for it promotes it, see
@@ -576,7 +582,13 @@ function waitForClaim(
   const building = path.join(pool, `.new-${process.pid}`);
   fs.rmSync(building, { recursive: true, force: true });
   fs.mkdirSync(building, { recursive: true, mode: 0o700 });
-  for (const f of ['req', 'resp']) execFileSync('mkfifo', ['-m', '0600', path.join(building, f)]);
+  // Through libc: mkfifo(1) by execFileSync forked this process, ~7 ms of wall time and ~3.5 ms of
+  // CPU per FIFO in a process of a shim's size, 0.03 ms this way; a start waiting for this spare
+  // waited for those too. chmod: the umask may have taken more than 077.
+  for (const f of ['req', 'resp']) {
+    mkfifo(path.join(building, f), 0o600);
+    fs.chmodSync(path.join(building, f), 0o600);
+  }
   fs.renameSync(building, home);
   fs.rmSync(path.join(pool, `.booting-${process.pid}`), { force: true });
   // O_RDWR: opening never blocks and our own write end keeps the fifo from reporting EOF.
@@ -770,6 +782,8 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   });
   // Only the initial environment block needed the room (spare-identity.ts rewriteProcEnviron).
   delete process.env[ENV_ROOM_VAR];
+  const launchNice = Number(process.env[LAUNCH_NICE_VAR] ?? NaN);
+  delete process.env[LAUNCH_NICE_VAR];
   // The last shim left while this spare waited for a core (SCHED_IDLE): leave before the warm-up's CPU.
   if (servingShims(pool).length === 0) process.exit(0);
   // Load everything the daemon needs now, while nobody waits.
@@ -777,13 +791,23 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   await import('./start-options');
   await import('./start');
   process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
+  // A start that waits for this spare promotes it (bin/containerd-shim-tsshim-v2 promote_booting:
+  // nice 0, out of SCHED_IDLE), often before this runs: the spare then stops warming up and goes to
+  // the pool. Launched as a pod's shim left, it was claimed ~300 ms after its launch, ~160 ms of that
+  // after Node's boot: the warm-up, the claim path's and the collection (2026-12-05-spare-at-kill.md).
+  const waitedFor = () => os.getPriority() < launchNice; // false when launched without the variable
   const { warmUp } = await import('./warm-up');
-  await warmUp();
-  await warmClaimPath();
-  // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
-  const cancelTrim = (await import('./idle-gc')).collectAndTrim(config.trim);
-  // Loaded from the bundle without a code cache for these flags: this is the moment to write it.
-  role.warmedUp();
+  const warm = await warmUp(waitedFor);
+  await warmClaimPath(); // ~4 ms: a waiting start would wait on these steps' compiling as well
+  let cancelTrim = () => {};
+  if (warm && !waitedFor()) {
+    // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts).
+    cancelTrim = (await import('./idle-gc')).collectAndTrim(config.trim);
+    // Loaded from the bundle without a code cache for these flags: this is the moment to write it
+    // (not after a warm-up cut short: the cache would cover less of a first Create for every later
+    // spare; the daemon this one becomes writes it as it exits instead).
+    role.warmedUp();
+  }
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
   // value keeps the waiting spare's housekeeping behind the containers'.
   leaveIdleScheduling();

@@ -64,6 +64,7 @@ interface Libc {
   eventfd: Fn;
   getsockopt: Fn;
   setsid: Fn;
+  mkfifo: Fn;
   close: Fn;
   fcntl: Fn;
   kill: Fn;
@@ -125,6 +126,7 @@ function lib(): Libc {
     eventfd: c.func('eventfd', 'int', ['unsigned int', 'int']),
     getsockopt: c.func('getsockopt', 'int', ['int', 'int', 'int', 'void *', 'void *']),
     setsid: c.func('setsid', 'int', []),
+    mkfifo: c.func('mkfifo', 'int', ['str', 'uint32_t']),
     close: c.func('close', 'int', ['int']),
     fcntl: c.func('fcntl', 'int', ['int', 'int', 'long']),
     kill: c.func('kill', 'int', ['int', 'int']),
@@ -350,6 +352,12 @@ export function peerCred(fd: number): { pid: number; uid: number; gid: number } 
 export function setsid(): number {
   const l = lib();
   return check('setsid', () => l.setsid());
+}
+
+/** mkfifo(3): a FIFO at `file` with `mode` less the umask. */
+export function mkfifo(file: string, mode: number): void {
+  const l = lib();
+  check('mkfifo', () => l.mkfifo(file, mode), file);
 }
 
 /**

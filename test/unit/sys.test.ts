@@ -63,6 +63,16 @@ test('dupCloexec copies an fd (same pipe), close-on-exec; setCloexec turns that 
   for (const fd of [r, w, copy]) sys.close(fd);
 });
 
+test('mkfifo makes a FIFO (mode less the umask), and an existing path is a SysError EEXIST', () => {
+  const file = tmp('fifo');
+  sys.mkfifo(file, 0o600);
+  const st = fs.statSync(file);
+  assert.ok(st.isFIFO());
+  assert.equal(st.mode & 0o777 & ~0o600, 0, `mode ${(st.mode & 0o777).toString(8)}`);
+  assert.throws(() => sys.mkfifo(file, 0o600), { name: 'SysError', code: 'EEXIST' });
+  fs.rmSync(path.dirname(file), { recursive: true });
+});
+
 test('decodeWaitStatus: exit code or 128+signal', () => {
   assert.equal(sys.decodeWaitStatus(0), 0);
   assert.equal(sys.decodeWaitStatus(7 << 8), 7);

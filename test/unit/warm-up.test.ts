@@ -13,14 +13,31 @@ test('warm-up runs through (Stats of its own cgroup included) and keeps no cgrou
   const script = `
   const { warmUp } = require(${JSON.stringify(path.join(dist, 'shim/warm-up.js'))});
   const { openCgroupFileCount } = require(${JSON.stringify(path.join(dist, 'task/cgroups/files.js'))});
-  warmUp().then(() => {
-    console.log(JSON.stringify({ open: openCgroupFileCount() }));
+  warmUp().then((done) => {
+    console.log(JSON.stringify({ done, open: openCgroupFileCount() }));
     process.exit(0);
   });`;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.equal(out.done, true, 'ran through');
   assert.equal(out.open, 0, 'the warm-up closed the cgroup files it read');
+});
+
+test('warm-up stops before its next step once a start waits for the spare (hurry), and says so', () => {
+  const dist = path.resolve(__dirname, '../../src');
+  const script = `
+  const { warmUp } = require(${JSON.stringify(path.join(dist, 'shim/warm-up.js'))});
+  let asked = 0;
+  // Two steps (the codecs, a container's stdio) run, then a start waits.
+  warmUp(() => ++asked > 2).then((done) => {
+    console.log(JSON.stringify({ done, asked }));
+    process.exit(0);
+  });`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.deepEqual(out, { done: false, asked: 3 }, 'asked before each step, stopped at the third');
 });
 
 test("warm-up: a container's whole life runs through the Task handlers against a stand-in runc, and leaves nothing behind", () => {
