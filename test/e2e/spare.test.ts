@@ -126,6 +126,55 @@ test('a start that finds no spare while shims serve makes the pool keep two (a c
   await twoDuringBurstThenOne(pool);
 });
 
+/** What bin/containerd-shim-tsshim-v2's promote_booting does for a start that waits for a spare. */
+function promote(pid: number): void {
+  spawnSync('chrt', ['-a', '-o', '-p', '0', String(pid)], { stdio: 'ignore' });
+  const tids = fs.readdirSync(`/proc/${pid}/task`);
+  spawnSync('renice', ['-n', '0', '-p', ...tids], { stdio: 'ignore' });
+}
+
+const rssMiB = (pid: number) =>
+  Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+
+test('spares that a start promoted while they booted, and then did not take, still clean up in the pool', async () => {
+  const pool = sparePool(c.address);
+  await runSleeper(uniqueId('pr1'));
+  const spares = await bootedSpares(pool);
+  for (const pid of spares) process.kill(pid, 'SIGKILL');
+  await until(() => spares.every((pid) => !pidAlive(pid)), 'the spares gone');
+  // The next container's shim boots the next spares: each is promoted as soon as its booting marker
+  // shows (long before its warm-up: Node boots for ~100 ms first), and none is claimed.
+  const promoted = new Set<number>();
+  const watch = setInterval(() => {
+    for (const n of fs.readdirSync(pool)) {
+      const pid = Number(/^\.booting-(\d+)$/.exec(n)?.[1]);
+      if (!pid || promoted.has(pid)) continue;
+      promoted.add(pid);
+      try {
+        promote(pid);
+      } catch {
+        /* gone meanwhile */
+      }
+    }
+  }, 2);
+  try {
+    await runSleeper(uniqueId('pr2'));
+    await until(() => promoted.size > 0 || null, 'a booting spare promoted');
+    await bootedSpares(pool);
+  } finally {
+    clearInterval(watch);
+  }
+  // Cut short, a spare's warm-up leaves its collection and trim for later: without them one held
+  // ~54 MiB RSS in the pool, with them ~16-20.
+  const left = waitingSpares(pool).filter((pid) => promoted.has(pid));
+  assert.ok(left.length > 0, `a promoted spare waits in the pool (promoted ${[...promoted]})`);
+  await until(
+    () => left.every((pid) => !pidAlive(pid) || rssMiB(pid) < 35) || null,
+    `promoted spares trimmed: ${left.map((pid) => `${pid}: ${rssMiB(pid).toFixed(1)} MiB`)}`,
+    15_000
+  );
+});
+
 // ---------------------------------------------------------------------------------------------
 // A spare-born shim is indistinguishable from a cold one.
 
