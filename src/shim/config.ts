@@ -117,6 +117,12 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
   },
   { name: 'TSSHIM_ENV_ROOM', default: 'internal', meaning: "reserved room in a warm spare's environment block" },
   {
+    name: 'TSSHIM_SPARE_LAUNCH_NICE',
+    default: 'internal',
+    meaning:
+      'the nice value a warm spare was launched with: a lower one means a start waits for it (it then skips the rest of its warm-up)',
+  },
+  {
     name: 'TSSHIM_SAVED_NODE_EXTRA_CA_CERTS',
     default: 'internal',
     meaning:
