@@ -23,6 +23,7 @@ import { SPARE_MAX_DEFER_MS, sparePool, waitingSpares } from '../../src/shim/spa
 import { socketPath } from '../../src/shim/address';
 import { until as untilShared } from '../support/wait';
 import { runDetached } from '../support/containers';
+import { rssBytes } from '../support/proc';
 
 let c: Containerd;
 let rootfs: string;
@@ -133,8 +134,7 @@ function promote(pid: number): void {
   spawnSync('renice', ['-n', '0', '-p', ...tids], { stdio: 'ignore' });
 }
 
-const rssMiB = (pid: number) =>
-  Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+const rssMiB = (pid: number) => rssBytes(pid) / 1048576;
 
 test('spares that a start promoted while they booted, and then did not take, still clean up in the pool', async () => {
   const pool = sparePool(c.address);
