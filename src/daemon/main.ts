@@ -114,7 +114,7 @@ async function main(argv: string[]): Promise<void> {
       const { daemonNodeArgs } = await import('../shim/node-flags');
       const { SHIM_ENTRY } = await import('./entry');
       const role: SpareRole = {
-        becomeDaemon: async (f, c, bound) => (serve ?? (await import('./serve'))).runDaemon(f, c, bound),
+        becomeDaemon: async (f, c, bound, back) => (serve ?? (await import('./serve'))).runDaemon(f, c, bound, back),
         warmedUp: saveCodeCache,
         installChanged,
         // Chosen when used, not at boot: an install over this one (or a rebuild) replaces the blob.

@@ -27,6 +27,7 @@ import {
   stopSpares,
   untrustedState,
   type BoundSocket,
+  type PoolReturn,
 } from '../shim/spare';
 import { groupLookupLine, shimGroupFile, shimJournalFile, shimPidFile, writeFileAtomic } from '../shim/address';
 import type { ShimConfig } from '../shim/config';
@@ -43,6 +44,8 @@ import {
 } from '../upgrade/restore';
 import type { UpgradeState } from '../upgrade/state';
 
+type ProcessListener = Parameters<typeof process.removeListener>[1];
+
 /** How long an unwanted shim (no container, containerd gone or asked for Shutdown) waits before it exits. */
 const IDLE_EXIT_GRACE_MS = 1000;
 /**
@@ -52,6 +55,8 @@ const IDLE_EXIT_GRACE_MS = 1000;
  * 2.3.4). The shim is no longer wanted meanwhile; it lingers only while events are undelivered.
  */
 const SHUTDOWN_DRAIN_MS = 30_000;
+/** How long a daemon going back to the spare pool waits for the descriptors it closed to go. */
+const POOL_RETURN_WAIT_MS = 100;
 /** How long a leaving daemon waits for its runc runs to end before it boots the spare it owes. */
 const SHUTDOWN_SPARE_WAIT_MS = 1000;
 
@@ -99,7 +104,12 @@ function looseState(text: string): UpgradeState | null {
   }
 }
 
-export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: BoundSocket): Promise<void> {
+export async function runDaemon(
+  flags: ShimFlags,
+  config: ShimConfig,
+  bound?: BoundSocket,
+  back?: PoolReturn
+): Promise<void> {
   // An in-place upgrade exec'd us with the previous program's state (src/upgrade/).
   const upgrade = pendingUpgrade(config.upgradeStateFile);
   let startedAt = new Date();
@@ -111,17 +121,24 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
   const bundle = upgradeBundle(upgrade?.text) ?? process.cwd();
   // Follows the containers: the first bundle's fifo loses its reader when that container goes.
   let liveBundles: () => string[] = () => [];
-  const log = createLogger(new BundleLogSink(bundle, () => liveBundles()), flags.debug ? 'debug' : 'info', {
+  const logSink = new BundleLogSink(bundle, () => liveBundles());
+  const log = createLogger(logSink, flags.debug ? 'debug' : 'info', {
     runtime: 'io.containerd.tsshim.v2',
     namespace: flags.namespace,
   });
   // Never use cwd after this point: a group shim's first bundle is deleted under it.
   process.chdir('/');
+  // Process-level listeners, taken off again by a daemon that goes back to the spare pool.
+  const processListeners: [string, ProcessListener][] = [];
+  const listen = (event: string, fn: ProcessListener) => {
+    process.on(event, fn);
+    processListeners.push([event, fn]);
+  };
   // Loud on purpose (tests grep the log for these words): either one is a bug in tsshim.
-  process.on('uncaughtException', (e) =>
+  listen('uncaughtException', (e: Error) =>
     log.error('uncaught exception (a tsshim bug)', { error: e.stack ?? e.message })
   );
-  process.on('unhandledRejection', (e: unknown) =>
+  listen('unhandledRejection', (e: unknown) =>
     log.error('unhandled rejection (a tsshim bug)', { error: (e as Error | null | undefined)?.stack ?? String(e) })
   );
 
@@ -392,12 +409,17 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     const spareDue = spareLaunch.leave() && service.everCreated;
     // Let the Shutdown reply reach containerd first.
     await new Promise((r) => setTimeout(r, 20));
+    // A daemon that began as a spare becomes the spare that is due itself, once it let go of its
+    // containers (pool-return.ts): no Node boot for the next container. Not after an in-place
+    // upgrade (another program's process) or for another containerd's pool.
+    const mayReturn = othersServe && spareDue && !!back && back.pool === pool && !state;
     // containerd no longer waits for this shim: the spare's launch and boot overlap its cleanup
     // (a runc of ours still running, e.g. a delete containerd gave up on, delays it a little).
-    if (othersServe && spareDue) {
+    const bootDueSpare = async () => {
       for (let waited = 0; !bootSpare() && waited < SHUTDOWN_SPARE_WAIT_MS; waited += 10)
         await new Promise((r) => setTimeout(r, 10));
-    }
+    };
+    if (othersServe && spareDue && !mayReturn) await bootDueSpare();
     await ttrpc.shutdown(1000).catch(() => {}); // the process exits next: a connection that did not close goes with it
     const drained = await publisher.drain(SHUTDOWN_DRAIN_MS);
     publisher.close();
@@ -406,20 +428,46 @@ export async function runDaemon(flags: ShimFlags, config: ShimConfig, bound?: Bo
     metrics?.close();
     idleGc.close();
     service.close();
+    if (mayReturn && drained && (await returnToPool(back))) return;
+    if (mayReturn) await bootDueSpare();
     process.exit(0);
   }
 
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGPIPE', () => {});
+  /** Takes off what this daemon put on the process and hands it back to the pool; false when it may not go. */
+  async function returnToPool(to: PoolReturn): Promise<boolean> {
+    clearTimeout(noContainerTimer);
+    for (const [event, fn] of processListeners) process.removeListener(event, fn);
+    // Sockets closed above (the event client, containerd's connections) let go of their
+    // descriptors a few loop turns later.
+    let why = '';
+    for (let waited = 0; waited <= POOL_RETURN_WAIT_MS; waited += 5) {
+      why = to.rejoin(logSink.openFd >= 0 ? [logSink.openFd] : []);
+      if (!why) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    if (why) {
+      log.info('shim exits instead of going back to the spare pool', { reason: why });
+      return false;
+    }
+    log.info('shim went back to the spare pool', { pid: process.pid });
+    logSink.close();
+    return true;
+  }
+
+  listen('SIGTERM', () => void shutdown('SIGTERM'));
+  listen('SIGINT', () => void shutdown('SIGINT'));
+  // Stays for the life of the process: taking the last SIGPIPE listener off puts the default action
+  // back (libuv resets it), and the next write to a gone reader (the log fifo) would kill us.
+  if (process.listenerCount('SIGPIPE') === 0) process.on('SIGPIPE', () => {});
   log.info('shim started', { pid: process.pid, socket, group, loaded: loadedBundle()?.from ?? 'modules' });
   if (untrusted)
     log.warn('state dir not trusted: no spares and no start fast path for this shim', { reason: untrusted });
   for (const note of bound?.notes ?? []) log.warn("spare could not take on its start's settings", { what: note });
   // containerd calls Create right after `start`; a shim that never got a container (the daemon gave
   // up between start and Create) would otherwise wait forever for a Shutdown that never comes.
-  if (!perNode)
-    setTimeout(() => {
-      if (service.size === 0 && !service.everCreated) void shutdown('no container created');
-    }, 60_000).unref();
+  const noContainerTimer = perNode
+    ? undefined
+    : setTimeout(() => {
+        if (service.size === 0 && !service.everCreated) void shutdown('no container created');
+      }, 60_000).unref();
 }

@@ -4,7 +4,8 @@
 // fresh daemon. A spare pays it ahead of time. bin/containerd-shim-tsshim-v2 (POSIX sh) claims one by
 // renaming its directory, leaves the start request in files there and rings the `req` fifo; the
 // spare runs the usual start logic (group socket, reuse), answers in a line on `resp` (see below),
-// and then either becomes the daemon (and spawns the next spare) or goes back to waiting.
+// and then either becomes the daemon (and spawns the next spare) or goes back to waiting. A daemon
+// that began as a spare and leaves while a spare is due becomes that spare itself (pool-return.ts).
 //
 // Directory per containerd (its gRPC address): <state>/spares/<sha256(address)[:16]>/<pid>/
 //   req     fifo: the sh writes the claimed directory's path and a newline
@@ -37,7 +38,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { mkfifo } from '../sys/libc';
+import { mkfifo, setChildSubreaper } from '../sys/libc';
+import { notPoolClean, spareSnapshot } from './pool-return';
 import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
@@ -60,6 +62,12 @@ import {
 const SPARE_NICE = 10;
 /** The nice value a spare was launched with: a lower one means a start promoted it (runSpare). */
 const LAUNCH_NICE_VAR = 'TSSHIM_SPARE_LAUNCH_NICE';
+/**
+ * How often one process goes back to the pool (pool-return.ts). Its anonymous memory grew ~100 KiB
+ * per return at first and ~20 KiB later (30 returns, 12.3 -> 13.8 MiB after each cleanup): the
+ * bound keeps any slow growth from adding up over a node's life.
+ */
+const MAX_POOL_RETURNS = 100;
 /** A spare whose warm-up a waiting start cut short collects this long after it went to the pool. */
 const UNCLAIMED_CLEANUP_MS = 500;
 
@@ -724,10 +732,21 @@ async function deliverAnswer(dir: string, answer: Answer): Promise<void> {
   }
 }
 
+/**
+ * How a daemon that began as a spare goes back to its pool when it leaves (pool-return.ts):
+ * `rejoin` is called once the daemon let go of its containers; it returns why the process may not
+ * go back ('' when it went back: the daemon then returns instead of exiting). `except`: descriptors
+ * the daemon still holds and closes right after (its log).
+ */
+export interface PoolReturn {
+  pool: string;
+  rejoin(except: readonly number[]): string;
+}
+
 /** What only the composition root can give a spare: the daemon it becomes, and the last steps of its boot. */
 export interface SpareRole {
   /** Serve as the daemon of a claimed group, on the socket the spare bound for it. */
-  becomeDaemon(flags: ShimFlags, config: ShimConfig, bound: BoundSocket): Promise<void>;
+  becomeDaemon(flags: ShimFlags, config: ShimConfig, bound: BoundSocket, back?: PoolReturn): Promise<void>;
   /** Called once the spare is warm: e.g. write the V8 code cache while the most functions are compiled. */
   warmedUp(): void;
   /** True when tsshim was rebuilt or installed anew under this process (its bundle file is another one). */
@@ -792,7 +811,8 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   await import('./bootstrap');
   await import('./start-options');
   await import('./start');
-  process.title = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
+  const spareTitle = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
+  process.title = spareTitle;
   // A start that waits for this spare promotes it (bin/containerd-shim-tsshim-v2 promote_booting:
   // nice 0, out of SCHED_IDLE), often before this runs: the spare then stops warming up and goes to
   // the pool. Launched as a pod's shim left, it was claimed ~300 ms after its launch, ~160 ms of that
@@ -824,6 +844,11 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // value keeps the waiting spare's housekeeping behind the containers'.
   leaveIdleScheduling();
   const ownEnv = { ...process.env };
+  // What a daemon that comes back must hold again (pool-return.ts), less the spare's own SIGTERM
+  // listener: it is off while the process serves, and goes back on once it is a spare again.
+  const asSpare = spareSnapshot();
+  asSpare.listeners.SIGTERM--;
+  let returns = 0;
   for (;;) {
     if (retireRequested) process.exit(0);
     const dir = await waitForClaim(pool, flags.address, config.spareIdleMs, () => role.installChanged());
@@ -848,8 +873,38 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
       continue;
     }
     process.removeListener('SIGTERM', onSigterm);
-    await serveClaimed(answer.become, role);
-    return;
+    let returned = () => {};
+    const back = new Promise<void>((resolve) => (returned = resolve));
+    await serveClaimed(answer.become, role, {
+      pool,
+      rejoin: (except) => {
+        const why =
+          returns >= MAX_POOL_RETURNS
+            ? `went back ${returns} times already`
+            : role.installChanged()
+              ? 'tsshim was installed anew'
+              : notPoolClean(asSpare, except);
+        if (!why) {
+          returns++;
+          returned();
+        }
+        return why;
+      },
+    });
+    await back; // only when the daemon came back: otherwise it exits
+    // The spare it was before the claim: its title (the sh finds spares by it), environment, no
+    // subreaper (no child to collect until the next claim), niced; collected and trimmed unless a
+    // claim comes first.
+    process.title = spareTitle;
+    replaceEnv(ownEnv);
+    rewriteProcEnviron(ownEnv);
+    process.chdir('/');
+    setChildSubreaper(false);
+    setNiceOfAllThreads(SPARE_NICE);
+    process.on('SIGTERM', onSigterm);
+    claiming = false;
+    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim, true)), UNCLAIMED_CLEANUP_MS);
+    cleanUp = () => clearTimeout(later);
   }
 }
 
@@ -977,11 +1032,11 @@ async function answerRequest(
 }
 
 /** From here on this process is the container's shim, exactly as if `start` had spawned it. */
-async function serveClaimed(become: Becoming, role: SpareRole): Promise<void> {
+async function serveClaimed(become: Becoming, role: SpareRole, back?: PoolReturn): Promise<void> {
   replaceEnv(become.req.env);
   if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
   process.chdir(become.req.cwd);
-  await role.becomeDaemon(become.flags, readConfig(become.req.env), become.bound);
+  await role.becomeDaemon(become.flags, readConfig(become.req.env), become.bound, back);
 }
 
 /**

@@ -159,6 +159,29 @@ export class BundleLogSink {
     if (this.deferredBytes > 0) this.writeNow(this.takeDeferred());
   }
 
+  /** The fd lines go to now (-1 when none is open). */
+  get openFd(): number {
+    return this.fd;
+  }
+
+  /**
+   * Writes what is deferred and closes the fifo; later lines are dropped (no bundle to retarget
+   * to). For a daemon that goes back to the spare pool instead of exiting (serve.ts).
+   */
+  close(): void {
+    this.flush();
+    if (this.fd >= 0) {
+      try {
+        fs.closeSync(this.fd);
+      } catch {
+        /* already closed */
+      }
+    }
+    this.fd = -1;
+    this.bundle = '';
+    this.lastFailedRetarget = Infinity;
+  }
+
   private takeDeferred(): string {
     const out = this.deferred;
     this.deferred = '';

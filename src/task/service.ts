@@ -81,10 +81,11 @@ export class TaskService {
   /** Containers whose Create is still running: reserved, but not visible to other calls yet (as in Go). */
   private creating = new Set<string>();
   private oom: OomMonitor;
+  private readonly unsubscribeExits: () => void;
   readonly counters = { reaped: 0, exitsPublished: 0 };
 
   constructor(private deps: ServiceDeps) {
-    deps.exits.subscribe((e) => this.onExit(e));
+    this.unsubscribeExits = deps.exits.subscribe((e) => this.onExit(e));
     const onOom = (key: string) => {
       const c = this.containers.get(key);
       if (c) deps.events.oom(c.namespace, c.id);
@@ -532,5 +533,6 @@ export class TaskService {
 
   close(): void {
     this.oom.close();
+    this.unsubscribeExits();
   }
 }

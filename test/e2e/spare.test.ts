@@ -22,7 +22,7 @@ import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import { SPARE_MAX_DEFER_MS, sparePool, waitingSpares } from '../../src/shim/spare';
 import { socketPath } from '../../src/shim/address';
 import { until as untilShared } from '../support/wait';
-import { runDetached } from '../support/containers';
+import { removeContainer, runDetached } from '../support/containers';
 import { rssBytes } from '../support/proc';
 
 let c: Containerd;
@@ -78,6 +78,82 @@ test("a waiting spare becomes the next container's shim; a dead spare is skipped
   assert.ok(Date.now() - t0 < 8000, 'no 10 s handshake timeout on a dead spare');
   assert.notEqual(third, next);
   assert.equal((await c.ctr(['task', 'ls'])).stdout.split('\n').filter((l) => / RUNNING/.test(l)).length, 3);
+});
+
+test('a spare-born shim that leaves while a spare is due goes back to the pool itself, with nothing of its container', async () => {
+  const pool = sparePool(c.address);
+  const keep = uniqueId('keep');
+  await runSleeper(keep); // another shim serves: a spare is wanted after the next one leaves
+  // A short container's shim leaves before its RPCs go quiet long enough to boot a spare
+  // (SpareLaunch), so the spare is due at its leave; a loaded machine may boot one earlier: retry.
+  /** A process's environment as the kernel shows it, less what only a spare's boot uses. */
+  const environ = (pid: number) =>
+    fs
+      .readFileSync(`/proc/${pid}/environ`, 'latin1')
+      .split('\0')
+      .filter((v) => v && !/^(TSSHIM_ENV_ROOM|TSSHIM_SPARE_LAUNCH_NICE)=/.test(v))
+      .sort();
+  let returned = 0;
+  let lastId = '';
+  let spareEnviron: string[] = [];
+  for (let i = 0; i < 8 && !returned; i++) {
+    const [spare] = await bootedSpares(pool);
+    spareEnviron = environ(spare);
+    lastId = uniqueId('back');
+    const r = await c.ctr([
+      'run',
+      '--rm',
+      '--runtime',
+      TSSHIM_RUNTIME,
+      ...PATH_ENV_ARGS,
+      '--rootfs',
+      rootfs,
+      lastId,
+      'sh',
+      '-c',
+      `echo out-${i}; exit 3`,
+    ]);
+    assert.equal(r.stdout, `out-${i}\n`, r.stderr);
+    assert.equal(r.code, 3, 'the exit status reaches ctr');
+    const after = await bootedSpares(pool);
+    if (after.includes(spare)) returned = spare;
+  }
+  assert.ok(returned, 'in 8 short containers, a shim went back to the pool at least once');
+  const proc = (f: string) => fs.readFileSync(`/proc/${returned}/${f}`, 'latin1');
+  // Back to what a spare is: the sh finds it by this exact title.
+  assert.equal(proc('cmdline').replace(/\0+$/, ''), `containerd-shim-tsshim-v2 spare -address ${c.address}`);
+  assert.equal(fs.readlinkSync(`/proc/${returned}/cwd`), '/');
+  assert.deepEqual(environ(returned), spareEnviron, "the spare's own environment, not the served start's");
+  assert.ok(os.getPriority(returned) > 0, 'niced again');
+  for (const fd of fs.readdirSync(`/proc/${returned}/fd`)) {
+    let target = '';
+    try {
+      target = fs.readlinkSync(`/proc/${returned}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    assert.ok(!target.includes(lastId), `fd ${fd} -> ${target} belongs to the last container`);
+  }
+  const children = fs
+    .readdirSync(`/proc/${returned}/task`)
+    .map((t) => fs.readFileSync(`/proc/${returned}/task/${t}/children`, 'latin1').trim())
+    .filter(Boolean);
+  assert.deepEqual(children, [], 'no child left');
+  assert.ok(!/uncaught exception|unhandled rejection/.test(c.logTail(1 << 20)), 'no tsshim bug reported');
+
+  // And it serves a next container as a fresh spare would (the sh takes any waiting spare: there
+  // may be two during a burst).
+  const started: string[] = [];
+  let servedBy = 0;
+  for (let i = 0; i < 4 && servedBy !== returned; i++) {
+    await bootedSpares(pool);
+    started.push(uniqueId('next'));
+    servedBy = await runSleeper(started[started.length - 1]);
+  }
+  assert.equal(servedBy, returned, 'the returned process serves a next container');
+  const exec = await c.ctr(['task', 'exec', '--exec-id', 'e', started[started.length - 1], 'sh', '-c', 'echo again']);
+  assert.equal(exec.stdout, 'again\n', exec.stderr);
+  for (const id of [...started, keep]) await removeContainer(c, id);
 });
 
 test('starts that outrun the spares make the pool keep two while the burst lasts, one after it', async () => {

@@ -1,0 +1,82 @@
+// Whether a leaving daemon's process is clean enough to go back to the spare pool (src/shim/pool-return.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { notPoolClean, openFds, spareSnapshot, type SpareSnapshot } from '../../src/shim/pool-return';
+
+const snapshot = (fds: [number, string][], listeners: Partial<SpareSnapshot['listeners']> = {}): SpareSnapshot => ({
+  fds: new Map(fds),
+  listeners: { SIGTERM: 0, SIGINT: 0, uncaughtException: 0, unhandledRejection: 0, ...listeners },
+});
+const spare = snapshot([
+  [0, '/dev/null'],
+  [1, '/dev/null'],
+  [5, 'anon_inode:[eventpoll]'],
+]);
+const noChildren = () => [];
+
+test('the same descriptors, no child and the same listeners: clean', () => {
+  assert.equal(notPoolClean(spare, [], snapshot([...spare.fds]), noChildren), '');
+});
+
+test('a descriptor of the last container (its log fifo, a socket) is named, unless it is one the daemon closes next', () => {
+  const now = snapshot([...spare.fds, [21, 'socket:[123]']]);
+  assert.match(notPoolClean(spare, [], now, noChildren), /descriptor 21 \(socket:\[123\]\) was not open as a spare/);
+  assert.equal(notPoolClean(spare, [21], now, noChildren), '');
+});
+
+test('a spare descriptor now closed or pointing elsewhere is not clean', () => {
+  assert.match(
+    notPoolClean(
+      spare,
+      [],
+      snapshot([
+        [0, '/dev/null'],
+        [1, '/dev/null'],
+      ]),
+      noChildren
+    ),
+    /descriptor 5 .* is gone/
+  );
+  const swapped = snapshot([
+    [0, '/dev/null'],
+    [1, '/dev/null'],
+    [5, '/run/x/log'],
+  ]);
+  assert.match(notPoolClean(spare, [], swapped, noChildren), /descriptor 5 \(\/run\/x\/log\) was not open as a spare/);
+});
+
+test('a child process left (a runc, a logger) is not clean', () => {
+  assert.match(
+    notPoolClean(spare, [], snapshot([...spare.fds]), () => [4242]),
+    /child processes left: 4242/
+  );
+});
+
+test('a process listener the daemon did not take off is not clean', () => {
+  const now = snapshot([...spare.fds], { uncaughtException: 1 });
+  assert.match(notPoolClean(spare, [], now, noChildren), /uncaughtException listeners: 1, 0 as a spare/);
+});
+
+test('openFds sees a file opened and closed; spareSnapshot counts listeners', () => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pool-return-')), 'f');
+  const fd = fs.openSync(file, 'w');
+  try {
+    assert.equal(openFds().get(fd), file);
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.equal(openFds().get(fd), undefined);
+  const before = spareSnapshot();
+  const fn = () => {};
+  process.on('SIGINT', fn);
+  try {
+    assert.equal(spareSnapshot().listeners.SIGINT, before.listeners.SIGINT + 1);
+    assert.match(notPoolClean(before, [], spareSnapshot(), noChildren), /SIGINT listeners/);
+  } finally {
+    process.removeListener('SIGINT', fn);
+  }
+  fs.rmSync(path.dirname(file), { recursive: true, force: true });
+});
