@@ -588,6 +588,9 @@ function waitForClaim(
   installChanged: () => boolean
 ): Promise<string | null> {
   const home = path.join(pool, String(process.pid));
+  // The sh's warm path takes a spare's presence as the proof that its pool is ours alone (it checks
+  // ownership only, bin/containerd-shim-tsshim-v2 fast_start): never wait in one that is not.
+  if (untrustedState(pool)) return Promise.resolve(null);
   // Built under a hidden name and renamed into place: the sh only ever sees complete spares.
   const building = path.join(pool, `.new-${process.pid}`);
   fs.rmSync(building, { recursive: true, force: true });
@@ -642,7 +645,8 @@ function waitForClaim(
         if (Date.now() - claimedSince > CLAIM_WITHOUT_REQUEST_MS) done(null);
         return;
       }
-      if (retireRequested || installChanged() || servingShims(pool).length === 0) return retire();
+      if (retireRequested || installChanged() || untrustedState(pool) || servingShims(pool).length === 0)
+        return retire();
       // A burst is over: the extra spare (the newest, so only one of them) goes. While it lasts, the
       // extra one checks again the moment it ends rather than up to WATCH_MS later.
       const waiting = waitingSpares(pool);

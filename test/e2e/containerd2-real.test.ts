@@ -20,7 +20,7 @@ import {
   type Containerd,
 } from '../support/harness';
 import { ensureBusyboxImage } from '../support/rootfs';
-import { shimPidOf } from '../support/containers';
+import { shimLeft, shimPidOf } from '../support/containers';
 import { until } from '../support/wait';
 import { readStartRequest, type DaemonGeneration } from '../../src/shim/bootstrap';
 
@@ -191,7 +191,7 @@ test(`containerd ${release.version}: after a task is deleted, Shutdown ends the 
   await until(async () => (await taskStatus(c, id)) === 'STOPPED', `${id} stopped`, 30_000);
   assert.equal((await c.ctr(['task', 'rm', id])).code, 0);
   // A lone container's shim exits only when Shutdown arrives after its last task is gone.
-  await until(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown', 30_000);
+  await until(() => shimLeft(shim), 'the shim to exit after Delete + Shutdown', 30_000);
   assert.equal(fs.existsSync(c.bundleDir(id)), false, 'bundle removed');
   const deletes = rec.calls().filter((k) => action(k) === 'delete' && flag(k.argv, '-id') === id);
   // The same with the Go shim: containerd logs "cleaning up dead shim" when it runs `shim delete`.
@@ -316,7 +316,7 @@ test(
     assert.equal(rm.code, 0, rm.stderr);
     assert.match(rm.stderr, /exit code 137/);
     // Shutdown still comes for a task outside a sandbox: the shim exits.
-    await until(() => !pidAlive(shim), 'the shim to exit after Delete + Shutdown', 30_000);
+    await until(() => shimLeft(shim), 'the shim to exit after Delete + Shutdown', 30_000);
     assert.equal((await c.ctr(['container', 'rm', id])).code, 0);
     t.diagnostic('version 3 outside a sandbox: run, exec, kill, delete and Shutdown as with version 2');
   }

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startContainerd, repoRoot, pidAlive, type Containerd } from '../support/harness';
+import { shimLeft } from '../support/containers';
 import { buildBusyboxImage, buildPauseImage, importImage, BUSYBOX_IMAGE, PAUSE_IMAGE } from '../support/rootfs';
 import { criPluginConfig, renderCriFixture } from '../support/cri-config';
 import {
@@ -606,7 +607,7 @@ for (const handler of HANDLERS) {
         (e: unknown) => e instanceof CriError && e.code === grpc.status.NOT_FOUND
       );
       pod = undefined;
-      await waitFor(`shim ${podShimPid} to exit`, () => !pidAlive(podShimPid), 10_000);
+      await waitFor(`shim ${podShimPid} to exit`, () => shimLeft(podShimPid), 10_000);
       assert.deepEqual(shimsFor(p.id), []);
       assert.ok(!(await cri.listPodSandbox({ id: p.id })).length);
     });
@@ -664,7 +665,7 @@ for (const handler of HANDLERS) {
       await cri.stopPodSandbox(p.id);
       await cri.removePodSandbox(p.id);
       pod = undefined;
-      await waitFor(`shim ${shimPid} to exit`, () => !pidAlive(shimPid), 10_000);
+      await waitFor(`shim ${shimPid} to exit`, () => shimLeft(shimPid), 10_000);
     });
   });
 }

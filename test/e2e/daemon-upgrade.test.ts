@@ -19,7 +19,7 @@ import {
   type Containerd,
 } from '../support/harness';
 import { ensureBusyboxImage } from '../support/rootfs';
-import { shimPidOf } from '../support/containers';
+import { shimLeft, shimPidOf } from '../support/containers';
 
 const GROUP = 'io.containerd.tsshim.v2.group';
 const UPGRADES: [from: string, to: string][] = [
@@ -186,7 +186,7 @@ for (const [from, to] of UPGRADES) {
       }
       // The shims with no containers left exit (the per-node one stays by design).
       for (const cid of [id.det, id.tty, id.g1])
-        await waitFor(() => !pidAlive(shims.get(cid)!), `shim of ${cid} to exit`);
+        await waitFor(() => shimLeft(shims.get(cid)!), `shim of ${cid} to exit`);
       assert.deepEqual([...(await tasks(c)).keys()], []);
     }
   );

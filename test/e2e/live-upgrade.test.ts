@@ -29,7 +29,7 @@ import {
   type ContainerdEvent,
   type EventCollector,
 } from '../support/containerd-api';
-import { daemonShims, removeContainer, runDetached, shimPidOf } from '../support/containers';
+import { daemonShims, removeContainer, runDetached, shimLeft, shimPidOf } from '../support/containers';
 import { allPids, argvOf, childrenOf, fdCount, procStat, zombiesOf } from '../support/proc';
 import { PtySession, PROMPT, resizeUntilSeen } from '../support/pty';
 import { sleep, until } from '../support/wait';
@@ -489,7 +489,7 @@ test('issue size: 20 containers, 10 upgrades in a row between two builds, contai
       }
       for (const id of [X[0], X[1]].filter((x) => unloaded.has(x))) {
         const pid = shimOf.get(id)!;
-        await until(() => !pidAlive(pid), `the shim of ${id} gone after containerd deleted its task`);
+        await until(() => shimLeft(pid), `the shim of ${id} gone after containerd deleted its task`);
         shims.splice(shims.indexOf(pid), 1);
       }
       t.diagnostic(`containerd restarted; tasks not loaded again: ${[...unloaded].join(', ') || 'none'}`);
@@ -617,7 +617,7 @@ test('issue size: 20 containers, 10 upgrades in a row between two builds, contai
     assert.equal(r.code, 0, `container delete ${id}: ${r.stderr}`);
   }
   await until(
-    () => shims.every((pid) => pid === perNodeShim || !pidAlive(pid)),
+    () => shims.every((pid) => pid === perNodeShim || shimLeft(pid)),
     'shims gone after their last container'
   );
   assert.ok(pidAlive(perNodeShim), 'the per-node shim stays without containers');

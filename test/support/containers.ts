@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Containerd } from './harness';
 import { getTask } from './containerd-api';
-import { argvOf } from './proc';
+import { argvOf, pidAlive } from './proc';
 import { until } from './wait';
 import { Client } from '../../src/ttrpc';
 import { containerd as api } from '../../src/gen/proto';
@@ -36,6 +36,15 @@ export function spareShims(c: Containerd): number[] {
     if (i >= 0 && argv[i + 1] === c.address) out.push(Number(name));
   }
   return out;
+}
+
+/**
+ * A shim that left its containers: its process is gone, or (a tsshim daemon that began as a warm
+ * spare, src/shim/pool-return.ts) it went back to the spare pool and waits there under the spare's title.
+ */
+export function shimLeft(pid: number): boolean {
+  if (!pidAlive(pid)) return true;
+  return !!argvOf(pid)?.includes('spare');
 }
 
 /** The pid of the shim serving a container, asked through its socket (joiners of a group get no shim.pid). */

@@ -957,6 +957,38 @@ test('sh wrapper: a warm spare found by its title takes stdin and environment fr
   }
 });
 
+test('sh wrapper: the warm path checks ownership with builtins (no find); a spare whose directory is not ours is passed over', async () => {
+  // Mode bits need find; the spare answers for them instead (it never waits in a pool others can
+  // write to: spare.ts waitForClaim), so this path forks only mv (and dash's answer timer).
+  {
+    const { inst, state, spare } = await withFakeSpare('answer');
+    try {
+      const programs = programLog(inst.root);
+      const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), PATH: programs.path };
+      const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+      assert.equal(r.status, 0);
+      assert.match(r.out, /^SPARE stdin=OPTS/);
+      assert.deepEqual(programs.ran(), ['mv'], 'the claim forks mv only: no find');
+    } finally {
+      kill(spare.pid);
+      fs.rmSync(inst.root, { recursive: true, force: true });
+    }
+  }
+  // The same spare, its directory another user's (as if planted): not claimed, Node decides.
+  const { inst, state, pool, spare } = await withFakeSpare('answer');
+  try {
+    const home = path.join(pool, String(spare.pid));
+    fs.chownSync(home, 65534, 65534);
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') };
+    const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+    assert.equal(r.out, 'NODE-DECIDES stdin=OPTS', 'Node decides, with the request intact');
+    assert.ok(fs.existsSync(home), 'the spare directory was not claimed');
+  } finally {
+    kill(spare.pid);
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
 test("sh wrapper: answerFormat's format makes the sh's printf print every byte as it was", () => {
   const bytes = Buffer.from([...Array(256).keys(), 0x25, 0x73, 0x5c, 0x6e, 0x30, 0x31, 0x20, 0x0a]);
   for (const shell of SHELLS) {
