@@ -39,7 +39,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { mkfifo, setChildSubreaper } from '../sys/libc';
-import { notPoolClean, spareSnapshot } from './pool-return';
+import { notPoolClean, poolReturnRefusal, spareSnapshot } from './pool-return';
 import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
@@ -62,12 +62,6 @@ import {
 const SPARE_NICE = 10;
 /** The nice value a spare was launched with: a lower one means a start promoted it (runSpare). */
 const LAUNCH_NICE_VAR = 'TSSHIM_SPARE_LAUNCH_NICE';
-/**
- * How often one process goes back to the pool (pool-return.ts). Its anonymous memory grew ~100 KiB
- * per return at first and ~20 KiB later (30 returns, 12.3 -> 13.8 MiB after each cleanup): the
- * bound keeps any slow growth from adding up over a node's life.
- */
-const MAX_POOL_RETURNS = 100;
 /** A spare whose warm-up a waiting start cut short collects this long after it went to the pool. */
 const UNCLAIMED_CLEANUP_MS = 500;
 
@@ -879,15 +873,14 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     process.removeListener('SIGTERM', onSigterm);
     let returned = () => {};
     const back = new Promise<void>((resolve) => (returned = resolve));
-    await serveClaimed(answer.become, role, {
+    const become = answer.become;
+    await serveClaimed(become, role, {
       pool,
       rejoin: (except) => {
-        const why =
-          returns >= MAX_POOL_RETURNS
-            ? `went back ${returns} times already`
-            : role.installChanged()
-              ? 'tsshim was installed anew'
-              : notPoolClean(asSpare, except);
+        const why = poolReturnRefusal(
+          { returns, inShimCgroup: become.inShimCgroup, installChanged: role.installChanged() },
+          () => notPoolClean(asSpare, except)
+        );
         if (!why) {
           returns++;
           returned();
@@ -945,6 +938,8 @@ async function warmClaimPath(): Promise<void> {
 }
 
 interface Becoming {
+  /** settleDaemon moved this process into the container's ShimCgroup (a pod's, which must be able to go). */
+  inShimCgroup: boolean;
   flags: ShimFlags;
   bound: BoundSocket & { notes: string[] };
   req: StartRequest;
@@ -1020,6 +1015,7 @@ async function answerRequest(
         enterServing(sparePool(startFlags.address, startConfig.stateDir));
         const env = { ...req.env, TSSHIM_SOCKET: claimed.socket, TSSHIM_GROUP: claimed.group };
         become = {
+          inShimCgroup: !!opts.shimCgroup,
           flags: startFlags,
           bound: { server: claimed.server, socket: claimed.socket, group: claimed.group, notes: problems },
           req: { ...req, env },

@@ -4,7 +4,14 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { notPoolClean, openFds, spareSnapshot, type SpareSnapshot } from '../../src/shim/pool-return';
+import {
+  MAX_POOL_RETURNS,
+  notPoolClean,
+  openFds,
+  poolReturnRefusal,
+  spareSnapshot,
+  type SpareSnapshot,
+} from '../../src/shim/pool-return';
 
 const snapshot = (fds: [number, string][], listeners: Partial<SpareSnapshot['listeners']> = {}): SpareSnapshot => ({
   fds: new Map(fds),
@@ -79,4 +86,20 @@ test('openFds sees a file opened and closed; spareSnapshot counts listeners', ()
     process.removeListener('SIGINT', fn);
   }
   fs.rmSync(path.dirname(file), { recursive: true, force: true });
+});
+
+test('a process that went back often, sits in a pod ShimCgroup, or runs a replaced install does not go back', () => {
+  const ok = { returns: 0, inShimCgroup: false, installChanged: false };
+  let checked = 0;
+  const clean = () => (checked++, '');
+  assert.equal(poolReturnRefusal(ok, clean), '');
+  assert.equal(checked, 1, 'the process is checked when the conditions hold');
+  assert.match(poolReturnRefusal({ ...ok, returns: MAX_POOL_RETURNS }, clean), /went back 100 times/);
+  assert.match(poolReturnRefusal({ ...ok, inShimCgroup: true }, clean), /ShimCgroup/);
+  assert.match(poolReturnRefusal({ ...ok, installChanged: true }, clean), /installed anew/);
+  assert.equal(checked, 1, 'refused before the process is looked at');
+  assert.equal(
+    poolReturnRefusal(ok, () => 'descriptor 9'),
+    'descriptor 9'
+  );
 });
