@@ -985,10 +985,12 @@ async function answerRequest(
     startPid = source.startPid();
     // containerd waits from here on: the start's policy and nice value first of all (a waiting
     // spare is niced: on a busy machine it crawled through the request, ~10-40 ms at load 20).
+    let scheduledFrom = 0;
     try {
       if (startPid && !source.inherits) copySchedulingOf(startPid);
+      scheduledFrom = startPid;
     } catch {
-      /* adoptStartIdentity reports it */
+      /* adoptStartIdentity tries again and reports it */
     }
     const { readStartRequest, formatStartReply } = await import('./bootstrap');
     const { startOptions } = await import('./start-options');
@@ -1004,7 +1006,8 @@ async function answerRequest(
     out = formatStartReply(claimed.address, request.generation);
     if (claimed.server) {
       // Whatever a cold daemon inherits from its start, then what settleDaemon does to both.
-      const problems = source.inherits ? [] : adoptStartIdentity(req.startPid || req.containerdPid);
+      const from = req.startPid || req.containerdPid;
+      const problems = source.inherits ? [] : adoptStartIdentity(from, from !== scheduledFrom);
       if (role.installChanged()) {
         // Our code is the old install's: the daemon comes from the new one (it inherits the
         // identity just taken on), and this process leaves once start has its answer.

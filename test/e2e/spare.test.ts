@@ -86,13 +86,21 @@ test('a spare-born shim that leaves while a spare is due goes back to the pool i
   await runSleeper(keep); // another shim serves: a spare is wanted after the next one leaves
   // A short container's shim leaves before its RPCs go quiet long enough to boot a spare
   // (SpareLaunch), so the spare is due at its leave; a loaded machine may boot one earlier: retry.
-  /** A process's environment as the kernel shows it, less what only a spare's boot uses. */
-  const environ = (pid: number) =>
-    fs
+  /**
+   * A process's environment as the kernel shows it, less what only a spare's boot uses, and with
+   * NODE_EXTRA_CA_CERTS as its process.env has it (a spare boots with it set aside:
+   * node-flags.ts; one that went back shows its process.env).
+   */
+  const environ = (pid: number) => {
+    const vars = fs
       .readFileSync(`/proc/${pid}/environ`, 'latin1')
       .split('\0')
-      .filter((v) => v && !/^(TSSHIM_ENV_ROOM|TSSHIM_SPARE_LAUNCH_NICE)=/.test(v))
-      .sort();
+      .filter((v) => v && !/^(TSSHIM_ENV_ROOM|TSSHIM_SPARE_LAUNCH_NICE)=/.test(v));
+    const saved = vars.find((v) => v.startsWith('TSSHIM_SAVED_NODE_EXTRA_CA_CERTS='));
+    if (saved === undefined) return vars.sort();
+    const restored = vars.filter((v) => !/^(TSSHIM_SAVED_)?NODE_EXTRA_CA_CERTS=/.test(v));
+    return [...restored, `NODE_EXTRA_CA_CERTS=${saved.slice(saved.indexOf('=') + 1)}`].sort();
+  };
   let returned = 0;
   let lastId = '';
   let spareEnviron: string[] = [];
