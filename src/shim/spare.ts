@@ -816,6 +816,11 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // the pool. Launched as a pod's shim left, it was claimed ~300 ms after its launch, ~160 ms of that
   // after Node's boot: the warm-up, the claim path's and the collection (2026-12-05-spare-at-kill.md).
   const waitedFor = () => os.getPriority() < launchNice; // false when launched without the variable
+  // Once its cleanup is done, a waiting spare sits at the nice value of the shim that launched it:
+  // a claim wakes it on cores busy with containerd and runc, and niced its wake-up waited for
+  // them. While it waits it runs a check every 5 s. (Without CAP_SYS_NICE it stays niced.)
+  const waitNice = Number.isFinite(launchNice) ? Math.max(0, launchNice - SPARE_NICE) : SPARE_NICE;
+  const toWaitNice = () => setNiceOfAllThreads(waitNice);
   const { warmUp } = await import('./warm-up');
   const warm = await warmUp(waitedFor);
   // Also when cut short (~24 ms then, ~4 after a whole warm-up): a waiting start would otherwise wait
@@ -826,7 +831,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // calls off what of that has not run yet (see the claim below).
   let cleanUp = () => {};
   if (warm && !waitedFor()) {
-    cleanUp = collectAndTrim(config.trim);
+    cleanUp = collectAndTrim(config.trim, false, toWaitNice);
     // Loaded from the bundle without a code cache for these flags: this is the moment to write it
     // (not after a warm-up cut short: the cache would cover less of a first Create for every later
     // spare; the daemon this one becomes writes it as it exits instead).
@@ -835,7 +840,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     // Cut short, the collection waits for the claim that is coming. It may not come: the sh
     // promotes every booting spare and its start takes one of them; a spare left so in the pool held
     // ~26 MiB of PSS instead of ~13 (10 back-to-back starts, the memory suite).
-    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim)), UNCLAIMED_CLEANUP_MS);
+    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim, false, toWaitNice)), UNCLAIMED_CLEANUP_MS);
     cleanUp = () => clearTimeout(later);
   }
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
@@ -900,7 +905,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     setNiceOfAllThreads(SPARE_NICE);
     process.on('SIGTERM', onSigterm);
     claiming = false;
-    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim, true)), UNCLAIMED_CLEANUP_MS);
+    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim, true, toWaitNice)), UNCLAIMED_CLEANUP_MS);
     cleanUp = () => clearTimeout(later);
   }
 }
