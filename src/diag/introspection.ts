@@ -6,6 +6,7 @@ import { toNumber } from '../types/long';
 import { ServiceName } from '../types/typeurls';
 import { timestampFromDate } from '../types/timestamp';
 import { unixTime, wallClockNow } from '../sys/clock';
+import { ownFds } from '../sys/proc-fds';
 import { Code, TtrpcError, type CallContext, type Server } from '../ttrpc';
 import type { DaemonView } from './daemon-view';
 import type { Container } from '../task/container';
@@ -75,19 +76,7 @@ export function processUsage(pid: number): ProcessUsage | null {
 /** Entries of /proc/self/fd grouped by kind (socket, pipe, anon_inode:..., file, ...). */
 export function openFds(): { count: number; kinds: Record<string, number> } {
   const kinds: Record<string, number> = {};
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync('/proc/self/fd');
-  } catch {
-    return { count: 0, kinds };
-  } // no /proc: nothing to report
-  for (const n of names) {
-    let target = '';
-    try {
-      target = fs.readlinkSync(`/proc/self/fd/${n}`);
-    } catch {
-      continue;
-    } // the readdir fd itself
+  for (const target of ownFds().values()) {
     const kind = /^(socket|pipe):/.test(target)
       ? target.slice(0, target.indexOf(':'))
       : target.startsWith('anon_inode:')

@@ -4,27 +4,8 @@
 // What its leave does not release explicitly (serve.ts shutdown) is caught here: the process must
 // hold exactly the descriptors it held as a spare before its first claim, have no child, and have
 // no more process-level listeners than then. Anything else and it exits as any daemon does.
-import * as fs from 'node:fs';
+import { ownFds } from '../sys/proc-fds';
 import { listOwnChildren } from '../sys/reaper';
-
-/** The process's open descriptors and what each one is (its /proc/self/fd link). */
-export function openFds(fdDir = '/proc/self/fd'): Map<number, string> {
-  const out = new Map<number, string>();
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync(fdDir);
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    try {
-      out.set(Number(name), fs.readlinkSync(`${fdDir}/${name}`));
-    } catch {
-      /* the readdir's own descriptor, closed by now */
-    }
-  }
-  return out;
-}
 
 /** Process events whose listeners a daemon adds and must take off again before it returns. */
 const WATCHED_EVENTS = ['SIGTERM', 'SIGINT', 'uncaughtException', 'unhandledRejection'] as const;
@@ -60,7 +41,7 @@ export function poolReturnRefusal(c: ReturnConditions, clean: () => string): str
 }
 
 /** What a spare holds before its first claim. */
-export function spareSnapshot(fds = openFds()): SpareSnapshot {
+export function spareSnapshot(fds = ownFds()): SpareSnapshot {
   const listeners = Object.fromEntries(WATCHED_EVENTS.map((e) => [e, process.listenerCount(e)]));
   return { fds, listeners: listeners as SpareSnapshot['listeners'] };
 }

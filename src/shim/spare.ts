@@ -830,6 +830,11 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   // A spare may wait for minutes: keep only what it needs resident (idle-gc.ts, trim.ts). `cleanUp`
   // calls off what of that has not run yet (see the claim below).
   let cleanUp = () => {};
+  /** The collection and trim UNCLAIMED_CLEANUP_MS from now, unless a claim calls it off first. */
+  const cleanUpLater = (compact: boolean) => {
+    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim, compact, toWaitNice)), UNCLAIMED_CLEANUP_MS);
+    cleanUp = () => clearTimeout(later);
+  };
   if (warm && !waitedFor()) {
     cleanUp = collectAndTrim(config.trim, false, toWaitNice);
     // Loaded from the bundle without a code cache for these flags: this is the moment to write it
@@ -840,8 +845,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     // Cut short, the collection waits for the claim that is coming. It may not come: the sh
     // promotes every booting spare and its start takes one of them; a spare left so in the pool held
     // ~26 MiB of PSS instead of ~13 (10 back-to-back starts, the memory suite).
-    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim, false, toWaitNice)), UNCLAIMED_CLEANUP_MS);
-    cleanUp = () => clearTimeout(later);
+    cleanUpLater(false);
   }
   // Booted (under SCHED_IDLE, see startSpare): a claim must not wait for an idle core, a nice
   // value keeps the waiting spare's housekeeping behind the containers'.
@@ -905,8 +909,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     setNiceOfAllThreads(SPARE_NICE);
     process.on('SIGTERM', onSigterm);
     claiming = false;
-    const later = setTimeout(() => (cleanUp = collectAndTrim(config.trim, true, toWaitNice)), UNCLAIMED_CLEANUP_MS);
-    cleanUp = () => clearTimeout(later);
+    cleanUpLater(true);
   }
 }
 

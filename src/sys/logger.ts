@@ -170,13 +170,7 @@ export class BundleLogSink {
    */
   close(): void {
     this.flush();
-    if (this.fd >= 0) {
-      try {
-        fs.closeSync(this.fd);
-      } catch {
-        /* already closed */
-      }
-    }
+    this.closeFd();
     this.fd = -1;
     this.bundle = '';
     this.lastFailedRetarget = Infinity;
@@ -225,6 +219,15 @@ export class BundleLogSink {
     return false;
   }
 
+  private closeFd(): void {
+    if (this.fd < 0) return;
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      /* already closed */
+    }
+  }
+
   private tryOpen(bundle: string): boolean {
     let fd: number;
     try {
@@ -232,13 +235,7 @@ export class BundleLogSink {
     } catch {
       return false;
     } // ENXIO: nobody reads it
-    if (this.fd >= 0) {
-      try {
-        fs.closeSync(this.fd);
-      } catch {
-        /* already closed */
-      }
-    }
+    this.closeFd();
     this.fd = fd;
     this.bundle = bundle;
     return true;

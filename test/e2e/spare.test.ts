@@ -23,7 +23,7 @@ import { SPARE_MAX_DEFER_MS, sparePool, waitingSpares } from '../../src/shim/spa
 import { socketPath } from '../../src/shim/address';
 import { until as untilShared } from '../support/wait';
 import { removeContainer, runDetached } from '../support/containers';
-import { rssBytes } from '../support/proc';
+import { childrenOf, fdTargets, rssBytes } from '../support/proc';
 
 let c: Containerd;
 let rootfs: string;
@@ -134,20 +134,10 @@ test('a spare-born shim that leaves while a spare is due goes back to the pool i
   assert.deepEqual(environ(returned), spareEnviron, "the spare's own environment, not the served start's");
   // Niced (10) until its cleanup, then at its launcher's nice value, as a spare that was never claimed.
   assert.ok([10, os.getPriority(c.pid)].includes(os.getPriority(returned)), "a waiting spare's nice value");
-  for (const fd of fs.readdirSync(`/proc/${returned}/fd`)) {
-    let target = '';
-    try {
-      target = fs.readlinkSync(`/proc/${returned}/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    assert.ok(!target.includes(lastId), `fd ${fd} -> ${target} belongs to the last container`);
+  for (const target of fdTargets(returned)) {
+    assert.ok(!target.includes(lastId), `fd -> ${target} belongs to the last container`);
   }
-  const children = fs
-    .readdirSync(`/proc/${returned}/task`)
-    .map((t) => fs.readFileSync(`/proc/${returned}/task/${t}/children`, 'latin1').trim())
-    .filter(Boolean);
-  assert.deepEqual(children, [], 'no child left');
+  assert.deepEqual(childrenOf(returned), [], 'no child left');
   assert.ok(!/uncaught exception|unhandled rejection/.test(c.logTail(1 << 20)), 'no tsshim bug reported');
 
   // And it serves a next container as a fresh spare would (the sh takes any waiting spare: there

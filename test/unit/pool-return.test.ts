@@ -7,11 +7,11 @@ import * as path from 'node:path';
 import {
   MAX_POOL_RETURNS,
   notPoolClean,
-  openFds,
   poolReturnRefusal,
   spareSnapshot,
   type SpareSnapshot,
 } from '../../src/shim/pool-return';
+import { ownFds } from '../../src/sys/proc-fds';
 
 const snapshot = (fds: [number, string][], listeners: Partial<SpareSnapshot['listeners']> = {}): SpareSnapshot => ({
   fds: new Map(fds),
@@ -67,15 +67,15 @@ test('a process listener the daemon did not take off is not clean', () => {
   assert.match(notPoolClean(spare, [], now, noChildren), /uncaughtException listeners: 1, 0 as a spare/);
 });
 
-test('openFds sees a file opened and closed; spareSnapshot counts listeners', () => {
+test('ownFds sees a file opened and closed; spareSnapshot counts listeners', () => {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pool-return-')), 'f');
   const fd = fs.openSync(file, 'w');
   try {
-    assert.equal(openFds().get(fd), file);
+    assert.equal(ownFds().get(fd), file);
   } finally {
     fs.closeSync(fd);
   }
-  assert.equal(openFds().get(fd), undefined);
+  assert.equal(ownFds().get(fd), undefined);
   const before = spareSnapshot();
   const fn = () => {};
   process.on('SIGINT', fn);
