@@ -87,7 +87,13 @@ run(bin('esbuild'), [
 {
   const esbuild = createRequire(join(root, 'package.json'))('esbuild');
   const text = readFileSync(bundle, 'utf8');
-  const slim = minify ? minifyBundle(text, esbuild) : slimBundle(text, esbuild, root);
+  let acorn; // a dev dependency (eslint's parser): without it the bundle keeps its message conversions
+  try {
+    acorn = createRequire(join(root, 'package.json'))('acorn');
+  } catch {
+    acorn = undefined;
+  }
+  const slim = minify ? minifyBundle(text, esbuild, acorn) : slimBundle(text, esbuild, root);
   writeFileSync(bundle, slim.text);
   if (slim.map) writeFileSync(`${bundle}.map`, slim.map);
   console.log(`build: bundle ${slim.notes.join('; ')}`);

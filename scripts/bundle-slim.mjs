@@ -22,6 +22,10 @@
 //    Blanks at the start of a line inside a template literal are text, not indentation: those
 //    lines are left alone (acorn's tokenizer finds them), and an esbuild minification of the
 //    result must equal that of the input, or the bundle stays indented.
+// 3. No JSON conversions of protobuf messages (dropProtoConversions): pbjs writes a toObject and a
+//    toJSON for every message type (~160 KB of the minified bundle's ~820 KB), which only the
+//    tests and the CLI use (they load dist/src/gen/proto.js, which keeps them). In the bundle the
+//    statements that define them become blanks, line breaks kept, so the source map stays right.
 import { isAscii } from 'node:buffer';
 import { createRequire } from 'node:module';
 
@@ -71,17 +75,81 @@ export function stripIndentation(text, acorn) {
   return { text: lines.join('\n'), removed };
 }
 
+/** The bundled module of pbjs's static code: its key in esbuild's module table ends so. */
+const PROTO_MODULE = /(^|\/)gen\/proto\.js$/;
+
+function isMember(node, name) {
+  return node?.type === 'MemberExpression' && !node.computed && node.property.name === name;
+}
+
+/** `Type.toObject = function ...` or `Type.prototype.toJSON = function ...`. */
+function isConversion(stmt) {
+  const e = stmt.type === 'ExpressionStatement' ? stmt.expression : null;
+  if (e?.type !== 'AssignmentExpression' || e.operator !== '=' || e.right.type !== 'FunctionExpression') return null;
+  if (isMember(e.left, 'toObject')) return 'toObject';
+  if (isMember(e.left, 'toJSON') && isMember(e.left.object, 'prototype')) return 'toJSON';
+  return null;
+}
+
+/** Every node below `node` (acorn's tree: child nodes are objects with a `type`), depth first. */
+function* nodesBelow(node) {
+  for (const value of Object.values(node)) {
+    for (const child of Array.isArray(value) ? value : [value]) {
+      if (child && typeof child.type === 'string') {
+        yield child;
+        yield* nodesBelow(child);
+      }
+    }
+  }
+}
+
+/**
+ * The bundle with the toObject and toJSON definitions of its pbjs module blanked out (step 3), the
+ * same length and lines. Throws when the module is not found or the two counts differ (pbjs writes
+ * one of each per message type): a pbjs that writes them otherwise must fail the build, not ship
+ * them silently.
+ */
+export function dropProtoConversions(text, acorn) {
+  const ast = acorn.parse(text, { ecmaVersion: 'latest', sourceType: 'script', allowHashBang: true });
+  const modules = [...nodesBelow(ast)].filter(
+    (n) => n.type === 'Property' && n.key.type === 'Literal' && PROTO_MODULE.test(String(n.key.value))
+  );
+  if (modules.length !== 1) throw new Error(`bundle-slim: ${modules.length} pbjs modules found, expected 1`);
+  const ranges = [];
+  const counts = { toObject: 0, toJSON: 0 };
+  for (const n of nodesBelow(modules[0].value)) {
+    const kind = isConversion(n);
+    if (!kind) continue;
+    counts[kind]++;
+    ranges.push([n.start, n.end]);
+  }
+  if (counts.toObject === 0 || counts.toObject !== counts.toJSON) {
+    throw new Error(
+      `bundle-slim: ${counts.toObject} toObject and ${counts.toJSON} toJSON definitions in the pbjs module`
+    );
+  }
+  let out = '';
+  let at = 0;
+  for (const [start, end] of ranges) {
+    out += text.slice(at, start) + text.slice(start, end).replace(/[^\n]/g, ' ');
+    at = end;
+  }
+  out += text.slice(at);
+  return { text: out, types: counts.toObject, bytes: ranges.reduce((sum, [s, e]) => sum + e - s, 0) };
+}
+
 const ESBUILD_TARGET = { format: 'cjs', platform: 'node', target: 'node20' };
 
 /**
  * The minified bundle (step 2 above) and its source map. `text` is the bundler's output; when it ends
  * in an inline source map (esbuild --sourcemap=inline) the map leads to the files bundled, else to
  * `text` itself. Returns `text` for bundle.js (a blank first line, then the code) and
- * `map` for bundle.js.map (of that text, not referenced from it).
+ * `map` for bundle.js.map (of that text, not referenced from it). With `acorn`, step 3 too.
  */
-export function minifyBundle(text, esbuild) {
+export function minifyBundle(text, esbuild, acorn) {
   const star = shareImportStar(text);
-  const out = esbuild.transformSync(star.text, {
+  const slim = acorn ? dropProtoConversions(star.text, acorn) : null;
+  const out = esbuild.transformSync(slim ? slim.text : star.text, {
     ...ESBUILD_TARGET,
     minify: true,
     legalComments: 'none',
@@ -99,11 +167,15 @@ export function minifyBundle(text, esbuild) {
   return {
     text: `\n${code}\n`,
     map: JSON.stringify(map),
-    notes: [`${star.patched} import helpers shared, minified to ${code.length + 2} bytes`],
+    notes: [
+      `${star.patched} import helpers shared`,
+      slim ? `toObject and toJSON of ${slim.types} message types dropped` : 'message conversions kept (no acorn)',
+      `minified to ${code.length + 2} bytes`,
+    ],
   };
 }
 
-/** Step 1 and the readable step 2; the latter is skipped (with a note) when acorn is missing or the check fails. */
+/** Steps 1 and 3 and the readable step 2; the latter is skipped (with a note) when acorn is missing or the check fails. */
 export function slimBundle(text, esbuild, root) {
   const star = shareImportStar(text);
   let acorn;
@@ -112,13 +184,18 @@ export function slimBundle(text, esbuild, root) {
   } catch {
     return { text: star.text, notes: [`${star.patched} import helpers shared; indentation kept (no acorn)`] };
   }
-  const stripped = stripIndentation(star.text, acorn);
+  const slim = dropProtoConversions(star.text, acorn);
+  const dropped = `toObject and toJSON of ${slim.types} message types dropped`;
+  const stripped = stripIndentation(slim.text, acorn);
   const min = (t) => esbuild.transformSync(t, { ...ESBUILD_TARGET, minify: true, legalComments: 'none' }).code;
-  if (min(stripped.text) !== min(star.text)) {
-    return { text: star.text, notes: [`${star.patched} import helpers shared; indentation kept (check failed)`] };
+  if (min(stripped.text) !== min(slim.text)) {
+    return {
+      text: slim.text,
+      notes: [`${star.patched} import helpers shared; ${dropped}; indentation kept (check failed)`],
+    };
   }
   return {
     text: stripped.text,
-    notes: [`${star.patched} import helpers shared, ${stripped.removed} bytes of indentation`],
+    notes: [`${star.patched} import helpers shared; ${dropped}; ${stripped.removed} bytes of indentation`],
   };
 }

@@ -103,6 +103,58 @@ exports.fail = other.fail;
   }
 });
 
+test("bundle-slim: the pbjs module's toObject and toJSON definitions become blanks, and nothing else changes", () => {
+  const slim = pathHref(path.join(repo, 'scripts', 'bundle-slim.mjs'));
+  const acornPath = path.join(repo, 'node_modules', 'acorn', 'dist', 'acorn.js');
+  const proto = `var require_proto = __commonJS({
+  "dist/src/gen/proto.js"(exports, module) {
+    $lazy(ns, "T", function() {
+      function T(p) { if (p) this.a = p.a; }
+      T.prototype.a = 0;
+      T.encode = function encode(m, w) { return w; };
+      T.fromObject = function fromObject(o) { return new T(o); };
+      T.toObject = function toObject(m, o) {
+        return { a: m.a };
+      };
+      T.prototype.toJSON = function toJSON() {
+        return this.constructor.toObject(this, {});
+      };
+      return T;
+    });
+  }
+});
+var other = {};
+other.toObject = function () { return 2; };
+other.prototype = {};
+other.prototype.toJSON = function () { return 3; };
+`;
+  const out = runModule(`
+    import { createRequire } from 'node:module';
+    import { dropProtoConversions } from ${JSON.stringify(slim)};
+    const acorn = createRequire(import.meta.url)(${JSON.stringify(acornPath)});
+    const text = ${JSON.stringify(proto)};
+    const r = dropProtoConversions(text, acorn);
+    let unbalanced = '';
+    try { dropProtoConversions(text.replace('T.prototype.toJSON = function', 'T.prototype.toJSON2 = function'), acorn); }
+    catch (e) { unbalanced = e.message; }
+    let noModule = '';
+    try { dropProtoConversions(text.replace('gen/proto.js', 'gen/other.js'), acorn); } catch (e) { noModule = e.message; }
+    console.log(JSON.stringify({ text: r.text, types: r.types, bytes: r.bytes, unbalanced, noModule }));
+  `) as { text: string; types: number; bytes: number; unbalanced: string; noModule: string };
+  assert.equal(out.types, 1);
+  assert.equal(out.text.length, proto.length, 'same length');
+  assert.deepEqual(out.text.split('\n').length, proto.split('\n').length, 'same lines: the source map stays right');
+  assert.doesNotMatch(out.text, /T\.toObject|T\.prototype\.toJSON/, 'both definitions gone from the module');
+  assert.match(out.text, /T\.fromObject = function fromObject/, 'fromObject kept (encodeMessage uses it)');
+  assert.match(out.text, /T\.encode = function encode/);
+  assert.match(out.text, /other\.toObject = function/, 'outside the pbjs module nothing is touched');
+  assert.match(out.text, /other\.prototype\.toJSON = function/);
+  const changed = [...proto].filter((ch, i) => ch !== out.text[i]).length;
+  assert.ok(changed > 0 && changed <= out.bytes, `${changed} characters blanked of the ${out.bytes} bytes reported`);
+  assert.match(out.unbalanced, /1 toObject and 0 toJSON/, 'a pbjs that writes them otherwise fails the build');
+  assert.match(out.noModule, /0 pbjs modules found/);
+});
+
 test(
   "bundle-slim: the build's bundle is minified, starts on line 2, and has its source map beside it",
   {
@@ -114,6 +166,8 @@ test(
     const text = fs.readFileSync(path.join(daemonDir, 'bundle.js'), 'latin1');
     assert.ok(text.startsWith('\n"use strict";'), 'a blank first line, then strict code');
     assert.ok(!text.includes('sourceMappingURL'), 'the shim never loads the map');
+    assert.ok(text.includes('.fromObject=function'), 'the messages keep fromObject');
+    assert.ok(!/\.toObject=function|\.toJSON=function/.test(text), 'and have no toObject or toJSON');
     const map = JSON.parse(fs.readFileSync(path.join(daemonDir, 'bundle.js.map'), 'utf8')) as {
       sources: string[];
       mappings: string;

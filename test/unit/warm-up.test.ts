@@ -64,7 +64,17 @@ test("warm-up: a container's whole life runs through the Task handlers against a
     });
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
-    assert.deepEqual(out.done, ['Create', 'Connect', 'Start', 'Wait', 'State', 'Delete', 'Shutdown']);
+    assert.deepEqual(out.done, [
+      'Create',
+      'Connect',
+      'Start',
+      'Pause',
+      'Resume',
+      'Wait',
+      'State',
+      'Delete',
+      'Shutdown',
+    ]);
     assert.equal(out.leftFds, 0, 'no fd left open');
     assert.equal(out.children, '', 'no child process');
     assert.deepEqual(out.tmp, [], 'the scratch bundle was removed');
