@@ -22,10 +22,13 @@
 //    Blanks at the start of a line inside a template literal are text, not indentation: those
 //    lines are left alone (acorn's tokenizer finds them), and an esbuild minification of the
 //    result must equal that of the input, or the bundle stays indented.
-// 3. No JSON conversions of protobuf messages (dropProtoConversions): pbjs writes a toObject and a
-//    toJSON for every message type (~160 KB of the minified bundle's ~820 KB), which only the
-//    tests and the CLI use (they load dist/src/gen/proto.js, which keeps them). In the bundle the
-//    statements that define them become blanks, line breaks kept, so the source map stays right.
+// 3. No conversions of protobuf messages the shim does not make (dropProtoConversions): pbjs writes
+//    a toObject, a toJSON and a fromObject for every message type (~260 KB of the minified
+//    bundle's ~820 KB). Only the tests and the CLI use toObject and toJSON (they load
+//    dist/src/gen/proto.js, which keeps everything). The shim calls fromObject only in
+//    encodeMessage (src/types/codec.ts), for the events it publishes: the types under
+//    containerd.events and those their fromObject calls keep theirs. In the bundle the statements
+//    that define the others become blanks, line breaks kept, so the source map stays right.
 import { isAscii } from 'node:buffer';
 import { createRequire } from 'node:module';
 
@@ -82,13 +85,61 @@ function isMember(node, name) {
   return node?.type === 'MemberExpression' && !node.computed && node.property.name === name;
 }
 
-/** `Type.toObject = function ...` or `Type.prototype.toJSON = function ...`. */
+/** `Type.toObject = function ...`, `Type.fromObject = function ...` or `Type.prototype.toJSON = function ...`. */
 function isConversion(stmt) {
   const e = stmt.type === 'ExpressionStatement' ? stmt.expression : null;
   if (e?.type !== 'AssignmentExpression' || e.operator !== '=' || e.right.type !== 'FunctionExpression') return null;
   if (isMember(e.left, 'toObject')) return 'toObject';
+  if (isMember(e.left, 'fromObject')) return 'fromObject';
   if (isMember(e.left, 'toJSON') && isMember(e.left.object, 'prototype')) return 'toJSON';
   return null;
+}
+
+/** `a.b.c` as ['a', 'b', 'c'], or null for any other expression. */
+function memberChain(node) {
+  if (node.type === 'Identifier') return [node.name];
+  if (node.type !== 'MemberExpression' || node.computed) return null;
+  const head = memberChain(node.object);
+  return head && [...head, node.property.name];
+}
+
+/** The full type name of `$root.a.b.C` (the module's root object first, whatever its name). */
+function typeName(node) {
+  return memberChain(node)?.slice(1).join('.') ?? null;
+}
+
+/** pbjs's fromObject starts with `if (object instanceof $root.<type>) return object;`. */
+function fromObjectType(fn) {
+  const test = fn.body.body[0]?.test;
+  return test?.type === 'BinaryExpression' && test.operator === 'instanceof' ? typeName(test.right) : null;
+}
+
+/** Types whose fromObject is called inside `fn` (nested message fields). */
+function fromObjectCallees(fn) {
+  const out = new Set();
+  for (const n of nodesBelow(fn.body)) {
+    if (n.type === 'CallExpression' && isMember(n.callee, 'fromObject')) {
+      const name = typeName(n.callee.object);
+      if (name) out.add(name);
+    }
+  }
+  return out;
+}
+
+/** The types whose fromObject encodeMessage reaches from the event types (see step 3). */
+const EVENT_TYPES = /^containerd\.events\./;
+
+function reachedFromEvents(fromObjects) {
+  const keep = new Set([...fromObjects.keys()].filter((name) => EVENT_TYPES.test(name)));
+  if (keep.size === 0) throw new Error('bundle-slim: no fromObject of an event type in the pbjs module');
+  for (const name of keep) {
+    for (const callee of fromObjects.get(name).callees) {
+      if (!fromObjects.has(callee))
+        throw new Error(`bundle-slim: ${name}.fromObject calls ${callee}'s, which is not there`);
+      keep.add(callee); // a Set's for...of visits what is added while it runs
+    }
+  }
+  return keep;
 }
 
 /** Every node below `node` (acorn's tree: child nodes are objects with a `type`), depth first. */
@@ -104,10 +155,11 @@ function* nodesBelow(node) {
 }
 
 /**
- * The bundle with the toObject and toJSON definitions of its pbjs module blanked out (step 3), the
- * same length and lines. Throws when the module is not found or the two counts differ (pbjs writes
- * one of each per message type): a pbjs that writes them otherwise must fail the build, not ship
- * them silently.
+ * The bundle with the toObject and toJSON definitions of its pbjs module blanked out, and those
+ * fromObject definitions that the events do not reach (step 3), the same length and lines. Throws
+ * when the module is not found, the three counts differ (pbjs writes one of each per message type)
+ * or a fromObject's type cannot be read: a pbjs that writes them otherwise must fail the build, not
+ * ship a bundle that misses what it needs.
  */
 export function dropProtoConversions(text, acorn) {
   const ast = acorn.parse(text, { ecmaVersion: 'latest', sourceType: 'script', allowHashBang: true });
@@ -116,18 +168,29 @@ export function dropProtoConversions(text, acorn) {
   );
   if (modules.length !== 1) throw new Error(`bundle-slim: ${modules.length} pbjs modules found, expected 1`);
   const ranges = [];
-  const counts = { toObject: 0, toJSON: 0 };
+  const counts = { toObject: 0, toJSON: 0, fromObject: 0 };
+  const fromObjects = new Map(); // type name -> { range, callees }
   for (const n of nodesBelow(modules[0].value)) {
     const kind = isConversion(n);
     if (!kind) continue;
     counts[kind]++;
-    ranges.push([n.start, n.end]);
+    if (kind !== 'fromObject') {
+      ranges.push([n.start, n.end]);
+      continue;
+    }
+    const fn = n.expression.right;
+    const name = fromObjectType(fn);
+    if (!name) throw new Error(`bundle-slim: a fromObject at ${n.start} does not start with its instanceof test`);
+    fromObjects.set(name, { range: [n.start, n.end], callees: fromObjectCallees(fn) });
   }
-  if (counts.toObject === 0 || counts.toObject !== counts.toJSON) {
+  if (counts.toObject === 0 || counts.toObject !== counts.toJSON || counts.toObject !== counts.fromObject) {
     throw new Error(
-      `bundle-slim: ${counts.toObject} toObject and ${counts.toJSON} toJSON definitions in the pbjs module`
+      `bundle-slim: ${counts.toObject} toObject, ${counts.toJSON} toJSON and ${counts.fromObject} fromObject definitions in the pbjs module`
     );
   }
+  const kept = reachedFromEvents(fromObjects);
+  for (const [name, { range }] of fromObjects) if (!kept.has(name)) ranges.push(range);
+  ranges.sort((a, b) => a[0] - b[0]);
   let out = '';
   let at = 0;
   for (const [start, end] of ranges) {
@@ -135,7 +198,16 @@ export function dropProtoConversions(text, acorn) {
     at = end;
   }
   out += text.slice(at);
-  return { text: out, types: counts.toObject, bytes: ranges.reduce((sum, [s, e]) => sum + e - s, 0) };
+  return {
+    text: out,
+    types: counts.toObject,
+    keptFromObject: [...kept].sort(),
+    bytes: ranges.reduce((sum, [s, e]) => sum + e - s, 0),
+  };
+}
+
+function droppedNote(slim) {
+  return `toObject and toJSON of ${slim.types} message types dropped, fromObject kept for the ${slim.keptFromObject.length} the events reach`;
 }
 
 const ESBUILD_TARGET = { format: 'cjs', platform: 'node', target: 'node20' };
@@ -169,7 +241,7 @@ export function minifyBundle(text, esbuild, acorn) {
     map: JSON.stringify(map),
     notes: [
       `${star.patched} import helpers shared`,
-      slim ? `toObject and toJSON of ${slim.types} message types dropped` : 'message conversions kept (no acorn)',
+      slim ? droppedNote(slim) : 'message conversions kept (no acorn)',
       `minified to ${code.length + 2} bytes`,
     ],
   };
@@ -185,7 +257,7 @@ export function slimBundle(text, esbuild, root) {
     return { text: star.text, notes: [`${star.patched} import helpers shared; indentation kept (no acorn)`] };
   }
   const slim = dropProtoConversions(star.text, acorn);
-  const dropped = `toObject and toJSON of ${slim.types} message types dropped`;
+  const dropped = droppedNote(slim);
   const stripped = stripIndentation(slim.text, acorn);
   const min = (t) => esbuild.transformSync(t, { ...ESBUILD_TARGET, minify: true, legalComments: 'none' }).code;
   if (min(stripped.text) !== min(slim.text)) {

@@ -8,8 +8,12 @@ import { util, type Reader, type Writer, type IConversionOptions } from 'protobu
 export interface MessageCodec<I extends object, M extends I = I> {
   encode(message: I, writer?: Writer): Writer;
   decode(reader: Reader | Uint8Array, length?: number): M;
-  fromObject(object: Record<string, unknown>): M;
-  toObject(message: M, options?: IConversionOptions): Record<string, unknown>;
+  /**
+   * Not in the shim's bundle but for the types its events reach (scripts/bundle-slim.mjs, step 3),
+   * like toObject, which only tests and the CLI call.
+   */
+  fromObject?(object: Record<string, unknown>): M;
+  toObject?(message: M, options?: IConversionOptions): Record<string, unknown>;
 }
 
 /**
@@ -70,6 +74,9 @@ function canonical(value: unknown): unknown {
 
 /** Serialize like Go's proto3 marshaller: proto3 default scalars are left out. */
 export function encodeMessage<I extends object, M extends I>(codec: MessageCodec<I, M>, value: I): Uint8Array {
+  // A type without fromObject (one the bundle's events do not reach) is encoded as given: valid
+  // protobuf, with any default scalar set in `value` on the wire (Go would leave it off).
+  if (!codec.fromObject) return codec.encode(value).finish();
   const message = canonical(codec.fromObject(value as Record<string, unknown>)) as M;
   return codec.encode(message).finish();
 }

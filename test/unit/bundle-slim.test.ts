@@ -103,28 +103,40 @@ exports.fail = other.fail;
   }
 });
 
-test("bundle-slim: the pbjs module's toObject and toJSON definitions become blanks, and nothing else changes", () => {
+test("bundle-slim: the pbjs module's toObject, toJSON and the fromObject the events do not reach become blanks, and nothing else changes", () => {
   const slim = pathHref(path.join(repo, 'scripts', 'bundle-slim.mjs'));
   const acornPath = path.join(repo, 'node_modules', 'acorn', 'dist', 'acorn.js');
-  const proto = `var require_proto = __commonJS({
-  "dist/src/gen/proto.js"(exports, module) {
-    $lazy(ns, "T", function() {
-      function T(p) { if (p) this.a = p.a; }
-      T.prototype.a = 0;
-      T.encode = function encode(m, w) { return w; };
-      T.fromObject = function fromObject(o) { return new T(o); };
-      T.toObject = function toObject(m, o) {
+  /** A pbjs type as esbuild prints it after proto-lazy.mjs, its fromObject calling `nested`'s. */
+  const type = (ns: string, name: string, nested?: string) => `
+    $lazy(${ns}, "${name}", function() {
+      function ${name}(p) { if (p) this.a = p.a; }
+      ${name}.prototype.a = 0;
+      ${name}.encode = function encode(m, w) { return w; };
+      ${name}.fromObject = function fromObject(d, n) {
+        if (d instanceof $root.${ns}.${name})
+          return d;
+        var m = new $root.${ns}.${name}();
+        ${nested ? `m.b = $root.${nested}.fromObject(d.b, n + 1);` : ''}
+        return m;
+      };
+      ${name}.toObject = function toObject(m, o) {
         return { a: m.a };
       };
-      T.prototype.toJSON = function toJSON() {
+      ${name}.prototype.toJSON = function toJSON() {
         return this.constructor.toObject(this, {});
       };
-      return T;
-    });
+      return ${name};
+    });`;
+  const proto = `var require_proto = __commonJS({
+  "dist/src/gen/proto.js"(exports, module) {${type('containerd.events', 'TaskExit', 'google.protobuf.Timestamp')}${type(
+    'google.protobuf',
+    'Timestamp'
+  )}${type('containerd.task.v2', 'StateResponse', 'google.protobuf.Timestamp')}
   }
 });
 var other = {};
 other.toObject = function () { return 2; };
+other.fromObject = function () { return 2; };
 other.prototype = {};
 other.prototype.toJSON = function () { return 3; };
 `;
@@ -134,25 +146,47 @@ other.prototype.toJSON = function () { return 3; };
     const acorn = createRequire(import.meta.url)(${JSON.stringify(acornPath)});
     const text = ${JSON.stringify(proto)};
     const r = dropProtoConversions(text, acorn);
-    let unbalanced = '';
-    try { dropProtoConversions(text.replace('T.prototype.toJSON = function', 'T.prototype.toJSON2 = function'), acorn); }
-    catch (e) { unbalanced = e.message; }
-    let noModule = '';
-    try { dropProtoConversions(text.replace('gen/proto.js', 'gen/other.js'), acorn); } catch (e) { noModule = e.message; }
-    console.log(JSON.stringify({ text: r.text, types: r.types, bytes: r.bytes, unbalanced, noModule }));
-  `) as { text: string; types: number; bytes: number; unbalanced: string; noModule: string };
-  assert.equal(out.types, 1);
-  assert.equal(out.text.length, proto.length, 'same length');
-  assert.deepEqual(out.text.split('\n').length, proto.split('\n').length, 'same lines: the source map stays right');
-  assert.doesNotMatch(out.text, /T\.toObject|T\.prototype\.toJSON/, 'both definitions gone from the module');
-  assert.match(out.text, /T\.fromObject = function fromObject/, 'fromObject kept (encodeMessage uses it)');
-  assert.match(out.text, /T\.encode = function encode/);
-  assert.match(out.text, /other\.toObject = function/, 'outside the pbjs module nothing is touched');
-  assert.match(out.text, /other\.prototype\.toJSON = function/);
-  const changed = [...proto].filter((ch, i) => ch !== out.text[i]).length;
-  assert.ok(changed > 0 && changed <= out.bytes, `${changed} characters blanked of the ${out.bytes} bytes reported`);
-  assert.match(out.unbalanced, /1 toObject and 0 toJSON/, 'a pbjs that writes them otherwise fails the build');
-  assert.match(out.noModule, /0 pbjs modules found/);
+    const fails = (t) => { try { dropProtoConversions(t, acorn); return ''; } catch (e) { return e.message; } };
+    console.log(JSON.stringify({ text: r.text, types: r.types, kept: r.keptFromObject, bytes: r.bytes,
+      unbalanced: fails(text.replace('TaskExit.prototype.toJSON = function', 'TaskExit.prototype.toJSON2 = function')),
+      noModule: fails(text.replace('gen/proto.js', 'gen/other.js')),
+      noEvents: fails(text.replaceAll('containerd.events', 'containerd.other')),
+      missing: fails(text.replace('"Timestamp", function() {', '"Timestamp", function() { return;').replace(
+        'Timestamp.fromObject = function fromObject(d, n) {', 'Timestamp.fromObject = function fromObject(d, n) { return d;')) }));
+  `) as Record<string, string | string[] | number>;
+  const text = String(out.text);
+  assert.equal(out.types, 3);
+  assert.equal(text.length, proto.length, 'same length');
+  assert.equal(text.split('\n').length, proto.split('\n').length, 'same lines: the source map stays right');
+  assert.doesNotMatch(
+    text,
+    /\w+\.toObject = function toObject|\w+\.prototype\.toJSON = function toJSON/,
+    'no toObject or toJSON left in the module'
+  );
+  assert.deepEqual(
+    out.kept,
+    ['containerd.events.TaskExit', 'google.protobuf.Timestamp'],
+    'the event and what its fromObject calls'
+  );
+  assert.match(text, /TaskExit\.fromObject = function fromObject/);
+  assert.match(text, /Timestamp\.fromObject = function fromObject/);
+  assert.doesNotMatch(text, /StateResponse\.fromObject/, 'a type the events do not reach loses its fromObject');
+  assert.match(text, /StateResponse\.encode = function encode/, 'and keeps its encoder');
+  for (const kept of ['other.toObject = function', 'other.fromObject = function', 'other.prototype.toJSON = function'])
+    assert.ok(text.includes(kept), `outside the pbjs module nothing is touched: ${kept}`);
+  const changed = [...proto].filter((ch, i) => ch !== text[i]).length;
+  assert.ok(
+    changed > 0 && changed <= Number(out.bytes),
+    `${changed} characters blanked of the ${out.bytes} bytes reported`
+  );
+  assert.match(
+    String(out.unbalanced),
+    /3 toObject, 2 toJSON and 3 fromObject/,
+    'a pbjs that writes them otherwise fails the build'
+  );
+  assert.match(String(out.noModule), /0 pbjs modules found/);
+  assert.match(String(out.noEvents), /no fromObject of an event type/);
+  assert.match(String(out.missing), /does not start with its instanceof test/);
 });
 
 test(
@@ -166,8 +200,8 @@ test(
     const text = fs.readFileSync(path.join(daemonDir, 'bundle.js'), 'latin1');
     assert.ok(text.startsWith('\n"use strict";'), 'a blank first line, then strict code');
     assert.ok(!text.includes('sourceMappingURL'), 'the shim never loads the map');
-    assert.ok(text.includes('.fromObject=function'), 'the messages keep fromObject');
-    assert.ok(!/\.toObject=function|\.toJSON=function/.test(text), 'and have no toObject or toJSON');
+    assert.ok(text.includes('.fromObject=function'), 'the event types keep fromObject');
+    assert.ok(!/\.toObject=function|\.toJSON=function/.test(text), 'no message type has toObject or toJSON');
     const map = JSON.parse(fs.readFileSync(path.join(daemonDir, 'bundle.js.map'), 'utf8')) as {
       sources: string[];
       mappings: string;
