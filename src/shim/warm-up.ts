@@ -177,8 +177,8 @@ async function warmStats(own: import('../task/cgroups/discovery').CgroupHandle |
 
 /**
  * A container's whole life through the Task RPC handlers and the service (Create, Start, Pause,
- * Resume, the init's exit, Wait, State, Delete, Shutdown), in a scratch bundle, with a stand-in for runc that only
- * writes the pid file and an exit handed in by hand: Start, the exit and Delete of the first real
+ * Resume, the init's exit, Wait, State, Delete, Shutdown), in a scratch bundle, with a stand-in for
+ * runc that only writes the pid file and an exit handed in by hand: Start, the exit and Delete of the first real
  * container no longer run their code for the first time (lazy compilation, ~1-2 ms of the shim's
  * CPU in each phase on these cores). Nothing is signalled or mounted, and no real runc runs: the
  * stand-in's init pid is this process, which only has its /proc files read; OOM watching is left
@@ -246,9 +246,10 @@ export async function warmTaskLifecycle(): Promise<string[]> {
     await call('Connect', T.ConnectRequest.encode({ id: 'warm' }).finish());
     const waited = call('Wait', T.WaitRequest.encode({ id: 'warm' }).finish());
     await call('Start', T.StartRequest.encode({ id: 'warm' }).finish());
-    // A running container's Pause and Resume (their runc calls and /tasks/paused, /tasks/resumed):
-    // a fresh shim's first of each took 1.6 and 3.1 ms more of its own CPU than later ones
-    // (bench/pause-cost.ts, fresh against steady).
+    // A running container's Pause and Resume (their runc calls and /tasks/paused, /tasks/resumed).
+    // A fresh shim's first of each took 1-3 ms more of its own CPU than later ones; this took off
+    // a few tenths at most (within the noise): the rest is the code pages that the cleanup before
+    // the call had dropped (bench/results/2026-12-05-bundle-conversions.md).
     await call('Pause', T.PauseRequest.encode({ id: 'warm' }).finish());
     await call('Resume', T.ResumeRequest.encode({ id: 'warm' }).finish());
     (onExit as ((e: import('../sys/reaper').Exit) => void) | null)?.({
