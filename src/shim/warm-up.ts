@@ -178,9 +178,9 @@ async function warmStats(own: import('../task/cgroups/discovery').CgroupHandle |
 /**
  * A container's whole life through the Task RPC handlers and the service (Create, Start, Pause,
  * Resume, the init's exit, Wait, State, Delete, Shutdown), in a scratch bundle, with a stand-in for
- * runc that only writes the pid file and an exit handed in by hand: Start, the exit and Delete of the first real
- * container no longer run their code for the first time (lazy compilation, ~1-2 ms of the shim's
- * CPU in each phase on these cores). Nothing is signalled or mounted, and no real runc runs: the
+ * runc that only writes the pid file and an exit handed in by hand: Start, the exit and Delete of
+ * the first real container no longer run their code for the first time (lazy compilation, ~1-2 ms
+ * of the shim's CPU in each phase on these cores). Nothing is signalled or mounted, and no real runc runs: the
  * stand-in's init pid is this process, which only has its /proc files read; OOM watching is left
  * out (a stand-in monitor). Returns the calls that went through, in order.
  */
