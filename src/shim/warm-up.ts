@@ -180,9 +180,9 @@ async function warmStats(own: import('../task/cgroups/discovery').CgroupHandle |
  * Resume, the init's exit, Wait, State, Delete, Shutdown), in a scratch bundle, with a stand-in for
  * runc that only writes the pid file and an exit handed in by hand: Start, the exit and Delete of
  * the first real container no longer run their code for the first time (lazy compilation, ~1-2 ms
- * of the shim's CPU in each phase on these cores). Nothing is signalled or mounted, and no real runc runs: the
- * stand-in's init pid is this process, which only has its /proc files read; OOM watching is left
- * out (a stand-in monitor). Returns the calls that went through, in order.
+ * of the shim's CPU in each phase on these cores). Nothing is signalled or mounted, and no real
+ * runc runs: the stand-in's init pid is this process, which only has its /proc files read; OOM
+ * watching is left out (a stand-in monitor). Returns the calls that went through, in order.
  */
 export async function warmTaskLifecycle(): Promise<string[]> {
   const { TaskService } = await import('../task/service');

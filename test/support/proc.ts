@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { sleep } from './wait';
+import { ownFds } from '../../src/sys/proc-fds';
 
 export interface ProcStat {
   pid: number;
@@ -101,21 +102,7 @@ export function argvOf(pid: number): string[] | null {
 
 /** Open fds of a process by kind: pipe, socket, anon_inode:..., or the path for files (fifos included). */
 export function fdTargets(pid: number): string[] {
-  const out: string[] = [];
-  let fds: string[] = [];
-  try {
-    fds = fs.readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return out;
-  }
-  for (const fd of fds) {
-    try {
-      out.push(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-    } catch {
-      /* closed meanwhile */
-    }
-  }
-  return out;
+  return [...ownFds(`/proc/${pid}/fd`).values()];
 }
 
 /** Resident set size in bytes (VmRSS). */
