@@ -285,14 +285,14 @@ export class IdleCollector {
       Math.abs(heapGrowth) >= HEAP_CHANGE_MIN_BYTES ||
       anonGrowthKb * 1024 >= HEAP_CHANGE_MIN_BYTES ||
       fileGrowthKb >= FILE_GROWTH_MIN_KB;
-    this.opts.log?.debug(
-      changed ? 'idle: changed since the last cleanup' : 'idle: nothing changed since the last cleanup',
-      {
+    // Only a cleanup gets a line: a skipped quiet period (a kubelet's Stats every 10 s) is counted
+    // (`skipped`), and its line would cost a fifo write and a wake-up of containerd's log reader.
+    if (changed)
+      this.opts.log?.debug('idle: changed since the last cleanup', {
         heap_growth_kb: Math.round(heapGrowth / 1024),
         anon_growth_kb: anonGrowthKb,
         file_growth_kb: fileGrowthKb,
-      }
-    );
+      });
     return changed;
   }
 }

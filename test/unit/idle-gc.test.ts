@@ -11,6 +11,7 @@ import {
   MAX_FOLLOW_UPS,
 } from '../../src/shim/idle-gc';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
+import { createLogger, type Logger } from '../../src/sys/logger';
 
 import { sleep, until } from '../support/wait';
 
@@ -29,7 +30,7 @@ function mockedTime(t: TestContext): (ms: number) => void {
  */
 function measuredCollector(
   footprint: () => Footprint,
-  o: { rss?: number | (() => number); onCollect?: () => void; droppingFileKb?: number } = {}
+  o: { rss?: number | (() => number); onCollect?: () => void; droppingFileKb?: number; log?: Logger } = {}
 ) {
   const calls: (boolean | undefined)[] = [];
   const rss = o.rss;
@@ -40,7 +41,7 @@ function measuredCollector(
       o.onCollect?.();
       done?.(o.droppingFileKb ?? 0);
     },
-    { footprint, rss: typeof rss === 'function' ? rss : () => rss ?? 50 << 20 }
+    { footprint, rss: typeof rss === 'function' ? rss : () => rss ?? 50 << 20, log: o.log }
   );
   return { c, calls };
 }
@@ -188,7 +189,9 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   const advance = mockedTime(t);
   const clean: Footprint = { heapUsedBytes: 10 << 20, anonResidentKb: 12 << 10, fileResidentKb: 20 << 10 };
   const now = { ...clean };
-  const { c, calls } = measuredCollector(() => ({ ...now }), { onCollect: () => Object.assign(now, clean) });
+  const lines: string[] = [];
+  const log = createLogger({ write: (l) => lines.push(l) }, 'debug');
+  const { c, calls } = measuredCollector(() => ({ ...now }), { onCollect: () => Object.assign(now, clean), log });
   const runs = () => calls.length;
   const quietPeriod = (heapGrowth: number, fileGrowthKb: number, anonGrowthKb = 0) => {
     now.heapUsedBytes += heapGrowth;
@@ -207,8 +210,11 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   quietPeriod(300 << 10, 4 << 10);
   assert.equal(runs(), 2, 'no collection after calls that left little behind');
   assert.equal(c.skipped, 2);
+  assert.deepEqual(lines, [], 'and no log line: with a Stats every 10 s that would be a fifo write each time');
   quietPeriod(HEAP_CHANGE_MIN_BYTES, 0);
   assert.equal(runs(), 3, 'heap growth since the last cleanup (added up over quiet periods) gets one');
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /msg="idle: changed since the last cleanup" heap_growth_kb=2\d\d\d /);
   advance(10 * FOLLOW_UP_GC_MS);
   const before = runs();
   quietPeriod(0, FILE_GROWTH_MIN_KB);
