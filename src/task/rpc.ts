@@ -200,6 +200,7 @@ export function taskHandlers(
 
   const wrapped: Record<string, UnaryHandler> = {};
   for (const [name, fn] of Object.entries(methods)) {
+    const quiet = QUIET_QUERIES.has(name);
     wrapped[name] = async (payload, ctx) => {
       const started = process.hrtime.bigint();
       let failed = false;
@@ -222,7 +223,7 @@ export function taskHandlers(
           });
           stats.onCall?.(name, failed);
         }
-        if ((failed || !QUIET_QUERIES.has(name)) && log.enabled('debug'))
+        if ((failed || !quiet) && log.enabled('debug'))
           log.debug('rpc', { method: name, namespace: ns(ctx), duration_ms: ms.toFixed(2), failed });
       }
     };
