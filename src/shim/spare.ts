@@ -2,13 +2,17 @@
 //
 // Booting Node and loading the daemon costs ~200 ms, paid twice per container when `start` spawns a
 // fresh daemon. A spare pays it ahead of time. bin/containerd-shim-tsshim-v2 (POSIX sh) claims one by
-// renaming its directory, leaves the start request in files there and rings the `req` fifo; the
-// spare runs the usual start logic (group socket, reuse), answers in a line on `resp` (see below),
-// and then either becomes the daemon (and spawns the next spare) or goes back to waiting. A daemon
-// that began as a spare and leaves while a spare is due becomes that spare itself (pool-return.ts).
+// making `claimed` in its directory (O_EXCL), leaves the start request in files there and rings the
+// `req` fifo; the spare runs the usual start logic (group socket, reuse), answers in a line on
+// `resp` (see below), and then either becomes the daemon (and spawns the next spare) or goes back to
+// waiting. A daemon that began as a spare and leaves while a spare is due becomes that spare itself
+// (pool-return.ts).
 //
 // Directory per containerd (its gRPC address): <state>/spares/<sha256(address)[:16]>/<pid>/
 //   req     fifo: the sh writes the claimed directory's path and a newline
+//   claimed made with O_EXCL by whoever takes the spare: a start (the sh's noclobber redirection, a
+//           builtin) or the spare as it retires (and whoever removes what a dead one left): one
+//           of them makes it, the others fail and keep off
 //   resp    fifo: the spare holds it open (read-write) from the moment it waits; the sh opens it to
 //           read before it rings, so the spare's answer line (`<status> fmt <format>|file`) or,
 //           should the spare die, end-of-file comes without a timeout process. A spare that does
@@ -22,7 +26,9 @@
 // `stdin` before anything else, for the sh's fall-back to Node; `.stdin` alone: it was being read).
 // The answer comes in the line itself, as a printf format the sh prints with its builtin (`fmt`),
 // or in `out` when it is too long for one atomic line (`file`): only the sh writes to containerd's
-// pipe, so a spare answering after the sh gave up on it cannot add to Node's answer. A cold
+// pipe, so a spare answering after the sh gave up on it cannot add to Node's answer. Before it
+// answers, the spare moves the directory to `<dir>.answered.<start pid>` (for `file`, the sh prints
+// from there and removes it): the spare may wait under its own name again meanwhile. A cold
 // start's sh (cold_start) hands the daemon its request directly instead (runCold).
 //
 // Lifetime: spares exist only while a shim of the same containerd serves containers. Each serving
@@ -91,7 +97,37 @@ const alive = (pid: number) => {
   }
 };
 
-/** Live spares waiting in the pool (directories named by pid whose process exists). */
+/** The file that marks a spare's directory as taken (see the top of this file). */
+export const CLAIM_FILE = 'claimed';
+
+/** Takes the spare directory `dir` (O_EXCL); false when a start or the spare itself took it first. */
+export function claimSpareDir(dir: string): boolean {
+  try {
+    fs.closeSync(fs.openSync(path.join(dir, CLAIM_FILE), 'wx', 0o600));
+    return true;
+  } catch {
+    return false; // taken already, or the directory is gone
+  }
+}
+
+const claimedDir = (dir: string) => fs.existsSync(path.join(dir, CLAIM_FILE));
+
+/**
+ * Removes a spare directory that is ours (claimed by us, or answered): renamed out of the sh's sight
+ * first, for a recursive removal may take `claimed` away before the rest, and a start would then
+ * claim a directory that is going.
+ */
+function discardSpareDir(dir: string): void {
+  const gone = path.join(path.dirname(dir), `.gone-${path.basename(dir)}-${process.pid}`);
+  try {
+    fs.renameSync(dir, gone);
+  } catch {
+    return; // gone already
+  }
+  fs.rmSync(gone, { recursive: true, force: true });
+}
+
+/** Live spares waiting in the pool (directories named by pid whose process exists, not claimed). */
 export function waitingSpares(pool: string): number[] {
   let names: string[] = [];
   try {
@@ -100,7 +136,7 @@ export function waitingSpares(pool: string): number[] {
     return [];
   } // no pool yet: no spares
   return names
-    .filter((n) => /^\d+$/.test(n))
+    .filter((n) => /^\d+$/.test(n) && !claimedDir(path.join(pool, n)))
     .map(Number)
     .filter(alive);
 }
@@ -342,7 +378,8 @@ export function stopSpares(pool: string): void {
  * built) or a booting marker whose process no longer runs. A spare cleans up after itself on every
  * exit it sees; one killed outright (SIGKILL, a crash) cannot, and its entry would keep the pool
  * (CI on 2.2.7 found a `.new-<pid>` left after the last container, its process gone). A claimed
- * directory (`<pid>.claimed.<start pid>`) is the claiming start's, and stays.
+ * directory is the claiming start's (it may still read the request from it), and stays, as does
+ * `<pid>.answered.<start pid>`.
  */
 export function sweepDeadSpares(pool: string): void {
   let names: string[] = [];
@@ -352,8 +389,12 @@ export function sweepDeadSpares(pool: string): void {
     return;
   }
   for (const name of names) {
-    const m = /^(?:\.new-|\.booting-)?(\d+)$/.exec(name);
-    if (m && !alive(Number(m[1]))) fs.rmSync(path.join(pool, name), { recursive: true, force: true });
+    const m = /^(\.new-|\.booting-)?(\d+)$/.exec(name);
+    if (!m || alive(Number(m[2]))) continue;
+    const entry = path.join(pool, name);
+    // A spare's directory only once it is ours: a start may have claimed it as the spare died.
+    if (m[1]) fs.rmSync(entry, { recursive: true, force: true });
+    else if (claimSpareDir(entry)) discardSpareDir(entry);
   }
 }
 
@@ -561,7 +602,7 @@ export function listensOn(socket: string, table = '/proc/net/unix'): boolean {
  * its heap growing (~4 KiB/s) for a process that is there to wait.
  */
 const WATCH_MS = 5000;
-/** A claim (the sh renamed our dir) whose request never came: the sh died; we go too. */
+/** A claim (the sh made `claimed` in our dir) whose request never came: the sh died; we go too. */
 const CLAIM_WITHOUT_REQUEST_MS = 15_000;
 
 /** Set by SIGTERM (stopSpares): retire at the next chance unless a claim is already ours. */
@@ -608,15 +649,10 @@ function waitForClaim(
     let claimedSince = 0;
     let asking = false;
     let burstEnd: NodeJS.Timeout | undefined;
-    // The sh claims by renaming our dir; retiring renames it too, so exactly one of them wins.
+    // The sh claims by making `claimed` in our dir; retiring makes it too, so exactly one of them wins.
     const retire = () => {
-      const leaving = path.join(pool, `.leaving-${process.pid}`);
-      try {
-        fs.renameSync(home, leaving);
-      } catch {
-        return;
-      } // claimed: the request is on its way
-      fs.rmSync(leaving, { recursive: true, force: true });
+      if (!claimSpareDir(home)) return; // claimed: the request is on its way
+      discardSpareDir(home);
       try {
         fs.rmdirSync(pool);
       } catch {
@@ -634,9 +670,13 @@ function waitForClaim(
     };
     const idle = setTimeout(retire, idleMs);
     const check = () => {
-      if (!fs.existsSync(home)) {
+      // Claimed, or our directory gone from under us: either way not ours to wait in anymore.
+      if (claimedDir(home) || !fs.existsSync(home)) {
         claimedSince ||= Date.now();
-        if (Date.now() - claimedSince > CLAIM_WITHOUT_REQUEST_MS) done(null);
+        if (Date.now() - claimedSince > CLAIM_WITHOUT_REQUEST_MS) {
+          discardSpareDir(home); // the claim's, but nobody is left to remove it
+          done(null);
+        }
         return;
       }
       if (retireRequested || installChanged() || untrustedState(pool) || servingShims(pool).length === 0)
@@ -694,15 +734,19 @@ export function answerFormat(out: Uint8Array): string {
 /**
  * Answers the start that claimed us. A sh that rang over `req` waits on the `resp` we hold: it gets
  * one line, with the answer in it (`fmt`) when it fits in what a pipe takes whole (PIPE_BUF), else
- * `file` (the sh prints `out`). A cold start's sh (no held `resp`) waits for `resp` to be opened and
+ * `file` (the sh prints `out` from `<dir>.answered.<start pid>`). A cold start's sh (no held `resp`) waits for `resp` to be opened and
  * closed once `out` and `status` are written (retrying until its reader is there).
  */
-async function deliverAnswer(dir: string, answer: Answer): Promise<void> {
+async function deliverAnswer(dir: string, answer: Answer, startPid = 0): Promise<void> {
   if (heldResp >= 0) {
     const bytes = typeof answer.out === 'string' ? Buffer.from(answer.out) : answer.out;
     let line = `${answer.status} fmt ${answerFormat(bytes)}\n`;
+    // Answered, the directory leaves our name before the sh hears of it: this process may wait
+    // under it again (stay a spare), and no start may claim what is going.
+    const answered = `${dir}.answered.${startPid}`;
+    fs.renameSync(dir, answered);
     if (Buffer.byteLength(line) > PIPE_BUF) {
-      fs.writeFileSync(path.join(dir, 'out'), bytes);
+      fs.writeFileSync(path.join(answered, 'out'), bytes);
       line = `${answer.status} file\n`;
     }
     try {
@@ -711,8 +755,8 @@ async function deliverAnswer(dir: string, answer: Answer): Promise<void> {
       fs.closeSync(heldResp);
       heldResp = -1;
     }
-    // Answered: the sh needs nothing more from the directory unless it prints `out` (it removes it then).
-    if (!line.endsWith(' file\n')) fs.rmSync(dir, { recursive: true, force: true });
+    // The sh needs nothing more from the directory unless it prints `out` (it removes it then).
+    if (!line.endsWith(' file\n')) fs.rmSync(answered, { recursive: true, force: true });
     return;
   }
   fs.writeFileSync(path.join(dir, 'out'), answer.out);
@@ -763,13 +807,15 @@ export interface BoundSocket {
 
 /**
  * What a spare leaving on its own leaves in the pool goes: its booting marker, its directory (whole
- * or half built; never a claimed one, which the sh renamed), what dead spares left (sweepDeadSpares)
- * and the pool when that was the last entry.
+ * or half built; never one a start claimed: that start may still read the request from it), what
+ * dead spares left (sweepDeadSpares) and the pool when that was the last entry.
  */
 export function leavePool(pool: string, pid = process.pid): void {
-  for (const name of [`.booting-${pid}`, `.new-${pid}`, String(pid)]) {
+  for (const name of [`.booting-${pid}`, `.new-${pid}`]) {
     fs.rmSync(path.join(pool, name), { recursive: true, force: true });
   }
+  const home = path.join(pool, String(pid));
+  if (claimSpareDir(home)) discardSpareDir(home);
   sweepDeadSpares(pool);
   try {
     fs.rmdirSync(pool);
@@ -960,10 +1006,11 @@ interface Becoming {
  * serve the group, says how (`become`); `handedOn` when a daemon of a newer install serves it.
  */
 async function answerClaim(dir: string, role: SpareRole): Promise<{ become: Becoming | null; handedOn: boolean }> {
+  let claimer = 0;
   return answerRequest(role, {
-    startPid: () => Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0,
+    startPid: () => (claimer = Number(fs.readFileSync(path.join(dir, 'startpid'), 'utf8').trim()) || 0),
     read: (startPid) => readRequest(dir, startPid),
-    deliver: (answer) => deliverAnswer(dir, answer),
+    deliver: (answer) => deliverAnswer(dir, answer, claimer),
   });
 }
 

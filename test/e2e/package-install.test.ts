@@ -241,9 +241,9 @@ test('npm install -g of a newer package over the running one: old shims keep wor
     const run = c.ctr(['run', '-d', '--runtime', TSSHIM_RUNTIME, '--rootfs', rootfs, b, '/bin/sleep', '1000'], {
       timeoutMs: 60_000,
     });
-    // The sh renames a spare's dir when it claims it (spare.ts): then let the spares run again.
+    // The sh makes `claimed` in a spare's dir when it claims it (spare.ts): then let the spares run again.
     await until(
-      () => fs.readdirSync(pool).some((n) => oldSpares.some((pid) => n.startsWith(`${pid}.claimed.`))),
+      () => oldSpares.some((pid) => fs.existsSync(path.join(pool, String(pid), 'claimed'))),
       'an old spare claimed'
     );
     thaw();

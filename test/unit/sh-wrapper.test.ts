@@ -494,6 +494,36 @@ test('sh wrapper: hand-off files are created with O_EXCL: a symlink in a spare d
   }
 });
 
+test('sh wrapper: a spare that another start (or its own retiring) claimed is passed over and left as it is; a dead spare is taken before it is removed', async () => {
+  const inst = fakeInstall();
+  const pid = sleeper();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    const pool = path.join(state, 'spares', createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16));
+    const spare = plantSpare(pool, pid, 'unix:///wrong.sock');
+    fs.writeFileSync(path.join(spare, 'claimed'), 'another start');
+    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') };
+    const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+    assert.deepEqual(r, { status: 0, out: 'NODE-DECIDES stdin=OPTS' }, 'a cold start, with the request intact');
+    assert.equal(fs.readFileSync(path.join(spare, 'claimed'), 'utf8'), 'another start', 'the claim is untouched');
+    assert.deepEqual(fs.readdirSync(spare).sort(), ['claimed', 'out', 'req', 'resp', 'status'], 'nothing handed over');
+    assert.equal(fs.readFileSync(path.join(spare, 'req'), 'utf8'), '', 'not rung');
+    // Its process gone, the claimed directory still belongs to the start that claimed it...
+    kill(pid);
+    spawnSync('sleep', ['0.1']);
+    await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+    assert.ok(fs.existsSync(path.join(spare, 'claimed')), "a claimed dead spare's directory stays");
+    // ... while an unclaimed dead one is claimed, then removed.
+    fs.rmSync(path.join(spare, 'claimed'));
+    await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
+    assert.ok(!fs.existsSync(spare), "a dead spare's directory goes");
+  } finally {
+    kill(pid);
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
 test('sh wrapper: a full disk during the hand-off never puts shell error text in the answer', (t) => {
   if (process.getuid?.() !== 0) return t.skip('needs root to mount a tmpfs');
   const inst = fakeInstall();
@@ -625,7 +655,7 @@ test("sh wrapper: a pod's container whose group shim runs is answered by the sh:
       assert.deepEqual(r, { status: 0, out: `unix://${socket}` }, `${what}: the group's shim`);
       assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), `unix://${socket}`, `${what}: address file`);
       assert.ok(!fs.existsSync(path.join(inst.root, 'node-argv')), `${what}: no Node ran (no start, no daemon)`);
-      assert.ok(fs.existsSync(waiting), `${what}: the waiting spare was not claimed`);
+      assert.ok(!fs.existsSync(path.join(waiting, 'claimed')), `${what}: the waiting spare was not claimed`);
       assert.deepEqual(programs.ran().sort(), expected.sort(), `${what}: the programs the start ran`);
     };
     start('pid file only (no lookup)', ['find', 'sha256sum', 'mv']);
@@ -959,7 +989,8 @@ test('sh wrapper: a warm spare found by its title takes stdin and environment fr
 
 test('sh wrapper: the warm path checks ownership with builtins (no find); a spare whose directory is not ours is passed over', async () => {
   // Mode bits need find; the spare answers for them instead (it never waits in a pool others can
-  // write to: spare.ts waitForClaim), so this path forks only mv (and dash's answer timer).
+  // write to: spare.ts waitForClaim). The claim is a builtin's O_EXCL file: no mv (dash's answer
+  // timer is a fork of the shell, not a program on PATH).
   {
     const { inst, state, spare } = await withFakeSpare('answer');
     try {
@@ -968,7 +999,7 @@ test('sh wrapper: the warm path checks ownership with builtins (no find); a spar
       const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
       assert.equal(r.status, 0);
       assert.match(r.out, /^SPARE stdin=OPTS/);
-      assert.deepEqual(programs.ran(), ['mv'], 'the claim forks mv only: no find');
+      assert.deepEqual(programs.ran(), [], 'the claim runs no program: no mv, no find');
     } finally {
       kill(spare.pid);
       fs.rmSync(inst.root, { recursive: true, force: true });
@@ -982,7 +1013,7 @@ test('sh wrapper: the warm path checks ownership with builtins (no find); a spar
     const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') };
     const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
     assert.equal(r.out, 'NODE-DECIDES stdin=OPTS', 'Node decides, with the request intact');
-    assert.ok(fs.existsSync(home), 'the spare directory was not claimed');
+    assert.ok(!fs.existsSync(path.join(home, 'claimed')), 'the spare directory was not claimed');
   } finally {
     kill(spare.pid);
     fs.rmSync(inst.root, { recursive: true, force: true });

@@ -135,22 +135,30 @@ test("leavePool removes a leaving spare's own entries (half-built or not), dead 
     fs.writeFileSync(path.join(pool, '.booting-41'), '');
     fs.mkdirSync(path.join(pool, live));
     fs.mkdirSync(path.join(pool, `.new-${live}`));
-    fs.mkdirSync(path.join(pool, `${deadPid()}.claimed.1`)); // a claiming start's: not a spare's
+    // A dead spare's directory that a start claimed (it falls back to Node with the request in
+    // it), and one a spare answered in: the starts', not a spare's.
+    const claimedByStart = path.join(pool, String(deadPid()));
+    fs.mkdirSync(claimedByStart);
+    fs.writeFileSync(path.join(claimedByStart, 'claimed'), '');
+    fs.mkdirSync(path.join(pool, `${deadPid()}.answered.1`));
     fs.writeFileSync(path.join(pool, '.serving-43'), '');
     const dead = deadPid();
     fs.mkdirSync(path.join(pool, `.new-${dead}`)); // half built by a spare killed outright
     fs.mkdirSync(path.join(pool, String(deadPid())));
     fs.writeFileSync(path.join(pool, `.booting-${deadPid()}`), '');
     leavePool(pool, 41);
+    const starts = (n: string) => n.includes('.answered.') || path.join(pool, n) === claimedByStart;
     assert.deepEqual(
       fs
         .readdirSync(pool)
-        .filter((n) => !n.includes('.claimed.'))
+        .filter((n) => !starts(n))
         .sort(),
       [`.new-${live}`, '.serving-43', live].sort(),
       '41 and the dead spares went, the live one stays'
     );
-    assert.equal(fs.readdirSync(pool).filter((n) => n.includes('.claimed.')).length, 1, 'a claimed directory stays');
+    assert.equal(fs.readdirSync(pool).filter(starts).length, 2, 'the claimed and the answered directory stay');
+    assert.ok(fs.existsSync(path.join(claimedByStart, 'claimed')), 'with the claim in it');
+    assert.ok(!fs.readdirSync(pool).some((n) => n.startsWith('.gone-')), 'nothing half removed');
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
