@@ -46,6 +46,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { mkfifo, setChildSubreaper } from '../sys/libc';
 import { notPoolClean, poolReturnRefusal, spareSnapshot } from './pool-return';
+import { setProcessTitle } from './proc-title';
 import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
@@ -856,7 +857,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
   await import('./start-options');
   await import('./start');
   const spareTitle = `containerd-shim-tsshim-v2 spare -address ${flags.address}`;
-  process.title = spareTitle;
+  setProcessTitle(spareTitle);
   // A start that waits for this spare promotes it (bin/containerd-shim-tsshim-v2 promote_booting:
   // nice 0, out of SCHED_IDLE), often before this runs: the spare then stops warming up and goes to
   // the pool. Launched as a pod's shim left, it was claimed ~300 ms after its launch, ~160 ms of that
@@ -947,7 +948,7 @@ export async function runSpare(flags: ShimFlags, role: SpareRole, config: ShimCo
     // The spare it was before the claim: its title (the sh finds spares by it), environment, no
     // subreaper (no child to collect until the next claim), niced; collected and trimmed unless a
     // claim comes first.
-    process.title = spareTitle;
+    setProcessTitle(spareTitle);
     replaceEnv(ownEnv);
     rewriteProcEnviron(ownEnv);
     process.chdir('/');

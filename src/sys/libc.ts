@@ -181,6 +181,21 @@ function check(name: string, call: () => number, detail?: string): number {
   }
 }
 
+const PR_SET_MM = 35;
+const PR_SET_MM_ARG_END = 9;
+
+/**
+ * Moves where the kernel ends this process's argv area (what /proc/<pid>/cmdline shows) to `addr`,
+ * within what the process maps. Needs CAP_SYS_RESOURCE: false without it (or without libc).
+ */
+export function setArgvEnd(addr: number): boolean {
+  try {
+    return lib().prctl(PR_SET_MM, PR_SET_MM_ARG_END, addr, 0, 0) === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER). */
 export function setChildSubreaper(on = true): void {
   const l = lib();

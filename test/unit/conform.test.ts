@@ -301,11 +301,14 @@ test('log sink: no live reader anywhere drops the line, and does not retry on ev
   }
 });
 
-test('process argv: a node process rewrites its /proc cmdline as NUL-separated Go-style arguments', () => {
+test('process argv: a node process rewrites its /proc cmdline as NUL-separated Go-style arguments; as root it ends there, also after a shorter title', () => {
   const script = `
-    const { setShimArgv } = require(${JSON.stringify(path.join(repo, 'dist/src/shim/proc-title.js'))});
+    const fs = require('fs');
+    const { setShimArgv, setProcessTitle } = require(${JSON.stringify(path.join(repo, 'dist/src/shim/proc-title.js'))});
+    setProcessTitle('containerd-shim-tsshim-v2 spare');
+    const spare = fs.readFileSync('/proc/self/cmdline');
     setShimArgv({ namespace: 'ns1', id: 'c-1', address: '/run/containerd/containerd.sock' });
-    process.stdout.write(require('fs').readFileSync('/proc/self/cmdline'));`;
+    process.stdout.write(Buffer.concat([fs.readFileSync('/proc/self/cmdline'), Buffer.from('|'), spare]));`;
   const r = spawnSync(process.execPath, [
     '-e',
     script,
@@ -318,11 +321,15 @@ test('process argv: a node process rewrites its /proc cmdline as NUL-separated G
     '/run/containerd/containerd.sock',
   ]);
   assert.equal(r.status, 0, r.stderr.toString());
-  const raw = r.stdout.toString();
-  assert.ok(
-    raw.startsWith('containerd-shim-tsshim-v2\0-namespace\0ns1\0-id\0c-1\0-address\0/run/containerd/containerd.sock\0'),
-    JSON.stringify(raw)
-  );
+  const [raw, spare] = r.stdout.toString().split('|');
+  const daemonArgs =
+    'containerd-shim-tsshim-v2\0-namespace\0ns1\0-id\0c-1\0-address\0/run/containerd/containerd.sock\0';
+  assert.ok(raw.startsWith(daemonArgs), JSON.stringify(raw));
+  // No run of NULs after a title of one argument for the sh to read a byte at a time; with
+  // CAP_SYS_RESOURCE (bit 24), none after the arguments either, also after a shorter title.
+  assert.equal(spare, 'containerd-shim-tsshim-v2 spare\0');
+  const capEff = BigInt('0x' + /^CapEff:\s*([0-9a-f]+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]);
+  if (capEff & (1n << 24n)) assert.equal(raw, daemonArgs);
   assert.deepEqual(splitCmdline(raw), [
     'containerd-shim-tsshim-v2',
     '-namespace',
