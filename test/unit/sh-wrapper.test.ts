@@ -627,7 +627,7 @@ function programLog(root: string): { path: string; ran: () => string[]; locales:
   };
 }
 
-test("sh wrapper: a pod's container whose group shim runs is answered by the sh: no Node, no spare claimed, no cold start; with the daemon's group lookup, no find or sha256sum either", async () => {
+test("sh wrapper: a pod's container whose group shim runs is answered by the sh: no Node, no spare claimed, no cold start; with the daemon's group lookup, no program at all", async () => {
   const inst = fakeInstall();
   const shim = fakeShimProcess();
   const spare = sleeper();
@@ -651,10 +651,11 @@ test("sh wrapper: a pod's container whose group shim runs is answered by the sh:
     const programs = programLog(inst.root);
     const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: sockets, PATH: programs.path, LANG: 'C.UTF-8' };
     const args = ['-namespace', ns, '-id', 'c0', '-address', ADDRESS, 'start'];
-    const start = (what: string, expected: string[]) => {
+    const start = (what: string, expected: string[], addressBefore?: string) => {
       programs.clear();
       fs.rmSync(path.join(inst.root, 'node-argv'), { force: true });
       fs.rmSync(path.join(bundle, 'address'), { force: true });
+      if (addressBefore !== undefined) fs.writeFileSync(path.join(bundle, 'address'), addressBefore);
       const r = inst.run(args, { cwd: bundle, env, input: 'OPTS' });
       assert.deepEqual(r, { status: 0, out: `unix://${socket}` }, `${what}: the group's shim`);
       assert.equal(fs.readFileSync(path.join(bundle, 'address'), 'utf8'), `unix://${socket}`, `${what}: address file`);
@@ -668,12 +669,19 @@ test("sh wrapper: a pod's container whose group shim runs is answered by the sh:
         `${what}: each with LC_ALL=C`
       );
     };
-    start('pid file only (no lookup)', ['find', 'sha256sum', 'mv']);
+    start('pid file only (no lookup)', ['find', 'sha256sum']);
     // What the daemon leaves (src/daemon/serve.ts): the sh needs no hashing and no find then.
     const lookup = shimGroupFile(ns, group, state);
     assert.ok(lookup, 'a CRI pod id makes a lookup name');
     fs.writeFileSync(lookup, groupLookupLine(socket, shim.pid!, ns, group, ADDRESS)!);
-    start('with the lookup', ['mv']);
+    start('with the lookup', []);
+    // An address file there already (a start again in the same bundle) is replaced whole (rename).
+    start('with the lookup, an address file there', ['mv'], 'unix:///a-much-longer-address-from-before.sock');
+    assert.deepEqual(
+      fs.readdirSync(bundle).filter((n) => n.includes('address')),
+      ['address'],
+      'no temporary file left'
+    );
     // A lookup the sh must not believe: then the hashed pid file decides, as without one.
     const other = socketPath(ADDRESS, ns, 'other-pod', sockets);
     const wrong: [string, string][] = [
@@ -684,18 +692,18 @@ test("sh wrapper: a pod's container whose group shim runs is answered by the sh:
     ];
     for (const [what, line] of wrong) {
       fs.writeFileSync(lookup, line);
-      start(`a lookup ${what}`, ['find', 'sha256sum', 'mv']);
+      start(`a lookup ${what}`, ['find', 'sha256sum']);
     }
     fs.writeFileSync(lookup, groupLookupLine(socket, shim.pid!, ns, group, ADDRESS)!);
     if (process.geteuid?.() === 0) {
       fs.chownSync(lookup, 65534, 65534); // as another user able to write the state dir would leave it
-      start('a lookup owned by another user', ['find', 'sha256sum', 'mv']);
+      start('a lookup owned by another user', ['find', 'sha256sum']);
       fs.chownSync(lookup, 0, 0);
     }
     fs.rmSync(lookup);
     fs.symlinkSync(path.join(inst.root, 'elsewhere'), lookup);
     fs.writeFileSync(path.join(inst.root, 'elsewhere'), groupLookupLine(socket, shim.pid!, ns, group, ADDRESS)!);
-    start('a symlinked lookup', ['find', 'sha256sum', 'mv']);
+    start('a symlinked lookup', ['find', 'sha256sum']);
   } finally {
     kill(shim.pid!);
     kill(spare);
