@@ -248,8 +248,9 @@ export async function runDaemon(
   if (!perNode && !untrusted) enterServing(pool);
   const rpcStats: RpcStats = {
     calls: new Map(),
-    onCall: (method, failed) => {
-      idleGc.activity();
+    onCall: (method, failed, query) => {
+      if (query) idleGc.query();
+      else idleGc.activity();
       spareLaunch.activity();
       if (method === 'Start' && !failed) spareLaunch.started();
     },

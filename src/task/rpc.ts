@@ -47,8 +47,11 @@ function decode<T>(type: Decoder<T>, payload: Uint8Array): T {
 
 export interface RpcStats {
   calls: Map<string, { count: number; errors: number; totalMs: number; buckets: number[] }>;
-  /** Called after every call with its method and outcome (the daemon's idle collector listens). */
-  onCall?: (method: string, failed: boolean) => void;
+  /**
+   * Called after every call with its method and outcome, and whether it was a query that succeeded
+   * (QUIET_QUERIES: changes nothing). The daemon's idle collector listens.
+   */
+  onCall?: (method: string, failed: boolean, query: boolean) => void;
 }
 export const LATENCY_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
 
@@ -221,7 +224,7 @@ export function taskHandlers(
           LATENCY_BUCKETS_MS.forEach((b, i) => {
             if (ms <= b) s!.buckets[i]++;
           });
-          stats.onCall?.(name, failed);
+          stats.onCall?.(name, failed, quiet && !failed);
         }
         if ((failed || !quiet) && log.enabled('debug'))
           log.debug('rpc', { method: name, namespace: ns(ctx), duration_ms: ms.toFixed(2), failed });

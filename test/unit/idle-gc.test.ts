@@ -9,6 +9,7 @@ import {
   HEAP_CHANGE_MIN_BYTES,
   IdleCollector,
   MAX_FOLLOW_UPS,
+  QUERIES_PER_ACTIVITY,
 } from '../../src/shim/idle-gc';
 import { DAEMON_NODE_FLAGS } from '../../src/shim/node-flags';
 import { createLogger, type Logger } from '../../src/sys/logger';
@@ -222,6 +223,39 @@ test('idle collector: a quiet period gets a collection only after the heap or th
   advance(10 * FOLLOW_UP_GC_MS);
   quietPeriod(0, 0, HEAP_CHANGE_MIN_BYTES >> 10);
   assert.equal(runs(), before + 3, 'and anonymous memory that V8 does not count (malloc), after the follow-up');
+  c.close();
+});
+
+test('idle collector: queries (a Stats every 10 s) wake it only once in QUERIES_PER_ACTIVITY; a call that changes something, every time', (t) => {
+  const advance = mockedTime(t);
+  const now: Footprint = { ...STEADY };
+  let looks = 0;
+  const { c, calls } = measuredCollector(() => {
+    looks++;
+    return { ...now };
+  });
+  c.activity();
+  advance(30); // the first cleanup
+  for (let i = 0; i <= MAX_FOLLOW_UPS; i++) advance(FOLLOW_UP_GC_MS); // and its follow-ups
+  const cleanups = calls.length;
+  looks = 0;
+  for (let i = 1; i < QUERIES_PER_ACTIVITY; i++) {
+    c.query();
+    advance(10_000);
+  }
+  assert.equal(looks, 0, 'no look at the footprint after a lone query: nothing woke up');
+  now.heapUsedBytes += HEAP_CHANGE_MIN_BYTES; // what the queries left, added up
+  c.query();
+  advance(30);
+  assert.equal(calls.length, cleanups + 1, 'the QUERIES_PER_ACTIVITY-th query is looked after, and cleaned up after');
+  for (let i = 0; i <= MAX_FOLLOW_UPS; i++) advance(FOLLOW_UP_GC_MS);
+  looks = 0;
+  const skipped = c.skipped;
+  c.query();
+  c.activity(); // e.g. an exec's Start
+  advance(30);
+  assert.equal(looks, 1, 'a call that changes something is looked after at once');
+  assert.equal(c.skipped, skipped + 1, '(nothing changed: no cleanup)');
   c.close();
 });
 

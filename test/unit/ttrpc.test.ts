@@ -148,6 +148,29 @@ test('server deadline: ctx.deadline set and signal aborted with DEADLINE_EXCEEDE
   peer.destroy();
 });
 
+test('server deadline: a call answered in the turn it came arms no timer (a cleared one would still wake the process when due); a longer one does', async (t) => {
+  const peer = await RawPeer.connect(main.path);
+  try {
+    const timers = t.mock.method(globalThis, 'setTimeout');
+    // The server's own timers (the peer's waits are the test's).
+    const deadlineTimers = () =>
+      timers.mock.calls.filter((c) => String((c as { stack?: Error }).stack?.stack).includes('server-connection'))
+        .length;
+    peer.sendFrame(1, MessageType.REQUEST, 0, req('Echo', Buffer.from('x'), { timeoutNano: 2_000_000_000 }));
+    assert.ok(await peer.nextFrame());
+    await new Promise((r) => setImmediate(r));
+    assert.equal(deadlineTimers(), 0, "no deadline timer for an Echo with containerd's 2 s");
+    const body = Buffer.concat([u32(30), u32(1)]);
+    peer.sendFrame(3, MessageType.REQUEST, 0, req('Delay', body, { timeoutNano: 2_000_000_000 }));
+    const f = await peer.nextFrame();
+    assert.ok(f);
+    assert.equal(decodeResponse(f.data).status, undefined, 'answered before its deadline');
+    assert.equal(deadlineTimers(), 1, 'a call still running after its turn gets its deadline timer');
+  } finally {
+    peer.destroy();
+  }
+});
+
 test('server deadline: a handler that looks at ctx.signal only after the deadline sees it aborted', async () => {
   const peer = await RawPeer.connect(main.path);
   main.seen.late = undefined;
