@@ -14,6 +14,13 @@ import { residentKb, trimResidentSet } from './trim';
 
 export const IDLE_GC_MS = 1500;
 /**
+ * The timer is armed at the first call of a burst and not moved by the calls after it: a Node timer
+ * moved later still wakes the process when it was first due (libuv keeps that time). When it
+ * fires that close to a quiet period's end, the look is taken then rather than after another
+ * wake-up: an exec's calls span ~0.1-0.3 s, and that second wake-up cost ~0.5-0.8 ms of CPU.
+ */
+export const IDLE_SLACK_MS = 400;
+/**
  * Follow-up collections and trims this long apart after the first: V8 sweeps and unmaps the pages a
  * collection freed on background threads, after gc() returned, so the first trim comes too early.
  * Measured with test/stress/hostile-clients.ts: after 5000 unread replies RSS stayed ~30% up until
@@ -248,7 +255,7 @@ export class IdleCollector {
     const followingUp = this.waitingForFollowUp;
     this.timer = null;
     const quiet = Date.now() - this.lastActivity;
-    if (quiet < this.idleMs) return this.arm(this.idleMs - quiet);
+    if (quiet < this.idleMs - Math.min(IDLE_SLACK_MS, this.idleMs / 2)) return this.arm(this.idleMs - quiet);
     if (!this.dirty && !followingUp) return;
     // Background work alone (scrapes) gets at most one collection per backgroundMinMs.
     const wait = this.lastGc + this.backgroundMinMs - Date.now();

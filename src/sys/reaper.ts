@@ -14,6 +14,7 @@ import { constants as osConstants } from 'node:os';
 import { decodeWaitStatus, peekExitedChild, setChildSubreaper, waitpidNoHang } from './libc';
 import { DirectChild } from './spawn';
 import { wallClockNow } from './clock';
+import { type CancelTimeout, lazyTimeout } from './lazy-timeout';
 
 export interface Exit {
   pid: number;
@@ -388,13 +389,13 @@ export class Reaper {
       let settled = false;
       let failure: Error | null = null;
       let deadline: NodeJS.Timeout | undefined;
-      let drainTimer: NodeJS.Timeout | undefined;
+      let cancelDrain: CancelTimeout | undefined;
       let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
 
       const onAbort = () => killFor(new RunAbortedError(label, opts.signal?.reason));
       const cleanup = () => {
         if (deadline) clearTimeout(deadline);
-        if (drainTimer) clearTimeout(drainTimer);
+        cancelDrain?.();
         opts.signal?.removeEventListener('abort', onAbort);
       };
       const finish = () => {
@@ -436,7 +437,8 @@ export class Reaper {
         exitInfo = { code, signal };
         // A grandchild (e.g. a container started by runc) may keep our pipes open: give the
         // output a moment to reach EOF, then stop reading so the caller is not held hostage.
-        drainTimer = setTimeout(() => {
+        // Lazy: the pipes mostly end in the same turn or the next (lazy-timeout.ts).
+        cancelDrain = lazyTimeout(() => {
           // A starved event loop runs this timer before it polls the pipes: what the child wrote
           // before it exited may still sit in them. Take it, then stop reading.
           readWithoutWaiting(child.stdout, out);

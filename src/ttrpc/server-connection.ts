@@ -8,6 +8,7 @@ import { MessageQueue } from './message-queue';
 import { metadataFromPairs } from './metadata';
 import type { CallContext, MethodEntry, ServiceRegistry } from './services';
 import { Code, oversizeMessage, toStatus, TtrpcError } from './status';
+import { type CancelTimeout, lazyTimeout } from '../sys/lazy-timeout';
 
 export type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -50,7 +51,8 @@ class CallAbort {
 interface ActiveStream {
   id: number;
   abort: CallAbort;
-  timer?: NodeJS.Timeout;
+  /** Calls off its deadline (lazyTimeout). */
+  cancelTimer?: CancelTimeout;
   inbound?: MessageQueue<Buffer>;
   done: boolean;
   service: string;
@@ -146,7 +148,7 @@ export class ServerConnection implements Closable {
     if (rest.length) throw new Error(`calls still in flight: ${rest.map((s) => s.method).join(', ')}`);
     const { fd, pending } = this.channel.detach();
     for (const s of this.streams.values()) {
-      if (s.timer) clearTimeout(s.timer);
+      s.cancelTimer?.();
       s.done = true;
     }
     this.streams.clear();
@@ -294,13 +296,9 @@ export class ServerConnection implements Closable {
       if (ms <= 0) expire();
       else if (ms <= MAX_TIMER_MS) {
         // Armed only for a call still running after this turn of the event loop: most are answered
-        // within it (State, Stats). A timer cleared before it is due still wakes the process when it
-        // would have been: Node leaves libuv's timer set for it. containerd gives every Stats 2 s,
-        // and that wake-up cost ~0.5 ms of CPU 2 s after each of a kubelet's Stats.
-        const deadline = ctx.deadline;
-        setImmediate(() => {
-          if (!stream.done) stream.timer = setTimeout(expire, Math.max(1, Math.ceil(deadline - Date.now())));
-        });
+        // within it (State, Stats). containerd gives every Stats 2 s, and a timer cleared before it
+        // was due woke the shim 2 s after each of a kubelet's Stats (~0.5 ms of CPU; lazy-timeout.ts).
+        stream.cancelTimer = lazyTimeout(expire, ms, 1);
       }
     }
     this.streams.set(id, stream);
@@ -461,7 +459,7 @@ export class ServerConnection implements Closable {
   private finish(stream: ActiveStream, reason?: TtrpcError): void {
     if (stream.done) return;
     stream.done = true;
-    if (stream.timer) clearTimeout(stream.timer);
+    stream.cancelTimer?.();
     this.streams.delete(stream.id);
     this.opts.limits.setCalls(this, this.streams.size);
     stream.inbound?.end(reason);

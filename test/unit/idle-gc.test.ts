@@ -7,6 +7,8 @@ import {
   FOLLOW_UP_GC_MS,
   type Footprint,
   HEAP_CHANGE_MIN_BYTES,
+  IDLE_GC_MS,
+  IDLE_SLACK_MS,
   IdleCollector,
   MAX_FOLLOW_UPS,
   QUERIES_PER_ACTIVITY,
@@ -81,16 +83,38 @@ test('idle collector: one collection once calls stop, none while they go on', (t
     advance(20);
   }
   assert.equal(runs, 0, 'no collection while calls keep coming');
-  advance(39);
-  assert.equal(runs, 0, 'not before 60 ms of quiet after the last call');
-  advance(1);
-  assert.equal(runs, 1);
+  // The last call was at 100 ms, 20 ms ago; the slack of a 60 ms wait is half of it (IDLE_SLACK_MS).
+  advance(9);
+  assert.equal(runs, 0, 'not before 30 ms of quiet after the last call');
+  advance(31);
+  assert.equal(runs, 1, 'by 60 ms of quiet at the latest (here at 40: its timer was due then)');
   assert.equal(c.collections, 1);
   advance(120);
   assert.equal(runs, 1, 'quiet with nothing new: no second collection');
   c.activity();
   advance(60);
   assert.equal(runs, 2, 'new activity, new collection');
+  c.close();
+});
+
+test('idle collector: calls within IDLE_SLACK_MS of the first (an exec) get their look when the first armed timer fires, not at a second wake-up', (t) => {
+  const advance = mockedTime(t);
+  const timers = t.mock.method(globalThis, 'setTimeout');
+  let runs = 0;
+  const c = new IdleCollector(IDLE_GC_MS, () => {
+    runs++;
+  });
+  c.activity();
+  advance(IDLE_SLACK_MS - 100);
+  c.activity();
+  advance(IDLE_GC_MS - (IDLE_SLACK_MS - 100));
+  assert.equal(runs, 1, 'collected when the first timer fired');
+  const delays = timers.mock.calls.map((call) => call.arguments[1] as number);
+  assert.deepEqual(
+    delays.filter((ms) => ms <= IDLE_GC_MS),
+    [IDLE_GC_MS],
+    'one idle timer armed (the rest are follow-ups): no second wake-up for the remainder'
+  );
   c.close();
 });
 

@@ -152,10 +152,9 @@ test('server deadline: a call answered in the turn it came arms no timer (a clea
   const peer = await RawPeer.connect(main.path);
   try {
     const timers = t.mock.method(globalThis, 'setTimeout');
-    // The server's own timers (the peer's waits are the test's).
+    // The server's deadline timers (sys/lazy-timeout.ts arms them; the peer's waits are the test's).
     const deadlineTimers = () =>
-      timers.mock.calls.filter((c) => String((c as { stack?: Error }).stack?.stack).includes('server-connection'))
-        .length;
+      timers.mock.calls.filter((c) => String((c as { stack?: Error }).stack?.stack).includes('lazy-timeout')).length;
     peer.sendFrame(1, MessageType.REQUEST, 0, req('Echo', Buffer.from('x'), { timeoutNano: 2_000_000_000 }));
     assert.ok(await peer.nextFrame());
     await new Promise((r) => setImmediate(r));

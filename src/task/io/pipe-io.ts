@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
+import { withinLazy } from '../../sys/lazy-timeout';
 import * as sys from '../../sys/libc';
 import { BinaryLogger } from './binary-logger';
 import { isFifo, isFifoSync, openInputFifo, openOutputFifo, openOutputFile, socketOnFd } from './fds';
@@ -118,12 +119,7 @@ export class PipeProcessIO implements ProcessIO {
   async waitDrained(timeoutMs?: number): Promise<boolean> {
     const drained = Promise.all(this.outputCopies).then(() => true);
     if (timeoutMs === undefined) return drained;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((r) => {
-      timer = setTimeout(() => r(false), timeoutMs);
-    });
-    const done = await Promise.race([drained, timeout]);
-    clearTimeout(timer);
+    const done = await withinLazy(drained, timeoutMs);
     if (!done) this.opts.log?.('warn', 'output not drained in time', { timeoutMs });
     return done;
   }

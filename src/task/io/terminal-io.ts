@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { Writable } from 'node:stream';
+import { withinLazy } from '../../sys/lazy-timeout';
 import * as sys from '../../sys/libc';
 import { BinaryLogger } from './binary-logger';
 import { ConsoleSocket } from './console-socket';
@@ -264,14 +265,7 @@ export class TerminalProcessIO implements ProcessIO {
   async waitDrained(timeoutMs?: number): Promise<boolean> {
     const drained = this.drained.then(() => true);
     if (timeoutMs === undefined) return drained;
-    let timer: NodeJS.Timeout | undefined;
-    const done = await Promise.race([
-      drained,
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(false), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    const done = await withinLazy(drained, timeoutMs);
     if (!done) this.opts.log?.('warn', 'console output not drained in time', { timeoutMs });
     return done;
   }
