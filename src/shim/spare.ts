@@ -99,10 +99,10 @@ const alive = (pid: number) => {
 };
 
 /** The file that marks a spare's directory as taken (see the top of this file). */
-export const CLAIM_FILE = 'claimed';
+const CLAIM_FILE = 'claimed';
 
 /** Takes the spare directory `dir` (O_EXCL); false when a start or the spare itself took it first. */
-export function claimSpareDir(dir: string): boolean {
+function claimSpareDir(dir: string): boolean {
   try {
     fs.closeSync(fs.openSync(path.join(dir, CLAIM_FILE), 'wx', 0o600));
     return true;
@@ -126,6 +126,13 @@ function discardSpareDir(dir: string): void {
     return; // gone already
   }
   fs.rmSync(gone, { recursive: true, force: true });
+}
+
+/** Claims the spare directory `dir` and removes it; false, leaving it, when a start took it first. */
+function removeUnclaimedSpareDir(dir: string): boolean {
+  if (!claimSpareDir(dir)) return false;
+  discardSpareDir(dir);
+  return true;
 }
 
 /** Live spares waiting in the pool (directories named by pid whose process exists, not claimed). */
@@ -395,7 +402,7 @@ export function sweepDeadSpares(pool: string): void {
     const entry = path.join(pool, name);
     // A spare's directory only once it is ours: a start may have claimed it as the spare died.
     if (m[1]) fs.rmSync(entry, { recursive: true, force: true });
-    else if (claimSpareDir(entry)) discardSpareDir(entry);
+    else removeUnclaimedSpareDir(entry);
   }
 }
 
@@ -652,8 +659,7 @@ function waitForClaim(
     let burstEnd: NodeJS.Timeout | undefined;
     // The sh claims by making `claimed` in our dir; retiring makes it too, so exactly one of them wins.
     const retire = () => {
-      if (!claimSpareDir(home)) return; // claimed: the request is on its way
-      discardSpareDir(home);
+      if (!removeUnclaimedSpareDir(home)) return; // claimed: the request is on its way
       try {
         fs.rmdirSync(pool);
       } catch {
@@ -815,8 +821,7 @@ export function leavePool(pool: string, pid = process.pid): void {
   for (const name of [`.booting-${pid}`, `.new-${pid}`]) {
     fs.rmSync(path.join(pool, name), { recursive: true, force: true });
   }
-  const home = path.join(pool, String(pid));
-  if (claimSpareDir(home)) discardSpareDir(home);
+  removeUnclaimedSpareDir(path.join(pool, String(pid)));
   sweepDeadSpares(pool);
   try {
     fs.rmdirSync(pool);

@@ -427,6 +427,14 @@ function plantSpare(pool: string, pid: number, address: string): string {
   return dir;
 }
 
+/** A state dir of `inst` that is ours alone, its pool of ADDRESS holding a spare of `pid` planted there. */
+function stateWithPlantedSpare(inst: Install, pid: number): { state: string; pool: string; spare: string } {
+  const state = path.join(inst.root, 'state');
+  fs.mkdirSync(state, { mode: 0o700 });
+  const pool = sparePool(ADDRESS, state);
+  return { state, pool, spare: plantSpare(pool, pid, 'unix:///wrong.sock') };
+}
+
 function bundleDir(root: string): string {
   const bundle = path.join(root, 'bundle');
   fs.mkdirSync(bundle, { recursive: true });
@@ -473,10 +481,7 @@ test('sh wrapper: hand-off files are created with O_EXCL: a symlink in a spare d
   const inst = fakeInstall();
   const pid = sleeper();
   try {
-    const state = path.join(inst.root, 'state');
-    fs.mkdirSync(state, { mode: 0o700 });
-    const pool = path.join(state, 'spares', createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16));
-    const spare = plantSpare(pool, pid, 'unix:///wrong.sock');
+    const { state, pool, spare } = stateWithPlantedSpare(inst, pid);
     const victim = path.join(inst.root, 'victim');
     fs.writeFileSync(victim, 'precious');
     fs.symlinkSync(victim, path.join(spare, 'env'));
@@ -498,10 +503,7 @@ test('sh wrapper: a spare that another start (or its own retiring) claimed is pa
   const inst = fakeInstall();
   const pid = sleeper();
   try {
-    const state = path.join(inst.root, 'state');
-    fs.mkdirSync(state, { mode: 0o700 });
-    const pool = path.join(state, 'spares', createHash('sha256').update(ADDRESS).digest('hex').slice(0, 16));
-    const spare = plantSpare(pool, pid, 'unix:///wrong.sock');
+    const { state, spare } = stateWithPlantedSpare(inst, pid);
     fs.writeFileSync(path.join(spare, 'claimed'), 'another start');
     const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's') };
     const r = await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
@@ -511,7 +513,7 @@ test('sh wrapper: a spare that another start (or its own retiring) claimed is pa
     assert.equal(fs.readFileSync(path.join(spare, 'req'), 'utf8'), '', 'not rung');
     // Its process gone, the claimed directory still belongs to the start that claimed it...
     kill(pid);
-    spawnSync('sleep', ['0.1']);
+    await until(() => !readCmdline(String(pid)).startsWith('containerd-shim-tsshim-v2'), 'the spare process gone');
     await inst.runAsync(START_ARGS, { cwd: bundleDir(inst.root), env, input: 'OPTS' });
     assert.ok(fs.existsSync(path.join(spare, 'claimed')), "a claimed dead spare's directory stays");
     // ... while an unclaimed dead one is claimed, then removed.
