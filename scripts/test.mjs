@@ -28,7 +28,7 @@ const PARITY = ['parity', 'parity-per-node', 'tty'];
 const SURVIVAL = ['survival', 'spare'];
 const CRI = ['cri'];
 // Conformance, faults, hostile clients and the Prometheus exporter: on the LTS line as well.
-const HARDENING = ['conform', 'faults', 'hostile-clients', 'exporter'];
+const HARDENING = ['conform', 'faults', 'hostile-clients', 'exporter', 'library-path'];
 // The package as operators install it (npm pack, npm install -g, an install over a running one).
 const INSTALL = ['package-install'];
 // In-place upgrade of running shims (tsshim upgrade, issue 16).

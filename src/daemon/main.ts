@@ -7,6 +7,7 @@ import { PROBE_ARG } from '../upgrade/exec';
 import { VERSION, REVISION } from '../shim/version';
 import { buildingSnapshot, prepareSnapshot } from './snapshot';
 import { restoreExtraCaCerts } from '../shim/node-flags';
+import { dropRelativeLibraryDirs } from '../sys/library-path';
 import type { SpareRole } from '../shim/spare';
 
 const NAME = 'containerd-shim-tsshim-v2';
@@ -35,6 +36,7 @@ function readStdin(): Buffer {
 async function main(argv: string[]): Promise<void> {
   // Before anything reads the environment or starts a program with it (node-flags.ts).
   restoreExtraCaCerts();
+  dropRelativeLibraryDirs(process.env); // for runc, loggers and spares (sys/library-path.ts)
   // An in-place upgrade asks this build what it is before it execs it (src/upgrade/probe.ts).
   // With a state file, it also runs its restore on that state, taking over nothing (a dry run):
   // the answer comes first, so the daemon can tell a build that loads but crashes on its state.

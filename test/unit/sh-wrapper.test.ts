@@ -328,6 +328,7 @@ function fakeInstall(): Install {
     fs.writeFileSync(${JSON.stringify(path.join(root, 'node-argv'))}, JSON.stringify([...process.execArgv, ...process.argv.slice(2)]));
     const ca = (k) => (k in process.env ? process.env[k] : null);
     fs.writeFileSync(${JSON.stringify(path.join(root, 'node-env'))}, JSON.stringify({ NODE_EXTRA_CA_CERTS: ca('NODE_EXTRA_CA_CERTS'), TSSHIM_SAVED_NODE_EXTRA_CA_CERTS: ca('TSSHIM_SAVED_NODE_EXTRA_CA_CERTS') }));
+    fs.writeFileSync(${JSON.stringify(path.join(root, 'node-paths'))}, JSON.stringify({ LD_LIBRARY_PATH: process.env.LD_LIBRARY_PATH ?? null, PATH: process.env.PATH }));
     const i = process.argv.indexOf('claim');
     const c = process.argv.indexOf('cold');
     if (c >= 0) {
@@ -871,6 +872,42 @@ test('sh wrapper: Node boots without NODE_EXTRA_CA_CERTS (set aside, restored by
     assert.equal(r.status, 0, r.out);
     assert.deepEqual(nodeEnv(), {}, 'not set: nothing set aside');
     assert.deepEqual(nodeChildEnv({ A: 'b' }), { A: 'b' });
+  } finally {
+    fs.rmSync(inst.root, { recursive: true, force: true });
+  }
+});
+
+test('sh wrapper: no empty or relative PATH and LD_LIBRARY_PATH entries reach the programs it runs (the bundle is their cwd), cold or as start', () => {
+  const inst = fakeInstall();
+  try {
+    const state = path.join(inst.root, 'state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    const base = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
+    const nodeDir = path.dirname(process.execPath);
+    const cases: [NodeJS.ProcessEnv, { LD_LIBRARY_PATH: string | null; PATH: string }][] = [
+      // containerd's opt plugin, with nothing in LD_LIBRARY_PATH before it
+      [
+        { LD_LIBRARY_PATH: '/opt/containerd/lib:', PATH: `${nodeDir}:/usr/bin:/bin` },
+        { LD_LIBRARY_PATH: '/opt/containerd/lib', PATH: `${nodeDir}:/usr/bin:/bin` },
+      ],
+      [
+        { LD_LIBRARY_PATH: ':lib:.', PATH: `:${nodeDir}::bin:/bin:` },
+        { LD_LIBRARY_PATH: null, PATH: `${nodeDir}:/bin` },
+      ],
+      [
+        { LD_LIBRARY_PATH: '/a:/b', PATH: `${nodeDir}:/bin` },
+        { LD_LIBRARY_PATH: '/a:/b', PATH: `${nodeDir}:/bin` },
+      ],
+    ];
+    for (const [given, expected] of cases) {
+      for (const extra of [{}, { TSSHIM_NO_FAST_PATH: '1' }] as Record<string, string>[]) {
+        const what = `${JSON.stringify(given)} ${JSON.stringify(extra)}`;
+        fs.rmSync(path.join(inst.root, 'node-paths'), { force: true });
+        const r = inst.run(START_ARGS, { cwd: bundleDir(inst.root), env: { ...base, ...extra, ...given }, input: 'X' });
+        assert.equal(r.status, 0, `${what}: ${r.out}`);
+        assert.deepEqual(JSON.parse(fs.readFileSync(path.join(inst.root, 'node-paths'), 'utf8')), expected, what);
+      }
+    }
   } finally {
     fs.rmSync(inst.root, { recursive: true, force: true });
   }
