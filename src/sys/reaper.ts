@@ -199,6 +199,7 @@ export class Reaper {
     delivered: 0,
     subscriberErrors: 0,
     /** exits of run()'s own children (posix_spawn) */ ownRuns: 0,
+    /** follow-up sweeps armed after a listing of the children */ followUps: 0,
   };
 
   /** The process-wide reaper: makes us a subreaper and listens for SIGCHLD, once. */
@@ -291,8 +292,11 @@ export class Reaper {
       if (reapedThisPass === 0) break;
     }
     // /proc/<pid>/task/<tid>/children is documented as best effort while the list changes:
-    // one cheap follow-up pass catches an exit a concurrent listing may have skipped.
-    if (total > 0 && !this.sweepTimer) {
+    // one cheap follow-up pass catches an exit a concurrent listing may have skipped. Without a
+    // listing there is nothing to catch: the kernel itself said no exited child was left, and a
+    // later exit brings its own SIGCHLD. So the usual exit (runc's, a container's) costs no wake-up.
+    if (peeked.scan && total > 0 && !this.sweepTimer) {
+      this.stats.followUps++;
       this.sweepTimer = setTimeout(() => {
         this.sweepTimer = undefined;
         this.reapNow();

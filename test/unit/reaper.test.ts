@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { spawn as rawSpawn, spawnSync } from 'node:child_process';
-import { Reaper, ExitBuffer, RunTimeoutError } from '../../src/sys/reaper';
+import { Reaper, ExitBuffer, RunTimeoutError, listOwnChildren } from '../../src/sys/reaper';
 import { processExists } from '../../src/sys/libc';
 import { zombiesOf } from '../support/proc';
 import { sleep } from '../support/wait';
@@ -225,6 +225,18 @@ const scenarios: Record<string, () => Promise<unknown>> = {
       resourcesAfter: resources(),
     };
   },
+  // Without the kernel's naming of exited children (a listing of /proc children only), every reap
+  // that found an exit is followed by one more sweep: a listing may skip a child while it changes.
+  async listed() {
+    const reaper = Reaper.instance({ listChildren: listOwnChildren });
+    const runs = await Promise.all(Array.from({ length: 5 }, (_, i) => reaper.run('/bin/sh', ['-c', `exit ${i}`])));
+    await sleep(300); // the follow-up sweep
+    return {
+      codes: runs.map((r) => r.code),
+      followUps: reaper.stats.followUps,
+      zombies: zombiesOf(process.pid),
+    };
+  },
   // run() starts an absolute path with posix_spawn (src/sys/spawn.ts), not by forking Node.
   async direct() {
     const reaper = Reaper.instance();
@@ -265,8 +277,9 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     }
     const five = await running;
     const many = await Promise.all(Array.from({ length: 50 }, (_, i) => reaper.run('/bin/sh', ['-c', `exit ${i}`])));
-    await sleep(300); // the reaper's follow-up sweep
+    await sleep(300); // a follow-up sweep, were one armed
     return {
+      followUps: reaper.stats.followUps,
       signals: signals.stdout.toString(),
       parentSigIgnNonZero: status(process.pid, 'SigIgn') !== '0000000000000000',
       swapped: [swapped.stdout.toString(), swapped.stderr.toString()],
@@ -339,6 +352,13 @@ if (process.env.REAPER_SCENARIO) {
     assert.deepEqual(r, { claimed: 9, again: true, timedOut: true, zombie: false });
   });
 
+  test('a reap that listed the children is followed by one more sweep; nothing is lost either way', () => {
+    const r = runScenario('listed');
+    assert.deepEqual(r.codes, [0, 1, 2, 3, 4]);
+    assert.ok(r.followUps >= 1, `followUps ${r.followUps}`);
+    assert.deepEqual(r.zombies, []);
+  });
+
   test('run() of an absolute path: posix_spawn, default signals in the child, fds as asked, every exit to its run() only', () => {
     const r = runScenario('direct');
     assert.equal(r.signals, 'SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n');
@@ -351,6 +371,7 @@ if (process.env.REAPER_SCENARIO) {
     assert.equal(r.manyOk, true, 'every run gets its own exit code');
     assert.deepEqual(r.runPidsSeenBySubscribers, [], 'run() exits are not fanned out');
     assert.ok(r.ownRuns >= 53, `ownRuns ${r.ownRuns}`);
+    assert.equal(r.followUps, 0, 'exits the kernel named one by one (no listing of children) arm no follow-up sweep');
     assert.deepEqual(r.zombies, []);
   });
 
