@@ -4,7 +4,7 @@
 // logger, a spare's node) would first look for its libraries in its working directory, which for
 // runc is the container's bundle. A shim has no use for that, and it costs failed opens per exec.
 
-export const LIBRARY_PATH_VAR = 'LD_LIBRARY_PATH';
+const LIBRARY_PATH_VAR = 'LD_LIBRARY_PATH';
 
 /** The absolute directories of a colon-separated list, in order ('' when none is left). */
 export function absoluteDirs(list: string): string {

@@ -1,7 +1,8 @@
 // containerd's opt plugin puts "<opt>/lib:" in front of LD_LIBRARY_PATH, so with nothing there
-// before (here: our OPT_LIB with an empty entry after it) every shim inherits an empty last entry: the current directory, which for runc is the
-// container's bundle. tsshim starts runc with the absolute entries only (src/sys/library-path.ts),
-// whether its daemon booted cold, from a warm spare or serves a second container.
+// before, every shim inherits an empty last entry (here: our OPT_LIB with an empty entry after it):
+// the current directory, which for runc is the container's bundle. tsshim starts runc with the
+// absolute entries only (src/sys/library-path.ts), from a cold-started daemon (the first
+// container) and from a warm spare (the second).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
