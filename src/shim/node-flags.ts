@@ -8,6 +8,14 @@
 //   (concurrent marking, sweeping, compilation) each took memory of their own (malloc arenas, stack,
 //   buffers) for a heap of ~10 MiB that a shim collects in a few ms anyway: ~1.5 MiB less PSS per
 //   shim process (one run, 3 shims + 2 spares each, /tmp/memprobe probe).
+// --jitless: V8 only interprets (Ignition) and makes no machine code. A shim's code runs a few
+//   times per operation, with seconds between: TurboFan compiled on the main thread and its code
+//   was thrown away again after the idle collections (deoptimised, "weak objects"), so that work
+//   never paid back. Without it (bench/exec-cost.ts 4 5 3 2000, alternated, 3-4 runs each): own
+//   CPU per exec 16.1-17.7 ms against 18.3-21.5, per Stats call (mean of 3) 3.9-4.2 against
+//   5.3-5.7. No executable pages either (JIT code was ~0.9 MiB resident per shim).
+// --no-expose-wasm: --jitless has no WebAssembly; without this V8 prints a flag-conflict warning
+//   on stderr, which containerd would read as part of start's answer.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -16,6 +24,8 @@ export const DAEMON_NODE_FLAGS: readonly string[] = [
   '--expose-gc',
   '--max-semi-space-size=1',
   '--single-threaded',
+  '--jitless',
+  '--no-expose-wasm',
 ];
 
 // NODE_EXTRA_CA_CERTS makes Node read that file and build its whole root certificate store with it

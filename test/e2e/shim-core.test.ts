@@ -10,6 +10,7 @@ import { startContainerd, uniqueId, pidAlive, RUNC_RUNTIME, TSSHIM_RUNTIME, type
 import { makeRootfs, PATH_ENV_ARGS } from '../support/rootfs';
 import { collectEvents, getTask, type EventCollector } from '../support/containerd-api';
 import { zombiesOf } from '../support/proc';
+import { shimPidOf } from '../support/containers';
 import { until } from '../support/wait';
 
 let c: Containerd;
@@ -145,6 +146,14 @@ test('exec: output, exit codes, 50 sequential and 20 concurrent', async () => {
       assert.equal(r.stdout, `c${i}\n`, `concurrent exec ${i}: ${r.stderr}`);
       assert.equal(r.code, i % 5);
     });
+    // The daemon's V8 makes no machine code (--jitless, src/shim/node-flags.ts): after 71 execs,
+    // still no memory that is both writable and executable.
+    const shim = await shimPidOf(c, id);
+    const wx = fs
+      .readFileSync(`/proc/${shim}/maps`, 'utf8')
+      .split('\n')
+      .filter((l) => /^\S+ .wx/.test(l));
+    assert.deepEqual(wx, [], `writable and executable mappings of shim ${shim}`);
   } finally {
     await c.ctr(['task', 'kill', '-s', 'KILL', id]);
     await until(async () => (await getTask(c, id)).status === 'STOPPED', 'stopped');
