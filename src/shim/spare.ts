@@ -51,6 +51,7 @@ import { sha256Hex } from '../sys/sha256';
 import type { ShimFlags } from './flags';
 import { parseFlags } from './flags';
 import { daemonNodeArgs, nodeChildEnv } from './node-flags';
+import { dropRelativeLibraryDirs } from '../sys/library-path';
 import { DEFAULT_STATE_DIR, readConfig, type ShimConfig } from './config';
 import {
   adoptStartIdentity,
@@ -1097,6 +1098,8 @@ async function answerRequest(
 
 /** From here on this process is the container's shim, exactly as if `start` had spawned it. */
 async function serveClaimed(become: Becoming, role: SpareRole, back?: PoolReturn): Promise<void> {
+  // As a cold daemon's would read: the sh and main.ts drop relative LD_LIBRARY_PATH entries.
+  dropRelativeLibraryDirs(become.req.env);
   replaceEnv(become.req.env);
   if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
   process.chdir(become.req.cwd);
