@@ -23,7 +23,6 @@ import {
 import { listOwnChildren, Reaper } from '../sys/reaper';
 import { runToExitSync } from '../sys/spawn';
 import { lookPath } from '../runc/look-path';
-import { dropRelativeLibraryDirs } from '../sys/library-path';
 import { overwriteOwnArea } from './proc-title';
 
 /** Environment variable that reserves room in a spare's initial environment (see rewriteProcEnviron). */
@@ -210,14 +209,10 @@ export function rewriteProcEnviron(env: NodeJS.ProcessEnv): boolean {
   );
 }
 
-/**
- * Replaces process.env with `env` (libc's environ follows: Node calls setenv/unsetenv), less any
- * relative LD_LIBRARY_PATH entry, as main.ts does for a process that boots with its environment.
- */
+/** Replaces process.env with `env` (libc's environ follows: Node calls setenv/unsetenv). */
 export function replaceEnv(env: NodeJS.ProcessEnv): void {
   for (const k of Object.keys(process.env)) delete process.env[k];
   Object.assign(process.env, env);
-  dropRelativeLibraryDirs(process.env);
 }
 
 /**

@@ -516,19 +516,27 @@ function isWaitingStart(pid: number): boolean {
   }
 }
 
-function readRequest(dir: string, startPid: number): StartRequest {
-  const text = (file: string) => fs.readFileSync(path.join(dir, file), 'utf8');
-  if (!startPid || !isWaitingStart(startPid)) throw new Error(`claim: the start (pid ${startPid}) is gone`);
+/**
+ * A start's environment block (NUL-separated K=V) as its daemon takes it on: less relative
+ * LD_LIBRARY_PATH entries, as the sh and main.ts leave a cold daemon's (sys/library-path.ts).
+ */
+export function startEnvironment(block: Buffer): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  const envText = requestFile(dir, 'env') ?? fs.readFileSync(`/proc/${startPid}/environ`);
-  for (const kv of nulSeparated(envText.toString('utf8'))) {
+  for (const kv of nulSeparated(block.toString('utf8'))) {
     const eq = kv.indexOf('=');
     if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
+  dropRelativeLibraryDirs(env);
+  return env;
+}
+
+function readRequest(dir: string, startPid: number): StartRequest {
+  const text = (file: string) => fs.readFileSync(path.join(dir, file), 'utf8');
+  if (!startPid || !isWaitingStart(startPid)) throw new Error(`claim: the start (pid ${startPid}) is gone`);
   return {
     dir,
     argv: nulSeparated(text('argv')),
-    env,
+    env: startEnvironment(requestFile(dir, 'env') ?? fs.readFileSync(`/proc/${startPid}/environ`)),
     cwd: text('cwd').trim(),
     stdin: requestFile(dir, 'stdin') ?? takeStartStdin(dir, startPid),
     containerdPid: Number(text('ppid').trim()) || 0,
@@ -1098,8 +1106,6 @@ async function answerRequest(
 
 /** From here on this process is the container's shim, exactly as if `start` had spawned it. */
 async function serveClaimed(become: Becoming, role: SpareRole, back?: PoolReturn): Promise<void> {
-  // As a cold daemon's would read: the sh and main.ts drop relative LD_LIBRARY_PATH entries.
-  dropRelativeLibraryDirs(become.req.env);
   replaceEnv(become.req.env);
   if (!rewriteProcEnviron(become.req.env)) become.problems.push('environment: larger than the reserved block');
   process.chdir(become.req.cwd);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { absoluteDirs, dropRelativeLibraryDirs } from '../../src/sys/library-path';
-import { replaceEnv } from '../../src/shim/spare-identity';
+import { startEnvironment } from '../../src/shim/spare';
 
 test('library path: empty and relative entries are dropped, absolute ones kept in order', () => {
   assert.equal(absoluteDirs('/opt/containerd/lib:'), '/opt/containerd/lib'); // containerd's opt plugin
@@ -24,12 +24,7 @@ test('library path: dropRelativeLibraryDirs rewrites LD_LIBRARY_PATH only, and r
   }
 });
 
-test('library path: a spare that takes on a start environment drops its relative LD_LIBRARY_PATH entries (replaceEnv)', () => {
-  const saved = { ...process.env };
-  try {
-    replaceEnv({ LD_LIBRARY_PATH: '/opt/containerd/lib:', PATH: '/usr/bin:/bin' });
-    assert.deepEqual({ ...process.env }, { LD_LIBRARY_PATH: '/opt/containerd/lib', PATH: '/usr/bin:/bin' });
-  } finally {
-    replaceEnv(saved);
-  }
+test('library path: a spare that takes on a start environment drops its relative LD_LIBRARY_PATH entries (startEnvironment)', () => {
+  const block = Buffer.from('LD_LIBRARY_PATH=/opt/containerd/lib:\0PATH=/usr/bin:/bin\0');
+  assert.deepEqual(startEnvironment(block), { LD_LIBRARY_PATH: '/opt/containerd/lib', PATH: '/usr/bin:/bin' });
 });

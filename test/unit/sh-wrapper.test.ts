@@ -436,6 +436,13 @@ function stateWithPlantedSpare(inst: Install, pid: number): { state: string; poo
   return { state, pool, spare: plantSpare(pool, pid, 'unix:///wrong.sock') };
 }
 
+/** A start's environment for `inst`: a state dir of its own, no spares (every start is cold). */
+function coldStartEnv(inst: Install): Record<string, string> {
+  const state = path.join(inst.root, 'state');
+  fs.mkdirSync(state, { mode: 0o700 });
+  return { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
+}
+
 function bundleDir(root: string): string {
   const bundle = path.join(root, 'bundle');
   fs.mkdirSync(bundle, { recursive: true });
@@ -730,9 +737,7 @@ test('sh wrapper: with TSSHIM_SNAPSHOT=1 a cold start boots from the V8 snapshot
     );
     const blob = buildSnapshot(daemonDir);
     assert.ok(blob);
-    const state = path.join(inst.root, 'state');
-    fs.mkdirSync(state, { mode: 0o700 });
-    const env = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
+    const env = coldStartEnv(inst);
     const start = (snapshot = '1') => {
       fs.rmSync(path.join(inst.root, 'node-argv'), { force: true });
       const r = inst.run(START_ARGS, {
@@ -845,9 +850,7 @@ test('sh wrapper: with no spare, a cold start boots one Node process: the daemon
 test('sh wrapper: Node boots without NODE_EXTRA_CA_CERTS (set aside, restored by restoreExtraCaCerts), cold or as start; unset stays unset', () => {
   const inst = fakeInstall();
   try {
-    const state = path.join(inst.root, 'state');
-    fs.mkdirSync(state, { mode: 0o700 });
-    const base = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
+    const base = coldStartEnv(inst);
     const nodeEnv = (): NodeJS.ProcessEnv => {
       const e = JSON.parse(fs.readFileSync(path.join(inst.root, 'node-env'), 'utf8')) as Record<string, string | null>;
       return Object.fromEntries(Object.entries(e).filter(([, v]) => v !== null)) as NodeJS.ProcessEnv;
@@ -880,11 +883,9 @@ test('sh wrapper: Node boots without NODE_EXTRA_CA_CERTS (set aside, restored by
 test('sh wrapper: no empty or relative PATH and LD_LIBRARY_PATH entries reach the programs it runs (the bundle is their cwd), cold or as start', () => {
   const inst = fakeInstall();
   try {
-    const state = path.join(inst.root, 'state');
-    fs.mkdirSync(state, { mode: 0o700 });
-    const base = { TSSHIM_STATE_DIR: state, TSSHIM_SOCKET_DIR: path.join(inst.root, 's'), TSSHIM_SPARES: '0' };
+    const base = coldStartEnv(inst);
     const nodeDir = path.dirname(process.execPath);
-    const cases: [NodeJS.ProcessEnv, { LD_LIBRARY_PATH: string | null; PATH: string }][] = [
+    const cases: [Record<string, string>, { LD_LIBRARY_PATH: string | null; PATH: string }][] = [
       // containerd's opt plugin, with nothing in LD_LIBRARY_PATH before it
       [
         { LD_LIBRARY_PATH: '/opt/containerd/lib:', PATH: `${nodeDir}:/usr/bin:/bin` },
